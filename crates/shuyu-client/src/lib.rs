@@ -1,0 +1,244 @@
+//! Typed client for the Shuyu gRPC API, used by the CLI, the tests and the benches.
+//!
+//! Connects over TLS with the caller's client certificate; the server derives the caller's
+//! identity from it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shuyu_proto::v1 as pb;
+use shuyu_proto::v1::admin_service_client::AdminServiceClient;
+use shuyu_proto::v1::audit_service_client::AuditServiceClient;
+use shuyu_proto::v1::catalog_service_client::CatalogServiceClient;
+use shuyu_proto::v1::export_service_client::ExportServiceClient;
+use shuyu_proto::v1::job_service_client::JobServiceClient;
+use shuyu_proto::v1::session_service_client::SessionServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub use shuyu_proto::v1;
+
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Reading credentials failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection could not be set up.
+    #[error("cannot connect: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The server answered with an error.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    /// A job did not finish in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+/// A principal's credentials: the domain CA, the certificate and its key (PEM).
+#[derive(Clone)]
+pub struct Credentials {
+    /// Domain CA certificate.
+    pub ca_pem: String,
+    /// Client certificate.
+    pub cert_pem: String,
+    /// Client private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Reads `ca.pem`, `cert.pem` and `key.pem` from a directory.
+    ///
+    /// # Errors
+    /// If a file is missing or unreadable.
+    pub fn from_dir(dir: &Path) -> Result<Credentials, ClientError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| ClientError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        Ok(Credentials {
+            ca_pem: read("ca.pem")?,
+            cert_pem: read("cert.pem")?,
+            key_pem: read("key.pem")?,
+        })
+    }
+}
+
+/// Connected service stubs.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Session service.
+    pub session: SessionServiceClient<Channel>,
+    /// Admin service.
+    pub admin: AdminServiceClient<Channel>,
+    /// Catalog service.
+    pub catalog: CatalogServiceClient<Channel>,
+    /// Job service.
+    pub jobs: JobServiceClient<Channel>,
+    /// Export service.
+    pub exports: ExportServiceClient<Channel>,
+    /// Audit service.
+    pub audit: AuditServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `endpoint` (e.g. `https://localhost:7443`) with a client certificate.
+    ///
+    /// # Errors
+    /// If the TLS handshake or connection fails.
+    pub async fn connect(endpoint: &str, credentials: &Credentials) -> Result<Client, ClientError> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
+            .identity(Identity::from_pem(
+                &credentials.cert_pem,
+                &credentials.key_pem,
+            ))
+            .domain_name("localhost");
+        Self::connect_with(endpoint, tls).await
+    }
+
+    /// Connects with an arbitrary TLS configuration (tests use it to try without a client
+    /// certificate).
+    ///
+    /// # Errors
+    /// If the connection fails.
+    pub async fn connect_with(endpoint: &str, tls: ClientTlsConfig) -> Result<Client, ClientError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let channel = Endpoint::from_shared(endpoint.to_owned())?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        Ok(Client {
+            session: SessionServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            catalog: CatalogServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            jobs: JobServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            exports: ExportServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            audit: AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+
+    /// Uploads a dataset in chunks.
+    ///
+    /// # Errors
+    /// The server's answer (e.g. `INVALID_ARGUMENT` for malformed input).
+    pub async fn ingest(
+        &mut self,
+        header: pb::IngestHeader,
+        data: Vec<u8>,
+    ) -> Result<pb::Dataset, ClientError> {
+        let mut messages = vec![pb::IngestDatasetRequest {
+            part: Some(pb::ingest_dataset_request::Part::Header(header)),
+        }];
+        messages.extend(
+            data.chunks(UPLOAD_CHUNK_BYTES)
+                .map(|chunk| pb::IngestDatasetRequest {
+                    part: Some(pb::ingest_dataset_request::Part::Chunk(chunk.to_vec())),
+                }),
+        );
+        let response = self
+            .catalog
+            .ingest_dataset(tokio_stream::iter(messages))
+            .await?;
+        response
+            .into_inner()
+            .dataset
+            .ok_or_else(|| tonic::Status::internal("empty response").into())
+    }
+
+    /// Submits SQL and waits until the job finishes (or `timeout` passes).
+    ///
+    /// # Errors
+    /// The server's answer, or [`ClientError::Timeout`].
+    pub async fn run_sql(&mut self, sql: &str, timeout: Duration) -> Result<pb::Job, ClientError> {
+        let job = self
+            .jobs
+            .submit_job(pb::SubmitJobRequest {
+                sql: sql.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .job
+            .unwrap_or_default();
+        self.wait_job(&job.id, timeout).await
+    }
+
+    /// Polls a job until it succeeds or fails.
+    ///
+    /// # Errors
+    /// The server's answer, or [`ClientError::Timeout`].
+    pub async fn wait_job(
+        &mut self,
+        job_id: &str,
+        timeout: Duration,
+    ) -> Result<pb::Job, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let job = self
+                .jobs
+                .get_job(pb::GetJobRequest {
+                    job_id: job_id.to_owned(),
+                })
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            let done = matches!(
+                pb::JobStatus::try_from(job.status),
+                Ok(pb::JobStatus::Succeeded) | Ok(pb::JobStatus::Failed)
+            );
+            if done {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(format!("job {job_id}")));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Downloads an approved export package.
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn download(&mut self, export_id: &str) -> Result<Vec<u8>, ClientError> {
+        let mut stream = self
+            .exports
+            .download_export(pb::DownloadExportRequest {
+                export_id: export_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.message().await? {
+            out.extend_from_slice(&message.chunk);
+        }
+        Ok(out)
+    }
+}

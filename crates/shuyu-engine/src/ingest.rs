@@ -1,0 +1,332 @@
+//! Ingest: validates CSV or Parquet input against the declared columns and stores it as
+//! encrypted Parquet. Error messages name lines and columns, never values.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
+    RecordBatch, StringBuilder,
+};
+use arrow::compute::cast;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::EngineError;
+use crate::schema::{ColumnSpec, ColumnType, arrow_schema};
+
+/// Input formats a steward can ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    /// RFC 4180 CSV with a header row naming the declared columns.
+    Csv,
+    /// A plaintext Parquet file whose columns match the declared ones.
+    Parquet,
+}
+
+/// Limits for one ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Largest accepted CSV record, in bytes.
+    pub max_row_bytes: usize,
+    /// Rows per stored batch.
+    pub batch_rows: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_row_bytes: 1 << 20,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// What an ingest stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    /// Rows stored.
+    pub n_rows: u64,
+    /// Object path prefix of the stored files.
+    pub location: String,
+}
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+
+enum ColumnBuilder {
+    String(StringBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Date(Date32Builder),
+    Bool(BooleanBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(data_type: ColumnType) -> Self {
+        match data_type {
+            ColumnType::String => ColumnBuilder::String(StringBuilder::new()),
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+        }
+    }
+
+    /// Appends one field; `Err(())` when it does not parse as the column's type.
+    fn append(&mut self, field: &str) -> Result<(), ()> {
+        let field = field.trim();
+        if field.is_empty() {
+            match self {
+                ColumnBuilder::String(b) => b.append_null(),
+                ColumnBuilder::Int64(b) => b.append_null(),
+                ColumnBuilder::Float64(b) => b.append_null(),
+                ColumnBuilder::Date(b) => b.append_null(),
+                ColumnBuilder::Bool(b) => b.append_null(),
+            }
+            return Ok(());
+        }
+        match self {
+            ColumnBuilder::String(b) => b.append_value(field),
+            ColumnBuilder::Int64(b) => b.append_value(field.parse().map_err(|_| ())?),
+            ColumnBuilder::Float64(b) => {
+                let v: f64 = field.parse().map_err(|_| ())?;
+                if !v.is_finite() {
+                    return Err(());
+                }
+                b.append_value(v)
+            }
+            ColumnBuilder::Date(b) => {
+                let date = NaiveDate::parse_from_str(field, "%Y-%m-%d").map_err(|_| ())?;
+                b.append_value((date - EPOCH).num_days() as i32)
+            }
+            ColumnBuilder::Bool(b) => match field.to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" | "yes" => b.append_value(true),
+                "false" | "0" | "f" | "no" => b.append_value(false),
+                _ => return Err(()),
+            },
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::String(b) => b.len(),
+            ColumnBuilder::Int64(b) => b.len(),
+            ColumnBuilder::Float64(b) => b.len(),
+            ColumnBuilder::Date(b) => b.len(),
+            ColumnBuilder::Bool(b) => b.len(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::String(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Validates the declared columns themselves.
+///
+/// # Errors
+/// Empty or duplicate names, or a masking rule that the classification does not allow.
+pub fn validate_columns(columns: &[ColumnSpec]) -> Result<(), EngineError> {
+    if columns.is_empty() {
+        return Err(EngineError::InvalidInput("no columns declared".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for column in columns {
+        let name = column.name.trim();
+        if name.is_empty() || name.len() > 128 || name.starts_with("__") {
+            return Err(EngineError::InvalidInput(
+                "column names must be 1 to 128 characters and not start with '__'".into(),
+            ));
+        }
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(EngineError::InvalidInput(format!(
+                "column '{name}' is declared twice"
+            )));
+        }
+        column
+            .masking
+            .check_allowed_for(column.classification)
+            .map_err(|e| EngineError::InvalidInput(format!("column '{name}': {e}")))?;
+    }
+    Ok(())
+}
+
+/// Parses and validates input into record batches of the declared schema.
+///
+/// # Errors
+/// [`EngineError::InvalidInput`] with a message that names lines and columns, never values.
+pub fn parse_input(
+    format: IngestFormat,
+    input: Bytes,
+    columns: &[ColumnSpec],
+    options: &IngestOptions,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    validate_columns(columns)?;
+    let batches = match format {
+        IngestFormat::Csv => parse_csv(&input, columns, options)?,
+        IngestFormat::Parquet => parse_parquet(input, columns)?,
+    };
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(EngineError::InvalidInput(
+            "the input has no data rows".into(),
+        ));
+    }
+    Ok(batches)
+}
+
+fn parse_csv(
+    input: &[u8],
+    columns: &[ColumnSpec],
+    options: &IngestOptions,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
+    let header = reader.headers().map_err(|e| csv_error(&e))?.clone();
+    if header.len() != columns.len()
+        || header
+            .iter()
+            .zip(columns)
+            .any(|(h, c)| h.trim() != c.name.trim())
+    {
+        return Err(EngineError::InvalidInput(format!(
+            "the CSV header does not match the declared columns (expected {} columns: {})",
+            columns.len(),
+            columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let schema = arrow_schema(columns);
+    let mut builders: Vec<ColumnBuilder> = columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.data_type))
+        .collect();
+    let mut batches = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_error(&e)),
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.as_slice().len() > options.max_row_bytes {
+            return Err(EngineError::InvalidInput(format!(
+                "line {line} is longer than the limit of {} bytes",
+                options.max_row_bytes
+            )));
+        }
+        if record.iter().all(|f| f.trim().is_empty()) {
+            return Err(EngineError::InvalidInput(format!("line {line} is empty")));
+        }
+        if record.len() != columns.len() {
+            return Err(EngineError::InvalidInput(format!(
+                "line {line} has {} fields but {} columns are declared",
+                record.len(),
+                columns.len()
+            )));
+        }
+        for ((field, builder), column) in record.iter().zip(&mut builders).zip(columns) {
+            builder.append(field).map_err(|()| {
+                EngineError::InvalidInput(format!(
+                    "line {line}, column '{}': the value is not a valid {}",
+                    column.name, column.data_type
+                ))
+            })?;
+        }
+        if builders[0].len() >= options.batch_rows {
+            batches.push(finish_batch(&schema, &mut builders)?);
+        }
+    }
+    if builders[0].len() > 0 {
+        batches.push(finish_batch(&schema, &mut builders)?);
+    }
+    Ok(batches)
+}
+
+fn finish_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    builders: &mut [ColumnBuilder],
+) -> Result<RecordBatch, EngineError> {
+    let arrays = builders.iter_mut().map(ColumnBuilder::finish).collect();
+    RecordBatch::try_new(Arc::clone(schema), arrays)
+        .map_err(|e| EngineError::Internal(format!("building a batch: {e}")))
+}
+
+fn csv_error(e: &csv::Error) -> EngineError {
+    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    let what = match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8",
+        csv::ErrorKind::UnequalLengths { .. } => "has the wrong number of fields",
+        _ => "is not valid CSV",
+    };
+    EngineError::InvalidInput(format!("line {line} {what}"))
+}
+
+fn parse_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch>, EngineError> {
+    let not_parquet = || EngineError::InvalidInput("the input is not a valid Parquet file".into());
+    let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|_| not_parquet())?;
+    let file_schema = builder.schema().clone();
+    let names: Vec<&str> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    if names.len() != columns.len() || names.iter().zip(columns).any(|(n, c)| *n != c.name) {
+        return Err(EngineError::InvalidInput(format!(
+            "the Parquet columns ({}) do not match the declared columns ({})",
+            names.join(", "),
+            columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    for (field, column) in file_schema.fields().iter().zip(columns) {
+        if ColumnType::from_arrow(field.data_type()) != Some(column.data_type) {
+            return Err(EngineError::InvalidInput(format!(
+                "column '{}' is stored as {} but declared as {}",
+                column.name,
+                field.data_type(),
+                column.data_type
+            )));
+        }
+    }
+    let schema = arrow_schema(columns);
+    let reader = builder.build().map_err(|_| not_parquet())?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|_| not_parquet())?;
+        let arrays = batch
+            .columns()
+            .iter()
+            .zip(columns)
+            .map(|(array, column)| {
+                cast(array, &column.data_type.arrow_type()).map_err(|_| {
+                    EngineError::InvalidInput(format!(
+                        "column '{}' cannot be converted to {}",
+                        column.name, column.data_type
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        batches.push(
+            RecordBatch::try_new(Arc::clone(&schema), arrays)
+                .map_err(|e| EngineError::Internal(format!("building a batch: {e}")))?,
+        );
+    }
+    Ok(batches)
+}

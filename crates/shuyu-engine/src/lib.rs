@@ -1,0 +1,27 @@
+//! The DataFusion side of Shuyu: encrypted tables, sandboxed SQL sessions, masking, lineage
+//! and the result checks of the export gate.
+//!
+//! This crate knows nothing of the wire format or the metadata store: the server hands it
+//! plain specs ([`TableSpec`], [`JobRequest`]) and gets plain results back.
+
+mod checks;
+mod crypto;
+mod error;
+mod ingest;
+mod lineage;
+mod masking;
+mod results;
+mod schema;
+mod session;
+mod storage;
+
+pub use checks::{CheckOutcome, CheckReport, ExportChecks, run_export_checks};
+pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
+pub use error::{EngineError, JobError};
+pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
+pub use lineage::{OutputColumn, column_lineage};
+pub use masking::{MaskedTable, mask_batches, mask_value_array};
+pub use results::{ExportFormat, ResultData, read_result, render_export_file};
+pub use schema::{ColumnSpec, ColumnType, TableSpec};
+pub use session::{Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobRequest};
+pub use storage::Storage;

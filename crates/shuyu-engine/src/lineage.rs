@@ -1,0 +1,316 @@
+//! Column lineage over a logical plan: for each output column, its source columns, their
+//! strictest classification, and whether it is aggregated or masked.
+//!
+//! Plan nodes the walker does not understand count as "depends on everything, direct
+//! identifier", so an unknown shape can only make checks stricter.
+
+use std::collections::BTreeSet;
+
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use shuyu_policy::{Classification, MaskingDefaults, MaskingRule};
+
+use crate::masking::MASKING_FUNCTIONS;
+use crate::schema::TableSpec;
+
+/// Aggregates whose output does not reproduce an input value (so a cell over ≥ k rows hides
+/// each of them). min, max, first_value, array_agg, string_agg, median… are not here: they
+/// return an input value and count as row-level.
+const SUMMARISING_AGGREGATES: [&str; 14] = [
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "var_population",
+    "covar_pop",
+    "covar_samp",
+    "corr",
+];
+
+/// Lineage of one output column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputColumn {
+    /// Output name.
+    pub name: String,
+    /// Arrow type, as text.
+    pub data_type: String,
+    /// Source columns as `dataset_name.column`.
+    pub sources: Vec<String>,
+    /// Strictest classification among the sources (`Ordinary` when none).
+    pub classification: Classification,
+    /// Output of a summarising aggregate (count, sum, avg…).
+    pub aggregated: bool,
+    /// Output of a masking function (pseudonym, mask_id…), or derived only from such outputs.
+    pub masked: bool,
+    /// Rule applied when the column is shown to an engineer.
+    pub preview_rule: MaskingRule,
+}
+
+#[derive(Debug, Clone)]
+struct Info {
+    sources: BTreeSet<String>,
+    classification: Classification,
+    aggregated: bool,
+    masked: bool,
+    /// The source column's own rule, when the column is that source column unchanged.
+    rule: Option<MaskingRule>,
+}
+
+impl Info {
+    fn constant() -> Info {
+        Info {
+            sources: BTreeSet::new(),
+            classification: Classification::Ordinary,
+            aggregated: false,
+            masked: false,
+            rule: None,
+        }
+    }
+
+    fn unknown(all_sources: &BTreeSet<String>) -> Info {
+        Info {
+            sources: all_sources.clone(),
+            classification: Classification::DirectIdentifier,
+            aggregated: false,
+            masked: false,
+            rule: None,
+        }
+    }
+
+    fn merge<'a>(infos: impl IntoIterator<Item = &'a Info>) -> Info {
+        let mut out = Info::constant();
+        let mut n = 0;
+        let mut all_aggregated = true;
+        let mut all_masked = true;
+        for info in infos {
+            n += 1;
+            out.sources.extend(info.sources.iter().cloned());
+            out.classification = out.classification.max(info.classification);
+            all_aggregated &= info.aggregated;
+            all_masked &= info.masked;
+        }
+        out.aggregated = n > 0 && all_aggregated;
+        out.masked = n > 0 && all_masked;
+        out
+    }
+}
+
+/// Lineage of every output column of `plan`.
+pub fn column_lineage(
+    plan: &LogicalPlan,
+    tables: &[TableSpec],
+    defaults: &MaskingDefaults,
+) -> Vec<OutputColumn> {
+    let all_sources: BTreeSet<String> = tables
+        .iter()
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .map(move |c| format!("{}.{}", t.name, c.name))
+        })
+        .collect();
+    let walker = Walker {
+        tables,
+        all_sources,
+    };
+    let infos = walker.walk(plan);
+    plan.schema()
+        .fields()
+        .iter()
+        .zip(infos)
+        .map(|(field, info)| {
+            let preview_rule = if info.masked || info.aggregated {
+                MaskingRule::Keep
+            } else if let Some(rule) = &info.rule {
+                rule.clone()
+            } else {
+                defaults.rule_for(info.classification).clone()
+            };
+            OutputColumn {
+                name: field.name().clone(),
+                data_type: field.data_type().to_string(),
+                sources: info.sources.into_iter().collect(),
+                classification: info.classification,
+                aggregated: info.aggregated,
+                masked: info.masked,
+                preview_rule,
+            }
+        })
+        .collect()
+}
+
+struct Walker<'a> {
+    tables: &'a [TableSpec],
+    all_sources: BTreeSet<String>,
+}
+
+impl Walker<'_> {
+    fn walk(&self, plan: &LogicalPlan) -> Vec<Info> {
+        let n_out = plan.schema().fields().len();
+        let infos = self.walk_node(plan);
+        match infos {
+            Some(infos) if infos.len() == n_out => infos,
+            _ => vec![Info::unknown(&self.all_sources); n_out],
+        }
+    }
+
+    fn walk_node(&self, plan: &LogicalPlan) -> Option<Vec<Info>> {
+        Some(match plan {
+            LogicalPlan::TableScan(scan) => {
+                let table = self
+                    .tables
+                    .iter()
+                    .find(|t| t.name == scan.table_name.table())?;
+                scan.projected_schema
+                    .fields()
+                    .iter()
+                    .map(
+                        |field| match table.columns.iter().find(|c| &c.name == field.name()) {
+                            Some(column) => Info {
+                                sources: BTreeSet::from([format!(
+                                    "{}.{}",
+                                    table.name, column.name
+                                )]),
+                                classification: column.classification,
+                                aggregated: false,
+                                masked: false,
+                                rule: Some(column.masking.clone()),
+                            },
+                            None => Info::unknown(&self.all_sources),
+                        },
+                    )
+                    .collect()
+            }
+            LogicalPlan::Projection(projection) => {
+                let inputs = self.walk(&projection.input);
+                projection
+                    .expr
+                    .iter()
+                    .map(|e| self.expr_info(e, &projection.input, &inputs))
+                    .collect()
+            }
+            LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::Repartition(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+                self.walk(plan.inputs()[0])
+            }
+            LogicalPlan::Subquery(subquery) => self.walk(&subquery.subquery),
+            LogicalPlan::Aggregate(aggregate) => {
+                let inputs = self.walk(&aggregate.input);
+                let mut out: Vec<Info> = aggregate
+                    .group_expr
+                    .iter()
+                    .map(|e| self.expr_info(e, &aggregate.input, &inputs))
+                    .collect();
+                out.extend(
+                    aggregate
+                        .aggr_expr
+                        .iter()
+                        .map(|e| self.expr_info(e, &aggregate.input, &inputs)),
+                );
+                out
+            }
+            LogicalPlan::Window(window) => {
+                let mut out = self.walk(&window.input);
+                let inputs = out.clone();
+                for e in &window.window_expr {
+                    let mut info = self.refs_info(e, &window.input, &inputs);
+                    info.aggregated = false;
+                    info.masked = false;
+                    out.push(info);
+                }
+                out
+            }
+            LogicalPlan::Join(join) => {
+                let left = self.walk(&join.left);
+                let right = self.walk(&join.right);
+                let n_out = plan.schema().fields().len();
+                if n_out == left.len() + right.len() {
+                    left.into_iter().chain(right).collect()
+                } else if n_out == left.len() {
+                    left
+                } else if n_out == right.len() {
+                    right
+                } else {
+                    return None;
+                }
+            }
+            LogicalPlan::Union(union) => {
+                let per_input: Vec<Vec<Info>> = union.inputs.iter().map(|i| self.walk(i)).collect();
+                let n_out = plan.schema().fields().len();
+                (0..n_out)
+                    .map(|i| Info::merge(per_input.iter().filter_map(|infos| infos.get(i))))
+                    .collect()
+            }
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+                vec![Info::constant(); plan.schema().fields().len()]
+            }
+            _ => return None,
+        })
+    }
+
+    /// Lineage of an expression over `input`'s columns.
+    fn expr_info(&self, expr: &Expr, input: &LogicalPlan, inputs: &[Info]) -> Info {
+        match expr {
+            Expr::Alias(alias) => self.expr_info(&alias.expr, input, inputs),
+            Expr::Column(column) => match input.schema().index_of_column(column) {
+                Ok(i) => inputs
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| Info::unknown(&self.all_sources)),
+                Err(_) => Info::unknown(&self.all_sources),
+            },
+            Expr::ScalarFunction(function) if MASKING_FUNCTIONS.contains(&function.name()) => {
+                let mut info = self.refs_info(expr, input, inputs);
+                info.masked = true;
+                info.aggregated = false;
+                info
+            }
+            Expr::AggregateFunction(function) => {
+                let mut info = self.refs_info(expr, input, inputs);
+                let name = function.func.name().to_ascii_lowercase();
+                info.masked = false;
+                info.aggregated = SUMMARISING_AGGREGATES.contains(&name.as_str());
+                info
+            }
+            Expr::Literal(..) => Info::constant(),
+            _ => self.refs_info(expr, input, inputs),
+        }
+    }
+
+    /// Merged lineage of every column an expression references (a derived value).
+    fn refs_info(&self, expr: &Expr, input: &LogicalPlan, inputs: &[Info]) -> Info {
+        // A subquery's columns are not in `column_refs`: treat it as depending on everything.
+        let has_subquery = expr
+            .exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                ))
+            })
+            .unwrap_or(true);
+        if has_subquery {
+            return Info::unknown(&self.all_sources);
+        }
+        let schema = input.schema();
+        let mut referenced = Vec::new();
+        for column in expr.column_refs() {
+            match schema.index_of_column(column) {
+                Ok(i) if i < inputs.len() => referenced.push(&inputs[i]),
+                _ => return Info::unknown(&self.all_sources),
+            }
+        }
+        let mut info = Info::merge(referenced);
+        info.rule = None;
+        info
+    }
+}

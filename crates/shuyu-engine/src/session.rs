@@ -1,0 +1,545 @@
+//! The engine: sandboxed DataFusion sessions over a tenant's granted tables, ingest writes,
+//! masked samples and SQL jobs whose results stay encrypted inside the domain.
+//!
+//! Sandbox (see ENGINE-NOTES): a tenant-only catalog, no table factories, no
+//! information_schema, no URL tables, `sql_with_options` refusing DDL, DML and statements,
+//! an allow-list of plan nodes (so no EXPLAIN), a cap on SQL size before parsing, a memory
+//! pool, no disk manager (no spill files at all) and a timeout.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use bytes::Bytes;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, DataFusionError};
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, lit};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use rand::SeedableRng;
+use rand::seq::index::sample as sample_indices;
+use shuyu_policy::{MaskingDefaults, MaskingRule};
+use shuyu_vault::{Envelope, SecretKey};
+
+use crate::crypto::{
+    ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory, read_options, write_options,
+};
+use crate::error::{EngineError, JobError};
+use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
+use crate::lineage::{OutputColumn, column_lineage};
+use crate::masking::{MaskedTable, MaskingUdf, mask_batches};
+use crate::schema::{ColumnSpec, TableSpec};
+use crate::storage::Storage;
+
+/// Hidden column added to aggregate results: the number of source rows behind each group.
+pub const GROUP_ROWS_COLUMN: &str = "__shuyu_group_rows";
+
+const CATALOG: &str = "shuyu";
+const SCHEMA: &str = "tenant";
+/// Rows read for sampling before the server picks the sample from them.
+const SAMPLE_POOL_ROWS: usize = 2000;
+
+/// Resource limits for one job.
+#[derive(Debug, Clone)]
+pub struct JobLimits {
+    /// SQL text larger than this is refused before parsing.
+    pub max_sql_bytes: usize,
+    /// Memory pool size for the job's large operators.
+    pub memory_limit_bytes: usize,
+    /// Wall-clock limit for planning and execution.
+    pub timeout: Duration,
+    /// Results with more rows fail.
+    pub max_result_rows: u64,
+    /// Rows of the masked preview.
+    pub preview_rows: usize,
+}
+
+/// Everything one job needs.
+#[derive(Debug)]
+pub struct JobRequest {
+    /// Job id (for logs and file names).
+    pub job_id: String,
+    /// The engineer's SQL.
+    pub sql: String,
+    /// The tenant's granted tables: the only names the SQL can resolve.
+    pub tables: Vec<TableSpec>,
+    /// The tenant's pseudonym key (for `pseudonym()` and previews).
+    pub pseudonym_key: SecretKey,
+    /// Object path of the result file, e.g. `results/<job>/result.parquet`.
+    pub result_file: String,
+    /// KEK that wraps the result file's data key.
+    pub result_kek: String,
+    /// Limits.
+    pub limits: JobLimits,
+    /// Policy masking defaults (for derived columns of the preview).
+    pub masking_defaults: MaskingDefaults,
+    /// k: aggregate cells over fewer source rows are suppressed in the preview.
+    pub min_group_rows: u64,
+}
+
+/// A finished job.
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    /// Result rows.
+    pub n_rows: u64,
+    /// Output columns with lineage (without the hidden group-size column).
+    pub columns: Vec<OutputColumn>,
+    /// Whether the result is an aggregate with per-row group sizes stored.
+    pub aggregate: bool,
+    /// Masked preview for the engineer.
+    pub preview: MaskedTable,
+    /// Datasets the query read.
+    pub input_datasets: Vec<String>,
+}
+
+/// The DataFusion engine of one domain.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    storage: Storage,
+    envelope: Arc<Envelope>,
+}
+
+impl Engine {
+    /// An engine over `storage`, with keys from `envelope`.
+    pub fn new(storage: Storage, envelope: Arc<Envelope>) -> Engine {
+        Engine { storage, envelope }
+    }
+
+    /// The object store.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn runtime(&self, memory_limit: Option<usize>) -> Result<Arc<RuntimeEnv>, DataFusionError> {
+        let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        );
+        if let Some(limit) = memory_limit {
+            builder = builder.with_memory_limit(limit, 1.0);
+        }
+        let runtime = Arc::new(builder.build()?);
+        self.storage.register(&runtime);
+        runtime.register_parquet_encryption_factory(
+            ENCRYPTION_FACTORY_ID,
+            Arc::new(EnvelopeEncryptionFactory::new(Arc::clone(&self.envelope))),
+        );
+        Ok(runtime)
+    }
+
+    /// A sandboxed session whose catalog holds exactly `tables`.
+    fn session(
+        &self,
+        runtime: Arc<RuntimeEnv>,
+        tables: &[TableSpec],
+        pseudonym_key: &SecretKey,
+    ) -> Result<SessionContext, DataFusionError> {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_target_partitions(2);
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for table in tables {
+            let url = ListingTableUrl::parse(self.storage.url(&table.location))?;
+            let format = ParquetFormat::default().with_options(read_options());
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(table.arrow_schema());
+            schema.register_table(table.name.clone(), Arc::new(ListingTable::try_new(config)?))?;
+        }
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog.register_schema(SCHEMA, schema)?;
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        catalogs.register_catalog(CATALOG.to_owned(), catalog);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_table_factories(HashMap::new())
+            .with_catalog_list(catalogs)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for udf in MaskingUdf::all(pseudonym_key) {
+            ctx.register_udf(udf);
+        }
+        Ok(ctx)
+    }
+
+    /// Validates `input` against `columns` and stores it encrypted at `location`
+    /// (`datasets/<id>/`), data keys wrapped under `kek_id`. Nothing is written unless the
+    /// whole input is valid.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidInput`] for malformed input, others for storage or key failures.
+    pub async fn ingest(
+        &self,
+        format: IngestFormat,
+        input: Bytes,
+        columns: &[ColumnSpec],
+        location: &str,
+        kek_id: &str,
+        options: &IngestOptions,
+    ) -> Result<IngestOutcome, EngineError> {
+        let batches = parse_input(format, input, columns, options)?;
+        let n_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let runtime = self.runtime(None).map_err(internal)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let df = ctx.read_batches(batches).map_err(internal)?;
+        let file = format!("{}part-0.parquet", location);
+        df.write_parquet(
+            &self.storage.url(&file),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            Some(write_options(kek_id)),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(IngestOutcome {
+            n_rows,
+            location: location.to_owned(),
+        })
+    }
+
+    /// A masked sample of up to `n_rows` server-chosen rows. The choice is stable for a seed
+    /// (the server derives it from tenant and dataset), so asking again reveals nothing new.
+    ///
+    /// # Errors
+    /// On storage, key or internal failures.
+    pub async fn sample(
+        &self,
+        table: &TableSpec,
+        n_rows: usize,
+        pseudonym_key: &SecretKey,
+        seed: u64,
+    ) -> Result<MaskedTable, EngineError> {
+        let runtime = self.runtime(None).map_err(internal)?;
+        let ctx = self
+            .session(runtime, std::slice::from_ref(table), pseudonym_key)
+            .map_err(internal)?;
+        let df = ctx
+            .table(table.name.as_str())
+            .await
+            .map_err(internal)?
+            .limit(0, Some(SAMPLE_POOL_ROWS))
+            .map_err(internal)?;
+        let batches = df.collect().await.map_err(internal)?;
+        let pool = arrow::compute::concat_batches(&table.arrow_schema(), &batches)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let take = n_rows.min(pool.num_rows());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut chosen: Vec<usize> = sample_indices(&mut rng, pool.num_rows(), take).into_vec();
+        chosen.sort_unstable();
+        let indices =
+            arrow::array::UInt32Array::from(chosen.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        let picked = arrow::compute::take_record_batch(&pool, &indices)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let rules: Vec<MaskingRule> = table.columns.iter().map(|c| c.masking.clone()).collect();
+        mask_batches(&[picked], &rules, pseudonym_key, take)
+    }
+
+    /// Runs a SQL job: plans it in the sandbox, writes the result encrypted, and returns its
+    /// lineage and masked preview.
+    ///
+    /// # Errors
+    /// [`JobError`]; only its `public_message` may reach the engineer.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops execution; a partially written result file is not referenced.
+    pub async fn run_job(&self, request: &JobRequest) -> Result<JobOutput, JobError> {
+        match tokio::time::timeout(request.limits.timeout, self.run_job_inner(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(JobError::Timeout),
+        }
+    }
+
+    async fn run_job_inner(&self, request: &JobRequest) -> Result<JobOutput, JobError> {
+        if request.sql.len() > request.limits.max_sql_bytes {
+            return Err(JobError::Refused(format!(
+                "the SQL text is {} bytes; the limit is {}",
+                request.sql.len(),
+                request.limits.max_sql_bytes
+            )));
+        }
+        let runtime = self
+            .runtime(Some(request.limits.memory_limit_bytes))
+            .map_err(job_error)?;
+        let ctx = self
+            .session(runtime, &request.tables, &request.pseudonym_key)
+            .map_err(job_error)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(&request.sql, options)
+            .await
+            .map_err(job_error)?;
+        let plan = df.logical_plan().clone();
+        check_plan_nodes(&plan)?;
+
+        let input_datasets = scanned_datasets(&plan, &request.tables);
+        let columns = column_lineage(&plan, &request.tables, &request.masking_defaults);
+        let (plan, aggregate) = match with_group_rows(plan.clone()) {
+            Some(rewritten) => (rewritten, true),
+            None => (plan, false),
+        };
+        let state = ctx.state();
+        DataFrame::new(state, plan)
+            .write_parquet(
+                &self.storage.url(&request.result_file),
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                Some(write_options(&request.result_kek)),
+            )
+            .await
+            .map_err(job_error)?;
+
+        let batches =
+            self.read_result(&request.result_file)
+                .await
+                .map_err(|e| JobError::Execution {
+                    detail: e.to_string(),
+                })?;
+        let n_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if n_rows > request.limits.max_result_rows {
+            return Err(JobError::Refused(format!(
+                "the result has more than {} rows",
+                request.limits.max_result_rows
+            )));
+        }
+        let preview = preview(
+            &batches,
+            &columns,
+            aggregate,
+            &request.pseudonym_key,
+            request.limits.preview_rows,
+            request.min_group_rows,
+        )
+        .map_err(|e| JobError::Execution {
+            detail: e.to_string(),
+        })?;
+        Ok(JobOutput {
+            n_rows,
+            columns,
+            aggregate,
+            preview,
+            input_datasets,
+        })
+    }
+
+    /// Reads (decrypts) a stored result file.
+    ///
+    /// # Errors
+    /// On storage or key failures.
+    pub async fn read_result(&self, file: &str) -> Result<Vec<RecordBatch>, EngineError> {
+        let runtime = self.runtime(None).map_err(internal)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let url = ListingTableUrl::parse(self.storage.url(file)).map_err(internal)?;
+        let format = ParquetFormat::default().with_options(read_options());
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(internal)?;
+        let table = ListingTable::try_new(config).map_err(internal)?;
+        let df = ctx.read_table(Arc::new(table)).map_err(internal)?;
+        df.collect().await.map_err(internal)
+    }
+}
+
+fn internal(e: DataFusionError) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+/// Maps a DataFusion error to a job error: only planning errors, whose text derives from the
+/// SQL itself, are passed through; anything raised while touching data is withheld.
+fn job_error(e: DataFusionError) -> JobError {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => JobError::ResourcesExhausted,
+        DataFusionError::Plan(msg) => JobError::Plan(first_line(msg)),
+        DataFusionError::SQL(parser_error, _) => {
+            JobError::Plan(first_line(&parser_error.to_string()))
+        }
+        DataFusionError::SchemaError(schema_error, _) => {
+            JobError::Plan(first_line(&schema_error.to_string()))
+        }
+        DataFusionError::NotImplemented(msg) => {
+            JobError::Plan(first_line(&format!("not supported: {msg}")))
+        }
+        other => JobError::Execution {
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn first_line(msg: &str) -> String {
+    let line = msg.lines().next().unwrap_or_default();
+    line.chars().take(300).collect()
+}
+
+/// Refuses every plan node outside the allow-list, including inside subqueries.
+fn check_plan_nodes(plan: &LogicalPlan) -> Result<(), JobError> {
+    let mut refused: Option<String> = None;
+    plan.apply_with_subqueries(|node| {
+        let allowed = matches!(
+            node,
+            LogicalPlan::Projection(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::Aggregate(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Join(_)
+                | LogicalPlan::Repartition(_)
+                | LogicalPlan::Union(_)
+                | LogicalPlan::TableScan(_)
+                | LogicalPlan::EmptyRelation(_)
+                | LogicalPlan::Subquery(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::Limit(_)
+                | LogicalPlan::Values(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Unnest(_)
+        );
+        if allowed {
+            Ok(TreeNodeRecursion::Continue)
+        } else {
+            refused = Some(match node {
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
+                    "EXPLAIN is not available for jobs".to_owned()
+                }
+                other => format!("{} is not allowed in a job", node_name(other)),
+            });
+            Ok(TreeNodeRecursion::Stop)
+        }
+    })
+    .map_err(job_error)?;
+    match refused {
+        Some(reason) => Err(JobError::Refused(reason)),
+        None => Ok(()),
+    }
+}
+
+fn node_name(plan: &LogicalPlan) -> String {
+    let display = plan.display().to_string();
+    display
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .next()
+        .unwrap_or("this statement")
+        .to_owned()
+}
+
+fn scanned_datasets(plan: &LogicalPlan, tables: &[TableSpec]) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            names.insert(scan.table_name.table().to_owned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
+        .iter()
+        .filter(|t| names.contains(&t.name))
+        .map(|t| t.dataset_id.clone())
+        .collect()
+}
+
+/// Rewrites an aggregate-shaped plan (projections, filters, sorts and limits over one
+/// Aggregate) so that every output row carries the number of source rows of its group in
+/// [`GROUP_ROWS_COLUMN`]. `None` when the plan has another shape (treated as row-level).
+fn with_group_rows(plan: LogicalPlan) -> Option<LogicalPlan> {
+    match plan {
+        LogicalPlan::Aggregate(aggregate) => {
+            let mut aggr_expr = aggregate.aggr_expr.clone();
+            aggr_expr.push(count(lit(1)).alias(GROUP_ROWS_COLUMN));
+            Aggregate::try_new(
+                aggregate.input.clone(),
+                aggregate.group_expr.clone(),
+                aggr_expr,
+            )
+            .ok()
+            .map(LogicalPlan::Aggregate)
+        }
+        LogicalPlan::Projection(projection) => {
+            let input = with_group_rows(projection.input.as_ref().clone())?;
+            let (qualifier, _) = input
+                .schema()
+                .qualified_field_with_unqualified_name(GROUP_ROWS_COLUMN)
+                .ok()?;
+            let mut exprs = projection.expr.clone();
+            exprs.push(Expr::Column(Column::new(
+                qualifier.cloned(),
+                GROUP_ROWS_COLUMN,
+            )));
+            Projection::try_new(exprs, Arc::new(input))
+                .ok()
+                .map(LogicalPlan::Projection)
+        }
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_) => {
+            let input = with_group_rows(plan.inputs()[0].clone())?;
+            plan.with_new_exprs(plan.expressions(), vec![input]).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The engineer's preview: masked by lineage, and in aggregate results every aggregated
+/// cell of a group smaller than k suppressed.
+fn preview(
+    batches: &[RecordBatch],
+    columns: &[OutputColumn],
+    aggregate: bool,
+    pseudonym_key: &SecretKey,
+    max_rows: usize,
+    min_group_rows: u64,
+) -> Result<MaskedTable, EngineError> {
+    let mut visible = Vec::new();
+    let mut group_rows = Vec::new();
+    for batch in batches {
+        let n_visible = columns.len();
+        visible.push(
+            batch
+                .project(&(0..n_visible).collect::<Vec<_>>())
+                .map_err(|e| EngineError::Internal(format!("projecting the preview: {e}")))?,
+        );
+        if aggregate {
+            let counts = batch
+                .column_by_name(GROUP_ROWS_COLUMN)
+                .ok_or_else(|| EngineError::Internal("group sizes missing".into()))?;
+            let counts = arrow::compute::cast(counts, &arrow::datatypes::DataType::Int64)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            let counts = counts.as_primitive::<Int64Type>();
+            group_rows.extend((0..counts.len()).map(|i| counts.value(i)));
+        }
+    }
+    let rules: Vec<MaskingRule> = columns.iter().map(|c| c.preview_rule.clone()).collect();
+    let mut table = mask_batches(&visible, &rules, pseudonym_key, max_rows)?;
+    if aggregate {
+        for (row, n) in table.rows.iter_mut().zip(&group_rows) {
+            if (*n as u64) < min_group_rows {
+                for (cell, column) in row.iter_mut().zip(columns) {
+                    if column.aggregated && cell.is_some() {
+                        *cell = Some(shuyu_policy::suppressed().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Ok(table)
+}

@@ -1,0 +1,352 @@
+//! The tamper-evident audit trail (R29, R31): an append-only, hash-chained table in the
+//! metadata store, written in the same transaction as the change it records.
+//!
+//! Each record's hash covers the previous hash and every field; each hash carries an HMAC
+//! under a key derived from the master key, and a MAC'd head pointer records the last
+//! sequence number, so changing, removing, inserting, reordering or truncating records is
+//! detected by [`AuditLog::verify`]. Records hold ids, outcomes and hashes only; error text
+//! that may contain data values is stored sealed (AES-GCM), never in plaintext.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::json;
+use shuyu_vault::{SecretKey, sha256_hex};
+
+use crate::error::Result;
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a service call records.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry {
+    /// Acting principal ("-" when unauthenticated).
+    pub principal_id: String,
+    /// Role text.
+    pub role: String,
+    /// Tenant of the principal, or empty.
+    pub tenant_id: String,
+    /// Action (snake_case).
+    pub action: String,
+    /// Target ids, e.g. `dataset:ds_…`.
+    pub target: String,
+    /// "ok", "denied", "invalid", "not_found", "error".
+    pub outcome: String,
+    /// Ids and hashes only.
+    pub detail: serde_json::Value,
+    /// Error text that may contain data values, sealed before it is stored.
+    pub secret_detail: Option<String>,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    /// See [`AuditEntry`].
+    pub principal_id: String,
+    /// See [`AuditEntry`].
+    pub role: String,
+    /// See [`AuditEntry`].
+    pub tenant_id: String,
+    /// See [`AuditEntry`].
+    pub action: String,
+    /// See [`AuditEntry`].
+    pub target: String,
+    /// See [`AuditEntry`].
+    pub outcome: String,
+    /// JSON text.
+    pub detail: String,
+    /// Sealed error text, hex (empty when none).
+    pub sealed_detail: String,
+    /// Previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+    /// HMAC of the hash.
+    pub mac: String,
+}
+
+/// Result of a verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    /// Whether the whole trail verified.
+    pub ok: bool,
+    /// Records checked.
+    pub n_records: u64,
+    /// Hash of the last record.
+    pub head_hash: String,
+    /// The first problem found.
+    pub problem: Option<String>,
+}
+
+/// Keys and operations of the trail.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    mac_key: SecretKey,
+    seal_key: SecretKey,
+}
+
+/// Creates the audit table.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    principal_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    sealed_detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    mac TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    mac TEXT NOT NULL
+);
+";
+
+fn record_hash(r: &AuditRecord) -> String {
+    let canonical = json!([
+        r.seq,
+        r.at_ms,
+        r.principal_id,
+        r.role,
+        r.tenant_id,
+        r.action,
+        r.target,
+        r.outcome,
+        r.detail,
+        r.sealed_detail,
+        r.prev_hash
+    ]);
+    sha256_hex(canonical.to_string().as_bytes())
+}
+
+impl AuditLog {
+    /// The trail's keys, derived from the master key.
+    pub fn new(master: &SecretKey) -> AuditLog {
+        AuditLog {
+            mac_key: master.derive("shuyu-audit-mac:v1"),
+            seal_key: master.derive("shuyu-audit-seal:v1"),
+        }
+    }
+
+    fn mac(&self, label: &str, hash: &str) -> String {
+        hex::encode(
+            self.mac_key
+                .hmac_sha256(format!("{label}:{hash}").as_bytes()),
+        )
+    }
+
+    /// Appends a record inside `tx`; it becomes durable when `tx` commits.
+    ///
+    /// # Errors
+    /// On store failure (the caller's transaction then fails as a whole).
+    pub fn append(&self, tx: &Transaction<'_>, entry: &AuditEntry) -> Result<u64> {
+        let head: Option<(u64, String)> = tx
+            .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
+        let sealed_detail = entry
+            .secret_detail
+            .as_ref()
+            .map(|text| hex::encode(self.seal_key.seal(b"shuyu-audit-detail", text.as_bytes())))
+            .unwrap_or_default();
+        let mut record = AuditRecord {
+            seq: prev_seq + 1,
+            at_ms: crate::now_ms(),
+            principal_id: entry.principal_id.clone(),
+            role: entry.role.clone(),
+            tenant_id: entry.tenant_id.clone(),
+            action: entry.action.clone(),
+            target: entry.target.clone(),
+            outcome: entry.outcome.clone(),
+            detail: entry.detail.to_string(),
+            sealed_detail,
+            prev_hash,
+            hash: String::new(),
+            mac: String::new(),
+        };
+        record.hash = record_hash(&record);
+        record.mac = self.mac("record", &record.hash);
+        tx.execute(
+            "INSERT INTO audit (seq, at_ms, principal_id, role, tenant_id, action, target, outcome,
+                                detail, sealed_detail, prev_hash, hash, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                record.seq,
+                record.at_ms,
+                record.principal_id,
+                record.role,
+                record.tenant_id,
+                record.action,
+                record.target,
+                record.outcome,
+                record.detail,
+                record.sealed_detail,
+                record.prev_hash,
+                record.hash,
+                record.mac
+            ],
+        )?;
+        let head_mac = self.mac("head", &format!("{}:{}", record.seq, record.hash));
+        tx.execute(
+            "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+            params![record.seq, record.hash, head_mac],
+        )?;
+        Ok(record.seq)
+    }
+
+    /// Records with `seq > after_seq`, oldest first.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn list(conn: &Connection, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let mut stmt = conn.prepare(
+            "SELECT seq, at_ms, principal_id, role, tenant_id, action, target, outcome, detail,
+                    sealed_detail, prev_hash, hash, mac
+             FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_seq, limit], read_record)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Recomputes the chain, every MAC and the head.
+    ///
+    /// # Errors
+    /// On store failure (tampering is reported in the [`VerifyReport`], not as an error).
+    pub fn verify(&self, conn: &Connection) -> Result<VerifyReport> {
+        let mut stmt = conn.prepare(
+            "SELECT seq, at_ms, principal_id, role, tenant_id, action, target, outcome, detail,
+                    sealed_detail, prev_hash, hash, mac
+             FROM audit ORDER BY rowid",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut expected_prev = GENESIS.to_owned();
+        let mut expected_seq = 1u64;
+        let mut n = 0u64;
+        let fail = |n: u64, head: &str, problem: String| VerifyReport {
+            ok: false,
+            n_records: n,
+            head_hash: head.to_owned(),
+            problem: Some(problem),
+        };
+        while let Some(row) = rows.next()? {
+            let record = read_record(row)?;
+            if record.seq != expected_seq {
+                return Ok(fail(
+                    n,
+                    &expected_prev,
+                    format!(
+                        "record {} found where record {expected_seq} was expected (removed, inserted or reordered records)",
+                        record.seq
+                    ),
+                ));
+            }
+            if record.prev_hash != expected_prev {
+                return Ok(fail(
+                    n,
+                    &expected_prev,
+                    format!("record {} does not link to the previous record", record.seq),
+                ));
+            }
+            if record_hash(&record) != record.hash {
+                return Ok(fail(
+                    n,
+                    &expected_prev,
+                    format!("record {} was changed", record.seq),
+                ));
+            }
+            if self.mac("record", &record.hash) != record.mac {
+                return Ok(fail(
+                    n,
+                    &expected_prev,
+                    format!("record {} carries an invalid MAC", record.seq),
+                ));
+            }
+            expected_prev = record.hash;
+            expected_seq += 1;
+            n += 1;
+        }
+        let head: Option<(u64, String, String)> = conn
+            .query_row(
+                "SELECT seq, hash, mac FROM audit_head WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        match head {
+            None if n == 0 => {}
+            None => {
+                return Ok(fail(
+                    n,
+                    &expected_prev,
+                    "the head pointer is missing".into(),
+                ));
+            }
+            Some((seq, hash, mac)) => {
+                if mac != self.mac("head", &format!("{seq}:{hash}")) {
+                    return Ok(fail(
+                        n,
+                        &expected_prev,
+                        "the head pointer was changed".into(),
+                    ));
+                }
+                if seq != n || hash != expected_prev {
+                    return Ok(fail(
+                        n,
+                        &expected_prev,
+                        format!(
+                            "the trail ends at record {n} but the head pointer names record {seq} (records removed from the end)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(VerifyReport {
+            ok: true,
+            n_records: n,
+            head_hash: expected_prev,
+            problem: None,
+        })
+    }
+
+    /// Decrypts a record's sealed error text (for the domain operator on the host).
+    ///
+    /// # Errors
+    /// If the text does not decrypt under this domain's key.
+    pub fn open_detail(&self, sealed_hex: &str) -> Result<String> {
+        let sealed = hex::decode(sealed_hex)
+            .map_err(|_| crate::error::ServerError::InvalidArgument("not hex".into()))?;
+        let plain = self.seal_key.open(b"shuyu-audit-detail", &sealed)?;
+        Ok(String::from_utf8_lossy(&plain).into_owned())
+    }
+}
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.get(0)?,
+        at_ms: row.get(1)?,
+        principal_id: row.get(2)?,
+        role: row.get(3)?,
+        tenant_id: row.get(4)?,
+        action: row.get(5)?,
+        target: row.get(6)?,
+        outcome: row.get(7)?,
+        detail: row.get(8)?,
+        sealed_detail: row.get(9)?,
+        prev_hash: row.get(10)?,
+        hash: row.get(11)?,
+        mac: row.get(12)?,
+    })
+}

@@ -1,0 +1,182 @@
+//! Hand-written conversions between domain types and the `shuyu.v1` wire types.
+
+use shuyu_engine::{ColumnSpec, MaskedTable, OutputColumn};
+use shuyu_policy::Role;
+use shuyu_proto::v1 as pb;
+
+use crate::error::{Result, ServerError};
+use crate::store::{
+    DatasetRecord, ExportRecord, ExportStatus, JobRecord, JobStatus, Principal, Tenant,
+};
+
+pub fn role_to_pb(role: Role) -> pb::Role {
+    match role {
+        Role::PlatformAdmin => pb::Role::Admin,
+        Role::DataSteward => pb::Role::Steward,
+        Role::Engineer => pb::Role::Engineer,
+        Role::Reviewer => pb::Role::Reviewer,
+        Role::Auditor => pb::Role::Auditor,
+    }
+}
+
+pub fn role_from_pb(value: i32) -> Result<Role> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Admin) => Ok(Role::PlatformAdmin),
+        Ok(pb::Role::Steward) => Ok(Role::DataSteward),
+        Ok(pb::Role::Engineer) => Ok(Role::Engineer),
+        Ok(pb::Role::Reviewer) => Ok(Role::Reviewer),
+        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
+        Ok(pb::Role::Unspecified) | Err(_) => Err(ServerError::InvalidArgument(
+            "role must be admin, steward, engineer, reviewer or auditor".into(),
+        )),
+    }
+}
+
+pub fn principal(p: &Principal) -> pb::Principal {
+    pb::Principal {
+        id: p.id.clone(),
+        real_name: p.real_name.clone(),
+        organisation: p.organisation.clone(),
+        role: role_to_pb(p.role) as i32,
+        tenant_id: p.tenant_id.clone().unwrap_or_default(),
+        created_at_ms: p.created_at_ms,
+    }
+}
+
+pub fn tenant(t: &Tenant) -> pb::Tenant {
+    pb::Tenant {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        created_at_ms: t.created_at_ms,
+    }
+}
+
+pub fn column(c: &ColumnSpec) -> pb::Column {
+    pb::Column {
+        name: c.name.clone(),
+        data_type: c.data_type.as_str().to_owned(),
+        classification: c.classification.as_str().to_owned(),
+        masking: c.masking.to_string(),
+    }
+}
+
+pub fn output_column(c: &OutputColumn) -> pb::Column {
+    let data_type = shuyu_engine::ColumnType::from_arrow(
+        &c.data_type
+            .parse()
+            .unwrap_or(arrow::datatypes::DataType::Utf8),
+    )
+    .map(|t| t.as_str().to_owned())
+    .unwrap_or_else(|| c.data_type.clone());
+    pb::Column {
+        name: c.name.clone(),
+        data_type,
+        classification: c.classification.as_str().to_owned(),
+        masking: if c.masked {
+            "masked in SQL".to_owned()
+        } else if c.aggregated {
+            "aggregate".to_owned()
+        } else {
+            c.preview_rule.to_string()
+        },
+    }
+}
+
+pub fn dataset(d: &DatasetRecord) -> pb::Dataset {
+    pb::Dataset {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        description: d.description.clone(),
+        columns: d.columns.iter().map(column).collect(),
+        n_rows: d.n_rows,
+        steward_id: d.steward_id.clone(),
+        created_at_ms: d.created_at_ms,
+        source_sha256: d.source_sha256.clone(),
+    }
+}
+
+pub fn masked_table(t: &MaskedTable) -> pb::MaskedTable {
+    pb::MaskedTable {
+        columns: t.columns.clone(),
+        rows: t
+            .rows
+            .iter()
+            .map(|row| pb::MaskedRow {
+                values: row.iter().map(|v| v.clone().unwrap_or_default()).collect(),
+                is_null: row.iter().map(Option::is_none).collect(),
+            })
+            .collect(),
+    }
+}
+
+pub fn job(j: &JobRecord) -> pb::Job {
+    pb::Job {
+        id: j.id.clone(),
+        tenant_id: j.tenant_id.clone(),
+        author_id: j.author_id.clone(),
+        sql: j.sql.clone(),
+        sql_sha256: j.sql_sha256.clone(),
+        status: match j.status {
+            JobStatus::Queued => pb::JobStatus::Queued,
+            JobStatus::Running => pb::JobStatus::Running,
+            JobStatus::Succeeded => pb::JobStatus::Succeeded,
+            JobStatus::Failed => pb::JobStatus::Failed,
+        } as i32,
+        error: j.error.clone(),
+        error_id: j.error_id.clone(),
+        n_rows: j.n_rows,
+        columns: j.columns.iter().map(output_column).collect(),
+        preview: Some(masked_table(&j.preview)),
+        input_dataset_ids: j.inputs.clone(),
+        aggregate: j.aggregate,
+        created_at_ms: j.created_at_ms,
+        finished_at_ms: j.finished_at_ms,
+    }
+}
+
+/// An export as its requester sees it (check summaries) or a reviewer sees it (evidence).
+pub fn export(e: &ExportRecord, with_evidence: bool) -> pb::Export {
+    pb::Export {
+        id: e.id.clone(),
+        job_id: e.job_id.clone(),
+        tenant_id: e.tenant_id.clone(),
+        requester_id: e.requester_id.clone(),
+        purpose: e.purpose.clone(),
+        format: format_to_pb(&e.format) as i32,
+        status: match e.status {
+            ExportStatus::Refused => pb::ExportStatus::Refused,
+            ExportStatus::PendingReview => pb::ExportStatus::PendingReview,
+            ExportStatus::Approved => pb::ExportStatus::Approved,
+            ExportStatus::Rejected => pb::ExportStatus::Rejected,
+        } as i32,
+        checks: e
+            .checks
+            .iter()
+            .map(|c| pb::CheckResult {
+                name: c.name.clone(),
+                outcome: if c.passed {
+                    pb::CheckOutcome::Pass
+                } else {
+                    pb::CheckOutcome::Fail
+                } as i32,
+                detail: if with_evidence {
+                    c.detail.clone()
+                } else {
+                    c.summary.clone()
+                },
+            })
+            .collect(),
+        reviewer_id: e.reviewer_id.clone(),
+        review_comment: e.comment.clone(),
+        requested_at_ms: e.requested_at_ms,
+        decided_at_ms: e.decided_at_ms,
+        package_sha256: e.package_sha256.clone(),
+    }
+}
+
+pub fn format_to_pb(format: &str) -> pb::DataFormat {
+    match format {
+        "csv" => pb::DataFormat::Csv,
+        _ => pb::DataFormat::Parquet,
+    }
+}

@@ -1,0 +1,270 @@
+//! A domain's data directory: creating it (`shuyu init`) and opening it (`shuyu serve`).
+//!
+//! Layout: `master.key` (0600, the only plaintext secret), `meta.db` (metadata store and
+//! audit trail), `objects/` (encrypted Parquet, sealed packages), `tls/` (CA and server
+//! certificates, public). The CA key, the server key and the domain's signing key are stored
+//! sealed under a key derived from the master key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use shuyu_policy::Role;
+use shuyu_vault::{MasterKey, SecretKey, SigningKey};
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditEntry, AuditLog};
+use crate::error::{Result, ServerError};
+use crate::keys::{DOMAIN_KEK, KeyStore};
+use crate::store::{self, Principal, Store};
+use crate::tls::{self, CaMaterial};
+
+/// Paths inside a data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The layout rooted at `root`.
+    pub fn new(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_path_buf(),
+        }
+    }
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The master key file.
+    pub fn master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+    /// The metadata store.
+    pub fn meta_db(&self) -> PathBuf {
+        self.root.join("meta.db")
+    }
+    /// The object store root.
+    pub fn objects(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+    /// The CA certificate (public).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("tls").join("ca.pem")
+    }
+    /// The domain's public signing key, hex (public).
+    pub fn signing_public_key(&self) -> PathBuf {
+        self.root.join("domain-signing.pub")
+    }
+}
+
+/// Credentials of one principal, written for the CLI: `ca.pem`, `cert.pem`, `key.pem` (0600).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Principal id.
+    pub principal_id: String,
+    /// Directory holding the files.
+    pub dir: PathBuf,
+}
+
+/// Writes a principal's credentials into `dir`.
+///
+/// # Errors
+/// On IO failure.
+pub fn write_credentials(dir: &Path, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ServerError::internal(format!("{}: {e}", dir.display())))?;
+    std::fs::write(dir.join("ca.pem"), ca_pem).map_err(ServerError::internal)?;
+    std::fs::write(dir.join("cert.pem"), cert_pem).map_err(ServerError::internal)?;
+    let key_path = dir.join("key.pem");
+    let _ = std::fs::remove_file(&key_path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .map_err(ServerError::internal)?;
+    file.write_all(key_pem.as_bytes())
+        .map_err(ServerError::internal)?;
+    file.sync_all().map_err(ServerError::internal)?;
+    Ok(())
+}
+
+fn secrets_key(master: &MasterKey) -> SecretKey {
+    master.key().derive("shuyu-domain-secrets:v1")
+}
+
+fn seal_secret(master: &MasterKey, name: &str, secret: &[u8]) -> String {
+    hex::encode(secrets_key(master).seal(name.as_bytes(), secret))
+}
+
+fn open_secret(
+    master: &MasterKey,
+    conn: &rusqlite::Connection,
+    name: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let sealed = store::meta(conn, name)?
+        .ok_or_else(|| ServerError::internal(format!("the domain has no {name}")))?;
+    let sealed = hex::decode(sealed).map_err(ServerError::internal)?;
+    Ok(secrets_key(master).open(name.as_bytes(), &sealed)?)
+}
+
+/// What `init` created.
+#[derive(Debug, Clone)]
+pub struct InitOutcome {
+    /// The first admin's credentials.
+    pub admin: Credentials,
+    /// The domain's signing public key, hex.
+    pub signing_public_key: String,
+}
+
+/// Creates a new domain in `data_dir` and the first admin's credentials in `admin_dir`.
+///
+/// # Errors
+/// If the directory already holds a domain, or on IO / key failures.
+pub fn init(
+    data_dir: &Path,
+    admin_name: &str,
+    admin_organisation: &str,
+    admin_dir: &Path,
+) -> Result<InitOutcome> {
+    let dir = DataDir::new(data_dir);
+    if dir.master_key().exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{} already holds a domain",
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir.root().join("tls")).map_err(ServerError::internal)?;
+    std::fs::create_dir_all(dir.objects()).map_err(ServerError::internal)?;
+    let master = MasterKey::create_file(&dir.master_key())?;
+    let store = Store::open(&dir.meta_db(), AuditLog::new(master.key()))?;
+    let keys = store.read(|conn| KeyStore::load(master.clone(), conn))?;
+
+    let ca = tls::create_ca(&data_dir.display().to_string())?;
+    let (server_cert, server_key) = tls::issue_server(&ca, &[])?;
+    let (signing, signing_pkcs8) = SigningKey::generate()?;
+    let signing_public = hex::encode(signing.public_key());
+
+    let admin = Principal {
+        id: crate::new_id("p"),
+        real_name: admin_name.to_owned(),
+        organisation: admin_organisation.to_owned(),
+        role: Role::PlatformAdmin,
+        tenant_id: None,
+        created_at_ms: crate::now_ms(),
+    };
+    let (admin_key, admin_csr) = tls::new_key_and_csr(&admin.id)?;
+    let issued = tls::issue_client_from_csr(&ca, &admin_csr, &admin.id, tls::DEFAULT_CLIENT_DAYS)?;
+
+    let entry = AuditEntry {
+        principal_id: "-".into(),
+        role: "system".into(),
+        action: "init_domain".into(),
+        target: format!("principal:{}", admin.id),
+        outcome: "ok".into(),
+        detail: json!({"signing_public_key": signing_public, "admin_certificate": issued.fingerprint}),
+        ..AuditEntry::default()
+    };
+    store.commit(&entry, |tx| {
+        keys.create_kek(tx, DOMAIN_KEK, "domain")?;
+        store::set_meta(
+            tx,
+            "ca_key",
+            &seal_secret(&master, "ca_key", ca.key_pem.as_bytes()),
+        )?;
+        store::set_meta(tx, "ca_cert", &ca.cert_pem)?;
+        store::set_meta(
+            tx,
+            "server_key",
+            &seal_secret(&master, "server_key", server_key.as_bytes()),
+        )?;
+        store::set_meta(tx, "server_cert", &server_cert)?;
+        store::set_meta(
+            tx,
+            "signing_key",
+            &seal_secret(&master, "signing_key", &signing_pkcs8),
+        )?;
+        store::set_meta(tx, "signing_public_key", &signing_public)?;
+        store::insert_principal(tx, &admin)?;
+        store::insert_certificate(tx, &issued.fingerprint, &admin.id, issued.not_after_ms)?;
+        Ok(())
+    })?;
+    std::fs::write(dir.ca_cert(), &ca.cert_pem).map_err(ServerError::internal)?;
+    std::fs::write(dir.signing_public_key(), format!("{signing_public}\n"))
+        .map_err(ServerError::internal)?;
+    write_credentials(admin_dir, &ca.cert_pem, &issued.cert_pem, &admin_key)?;
+    Ok(InitOutcome {
+        admin: Credentials {
+            principal_id: admin.id,
+            dir: admin_dir.to_path_buf(),
+        },
+        signing_public_key: signing_public,
+    })
+}
+
+/// An opened domain: store, keys and secrets, ready to serve.
+#[derive(Debug)]
+pub struct OpenDomain {
+    /// Layout.
+    pub dir: DataDir,
+    /// Metadata store.
+    pub store: Store,
+    /// Key hierarchy.
+    pub keys: Arc<KeyStore>,
+    /// The CA (signs principals' certificates).
+    pub ca: CaMaterial,
+    /// Server certificate, PEM.
+    pub server_cert_pem: String,
+    /// Server key, PEM.
+    pub server_key_pem: Zeroizing<String>,
+    /// Export signing key.
+    pub signing: SigningKey,
+}
+
+/// Opens an initialised domain.
+///
+/// # Errors
+/// If the directory holds no domain, the master key is unreadable or too open, or the store
+/// fails.
+pub fn open(data_dir: &Path) -> Result<OpenDomain> {
+    let dir = DataDir::new(data_dir);
+    if !dir.master_key().exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{} holds no domain: run `shuyu init --data-dir {}` first",
+            data_dir.display(),
+            data_dir.display()
+        )));
+    }
+    let master = MasterKey::load_file(&dir.master_key())?;
+    let store = Store::open(&dir.meta_db(), AuditLog::new(master.key()))?;
+    let (keys, ca, server_cert_pem, server_key_pem, signing) = store.read(|conn| {
+        let keys = KeyStore::load(master.clone(), conn)?;
+        let ca_key = open_secret(&master, conn, "ca_key")?;
+        let ca = CaMaterial {
+            cert_pem: store::meta(conn, "ca_cert")?.unwrap_or_default(),
+            key_pem: Zeroizing::new(String::from_utf8_lossy(&ca_key).into_owned()),
+        };
+        let server_key = open_secret(&master, conn, "server_key")?;
+        let server_cert = store::meta(conn, "server_cert")?.unwrap_or_default();
+        let signing = SigningKey::from_pkcs8(&open_secret(&master, conn, "signing_key")?)?;
+        Ok((
+            keys,
+            ca,
+            server_cert,
+            Zeroizing::new(String::from_utf8_lossy(&server_key).into_owned()),
+            signing,
+        ))
+    })?;
+    Ok(OpenDomain {
+        dir,
+        store,
+        keys,
+        ca,
+        server_cert_pem,
+        server_key_pem,
+        signing,
+    })
+}

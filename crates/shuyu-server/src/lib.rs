@@ -1,0 +1,228 @@
+//! The Shuyu server: gRPC services over TLS 1.3 with mandatory client certificates, the
+//! metadata store and audit trail, the key hierarchy and the domain's data directory.
+//!
+//! This is the only crate that knows both the wire types and the engine.
+
+pub mod audit;
+pub mod config;
+mod convert;
+pub mod domain;
+pub mod error;
+pub mod keys;
+pub mod package;
+mod service;
+pub mod state;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shuyu_engine::{Engine, Storage};
+use shuyu_proto::v1::admin_service_server::AdminServiceServer;
+use shuyu_proto::v1::audit_service_server::AuditServiceServer;
+use shuyu_proto::v1::catalog_service_server::CatalogServiceServer;
+use shuyu_proto::v1::export_service_server::ExportServiceServer;
+use shuyu_proto::v1::job_service_server::JobServiceServer;
+use shuyu_proto::v1::session_service_server::SessionServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+
+use crate::error::Result;
+use crate::state::AppState;
+
+/// Largest gRPC message either way (review results, uploads are chunked).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new random id with a readable prefix, e.g. `ds_3f9a…`.
+pub fn new_id(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..20]
+    )
+}
+
+/// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    jobs: Option<tokio::runtime::Runtime>,
+}
+
+impl ServerHandle {
+    /// Waits until the server stops (on error or after [`ServerHandle::shutdown`]).
+    ///
+    /// # Errors
+    /// If the transport failed.
+    pub async fn wait(mut self) -> Result<()> {
+        let result = (&mut self.task).await;
+        if let Some(jobs) = self.jobs.take() {
+            jobs.shutdown_background();
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
+            Err(e) => Err(ServerError::internal(format!("server task: {e}"))),
+        }
+    }
+
+    /// Stops accepting calls and waits for the server to stop.
+    ///
+    /// # Errors
+    /// If the transport failed.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await
+    }
+}
+
+/// Removes dataset files that no committed dataset references (left by a crash mid-ingest).
+async fn remove_orphans(state: &AppState) -> Result<usize> {
+    let known: std::collections::HashSet<String> = state
+        .store
+        .read(store::datasets)?
+        .into_iter()
+        .map(|d| d.location)
+        .collect();
+    let mut removed = std::collections::BTreeSet::new();
+    for object in state.storage.list("datasets").await? {
+        let mut parts = object.splitn(3, '/');
+        let (Some(_), Some(id)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let location = format!("datasets/{id}/");
+        if !known.contains(&location) && removed.insert(location.clone()) {
+            state.storage.delete_prefix(&location).await?;
+        }
+    }
+    Ok(removed.len())
+}
+
+/// Opens the domain in `config.data_dir` and serves it until shut down.
+///
+/// # Errors
+/// If the domain cannot be opened, the policy is invalid or the address cannot be bound.
+pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
+    install_crypto_provider();
+    config.validate()?;
+    let policy = config.load_policy()?;
+    let domain = domain::open(&config.data_dir)?;
+    let storage = Storage::local(&domain.dir.objects())?;
+    let envelope = AppState::envelope(&domain.keys);
+    let engine = Engine::new(storage.clone(), Arc::clone(&envelope));
+    let jobs = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.job_threads)
+        .thread_name("shuyu-job")
+        // Deep plans recurse; the SQL size cap keeps them within this stack.
+        .thread_stack_size(64 << 20)
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::internal(format!("job runtime: {e}")))?;
+    let tls_config = tls::server_config(
+        &domain.ca.cert_pem,
+        &domain.server_cert_pem,
+        &domain.server_key_pem,
+    )?;
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        store: domain.store,
+        keys: domain.keys,
+        engine,
+        storage,
+        envelope,
+        policy,
+        ca: domain.ca,
+        signing: domain.signing,
+        jobs: jobs.handle().clone(),
+    });
+    let interrupted = service::recover_interrupted_jobs(&state).await?;
+    let orphans = remove_orphans(&state).await?;
+    if interrupted > 0 || orphans > 0 {
+        tracing::warn!(interrupted, orphans, "recovered from an unclean stop");
+    }
+
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        ServerError::InvalidArgument(format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::internal(format!("local address: {e}")))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            if conn_tx.is_closed() {
+                break;
+            }
+            let acceptor = acceptor.clone();
+            let conn_tx = conn_tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+
+    let api = service::Api::new(Arc::clone(&state));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .add_service(SessionServiceServer::new(api.clone()))
+        .add_service(
+            AdminServiceServer::new(api.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            CatalogServiceServer::new(api.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            JobServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ExportServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "serving");
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(shutdown_tx),
+        task,
+        jobs: Some(jobs),
+    })
+}

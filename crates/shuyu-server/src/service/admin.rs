@@ -1,0 +1,308 @@
+//! Session, admin and audit services: who am I, tenants, principals, certificates, grants,
+//! and the auditor's view of the trail.
+
+use serde_json::json;
+use shuyu_policy::{Action, Role};
+use shuyu_proto::v1 as pb;
+use shuyu_proto::v1::admin_service_server::AdminService;
+use shuyu_proto::v1::audit_service_server::AuditService;
+use shuyu_proto::v1::session_service_server::SessionService;
+use tonic::{Request, Response, Status};
+
+use super::{Api, require_id, require_text};
+use crate::audit::AuditLog;
+use crate::convert;
+use crate::error::ServerError;
+use crate::store::{self, Principal, Tenant};
+use crate::tls;
+
+#[tonic::async_trait]
+impl SessionService for Api {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = self.state.begin(&request, Action::WhoAmI)?;
+        let response = pb::WhoAmIResponse {
+            principal: Some(convert::principal(&caller.principal)),
+        };
+        let value = self
+            .state
+            .finish_read(&caller, "", Ok((response, json!({}))))?;
+        Ok(Response::new(value))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Api {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let caller = self.state.begin(&request, Action::CreateTenant)?;
+        let name = request.into_inner().name.trim().to_owned();
+        let result = (|| {
+            require_text(&name, "the tenant name", 100, true)?;
+            let id = crate::new_id("t");
+            let tenant = Tenant {
+                kek_id: format!("tenant:{id}"),
+                pseudonym_kek_id: format!("pseudonym:{id}"),
+                id: id.clone(),
+                name: name.clone(),
+                created_at_ms: crate::now_ms(),
+            };
+            let keys = &self.state.keys;
+            let committed = self.state.store.commit(
+                &caller.entry(format!("tenant:{id}"), "ok", json!({})),
+                |tx| {
+                    keys.create_kek(tx, &tenant.kek_id, &id)?;
+                    keys.create_kek(tx, &tenant.pseudonym_kek_id, &id)?;
+                    store::insert_tenant(tx, &tenant)
+                },
+            );
+            if committed.is_err() {
+                keys.discard(&tenant.kek_id);
+                keys.discard(&tenant.pseudonym_kek_id);
+            }
+            committed.map(|()| tenant)
+        })();
+        let tenant = self.state.finish_write(&caller, "", result)?;
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: Some(convert::tenant(&tenant)),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ListTenants)?;
+        let result = self.state.store.read(store::tenants).map(|tenants| {
+            let n = tenants.len();
+            (
+                pb::ListTenantsResponse {
+                    tenants: tenants.iter().map(convert::tenant).collect(),
+                },
+                json!({"n": n}),
+            )
+        });
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn create_principal(
+        &self,
+        request: Request<pb::CreatePrincipalRequest>,
+    ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
+        let caller = self.state.begin(&request, Action::CreatePrincipal)?;
+        let req = request.into_inner();
+        let result = (|| {
+            require_text(&req.real_name, "the real name", 100, true)?;
+            require_text(&req.organisation, "the organisation", 200, true)?;
+            let role = convert::role_from_pb(req.role)?;
+            let tenant_id = match (role, req.tenant_id.is_empty()) {
+                (Role::Engineer, true) => {
+                    return Err(ServerError::InvalidArgument(
+                        "an engineer must belong to a tenant".into(),
+                    ));
+                }
+                (Role::Engineer, false) => {
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    self.state
+                        .store
+                        .read(|c| store::tenant(c, &req.tenant_id))?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!("tenant {}", req.tenant_id))
+                        })?;
+                    Some(req.tenant_id.clone())
+                }
+                (_, false) => {
+                    return Err(ServerError::InvalidArgument(format!(
+                        "only engineers belong to a tenant, not the {} role",
+                        role.as_str()
+                    )));
+                }
+                (_, true) => None,
+            };
+            let principal = Principal {
+                id: crate::new_id("p"),
+                real_name: req.real_name.trim().to_owned(),
+                organisation: req.organisation.trim().to_owned(),
+                role,
+                tenant_id,
+                created_at_ms: crate::now_ms(),
+            };
+            self.state.store.commit(
+                &caller.entry(
+                    format!("principal:{}", principal.id),
+                    "ok",
+                    json!({"role": role.as_str(), "tenant_id": principal.tenant_id}),
+                ),
+                |tx| store::insert_principal(tx, &principal),
+            )?;
+            Ok(principal)
+        })();
+        let principal = self.state.finish_write(&caller, "", result)?;
+        Ok(Response::new(pb::CreatePrincipalResponse {
+            principal: Some(convert::principal(&principal)),
+        }))
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ListPrincipals)?;
+        let result = self.state.store.read(store::principals).map(|ps| {
+            let n = ps.len();
+            (
+                pb::ListPrincipalsResponse {
+                    principals: ps.iter().map(convert::principal).collect(),
+                },
+                json!({"n": n}),
+            )
+        });
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn issue_certificate(
+        &self,
+        request: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        let caller = self.state.begin(&request, Action::IssueCertificate)?;
+        let req = request.into_inner();
+        let target = format!("principal:{}", req.principal_id);
+        let result = (|| {
+            require_id(&req.principal_id, "principal_id")?;
+            if req.csr_pem.len() > 16 * 1024 {
+                return Err(ServerError::InvalidArgument("the CSR is too large".into()));
+            }
+            self.state
+                .store
+                .read(|c| store::principal(c, &req.principal_id))?
+                .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
+            let days = if req.validity_days == 0 {
+                tls::DEFAULT_CLIENT_DAYS
+            } else {
+                req.validity_days
+            };
+            let issued =
+                tls::issue_client_from_csr(&self.state.ca, &req.csr_pem, &req.principal_id, days)?;
+            self.state.store.commit(
+                &caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"fingerprint": issued.fingerprint}),
+                ),
+                |tx| {
+                    store::insert_certificate(
+                        tx,
+                        &issued.fingerprint,
+                        &req.principal_id,
+                        issued.not_after_ms,
+                    )
+                },
+            )?;
+            Ok(issued)
+        })();
+        let issued = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::IssueCertificateResponse {
+            certificate_pem: issued.cert_pem,
+            ca_certificate_pem: self.state.ca.cert_pem.clone(),
+            fingerprint: issued.fingerprint,
+        }))
+    }
+
+    async fn grant_dataset(
+        &self,
+        request: Request<pb::GrantDatasetRequest>,
+    ) -> Result<Response<pb::GrantDatasetResponse>, Status> {
+        let caller = self.state.begin(&request, Action::GrantDataset)?;
+        let req = request.into_inner();
+        let target = format!("dataset:{} tenant:{}", req.dataset_id, req.tenant_id);
+        let result = (|| {
+            require_id(&req.dataset_id, "dataset_id")?;
+            require_id(&req.tenant_id, "tenant_id")?;
+            let store = &self.state.store;
+            store
+                .read(|c| store::dataset(c, &req.dataset_id))?
+                .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
+            store
+                .read(|c| store::tenant(c, &req.tenant_id))?
+                .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
+            store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
+                store::insert_grant(tx, &req.dataset_id, &req.tenant_id, &caller.principal.id)
+            })
+        })();
+        self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::GrantDatasetResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Api {
+    async fn list_audit_records(
+        &self,
+        request: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ReadAudit)?;
+        let req = request.into_inner();
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(1000)
+        };
+        let result = self
+            .state
+            .store
+            .read(|c| AuditLog::list(c, req.after_seq, limit))
+            .map(|records| {
+                let n = records.len();
+                let records = records
+                    .into_iter()
+                    .map(|r| pb::AuditRecord {
+                        seq: r.seq,
+                        at_ms: r.at_ms,
+                        principal_id: r.principal_id,
+                        role: r.role,
+                        tenant_id: r.tenant_id,
+                        action: r.action,
+                        target: r.target,
+                        outcome: r.outcome,
+                        detail_json: r.detail,
+                        prev_hash: r.prev_hash,
+                        hash: r.hash,
+                    })
+                    .collect();
+                (
+                    pb::ListAuditRecordsResponse { records },
+                    json!({"after_seq": req.after_seq, "n": n}),
+                )
+            });
+        Ok(Response::new(
+            self.state.finish_read(&caller, "audit", result)?,
+        ))
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ReadAudit)?;
+        let log = self.state.store.audit_log();
+        let result = self.state.store.read(|c| log.verify(c)).map(|report| {
+            let detail = json!({"ok": report.ok, "n_records": report.n_records});
+            (
+                pb::VerifyAuditResponse {
+                    ok: report.ok,
+                    n_records: report.n_records,
+                    head_hash: report.head_hash,
+                    problem: report.problem.unwrap_or_default(),
+                },
+                detail,
+            )
+        });
+        Ok(Response::new(
+            self.state.finish_read(&caller, "audit", result)?,
+        ))
+    }
+}

@@ -1,0 +1,332 @@
+//! Catalog service: ingest (stewards), listing and description, masked samples (R14–R16).
+
+use bytes::Bytes;
+use serde_json::json;
+use shuyu_engine::{
+    ColumnSpec, ColumnType, IngestFormat, IngestOptions, TableSpec, validate_columns,
+};
+use shuyu_policy::{Action, Classification, MaskingRule, Role};
+use shuyu_proto::v1 as pb;
+use shuyu_proto::v1::catalog_service_server::CatalogService;
+use shuyu_vault::{SecretKey, sha256_hex};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Api, require_id, require_text};
+use crate::convert;
+use crate::error::{Result, ServerError};
+use crate::keys::{self, DOMAIN_KEK};
+use crate::state::Caller;
+use crate::store::{self, DatasetRecord};
+
+/// A dataset name is a SQL identifier engineers type.
+fn valid_dataset_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+pub(crate) fn table_spec(d: &DatasetRecord) -> TableSpec {
+    TableSpec {
+        name: d.name.clone(),
+        dataset_id: d.id.clone(),
+        location: d.location.clone(),
+        columns: d.columns.clone(),
+    }
+}
+
+impl Api {
+    fn parse_columns(&self, columns: &[pb::Column]) -> Result<Vec<ColumnSpec>> {
+        if columns.len() > 1000 {
+            return Err(ServerError::InvalidArgument(
+                "more than 1000 columns".into(),
+            ));
+        }
+        let specs = columns
+            .iter()
+            .map(|c| {
+                let name = c.name.trim().to_owned();
+                let bad = |e: String| ServerError::InvalidArgument(format!("column '{name}': {e}"));
+                let data_type: ColumnType = c
+                    .data_type
+                    .parse()
+                    .map_err(|e: shuyu_engine::EngineError| bad(e.to_string()))?;
+                let classification: Classification = c
+                    .classification
+                    .parse()
+                    .map_err(|e: shuyu_policy::PolicyError| bad(e.to_string()))?;
+                let masking = if c.masking.trim().is_empty() {
+                    self.state.policy.masking.rule_for(classification).clone()
+                } else {
+                    c.masking
+                        .parse::<MaskingRule>()
+                        .map_err(|e: shuyu_policy::PolicyError| bad(e.to_string()))?
+                };
+                Ok(ColumnSpec {
+                    name,
+                    data_type,
+                    classification,
+                    masking,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        validate_columns(&specs)?;
+        Ok(specs)
+    }
+
+    async fn ingest(
+        &self,
+        caller: &Caller,
+        mut stream: Streaming<pb::IngestDatasetRequest>,
+    ) -> Result<DatasetRecord> {
+        let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
+        let header = match stream.message().await.map_err(broken)? {
+            Some(pb::IngestDatasetRequest {
+                part: Some(pb::ingest_dataset_request::Part::Header(header)),
+            }) => header,
+            _ => {
+                return Err(ServerError::InvalidArgument(
+                    "the first message of an upload must carry the header".into(),
+                ));
+            }
+        };
+        if !valid_dataset_name(&header.name) {
+            return Err(ServerError::InvalidArgument(
+                "the dataset name must be a lowercase SQL identifier (a-z, 0-9, _; at most 63 characters)".into(),
+            ));
+        }
+        require_text(&header.description, "the description", 2000, false)?;
+        let format = match pb::DataFormat::try_from(header.format) {
+            Ok(pb::DataFormat::Csv) => IngestFormat::Csv,
+            Ok(pb::DataFormat::Parquet) => IngestFormat::Parquet,
+            _ => {
+                return Err(ServerError::InvalidArgument(
+                    "the format must be CSV or Parquet".into(),
+                ));
+            }
+        };
+        let columns = self.parse_columns(&header.columns)?;
+        if self
+            .state
+            .store
+            .read(|c| store::dataset_name_taken(c, &header.name))?
+        {
+            return Err(ServerError::AlreadyExists(format!(
+                "a dataset named '{}' already exists",
+                header.name
+            )));
+        }
+        let max = self.state.config.max_ingest_bytes;
+        let mut input = Vec::new();
+        while let Some(message) = stream.message().await.map_err(broken)? {
+            match message.part {
+                Some(pb::ingest_dataset_request::Part::Chunk(chunk)) => {
+                    if input.len() + chunk.len() > max {
+                        return Err(ServerError::ResourceExhausted(format!(
+                            "the upload is larger than the limit of {max} bytes"
+                        )));
+                    }
+                    input.extend_from_slice(&chunk);
+                }
+                _ => {
+                    return Err(ServerError::InvalidArgument(
+                        "only the first message of an upload may carry a header".into(),
+                    ));
+                }
+            }
+        }
+        let source_sha256 = sha256_hex(&input);
+        let id = crate::new_id("ds");
+        let location = format!("datasets/{id}/");
+        let storage = &self.state.storage;
+        let outcome = match self
+            .state
+            .engine
+            .ingest(
+                format,
+                Bytes::from(input),
+                &columns,
+                &location,
+                DOMAIN_KEK,
+                &IngestOptions::default(),
+            )
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let _ = storage.delete_prefix(&location).await;
+                return Err(e.into());
+            }
+        };
+        let record = DatasetRecord {
+            id: id.clone(),
+            name: header.name.clone(),
+            description: header.description.clone(),
+            steward_id: caller.principal.id.clone(),
+            columns,
+            n_rows: outcome.n_rows,
+            location: location.clone(),
+            kek_id: DOMAIN_KEK.to_owned(),
+            source_sha256: source_sha256.clone(),
+            created_at_ms: crate::now_ms(),
+        };
+        let committed = self.state.store.commit(
+            &caller.entry(
+                format!("dataset:{id}"),
+                "ok",
+                json!({"n_rows": record.n_rows, "source_sha256": source_sha256, "n_columns": record.columns.len()}),
+            ),
+            |tx| store::insert_dataset(tx, &record),
+        );
+        if let Err(e) = committed {
+            let _ = storage.delete_prefix(&location).await;
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// A dataset the caller may see, or NotFound (missing and not granted look the same).
+    pub(crate) fn visible_dataset(&self, caller: &Caller, id: &str) -> Result<DatasetRecord> {
+        require_id(id, "dataset_id")?;
+        let found = match caller.principal.role {
+            Role::Engineer => {
+                let tenant = caller.tenant()?;
+                self.state
+                    .store
+                    .read(|c| store::granted_dataset(c, tenant, id))?
+            }
+            Role::DataSteward => self
+                .state
+                .store
+                .read(|c| store::dataset(c, id))?
+                .filter(|d| {
+                    caller.action != Action::SampleDataset || d.steward_id == caller.principal.id
+                }),
+            _ => self.state.store.read(|c| store::dataset(c, id))?,
+        };
+        found.ok_or_else(|| ServerError::NotFound(format!("dataset {id}")))
+    }
+
+    fn sample_key(&self, caller: &Caller) -> Result<SecretKey> {
+        match caller.principal.role {
+            Role::Engineer => {
+                let tenant_id = caller.tenant()?;
+                let tenant = self
+                    .state
+                    .store
+                    .read(|c| store::tenant(c, tenant_id))?
+                    .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
+                keys::pseudonym_key(&self.state.keys, &tenant.pseudonym_kek_id)
+            }
+            _ => Ok(self
+                .state
+                .keys
+                .master()
+                .key()
+                .derive("shuyu-steward-pseudonym:v1")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogService for Api {
+    async fn ingest_dataset(
+        &self,
+        request: Request<Streaming<pb::IngestDatasetRequest>>,
+    ) -> Result<Response<pb::IngestDatasetResponse>, Status> {
+        let caller = self.state.begin(&request, Action::IngestDataset)?;
+        let result = self.ingest(&caller, request.into_inner()).await;
+        let record = self.state.finish_write(&caller, "", result)?;
+        Ok(Response::new(pb::IngestDatasetResponse {
+            dataset: Some(convert::dataset(&record)),
+        }))
+    }
+
+    async fn list_datasets(
+        &self,
+        request: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ListDatasets)?;
+        let result = (|| {
+            let datasets = match caller.principal.role {
+                Role::Engineer => {
+                    let tenant = caller.tenant()?;
+                    self.state
+                        .store
+                        .read(|c| store::granted_datasets(c, tenant))?
+                }
+                _ => self.state.store.read(store::datasets)?,
+            };
+            let n = datasets.len();
+            Ok((
+                pb::ListDatasetsResponse {
+                    datasets: datasets.iter().map(convert::dataset).collect(),
+                },
+                json!({"n": n}),
+            ))
+        })();
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn describe_dataset(
+        &self,
+        request: Request<pb::DescribeDatasetRequest>,
+    ) -> Result<Response<pb::DescribeDatasetResponse>, Status> {
+        let caller = self.state.begin(&request, Action::DescribeDataset)?;
+        let id = request.into_inner().dataset_id;
+        let target = format!("dataset:{id}");
+        let result = self.visible_dataset(&caller, &id).map(|d| {
+            (
+                pb::DescribeDatasetResponse {
+                    dataset: Some(convert::dataset(&d)),
+                },
+                json!({}),
+            )
+        });
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+
+    async fn sample_dataset(
+        &self,
+        request: Request<pb::SampleDatasetRequest>,
+    ) -> Result<Response<pb::SampleDatasetResponse>, Status> {
+        let caller = self.state.begin(&request, Action::SampleDataset)?;
+        let req = request.into_inner();
+        let target = format!("dataset:{}", req.dataset_id);
+        let result = async {
+            let dataset = self.visible_dataset(&caller, &req.dataset_id)?;
+            let policy_rows = self.state.policy.sample.rows;
+            let n = if req.n_rows == 0 {
+                policy_rows
+            } else {
+                (req.n_rows as usize).min(policy_rows)
+            };
+            let key = self.sample_key(&caller)?;
+            let viewer = caller
+                .principal
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| caller.principal.id.clone());
+            let seed_hash = sha256_hex(format!("{viewer}:{}", dataset.id).as_bytes());
+            let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);
+            let sample = self
+                .state
+                .engine
+                .sample(&table_spec(&dataset), n, &key, seed)
+                .await?;
+            let n_rows = sample.rows.len();
+            Ok((
+                pb::SampleDatasetResponse {
+                    sample: Some(convert::masked_table(&sample)),
+                },
+                json!({"n_rows": n_rows}),
+            ))
+        }
+        .await;
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+}

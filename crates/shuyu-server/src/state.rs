@@ -1,0 +1,200 @@
+//! Shared server state and the call protocol every RPC follows: authenticate the client
+//! certificate, authorise the role, do the work, audit the outcome before answering.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use shuyu_engine::{Engine, Storage};
+use shuyu_policy::{Action, Policy, Role, is_allowed};
+use shuyu_vault::{Envelope, KekProvider, SigningKey};
+use tonic::{Request, Status};
+
+use crate::audit::AuditEntry;
+use crate::config::ServerConfig;
+use crate::error::{Result, ServerError};
+use crate::keys::KeyStore;
+use crate::store::{self, Principal, Store};
+use crate::tls::{self, CaMaterial};
+
+/// Everything the services share.
+#[derive(Debug)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: ServerConfig,
+    /// Metadata store and audit trail.
+    pub store: Store,
+    /// Key hierarchy.
+    pub keys: Arc<KeyStore>,
+    /// Engine with the domain-wide envelope (ingest, samples, staged results).
+    pub engine: Engine,
+    /// Object store.
+    pub storage: Storage,
+    /// Domain-wide envelope (shared key caches) for packages.
+    pub envelope: Arc<Envelope>,
+    /// Policy in force.
+    pub policy: Policy,
+    /// The domain CA.
+    pub ca: CaMaterial,
+    /// Export signing key.
+    pub signing: SigningKey,
+    /// Runtime for jobs, separate from the gRPC I/O runtime.
+    pub jobs: tokio::runtime::Handle,
+}
+
+/// An authenticated, authorised caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// What they are doing.
+    pub action: Action,
+}
+
+impl Caller {
+    /// The engineer's tenant. Every engineer has one (enforced at creation).
+    pub fn tenant(&self) -> Result<&str> {
+        self.principal
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| ServerError::PermissionDenied("the caller belongs to no tenant".into()))
+    }
+
+    /// An audit entry for this caller.
+    pub fn entry(
+        &self,
+        target: impl Into<String>,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            principal_id: self.principal.id.clone(),
+            role: self.principal.role.as_str().to_owned(),
+            tenant_id: self.principal.tenant_id.clone().unwrap_or_default(),
+            action: self.action.as_str().to_owned(),
+            target: target.into(),
+            outcome: outcome.to_owned(),
+            detail,
+            secret_detail: None,
+        }
+    }
+}
+
+impl AppState {
+    /// A fresh envelope over the key store (shared caches for server-side reads).
+    pub fn envelope(keys: &Arc<KeyStore>) -> Arc<Envelope> {
+        Arc::new(Envelope::new(Arc::clone(keys) as Arc<dyn KekProvider>))
+    }
+
+    fn identify<T>(&self, request: &Request<T>) -> Result<Principal> {
+        let certs = request
+            .peer_certs()
+            .ok_or(ServerError::Unauthenticated("no client certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or(ServerError::Unauthenticated("no client certificate"))?;
+        let fingerprint = tls::fingerprint(leaf.as_ref());
+        self.store
+            .read(|conn| store::principal_by_certificate(conn, &fingerprint, crate::now_ms()))?
+            .ok_or(ServerError::Unauthenticated(
+                "the client certificate is not registered, revoked or expired",
+            ))
+    }
+
+    /// Authenticates and authorises a call. Refusals are audited and returned as a status.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` or `PERMISSION_DENIED` (already audited).
+    pub fn begin<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+    ) -> std::result::Result<Caller, Status> {
+        let principal = match self.identify(request) {
+            Ok(p) => p,
+            Err(e) => {
+                let entry = AuditEntry {
+                    principal_id: "-".into(),
+                    role: "-".into(),
+                    action: action.as_str().into(),
+                    outcome: e.audit_outcome().into(),
+                    detail: json!({"reason": e.to_string()}),
+                    ..AuditEntry::default()
+                };
+                return Err(self.audited_error(&entry, e));
+            }
+        };
+        let caller = Caller { principal, action };
+        if !is_allowed(caller.principal.role, action) {
+            let e = ServerError::PermissionDenied(format!(
+                "the {} role may not {}",
+                caller.principal.role.as_str(),
+                action.as_str().replace('_', " ")
+            ));
+            let entry = caller.entry("", e.audit_outcome(), json!({"reason": e.to_string()}));
+            return Err(self.audited_error(&entry, e));
+        }
+        if caller.principal.role == Role::Engineer && caller.principal.tenant_id.is_none() {
+            let e = ServerError::PermissionDenied("the caller belongs to no tenant".into());
+            let entry = caller.entry("", e.audit_outcome(), json!({}));
+            return Err(self.audited_error(&entry, e));
+        }
+        Ok(caller)
+    }
+
+    fn audited_error(&self, entry: &AuditEntry, e: ServerError) -> Status {
+        match self.store.record(entry) {
+            Ok(()) => e.into_status(),
+            Err(audit_error) => {
+                tracing::error!(error = %audit_error, "audit write failed");
+                ServerError::internal("audit write failed").into_status()
+            }
+        }
+    }
+
+    /// Audits a failed call and turns it into a status. Internal details go sealed into the
+    /// trail; the client sees the error id only.
+    pub fn fail(&self, caller: &Caller, target: &str, e: ServerError) -> Status {
+        let mut entry = caller.entry(target, e.audit_outcome(), json!({}));
+        match &e {
+            ServerError::Internal { id, detail } => {
+                entry.detail = json!({"error_id": id});
+                entry.secret_detail = Some(detail.clone());
+                tracing::warn!(error_id = %id, action = caller.action.as_str(), "internal error");
+            }
+            other => entry.detail = json!({"reason": other.to_string()}),
+        }
+        self.audited_error(&entry, e)
+    }
+
+    /// Finishes a read-only call: audits success or failure, then answers.
+    ///
+    /// # Errors
+    /// The call's own error, or `INTERNAL` if the audit write fails.
+    pub fn finish_read<T>(
+        &self,
+        caller: &Caller,
+        target: &str,
+        result: Result<(T, serde_json::Value)>,
+    ) -> std::result::Result<T, Status> {
+        match result {
+            Ok((value, detail)) => match self.store.record(&caller.entry(target, "ok", detail)) {
+                Ok(()) => Ok(value),
+                Err(e) => Err(e.into_status()),
+            },
+            Err(e) => Err(self.fail(caller, target, e)),
+        }
+    }
+
+    /// Finishes a call whose success was audited inside its own transaction.
+    ///
+    /// # Errors
+    /// The call's own error (audited here).
+    pub fn finish_write<T>(
+        &self,
+        caller: &Caller,
+        target: &str,
+        result: Result<T>,
+    ) -> std::result::Result<T, Status> {
+        result.map_err(|e| self.fail(caller, target, e))
+    }
+}

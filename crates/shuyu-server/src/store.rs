@@ -1,0 +1,844 @@
+//! The embedded metadata store (SQLite, WAL, `synchronous=FULL`): tenants, principals,
+//! certificates, wrapped keys, datasets, grants, jobs and exports, plus the audit trail.
+//!
+//! Every change commits together with its audit record ([`Store::commit`]), so a crash at any
+//! point leaves either both or neither.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use shuyu_engine::{ColumnSpec, ColumnType, MaskedTable, OutputColumn};
+use shuyu_policy::{Classification, MaskingRule, Role};
+
+use crate::audit::{AuditEntry, AuditLog};
+use crate::error::{Result, ServerError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keks (
+    id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, owner TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kek_id TEXT NOT NULL,
+    pseudonym_kek_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS principals (
+    id TEXT PRIMARY KEY, real_name TEXT NOT NULL, organisation TEXT NOT NULL, role TEXT NOT NULL,
+    tenant_id TEXT REFERENCES tenants(id), created_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (
+    fingerprint TEXT PRIMARY KEY, principal_id TEXT NOT NULL REFERENCES principals(id),
+    not_after_ms INTEGER NOT NULL, issued_at_ms INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
+    steward_id TEXT NOT NULL, columns_json TEXT NOT NULL, n_rows INTEGER NOT NULL,
+    location TEXT NOT NULL, kek_id TEXT NOT NULL, source_sha256 TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    dataset_id TEXT NOT NULL REFERENCES datasets(id), tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    granted_by TEXT NOT NULL, granted_at_ms INTEGER NOT NULL, PRIMARY KEY (dataset_id, tenant_id));
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, author_id TEXT NOT NULL, sql TEXT NOT NULL,
+    sql_sha256 TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL, error_id TEXT NOT NULL,
+    n_rows INTEGER NOT NULL, columns_json TEXT NOT NULL, aggregate INTEGER NOT NULL,
+    preview_json TEXT NOT NULL, inputs_json TEXT NOT NULL, result_file TEXT NOT NULL,
+    result_kek TEXT NOT NULL, result_sha256 TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL, finished_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS exports (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), tenant_id TEXT NOT NULL,
+    requester_id TEXT NOT NULL, purpose TEXT NOT NULL, format TEXT NOT NULL, status TEXT NOT NULL,
+    checks_json TEXT NOT NULL, reviewer_id TEXT NOT NULL, comment TEXT NOT NULL,
+    requested_at_ms INTEGER NOT NULL, decided_at_ms INTEGER NOT NULL,
+    package_location TEXT NOT NULL, package_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL);
+";
+
+/// A tenant (operating unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// KEK wrapping the tenant's staged results.
+    pub kek_id: String,
+    /// KEK id under which the tenant's pseudonym key is stored.
+    pub pseudonym_kek_id: String,
+    pub created_at_ms: i64,
+}
+
+/// A registered person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub id: String,
+    pub real_name: String,
+    pub organisation: String,
+    pub role: Role,
+    pub tenant_id: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// A dataset in the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub steward_id: String,
+    pub columns: Vec<ColumnSpec>,
+    pub n_rows: u64,
+    pub location: String,
+    pub kek_id: String,
+    pub source_sha256: String,
+    pub created_at_ms: i64,
+}
+
+/// Job lifecycle states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> JobStatus {
+        match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            _ => JobStatus::Failed,
+        }
+    }
+}
+
+/// A job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub author_id: String,
+    pub sql: String,
+    pub sql_sha256: String,
+    pub status: JobStatus,
+    pub error: String,
+    pub error_id: String,
+    pub n_rows: u64,
+    pub columns: Vec<OutputColumn>,
+    pub aggregate: bool,
+    pub preview: MaskedTable,
+    pub inputs: Vec<String>,
+    pub result_file: String,
+    pub result_kek: String,
+    pub result_sha256: String,
+    pub created_at_ms: i64,
+    pub finished_at_ms: i64,
+}
+
+/// Export request states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportStatus {
+    Refused,
+    PendingReview,
+    Approved,
+    Rejected,
+}
+
+impl ExportStatus {
+    fn as_str(&self) -> &'static str {
+        match self {
+            ExportStatus::Refused => "refused",
+            ExportStatus::PendingReview => "pending_review",
+            ExportStatus::Approved => "approved",
+            ExportStatus::Rejected => "rejected",
+        }
+    }
+    fn parse(s: &str) -> ExportStatus {
+        match s {
+            "pending_review" => ExportStatus::PendingReview,
+            "approved" => ExportStatus::Approved,
+            "rejected" => ExportStatus::Rejected,
+            _ => ExportStatus::Refused,
+        }
+    }
+}
+
+/// A stored check result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredCheck {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+    pub summary: String,
+}
+
+/// An export request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRecord {
+    pub id: String,
+    pub job_id: String,
+    pub tenant_id: String,
+    pub requester_id: String,
+    pub purpose: String,
+    /// "parquet" or "csv".
+    pub format: String,
+    pub status: ExportStatus,
+    pub checks: Vec<StoredCheck>,
+    pub reviewer_id: String,
+    pub comment: String,
+    pub requested_at_ms: i64,
+    pub decided_at_ms: i64,
+    pub package_location: String,
+    pub package_sha256: String,
+    pub policy_version: String,
+}
+
+/// The metadata store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    audit: AuditLog,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or the schema created.
+    pub fn open(path: &Path, audit: AuditLog) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::audit::SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            audit,
+        })
+    }
+
+    /// The audit trail's keys.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied transaction (SQLite rolls
+        // it back), so a poisoned lock is safe to reuse.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `change` and appends `entry` in one durable transaction.
+    ///
+    /// # Errors
+    /// If either fails; then nothing is committed.
+    pub fn commit<T>(
+        &self,
+        entry: &AuditEntry,
+        change: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let value = change(&tx)?;
+        self.audit.append(&tx, entry)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Appends an audit record on its own (denials, failures, reads).
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn record(&self, entry: &AuditEntry) -> Result<()> {
+        self.commit(entry, |_| Ok(()))
+    }
+
+    /// Runs a read.
+    ///
+    /// # Errors
+    /// Whatever `read` returns.
+    pub fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.lock();
+        read(&conn)
+    }
+}
+
+// ------------------------------------------------------------------ meta and keys
+
+pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn insert_kek(conn: &Connection, id: &str, wrapped: &[u8], owner: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO keks (id, wrapped, owner, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![id, wrapped, owner, crate::now_ms()],
+    )?;
+    Ok(())
+}
+
+pub fn all_keks(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut stmt = conn.prepare("SELECT id, wrapped FROM keks")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ------------------------------------------------------------------ tenants and principals
+
+fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kek_id: r.get(2)?,
+        pseudonym_kek_id: r.get(3)?,
+        created_at_ms: r.get(4)?,
+    })
+}
+
+pub fn insert_tenant(conn: &Connection, t: &Tenant) -> Result<()> {
+    conn.execute(
+        "INSERT INTO tenants (id, name, kek_id, pseudonym_kek_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![t.id, t.name, t.kek_id, t.pseudonym_kek_id, t.created_at_ms],
+    )
+    .map_err(|e| unique_violation(e, "a tenant with this name"))?;
+    Ok(())
+}
+
+pub fn tenant(conn: &Connection, id: &str) -> Result<Option<Tenant>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, kek_id, pseudonym_kek_id, created_at_ms FROM tenants WHERE id = ?1",
+            [id],
+            tenant_row,
+        )
+        .optional()?)
+}
+
+pub fn tenants(conn: &Connection) -> Result<Vec<Tenant>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, kek_id, pseudonym_kek_id, created_at_ms FROM tenants ORDER BY created_at_ms, id",
+    )?;
+    let rows = stmt.query_map([], tenant_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn principal_row(r: &Row<'_>) -> rusqlite::Result<Principal> {
+    let role: String = r.get(3)?;
+    Ok(Principal {
+        id: r.get(0)?,
+        real_name: r.get(1)?,
+        organisation: r.get(2)?,
+        role: role.parse().unwrap_or(Role::Auditor),
+        tenant_id: r.get(4)?,
+        created_at_ms: r.get(5)?,
+    })
+}
+
+const PRINCIPAL_COLUMNS: &str =
+    "p.id, p.real_name, p.organisation, p.role, p.tenant_id, p.created_at_ms";
+
+pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
+    conn.execute(
+        "INSERT INTO principals (id, real_name, organisation, role, tenant_id, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            p.id,
+            p.real_name,
+            p.organisation,
+            p.role.as_str(),
+            p.tenant_id,
+            p.created_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn principal(conn: &Connection, id: &str) -> Result<Option<Principal>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {PRINCIPAL_COLUMNS} FROM principals p WHERE p.id = ?1"),
+            [id],
+            principal_row,
+        )
+        .optional()?)
+}
+
+pub fn principals(conn: &Connection) -> Result<Vec<Principal>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PRINCIPAL_COLUMNS} FROM principals p ORDER BY p.created_at_ms, p.id"
+    ))?;
+    let rows = stmt.query_map([], principal_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The principal bound to a certificate fingerprint, if the certificate is registered,
+/// unrevoked and unexpired.
+pub fn principal_by_certificate(
+    conn: &Connection,
+    fingerprint: &str,
+    now_ms: i64,
+) -> Result<Option<Principal>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM certificates c JOIN principals p ON p.id = c.principal_id
+                 WHERE c.fingerprint = ?1 AND c.revoked = 0 AND c.not_after_ms > ?2"
+            ),
+            params![fingerprint, now_ms],
+            principal_row,
+        )
+        .optional()?)
+}
+
+pub fn insert_certificate(
+    conn: &Connection,
+    fingerprint: &str,
+    principal_id: &str,
+    not_after_ms: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO certificates (fingerprint, principal_id, not_after_ms, issued_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![fingerprint, principal_id, not_after_ms, crate::now_ms()],
+    )?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ datasets
+
+pub fn columns_to_json(columns: &[ColumnSpec]) -> String {
+    serde_json::Value::Array(
+        columns
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "data_type": c.data_type.as_str(),
+                    "classification": c.classification.as_str(),
+                    "masking": c.masking.to_string(),
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+fn columns_from_json(text: &str) -> rusqlite::Result<Vec<ColumnSpec>> {
+    let bad = |what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            what.to_owned().into(),
+        )
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| bad("columns json"))?;
+    let field = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    value
+        .as_array()
+        .ok_or_else(|| bad("columns json"))?
+        .iter()
+        .map(|c| {
+            Ok(ColumnSpec {
+                name: field(c, "name"),
+                data_type: field(c, "data_type")
+                    .parse::<ColumnType>()
+                    .map_err(|_| bad("column type"))?,
+                classification: field(c, "classification")
+                    .parse::<Classification>()
+                    .map_err(|_| bad("classification"))?,
+                masking: field(c, "masking")
+                    .parse::<MaskingRule>()
+                    .map_err(|_| bad("masking"))?,
+            })
+        })
+        .collect()
+}
+
+const DATASET_COLUMNS: &str = "d.id, d.name, d.description, d.steward_id, d.columns_json, d.n_rows,
+    d.location, d.kek_id, d.source_sha256, d.created_at_ms";
+
+fn dataset_row(r: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
+    let columns: String = r.get(4)?;
+    Ok(DatasetRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        steward_id: r.get(3)?,
+        columns: columns_from_json(&columns)?,
+        n_rows: r.get(5)?,
+        location: r.get(6)?,
+        kek_id: r.get(7)?,
+        source_sha256: r.get(8)?,
+        created_at_ms: r.get(9)?,
+    })
+}
+
+pub fn insert_dataset(conn: &Connection, d: &DatasetRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO datasets (id, name, description, steward_id, columns_json, n_rows, location, kek_id,
+                               source_sha256, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            d.id,
+            d.name,
+            d.description,
+            d.steward_id,
+            columns_to_json(&d.columns),
+            d.n_rows,
+            d.location,
+            d.kek_id,
+            d.source_sha256,
+            d.created_at_ms
+        ],
+    )
+    .map_err(|e| unique_violation(e, "a dataset with this name"))?;
+    Ok(())
+}
+
+pub fn dataset_name_taken(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM datasets WHERE name = ?1", [name], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn dataset(conn: &Connection, id: &str) -> Result<Option<DatasetRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {DATASET_COLUMNS} FROM datasets d WHERE d.id = ?1"),
+            [id],
+            dataset_row,
+        )
+        .optional()?)
+}
+
+pub fn datasets(conn: &Connection) -> Result<Vec<DatasetRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {DATASET_COLUMNS} FROM datasets d ORDER BY d.name"
+    ))?;
+    let rows = stmt.query_map([], dataset_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A dataset granted to `tenant_id`, or `None` (missing and not granted look the same).
+pub fn granted_dataset(
+    conn: &Connection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<DatasetRecord>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {DATASET_COLUMNS} FROM datasets d JOIN grants g ON g.dataset_id = d.id
+                 WHERE g.tenant_id = ?1 AND d.id = ?2"
+            ),
+            params![tenant_id, id],
+            dataset_row,
+        )
+        .optional()?)
+}
+
+pub fn granted_datasets(conn: &Connection, tenant_id: &str) -> Result<Vec<DatasetRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {DATASET_COLUMNS} FROM datasets d JOIN grants g ON g.dataset_id = d.id
+         WHERE g.tenant_id = ?1 ORDER BY d.name"
+    ))?;
+    let rows = stmt.query_map([tenant_id], dataset_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_grant(
+    conn: &Connection,
+    dataset_id: &str,
+    tenant_id: &str,
+    granted_by: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO grants (dataset_id, tenant_id, granted_by, granted_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![dataset_id, tenant_id, granted_by, crate::now_ms()],
+    )?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ jobs
+
+fn output_columns_to_json(columns: &[OutputColumn]) -> String {
+    serde_json::Value::Array(
+        columns
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "data_type": c.data_type,
+                    "sources": c.sources,
+                    "classification": c.classification.as_str(),
+                    "aggregated": c.aggregated,
+                    "masked": c.masked,
+                    "preview_rule": c.preview_rule.to_string(),
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+fn output_columns_from_json(text: &str) -> Vec<OutputColumn> {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    value
+        .as_array()
+        .map(|columns| {
+            columns
+                .iter()
+                .map(|c| OutputColumn {
+                    name: c["name"].as_str().unwrap_or_default().to_owned(),
+                    data_type: c["data_type"].as_str().unwrap_or_default().to_owned(),
+                    sources: c["sources"]
+                        .as_array()
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    // An unreadable classification counts as the strictest.
+                    classification: c["classification"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(Classification::DirectIdentifier),
+                    aggregated: c["aggregated"].as_bool().unwrap_or(false),
+                    masked: c["masked"].as_bool().unwrap_or(false),
+                    preview_rule: c["preview_rule"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(MaskingRule::Suppress),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn masked_table_to_json(t: &MaskedTable) -> String {
+    serde_json::json!({"columns": t.columns, "rows": t.rows}).to_string()
+}
+
+fn masked_table_from_json(text: &str) -> MaskedTable {
+    #[derive(serde::Deserialize, Default)]
+    struct Table {
+        columns: Vec<String>,
+        rows: Vec<Vec<Option<String>>>,
+    }
+    let t: Table = serde_json::from_str(text).unwrap_or_default();
+    MaskedTable {
+        columns: t.columns,
+        rows: t.rows,
+    }
+}
+
+const JOB_COLUMNS: &str =
+    "id, tenant_id, author_id, sql, sql_sha256, status, error, error_id, n_rows,
+    columns_json, aggregate, preview_json, inputs_json, result_file, result_kek, result_sha256,
+    created_at_ms, finished_at_ms";
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let status: String = r.get(5)?;
+    let columns: String = r.get(9)?;
+    let preview: String = r.get(11)?;
+    let inputs: String = r.get(12)?;
+    Ok(JobRecord {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        author_id: r.get(2)?,
+        sql: r.get(3)?,
+        sql_sha256: r.get(4)?,
+        status: JobStatus::parse(&status),
+        error: r.get(6)?,
+        error_id: r.get(7)?,
+        n_rows: r.get(8)?,
+        columns: output_columns_from_json(&columns),
+        aggregate: r.get(10)?,
+        preview: masked_table_from_json(&preview),
+        inputs: serde_json::from_str(&inputs).unwrap_or_default(),
+        result_file: r.get(13)?,
+        result_kek: r.get(14)?,
+        result_sha256: r.get(15)?,
+        created_at_ms: r.get(16)?,
+        finished_at_ms: r.get(17)?,
+    })
+}
+
+pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ),
+        params![
+            j.id,
+            j.tenant_id,
+            j.author_id,
+            j.sql,
+            j.sql_sha256,
+            j.status.as_str(),
+            j.error,
+            j.error_id,
+            j.n_rows,
+            output_columns_to_json(&j.columns),
+            j.aggregate,
+            masked_table_to_json(&j.preview),
+            serde_json::to_string(&j.inputs).unwrap_or_default(),
+            j.result_file,
+            j.result_kek,
+            j.result_sha256,
+            j.created_at_ms,
+            j.finished_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// A job of `tenant_id` (another tenant's job is `None`, like a missing one).
+pub fn job(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<JobRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant_id = ?2"),
+            params![id, tenant_id],
+            job_row,
+        )
+        .optional()?)
+}
+
+pub fn job_any_tenant(conn: &Connection, id: &str) -> Result<Option<JobRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_row,
+        )
+        .optional()?)
+}
+
+pub fn jobs(conn: &Connection, tenant_id: &str) -> Result<Vec<JobRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 ORDER BY created_at_ms DESC LIMIT 200"
+    ))?;
+    let rows = stmt.query_map([tenant_id], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Jobs left queued or running by a crash or restart.
+pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<JobRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running')"
+    ))?;
+    let rows = stmt.query_map([], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ------------------------------------------------------------------ exports
+
+const EXPORT_COLUMNS: &str = "id, job_id, tenant_id, requester_id, purpose, format, status, checks_json,
+    reviewer_id, comment, requested_at_ms, decided_at_ms, package_location, package_sha256, policy_version";
+
+fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
+    let status: String = r.get(6)?;
+    let checks: String = r.get(7)?;
+    Ok(ExportRecord {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        tenant_id: r.get(2)?,
+        requester_id: r.get(3)?,
+        purpose: r.get(4)?,
+        format: r.get(5)?,
+        status: ExportStatus::parse(&status),
+        checks: serde_json::from_str(&checks).unwrap_or_default(),
+        reviewer_id: r.get(8)?,
+        comment: r.get(9)?,
+        requested_at_ms: r.get(10)?,
+        decided_at_ms: r.get(11)?,
+        package_location: r.get(12)?,
+        package_sha256: r.get(13)?,
+        policy_version: r.get(14)?,
+    })
+}
+
+pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT OR REPLACE INTO exports ({EXPORT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ),
+        params![
+            e.id,
+            e.job_id,
+            e.tenant_id,
+            e.requester_id,
+            e.purpose,
+            e.format,
+            e.status.as_str(),
+            serde_json::to_string(&e.checks).unwrap_or_default(),
+            e.reviewer_id,
+            e.comment,
+            e.requested_at_ms,
+            e.decided_at_ms,
+            e.package_location,
+            e.package_sha256,
+            e.policy_version
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn export(conn: &Connection, id: &str) -> Result<Option<ExportRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = ?1"),
+            [id],
+            export_row,
+        )
+        .optional()?)
+}
+
+pub fn exports_of_tenant(conn: &Connection, tenant_id: &str) -> Result<Vec<ExportRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS} FROM exports WHERE tenant_id = ?1 ORDER BY requested_at_ms DESC LIMIT 200"
+    ))?;
+    let rows = stmt.query_map([tenant_id], export_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn exports_in_review(conn: &Connection) -> Result<Vec<ExportRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS} FROM exports WHERE status = 'pending_review' ORDER BY requested_at_ms"
+    ))?;
+    let rows = stmt.query_map([], export_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn unique_violation(e: rusqlite::Error, what: &str) -> ServerError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            ServerError::AlreadyExists(format!("{what} already exists"))
+        }
+        _ => ServerError::from(e),
+    }
+}

@@ -1,0 +1,206 @@
+//! The domain's development CA (rcgen), certificate issuance from CSRs, and the rustls server
+//! configuration: TLS 1.3 only, client certificates mandatory.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::WebPkiClientVerifier;
+use time::{Duration, OffsetDateTime};
+
+use crate::error::{Result, ServerError};
+
+/// Default validity of principals' certificates.
+pub const DEFAULT_CLIENT_DAYS: u32 = 365;
+
+/// A CA certificate and key (PEM).
+#[derive(Clone)]
+pub struct CaMaterial {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PKCS#8 PEM. Never logged.
+    pub key_pem: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for CaMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaMaterial")
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An issued certificate with its fingerprint.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Hex SHA-256 of the DER: the identity the server binds to a principal.
+    pub fingerprint: String,
+    /// Expiry, ms since the epoch.
+    pub not_after_ms: i64,
+}
+
+fn tls_err(e: impl std::fmt::Display) -> ServerError {
+    ServerError::internal(format!("certificates: {e}"))
+}
+
+/// SHA-256 fingerprint of a DER certificate.
+pub fn fingerprint(der: &[u8]) -> String {
+    shuyu_vault::sha256_hex(der)
+}
+
+/// Creates the domain CA.
+///
+/// # Errors
+/// On key generation failure.
+pub fn create_ca(domain_name: &str) -> Result<CaMaterial> {
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("Shuyu domain CA ({domain_name})"),
+    );
+    dn.push(DnType::OrganizationName, "Shuyu");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(3650);
+    let cert = params.self_signed(&key).map_err(tls_err)?;
+    Ok(CaMaterial {
+        cert_pem: cert.pem(),
+        key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
+    })
+}
+
+fn issuer(ca: &CaMaterial) -> Result<Issuer<'static, KeyPair>> {
+    let key = KeyPair::from_pem(&ca.key_pem).map_err(tls_err)?;
+    Issuer::from_ca_cert_pem(&ca.cert_pem, key).map_err(tls_err)
+}
+
+/// Issues the server's certificate for `localhost` / 127.0.0.1 / ::1 and the given names.
+/// Returns the certificate and its new private key (PEM).
+///
+/// # Errors
+/// On signing failure.
+pub fn issue_server(
+    ca: &CaMaterial,
+    extra_names: &[String],
+) -> Result<(String, zeroize::Zeroizing<String>)> {
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut names = vec!["localhost".to_owned()];
+    names.extend(extra_names.iter().cloned());
+    let mut params = CertificateParams::new(names).map_err(tls_err)?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("::1".parse().expect("ip")));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "shuyu server");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(825);
+    let cert = params.signed_by(&key, &issuer(ca)?).map_err(tls_err)?;
+    Ok((cert.pem(), zeroize::Zeroizing::new(key.serialize_pem())))
+}
+
+fn client_params(principal_id: &str, days: u32) -> Result<(CertificateParams, i64)> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, principal_id);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(i64::from(days.clamp(1, 825)));
+    let not_after_ms = (params.not_after.unix_timestamp_nanos() / 1_000_000) as i64;
+    Ok((params, not_after_ms))
+}
+
+/// Signs a principal's CSR. The subject is set by the server (CN = principal id); whatever the
+/// CSR asked for besides its public key is ignored.
+///
+/// # Errors
+/// [`ServerError::InvalidArgument`] for a malformed or badly signed CSR.
+pub fn issue_client_from_csr(
+    ca: &CaMaterial,
+    csr_pem: &str,
+    principal_id: &str,
+    days: u32,
+) -> Result<Issued> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| {
+        ServerError::InvalidArgument(
+            "the certificate signing request is not a valid PEM CSR".into(),
+        )
+    })?;
+    let (params, not_after_ms) = client_params(principal_id, days)?;
+    let cert = params
+        .signed_by(&csr.public_key, &issuer(ca)?)
+        .map_err(tls_err)?;
+    Ok(Issued {
+        fingerprint: fingerprint(cert.der()),
+        cert_pem: cert.pem(),
+        not_after_ms,
+    })
+}
+
+/// A fresh key and CSR for a principal (used by `init` for the first admin and by the CLI).
+///
+/// # Errors
+/// On key generation failure.
+pub fn new_key_and_csr(principal_hint: &str) -> Result<(zeroize::Zeroizing<String>, String)> {
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, principal_hint);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(tls_err)?;
+    Ok((
+        zeroize::Zeroizing::new(key.serialize_pem()),
+        csr.pem().map_err(tls_err)?,
+    ))
+}
+
+/// The rustls server configuration: TLS 1.3 only, a client certificate from the domain CA
+/// required, ALPN h2.
+///
+/// # Errors
+/// If the PEM material does not parse.
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(tls_err)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(tls_err)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(tls_err)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(tls_err)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,657 @@
+//! Client commands: each acts as the principal whose credentials directory `--as` names.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use shuyu_client::{Client, Credentials, v1 as pb};
+
+use crate::render;
+
+/// Whom to act as and where the server is.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// Credentials directory (ca.pem, cert.pem, key.pem) of the acting principal.
+    #[arg(long = "as", env = "SHUYU_AS")]
+    pub creds: PathBuf,
+    /// Server address.
+    #[arg(long, env = "SHUYU_SERVER", default_value = "https://localhost:7443")]
+    pub server: String,
+}
+
+impl Conn {
+    async fn connect(&self) -> Result<Client> {
+        let credentials = Credentials::from_dir(&self.creds)?;
+        Ok(Client::connect(&self.server, &credentials)
+            .await
+            .with_context(|| format!("connecting to {}", self.server))?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Show who the server thinks you are.
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Tenants (operating units): admins.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Principals (registered people): admins.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Datasets: stewards ingest, admins grant, engineers browse and sample.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// SQL jobs: engineers.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Register a person and issue their certificate (the key is generated locally).
+    Create {
+        /// Real name.
+        #[arg(long)]
+        name: String,
+        /// Organisation.
+        #[arg(long)]
+        org: String,
+        /// admin, steward, engineer, reviewer or auditor.
+        #[arg(long)]
+        role: String,
+        /// Tenant id (engineers only).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Where to write the new principal's credentials.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List principals.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Ingest a CSV or Parquet file (stewards).
+    Ingest {
+        /// Dataset name (a lowercase SQL identifier).
+        #[arg(long)]
+        name: String,
+        /// The file.
+        #[arg(long)]
+        file: PathBuf,
+        /// csv or parquet.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Column declaration, repeated in file order: NAME:TYPE:CLASSIFICATION[:MASKING],
+        /// e.g. `id_number:string:direct_identifier:pseudonym`.
+        #[arg(long = "column", required = true)]
+        columns: Vec<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List visible datasets.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a dataset's schema and classifications.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A masked sample of server-chosen rows.
+    Sample {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        rows: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Grant a dataset to a tenant (admins).
+    Grant {
+        id: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit SQL over your tenant's datasets and wait for the masked preview.
+    Submit {
+        #[arg(long)]
+        sql: String,
+        /// Return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a job.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List your tenant's jobs.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportClientCommand {
+    /// Ask to export a job's result (engineers).
+    Request {
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        purpose: String,
+        /// parquet or csv.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show an export request.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Your tenant's exports (engineers) or the review queue (reviewers).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Everything a reviewer needs: SQL, lineage, checks with evidence, the full result.
+    Review {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve an export (reviewers; never your own).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reject an export with a reason.
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Download an approved package (its requester only).
+    Download {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditClientCommand {
+    /// Print audit records (auditors).
+    Tail {
+        /// Records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Ask the server to verify its audit chain (auditors).
+    Check {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub fn parse_role(text: &str) -> Result<pb::Role> {
+    Ok(match text {
+        "admin" => pb::Role::Admin,
+        "steward" => pb::Role::Steward,
+        "engineer" => pb::Role::Engineer,
+        "reviewer" => pb::Role::Reviewer,
+        "auditor" => pb::Role::Auditor,
+        other => bail!("unknown role '{other}': admin, steward, engineer, reviewer or auditor"),
+    })
+}
+
+pub fn parse_column(spec: &str) -> Result<pb::Column> {
+    let parts: Vec<&str> = spec.splitn(4, ':').collect();
+    if parts.len() < 3 {
+        bail!("column '{spec}' must be NAME:TYPE:CLASSIFICATION[:MASKING]");
+    }
+    Ok(pb::Column {
+        name: parts[0].to_owned(),
+        data_type: parts[1].to_owned(),
+        classification: parts[2].to_owned(),
+        masking: parts.get(3).copied().unwrap_or_default().to_owned(),
+    })
+}
+
+fn format_from(text: &str) -> Result<pb::DataFormat> {
+    Ok(match text {
+        "csv" => pb::DataFormat::Csv,
+        "parquet" => pb::DataFormat::Parquet,
+        other => bail!("unknown format '{other}': csv or parquet"),
+    })
+}
+
+/// Registers a principal, generates its key locally, has the CA sign it, and writes the
+/// credentials directory.
+pub async fn create_principal(
+    client: &mut Client,
+    name: &str,
+    org: &str,
+    role: pb::Role,
+    tenant: Option<&str>,
+    out: &std::path::Path,
+) -> Result<pb::Principal> {
+    let principal = client
+        .admin
+        .create_principal(pb::CreatePrincipalRequest {
+            real_name: name.to_owned(),
+            organisation: org.to_owned(),
+            role: role as i32,
+            tenant_id: tenant.unwrap_or_default().to_owned(),
+        })
+        .await?
+        .into_inner()
+        .principal
+        .unwrap_or_default();
+    let (key_pem, csr_pem) = shuyu_server::tls::new_key_and_csr(&principal.id)?;
+    let issued = client
+        .admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            principal_id: principal.id.clone(),
+            csr_pem,
+            validity_days: 0,
+        })
+        .await?
+        .into_inner();
+    shuyu_server::domain::write_credentials(
+        out,
+        &issued.ca_certificate_pem,
+        &issued.certificate_pem,
+        &key_pem,
+    )?;
+    Ok(principal)
+}
+
+pub async fn run(command: ClientCommand) -> Result<ExitCode> {
+    match command {
+        ClientCommand::Whoami { conn } => {
+            let me = conn
+                .connect()
+                .await?
+                .session
+                .who_am_i(pb::WhoAmIRequest {})
+                .await?
+                .into_inner();
+            render::print_principals(&me.principal.into_iter().collect::<Vec<_>>());
+        }
+        ClientCommand::Tenant(TenantCommand::Create { name, conn }) => {
+            let tenant = conn
+                .connect()
+                .await?
+                .admin
+                .create_tenant(pb::CreateTenantRequest { name })
+                .await?
+                .into_inner()
+                .tenant
+                .unwrap_or_default();
+            println!("created tenant {} ({})", tenant.id, tenant.name);
+        }
+        ClientCommand::Tenant(TenantCommand::List { conn }) => {
+            let tenants = conn
+                .connect()
+                .await?
+                .admin
+                .list_tenants(pb::ListTenantsRequest {})
+                .await?
+                .into_inner();
+            for t in tenants.tenants {
+                println!("{}  {}", t.id, t.name);
+            }
+        }
+        ClientCommand::Principal(PrincipalCommand::Create {
+            name,
+            org,
+            role,
+            tenant,
+            out,
+            conn,
+        }) => {
+            let mut client = conn.connect().await?;
+            let principal = create_principal(
+                &mut client,
+                &name,
+                &org,
+                parse_role(&role)?,
+                tenant.as_deref(),
+                &out,
+            )
+            .await?;
+            println!(
+                "registered {} ({}); credentials in {}",
+                principal.id,
+                role,
+                out.display()
+            );
+        }
+        ClientCommand::Principal(PrincipalCommand::List { conn }) => {
+            let list = conn
+                .connect()
+                .await?
+                .admin
+                .list_principals(pb::ListPrincipalsRequest {})
+                .await?
+                .into_inner();
+            render::print_principals(&list.principals);
+        }
+        ClientCommand::Dataset(DatasetCommand::Ingest {
+            name,
+            file,
+            format,
+            columns,
+            description,
+            conn,
+        }) => {
+            let data =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let header = pb::IngestHeader {
+                name,
+                description,
+                format: format_from(&format)? as i32,
+                columns: columns
+                    .iter()
+                    .map(|c| parse_column(c))
+                    .collect::<Result<_>>()?,
+            };
+            let dataset = conn.connect().await?.ingest(header, data).await?;
+            println!(
+                "ingested {} ({}): {} rows, encrypted",
+                dataset.id, dataset.name, dataset.n_rows
+            );
+        }
+        ClientCommand::Dataset(DatasetCommand::List { conn }) => {
+            let list = conn
+                .connect()
+                .await?
+                .catalog
+                .list_datasets(pb::ListDatasetsRequest {})
+                .await?
+                .into_inner();
+            render::print_datasets(&list.datasets);
+        }
+        ClientCommand::Dataset(DatasetCommand::Show { id, conn }) => {
+            let d = conn
+                .connect()
+                .await?
+                .catalog
+                .describe_dataset(pb::DescribeDatasetRequest { dataset_id: id })
+                .await?
+                .into_inner()
+                .dataset
+                .unwrap_or_default();
+            render::print_dataset(&d);
+        }
+        ClientCommand::Dataset(DatasetCommand::Sample { id, rows, conn }) => {
+            let sample = conn
+                .connect()
+                .await?
+                .catalog
+                .sample_dataset(pb::SampleDatasetRequest {
+                    dataset_id: id,
+                    n_rows: rows,
+                })
+                .await?
+                .into_inner();
+            render::print_masked(&sample.sample.unwrap_or_default());
+        }
+        ClientCommand::Dataset(DatasetCommand::Grant { id, tenant, conn }) => {
+            conn.connect()
+                .await?
+                .admin
+                .grant_dataset(pb::GrantDatasetRequest {
+                    dataset_id: id.clone(),
+                    tenant_id: tenant.clone(),
+                })
+                .await?;
+            println!("granted {id} to {tenant}");
+        }
+        ClientCommand::Job(JobCommand::Submit { sql, no_wait, conn }) => {
+            let mut client = conn.connect().await?;
+            let job = if no_wait {
+                client
+                    .jobs
+                    .submit_job(pb::SubmitJobRequest { sql })
+                    .await?
+                    .into_inner()
+                    .job
+                    .unwrap_or_default()
+            } else {
+                client.run_sql(&sql, Duration::from_secs(3600)).await?
+            };
+            render::print_job(&job);
+            if job.status == pb::JobStatus::Failed as i32 {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        ClientCommand::Job(JobCommand::Show { id, conn }) => {
+            let job = conn
+                .connect()
+                .await?
+                .jobs
+                .get_job(pb::GetJobRequest { job_id: id })
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            render::print_job(&job);
+        }
+        ClientCommand::Job(JobCommand::List { conn }) => {
+            let list = conn
+                .connect()
+                .await?
+                .jobs
+                .list_jobs(pb::ListJobsRequest {})
+                .await?
+                .into_inner();
+            for job in list.jobs {
+                println!(
+                    "{}  {:<9}  {} rows  {}",
+                    job.id,
+                    render::job_status(job.status),
+                    job.n_rows,
+                    job.sql.replace('\n', " ")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
+    match command {
+        ExportClientCommand::Request {
+            job,
+            purpose,
+            format,
+            conn,
+        } => {
+            let export = conn
+                .connect()
+                .await?
+                .exports
+                .request_export(pb::RequestExportRequest {
+                    job_id: job,
+                    purpose,
+                    format: format_from(&format)? as i32,
+                })
+                .await?
+                .into_inner()
+                .export
+                .unwrap_or_default();
+            render::print_export(&export);
+        }
+        ExportClientCommand::Show { id, conn } => {
+            let export = conn
+                .connect()
+                .await?
+                .exports
+                .get_export(pb::GetExportRequest { export_id: id })
+                .await?
+                .into_inner()
+                .export
+                .unwrap_or_default();
+            render::print_export(&export);
+        }
+        ExportClientCommand::List { conn } => {
+            let list = conn
+                .connect()
+                .await?
+                .exports
+                .list_exports(pb::ListExportsRequest {})
+                .await?
+                .into_inner();
+            for e in list.exports {
+                println!(
+                    "{}  {:<14}  job {}  by {}  — {}",
+                    e.id,
+                    render::export_status(e.status),
+                    e.job_id,
+                    e.requester_id,
+                    e.purpose
+                );
+            }
+        }
+        ExportClientCommand::Review { id, conn } => {
+            let review = conn
+                .connect()
+                .await?
+                .exports
+                .review_export(pb::ReviewExportRequest { export_id: id })
+                .await?
+                .into_inner();
+            render::print_review(&review)?;
+        }
+        ExportClientCommand::Approve { id, comment, conn } => {
+            let export = decide(&conn, id, true, comment).await?;
+            render::print_export(&export);
+        }
+        ExportClientCommand::Reject { id, comment, conn } => {
+            let export = decide(&conn, id, false, comment).await?;
+            render::print_export(&export);
+        }
+        ExportClientCommand::Download { id, out, conn } => {
+            let package = conn.connect().await?.download(&id).await?;
+            std::fs::write(&out, &package).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} ({} bytes); check it with: shuyu export verify {}",
+                out.display(),
+                package.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide(conn: &Conn, id: String, approve: bool, comment: String) -> Result<pb::Export> {
+    Ok(conn
+        .connect()
+        .await?
+        .exports
+        .decide_export(pb::DecideExportRequest {
+            export_id: id,
+            approve,
+            comment,
+        })
+        .await?
+        .into_inner()
+        .export
+        .unwrap_or_default())
+}
+
+pub async fn run_audit(command: AuditClientCommand) -> Result<ExitCode> {
+    match command {
+        AuditClientCommand::Tail { after, limit, conn } => {
+            let list = conn
+                .connect()
+                .await?
+                .audit
+                .list_audit_records(pb::ListAuditRecordsRequest {
+                    after_seq: after,
+                    limit,
+                })
+                .await?
+                .into_inner();
+            for r in list.records {
+                render::print_audit_record(&r);
+            }
+        }
+        AuditClientCommand::Check { conn } => {
+            let report = conn
+                .connect()
+                .await?
+                .audit
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await?
+                .into_inner();
+            if report.ok {
+                println!(
+                    "OK: {} audit records verify (head {})",
+                    report.n_records, report.head_hash
+                );
+            } else {
+                eprintln!("FAILED: {}", report.problem);
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,351 @@
+//! `shuyu quickstart`: creates a domain on embedded defaults, starts the server on a loopback
+//! port and walks the whole flow as each role would, printing every step.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use shuyu_client::{Client, Credentials, v1 as pb};
+
+use crate::{cli, demo, render};
+
+fn step(n: u32, title: &str) {
+    println!("\n━━ {n}. {title}");
+}
+
+async fn connect(addr: &str, creds: &Path) -> Result<Client> {
+    Ok(Client::connect(addr, &Credentials::from_dir(creds)?).await?)
+}
+
+const AGGREGATE_SQL: &str = "SELECT district, count(*) AS residents, round(avg(cost), 2) AS avg_cost \
+FROM health_records GROUP BY district ORDER BY district";
+const ROW_LEVEL_SQL: &str =
+    "SELECT name, id_number, diagnosis, cost FROM health_records WHERE cost > 5000";
+
+/// Runs the quickstart. With `data_dir` the domain is kept there for `shuyu serve`.
+pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()> {
+    let temp;
+    let dir = match data_dir {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().join("domain")
+        }
+    };
+    let creds_root = dir.join("credentials");
+    let admin_creds = creds_root.join("admin");
+
+    step(
+        1,
+        "Create the domain (master key, development CA, first admin)",
+    );
+    let init = shuyu_server::domain::init(
+        &dir,
+        "Platform Admin",
+        "Public Data Authority",
+        &admin_creds,
+    )?;
+    println!(
+        "  data dir {}; master key created with mode 0600 (never printed)",
+        dir.display()
+    );
+    println!("  export signing key {}", init.signing_public_key);
+
+    step(
+        2,
+        "Start the server on a loopback port (TLS 1.3, client certificates required)",
+    );
+    let mut config = shuyu_server::ServerConfig::new(dir.clone());
+    config.listen = "127.0.0.1:0".parse()?;
+    let server = shuyu_server::serve(config).await?;
+    let addr = format!("https://localhost:{}", server.addr.port());
+    println!("  serving on {addr}");
+
+    step(
+        3,
+        "Admin registers a tenant and its people (real name, organisation, role)",
+    );
+    let mut admin = connect(&addr, &admin_creds).await?;
+    let tenant = admin
+        .admin
+        .create_tenant(pb::CreateTenantRequest {
+            name: "甬城数据运营有限公司".into(),
+        })
+        .await?
+        .into_inner()
+        .tenant
+        .unwrap_or_default();
+    println!("  tenant {} ({})", tenant.id, tenant.name);
+    let people = [
+        (
+            "steward",
+            "陈卫东",
+            "宁波市卫生健康委员会",
+            pb::Role::Steward,
+            None,
+        ),
+        (
+            "engineer",
+            "李晓梅",
+            "甬城数据运营有限公司",
+            pb::Role::Engineer,
+            Some(tenant.id.as_str()),
+        ),
+        (
+            "reviewer",
+            "王建国",
+            "数据产品审核专家组",
+            pb::Role::Reviewer,
+            None,
+        ),
+        ("auditor", "赵敏", "市网信办", pb::Role::Auditor, None),
+    ];
+    for (dir_name, name, org, role, tenant_id) in people {
+        let p = cli::create_principal(
+            &mut admin,
+            name,
+            org,
+            role,
+            tenant_id,
+            &creds_root.join(dir_name),
+        )
+        .await?;
+        println!(
+            "  {:<9} {} {} ({}) — certificate issued",
+            render::role(p.role),
+            p.id,
+            name,
+            org
+        );
+    }
+    let mut steward = connect(&addr, &creds_root.join("steward")).await?;
+    let mut engineer = connect(&addr, &creds_root.join("engineer")).await?;
+    let mut reviewer = connect(&addr, &creds_root.join("reviewer")).await?;
+    let mut auditor = connect(&addr, &creds_root.join("auditor")).await?;
+
+    step(
+        4,
+        "Steward ingests demo datasets, classified column by column; stored as encrypted Parquet",
+    );
+    let mut health_id = String::new();
+    for dataset in demo::generate(seed, rows) {
+        let header = pb::IngestHeader {
+            name: dataset.name.to_owned(),
+            description: dataset.description.to_owned(),
+            format: pb::DataFormat::Csv as i32,
+            columns: dataset
+                .columns
+                .iter()
+                .map(|c| pb::Column {
+                    name: c.name.to_owned(),
+                    data_type: c.data_type.to_owned(),
+                    classification: c.classification.to_owned(),
+                    masking: c.masking.unwrap_or_default().to_owned(),
+                })
+                .collect(),
+        };
+        let stored = steward.ingest(header, dataset.csv.into_bytes()).await?;
+        println!(
+            "  {} → {} ({} rows, Parquet Modular Encryption, AES-GCM)",
+            stored.name, stored.id, stored.n_rows
+        );
+        if stored.name == "health_records" {
+            health_id = stored.id.clone();
+        }
+        admin
+            .admin
+            .grant_dataset(pb::GrantDatasetRequest {
+                dataset_id: stored.id.clone(),
+                tenant_id: tenant.id.clone(),
+            })
+            .await?;
+    }
+    println!("  admin granted all three datasets to {}", tenant.name);
+
+    step(5, "Engineer browses the catalog");
+    let catalog = engineer
+        .catalog
+        .list_datasets(pb::ListDatasetsRequest {})
+        .await?
+        .into_inner();
+    render::print_datasets(&catalog.datasets);
+    let health = engineer
+        .catalog
+        .describe_dataset(pb::DescribeDatasetRequest {
+            dataset_id: health_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .dataset
+        .unwrap_or_default();
+    render::print_dataset(&health);
+
+    step(6, "Engineer sees only a masked sample (server-chosen rows)");
+    let sample = engineer
+        .catalog
+        .sample_dataset(pb::SampleDatasetRequest {
+            dataset_id: health_id.clone(),
+            n_rows: 8,
+        })
+        .await?
+        .into_inner();
+    render::print_masked(&sample.sample.unwrap_or_default());
+
+    step(
+        7,
+        "Engineer runs an aggregate SQL job; the result stays encrypted, the preview is masked",
+    );
+    println!("  SQL: {AGGREGATE_SQL}");
+    let aggregate = engineer
+        .run_sql(AGGREGATE_SQL, Duration::from_secs(300))
+        .await?;
+    render::print_job(&aggregate);
+    ensure!(
+        aggregate.status == pb::JobStatus::Succeeded as i32,
+        "the aggregate job failed: {}",
+        aggregate.error
+    );
+
+    step(
+        8,
+        "A row-level export is refused by the automated disclosure checks",
+    );
+    println!("  SQL: {ROW_LEVEL_SQL}");
+    let row_level = engineer
+        .run_sql(ROW_LEVEL_SQL, Duration::from_secs(300))
+        .await?;
+    render::print_job(&row_level);
+    let refused = engineer
+        .exports
+        .request_export(pb::RequestExportRequest {
+            job_id: row_level.id.clone(),
+            purpose: "高额医疗费用人员名单".into(),
+            format: pb::DataFormat::Csv as i32,
+        })
+        .await?
+        .into_inner()
+        .export
+        .unwrap_or_default();
+    render::print_export(&refused);
+    ensure!(
+        refused.status == pb::ExportStatus::Refused as i32,
+        "the row-level export was not refused"
+    );
+
+    step(
+        9,
+        "The aggregate export goes to review; a reviewer who is not the author approves it",
+    );
+    let requested = engineer
+        .exports
+        .request_export(pb::RequestExportRequest {
+            job_id: aggregate.id.clone(),
+            purpose: "各区县居民就诊人数与平均费用，用于卫生资源规划（公共治理场景）".into(),
+            format: pb::DataFormat::Csv as i32,
+        })
+        .await?
+        .into_inner()
+        .export
+        .unwrap_or_default();
+    render::print_export(&requested);
+    let review = reviewer
+        .exports
+        .review_export(pb::ReviewExportRequest {
+            export_id: requested.id.clone(),
+        })
+        .await?
+        .into_inner();
+    println!("  — what the reviewer sees —");
+    render::print_review(&review)?;
+    let approved = reviewer
+        .exports
+        .decide_export(pb::DecideExportRequest {
+            export_id: requested.id.clone(),
+            approve: true,
+            comment: "每组均超过10人，无个人信息，同意出域".into(),
+        })
+        .await?
+        .into_inner()
+        .export
+        .unwrap_or_default();
+    render::print_export(&approved);
+
+    step(
+        10,
+        "The requester downloads the signed package; it verifies offline",
+    );
+    let package = engineer.download(&requested.id).await?;
+    let package_path = dir.join(format!("{}.tar", requested.id));
+    std::fs::write(&package_path, &package)?;
+    println!(
+        "  wrote {} ({} bytes)",
+        package_path.display(),
+        package.len()
+    );
+    match shuyu_server::package::verify(&package, Some(&init.signing_public_key)) {
+        Ok(verified) => {
+            render::print_manifest(&verified.manifest);
+            println!(
+                "  OK: signature and hashes verify (shuyu export verify {})",
+                package_path.display()
+            );
+        }
+        Err(problem) => bail!("the package does not verify: {problem}"),
+    }
+
+    step(
+        11,
+        "The auditor reads and verifies the tamper-evident audit trail",
+    );
+    let records = auditor
+        .audit
+        .list_audit_records(pb::ListAuditRecordsRequest {
+            after_seq: 0,
+            limit: 1000,
+        })
+        .await?
+        .into_inner()
+        .records;
+    for r in records.iter().rev().take(8).rev() {
+        render::print_audit_record(r);
+    }
+    let report = auditor
+        .audit
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await?
+        .into_inner();
+    ensure!(
+        report.ok,
+        "the audit trail does not verify: {}",
+        report.problem
+    );
+    println!(
+        "  OK: {} audit records verify (head {})",
+        report.n_records, report.head_hash
+    );
+
+    server.shutdown().await.context("stopping the server")?;
+    println!("\nDone. Raw data never left the domain; only the approved aggregate did, signed.");
+    if creds_root.starts_with(std::env::temp_dir()) {
+        println!(
+            "(The demo domain was temporary; run `shuyu quickstart --data-dir DIR` to keep it.)"
+        );
+    } else {
+        println!("The domain is kept in {}. Restart it with:", dir.display());
+        println!("  shuyu serve --data-dir {}", dir.display());
+        println!("and act as each demo user, e.g.:");
+        println!(
+            "  shuyu dataset list --as {}",
+            creds_root.join("engineer").display()
+        );
+        println!(
+            "  shuyu export list  --as {}",
+            creds_root.join("reviewer").display()
+        );
+        println!(
+            "  shuyu audit tail   --as {}",
+            creds_root.join("auditor").display()
+        );
+    }
+    Ok(())
+}

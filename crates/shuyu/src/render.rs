@@ -1,0 +1,294 @@
+//! Plain-text rendering of API answers for the terminal.
+
+use anyhow::Result;
+use shuyu_client::v1 as pb;
+
+/// Display width: wide (CJK) characters take two columns.
+fn width(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c as u32 {
+            0x1100..=0x115F
+            | 0x2E80..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6 => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn pad(text: &str, to: usize) -> String {
+    format!("{text}{}", " ".repeat(to.saturating_sub(width(text))))
+}
+
+/// Prints a table with a header row.
+pub fn print_table(header: &[String], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(width(cell)).min(40);
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = if width(c) > *w {
+                    c.chars().take(*w / 2).collect::<String>() + "…"
+                } else {
+                    c.clone()
+                };
+                pad(&c, *w)
+            })
+            .collect();
+        println!("  │ {} │", cells.join(" │ "));
+    };
+    line(header);
+    println!(
+        "  ├─{}─┤",
+        widths
+            .iter()
+            .map(|w| "─".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("─┼─")
+    );
+    for row in rows {
+        line(row);
+    }
+}
+
+pub fn print_masked(table: &pb::MaskedTable) {
+    let rows: Vec<Vec<String>> = table
+        .rows
+        .iter()
+        .map(|r| {
+            r.values
+                .iter()
+                .zip(&r.is_null)
+                .map(|(v, null)| if *null { "NULL".to_owned() } else { v.clone() })
+                .collect()
+        })
+        .collect();
+    print_table(&table.columns, &rows);
+}
+
+pub fn print_principals(principals: &[pb::Principal]) {
+    let rows: Vec<Vec<String>> = principals
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                p.real_name.clone(),
+                p.organisation.clone(),
+                role(p.role).to_owned(),
+                p.tenant_id.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["id", "name", "organisation", "role", "tenant"].map(String::from),
+        &rows,
+    );
+}
+
+pub fn role(value: i32) -> &'static str {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Admin) => "admin",
+        Ok(pb::Role::Steward) => "steward",
+        Ok(pb::Role::Engineer) => "engineer",
+        Ok(pb::Role::Reviewer) => "reviewer",
+        Ok(pb::Role::Auditor) => "auditor",
+        _ => "?",
+    }
+}
+
+pub fn print_datasets(datasets: &[pb::Dataset]) {
+    let rows: Vec<Vec<String>> = datasets
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.name.clone(),
+                d.n_rows.to_string(),
+                d.description.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["id", "name", "rows", "description"].map(String::from),
+        &rows,
+    );
+}
+
+pub fn print_dataset(d: &pb::Dataset) {
+    println!(
+        "  {} ({}) — {} rows, source sha256 {}…",
+        d.name,
+        d.id,
+        d.n_rows,
+        &d.source_sha256.get(..16).unwrap_or("")
+    );
+    println!("  {}", d.description);
+    let rows: Vec<Vec<String>> = d
+        .columns
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.data_type.clone(),
+                c.classification.clone(),
+                c.masking.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["column", "type", "classification", "masking"].map(String::from),
+        &rows,
+    );
+}
+
+pub fn job_status(value: i32) -> &'static str {
+    match pb::JobStatus::try_from(value) {
+        Ok(pb::JobStatus::Queued) => "queued",
+        Ok(pb::JobStatus::Running) => "running",
+        Ok(pb::JobStatus::Succeeded) => "succeeded",
+        Ok(pb::JobStatus::Failed) => "failed",
+        _ => "?",
+    }
+}
+
+pub fn print_job(job: &pb::Job) {
+    println!("  job {} — {}", job.id, job_status(job.status));
+    if !job.error.is_empty() {
+        println!("  error: {}", job.error);
+    }
+    if job.status == pb::JobStatus::Succeeded as i32 {
+        println!(
+            "  {} rows, {} result; result encrypted in the domain, masked preview:",
+            job.n_rows,
+            if job.aggregate {
+                "aggregate"
+            } else {
+                "row-level"
+            }
+        );
+        if let Some(preview) = &job.preview {
+            print_masked(preview);
+        }
+    }
+}
+
+pub fn export_status(value: i32) -> &'static str {
+    match pb::ExportStatus::try_from(value) {
+        Ok(pb::ExportStatus::Refused) => "refused",
+        Ok(pb::ExportStatus::PendingReview) => "pending review",
+        Ok(pb::ExportStatus::Approved) => "approved",
+        Ok(pb::ExportStatus::Rejected) => "rejected",
+        _ => "?",
+    }
+}
+
+pub fn print_export(e: &pb::Export) {
+    println!(
+        "  export {} of job {} — {}",
+        e.id,
+        e.job_id,
+        export_status(e.status)
+    );
+    println!("  purpose: {}", e.purpose);
+    for check in &e.checks {
+        let mark = if check.outcome == pb::CheckOutcome::Pass as i32 {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        println!("    [{mark}] {}: {}", check.name, check.detail);
+    }
+    if !e.reviewer_id.is_empty() {
+        println!("  reviewed by {}: {}", e.reviewer_id, e.review_comment);
+    }
+}
+
+pub fn print_review(review: &pb::ReviewExportResponse) -> Result<()> {
+    if let Some(export) = &review.export {
+        print_export(export);
+    }
+    println!("  SQL: {}", review.sql);
+    println!("  inputs: {}", review.input_dataset_ids.join(", "));
+    let rows: Vec<Vec<String>> = review
+        .columns
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.data_type.clone(),
+                c.classification.clone(),
+                c.masking.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["output column", "type", "from classification", "treatment"].map(String::from),
+        &rows,
+    );
+    println!(
+        "  full result ({} rows{}):",
+        review.n_rows,
+        if review.truncated { ", truncated" } else { "" }
+    );
+    if !review.result_arrow_ipc.is_empty() {
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(review.result_arrow_ipc.as_slice(), None)?;
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    }
+    Ok(())
+}
+
+pub fn print_audit_record(r: &pb::AuditRecord) {
+    let at = chrono::DateTime::from_timestamp_millis(r.at_ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    println!(
+        "  #{:<4} {at}  {:<8} {:<26} {:<9} {:<10} {} {}",
+        r.seq, r.role, r.principal_id, r.outcome, r.action, r.target, r.detail_json
+    );
+}
+
+pub fn print_manifest(m: &shuyu_server::package::Manifest) {
+    println!(
+        "  export {} of job {} (tenant {})",
+        m.export_id, m.job_id, m.tenant_id
+    );
+    println!("  purpose: {}", m.purpose);
+    println!(
+        "  requested by {}, approved by {} ({})",
+        m.requester_id, m.reviewer_id, m.review_comment
+    );
+    println!(
+        "  policy {}, SQL sha256 {}…",
+        m.policy_version,
+        &m.sql_sha256[..16.min(m.sql_sha256.len())]
+    );
+    for d in &m.input_datasets {
+        println!(
+            "  input {} ({}) source sha256 {}…",
+            d.name,
+            d.id,
+            &d.source_sha256[..16.min(d.source_sha256.len())]
+        );
+    }
+    println!(
+        "  result {}: {} rows, {} bytes, sha256 {}…",
+        m.result.name,
+        m.result.rows,
+        m.result.bytes,
+        &m.result.sha256[..16]
+    );
+    println!("  signed by domain key {}", m.domain_public_key);
+}

@@ -5,8 +5,10 @@ use std::str::FromStr;
 
 use crate::{PolicyError, truncate};
 
-/// How sensitive a column is. `Ord` is strictness: Ordinary < QuasiIdentifier < Sensitive <
-/// DirectIdentifier.
+/// How sensitive a column is.
+///
+/// `Ord` is strictness: `Ordinary < QuasiIdentifier < Sensitive < DirectIdentifier`, so the
+/// classification of a value derived from several columns is the maximum of theirs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Classification {
     /// Public-grade attributes.
@@ -48,6 +50,7 @@ impl fmt::Display for Classification {
 impl FromStr for Classification {
     type Err = PolicyError;
 
+    /// Accepts the canonical names case-insensitively, and `direct` / `quasi` for short.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "ordinary" => Ok(Classification::Ordinary),
@@ -63,17 +66,50 @@ impl FromStr for Classification {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_and_orders() {
-        for c in Classification::ALL {
-            assert_eq!(c.as_str().parse::<Classification>(), Ok(c));
-        }
+    fn check(input: &str, expected: Option<Classification>) {
         assert_eq!(
-            "Direct".parse::<Classification>(),
-            Ok(Classification::DirectIdentifier)
+            input.parse::<Classification>().ok(),
+            expected,
+            "input {input:?}"
         );
-        assert!("secret".parse::<Classification>().is_err());
-        assert!(Classification::DirectIdentifier > Classification::Sensitive);
-        assert!(Classification::QuasiIdentifier > Classification::Ordinary);
+    }
+
+    #[test]
+    fn parses_text_forms() {
+        use Classification::*;
+        check("ordinary", Some(Ordinary));
+        check("quasi_identifier", Some(QuasiIdentifier));
+        check("quasi", Some(QuasiIdentifier));
+        check("sensitive", Some(Sensitive));
+        check("direct_identifier", Some(DirectIdentifier));
+        check("Direct", Some(DirectIdentifier));
+        check(" SENSITIVE ", Some(Sensitive));
+        check("secret", None);
+        check("", None);
+        check("direct identifier", None);
+    }
+
+    #[test]
+    fn round_trips_and_orders_by_strictness() {
+        for c in Classification::ALL {
+            check(c.as_str(), Some(c));
+            check(&c.to_string(), Some(c));
+        }
+        assert!(Classification::ALL.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            Classification::ALL.iter().max(),
+            Some(&Classification::DirectIdentifier)
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_quoted_but_shortened() {
+        let err = "x".repeat(500).parse::<Classification>().unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("unknown classification 'xxx"),
+            "{message}"
+        );
+        assert!(message.len() < 250, "{message}");
     }
 }

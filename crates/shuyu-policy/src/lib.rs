@@ -16,7 +16,9 @@ pub use masking::{
 pub use policy::{ExportPolicy, JobLimits, MaskingDefaults, Policy, SamplePolicy};
 pub use roles::{Action, Role, is_allowed};
 
-/// Errors of policy parsing and validation. Messages name keys and rules, never data values.
+/// Errors of policy parsing and validation.
+///
+/// Messages name rules, classifications, roles and policy keys; they never carry data values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// An unknown classification name.
@@ -26,25 +28,47 @@ pub enum PolicyError {
     UnknownClassification(String),
     /// An unknown masking rule.
     #[error(
-        "unknown masking rule '{0}': expected keep, pseudonym, partial_id, partial_mobile, partial_name, generalize_date:year|month, generalize_number:<width> or suppress"
+        "unknown masking rule '{0}': expected keep, pseudonym, partial_id, partial_mobile, partial_name, generalize_date:year, generalize_date:month, generalize_number:<width> or suppress"
     )]
     UnknownMaskingRule(String),
+    /// A `generalize_number` rule whose bucket width is below 1.
+    #[error("masking rule generalize_number needs a bucket width of at least 1, not {width}")]
+    InvalidWidth {
+        /// The width given.
+        width: i64,
+    },
     /// An unknown role.
     #[error("unknown role '{0}': expected admin, steward, engineer, reviewer or auditor")]
     UnknownRole(String),
-    /// A rule that the classification does not allow.
-    #[error("a {classification} column must be masked; '{rule}' is not allowed")]
+    /// A rule that the column's classification does not allow (`keep` on a non-ordinary column).
+    #[error(
+        "a {classification} column requires masking: rule '{rule}' is only allowed for ordinary columns"
+    )]
     RuleNotAllowed {
-        /// The classification.
-        classification: &'static str,
-        /// The rule text.
+        /// The column's classification.
+        classification: Classification,
+        /// The refused rule, in its text form.
         rule: String,
     },
-    /// The policy file is invalid.
-    #[error("policy: {0}")]
-    Invalid(String),
+    /// The policy file is not valid TOML or does not have the expected keys and types.
+    #[error("invalid policy file: {0}")]
+    Syntax(String),
+    /// A policy key holds a value that is not allowed.
+    #[error("invalid policy key '{key}': {reason}")]
+    InvalidValue {
+        /// The dotted key, e.g. `export.min_group_rows`.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
 }
 
+/// Shortens user-supplied names quoted in errors.
 fn truncate(s: &str) -> String {
-    s.chars().take(60).collect()
+    const MAX: usize = 60;
+    let mut out: String = s.trim().chars().take(MAX).collect();
+    if s.trim().chars().count() > MAX {
+        out.push('…');
+    }
+    out
 }

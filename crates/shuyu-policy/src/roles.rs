@@ -5,23 +5,33 @@ use std::str::FromStr;
 
 use crate::{PolicyError, truncate};
 
-/// The roles of a domain.
+/// The roles of an authorized operation domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Public-data authority: tenants, principals, grants.
+    /// Public-data authority: tenants, principals, certificates, grants. Sees catalog metadata,
+    /// never samples.
     PlatformAdmin,
-    /// Source agency: publishes and classifies datasets.
+    /// Source agency: ingests, classifies and describes datasets.
     DataSteward,
-    /// Operating unit staff: jobs over granted data, exports.
+    /// Operating-unit staff: masked samples, jobs over granted data, export requests.
     Engineer,
-    /// Expert group: reviews exports.
+    /// Expert group: reviews and decides export requests.
     Reviewer,
-    /// Supervisors: read-only audit.
+    /// Supervisor: read-only audit trail, tenants and principals.
     Auditor,
 }
 
 impl Role {
-    /// Text form.
+    /// All roles.
+    pub const ALL: [Role; 5] = [
+        Role::PlatformAdmin,
+        Role::DataSteward,
+        Role::Engineer,
+        Role::Reviewer,
+        Role::Auditor,
+    ];
+
+    /// Text form: `admin`, `steward`, `engineer`, `reviewer`, `auditor`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::PlatformAdmin => "admin",
@@ -42,10 +52,12 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = PolicyError;
 
+    /// Parses the text form case-insensitively; `platform_admin` and `data_steward` are
+    /// accepted too.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "admin" => Ok(Role::PlatformAdmin),
-            "steward" => Ok(Role::DataSteward),
+            "admin" | "platform_admin" => Ok(Role::PlatformAdmin),
+            "steward" | "data_steward" => Ok(Role::DataSteward),
             "engineer" => Ok(Role::Engineer),
             "reviewer" => Ok(Role::Reviewer),
             "auditor" => Ok(Role::Auditor),
@@ -54,33 +66,76 @@ impl FromStr for Role {
     }
 }
 
-/// Everything a call can do.
+/// Everything a call can do; each RPC checks exactly one action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)] // the names say it
 pub enum Action {
+    /// Show the caller's own identity and role.
     WhoAmI,
+    /// Create a tenant (operating unit or source agency).
     CreateTenant,
+    /// List tenants.
     ListTenants,
+    /// Create a principal (a person with one role).
     CreatePrincipal,
+    /// List principals.
     ListPrincipals,
+    /// Issue a client certificate to a principal.
     IssueCertificate,
+    /// Grant a tenant the use of a dataset.
     GrantDataset,
+    /// Ingest (publish) a dataset with its column classifications.
     IngestDataset,
+    /// List datasets in the catalog.
     ListDatasets,
+    /// Show a dataset's schema, classifications and masking rules.
     DescribeDataset,
+    /// See masked sample rows of a dataset.
     SampleDataset,
+    /// Submit a SQL job.
     SubmitJob,
+    /// See a job's status and masked preview.
     ViewJob,
+    /// Ask for a job's result to be exported.
     RequestExport,
+    /// See an export request and its decision.
     ViewExport,
+    /// List export requests awaiting review.
     ListReviewQueue,
+    /// Inspect an export request under review.
     ReviewExport,
+    /// Approve or reject an export request.
     DecideExport,
+    /// Download an approved, signed export.
     DownloadExport,
+    /// Read the audit trail.
     ReadAudit,
 }
 
 impl Action {
+    /// All actions.
+    pub const ALL: [Action; 20] = [
+        Action::WhoAmI,
+        Action::CreateTenant,
+        Action::ListTenants,
+        Action::CreatePrincipal,
+        Action::ListPrincipals,
+        Action::IssueCertificate,
+        Action::GrantDataset,
+        Action::IngestDataset,
+        Action::ListDatasets,
+        Action::DescribeDataset,
+        Action::SampleDataset,
+        Action::SubmitJob,
+        Action::ViewJob,
+        Action::RequestExport,
+        Action::ViewExport,
+        Action::ListReviewQueue,
+        Action::ReviewExport,
+        Action::DecideExport,
+        Action::DownloadExport,
+        Action::ReadAudit,
+    ];
+
     /// snake_case name, as recorded in the audit trail.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -108,16 +163,24 @@ impl Action {
     }
 }
 
-/// Whether `role` may perform `action`. Every role is matched explicitly.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether `role` may perform `action`: the one permission matrix of the domain.
+///
+/// Every role is matched explicitly, so a new role cannot compile without a decision; any
+/// action not listed for a role is refused.
 pub fn is_allowed(role: Role, action: Action) -> bool {
     use Action::*;
-    if action == WhoAmI {
-        return true;
-    }
     match role {
+        // Catalog metadata, never samples or results.
         Role::PlatformAdmin => matches!(
             action,
-            CreateTenant
+            WhoAmI
+                | CreateTenant
                 | ListTenants
                 | CreatePrincipal
                 | ListPrincipals
@@ -128,11 +191,13 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         ),
         Role::DataSteward => matches!(
             action,
-            IngestDataset | ListDatasets | DescribeDataset | SampleDataset
+            WhoAmI | IngestDataset | ListDatasets | DescribeDataset | SampleDataset
         ),
+        // Masked samples only (R16); results leave only through review (R22).
         Role::Engineer => matches!(
             action,
-            ListDatasets
+            WhoAmI
+                | ListDatasets
                 | DescribeDataset
                 | SampleDataset
                 | SubmitJob
@@ -143,9 +208,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         ),
         Role::Reviewer => matches!(
             action,
-            ListReviewQueue | ReviewExport | DecideExport | ViewExport
+            WhoAmI | ListReviewQueue | ReviewExport | DecideExport | ViewExport
         ),
-        Role::Auditor => matches!(action, ReadAudit | ListTenants | ListPrincipals),
+        Role::Auditor => matches!(action, WhoAmI | ReadAudit | ListTenants | ListPrincipals),
     }
 }
 
@@ -153,32 +218,134 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
 mod tests {
     use super::*;
 
+    fn check(role: Role, action: Action, expected: bool) {
+        assert_eq!(is_allowed(role, action), expected, "{role} {action}");
+    }
+
     #[test]
     fn matrix_spot_checks() {
         let cases = [
             (Role::Engineer, Action::DecideExport, false),
+            (Role::Engineer, Action::ReviewExport, false),
             (Role::Engineer, Action::SubmitJob, true),
+            (Role::Engineer, Action::SampleDataset, true),
+            (Role::Engineer, Action::DownloadExport, true),
+            (Role::Engineer, Action::ReadAudit, false),
+            (Role::Engineer, Action::GrantDataset, false),
             (Role::Reviewer, Action::SubmitJob, false),
+            (Role::Reviewer, Action::SampleDataset, false),
+            (Role::Reviewer, Action::DownloadExport, false),
             (Role::Reviewer, Action::DecideExport, true),
             (Role::PlatformAdmin, Action::SampleDataset, false),
+            (Role::PlatformAdmin, Action::DescribeDataset, true),
             (Role::PlatformAdmin, Action::CreateTenant, true),
+            (Role::PlatformAdmin, Action::DecideExport, false),
+            (Role::PlatformAdmin, Action::ReadAudit, false),
             (Role::DataSteward, Action::SubmitJob, false),
+            (Role::DataSteward, Action::IngestDataset, true),
+            (Role::DataSteward, Action::GrantDataset, false),
             (Role::Auditor, Action::ReadAudit, true),
+            (Role::Auditor, Action::ListPrincipals, true),
             (Role::Auditor, Action::SampleDataset, false),
-            (Role::Engineer, Action::ReadAudit, false),
+            (Role::Auditor, Action::DescribeDataset, false),
         ];
         for (role, action, expected) in cases {
-            assert_eq!(
-                is_allowed(role, action),
-                expected,
-                "{role} {}",
-                action.as_str()
-            );
+            check(role, action, expected);
         }
-        for role in ["admin", "steward", "engineer", "reviewer", "auditor"] {
-            let role: Role = role.parse().unwrap();
-            assert!(is_allowed(role, Action::WhoAmI));
+    }
+
+    #[test]
+    fn whole_matrix() {
+        use Action::*;
+        let allowed: [(Role, &[Action]); 5] = [
+            (
+                Role::PlatformAdmin,
+                &[
+                    WhoAmI,
+                    CreateTenant,
+                    ListTenants,
+                    CreatePrincipal,
+                    ListPrincipals,
+                    IssueCertificate,
+                    GrantDataset,
+                    ListDatasets,
+                    DescribeDataset,
+                ],
+            ),
+            (
+                Role::DataSteward,
+                &[
+                    WhoAmI,
+                    IngestDataset,
+                    ListDatasets,
+                    DescribeDataset,
+                    SampleDataset,
+                ],
+            ),
+            (
+                Role::Engineer,
+                &[
+                    WhoAmI,
+                    ListDatasets,
+                    DescribeDataset,
+                    SampleDataset,
+                    SubmitJob,
+                    ViewJob,
+                    RequestExport,
+                    ViewExport,
+                    DownloadExport,
+                ],
+            ),
+            (
+                Role::Reviewer,
+                &[
+                    WhoAmI,
+                    ListReviewQueue,
+                    ReviewExport,
+                    DecideExport,
+                    ViewExport,
+                ],
+            ),
+            (
+                Role::Auditor,
+                &[WhoAmI, ReadAudit, ListTenants, ListPrincipals],
+            ),
+        ];
+        for (role, actions) in allowed {
+            for action in Action::ALL {
+                check(role, action, actions.contains(&action));
+            }
+        }
+    }
+
+    #[test]
+    fn only_reviewers_decide_and_only_engineers_run_jobs() {
+        for role in Role::ALL {
+            check(role, Action::WhoAmI, true);
+            check(role, Action::DecideExport, role == Role::Reviewer);
+            check(role, Action::SubmitJob, role == Role::Engineer);
+            check(role, Action::ReadAudit, role == Role::Auditor);
+        }
+    }
+
+    #[test]
+    fn text_forms() {
+        for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(role.to_string().to_uppercase().parse::<Role>(), Ok(role));
         }
+        assert_eq!("platform_admin".parse::<Role>(), Ok(Role::PlatformAdmin));
+        assert_eq!(
+            "root".parse::<Role>(),
+            Err(PolicyError::UnknownRole("root".to_owned()))
+        );
+        let names: std::collections::HashSet<&str> =
+            Action::ALL.iter().map(Action::as_str).collect();
+        assert_eq!(names.len(), Action::ALL.len());
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
     }
 }

@@ -24,9 +24,9 @@ pub struct Conn {
 impl Conn {
     async fn connect(&self) -> Result<Client> {
         let credentials = Credentials::from_dir(&self.creds)?;
-        Ok(Client::connect(&self.server, &credentials)
+        Client::connect(&self.server, &credentials)
             .await
-            .with_context(|| format!("connecting to {}", self.server))?)
+            .with_context(|| format!("connecting to {}", self.server))
     }
 }
 

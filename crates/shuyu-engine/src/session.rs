@@ -257,13 +257,23 @@ impl Engine {
     /// # Errors
     /// [`JobError`]; only its `public_message` may reach the engineer.
     ///
+    /// A failed job (including one that timed out) leaves no result file behind.
+    ///
     /// # Cancel safety
-    /// Dropping the future stops execution; a partially written result file is not referenced.
+    /// Dropping the future stops execution; a partially written (encrypted) result file may
+    /// remain, and is never referenced: the server removes it when it records the failure.
     pub async fn run_job(&self, request: &JobRequest) -> Result<JobOutput, JobError> {
-        match tokio::time::timeout(request.limits.timeout, self.run_job_inner(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(JobError::Timeout),
+        let result =
+            match tokio::time::timeout(request.limits.timeout, self.run_job_inner(request)).await {
+                Ok(result) => result,
+                Err(_) => Err(JobError::Timeout),
+            };
+        if result.is_err()
+            && let Err(e) = self.storage.delete(&request.result_file).await
+        {
+            tracing::warn!(job = %request.job_id, error = %e, "removing a failed job's result");
         }
+        result
     }
 
     async fn run_job_inner(&self, request: &JobRequest) -> Result<JobOutput, JobError> {

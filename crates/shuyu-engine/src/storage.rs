@@ -100,6 +100,17 @@ impl Storage {
         Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
     }
 
+    /// Deletes the object at `location`; a missing object is not an error.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn delete(&self, location: &str) -> Result<(), EngineError> {
+        match self.store.delete(&Path::from(location)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(EngineError::Storage(e.to_string())),
+        }
+    }
+
     /// Deletes every object under `prefix` (used to clean up half-written datasets).
     ///
     /// # Errors

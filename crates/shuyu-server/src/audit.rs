@@ -350,3 +350,90 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
         mac: row.get(12)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(n: usize) -> (AuditLog, Connection) {
+        let log = AuditLog::new(&SecretKey::generate());
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        for i in 0..n {
+            let tx = conn.transaction().unwrap();
+            let entry = AuditEntry {
+                principal_id: format!("p{i}"),
+                role: "engineer".into(),
+                action: "submit_job".into(),
+                outcome: "ok".into(),
+                detail: json!({"i": i}),
+                secret_detail: (i == 1).then(|| "cast of 'CANARY_VALUE' failed".to_owned()),
+                ..AuditEntry::default()
+            };
+            log.append(&tx, &entry).unwrap();
+            tx.commit().unwrap();
+        }
+        (log, conn)
+    }
+
+    #[test]
+    fn an_untouched_trail_verifies_and_an_empty_one_too() {
+        let (log, conn) = log_with(5);
+        let report = log.verify(&conn).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.n_records, 5);
+        let (log, conn) = log_with(0);
+        assert!(log.verify(&conn).unwrap().ok);
+    }
+
+    #[test]
+    fn secret_detail_is_stored_sealed() {
+        let (log, conn) = log_with(3);
+        let records = AuditLog::list(&conn, 0, 10).unwrap();
+        assert!(!format!("{records:?}").contains("CANARY_VALUE"));
+        assert_eq!(
+            log.open_detail(&records[1].sealed_detail).unwrap(),
+            "cast of 'CANARY_VALUE' failed"
+        );
+        // Another domain's key cannot open it.
+        let other = AuditLog::new(&SecretKey::generate());
+        assert!(other.open_detail(&records[1].sealed_detail).is_err());
+    }
+
+    #[test]
+    fn a_rewritten_record_with_a_recomputed_hash_fails_on_its_mac() {
+        let (log, conn) = log_with(4);
+        // The attacker changes a record and recomputes its hash, but has no MAC key.
+        let mut record = AuditLog::list(&conn, 1, 1).unwrap().remove(0);
+        record.outcome = "denied".into();
+        let hash = record_hash(&record);
+        conn.execute(
+            "UPDATE audit SET outcome = 'denied', hash = ?1 WHERE seq = 2",
+            [&hash],
+        )
+        .unwrap();
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("record 2"));
+    }
+
+    #[test]
+    fn a_trail_from_another_domain_does_not_verify() {
+        let (_, conn) = log_with(3);
+        let stranger = AuditLog::new(&SecretKey::generate());
+        let report = stranger.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("MAC"));
+    }
+
+    #[test]
+    fn truncation_is_caught_by_the_head_pointer() {
+        let (log, conn) = log_with(4);
+        conn.execute("DELETE FROM audit WHERE seq = 4", []).unwrap();
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("head pointer"));
+        conn.execute("DELETE FROM audit_head", []).unwrap();
+        assert!(!log.verify(&conn).unwrap().ok);
+    }
+}

@@ -1,0 +1,770 @@
+//! The engine in-process: encryption at rest, ingest validation, masked samples, the SQL
+//! sandbox, value-free errors and resource limits. The same sandbox corpus runs over gRPC in
+//! `crates/shuyu/tests/e2e.rs`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shuyu_engine::{
+    ColumnSpec, ColumnType, Engine, EngineError, GROUP_ROWS_COLUMN, IngestFormat, IngestOptions,
+    JobError, JobLimits, JobRequest, Storage, TableSpec,
+};
+use shuyu_policy::{Classification, MaskingRule, Policy};
+use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
+
+const CANARY_NAME: &str = "CANARYNAME豪";
+const CANARY_ID: &str = "330203198807071236";
+const CANARY_MOBILE: &str = "13999990001";
+const CANARY_DIAGNOSIS: &str = "CANARYDIAG_ZQX";
+const CANARY_COST: &str = "98765.43";
+const CANARIES: [&str; 5] = [
+    CANARY_NAME,
+    CANARY_ID,
+    CANARY_MOBILE,
+    CANARY_DIAGNOSIS,
+    CANARY_COST,
+];
+
+/// A fixed set of KEKs, as the server's key store would hand out.
+#[derive(Debug)]
+struct Keks(HashMap<String, SecretKey>);
+
+impl KekProvider for Keks {
+    fn kek(&self, kek_id: &str) -> Result<SecretKey, VaultError> {
+        self.0
+            .get(kek_id)
+            .cloned()
+            .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))
+    }
+}
+
+fn keks() -> Arc<Keks> {
+    Arc::new(Keks(
+        ["domain", "tenant:a", "tenant:b"]
+            .into_iter()
+            .map(|id| (id.to_owned(), SecretKey::generate()))
+            .collect(),
+    ))
+}
+
+struct Fixture {
+    _temp: tempfile::TempDir,
+    root: PathBuf,
+    keks: Arc<Keks>,
+    envelope: Arc<Envelope>,
+    engine: Engine,
+}
+
+fn fixture() -> Fixture {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("objects");
+    let keks = keks();
+    let envelope = Arc::new(Envelope::new(keks.clone()));
+    let engine = Engine::new(Storage::local(&root).unwrap(), Arc::clone(&envelope));
+    Fixture {
+        _temp: temp,
+        root,
+        keks,
+        envelope,
+        engine,
+    }
+}
+
+fn column(
+    name: &str,
+    data_type: ColumnType,
+    classification: Classification,
+    masking: MaskingRule,
+) -> ColumnSpec {
+    ColumnSpec {
+        name: name.into(),
+        data_type,
+        classification,
+        masking,
+    }
+}
+
+fn people_columns() -> Vec<ColumnSpec> {
+    use Classification::*;
+    vec![
+        column(
+            "name",
+            ColumnType::String,
+            DirectIdentifier,
+            MaskingRule::PartialName,
+        ),
+        column(
+            "id_number",
+            ColumnType::String,
+            DirectIdentifier,
+            MaskingRule::Pseudonym,
+        ),
+        column(
+            "mobile",
+            ColumnType::String,
+            DirectIdentifier,
+            MaskingRule::PartialMobile,
+        ),
+        column(
+            "birth_date",
+            ColumnType::Date,
+            QuasiIdentifier,
+            "generalize_date:year".parse().unwrap(),
+        ),
+        column("district", ColumnType::String, Ordinary, MaskingRule::Keep),
+        column(
+            "diagnosis",
+            ColumnType::String,
+            Sensitive,
+            MaskingRule::Suppress,
+        ),
+        column(
+            "cost",
+            ColumnType::Float64,
+            Sensitive,
+            "generalize_number:100".parse().unwrap(),
+        ),
+    ]
+}
+
+/// 300 rows in three districts, plus one row of canaries alone in district 北仑区.
+fn people_csv() -> String {
+    let mut csv = String::from("name,id_number,mobile,birth_date,district,diagnosis,cost\n");
+    let districts = ["海曙区", "江北区", "鄞州区"];
+    for i in 0..300 {
+        csv.push_str(&format!(
+            "王{i},33020319{:02}0101{i:03}X,1380000{i:04},19{:02}-01-01,{},高血压,{}.50\n",
+            50 + i % 40,
+            50 + i % 40,
+            districts[i % 3],
+            100 + i
+        ));
+    }
+    csv.push_str(&format!(
+        "{CANARY_NAME},{CANARY_ID},{CANARY_MOBILE},1988-07-07,北仑区,{CANARY_DIAGNOSIS},{CANARY_COST}\n"
+    ));
+    csv
+}
+
+impl Fixture {
+    async fn ingest(&self, name: &str, id: &str, kek: &str) -> TableSpec {
+        let location = format!("datasets/{id}/");
+        let outcome = self
+            .engine
+            .ingest(
+                IngestFormat::Csv,
+                Bytes::from(people_csv()),
+                &people_columns(),
+                &location,
+                kek,
+                &IngestOptions::default(),
+            )
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.n_rows, 301);
+        TableSpec {
+            name: name.into(),
+            dataset_id: id.into(),
+            location,
+            columns: people_columns(),
+        }
+    }
+
+    fn job(&self, sql: &str, tables: &[TableSpec], pseudonym_key: &SecretKey) -> JobRequest {
+        let policy = Policy::builtin();
+        let n = JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        JobRequest {
+            job_id: format!("job_{n}"),
+            sql: sql.into(),
+            tables: tables.to_vec(),
+            pseudonym_key: pseudonym_key.clone(),
+            result_file: format!("results/job_{n}/result.parquet"),
+            result_kek: "tenant:a".into(),
+            limits: JobLimits {
+                max_sql_bytes: policy.limits.max_sql_bytes,
+                memory_limit_bytes: 64 << 20,
+                timeout: Duration::from_secs(60),
+                max_result_rows: 1_000_000,
+                preview_rows: 20,
+            },
+            masking_defaults: policy.masking.clone(),
+            min_group_rows: policy.export.min_group_rows,
+        }
+    }
+}
+
+static JOBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ------------------------------------------------------------------------ encryption at rest
+
+#[tokio::test(flavor = "multi_thread")]
+async fn datasets_are_parquet_modular_encryption_files_with_no_plaintext() {
+    let f = fixture();
+    f.ingest("residents", "ds_a", "domain").await;
+    let stored = files(&f.root);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let bytes = std::fs::read(&stored[0]).unwrap();
+    // Encrypted footer: the file ends with the "PARE" magic, not "PAR1".
+    assert_eq!(&bytes[bytes.len() - 4..], b"PARE");
+    for canary in CANARIES
+        .iter()
+        .chain(["王1", "高血压", "海曙区", "district", "id_number"].iter())
+    {
+        assert!(
+            !contains(&bytes, canary.as_bytes()),
+            "{canary} is readable in the file"
+        );
+    }
+    // Neither the key nor any key material is written in plain: only the KEK id.
+    let kek = f.keks.kek("domain").unwrap();
+    assert!(!contains(&bytes, kek.expose()));
+
+    // A plain Parquet reader cannot open it.
+    let plain = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        Bytes::from(bytes.clone()),
+    );
+    assert!(plain.is_err(), "read without keys");
+
+    // An engine holding other keys cannot read it.
+    let other = Engine::new(
+        Storage::local(&f.root).unwrap(),
+        Arc::new(Envelope::new(keks())),
+    );
+    let spec = TableSpec {
+        name: "residents".into(),
+        dataset_id: "ds_a".into(),
+        location: "datasets/ds_a/".into(),
+        columns: people_columns(),
+    };
+    let key = SecretKey::generate();
+    assert!(other.sample(&spec, 5, &key, 1).await.is_err());
+    // The right keys read it.
+    assert_eq!(
+        f.engine.sample(&spec, 5, &key, 1).await.unwrap().rows.len(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_file_has_its_own_data_key_bound_to_its_path() {
+    let f = fixture();
+    let a = f.ingest("a", "ds_a", "domain").await;
+    let b = f.ingest("b", "ds_b", "domain").await;
+    let file_a = std::fs::read(f.root.join("datasets/ds_a/part-0.parquet")).unwrap();
+    let file_b = std::fs::read(f.root.join("datasets/ds_b/part-0.parquet")).unwrap();
+    assert_ne!(file_a, file_b, "same plaintext, different ciphertext");
+
+    // A cold envelope unwraps two different data keys to read the two files.
+    let envelope = Arc::new(Envelope::new(f.keks.clone()));
+    let engine = Engine::new(Storage::local(&f.root).unwrap(), Arc::clone(&envelope));
+    let key = SecretKey::generate();
+    engine.sample(&a, 3, &key, 1).await.unwrap();
+    engine.sample(&b, 3, &key, 1).await.unwrap();
+    let stats = envelope.stats();
+    assert_eq!(stats.kek_unwraps, 1, "{stats:?}");
+    assert_eq!(stats.dek_unwraps, 2, "{stats:?}");
+    // Reading again hits the cache rather than unwrapping again.
+    engine.sample(&a, 3, &key, 1).await.unwrap();
+    assert_eq!(envelope.stats().dek_unwraps, 2);
+    assert!(envelope.stats().dek_cache_hits > stats.dek_cache_hits);
+
+    // A file moved to another dataset's location no longer decrypts (path is the AAD prefix).
+    std::fs::write(f.root.join("datasets/ds_b/part-0.parquet"), &file_a).unwrap();
+    let fresh = Engine::new(
+        Storage::local(&f.root).unwrap(),
+        Arc::new(Envelope::new(f.keks.clone())),
+    );
+    assert!(
+        fresh.sample(&b, 3, &key, 1).await.is_err(),
+        "a moved file decrypted"
+    );
+
+    // An envelope restricted to other KEKs (a job of another tenant) cannot read it.
+    let restricted = Engine::new(
+        Storage::local(&f.root).unwrap(),
+        Arc::new(Envelope::restricted_to(
+            f.keks.clone(),
+            vec!["tenant:b".into()],
+        )),
+    );
+    assert!(restricted.sample(&a, 3, &key, 1).await.is_err());
+    let _ = &f.envelope;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_results_are_encrypted_too() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let request = f.job("SELECT name, diagnosis, cost FROM residents", &[t], &key);
+    let output = f.engine.run_job(&request).await.unwrap();
+    assert_eq!(output.n_rows, 301);
+    let bytes = std::fs::read(f.root.join(&request.result_file)).unwrap();
+    assert_eq!(&bytes[bytes.len() - 4..], b"PARE");
+    for canary in CANARIES {
+        assert!(
+            !contains(&bytes, canary.as_bytes()),
+            "{canary} is readable in the result file"
+        );
+    }
+    // The domain can read its own result back.
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 301);
+}
+
+// ------------------------------------------------------------------------ ingest validation
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_before_anything_is_written() {
+    let f = fixture();
+    let two = vec![
+        column(
+            "a",
+            ColumnType::String,
+            Classification::Ordinary,
+            MaskingRule::Keep,
+        ),
+        column(
+            "b",
+            ColumnType::Int64,
+            Classification::Sensitive,
+            MaskingRule::Suppress,
+        ),
+    ];
+    let huge = format!("a,b\n{},1\n", "x".repeat(4096));
+    let cases: Vec<(IngestFormat, Vec<u8>, &str)> = vec![
+        (IngestFormat::Csv, b"a,b\n\"x,1\n".to_vec(), "line"),
+        (IngestFormat::Csv, b"a,b\nx,1,2\n".to_vec(), "fields"),
+        (
+            IngestFormat::Csv,
+            b"a,b\nx,SECRET42\n".to_vec(),
+            "not a valid int64",
+        ),
+        (IngestFormat::Csv, b"a,b\nx\n".to_vec(), "fields"),
+        (IngestFormat::Csv, b"b,a\nx,1\n".to_vec(), "header"),
+        (IngestFormat::Csv, b"".to_vec(), ""),
+        (IngestFormat::Csv, b"a,b\n".to_vec(), "no data rows"),
+        (IngestFormat::Csv, huge.into_bytes(), "bytes"),
+        (IngestFormat::Csv, b"a,b\nx,1\xff\n".to_vec(), ""),
+        (
+            IngestFormat::Parquet,
+            b"PAR1 garbage PAR1".to_vec(),
+            "not a valid Parquet",
+        ),
+        (IngestFormat::Parquet, Vec::new(), ""),
+    ];
+    let options = IngestOptions {
+        max_row_bytes: 1024,
+        ..IngestOptions::default()
+    };
+    for (format, input, expected) in cases {
+        let shown = String::from_utf8_lossy(&input)
+            .chars()
+            .take(40)
+            .collect::<String>();
+        let result = f
+            .engine
+            .ingest(
+                format,
+                Bytes::from(input),
+                &two,
+                "datasets/bad/",
+                "domain",
+                &options,
+            )
+            .await;
+        match result {
+            Err(EngineError::InvalidInput(msg)) => {
+                assert!(
+                    msg.contains(expected),
+                    "{shown:?}: {msg:?} lacks {expected:?}"
+                );
+                assert!(!msg.contains("SECRET42"), "{msg}");
+                assert!(!msg.contains("xxxx"), "{msg}");
+            }
+            other => panic!("{shown:?}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    assert!(files(&f.root).is_empty(), "{:?}", files(&f.root));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_parquet_is_ingested_when_it_matches_the_declaration() {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    let f = fixture();
+    let columns = vec![
+        column(
+            "a",
+            ColumnType::String,
+            Classification::Ordinary,
+            MaskingRule::Keep,
+        ),
+        column(
+            "b",
+            ColumnType::Int64,
+            Classification::Sensitive,
+            MaskingRule::Suppress,
+        ),
+    ];
+    let parquet_of = |batch: RecordBatch| {
+        let mut out = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out
+    };
+    let good = RecordBatch::try_from_iter([
+        ("a", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef),
+        ("b", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+    ])
+    .unwrap();
+    let outcome = f
+        .engine
+        .ingest(
+            IngestFormat::Parquet,
+            Bytes::from(parquet_of(good)),
+            &columns,
+            "datasets/p/",
+            "domain",
+            &IngestOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.n_rows, 2);
+    // Columns that do not match the declaration are refused by name.
+    let wrong = RecordBatch::try_from_iter([
+        ("a", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+        ("c", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ])
+    .unwrap();
+    let refused = f
+        .engine
+        .ingest(
+            IngestFormat::Parquet,
+            Bytes::from(parquet_of(wrong)),
+            &columns,
+            "datasets/q/",
+            "domain",
+            &IngestOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    assert!(!f.root.join("datasets/q").exists());
+}
+
+// ------------------------------------------------------------------------ masked samples
+
+#[tokio::test(flavor = "multi_thread")]
+async fn samples_are_masked_stable_and_pseudonyms_are_per_tenant() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key_a = SecretKey::generate();
+    let key_b = SecretKey::generate();
+    // The whole dataset fits in the sample pool, so asking for every row shows every row masked.
+    let all_a = f.engine.sample(&t, 301, &key_a, 7).await.unwrap();
+    let all_b = f.engine.sample(&t, 301, &key_b, 7).await.unwrap();
+    assert_eq!(all_a.rows.len(), 301);
+    let text = format!("{all_a:?}{all_b:?}");
+    for canary in CANARIES.iter().chain(["王1,", "高血压"].iter()) {
+        assert!(!text.contains(canary), "{canary} in a sample");
+    }
+    let column = |table: &shuyu_engine::MaskedTable, name: &str| -> Vec<Option<String>> {
+        let i = table.columns.iter().position(|c| c == name).unwrap();
+        table.rows.iter().map(|r| r[i].clone()).collect()
+    };
+    let ids_a = column(&all_a, "id_number");
+    let ids_b = column(&all_b, "id_number");
+    assert!(
+        ids_a
+            .iter()
+            .all(|v| v.as_deref().is_some_and(|v| v.starts_with("p_")))
+    );
+    let distinct: std::collections::HashSet<_> = ids_a.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        301,
+        "pseudonyms keep distinct values distinct"
+    );
+    assert!(
+        ids_a.iter().zip(&ids_b).all(|(a, b)| a != b),
+        "two tenants get different tokens"
+    );
+    // Same seed, same rows; the ordinary column is shown as is.
+    assert_eq!(
+        f.engine.sample(&t, 5, &key_a, 7).await.unwrap(),
+        f.engine.sample(&t, 5, &key_a, 7).await.unwrap()
+    );
+    assert!(
+        column(&all_a, "district")
+            .iter()
+            .any(|v| v.as_deref() == Some("海曙区"))
+    );
+    assert!(
+        column(&all_a, "mobile")
+            .iter()
+            .all(|v| v.as_deref().is_some_and(|v| v.contains('*')))
+    );
+
+    // The SQL pseudonym() UDF yields the sample's tokens, so joins on pseudonyms work.
+    let request = f.job(
+        "SELECT count(*) AS n FROM residents r JOIN residents s ON pseudonym(r.id_number) = pseudonym(s.id_number)",
+        std::slice::from_ref(&t),
+        &key_a,
+    );
+    let output = f.engine.run_job(&request).await.unwrap();
+    assert_eq!(output.preview.rows[0][0].as_deref(), Some("301"));
+    let request = f.job(
+        "SELECT pseudonym(id_number) AS p FROM residents",
+        std::slice::from_ref(&t),
+        &key_a,
+    );
+    f.engine.run_job(&request).await.unwrap();
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    let tokens: std::collections::HashSet<Option<String>> = batches
+        .iter()
+        .flat_map(|b| {
+            let column =
+                arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+            let array = arrow::array::AsArray::as_string::<i32>(&column).clone();
+            (0..arrow::array::Array::len(&array)).map(move |i| Some(array.value(i).to_owned()))
+        })
+        .collect();
+    assert!(
+        ids_a.iter().all(|id| tokens.contains(id)),
+        "UDF tokens match sample tokens"
+    );
+}
+
+// ------------------------------------------------------------------------ the sandbox
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_corpus_is_refused_with_clear_messages() {
+    let f = fixture();
+    let t = f.ingest("health_records", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let corpus = include_str!("../../../tests/corpus/sandbox.txt");
+    let mut n = 0;
+    for sql in corpus
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let request = f.job(sql, std::slice::from_ref(&t), &key);
+        match f.engine.run_job(&request).await {
+            Err(e @ (JobError::Refused(_) | JobError::Plan(_))) => {
+                assert!(!e.is_withheld());
+                assert!(
+                    e.public_message().len() > 12,
+                    "{sql}: {}",
+                    e.public_message()
+                );
+            }
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            !f.root.join(&request.result_file).exists(),
+            "{sql} left a result"
+        );
+        n += 1;
+    }
+    assert!(n >= 15);
+    assert!(!Path::new("/tmp/shuyu-escape.csv").exists());
+    // The statement kinds say what was refused.
+    let refused = |sql: &str| {
+        let request = f.job(sql, std::slice::from_ref(&t), &key);
+        let engine = f.engine.clone();
+        async move { engine.run_job(&request).await.unwrap_err().public_message() }
+    };
+    assert!(refused("EXPLAIN SELECT 1").await.contains("EXPLAIN"));
+    assert!(
+        refused("INSERT INTO health_records SELECT * FROM health_records")
+            .await
+            .to_lowercase()
+            .contains("dml")
+    );
+    assert!(
+        refused("SET datafusion.execution.batch_size = 1")
+            .await
+            .to_lowercase()
+            .contains("statement")
+    );
+    // Oversized SQL is refused before it is parsed.
+    let huge = format!("SELECT {} AS x", vec!["1"; 40_000].join("+"));
+    let message = refused(&huge).await;
+    assert!(message.contains("limit"), "{message}");
+    // After all that, a normal job runs.
+    let ok = f.job("SELECT count(*) AS n FROM health_records", &[t], &key);
+    assert_eq!(f.engine.run_job(&ok).await.unwrap().n_rows, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn value_dependent_errors_are_withheld() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    for sql in [
+        "SELECT CAST(name AS BIGINT) FROM residents",
+        "SELECT CAST(diagnosis AS INT) FROM residents WHERE cost > 90000",
+        "SELECT arrow_cast(diagnosis, 'Int64') FROM residents",
+        "SELECT to_timestamp(name) FROM residents",
+        "SELECT to_date(diagnosis) FROM residents",
+        "SELECT CAST(mobile AS DATE) FROM residents",
+        "SELECT regexp_like(district, name) FROM residents",
+    ] {
+        let request = f.job(sql, std::slice::from_ref(&t), &key);
+        match f.engine.run_job(&request).await {
+            Err(e) => {
+                let public = e.public_message();
+                for canary in CANARIES {
+                    assert!(!public.contains(canary), "{sql}: {public}");
+                }
+                assert!(!public.contains("王"), "{sql}: {public}");
+                assert!(!public.contains("高血压"), "{sql}: {public}");
+            }
+            Ok(output) => {
+                // Some of these may succeed (e.g. a regex that compiles); the preview is
+                // masked by lineage then.
+                let text = format!("{:?}", output.preview);
+                for canary in CANARIES {
+                    assert!(!text.contains(canary), "{sql}: {text}");
+                }
+            }
+        }
+    }
+    // The CAST failure is the withheld kind, so the server attaches an error id.
+    let request = f.job(
+        "SELECT CAST(name AS BIGINT) FROM residents",
+        std::slice::from_ref(&t),
+        &key,
+    );
+    let err = f.engine.run_job(&request).await.unwrap_err();
+    assert!(err.is_withheld(), "{err:?}");
+}
+
+// ------------------------------------------------------------------------ limits
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_and_time_limits_stop_jobs_cleanly_without_spilling() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let mut hog = f.job(
+        "SELECT value, count(*) AS n FROM range(3000000) GROUP BY value ORDER BY value",
+        std::slice::from_ref(&t),
+        &key,
+    );
+    hog.limits.memory_limit_bytes = 2 << 20;
+    let err = f.engine.run_job(&hog).await.unwrap_err();
+    assert!(matches!(err, JobError::ResourcesExhausted), "{err:?}");
+    assert!(err.public_message().contains("memory"));
+    // With a disk manager this sort and aggregation would spill and succeed; the sandbox
+    // disables it, so nothing (plaintext Arrow IPC) is written outside the object store.
+    assert!(
+        files(&f.root.join("results")).is_empty(),
+        "{:?}",
+        files(&f.root)
+    );
+
+    let mut slow = f.job(
+        "SELECT sum(value % 7) AS s FROM range(100000000000)",
+        std::slice::from_ref(&t),
+        &key,
+    );
+    slow.limits.timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = f.engine.run_job(&slow).await.unwrap_err();
+    assert!(matches!(err, JobError::Timeout), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the timeout stopped the job"
+    );
+
+    let mut many = f.job("SELECT * FROM residents", std::slice::from_ref(&t), &key);
+    many.limits.max_result_rows = 100;
+    let err = f.engine.run_job(&many).await.unwrap_err();
+    assert!(matches!(err, JobError::Refused(_)), "{err:?}");
+    // Failed jobs leave no result files.
+    assert!(
+        files(&f.root.join("results")).is_empty(),
+        "{:?}",
+        files(&f.root)
+    );
+}
+
+// ------------------------------------------------------------------------ results
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregates_carry_group_sizes_and_previews_hide_small_groups() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let request = f.job(
+        "SELECT district, count(*) AS n, max(cost) AS top FROM residents GROUP BY district ORDER BY district",
+        std::slice::from_ref(&t),
+        &key,
+    );
+    let output = f.engine.run_job(&request).await.unwrap();
+    assert!(output.aggregate);
+    assert_eq!(output.n_rows, 4);
+    assert_eq!(output.input_datasets, vec!["ds_a".to_owned()]);
+    assert_eq!(
+        output.columns.len(),
+        3,
+        "the hidden column is not an output column"
+    );
+    // The stored result carries the hidden per-group row count.
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    let sizes = batches[0]
+        .column_by_name(GROUP_ROWS_COLUMN)
+        .expect("group sizes stored");
+    let sizes = arrow::compute::cast(sizes, &arrow::datatypes::DataType::Int64).unwrap();
+    let sizes: Vec<i64> =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&sizes)
+            .values()
+            .to_vec();
+    assert_eq!(sizes.iter().sum::<i64>(), 301);
+    assert!(sizes.contains(&1));
+    // In the preview, the aggregated cells of the one-person group are suppressed.
+    let lone = output
+        .preview
+        .rows
+        .iter()
+        .find(|row| row[0].as_deref() == Some("北仑区"))
+        .expect("the lone district is listed");
+    assert_eq!(lone[1].as_deref(), Some(shuyu_policy::suppressed()));
+    assert_eq!(lone[2].as_deref(), Some(shuyu_policy::suppressed()));
+    assert!(!format!("{:?}", output.preview).contains(CANARY_COST));
+
+    // A row-level query is not an aggregate; its sensitive columns are masked in the preview.
+    let rows = f.job("SELECT district, diagnosis FROM residents", &[t], &key);
+    let output = f.engine.run_job(&rows).await.unwrap();
+    assert!(!output.aggregate);
+    assert!(!format!("{:?}", output.preview).contains("高血压"));
+}

@@ -348,6 +348,22 @@ async fn request_export(engineer: &mut Client, job_id: &str) -> pb::Export {
         .expect("export")
 }
 
+/// A reviewer's (or anyone's) approval of an export.
+async fn approve(
+    client: &mut Client,
+    export_id: &str,
+    comment: &str,
+) -> Result<tonic::Response<pb::DecideExportResponse>, tonic::Status> {
+    client
+        .exports
+        .decide_export(pb::DecideExportRequest {
+            export_id: export_id.into(),
+            approve: true,
+            comment: comment.into(),
+        })
+        .await
+}
+
 fn run_bin(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run shuyu")
 }
@@ -407,15 +423,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     );
 
     // The requester (an engineer) cannot approve: neither by role nor as the author.
-    let self_approval = p
-        .engineer
-        .exports
-        .decide_export(pb::DecideExportRequest {
-            export_id: export.id.clone(),
-            approve: true,
-            comment: String::new(),
-        })
-        .await;
+    let self_approval = approve(&mut p.engineer, &export.id, "").await;
     assert_eq!(status_code(self_approval), Code::PermissionDenied);
 
     // Small groups fail the k check; a failed check cannot be approved.
@@ -443,15 +451,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         failed.iter().all(|c| !c.detail.contains("row ")),
         "{failed:?}"
     );
-    let approve_refused = p
-        .reviewer
-        .exports
-        .decide_export(pb::DecideExportRequest {
-            export_id: refused.id.clone(),
-            approve: true,
-            comment: String::new(),
-        })
-        .await;
+    let approve_refused = approve(&mut p.reviewer, &refused.id, "").await;
     assert_eq!(status_code(approve_refused), Code::FailedPrecondition);
 
     // Row-level output with raw identifiers is refused by the checks.
@@ -491,14 +491,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     assert!(review.sql.contains("GROUP BY district"));
     assert_eq!(review.n_rows, 3);
     assert!(!review.result_arrow_ipc.is_empty());
-    let approved = p
-        .reviewer
-        .exports
-        .decide_export(pb::DecideExportRequest {
-            export_id: export.id.clone(),
-            approve: true,
-            comment: "ok".into(),
-        })
+    let approved = approve(&mut p.reviewer, &export.id, "ok")
         .await
         .unwrap()
         .into_inner()
@@ -553,15 +546,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     ]);
     assert!(!wrong.status.success());
     // The approval cannot be repeated.
-    let again = p
-        .reviewer
-        .exports
-        .decide_export(pb::DecideExportRequest {
-            export_id: export.id.clone(),
-            approve: true,
-            comment: String::new(),
-        })
-        .await;
+    let again = approve(&mut p.reviewer, &export.id, "").await;
     assert_eq!(status_code(again), Code::FailedPrecondition);
     // Auditors see every step, and the chain verifies.
     let report = p

@@ -14,6 +14,7 @@ mod results;
 mod schema;
 mod session;
 mod storage;
+pub mod worker;
 
 pub use checks::{CheckOutcome, CheckReport, ExportChecks, run_export_checks};
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
@@ -23,5 +24,8 @@ pub use lineage::{OutputColumn, column_lineage};
 pub use masking::{MaskedTable, mask_batches, mask_value_array};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
-pub use session::{Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobRequest};
+pub use session::{
+    Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobStage,
+    PROGRESS_INTERVAL,
+};
 pub use storage::Storage;

@@ -34,7 +34,7 @@ const SUMMARISING_AGGREGATES: [&str; 14] = [
 ];
 
 /// Lineage of one output column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutputColumn {
     /// Output name.
     pub name: String,
@@ -43,12 +43,14 @@ pub struct OutputColumn {
     /// Source columns as `dataset_name.column`.
     pub sources: Vec<String>,
     /// Strictest classification among the sources (`Ordinary` when none).
+    #[serde(with = "crate::worker::text")]
     pub classification: Classification,
     /// Output of a summarising aggregate (count, sum, avg…).
     pub aggregated: bool,
     /// Output of a masking function (pseudonym, mask_id…), or derived only from such outputs.
     pub masked: bool,
     /// Rule applied when the column is shown to an engineer.
+    #[serde(with = "crate::worker::text")]
     pub preview_rule: MaskingRule,
 }
 

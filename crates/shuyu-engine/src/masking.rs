@@ -22,7 +22,7 @@ use shuyu_vault::SecretKey;
 use crate::error::EngineError;
 
 /// A small table of masked values, rendered as text.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MaskedTable {
     /// Column names.
     pub columns: Vec<String>,

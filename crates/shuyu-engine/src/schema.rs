@@ -95,20 +95,23 @@ impl FromStr for ColumnType {
 }
 
 /// One declared column of a dataset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnSpec {
     /// Column name.
     pub name: String,
     /// Declared type.
+    #[serde(with = "crate::worker::text")]
     pub data_type: ColumnType,
     /// Classification (R14).
+    #[serde(with = "crate::worker::text")]
     pub classification: Classification,
     /// Masking rule applied to samples and previews (R15, R16).
+    #[serde(with = "crate::worker::text")]
     pub masking: MaskingRule,
 }
 
 /// A dataset as a job or a sample sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TableSpec {
     /// The SQL name engineers use (the dataset's name).
     pub name: String,

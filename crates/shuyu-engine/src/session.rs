@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
@@ -19,17 +20,25 @@ use datafusion::catalog::{
 };
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, DataFusionError};
-use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, lit};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
 use rand::SeedableRng;
 use rand::seq::index::sample as sample_indices;
 use shuyu_policy::{MaskingDefaults, MaskingRule};
@@ -68,6 +77,78 @@ pub struct JobLimits {
     pub preview_rows: usize,
 }
 
+/// How often progress is reported while a job runs.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The stage a job is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStage {
+    /// Parsing, checking and planning the query.
+    Planning,
+    /// Executing and writing the encrypted result.
+    Running,
+    /// Closing the result file and building the preview.
+    Finishing,
+}
+
+impl JobStage {
+    /// Text form.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStage::Planning => "planning",
+            JobStage::Running => "running",
+            JobStage::Finishing => "finishing",
+        }
+    }
+}
+
+/// A snapshot of a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobProgress {
+    /// Current stage.
+    pub stage: JobStage,
+    /// Result rows written so far.
+    pub rows: u64,
+    /// Bytes read from storage so far (encrypted Parquet pages).
+    pub bytes_scanned: u64,
+}
+
+/// Rate-limits progress callbacks: every stage change, otherwise at most every
+/// [`PROGRESS_INTERVAL`].
+struct ProgressReporter<'a> {
+    sink: &'a (dyn Fn(JobProgress) + Send + Sync),
+    last: std::sync::Mutex<Option<(JobStage, std::time::Instant)>>,
+}
+
+impl<'a> ProgressReporter<'a> {
+    fn new(sink: &'a (dyn Fn(JobProgress) + Send + Sync)) -> Self {
+        ProgressReporter {
+            sink,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn report(&self, stage: JobStage, rows: u64, bytes_scanned: u64) {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((last_stage, at)) = *last
+                && last_stage == stage
+                && now.duration_since(at) < PROGRESS_INTERVAL
+            {
+                return;
+            }
+            *last = Some((stage, now));
+        }
+        (self.sink)(JobProgress {
+            stage,
+            rows,
+            bytes_scanned,
+        });
+    }
+}
+
 /// Everything one job needs.
 #[derive(Debug)]
 pub struct JobRequest {
@@ -92,7 +173,7 @@ pub struct JobRequest {
 }
 
 /// A finished job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JobOutput {
     /// Result rows.
     pub n_rows: u64,
@@ -104,6 +185,8 @@ pub struct JobOutput {
     pub preview: MaskedTable,
     /// Datasets the query read.
     pub input_datasets: Vec<String>,
+    /// Bytes read from storage.
+    pub bytes_scanned: u64,
 }
 
 /// The DataFusion engine of one domain.
@@ -263,11 +346,28 @@ impl Engine {
     /// Dropping the future stops execution; a partially written (encrypted) result file may
     /// remain, and is never referenced: the server removes it when it records the failure.
     pub async fn run_job(&self, request: &JobRequest) -> Result<JobOutput, JobError> {
-        let result =
-            match tokio::time::timeout(request.limits.timeout, self.run_job_inner(request)).await {
-                Ok(result) => result,
-                Err(_) => Err(JobError::Timeout),
-            };
+        self.run_job_with_progress(request, &|_| {}).await
+    }
+
+    /// [`Engine::run_job`], calling `on_progress` as the job advances (at most every
+    /// [`PROGRESS_INTERVAL`], and at every stage change).
+    ///
+    /// # Errors
+    /// As [`Engine::run_job`].
+    ///
+    /// # Cancel safety
+    /// As [`Engine::run_job`].
+    pub async fn run_job_with_progress(
+        &self,
+        request: &JobRequest,
+        on_progress: &(dyn Fn(JobProgress) + Send + Sync),
+    ) -> Result<JobOutput, JobError> {
+        let progress = ProgressReporter::new(on_progress);
+        let inner = self.run_job_inner(request, &progress);
+        let result = match tokio::time::timeout(request.limits.timeout, inner).await {
+            Ok(result) => result,
+            Err(_) => Err(JobError::Timeout),
+        };
         if result.is_err()
             && let Err(e) = self.storage.delete(&request.result_file).await
         {
@@ -276,7 +376,12 @@ impl Engine {
         result
     }
 
-    async fn run_job_inner(&self, request: &JobRequest) -> Result<JobOutput, JobError> {
+    async fn run_job_inner(
+        &self,
+        request: &JobRequest,
+        progress: &ProgressReporter<'_>,
+    ) -> Result<JobOutput, JobError> {
+        progress.report(JobStage::Planning, 0, 0);
         if request.sql.len() > request.limits.max_sql_bytes {
             return Err(JobError::Refused(format!(
                 "the SQL text is {} bytes; the limit is {}",
@@ -307,31 +412,51 @@ impl Engine {
             Some(rewritten) => (rewritten, true),
             None => (plan, false),
         };
+        progress.report(JobStage::Running, 0, 0);
         let state = ctx.state();
-        DataFrame::new(state, plan)
-            .write_parquet(
-                &self.storage.url(&request.result_file),
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                Some(write_options(&request.result_kek)),
-            )
-            .await
-            .map_err(job_error)?;
-
-        let batches =
-            self.read_result(&request.result_file)
+        let physical = state.create_physical_plan(&plan).await.map_err(job_error)?;
+        let schema = physical.schema();
+        let mut stream =
+            execute_stream(Arc::clone(&physical), ctx.task_ctx()).map_err(job_error)?;
+        let mut writer = self
+            .result_writer(&request.result_file, &request.result_kek, &schema)
+            .await?;
+        let mut n_rows: u64 = 0;
+        let mut head: Vec<RecordBatch> = Vec::new();
+        let mut head_rows = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(job_error)?;
+            n_rows += batch.num_rows() as u64;
+            if n_rows > request.limits.max_result_rows {
+                return Err(JobError::Refused(format!(
+                    "the result has more than {} rows",
+                    request.limits.max_result_rows
+                )));
+            }
+            if head_rows < request.limits.preview_rows {
+                head_rows += batch.num_rows();
+                head.push(batch.clone());
+            }
+            writer
+                .write(&batch)
                 .await
                 .map_err(|e| JobError::Execution {
-                    detail: e.to_string(),
+                    detail: format!("writing the result: {e}"),
                 })?;
-        let n_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        if n_rows > request.limits.max_result_rows {
-            return Err(JobError::Refused(format!(
-                "the result has more than {} rows",
-                request.limits.max_result_rows
-            )));
+            progress.report(JobStage::Running, n_rows, bytes_scanned(physical.as_ref()));
         }
+        drop(stream);
+        progress.report(
+            JobStage::Finishing,
+            n_rows,
+            bytes_scanned(physical.as_ref()),
+        );
+        writer.close().await.map_err(|e| JobError::Execution {
+            detail: format!("closing the result: {e}"),
+        })?;
+        let bytes_scanned = bytes_scanned(physical.as_ref());
         let preview = preview(
-            &batches,
+            &head,
             &columns,
             aggregate,
             &request.pseudonym_key,
@@ -347,6 +472,36 @@ impl Engine {
             aggregate,
             preview,
             input_datasets,
+            bytes_scanned,
+        })
+    }
+
+    /// An encrypted Parquet writer for a job result at `file`, its data key wrapped by `kek_id`.
+    async fn result_writer(
+        &self,
+        file: &str,
+        kek_id: &str,
+        schema: &SchemaRef,
+    ) -> Result<AsyncArrowWriter<BufWriter>, JobError> {
+        let path = ObjectPath::from(file);
+        let factory = EnvelopeEncryptionFactory::new(Arc::clone(&self.envelope));
+        let options = write_options(kek_id);
+        let encryption = factory
+            .get_file_encryption_properties(&options.crypto.factory_options, schema, &path)
+            .await
+            .map_err(job_error)?
+            .ok_or_else(|| JobError::Execution {
+                detail: "no encryption properties for the result".into(),
+            })?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .with_file_encryption_properties(encryption)
+            .build();
+        let sink = BufWriter::new(self.storage.object_store(), path);
+        AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(properties)).map_err(|e| {
+            JobError::Execution {
+                detail: format!("creating the result writer: {e}"),
+            }
         })
     }
 
@@ -369,6 +524,20 @@ impl Engine {
         let df = ctx.read_table(Arc::new(table)).map_err(internal)?;
         df.collect().await.map_err(internal)
     }
+}
+
+/// Sums the `bytes_scanned` metric of every node of a physical plan (live while it runs).
+fn bytes_scanned(plan: &dyn ExecutionPlan) -> u64 {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("bytes_scanned"))
+        .map(|v| v.as_usize() as u64)
+        .unwrap_or(0);
+    own + plan
+        .children()
+        .into_iter()
+        .map(|child| bytes_scanned(child.as_ref()))
+        .sum::<u64>()
 }
 
 fn internal(e: DataFusionError) -> EngineError {

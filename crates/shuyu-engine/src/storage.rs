@@ -46,6 +46,11 @@ impl Storage {
         &self.root
     }
 
+    /// The underlying object store.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
     /// Makes the store reachable from sessions of `runtime`.
     pub fn register(&self, runtime: &RuntimeEnv) {
         let url = ObjectStoreUrl::parse(STORE_URL).expect("constant URL parses");

@@ -95,6 +95,10 @@ pub enum Action {
     SubmitJob,
     /// See a job's status and masked preview.
     ViewJob,
+    /// Cancel a queued or running job of the caller's tenant.
+    CancelJob,
+    /// See metered resource use (R6): engineers their tenant's, admins and auditors all.
+    ViewUsage,
     /// Ask for a job's result to be exported.
     RequestExport,
     /// See an export request and its decision.
@@ -113,7 +117,7 @@ pub enum Action {
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 22] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -127,6 +131,8 @@ impl Action {
         Action::SampleDataset,
         Action::SubmitJob,
         Action::ViewJob,
+        Action::CancelJob,
+        Action::ViewUsage,
         Action::RequestExport,
         Action::ViewExport,
         Action::ListReviewQueue,
@@ -152,6 +158,8 @@ impl Action {
             Action::SampleDataset => "sample_dataset",
             Action::SubmitJob => "submit_job",
             Action::ViewJob => "view_job",
+            Action::CancelJob => "cancel_job",
+            Action::ViewUsage => "view_usage",
             Action::RequestExport => "request_export",
             Action::ViewExport => "view_export",
             Action::ListReviewQueue => "list_review_queue",
@@ -188,6 +196,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | GrantDataset
                 | ListDatasets
                 | DescribeDataset
+                | ViewUsage
         ),
         Role::DataSteward => matches!(
             action,
@@ -202,6 +211,8 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SampleDataset
                 | SubmitJob
                 | ViewJob
+                | CancelJob
+                | ViewUsage
                 | RequestExport
                 | ViewExport
                 | DownloadExport
@@ -210,7 +221,10 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
             action,
             WhoAmI | ListReviewQueue | ReviewExport | DecideExport | ViewExport
         ),
-        Role::Auditor => matches!(action, WhoAmI | ReadAudit | ListTenants | ListPrincipals),
+        Role::Auditor => matches!(
+            action,
+            WhoAmI | ReadAudit | ListTenants | ListPrincipals | ViewUsage
+        ),
     }
 }
 
@@ -270,6 +284,7 @@ mod tests {
                     GrantDataset,
                     ListDatasets,
                     DescribeDataset,
+                    ViewUsage,
                 ],
             ),
             (
@@ -291,6 +306,8 @@ mod tests {
                     SampleDataset,
                     SubmitJob,
                     ViewJob,
+                    CancelJob,
+                    ViewUsage,
                     RequestExport,
                     ViewExport,
                     DownloadExport,
@@ -308,7 +325,7 @@ mod tests {
             ),
             (
                 Role::Auditor,
-                &[WhoAmI, ReadAudit, ListTenants, ListPrincipals],
+                &[WhoAmI, ReadAudit, ListTenants, ListPrincipals, ViewUsage],
             ),
         ];
         for (role, actions) in allowed {

@@ -23,9 +23,54 @@ pub struct ServerConfig {
     /// Largest accepted ingest, in bytes.
     #[serde(default = "default_max_ingest_bytes")]
     pub max_ingest_bytes: usize,
-    /// Jobs running at once (the job runtime's worker threads).
-    #[serde(default = "default_job_threads")]
-    pub job_threads: usize,
+    /// Worker processes running at once, domain-wide.
+    #[serde(default = "default_max_running_jobs")]
+    pub max_running_jobs: usize,
+    /// Worker processes one tenant may run at once; further jobs wait in its queue, and
+    /// tenants are served in turn (least recently served first).
+    #[serde(default = "default_tenant_max_running_jobs")]
+    pub tenant_max_running_jobs: usize,
+    /// Jobs one tenant may have queued or running; more are refused.
+    #[serde(default = "default_tenant_max_queued_jobs")]
+    pub tenant_max_queued_jobs: usize,
+    /// The job worker processes.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+}
+
+/// How job worker processes are started and confined.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The `shuyu` binary to run as `shuyu worker` (default: the running executable).
+    #[serde(default)]
+    pub program: Option<PathBuf>,
+    /// DataFusion threads per worker.
+    #[serde(default = "default_worker_threads")]
+    pub threads: usize,
+    /// Stack of the planning thread, MiB (deep expressions recurse).
+    #[serde(default = "default_worker_stack_mib")]
+    pub stack_mib: usize,
+    /// Address-space ceiling (RLIMIT_AS) of a worker, MiB: the hard memory ceiling behind the
+    /// per-job memory pool, which tracks only large operators.
+    #[serde(default = "default_worker_address_space_mib")]
+    pub address_space_mib: u64,
+    /// Confine workers (landlock file-system view, seccomp network denial). Only for
+    /// platforms without these; the audit trail records what each worker got.
+    #[serde(default = "default_true")]
+    pub confine: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            program: None,
+            threads: default_worker_threads(),
+            stack_mib: default_worker_stack_mib(),
+            address_space_mib: default_worker_address_space_mib(),
+            confine: true,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -34,8 +79,26 @@ fn default_listen() -> SocketAddr {
 fn default_max_ingest_bytes() -> usize {
     256 << 20
 }
-fn default_job_threads() -> usize {
+fn default_max_running_jobs() -> usize {
     2
+}
+fn default_tenant_max_running_jobs() -> usize {
+    1
+}
+fn default_tenant_max_queued_jobs() -> usize {
+    32
+}
+fn default_worker_threads() -> usize {
+    2
+}
+fn default_worker_stack_mib() -> usize {
+    256
+}
+fn default_worker_address_space_mib() -> u64 {
+    8192
+}
+fn default_true() -> bool {
+    true
 }
 
 impl ServerConfig {
@@ -46,7 +109,10 @@ impl ServerConfig {
             listen: default_listen(),
             policy_file: None,
             max_ingest_bytes: default_max_ingest_bytes(),
-            job_threads: default_job_threads(),
+            max_running_jobs: default_max_running_jobs(),
+            tenant_max_running_jobs: default_tenant_max_running_jobs(),
+            tenant_max_queued_jobs: default_tenant_max_queued_jobs(),
+            worker: WorkerConfig::default(),
         }
     }
 
@@ -71,9 +137,40 @@ impl ServerConfig {
                 "configuration: max_ingest_bytes must be at least 1024".into(),
             ));
         }
-        if !(1..=64).contains(&self.job_threads) {
+        let ranges: [(&str, usize, usize, usize); 6] = [
+            ("max_running_jobs", self.max_running_jobs, 1, 256),
+            (
+                "tenant_max_running_jobs",
+                self.tenant_max_running_jobs,
+                1,
+                256,
+            ),
+            (
+                "tenant_max_queued_jobs",
+                self.tenant_max_queued_jobs,
+                1,
+                10_000,
+            ),
+            ("worker.threads", self.worker.threads, 1, 64),
+            ("worker.stack_mib", self.worker.stack_mib, 8, 4096),
+            (
+                "worker.address_space_mib",
+                self.worker.address_space_mib as usize,
+                0,
+                1 << 22,
+            ),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ServerError::InvalidArgument(format!(
+                    "configuration: {key} must be between {min} and {max}"
+                )));
+            }
+        }
+        if self.worker.address_space_mib != 0 && self.worker.address_space_mib < 512 {
             return Err(ServerError::InvalidArgument(
-                "configuration: job_threads must be between 1 and 64".into(),
+                "configuration: worker.address_space_mib must be 0 (no ceiling) or at least 512"
+                    .into(),
             ));
         }
         Ok(())
@@ -114,7 +211,14 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         let err = ServerConfig::from_toml_str("data_dir = \"x\"\nlisten_port = 1\n").unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");
-        let err = ServerConfig::from_toml_str("data_dir = \"x\"\njob_threads = 0\n").unwrap_err();
-        assert!(err.to_string().contains("job_threads"), "{err}");
+        let err =
+            ServerConfig::from_toml_str("data_dir = \"x\"\nmax_running_jobs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("max_running_jobs"), "{err}");
+        let err =
+            ServerConfig::from_toml_str("data_dir = \"x\"\n[worker]\nstack_mib = 1\n").unwrap_err();
+        assert!(err.to_string().contains("worker.stack_mib"), "{err}");
+        let err =
+            ServerConfig::from_toml_str("data_dir = \"x\"\n[worker]\nstacks = 1\n").unwrap_err();
+        assert!(err.to_string().contains("stacks"), "{err}");
     }
 }

@@ -5,6 +5,7 @@ use shuyu_policy::Role;
 use shuyu_proto::v1 as pb;
 
 use crate::error::{Result, ServerError};
+use crate::scheduler::LiveState;
 use crate::store::{
     DatasetRecord, ExportRecord, ExportStatus, JobRecord, JobStatus, Principal, Tenant,
 };
@@ -121,6 +122,7 @@ pub fn job(j: &JobRecord) -> pb::Job {
             JobStatus::Running => pb::JobStatus::Running,
             JobStatus::Succeeded => pb::JobStatus::Succeeded,
             JobStatus::Failed => pb::JobStatus::Failed,
+            JobStatus::Cancelled => pb::JobStatus::Cancelled,
         } as i32,
         error: j.error.clone(),
         error_id: j.error_id.clone(),
@@ -131,6 +133,36 @@ pub fn job(j: &JobRecord) -> pb::Job {
         aggregate: j.aggregate,
         created_at_ms: j.created_at_ms,
         finished_at_ms: j.finished_at_ms,
+        progress: None,
+        usage: (j.finished_at_ms > 0).then_some(pb::JobUsage {
+            cpu_ms: j.usage.cpu_ms,
+            bytes_scanned: j.usage.bytes_scanned,
+            rows_produced: j.n_rows,
+            peak_memory_bytes: j.usage.peak_memory_bytes,
+            wall_ms: j.usage.wall_ms,
+            queued_ms: j.usage.queued_ms,
+        }),
+    }
+}
+
+/// A queued or running job's live state.
+pub fn live_state(state: &LiveState) -> pb::JobProgress {
+    match state {
+        LiveState::Queued { position } => pb::JobProgress {
+            stage: "queued".into(),
+            queue_position: u32::try_from(*position).unwrap_or(u32::MAX),
+            ..Default::default()
+        },
+        LiveState::Starting => pb::JobProgress {
+            stage: "starting".into(),
+            ..Default::default()
+        },
+        LiveState::Running { progress, .. } => pb::JobProgress {
+            stage: progress.stage.as_str().into(),
+            rows: progress.rows,
+            bytes_scanned: progress.bytes_scanned,
+            queue_position: 0,
+        },
     }
 }
 

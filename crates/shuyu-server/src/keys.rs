@@ -1,6 +1,14 @@
-//! The domain's key hierarchy over the metadata store: master key → KEKs (the domain's, one
-//! per tenant for staged results, one per tenant for pseudonyms) → per-file data keys.
+//! The domain's key hierarchy over the metadata store:
 //!
+//! ```text
+//! master key ─┬─ domain ──── dataset:<id>        (one per published dataset)
+//!             ├─ tenant:<t> ─ job:<id>           (one per job result)
+//!             └─ pseudonym:<t>                   (the tenant's pseudonym key)
+//!                  └─ per-file data keys, wrapped by the KEK named in each file's footer
+//! ```
+//!
+//! A child KEK is wrapped by its parent, so a worker can be handed exactly the dataset and
+//! job keys it needs, and destroying a tenant's KEK makes its job keys unrecoverable.
 //! Wrapped KEKs are kept in memory after start (they are ciphertext); unwrapped ones live
 //! only in the vault's envelope cache.
 
@@ -16,11 +24,34 @@ use crate::store;
 /// The KEK that wraps the data keys of published datasets.
 pub const DOMAIN_KEK: &str = "domain";
 
-/// Provides KEKs by unwrapping them with the master key.
+/// The KEK of a published dataset.
+pub fn dataset_kek(dataset_id: &str) -> String {
+    format!("dataset:{dataset_id}")
+}
+
+/// The KEK of a job's result.
+pub fn job_kek(job_id: &str) -> String {
+    format!("job:{job_id}")
+}
+
+/// How deep the hierarchy may nest (guards against a cycle in a corrupted store).
+const MAX_DEPTH: usize = 8;
+
+#[derive(Debug, Clone)]
+struct WrappedKek {
+    wrapped: Vec<u8>,
+    parent: Option<String>,
+}
+
+fn child_aad(kek_id: &str) -> Vec<u8> {
+    [b"shuyu-kek-child:v1:".as_slice(), kek_id.as_bytes()].concat()
+}
+
+/// Provides KEKs by unwrapping them with their parent, up to the master key.
 #[derive(Debug)]
 pub struct KeyStore {
     master: MasterKey,
-    wrapped: RwLock<HashMap<String, Vec<u8>>>,
+    wrapped: RwLock<HashMap<String, WrappedKek>>,
 }
 
 impl KeyStore {
@@ -29,7 +60,10 @@ impl KeyStore {
     /// # Errors
     /// On store failure.
     pub fn load(master: MasterKey, conn: &Connection) -> Result<Arc<KeyStore>> {
-        let wrapped = store::all_keks(conn)?.into_iter().collect();
+        let wrapped = store::all_keks(conn)?
+            .into_iter()
+            .map(|(id, wrapped, parent)| (id, WrappedKek { wrapped, parent }))
+            .collect();
         Ok(Arc::new(KeyStore {
             master,
             wrapped: RwLock::new(wrapped),
@@ -48,12 +82,68 @@ impl KeyStore {
     pub fn create_kek(&self, conn: &Connection, kek_id: &str, owner: &str) -> Result<()> {
         let kek = SecretKey::generate();
         let wrapped = self.master.wrap_kek(kek_id, &kek);
-        store::insert_kek(conn, kek_id, &wrapped, owner)?;
+        store::insert_kek(conn, kek_id, &wrapped, owner, None)?;
+        self.remember(kek_id, wrapped, None);
+        Ok(())
+    }
+
+    /// Creates a KEK wrapped by the KEK `parent`, inside `conn`'s transaction.
+    ///
+    /// # Errors
+    /// If the parent is unknown or on store failure.
+    pub fn create_child_kek(
+        &self,
+        conn: &Connection,
+        kek_id: &str,
+        parent: &str,
+        owner: &str,
+    ) -> Result<()> {
+        let parent_key = self.kek(parent)?;
+        let kek = SecretKey::generate();
+        let wrapped = parent_key.wrap(&child_aad(kek_id), &kek);
+        store::insert_kek(conn, kek_id, &wrapped, owner, Some(parent))?;
+        self.remember(kek_id, wrapped, Some(parent.to_owned()));
+        Ok(())
+    }
+
+    /// Creates a KEK wrapped by `parent` in memory only, for a file that must be written
+    /// before its catalog record commits. Store the returned wrapped key with
+    /// [`store::insert_kek`] in that record's transaction, or [`KeyStore::discard`] it.
+    ///
+    /// # Errors
+    /// If the parent is unknown or does not unwrap.
+    pub fn prepare_child_kek(&self, kek_id: &str, parent: &str) -> Result<Vec<u8>> {
+        let parent_key = self.kek(parent)?;
+        let kek = SecretKey::generate();
+        let wrapped = parent_key.wrap(&child_aad(kek_id), &kek);
+        self.remember(kek_id, wrapped.clone(), Some(parent.to_owned()));
+        Ok(wrapped)
+    }
+
+    fn remember(&self, kek_id: &str, wrapped: Vec<u8>, parent: Option<String>) {
         self.wrapped
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(kek_id.to_owned(), wrapped);
-        Ok(())
+            .insert(kek_id.to_owned(), WrappedKek { wrapped, parent });
+    }
+
+    fn unwrap_at(&self, kek_id: &str, depth: usize) -> Result<SecretKey, VaultError> {
+        let entry = self
+            .wrapped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kek_id)
+            .cloned()
+            .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))?;
+        match entry.parent {
+            None => self.master.unwrap_kek(kek_id, &entry.wrapped),
+            Some(_) if depth >= MAX_DEPTH => Err(VaultError::Format(format!(
+                "the key hierarchy above {kek_id} is too deep"
+            ))),
+            Some(parent) => self
+                .unwrap_at(&parent, depth + 1)?
+                .unwrap(&child_aad(kek_id), &entry.wrapped),
+        }
     }
 
     /// Forgets a KEK created in a transaction that then failed.
@@ -67,14 +157,7 @@ impl KeyStore {
 
 impl KekProvider for KeyStore {
     fn kek(&self, kek_id: &str) -> Result<SecretKey, VaultError> {
-        let wrapped = self
-            .wrapped
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(kek_id)
-            .cloned()
-            .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))?;
-        self.master.unwrap_kek(kek_id, &wrapped)
+        self.unwrap_at(kek_id, 0)
     }
 }
 

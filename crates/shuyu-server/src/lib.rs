@@ -10,10 +10,12 @@ pub mod domain;
 pub mod error;
 pub mod keys;
 pub mod package;
+pub mod scheduler;
 mod service;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,7 +65,7 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
-    jobs: Option<tokio::runtime::Runtime>,
+    dispatcher: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -73,9 +75,8 @@ impl ServerHandle {
     /// If the transport failed.
     pub async fn wait(mut self) -> Result<()> {
         let result = (&mut self.task).await;
-        if let Some(jobs) = self.jobs.take() {
-            jobs.shutdown_background();
-        }
+        // Dropping the runners' futures kills their worker processes (kill_on_drop).
+        self.dispatcher.abort();
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -129,14 +130,6 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     let storage = Storage::local(&domain.dir.objects())?;
     let envelope = AppState::envelope(&domain.keys);
     let engine = Engine::new(storage.clone(), Arc::clone(&envelope));
-    let jobs = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.job_threads)
-        .thread_name("shuyu-job")
-        // Deep plans recurse; the SQL size cap keeps them within this stack.
-        .thread_stack_size(64 << 20)
-        .enable_all()
-        .build()
-        .map_err(|e| ServerError::internal(format!("job runtime: {e}")))?;
     let tls_config = tls::server_config(
         &domain.ca.cert_pem,
         &domain.server_cert_pem,
@@ -152,7 +145,11 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         policy,
         ca: domain.ca,
         signing: domain.signing,
-        jobs: jobs.handle().clone(),
+        scheduler: scheduler::Scheduler::new(
+            config.max_running_jobs,
+            config.tenant_max_running_jobs,
+            config.tenant_max_queued_jobs,
+        ),
     });
     let interrupted = service::recover_interrupted_jobs(&state).await?;
     let orphans = remove_orphans(&state).await?;
@@ -190,6 +187,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         }
     });
 
+    let dispatcher = tokio::spawn(service::dispatch_forever(Arc::clone(&state)));
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -223,6 +221,6 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         addr,
         shutdown: Some(shutdown_tx),
         task,
-        jobs: Some(jobs),
+        dispatcher,
     })
 }

@@ -37,8 +37,8 @@ pub struct AppState {
     pub ca: CaMaterial,
     /// Export signing key.
     pub signing: SigningKey,
-    /// Runtime for jobs, separate from the gRPC I/O runtime.
-    pub jobs: tokio::runtime::Handle,
+    /// The fair job queue, live progress and cancel switches.
+    pub scheduler: crate::scheduler::Scheduler,
 }
 
 /// An authenticated, authorised caller.

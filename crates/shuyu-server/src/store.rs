@@ -17,7 +17,8 @@ use crate::error::{Result, ServerError};
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keks (
-    id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, owner TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+    id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, owner TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+    parent TEXT);
 CREATE TABLE IF NOT EXISTS tenants (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kek_id TEXT NOT NULL,
     pseudonym_kek_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     n_rows INTEGER NOT NULL, columns_json TEXT NOT NULL, aggregate INTEGER NOT NULL,
     preview_json TEXT NOT NULL, inputs_json TEXT NOT NULL, result_file TEXT NOT NULL,
     result_kek TEXT NOT NULL, result_sha256 TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL, finished_at_ms INTEGER NOT NULL);
+    created_at_ms INTEGER NOT NULL, finished_at_ms INTEGER NOT NULL,
+    usage_json TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS exports (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), tenant_id TEXT NOT NULL,
     requester_id TEXT NOT NULL, purpose TEXT NOT NULL, format TEXT NOT NULL, status TEXT NOT NULL,
@@ -95,15 +97,17 @@ pub enum JobStatus {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl JobStatus {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
     fn parse(s: &str) -> JobStatus {
@@ -111,6 +115,7 @@ impl JobStatus {
             "queued" => JobStatus::Queued,
             "running" => JobStatus::Running,
             "succeeded" => JobStatus::Succeeded,
+            "cancelled" => JobStatus::Cancelled,
             _ => JobStatus::Failed,
         }
     }
@@ -137,6 +142,24 @@ pub struct JobRecord {
     pub result_sha256: String,
     pub created_at_ms: i64,
     pub finished_at_ms: i64,
+    /// Resources the job used (R6: metering).
+    pub usage: JobUsage,
+}
+
+/// What a job consumed, metered per job (R6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JobUsage {
+    /// CPU time of the worker process (user + system), milliseconds.
+    pub cpu_ms: u64,
+    /// Encrypted bytes read from storage.
+    pub bytes_scanned: u64,
+    /// Peak resident memory of the worker process, bytes.
+    pub peak_memory_bytes: u64,
+    /// Wall time from start to finish, milliseconds.
+    pub wall_ms: u64,
+    /// Time spent queued before a worker started, milliseconds.
+    pub queued_ms: u64,
 }
 
 /// Export request states.
@@ -217,6 +240,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::audit::SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             audit,
@@ -271,6 +295,28 @@ impl Store {
     }
 }
 
+/// Columns added after a table was first released: added to older data dirs on open.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("keks", "parent", "TEXT"),
+    ("jobs", "usage_json", "TEXT NOT NULL DEFAULT '{}'"),
+];
+
+fn migrate(conn: &Connection) -> Result<()> {
+    for (table, column, declaration) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ meta and keys
 
 pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
@@ -288,17 +334,28 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn insert_kek(conn: &Connection, id: &str, wrapped: &[u8], owner: &str) -> Result<()> {
+/// Stores a KEK wrapped by `parent` (`None`: by the master key).
+pub fn insert_kek(
+    conn: &Connection,
+    id: &str,
+    wrapped: &[u8],
+    owner: &str,
+    parent: Option<&str>,
+) -> Result<()> {
     conn.execute(
-        "INSERT INTO keks (id, wrapped, owner, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![id, wrapped, owner, crate::now_ms()],
+        "INSERT INTO keks (id, wrapped, owner, created_at_ms, parent) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, wrapped, owner, crate::now_ms(), parent],
     )?;
     Ok(())
 }
 
-pub fn all_keks(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut stmt = conn.prepare("SELECT id, wrapped FROM keks")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+/// A stored KEK: id, wrapped key, parent KEK id (`None`: wrapped by the master key).
+pub type StoredKek = (String, Vec<u8>, Option<String>);
+
+/// Every stored KEK.
+pub fn all_keks(conn: &Connection) -> Result<Vec<StoredKek>> {
+    let mut stmt = conn.prepare("SELECT id, wrapped, parent FROM keks")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -655,13 +712,14 @@ fn masked_table_from_json(text: &str) -> MaskedTable {
 const JOB_COLUMNS: &str =
     "id, tenant_id, author_id, sql, sql_sha256, status, error, error_id, n_rows,
     columns_json, aggregate, preview_json, inputs_json, result_file, result_kek, result_sha256,
-    created_at_ms, finished_at_ms";
+    created_at_ms, finished_at_ms, usage_json";
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let status: String = r.get(5)?;
     let columns: String = r.get(9)?;
     let preview: String = r.get(11)?;
     let inputs: String = r.get(12)?;
+    let usage: String = r.get(18)?;
     Ok(JobRecord {
         id: r.get(0)?,
         tenant_id: r.get(1)?,
@@ -681,6 +739,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         result_sha256: r.get(15)?,
         created_at_ms: r.get(16)?,
         finished_at_ms: r.get(17)?,
+        usage: serde_json::from_str(&usage).unwrap_or_default(),
     })
 }
 
@@ -688,7 +747,7 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
         ),
         params![
             j.id,
@@ -708,7 +767,8 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
             j.result_kek,
             j.result_sha256,
             j.created_at_ms,
-            j.finished_at_ms
+            j.finished_at_ms,
+            serde_json::to_string(&j.usage).unwrap_or_default()
         ],
     )?;
     Ok(())
@@ -744,6 +804,21 @@ pub fn jobs(conn: &Connection, tenant_id: &str) -> Result<Vec<JobRecord>> {
 }
 
 /// Jobs left queued or running by a crash or restart.
+/// Jobs (of one tenant, or of all) that finished in `[from_ms, to_ms)`, for metering.
+pub fn finished_jobs_between(
+    conn: &Connection,
+    tenant_id: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<JobRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE finished_at_ms >= ?1 AND finished_at_ms < ?2
+         AND (?3 IS NULL OR tenant_id = ?3) ORDER BY finished_at_ms, id"
+    ))?;
+    let rows = stmt.query_map(params![from_ms, to_ms, tenant_id], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running')"

@@ -5,6 +5,8 @@ mod cli;
 mod demo;
 mod quickstart;
 mod render;
+mod sandbox;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -70,6 +72,9 @@ enum Command {
     /// Audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run one job (started by the server; reads the job on stdin).
+    #[command(hide = true)]
+    Worker(worker::WorkerOptions),
     /// Client commands (acting as the principal whose credentials `--as` names).
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -118,6 +123,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Command::Worker(options) = args.command {
+        return worker::main(options);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -237,6 +245,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode> {
         }
         Command::Audit(AuditCommand::Client(command)) => cli::run_audit(command).await,
         Command::Client(command) => cli::run(command).await,
+        Command::Worker(_) => unreachable!("handled before the runtime starts"),
     }
 }
 

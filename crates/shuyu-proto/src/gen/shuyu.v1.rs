@@ -241,6 +241,86 @@ pub struct ListJobsResponse {
     #[prost(message, repeated, tag = "1")]
     pub jobs: ::prost::alloc::vec::Vec<Job>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CancelJobRequest {
+    #[prost(string, tag = "1")]
+    pub job_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CancelJobResponse {
+    #[prost(message, optional, tag = "1")]
+    pub job: ::core::option::Option<Job>,
+}
+/// Where a running job is.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobProgress {
+    /// "queued", "starting", "planning", "running", "finishing".
+    #[prost(string, tag = "1")]
+    pub stage: ::prost::alloc::string::String,
+    /// Result rows written so far.
+    #[prost(uint64, tag = "2")]
+    pub rows: u64,
+    /// Encrypted bytes read so far.
+    #[prost(uint64, tag = "3")]
+    pub bytes_scanned: u64,
+    /// Position in the tenant's queue (1 = next), while queued.
+    #[prost(uint32, tag = "4")]
+    pub queue_position: u32,
+}
+/// What one job consumed (R6).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobUsage {
+    #[prost(uint64, tag = "1")]
+    pub cpu_ms: u64,
+    #[prost(uint64, tag = "2")]
+    pub bytes_scanned: u64,
+    #[prost(uint64, tag = "3")]
+    pub rows_produced: u64,
+    #[prost(uint64, tag = "4")]
+    pub peak_memory_bytes: u64,
+    #[prost(uint64, tag = "5")]
+    pub wall_ms: u64,
+    #[prost(uint64, tag = "6")]
+    pub queued_ms: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetUsageRequest {
+    /// Jobs finished in \[from_ms, to_ms); 0 and 0 mean the current calendar month (UTC).
+    #[prost(int64, tag = "1")]
+    pub from_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub to_ms: i64,
+    /// Admins and auditors may narrow to one tenant; engineers always get their own.
+    #[prost(string, tag = "3")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TenantUsage {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_name: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub jobs: u64,
+    #[prost(uint64, tag = "4")]
+    pub jobs_succeeded: u64,
+    #[prost(uint64, tag = "5")]
+    pub jobs_failed: u64,
+    #[prost(uint64, tag = "6")]
+    pub jobs_cancelled: u64,
+    /// Totals over the period; peak_memory_bytes is the largest single job's peak.
+    #[prost(message, optional, tag = "7")]
+    pub total: ::core::option::Option<JobUsage>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetUsageResponse {
+    #[prost(int64, tag = "1")]
+    pub from_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub to_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub tenants: ::prost::alloc::vec::Vec<TenantUsage>,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Job {
     #[prost(string, tag = "1")]
@@ -276,6 +356,12 @@ pub struct Job {
     pub created_at_ms: i64,
     #[prost(int64, tag = "15")]
     pub finished_at_ms: i64,
+    /// Set while the job is queued or running.
+    #[prost(message, optional, tag = "16")]
+    pub progress: ::core::option::Option<JobProgress>,
+    /// Set once the job has finished.
+    #[prost(message, optional, tag = "17")]
+    pub usage: ::core::option::Option<JobUsage>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CheckResult {
@@ -524,6 +610,7 @@ pub enum JobStatus {
     Running = 2,
     Succeeded = 3,
     Failed = 4,
+    Cancelled = 5,
 }
 impl JobStatus {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -537,6 +624,7 @@ impl JobStatus {
             Self::Running => "JOB_STATUS_RUNNING",
             Self::Succeeded => "JOB_STATUS_SUCCEEDED",
             Self::Failed => "JOB_STATUS_FAILED",
+            Self::Cancelled => "JOB_STATUS_CANCELLED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -547,6 +635,7 @@ impl JobStatus {
             "JOB_STATUS_RUNNING" => Some(Self::Running),
             "JOB_STATUS_SUCCEEDED" => Some(Self::Succeeded),
             "JOB_STATUS_FAILED" => Some(Self::Failed),
+            "JOB_STATUS_CANCELLED" => Some(Self::Cancelled),
             _ => None,
         }
     }
@@ -2105,6 +2194,8 @@ pub mod job_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
+    /// Every job plans and executes in its own confined worker process; the server queues jobs
+    /// fairly across tenants and kills a worker at its deadline or on cancellation.
     #[derive(Debug, Clone)]
     pub struct JobServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -2243,6 +2334,56 @@ pub mod job_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.JobService", "ListJobs"));
             self.inner.unary(req, path, codec).await
         }
+        /// Cancels a queued or running job of the caller's tenant; a finished job is unchanged.
+        pub async fn cancel_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CancelJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CancelJobResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.JobService/CancelJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.JobService", "CancelJob"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Metered resource use per tenant over a period (R6). Engineers see their own tenant.
+        pub async fn get_usage(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetUsageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetUsageResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.JobService/GetUsage",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.JobService", "GetUsage"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2276,7 +2417,25 @@ pub mod job_service_server {
             tonic::Response<super::ListJobsResponse>,
             tonic::Status,
         >;
+        /// Cancels a queued or running job of the caller's tenant; a finished job is unchanged.
+        async fn cancel_job(
+            &self,
+            request: tonic::Request<super::CancelJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CancelJobResponse>,
+            tonic::Status,
+        >;
+        /// Metered resource use per tenant over a period (R6). Engineers see their own tenant.
+        async fn get_usage(
+            &self,
+            request: tonic::Request<super::GetUsageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetUsageResponse>,
+            tonic::Status,
+        >;
     }
+    /// Every job plans and executes in its own confined worker process; the server queues jobs
+    /// fairly across tenants and kills a worker at its deadline or on cancellation.
     #[derive(Debug)]
     pub struct JobServiceServer<T> {
         inner: Arc<T>,
@@ -2471,6 +2630,96 @@ pub mod job_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListJobsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.JobService/CancelJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct CancelJobSvc<T: JobService>(pub Arc<T>);
+                    impl<
+                        T: JobService,
+                    > tonic::server::UnaryService<super::CancelJobRequest>
+                    for CancelJobSvc<T> {
+                        type Response = super::CancelJobResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CancelJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as JobService>::cancel_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CancelJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.JobService/GetUsage" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetUsageSvc<T: JobService>(pub Arc<T>);
+                    impl<
+                        T: JobService,
+                    > tonic::server::UnaryService<super::GetUsageRequest>
+                    for GetUsageSvc<T> {
+                        type Response = super::GetUsageResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetUsageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as JobService>::get_usage(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetUsageSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

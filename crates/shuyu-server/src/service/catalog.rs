@@ -139,6 +139,8 @@ impl Api {
         let id = crate::new_id("ds");
         let location = format!("datasets/{id}/");
         let storage = &self.state.storage;
+        let kek_id = keys::dataset_kek(&id);
+        let wrapped_kek = self.state.keys.prepare_child_kek(&kek_id, DOMAIN_KEK)?;
         let outcome = match self
             .state
             .engine
@@ -147,7 +149,7 @@ impl Api {
                 Bytes::from(input),
                 &columns,
                 &location,
-                DOMAIN_KEK,
+                &kek_id,
                 &IngestOptions::default(),
             )
             .await
@@ -155,6 +157,7 @@ impl Api {
             Ok(outcome) => outcome,
             Err(e) => {
                 let _ = storage.delete_prefix(&location).await;
+                self.state.keys.discard(&kek_id);
                 return Err(e.into());
             }
         };
@@ -166,7 +169,7 @@ impl Api {
             columns,
             n_rows: outcome.n_rows,
             location: location.clone(),
-            kek_id: DOMAIN_KEK.to_owned(),
+            kek_id: kek_id.clone(),
             source_sha256: source_sha256.clone(),
             created_at_ms: crate::now_ms(),
         };
@@ -176,10 +179,14 @@ impl Api {
                 "ok",
                 json!({"n_rows": record.n_rows, "source_sha256": source_sha256, "n_columns": record.columns.len()}),
             ),
-            |tx| store::insert_dataset(tx, &record),
+            |tx| {
+                store::insert_kek(tx, &kek_id, &wrapped_kek, &id, Some(DOMAIN_KEK))?;
+                store::insert_dataset(tx, &record)
+            },
         );
         if let Err(e) = committed {
             let _ = storage.delete_prefix(&location).await;
+            self.state.keys.discard(&kek_id);
             return Err(e);
         }
         Ok(record)

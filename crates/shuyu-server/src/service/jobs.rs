@@ -1,12 +1,15 @@
-//! Job service: SQL jobs run in the sandboxed engine on the job runtime; results stay
-//! encrypted in the domain and engineers get status, schema and a masked preview.
+//! Job service: jobs queue fairly per tenant ([`crate::scheduler`]) and each runs in its own
+//! confined worker process ([`crate::worker`]); results stay encrypted in the domain and
+//! engineers get status, progress, schema, metered usage and a masked preview.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shuyu_engine::{Engine, JobLimits, JobRequest};
-use shuyu_policy::Action;
+use shuyu_engine::worker::{WireLimits, WorkerJob, masking_defaults_to_wire};
+use shuyu_engine::{JobError, JobProgress};
+use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::job_service_server::JobService;
 use shuyu_vault::sha256_hex;
@@ -17,9 +20,11 @@ use super::{Api, require_id};
 use crate::audit::AuditEntry;
 use crate::convert;
 use crate::error::{Result, ServerError};
-use crate::keys::{self, DOMAIN_KEK};
+use crate::keys::{self, job_kek};
+use crate::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::state::{AppState, Caller};
-use crate::store::{self, JobRecord, JobStatus, Tenant};
+use crate::store::{self, JobRecord, JobStatus, JobUsage};
+use crate::worker::{self, WorkerEnd, WorkerRun};
 
 impl Api {
     fn submit(&self, caller: &Caller, sql: String) -> Result<JobRecord> {
@@ -40,6 +45,14 @@ impl Api {
             .store
             .read(|c| store::tenant(c, &tenant_id))?
             .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
+        self.state
+            .scheduler
+            .admit(&tenant_id)
+            .map_err(|QueueRefusal::TenantFull { limit }| {
+                ServerError::ResourceExhausted(format!(
+                    "the tenant already has {limit} jobs queued or running; wait for one to finish"
+                ))
+            })?;
         let id = crate::new_id("job");
         let job = JobRecord {
             id: id.clone(),
@@ -56,45 +69,122 @@ impl Api {
             preview: Default::default(),
             inputs: Vec::new(),
             result_file: format!("results/{tenant_id}/{id}/result.parquet"),
-            result_kek: tenant.kek_id.clone(),
+            result_kek: job_kek(&id),
             result_sha256: String::new(),
             created_at_ms: crate::now_ms(),
             finished_at_ms: 0,
+            usage: JobUsage::default(),
         };
-        self.state.store.commit(
+        let keys = &self.state.keys;
+        let committed = self.state.store.commit(
             &caller.entry(
                 format!("job:{id}"),
                 "ok",
                 json!({"sql_sha256": job.sql_sha256, "sql_bytes": job.sql.len()}),
             ),
-            |tx| store::upsert_job(tx, &job),
-        )?;
-        let state = Arc::clone(&self.state);
-        let queued = job.clone();
-        self.state.jobs.spawn(async move {
-            run_job(state, queued, tenant).await;
-        });
+            |tx| {
+                keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
+                store::upsert_job(tx, &job)
+            },
+        );
+        if let Err(e) = committed {
+            keys.discard(&job.result_kek);
+            return Err(e);
+        }
+        self.state.scheduler.enqueue(&tenant_id, &id);
         Ok(job)
+    }
+
+    /// The job record with its live state (queue position or progress) attached.
+    fn job_view(&self, job: &JobRecord) -> pb::Job {
+        let mut view = convert::job(job);
+        if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
+            view.progress = self
+                .state
+                .scheduler
+                .live_state(&job.id)
+                .map(|state| convert::live_state(&state));
+        }
+        view
+    }
+
+    fn cancel(&self, caller: &Caller, id: &str) -> Result<(JobRecord, serde_json::Value)> {
+        require_id(id, "job_id")?;
+        let tenant = caller.tenant()?.to_owned();
+        let job = self
+            .state
+            .store
+            .read(|c| store::job(c, &tenant, id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {id}")))?;
+        match self.state.scheduler.cancel(&tenant, id) {
+            Cancelled::FromQueue => {
+                let mut job = job;
+                job.status = JobStatus::Cancelled;
+                job.error = "cancelled before it started".into();
+                job.finished_at_ms = crate::now_ms();
+                Ok((job, json!({"was": "queued"})))
+            }
+            Cancelled::Running => Ok((job, json!({"was": "running"}))),
+            Cancelled::Unknown => Err(ServerError::FailedPrecondition(format!(
+                "job {id} has already finished ({})",
+                job.status.as_str()
+            ))),
+        }
     }
 }
 
-/// Runs one job to completion and records its outcome (audited as `job_finished`).
-async fn run_job(state: Arc<AppState>, mut job: JobRecord, tenant: Tenant) {
+/// Takes jobs from the scheduler as slots free up and runs each in a worker. Runs for the
+/// life of the server.
+pub async fn dispatch_forever(state: Arc<AppState>) {
+    loop {
+        let dispatched = state.scheduler.next().await;
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let job_id = dispatched.job_id.clone();
+            run_dispatched(&state, dispatched).await;
+            state.scheduler.finished(&job_id);
+        });
+    }
+}
+
+/// Runs one dispatched job to completion and records its outcome (audited as
+/// `job_finished`, or `job_cancelled`).
+async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
+    let loaded = state
+        .store
+        .read(|c| store::job(c, &dispatched.tenant_id, &dispatched.job_id));
+    let mut job = match loaded {
+        Ok(Some(job)) if job.status == JobStatus::Queued => job,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(job = %dispatched.job_id, error = %e, "loading a dispatched job");
+            return;
+        }
+    };
+    let started_ms = crate::now_ms();
     job.status = JobStatus::Running;
     if let Err(e) = state.store.read(|c| store::upsert_job(c, &job)) {
         tracing::error!(job = %job.id, error = %e, "could not mark the job running");
     }
     let mut entry = AuditEntry {
         principal_id: job.author_id.clone(),
-        role: "engineer".into(),
+        role: Role::Engineer.as_str().into(),
         tenant_id: job.tenant_id.clone(),
         action: "job_finished".into(),
         target: format!("job:{}", job.id),
         ..AuditEntry::default()
     };
-    let outcome = execute(&state, &job, &tenant).await;
+    let outcome = execute(state, &job, dispatched).await;
     job.finished_at_ms = crate::now_ms();
-    match outcome {
+    job.usage = outcome.usage;
+    job.usage.queued_ms = started_ms.saturating_sub(job.created_at_ms) as u64;
+    let mut detail = json!({
+        "usage": job.usage,
+        "confinement": outcome.confinement,
+        "keks_sent": outcome.keks_sent,
+        "keks_refused": outcome.keks_refused,
+    });
+    match outcome.result {
         Ok((output, result_sha256)) => {
             job.status = JobStatus::Succeeded;
             job.n_rows = output.n_rows;
@@ -104,24 +194,31 @@ async fn run_job(state: Arc<AppState>, mut job: JobRecord, tenant: Tenant) {
             job.inputs = output.input_datasets;
             job.result_sha256 = result_sha256;
             entry.outcome = "ok".into();
-            entry.detail = json!({
-                "n_rows": job.n_rows, "inputs": job.inputs, "aggregate": job.aggregate,
-                "result_sha256": job.result_sha256,
-            });
+            detail["n_rows"] = json!(job.n_rows);
+            detail["inputs"] = json!(job.inputs);
+            detail["aggregate"] = json!(job.aggregate);
+            detail["result_sha256"] = json!(job.result_sha256);
         }
         Err(failure) => {
             let _ = state
                 .storage
                 .delete_prefix(&format!("results/{}/{}/", job.tenant_id, job.id))
                 .await;
-            job.status = JobStatus::Failed;
+            job.status = if failure.cancelled {
+                entry.action = "job_cancelled".into();
+                JobStatus::Cancelled
+            } else {
+                JobStatus::Failed
+            };
             job.error = failure.public;
             job.error_id = failure.error_id.clone().unwrap_or_default();
-            entry.outcome = "error".into();
-            entry.detail = json!({"error": job.error, "error_id": job.error_id});
+            entry.outcome = if failure.cancelled { "ok" } else { "error" }.into();
+            detail["error"] = json!(job.error);
+            detail["error_id"] = json!(job.error_id);
             entry.secret_detail = failure.detail;
         }
     }
+    entry.detail = detail;
     let tracing_id = job.id.clone();
     if let Err(e) = state.store.commit(&entry, |tx| store::upsert_job(tx, &job)) {
         tracing::error!(job = %tracing_id, error = %e, "could not record the job outcome");
@@ -131,77 +228,160 @@ async fn run_job(state: Arc<AppState>, mut job: JobRecord, tenant: Tenant) {
 struct Failure {
     public: String,
     error_id: Option<String>,
+    /// Full text for the audit trail (sealed): may contain data values.
     detail: Option<String>,
+    cancelled: bool,
 }
 
-async fn execute(
-    state: &AppState,
-    job: &JobRecord,
-    tenant: &Tenant,
-) -> std::result::Result<(shuyu_engine::JobOutput, String), Failure> {
-    let internal = |e: ServerError| {
+impl Failure {
+    fn withheld(public: &str, detail: String) -> Failure {
         let id = crate::new_id("err");
         Failure {
-            public: format!("internal error (error id {id})"),
+            public: format!("{public} (error id {id})"),
             error_id: Some(id),
-            detail: Some(e.to_string()),
+            detail: Some(detail),
+            cancelled: false,
+        }
+    }
+
+    fn plain(public: impl Into<String>, detail: Option<String>) -> Failure {
+        Failure {
+            public: public.into(),
+            error_id: None,
+            detail,
+            cancelled: false,
+        }
+    }
+}
+
+struct Outcome {
+    result: std::result::Result<(shuyu_engine::JobOutput, String), Failure>,
+    usage: JobUsage,
+    confinement: Option<String>,
+    keks_sent: Vec<String>,
+    keks_refused: Vec<String>,
+}
+
+async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched) -> Outcome {
+    let mut outcome = Outcome {
+        result: Err(Failure::plain("the job did not start", None)),
+        usage: JobUsage::default(),
+        confinement: None,
+        keks_sent: Vec::new(),
+        keks_refused: Vec::new(),
+    };
+    let prepared = prepare(state, job);
+    let (worker_job, allowed_keks) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            outcome.result = Err(Failure::withheld("internal error", e.to_string()));
+            return outcome;
         }
     };
+    let result_dir = state
+        .storage
+        .root()
+        .join(format!("results/{}/{}", job.tenant_id, job.id));
+    if let Err(e) = std::fs::create_dir_all(&result_dir) {
+        outcome.result = Err(Failure::withheld(
+            "internal error",
+            format!("creating the result folder: {e}"),
+        ));
+        return outcome;
+    }
+    let timeout = Duration::from_secs(state.policy.limits.timeout_secs);
+    let run = WorkerRun {
+        job: worker_job,
+        allowed_keks,
+        keys: &state.keys,
+        deadline: Instant::now() + timeout,
+        cancel: dispatched.cancel,
+    };
+    let scheduler = &state.scheduler;
+    let job_id = job.id.clone();
+    let on_progress =
+        move |progress: JobProgress, usage| scheduler.report(&job_id, progress, usage);
+    let report = worker::run(&state.config.worker, run, &on_progress).await;
+    outcome.usage = JobUsage {
+        cpu_ms: report.usage.cpu_ms,
+        bytes_scanned: 0,
+        peak_memory_bytes: report.usage.peak_rss_bytes,
+        wall_ms: report.wall.as_millis() as u64,
+        queued_ms: 0,
+    };
+    outcome.confinement = report.confinement.clone();
+    outcome.keks_sent = report.keks_sent.clone();
+    outcome.keks_refused = report.keks_refused.clone();
+    let stderr = (!report.stderr.is_empty()).then(|| report.stderr.clone());
+    outcome.result = match report.end {
+        WorkerEnd::Finished(output) => {
+            outcome.usage.bytes_scanned = output.bytes_scanned;
+            match state.storage.get(&job.result_file).await {
+                Ok(bytes) => Ok((*output, sha256_hex(&bytes))),
+                Err(e) => Err(Failure::withheld(
+                    "internal error",
+                    format!("reading the result back: {e}"),
+                )),
+            }
+        }
+        WorkerEnd::Failed(error) => Err(job_failure(error, stderr)),
+        WorkerEnd::TimedOut => Err(Failure::plain(JobError::Timeout.public_message(), stderr)),
+        WorkerEnd::Cancelled => Err(Failure {
+            public: "cancelled".into(),
+            error_id: None,
+            detail: stderr,
+            cancelled: true,
+        }),
+        WorkerEnd::Died { reason } => Err(Failure::plain(reason, stderr)),
+    };
+    outcome
+}
+
+fn job_failure(error: JobError, stderr: Option<String>) -> Failure {
+    let withheld = error.is_withheld();
+    let detail = match stderr {
+        Some(stderr) => format!("{error}\n--- worker stderr ---\n{stderr}"),
+        None => error.to_string(),
+    };
+    if withheld {
+        Failure::withheld(&error.public_message(), detail)
+    } else {
+        Failure::plain(error.public_message(), Some(detail))
+    }
+}
+
+/// The worker's job and the KEKs it may ask for: its tables' and its own result's.
+fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<String>)> {
+    let tenant = state
+        .store
+        .read(|c| store::tenant(c, &job.tenant_id))?
+        .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
     let datasets = state
         .store
-        .read(|c| store::granted_datasets(c, &job.tenant_id))
-        .map_err(internal)?;
-    let pseudonym_key =
-        keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id).map_err(internal)?;
+        .read(|c| store::granted_datasets(c, &job.tenant_id))?;
+    let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
     let policy = &state.policy;
-    let request = JobRequest {
+    let mut allowed: HashSet<String> = datasets.iter().map(|d| d.kek_id.clone()).collect();
+    allowed.insert(job.result_kek.clone());
+    let worker_job = WorkerJob {
         job_id: job.id.clone(),
         sql: job.sql.clone(),
         tables: datasets.iter().map(table_spec).collect(),
-        pseudonym_key,
+        pseudonym_key: shuyu_engine::worker::WireKey::new(&pseudonym_key),
         result_file: job.result_file.clone(),
         result_kek: job.result_kek.clone(),
-        limits: JobLimits {
+        limits: WireLimits {
             max_sql_bytes: policy.limits.max_sql_bytes,
             memory_limit_bytes: policy.limits.memory_limit_bytes as usize,
-            timeout: Duration::from_secs(policy.limits.timeout_secs),
+            timeout_ms: policy.limits.timeout_secs.saturating_mul(1000),
             max_result_rows: policy.limits.max_result_rows,
             preview_rows: policy.sample.preview_rows,
         },
-        masking_defaults: policy.masking.clone(),
+        masking_defaults: masking_defaults_to_wire(&policy.masking),
         min_group_rows: policy.export.min_group_rows,
+        objects_root: state.storage.root().to_path_buf(),
     };
-    // The job may unwrap only the keys it needs: published datasets and its tenant's KEK.
-    let mut allowed: Vec<String> = datasets.iter().map(|d| d.kek_id.clone()).collect();
-    allowed.push(DOMAIN_KEK.to_owned());
-    allowed.push(tenant.kek_id.clone());
-    let engine = Engine::new(
-        state.storage.clone(),
-        keys::restricted_envelope(&state.keys, allowed),
-    );
-    match engine.run_job(&request).await {
-        Ok(output) => {
-            let bytes = state
-                .storage
-                .get(&job.result_file)
-                .await
-                .map_err(|e| internal(e.into()))?;
-            Ok((output, sha256_hex(&bytes)))
-        }
-        Err(e) => {
-            let withheld = e.is_withheld();
-            let id = crate::new_id("err");
-            Err(Failure {
-                public: if withheld {
-                    format!("{} (error id {id})", e.public_message())
-                } else {
-                    e.public_message()
-                },
-                error_id: withheld.then_some(id),
-                detail: Some(e.to_string()),
-            })
-        }
-    }
+    Ok((worker_job, allowed))
 }
 
 /// Marks jobs left queued or running by a crash as failed (audited), and removes their
@@ -236,6 +416,102 @@ pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
     Ok(jobs.len())
 }
 
+/// Start of the current calendar month (UTC) and of the next, in ms.
+fn this_month() -> (i64, i64) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let now = Utc::now();
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now);
+    let (y, m) = if now.month() == 12 {
+        (now.year() + 1, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
+    let end = Utc
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now);
+    (start.timestamp_millis(), end.timestamp_millis())
+}
+
+impl Api {
+    fn usage(
+        &self,
+        caller: &Caller,
+        request: pb::GetUsageRequest,
+    ) -> Result<(pb::GetUsageResponse, serde_json::Value)> {
+        let (from_ms, to_ms) = if request.from_ms == 0 && request.to_ms == 0 {
+            this_month()
+        } else {
+            (request.from_ms, request.to_ms)
+        };
+        if from_ms < 0 || to_ms <= from_ms {
+            return Err(ServerError::InvalidArgument(
+                "the period must have 0 <= from_ms < to_ms".into(),
+            ));
+        }
+        let tenant_filter = match caller.principal.role {
+            Role::Engineer => Some(caller.tenant()?.to_owned()),
+            _ if request.tenant_id.is_empty() => None,
+            _ => {
+                require_id(&request.tenant_id, "tenant_id")?;
+                Some(request.tenant_id.clone())
+            }
+        };
+        let (jobs, tenants) = self.state.store.read(|c| {
+            Ok((
+                store::finished_jobs_between(c, tenant_filter.as_deref(), from_ms, to_ms)?,
+                store::tenants(c)?,
+            ))
+        })?;
+        if let Some(id) = &tenant_filter
+            && !tenants.iter().any(|t| &t.id == id)
+        {
+            return Err(ServerError::NotFound(format!("tenant {id}")));
+        }
+        let mut rows: Vec<pb::TenantUsage> = Vec::new();
+        for tenant in tenants
+            .iter()
+            .filter(|t| tenant_filter.as_ref().is_none_or(|id| &t.id == id))
+        {
+            let mut row = pb::TenantUsage {
+                tenant_id: tenant.id.clone(),
+                tenant_name: tenant.name.clone(),
+                total: Some(pb::JobUsage::default()),
+                ..Default::default()
+            };
+            let total = row.total.get_or_insert_default();
+            for job in jobs.iter().filter(|j| j.tenant_id == tenant.id) {
+                row.jobs += 1;
+                match job.status {
+                    JobStatus::Succeeded => row.jobs_succeeded += 1,
+                    JobStatus::Failed => row.jobs_failed += 1,
+                    JobStatus::Cancelled => row.jobs_cancelled += 1,
+                    JobStatus::Queued | JobStatus::Running => {}
+                }
+                total.cpu_ms += job.usage.cpu_ms;
+                total.bytes_scanned += job.usage.bytes_scanned;
+                total.rows_produced += job.n_rows;
+                total.peak_memory_bytes = total.peak_memory_bytes.max(job.usage.peak_memory_bytes);
+                total.wall_ms += job.usage.wall_ms;
+                total.queued_ms += job.usage.queued_ms;
+            }
+            rows.push(row);
+        }
+        let n = rows.len();
+        Ok((
+            pb::GetUsageResponse {
+                from_ms,
+                to_ms,
+                tenants: rows,
+            },
+            json!({"from_ms": from_ms, "to_ms": to_ms, "tenants": n}),
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl JobService for Api {
     async fn submit_job(
@@ -267,7 +543,7 @@ impl JobService for Api {
                 .ok_or_else(|| ServerError::NotFound(format!("job {id}")))?;
             Ok((
                 pb::GetJobResponse {
-                    job: Some(convert::job(&job)),
+                    job: Some(self.job_view(&job)),
                 },
                 json!({}),
             ))
@@ -288,11 +564,63 @@ impl JobService for Api {
             let n = jobs.len();
             Ok((
                 pb::ListJobsResponse {
-                    jobs: jobs.iter().map(convert::job).collect(),
+                    jobs: jobs.iter().map(|j| self.job_view(j)).collect(),
                 },
                 json!({"n": n}),
             ))
         })();
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = self.state.begin(&request, Action::CancelJob)?;
+        let id = request.into_inner().job_id;
+        let target = format!("job:{id}");
+        let result = self.cancel(&caller, &id);
+        let (job, detail) = match result {
+            Ok(done) => done,
+            Err(e) => return Err(self.state.fail(&caller, &target, e)),
+        };
+        let entry = caller.entry(&target, "ok", detail);
+        let recorded = if job.status == JobStatus::Cancelled {
+            // Cancelled while queued: the new state commits with its audit record.
+            self.state
+                .store
+                .commit(&entry, |tx| store::upsert_job(tx, &job))
+        } else {
+            self.state.store.record(&entry)
+        };
+        recorded.map_err(|e| e.into_status())?;
+        // A running job is stopped by its runner: give it a moment so the answer is final.
+        let mut current = job;
+        for _ in 0..50 {
+            if !matches!(current.status, JobStatus::Queued | JobStatus::Running) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self
+                .state
+                .store
+                .read(|c| store::job(c, &current.tenant_id, &current.id))
+            {
+                Ok(Some(job)) => current = job,
+                _ => break,
+            }
+        }
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(self.job_view(&current)),
+        }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewUsage)?;
+        let result = self.usage(&caller, request.into_inner());
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::error::{Result, ServerError};
 use crate::state::AppState;
 
-pub use jobs::recover_interrupted_jobs;
+pub use jobs::{dispatch_forever, recover_interrupted_jobs};
 
 /// The service implementation.
 #[derive(Debug, Clone)]

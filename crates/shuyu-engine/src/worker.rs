@@ -1,0 +1,332 @@
+//! The protocol between the server and a job worker process (`shuyu worker`).
+//!
+//! The server starts one worker per job and writes a [`WorkerJob`] as one JSON line on its
+//! stdin. The worker answers with JSON lines on stdout ([`ToServer`]): progress, requests
+//! for key-encryption keys, and finally the outcome. A KEK is sent only when the worker asks
+//! for it and only if the server allowed it for this job ([`ToWorker::Kek`]), so a worker
+//! holds the keys of the datasets it actually reads and of its own result, never another
+//! tenant's. Nothing but protocol lines is written on stdout; logs go to stderr, which the
+//! server treats as confidential (it may contain data values) and seals into the audit trail.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shuyu_policy::{MaskingDefaults, MaskingRule};
+use shuyu_vault::{KekProvider, SecretKey, VaultError};
+use zeroize::Zeroizing;
+
+use crate::error::JobError;
+use crate::schema::TableSpec;
+use crate::session::{JobLimits, JobOutput, JobProgress, JobRequest};
+
+/// A job as the server hands it to a worker.
+#[derive(Serialize, Deserialize)]
+pub struct WorkerJob {
+    /// Job id.
+    pub job_id: String,
+    /// The query.
+    pub sql: String,
+    /// The only tables the query can resolve.
+    pub tables: Vec<TableSpec>,
+    /// The tenant's pseudonym key, hex.
+    pub pseudonym_key: WireKey,
+    /// Object path of the result file.
+    pub result_file: String,
+    /// KEK that wraps the result file's data key (the worker asks for it like any other).
+    pub result_kek: String,
+    /// Limits.
+    pub limits: WireLimits,
+    /// Policy masking defaults, by classification, in rule text form.
+    pub masking_defaults: [String; 4],
+    /// k of the preview's small-group suppression.
+    pub min_group_rows: u64,
+    /// Root of the local object store.
+    pub objects_root: PathBuf,
+}
+
+impl std::fmt::Debug for WorkerJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerJob")
+            .field("job_id", &self.job_id)
+            .field("sql_bytes", &self.sql.len())
+            .field("tables", &self.tables.len())
+            .field("result_file", &self.result_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`JobLimits`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireLimits {
+    /// SQL size cap.
+    pub max_sql_bytes: usize,
+    /// Memory pool.
+    pub memory_limit_bytes: usize,
+    /// Time limit in milliseconds (the server also kills the worker at its deadline).
+    pub timeout_ms: u64,
+    /// Result row cap.
+    pub max_result_rows: u64,
+    /// Preview rows.
+    pub preview_rows: usize,
+}
+
+/// A key in hex; zeroized on drop, never printed.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(transparent)]
+pub struct WireKey(Zeroizing<String>);
+
+impl std::fmt::Debug for WireKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireKey(<redacted>)")
+    }
+}
+
+impl WireKey {
+    /// Encodes a key.
+    pub fn new(key: &SecretKey) -> WireKey {
+        WireKey(Zeroizing::new(hex::encode(key.expose())))
+    }
+
+    /// Decodes the key.
+    ///
+    /// # Errors
+    /// If the text is not a key.
+    pub fn key(&self) -> Result<SecretKey, VaultError> {
+        let bytes = Zeroizing::new(
+            hex::decode(self.0.as_bytes())
+                .map_err(|_| VaultError::Format("a wire key is not hex".into()))?,
+        );
+        SecretKey::from_bytes(&bytes)
+    }
+}
+
+/// Lines the worker writes on stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToServer {
+    /// The worker is confined and starting (with what confinement was applied).
+    Started {
+        /// Human-readable summary of the OS confinement.
+        confinement: String,
+    },
+    /// Progress and resource use so far.
+    Progress {
+        /// Engine progress.
+        progress: JobProgress,
+        /// Resource use of the worker process so far.
+        usage: WorkerUsage,
+    },
+    /// The worker needs this key-encryption key.
+    NeedKek {
+        /// Its id.
+        kek_id: String,
+    },
+    /// The job succeeded.
+    Finished {
+        /// Its output.
+        output: Box<JobOutput>,
+        /// Final resource use.
+        usage: WorkerUsage,
+    },
+    /// The job failed.
+    Failed {
+        /// Why.
+        error: WireJobError,
+        /// Final resource use.
+        usage: WorkerUsage,
+    },
+}
+
+/// Lines the server writes on the worker's stdin after the job.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToWorker {
+    /// The answer to [`ToServer::NeedKek`]: the key, or `None` if the job may not use it.
+    Kek {
+        /// Its id.
+        kek_id: String,
+        /// The key, if allowed.
+        key: Option<WireKey>,
+    },
+}
+
+/// Resource use of a worker process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerUsage {
+    /// User plus system CPU time, milliseconds.
+    pub cpu_ms: u64,
+    /// Peak resident set size, bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// [`JobError`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireJobError {
+    /// See [`JobError::Refused`].
+    Refused(String),
+    /// See [`JobError::Plan`].
+    Plan(String),
+    /// See [`JobError::ResourcesExhausted`].
+    ResourcesExhausted,
+    /// See [`JobError::Timeout`].
+    Timeout,
+    /// See [`JobError::Execution`].
+    Execution(String),
+}
+
+impl From<JobError> for WireJobError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Refused(m) => WireJobError::Refused(m),
+            JobError::Plan(m) => WireJobError::Plan(m),
+            JobError::ResourcesExhausted => WireJobError::ResourcesExhausted,
+            JobError::Timeout => WireJobError::Timeout,
+            JobError::Execution { detail } => WireJobError::Execution(detail),
+        }
+    }
+}
+
+impl From<WireJobError> for JobError {
+    fn from(e: WireJobError) -> Self {
+        match e {
+            WireJobError::Refused(m) => JobError::Refused(m),
+            WireJobError::Plan(m) => JobError::Plan(m),
+            WireJobError::ResourcesExhausted => JobError::ResourcesExhausted,
+            WireJobError::Timeout => JobError::Timeout,
+            WireJobError::Execution(detail) => JobError::Execution { detail },
+        }
+    }
+}
+
+/// Encodes masking defaults for [`WorkerJob::masking_defaults`].
+pub fn masking_defaults_to_wire(d: &MaskingDefaults) -> [String; 4] {
+    [
+        d.direct_identifier.to_string(),
+        d.quasi_identifier.to_string(),
+        d.sensitive.to_string(),
+        d.ordinary.to_string(),
+    ]
+}
+
+impl WorkerJob {
+    /// The engine request this job describes.
+    ///
+    /// # Errors
+    /// If a key or masking rule does not decode.
+    pub fn request(&self) -> Result<JobRequest, String> {
+        let rule = |text: &str| text.parse::<MaskingRule>().map_err(|e| e.to_string());
+        let [direct, quasi, sensitive, ordinary] = &self.masking_defaults;
+        Ok(JobRequest {
+            job_id: self.job_id.clone(),
+            sql: self.sql.clone(),
+            tables: self.tables.clone(),
+            pseudonym_key: self.pseudonym_key.key().map_err(|e| e.to_string())?,
+            result_file: self.result_file.clone(),
+            result_kek: self.result_kek.clone(),
+            limits: JobLimits {
+                max_sql_bytes: self.limits.max_sql_bytes,
+                memory_limit_bytes: self.limits.memory_limit_bytes,
+                timeout: Duration::from_millis(self.limits.timeout_ms),
+                max_result_rows: self.limits.max_result_rows,
+                preview_rows: self.limits.preview_rows,
+            },
+            masking_defaults: MaskingDefaults {
+                direct_identifier: rule(direct)?,
+                quasi_identifier: rule(quasi)?,
+                sensitive: rule(sensitive)?,
+                ordinary: rule(ordinary)?,
+            },
+            min_group_rows: self.min_group_rows,
+        })
+    }
+}
+
+/// The worker's side of the pipe: writes [`ToServer`] lines and fetches KEKs from the server
+/// on demand (a [`KekProvider`] for the worker's envelope).
+pub struct WorkerChannel {
+    out: Mutex<Box<dyn Write + Send>>,
+    input: Mutex<Box<dyn BufRead + Send>>,
+}
+
+impl std::fmt::Debug for WorkerChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerChannel")
+    }
+}
+
+impl WorkerChannel {
+    /// A channel over the worker's stdin (already past the job line) and stdout.
+    pub fn new(input: Box<dyn BufRead + Send>, out: Box<dyn Write + Send>) -> WorkerChannel {
+        WorkerChannel {
+            out: Mutex::new(out),
+            input: Mutex::new(input),
+        }
+    }
+
+    /// Writes one message. A broken pipe means the server is gone; the worker then exits.
+    pub fn send(&self, message: &ToServer) {
+        let mut line = serde_json::to_vec(message).expect("protocol messages serialize");
+        line.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if out.write_all(&line).and_then(|()| out.flush()).is_err() {
+            std::process::exit(3);
+        }
+    }
+}
+
+impl KekProvider for WorkerChannel {
+    fn kek(&self, kek_id: &str) -> Result<SecretKey, VaultError> {
+        // Hold the input lock across request and answer so concurrent requests pair up.
+        let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        self.send(&ToServer::NeedKek {
+            kek_id: kek_id.to_owned(),
+        });
+        let mut line = Zeroizing::new(String::new());
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => return Err(VaultError::UnknownKey(kek_id.to_owned())),
+            Ok(_) => {}
+        }
+        match serde_json::from_str::<ToWorker>(&line) {
+            Ok(ToWorker::Kek {
+                kek_id: answered,
+                key: Some(key),
+            }) if answered == kek_id => key.key(),
+            Ok(ToWorker::Kek { .. }) => Err(VaultError::KeyNotAllowed(kek_id.to_owned())),
+            Err(_) => Err(VaultError::Format("unreadable key answer".into())),
+        }
+    }
+}
+
+/// Parses the job line a worker reads first.
+///
+/// # Errors
+/// If the line is not a job.
+pub fn parse_job(line: &str) -> Result<WorkerJob, String> {
+    serde_json::from_str(line).map_err(|e| format!("unreadable job: {e}"))
+}
+
+/// Serialization of policy types by their text forms.
+pub(crate) mod text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}

@@ -1,0 +1,318 @@
+//! Supervision of job worker processes: start `shuyu worker` with a clean environment, hand
+//! it the job, answer its key requests from the job's allow-list only, relay its progress,
+//! and kill it at its deadline or on cancellation. A worker that dies (stack overflow, out of
+//! memory, killed) fails only its own job.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use shuyu_engine::worker::{ToServer, ToWorker, WireKey, WorkerJob, WorkerUsage};
+use shuyu_engine::{JobError, JobOutput, JobProgress};
+use shuyu_vault::KekProvider;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::config::WorkerConfig;
+use crate::keys::KeyStore;
+
+/// Most of a worker's stderr kept for the audit trail.
+const MAX_STDERR_BYTES: usize = 64 << 10;
+/// A protocol line longer than this is a broken worker.
+const MAX_LINE_BYTES: usize = 64 << 20;
+/// Extra time past the deadline before the worker is killed (it stops itself at the deadline).
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How a worker run ended.
+#[derive(Debug)]
+pub enum WorkerEnd {
+    /// The job succeeded.
+    Finished(Box<JobOutput>),
+    /// The job failed and the worker said why.
+    Failed(JobError),
+    /// The worker was killed at the job's deadline.
+    TimedOut,
+    /// The worker was killed because the job was cancelled.
+    Cancelled,
+    /// The worker died or broke the protocol; `reason` is safe to show.
+    Died {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Everything known about one worker run.
+#[derive(Debug)]
+pub struct WorkerReport {
+    /// How it ended.
+    pub end: WorkerEnd,
+    /// Last resource use the worker reported.
+    pub usage: WorkerUsage,
+    /// Wall time of the run.
+    pub wall: Duration,
+    /// The confinement the worker reported, if it got that far.
+    pub confinement: Option<String>,
+    /// KEK ids handed to the worker.
+    pub keks_sent: Vec<String>,
+    /// KEK ids the worker asked for and was refused.
+    pub keks_refused: Vec<String>,
+    /// The worker's stderr (may contain data values: audit trail only, sealed).
+    pub stderr: String,
+}
+
+/// One job for a worker.
+#[derive(Debug)]
+pub struct WorkerRun<'a> {
+    /// The job.
+    pub job: WorkerJob,
+    /// KEK ids the worker may receive.
+    pub allowed_keks: HashSet<String>,
+    /// Where keys come from.
+    pub keys: &'a KeyStore,
+    /// When to kill it.
+    pub deadline: Instant,
+    /// Becomes `true` on cancellation.
+    pub cancel: watch::Receiver<bool>,
+}
+
+fn program(config: &WorkerConfig) -> std::io::Result<PathBuf> {
+    match &config.program {
+        Some(path) => Ok(path.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
+/// Starts a worker for `run.job`, supervises it to the end and reports.
+pub async fn run(
+    config: &WorkerConfig,
+    mut run: WorkerRun<'_>,
+    on_progress: &(dyn Fn(JobProgress, WorkerUsage) + Send + Sync),
+) -> WorkerReport {
+    let started = Instant::now();
+    let mut report = WorkerReport {
+        end: WorkerEnd::Died {
+            reason: "the worker did not start".into(),
+        },
+        usage: WorkerUsage::default(),
+        wall: Duration::ZERO,
+        confinement: None,
+        keks_sent: Vec::new(),
+        keks_refused: Vec::new(),
+        stderr: String::new(),
+    };
+    let mut child = match spawn(config) {
+        Ok(child) => child,
+        Err(e) => {
+            report.stderr = format!("spawning the worker: {e}");
+            return report;
+        }
+    };
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.start_kill();
+        return report;
+    };
+    let stderr_task = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = MAX_STDERR_BYTES.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+
+    let job_line = {
+        let mut line = Zeroizing::new(serde_json::to_vec(&run.job).unwrap_or_default());
+        line.push(b'\n');
+        line
+    };
+    if stdin.write_all(&job_line).await.is_err() || stdin.flush().await.is_err() {
+        report.end = WorkerEnd::Died {
+            reason: "the worker exited before it read its job".into(),
+        };
+    } else {
+        let end = converse(&mut run, &mut stdin, stdout, &mut report, on_progress).await;
+        if matches!(end, WorkerEnd::TimedOut | WorkerEnd::Cancelled) {
+            let _ = child.start_kill();
+        }
+        report.end = end;
+    }
+    drop(stdin);
+
+    // Whatever happened, the process must be gone before the job is recorded.
+    let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await.ok()
+        }
+    };
+    if let WorkerEnd::Died { reason } = &mut report.end
+        && reason.is_empty()
+    {
+        *reason = death_reason(status);
+    }
+    report.stderr = stderr_task.await.unwrap_or_default();
+    if let WorkerEnd::Died { reason } = &mut report.end
+        && report.stderr.contains("memory allocation of")
+    {
+        *reason = "the worker exceeded its memory ceiling and was stopped".into();
+    }
+    report.wall = started.elapsed();
+    report
+}
+
+fn spawn(config: &WorkerConfig) -> std::io::Result<Child> {
+    let mut command = Command::new(program(config)?);
+    command
+        .arg("worker")
+        .arg("--threads")
+        .arg(config.threads.to_string())
+        .arg("--stack-mib")
+        .arg(config.stack_mib.to_string())
+        .arg("--address-space-mib")
+        .arg(config.address_space_mib.to_string());
+    if !config.confine {
+        command.arg("--no-confine");
+    }
+    command
+        .env_clear()
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command.spawn()
+}
+
+fn death_reason(status: Option<std::process::ExitStatus>) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.and_then(|s| s.signal()) {
+            let name = match signal {
+                6 => "SIGABRT: typically a stack overflow or a failed allocation",
+                9 => "SIGKILL",
+                11 => "SIGSEGV",
+                31 => "SIGSYS: a forbidden system call",
+                _ => "a signal",
+            };
+            return format!("the worker process died ({name}, signal {signal})");
+        }
+    }
+    match status.and_then(|s| s.code()) {
+        Some(code) => format!("the worker process exited with status {code} without a result"),
+        None => "the worker process ended without a result".into(),
+    }
+}
+
+/// Reads the worker's lines until it finishes, dies, times out or is cancelled.
+async fn converse(
+    run: &mut WorkerRun<'_>,
+    stdin: &mut ChildStdin,
+    stdout: tokio::process::ChildStdout,
+    report: &mut WorkerReport,
+    on_progress: &(dyn Fn(JobProgress, WorkerUsage) + Send + Sync),
+) -> WorkerEnd {
+    let mut lines = BufReader::new(stdout);
+    let deadline = tokio::time::Instant::from_std(run.deadline + KILL_GRACE);
+    loop {
+        let mut line = Zeroizing::new(String::new());
+        let read = tokio::select! {
+            read = read_line_capped(&mut lines, &mut line) => read,
+            () = tokio::time::sleep_until(deadline) => return WorkerEnd::TimedOut,
+            () = cancelled(&mut run.cancel) => return WorkerEnd::Cancelled,
+        };
+        match read {
+            Ok(0) => {
+                return WorkerEnd::Died {
+                    reason: String::new(),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return WorkerEnd::Died {
+                    reason: format!("the worker broke the protocol ({e})"),
+                };
+            }
+        }
+        let message: ToServer = match serde_json::from_str(&line) {
+            Ok(message) => message,
+            Err(_) => {
+                return WorkerEnd::Died {
+                    reason: "the worker sent an unreadable message".into(),
+                };
+            }
+        };
+        match message {
+            ToServer::Started { confinement } => report.confinement = Some(confinement),
+            ToServer::Progress { progress, usage } => {
+                report.usage = usage;
+                on_progress(progress, usage);
+            }
+            ToServer::NeedKek { kek_id } => {
+                let key = if run.allowed_keks.contains(&kek_id) {
+                    match run.keys.kek(&kek_id) {
+                        Ok(key) => Some(WireKey::new(&key)),
+                        Err(e) => {
+                            tracing::warn!(%kek_id, error = %e, "a worker's key does not unwrap");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                if key.is_some() {
+                    report.keks_sent.push(kek_id.clone());
+                } else {
+                    report.keks_refused.push(kek_id.clone());
+                }
+                let mut answer = Zeroizing::new(
+                    serde_json::to_vec(&ToWorker::Kek { kek_id, key }).unwrap_or_default(),
+                );
+                answer.push(b'\n');
+                if stdin.write_all(&answer).await.is_err() || stdin.flush().await.is_err() {
+                    return WorkerEnd::Died {
+                        reason: String::new(),
+                    };
+                }
+            }
+            ToServer::Finished { output, usage } => {
+                report.usage = usage;
+                return WorkerEnd::Finished(output);
+            }
+            ToServer::Failed { error, usage } => {
+                report.usage = usage;
+                return WorkerEnd::Failed(error.into());
+            }
+        }
+    }
+}
+
+/// Resolves once the switch is on; never if its sender is gone.
+async fn cancelled(switch: &mut watch::Receiver<bool>) {
+    if switch.wait_for(|on| *on).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn read_line_capped(
+    lines: &mut BufReader<tokio::process::ChildStdout>,
+    line: &mut String,
+) -> std::io::Result<usize> {
+    let n = lines.read_line(line).await?;
+    if n > MAX_LINE_BYTES {
+        return Err(std::io::Error::other("line too long"));
+    }
+    Ok(n)
+}

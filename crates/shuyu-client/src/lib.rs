@@ -187,7 +187,7 @@ impl Client {
         self.wait_job(&job.id, timeout).await
     }
 
-    /// Polls a job until it succeeds or fails.
+    /// Polls a job until it has finished (succeeded, failed or cancelled).
     ///
     /// # Errors
     /// The server's answer, or [`ClientError::Timeout`].
@@ -195,6 +195,20 @@ impl Client {
         &mut self,
         job_id: &str,
         timeout: Duration,
+    ) -> Result<pb::Job, ClientError> {
+        self.wait_job_with(job_id, timeout, |_| {}).await
+    }
+
+    /// [`Client::wait_job`], calling `on_update` with every state seen (queue position,
+    /// progress) while it waits.
+    ///
+    /// # Errors
+    /// The server's answer, or [`ClientError::Timeout`].
+    pub async fn wait_job_with(
+        &mut self,
+        job_id: &str,
+        timeout: Duration,
+        mut on_update: impl FnMut(&pb::Job),
     ) -> Result<pb::Job, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut delay = Duration::from_millis(20);
@@ -208,18 +222,15 @@ impl Client {
                 .into_inner()
                 .job
                 .unwrap_or_default();
-            let done = matches!(
-                pb::JobStatus::try_from(job.status),
-                Ok(pb::JobStatus::Succeeded) | Ok(pb::JobStatus::Failed)
-            );
-            if done {
+            if is_finished(&job) {
                 return Ok(job);
             }
+            on_update(&job);
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::Timeout(format!("job {job_id}")));
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+            delay = (delay * 2).min(Duration::from_millis(250));
         }
     }
 
@@ -241,4 +252,12 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// Whether a job has reached a final state.
+pub fn is_finished(job: &pb::Job) -> bool {
+    matches!(
+        pb::JobStatus::try_from(job.status),
+        Ok(pb::JobStatus::Succeeded | pb::JobStatus::Failed | pb::JobStatus::Cancelled)
+    )
 }

@@ -114,37 +114,54 @@ pub struct JobProgress {
     pub bytes_scanned: u64,
 }
 
-/// Rate-limits progress callbacks: every stage change, otherwise at most every
-/// [`PROGRESS_INTERVAL`].
-struct ProgressReporter<'a> {
-    sink: &'a (dyn Fn(JobProgress) + Send + Sync),
-    last: std::sync::Mutex<Option<(JobStage, std::time::Instant)>>,
+/// Live progress of one job: the main flow sets the stage, rows and plan; a ticker task
+/// reports them every [`PROGRESS_INTERVAL`], independently of how long one poll of the
+/// plan's stream takes (an aggregate over a large join may not yield for seconds).
+struct ProgressReporter {
+    sink: Arc<dyn Fn(JobProgress) + Send + Sync>,
+    stage: std::sync::Mutex<JobStage>,
+    rows: std::sync::atomic::AtomicU64,
+    plan: std::sync::Mutex<Option<Arc<dyn ExecutionPlan>>>,
 }
 
-impl<'a> ProgressReporter<'a> {
-    fn new(sink: &'a (dyn Fn(JobProgress) + Send + Sync)) -> Self {
+impl ProgressReporter {
+    fn new(sink: Arc<dyn Fn(JobProgress) + Send + Sync>) -> Self {
         ProgressReporter {
             sink,
-            last: std::sync::Mutex::new(None),
+            stage: std::sync::Mutex::new(JobStage::Planning),
+            rows: std::sync::atomic::AtomicU64::new(0),
+            plan: std::sync::Mutex::new(None),
         }
     }
 
-    fn report(&self, stage: JobStage, rows: u64, bytes_scanned: u64) {
-        let now = std::time::Instant::now();
-        {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((last_stage, at)) = *last
-                && last_stage == stage
-                && now.duration_since(at) < PROGRESS_INTERVAL
-            {
-                return;
-            }
-            *last = Some((stage, now));
-        }
+    /// Moves to `stage` and reports at once.
+    fn stage(&self, stage: JobStage) {
+        *self.stage.lock().unwrap_or_else(|p| p.into_inner()) = stage;
+        self.tick();
+    }
+
+    fn executing(&self, plan: Arc<dyn ExecutionPlan>) {
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan);
+        self.stage(JobStage::Running);
+    }
+
+    fn rows(&self, n_rows: u64) {
+        self.rows
+            .store(n_rows, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn tick(&self) {
+        let stage = *self.stage.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = self
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |plan| bytes_scanned(plan.as_ref()));
         (self.sink)(JobProgress {
             stage,
-            rows,
-            bytes_scanned,
+            rows: self.rows.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_scanned: bytes,
         });
     }
 }
@@ -346,7 +363,7 @@ impl Engine {
     /// Dropping the future stops execution; a partially written (encrypted) result file may
     /// remain, and is never referenced: the server removes it when it records the failure.
     pub async fn run_job(&self, request: &JobRequest) -> Result<JobOutput, JobError> {
-        self.run_job_with_progress(request, &|_| {}).await
+        self.run_job_with_progress(request, Arc::new(|_| {})).await
     }
 
     /// [`Engine::run_job`], calling `on_progress` as the job advances (at most every
@@ -360,14 +377,35 @@ impl Engine {
     pub async fn run_job_with_progress(
         &self,
         request: &JobRequest,
-        on_progress: &(dyn Fn(JobProgress) + Send + Sync),
+        on_progress: Arc<dyn Fn(JobProgress) + Send + Sync>,
     ) -> Result<JobOutput, JobError> {
-        let progress = ProgressReporter::new(on_progress);
+        let progress = Arc::new(ProgressReporter::new(on_progress));
+        // A thread, not a task: CPU-bound operators may occupy every runtime thread for
+        // seconds without yielding, and a task would starve behind them.
+        let (stop_ticker, stopped) = std::sync::mpsc::channel::<()>();
+        let ticker = std::thread::Builder::new()
+            .name("shuyu-progress".into())
+            .stack_size(256 << 10)
+            .spawn({
+                let progress = Arc::clone(&progress);
+                move || {
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(PROGRESS_INTERVAL)
+                    {
+                        progress.tick();
+                    }
+                }
+            })
+            .ok();
         let inner = self.run_job_inner(request, &progress);
         let result = match tokio::time::timeout(request.limits.timeout, inner).await {
             Ok(result) => result,
             Err(_) => Err(JobError::Timeout),
         };
+        drop(stop_ticker);
+        if let Some(ticker) = ticker {
+            let _ = ticker.join();
+        }
         if result.is_err()
             && let Err(e) = self.storage.delete(&request.result_file).await
         {
@@ -379,9 +417,9 @@ impl Engine {
     async fn run_job_inner(
         &self,
         request: &JobRequest,
-        progress: &ProgressReporter<'_>,
+        progress: &ProgressReporter,
     ) -> Result<JobOutput, JobError> {
-        progress.report(JobStage::Planning, 0, 0);
+        progress.stage(JobStage::Planning);
         if request.sql.len() > request.limits.max_sql_bytes {
             return Err(JobError::Refused(format!(
                 "the SQL text is {} bytes; the limit is {}",
@@ -399,11 +437,17 @@ impl Engine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(&request.sql, options)
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state
+            .sql_to_statement(&request.sql, &dialect)
+            .map_err(job_error)?;
+        check_expression_depth(&statement)?;
+        let plan = state
+            .statement_to_plan(statement)
             .await
             .map_err(job_error)?;
-        let plan = df.logical_plan().clone();
+        options.verify_plan(&plan).map_err(job_error)?;
         check_plan_nodes(&plan)?;
 
         let input_datasets = scanned_datasets(&plan, &request.tables);
@@ -412,7 +456,6 @@ impl Engine {
             Some(rewritten) => (rewritten, true),
             None => (plan, false),
         };
-        progress.report(JobStage::Running, 0, 0);
         let state = ctx.state();
         let physical = state.create_physical_plan(&plan).await.map_err(job_error)?;
         let schema = physical.schema();
@@ -424,6 +467,7 @@ impl Engine {
         let mut n_rows: u64 = 0;
         let mut head: Vec<RecordBatch> = Vec::new();
         let mut head_rows = 0usize;
+        progress.executing(Arc::clone(&physical));
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(job_error)?;
             n_rows += batch.num_rows() as u64;
@@ -443,14 +487,10 @@ impl Engine {
                 .map_err(|e| JobError::Execution {
                     detail: format!("writing the result: {e}"),
                 })?;
-            progress.report(JobStage::Running, n_rows, bytes_scanned(physical.as_ref()));
+            progress.rows(n_rows);
         }
         drop(stream);
-        progress.report(
-            JobStage::Finishing,
-            n_rows,
-            bytes_scanned(physical.as_ref()),
-        );
+        progress.stage(JobStage::Finishing);
         writer.close().await.map_err(|e| JobError::Execution {
             detail: format!("closing the result: {e}"),
         })?;
@@ -568,6 +608,51 @@ fn job_error(e: DataFusionError) -> JobError {
 fn first_line(msg: &str) -> String {
     let line = msg.lines().next().unwrap_or_default();
     line.chars().take(300).collect()
+}
+
+/// Deepest expression nesting a query may have. Planning cost grows steeply with depth and
+/// a flat chain such as `1+1+…` nests one level per term (ENGINE-NOTES: 5,000 terms abort
+/// DataFusion's planner on an ordinary stack), so deeper queries are refused before
+/// planning. Real queries nest a few dozen levels.
+pub const MAX_EXPRESSION_DEPTH: usize = 1_000;
+
+/// Refuses a parsed query whose expressions nest deeper than [`MAX_EXPRESSION_DEPTH`]. The
+/// walk stops at the limit, so it never recurses deeper than that itself.
+fn check_expression_depth(statement: &datafusion::sql::parser::Statement) -> Result<(), JobError> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::parser::Statement as DfStatement;
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Visit, Visitor};
+
+    struct Depth {
+        current: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _expr: &SqlExpr) -> ControlFlow<()> {
+            self.current += 1;
+            if self.current > MAX_EXPRESSION_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _expr: &SqlExpr) -> ControlFlow<()> {
+            self.current -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let DfStatement::Statement(statement) = statement else {
+        // DDL-like DataFusion statements are refused by the SQL options anyway.
+        return Ok(());
+    };
+    let mut depth = Depth { current: 0 };
+    match statement.visit(&mut depth) {
+        ControlFlow::Break(()) => Err(JobError::Refused(format!(
+            "the query nests expressions more than {MAX_EXPRESSION_DEPTH} levels deep"
+        ))),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 /// Refuses every plan node outside the allow-list, including inside subqueries.

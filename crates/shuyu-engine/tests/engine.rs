@@ -768,3 +768,49 @@ async fn aggregates_carry_group_sizes_and_previews_hide_small_groups() {
     assert!(!output.aggregate);
     assert!(!format!("{:?}", output.preview).contains("高血压"));
 }
+
+// ------------------------------------------------------------------------ progress
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_is_reported_while_a_long_aggregate_runs() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let mut slow = f.job(
+        "SELECT sum(a.cost + b.cost + c.cost) AS s FROM residents a, residents b, residents c",
+        std::slice::from_ref(&t),
+        &key,
+    );
+    slow.limits.timeout = Duration::from_secs(600);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = {
+        let seen = Arc::clone(&seen);
+        Arc::new(move |p: shuyu_engine::JobProgress| seen.lock().unwrap().push(p))
+    };
+    let output = f.engine.run_job_with_progress(&slow, sink).await.unwrap();
+    assert_eq!(output.n_rows, 1);
+    let seen = seen.lock().unwrap().clone();
+    let stages: Vec<_> = seen.iter().map(|p| p.stage).collect();
+    assert_eq!(
+        stages.first(),
+        Some(&shuyu_engine::JobStage::Planning),
+        "{seen:?}"
+    );
+    let running: Vec<_> = seen
+        .iter()
+        .filter(|p| p.stage == shuyu_engine::JobStage::Running)
+        .collect();
+    assert!(
+        running.len() >= 3,
+        "reported while no batch came out: {seen:?}"
+    );
+    assert_eq!(
+        stages.last(),
+        Some(&shuyu_engine::JobStage::Finishing),
+        "{seen:?}"
+    );
+    assert!(
+        running.last().unwrap().bytes_scanned > 0,
+        "bytes scanned are live: {seen:?}"
+    );
+}

@@ -51,6 +51,8 @@ pub struct WorkerReport {
     pub end: WorkerEnd,
     /// Last resource use the worker reported.
     pub usage: WorkerUsage,
+    /// Last progress the worker reported.
+    pub progress: Option<JobProgress>,
     /// Wall time of the run.
     pub wall: Duration,
     /// The confinement the worker reported, if it got that far.
@@ -97,6 +99,7 @@ pub async fn run(
             reason: "the worker did not start".into(),
         },
         usage: WorkerUsage::default(),
+        progress: None,
         wall: Duration::ZERO,
         confinement: None,
         keks_sent: Vec::new(),
@@ -258,6 +261,7 @@ async fn converse(
             ToServer::Started { confinement } => report.confinement = Some(confinement),
             ToServer::Progress { progress, usage } => {
                 report.usage = usage;
+                report.progress = Some(progress);
                 on_progress(progress, usage);
             }
             ToServer::NeedKek { kek_id } => {

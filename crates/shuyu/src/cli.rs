@@ -49,6 +49,21 @@ pub enum ClientCommand {
     /// SQL jobs: engineers.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Metered resource use per tenant (R6): engineers see their tenant, admins and
+    /// auditors every tenant.
+    Usage {
+        /// Only this tenant (admins, auditors).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Start of the period, YYYY-MM-DD (UTC); default: this month.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period (exclusive), YYYY-MM-DD (UTC).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +182,12 @@ pub enum JobCommand {
     },
     /// List your tenant's jobs.
     List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel a queued or running job (its worker process is stopped).
+    Cancel {
+        id: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -474,12 +495,74 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                     .job
                     .unwrap_or_default()
             } else {
-                client.run_sql(&sql, Duration::from_secs(3600)).await?
+                let submitted = client
+                    .jobs
+                    .submit_job(pb::SubmitJobRequest { sql })
+                    .await?
+                    .into_inner()
+                    .job
+                    .unwrap_or_default();
+                let bar = render::JobProgressBar::new(&submitted.id);
+                let done = client
+                    .wait_job_with(&submitted.id, Duration::from_secs(7 * 24 * 3600), |job| {
+                        bar.update(job)
+                    })
+                    .await;
+                bar.finish();
+                done?
             };
             render::print_job(&job);
-            if job.status == pb::JobStatus::Failed as i32 {
+            if job.status != pb::JobStatus::Succeeded as i32 && !no_wait {
                 return Ok(ExitCode::from(3));
             }
+        }
+        ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
+            let job = conn
+                .connect()
+                .await?
+                .jobs
+                .cancel_job(pb::CancelJobRequest { job_id: id })
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            render::print_job(&job);
+        }
+        ClientCommand::Usage {
+            tenant,
+            from,
+            to,
+            conn,
+        } => {
+            let day = |text: &Option<String>, what: &str| -> Result<i64> {
+                match text {
+                    None => Ok(0),
+                    Some(text) => {
+                        let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                            .with_context(|| format!("--{what} must be YYYY-MM-DD"))?;
+                        Ok(date
+                            .and_hms_opt(0, 0, 0)
+                            .map(|t| t.and_utc().timestamp_millis())
+                            .unwrap_or_default())
+                    }
+                }
+            };
+            let (from_ms, to_ms) = (day(&from, "from")?, day(&to, "to")?);
+            if (from_ms == 0) != (to_ms == 0) {
+                bail!("give both --from and --to, or neither (this month)");
+            }
+            let usage = conn
+                .connect()
+                .await?
+                .jobs
+                .get_usage(pb::GetUsageRequest {
+                    from_ms,
+                    to_ms,
+                    tenant_id: tenant.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            render::print_usage(&usage);
         }
         ClientCommand::Job(JobCommand::Show { id, conn }) => {
             let job = conn

@@ -126,6 +126,13 @@ fn main() -> std::process::ExitCode {
     if let Command::Worker(options) = args.command {
         return worker::main(options);
     }
+    if matches!(
+        args.command,
+        Command::Serve { .. } | Command::Quickstart { .. }
+    ) {
+        // The server holds unwrapped keys: no core dumps, no ptrace by same-user processes.
+        sandbox::protect_server_process();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -158,12 +158,117 @@ pub fn job_status(value: i32) -> &'static str {
         Ok(pb::JobStatus::Running) => "running",
         Ok(pb::JobStatus::Succeeded) => "succeeded",
         Ok(pb::JobStatus::Failed) => "failed",
+        Ok(pb::JobStatus::Cancelled) => "cancelled",
         _ => "?",
     }
 }
 
+/// A spinner on stderr while a job is queued or running (hidden when stderr is not a
+/// terminal): stage, queue position, rows written, bytes scanned.
+pub struct JobProgressBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl JobProgressBar {
+    pub fn new(job_id: &str) -> JobProgressBar {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {spinner} {prefix} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!("job {job_id}"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        JobProgressBar { bar }
+    }
+
+    pub fn update(&self, job: &pb::Job) {
+        let message = match &job.progress {
+            Some(p) if p.stage == "queued" => format!("queued (position {})", p.queue_position),
+            Some(p) => format!(
+                "{}: {} rows written, {} scanned",
+                p.stage,
+                p.rows,
+                bytes(p.bytes_scanned)
+            ),
+            None => job_status(job.status).to_owned(),
+        };
+        self.bar.set_message(message);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Bytes in binary units.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn print_usage(usage: &pb::GetUsageResponse) {
+    let day = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    println!(
+        "  usage from {} to {} (UTC)",
+        day(usage.from_ms),
+        day(usage.to_ms)
+    );
+    let header: Vec<String> = [
+        "tenant",
+        "jobs (ok/failed/cancelled)",
+        "cpu s",
+        "scanned",
+        "rows out",
+        "peak memory",
+        "wall s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut rows = Vec::new();
+    for t in &usage.tenants {
+        let total = t.total.unwrap_or_default();
+        rows.push(vec![
+            format!("{} ({})", t.tenant_name, t.tenant_id),
+            format!(
+                "{} ({}/{}/{})",
+                t.jobs, t.jobs_succeeded, t.jobs_failed, t.jobs_cancelled
+            ),
+            format!("{:.1}", total.cpu_ms as f64 / 1000.0),
+            bytes(total.bytes_scanned),
+            total.rows_produced.to_string(),
+            bytes(total.peak_memory_bytes),
+            format!("{:.1}", total.wall_ms as f64 / 1000.0),
+        ]);
+    }
+    print_table(&header, &rows);
+}
+
 pub fn print_job(job: &pb::Job) {
     println!("  job {} — {}", job.id, job_status(job.status));
+    if let Some(u) = &job.usage {
+        println!(
+            "  used {:.2} s CPU, {} scanned, peak memory {}, {:.2} s wall ({:.2} s queued)",
+            u.cpu_ms as f64 / 1000.0,
+            bytes(u.bytes_scanned),
+            bytes(u.peak_memory_bytes),
+            u.wall_ms as f64 / 1000.0,
+            u.queued_ms as f64 / 1000.0
+        );
+    }
     if !job.error.is_empty() {
         println!("  error: {}", job.error);
     }

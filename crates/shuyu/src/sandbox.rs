@@ -27,7 +27,10 @@
 //! [`confine`] applies nothing and says so in its report.
 #![cfg_attr(
     not(target_os = "linux"),
-    allow(dead_code, reason = "off Linux nothing reads the request or builds most errors")
+    allow(
+        dead_code,
+        reason = "off Linux nothing reads the request or builds most errors"
+    )
 )]
 
 use std::fmt;
@@ -627,6 +630,18 @@ mod linux {
         pub(super) fn install(_filter: &Filter) -> Result<(), SandboxError> {
             Err(SandboxError::SeccompUnsupportedArch(std::env::consts::ARCH))
         }
+    }
+}
+
+/// Hardens the server process, which holds unwrapped keys: not dumpable (no core dumps, no
+/// ptrace or /proc/<pid>/mem access by other processes of the same user). Best effort.
+pub fn protect_server_process() {
+    #[cfg(target_os = "linux")]
+    {
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "could not make the server process non-dumpable");
+        }
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     }
 }
 

@@ -57,36 +57,8 @@ pub fn main(options: WorkerOptions) -> ExitCode {
         Box::new(input),
         Box::new(std::io::stdout()),
     ));
-    let stack = options.stack_mib.max(8) << 20;
-    let thread = std::thread::Builder::new()
-        .name("shuyu-worker".into())
-        .stack_size(stack)
-        .spawn(move || run(job, options, channel));
-    match thread.map(|t| t.join()) {
-        Ok(Ok(code)) => code,
-        _ => ExitCode::from(4),
-    }
-}
-
-fn usage() -> WorkerUsage {
-    #[cfg(target_os = "linux")]
-    {
-        use nix::sys::resource::{UsageWho, getrusage};
-        if let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) {
-            let ms = |t: nix::sys::time::TimeVal| {
-                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
-            };
-            return WorkerUsage {
-                cpu_ms: ms(u.user_time()) + ms(u.system_time()),
-                // ru_maxrss is in KiB on Linux.
-                peak_rss_bytes: (u.max_rss().max(0) as u64) * 1024,
-            };
-        }
-    }
-    WorkerUsage::default()
-}
-
-fn run(job: WorkerJob, options: WorkerOptions, channel: Arc<WorkerChannel>) -> ExitCode {
+    // Confine this, the only thread, before any other exists: landlock before ABI 8
+    // confines only the calling thread and the threads it starts later.
     let storage = match Storage::local(&job.objects_root) {
         Ok(storage) => storage,
         Err(e) => {
@@ -116,9 +88,42 @@ fn run(job: WorkerJob, options: WorkerOptions, channel: Arc<WorkerChannel>) -> E
             }
         }
     };
-    // Threads started before confinement would escape it (landlock before ABI 8 and seccomp
-    // without TSYNC confine only the calling thread and its later children), so the runtime
-    // is built only now.
+    let stack = options.stack_mib.max(8) << 20;
+    let thread = std::thread::Builder::new()
+        .name("shuyu-worker".into())
+        .stack_size(stack)
+        .spawn(move || run(job, options, channel, storage, summary));
+    match thread.map(|t| t.join()) {
+        Ok(Ok(code)) => code,
+        _ => ExitCode::from(4),
+    }
+}
+
+fn usage() -> WorkerUsage {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::resource::{UsageWho, getrusage};
+        if let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) {
+            let ms = |t: nix::sys::time::TimeVal| {
+                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
+            };
+            return WorkerUsage {
+                cpu_ms: ms(u.user_time()) + ms(u.system_time()),
+                // ru_maxrss is in KiB on Linux.
+                peak_rss_bytes: (u.max_rss().max(0) as u64) * 1024,
+            };
+        }
+    }
+    WorkerUsage::default()
+}
+
+fn run(
+    job: WorkerJob,
+    options: WorkerOptions,
+    channel: Arc<WorkerChannel>,
+    storage: Storage,
+    summary: String,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.threads.clamp(1, 64))
         .max_blocking_threads(8)
@@ -151,13 +156,13 @@ fn run(job: WorkerJob, options: WorkerOptions, channel: Arc<WorkerChannel>) -> E
     let envelope = Arc::new(Envelope::new(Arc::clone(&channel) as Arc<dyn KekProvider>));
     let engine = Engine::new(storage, envelope);
     let progress_channel = Arc::clone(&channel);
-    let on_progress = move |progress| {
+    let on_progress = Arc::new(move |progress| {
         progress_channel.send(&ToServer::Progress {
             progress,
             usage: usage(),
         });
-    };
-    let outcome = runtime.block_on(engine.run_job_with_progress(&request, &on_progress));
+    });
+    let outcome = runtime.block_on(engine.run_job_with_progress(&request, on_progress));
     match outcome {
         Ok(output) => {
             channel.send(&ToServer::Finished {

@@ -304,7 +304,8 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
     let report = worker::run(&state.config.worker, run, &on_progress).await;
     outcome.usage = JobUsage {
         cpu_ms: report.usage.cpu_ms,
-        bytes_scanned: 0,
+        // Until the worker's final count: what it last reported (a killed worker's stands).
+        bytes_scanned: report.progress.map_or(0, |p| p.bytes_scanned),
         peak_memory_bytes: report.usage.peak_rss_bytes,
         wall_ms: report.wall.as_millis() as u64,
         queued_ms: 0,

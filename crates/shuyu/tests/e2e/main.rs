@@ -9,6 +9,8 @@ use std::time::Duration;
 use shuyu_client::{Client, ClientError, Credentials, v1 as pb};
 use tonic::Code;
 
+mod jobs;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -49,6 +51,26 @@ impl Domain {
         Server::start(&self.data)
     }
 
+    /// Starts the server with extra configuration (TOML keys after `data_dir`) and,
+    /// optionally, a policy file's text.
+    fn start_with(&self, config: &str, policy: Option<&str>) -> Server {
+        let dir = self.data.with_extension(format!("conf-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let mut text = format!("data_dir = {:?}\n", self.data.display().to_string());
+        if let Some(policy) = policy {
+            let path = dir.join("policy.toml");
+            std::fs::write(&path, policy).expect("policy file");
+            text.push_str(&format!("policy_file = {:?}\n", path.display().to_string()));
+        }
+        text.push_str(config);
+        let path = dir.join("shuyu.toml");
+        std::fs::write(&path, text).expect("config file");
+        Server::start_args(
+            dir.join("server.log"),
+            &["--config", &path.display().to_string()],
+        )
+    }
+
     fn creds(&self, name: &str) -> PathBuf {
         self.creds.join(name)
     }
@@ -64,9 +86,13 @@ struct Server {
 impl Server {
     fn start(data: &Path) -> Server {
         let log = data.with_extension(format!("log-{}", uuid_like()));
+        Server::start_args(log, &["--data-dir", &data.display().to_string()])
+    }
+
+    fn start_args(log: PathBuf, args: &[&str]) -> Server {
         let child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -958,7 +984,7 @@ async fn sandbox_corpus_is_refused_and_the_server_keeps_serving() {
     let mut p = people(&server, &domain, "s").await;
     let dataset = ingest_people(&mut p.steward, "health_records").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let corpus = include_str!("../../../tests/corpus/sandbox.txt");
+    let corpus = include_str!("../../../../tests/corpus/sandbox.txt");
     let mut n = 0;
     for sql in corpus
         .lines()

@@ -1,0 +1,383 @@
+//! The job engine end to end: worker processes, their confinement and keys, deadlines,
+//! cancellation, progress, the fair queue and metering.
+
+use super::*;
+
+/// A query that runs for minutes: a four-way cross join of the 301-row table, summed (it
+/// reads a column, so bytes are scanned; `count(*)` alone reads only metadata).
+const SLOW_SQL: &str = "SELECT sum(a.cost + b.cost + c.cost + d.cost) AS s \
+     FROM health_records a, health_records b, health_records c, health_records d";
+
+async fn submit(engineer: &mut Client, sql: &str) -> pb::Job {
+    engineer
+        .jobs
+        .submit_job(pb::SubmitJobRequest { sql: sql.into() })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+}
+
+async fn get(engineer: &mut Client, id: &str) -> pb::Job {
+    engineer
+        .jobs
+        .get_job(pb::GetJobRequest { job_id: id.into() })
+        .await
+        .expect("get job")
+        .into_inner()
+        .job
+        .expect("job")
+}
+
+/// Polls until `accept` holds for the job (bounded by [`WAIT`]).
+async fn poll_until(
+    engineer: &mut Client,
+    id: &str,
+    what: &str,
+    accept: impl Fn(&pb::Job) -> bool,
+) -> pb::Job {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let job = get(engineer, id).await;
+        if accept(&job) {
+            return job;
+        }
+        assert!(
+            !shuyu_client::is_finished(&job) && tokio::time::Instant::now() < deadline,
+            "job {id} never became {what}: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn stage(job: &pb::Job) -> &str {
+    job.progress.as_ref().map_or("", |p| p.stage.as_str())
+}
+
+async fn cancel(engineer: &mut Client, id: &str) -> pb::Job {
+    engineer
+        .jobs
+        .cancel_job(pb::CancelJobRequest { job_id: id.into() })
+        .await
+        .expect("cancel")
+        .into_inner()
+        .job
+        .expect("job")
+}
+
+async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = auditor
+            .audit
+            .list_audit_records(pb::ListAuditRecordsRequest {
+                after_seq: after,
+                limit: 1000,
+            })
+            .await
+            .expect("audit")
+            .into_inner()
+            .records;
+        // Reading the trail is audited too, so stop at a short page, not an empty one.
+        let short = page.len() < 1000;
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        records.extend(page);
+        if short {
+            return records;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_are_confined_and_get_only_the_keys_their_job_reads() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "w").await;
+    let read = ingest_people(&mut p.steward, "health_records").await;
+    let unread = ingest_people(&mut p.steward, "other_records").await;
+    grant(&mut p.admin, &read.id, &p.tenant_id).await;
+    grant(&mut p.admin, &unread.id, &p.tenant_id).await;
+
+    let job = p
+        .engineer
+        .run_sql(
+            "SELECT district, count(*) AS n FROM health_records GROUP BY district",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);
+    let usage = job.usage.expect("a finished job is metered");
+    assert!(usage.bytes_scanned > 0, "{usage:?}");
+    assert!(usage.peak_memory_bytes > 1 << 20, "{usage:?}");
+    assert_eq!(usage.rows_produced, 3);
+    assert!(usage.wall_ms > 0, "{usage:?}");
+
+    let records = audit_records(&mut p.auditor).await;
+    let finished = records
+        .iter()
+        .find(|r| r.action == "job_finished" && r.target == format!("job:{}", job.id))
+        .expect("the job's outcome is audited");
+    let detail: serde_json::Value = serde_json::from_str(&finished.detail_json).unwrap();
+    let sent: Vec<&str> = detail["keks_sent"]
+        .as_array()
+        .expect("keys sent are audited")
+        .iter()
+        .filter_map(|k| k.as_str())
+        .collect();
+    assert!(
+        sent.contains(&format!("dataset:{}", read.id).as_str()),
+        "{sent:?}"
+    );
+    assert!(
+        sent.contains(&format!("job:{}", job.id).as_str()),
+        "{sent:?}"
+    );
+    assert_eq!(
+        sent.len(),
+        2,
+        "only the read dataset's and the result's keys: {sent:?}"
+    );
+    let confinement = detail["confinement"].as_str().expect("confinement audited");
+    assert!(confinement.contains("seccomp"), "{confinement}");
+    assert!(confinement.contains("landlock"), "{confinement}");
+    assert!(confinement.contains("RLIMIT_AS"), "{confinement}");
+    assert!(detail["usage"]["cpu_ms"].as_u64().is_some(), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_dies_fails_only_its_own_job() {
+    let domain = Domain::new();
+    // A 1 GiB address-space ceiling: a 1.5 GB string cannot be allocated, and the allocator
+    // aborts the worker process (memory a pool does not track, as in a memory hog).
+    let server = domain.start_with("[worker]\nstack_mib = 32\naddress_space_mib = 1024\n", None);
+    let mut p = people(&server, &domain, "d").await;
+    let dataset = ingest_people(&mut p.steward, "health_records").await;
+    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+
+    let hog = "SELECT length(repeat('x', 1500000000)) AS n FROM health_records LIMIT 1";
+    let job = p.engineer.run_sql(hog, WAIT).await.unwrap();
+    assert_eq!(job.status, pb::JobStatus::Failed as i32);
+    assert!(
+        job.error.contains("memory ceiling") || job.error.contains("worker process died"),
+        "a clear reason: {:?}",
+        job.error
+    );
+    // The server and the next job are unaffected.
+    let ok = p
+        .engineer
+        .run_sql("SELECT count(*) AS n FROM health_records", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_expressions_are_refused_before_planning() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "x").await;
+    let dataset = ingest_people(&mut p.steward, "health_records").await;
+    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    // The flat chain that aborts DataFusion's planner (ENGINE-NOTES), a long OR chain, and
+    // parentheses past the parser's own recursion limit.
+    for deep in [
+        format!("SELECT {} AS x", vec!["1"; 5_000].join("+")),
+        format!(
+            "SELECT count(*) AS n FROM health_records WHERE {}",
+            vec!["cost > 1"; 2_000].join(" OR ")
+        ),
+        format!("SELECT {}1{} AS x", "(".repeat(200), ")".repeat(200)),
+    ] {
+        let job = p.engineer.run_sql(&deep, WAIT).await.unwrap();
+        assert_eq!(job.status, pb::JobStatus::Failed as i32, "{job:?}");
+        assert!(
+            job.error.contains("levels deep") || job.error.contains("ecursion"),
+            "{:?}",
+            job.error
+        );
+    }
+    // A wide but shallow query is fine.
+    let wide = format!(
+        "SELECT {} FROM health_records",
+        (0..300)
+            .map(|i| format!("cost + {i} AS c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let ok = p.engineer.run_sql(&wide, WAIT).await.unwrap();
+    assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadline_stops_the_worker() {
+    let domain = Domain::new();
+    let policy = include_str!("../../../../policies/default.toml")
+        .replace("timeout_secs = 300", "timeout_secs = 2")
+        .replace(
+            "version = \"2026.11-1\"",
+            "version = \"test-short-timeout\"",
+        );
+    assert!(policy.contains("timeout_secs = 2") && policy.contains("test-short-timeout"));
+    let server = domain.start_with("max_running_jobs = 2\n", Some(&policy));
+    let mut p = people(&server, &domain, "c").await;
+    let dataset = ingest_people(&mut p.steward, "health_records").await;
+    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+
+    let timed_out = p.engineer.run_sql(SLOW_SQL, WAIT).await.unwrap();
+    assert_eq!(timed_out.status, pb::JobStatus::Failed as i32);
+    assert!(
+        timed_out.error.contains("time limit"),
+        "{:?}",
+        timed_out.error
+    );
+    let usage = timed_out.usage.expect("metered");
+    assert!(usage.wall_ms >= 1_500, "{usage:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_progress_fair_queue_and_usage() {
+    let domain = Domain::new();
+    let server = domain.start_with(
+        "max_running_jobs = 2\ntenant_max_running_jobs = 1\ntenant_max_queued_jobs = 3\n",
+        None,
+    );
+    let mut a = people(&server, &domain, "qa").await;
+    let mut b = people(&server, &domain, "qb").await;
+    let dataset = ingest_people(&mut a.steward, "health_records").await;
+    grant(&mut a.admin, &dataset.id, &a.tenant_id).await;
+    grant(&mut a.admin, &dataset.id, &b.tenant_id).await;
+
+    // Tenant A fills its share: one job runs, the others wait in A's queue.
+    let a1 = submit(&mut a.engineer, SLOW_SQL).await;
+    let a2 = submit(&mut a.engineer, SLOW_SQL).await;
+    let a3 = submit(
+        &mut a.engineer,
+        "SELECT count(*) AS n, sum(cost) AS s FROM health_records",
+    )
+    .await;
+    let refused = a
+        .engineer
+        .jobs
+        .submit_job(pb::SubmitJobRequest {
+            sql: "SELECT 1 AS one".into(),
+        })
+        .await;
+    assert_eq!(status_code(refused), Code::ResourceExhausted);
+    let running = poll_until(&mut a.engineer, &a1.id, "running", |j| {
+        stage(j) == "running" && j.progress.as_ref().is_some_and(|p| p.bytes_scanned > 0)
+    })
+    .await;
+    assert_eq!(running.status, pb::JobStatus::Running as i32);
+    let queued = get(&mut a.engineer, &a3.id).await;
+    assert_eq!(stage(&queued), "queued");
+    assert_eq!(queued.progress.unwrap().queue_position, 2);
+
+    // Tenant B's job, submitted after all of A's, runs at once on the free slot.
+    let b1 = b
+        .engineer
+        .run_sql("SELECT count(*) AS n FROM health_records", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(b1.status, pb::JobStatus::Succeeded as i32, "{}", b1.error);
+    assert_eq!(
+        stage(&get(&mut a.engineer, &a2.id).await),
+        "queued",
+        "A's second job still waits for A's slot"
+    );
+
+    // Another tenant cannot cancel A's job, nor learn that it exists.
+    let foreign = b
+        .engineer
+        .jobs
+        .cancel_job(pb::CancelJobRequest {
+            job_id: a1.id.clone(),
+        })
+        .await;
+    assert_eq!(status_code(foreign), Code::NotFound);
+
+    // Cancelling a queued job removes it; cancelling the running one kills its worker.
+    let cancelled = cancel(&mut a.engineer, &a2.id).await;
+    assert_eq!(cancelled.status, pb::JobStatus::Cancelled as i32);
+    let cancelled = cancel(&mut a.engineer, &a1.id).await;
+    assert_eq!(
+        cancelled.status,
+        pb::JobStatus::Cancelled as i32,
+        "{cancelled:?}"
+    );
+    assert!(cancelled.usage.is_some());
+    // A's last job now gets the slot and finishes.
+    let a3 = a.engineer.wait_job(&a3.id, WAIT).await.unwrap();
+    assert_eq!(a3.status, pb::JobStatus::Succeeded as i32, "{}", a3.error);
+    // Cancelling a finished job is refused, and changes nothing.
+    let again = a
+        .engineer
+        .jobs
+        .cancel_job(pb::CancelJobRequest {
+            job_id: a3.id.clone(),
+        })
+        .await;
+    assert_eq!(status_code(again), Code::FailedPrecondition);
+
+    // Metering: each tenant's engineer sees its own totals only; admins and auditors all.
+    let usage = |r: pb::GetUsageResponse| r.tenants;
+    let own = usage(
+        a.engineer
+            .jobs
+            .get_usage(pb::GetUsageRequest {
+                tenant_id: b.tenant_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(own.len(), 1);
+    assert_eq!(
+        own[0].tenant_id, a.tenant_id,
+        "engineers see their own tenant"
+    );
+    assert_eq!(
+        (
+            own[0].jobs,
+            own[0].jobs_succeeded,
+            own[0].jobs_failed,
+            own[0].jobs_cancelled
+        ),
+        (3, 1, 0, 2)
+    );
+    let total = own[0].total.unwrap();
+    assert!(total.cpu_ms > 0 && total.bytes_scanned > 0, "{total:?}");
+    for viewer in [&mut a.admin, &mut a.auditor] {
+        let all = usage(
+            viewer
+                .jobs
+                .get_usage(pb::GetUsageRequest::default())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let b_row = all.iter().find(|t| t.tenant_id == b.tenant_id).expect("B");
+        assert_eq!((b_row.jobs, b_row.jobs_succeeded), (1, 1));
+    }
+    let denied = a
+        .reviewer
+        .jobs
+        .get_usage(pb::GetUsageRequest::default())
+        .await;
+    assert_eq!(status_code(denied), Code::PermissionDenied);
+    let bad_period = a
+        .admin
+        .jobs
+        .get_usage(pb::GetUsageRequest {
+            from_ms: 10,
+            to_ms: 5,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(status_code(bad_period), Code::InvalidArgument);
+}

@@ -13,6 +13,7 @@ mod masking;
 mod results;
 mod schema;
 mod session;
+mod spill;
 mod storage;
 pub mod worker;
 
@@ -26,6 +27,7 @@ pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
 pub use session::{
     Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobStage,
-    PROGRESS_INTERVAL,
+    MAX_EXPRESSION_DEPTH, PROGRESS_INTERVAL, SpillOptions,
 };
+pub use spill::EncryptedSpillFactory;
 pub use storage::Storage;

@@ -52,6 +52,7 @@ use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
 use crate::lineage::{OutputColumn, column_lineage};
 use crate::masking::{MaskedTable, MaskingUdf, mask_batches};
 use crate::schema::{ColumnSpec, TableSpec};
+use crate::spill::EncryptedSpillFactory;
 use crate::storage::Storage;
 
 /// Hidden column added to aggregate results: the number of source rows behind each group.
@@ -187,6 +188,18 @@ pub struct JobRequest {
     pub masking_defaults: MaskingDefaults,
     /// k: aggregate cells over fewer source rows are suppressed in the preview.
     pub min_group_rows: u64,
+    /// Where operators may spill, encrypted under an ephemeral key; `None` disables
+    /// spilling (operators that would spill fail with a memory error instead).
+    pub spill: Option<SpillOptions>,
+}
+
+/// Encrypted spilling for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillOptions {
+    /// Directory for the job's spill files (the worker may write there).
+    pub dir: std::path::PathBuf,
+    /// Most bytes the job may spill.
+    pub max_bytes: u64,
 }
 
 /// A finished job.
@@ -224,10 +237,18 @@ impl Engine {
         &self.storage
     }
 
-    fn runtime(&self, memory_limit: Option<usize>) -> Result<Arc<RuntimeEnv>, DataFusionError> {
-        let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        );
+    fn runtime(
+        &self,
+        memory_limit: Option<usize>,
+        spill: Option<&SpillOptions>,
+    ) -> Result<Arc<RuntimeEnv>, DataFusionError> {
+        let disk = match spill {
+            None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            Some(spill) => DiskManagerBuilder::default()
+                .with_temp_file_factory(Arc::new(EncryptedSpillFactory::new(&spill.dir)))
+                .with_max_temp_directory_size(spill.max_bytes),
+        };
+        let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
         if let Some(limit) = memory_limit {
             builder = builder.with_memory_limit(limit, 1.0);
         }
@@ -297,7 +318,7 @@ impl Engine {
     ) -> Result<IngestOutcome, EngineError> {
         let batches = parse_input(format, input, columns, options)?;
         let n_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let runtime = self.runtime(None).map_err(internal)?;
+        let runtime = self.runtime(None, None).map_err(internal)?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let df = ctx.read_batches(batches).map_err(internal)?;
         let file = format!("{}part-0.parquet", location);
@@ -326,7 +347,7 @@ impl Engine {
         pseudonym_key: &SecretKey,
         seed: u64,
     ) -> Result<MaskedTable, EngineError> {
-        let runtime = self.runtime(None).map_err(internal)?;
+        let runtime = self.runtime(None, None).map_err(internal)?;
         let ctx = self
             .session(runtime, std::slice::from_ref(table), pseudonym_key)
             .map_err(internal)?;
@@ -428,7 +449,10 @@ impl Engine {
             )));
         }
         let runtime = self
-            .runtime(Some(request.limits.memory_limit_bytes))
+            .runtime(
+                Some(request.limits.memory_limit_bytes),
+                request.spill.as_ref(),
+            )
             .map_err(job_error)?;
         let ctx = self
             .session(runtime, &request.tables, &request.pseudonym_key)
@@ -550,7 +574,7 @@ impl Engine {
     /// # Errors
     /// On storage or key failures.
     pub async fn read_result(&self, file: &str) -> Result<Vec<RecordBatch>, EngineError> {
-        let runtime = self.runtime(None).map_err(internal)?;
+        let runtime = self.runtime(None, None).map_err(internal)?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let url = ListingTableUrl::parse(self.storage.url(file)).map_err(internal)?;
         let format = ParquetFormat::default().with_options(read_options());

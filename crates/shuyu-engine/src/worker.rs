@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::error::JobError;
 use crate::schema::TableSpec;
-use crate::session::{JobLimits, JobOutput, JobProgress, JobRequest};
+use crate::session::{JobLimits, JobOutput, JobProgress, JobRequest, SpillOptions};
 
 /// A job as the server hands it to a worker.
 #[derive(Serialize, Deserialize)]
@@ -45,6 +45,9 @@ pub struct WorkerJob {
     pub min_group_rows: u64,
     /// Root of the local object store.
     pub objects_root: PathBuf,
+    /// Most bytes the job may spill (encrypted, into its result folder); 0 disables spilling.
+    #[serde(default)]
+    pub spill_max_bytes: u64,
 }
 
 impl std::fmt::Debug for WorkerJob {
@@ -241,7 +244,20 @@ impl WorkerJob {
                 ordinary: rule(ordinary)?,
             },
             min_group_rows: self.min_group_rows,
+            spill: (self.spill_max_bytes > 0).then(|| SpillOptions {
+                dir: self.result_dir(),
+                max_bytes: self.spill_max_bytes,
+            }),
         })
+    }
+
+    /// The folder of the result file: the only place the worker may write.
+    pub fn result_dir(&self) -> PathBuf {
+        let parent = std::path::Path::new(&self.result_file)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        self.objects_root.join(parent)
     }
 }
 

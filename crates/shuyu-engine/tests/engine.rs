@@ -192,6 +192,7 @@ impl Fixture {
             },
             masking_defaults: policy.masking.clone(),
             min_group_rows: policy.export.min_group_rows,
+            spill: None,
         }
     }
 }
@@ -637,6 +638,12 @@ async fn value_dependent_errors_are_withheld() {
         "SELECT to_date(diagnosis) FROM residents",
         "SELECT CAST(mobile AS DATE) FROM residents",
         "SELECT regexp_like(district, name) FROM residents",
+        "SELECT regexp_like(district, name || '(') FROM residents",
+        "SELECT regexp_replace(district, diagnosis || '[', 'x') FROM residents",
+        "SELECT CASE WHEN cost > 90000 THEN 1 / 0 ELSE 1 END AS x FROM residents",
+        "SELECT CASE WHEN name = 'CANARYNAME豪' THEN CAST(mobile AS INT) END AS x FROM residents",
+        "SELECT make_date(2000, CAST(cost AS INT), 1) FROM residents",
+        "SELECT to_timestamp(diagnosis, '%Y') FROM residents",
     ] {
         let request = f.job(sql, std::slice::from_ref(&t), &key);
         match f.engine.run_job(&request).await {
@@ -812,5 +819,71 @@ async fn progress_is_reported_while_a_long_aggregate_runs() {
     assert!(
         running.last().unwrap().bytes_scanned > 0,
         "bytes scanned are live: {seen:?}"
+    );
+}
+
+// ------------------------------------------------------------------------ spilling
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spilling_is_encrypted_and_leaves_nothing_behind() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    // A sort of a million rows carrying a canary string does not fit in 16 MiB.
+    let sql = "SELECT value, 'CANARY_SPILL_98765' AS tag FROM range(1000000) ORDER BY value DESC";
+    let mut request = f.job(sql, std::slice::from_ref(&t), &key);
+    request.limits.memory_limit_bytes = 16 << 20;
+    request.limits.max_result_rows = 10_000_000;
+    let err = f.engine.run_job(&request).await.unwrap_err();
+    assert!(
+        matches!(err, JobError::ResourcesExhausted),
+        "without spilling the sort fails: {err:?}"
+    );
+
+    let spill_dir = f.root.join("spill-test");
+    std::fs::create_dir_all(&spill_dir).unwrap();
+    let mut request = f.job(sql, std::slice::from_ref(&t), &key);
+    request.limits.memory_limit_bytes = 16 << 20;
+    request.limits.max_result_rows = 10_000_000;
+    request.spill = Some(shuyu_engine::SpillOptions {
+        dir: spill_dir.clone(),
+        max_bytes: 1 << 30,
+    });
+    // Watch the spill folder while the job runs: every file seen must be ciphertext.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = Arc::clone(&watching);
+        let dir = spill_dir.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            let mut plaintext = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for file in files(&dir) {
+                    if let Ok(bytes) = std::fs::read(&file) {
+                        seen += 1;
+                        if contains(&bytes, b"CANARY_SPILL_98765") || contains(&bytes, b"ARROW1") {
+                            plaintext.push(file);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (seen, plaintext)
+        })
+    };
+    let output = f.engine.run_job(&request).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (seen, plaintext) = watcher.join().unwrap();
+    let output = output.expect("with encrypted spilling the sort completes");
+    assert_eq!(output.n_rows, 1_000_000);
+    assert!(
+        seen > 0,
+        "the sort spilled (files were seen in the spill folder)"
+    );
+    assert!(plaintext.is_empty(), "plaintext spill files: {plaintext:?}");
+    assert!(
+        files(&spill_dir).is_empty(),
+        "spill files are removed after use: {:?}",
+        files(&spill_dir)
     );
 }

@@ -59,6 +59,10 @@ pub struct WorkerConfig {
     /// platforms without these; the audit trail records what each worker got.
     #[serde(default = "default_true")]
     pub confine: bool,
+    /// Most a job may spill to disk, MiB, encrypted under an ephemeral per-job key into its
+    /// result folder; 0 disables spilling (operators that would spill fail instead).
+    #[serde(default = "default_spill_mib")]
+    pub spill_mib: u64,
 }
 
 impl Default for WorkerConfig {
@@ -69,6 +73,7 @@ impl Default for WorkerConfig {
             stack_mib: default_worker_stack_mib(),
             address_space_mib: default_worker_address_space_mib(),
             confine: true,
+            spill_mib: default_spill_mib(),
         }
     }
 }
@@ -96,6 +101,9 @@ fn default_worker_stack_mib() -> usize {
 }
 fn default_worker_address_space_mib() -> u64 {
     8192
+}
+fn default_spill_mib() -> u64 {
+    10240
 }
 fn default_true() -> bool {
     true

@@ -8,7 +8,7 @@
 //! only when the engine asks for them and only if the server allowed them for this job.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -195,13 +195,9 @@ fn confinement_for(job: &WorkerJob, options: &WorkerOptions) -> Confinement {
         .map(|t| under_root(t.location.trim_end_matches('/')))
         .filter(|p| p.is_dir())
         .collect();
-    let result_dir = Path::new(&job.result_file)
-        .parent()
-        .map(|p| under_root(&p.to_string_lossy()))
-        .unwrap_or_else(|| job.objects_root.clone());
     Confinement {
         read_dirs,
-        write_dirs: vec![result_dir],
+        write_dirs: vec![job.result_dir()],
         address_space_bytes: (options.address_space_mib > 0)
             .then_some(options.address_space_mib << 20),
         deny_network: true,

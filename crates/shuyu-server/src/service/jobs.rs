@@ -381,6 +381,7 @@ fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<Stri
         masking_defaults: masking_defaults_to_wire(&policy.masking),
         min_group_rows: policy.export.min_group_rows,
         objects_root: state.storage.root().to_path_buf(),
+        spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
     };
     Ok((worker_job, allowed))
 }

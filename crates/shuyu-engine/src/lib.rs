@@ -27,7 +27,7 @@ pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
 pub use session::{
     Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobStage,
-    MAX_EXPRESSION_DEPTH, PROGRESS_INTERVAL, SpillOptions,
+    MAX_EXPRESSION_DEPTH, MAX_SUBSTRAIT_BYTES, PROGRESS_INTERVAL, SpillOptions,
 };
 pub use spill::EncryptedSpillFactory;
 pub use storage::Storage;

@@ -172,8 +172,11 @@ impl ProgressReporter {
 pub struct JobRequest {
     /// Job id (for logs and file names).
     pub job_id: String,
-    /// The engineer's SQL.
+    /// The engineer's SQL (ignored when `substrait_plan` is set).
     pub sql: String,
+    /// A dataframe job: a serialized Substrait `Plan` (protobuf), resolved only through
+    /// `tables`. Never a datafusion-proto plan: those carry file paths.
+    pub substrait_plan: Option<Vec<u8>>,
     /// The tenant's granted tables: the only names the SQL can resolve.
     pub tables: Vec<TableSpec>,
     /// The tenant's pseudonym key (for `pseudonym()` and previews).
@@ -441,12 +444,21 @@ impl Engine {
         progress: &ProgressReporter,
     ) -> Result<JobOutput, JobError> {
         progress.stage(JobStage::Planning);
-        if request.sql.len() > request.limits.max_sql_bytes {
-            return Err(JobError::Refused(format!(
-                "the SQL text is {} bytes; the limit is {}",
-                request.sql.len(),
-                request.limits.max_sql_bytes
-            )));
+        match &request.substrait_plan {
+            Some(plan) if plan.len() > MAX_SUBSTRAIT_BYTES => {
+                return Err(JobError::Refused(format!(
+                    "the Substrait plan is {} bytes; the limit is {MAX_SUBSTRAIT_BYTES}",
+                    plan.len()
+                )));
+            }
+            None if request.sql.len() > request.limits.max_sql_bytes => {
+                return Err(JobError::Refused(format!(
+                    "the SQL text is {} bytes; the limit is {}",
+                    request.sql.len(),
+                    request.limits.max_sql_bytes
+                )));
+            }
+            _ => {}
         }
         let runtime = self
             .runtime(
@@ -462,15 +474,22 @@ impl Engine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state
-            .sql_to_statement(&request.sql, &dialect)
-            .map_err(job_error)?;
-        check_expression_depth(&statement)?;
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(job_error)?;
+        let plan = match &request.substrait_plan {
+            Some(bytes) => substrait_to_plan(&state, bytes).await?,
+            None => {
+                let dialect = state.config().options().sql_parser.dialect;
+                let statement = state
+                    .sql_to_statement(&request.sql, &dialect)
+                    .map_err(job_error)?;
+                check_expression_depth(&statement)?;
+                state
+                    .statement_to_plan(statement)
+                    .await
+                    .map_err(job_error)?
+            }
+        };
+        // One gate for every plan, from SQL or Substrait: no DDL, DML or statements, and
+        // only allow-listed plan nodes.
         options.verify_plan(&plan).map_err(job_error)?;
         check_plan_nodes(&plan)?;
 
@@ -632,6 +651,28 @@ fn job_error(e: DataFusionError) -> JobError {
 fn first_line(msg: &str) -> String {
     let line = msg.lines().next().unwrap_or_default();
     line.chars().take(300).collect()
+}
+
+/// Largest Substrait plan accepted, in bytes.
+pub const MAX_SUBSTRAIT_BYTES: usize = 1 << 20;
+
+/// Decodes a Substrait plan and resolves it through the session's (tenant-only) catalog.
+/// Protobuf decoding stops at a nesting depth of 100, which bounds expression depth.
+async fn substrait_to_plan(
+    state: &datafusion::execution::SessionState,
+    bytes: &[u8],
+) -> Result<LogicalPlan, JobError> {
+    use datafusion_substrait::substrait::proto::Plan;
+    use prost::Message;
+
+    let plan = Plan::decode(bytes).map_err(|e| {
+        JobError::Refused(format!(
+            "the dataframe job is not a valid Substrait plan ({e})"
+        ))
+    })?;
+    datafusion_substrait::logical_plan::consumer::from_substrait_plan(state, &plan)
+        .await
+        .map_err(job_error)
 }
 
 /// Deepest expression nesting a query may have. Planning cost grows steeply with depth and

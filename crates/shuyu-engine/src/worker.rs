@@ -27,8 +27,11 @@ use crate::session::{JobLimits, JobOutput, JobProgress, JobRequest, SpillOptions
 pub struct WorkerJob {
     /// Job id.
     pub job_id: String,
-    /// The query.
+    /// The query (SQL text, or a description of the Substrait plan).
     pub sql: String,
+    /// A dataframe job's Substrait plan, hex-encoded.
+    #[serde(default)]
+    pub substrait_plan_hex: Option<String>,
     /// The only tables the query can resolve.
     pub tables: Vec<TableSpec>,
     /// The tenant's pseudonym key, hex.
@@ -226,6 +229,12 @@ impl WorkerJob {
         Ok(JobRequest {
             job_id: self.job_id.clone(),
             sql: self.sql.clone(),
+            substrait_plan: match &self.substrait_plan_hex {
+                Some(text) => Some(
+                    hex::decode(text).map_err(|_| "the Substrait plan is not hex".to_owned())?,
+                ),
+                None => None,
+            },
             tables: self.tables.clone(),
             pseudonym_key: self.pseudonym_key.key().map_err(|e| e.to_string())?,
             result_file: self.result_file.clone(),

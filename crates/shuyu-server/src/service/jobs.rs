@@ -367,6 +367,7 @@ fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<Stri
     let worker_job = WorkerJob {
         job_id: job.id.clone(),
         sql: job.sql.clone(),
+        substrait_plan_hex: None,
         tables: datasets.iter().map(table_spec).collect(),
         pseudonym_key: shuyu_engine::worker::WireKey::new(&pseudonym_key),
         result_file: job.result_file.clone(),

@@ -1,0 +1,232 @@
+//! A fresh domain served in-process on a loopback port, as `shuyu quickstart` builds one:
+//! `domain::init`, `serve`, then an admin registers a tenant, a steward and an engineer
+//! through the public API (keys generated here, only CSRs travel), and the steward's datasets
+//! are granted to the tenant.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use shuyu_client::{Client, Credentials, v1 as pb};
+use shuyu_server::{ServerConfig, ServerHandle};
+
+/// The repository's default policy, the base of the benchmark policy.
+const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
+
+/// How to set up the domain.
+#[derive(Debug, Clone)]
+pub struct DomainOptions {
+    /// Largest accepted ingest, bytes.
+    pub max_ingest_bytes: usize,
+    /// The `shuyu` binary run as `shuyu worker` (jobs only).
+    pub worker_program: Option<PathBuf>,
+    /// Memory pool of one job; `None` keeps the default policy unchanged.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// A running domain and its principals' clients.
+#[derive(Debug)]
+pub struct Domain {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The server.
+    server: ServerHandle,
+    /// The platform admin.
+    pub admin: Client,
+    /// A data steward (ingests).
+    pub steward: Client,
+    /// An engineer of the tenant (jobs, samples).
+    pub engineer: Client,
+    /// The tenant.
+    pub tenant_id: String,
+}
+
+/// The default policy text with a larger job memory pool and a version marking the change
+/// (every other value, including `max_result_rows`, as in `policies/default.toml`).
+///
+/// # Errors
+/// If the default policy no longer has the lines this rewrites.
+pub fn bench_policy(memory_limit_bytes: u64) -> Result<String> {
+    let mut found_version = false;
+    let mut found_memory = false;
+    let lines: Vec<String> = DEFAULT_POLICY
+        .lines()
+        .map(|line| {
+            if let Some(version) = line.strip_prefix("version = ") {
+                found_version = true;
+                format!(
+                    "version = \"{}+bench-memory-{memory_limit_bytes}\"",
+                    version.trim().trim_matches('"')
+                )
+            } else if line.starts_with("memory_limit_bytes = ") {
+                found_memory = true;
+                format!("memory_limit_bytes = {memory_limit_bytes}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    anyhow::ensure!(
+        found_version && found_memory,
+        "policies/default.toml no longer has `version` and `memory_limit_bytes` lines"
+    );
+    Ok(lines.join("\n") + "\n")
+}
+
+async fn connect(addr: &str, credentials: &Credentials) -> Result<Client> {
+    Client::connect(addr, credentials)
+        .await
+        .with_context(|| format!("connecting to {addr}"))
+}
+
+/// Registers a principal and issues its certificate; returns its credentials.
+async fn create_principal(
+    admin: &mut Client,
+    name: &str,
+    role: pb::Role,
+    tenant_id: Option<&str>,
+) -> Result<Credentials> {
+    let principal = admin
+        .admin
+        .create_principal(pb::CreatePrincipalRequest {
+            real_name: name.to_owned(),
+            organisation: "Shuyu benchmark".to_owned(),
+            role: role as i32,
+            tenant_id: tenant_id.unwrap_or_default().to_owned(),
+        })
+        .await?
+        .into_inner()
+        .principal
+        .unwrap_or_default();
+    let (key_pem, csr_pem) = shuyu_server::tls::new_key_and_csr(&principal.id)?;
+    let issued = admin
+        .admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            principal_id: principal.id.clone(),
+            csr_pem,
+            validity_days: 0,
+        })
+        .await?
+        .into_inner();
+    Ok(Credentials {
+        ca_pem: issued.ca_certificate_pem,
+        cert_pem: issued.certificate_pem,
+        key_pem: key_pem.to_string(),
+    })
+}
+
+impl Domain {
+    /// Creates a domain under `root` (which must be empty or absent) and serves it.
+    ///
+    /// # Errors
+    /// If the domain cannot be created, served or populated with principals.
+    pub async fn start(root: &Path, options: &DomainOptions) -> Result<Domain> {
+        let data_dir = root.join("domain");
+        let admin_dir = root.join("credentials").join("admin");
+        shuyu_server::domain::init(&data_dir, "Bench Admin", "Shuyu benchmark", &admin_dir)?;
+        let mut config = ServerConfig::new(data_dir.clone());
+        config.listen = "127.0.0.1:0".parse()?;
+        config.max_ingest_bytes = options.max_ingest_bytes;
+        config.worker.program = options.worker_program.clone();
+        if let Some(limit) = options.memory_limit_bytes {
+            let policy_file = root.join("policy.toml");
+            std::fs::write(&policy_file, bench_policy(limit)?)?;
+            config.policy_file = Some(policy_file);
+        }
+        let server = shuyu_server::serve(config).await?;
+        let addr = format!("https://localhost:{}", server.addr.port());
+
+        let mut admin = connect(&addr, &Credentials::from_dir(&admin_dir)?).await?;
+        let tenant = admin
+            .admin
+            .create_tenant(pb::CreateTenantRequest {
+                name: "bench-tenant".into(),
+            })
+            .await?
+            .into_inner()
+            .tenant
+            .unwrap_or_default();
+        let steward_creds =
+            create_principal(&mut admin, "Bench Steward", pb::Role::Steward, None).await?;
+        let engineer_creds = create_principal(
+            &mut admin,
+            "Bench Engineer",
+            pb::Role::Engineer,
+            Some(&tenant.id),
+        )
+        .await?;
+        let steward = connect(&addr, &steward_creds).await?;
+        let engineer = connect(&addr, &engineer_creds).await?;
+        Ok(Domain {
+            data_dir,
+            server,
+            admin,
+            steward,
+            engineer,
+            tenant_id: tenant.id,
+        })
+    }
+
+    /// Ingests a dataset as the steward and grants it to the tenant.
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn ingest_and_grant(
+        &mut self,
+        header: pb::IngestHeader,
+        data: Vec<u8>,
+    ) -> Result<pb::Dataset> {
+        let name = header.name.clone();
+        let dataset = self
+            .steward
+            .ingest(header, data)
+            .await
+            .with_context(|| format!("ingesting {name}"))?;
+        self.admin
+            .admin
+            .grant_dataset(pb::GrantDatasetRequest {
+                dataset_id: dataset.id.clone(),
+                tenant_id: self.tenant_id.clone(),
+            })
+            .await
+            .with_context(|| format!("granting {name}"))?;
+        Ok(dataset)
+    }
+
+    /// Stops the server.
+    ///
+    /// # Errors
+    /// If the transport failed.
+    pub async fn shutdown(self) -> Result<()> {
+        self.server.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// A column declaration for an ingest header.
+pub fn column(name: &str, data_type: &str, classification: &str, masking: &str) -> pb::Column {
+    pb::Column {
+        name: name.to_owned(),
+        data_type: data_type.to_owned(),
+        classification: classification.to_owned(),
+        masking: masking.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_policy_changes_only_memory_and_version() {
+        let text = bench_policy(4 << 30).expect("rewrites");
+        let policy = shuyu_policy::Policy::from_toml_str(&text).expect("valid policy");
+        let default = shuyu_policy::Policy::from_toml_str(DEFAULT_POLICY).expect("valid");
+        assert_eq!(policy.limits.memory_limit_bytes, 4 << 30);
+        assert_eq!(
+            policy.limits.max_result_rows,
+            default.limits.max_result_rows
+        );
+        assert_eq!(policy.limits.timeout_secs, default.limits.timeout_secs);
+        assert_ne!(policy.version, default.version);
+    }
+}

@@ -1,0 +1,53 @@
+//! `shuyu-bench`: on-demand benchmarks (never run in CI): TPC-H through Shuyu against bare
+//! DataFusion, ingest against a plain DataFusion Parquet write, and masked-sample latency.
+//! `benches/README.md` says how to run them; `benches/RESULTS.md` holds the figures.
+
+mod domain;
+mod ingest;
+mod residents;
+mod sample;
+mod stats;
+mod tpch;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "shuyu-bench", about = "Shuyu benchmarks (run on demand)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The 22 TPC-H queries: bare DataFusion over plaintext Parquet against Shuyu jobs.
+    Tpch(tpch::TpchOptions),
+    /// CSV ingest: DataFusion writing plaintext Parquet against `Engine::ingest`.
+    Ingest(ingest::IngestBenchOptions),
+    /// `SampleDataset` latency over a large dataset, as an engineer.
+    Sample(sample::SampleOptions),
+}
+
+/// A path made absolute against the current directory (the server hands it to workers).
+pub fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|dir| dir.join(&path))
+            .unwrap_or(path)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    shuyu_server::install_crypto_provider();
+    match Cli::parse().command {
+        Command::Tpch(options) => tpch::run(options).await,
+        Command::Ingest(options) => ingest::run(options).await,
+        Command::Sample(options) => sample::run(options).await,
+    }
+}

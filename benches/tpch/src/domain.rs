@@ -192,6 +192,48 @@ impl Domain {
         Ok(dataset)
     }
 
+    /// Applies, as the engineer, for a scenario listing every column of `datasets`, approved
+    /// by the steward and the admin: production jobs run under it. Returns its id.
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn approved_scenario(&mut self, datasets: &[&pb::Dataset]) -> Result<String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let scenario = self
+            .engineer
+            .scenarios
+            .apply_scenario(pb::ApplyScenarioRequest {
+                name: "benchmark".into(),
+                purpose: "TPC-H benchmark".into(),
+                data_list: datasets
+                    .iter()
+                    .map(|d| pb::DataListItem {
+                        dataset_id: d.id.clone(),
+                        columns: d.columns.iter().map(|c| c.name.clone()).collect(),
+                    })
+                    .collect(),
+                valid_from_ms: now,
+                valid_until_ms: now + 30 * 86_400_000,
+            })
+            .await
+            .context("applying for the scenario")?
+            .into_inner()
+            .scenario
+            .context("no scenario")?;
+        for approver in [&mut self.steward, &mut self.admin] {
+            approver
+                .scenarios
+                .decide_scenario(pb::DecideScenarioRequest {
+                    scenario_id: scenario.id.clone(),
+                    approve: true,
+                    comment: String::new(),
+                })
+                .await
+                .context("approving the scenario")?;
+        }
+        Ok(scenario.id)
+    }
+
     /// Stops the server.
     ///
     /// # Errors

@@ -262,13 +262,16 @@ struct JobRun {
 }
 
 /// Side (b): submits `sql` as the engineer and polls every `poll` until it has finished.
-async fn run_shuyu(engineer: &mut Client, sql: &str, poll: Duration) -> Result<JobRun> {
+async fn run_shuyu(
+    engineer: &mut Client,
+    scenario: &str,
+    sql: &str,
+    poll: Duration,
+) -> Result<JobRun> {
     let started = Instant::now();
     let submitted = engineer
         .jobs
-        .submit_job(pb::SubmitJobRequest {
-            sql: sql.to_owned(),
-        })
+        .submit_job(shuyu_client::production_sql(sql, scenario))
         .await?
         .into_inner()
         .job
@@ -524,6 +527,9 @@ pub async fn run(options: TpchOptions) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let listed: Vec<&pb::Dataset> = datasets.iter().map(|(d, _)| d).collect();
+    let scenario = domain.approved_scenario(&listed).await?;
+
     let bare = bare_context(&tables).await?;
     let mut direct = if options.skip_direct {
         None
@@ -543,7 +549,7 @@ pub async fn run(options: TpchOptions) -> Result<()> {
     let mut probe_worker = Vec::new();
     for _ in 0..options.probe_runs {
         probe_a.push(run_bare(&bare, PROBE_SQL).await?.0);
-        let job = run_shuyu(&mut domain.engineer, PROBE_SQL, poll).await?;
+        let job = run_shuyu(&mut domain.engineer, &scenario, PROBE_SQL, poll).await?;
         probe_b.push(job.elapsed);
         probe_server.push(job.server_ms);
         probe_worker.push(job.worker_ms);
@@ -612,7 +618,7 @@ pub async fn run(options: TpchOptions) -> Result<()> {
                         }
                     }
                     Side::Shuyu if result.rows_b.is_some() || run_idx == 0 => {
-                        match run_shuyu(&mut domain.engineer, sql, poll).await {
+                        match run_shuyu(&mut domain.engineer, &scenario, sql, poll).await {
                             Ok(job) => {
                                 times_b.push(job.elapsed);
                                 result.rows_b = Some(job.n_rows);

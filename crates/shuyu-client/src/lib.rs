@@ -12,6 +12,7 @@ use shuyu_proto::v1::audit_service_client::AuditServiceClient;
 use shuyu_proto::v1::catalog_service_client::CatalogServiceClient;
 use shuyu_proto::v1::export_service_client::ExportServiceClient;
 use shuyu_proto::v1::job_service_client::JobServiceClient;
+use shuyu_proto::v1::scenario_service_client::ScenarioServiceClient;
 use shuyu_proto::v1::session_service_client::SessionServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -93,6 +94,8 @@ pub struct Client {
     pub catalog: CatalogServiceClient<Channel>,
     /// Job service.
     pub jobs: JobServiceClient<Channel>,
+    /// Scenario service.
+    pub scenarios: ScenarioServiceClient<Channel>,
     /// Export service.
     pub exports: ExportServiceClient<Channel>,
     /// Audit service.
@@ -125,6 +128,7 @@ impl Client {
         let channel = Endpoint::from_shared(endpoint.to_owned())?
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
             .connect()
             .await?;
         Ok(Client {
@@ -136,6 +140,7 @@ impl Client {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             jobs: JobServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            scenarios: ScenarioServiceClient::new(channel.clone()),
             exports: ExportServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             audit: AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -170,21 +175,49 @@ impl Client {
             .ok_or_else(|| tonic::Status::internal("empty response").into())
     }
 
-    /// Submits SQL and waits until the job finishes (or `timeout` passes).
+    /// Submits a job and waits until it finishes (or `timeout` passes).
     ///
     /// # Errors
     /// The server's answer, or [`ClientError::Timeout`].
-    pub async fn run_sql(&mut self, sql: &str, timeout: Duration) -> Result<pb::Job, ClientError> {
+    pub async fn run_job(
+        &mut self,
+        request: pb::SubmitJobRequest,
+        timeout: Duration,
+    ) -> Result<pb::Job, ClientError> {
         let job = self
             .jobs
-            .submit_job(pb::SubmitJobRequest {
-                sql: sql.to_owned(),
-            })
+            .submit_job(request)
             .await?
             .into_inner()
             .job
             .unwrap_or_default();
         self.wait_job(&job.id, timeout).await
+    }
+
+    /// Runs SQL in production under a scenario and waits for it.
+    ///
+    /// # Errors
+    /// As [`Client::run_job`].
+    pub async fn run_sql(
+        &mut self,
+        sql: &str,
+        scenario_id: &str,
+        timeout: Duration,
+    ) -> Result<pb::Job, ClientError> {
+        self.run_job(production_sql(sql, scenario_id), timeout)
+            .await
+    }
+
+    /// Runs SQL in the data lab (masked samples; results shown directly) and waits for it.
+    ///
+    /// # Errors
+    /// As [`Client::run_job`].
+    pub async fn run_lab_sql(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<pb::Job, ClientError> {
+        self.run_job(lab_sql(sql), timeout).await
     }
 
     /// Polls a job until it has finished (succeeded, failed or cancelled).
@@ -251,6 +284,25 @@ impl Client {
             out.extend_from_slice(&message.chunk);
         }
         Ok(out)
+    }
+}
+
+/// A production SQL job under a scenario.
+pub fn production_sql(sql: &str, scenario_id: &str) -> pb::SubmitJobRequest {
+    pb::SubmitJobRequest {
+        sql: sql.to_owned(),
+        mode: pb::JobMode::Production as i32,
+        scenario_id: scenario_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A lab SQL job.
+pub fn lab_sql(sql: &str) -> pb::SubmitJobRequest {
+    pb::SubmitJobRequest {
+        sql: sql.to_owned(),
+        mode: pb::JobMode::Lab as i32,
+        ..Default::default()
     }
 }
 

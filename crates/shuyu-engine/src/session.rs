@@ -50,7 +50,7 @@ use crate::crypto::{
 use crate::error::{EngineError, JobError};
 use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
 use crate::lineage::{OutputColumn, column_lineage};
-use crate::masking::{MaskedTable, MaskingUdf, mask_batches};
+use crate::masking::{MaskedTable, MaskingUdf, mask_array_typed, mask_batches};
 use crate::schema::{ColumnSpec, TableSpec};
 use crate::spill::EncryptedSpillFactory;
 use crate::storage::Storage;
@@ -338,6 +338,37 @@ impl Engine {
         })
     }
 
+    /// Up to `n_rows` rows of `table` chosen from its first rows, stable for a seed.
+    async fn pick_rows(
+        &self,
+        table: &TableSpec,
+        n_rows: usize,
+        pseudonym_key: &SecretKey,
+        seed: u64,
+    ) -> Result<RecordBatch, EngineError> {
+        let runtime = self.runtime(None, None).map_err(internal)?;
+        let ctx = self
+            .session(runtime, std::slice::from_ref(table), pseudonym_key)
+            .map_err(internal)?;
+        let df = ctx
+            .table(table.name.as_str())
+            .await
+            .map_err(internal)?
+            .limit(0, Some(SAMPLE_POOL_ROWS.max(n_rows.saturating_mul(2))))
+            .map_err(internal)?;
+        let batches = df.collect().await.map_err(internal)?;
+        let pool = arrow::compute::concat_batches(&table.arrow_schema(), &batches)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let take = n_rows.min(pool.num_rows());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut chosen: Vec<usize> = sample_indices(&mut rng, pool.num_rows(), take).into_vec();
+        chosen.sort_unstable();
+        let indices =
+            arrow::array::UInt32Array::from(chosen.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        arrow::compute::take_record_batch(&pool, &indices)
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
     /// A masked sample of up to `n_rows` server-chosen rows. The choice is stable for a seed
     /// (the server derives it from tenant and dataset), so asking again reveals nothing new.
     ///
@@ -350,29 +381,60 @@ impl Engine {
         pseudonym_key: &SecretKey,
         seed: u64,
     ) -> Result<MaskedTable, EngineError> {
-        let runtime = self.runtime(None, None).map_err(internal)?;
-        let ctx = self
-            .session(runtime, std::slice::from_ref(table), pseudonym_key)
-            .map_err(internal)?;
-        let df = ctx
-            .table(table.name.as_str())
-            .await
-            .map_err(internal)?
-            .limit(0, Some(SAMPLE_POOL_ROWS))
-            .map_err(internal)?;
-        let batches = df.collect().await.map_err(internal)?;
-        let pool = arrow::compute::concat_batches(&table.arrow_schema(), &batches)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let take = n_rows.min(pool.num_rows());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut chosen: Vec<usize> = sample_indices(&mut rng, pool.num_rows(), take).into_vec();
-        chosen.sort_unstable();
-        let indices =
-            arrow::array::UInt32Array::from(chosen.iter().map(|&i| i as u32).collect::<Vec<_>>());
-        let picked = arrow::compute::take_record_batch(&pool, &indices)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let picked = self.pick_rows(table, n_rows, pseudonym_key, seed).await?;
         let rules: Vec<MaskingRule> = table.columns.iter().map(|c| c.masking.clone()).collect();
-        mask_batches(&[picked], &rules, pseudonym_key, take)
+        mask_batches(&[picked], &rules, pseudonym_key, n_rows)
+    }
+
+    /// Writes the data lab's copy of `table`: up to `n_rows` server-chosen rows (stable for a
+    /// seed), every column masked by its rule with its type kept ([`mask_array_typed`]),
+    /// encrypted at `location` (a folder) under `kek_id`. Returns the table as a lab job sees
+    /// it: same name and types, values already masked (so its rules become `keep`).
+    ///
+    /// # Errors
+    /// On storage, key or internal failures.
+    pub async fn write_lab_table(
+        &self,
+        table: &TableSpec,
+        n_rows: usize,
+        pseudonym_key: &SecretKey,
+        seed: u64,
+        location: &str,
+        kek_id: &str,
+    ) -> Result<TableSpec, EngineError> {
+        let picked = self.pick_rows(table, n_rows, pseudonym_key, seed).await?;
+        let columns = picked
+            .columns()
+            .iter()
+            .zip(&table.columns)
+            .map(|(array, spec)| mask_array_typed(array, &spec.masking, pseudonym_key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let masked = RecordBatch::try_new(table.arrow_schema(), columns)
+            .map_err(|e| EngineError::Internal(format!("lab table: {e}")))?;
+        let runtime = self.runtime(None, None).map_err(internal)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let df = ctx.read_batch(masked).map_err(internal)?;
+        let file = format!("{location}part-0.parquet");
+        df.write_parquet(
+            &self.storage.url(&file),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            Some(write_options(kek_id)),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(TableSpec {
+            name: table.name.clone(),
+            dataset_id: table.dataset_id.clone(),
+            location: location.to_owned(),
+            columns: table
+                .columns
+                .iter()
+                .map(|c| ColumnSpec {
+                    masking: MaskingRule::Keep,
+                    ..c.clone()
+                })
+                .collect(),
+        })
     }
 
     /// Runs a SQL job: plans it in the sandbox, writes the result encrypted, and returns its

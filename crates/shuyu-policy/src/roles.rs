@@ -113,11 +113,24 @@ pub enum Action {
     DownloadExport,
     /// Read the audit trail.
     ReadAudit,
+    /// Apply for a scenario with a purpose and a data list (R11).
+    ApplyScenario,
+    /// See scenarios: engineers their tenant's, stewards those listing their datasets,
+    /// admins, reviewers and auditors all.
+    ViewScenario,
+    /// Approve or reject a scenario as one of its required approvers (R11, R12).
+    DecideScenario,
+    /// Set the extra approver a dataset's scenarios need (R12).
+    SetDatasetApprover,
+    /// Open, extend or end a tenant's data-lab access (R20).
+    SetLabAccess,
+    /// Run a lab job's query in production under a scenario.
+    PromoteJob,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 28] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -140,6 +153,12 @@ impl Action {
         Action::DecideExport,
         Action::DownloadExport,
         Action::ReadAudit,
+        Action::ApplyScenario,
+        Action::ViewScenario,
+        Action::DecideScenario,
+        Action::SetDatasetApprover,
+        Action::SetLabAccess,
+        Action::PromoteJob,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -167,6 +186,12 @@ impl Action {
             Action::DecideExport => "decide_export",
             Action::DownloadExport => "download_export",
             Action::ReadAudit => "read_audit",
+            Action::ApplyScenario => "apply_scenario",
+            Action::ViewScenario => "view_scenario",
+            Action::DecideScenario => "decide_scenario",
+            Action::SetDatasetApprover => "set_dataset_approver",
+            Action::SetLabAccess => "set_lab_access",
+            Action::PromoteJob => "promote_job",
         }
     }
 }
@@ -197,10 +222,20 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ListDatasets
                 | DescribeDataset
                 | ViewUsage
+                | ViewScenario
+                | DecideScenario
+                | SetDatasetApprover
+                | SetLabAccess
         ),
         Role::DataSteward => matches!(
             action,
-            WhoAmI | IngestDataset | ListDatasets | DescribeDataset | SampleDataset
+            WhoAmI
+                | IngestDataset
+                | ListDatasets
+                | DescribeDataset
+                | SampleDataset
+                | ViewScenario
+                | DecideScenario
         ),
         // Masked samples only (R16); results leave only through review (R22).
         Role::Engineer => matches!(
@@ -216,14 +251,17 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | RequestExport
                 | ViewExport
                 | DownloadExport
+                | ApplyScenario
+                | ViewScenario
+                | PromoteJob
         ),
         Role::Reviewer => matches!(
             action,
-            WhoAmI | ListReviewQueue | ReviewExport | DecideExport | ViewExport
+            WhoAmI | ListReviewQueue | ReviewExport | DecideExport | ViewExport | ViewScenario
         ),
         Role::Auditor => matches!(
             action,
-            WhoAmI | ReadAudit | ListTenants | ListPrincipals | ViewUsage
+            WhoAmI | ReadAudit | ListTenants | ListPrincipals | ViewUsage | ViewScenario
         ),
     }
 }
@@ -285,6 +323,10 @@ mod tests {
                     ListDatasets,
                     DescribeDataset,
                     ViewUsage,
+                    ViewScenario,
+                    DecideScenario,
+                    SetDatasetApprover,
+                    SetLabAccess,
                 ],
             ),
             (
@@ -295,6 +337,8 @@ mod tests {
                     ListDatasets,
                     DescribeDataset,
                     SampleDataset,
+                    ViewScenario,
+                    DecideScenario,
                 ],
             ),
             (
@@ -311,6 +355,9 @@ mod tests {
                     RequestExport,
                     ViewExport,
                     DownloadExport,
+                    ApplyScenario,
+                    ViewScenario,
+                    PromoteJob,
                 ],
             ),
             (
@@ -321,11 +368,19 @@ mod tests {
                     ReviewExport,
                     DecideExport,
                     ViewExport,
+                    ViewScenario,
                 ],
             ),
             (
                 Role::Auditor,
-                &[WhoAmI, ReadAudit, ListTenants, ListPrincipals, ViewUsage],
+                &[
+                    WhoAmI,
+                    ReadAudit,
+                    ListTenants,
+                    ListPrincipals,
+                    ViewUsage,
+                    ViewScenario,
+                ],
             ),
         ];
         for (role, actions) in allowed {
@@ -342,6 +397,12 @@ mod tests {
             check(role, Action::DecideExport, role == Role::Reviewer);
             check(role, Action::SubmitJob, role == Role::Engineer);
             check(role, Action::ReadAudit, role == Role::Auditor);
+            check(role, Action::ApplyScenario, role == Role::Engineer);
+            check(
+                role,
+                Action::DecideScenario,
+                matches!(role, Role::DataSteward | Role::PlatformAdmin),
+            );
         }
     }
 

@@ -36,6 +36,41 @@ pub struct ServerConfig {
     /// The job worker processes.
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// The data lab (R3, R16, R20).
+    #[serde(default)]
+    pub lab: LabConfig,
+}
+
+/// The data lab: development on masked samples, time-limited per tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabConfig {
+    /// Lab access a new tenant gets, days (0: none until an admin opens it). At most 183 (R20:
+    /// up to six months).
+    #[serde(default = "default_lab_days")]
+    pub default_days: u32,
+    /// Masked rows per dataset in a lab job (the same server-chosen rows on every run).
+    #[serde(default = "default_lab_rows")]
+    pub rows: usize,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            default_days: default_lab_days(),
+            rows: default_lab_rows(),
+        }
+    }
+}
+
+/// R20: the data lab is open for at most six months at a time.
+pub const MAX_LAB_DAYS: u32 = 183;
+
+fn default_lab_days() -> u32 {
+    180
+}
+fn default_lab_rows() -> usize {
+    1000
 }
 
 /// How job worker processes are started and confined.
@@ -121,6 +156,7 @@ impl ServerConfig {
             tenant_max_running_jobs: default_tenant_max_running_jobs(),
             tenant_max_queued_jobs: default_tenant_max_queued_jobs(),
             worker: WorkerConfig::default(),
+            lab: LabConfig::default(),
         }
     }
 
@@ -145,7 +181,14 @@ impl ServerConfig {
                 "configuration: max_ingest_bytes must be at least 1024".into(),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 6] = [
+        let ranges: [(&str, usize, usize, usize); 8] = [
+            (
+                "lab.default_days",
+                self.lab.default_days as usize,
+                0,
+                MAX_LAB_DAYS as usize,
+            ),
+            ("lab.rows", self.lab.rows, 1, 100_000),
             ("max_running_jobs", self.max_running_jobs, 1, 256),
             (
                 "tenant_max_running_jobs",

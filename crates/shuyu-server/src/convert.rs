@@ -7,7 +7,8 @@ use shuyu_proto::v1 as pb;
 use crate::error::{Result, ServerError};
 use crate::scheduler::LiveState;
 use crate::store::{
-    DatasetRecord, ExportRecord, ExportStatus, JobRecord, JobStatus, Principal, Tenant,
+    DatasetRecord, ExportRecord, ExportStatus, JobMode, JobRecord, JobStatus, Principal,
+    ScenarioRecord, ScenarioStatus, Tenant,
 };
 
 pub fn role_to_pb(role: Role) -> pb::Role {
@@ -49,6 +50,7 @@ pub fn tenant(t: &Tenant) -> pb::Tenant {
         id: t.id.clone(),
         name: t.name.clone(),
         created_at_ms: t.created_at_ms,
+        lab_until_ms: t.lab_until_ms,
     }
 }
 
@@ -93,6 +95,7 @@ pub fn dataset(d: &DatasetRecord) -> pb::Dataset {
         steward_id: d.steward_id.clone(),
         created_at_ms: d.created_at_ms,
         source_sha256: d.source_sha256.clone(),
+        extra_approver_id: d.extra_approver_id.clone().unwrap_or_default(),
     }
 }
 
@@ -116,7 +119,20 @@ pub fn job(j: &JobRecord) -> pb::Job {
         tenant_id: j.tenant_id.clone(),
         author_id: j.author_id.clone(),
         sql: j.sql.clone(),
-        sql_sha256: j.sql_sha256.clone(),
+        sql_sha256: j.query_sha256.clone(),
+        query_sha256: j.query_sha256.clone(),
+        query_kind: if j.substrait_plan.is_empty() {
+            "sql"
+        } else {
+            "substrait"
+        }
+        .into(),
+        mode: match j.mode {
+            JobMode::Production => pb::JobMode::Production,
+            JobMode::Lab => pb::JobMode::Lab,
+        } as i32,
+        scenario_id: j.scenario_id.clone(),
+        promoted_from: j.promoted_from.clone(),
         status: match j.status {
             JobStatus::Queued => pb::JobStatus::Queued,
             JobStatus::Running => pb::JobStatus::Running,
@@ -210,5 +226,47 @@ pub fn format_to_pb(format: &str) -> pb::DataFormat {
     match format {
         "csv" => pb::DataFormat::Csv,
         _ => pb::DataFormat::Parquet,
+    }
+}
+
+pub fn scenario(s: &ScenarioRecord, now_ms: i64) -> pb::Scenario {
+    let status = match s.status {
+        ScenarioStatus::Pending => pb::ScenarioStatus::Pending,
+        ScenarioStatus::Rejected => pb::ScenarioStatus::Rejected,
+        ScenarioStatus::Approved if now_ms >= s.valid_until_ms => pb::ScenarioStatus::Expired,
+        ScenarioStatus::Approved => pb::ScenarioStatus::Approved,
+    };
+    pb::Scenario {
+        id: s.id.clone(),
+        tenant_id: s.tenant_id.clone(),
+        name: s.name.clone(),
+        purpose: s.purpose.clone(),
+        data_list: s
+            .data_list
+            .iter()
+            .map(|item| pb::DataListItem {
+                dataset_id: item.dataset_id.clone(),
+                columns: item.columns.clone(),
+            })
+            .collect(),
+        valid_from_ms: s.valid_from_ms,
+        valid_until_ms: s.valid_until_ms,
+        status: status as i32,
+        approvals: s
+            .approvals
+            .iter()
+            .map(|a| pb::ScenarioApproval {
+                capacity: a.capacity.as_str().into(),
+                dataset_id: a.dataset_id.clone(),
+                approver_id: a.approver_id.clone(),
+                decided: a.decided,
+                approved: a.approved,
+                decided_by: a.decided_by.clone(),
+                comment: a.comment.clone(),
+                decided_at_ms: a.decided_at_ms,
+            })
+            .collect(),
+        applicant_id: s.applicant_id.clone(),
+        created_at_ms: s.created_at_ms,
     }
 }

@@ -27,6 +27,7 @@ use shuyu_proto::v1::audit_service_server::AuditServiceServer;
 use shuyu_proto::v1::catalog_service_server::CatalogServiceServer;
 use shuyu_proto::v1::export_service_server::ExportServiceServer;
 use shuyu_proto::v1::job_service_server::JobServiceServer;
+use shuyu_proto::v1::scenario_service_server::ScenarioServiceServer;
 use shuyu_proto::v1::session_service_server::SessionServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
@@ -43,6 +44,14 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A time in ms since the epoch as RFC 3339 UTC, to the second, for messages.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 /// A new random id with a readable prefix, e.g. `ds_3f9a…`.
@@ -170,6 +179,8 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
+            // Small request/response messages: no Nagle delay waiting for the peer's ACK.
+            let _ = tcp.set_nodelay(true);
             if conn_tx.is_closed() {
                 break;
             }
@@ -208,6 +219,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         .add_service(
             ExportServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(ScenarioServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {
         router

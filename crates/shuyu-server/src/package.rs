@@ -17,7 +17,12 @@ pub struct Manifest {
     pub export_id: String,
     pub job_id: String,
     pub tenant_id: String,
-    pub sql_sha256: String,
+    /// Hex SHA-256 of the query as submitted (SQL text or Substrait plan bytes).
+    pub query_sha256: String,
+    /// "sql" or "substrait".
+    pub query_kind: String,
+    /// The scenario the job ran under (R11).
+    pub scenario_id: String,
     pub input_datasets: Vec<ManifestDataset>,
     pub policy_version: String,
     pub checks: Vec<ManifestCheck>,

@@ -50,6 +50,17 @@ CREATE TABLE IF NOT EXISTS exports (
     checks_json TEXT NOT NULL, reviewer_id TEXT NOT NULL, comment TEXT NOT NULL,
     requested_at_ms INTEGER NOT NULL, decided_at_ms INTEGER NOT NULL,
     package_location TEXT NOT NULL, package_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scenarios (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL,
+    purpose TEXT NOT NULL, data_list_json TEXT NOT NULL, valid_from_ms INTEGER NOT NULL,
+    valid_until_ms INTEGER NOT NULL, status TEXT NOT NULL, applicant_id TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS scenario_approvals (
+    scenario_id TEXT NOT NULL REFERENCES scenarios(id), capacity TEXT NOT NULL,
+    dataset_id TEXT NOT NULL, approver_id TEXT NOT NULL, decided INTEGER NOT NULL DEFAULT 0,
+    approved INTEGER NOT NULL DEFAULT 0, decided_by TEXT NOT NULL DEFAULT '',
+    comment TEXT NOT NULL DEFAULT '', decided_at_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scenario_id, capacity, dataset_id));
 ";
 
 /// A tenant (operating unit).
@@ -62,6 +73,8 @@ pub struct Tenant {
     /// KEK id under which the tenant's pseudonym key is stored.
     pub pseudonym_kek_id: String,
     pub created_at_ms: i64,
+    /// End of the tenant's data-lab access (R20); 0: none.
+    pub lab_until_ms: i64,
 }
 
 /// A registered person.
@@ -88,6 +101,8 @@ pub struct DatasetRecord {
     pub kek_id: String,
     pub source_sha256: String,
     pub created_at_ms: i64,
+    /// A principal whose approval every scenario listing this dataset needs (R12).
+    pub extra_approver_id: Option<String>,
 }
 
 /// Job lifecycle states.
@@ -121,14 +136,47 @@ impl JobStatus {
     }
 }
 
+/// Where a job runs (R3): the data lab on masked samples, or production on the raw data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobMode {
+    #[default]
+    Production,
+    Lab,
+}
+
+impl JobMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobMode::Production => "production",
+            JobMode::Lab => "lab",
+        }
+    }
+    fn parse(s: &str) -> JobMode {
+        if s == "lab" {
+            JobMode::Lab
+        } else {
+            JobMode::Production
+        }
+    }
+}
+
 /// A job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: String,
     pub tenant_id: String,
     pub author_id: String,
+    /// The SQL text; empty for a Substrait job.
     pub sql: String,
-    pub sql_sha256: String,
+    /// The Substrait plan as submitted; empty for a SQL job.
+    pub substrait_plan: Vec<u8>,
+    /// Hex SHA-256 of the query as submitted (SQL text or plan bytes); kept on promotion.
+    pub query_sha256: String,
+    pub mode: JobMode,
+    /// The scenario a production job runs under.
+    pub scenario_id: String,
+    /// The lab job a production job was promoted from.
+    pub promoted_from: String,
     pub status: JobStatus,
     pub error: String,
     pub error_id: String,
@@ -277,6 +325,23 @@ impl Store {
         Ok(value)
     }
 
+    /// Runs `change`, which reads, decides and returns the audit entry describing what it
+    /// did, in one durable transaction: read-modify-write without lost updates.
+    ///
+    /// # Errors
+    /// If either fails; then nothing is committed.
+    pub fn commit_with<T>(
+        &self,
+        change: impl FnOnce(&Transaction<'_>) -> Result<(T, AuditEntry)>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (value, entry) = change(&tx)?;
+        self.audit.append(&tx, &entry)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
     /// Appends an audit record on its own (denials, failures, reads).
     ///
     /// # Errors
@@ -299,6 +364,12 @@ impl Store {
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("keks", "parent", "TEXT"),
     ("jobs", "usage_json", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "substrait_plan", "BLOB NOT NULL DEFAULT x''"),
+    ("jobs", "mode", "TEXT NOT NULL DEFAULT 'production'"),
+    ("jobs", "scenario_id", "TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "promoted_from", "TEXT NOT NULL DEFAULT ''"),
+    ("tenants", "lab_until_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("datasets", "extra_approver_id", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -368,13 +439,22 @@ fn tenant_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
         kek_id: r.get(2)?,
         pseudonym_kek_id: r.get(3)?,
         created_at_ms: r.get(4)?,
+        lab_until_ms: r.get(5)?,
     })
 }
 
 pub fn insert_tenant(conn: &Connection, t: &Tenant) -> Result<()> {
     conn.execute(
-        "INSERT INTO tenants (id, name, kek_id, pseudonym_kek_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![t.id, t.name, t.kek_id, t.pseudonym_kek_id, t.created_at_ms],
+        "INSERT INTO tenants (id, name, kek_id, pseudonym_kek_id, created_at_ms, lab_until_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            t.id,
+            t.name,
+            t.kek_id,
+            t.pseudonym_kek_id,
+            t.created_at_ms,
+            t.lab_until_ms
+        ],
     )
     .map_err(|e| unique_violation(e, "a tenant with this name"))?;
     Ok(())
@@ -383,7 +463,7 @@ pub fn insert_tenant(conn: &Connection, t: &Tenant) -> Result<()> {
 pub fn tenant(conn: &Connection, id: &str) -> Result<Option<Tenant>> {
     Ok(conn
         .query_row(
-            "SELECT id, name, kek_id, pseudonym_kek_id, created_at_ms FROM tenants WHERE id = ?1",
+            "SELECT id, name, kek_id, pseudonym_kek_id, created_at_ms, lab_until_ms FROM tenants WHERE id = ?1",
             [id],
             tenant_row,
         )
@@ -392,10 +472,18 @@ pub fn tenant(conn: &Connection, id: &str) -> Result<Option<Tenant>> {
 
 pub fn tenants(conn: &Connection) -> Result<Vec<Tenant>> {
     let mut stmt = conn.prepare(
-        "SELECT id, name, kek_id, pseudonym_kek_id, created_at_ms FROM tenants ORDER BY created_at_ms, id",
+        "SELECT id, name, kek_id, pseudonym_kek_id, created_at_ms, lab_until_ms FROM tenants ORDER BY created_at_ms, id",
     )?;
     let rows = stmt.query_map([], tenant_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn set_lab_until(conn: &Connection, tenant_id: &str, until_ms: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE tenants SET lab_until_ms = ?2 WHERE id = ?1",
+        params![tenant_id, until_ms],
+    )?;
+    Ok(())
 }
 
 fn principal_row(r: &Row<'_>) -> rusqlite::Result<Principal> {
@@ -530,7 +618,7 @@ fn columns_from_json(text: &str) -> rusqlite::Result<Vec<ColumnSpec>> {
 }
 
 const DATASET_COLUMNS: &str = "d.id, d.name, d.description, d.steward_id, d.columns_json, d.n_rows,
-    d.location, d.kek_id, d.source_sha256, d.created_at_ms";
+    d.location, d.kek_id, d.source_sha256, d.created_at_ms, d.extra_approver_id";
 
 fn dataset_row(r: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
     let columns: String = r.get(4)?;
@@ -545,14 +633,15 @@ fn dataset_row(r: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
         kek_id: r.get(7)?,
         source_sha256: r.get(8)?,
         created_at_ms: r.get(9)?,
+        extra_approver_id: r.get(10)?,
     })
 }
 
 pub fn insert_dataset(conn: &Connection, d: &DatasetRecord) -> Result<()> {
     conn.execute(
         "INSERT INTO datasets (id, name, description, steward_id, columns_json, n_rows, location, kek_id,
-                               source_sha256, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               source_sha256, created_at_ms, extra_approver_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             d.id,
             d.name,
@@ -563,10 +652,23 @@ pub fn insert_dataset(conn: &Connection, d: &DatasetRecord) -> Result<()> {
             d.location,
             d.kek_id,
             d.source_sha256,
-            d.created_at_ms
+            d.created_at_ms,
+            d.extra_approver_id
         ],
     )
     .map_err(|e| unique_violation(e, "a dataset with this name"))?;
+    Ok(())
+}
+
+pub fn set_extra_approver(
+    conn: &Connection,
+    dataset_id: &str,
+    approver_id: Option<&str>,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE datasets SET extra_approver_id = ?2 WHERE id = ?1",
+        params![dataset_id, approver_id],
+    )?;
     Ok(())
 }
 
@@ -709,10 +811,12 @@ fn masked_table_from_json(text: &str) -> MaskedTable {
     }
 }
 
+/// `sql_sha256` holds the query hash of SQL and Substrait jobs alike (the column predates
+/// Substrait jobs).
 const JOB_COLUMNS: &str =
     "id, tenant_id, author_id, sql, sql_sha256, status, error, error_id, n_rows,
     columns_json, aggregate, preview_json, inputs_json, result_file, result_kek, result_sha256,
-    created_at_ms, finished_at_ms, usage_json";
+    created_at_ms, finished_at_ms, usage_json, substrait_plan, mode, scenario_id, promoted_from";
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let status: String = r.get(5)?;
@@ -720,12 +824,17 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let preview: String = r.get(11)?;
     let inputs: String = r.get(12)?;
     let usage: String = r.get(18)?;
+    let mode: String = r.get(20)?;
     Ok(JobRecord {
         id: r.get(0)?,
         tenant_id: r.get(1)?,
         author_id: r.get(2)?,
         sql: r.get(3)?,
-        sql_sha256: r.get(4)?,
+        query_sha256: r.get(4)?,
+        substrait_plan: r.get(19)?,
+        mode: JobMode::parse(&mode),
+        scenario_id: r.get(21)?,
+        promoted_from: r.get(22)?,
         status: JobStatus::parse(&status),
         error: r.get(6)?,
         error_id: r.get(7)?,
@@ -747,14 +856,15 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                     ?19, ?20, ?21, ?22, ?23)"
         ),
         params![
             j.id,
             j.tenant_id,
             j.author_id,
             j.sql,
-            j.sql_sha256,
+            j.query_sha256,
             j.status.as_str(),
             j.error,
             j.error_id,
@@ -768,7 +878,11 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
             j.result_sha256,
             j.created_at_ms,
             j.finished_at_ms,
-            serde_json::to_string(&j.usage).unwrap_or_default()
+            serde_json::to_string(&j.usage).unwrap_or_default(),
+            j.substrait_plan,
+            j.mode.as_str(),
+            j.scenario_id,
+            j.promoted_from
         ],
     )?;
     Ok(())
@@ -905,6 +1019,211 @@ pub fn exports_in_review(conn: &Connection) -> Result<Vec<ExportRecord>> {
     ))?;
     let rows = stmt.query_map([], export_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ------------------------------------------------------------------ scenarios
+
+/// Scenario decision states as stored; "expired" is derived from the validity period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ScenarioStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScenarioStatus::Pending => "pending",
+            ScenarioStatus::Approved => "approved",
+            ScenarioStatus::Rejected => "rejected",
+        }
+    }
+    fn parse(s: &str) -> ScenarioStatus {
+        match s {
+            "approved" => ScenarioStatus::Approved,
+            "rejected" => ScenarioStatus::Rejected,
+            _ => ScenarioStatus::Pending,
+        }
+    }
+}
+
+/// One dataset of a scenario's data list and the columns it may read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataListItem {
+    pub dataset_id: String,
+    pub columns: Vec<String>,
+}
+
+/// Who must approve: a listed dataset's steward, its extra approver (R12), or an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    Steward,
+    Extra,
+    Admin,
+}
+
+impl Capacity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Capacity::Steward => "steward",
+            Capacity::Extra => "extra",
+            Capacity::Admin => "admin",
+        }
+    }
+    fn parse(s: &str) -> Capacity {
+        match s {
+            "steward" => Capacity::Steward,
+            "extra" => Capacity::Extra,
+            _ => Capacity::Admin,
+        }
+    }
+}
+
+/// One required approval of a scenario and its decision, once made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioApproval {
+    pub capacity: Capacity,
+    /// Empty for [`Capacity::Admin`].
+    pub dataset_id: String,
+    /// The principal who must decide; empty for [`Capacity::Admin`] (any admin).
+    pub approver_id: String,
+    pub decided: bool,
+    pub approved: bool,
+    pub decided_by: String,
+    pub comment: String,
+    pub decided_at_ms: i64,
+}
+
+/// An application scenario: one scenario, one data list, one approval (R11).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub purpose: String,
+    pub data_list: Vec<DataListItem>,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub status: ScenarioStatus,
+    pub applicant_id: String,
+    pub created_at_ms: i64,
+    pub approvals: Vec<ScenarioApproval>,
+}
+
+const SCENARIO_COLUMNS: &str = "id, tenant_id, name, purpose, data_list_json, valid_from_ms,
+    valid_until_ms, status, applicant_id, created_at_ms";
+
+fn scenario_row(r: &Row<'_>) -> rusqlite::Result<ScenarioRecord> {
+    let data_list: String = r.get(4)?;
+    let status: String = r.get(7)?;
+    Ok(ScenarioRecord {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        name: r.get(2)?,
+        purpose: r.get(3)?,
+        data_list: serde_json::from_str(&data_list).map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                "data list json".into(),
+            )
+        })?,
+        valid_from_ms: r.get(5)?,
+        valid_until_ms: r.get(6)?,
+        status: ScenarioStatus::parse(&status),
+        applicant_id: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        approvals: Vec::new(),
+    })
+}
+
+fn with_approvals(conn: &Connection, mut s: ScenarioRecord) -> Result<ScenarioRecord> {
+    let mut stmt = conn.prepare(
+        "SELECT capacity, dataset_id, approver_id, decided, approved, decided_by, comment,
+                decided_at_ms
+         FROM scenario_approvals WHERE scenario_id = ?1
+         ORDER BY CASE capacity WHEN 'steward' THEN 0 WHEN 'extra' THEN 1 ELSE 2 END, dataset_id",
+    )?;
+    let rows = stmt.query_map([&s.id], |r| {
+        let capacity: String = r.get(0)?;
+        Ok(ScenarioApproval {
+            capacity: Capacity::parse(&capacity),
+            dataset_id: r.get(1)?,
+            approver_id: r.get(2)?,
+            decided: r.get(3)?,
+            approved: r.get(4)?,
+            decided_by: r.get(5)?,
+            comment: r.get(6)?,
+            decided_at_ms: r.get(7)?,
+        })
+    })?;
+    s.approvals = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(s)
+}
+
+/// Stores a scenario with its required approvals (its decisions included).
+pub fn upsert_scenario(conn: &Connection, s: &ScenarioRecord) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT OR REPLACE INTO scenarios ({SCENARIO_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            s.id,
+            s.tenant_id,
+            s.name,
+            s.purpose,
+            serde_json::to_string(&s.data_list).unwrap_or_default(),
+            s.valid_from_ms,
+            s.valid_until_ms,
+            s.status.as_str(),
+            s.applicant_id,
+            s.created_at_ms
+        ],
+    )?;
+    for a in &s.approvals {
+        conn.execute(
+            "INSERT OR REPLACE INTO scenario_approvals (scenario_id, capacity, dataset_id,
+                 approver_id, decided, approved, decided_by, comment, decided_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                s.id,
+                a.capacity.as_str(),
+                a.dataset_id,
+                a.approver_id,
+                a.decided,
+                a.approved,
+                a.decided_by,
+                a.comment,
+                a.decided_at_ms
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn scenario(conn: &Connection, id: &str) -> Result<Option<ScenarioRecord>> {
+    let found = conn
+        .query_row(
+            &format!("SELECT {SCENARIO_COLUMNS} FROM scenarios WHERE id = ?1"),
+            [id],
+            scenario_row,
+        )
+        .optional()?;
+    found.map(|s| with_approvals(conn, s)).transpose()
+}
+
+/// Scenarios of one tenant, or of all, newest first.
+pub fn scenarios(conn: &Connection, tenant_id: Option<&str>) -> Result<Vec<ScenarioRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {SCENARIO_COLUMNS} FROM scenarios WHERE (?1 IS NULL OR tenant_id = ?1)
+         ORDER BY created_at_ms DESC, id LIMIT 500"
+    ))?;
+    let rows = stmt
+        .query_map([tenant_id], scenario_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(|s| with_approvals(conn, s)).collect()
 }
 
 fn unique_violation(e: rusqlite::Error, what: &str) -> ServerError {

@@ -46,9 +46,12 @@ pub enum ClientCommand {
     /// Datasets: stewards ingest, admins grant, engineers browse and sample.
     #[command(subcommand)]
     Dataset(DatasetCommand),
-    /// SQL jobs: engineers.
+    /// Jobs: engineers, in the data lab (masked samples) or in production (a scenario).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Scenarios (R11, R12): engineers apply, stewards and admins approve.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
     /// Metered resource use per tenant (R6): engineers see their tenant, admins and
     /// auditors every tenant.
     Usage {
@@ -76,6 +79,62 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Open, extend or end a tenant's data-lab access (R20: at most 183 days ahead).
+    LabAccess {
+        id: String,
+        /// Days from now; 0 ends lab access now.
+        #[arg(long)]
+        days: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Apply for a scenario: a purpose and a data list of datasets and columns (engineers).
+    Apply {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        purpose: String,
+        /// A data-list entry, repeated: DATASET_ID:col1,col2,…
+        #[arg(long = "data", required = true)]
+        data: Vec<String>,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the scenarios you may see.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a scenario with its approvals.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve as a required approver (a listed dataset's steward or extra approver, an
+    /// admin).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reject, with the reason.
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -160,17 +219,47 @@ pub enum DatasetCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Require one more approver on every new scenario listing this dataset (R12, admins);
+    /// `--principal ""` clears it.
+    Approver {
+        id: String,
+        #[arg(long)]
+        principal: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// Submit SQL over your tenant's datasets and wait for the masked preview.
+    /// Submit a job and wait for it: in the lab (`--lab`: masked samples of your catalog,
+    /// results shown directly) or in production (`--scenario`: the raw data of the scenario's
+    /// data list, result staged for the export gate, masked preview).
     Submit {
+        /// SQL text.
+        #[arg(long, required_unless_present = "plan", conflicts_with = "plan")]
+        sql: Option<String>,
+        /// A Substrait plan file (protobuf bytes), e.g. from datafusion-python.
         #[arg(long)]
-        sql: String,
+        plan: Option<PathBuf>,
+        /// Run in the data lab.
+        #[arg(long, conflicts_with = "scenario")]
+        lab: bool,
+        /// The approved scenario a production job runs under.
+        #[arg(long, required_unless_present = "lab")]
+        scenario: Option<String>,
         /// Return at once instead of waiting.
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run a succeeded lab job's exact query in production under a scenario (same query
+    /// hash), and wait for it.
+    Promote {
+        id: String,
+        #[arg(long)]
+        scenario: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -342,6 +431,136 @@ pub async fn create_principal(
     Ok(principal)
 }
 
+/// Waits for a submitted job (unless `no_wait`) with a progress bar, and prints it.
+async fn finish_job(client: &mut Client, submitted: pb::Job, no_wait: bool) -> Result<ExitCode> {
+    let job = if no_wait {
+        submitted
+    } else {
+        let bar = render::JobProgressBar::new(&submitted.id);
+        let done = client
+            .wait_job_with(&submitted.id, Duration::from_secs(7 * 24 * 3600), |job| {
+                bar.update(job)
+            })
+            .await;
+        bar.finish();
+        done?
+    };
+    render::print_job(&job);
+    if job.status != pb::JobStatus::Succeeded as i32 && !no_wait {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `DATASET_ID:col1,col2`.
+fn parse_data_item(text: &str) -> Result<pb::DataListItem> {
+    let Some((dataset, columns)) = text.split_once(':') else {
+        bail!("--data must be DATASET_ID:col1,col2,… (got {text:?})");
+    };
+    let columns: Vec<String> = columns
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if columns.is_empty() {
+        bail!("--data {text:?} lists no columns");
+    }
+    Ok(pb::DataListItem {
+        dataset_id: dataset.trim().to_owned(),
+        columns,
+    })
+}
+
+async fn run_scenario(command: ScenarioCommand) -> Result<()> {
+    match command {
+        ScenarioCommand::Apply {
+            name,
+            purpose,
+            data,
+            days,
+            conn,
+        } => {
+            let data_list = data
+                .iter()
+                .map(|d| parse_data_item(d))
+                .collect::<Result<Vec<_>>>()?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let scenario = conn
+                .connect()
+                .await?
+                .scenarios
+                .apply_scenario(pb::ApplyScenarioRequest {
+                    name,
+                    purpose,
+                    data_list,
+                    valid_from_ms: now,
+                    valid_until_ms: now + i64::from(days) * 86_400_000,
+                })
+                .await?
+                .into_inner()
+                .scenario
+                .unwrap_or_default();
+            render::print_scenario(&scenario);
+        }
+        ScenarioCommand::List { conn } => {
+            let list = conn
+                .connect()
+                .await?
+                .scenarios
+                .list_scenarios(pb::ListScenariosRequest {})
+                .await?
+                .into_inner();
+            for s in &list.scenarios {
+                println!(
+                    "{}  {:<9}  {}  until {}",
+                    s.id,
+                    render::scenario_status(s.status),
+                    s.name,
+                    render::time(s.valid_until_ms)
+                );
+            }
+        }
+        ScenarioCommand::Show { id, conn } => {
+            let scenario = conn
+                .connect()
+                .await?
+                .scenarios
+                .get_scenario(pb::GetScenarioRequest { scenario_id: id })
+                .await?
+                .into_inner()
+                .scenario
+                .unwrap_or_default();
+            render::print_scenario(&scenario);
+        }
+        ScenarioCommand::Approve { id, comment, conn } => {
+            decide_scenario(conn, id, true, comment).await?;
+        }
+        ScenarioCommand::Reject { id, comment, conn } => {
+            decide_scenario(conn, id, false, comment).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn decide_scenario(conn: Conn, id: String, approve: bool, comment: String) -> Result<()> {
+    let scenario = conn
+        .connect()
+        .await?
+        .scenarios
+        .decide_scenario(pb::DecideScenarioRequest {
+            scenario_id: id,
+            approve,
+            comment,
+        })
+        .await?
+        .into_inner()
+        .scenario
+        .unwrap_or_default();
+    render::print_scenario(&scenario);
+    Ok(())
+}
+
 pub async fn run(command: ClientCommand) -> Result<ExitCode> {
     match command {
         ClientCommand::Whoami { conn } => {
@@ -484,38 +703,101 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .await?;
             println!("granted {id} to {tenant}");
         }
-        ClientCommand::Job(JobCommand::Submit { sql, no_wait, conn }) => {
-            let mut client = conn.connect().await?;
-            let job = if no_wait {
-                client
-                    .jobs
-                    .submit_job(pb::SubmitJobRequest { sql })
-                    .await?
-                    .into_inner()
-                    .job
-                    .unwrap_or_default()
-            } else {
-                let submitted = client
-                    .jobs
-                    .submit_job(pb::SubmitJobRequest { sql })
-                    .await?
-                    .into_inner()
-                    .job
-                    .unwrap_or_default();
-                let bar = render::JobProgressBar::new(&submitted.id);
-                let done = client
-                    .wait_job_with(&submitted.id, Duration::from_secs(7 * 24 * 3600), |job| {
-                        bar.update(job)
-                    })
-                    .await;
-                bar.finish();
-                done?
+        ClientCommand::Job(JobCommand::Submit {
+            sql,
+            plan,
+            lab,
+            scenario,
+            no_wait,
+            conn,
+        }) => {
+            let substrait_plan = match &plan {
+                Some(path) => {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => Vec::new(),
             };
-            render::print_job(&job);
-            if job.status != pb::JobStatus::Succeeded as i32 && !no_wait {
-                return Ok(ExitCode::from(3));
+            let request = pb::SubmitJobRequest {
+                sql: sql.unwrap_or_default(),
+                substrait_plan,
+                mode: if lab {
+                    pb::JobMode::Lab
+                } else {
+                    pb::JobMode::Production
+                } as i32,
+                scenario_id: scenario.unwrap_or_default(),
+            };
+            let mut client = conn.connect().await?;
+            let submitted = client
+                .jobs
+                .submit_job(request)
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            return finish_job(&mut client, submitted, no_wait).await;
+        }
+        ClientCommand::Job(JobCommand::Promote { id, scenario, conn }) => {
+            let mut client = conn.connect().await?;
+            let submitted = client
+                .jobs
+                .promote_job(pb::PromoteJobRequest {
+                    job_id: id,
+                    scenario_id: scenario,
+                })
+                .await?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            return finish_job(&mut client, submitted, false).await;
+        }
+        ClientCommand::Tenant(TenantCommand::LabAccess { id, days, conn }) => {
+            let lab_until_ms = if days == 0 {
+                0
+            } else {
+                chrono::Utc::now().timestamp_millis() + i64::from(days) * 86_400_000
+            };
+            let tenant = conn
+                .connect()
+                .await?
+                .admin
+                .set_lab_access(pb::SetLabAccessRequest {
+                    tenant_id: id,
+                    lab_until_ms,
+                })
+                .await?
+                .into_inner()
+                .tenant
+                .unwrap_or_default();
+            match tenant.lab_until_ms {
+                0 => println!("tenant {} has no lab access", tenant.id),
+                until => println!(
+                    "tenant {} has lab access until {}",
+                    tenant.id,
+                    render::time(until)
+                ),
             }
         }
+        ClientCommand::Dataset(DatasetCommand::Approver {
+            id,
+            principal,
+            conn,
+        }) => {
+            let dataset = conn
+                .connect()
+                .await?
+                .admin
+                .set_dataset_approver(pb::SetDatasetApproverRequest {
+                    dataset_id: id,
+                    approver_id: principal,
+                })
+                .await?
+                .into_inner()
+                .dataset
+                .unwrap_or_default();
+            render::print_dataset(&dataset);
+        }
+        ClientCommand::Scenario(command) => run_scenario(command).await?,
         ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
             let job = conn
                 .connect()
@@ -585,12 +867,21 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .await?
                 .into_inner();
             for job in list.jobs {
+                let query = if job.query_kind == "substrait" {
+                    format!(
+                        "[substrait {}…]",
+                        &job.query_sha256[..12.min(job.query_sha256.len())]
+                    )
+                } else {
+                    job.sql.replace('\n', " ")
+                };
                 println!(
-                    "{}  {:<9}  {} rows  {}",
+                    "{}  {:<10}  {:<9}  {} rows  {}",
                     job.id,
+                    render::job_mode(job.mode),
                     render::job_status(job.status),
                     job.n_rows,
-                    job.sql.replace('\n', " ")
+                    query
                 );
             }
         }

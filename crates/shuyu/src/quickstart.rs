@@ -20,7 +20,10 @@ async fn connect(addr: &str, creds: &Path) -> Result<Client> {
 const AGGREGATE_SQL: &str = "SELECT district, count(*) AS residents, round(avg(cost), 2) AS avg_cost \
 FROM health_records GROUP BY district ORDER BY district";
 const ROW_LEVEL_SQL: &str =
-    "SELECT name, id_number, diagnosis, cost FROM health_records WHERE cost > 5000";
+    "SELECT id_number, diagnosis, cost FROM health_records WHERE cost > 5000";
+/// Columns of health_records the demo scenario needs (least necessary, R11).
+const SCENARIO_COLUMNS: [&str; 4] = ["id_number", "district", "diagnosis", "cost"];
+const OUTSIDE_LIST_SQL: &str = "SELECT name FROM health_records LIMIT 5";
 
 /// Runs the quickstart. With `data_dir` the domain is kept there for `shuyu serve`.
 pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()> {
@@ -193,11 +196,81 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
 
     step(
         7,
-        "Engineer runs an aggregate SQL job; the result stays encrypted, the preview is masked",
+        "Engineer develops the query in the data lab: masked data, results shown directly",
     );
     println!("  SQL: {AGGREGATE_SQL}");
+    let lab = engineer
+        .run_lab_sql(AGGREGATE_SQL, Duration::from_secs(300))
+        .await?;
+    render::print_job(&lab);
+    ensure!(
+        lab.status == pb::JobStatus::Succeeded as i32,
+        "the lab job failed: {}",
+        lab.error
+    );
+
+    step(
+        8,
+        "Engineer applies for a scenario (purpose + data list); steward and admin approve it",
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let applied = engineer
+        .scenarios
+        .apply_scenario(pb::ApplyScenarioRequest {
+            name: "区县医疗费用分析".into(),
+            purpose: "按区县统计就诊人数与平均费用，用于卫生资源规划（公共治理场景）".into(),
+            data_list: vec![pb::DataListItem {
+                dataset_id: health_id.clone(),
+                columns: SCENARIO_COLUMNS.map(String::from).to_vec(),
+            }],
+            valid_from_ms: now,
+            valid_until_ms: now + 90 * 86_400_000,
+        })
+        .await?
+        .into_inner()
+        .scenario
+        .unwrap_or_default();
+    for (who, client) in [("steward", &mut steward), ("admin", &mut admin)] {
+        client
+            .scenarios
+            .decide_scenario(pb::DecideScenarioRequest {
+                scenario_id: applied.id.clone(),
+                approve: true,
+                comment: format!("{who}: 字段最小必要，同意"),
+            })
+            .await?;
+    }
+    let scenario = engineer
+        .scenarios
+        .get_scenario(pb::GetScenarioRequest {
+            scenario_id: applied.id.clone(),
+        })
+        .await?
+        .into_inner()
+        .scenario
+        .unwrap_or_default();
+    render::print_scenario(&scenario);
+    ensure!(
+        scenario.status == pb::ScenarioStatus::Approved as i32,
+        "the scenario was not approved"
+    );
+
+    step(
+        9,
+        "The lab query is promoted to production: raw encrypted data, same query hash",
+    );
     let aggregate = engineer
-        .run_sql(AGGREGATE_SQL, Duration::from_secs(300))
+        .jobs
+        .promote_job(pb::PromoteJobRequest {
+            job_id: lab.id.clone(),
+            scenario_id: scenario.id.clone(),
+        })
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    let aggregate = engineer
+        .wait_job(&aggregate.id, Duration::from_secs(300))
         .await?;
     render::print_job(&aggregate);
     ensure!(
@@ -205,14 +278,30 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         "the aggregate job failed: {}",
         aggregate.error
     );
+    ensure!(
+        aggregate.query_sha256 == lab.query_sha256,
+        "promotion changed the query hash"
+    );
+    println!("  SQL: {OUTSIDE_LIST_SQL}");
+    let outside = engineer
+        .run_sql(OUTSIDE_LIST_SQL, &scenario.id, Duration::from_secs(300))
+        .await?;
+    println!(
+        "  a column outside the scenario's data list does not exist for the job: {}",
+        outside.error
+    );
+    ensure!(
+        outside.status == pb::JobStatus::Failed as i32,
+        "a column outside the data list was readable"
+    );
 
     step(
-        8,
+        10,
         "A row-level export is refused by the automated disclosure checks",
     );
     println!("  SQL: {ROW_LEVEL_SQL}");
     let row_level = engineer
-        .run_sql(ROW_LEVEL_SQL, Duration::from_secs(300))
+        .run_sql(ROW_LEVEL_SQL, &scenario.id, Duration::from_secs(300))
         .await?;
     render::print_job(&row_level);
     let refused = engineer
@@ -233,7 +322,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     );
 
     step(
-        9,
+        11,
         "The aggregate export goes to review; a reviewer who is not the author approves it",
     );
     let requested = engineer
@@ -271,7 +360,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     render::print_export(&approved);
 
     step(
-        10,
+        12,
         "The requester downloads the signed package; it verifies offline",
     );
     let package = engineer.download(&requested.id).await?;
@@ -294,7 +383,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     }
 
     step(
-        11,
+        13,
         "The auditor reads and verifies the tamper-evident audit trail",
     );
     let records = auditor

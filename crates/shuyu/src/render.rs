@@ -152,6 +152,71 @@ pub fn print_dataset(d: &pb::Dataset) {
     );
 }
 
+/// A time in ms since the epoch, UTC to the minute.
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub fn job_mode(value: i32) -> &'static str {
+    match pb::JobMode::try_from(value) {
+        Ok(pb::JobMode::Lab) => "lab",
+        _ => "production",
+    }
+}
+
+pub fn scenario_status(value: i32) -> &'static str {
+    match pb::ScenarioStatus::try_from(value) {
+        Ok(pb::ScenarioStatus::Pending) => "pending",
+        Ok(pb::ScenarioStatus::Approved) => "approved",
+        Ok(pb::ScenarioStatus::Rejected) => "rejected",
+        Ok(pb::ScenarioStatus::Expired) => "expired",
+        _ => "?",
+    }
+}
+
+pub fn print_scenario(s: &pb::Scenario) {
+    println!(
+        "  scenario {} \"{}\" — {} (tenant {})",
+        s.id,
+        s.name,
+        scenario_status(s.status),
+        s.tenant_id
+    );
+    println!("  purpose: {}", s.purpose);
+    println!(
+        "  valid {} to {}",
+        time(s.valid_from_ms),
+        time(s.valid_until_ms)
+    );
+    for item in &s.data_list {
+        println!("  data: {} — {}", item.dataset_id, item.columns.join(", "));
+    }
+    for a in &s.approvals {
+        let who = match a.capacity.as_str() {
+            "admin" => "an admin".to_owned(),
+            "extra" => format!("extra approver {} of {}", a.approver_id, a.dataset_id),
+            _ => format!("steward {} of {}", a.approver_id, a.dataset_id),
+        };
+        let state = if !a.decided {
+            "waiting".to_owned()
+        } else {
+            format!(
+                "{} by {}{}",
+                if a.approved { "approved" } else { "rejected" },
+                a.decided_by,
+                if a.comment.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", a.comment)
+                }
+            )
+        };
+        println!("    {who}: {state}");
+    }
+}
+
 pub fn job_status(value: i32) -> &'static str {
     match pb::JobStatus::try_from(value) {
         Ok(pb::JobStatus::Queued) => "queued",
@@ -258,7 +323,24 @@ pub fn print_usage(usage: &pb::GetUsageResponse) {
 }
 
 pub fn print_job(job: &pb::Job) {
-    println!("  job {} — {}", job.id, job_status(job.status));
+    let mode = if job.mode == pb::JobMode::Lab as i32 {
+        "lab".to_owned()
+    } else {
+        format!("production, scenario {}", job.scenario_id)
+    };
+    println!("  job {} — {} ({mode})", job.id, job_status(job.status));
+    if !job.query_sha256.is_empty() {
+        println!(
+            "  {} query sha256 {}…{}",
+            job.query_kind,
+            &job.query_sha256[..16.min(job.query_sha256.len())],
+            if job.promoted_from.is_empty() {
+                String::new()
+            } else {
+                format!(", promoted from lab job {}", job.promoted_from)
+            }
+        );
+    }
     if let Some(u) = &job.usage {
         println!(
             "  used {:.2} s CPU, {} scanned, peak memory {}, {:.2} s wall ({:.2} s queued)",
@@ -272,7 +354,15 @@ pub fn print_job(job: &pb::Job) {
     if !job.error.is_empty() {
         println!("  error: {}", job.error);
     }
-    if job.status == pb::JobStatus::Succeeded as i32 {
+    if job.status == pb::JobStatus::Succeeded as i32 && job.mode == pb::JobMode::Lab as i32 {
+        println!(
+            "  {} rows computed on masked lab data (never exportable):",
+            job.n_rows
+        );
+        if let Some(preview) = &job.preview {
+            print_masked(preview);
+        }
+    } else if job.status == pb::JobStatus::Succeeded as i32 {
         println!(
             "  {} rows, {} result; result encrypted in the domain, masked preview:",
             job.n_rows,
@@ -376,9 +466,11 @@ pub fn print_manifest(m: &shuyu_server::package::Manifest) {
         m.requester_id, m.reviewer_id, m.review_comment
     );
     println!(
-        "  policy {}, SQL sha256 {}…",
+        "  policy {}, scenario {}, {} query sha256 {}…",
         m.policy_version,
-        &m.sql_sha256[..16.min(m.sql_sha256.len())]
+        m.scenario_id,
+        m.query_kind,
+        &m.query_sha256[..16.min(m.query_sha256.len())]
     );
     for d in &m.input_datasets {
         println!(

@@ -38,6 +38,8 @@ pub struct WorkerOptions {
 
 /// Runs the worker; never returns to the normal CLI path.
 pub fn main(options: WorkerOptions) -> ExitCode {
+    // Opened before confinement, which may hide /proc: the peak-memory reading below.
+    let _ = PROC_STATUS.set(std::fs::File::open("/proc/self/status").ok());
     let stdin = std::io::stdin();
     let mut input = BufReader::new(stdin);
     let mut line = Zeroizing::new(String::new());
@@ -99,6 +101,23 @@ pub fn main(options: WorkerOptions) -> ExitCode {
     }
 }
 
+/// `/proc/self/status`, opened at start.
+static PROC_STATUS: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+
+/// This process's own peak resident set (`VmHWM`), read afresh from the status file opened
+/// at start. Not `ru_maxrss`: Linux carries that across `execve`, so a worker started by a
+/// large server would report the server's peak.
+fn peak_rss_bytes() -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = PROC_STATUS.get()?.as_ref()?;
+    let mut buf = vec![0u8; 8192];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn usage() -> WorkerUsage {
     #[cfg(target_os = "linux")]
     {
@@ -109,8 +128,8 @@ fn usage() -> WorkerUsage {
             };
             return WorkerUsage {
                 cpu_ms: ms(u.user_time()) + ms(u.system_time()),
-                // ru_maxrss is in KiB on Linux.
-                peak_rss_bytes: (u.max_rss().max(0) as u64) * 1024,
+                // ru_maxrss (KiB on Linux) only if /proc cannot be read.
+                peak_rss_bytes: peak_rss_bytes().unwrap_or((u.max_rss().max(0) as u64) * 1024),
             };
         }
     }

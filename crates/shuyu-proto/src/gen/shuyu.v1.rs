@@ -23,6 +23,9 @@ pub struct Tenant {
     pub name: ::prost::alloc::string::String,
     #[prost(int64, tag = "3")]
     pub created_at_ms: i64,
+    /// End of the tenant's data-lab access (R20); 0 = no lab access.
+    #[prost(int64, tag = "4")]
+    pub lab_until_ms: i64,
 }
 /// A column as the catalog describes it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -132,6 +135,32 @@ pub struct GrantDatasetRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GrantDatasetResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetDatasetApproverRequest {
+    #[prost(string, tag = "1")]
+    pub dataset_id: ::prost::alloc::string::String,
+    /// A steward or admin principal; empty clears the requirement.
+    #[prost(string, tag = "2")]
+    pub approver_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SetDatasetApproverResponse {
+    #[prost(message, optional, tag = "1")]
+    pub dataset: ::core::option::Option<Dataset>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetLabAccessRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// 0 ends lab access now.
+    #[prost(int64, tag = "2")]
+    pub lab_until_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetLabAccessResponse {
+    #[prost(message, optional, tag = "1")]
+    pub tenant: ::core::option::Option<Tenant>,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct IngestHeader {
     #[prost(string, tag = "1")]
@@ -183,6 +212,9 @@ pub struct Dataset {
     /// Hex SHA-256 of the ingested bytes (provenance).
     #[prost(string, tag = "8")]
     pub source_sha256: ::prost::alloc::string::String,
+    /// Set when scenarios reading this dataset need one more approval (R12).
+    #[prost(string, tag = "9")]
+    pub extra_approver_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListDatasetsRequest {}
@@ -214,10 +246,33 @@ pub struct SampleDatasetResponse {
     #[prost(message, optional, tag = "1")]
     pub sample: ::core::option::Option<MaskedTable>,
 }
+/// Exactly one of sql and substrait_plan.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SubmitJobRequest {
     #[prost(string, tag = "1")]
     pub sql: ::prost::alloc::string::String,
+    /// A Substrait plan (protobuf bytes) whose tables are bare dataset names.
+    #[prost(bytes = "vec", tag = "2")]
+    pub substrait_plan: ::prost::alloc::vec::Vec<u8>,
+    /// JOB_MODE_UNSPECIFIED means production.
+    #[prost(enumeration = "JobMode", tag = "3")]
+    pub mode: i32,
+    /// Production: the approved scenario the job runs under (exactly one).
+    #[prost(string, tag = "4")]
+    pub scenario_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PromoteJobRequest {
+    /// A succeeded lab job of the caller's tenant.
+    #[prost(string, tag = "1")]
+    pub job_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub scenario_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PromoteJobResponse {
+    #[prost(message, optional, tag = "1")]
+    pub job: ::core::option::Option<Job>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubmitJobResponse {
@@ -362,6 +417,125 @@ pub struct Job {
     /// Set once the job has finished.
     #[prost(message, optional, tag = "17")]
     pub usage: ::core::option::Option<JobUsage>,
+    #[prost(enumeration = "JobMode", tag = "18")]
+    pub mode: i32,
+    #[prost(string, tag = "19")]
+    pub scenario_id: ::prost::alloc::string::String,
+    /// "sql" or "substrait".
+    #[prost(string, tag = "20")]
+    pub query_kind: ::prost::alloc::string::String,
+    /// Hex SHA-256 of the query as submitted (SQL text or Substrait bytes): kept on promotion.
+    #[prost(string, tag = "21")]
+    pub query_sha256: ::prost::alloc::string::String,
+    /// The lab job this production job was promoted from.
+    #[prost(string, tag = "22")]
+    pub promoted_from: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DataListItem {
+    #[prost(string, tag = "1")]
+    pub dataset_id: ::prost::alloc::string::String,
+    /// The columns needed; at least one.
+    #[prost(string, repeated, tag = "2")]
+    pub columns: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// One required approval: "steward", "extra" (per dataset) or "admin".
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ScenarioApproval {
+    #[prost(string, tag = "1")]
+    pub capacity: ::prost::alloc::string::String,
+    /// Empty for "admin".
+    #[prost(string, tag = "2")]
+    pub dataset_id: ::prost::alloc::string::String,
+    /// The principal who must decide; empty for "admin" (any admin).
+    #[prost(string, tag = "3")]
+    pub approver_id: ::prost::alloc::string::String,
+    /// Set once decided.
+    #[prost(bool, tag = "4")]
+    pub decided: bool,
+    #[prost(bool, tag = "5")]
+    pub approved: bool,
+    #[prost(string, tag = "6")]
+    pub decided_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub comment: ::prost::alloc::string::String,
+    #[prost(int64, tag = "8")]
+    pub decided_at_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Scenario {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub purpose: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "5")]
+    pub data_list: ::prost::alloc::vec::Vec<DataListItem>,
+    #[prost(int64, tag = "6")]
+    pub valid_from_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub valid_until_ms: i64,
+    #[prost(enumeration = "ScenarioStatus", tag = "8")]
+    pub status: i32,
+    #[prost(message, repeated, tag = "9")]
+    pub approvals: ::prost::alloc::vec::Vec<ScenarioApproval>,
+    #[prost(string, tag = "10")]
+    pub applicant_id: ::prost::alloc::string::String,
+    #[prost(int64, tag = "11")]
+    pub created_at_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ApplyScenarioRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub purpose: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub data_list: ::prost::alloc::vec::Vec<DataListItem>,
+    /// 0 means now.
+    #[prost(int64, tag = "4")]
+    pub valid_from_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub valid_until_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ApplyScenarioResponse {
+    #[prost(message, optional, tag = "1")]
+    pub scenario: ::core::option::Option<Scenario>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListScenariosRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListScenariosResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub scenarios: ::prost::alloc::vec::Vec<Scenario>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetScenarioRequest {
+    #[prost(string, tag = "1")]
+    pub scenario_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetScenarioResponse {
+    #[prost(message, optional, tag = "1")]
+    pub scenario: ::core::option::Option<Scenario>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DecideScenarioRequest {
+    #[prost(string, tag = "1")]
+    pub scenario_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub approve: bool,
+    #[prost(string, tag = "3")]
+    pub comment: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DecideScenarioResponse {
+    #[prost(message, optional, tag = "1")]
+    pub scenario: ::core::option::Option<Scenario>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CheckResult {
@@ -636,6 +810,74 @@ impl JobStatus {
             "JOB_STATUS_SUCCEEDED" => Some(Self::Succeeded),
             "JOB_STATUS_FAILED" => Some(Self::Failed),
             "JOB_STATUS_CANCELLED" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum JobMode {
+    Unspecified = 0,
+    /// Raw encrypted data of the scenario's data list; the result is staged for the gate.
+    Production = 1,
+    /// Masked samples of the tenant's granted datasets; results are shown directly and can
+    /// never be exported (R3, R16, R20).
+    Lab = 2,
+}
+impl JobMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "JOB_MODE_UNSPECIFIED",
+            Self::Production => "JOB_MODE_PRODUCTION",
+            Self::Lab => "JOB_MODE_LAB",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "JOB_MODE_UNSPECIFIED" => Some(Self::Unspecified),
+            "JOB_MODE_PRODUCTION" => Some(Self::Production),
+            "JOB_MODE_LAB" => Some(Self::Lab),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ScenarioStatus {
+    Unspecified = 0,
+    Pending = 1,
+    Approved = 2,
+    Rejected = 3,
+    /// Approved, but the validity period has ended.
+    Expired = 4,
+}
+impl ScenarioStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SCENARIO_STATUS_UNSPECIFIED",
+            Self::Pending => "SCENARIO_STATUS_PENDING",
+            Self::Approved => "SCENARIO_STATUS_APPROVED",
+            Self::Rejected => "SCENARIO_STATUS_REJECTED",
+            Self::Expired => "SCENARIO_STATUS_EXPIRED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SCENARIO_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "SCENARIO_STATUS_PENDING" => Some(Self::Pending),
+            "SCENARIO_STATUS_APPROVED" => Some(Self::Approved),
+            "SCENARIO_STATUS_REJECTED" => Some(Self::Rejected),
+            "SCENARIO_STATUS_EXPIRED" => Some(Self::Expired),
             _ => None,
         }
     }
@@ -1214,6 +1456,56 @@ pub mod admin_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.AdminService", "GrantDataset"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sets or clears the extra approver a dataset's scenarios need (R12).
+        pub async fn set_dataset_approver(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetDatasetApproverRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetDatasetApproverResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.AdminService/SetDatasetApprover",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.AdminService", "SetDatasetApprover"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Opens, extends or ends a tenant's data-lab access: at most 6 months ahead (R20).
+        pub async fn set_lab_access(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetLabAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetLabAccessResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.AdminService/SetLabAccess",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.AdminService", "SetLabAccess"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1270,6 +1562,22 @@ pub mod admin_service_server {
             request: tonic::Request<super::GrantDatasetRequest>,
         ) -> std::result::Result<
             tonic::Response<super::GrantDatasetResponse>,
+            tonic::Status,
+        >;
+        /// Sets or clears the extra approver a dataset's scenarios need (R12).
+        async fn set_dataset_approver(
+            &self,
+            request: tonic::Request<super::SetDatasetApproverRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetDatasetApproverResponse>,
+            tonic::Status,
+        >;
+        /// Opens, extends or ends a tenant's data-lab access: at most 6 months ahead (R20).
+        async fn set_lab_access(
+            &self,
+            request: tonic::Request<super::SetLabAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetLabAccessResponse>,
             tonic::Status,
         >;
     }
@@ -1605,6 +1913,97 @@ pub mod admin_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GrantDatasetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.AdminService/SetDatasetApprover" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetDatasetApproverSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::SetDatasetApproverRequest>
+                    for SetDatasetApproverSvc<T> {
+                        type Response = super::SetDatasetApproverResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetDatasetApproverRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::set_dataset_approver(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetDatasetApproverSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.AdminService/SetLabAccess" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetLabAccessSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::SetLabAccessRequest>
+                    for SetLabAccessSvc<T> {
+                        type Response = super::SetLabAccessResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetLabAccessRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::set_lab_access(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetLabAccessSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -2359,6 +2758,31 @@ pub mod job_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.JobService", "CancelJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Runs a lab job's exact query (same query hash) in production under a scenario.
+        pub async fn promote_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PromoteJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PromoteJobResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.JobService/PromoteJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.JobService", "PromoteJob"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Metered resource use per tenant over a period (R6). Engineers see their own tenant.
         pub async fn get_usage(
             &mut self,
@@ -2423,6 +2847,14 @@ pub mod job_service_server {
             request: tonic::Request<super::CancelJobRequest>,
         ) -> std::result::Result<
             tonic::Response<super::CancelJobResponse>,
+            tonic::Status,
+        >;
+        /// Runs a lab job's exact query (same query hash) in production under a scenario.
+        async fn promote_job(
+            &self,
+            request: tonic::Request<super::PromoteJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PromoteJobResponse>,
             tonic::Status,
         >;
         /// Metered resource use per tenant over a period (R6). Engineers see their own tenant.
@@ -2690,6 +3122,51 @@ pub mod job_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/shuyu.v1.JobService/PromoteJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct PromoteJobSvc<T: JobService>(pub Arc<T>);
+                    impl<
+                        T: JobService,
+                    > tonic::server::UnaryService<super::PromoteJobRequest>
+                    for PromoteJobSvc<T> {
+                        type Response = super::PromoteJobResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PromoteJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as JobService>::promote_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PromoteJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/shuyu.v1.JobService/GetUsage" => {
                     #[allow(non_camel_case_types)]
                     struct GetUsageSvc<T: JobService>(pub Arc<T>);
@@ -2772,6 +3249,541 @@ pub mod job_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "shuyu.v1.JobService";
     impl<T> tonic::server::NamedService for JobServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod scenario_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// One scenario, one data list, one approval (R11): a tenant applies with a purpose and the
+    /// datasets and columns it needs; each listed dataset's steward, the dataset's extra
+    /// approver if it has one (R12) and an admin approve; production jobs then read only the
+    /// listed columns, within the validity period.
+    #[derive(Debug, Clone)]
+    pub struct ScenarioServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> ScenarioServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> ScenarioServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            ScenarioServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Engineer.
+        pub async fn apply_scenario(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ApplyScenarioRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyScenarioResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ScenarioService/ApplyScenario",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ScenarioService", "ApplyScenario"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Engineers see their tenant's; stewards those listing their datasets; admins and
+        /// auditors all.
+        pub async fn list_scenarios(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListScenariosRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListScenariosResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ScenarioService/ListScenarios",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ScenarioService", "ListScenarios"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_scenario(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetScenarioRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetScenarioResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ScenarioService/GetScenario",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ScenarioService", "GetScenario"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A required approver's decision; one rejection rejects the scenario.
+        pub async fn decide_scenario(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DecideScenarioRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DecideScenarioResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ScenarioService/DecideScenario",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ScenarioService", "DecideScenario"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod scenario_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with ScenarioServiceServer.
+    #[async_trait]
+    pub trait ScenarioService: std::marker::Send + std::marker::Sync + 'static {
+        /// Engineer.
+        async fn apply_scenario(
+            &self,
+            request: tonic::Request<super::ApplyScenarioRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyScenarioResponse>,
+            tonic::Status,
+        >;
+        /// Engineers see their tenant's; stewards those listing their datasets; admins and
+        /// auditors all.
+        async fn list_scenarios(
+            &self,
+            request: tonic::Request<super::ListScenariosRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListScenariosResponse>,
+            tonic::Status,
+        >;
+        async fn get_scenario(
+            &self,
+            request: tonic::Request<super::GetScenarioRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetScenarioResponse>,
+            tonic::Status,
+        >;
+        /// A required approver's decision; one rejection rejects the scenario.
+        async fn decide_scenario(
+            &self,
+            request: tonic::Request<super::DecideScenarioRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DecideScenarioResponse>,
+            tonic::Status,
+        >;
+    }
+    /// One scenario, one data list, one approval (R11): a tenant applies with a purpose and the
+    /// datasets and columns it needs; each listed dataset's steward, the dataset's extra
+    /// approver if it has one (R12) and an admin approve; production jobs then read only the
+    /// listed columns, within the validity period.
+    #[derive(Debug)]
+    pub struct ScenarioServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> ScenarioServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for ScenarioServiceServer<T>
+    where
+        T: ScenarioService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/shuyu.v1.ScenarioService/ApplyScenario" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApplyScenarioSvc<T: ScenarioService>(pub Arc<T>);
+                    impl<
+                        T: ScenarioService,
+                    > tonic::server::UnaryService<super::ApplyScenarioRequest>
+                    for ApplyScenarioSvc<T> {
+                        type Response = super::ApplyScenarioResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ApplyScenarioRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScenarioService>::apply_scenario(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApplyScenarioSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ScenarioService/ListScenarios" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListScenariosSvc<T: ScenarioService>(pub Arc<T>);
+                    impl<
+                        T: ScenarioService,
+                    > tonic::server::UnaryService<super::ListScenariosRequest>
+                    for ListScenariosSvc<T> {
+                        type Response = super::ListScenariosResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListScenariosRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScenarioService>::list_scenarios(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListScenariosSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ScenarioService/GetScenario" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetScenarioSvc<T: ScenarioService>(pub Arc<T>);
+                    impl<
+                        T: ScenarioService,
+                    > tonic::server::UnaryService<super::GetScenarioRequest>
+                    for GetScenarioSvc<T> {
+                        type Response = super::GetScenarioResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetScenarioRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScenarioService>::get_scenario(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetScenarioSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ScenarioService/DecideScenario" => {
+                    #[allow(non_camel_case_types)]
+                    struct DecideScenarioSvc<T: ScenarioService>(pub Arc<T>);
+                    impl<
+                        T: ScenarioService,
+                    > tonic::server::UnaryService<super::DecideScenarioRequest>
+                    for DecideScenarioSvc<T> {
+                        type Response = super::DecideScenarioResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DecideScenarioRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ScenarioService>::decide_scenario(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DecideScenarioSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for ScenarioServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "shuyu.v1.ScenarioService";
+    impl<T> tonic::server::NamedService for ScenarioServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

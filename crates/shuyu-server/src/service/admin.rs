@@ -16,6 +16,8 @@ use crate::error::ServerError;
 use crate::store::{self, Principal, Tenant};
 use crate::tls;
 
+const DAY_MS: i64 = 86_400_000;
+
 #[tonic::async_trait]
 impl SessionService for Api {
     async fn who_am_i(
@@ -50,6 +52,10 @@ impl AdminService for Api {
                 id: id.clone(),
                 name: name.clone(),
                 created_at_ms: crate::now_ms(),
+                lab_until_ms: match self.state.config.lab.default_days {
+                    0 => 0,
+                    days => crate::now_ms() + i64::from(days) * DAY_MS,
+                },
             };
             let keys = &self.state.keys;
             let committed = self.state.store.commit(
@@ -235,6 +241,100 @@ impl AdminService for Api {
         })();
         self.state.finish_write(&caller, &target, result)?;
         Ok(Response::new(pb::GrantDatasetResponse {}))
+    }
+
+    async fn set_dataset_approver(
+        &self,
+        request: Request<pb::SetDatasetApproverRequest>,
+    ) -> Result<Response<pb::SetDatasetApproverResponse>, Status> {
+        let caller = self.state.begin(&request, Action::SetDatasetApprover)?;
+        let req = request.into_inner();
+        let target = format!("dataset:{}", req.dataset_id);
+        let result = (|| {
+            require_id(&req.dataset_id, "dataset_id")?;
+            let store = &self.state.store;
+            let mut dataset = store
+                .read(|c| store::dataset(c, &req.dataset_id))?
+                .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
+            let approver = if req.approver_id.is_empty() {
+                None
+            } else {
+                require_id(&req.approver_id, "approver_id")?;
+                let principal = store
+                    .read(|c| store::principal(c, &req.approver_id))?
+                    .ok_or_else(|| {
+                        ServerError::NotFound(format!("principal {}", req.approver_id))
+                    })?;
+                if !matches!(principal.role, Role::DataSteward | Role::PlatformAdmin) {
+                    return Err(ServerError::InvalidArgument(format!(
+                        "an extra approver must be a steward or an admin, not {}",
+                        principal.role
+                    )));
+                }
+                if principal.id == dataset.steward_id {
+                    return Err(ServerError::InvalidArgument(
+                        "the dataset's own steward already approves its scenarios; name another \
+                         approver"
+                            .into(),
+                    ));
+                }
+                Some(principal.id)
+            };
+            store.commit(
+                &caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"extra_approver_id": approver, "was": dataset.extra_approver_id}),
+                ),
+                |tx| store::set_extra_approver(tx, &dataset.id, approver.as_deref()),
+            )?;
+            dataset.extra_approver_id = approver;
+            Ok(dataset)
+        })();
+        let dataset = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::SetDatasetApproverResponse {
+            dataset: Some(convert::dataset(&dataset)),
+        }))
+    }
+
+    async fn set_lab_access(
+        &self,
+        request: Request<pb::SetLabAccessRequest>,
+    ) -> Result<Response<pb::SetLabAccessResponse>, Status> {
+        let caller = self.state.begin(&request, Action::SetLabAccess)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{}", req.tenant_id);
+        let result = (|| {
+            require_id(&req.tenant_id, "tenant_id")?;
+            let store = &self.state.store;
+            let mut tenant = store
+                .read(|c| store::tenant(c, &req.tenant_id))?
+                .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
+            let now = crate::now_ms();
+            let max_days = i64::from(crate::config::MAX_LAB_DAYS);
+            if req.lab_until_ms != 0
+                && (req.lab_until_ms <= now || req.lab_until_ms > now + max_days * DAY_MS)
+            {
+                return Err(ServerError::InvalidArgument(format!(
+                    "lab access must end in the future and at most {max_days} days from now \
+                     (R20: six months); 0 ends it now"
+                )));
+            }
+            store.commit(
+                &caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"lab_until_ms": req.lab_until_ms, "was": tenant.lab_until_ms}),
+                ),
+                |tx| store::set_lab_until(tx, &tenant.id, req.lab_until_ms),
+            )?;
+            tenant.lab_until_ms = req.lab_until_ms;
+            Ok(tenant)
+        })();
+        let tenant = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::SetLabAccessResponse {
+            tenant: Some(convert::tenant(&tenant)),
+        }))
     }
 }
 

@@ -172,6 +172,7 @@ impl Api {
             kek_id: kek_id.clone(),
             source_sha256: source_sha256.clone(),
             created_at_ms: crate::now_ms(),
+            extra_approver_id: None,
         };
         let committed = self.state.store.commit(
             &caller.entry(

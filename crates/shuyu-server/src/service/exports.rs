@@ -18,7 +18,7 @@ use crate::convert;
 use crate::error::{Result, ServerError};
 use crate::package::{self, Manifest, ManifestCheck, ManifestDataset, ManifestFile};
 use crate::state::Caller;
-use crate::store::{self, ExportRecord, ExportStatus, JobRecord, JobStatus, StoredCheck};
+use crate::store::{self, ExportRecord, ExportStatus, JobMode, JobRecord, JobStatus, StoredCheck};
 
 const REVIEW_MAX_ROWS: usize = 100_000;
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -68,6 +68,13 @@ impl Api {
         if job.status != JobStatus::Succeeded {
             return Err(ServerError::FailedPrecondition(
                 "only a succeeded job's result can be exported".into(),
+            ));
+        }
+        if job.mode == JobMode::Lab {
+            return Err(ServerError::FailedPrecondition(
+                "a lab job's result never leaves the lab: promote the job to production under \
+                 a scenario and export that result"
+                    .into(),
             ));
         }
         let batches = self.state.engine.read_result(&job.result_file).await?;
@@ -194,7 +201,14 @@ impl Api {
             export_id: export.id.clone(),
             job_id: job.id.clone(),
             tenant_id: export.tenant_id.clone(),
-            sql_sha256: job.sql_sha256.clone(),
+            query_sha256: job.query_sha256.clone(),
+            query_kind: if job.substrait_plan.is_empty() {
+                "sql"
+            } else {
+                "substrait"
+            }
+            .into(),
+            scenario_id: job.scenario_id.clone(),
             input_datasets: datasets
                 .into_iter()
                 .flatten()

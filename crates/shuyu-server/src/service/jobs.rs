@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shuyu_engine::worker::{WireLimits, WorkerJob, masking_defaults_to_wire};
-use shuyu_engine::{JobError, JobProgress};
+use shuyu_engine::{JobError, JobProgress, MAX_SUBSTRAIT_BYTES, TableSpec};
 use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::job_service_server::JobService;
@@ -16,27 +16,83 @@ use shuyu_vault::sha256_hex;
 use tonic::{Request, Response, Status};
 
 use super::catalog::table_spec;
-use super::{Api, require_id};
+use super::{Api, require_id, scenarios};
 use crate::audit::AuditEntry;
 use crate::convert;
 use crate::error::{Result, ServerError};
 use crate::keys::{self, job_kek};
 use crate::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::state::{AppState, Caller};
-use crate::store::{self, JobRecord, JobStatus, JobUsage};
+use crate::store::{self, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
 use crate::worker::{self, WorkerEnd, WorkerRun};
 
-impl Api {
-    fn submit(&self, caller: &Caller, sql: String) -> Result<JobRecord> {
-        let limits = &self.state.policy.limits;
-        if sql.trim().is_empty() {
-            return Err(ServerError::InvalidArgument("the SQL text is empty".into()));
+/// What an engineer asks to run.
+pub(crate) struct JobDraft {
+    pub sql: String,
+    pub substrait_plan: Vec<u8>,
+    pub mode: JobMode,
+    pub scenario_id: String,
+    /// Set on promotion: the lab job whose query this is.
+    pub promoted_from: String,
+}
+
+impl JobDraft {
+    fn from_request(req: pb::SubmitJobRequest) -> Result<JobDraft> {
+        let mode = match pb::JobMode::try_from(req.mode) {
+            Ok(pb::JobMode::Unspecified | pb::JobMode::Production) => JobMode::Production,
+            Ok(pb::JobMode::Lab) => JobMode::Lab,
+            Err(_) => {
+                return Err(ServerError::InvalidArgument(format!(
+                    "unknown job mode {}",
+                    req.mode
+                )));
+            }
+        };
+        Ok(JobDraft {
+            sql: req.sql,
+            substrait_plan: req.substrait_plan,
+            mode,
+            scenario_id: req.scenario_id,
+            promoted_from: String::new(),
+        })
+    }
+
+    fn query_sha256(&self) -> String {
+        if self.substrait_plan.is_empty() {
+            sha256_hex(self.sql.as_bytes())
+        } else {
+            sha256_hex(&self.substrait_plan)
         }
-        if sql.len() > limits.max_sql_bytes {
+    }
+}
+
+impl Api {
+    fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
+        let limits = &self.state.policy.limits;
+        match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
+            (true, true) => {
+                return Err(ServerError::InvalidArgument(
+                    "give the job as SQL text or as a Substrait plan".into(),
+                ));
+            }
+            (false, false) => {
+                return Err(ServerError::InvalidArgument(
+                    "give the job as SQL text or as a Substrait plan, not both".into(),
+                ));
+            }
+            _ => {}
+        }
+        if draft.sql.len() > limits.max_sql_bytes {
             return Err(ServerError::InvalidArgument(format!(
                 "the SQL text is {} bytes; the limit is {}",
-                sql.len(),
+                draft.sql.len(),
                 limits.max_sql_bytes
+            )));
+        }
+        if draft.substrait_plan.len() > MAX_SUBSTRAIT_BYTES {
+            return Err(ServerError::InvalidArgument(format!(
+                "the Substrait plan is {} bytes; the limit is {MAX_SUBSTRAIT_BYTES}",
+                draft.substrait_plan.len()
             )));
         }
         let tenant_id = caller.tenant()?.to_owned();
@@ -45,6 +101,40 @@ impl Api {
             .store
             .read(|c| store::tenant(c, &tenant_id))?
             .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
+        let now = crate::now_ms();
+        match draft.mode {
+            JobMode::Lab => {
+                if !draft.scenario_id.is_empty() {
+                    return Err(ServerError::InvalidArgument(
+                        "a lab job runs on masked samples of the tenant's catalog and takes no \
+                         scenario"
+                            .into(),
+                    ));
+                }
+                lab_open(&tenant, now)?;
+            }
+            JobMode::Production => {
+                if draft.scenario_id.is_empty() {
+                    return Err(ServerError::InvalidArgument(
+                        "a production job runs under exactly one approved scenario: give \
+                         scenario_id (or run it in the lab)"
+                            .into(),
+                    ));
+                }
+                require_id(&draft.scenario_id, "scenario_id")?;
+                let scenario = self
+                    .state
+                    .store
+                    .read(|c| store::scenario(c, &draft.scenario_id))?
+                    .filter(|s| s.tenant_id == tenant_id)
+                    .ok_or_else(|| {
+                        ServerError::NotFound(format!("scenario {}", draft.scenario_id))
+                    })?;
+                if let Some(reason) = scenarios::unusable(&scenario, now) {
+                    return Err(ServerError::FailedPrecondition(reason));
+                }
+            }
+        }
         self.state
             .scheduler
             .admit(&tenant_id)
@@ -58,8 +148,12 @@ impl Api {
             id: id.clone(),
             tenant_id: tenant_id.clone(),
             author_id: caller.principal.id.clone(),
-            sql_sha256: sha256_hex(sql.as_bytes()),
-            sql,
+            query_sha256: draft.query_sha256(),
+            sql: draft.sql,
+            substrait_plan: draft.substrait_plan,
+            mode: draft.mode,
+            scenario_id: draft.scenario_id,
+            promoted_from: draft.promoted_from,
             status: JobStatus::Queued,
             error: String::new(),
             error_id: String::new(),
@@ -71,7 +165,7 @@ impl Api {
             result_file: format!("results/{tenant_id}/{id}/result.parquet"),
             result_kek: job_kek(&id),
             result_sha256: String::new(),
-            created_at_ms: crate::now_ms(),
+            created_at_ms: now,
             finished_at_ms: 0,
             usage: JobUsage::default(),
         };
@@ -80,7 +174,14 @@ impl Api {
             &caller.entry(
                 format!("job:{id}"),
                 "ok",
-                json!({"sql_sha256": job.sql_sha256, "sql_bytes": job.sql.len()}),
+                json!({
+                    "query_sha256": job.query_sha256,
+                    "query_kind": if job.substrait_plan.is_empty() { "sql" } else { "substrait" },
+                    "query_bytes": job.sql.len() + job.substrait_plan.len(),
+                    "mode": job.mode.as_str(),
+                    "scenario_id": job.scenario_id,
+                    "promoted_from": job.promoted_from,
+                }),
             ),
             |tx| {
                 keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
@@ -93,6 +194,40 @@ impl Api {
         }
         self.state.scheduler.enqueue(&tenant_id, &id);
         Ok(job)
+    }
+
+    /// A new production job running a succeeded lab job's exact query under a scenario.
+    fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
+        require_id(&req.job_id, "job_id")?;
+        let tenant = caller.tenant()?.to_owned();
+        let lab = self
+            .state
+            .store
+            .read(|c| store::job(c, &tenant, &req.job_id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
+        if lab.mode != JobMode::Lab {
+            return Err(ServerError::FailedPrecondition(format!(
+                "job {} is already a production job",
+                lab.id
+            )));
+        }
+        if lab.status != JobStatus::Succeeded {
+            return Err(ServerError::FailedPrecondition(format!(
+                "job {} has not succeeded ({}): only a working lab query is promoted",
+                lab.id,
+                lab.status.as_str()
+            )));
+        }
+        self.submit(
+            caller,
+            JobDraft {
+                sql: lab.sql,
+                substrait_plan: lab.substrait_plan,
+                mode: JobMode::Production,
+                scenario_id: req.scenario_id,
+                promoted_from: lab.id,
+            },
+        )
     }
 
     /// The job record with its live state (queue position or progress) attached.
@@ -270,9 +405,14 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
         keks_sent: Vec::new(),
         keks_refused: Vec::new(),
     };
-    let prepared = prepare(state, job);
+    let prepared = prepare(state, job).await;
     let (worker_job, allowed_keks) = match prepared {
         Ok(prepared) => prepared,
+        // The scenario expired or lab access ended while the job was queued.
+        Err(ServerError::FailedPrecondition(reason)) => {
+            outcome.result = Err(Failure::plain(reason, None));
+            return outcome;
+        }
         Err(e) => {
             outcome.result = Err(Failure::withheld("internal error", e.to_string()));
             return outcome;
@@ -351,24 +491,116 @@ fn job_failure(error: JobError, stderr: Option<String>) -> Failure {
     }
 }
 
+/// Refuses lab work once the tenant's lab access has ended (R20).
+fn lab_open(tenant: &Tenant, now_ms: i64) -> Result<()> {
+    if tenant.lab_until_ms == 0 {
+        return Err(ServerError::FailedPrecondition(
+            "the tenant has no data-lab access; an admin can open it for up to six months".into(),
+        ));
+    }
+    if now_ms >= tenant.lab_until_ms {
+        return Err(ServerError::FailedPrecondition(format!(
+            "the tenant's data-lab access ended at {}",
+            crate::format_ms(tenant.lab_until_ms)
+        )));
+    }
+    Ok(())
+}
+
+/// A production job's tables: its scenario's data list, each dataset with only its listed
+/// columns (the others do not exist for the job).
+fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, String)>> {
+    let scenario = state
+        .store
+        .read(|c| store::scenario(c, &job.scenario_id))?
+        .filter(|s| s.tenant_id == job.tenant_id)
+        .ok_or_else(|| {
+            ServerError::FailedPrecondition(format!("scenario {} is gone", job.scenario_id))
+        })?;
+    if let Some(reason) = scenarios::unusable(&scenario, crate::now_ms()) {
+        return Err(ServerError::FailedPrecondition(reason));
+    }
+    let mut tables = Vec::with_capacity(scenario.data_list.len());
+    for item in &scenario.data_list {
+        let dataset = state
+            .store
+            .read(|c| store::dataset(c, &item.dataset_id))?
+            .ok_or_else(|| {
+                ServerError::FailedPrecondition(format!(
+                    "dataset {} of the scenario is gone",
+                    item.dataset_id
+                ))
+            })?;
+        let mut spec = table_spec(&dataset);
+        spec.columns.retain(|c| item.columns.contains(&c.name));
+        tables.push((spec, dataset.kek_id));
+    }
+    Ok(tables)
+}
+
+/// A lab job's tables: typed masked copies of the tenant's granted datasets, written into the
+/// job's own folder under the job's own KEK. The worker receives no dataset key.
+async fn lab_tables(
+    state: &AppState,
+    job: &JobRecord,
+    tenant: &Tenant,
+    pseudonym_key: &shuyu_vault::SecretKey,
+) -> Result<Vec<TableSpec>> {
+    lab_open(tenant, crate::now_ms())?;
+    let datasets = state
+        .store
+        .read(|c| store::granted_datasets(c, &job.tenant_id))?;
+    let mut tables = Vec::with_capacity(datasets.len());
+    for dataset in &datasets {
+        // The same rows on every run of the tenant's lab, like its samples.
+        let seed_hash = sha256_hex(format!("lab:{}:{}", job.tenant_id, dataset.id).as_bytes());
+        let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);
+        let location = format!("results/{}/{}/lab/{}/", job.tenant_id, job.id, dataset.id);
+        let spec = state
+            .engine
+            .write_lab_table(
+                &table_spec(dataset),
+                state.config.lab.rows,
+                pseudonym_key,
+                seed,
+                &location,
+                &job.result_kek,
+            )
+            .await?;
+        tables.push(spec);
+    }
+    Ok(tables)
+}
+
 /// The worker's job and the KEKs it may ask for: its tables' and its own result's.
-fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<String>)> {
+async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<String>)> {
     let tenant = state
         .store
         .read(|c| store::tenant(c, &job.tenant_id))?
         .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
-    let datasets = state
-        .store
-        .read(|c| store::granted_datasets(c, &job.tenant_id))?;
     let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
     let policy = &state.policy;
-    let mut allowed: HashSet<String> = datasets.iter().map(|d| d.kek_id.clone()).collect();
-    allowed.insert(job.result_kek.clone());
+    let mut allowed: HashSet<String> = HashSet::from([job.result_kek.clone()]);
+    let (tables, preview_rows) = match job.mode {
+        JobMode::Production => {
+            let tables = scenario_tables(state, job)?;
+            allowed.extend(tables.iter().map(|(_, kek)| kek.clone()));
+            (
+                tables.into_iter().map(|(spec, _)| spec).collect(),
+                policy.sample.preview_rows,
+            )
+        }
+        JobMode::Lab => (
+            lab_tables(state, job, &tenant, &pseudonym_key).await?,
+            state.config.lab.rows,
+        ),
+    };
     let worker_job = WorkerJob {
         job_id: job.id.clone(),
         sql: job.sql.clone(),
-        substrait_plan_hex: None,
-        tables: datasets.iter().map(table_spec).collect(),
+        substrait_plan_hex: (!job.substrait_plan.is_empty())
+            .then(|| hex::encode(&job.substrait_plan)),
+        tables,
         pseudonym_key: shuyu_engine::worker::WireKey::new(&pseudonym_key),
         result_file: job.result_file.clone(),
         result_kek: job.result_kek.clone(),
@@ -377,7 +609,7 @@ fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<Stri
             memory_limit_bytes: policy.limits.memory_limit_bytes as usize,
             timeout_ms: policy.limits.timeout_secs.saturating_mul(1000),
             max_result_rows: policy.limits.max_result_rows,
-            preview_rows: policy.sample.preview_rows,
+            preview_rows,
         },
         masking_defaults: masking_defaults_to_wire(&policy.masking),
         min_group_rows: policy.export.min_group_rows,
@@ -522,7 +754,8 @@ impl JobService for Api {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = self.state.begin(&request, Action::SubmitJob)?;
-        let result = self.submit(&caller, request.into_inner().sql);
+        let result = JobDraft::from_request(request.into_inner())
+            .and_then(|draft| self.submit(&caller, draft));
         let job = self.state.finish_write(&caller, "", result)?;
         Ok(Response::new(pb::SubmitJobResponse {
             job: Some(convert::job(&job)),
@@ -615,6 +848,18 @@ impl JobService for Api {
         }
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(self.job_view(&current)),
+        }))
+    }
+
+    async fn promote_job(
+        &self,
+        request: Request<pb::PromoteJobRequest>,
+    ) -> Result<Response<pb::PromoteJobResponse>, Status> {
+        let caller = self.state.begin(&request, Action::PromoteJob)?;
+        let result = self.promote(&caller, request.into_inner());
+        let job = self.state.finish_write(&caller, "", result)?;
+        Ok(Response::new(pb::PromoteJobResponse {
+            job: Some(convert::job(&job)),
         }))
     }
 

@@ -6,6 +6,7 @@ mod admin;
 mod catalog;
 mod exports;
 mod jobs;
+mod scenarios;
 
 use std::sync::Arc;
 

@@ -8,10 +8,10 @@ use super::*;
 const SLOW_SQL: &str = "SELECT sum(a.cost + b.cost + c.cost + d.cost) AS s \
      FROM health_records a, health_records b, health_records c, health_records d";
 
-async fn submit(engineer: &mut Client, sql: &str) -> pb::Job {
+async fn submit(engineer: &mut Client, scenario: &str, sql: &str) -> pb::Job {
     engineer
         .jobs
-        .submit_job(pb::SubmitJobRequest { sql: sql.into() })
+        .submit_job(production_sql(sql, scenario))
         .await
         .expect("submit")
         .into_inner()
@@ -101,11 +101,13 @@ async fn workers_are_confined_and_get_only_the_keys_their_job_reads() {
     let unread = ingest_people(&mut p.steward, "other_records").await;
     grant(&mut p.admin, &read.id, &p.tenant_id).await;
     grant(&mut p.admin, &unread.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&read, &unread]).await;
 
     let job = p
         .engineer
         .run_sql(
             "SELECT district, count(*) AS n FROM health_records GROUP BY district",
+            &sc,
             WAIT,
         )
         .await
@@ -158,9 +160,10 @@ async fn a_worker_that_dies_fails_only_its_own_job() {
     let mut p = people(&server, &domain, "d").await;
     let dataset = ingest_people(&mut p.steward, "health_records").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
 
     let hog = "SELECT length(repeat('x', 1500000000)) AS n FROM health_records LIMIT 1";
-    let job = p.engineer.run_sql(hog, WAIT).await.unwrap();
+    let job = p.engineer.run_sql(hog, &sc, WAIT).await.unwrap();
     assert_eq!(job.status, pb::JobStatus::Failed as i32);
     assert!(
         job.error.contains("memory ceiling") || job.error.contains("worker process died"),
@@ -170,7 +173,7 @@ async fn a_worker_that_dies_fails_only_its_own_job() {
     // The server and the next job are unaffected.
     let ok = p
         .engineer
-        .run_sql("SELECT count(*) AS n FROM health_records", WAIT)
+        .run_sql("SELECT count(*) AS n FROM health_records", &sc, WAIT)
         .await
         .unwrap();
     assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
@@ -183,6 +186,7 @@ async fn deep_expressions_are_refused_before_planning() {
     let mut p = people(&server, &domain, "x").await;
     let dataset = ingest_people(&mut p.steward, "health_records").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
     // The flat chain that aborts DataFusion's planner (ENGINE-NOTES), a long OR chain, and
     // parentheses past the parser's own recursion limit.
     for deep in [
@@ -193,7 +197,7 @@ async fn deep_expressions_are_refused_before_planning() {
         ),
         format!("SELECT {}1{} AS x", "(".repeat(200), ")".repeat(200)),
     ] {
-        let job = p.engineer.run_sql(&deep, WAIT).await.unwrap();
+        let job = p.engineer.run_sql(&deep, &sc, WAIT).await.unwrap();
         assert_eq!(job.status, pb::JobStatus::Failed as i32, "{job:?}");
         assert!(
             job.error.contains("levels deep") || job.error.contains("ecursion"),
@@ -209,7 +213,7 @@ async fn deep_expressions_are_refused_before_planning() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let ok = p.engineer.run_sql(&wide, WAIT).await.unwrap();
+    let ok = p.engineer.run_sql(&wide, &sc, WAIT).await.unwrap();
     assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
 }
 
@@ -227,8 +231,9 @@ async fn a_deadline_stops_the_worker() {
     let mut p = people(&server, &domain, "c").await;
     let dataset = ingest_people(&mut p.steward, "health_records").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
 
-    let timed_out = p.engineer.run_sql(SLOW_SQL, WAIT).await.unwrap();
+    let timed_out = p.engineer.run_sql(SLOW_SQL, &sc, WAIT).await.unwrap();
     assert_eq!(timed_out.status, pb::JobStatus::Failed as i32);
     assert!(
         timed_out.error.contains("time limit"),
@@ -251,21 +256,23 @@ async fn cancel_progress_fair_queue_and_usage() {
     let dataset = ingest_people(&mut a.steward, "health_records").await;
     grant(&mut a.admin, &dataset.id, &a.tenant_id).await;
     grant(&mut a.admin, &dataset.id, &b.tenant_id).await;
+    let sc_a = scenario(&mut a, &[&dataset]).await;
+    let sc_b =
+        scenario_approved_by(&mut b.engineer, &mut a.steward, &mut a.admin, &[&dataset]).await;
 
     // Tenant A fills its share: one job runs, the others wait in A's queue.
-    let a1 = submit(&mut a.engineer, SLOW_SQL).await;
-    let a2 = submit(&mut a.engineer, SLOW_SQL).await;
+    let a1 = submit(&mut a.engineer, &sc_a, SLOW_SQL).await;
+    let a2 = submit(&mut a.engineer, &sc_a, SLOW_SQL).await;
     let a3 = submit(
         &mut a.engineer,
+        &sc_a,
         "SELECT count(*) AS n, sum(cost) AS s FROM health_records",
     )
     .await;
     let refused = a
         .engineer
         .jobs
-        .submit_job(pb::SubmitJobRequest {
-            sql: "SELECT 1 AS one".into(),
-        })
+        .submit_job(production_sql("SELECT 1 AS one", &sc_a))
         .await;
     assert_eq!(status_code(refused), Code::ResourceExhausted);
     let running = poll_until(&mut a.engineer, &a1.id, "running", |j| {
@@ -280,7 +287,7 @@ async fn cancel_progress_fair_queue_and_usage() {
     // Tenant B's job, submitted after all of A's, runs at once on the free slot.
     let b1 = b
         .engineer
-        .run_sql("SELECT count(*) AS n FROM health_records", WAIT)
+        .run_sql("SELECT count(*) AS n FROM health_records", &sc_b, WAIT)
         .await
         .unwrap();
     assert_eq!(b1.status, pb::JobStatus::Succeeded as i32, "{}", b1.error);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use shuyu_client::{Client, ClientError, Credentials, v1 as pb};
+use shuyu_client::{Client, ClientError, Credentials, lab_sql, production_sql, v1 as pb};
 use tonic::Code;
 
 mod jobs;
@@ -345,6 +345,60 @@ async fn grant(admin: &mut Client, dataset_id: &str, tenant_id: &str) {
         .expect("grant");
 }
 
+/// Applies, as `engineer`, for a scenario listing every column of `datasets`; each dataset's
+/// steward (`steward`) and an admin approve it. Returns its id.
+async fn scenario_approved_by(
+    engineer: &mut Client,
+    steward: &mut Client,
+    admin: &mut Client,
+    datasets: &[&pb::Dataset],
+) -> String {
+    let now = now_ms();
+    let applied = engineer
+        .scenarios
+        .apply_scenario(pb::ApplyScenarioRequest {
+            name: "测试场景".into(),
+            purpose: "end-to-end test".into(),
+            data_list: datasets
+                .iter()
+                .map(|d| pb::DataListItem {
+                    dataset_id: d.id.clone(),
+                    columns: d.columns.iter().map(|c| c.name.clone()).collect(),
+                })
+                .collect(),
+            valid_from_ms: 0,
+            valid_until_ms: now + 86_400_000,
+        })
+        .await
+        .expect("apply for a scenario")
+        .into_inner()
+        .scenario
+        .expect("scenario");
+    for approver in [steward, admin] {
+        approver
+            .scenarios
+            .decide_scenario(pb::DecideScenarioRequest {
+                scenario_id: applied.id.clone(),
+                approve: true,
+                comment: String::new(),
+            })
+            .await
+            .expect("approve the scenario");
+    }
+    applied.id
+}
+
+/// [`scenario_approved_by`] the people's own steward and admin.
+async fn scenario(p: &mut People, datasets: &[&pb::Dataset]) -> String {
+    scenario_approved_by(&mut p.engineer, &mut p.steward, &mut p.admin, datasets).await
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn code(result: Result<impl std::fmt::Debug, ClientError>) -> Code {
     match result {
         Err(ClientError::Status(status)) => status.code(),
@@ -427,11 +481,12 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     let dataset = ingest_people(&mut p.steward, "residents").await;
     assert_eq!(dataset.n_rows, 301);
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
 
     // Aggregate over big groups: passes the checks, goes to review.
     let aggregate = p
         .engineer
-        .run_sql("SELECT district, count(*) AS n, avg(cost) AS avg_cost FROM residents GROUP BY district", WAIT)
+        .run_sql("SELECT district, count(*) AS n, avg(cost) AS avg_cost FROM residents GROUP BY district", &sc, WAIT)
         .await
         .unwrap();
     assert_eq!(
@@ -457,6 +512,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         .engineer
         .run_sql(
             "SELECT name, count(*) AS n FROM residents GROUP BY name",
+            &sc,
             WAIT,
         )
         .await
@@ -483,7 +539,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     // Row-level output with raw identifiers is refused by the checks.
     let rows = p
         .engineer
-        .run_sql("SELECT name, diagnosis FROM residents", WAIT)
+        .run_sql("SELECT name, diagnosis FROM residents", &sc, WAIT)
         .await
         .unwrap();
     assert_eq!(
@@ -495,6 +551,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         .engineer
         .run_sql(
             "SELECT pseudonym(id_number) AS pid, district FROM residents",
+            &sc,
             WAIT,
         )
         .await
@@ -621,6 +678,7 @@ async fn canaries_never_reach_engineers_logs_or_disk() {
     let mut p = people(&server, &domain, "c").await;
     let dataset = ingest_people(&mut p.steward, "residents").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
     let mut seen = Vec::new();
 
     let sample = p
@@ -661,7 +719,7 @@ async fn canaries_never_reach_engineers_logs_or_disk() {
         "SELECT arrow_cast(diagnosis, 'Int64') FROM residents",
         "SELECT * FROM residents WHERE name = 1",
     ] {
-        let job = p.engineer.run_sql(sql, WAIT).await.unwrap();
+        let job = p.engineer.run_sql(sql, &sc, WAIT).await.unwrap();
         seen.push(format!("{job:?}"));
         if job.status == pb::JobStatus::Succeeded as i32 {
             let export = request_export(&mut p.engineer, &job.id).await;
@@ -764,10 +822,12 @@ async fn another_tenant_cannot_see_or_touch_anything() {
     let mut b = people(&server, &domain, "b").await;
     let dataset = ingest_people(&mut a.steward, "residents").await;
     grant(&mut a.admin, &dataset.id, &a.tenant_id).await;
+    let sc_a = scenario(&mut a, &[&dataset]).await;
     let job = a
         .engineer
         .run_sql(
             "SELECT district, count(*) AS n FROM residents GROUP BY district",
+            &sc_a,
             WAIT,
         )
         .await
@@ -860,15 +920,21 @@ async fn another_tenant_cannot_see_or_touch_anything() {
             assert_eq!(code(download), Code::NotFound);
         }
     }
+    // A's scenario does not exist for B.
+    let borrowed = b
+        .engineer
+        .run_sql("SELECT count(*) FROM residents", &sc_a, WAIT)
+        .await;
+    assert_eq!(code(borrowed), Code::NotFound);
     // SQL over A's table name fails exactly like SQL over a table that does not exist.
     let theirs = b
         .engineer
-        .run_sql("SELECT count(*) FROM residents", WAIT)
+        .run_lab_sql("SELECT count(*) FROM residents", WAIT)
         .await
         .unwrap();
     let nowhere = b
         .engineer
-        .run_sql("SELECT count(*) FROM residentz", WAIT)
+        .run_lab_sql("SELECT count(*) FROM residentz", WAIT)
         .await
         .unwrap();
     assert_eq!(theirs.status, pb::JobStatus::Failed as i32);
@@ -984,6 +1050,7 @@ async fn sandbox_corpus_is_refused_and_the_server_keeps_serving() {
     let mut p = people(&server, &domain, "s").await;
     let dataset = ingest_people(&mut p.steward, "health_records").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
     let corpus = include_str!("../../../../tests/corpus/sandbox.txt");
     let mut n = 0;
     for sql in corpus
@@ -991,7 +1058,7 @@ async fn sandbox_corpus_is_refused_and_the_server_keeps_serving() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        let job = p.engineer.run_sql(sql, WAIT).await.unwrap();
+        let job = p.engineer.run_sql(sql, &sc, WAIT).await.unwrap();
         assert_eq!(
             job.status,
             pb::JobStatus::Failed as i32,
@@ -1007,18 +1074,14 @@ async fn sandbox_corpus_is_refused_and_the_server_keeps_serving() {
     assert!(n >= 15);
     // Oversized SQL is refused before it is planned.
     let huge = format!("SELECT {} AS x", vec!["1"; 40_000].join("+"));
-    let refused = p
-        .engineer
-        .jobs
-        .submit_job(pb::SubmitJobRequest { sql: huge })
-        .await;
+    let refused = p.engineer.jobs.submit_job(production_sql(&huge, &sc)).await;
     assert_eq!(status_code(refused), Code::InvalidArgument);
     // Nothing escaped to the file system.
     assert!(!Path::new("/tmp/shuyu-escape.csv").exists());
     // And the server still answers.
     let ok = p
         .engineer
-        .run_sql("SELECT count(*) AS n FROM health_records", WAIT)
+        .run_sql("SELECT count(*) AS n FROM health_records", &sc, WAIT)
         .await
         .unwrap();
     assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
@@ -1156,13 +1219,7 @@ async fn bad_uploads_get_clear_errors_and_leave_nothing() {
         )
         .await;
     assert_eq!(code(denied), Code::PermissionDenied);
-    let denied = p
-        .steward
-        .jobs
-        .submit_job(pb::SubmitJobRequest {
-            sql: "SELECT 1".into(),
-        })
-        .await;
+    let denied = p.steward.jobs.submit_job(lab_sql("SELECT 1")).await;
     assert_eq!(status_code(denied), Code::PermissionDenied);
 }
 
@@ -1189,8 +1246,9 @@ async fn audit_tampering_is_detected() {
     let mut p = people(&server, &domain, "t").await;
     let dataset = ingest_people(&mut p.steward, "residents").await;
     grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
     p.engineer
-        .run_sql("SELECT count(*) FROM residents", WAIT)
+        .run_sql("SELECT count(*) FROM residents", &sc, WAIT)
         .await
         .unwrap();
     drop(p);
@@ -1281,10 +1339,12 @@ async fn sigkill_during_ingest_and_job_loses_no_committed_record() {
     let mut p = people(&server, &domain, "k").await;
     let committed = ingest_people(&mut p.steward, "residents").await;
     grant(&mut p.admin, &committed.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&committed]).await;
     let done = p
         .engineer
         .run_sql(
             "SELECT district, count(*) AS n FROM residents GROUP BY district",
+            &sc,
             WAIT,
         )
         .await
@@ -1368,9 +1428,10 @@ async fn sigkill_during_ingest_and_job_loses_no_committed_record() {
     // A job in flight, killed mid-way: after the restart it is Failed with a reason.
     let slow = engineer
         .jobs
-        .submit_job(pb::SubmitJobRequest {
-            sql: "SELECT sum(value % 7) AS s FROM range(100000000000)".into(),
-        })
+        .submit_job(production_sql(
+            "SELECT sum(value % 7) AS s FROM range(100000000000)",
+            &sc,
+        ))
         .await
         .unwrap()
         .into_inner()

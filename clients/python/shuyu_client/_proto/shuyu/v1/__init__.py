@@ -1,0 +1,1 @@
+"""Generated package; see ``shuyu_client._proto``."""

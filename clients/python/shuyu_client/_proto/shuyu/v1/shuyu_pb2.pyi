@@ -1,0 +1,829 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_ADMIN: _ClassVar[Role]
+    ROLE_STEWARD: _ClassVar[Role]
+    ROLE_ENGINEER: _ClassVar[Role]
+    ROLE_REVIEWER: _ClassVar[Role]
+    ROLE_AUDITOR: _ClassVar[Role]
+
+class DataFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_FORMAT_UNSPECIFIED: _ClassVar[DataFormat]
+    DATA_FORMAT_CSV: _ClassVar[DataFormat]
+    DATA_FORMAT_PARQUET: _ClassVar[DataFormat]
+
+class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATUS_UNSPECIFIED: _ClassVar[JobStatus]
+    JOB_STATUS_QUEUED: _ClassVar[JobStatus]
+    JOB_STATUS_RUNNING: _ClassVar[JobStatus]
+    JOB_STATUS_SUCCEEDED: _ClassVar[JobStatus]
+    JOB_STATUS_FAILED: _ClassVar[JobStatus]
+    JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
+
+class JobMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_MODE_UNSPECIFIED: _ClassVar[JobMode]
+    JOB_MODE_PRODUCTION: _ClassVar[JobMode]
+    JOB_MODE_LAB: _ClassVar[JobMode]
+
+class ScenarioStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCENARIO_STATUS_UNSPECIFIED: _ClassVar[ScenarioStatus]
+    SCENARIO_STATUS_PENDING: _ClassVar[ScenarioStatus]
+    SCENARIO_STATUS_APPROVED: _ClassVar[ScenarioStatus]
+    SCENARIO_STATUS_REJECTED: _ClassVar[ScenarioStatus]
+    SCENARIO_STATUS_EXPIRED: _ClassVar[ScenarioStatus]
+
+class ExportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_STATUS_UNSPECIFIED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_REFUSED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_PENDING_REVIEW: _ClassVar[ExportStatus]
+    EXPORT_STATUS_APPROVED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_REJECTED: _ClassVar[ExportStatus]
+
+class CheckOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_OUTCOME_UNSPECIFIED: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_PASS: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_FAIL: _ClassVar[CheckOutcome]
+ROLE_UNSPECIFIED: Role
+ROLE_ADMIN: Role
+ROLE_STEWARD: Role
+ROLE_ENGINEER: Role
+ROLE_REVIEWER: Role
+ROLE_AUDITOR: Role
+DATA_FORMAT_UNSPECIFIED: DataFormat
+DATA_FORMAT_CSV: DataFormat
+DATA_FORMAT_PARQUET: DataFormat
+JOB_STATUS_UNSPECIFIED: JobStatus
+JOB_STATUS_QUEUED: JobStatus
+JOB_STATUS_RUNNING: JobStatus
+JOB_STATUS_SUCCEEDED: JobStatus
+JOB_STATUS_FAILED: JobStatus
+JOB_STATUS_CANCELLED: JobStatus
+JOB_MODE_UNSPECIFIED: JobMode
+JOB_MODE_PRODUCTION: JobMode
+JOB_MODE_LAB: JobMode
+SCENARIO_STATUS_UNSPECIFIED: ScenarioStatus
+SCENARIO_STATUS_PENDING: ScenarioStatus
+SCENARIO_STATUS_APPROVED: ScenarioStatus
+SCENARIO_STATUS_REJECTED: ScenarioStatus
+SCENARIO_STATUS_EXPIRED: ScenarioStatus
+EXPORT_STATUS_UNSPECIFIED: ExportStatus
+EXPORT_STATUS_REFUSED: ExportStatus
+EXPORT_STATUS_PENDING_REVIEW: ExportStatus
+EXPORT_STATUS_APPROVED: ExportStatus
+EXPORT_STATUS_REJECTED: ExportStatus
+CHECK_OUTCOME_UNSPECIFIED: CheckOutcome
+CHECK_OUTCOME_PASS: CheckOutcome
+CHECK_OUTCOME_FAIL: CheckOutcome
+
+class Principal(_message.Message):
+    __slots__ = ("id", "real_name", "organisation", "role", "tenant_id", "created_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REAL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ORGANISATION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    real_name: str
+    organisation: str
+    role: Role
+    tenant_id: str
+    created_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., real_name: _Optional[str] = ..., organisation: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class Tenant(_message.Message):
+    __slots__ = ("id", "name", "created_at_ms", "lab_until_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAB_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    created_at_ms: int
+    lab_until_ms: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., lab_until_ms: _Optional[int] = ...) -> None: ...
+
+class Column(_message.Message):
+    __slots__ = ("name", "data_type", "classification", "masking")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    MASKING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data_type: str
+    classification: str
+    masking: str
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[str] = ..., classification: _Optional[str] = ..., masking: _Optional[str] = ...) -> None: ...
+
+class MaskedTable(_message.Message):
+    __slots__ = ("columns", "rows")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[MaskedRow]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[MaskedRow, _Mapping]]] = ...) -> None: ...
+
+class MaskedRow(_message.Message):
+    __slots__ = ("values", "is_null")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    IS_NULL_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    is_null: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, values: _Optional[_Iterable[str]] = ..., is_null: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ("principal",)
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
+
+class CreateTenantRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CreateTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants",)
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
+
+class CreatePrincipalRequest(_message.Message):
+    __slots__ = ("real_name", "organisation", "role", "tenant_id")
+    REAL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ORGANISATION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    real_name: str
+    organisation: str
+    role: Role
+    tenant_id: str
+    def __init__(self, real_name: _Optional[str] = ..., organisation: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class CreatePrincipalResponse(_message.Message):
+    __slots__ = ("principal",)
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
+
+class ListPrincipalsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPrincipalsResponse(_message.Message):
+    __slots__ = ("principals",)
+    PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
+    principals: _containers.RepeatedCompositeFieldContainer[Principal]
+    def __init__(self, principals: _Optional[_Iterable[_Union[Principal, _Mapping]]] = ...) -> None: ...
+
+class IssueCertificateRequest(_message.Message):
+    __slots__ = ("principal_id", "csr_pem", "validity_days")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    csr_pem: str
+    validity_days: int
+    def __init__(self, principal_id: _Optional[str] = ..., csr_pem: _Optional[str] = ..., validity_days: _Optional[int] = ...) -> None: ...
+
+class IssueCertificateResponse(_message.Message):
+    __slots__ = ("certificate_pem", "ca_certificate_pem", "fingerprint")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: str
+    ca_certificate_pem: str
+    fingerprint: str
+    def __init__(self, certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
+class GrantDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "tenant_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    tenant_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class GrantDatasetResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetDatasetApproverRequest(_message.Message):
+    __slots__ = ("dataset_id", "approver_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVER_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    approver_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., approver_id: _Optional[str] = ...) -> None: ...
+
+class SetDatasetApproverResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class SetLabAccessRequest(_message.Message):
+    __slots__ = ("tenant_id", "lab_until_ms")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAB_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    lab_until_ms: int
+    def __init__(self, tenant_id: _Optional[str] = ..., lab_until_ms: _Optional[int] = ...) -> None: ...
+
+class SetLabAccessResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class IngestHeader(_message.Message):
+    __slots__ = ("name", "description", "format", "columns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    format: DataFormat
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ...) -> None: ...
+
+class IngestDatasetRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: IngestHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[IngestHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class IngestDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("id", "name", "description", "columns", "n_rows", "steward_id", "created_at_ms", "source_sha256", "extra_approver_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    STEWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_APPROVER_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    n_rows: int
+    steward_id: str
+    created_at_ms: int
+    source_sha256: str
+    extra_approver_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., n_rows: _Optional[int] = ..., steward_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., source_sha256: _Optional[str] = ..., extra_approver_id: _Optional[str] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
+
+class DescribeDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DescribeDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class SampleDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id", "n_rows")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    n_rows: int
+    def __init__(self, dataset_id: _Optional[str] = ..., n_rows: _Optional[int] = ...) -> None: ...
+
+class SampleDatasetResponse(_message.Message):
+    __slots__ = ("sample",)
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    sample: MaskedTable
+    def __init__(self, sample: _Optional[_Union[MaskedTable, _Mapping]] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("sql", "substrait_plan", "mode", "scenario_id")
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    SUBSTRAIT_PLAN_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    sql: str
+    substrait_plan: bytes
+    mode: JobMode
+    scenario_id: str
+    def __init__(self, sql: _Optional[str] = ..., substrait_plan: _Optional[bytes] = ..., mode: _Optional[_Union[JobMode, str]] = ..., scenario_id: _Optional[str] = ...) -> None: ...
+
+class PromoteJobRequest(_message.Message):
+    __slots__ = ("job_id", "scenario_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    scenario_id: str
+    def __init__(self, job_id: _Optional[str] = ..., scenario_id: _Optional[str] = ...) -> None: ...
+
+class PromoteJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("stage", "rows", "bytes_scanned", "queue_position")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    rows: int
+    bytes_scanned: int
+    queue_position: int
+    def __init__(self, stage: _Optional[str] = ..., rows: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., queue_position: _Optional[int] = ...) -> None: ...
+
+class JobUsage(_message.Message):
+    __slots__ = ("cpu_ms", "bytes_scanned", "rows_produced", "peak_memory_bytes", "wall_ms", "queued_ms")
+    CPU_MS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PRODUCED_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WALL_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_MS_FIELD_NUMBER: _ClassVar[int]
+    cpu_ms: int
+    bytes_scanned: int
+    rows_produced: int
+    peak_memory_bytes: int
+    wall_ms: int
+    queued_ms: int
+    def __init__(self, cpu_ms: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., rows_produced: _Optional[int] = ..., peak_memory_bytes: _Optional[int] = ..., wall_ms: _Optional[int] = ..., queued_ms: _Optional[int] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("from_ms", "to_ms", "tenant_id")
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    from_ms: int
+    to_ms: int
+    tenant_id: str
+    def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name", "jobs", "jobs_succeeded", "jobs_failed", "jobs_cancelled", "total")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    jobs: int
+    jobs_succeeded: int
+    jobs_failed: int
+    jobs_cancelled: int
+    total: JobUsage
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., jobs: _Optional[int] = ..., jobs_succeeded: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., jobs_cancelled: _Optional[int] = ..., total: _Optional[_Union[JobUsage, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("from_ms", "to_ms", "tenants")
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    from_ms: int
+    to_ms: int
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantUsage]
+    def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "tenant_id", "author_id", "sql", "sql_sha256", "status", "error", "error_id", "n_rows", "columns", "preview", "input_dataset_ids", "aggregate", "created_at_ms", "finished_at_ms", "progress", "usage", "mode", "scenario_id", "query_kind", "query_sha256", "promoted_from")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    SQL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_ID_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FROM_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant_id: str
+    author_id: str
+    sql: str
+    sql_sha256: str
+    status: JobStatus
+    error: str
+    error_id: str
+    n_rows: int
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    preview: MaskedTable
+    input_dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    aggregate: bool
+    created_at_ms: int
+    finished_at_ms: int
+    progress: JobProgress
+    usage: JobUsage
+    mode: JobMode
+    scenario_id: str
+    query_kind: str
+    query_sha256: str
+    promoted_from: str
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., author_id: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., error: _Optional[str] = ..., error_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., preview: _Optional[_Union[MaskedTable, _Mapping]] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., aggregate: _Optional[bool] = ..., created_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., usage: _Optional[_Union[JobUsage, _Mapping]] = ..., mode: _Optional[_Union[JobMode, str]] = ..., scenario_id: _Optional[str] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., promoted_from: _Optional[str] = ...) -> None: ...
+
+class DataListItem(_message.Message):
+    __slots__ = ("dataset_id", "columns")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScenarioApproval(_message.Message):
+    __slots__ = ("capacity", "dataset_id", "approver_id", "decided", "approved", "decided_by", "comment", "decided_at_ms")
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    capacity: str
+    dataset_id: str
+    approver_id: str
+    decided: bool
+    approved: bool
+    decided_by: str
+    comment: str
+    decided_at_ms: int
+    def __init__(self, capacity: _Optional[str] = ..., dataset_id: _Optional[str] = ..., approver_id: _Optional[str] = ..., decided: _Optional[bool] = ..., approved: _Optional[bool] = ..., decided_by: _Optional[str] = ..., comment: _Optional[str] = ..., decided_at_ms: _Optional[int] = ...) -> None: ...
+
+class Scenario(_message.Message):
+    __slots__ = ("id", "tenant_id", "name", "purpose", "data_list", "valid_from_ms", "valid_until_ms", "status", "approvals", "applicant_id", "created_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DATA_LIST_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    APPLICANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant_id: str
+    name: str
+    purpose: str
+    data_list: _containers.RepeatedCompositeFieldContainer[DataListItem]
+    valid_from_ms: int
+    valid_until_ms: int
+    status: ScenarioStatus
+    approvals: _containers.RepeatedCompositeFieldContainer[ScenarioApproval]
+    applicant_id: str
+    created_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[str] = ..., data_list: _Optional[_Iterable[_Union[DataListItem, _Mapping]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ..., status: _Optional[_Union[ScenarioStatus, str]] = ..., approvals: _Optional[_Iterable[_Union[ScenarioApproval, _Mapping]]] = ..., applicant_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class ApplyScenarioRequest(_message.Message):
+    __slots__ = ("name", "purpose", "data_list", "valid_from_ms", "valid_until_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DATA_LIST_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    purpose: str
+    data_list: _containers.RepeatedCompositeFieldContainer[DataListItem]
+    valid_from_ms: int
+    valid_until_ms: int
+    def __init__(self, name: _Optional[str] = ..., purpose: _Optional[str] = ..., data_list: _Optional[_Iterable[_Union[DataListItem, _Mapping]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ...) -> None: ...
+
+class ApplyScenarioResponse(_message.Message):
+    __slots__ = ("scenario",)
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    scenario: Scenario
+    def __init__(self, scenario: _Optional[_Union[Scenario, _Mapping]] = ...) -> None: ...
+
+class ListScenariosRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListScenariosResponse(_message.Message):
+    __slots__ = ("scenarios",)
+    SCENARIOS_FIELD_NUMBER: _ClassVar[int]
+    scenarios: _containers.RepeatedCompositeFieldContainer[Scenario]
+    def __init__(self, scenarios: _Optional[_Iterable[_Union[Scenario, _Mapping]]] = ...) -> None: ...
+
+class GetScenarioRequest(_message.Message):
+    __slots__ = ("scenario_id",)
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    scenario_id: str
+    def __init__(self, scenario_id: _Optional[str] = ...) -> None: ...
+
+class GetScenarioResponse(_message.Message):
+    __slots__ = ("scenario",)
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    scenario: Scenario
+    def __init__(self, scenario: _Optional[_Union[Scenario, _Mapping]] = ...) -> None: ...
+
+class DecideScenarioRequest(_message.Message):
+    __slots__ = ("scenario_id", "approve", "comment")
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    scenario_id: str
+    approve: bool
+    comment: str
+    def __init__(self, scenario_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class DecideScenarioResponse(_message.Message):
+    __slots__ = ("scenario",)
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    scenario: Scenario
+    def __init__(self, scenario: _Optional[_Union[Scenario, _Mapping]] = ...) -> None: ...
+
+class CheckResult(_message.Message):
+    __slots__ = ("name", "outcome", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    outcome: CheckOutcome
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., outcome: _Optional[_Union[CheckOutcome, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RequestExportRequest(_message.Message):
+    __slots__ = ("job_id", "purpose", "format")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    purpose: str
+    format: DataFormat
+    def __init__(self, job_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ...) -> None: ...
+
+class RequestExportResponse(_message.Message):
+    __slots__ = ("export",)
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    export: Export
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+
+class GetExportRequest(_message.Message):
+    __slots__ = ("export_id",)
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    def __init__(self, export_id: _Optional[str] = ...) -> None: ...
+
+class GetExportResponse(_message.Message):
+    __slots__ = ("export",)
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    export: Export
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+
+class ListExportsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListExportsResponse(_message.Message):
+    __slots__ = ("exports",)
+    EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    exports: _containers.RepeatedCompositeFieldContainer[Export]
+    def __init__(self, exports: _Optional[_Iterable[_Union[Export, _Mapping]]] = ...) -> None: ...
+
+class Export(_message.Message):
+    __slots__ = ("id", "job_id", "tenant_id", "requester_id", "purpose", "format", "status", "checks", "reviewer_id", "review_comment", "requested_at_ms", "decided_at_ms", "package_sha256")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    job_id: str
+    tenant_id: str
+    requester_id: str
+    purpose: str
+    format: DataFormat
+    status: ExportStatus
+    checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
+    reviewer_id: str
+    review_comment: str
+    requested_at_ms: int
+    decided_at_ms: int
+    package_sha256: str
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., requester_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., reviewer_id: _Optional[str] = ..., review_comment: _Optional[str] = ..., requested_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., package_sha256: _Optional[str] = ...) -> None: ...
+
+class ReviewExportRequest(_message.Message):
+    __slots__ = ("export_id",)
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    def __init__(self, export_id: _Optional[str] = ...) -> None: ...
+
+class ReviewExportResponse(_message.Message):
+    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids")
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    export: Export
+    sql: str
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    result_arrow_ipc: bytes
+    truncated: bool
+    n_rows: int
+    input_dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DecideExportRequest(_message.Message):
+    __slots__ = ("export_id", "approve", "comment")
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    approve: bool
+    comment: str
+    def __init__(self, export_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class DecideExportResponse(_message.Message):
+    __slots__ = ("export",)
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    export: Export
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+
+class DownloadExportRequest(_message.Message):
+    __slots__ = ("export_id",)
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    def __init__(self, export_id: _Optional[str] = ...) -> None: ...
+
+class DownloadExportResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("seq", "at_ms", "principal_id", "role", "tenant_id", "action", "target", "outcome", "detail_json", "prev_hash", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at_ms: int
+    principal_id: str
+    role: str
+    tenant_id: str
+    action: str
+    target: str
+    outcome: str
+    detail_json: str
+    prev_hash: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., at_ms: _Optional[int] = ..., principal_id: _Optional[str] = ..., role: _Optional[str] = ..., tenant_id: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[str] = ..., detail_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class ListAuditRecordsRequest(_message.Message):
+    __slots__ = ("after_seq", "limit")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListAuditRecordsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class VerifyAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyAuditResponse(_message.Message):
+    __slots__ = ("ok", "n_records", "head_hash", "problem")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    N_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    n_records: int
+    head_hash: str
+    problem: str
+    def __init__(self, ok: _Optional[bool] = ..., n_records: _Optional[int] = ..., head_hash: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...

@@ -10,6 +10,8 @@ use shuyu_client::{Client, ClientError, Credentials, lab_sql, production_sql, v1
 use tonic::Code;
 
 mod jobs;
+mod python_client;
+mod scenarios;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
 const WAIT: Duration = Duration::from_secs(120);

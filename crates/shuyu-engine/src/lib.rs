@@ -7,6 +7,7 @@
 mod checks;
 mod crypto;
 mod error;
+pub mod functions;
 mod ingest;
 mod lineage;
 mod masking;

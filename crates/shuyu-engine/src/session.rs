@@ -554,6 +554,7 @@ impl Engine {
         // only allow-listed plan nodes.
         options.verify_plan(&plan).map_err(job_error)?;
         check_plan_nodes(&plan)?;
+        crate::functions::check_functions(&plan)?;
 
         let input_datasets = scanned_datasets(&plan, &request.tables);
         let columns = column_lineage(&plan, &request.tables, &request.masking_defaults);

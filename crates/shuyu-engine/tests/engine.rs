@@ -626,6 +626,87 @@ async fn sandbox_corpus_is_refused_with_clear_messages() {
     assert_eq!(f.engine.run_job(&ok).await.unwrap().n_rows, 1);
 }
 
+/// Every function DataFusion registers is either on the allow-list or refused with a reason:
+/// an upgrade that adds a function fails here until someone decides about it.
+#[test]
+fn every_registered_function_is_allowed_or_refused_on_purpose() {
+    use shuyu_engine::functions::{AGGREGATE, REFUSED, SCALAR, WINDOW};
+    let ctx = datafusion::prelude::SessionContext::new();
+    let state = ctx.state();
+    let sorted = |names: Vec<&str>| {
+        let mut names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        names.sort();
+        names
+    };
+    let registered = sorted(
+        state
+            .scalar_functions()
+            .keys()
+            .map(String::as_str)
+            .collect(),
+    );
+    let decided = sorted(
+        SCALAR
+            .iter()
+            .copied()
+            .chain(REFUSED.iter().map(|(name, _)| *name))
+            .collect(),
+    );
+    assert_eq!(registered, decided, "scalar functions");
+    assert_eq!(
+        sorted(
+            state
+                .aggregate_functions()
+                .keys()
+                .map(String::as_str)
+                .collect()
+        ),
+        sorted(AGGREGATE.to_vec()),
+        "aggregate functions"
+    );
+    assert_eq!(
+        sorted(
+            state
+                .window_functions()
+                .keys()
+                .map(String::as_str)
+                .collect()
+        ),
+        sorted(WINDOW.to_vec()),
+        "window functions"
+    );
+    assert!(REFUSED.iter().all(|(_, why)| why.len() > 10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_functions_are_named_and_allowed_ones_run() {
+    let f = fixture();
+    let t = f.ingest("health_records", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let request = f.job(
+        "SELECT input_file_name() AS f FROM health_records",
+        std::slice::from_ref(&t),
+        &key,
+    );
+    let message = f
+        .engine
+        .run_job(&request)
+        .await
+        .unwrap_err()
+        .public_message();
+    assert!(message.contains("input_file_name()"), "{message}");
+    assert!(!message.contains('/'), "{message}");
+    let ok = f.job(
+        "SELECT upper(district) AS d, count(*) AS n, stddev(cost) AS s, \
+         rank() OVER (ORDER BY count(*)) AS r, pseudonym(district) AS p \
+         FROM health_records GROUP BY district",
+        &[t],
+        &key,
+    );
+    let out = f.engine.run_job(&ok).await.unwrap();
+    assert!(out.n_rows > 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn value_dependent_errors_are_withheld() {
     let f = fixture();

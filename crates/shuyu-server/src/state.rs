@@ -39,6 +39,8 @@ pub struct AppState {
     pub signing: SigningKey,
     /// The fair job queue, live progress and cancel switches.
     pub scheduler: crate::scheduler::Scheduler,
+    /// A worker process started ahead of its job.
+    pub spare_worker: crate::worker::SpareWorker,
 }
 
 /// An authenticated, authorised caller.

@@ -87,9 +87,36 @@ fn program(config: &WorkerConfig) -> std::io::Result<PathBuf> {
     }
 }
 
+/// One worker process started ahead of its job, so that a job does not wait for the exec
+/// and start-up of a large binary. It idles on its stdin, unconfined but holding nothing: it
+/// has no job, no key and a cleared environment, and it confines itself only once its job
+/// arrives. It exits when the server closes its stdin (the server ends or drops it).
+#[derive(Debug, Default)]
+pub struct SpareWorker {
+    child: std::sync::Mutex<Option<Child>>,
+}
+
+impl SpareWorker {
+    /// The spare if it is still alive, else a new process; either way a new spare is
+    /// started for the next job.
+    fn take_or_spawn(&self, config: &WorkerConfig) -> std::io::Result<Child> {
+        let mut slot = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = slot
+            .take()
+            .and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c));
+        let child = match alive {
+            Some(child) => child,
+            None => spawn(config)?,
+        };
+        *slot = spawn(config).ok();
+        Ok(child)
+    }
+}
+
 /// Starts a worker for `run.job`, supervises it to the end and reports.
 pub async fn run(
     config: &WorkerConfig,
+    spare: &SpareWorker,
     mut run: WorkerRun<'_>,
     on_progress: &(dyn Fn(JobProgress, WorkerUsage) + Send + Sync),
 ) -> WorkerReport {
@@ -106,7 +133,7 @@ pub async fn run(
         keks_refused: Vec::new(),
         stderr: String::new(),
     };
-    let mut child = match spawn(config) {
+    let mut child = match spare.take_or_spawn(config) {
         Ok(child) => child,
         Err(e) => {
             report.stderr = format!("spawning the worker: {e}");
@@ -191,12 +218,19 @@ fn spawn(config: &WorkerConfig) -> std::io::Result<Child> {
     command
         .env_clear()
         .env("RUST_BACKTRACE", "0")
+        // A worker is a fresh process: its whole working set is first-touch page faults,
+        // which cost a large share of a query's CPU in a VM. One arena with transparent huge
+        // pages (glibc ≥ 2.35; ignored elsewhere) cuts that share (benches/RESULTS.md).
+        .env("GLIBC_TUNABLES", WORKER_MALLOC_TUNABLES)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command.spawn()
 }
+
+/// glibc malloc settings of worker processes.
+pub const WORKER_MALLOC_TUNABLES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1";
 
 fn death_reason(status: Option<std::process::ExitStatus>) -> String {
     #[cfg(unix)]

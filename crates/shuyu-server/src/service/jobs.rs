@@ -441,7 +441,7 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
     let job_id = job.id.clone();
     let on_progress =
         move |progress: JobProgress, usage| scheduler.report(&job_id, progress, usage);
-    let report = worker::run(&state.config.worker, run, &on_progress).await;
+    let report = worker::run(&state.config.worker, &state.spare_worker, run, &on_progress).await;
     outcome.usage = JobUsage {
         cpu_ms: report.usage.cpu_ms,
         // Until the worker's final count: what it last reported (a killed worker's stands).

@@ -174,7 +174,12 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
                     "stored {} rows",
                     outcome.n_rows
                 );
-                size_b = std::fs::metadata(objects.join(&location).join("part-0.parquet"))?.len();
+                // One file per core for a large input.
+                size_b = std::fs::read_dir(objects.join(&location))?
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum();
             }
         }
     }

@@ -60,6 +60,8 @@ pub const GROUP_ROWS_COLUMN: &str = "__shuyu_group_rows";
 
 const CATALOG: &str = "shuyu";
 const SCHEMA: &str = "tenant";
+/// An ingest is split into parallel part files only when each gets at least this many rows.
+const INGEST_PART_MIN_ROWS: u64 = 250_000;
 /// Rows read for sampling before the server picks the sample from them.
 const SAMPLE_POOL_ROWS: usize = 2000;
 
@@ -319,19 +321,47 @@ impl Engine {
         kek_id: &str,
         options: &IngestOptions,
     ) -> Result<IngestOutcome, EngineError> {
-        let batches = parse_input(format, input, columns, options)?;
-        let n_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let parse = tokio::task::spawn_blocking({
+            let columns = columns.to_vec();
+            let options = options.clone();
+            move || parse_input(format, input, &columns, &options)
+        });
+        let batches = parse
+            .await
+            .map_err(|e| EngineError::Internal(format!("parsing task: {e}")))??;
+        let n_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        // A large input is written as one file per core, in parallel; each file has its own
+        // data key like any other.
+        let parts = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().min(8))
+            .min((n_rows / INGEST_PART_MIN_ROWS).max(1) as usize);
+        let per_part = batches.len().div_ceil(parts).max(1);
+        let mut groups: Vec<Vec<RecordBatch>> = Vec::with_capacity(parts);
+        let mut batches = batches.into_iter().peekable();
+        while batches.peek().is_some() {
+            groups.push(batches.by_ref().take(per_part).collect());
+        }
         let runtime = self.runtime(None, None).map_err(internal)?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        let df = ctx.read_batches(batches).map_err(internal)?;
-        let file = format!("{}part-0.parquet", location);
-        df.write_parquet(
-            &self.storage.url(&file),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            Some(write_options(kek_id)),
-        )
-        .await
-        .map_err(internal)?;
+        let writes = groups.into_iter().enumerate().map(|(i, group)| {
+            let ctx =
+                SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(&runtime));
+            let url = self.storage.url(&format!("{location}part-{i}.parquet"));
+            let options = write_options(kek_id);
+            tokio::spawn(async move {
+                ctx.read_batches(group)?
+                    .write_parquet(
+                        &url,
+                        DataFrameWriteOptions::new().with_single_file_output(true),
+                        Some(options),
+                    )
+                    .await
+            })
+        });
+        for write in futures::future::join_all(writes).await {
+            write
+                .map_err(|e| EngineError::Internal(format!("writing task: {e}")))?
+                .map_err(internal)?;
+        }
         Ok(IngestOutcome {
             n_rows,
             location: location.to_owned(),

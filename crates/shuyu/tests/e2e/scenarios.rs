@@ -620,3 +620,86 @@ async fn substrait_submissions_are_validated() {
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The same flow from the command line, as each person would type it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_walks_the_lab_a_scenario_and_promotion() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "cli").await;
+    let residents = ingest_people(&mut p.steward, "residents").await;
+    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
+    let cli = |who: &str, args: &[&str]| {
+        let creds = domain.creds(who);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--as", creds.to_str().unwrap(), "--server", &server.addr]);
+        let out = run_bin(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let aggregate = "SELECT district, count(*) AS n FROM residents GROUP BY district";
+
+    let (code, out) = cli("engineer-cli", &["job", "submit", "--lab", "--sql", aggregate]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(lab)") && out.contains("masked lab data"), "{out}");
+    assert!(!out.contains(CANARY_NAME), "{out}");
+    let lab_id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("job_"))
+        .expect("a job id")
+        .to_owned();
+
+    let data = format!("{}:district,cost", residents.id);
+    let (code, out) = cli(
+        "engineer-cli",
+        &[
+            "scenario", "apply", "--name", "区县统计", "--purpose", "测试", "--data", &data,
+            "--days", "30",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pending"), "{out}");
+    let scenario = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sc_"))
+        .expect("a scenario id")
+        .to_owned();
+    let (code, out) = cli("engineer-cli", &["scenario", "approve", &scenario]);
+    assert_ne!(code, 0, "an engineer cannot approve: {out}");
+    assert!(out.contains("PermissionDenied") || out.contains("permission"), "{out}");
+    let (code, out) = cli("steward-cli", &["scenario", "approve", &scenario]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli("admin", &["scenario", "approve", &scenario, "--comment", "同意"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("— approved"), "{out}");
+
+    let (code, out) = cli(
+        "engineer-cli",
+        &["job", "promote", &lab_id, "--scenario", &scenario],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("promoted from lab job {lab_id}")), "{out}");
+    let (code, out) = cli(
+        "engineer-cli",
+        &[
+            "job", "submit", "--scenario", &scenario, "--sql", "SELECT name FROM residents",
+        ],
+    );
+    assert_eq!(code, 3, "a column outside the list fails the job: {out}");
+    let (code, out) = cli("engineer-cli", &["job", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("lab") && out.contains("production"), "{out}");
+
+    let tenant = p.tenant_id.clone();
+    let (code, out) = cli("admin", &["tenant", "lab-access", &tenant, "--days", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no lab access"), "{out}");
+    let (code, out) = cli("engineer-cli", &["job", "submit", "--lab", "--sql", aggregate]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("lab access"), "{out}");
+    let (code, out) = cli("admin", &["tenant", "lab-access", &tenant, "--days", "400"]);
+    assert_ne!(code, 0, "more than six months is refused: {out}");
+}

@@ -96,7 +96,10 @@ impl ColumnBuilder {
                 b.append_value(v)
             }
             ColumnBuilder::Date(b) => {
-                let date = NaiveDate::parse_from_str(field, "%Y-%m-%d").map_err(|_| ())?;
+                let date = match iso_date(field.as_bytes()) {
+                    Some(date) => date,
+                    None => NaiveDate::parse_from_str(field, "%Y-%m-%d").map_err(|_| ())?,
+                };
                 b.append_value((date - EPOCH).num_days() as i32)
             }
             ColumnBuilder::Bool(b) => match field.to_ascii_lowercase().as_str() {
@@ -127,6 +130,19 @@ impl ColumnBuilder {
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// The common `YYYY-MM-DD` form without a format parser (a valid calendar date or `None`);
+/// other forms go through chrono's `%Y-%m-%d`.
+fn iso_date(field: &[u8]) -> Option<NaiveDate> {
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *field else {
+        return None;
+    };
+    let digit = |b: u8| b.is_ascii_digit().then(|| u32::from(b - b'0'));
+    let year = digit(y0)? * 1000 + digit(y1)? * 100 + digit(y2)? * 10 + digit(y3)?;
+    let month = digit(m0)? * 10 + digit(m1)?;
+    let day = digit(d0)? * 10 + digit(d1)?;
+    NaiveDate::from_ymd_opt(year as i32, month, day)
 }
 
 /// Validates the declared columns themselves.
@@ -505,6 +521,31 @@ mod tests {
             i += 1;
         }
         csv
+    }
+
+    #[test]
+    fn iso_dates_parse_like_chrono() {
+        for text in [
+            "2024-02-29",
+            "2023-02-29",
+            "1970-01-01",
+            "0001-01-01",
+            "9999-12-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-1-05",
+            "2024/01/05",
+            "20240105",
+            "2024-01-5x",
+        ] {
+            let chrono = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+            let fast = iso_date(text.as_bytes());
+            if fast.is_some() {
+                assert_eq!(fast, chrono, "{text}");
+            } else if text.len() == 10 && text.as_bytes()[4] == b'-' {
+                assert_eq!(chrono, None, "{text}");
+            }
+        }
     }
 
     #[test]

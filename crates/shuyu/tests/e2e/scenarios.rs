@@ -642,9 +642,15 @@ async fn the_cli_walks_the_lab_a_scenario_and_promotion() {
     };
     let aggregate = "SELECT district, count(*) AS n FROM residents GROUP BY district";
 
-    let (code, out) = cli("engineer-cli", &["job", "submit", "--lab", "--sql", aggregate]);
+    let (code, out) = cli(
+        "engineer-cli",
+        &["job", "submit", "--lab", "--sql", aggregate],
+    );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("(lab)") && out.contains("masked lab data"), "{out}");
+    assert!(
+        out.contains("(lab)") && out.contains("masked lab data"),
+        "{out}"
+    );
     assert!(!out.contains(CANARY_NAME), "{out}");
     let lab_id = out
         .split_whitespace()
@@ -656,8 +662,16 @@ async fn the_cli_walks_the_lab_a_scenario_and_promotion() {
     let (code, out) = cli(
         "engineer-cli",
         &[
-            "scenario", "apply", "--name", "区县统计", "--purpose", "测试", "--data", &data,
-            "--days", "30",
+            "scenario",
+            "apply",
+            "--name",
+            "区县统计",
+            "--purpose",
+            "测试",
+            "--data",
+            &data,
+            "--days",
+            "30",
         ],
     );
     assert_eq!(code, 0, "{out}");
@@ -669,10 +683,16 @@ async fn the_cli_walks_the_lab_a_scenario_and_promotion() {
         .to_owned();
     let (code, out) = cli("engineer-cli", &["scenario", "approve", &scenario]);
     assert_ne!(code, 0, "an engineer cannot approve: {out}");
-    assert!(out.contains("PermissionDenied") || out.contains("permission"), "{out}");
+    assert!(
+        out.contains("PermissionDenied") || out.contains("permission"),
+        "{out}"
+    );
     let (code, out) = cli("steward-cli", &["scenario", "approve", &scenario]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = cli("admin", &["scenario", "approve", &scenario, "--comment", "同意"]);
+    let (code, out) = cli(
+        "admin",
+        &["scenario", "approve", &scenario, "--comment", "同意"],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("— approved"), "{out}");
 
@@ -681,11 +701,19 @@ async fn the_cli_walks_the_lab_a_scenario_and_promotion() {
         &["job", "promote", &lab_id, "--scenario", &scenario],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("promoted from lab job {lab_id}")), "{out}");
+    assert!(
+        out.contains(&format!("promoted from lab job {lab_id}")),
+        "{out}"
+    );
     let (code, out) = cli(
         "engineer-cli",
         &[
-            "job", "submit", "--scenario", &scenario, "--sql", "SELECT name FROM residents",
+            "job",
+            "submit",
+            "--scenario",
+            &scenario,
+            "--sql",
+            "SELECT name FROM residents",
         ],
     );
     assert_eq!(code, 3, "a column outside the list fails the job: {out}");
@@ -697,7 +725,10 @@ async fn the_cli_walks_the_lab_a_scenario_and_promotion() {
     let (code, out) = cli("admin", &["tenant", "lab-access", &tenant, "--days", "0"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("no lab access"), "{out}");
-    let (code, out) = cli("engineer-cli", &["job", "submit", "--lab", "--sql", aggregate]);
+    let (code, out) = cli(
+        "engineer-cli",
+        &["job", "submit", "--lab", "--sql", aggregate],
+    );
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("lab access"), "{out}");
     let (code, out) = cli("admin", &["tenant", "lab-access", &tenant, "--days", "400"]);

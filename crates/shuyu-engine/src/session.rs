@@ -341,6 +341,21 @@ impl Engine {
         while batches.peek().is_some() {
             groups.push(batches.by_ref().take(per_part).collect());
         }
+        self.write_encrypted_parts(groups, location, kek_id).await?;
+        Ok(IngestOutcome {
+            n_rows,
+            location: location.to_owned(),
+        })
+    }
+
+    /// Writes each group of batches as `{location}part-{i}.parquet`, encrypted with its own
+    /// data key wrapped under `kek_id`, all groups in parallel.
+    async fn write_encrypted_parts(
+        &self,
+        groups: Vec<Vec<RecordBatch>>,
+        location: &str,
+        kek_id: &str,
+    ) -> Result<(), EngineError> {
         let runtime = self.runtime(None, None).map_err(internal)?;
         let writes = groups.into_iter().enumerate().map(|(i, group)| {
             let ctx =
@@ -362,10 +377,7 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(format!("writing task: {e}")))?
                 .map_err(internal)?;
         }
-        Ok(IngestOutcome {
-            n_rows,
-            location: location.to_owned(),
-        })
+        Ok(())
     }
 
     /// Up to `n_rows` rows of `table` chosen from its first rows, stable for a seed.
@@ -441,17 +453,8 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let masked = RecordBatch::try_new(table.arrow_schema(), columns)
             .map_err(|e| EngineError::Internal(format!("lab table: {e}")))?;
-        let runtime = self.runtime(None, None).map_err(internal)?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        let df = ctx.read_batch(masked).map_err(internal)?;
-        let file = format!("{location}part-0.parquet");
-        df.write_parquet(
-            &self.storage.url(&file),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            Some(write_options(kek_id)),
-        )
-        .await
-        .map_err(internal)?;
+        self.write_encrypted_parts(vec![vec![masked]], location, kek_id)
+            .await?;
         Ok(TableSpec {
             name: table.name.clone(),
             dataset_id: table.dataset_id.clone(),

@@ -121,12 +121,7 @@ pub fn job(j: &JobRecord) -> pb::Job {
         sql: j.sql.clone(),
         sql_sha256: j.query_sha256.clone(),
         query_sha256: j.query_sha256.clone(),
-        query_kind: if j.substrait_plan.is_empty() {
-            "sql"
-        } else {
-            "substrait"
-        }
-        .into(),
+        query_kind: j.query_kind().into(),
         mode: match j.mode {
             JobMode::Production => pb::JobMode::Production,
             JobMode::Lab => pb::JobMode::Lab,

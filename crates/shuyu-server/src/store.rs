@@ -194,6 +194,17 @@ pub struct JobRecord {
     pub usage: JobUsage,
 }
 
+impl JobRecord {
+    /// "sql" or "substrait": how the query was submitted.
+    pub fn query_kind(&self) -> &'static str {
+        if self.substrait_plan.is_empty() {
+            "sql"
+        } else {
+            "substrait"
+        }
+    }
+}
+
 /// What a job consumed, metered per job (R6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]

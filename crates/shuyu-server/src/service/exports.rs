@@ -202,12 +202,7 @@ impl Api {
             job_id: job.id.clone(),
             tenant_id: export.tenant_id.clone(),
             query_sha256: job.query_sha256.clone(),
-            query_kind: if job.substrait_plan.is_empty() {
-                "sql"
-            } else {
-                "substrait"
-            }
-            .into(),
+            query_kind: job.query_kind().into(),
             scenario_id: job.scenario_id.clone(),
             input_datasets: datasets
                 .into_iter()

@@ -176,7 +176,7 @@ impl Api {
                 "ok",
                 json!({
                     "query_sha256": job.query_sha256,
-                    "query_kind": if job.substrait_plan.is_empty() { "sql" } else { "substrait" },
+                    "query_kind": job.query_kind(),
                     "query_bytes": job.sql.len() + job.substrait_plan.len(),
                     "mode": job.mode.as_str(),
                     "scenario_id": job.scenario_id,

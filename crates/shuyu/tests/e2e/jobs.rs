@@ -66,7 +66,7 @@ async fn cancel(engineer: &mut Client, id: &str) -> pb::Job {
         .expect("job")
 }
 
-pub(super) async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
+async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
     let mut records = Vec::new();
     let mut after = 0;
     loop {
@@ -90,6 +90,27 @@ pub(super) async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> 
             return records;
         }
     }
+}
+
+/// The audit detail of a job's outcome (`job_finished`) and the KEK ids it says were sent
+/// to the job's worker.
+pub(super) async fn job_outcome(
+    auditor: &mut Client,
+    job_id: &str,
+) -> (serde_json::Value, Vec<String>) {
+    let records = audit_records(auditor).await;
+    let finished = records
+        .iter()
+        .find(|r| r.action == "job_finished" && r.target == format!("job:{job_id}"))
+        .expect("the job's outcome is audited");
+    let detail: serde_json::Value = serde_json::from_str(&finished.detail_json).unwrap();
+    let sent = detail["keks_sent"]
+        .as_array()
+        .expect("keys sent are audited")
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    (detail, sent)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,26 +140,9 @@ async fn workers_are_confined_and_get_only_the_keys_their_job_reads() {
     assert_eq!(usage.rows_produced, 3);
     assert!(usage.wall_ms > 0, "{usage:?}");
 
-    let records = audit_records(&mut p.auditor).await;
-    let finished = records
-        .iter()
-        .find(|r| r.action == "job_finished" && r.target == format!("job:{}", job.id))
-        .expect("the job's outcome is audited");
-    let detail: serde_json::Value = serde_json::from_str(&finished.detail_json).unwrap();
-    let sent: Vec<&str> = detail["keks_sent"]
-        .as_array()
-        .expect("keys sent are audited")
-        .iter()
-        .filter_map(|k| k.as_str())
-        .collect();
-    assert!(
-        sent.contains(&format!("dataset:{}", read.id).as_str()),
-        "{sent:?}"
-    );
-    assert!(
-        sent.contains(&format!("job:{}", job.id).as_str()),
-        "{sent:?}"
-    );
+    let (detail, sent) = job_outcome(&mut p.auditor, &job.id).await;
+    assert!(sent.contains(&format!("dataset:{}", read.id)), "{sent:?}");
+    assert!(sent.contains(&format!("job:{}", job.id)), "{sent:?}");
     assert_eq!(
         sent.len(),
         2,

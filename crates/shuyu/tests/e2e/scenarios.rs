@@ -1,7 +1,7 @@
 //! Scenarios (R11, R12) and the data lab (R3, R16, R20) end to end: who must approve, what
 //! a production job can read, what a lab job sees, promotion, lab expiry.
 
-use super::jobs::audit_records;
+use super::jobs::job_outcome;
 use super::*;
 
 const DAY_MS: i64 = 86_400_000;
@@ -250,14 +250,13 @@ async fn a_scenario_needs_every_approver_and_bounds_what_production_reads() {
     }
 
     // The worker got the listed dataset's key and its own, nothing else.
-    let records = audit_records(&mut p.auditor).await;
-    let finished = records
-        .iter()
-        .find(|r| r.action == "job_finished" && r.target == format!("job:{}", ok.id))
-        .expect("audited");
-    let detail: serde_json::Value = serde_json::from_str(&finished.detail_json).unwrap();
-    let sent = detail["keks_sent"].as_array().unwrap();
+    let (_, sent) = job_outcome(&mut p.auditor, &ok.id).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.contains(&format!("dataset:{}", residents.id)),
+        "{sent:?}"
+    );
+    assert!(sent.contains(&format!("job:{}", ok.id)), "{sent:?}");
 
     // Another tenant's engineer cannot use or see the scenario.
     let foreign = q
@@ -414,19 +413,8 @@ async fn the_lab_shows_masked_data_only_and_promotion_keeps_the_query() {
     }
 
     // The lab worker got no dataset key: only its own job key.
-    let records = audit_records(&mut p.auditor).await;
-    let finished = records
-        .iter()
-        .find(|r| r.action == "job_finished" && r.target == format!("job:{}", lab.id))
-        .expect("audited");
-    let detail: serde_json::Value = serde_json::from_str(&finished.detail_json).unwrap();
-    let sent: Vec<&str> = detail["keks_sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|k| k.as_str())
-        .collect();
-    assert_eq!(sent, [format!("job:{}", lab.id).as_str()]);
+    let (_, sent) = job_outcome(&mut p.auditor, &lab.id).await;
+    assert_eq!(sent, [format!("job:{}", lab.id)]);
 
     // Lab results never leave.
     let export = p

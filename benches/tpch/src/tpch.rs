@@ -378,7 +378,7 @@ impl Direct {
             result_kek: shuyu_server::keys::DOMAIN_KEK.to_owned(),
             limits: self.limits.clone(),
             masking_defaults: self.masking.clone(),
-            min_group_rows: 10,
+            min_entities: 10,
             // As the server's default worker configuration: encrypted spilling into the
             // job's result folder, up to 10 GiB.
             spill: Some(SpillOptions {

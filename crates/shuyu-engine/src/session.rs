@@ -192,7 +192,7 @@ pub struct JobRequest {
     /// Policy masking defaults (for derived columns of the preview).
     pub masking_defaults: MaskingDefaults,
     /// k: aggregate cells over fewer source rows are suppressed in the preview.
-    pub min_group_rows: u64,
+    pub min_entities: u64,
     /// Where operators may spill, encrypted under an ephemeral key; `None` disables
     /// spilling (operators that would spill fail with a memory error instead).
     pub spill: Option<SpillOptions>,
@@ -640,7 +640,7 @@ impl Engine {
             aggregate,
             &request.pseudonym_key,
             request.limits.preview_rows,
-            request.min_group_rows,
+            request.min_entities,
         )
         .map_err(|e| JobError::Execution {
             detail: e.to_string(),

@@ -45,7 +45,7 @@ pub struct WorkerJob {
     /// Policy masking defaults, by classification, in rule text form.
     pub masking_defaults: [String; 4],
     /// k of the preview's small-group suppression.
-    pub min_group_rows: u64,
+    pub min_entities: u64,
     /// Root of the local object store.
     pub objects_root: PathBuf,
     /// Most bytes the job may spill (encrypted, into its result folder); 0 disables spilling.
@@ -252,7 +252,7 @@ impl WorkerJob {
                 sensitive: rule(sensitive)?,
                 ordinary: rule(ordinary)?,
             },
-            min_group_rows: self.min_group_rows,
+            min_entities: self.min_entities,
             spill: (self.spill_max_bytes > 0).then(|| SpillOptions {
                 dir: self.result_dir(),
                 max_bytes: self.spill_max_bytes,

@@ -192,7 +192,7 @@ impl Fixture {
                 preview_rows: 20,
             },
             masking_defaults: policy.masking.clone(),
-            min_group_rows: policy.export.min_group_rows,
+            min_entities: policy.disclosure.min_entities,
             spill: None,
         }
     }

@@ -13,7 +13,9 @@ pub use masking::{
     DateGranularity, MaskingRule, generalize_date, generalize_float, generalize_int,
     mask_id_number, mask_mobile, mask_name, suppressed,
 };
-pub use policy::{ExportPolicy, JobLimits, MaskingDefaults, Policy, SamplePolicy};
+pub use policy::{
+    DisclosurePolicy, ExportPolicy, JobLimits, MaskingDefaults, Policy, ReviewPolicy, SamplePolicy,
+};
 pub use roles::{Action, Role, is_allowed};
 
 /// Errors of policy parsing and validation.
@@ -56,7 +58,7 @@ pub enum PolicyError {
     /// A policy key holds a value that is not allowed.
     #[error("invalid policy key '{key}': {reason}")]
     InvalidValue {
-        /// The dotted key, e.g. `export.min_group_rows`.
+        /// The dotted key, e.g. `disclosure.min_entities`.
         key: &'static str,
         /// What is wrong and what is expected.
         reason: String,

@@ -40,10 +40,38 @@ impl MaskingDefaults {
 /// The export review gate (R1, R22).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportPolicy {
-    /// k: the minimum number of source rows behind every aggregate group (default 10).
-    pub min_group_rows: u64,
     /// Allowed export formats, from `parquet` and `csv`.
     pub formats: Vec<String>,
+}
+
+/// Thresholds of the automated disclosure checks (R1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisclosurePolicy {
+    /// Distinct privacy units behind every aggregate cell (default 10).
+    pub min_entities: u64,
+    /// n of the n-k dominance rule (default 2).
+    pub dominance_n: u64,
+    /// k of the n-k dominance rule, in (0, 1) (default 0.90).
+    pub dominance_k: f64,
+    /// p of the p% rule, in (0, 1) (default 0.10).
+    pub p_percent: f64,
+    /// Flag zero counts and empty sums for review.
+    pub flag_zero_cells: bool,
+    /// Flag min, max and median over non-ordinary columns for review.
+    pub flag_extremes: bool,
+    /// Residual degrees of freedom of model outputs (default 10).
+    pub min_residual_dof: u64,
+    /// Base count cells are rounded to on export (0 or 1: none).
+    pub round_counts_to: u64,
+    /// k-anonymity over quasi-identifiers of row-level results (default 5).
+    pub k_anonymity: u64,
+}
+
+/// The human review of an export (R22).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewPolicy {
+    /// Approvals needed, from reviewers outside the requesting tenant (default 2).
+    pub quorum: u64,
 }
 
 /// Sizes of masked samples and previews (R16).
@@ -77,6 +105,10 @@ pub struct Policy {
     pub masking: MaskingDefaults,
     /// Export gate.
     pub export: ExportPolicy,
+    /// Disclosure checks.
+    pub disclosure: DisclosurePolicy,
+    /// Review quorum.
+    pub review: ReviewPolicy,
     /// Samples and previews.
     pub sample: SamplePolicy,
     /// Job limits.
@@ -104,6 +136,8 @@ struct RawPolicy {
     version: String,
     masking: RawMasking,
     export: RawExport,
+    disclosure: RawDisclosure,
+    review: RawReview,
     sample: RawSample,
     limits: RawLimits,
 }
@@ -120,8 +154,27 @@ struct RawMasking {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExport {
-    min_group_rows: i64,
     formats: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisclosure {
+    min_entities: i64,
+    dominance_n: i64,
+    dominance_k: f64,
+    p_percent: f64,
+    flag_zero_cells: bool,
+    flag_extremes: bool,
+    min_residual_dof: i64,
+    round_counts_to: i64,
+    k_anonymity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReview {
+    quorum: i64,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +241,18 @@ fn in_range(key: &'static str, value: i64, min: i64, max: i64) -> Result<u64, Po
     u64::try_from(value).map_err(|_| invalid(key, "must not be negative"))
 }
 
+/// Checks `0 < value < 1`.
+fn fraction(key: &'static str, value: f64) -> Result<f64, PolicyError> {
+    if value.is_finite() && value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            key,
+            format!("must be between 0 and 1 (exclusive), not {value}"),
+        ))
+    }
+}
+
 fn to_usize(key: &'static str, value: u64) -> Result<usize, PolicyError> {
     usize::try_from(value).map_err(|_| invalid(key, "is too large for this platform"))
 }
@@ -220,7 +285,7 @@ impl Policy {
     /// [`PolicyError::Syntax`] for invalid TOML, unknown or missing keys and wrong types (with
     /// the line); [`PolicyError::InvalidValue`], naming the key, for an empty version, an
     /// unknown masking rule or one not allowed for its classification (`keep` outside
-    /// `ordinary`), a `generalize_number` width below 1, `export.min_group_rows` below 1,
+    /// `ordinary`), a `generalize_number` width below 1, disclosure thresholds or the review quorum out of range,
     /// unknown or duplicate export formats, and sample sizes or job limits out of range.
     pub fn from_toml_str(text: &str) -> Result<Policy, PolicyError> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
@@ -256,12 +321,21 @@ impl Policy {
             )?,
         };
 
-        let min_group_rows = in_range(
-            "export.min_group_rows",
-            raw.export.min_group_rows,
-            1,
-            i64::MAX,
-        )?;
+        let d = &raw.disclosure;
+        let disclosure = DisclosurePolicy {
+            min_entities: in_range("disclosure.min_entities", d.min_entities, 2, i64::MAX)?,
+            dominance_n: in_range("disclosure.dominance_n", d.dominance_n, 1, 10)?,
+            dominance_k: fraction("disclosure.dominance_k", d.dominance_k)?,
+            p_percent: fraction("disclosure.p_percent", d.p_percent)?,
+            flag_zero_cells: d.flag_zero_cells,
+            flag_extremes: d.flag_extremes,
+            min_residual_dof: in_range("disclosure.min_residual_dof", d.min_residual_dof, 1, i64::MAX)?,
+            round_counts_to: in_range("disclosure.round_counts_to", d.round_counts_to, 0, 1000)?,
+            k_anonymity: in_range("disclosure.k_anonymity", d.k_anonymity, 2, i64::MAX)?,
+        };
+        let review = ReviewPolicy {
+            quorum: in_range("review.quorum", raw.review.quorum, 1, 5)?,
+        };
         let mut formats: Vec<String> = Vec::with_capacity(raw.export.formats.len());
         for format in &raw.export.formats {
             if !EXPORT_FORMATS.contains(&format.as_str()) {
@@ -321,10 +395,9 @@ impl Policy {
         Ok(Policy {
             version: version.to_owned(),
             masking,
-            export: ExportPolicy {
-                min_group_rows,
-                formats,
-            },
+            export: ExportPolicy { formats },
+            disclosure,
+            review,
             sample: SamplePolicy {
                 rows: to_usize("sample.rows", rows)?,
                 preview_rows: to_usize("sample.preview_rows", preview_rows)?,
@@ -362,8 +435,21 @@ impl Policy {
              ordinary = {ordinary}\n\
              \n\
              [export]\n\
-             min_group_rows = {k}\n\
              formats = [{formats}]\n\
+             \n\
+             [disclosure]\n\
+             min_entities = {min_entities}\n\
+             dominance_n = {dominance_n}\n\
+             dominance_k = {dominance_k:?}\n\
+             p_percent = {p_percent:?}\n\
+             flag_zero_cells = {flag_zero_cells}\n\
+             flag_extremes = {flag_extremes}\n\
+             min_residual_dof = {min_residual_dof}\n\
+             round_counts_to = {round_counts_to}\n\
+             k_anonymity = {k_anonymity}\n\
+             \n\
+             [review]\n\
+             quorum = {quorum}\n\
              \n\
              [sample]\n\
              rows = {rows}\n\
@@ -379,7 +465,16 @@ impl Policy {
             quasi = quoted(&self.masking.quasi_identifier.to_string()),
             sensitive = quoted(&self.masking.sensitive.to_string()),
             ordinary = quoted(&self.masking.ordinary.to_string()),
-            k = self.export.min_group_rows,
+            min_entities = self.disclosure.min_entities,
+            dominance_n = self.disclosure.dominance_n,
+            dominance_k = self.disclosure.dominance_k,
+            p_percent = self.disclosure.p_percent,
+            flag_zero_cells = self.disclosure.flag_zero_cells,
+            flag_extremes = self.disclosure.flag_extremes,
+            min_residual_dof = self.disclosure.min_residual_dof,
+            round_counts_to = self.disclosure.round_counts_to,
+            k_anonymity = self.disclosure.k_anonymity,
+            quorum = self.review.quorum,
             formats = formats.join(", "),
             rows = self.sample.rows,
             preview_rows = self.sample.preview_rows,
@@ -399,7 +494,7 @@ mod tests {
 
     const BUILTIN: &str = include_str!("../../../policies/default.toml");
 
-    const CANONICAL_BUILTIN: &str = r#"version = "2026.11-1"
+    const CANONICAL_BUILTIN: &str = r#"version = "2026.11-2"
 
 [masking]
 direct_identifier = "pseudonym"
@@ -408,8 +503,21 @@ sensitive = "suppress"
 ordinary = "keep"
 
 [export]
-min_group_rows = 10
 formats = ["parquet", "csv"]
+
+[disclosure]
+min_entities = 10
+dominance_n = 2
+dominance_k = 0.9
+p_percent = 0.1
+flag_zero_cells = true
+flag_extremes = true
+min_residual_dof = 10
+round_counts_to = 0
+k_anonymity = 5
+
+[review]
+quorum = 2
 
 [sample]
 rows = 20
@@ -425,8 +533,14 @@ max_result_rows = 10000000
     #[test]
     fn builtin_parses_with_k_10() {
         let policy = Policy::builtin();
-        assert_eq!(policy.version, "2026.11-1");
-        assert_eq!(policy.export.min_group_rows, 10);
+        assert_eq!(policy.version, "2026.11-2");
+        assert_eq!(policy.disclosure.min_entities, 10);
+        assert_eq!(policy.disclosure.dominance_n, 2);
+        assert_eq!(policy.disclosure.dominance_k, 0.90);
+        assert_eq!(policy.disclosure.p_percent, 0.10);
+        assert_eq!(policy.disclosure.k_anonymity, 5);
+        assert_eq!(policy.disclosure.min_residual_dof, 10);
+        assert_eq!(policy.review.quorum, 2);
         assert_eq!(policy.export.formats, ["parquet", "csv"]);
         assert_eq!(policy.sample.rows, 20);
         assert_eq!(policy.sample.preview_rows, 20);
@@ -460,7 +574,10 @@ max_result_rows = 10000000
         policy.masking.sensitive = MaskingRule::GeneralizeNumber { width: 1_000 };
         policy.masking.ordinary = MaskingRule::PartialName;
         policy.export.formats = vec!["csv".to_owned()];
-        policy.export.min_group_rows = 1;
+        policy.disclosure.min_entities = 2;
+        policy.disclosure.dominance_k = 0.123_456_789;
+        policy.disclosure.round_counts_to = 5;
+        policy.review.quorum = 1;
         policy.limits.max_result_rows = i64::MAX as u64;
         let text = policy.to_toml_string();
         assert_eq!(Policy::from_toml_str(&text), Ok(policy.clone()));
@@ -471,7 +588,7 @@ max_result_rows = 10000000
 
     #[test]
     fn version_is_trimmed() {
-        let text = BUILTIN.replacen("\"2026.11-1\"", "\"  2026.11-1 \"", 1);
+        let text = BUILTIN.replacen("\"2026.11-2\"", "\"  2026.11-2 \"", 1);
         assert_eq!(Policy::from_toml_str(&text), Ok(Policy::builtin()));
     }
 
@@ -526,15 +643,24 @@ max_result_rows = 10000000
             ),
             // Export gate.
             (
-                "min_group_rows = 10",
-                "min_group_rows = 0",
-                "'export.min_group_rows': must be at least 1, not 0",
+                "min_entities = 10",
+                "min_entities = 1",
+                "'disclosure.min_entities': must be at least 2, not 1",
             ),
             (
-                "min_group_rows = 10",
-                "min_group_rows = -3",
-                "export.min_group_rows",
+                "min_entities = 10",
+                "min_entities = -3",
+                "disclosure.min_entities",
             ),
+            (
+                "dominance_k = 0.90",
+                "dominance_k = 1.0",
+                "'disclosure.dominance_k': must be between 0 and 1",
+            ),
+            ("p_percent = 0.10", "p_percent = 0.0", "disclosure.p_percent"),
+            ("p_percent = 0.10", "p_percent = nan", "disclosure.p_percent"),
+            ("k_anonymity = 5", "k_anonymity = 1", "disclosure.k_anonymity"),
+            ("quorum = 2", "quorum = 0", "'review.quorum': must be between 1 and 5"),
             (
                 "formats = [\"parquet\", \"csv\"]",
                 "formats = []",
@@ -594,9 +720,9 @@ max_result_rows = 10000000
                 "limits.max_result_rows",
             ),
             // Version.
-            ("\"2026.11-1\"", "\"  \"", "'version': must not be empty"),
+            ("\"2026.11-2\"", "\"  \"", "'version': must not be empty"),
             (
-                "\"2026.11-1\"",
+                "\"2026.11-2\"",
                 "\"a\\u0007b\"",
                 "'version': must not contain control",
             ),
@@ -612,15 +738,15 @@ max_result_rows = 10000000
                 "[unmasked]\nall = true\n\n[export]",
                 "unknown field `unmasked`",
             ),
-            ("min_group_rows = 10", "", "missing field `min_group_rows`"),
+            ("min_entities = 10", "", "missing field `min_entities`"),
             (
-                "min_group_rows = 10",
-                "min_group_rows = \"ten\"",
+                "min_entities = 10",
+                "min_entities = \"ten\"",
                 "invalid type",
             ),
             (
-                "min_group_rows = 10",
-                "min_group_rows = 10.5",
+                "min_entities = 10",
+                "min_entities = 10.5",
                 "invalid type",
             ),
             ("[masking]", "[masking", "invalid policy file: line "),

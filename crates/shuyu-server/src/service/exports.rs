@@ -82,7 +82,7 @@ impl Api {
             &job.columns,
             job.aggregate,
             &batches,
-            self.state.policy.export.min_group_rows,
+            self.state.policy.disclosure.min_entities,
         );
         let passed = checks.passed();
         let id = crate::new_id("exp");

@@ -612,7 +612,7 @@ async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSe
             preview_rows,
         },
         masking_defaults: masking_defaults_to_wire(&policy.masking),
-        min_group_rows: policy.export.min_group_rows,
+        min_entities: policy.disclosure.min_entities,
         objects_root: state.storage.root().to_path_buf(),
         spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
     };

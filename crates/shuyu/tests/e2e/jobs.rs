@@ -227,7 +227,7 @@ async fn a_deadline_stops_the_worker() {
     let policy = include_str!("../../../../policies/default.toml")
         .replace("timeout_secs = 300", "timeout_secs = 2")
         .replace(
-            "version = \"2026.11-1\"",
+            "version = \"2026.11-2\"",
             "version = \"test-short-timeout\"",
         );
     assert!(policy.contains("timeout_secs = 2") && policy.contains("test-short-timeout"));

@@ -345,6 +345,7 @@ impl Direct {
                         masking: MaskingRule::Keep,
                     })
                     .collect(),
+                privacy_unit: None,
             })
             .collect();
         let policy = shuyu_policy::Policy::builtin();
@@ -379,6 +380,7 @@ impl Direct {
             limits: self.limits.clone(),
             masking_defaults: self.masking.clone(),
             min_entities: 10,
+            dominance_n: 2,
             // As the server's default worker configuration: encrypted spilling into the
             // job's result folder, up to 10 GiB.
             spill: Some(SpillOptions {

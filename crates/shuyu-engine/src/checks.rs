@@ -1,22 +1,48 @@
 //! The export gate's automated disclosure checks over a staged result (R1, R22).
 //!
-//! Each check yields an outcome, a reviewer-facing detail (which columns or rows failed) and
-//! an engineer-facing summary that does not reveal which cell was small.
+//! Each check yields an outcome — pass, review (reviewers must look at the flagged cells) or
+//! fail (the export cannot be approved) — with per-cell evidence for reviewers and a summary
+//! for the requesting engineer that never says which cell was small or dominated.
+//!
+//! Aggregate results are checked per cell against the hidden columns the plan rewrite added
+//! (see [`crate::disclosure`]): privacy units, dominance statistics, group rows. Row-level
+//! results are checked for identifiers, reproduced sensitive values and k-anonymity over
+//! their quasi-identifiers.
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type};
-use shuyu_policy::Classification;
+use std::collections::HashMap;
 
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::row::{RowConverter, SortField};
+use shuyu_policy::{Classification, DisclosurePolicy};
+
+use crate::disclosure::{
+    DisclosureMeta, GROUP_ROWS_COLUMN, UNITS_PREFIX, UnitCount, dominance_top_column,
+    dominance_total_column,
+};
+use crate::error::EngineError;
 use crate::lineage::OutputColumn;
-use crate::session::GROUP_ROWS_COLUMN;
 
 /// Outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CheckOutcome {
     /// The result passes.
     Pass,
+    /// The result may be approved, but reviewers must look at the flagged cells.
+    Review,
     /// The result fails: the export cannot be approved.
     Fail,
+}
+
+impl CheckOutcome {
+    /// Text form: `pass`, `review`, `fail`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckOutcome::Pass => "pass",
+            CheckOutcome::Review => "review",
+            CheckOutcome::Fail => "fail",
+        }
+    }
 }
 
 /// One check's result.
@@ -26,7 +52,7 @@ pub struct CheckReport {
     pub name: &'static str,
     /// Outcome.
     pub outcome: CheckOutcome,
-    /// Evidence for reviewers.
+    /// Evidence for reviewers (which cells, rows or columns, with their figures).
     pub detail: String,
     /// What the requesting engineer may learn.
     pub summary: String,
@@ -40,107 +66,99 @@ pub struct ExportChecks {
 }
 
 impl ExportChecks {
-    /// Whether every check passed.
+    /// Whether no check failed (the export may go to review).
     pub fn passed(&self) -> bool {
-        self.reports.iter().all(|r| r.outcome == CheckOutcome::Pass)
+        self.reports.iter().all(|r| r.outcome != CheckOutcome::Fail)
+    }
+
+    /// The worst outcome.
+    pub fn outcome(&self) -> CheckOutcome {
+        self.reports
+            .iter()
+            .map(|r| r.outcome)
+            .max()
+            .unwrap_or(CheckOutcome::Pass)
     }
 }
 
-/// Runs the checks over a staged result (`batches` include the hidden group-size column when
-/// `aggregate`), with k = `min_group_rows`.
-pub fn run_export_checks(
-    columns: &[OutputColumn],
-    aggregate: bool,
-    batches: &[RecordBatch],
-    min_group_rows: u64,
-) -> ExportChecks {
-    let mut reports = Vec::new();
+/// What the checks read about a staged result.
+#[derive(Debug, Clone, Copy)]
+pub struct GateInput<'a> {
+    /// Visible output columns with lineage.
+    pub columns: &'a [OutputColumn],
+    /// Plan parts lineage could not analyse.
+    pub unanalysable: &'a [String],
+    /// Hidden columns of the result.
+    pub disclosure: &'a DisclosureMeta,
+    /// The staged result, hidden columns included.
+    pub batches: &'a [RecordBatch],
+}
 
-    let unmasked_identifiers: Vec<&str> = columns
-        .iter()
-        .filter(|c| {
-            c.classification == Classification::DirectIdentifier && !c.aggregated && !c.masked
-        })
-        .map(|c| c.name.as_str())
-        .collect();
-    reports.push(if unmasked_identifiers.is_empty() {
-        pass(
-            "direct_identifiers_pseudonymised",
-            "no output column carries a direct identifier unless pseudonymised",
-        )
-    } else {
-        fail(
-            "direct_identifiers_pseudonymised",
-            format!(
-                "columns derived from direct identifiers without pseudonymisation: {}",
-                unmasked_identifiers.join(", ")
-            ),
-            format!(
-                "columns {} derive from direct identifiers: wrap them in pseudonym() or drop them",
-                unmasked_identifiers.join(", ")
-            ),
-        )
-    });
+/// Most evidence items listed per check.
+const MAX_EVIDENCE: usize = 50;
 
-    if aggregate {
-        let small = small_groups(batches, min_group_rows);
-        reports.push(match small {
-            Ok(small) if small.is_empty() => pass(
-                "min_group_rows",
-                &format!("every group covers at least {min_group_rows} source rows"),
-            ),
-            Ok(small) => fail(
-                "min_group_rows",
-                format!(
-                    "{} of the result rows cover fewer than {min_group_rows} source rows: {}",
-                    small.len(),
-                    small
-                        .iter()
-                        .take(50)
-                        .map(|(row, n)| format!("row {row} ({n} rows)"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                format!(
-                    "some groups cover fewer than {min_group_rows} source rows: coarsen the grouping or filter small groups"
-                ),
-            ),
-            Err(reason) => fail("min_group_rows", reason.clone(), reason),
-        });
+/// Aggregates that return one input value: over a non-ordinary column they are flagged.
+const EXTREMES: [&str; 7] = [
+    "min",
+    "max",
+    "median",
+    "approx_median",
+    "percentile_cont",
+    "approx_percentile_cont",
+    "approx_percentile_cont_with_weight",
+];
+
+/// Model outputs: residual degrees of freedom apply (two fitted parameters).
+const MODELS: [&str; 11] = [
+    "regr_slope",
+    "regr_intercept",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+];
+
+/// Runs every check.
+pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> ExportChecks {
+    let mut reports = vec![lineage_analysable(input), direct_identifiers(input)];
+    if input.disclosure.aggregate {
+        let cells = match Cells::read(input.batches, input.disclosure) {
+            Ok(cells) => cells,
+            Err(e) => {
+                reports.push(fail(
+                    "privacy_units",
+                    format!("the result's hidden gate columns cannot be read: {e}"),
+                    "the result cannot be checked: run the job again".into(),
+                ));
+                return ExportChecks { reports };
+            }
+        };
+        reports.push(privacy_units(input, &cells, policy));
+        reports.push(dominance(input, &cells, policy));
+        reports.push(p_percent(input, &cells, policy));
+        reports.push(zero_and_small_cells(input, policy));
+        reports.push(extremes(input, policy));
+        reports.push(reproduced_values(input));
+        reports.push(residual_dof(input, &cells, policy));
     } else {
-        let unmasked: Vec<&str> = columns
-            .iter()
-            .filter(|c| c.classification != Classification::Ordinary && !c.masked && !c.aggregated)
-            .map(|c| c.name.as_str())
-            .collect();
-        reports.push(if unmasked.is_empty() {
-            pass(
-                "row_level_masked",
-                "row-level result: every non-ordinary column is masked",
-            )
-        } else {
-            fail(
-                "row_level_masked",
-                format!(
-                    "row-level result with unmasked non-ordinary columns: {}",
-                    unmasked.join(", ")
-                ),
-                format!(
-                    "row-level result: columns {} must be masked (pseudonym, mask_*, generalize_*) or aggregated",
-                    unmasked.join(", ")
-                ),
-            )
-        });
+        reports.push(source_values(input));
+        reports.push(k_anonymity(input, policy));
     }
     ExportChecks { reports }
 }
 
-fn pass(name: &'static str, detail: &str) -> CheckReport {
+fn pass(name: &'static str, detail: impl Into<String>) -> CheckReport {
+    let detail = detail.into();
     CheckReport {
         name,
         outcome: CheckOutcome::Pass,
-        detail: detail.to_owned(),
-        summary: detail.to_owned(),
+        summary: detail.clone(),
+        detail,
     }
 }
 
@@ -153,27 +171,635 @@ fn fail(name: &'static str, detail: String, summary: String) -> CheckReport {
     }
 }
 
-/// Result rows whose group covers fewer than `k` source rows, with their sizes.
-fn small_groups(batches: &[RecordBatch], k: u64) -> Result<Vec<(usize, i64)>, String> {
-    let mut small = Vec::new();
-    let mut row = 0;
-    for batch in batches {
-        let counts = batch
-            .column_by_name(GROUP_ROWS_COLUMN)
-            .ok_or_else(|| "the result has no group sizes".to_owned())?;
-        let counts = arrow::compute::cast(counts, &DataType::Int64).map_err(|e| e.to_string())?;
-        let counts = counts.as_primitive::<Int64Type>();
-        for i in 0..counts.len() {
-            let n = if counts.is_null(i) {
+fn review(name: &'static str, detail: String, summary: String) -> CheckReport {
+    CheckReport {
+        name,
+        outcome: CheckOutcome::Review,
+        detail,
+        summary,
+    }
+}
+
+fn evidence(items: &[String]) -> String {
+    let mut text = items
+        .iter()
+        .take(MAX_EVIDENCE)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > MAX_EVIDENCE {
+        text.push_str(&format!("; and {} more", items.len() - MAX_EVIDENCE));
+    }
+    text
+}
+
+fn lineage_analysable(input: &GateInput<'_>) -> CheckReport {
+    if input.unanalysable.is_empty() {
+        pass(
+            "lineage_analysable",
+            "the lineage of every output column is known",
+        )
+    } else {
+        let parts = input.unanalysable.join(", ");
+        fail(
+            "lineage_analysable",
+            format!("the lineage walker could not analyse: {parts}"),
+            format!(
+                "the gate cannot trace this query's lineage ({parts}): rewrite it without them"
+            ),
+        )
+    }
+}
+
+fn direct_identifiers(input: &GateInput<'_>) -> CheckReport {
+    let unmasked: Vec<&str> = input
+        .columns
+        .iter()
+        .filter(|c| {
+            c.classification == Classification::DirectIdentifier && !c.aggregated && !c.masked
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    if unmasked.is_empty() {
+        pass(
+            "direct_identifiers_pseudonymised",
+            "no output column carries a direct identifier unless pseudonymised",
+        )
+    } else {
+        let names = unmasked.join(", ");
+        fail(
+            "direct_identifiers_pseudonymised",
+            format!("columns derived from direct identifiers without pseudonymisation: {names}"),
+            format!(
+                "columns {names} derive from direct identifiers: wrap them in pseudonym() or drop them"
+            ),
+        )
+    }
+}
+
+/// Per result row, the hidden figures of an aggregate result.
+struct Cells {
+    /// Source rows per group.
+    rows: Vec<i64>,
+    /// Distinct privacy units per group (rows when units were not counted).
+    units: Vec<i64>,
+    /// Per dominance column j: (total, top contributions largest first) per row.
+    dominance: Vec<Vec<(f64, Vec<f64>)>>,
+}
+
+impl Cells {
+    fn read(batches: &[RecordBatch], meta: &DisclosureMeta) -> Result<Cells, EngineError> {
+        let mut cells = Cells {
+            rows: Vec::new(),
+            units: Vec::new(),
+            dominance: vec![Vec::new(); meta.dominance.len()],
+        };
+        for batch in batches {
+            cells.rows.extend(int_column(batch, GROUP_ROWS_COLUMN)?);
+            cells.units.extend(cell_units(batch)?);
+            for (j, column) in meta.dominance.iter().enumerate() {
+                let total = float_column(batch, &dominance_total_column(j))?;
+                let tops = (1..=column.top)
+                    .map(|i| float_column(batch, &dominance_top_column(j, i)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for row in 0..batch.num_rows() {
+                    let top: Vec<f64> = tops.iter().map(|t| t[row]).collect();
+                    cells.dominance[j].push((total[row], top));
+                }
+            }
+        }
+        Ok(cells)
+    }
+}
+
+fn int_column(batch: &RecordBatch, name: &str) -> Result<Vec<i64>, EngineError> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| EngineError::Internal(format!("the result has no {name} column")))?;
+    let column = arrow::compute::cast(column, &DataType::Int64)
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let column = column.as_primitive::<Int64Type>();
+    Ok((0..column.len())
+        .map(|i| {
+            if column.is_null(i) {
                 0
             } else {
-                counts.value(i)
-            };
-            if n < k as i64 {
-                small.push((row, n));
+                column.value(i)
             }
-            row += 1;
+        })
+        .collect())
+}
+
+fn float_column(batch: &RecordBatch, name: &str) -> Result<Vec<f64>, EngineError> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| EngineError::Internal(format!("the result has no {name} column")))?;
+    Ok(float_values(column))
+}
+
+/// Values of a numeric column as f64 (nulls and non-numbers as 0).
+fn float_values(column: &ArrayRef) -> Vec<f64> {
+    match arrow::compute::cast(column, &DataType::Float64) {
+        Ok(column) => {
+            let column = column.as_primitive::<Float64Type>();
+            (0..column.len())
+                .map(|i| {
+                    if column.is_null(i) {
+                        0.0
+                    } else {
+                        column.value(i)
+                    }
+                })
+                .collect()
+        }
+        Err(_) => vec![0.0; column.len()],
+    }
+}
+
+/// Privacy units behind each row of an aggregate result batch: the smallest of its unit
+/// counts, or its source rows when units were not counted.
+pub(crate) fn cell_units(batch: &RecordBatch) -> Result<Vec<i64>, EngineError> {
+    let mut units: Option<Vec<i64>> = None;
+    for field in batch.schema().fields() {
+        if field.name().starts_with(UNITS_PREFIX) {
+            let column = int_column(batch, field.name())?;
+            units = Some(match units {
+                None => column,
+                Some(prev) => prev
+                    .into_iter()
+                    .zip(column)
+                    .map(|(a, b)| a.min(b))
+                    .collect(),
+            });
         }
     }
-    Ok(small)
+    match units {
+        Some(units) => Ok(units),
+        None => int_column(batch, GROUP_ROWS_COLUMN),
+    }
+}
+
+fn privacy_units(input: &GateInput<'_>, cells: &Cells, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "privacy_units";
+    let k = policy.min_entities as i64;
+    let small: Vec<String> = cells
+        .units
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n < k)
+        .map(|(row, n)| format!("row {row}: {n} units ({} rows)", cells.rows[row]))
+        .collect();
+    let counted = match &input.disclosure.units {
+        UnitCount::Counted(_) => None,
+        UnitCount::Rows(reason) => Some(reason.clone()),
+    };
+    if !small.is_empty() {
+        return fail(
+            NAME,
+            format!(
+                "{} of {} cells rest on fewer than {k} privacy units{}: {}",
+                small.len(),
+                cells.units.len(),
+                counted
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                evidence(&small)
+            ),
+            format!(
+                "some cells rest on fewer than {k} people or organisations: coarsen the \
+                 grouping, widen the population or drop small groups"
+            ),
+        );
+    }
+    match counted {
+        None => pass(
+            NAME,
+            format!("every cell rests on at least {k} distinct privacy units"),
+        ),
+        Some(reason) => review(
+            NAME,
+            format!("{reason}; every cell covers at least {k} rows, which may be fewer people"),
+            "the gate could not count people behind each cell: a reviewer will check".into(),
+        ),
+    }
+}
+
+fn dominance(input: &GateInput<'_>, cells: &Cells, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "dominance";
+    let n = policy.dominance_n as usize;
+    let k = policy.dominance_k;
+    let mut dominated = Vec::new();
+    for (j, column) in input.disclosure.dominance.iter().enumerate() {
+        for (row, (total, top)) in cells.dominance[j].iter().enumerate() {
+            let largest: f64 = top.iter().take(n).sum();
+            if *total > 0.0 && largest > k * total {
+                dominated.push(format!(
+                    "row {row}, {}: the {n} largest {} hold {:.1}% of {total}",
+                    column.aggregate,
+                    if column.per_unit {
+                        "privacy units"
+                    } else {
+                        "rows"
+                    },
+                    100.0 * largest / total
+                ));
+            }
+        }
+    }
+    if !dominated.is_empty() {
+        return fail(
+            NAME,
+            format!(
+                "{} cells fail the ({n}, {:.0}%) dominance rule: {}",
+                dominated.len(),
+                100.0 * k,
+                evidence(&dominated)
+            ),
+            "some totals are dominated by one or two contributors: aggregate more widely or \
+             drop those cells"
+                .into(),
+        );
+    }
+    if !input.disclosure.dominance_missing.is_empty() {
+        return review(
+            NAME,
+            format!(
+                "dominance statistics could not be computed for {} (grouping sets): check \
+                 that no contributor dominates",
+                input.disclosure.dominance_missing.join(", ")
+            ),
+            "a reviewer will check the totals for dominant contributors".into(),
+        );
+    }
+    if input.disclosure.dominance.is_empty() {
+        pass(NAME, "no sum-like cell over a sensitive column")
+    } else {
+        pass(
+            NAME,
+            format!(
+                "no sum-like cell has its {n} largest contributors above {:.0}%",
+                100.0 * k
+            ),
+        )
+    }
+}
+
+fn p_percent(input: &GateInput<'_>, cells: &Cells, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "p_percent";
+    let p = policy.p_percent;
+    let mut failing = Vec::new();
+    for (j, column) in input.disclosure.dominance.iter().enumerate() {
+        for (row, (total, top)) in cells.dominance[j].iter().enumerate() {
+            let x1 = top.first().copied().unwrap_or(0.0);
+            let x2 = top.get(1).copied().unwrap_or(0.0);
+            let rest = total - x1 - x2;
+            if x1 > 0.0 && rest < p * x1 {
+                failing.push(format!(
+                    "row {row}, {}: the others beyond the two largest hold {rest}, under {:.0}% \
+                     of the largest ({x1})",
+                    column.aggregate,
+                    100.0 * p
+                ));
+            }
+        }
+    }
+    if failing.is_empty() {
+        pass(
+            NAME,
+            format!(
+                "no contributor to a sensitive total can be estimated within {:.0}%",
+                100.0 * p
+            ),
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "{} cells fail the p% rule (p = {:.0}%): {}",
+                failing.len(),
+                100.0 * p,
+                evidence(&failing)
+            ),
+            "some totals would let one contributor estimate another's value: aggregate more \
+             widely or drop those cells"
+                .into(),
+        )
+    }
+}
+
+/// A visible column's values per row, as f64.
+fn visible_values(batches: &[RecordBatch], name: &str) -> Vec<f64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .map(float_values)
+                .unwrap_or_else(|| vec![0.0; b.num_rows()])
+        })
+        .collect()
+}
+
+fn zero_and_small_cells(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "zero_and_small_cells";
+    let mut flagged = Vec::new();
+    for column in input.columns.iter().filter(|c| c.aggregated) {
+        let counts = column.functions == ["count"];
+        let sums = column.functions == ["sum"];
+        if !counts && !sums {
+            continue;
+        }
+        for (row, value) in visible_values(input.batches, &column.name)
+            .into_iter()
+            .enumerate()
+        {
+            if value == 0.0 && policy.flag_zero_cells {
+                flagged.push(format!("row {row}, {}: zero", column.name));
+            } else if counts && value > 0.0 && value < policy.min_entities as f64 {
+                flagged.push(format!("row {row}, {}: small count {value}", column.name));
+            }
+        }
+    }
+    if flagged.is_empty() {
+        pass(NAME, "no zero or small count cells")
+    } else {
+        review(
+            NAME,
+            format!(
+                "{} zero or small cells (a zero tells that nobody in the group has the \
+                 property): {}",
+                flagged.len(),
+                evidence(&flagged)
+            ),
+            "some cells are zero or small: a reviewer will check them".into(),
+        )
+    }
+}
+
+fn extremes(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "extreme_values";
+    let flagged: Vec<String> = input
+        .columns
+        .iter()
+        .filter(|c| {
+            c.classification != Classification::Ordinary
+                && c.functions.iter().any(|f| EXTREMES.contains(&f.as_str()))
+        })
+        .map(|c| {
+            format!(
+                "{} ({} over {})",
+                c.name,
+                c.functions.join(", "),
+                c.sources.join(", ")
+            )
+        })
+        .collect();
+    if flagged.is_empty() || !policy.flag_extremes {
+        pass(NAME, "no minimum, maximum or median of a protected column")
+    } else {
+        review(
+            NAME,
+            format!(
+                "minimum, maximum or median of protected columns, each one person's value: {}",
+                evidence(&flagged)
+            ),
+            format!(
+                "columns {} are extremes or medians of protected values: a reviewer will check \
+                 them",
+                input
+                    .columns
+                    .iter()
+                    .filter(|c| c.classification != Classification::Ordinary
+                        && c.functions.iter().any(|f| EXTREMES.contains(&f.as_str())))
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    }
+}
+
+/// Aggregate cells that return a source value (first_value, array_agg, string_agg…) of a
+/// protected column, and window outputs in an aggregate result.
+fn reproduced_values(input: &GateInput<'_>) -> CheckReport {
+    const NAME: &str = "reproduced_values";
+    let failing: Vec<&OutputColumn> = input
+        .columns
+        .iter()
+        .filter(|c| {
+            !c.aggregated
+                && !c.masked
+                && c.classification != Classification::Ordinary
+                && !c.functions.is_empty()
+                && !c.functions.iter().all(|f| EXTREMES.contains(&f.as_str()))
+        })
+        .collect();
+    if failing.is_empty() {
+        pass(
+            NAME,
+            "no aggregate cell reproduces a protected source value",
+        )
+    } else {
+        let names: Vec<String> = failing
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.functions.join(", ")))
+            .collect();
+        fail(
+            NAME,
+            format!(
+                "columns returning protected source values: {}",
+                names.join(", ")
+            ),
+            format!(
+                "columns {} return individual protected values (first_value, array_agg, \
+                 string_agg, window functions…): summarise them with count, sum or avg",
+                failing
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    }
+}
+
+fn residual_dof(input: &GateInput<'_>, cells: &Cells, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "residual_dof";
+    let models: Vec<&OutputColumn> = input
+        .columns
+        .iter()
+        .filter(|c| c.functions.iter().any(|f| MODELS.contains(&f.as_str())))
+        .collect();
+    if models.is_empty() {
+        return pass(NAME, "no model outputs");
+    }
+    let need = policy.min_residual_dof as i64 + 2;
+    let short: Vec<String> = cells
+        .units
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n < need)
+        .map(|(row, n)| format!("row {row}: {} residual degrees of freedom", n - 2))
+        .collect();
+    if short.is_empty() {
+        pass(
+            NAME,
+            format!(
+                "every model cell has at least {} residual degrees of freedom",
+                policy.min_residual_dof
+            ),
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "model outputs {} with fewer than {} residual degrees of freedom: {}",
+                models
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                policy.min_residual_dof,
+                evidence(&short)
+            ),
+            "some model outputs rest on too few observations: fit over larger groups".into(),
+        )
+    }
+}
+
+/// Row-level: no column carries a sensitive source value unless masked.
+fn source_values(input: &GateInput<'_>) -> CheckReport {
+    const NAME: &str = "source_values_masked";
+    let unmasked: Vec<&str> = input
+        .columns
+        .iter()
+        .filter(|c| c.classification == Classification::Sensitive && !c.masked)
+        .map(|c| c.name.as_str())
+        .collect();
+    if unmasked.is_empty() {
+        pass(
+            NAME,
+            "row-level result: no column reproduces a sensitive source value",
+        )
+    } else {
+        let names = unmasked.join(", ");
+        fail(
+            NAME,
+            format!("row-level result with unmasked sensitive columns: {names}"),
+            format!(
+                "row-level result: columns {names} carry sensitive values; mask them \
+                 (generalize_*, mask_*) or aggregate"
+            ),
+        )
+    }
+}
+
+/// Row-level: every combination of quasi-identifier values occurs at least k times.
+fn k_anonymity(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "k_anonymity";
+    let k = policy.k_anonymity as usize;
+    let quasi: Vec<&OutputColumn> = input
+        .columns
+        .iter()
+        .filter(|c| c.classification == Classification::QuasiIdentifier)
+        .collect();
+    if quasi.is_empty() {
+        return pass(NAME, "row-level result without quasi-identifiers");
+    }
+    let names: Vec<&str> = quasi.iter().map(|c| c.name.as_str()).collect();
+    match equivalence_classes(input.batches, &names) {
+        Ok(classes) => {
+            let small: Vec<String> = classes
+                .iter()
+                .filter(|(_, rows)| rows.len() < k)
+                .map(|(_, rows)| {
+                    format!(
+                        "rows {} ({} alike)",
+                        rows.iter()
+                            .take(5)
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        rows.len()
+                    )
+                })
+                .collect();
+            if small.is_empty() {
+                pass(
+                    NAME,
+                    format!(
+                        "every combination of {} occurs at least {k} times",
+                        names.join(", ")
+                    ),
+                )
+            } else {
+                fail(
+                    NAME,
+                    format!(
+                        "{} combinations of {} occur fewer than {k} times: {}",
+                        small.len(),
+                        names.join(", "),
+                        evidence(&small)
+                    ),
+                    format!(
+                        "some combinations of {} are rarer than {k} rows: generalise them \
+                         further",
+                        names.join(", ")
+                    ),
+                )
+            }
+        }
+        Err(e) => fail(
+            NAME,
+            format!("the quasi-identifiers cannot be compared: {e}"),
+            "the result cannot be checked for k-anonymity".into(),
+        ),
+    }
+}
+
+/// Rows grouped by their values in `names`.
+fn equivalence_classes(
+    batches: &[RecordBatch],
+    names: &[&str],
+) -> Result<Vec<(Vec<u8>, Vec<usize>)>, EngineError> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let fields = names
+        .iter()
+        .map(|n| {
+            first
+                .schema()
+                .field_with_name(n)
+                .map(|f| SortField::new(f.data_type().clone()))
+                .map_err(|e| EngineError::Internal(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let converter = RowConverter::new(fields).map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut classes: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    let mut offset = 0;
+    for batch in batches {
+        let columns = names
+            .iter()
+            .map(|n| {
+                batch
+                    .column_by_name(n)
+                    .cloned()
+                    .ok_or_else(|| EngineError::Internal(format!("column {n} missing")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = converter
+            .convert_columns(&columns)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        for (i, row) in rows.iter().enumerate() {
+            classes
+                .entry(row.as_ref().to_vec())
+                .or_default()
+                .push(offset + i);
+        }
+        offset += batch.num_rows();
+    }
+    let mut classes: Vec<_> = classes.into_iter().collect();
+    classes.sort_by_key(|(_, rows)| rows[0]);
+    Ok(classes)
 }

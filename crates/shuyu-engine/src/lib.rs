@@ -6,6 +6,7 @@
 
 mod checks;
 mod crypto;
+mod disclosure;
 mod error;
 pub mod functions;
 mod ingest;
@@ -18,11 +19,12 @@ mod spill;
 mod storage;
 pub mod worker;
 
-pub use checks::{CheckOutcome, CheckReport, ExportChecks, run_export_checks};
+pub use checks::{CheckOutcome, CheckReport, ExportChecks, GateInput, run_export_checks};
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
+pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};
 pub use error::{EngineError, JobError};
 pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
-pub use lineage::{OutputColumn, column_lineage};
+pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
 pub use masking::{MaskedTable, mask_batches, mask_value_array};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};

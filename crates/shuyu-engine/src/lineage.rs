@@ -1,9 +1,13 @@
-//! Column lineage over a logical plan: for each output column, its source columns, their
-//! strictest classification, and whether it is aggregated or masked.
+//! Lineage over a logical plan: for each output column, its source columns, their strictest
+//! classification, whether it is aggregated or masked and by which functions; for the plan,
+//! the source columns that decide which rows (or groups) appear: filters, join keys, group
+//! keys, sort keys, window partitions.
 //!
 //! Plan nodes the walker does not understand count as "depends on everything, direct
-//! identifier", so an unknown shape can only make checks stricter.
+//! identifier", so an unknown shape can only make checks stricter, and they are named in
+//! [`PlanLineage::unanalysable`]: such a plan cannot be exported.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use datafusion::common::tree_node::TreeNode;
@@ -52,6 +56,29 @@ pub struct OutputColumn {
     /// Rule applied when the column is shown to an engineer.
     #[serde(with = "crate::worker::text")]
     pub preview_rule: MaskingRule,
+    /// Aggregate and window functions the value went through (lower case, sorted).
+    #[serde(default)]
+    pub functions: Vec<String>,
+}
+
+/// How a source column influences which rows or groups a result has.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct RowInfluence {
+    /// `dataset_name.column`.
+    pub source: String,
+    /// `filter`, `join_key`, `group_key`, `sort_key` or `window_key`.
+    pub role: String,
+}
+
+/// Lineage of a whole plan.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlanLineage {
+    /// One entry per output column.
+    pub columns: Vec<OutputColumn>,
+    /// Source columns that decide which rows or groups appear, with how.
+    pub row_influencing: Vec<RowInfluence>,
+    /// Parts of the plan the walker could not analyse (empty when it understood all).
+    pub unanalysable: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +89,7 @@ struct Info {
     masked: bool,
     /// The source column's own rule, when the column is that source column unchanged.
     rule: Option<MaskingRule>,
+    functions: BTreeSet<String>,
 }
 
 impl Info {
@@ -72,6 +100,7 @@ impl Info {
             aggregated: false,
             masked: false,
             rule: None,
+            functions: BTreeSet::new(),
         }
     }
 
@@ -82,6 +111,7 @@ impl Info {
             aggregated: false,
             masked: false,
             rule: None,
+            functions: BTreeSet::new(),
         }
     }
 
@@ -94,6 +124,7 @@ impl Info {
             n += 1;
             out.sources.extend(info.sources.iter().cloned());
             out.classification = out.classification.max(info.classification);
+            out.functions.extend(info.functions.iter().cloned());
             all_aggregated &= info.aggregated;
             all_masked &= info.masked;
         }
@@ -109,6 +140,16 @@ pub fn column_lineage(
     tables: &[TableSpec],
     defaults: &MaskingDefaults,
 ) -> Vec<OutputColumn> {
+    plan_lineage(plan, tables, defaults).columns
+}
+
+/// Lineage of `plan`: its output columns, the row-influencing source columns and what could
+/// not be analysed.
+pub fn plan_lineage(
+    plan: &LogicalPlan,
+    tables: &[TableSpec],
+    defaults: &MaskingDefaults,
+) -> PlanLineage {
     let all_sources: BTreeSet<String> = tables
         .iter()
         .flat_map(|t| {
@@ -120,9 +161,12 @@ pub fn column_lineage(
     let walker = Walker {
         tables,
         all_sources,
+        influence: RefCell::new(BTreeSet::new()),
+        unanalysable: RefCell::new(BTreeSet::new()),
     };
     let infos = walker.walk(plan);
-    plan.schema()
+    let columns = plan
+        .schema()
         .fields()
         .iter()
         .zip(infos)
@@ -142,14 +186,22 @@ pub fn column_lineage(
                 aggregated: info.aggregated,
                 masked: info.masked,
                 preview_rule,
+                functions: info.functions.into_iter().collect(),
             }
         })
-        .collect()
+        .collect();
+    PlanLineage {
+        columns,
+        row_influencing: walker.influence.into_inner().into_iter().collect(),
+        unanalysable: walker.unanalysable.into_inner().into_iter().collect(),
+    }
 }
 
 struct Walker<'a> {
     tables: &'a [TableSpec],
     all_sources: BTreeSet<String>,
+    influence: RefCell<BTreeSet<RowInfluence>>,
+    unanalysable: RefCell<BTreeSet<String>>,
 }
 
 impl Walker<'_> {
@@ -158,18 +210,50 @@ impl Walker<'_> {
         let infos = self.walk_node(plan);
         match infos {
             Some(infos) if infos.len() == n_out => infos,
-            _ => vec![Info::unknown(&self.all_sources); n_out],
+            _ => {
+                self.cannot_analyse(crate::session::node_name(plan));
+                vec![Info::unknown(&self.all_sources); n_out]
+            }
+        }
+    }
+
+    fn cannot_analyse(&self, what: String) {
+        self.unanalysable.borrow_mut().insert(what);
+    }
+
+    /// Records the sources of every column `exprs` reference (over `input`) with `role`.
+    fn influences<'e>(
+        &self,
+        exprs: impl IntoIterator<Item = &'e Expr>,
+        input: &LogicalPlan,
+        inputs: &[Info],
+        role: &str,
+    ) {
+        for expr in exprs {
+            let info = self.refs_info(expr, input, inputs);
+            let mut influence = self.influence.borrow_mut();
+            for source in info.sources {
+                influence.insert(RowInfluence {
+                    source,
+                    role: role.to_owned(),
+                });
+            }
         }
     }
 
     fn walk_node(&self, plan: &LogicalPlan) -> Option<Vec<Info>> {
         Some(match plan {
             LogicalPlan::TableScan(scan) => {
-                let table = self
+                let Some(table) = self
                     .tables
                     .iter()
-                    .find(|t| t.name == scan.table_name.table())?;
-                scan.projected_schema
+                    .find(|t| t.name == scan.table_name.table())
+                else {
+                    self.cannot_analyse("a scan of an unknown table".to_owned());
+                    return None;
+                };
+                let infos: Vec<Info> = scan
+                    .projected_schema
                     .fields()
                     .iter()
                     .map(
@@ -183,11 +267,25 @@ impl Walker<'_> {
                                 aggregated: false,
                                 masked: false,
                                 rule: Some(column.masking.clone()),
+                                functions: BTreeSet::new(),
                             },
                             None => Info::unknown(&self.all_sources),
                         },
                     )
-                    .collect()
+                    .collect();
+                if !scan.filters.is_empty() {
+                    // Pushed-down filters reference the table's columns by name.
+                    let mut influence = self.influence.borrow_mut();
+                    for filter in &scan.filters {
+                        for column in filter.column_refs() {
+                            influence.insert(RowInfluence {
+                                source: format!("{}.{}", table.name, column.name),
+                                role: "filter".to_owned(),
+                            });
+                        }
+                    }
+                }
+                infos
             }
             LogicalPlan::Projection(projection) => {
                 let inputs = self.walk(&projection.input);
@@ -197,9 +295,22 @@ impl Walker<'_> {
                     .map(|e| self.expr_info(e, &projection.input, &inputs))
                     .collect()
             }
-            LogicalPlan::Filter(_)
-            | LogicalPlan::Sort(_)
-            | LogicalPlan::Limit(_)
+            LogicalPlan::Filter(filter) => {
+                let inputs = self.walk(&filter.input);
+                self.influences([&filter.predicate], &filter.input, &inputs, "filter");
+                inputs
+            }
+            LogicalPlan::Sort(sort) => {
+                let inputs = self.walk(&sort.input);
+                self.influences(
+                    sort.expr.iter().map(|s| &s.expr),
+                    &sort.input,
+                    &inputs,
+                    "sort_key",
+                );
+                inputs
+            }
+            LogicalPlan::Limit(_)
             | LogicalPlan::Repartition(_)
             | LogicalPlan::SubqueryAlias(_)
             | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
@@ -208,6 +319,12 @@ impl Walker<'_> {
             LogicalPlan::Subquery(subquery) => self.walk(&subquery.subquery),
             LogicalPlan::Aggregate(aggregate) => {
                 let inputs = self.walk(&aggregate.input);
+                self.influences(
+                    &aggregate.group_expr,
+                    &aggregate.input,
+                    &inputs,
+                    "group_key",
+                );
                 let mut out: Vec<Info> = aggregate
                     .group_expr
                     .iter()
@@ -228,6 +345,20 @@ impl Walker<'_> {
                     let mut info = self.refs_info(e, &window.input, &inputs);
                     info.aggregated = false;
                     info.masked = false;
+                    if let Expr::WindowFunction(function) = e.clone().unalias() {
+                        info.functions
+                            .insert(function.fun.name().to_ascii_lowercase());
+                        self.influences(
+                            function
+                                .params
+                                .partition_by
+                                .iter()
+                                .chain(function.params.order_by.iter().map(|s| &s.expr)),
+                            &window.input,
+                            &inputs,
+                            "window_key",
+                        );
+                    }
                     out.push(info);
                 }
                 out
@@ -235,6 +366,33 @@ impl Walker<'_> {
             LogicalPlan::Join(join) => {
                 let left = self.walk(&join.left);
                 let right = self.walk(&join.right);
+                for (l, r) in &join.on {
+                    self.influences([l], &join.left, &left, "join_key");
+                    self.influences([r], &join.right, &right, "join_key");
+                }
+                if let Some(filter) = &join.filter {
+                    // The filter sees both sides: resolve it over the concatenated inputs.
+                    let both: Vec<Info> = left.iter().chain(&right).cloned().collect();
+                    let schema = join.left.schema().join(join.right.schema());
+                    match schema {
+                        Ok(schema) => {
+                            for column in filter.column_refs() {
+                                let sources = match schema.index_of_column(column) {
+                                    Ok(i) if i < both.len() => both[i].sources.clone(),
+                                    _ => self.all_sources.clone(),
+                                };
+                                let mut influence = self.influence.borrow_mut();
+                                for source in sources {
+                                    influence.insert(RowInfluence {
+                                        source,
+                                        role: "join_key".to_owned(),
+                                    });
+                                }
+                            }
+                        }
+                        Err(_) => self.cannot_analyse("a join filter".to_owned()),
+                    }
+                }
                 let n_out = plan.schema().fields().len();
                 if n_out == left.len() + right.len() {
                     left.into_iter().chain(right).collect()
@@ -282,6 +440,7 @@ impl Walker<'_> {
                 let name = function.func.name().to_ascii_lowercase();
                 info.masked = false;
                 info.aggregated = SUMMARISING_AGGREGATES.contains(&name.as_str());
+                info.functions.insert(name);
                 info
             }
             Expr::Literal(..) => Info::constant(),
@@ -301,6 +460,7 @@ impl Walker<'_> {
             })
             .unwrap_or(true);
         if has_subquery {
+            self.cannot_analyse("a subquery expression".to_owned());
             return Info::unknown(&self.all_sources);
         }
         let schema = input.schema();
@@ -308,7 +468,10 @@ impl Walker<'_> {
         for column in expr.column_refs() {
             match schema.index_of_column(column) {
                 Ok(i) if i < inputs.len() => referenced.push(&inputs[i]),
-                _ => return Info::unknown(&self.all_sources),
+                _ => {
+                    self.cannot_analyse(format!("a reference to column {}", column.name));
+                    return Info::unknown(&self.all_sources);
+                }
             }
         }
         let mut info = Info::merge(referenced);

@@ -1,12 +1,12 @@
-//! Staged results as reviewers and exports see them: the hidden group-size column removed,
+//! Staged results as reviewers and exports see them: the gate's hidden columns removed,
 //! rendered as Arrow IPC (for review) or as the exported Parquet or CSV file.
 
 use arrow::array::RecordBatch;
 use arrow::ipc::writer::StreamWriter;
 use parquet::arrow::ArrowWriter;
 
+use crate::disclosure::is_hidden;
 use crate::error::EngineError;
-use crate::session::GROUP_ROWS_COLUMN;
 
 /// Export file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct ResultData {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Removes the hidden group-size column.
+/// Removes the gate's hidden columns.
 ///
 /// # Errors
 /// On internal failures.
@@ -47,7 +47,7 @@ pub fn read_result(batches: Vec<RecordBatch>) -> Result<ResultData, EngineError>
                 .fields()
                 .iter()
                 .enumerate()
-                .filter(|(_, f)| f.name() != GROUP_ROWS_COLUMN)
+                .filter(|(_, f)| !is_hidden(f.name()))
                 .map(|(i, _)| i)
                 .collect();
             batch

@@ -121,12 +121,38 @@ pub struct TableSpec {
     pub location: String,
     /// Declared columns, in file order.
     pub columns: Vec<ColumnSpec>,
+    /// The column naming the person or organisation each row is about (the dataset's first
+    /// direct identifier), counted by the export gate. It may be absent from `columns` (a
+    /// scenario that does not list it): jobs then cannot read it, only the gate counts it.
+    #[serde(default)]
+    pub privacy_unit: Option<ColumnSpec>,
 }
 
 impl TableSpec {
     /// The Arrow schema of the stored files.
     pub fn arrow_schema(&self) -> SchemaRef {
         arrow_schema(&self.columns)
+    }
+
+    /// The privacy unit of a dataset with `columns`: its first direct-identifier column
+    /// masked as an identifier number (`pseudonym`, `partial_id`), else its first direct
+    /// identifier. A name shared by two people counts them as one unit, which only makes
+    /// the gate stricter.
+    pub fn privacy_unit_of(columns: &[ColumnSpec]) -> Option<ColumnSpec> {
+        let direct = || {
+            columns
+                .iter()
+                .filter(|c| c.classification == Classification::DirectIdentifier)
+        };
+        direct()
+            .find(|c| {
+                matches!(
+                    c.masking,
+                    MaskingRule::Pseudonym | MaskingRule::PartialIdNumber
+                )
+            })
+            .or_else(|| direct().next())
+            .cloned()
     }
 }
 

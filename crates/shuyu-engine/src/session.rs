@@ -10,27 +10,26 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
-    MemorySchemaProvider, SchemaProvider,
+    MemorySchemaProvider, SchemaProvider, TableProvider,
 };
+use datafusion::common::DataFusionError;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, DataFusionError};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, lit};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -47,16 +46,17 @@ use shuyu_vault::{Envelope, SecretKey};
 use crate::crypto::{
     ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory, read_options, write_options,
 };
+use crate::disclosure::{DisclosureMeta, HIDDEN_PREFIX, UnitSource};
 use crate::error::{EngineError, JobError};
 use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
-use crate::lineage::{OutputColumn, column_lineage};
+use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
 use crate::masking::{MaskedTable, MaskingUdf, mask_array_typed, mask_batches};
+use crate::schema::arrow_schema;
 use crate::schema::{ColumnSpec, TableSpec};
 use crate::spill::EncryptedSpillFactory;
 use crate::storage::Storage;
 
-/// Hidden column added to aggregate results: the number of source rows behind each group.
-pub const GROUP_ROWS_COLUMN: &str = "__shuyu_group_rows";
+pub use crate::disclosure::GROUP_ROWS_COLUMN;
 
 const CATALOG: &str = "shuyu";
 const SCHEMA: &str = "tenant";
@@ -191,8 +191,10 @@ pub struct JobRequest {
     pub limits: JobLimits,
     /// Policy masking defaults (for derived columns of the preview).
     pub masking_defaults: MaskingDefaults,
-    /// k: aggregate cells over fewer source rows are suppressed in the preview.
+    /// k: aggregate cells over fewer privacy units are suppressed in the preview.
     pub min_entities: u64,
+    /// n of the n-k dominance rule: the gate gets the n (at least 2) largest contributions.
+    pub dominance_n: usize,
     /// Where operators may spill, encrypted under an ephemeral key; `None` disables
     /// spilling (operators that would spill fail with a memory error instead).
     pub spill: Option<SpillOptions>,
@@ -212,10 +214,16 @@ pub struct SpillOptions {
 pub struct JobOutput {
     /// Result rows.
     pub n_rows: u64,
-    /// Output columns with lineage (without the hidden group-size column).
+    /// Output columns with lineage (without the hidden columns).
     pub columns: Vec<OutputColumn>,
     /// Whether the result is an aggregate with per-row group sizes stored.
     pub aggregate: bool,
+    /// Source columns that decide which rows or groups appear.
+    pub row_influencing: Vec<RowInfluence>,
+    /// Plan parts the lineage walker could not analyse (such a result cannot be exported).
+    pub unanalysable: Vec<String>,
+    /// The hidden columns the export gate reads.
+    pub disclosure: DisclosureMeta,
     /// Masked preview for the engineer.
     pub preview: MaskedTable,
     /// Datasets the query read.
@@ -264,6 +272,39 @@ impl Engine {
             Arc::new(EnvelopeEncryptionFactory::new(Arc::clone(&self.envelope))),
         );
         Ok(runtime)
+    }
+
+    /// For each table with a privacy unit, a scan that also reads the unit column (used only
+    /// by the export gate's plan rewrite, never resolvable by name).
+    fn unit_sources(
+        &self,
+        tables: &[TableSpec],
+    ) -> Result<HashMap<String, UnitSource>, DataFusionError> {
+        let mut sources = HashMap::new();
+        for table in tables {
+            let Some(unit) = &table.privacy_unit else {
+                continue;
+            };
+            let mut columns = table.columns.clone();
+            if !columns.iter().any(|c| c.name == unit.name) {
+                columns.push(unit.clone());
+            }
+            let url = ListingTableUrl::parse(self.storage.url(&table.location))?;
+            let format = ParquetFormat::default().with_options(read_options());
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(arrow_schema(&columns));
+            let provider: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
+            sources.insert(
+                table.name.clone(),
+                UnitSource {
+                    source: provider_as_source(provider),
+                    unit_column: unit.name.clone(),
+                },
+            );
+        }
+        Ok(sources)
     }
 
     /// A sandboxed session whose catalog holds exactly `tables`.
@@ -467,6 +508,8 @@ impl Engine {
                     ..c.clone()
                 })
                 .collect(),
+            // Lab results never leave the lab: the gate does not count them.
+            privacy_unit: None,
         })
     }
 
@@ -589,12 +632,33 @@ impl Engine {
         check_plan_nodes(&plan)?;
         crate::functions::check_functions(&plan)?;
 
+        if let Some(field) = plan
+            .schema()
+            .fields()
+            .iter()
+            .find(|f| f.name().to_ascii_lowercase().starts_with(HIDDEN_PREFIX))
+        {
+            return Err(JobError::Refused(format!(
+                "result column names beginning with {HIDDEN_PREFIX} are reserved: rename {}",
+                field.name().chars().take(64).collect::<String>()
+            )));
+        }
+
         let input_datasets = scanned_datasets(&plan, &request.tables);
-        let columns = column_lineage(&plan, &request.tables, &request.masking_defaults);
-        let (plan, aggregate) = match with_group_rows(plan.clone()) {
-            Some(rewritten) => (rewritten, true),
-            None => (plan, false),
-        };
+        // Lineage follows the optimised plan (subqueries decorrelated into joins); an
+        // optimiser failure leaves the analysed plan, which the walker reads more strictly.
+        let optimised = state.optimize(&plan).unwrap_or_else(|_| plan.clone());
+        let lineage = plan_lineage(&optimised, &request.tables, &request.masking_defaults);
+        let units = self.unit_sources(&request.tables).map_err(job_error)?;
+        let (plan, disclosure) = crate::disclosure::rewrite(
+            plan,
+            &request.tables,
+            &units,
+            &request.masking_defaults,
+            request.dominance_n,
+        );
+        let aggregate = disclosure.aggregate;
+        let columns = lineage.columns;
         let state = ctx.state();
         let physical = state.create_physical_plan(&plan).await.map_err(job_error)?;
         let schema = physical.schema();
@@ -649,6 +713,9 @@ impl Engine {
             n_rows,
             columns,
             aggregate,
+            row_influencing: lineage.row_influencing,
+            unanalysable: lineage.unanalysable,
+            disclosure,
             preview,
             input_datasets,
             bytes_scanned,
@@ -858,7 +925,7 @@ fn check_plan_nodes(plan: &LogicalPlan) -> Result<(), JobError> {
     }
 }
 
-fn node_name(plan: &LogicalPlan) -> String {
+pub(crate) fn node_name(plan: &LogicalPlan) -> String {
     let display = plan.display().to_string();
     display
         .split(|c: char| c == ':' || c.is_whitespace())
@@ -882,48 +949,6 @@ fn scanned_datasets(plan: &LogicalPlan, tables: &[TableSpec]) -> Vec<String> {
         .collect()
 }
 
-/// Rewrites an aggregate-shaped plan (projections, filters, sorts and limits over one
-/// Aggregate) so that every output row carries the number of source rows of its group in
-/// [`GROUP_ROWS_COLUMN`]. `None` when the plan has another shape (treated as row-level).
-fn with_group_rows(plan: LogicalPlan) -> Option<LogicalPlan> {
-    match plan {
-        LogicalPlan::Aggregate(aggregate) => {
-            let mut aggr_expr = aggregate.aggr_expr.clone();
-            aggr_expr.push(count(lit(1)).alias(GROUP_ROWS_COLUMN));
-            Aggregate::try_new(
-                aggregate.input.clone(),
-                aggregate.group_expr.clone(),
-                aggr_expr,
-            )
-            .ok()
-            .map(LogicalPlan::Aggregate)
-        }
-        LogicalPlan::Projection(projection) => {
-            let input = with_group_rows(projection.input.as_ref().clone())?;
-            let (qualifier, _) = input
-                .schema()
-                .qualified_field_with_unqualified_name(GROUP_ROWS_COLUMN)
-                .ok()?;
-            let mut exprs = projection.expr.clone();
-            exprs.push(Expr::Column(Column::new(
-                qualifier.cloned(),
-                GROUP_ROWS_COLUMN,
-            )));
-            Projection::try_new(exprs, Arc::new(input))
-                .ok()
-                .map(LogicalPlan::Projection)
-        }
-        LogicalPlan::Filter(_)
-        | LogicalPlan::Sort(_)
-        | LogicalPlan::Limit(_)
-        | LogicalPlan::SubqueryAlias(_) => {
-            let input = with_group_rows(plan.inputs()[0].clone())?;
-            plan.with_new_exprs(plan.expressions(), vec![input]).ok()
-        }
-        _ => None,
-    }
-}
-
 /// The engineer's preview: masked by lineage, and in aggregate results every aggregated
 /// cell of a group smaller than k suppressed.
 fn preview(
@@ -944,13 +969,7 @@ fn preview(
                 .map_err(|e| EngineError::Internal(format!("projecting the preview: {e}")))?,
         );
         if aggregate {
-            let counts = batch
-                .column_by_name(GROUP_ROWS_COLUMN)
-                .ok_or_else(|| EngineError::Internal("group sizes missing".into()))?;
-            let counts = arrow::compute::cast(counts, &arrow::datatypes::DataType::Int64)
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            let counts = counts.as_primitive::<Int64Type>();
-            group_rows.extend((0..counts.len()).map(|i| counts.value(i)));
+            group_rows.extend(crate::checks::cell_units(batch)?);
         }
     }
     let rules: Vec<MaskingRule> = columns.iter().map(|c| c.preview_rule.clone()).collect();

@@ -46,6 +46,9 @@ pub struct WorkerJob {
     pub masking_defaults: [String; 4],
     /// k of the preview's small-group suppression.
     pub min_entities: u64,
+    /// n of the n-k dominance rule (how many top contributions the gate needs).
+    #[serde(default)]
+    pub dominance_n: u64,
     /// Root of the local object store.
     pub objects_root: PathBuf,
     /// Most bytes the job may spill (encrypted, into its result folder); 0 disables spilling.
@@ -253,6 +256,7 @@ impl WorkerJob {
                 ordinary: rule(ordinary)?,
             },
             min_entities: self.min_entities,
+            dominance_n: self.dominance_n as usize,
             spill: (self.spill_max_bytes > 0).then(|| SpillOptions {
                 dir: self.result_dir(),
                 max_bytes: self.spill_max_bytes,

@@ -170,6 +170,7 @@ impl Fixture {
             dataset_id: id.into(),
             location,
             columns: people_columns(),
+            privacy_unit: TableSpec::privacy_unit_of(&people_columns()),
         }
     }
 
@@ -193,6 +194,7 @@ impl Fixture {
             },
             masking_defaults: policy.masking.clone(),
             min_entities: policy.disclosure.min_entities,
+            dominance_n: policy.disclosure.dominance_n as usize,
             spill: None,
         }
     }
@@ -259,6 +261,7 @@ async fn datasets_are_parquet_modular_encryption_files_with_no_plaintext() {
         dataset_id: "ds_a".into(),
         location: "datasets/ds_a/".into(),
         columns: people_columns(),
+        privacy_unit: None,
     };
     let key = SecretKey::generate();
     assert!(other.sample(&spec, 5, &key, 1).await.is_err());

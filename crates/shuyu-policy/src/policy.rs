@@ -329,7 +329,12 @@ impl Policy {
             p_percent: fraction("disclosure.p_percent", d.p_percent)?,
             flag_zero_cells: d.flag_zero_cells,
             flag_extremes: d.flag_extremes,
-            min_residual_dof: in_range("disclosure.min_residual_dof", d.min_residual_dof, 1, i64::MAX)?,
+            min_residual_dof: in_range(
+                "disclosure.min_residual_dof",
+                d.min_residual_dof,
+                1,
+                i64::MAX,
+            )?,
             round_counts_to: in_range("disclosure.round_counts_to", d.round_counts_to, 0, 1000)?,
             k_anonymity: in_range("disclosure.k_anonymity", d.k_anonymity, 2, i64::MAX)?,
         };
@@ -657,10 +662,26 @@ max_result_rows = 10000000
                 "dominance_k = 1.0",
                 "'disclosure.dominance_k': must be between 0 and 1",
             ),
-            ("p_percent = 0.10", "p_percent = 0.0", "disclosure.p_percent"),
-            ("p_percent = 0.10", "p_percent = nan", "disclosure.p_percent"),
-            ("k_anonymity = 5", "k_anonymity = 1", "disclosure.k_anonymity"),
-            ("quorum = 2", "quorum = 0", "'review.quorum': must be between 1 and 5"),
+            (
+                "p_percent = 0.10",
+                "p_percent = 0.0",
+                "disclosure.p_percent",
+            ),
+            (
+                "p_percent = 0.10",
+                "p_percent = nan",
+                "disclosure.p_percent",
+            ),
+            (
+                "k_anonymity = 5",
+                "k_anonymity = 1",
+                "disclosure.k_anonymity",
+            ),
+            (
+                "quorum = 2",
+                "quorum = 0",
+                "'review.quorum': must be between 1 and 5",
+            ),
             (
                 "formats = [\"parquet\", \"csv\"]",
                 "formats = []",
@@ -744,11 +765,7 @@ max_result_rows = 10000000
                 "min_entities = \"ten\"",
                 "invalid type",
             ),
-            (
-                "min_entities = 10",
-                "min_entities = 10.5",
-                "invalid type",
-            ),
+            ("min_entities = 10", "min_entities = 10.5", "invalid type"),
             ("[masking]", "[masking", "invalid policy file: line "),
         ];
         for (from, to, expected) in cases {

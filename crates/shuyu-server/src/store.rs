@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use shuyu_engine::{ColumnSpec, ColumnType, MaskedTable, OutputColumn};
+use shuyu_engine::{
+    ColumnSpec, ColumnType, DisclosureMeta, MaskedTable, OutputColumn, RowInfluence, UnitCount,
+};
 use shuyu_policy::{Classification, MaskingRule, Role};
 
 use crate::audit::{AuditEntry, AuditLog};
@@ -183,6 +185,8 @@ pub struct JobRecord {
     pub n_rows: u64,
     pub columns: Vec<OutputColumn>,
     pub aggregate: bool,
+    /// What the export gate reads beyond the columns' lineage.
+    pub gate: JobGate,
     pub preview: MaskedTable,
     pub inputs: Vec<String>,
     pub result_file: String,
@@ -192,6 +196,36 @@ pub struct JobRecord {
     pub finished_at_ms: i64,
     /// Resources the job used (R6: metering).
     pub usage: JobUsage,
+}
+
+/// A job's plan-level lineage and the hidden gate columns of its result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobGate {
+    /// Source columns that decide which rows or groups appear.
+    pub row_influencing: Vec<RowInfluence>,
+    /// Plan parts the lineage walker could not analyse.
+    pub unanalysable: Vec<String>,
+    /// Hidden columns of the staged result.
+    pub disclosure: DisclosureMeta,
+}
+
+impl JobGate {
+    /// For a job that has not run, or ran before the gate counted privacy units: the checks
+    /// then count rows and flag the result for review.
+    pub fn unknown(aggregate: bool) -> JobGate {
+        JobGate {
+            row_influencing: Vec::new(),
+            unanalysable: Vec::new(),
+            disclosure: DisclosureMeta {
+                aggregate,
+                units: UnitCount::Rows(
+                    "the job ran before the gate counted privacy units: rows counted".into(),
+                ),
+                dominance: Vec::new(),
+                dominance_missing: Vec::new(),
+            },
+        }
+    }
 }
 
 impl JobRecord {
@@ -381,6 +415,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "promoted_from", "TEXT NOT NULL DEFAULT ''"),
     ("tenants", "lab_until_ms", "INTEGER NOT NULL DEFAULT 0"),
     ("datasets", "extra_approver_id", "TEXT"),
+    ("jobs", "gate_json", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -763,6 +798,7 @@ fn output_columns_to_json(columns: &[OutputColumn]) -> String {
                     "aggregated": c.aggregated,
                     "masked": c.masked,
                     "preview_rule": c.preview_rule.to_string(),
+                    "functions": c.functions,
                 })
             })
             .collect(),
@@ -799,6 +835,14 @@ fn output_columns_from_json(text: &str) -> Vec<OutputColumn> {
                         .as_str()
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(MaskingRule::Suppress),
+                    functions: c["functions"]
+                        .as_array()
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 })
                 .collect()
         })
@@ -827,7 +871,8 @@ fn masked_table_from_json(text: &str) -> MaskedTable {
 const JOB_COLUMNS: &str =
     "id, tenant_id, author_id, sql, sql_sha256, status, error, error_id, n_rows,
     columns_json, aggregate, preview_json, inputs_json, result_file, result_kek, result_sha256,
-    created_at_ms, finished_at_ms, usage_json, substrait_plan, mode, scenario_id, promoted_from";
+    created_at_ms, finished_at_ms, usage_json, substrait_plan, mode, scenario_id, promoted_from,
+    gate_json";
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let status: String = r.get(5)?;
@@ -836,6 +881,8 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let inputs: String = r.get(12)?;
     let usage: String = r.get(18)?;
     let mode: String = r.get(20)?;
+    let gate: String = r.get(23)?;
+    let aggregate: bool = r.get(10)?;
     Ok(JobRecord {
         id: r.get(0)?,
         tenant_id: r.get(1)?,
@@ -851,7 +898,8 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         error_id: r.get(7)?,
         n_rows: r.get(8)?,
         columns: output_columns_from_json(&columns),
-        aggregate: r.get(10)?,
+        aggregate,
+        gate: serde_json::from_str(&gate).unwrap_or_else(|_| JobGate::unknown(aggregate)),
         preview: masked_table_from_json(&preview),
         inputs: serde_json::from_str(&inputs).unwrap_or_default(),
         result_file: r.get(13)?,
@@ -868,7 +916,7 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
         &format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                     ?19, ?20, ?21, ?22, ?23)"
+                     ?19, ?20, ?21, ?22, ?23, ?24)"
         ),
         params![
             j.id,
@@ -893,7 +941,8 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
             j.substrait_plan,
             j.mode.as_str(),
             j.scenario_id,
-            j.promoted_from
+            j.promoted_from,
+            serde_json::to_string(&j.gate).unwrap_or_default()
         ],
     )?;
     Ok(())

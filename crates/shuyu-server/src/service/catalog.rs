@@ -32,6 +32,7 @@ pub(crate) fn table_spec(d: &DatasetRecord) -> TableSpec {
         dataset_id: d.id.clone(),
         location: d.location.clone(),
         columns: d.columns.clone(),
+        privacy_unit: TableSpec::privacy_unit_of(&d.columns),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use shuyu_engine::{
-    CheckOutcome, ExportFormat, read_result, render_export_file, run_export_checks,
+    CheckOutcome, ExportFormat, GateInput, read_result, render_export_file, run_export_checks,
 };
 use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
@@ -79,10 +79,13 @@ impl Api {
         }
         let batches = self.state.engine.read_result(&job.result_file).await?;
         let checks = run_export_checks(
-            &job.columns,
-            job.aggregate,
-            &batches,
-            self.state.policy.disclosure.min_entities,
+            &GateInput {
+                columns: &job.columns,
+                unanalysable: &job.gate.unanalysable,
+                disclosure: &job.gate.disclosure,
+                batches: &batches,
+            },
+            &self.state.policy.disclosure,
         );
         let passed = checks.passed();
         let id = crate::new_id("exp");
@@ -103,7 +106,7 @@ impl Api {
                 .iter()
                 .map(|r| StoredCheck {
                     name: r.name.to_owned(),
-                    passed: r.outcome == CheckOutcome::Pass,
+                    passed: r.outcome != CheckOutcome::Fail,
                     detail: r.detail.clone(),
                     summary: r.summary.clone(),
                 })

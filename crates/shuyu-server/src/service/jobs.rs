@@ -23,7 +23,7 @@ use crate::error::{Result, ServerError};
 use crate::keys::{self, job_kek};
 use crate::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::state::{AppState, Caller};
-use crate::store::{self, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
+use crate::store::{self, JobGate, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
 use crate::worker::{self, WorkerEnd, WorkerRun};
 
 /// What an engineer asks to run.
@@ -160,6 +160,7 @@ impl Api {
             n_rows: 0,
             columns: Vec::new(),
             aggregate: false,
+            gate: JobGate::unknown(false),
             preview: Default::default(),
             inputs: Vec::new(),
             result_file: format!("results/{tenant_id}/{id}/result.parquet"),
@@ -325,6 +326,11 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             job.n_rows = output.n_rows;
             job.columns = output.columns;
             job.aggregate = output.aggregate;
+            job.gate = JobGate {
+                row_influencing: output.row_influencing,
+                unanalysable: output.unanalysable,
+                disclosure: output.disclosure,
+            };
             job.preview = output.preview;
             job.inputs = output.input_datasets;
             job.result_sha256 = result_sha256;
@@ -613,6 +619,7 @@ async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSe
         },
         masking_defaults: masking_defaults_to_wire(&policy.masking),
         min_entities: policy.disclosure.min_entities,
+        dominance_n: policy.disclosure.dominance_n,
         objects_root: state.storage.root().to_path_buf(),
         spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
     };

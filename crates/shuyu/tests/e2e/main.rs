@@ -527,7 +527,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         .filter(|c| c.outcome == pb::CheckOutcome::Fail as i32)
         .collect();
     assert!(
-        failed.iter().any(|c| c.name == "min_group_rows"),
+        failed.iter().any(|c| c.name == "privacy_units"),
         "{refused:?}"
     );
     // The engineer learns that groups are too small, not which.

@@ -1,0 +1,568 @@
+//! The export gate in-process: the plan rewrite that counts privacy units and per-unit
+//! contributions, lineage, and each disclosure check's outcome and evidence on a dataset
+//! built to trip them. Every expectation here would fail if the gate counted rows instead of
+//! people, or per-row instead of per-person contributions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use shuyu_engine::{
+    CheckOutcome, ColumnSpec, ColumnType, Engine, ExportChecks, GateInput, IngestFormat,
+    IngestOptions, JobError, JobLimits, JobOutput, JobRequest, RowInfluence, Storage, TableSpec,
+    UnitCount, run_export_checks,
+};
+use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
+use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
+
+#[derive(Debug)]
+struct Keks(HashMap<String, SecretKey>);
+
+impl KekProvider for Keks {
+    fn kek(&self, kek_id: &str) -> Result<SecretKey, VaultError> {
+        self.0
+            .get(kek_id)
+            .cloned()
+            .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))
+    }
+}
+
+fn column(name: &str, data_type: ColumnType, classification: Classification) -> ColumnSpec {
+    let masking = match classification {
+        Classification::DirectIdentifier => MaskingRule::Pseudonym,
+        Classification::Ordinary => MaskingRule::Keep,
+        _ => MaskingRule::Suppress,
+    };
+    ColumnSpec {
+        name: name.into(),
+        data_type,
+        classification,
+        masking,
+    }
+}
+
+fn visit_columns() -> Vec<ColumnSpec> {
+    use Classification::*;
+    vec![
+        column("person_id", ColumnType::String, DirectIdentifier),
+        column("district", ColumnType::String, Ordinary),
+        column("birth_year", ColumnType::Int64, QuasiIdentifier),
+        column("diagnosis", ColumnType::String, Sensitive),
+        column("cost", ColumnType::Float64, Sensitive),
+        column("year", ColumnType::Int64, Ordinary),
+    ]
+}
+
+fn person_columns() -> Vec<ColumnSpec> {
+    use Classification::*;
+    vec![
+        column("person_id", ColumnType::String, DirectIdentifier),
+        column("insured", ColumnType::Bool, Ordinary),
+    ]
+}
+
+/// Visits per district, built so that rows and people disagree:
+/// - A: 3 people with 10 visits each (30 rows, 3 people);
+/// - B: 20 people with 2 visits each, all born 1980, cost 100;
+/// - C: 12 people with one visit each; one costs 1,000,000, the others 10;
+/// - D: 11 people; D0 has 100 visits of 100 (10,000 in all), the others one visit of 10.
+fn visits_csv() -> String {
+    let mut csv = String::from("person_id,district,birth_year,diagnosis,cost,year\n");
+    let mut row = |person: &str, district: &str, born: i64, cost: f64, year: i64| {
+        csv.push_str(&format!("{person},{district},{born},flu,{cost},{year}\n"));
+    };
+    for p in 0..3 {
+        for v in 0..10 {
+            row(&format!("A{p}"), "A", 1950 + p, 50.0, 2020 + v % 3);
+        }
+    }
+    for p in 0..20 {
+        for v in 0..2 {
+            row(&format!("B{p}"), "B", 1980, 100.0, 2020 + v);
+        }
+    }
+    for p in 0..12 {
+        let cost = if p == 0 { 1_000_000.0 } else { 10.0 };
+        row(&format!("C{p}"), "C", 1960 + p, cost, 2010 + p);
+    }
+    for v in 0..100 {
+        row("D0", "D", 1970, 100.0, 2020 + v % 2);
+    }
+    for p in 1..11 {
+        row(&format!("D{p}"), "D", 1970 + p, 10.0, 2021);
+    }
+    csv
+}
+
+fn persons_csv() -> String {
+    let mut csv = String::from("person_id,insured\n");
+    for (prefix, n) in [("A", 3), ("B", 20), ("C", 12), ("D", 11)] {
+        for p in 0..n {
+            csv.push_str(&format!("{prefix}{p},true\n"));
+        }
+    }
+    csv
+}
+
+struct Gate {
+    _temp: tempfile::TempDir,
+    engine: Engine,
+    visits: TableSpec,
+    persons: TableSpec,
+    key: SecretKey,
+}
+
+static JOBS: AtomicU64 = AtomicU64::new(0);
+
+async fn gate() -> Gate {
+    let temp = tempfile::tempdir().unwrap();
+    let keks = Arc::new(Keks(
+        ["domain", "tenant:a"]
+            .into_iter()
+            .map(|id| (id.to_owned(), SecretKey::generate()))
+            .collect(),
+    ));
+    let engine = Engine::new(
+        Storage::local(&temp.path().join("objects")).unwrap(),
+        Arc::new(Envelope::new(keks)),
+    );
+    let mut tables = Vec::new();
+    for (name, columns, csv) in [
+        ("visits", visit_columns(), visits_csv()),
+        ("persons", person_columns(), persons_csv()),
+    ] {
+        let location = format!("datasets/ds_{name}/");
+        engine
+            .ingest(
+                IngestFormat::Csv,
+                Bytes::from(csv),
+                &columns,
+                &location,
+                "domain",
+                &IngestOptions::default(),
+            )
+            .await
+            .expect("ingest");
+        tables.push(TableSpec {
+            name: name.into(),
+            dataset_id: format!("ds_{name}"),
+            location,
+            privacy_unit: TableSpec::privacy_unit_of(&columns),
+            columns,
+        });
+    }
+    let persons = tables.pop().unwrap();
+    let visits = tables.pop().unwrap();
+    Gate {
+        _temp: temp,
+        engine,
+        visits,
+        persons,
+        key: SecretKey::generate(),
+    }
+}
+
+impl Gate {
+    /// Runs `sql` as a job; its output and result file.
+    async fn job(&self, sql: &str, tables: &[TableSpec]) -> Result<(JobOutput, String), JobError> {
+        let policy = Policy::builtin();
+        let n = JOBS.fetch_add(1, Ordering::Relaxed);
+        let request = JobRequest {
+            job_id: format!("job_{n}"),
+            sql: sql.into(),
+            substrait_plan: None,
+            tables: tables.to_vec(),
+            pseudonym_key: self.key.clone(),
+            result_file: format!("results/job_{n}/result.parquet"),
+            result_kek: "tenant:a".into(),
+            limits: JobLimits {
+                max_sql_bytes: policy.limits.max_sql_bytes,
+                memory_limit_bytes: 256 << 20,
+                timeout: Duration::from_secs(60),
+                max_result_rows: 1_000_000,
+                preview_rows: 20,
+            },
+            masking_defaults: policy.masking.clone(),
+            min_entities: policy.disclosure.min_entities,
+            dominance_n: policy.disclosure.dominance_n as usize,
+            spill: None,
+        };
+        let output = self.engine.run_job(&request).await?;
+        Ok((output, request.result_file))
+    }
+
+    async fn checked_over(
+        &self,
+        sql: &str,
+        tables: &[TableSpec],
+        policy: &DisclosurePolicy,
+    ) -> (JobOutput, ExportChecks) {
+        let (output, file) = self
+            .job(sql, tables)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        let batches = self.engine.read_result(&file).await.expect("result");
+        let checks = run_export_checks(
+            &GateInput {
+                columns: &output.columns,
+                unanalysable: &output.unanalysable,
+                disclosure: &output.disclosure,
+                batches: &batches,
+            },
+            policy,
+        );
+        (output, checks)
+    }
+
+    /// Runs `sql` over both tables and checks its result with `policy`.
+    async fn checked_with(
+        &self,
+        sql: &str,
+        policy: &DisclosurePolicy,
+    ) -> (JobOutput, ExportChecks) {
+        let tables = [self.visits.clone(), self.persons.clone()];
+        self.checked_over(sql, &tables, policy).await
+    }
+
+    async fn checked(&self, sql: &str) -> (JobOutput, ExportChecks) {
+        self.checked_with(sql, &Policy::builtin().disclosure).await
+    }
+}
+
+fn report<'a>(checks: &'a ExportChecks, name: &str) -> &'a shuyu_engine::CheckReport {
+    checks
+        .reports
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
+}
+
+fn outcome(checks: &ExportChecks, name: &str) -> CheckOutcome {
+    report(checks, name).outcome
+}
+
+/// Every check passes except those named, which have the given outcomes.
+fn expect(checks: &ExportChecks, sql: &str, expected: &[(&str, CheckOutcome)]) {
+    for r in &checks.reports {
+        let want = expected
+            .iter()
+            .find(|(name, _)| *name == r.name)
+            .map(|(_, o)| *o)
+            .unwrap_or(CheckOutcome::Pass);
+        assert_eq!(r.outcome, want, "{sql}: check {} — {}", r.name, r.detail);
+    }
+    for (name, _) in expected {
+        report(checks, name);
+    }
+}
+
+use CheckOutcome::{Fail, Review};
+
+const BY_DISTRICT: &str = "SELECT district, count(*) AS visits, sum(cost) AS total \
+                           FROM visits GROUP BY district ORDER BY district";
+
+#[tokio::test]
+async fn cells_are_counted_in_people_not_rows() {
+    let g = gate().await;
+    let (output, checks) = g.checked(BY_DISTRICT).await;
+    assert_eq!(output.disclosure.units, UnitCount::Counted(1));
+    expect(
+        &checks,
+        BY_DISTRICT,
+        &[
+            ("privacy_units", Fail),
+            ("dominance", Fail),
+            ("p_percent", Fail),
+        ],
+    );
+    // A has 30 rows but 3 people: that is the evidence, and the only small cell.
+    let units = &report(&checks, "privacy_units").detail;
+    assert!(units.contains("1 of 4 cells"), "{units}");
+    assert!(units.contains("row 0: 3 units (30 rows)"), "{units}");
+    // C is dominated by one visit, D by one person with 100 small visits: only per-person
+    // contributions reveal D.
+    let dominance = &report(&checks, "dominance").detail;
+    assert!(dominance.contains("row 2, sum(visits.cost)"), "{dominance}");
+    assert!(dominance.contains("row 3, sum(visits.cost)"), "{dominance}");
+    assert!(dominance.contains("privacy units"), "{dominance}");
+    assert!(!dominance.contains("row 1"), "{dominance}");
+    // The engineer learns that cells need changes, not which.
+    for name in ["privacy_units", "dominance", "p_percent"] {
+        let summary = &report(&checks, name).summary;
+        assert!(!summary.contains("row"), "{name}: {summary}");
+        assert!(!summary.contains('3'), "{name}: {summary}");
+    }
+    // The hidden columns never reach the preview, and the small cell is suppressed there.
+    assert_eq!(output.preview.columns, ["district", "visits", "total"]);
+    assert_eq!(
+        output.preview.rows[0][1].as_deref(),
+        Some(shuyu_policy::suppressed())
+    );
+    assert_eq!(output.preview.rows[1][1].as_deref(), Some("40"));
+
+    // The same query per row (no privacy unit) would have passed A and missed D.
+    let mut by_rows = g.visits.clone();
+    by_rows.privacy_unit = None;
+    let (output, checks) = g
+        .checked_over(BY_DISTRICT, &[by_rows], &Policy::builtin().disclosure)
+        .await;
+    assert!(matches!(output.disclosure.units, UnitCount::Rows(_)));
+    let dominance = &report(&checks, "dominance").detail;
+    assert!(
+        dominance.contains("row 2") && !dominance.contains("row 3"),
+        "{dominance}"
+    );
+    assert_eq!(
+        outcome(&checks, "privacy_units"),
+        Review,
+        "rows are not people"
+    );
+}
+
+#[tokio::test]
+async fn a_safe_aggregate_passes_with_its_lineage() {
+    let g = gate().await;
+    let sql = "SELECT district, count(*) AS visits, avg(cost) AS mean_cost FROM visits \
+               WHERE district = 'B' AND year >= 2020 GROUP BY district";
+    let (output, checks) = g.checked(sql).await;
+    expect(&checks, sql, &[]);
+    assert_eq!(checks.outcome(), CheckOutcome::Pass);
+    let influence = |source: &str, role: &str| RowInfluence {
+        source: source.into(),
+        role: role.into(),
+    };
+    for expected in [
+        influence("visits.district", "filter"),
+        influence("visits.year", "filter"),
+        influence("visits.district", "group_key"),
+    ] {
+        assert!(
+            output.row_influencing.contains(&expected),
+            "{expected:?} in {:?}",
+            output.row_influencing
+        );
+    }
+    assert!(output.unanalysable.is_empty());
+    let mean = &output.columns[2];
+    assert!(mean.aggregated && mean.functions == ["avg"]);
+    assert_eq!(mean.sources, ["visits.cost"]);
+    assert_eq!(mean.classification, Classification::Sensitive);
+}
+
+#[tokio::test]
+async fn the_privacy_unit_is_counted_even_when_the_scenario_leaves_it_out() {
+    let g = gate().await;
+    let mut listed = g.visits.clone();
+    listed.columns.retain(|c| c.name != "person_id");
+    assert!(
+        g.job("SELECT person_id FROM visits", &[listed.clone()])
+            .await
+            .is_err()
+    );
+    let (output, checks) = g
+        .checked_over(BY_DISTRICT, &[listed], &Policy::builtin().disclosure)
+        .await;
+    assert_eq!(output.disclosure.units, UnitCount::Counted(1));
+    assert!(
+        report(&checks, "privacy_units")
+            .detail
+            .contains("row 0: 3 units")
+    );
+}
+
+#[tokio::test]
+async fn duplicating_rows_through_unions_and_joins_does_not_add_people() {
+    let g = gate().await;
+    // 60 rows, still 3 people.
+    let union = "SELECT count(*) AS n FROM (SELECT cost FROM visits WHERE district = 'A' \
+                 UNION ALL SELECT cost FROM visits WHERE district = 'A')";
+    let (output, checks) = g.checked(union).await;
+    assert_eq!(output.disclosure.units, UnitCount::Counted(1));
+    assert_eq!(outcome(&checks, "privacy_units"), Fail);
+    assert!(
+        report(&checks, "privacy_units")
+            .detail
+            .contains("3 units (60 rows)")
+    );
+    // A join of two person-level datasets counts both units; the smaller decides.
+    let join = "SELECT v.district, count(*) AS n FROM visits v JOIN persons p \
+                ON v.person_id = p.person_id GROUP BY v.district ORDER BY v.district";
+    let (output, checks) = g.checked(join).await;
+    assert_eq!(output.disclosure.units, UnitCount::Counted(2));
+    assert!(
+        report(&checks, "privacy_units")
+            .detail
+            .contains("row 0: 3 units")
+    );
+    assert!(output.row_influencing.contains(&RowInfluence {
+        source: "persons.person_id".into(),
+        role: "join_key".into()
+    }));
+}
+
+#[tokio::test]
+async fn shapes_the_rewrite_cannot_count_go_to_a_reviewer() {
+    let g = gate().await;
+    // An aggregate over an aggregate: 46 people-rows, but the units are not countable.
+    let sql = "SELECT sum(n) AS visits FROM (SELECT person_id, count(*) AS n FROM visits \
+               GROUP BY person_id)";
+    let (output, checks) = g.checked(sql).await;
+    assert!(
+        matches!(&output.disclosure.units, UnitCount::Rows(r) if r.contains("nested aggregate")),
+        "{:?}",
+        output.disclosure.units
+    );
+    assert_eq!(outcome(&checks, "privacy_units"), Review);
+    assert!(checks.passed(), "review is not refusal");
+}
+
+#[tokio::test]
+async fn value_revealing_aggregates_are_flagged_or_failed() {
+    let g = gate().await;
+    let only_b = "FROM visits WHERE district = 'B' GROUP BY district";
+    let cases: Vec<(String, Vec<(&str, CheckOutcome)>)> = vec![
+        (
+            format!("SELECT district, max(cost) AS top {only_b}"),
+            vec![("extreme_values", Review)],
+        ),
+        (
+            format!("SELECT district, median(cost) AS mid {only_b}"),
+            vec![("extreme_values", Review)],
+        ),
+        (
+            format!("SELECT district, first_value(diagnosis) AS d {only_b}"),
+            vec![("reproduced_values", Fail)],
+        ),
+        (
+            format!("SELECT district, string_agg(diagnosis, ',') AS d {only_b}"),
+            vec![("reproduced_values", Fail)],
+        ),
+        (
+            format!("SELECT district, array_agg(cost) AS d {only_b}"),
+            vec![("reproduced_values", Fail)],
+        ),
+        (
+            format!(
+                "SELECT district, count(CASE WHEN diagnosis = 'rare' THEN 1 END) AS rare {only_b}"
+            ),
+            vec![("zero_and_small_cells", Review)],
+        ),
+        (
+            format!(
+                "SELECT district, count(CASE WHEN person_id = 'B1' THEN 1 END) AS one {only_b}"
+            ),
+            vec![("zero_and_small_cells", Review)],
+        ),
+        // Ordinary columns' extremes are not protected values.
+        (
+            format!("SELECT district, max(year) AS latest {only_b}"),
+            vec![],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let (_, checks) = g.checked(&sql).await;
+        expect(&checks, &sql, &expected);
+    }
+    // Extremes can be switched off by policy; zeros too.
+    let mut lenient = Policy::builtin().disclosure;
+    lenient.flag_extremes = false;
+    let sql = format!("SELECT district, max(cost) AS top {only_b}");
+    let (_, checks) = g.checked_with(&sql, &lenient).await;
+    expect(&checks, &sql, &[]);
+}
+
+#[tokio::test]
+async fn model_outputs_need_residual_degrees_of_freedom() {
+    let g = gate().await;
+    // C has 12 people: 10 residual degrees of freedom for a slope.
+    let sql = "SELECT district, regr_slope(cost, year) AS slope, count(*) AS n FROM visits \
+               WHERE district = 'B' OR district = 'C' GROUP BY district ORDER BY district";
+    let mut policy = Policy::builtin().disclosure;
+    policy.dominance_k = 0.999_999;
+    policy.p_percent = 0.000_001;
+    let (_, checks) = g.checked_with(sql, &policy).await;
+    assert_eq!(
+        outcome(&checks, "residual_dof"),
+        CheckOutcome::Pass,
+        "{checks:#?}"
+    );
+    policy.min_residual_dof = 11;
+    let (_, checks) = g.checked_with(sql, &policy).await;
+    assert_eq!(outcome(&checks, "residual_dof"), Fail);
+    let detail = &report(&checks, "residual_dof").detail;
+    assert!(
+        detail.contains("row 1: 10 residual") && !detail.contains("row 0"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn row_level_results_are_checked_for_values_and_k_anonymity() {
+    let g = gate().await;
+    let cases: Vec<(&str, Vec<(&str, CheckOutcome)>)> = vec![
+        // A window keeps row granularity: a sensitive sum per row is a source value.
+        (
+            "SELECT district, sum(cost) OVER (PARTITION BY district) AS s FROM visits",
+            vec![("source_values_masked", Fail)],
+        ),
+        (
+            "SELECT person_id, district FROM visits",
+            vec![("direct_identifiers_pseudonymised", Fail)],
+        ),
+        (
+            "SELECT pseudonym(person_id) AS p, district FROM visits",
+            vec![],
+        ),
+        // Birth years in C are all different: each row is alone.
+        (
+            "SELECT birth_year, district FROM visits WHERE district = 'C'",
+            vec![("k_anonymity", Fail)],
+        ),
+        // B's 40 rows share one birth year.
+        (
+            "SELECT birth_year, district FROM visits WHERE district = 'B'",
+            vec![],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let (output, checks) = g.checked(sql).await;
+        assert!(!output.disclosure.aggregate, "{sql}");
+        expect(&checks, sql, &expected);
+    }
+    let (_, checks) = g
+        .checked("SELECT birth_year, district FROM visits WHERE district = 'C'")
+        .await;
+    let k = report(&checks, "k_anonymity");
+    assert!(k.detail.contains("12 combinations"), "{}", k.detail);
+    assert!(
+        !k.summary.contains("19"),
+        "no value in the summary: {}",
+        k.summary
+    );
+}
+
+#[tokio::test]
+async fn reserved_names_cannot_spoof_the_gate_columns() {
+    let g = gate().await;
+    let tables = [g.visits.clone()];
+    for sql in [
+        "SELECT district, count(*) AS __shuyu_units_0 FROM visits GROUP BY district",
+        "SELECT 1000 AS __SHUYU_group_rows",
+    ] {
+        match g.job(sql, &tables).await {
+            Err(JobError::Refused(reason)) => assert!(reason.contains("reserved"), "{reason}"),
+            other => panic!("{sql}: {:?}", other.map(|o| o.0.n_rows)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plan_the_walker_cannot_analyse_cannot_be_exported() {
+    let g = gate().await;
+    let sql = "SELECT unnest(make_array(year, year + 1)) AS y FROM visits";
+    let (output, checks) = g.checked(sql).await;
+    assert!(!output.unanalysable.is_empty(), "{:?}", output.columns);
+    assert_eq!(outcome(&checks, "lineage_analysable"), Fail);
+}

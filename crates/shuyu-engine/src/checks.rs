@@ -9,7 +9,7 @@
 //! results are checked for identifiers, reproduced sensitive values and k-anonymity over
 //! their quasi-identifiers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -22,6 +22,7 @@ use crate::disclosure::{
 };
 use crate::error::EngineError;
 use crate::lineage::OutputColumn;
+use crate::sketch::{AUDITED_UNITS, Difference, UnitSketch, sketches};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,6 +93,42 @@ pub struct GateInput<'a> {
     pub disclosure: &'a DisclosureMeta,
     /// The staged result, hidden columns included.
     pub batches: &'a [RecordBatch],
+    /// Cells the tenant released before whose populations are near these cells' in size
+    /// (see [`units_range`]).
+    pub released: &'a [ReleasedCell],
+}
+
+/// A cell of an earlier release, from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasedCell {
+    /// The export that released it.
+    pub export_id: String,
+    /// Its row in that export.
+    pub row: u64,
+    /// Its population.
+    pub sketch: UnitSketch,
+}
+
+/// The population sketch of each row of an aggregate result (its first privacy unit), or
+/// `None` for rows whose units were not counted.
+pub fn result_sketches(batches: &[RecordBatch]) -> Vec<Option<UnitSketch>> {
+    let name = format!("{UNITS_PREFIX}0");
+    batches
+        .iter()
+        .flat_map(|b| match b.column_by_name(&name) {
+            Some(column) => sketches(column),
+            None => vec![None; b.num_rows()],
+        })
+        .collect()
+}
+
+/// The unit counts of released cells worth comparing with `sketches` under threshold `k`:
+/// populations whose sizes differ by `k` or more cannot differ by fewer people.
+pub fn units_range(sketches: &[Option<UnitSketch>], k: u64) -> Option<(u64, u64)> {
+    let units = sketches.iter().flatten().map(UnitSketch::units);
+    let lo = units.clone().min()?;
+    let hi = units.max()?;
+    Some((lo.saturating_sub(k - 1), hi + (k - 1)))
 }
 
 /// Most evidence items listed per check.
@@ -145,6 +182,8 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
         reports.push(extremes(input, policy));
         reports.push(reproduced_values(input));
         reports.push(residual_dof(input, &cells, policy));
+        reports.push(differencing(input, policy));
+        reports.push(reconstruction(input, policy));
     } else {
         reports.push(source_values(input));
         reports.push(k_anonymity(input, policy));
@@ -320,9 +359,12 @@ fn float_values(column: &ArrayRef) -> Vec<f64> {
 /// counts, or its source rows when units were not counted.
 pub(crate) fn cell_units(batch: &RecordBatch) -> Result<Vec<i64>, EngineError> {
     let mut units: Option<Vec<i64>> = None;
-    for field in batch.schema().fields() {
+    for (i, field) in batch.schema().fields().iter().enumerate() {
         if field.name().starts_with(UNITS_PREFIX) {
-            let column = int_column(batch, field.name())?;
+            let column: Vec<i64> = sketches(batch.column(i))
+                .into_iter()
+                .map(|s| s.map_or(0, |s| s.units() as i64))
+                .collect();
             units = Some(match units {
                 None => column,
                 Some(prev) => prev
@@ -757,11 +799,11 @@ fn k_anonymity(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport 
     }
 }
 
+/// Rows with equal values in the compared columns: the values' row encoding, the row numbers.
+type Classes = Vec<(Vec<u8>, Vec<usize>)>;
+
 /// Rows grouped by their values in `names`.
-fn equivalence_classes(
-    batches: &[RecordBatch],
-    names: &[&str],
-) -> Result<Vec<(Vec<u8>, Vec<usize>)>, EngineError> {
+fn equivalence_classes(batches: &[RecordBatch], names: &[&str]) -> Result<Classes, EngineError> {
     let Some(first) = batches.first() else {
         return Ok(Vec::new());
     };
@@ -802,4 +844,192 @@ fn equivalence_classes(
     let mut classes: Vec<_> = classes.into_iter().collect();
     classes.sort_by_key(|(_, rows)| rows[0]);
     Ok(classes)
+}
+
+/// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
+/// populations differ by fewer than k people: subtracting one from the other isolates them.
+fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "differencing";
+    let k = policy.min_entities;
+    let new = result_sketches(input.batches);
+    if let UnitCount::Rows(reason) = &input.disclosure.units {
+        return review(
+            NAME,
+            format!("populations cannot be compared with earlier releases ({reason})"),
+            "the gate could not compare this result with earlier releases: a reviewer will \
+             check"
+                .into(),
+        );
+    }
+    // Candidates are found by population size: sizes differing by k or more cannot hide a
+    // smaller difference.
+    let mut released: Vec<&ReleasedCell> = input.released.iter().collect();
+    released.sort_by_key(|c| c.sketch.units());
+    let mut ours: Vec<(usize, &UnitSketch)> = new
+        .iter()
+        .enumerate()
+        .filter_map(|(row, s)| s.as_ref().map(|s| (row, s)))
+        .collect();
+    ours.sort_by_key(|(_, s)| s.units());
+    let near = |a: &UnitSketch, b: &UnitSketch| a.units().abs_diff(b.units()) < k;
+    let mut pairs = Vec::new();
+    let mut check = |a: &UnitSketch, b: &UnitSketch, what: String| {
+        if let Difference::Small(d) = a.difference(b)
+            && (d as u64) < k
+        {
+            pairs.push(format!("{what}: populations differ by {d} privacy units"));
+        }
+    };
+    for (i, (row, sketch)) in ours.iter().enumerate() {
+        for (other_row, other) in ours[i + 1..].iter() {
+            if !near(sketch, other) {
+                break;
+            }
+            let (a, b) = if row < other_row {
+                (row, other_row)
+            } else {
+                (other_row, row)
+            };
+            check(sketch, other, format!("rows {a} and {b} of this result"));
+        }
+        let start = released.partition_point(|c| c.sketch.units() + k <= sketch.units());
+        for cell in &released[start..] {
+            if !near(sketch, &cell.sketch) {
+                break;
+            }
+            check(
+                sketch,
+                &cell.sketch,
+                format!(
+                    "row {row} and row {} of export {}",
+                    cell.row, cell.export_id
+                ),
+            );
+        }
+    }
+    pairs.sort();
+    if pairs.is_empty() {
+        pass(
+            NAME,
+            format!(
+                "no cell's population differs from another's, here or in {} earlier released \
+                 cells of similar size, by fewer than {k} people",
+                input.released.len()
+            ),
+        )
+    } else {
+        let detail = format!(
+            "{} cell pairs differ by fewer than {k} privacy units, so their difference \
+             isolates those people: {}",
+            pairs.len(),
+            evidence(&pairs)
+        );
+        let summary = "some cells differ from other cells of this result or of an earlier \
+                       release by too few people: align the populations with earlier \
+                       releases or widen them"
+            .to_owned();
+        if policy.block_differencing {
+            fail(NAME, detail, summary)
+        } else {
+            review(NAME, detail, summary)
+        }
+    }
+}
+
+/// Whether this result's cells, together with the tenant's earlier releases over small
+/// overlapping populations, let anyone solve for one person's value.
+fn reconstruction(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+    const NAME: &str = "reconstruction";
+    let new = result_sketches(input.batches);
+    let ours: Vec<(usize, &[u64])> = new
+        .iter()
+        .enumerate()
+        .filter_map(|(row, s)| s.as_ref().and_then(|s| s.members()).map(|m| (row, m)))
+        .collect();
+    if ours.is_empty() {
+        return pass(
+            NAME,
+            format!(
+                "no cell over a population small enough to audit (at most {AUDITED_UNITS} \
+                 people)"
+            ),
+        );
+    }
+    // The released cells connected to ours through shared people, transitively.
+    let released: Vec<(&ReleasedCell, &[u64])> = input
+        .released
+        .iter()
+        .filter_map(|c| c.sketch.members().map(|m| (c, m)))
+        .collect();
+    let mut by_unit: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, (_, members)) in released.iter().enumerate() {
+        for u in *members {
+            by_unit.entry(*u).or_default().push(i);
+        }
+    }
+    let mut frontier: Vec<u64> = ours.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    let mut seen_units: HashSet<u64> = frontier.iter().copied().collect();
+    let mut component: Vec<usize> = Vec::new();
+    let mut in_component: HashSet<usize> = HashSet::new();
+    while let Some(u) = frontier.pop() {
+        for &i in by_unit.get(&u).map(Vec::as_slice).unwrap_or_default() {
+            if in_component.insert(i) {
+                component.push(i);
+                for v in released[i].1 {
+                    if seen_units.insert(*v) {
+                        frontier.push(*v);
+                    }
+                }
+            }
+        }
+    }
+    let before: Vec<&[u64]> = component.iter().map(|&i| released[i].1).collect();
+    let mut after = before.clone();
+    after.extend(ours.iter().map(|(_, m)| *m));
+    let (Some(before), Some(after)) = (
+        crate::reconstruction::determinable(&before),
+        crate::reconstruction::determinable(&after),
+    ) else {
+        return review(
+            NAME,
+            format!(
+                "{} earlier released cells overlap this result's populations: too many to \
+                 audit exactly for reconstruction",
+                component.len()
+            ),
+            "a reviewer will check this result against earlier releases".into(),
+        );
+    };
+    let exposed = after.difference(&before).count();
+    if exposed == 0 {
+        return pass(
+            NAME,
+            format!(
+                "no one's value can be solved for from this result and the {} overlapping \
+                 earlier released cells",
+                component.len()
+            ),
+        );
+    }
+    let mut exports: Vec<&str> = component
+        .iter()
+        .map(|&i| released[i].0.export_id.as_str())
+        .collect();
+    exports.sort_unstable();
+    exports.dedup();
+    let detail = format!(
+        "{exposed} privacy units' values can be solved for exactly by combining {} rows of \
+         this result with {} cells of earlier exports ({})",
+        ours.len(),
+        component.len(),
+        evidence(&exports.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+    );
+    let summary = "together with earlier releases, this result would let someone compute \
+                   individual values: change the populations or aggregate more widely"
+        .to_owned();
+    if policy.block_differencing {
+        fail(NAME, detail, summary)
+    } else {
+        review(NAME, detail, summary)
+    }
 }

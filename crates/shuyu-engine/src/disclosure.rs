@@ -5,8 +5,9 @@
 //! rewritten to carry, per output row, hidden columns the checks read:
 //!
 //! - `__shuyu_group_rows`: source rows of the group;
-//! - `__shuyu_units_<k>`: distinct privacy units of the group, one column per privacy-unit
-//!   column that reached the aggregate. A dataset's privacy unit is the person or
+//! - `__shuyu_units_<k>`: the group's distinct privacy units as a [`crate::sketch::UnitSketch`] (their
+//!   count, and a sketch that compares populations across releases), one column per
+//!   privacy-unit column that reached the aggregate. A dataset's privacy unit is the person or
 //!   organisation a row is about (its first direct-identifier column); its values are carried
 //!   from the scan to the aggregate under a reserved name, also when the scenario's data list
 //!   leaves the column out, and never reach the visible result;
@@ -27,10 +28,10 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, NullEquality, TableReference};
 use datafusion::functions::expr_fn::abs;
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct, max, nth_value, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, nth_value, sum};
 use datafusion::logical_expr::{
-    Aggregate, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
-    TableSource, Union, lit,
+    Aggregate, AggregateUDF, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
+    SubqueryAlias, TableSource, Union, lit,
 };
 use shuyu_policy::{Classification, MaskingDefaults};
 
@@ -128,11 +129,13 @@ pub(crate) fn rewrite(
     units: &HashMap<String, UnitSource>,
     defaults: &MaskingDefaults,
     dominance_n: usize,
+    unit_sketch: Arc<AggregateUDF>,
 ) -> (LogicalPlan, DisclosureMeta) {
     let rewriter = Rewriter {
         tables,
         units,
         defaults,
+        unit_sketch,
         top: dominance_n.max(2),
         next: Cell::new(0),
         missing_units: RefCell::new(BTreeSet::new()),
@@ -147,6 +150,7 @@ struct Rewriter<'a> {
     tables: &'a [TableSpec],
     units: &'a HashMap<String, UnitSource>,
     defaults: &'a MaskingDefaults,
+    unit_sketch: Arc<AggregateUDF>,
     top: usize,
     next: Cell<usize>,
     /// Scanned tables without a privacy-unit column.
@@ -217,7 +221,11 @@ impl Rewriter<'_> {
         aggr_expr.push(count(lit(1)).alias(GROUP_ROWS_COLUMN));
         for (k, name) in unit_names.iter().enumerate() {
             let column = hidden_column(&input, name)?;
-            aggr_expr.push(count_distinct(column).alias(format!("{UNITS_PREFIX}{k}")));
+            aggr_expr.push(
+                self.unit_sketch
+                    .call(vec![column])
+                    .alias(format!("{UNITS_PREFIX}{k}")),
+            );
         }
 
         // Sum-like aggregates over sensitive columns.
@@ -235,14 +243,15 @@ impl Rewriter<'_> {
                 .is_none_or(|c| c.classification >= Classification::Sensitive);
             if let Expr::AggregateFunction(function) = expr.clone().unalias() {
                 let name = function.func.name().to_ascii_lowercase();
-                if sensitive && SUM_LIKE.contains(&name.as_str()) {
-                    if let Some(arg) = function.params.args.first() {
-                        sum_like.push((
-                            expr.schema_name().to_string(),
-                            arg.clone(),
-                            function.params.filter.clone(),
-                        ));
-                    }
+                if sensitive
+                    && SUM_LIKE.contains(&name.as_str())
+                    && let Some(arg) = function.params.args.first()
+                {
+                    sum_like.push((
+                        expr.schema_name().to_string(),
+                        arg.clone(),
+                        function.params.filter.clone(),
+                    ));
                 }
             }
         }

@@ -12,14 +12,19 @@ pub mod functions;
 mod ingest;
 mod lineage;
 mod masking;
+mod reconstruction;
 mod results;
 mod schema;
 mod session;
+mod sketch;
 mod spill;
 mod storage;
 pub mod worker;
 
-pub use checks::{CheckOutcome, CheckReport, ExportChecks, GateInput, run_export_checks};
+pub use checks::{
+    CheckOutcome, CheckReport, ExportChecks, GateInput, ReleasedCell, result_sketches,
+    run_export_checks, units_range,
+};
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
 pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};
 pub use error::{EngineError, JobError};
@@ -32,5 +37,6 @@ pub use session::{
     Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobStage,
     MAX_EXPRESSION_DEPTH, MAX_SUBSTRAIT_BYTES, PROGRESS_INTERVAL, SpillOptions,
 };
+pub use sketch::{AUDITED_UNITS, Difference, UnitSketch};
 pub use spill::EncryptedSpillFactory;
 pub use storage::Storage;

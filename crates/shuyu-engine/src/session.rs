@@ -656,6 +656,7 @@ impl Engine {
             &units,
             &request.masking_defaults,
             request.dominance_n,
+            crate::sketch::UnitSketchUdaf::udaf(&request.pseudonym_key),
         );
         let aggregate = disclosure.aggregate;
         let columns = lineage.columns;

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Float64Type;
 use bytes::Bytes;
 use shuyu_engine::{
     CheckOutcome, ColumnSpec, ColumnType, Engine, ExportChecks, GateInput, IngestFormat,
-    IngestOptions, JobError, JobLimits, JobOutput, JobRequest, RowInfluence, Storage, TableSpec,
-    UnitCount, run_export_checks,
+    IngestOptions, JobError, JobLimits, JobOutput, JobRequest, ReleasedCell, RowInfluence, Storage,
+    TableSpec, UnitCount, result_sketches, run_export_checks,
 };
 use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
@@ -67,7 +69,8 @@ fn person_columns() -> Vec<ColumnSpec> {
 /// - A: 3 people with 10 visits each (30 rows, 3 people);
 /// - B: 20 people with 2 visits each, all born 1980, cost 100;
 /// - C: 12 people with one visit each; one costs 1,000,000, the others 10;
-/// - D: 11 people; D0 has 100 visits of 100 (10,000 in all), the others one visit of 10.
+/// - D: 11 people; D0 has 100 visits of 100 (10,000 in all), the others one visit of 10;
+/// - E: 24 people with one visit each, all costs different (the attacker's targets).
 fn visits_csv() -> String {
     let mut csv = String::from("person_id,district,birth_year,diagnosis,cost,year\n");
     let mut row = |person: &str, district: &str, born: i64, cost: f64, year: i64| {
@@ -93,12 +96,20 @@ fn visits_csv() -> String {
     for p in 1..11 {
         row(&format!("D{p}"), "D", 1970 + p, 10.0, 2021);
     }
+    for p in 0..24 {
+        row(&format!("E{p}"), "E", 1980 + p, e_cost(p), 2022);
+    }
     csv
+}
+
+/// The true cost of person E{p}.
+fn e_cost(p: i64) -> f64 {
+    1_000.0 + 37.0 * p as f64 + (p * p % 11) as f64
 }
 
 fn persons_csv() -> String {
     let mut csv = String::from("person_id,insured\n");
-    for (prefix, n) in [("A", 3), ("B", 20), ("C", 12), ("D", 11)] {
+    for (prefix, n) in [("A", 3), ("B", 20), ("C", 12), ("D", 11), ("E", 24)] {
         for p in 0..n {
             csv.push_str(&format!("{prefix}{p},true\n"));
         }
@@ -199,21 +210,19 @@ impl Gate {
         tables: &[TableSpec],
         policy: &DisclosurePolicy,
     ) -> (JobOutput, ExportChecks) {
+        let (output, batches) = self.run(sql, tables).await;
+        let checks = check(&output, &batches, &[], policy);
+        (output, checks)
+    }
+
+    /// Runs `sql`; its output and staged result (hidden columns included).
+    async fn run(&self, sql: &str, tables: &[TableSpec]) -> (JobOutput, Vec<RecordBatch>) {
         let (output, file) = self
             .job(sql, tables)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         let batches = self.engine.read_result(&file).await.expect("result");
-        let checks = run_export_checks(
-            &GateInput {
-                columns: &output.columns,
-                unanalysable: &output.unanalysable,
-                disclosure: &output.disclosure,
-                batches: &batches,
-            },
-            policy,
-        );
-        (output, checks)
+        (output, batches)
     }
 
     /// Runs `sql` over both tables and checks its result with `policy`.
@@ -229,6 +238,24 @@ impl Gate {
     async fn checked(&self, sql: &str) -> (JobOutput, ExportChecks) {
         self.checked_with(sql, &Policy::builtin().disclosure).await
     }
+}
+
+fn check(
+    output: &JobOutput,
+    batches: &[RecordBatch],
+    released: &[ReleasedCell],
+    policy: &DisclosurePolicy,
+) -> ExportChecks {
+    run_export_checks(
+        &GateInput {
+            columns: &output.columns,
+            unanalysable: &output.unanalysable,
+            disclosure: &output.disclosure,
+            batches,
+            released,
+        },
+        policy,
+    )
 }
 
 fn report<'a>(checks: &'a ExportChecks, name: &str) -> &'a shuyu_engine::CheckReport {
@@ -279,7 +306,7 @@ async fn cells_are_counted_in_people_not_rows() {
     );
     // A has 30 rows but 3 people: that is the evidence, and the only small cell.
     let units = &report(&checks, "privacy_units").detail;
-    assert!(units.contains("1 of 4 cells"), "{units}");
+    assert!(units.contains("1 of 5 cells"), "{units}");
     assert!(units.contains("row 0: 3 units (30 rows)"), "{units}");
     // C is dominated by one visit, D by one person with 100 small visits: only per-person
     // contributions reveal D.
@@ -565,4 +592,215 @@ async fn a_plan_the_walker_cannot_analyse_cannot_be_exported() {
     let (output, checks) = g.checked(sql).await;
     assert!(!output.unanalysable.is_empty(), "{:?}", output.columns);
     assert_eq!(outcome(&checks, "lineage_analysable"), Fail);
+}
+
+/// The tenant's release ledger as the server keeps it: every released cell's population.
+#[derive(Default)]
+struct Ledger {
+    cells: Vec<ReleasedCell>,
+    releases: usize,
+}
+
+impl Ledger {
+    fn release(&mut self, batches: &[RecordBatch]) {
+        self.releases += 1;
+        let export_id = format!("exp_{}", self.releases);
+        for (row, sketch) in result_sketches(batches).into_iter().enumerate() {
+            if let Some(sketch) = sketch {
+                self.cells.push(ReleasedCell {
+                    export_id: export_id.clone(),
+                    row: row as u64,
+                    sketch,
+                });
+            }
+        }
+    }
+}
+
+fn single_value(batches: &[RecordBatch], column: &str) -> f64 {
+    let batch = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
+    let column = arrow::compute::cast(
+        batch.column_by_name(column).expect("column"),
+        &arrow::datatypes::DataType::Float64,
+    )
+    .unwrap();
+    column.as_primitive::<Float64Type>().value(0)
+}
+
+#[tokio::test]
+async fn differencing_pairs_are_caught_by_the_ledger_and_work_without_it() {
+    let g = gate().await;
+    let tables = [g.visits.clone()];
+    let policy = Policy::builtin().disclosure;
+    let pairs = [
+        // The same query with one person excluded.
+        (
+            "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E'",
+            "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E' \
+             AND person_id <> 'E7'",
+            e_cost(7),
+        ),
+        // Overlapping populations of different shape whose difference is one person
+        // (the only one born in 1995).
+        (
+            "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E' \
+             AND birth_year <= 1995",
+            "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E' \
+             AND birth_year < 1995 AND year = 2022",
+            e_cost(15),
+        ),
+    ];
+    for (first, second, secret) in pairs {
+        let (out1, res1) = g.run(first, &tables).await;
+        let checks1 = check(&out1, &res1, &[], &policy);
+        assert!(checks1.passed(), "{first}: {checks1:#?}");
+        let (out2, res2) = g.run(second, &tables).await;
+        // Without the ledger, each passes on its own, and the difference is one person's cost.
+        assert!(check(&out2, &res2, &[], &policy).passed(), "{second}");
+        let leaked = single_value(&res1, "total") - single_value(&res2, "total");
+        assert!(
+            (leaked - secret).abs() < 1e-6,
+            "the attack works: {leaked} vs {secret}"
+        );
+        // With the first released, the second is refused.
+        let mut ledger = Ledger::default();
+        ledger.release(&res1);
+        let checks2 = check(&out2, &res2, &ledger.cells, &policy);
+        assert_eq!(outcome(&checks2, "differencing"), Fail, "{second}");
+        let detail = &report(&checks2, "differencing").detail;
+        assert!(
+            detail.contains("row 0 and row 0 of export exp_1"),
+            "{detail}"
+        );
+        assert!(detail.contains("differ by 1 privacy units"), "{detail}");
+        assert!(!report(&checks2, "differencing").summary.contains('1'));
+    }
+}
+
+/// The attacker's side of a linear reconstruction: solves the released sums for every
+/// person it can (Gaussian elimination in floating point, independent of the gate's exact
+/// arithmetic).
+fn solve(equations: &[(Vec<usize>, f64)], people: usize) -> Vec<Option<f64>> {
+    let mut rows: Vec<Vec<f64>> = equations
+        .iter()
+        .map(|(members, value)| {
+            let mut row = vec![0.0; people + 1];
+            for &m in members {
+                row[m] = 1.0;
+            }
+            row[people] = *value;
+            row
+        })
+        .collect();
+    let mut pivots = Vec::new();
+    let mut next = 0;
+    for col in 0..people {
+        let Some(found) = (next..rows.len())
+            .max_by(|&a, &b| rows[a][col].abs().partial_cmp(&rows[b][col].abs()).unwrap())
+        else {
+            break;
+        };
+        if rows[found][col].abs() < 1e-9 {
+            continue;
+        }
+        rows.swap(next, found);
+        let scale = rows[next][col];
+        for v in rows[next].iter_mut() {
+            *v /= scale;
+        }
+        let pivot = rows[next].clone();
+        for (r, row) in rows.iter_mut().enumerate() {
+            if r != next {
+                let f = row[col];
+                for (v, p) in row.iter_mut().zip(&pivot) {
+                    *v -= f * p;
+                }
+            }
+        }
+        pivots.push((next, col));
+        next += 1;
+    }
+    let mut out = vec![None; people];
+    for (r, col) in pivots {
+        let free_zero = (0..people)
+            .filter(|&c| c != col)
+            .all(|c| rows[r][c].abs() < 1e-9);
+        if free_zero {
+            out[col] = Some(rows[r][people]);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_linear_reconstruction_attack_recovers_nobody_through_the_gate() {
+    let g = gate().await;
+    let tables = [g.visits.clone()];
+    let policy = Policy::builtin().disclosure;
+    // 36 sums over pseudo-random subsets of E's 24 people, 12 to 14 each: every subset is
+    // large enough on its own, and pairs differ by about a dozen people.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut subsets = Vec::new();
+    for _ in 0..36 {
+        let mut members: Vec<usize> = Vec::new();
+        while members.len() < 12 + (seed % 3) as usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let p = (seed % 24) as usize;
+            if !members.contains(&p) {
+                members.push(p);
+            }
+        }
+        members.sort_unstable();
+        subsets.push(members);
+    }
+    let mut unaudited = Vec::new();
+    let mut ledger = Ledger::default();
+    let mut released = Vec::new();
+    let mut refused = 0;
+    for members in &subsets {
+        let ids: Vec<String> = members.iter().map(|p| format!("'E{p}'")).collect();
+        let sql = format!(
+            "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE person_id IN ({})",
+            ids.join(", ")
+        );
+        let (output, batches) = g.run(&sql, &tables).await;
+        let total = single_value(&batches, "total");
+        // Each query alone passes every check.
+        let alone = check(&output, &batches, &[], &policy);
+        assert!(alone.passed(), "{sql}: {alone:#?}");
+        unaudited.push((members.clone(), total));
+        let checks = check(&output, &batches, &ledger.cells, &policy);
+        if checks.passed() {
+            ledger.release(&batches);
+            released.push((members.clone(), total));
+        } else {
+            refused += 1;
+            assert!(
+                outcome(&checks, "reconstruction") == Fail
+                    || outcome(&checks, "differencing") == Fail,
+                "{checks:#?}"
+            );
+        }
+    }
+    // Without the gate's memory, the attacker solves everyone exactly.
+    let solved = solve(&unaudited, 24);
+    for (p, value) in solved.iter().enumerate() {
+        let value = value.unwrap_or_else(|| panic!("E{p} not solved without the ledger"));
+        assert!((value - e_cost(p as i64)).abs() < 1e-6, "E{p}: {value}");
+    }
+    eprintln!(
+        "reconstruction attack: {} released, {refused} refused",
+        released.len()
+    );
+    // Through the gate, nobody.
+    assert!(refused > 0 && !released.is_empty(), "{refused} refused");
+    let solved = solve(&released, 24);
+    assert!(
+        solved.iter().all(Option::is_none),
+        "{} of 24 solved from {} releases",
+        solved.iter().flatten().count(),
+        released.len()
+    );
 }

@@ -65,6 +65,9 @@ pub struct DisclosurePolicy {
     pub round_counts_to: u64,
     /// k-anonymity over quasi-identifiers of row-level results (default 5).
     pub k_anonymity: u64,
+    /// Refuse (rather than flag for review) cells whose population differs from another
+    /// released cell's by fewer than `min_entities` privacy units.
+    pub block_differencing: bool,
 }
 
 /// The human review of an export (R22).
@@ -169,6 +172,7 @@ struct RawDisclosure {
     min_residual_dof: i64,
     round_counts_to: i64,
     k_anonymity: i64,
+    block_differencing: bool,
 }
 
 #[derive(Deserialize)]
@@ -337,6 +341,7 @@ impl Policy {
             )?,
             round_counts_to: in_range("disclosure.round_counts_to", d.round_counts_to, 0, 1000)?,
             k_anonymity: in_range("disclosure.k_anonymity", d.k_anonymity, 2, i64::MAX)?,
+            block_differencing: d.block_differencing,
         };
         let review = ReviewPolicy {
             quorum: in_range("review.quorum", raw.review.quorum, 1, 5)?,
@@ -452,6 +457,7 @@ impl Policy {
              min_residual_dof = {min_residual_dof}\n\
              round_counts_to = {round_counts_to}\n\
              k_anonymity = {k_anonymity}\n\
+             block_differencing = {block_differencing}\n\
              \n\
              [review]\n\
              quorum = {quorum}\n\
@@ -479,6 +485,7 @@ impl Policy {
             min_residual_dof = self.disclosure.min_residual_dof,
             round_counts_to = self.disclosure.round_counts_to,
             k_anonymity = self.disclosure.k_anonymity,
+            block_differencing = self.disclosure.block_differencing,
             quorum = self.review.quorum,
             formats = formats.join(", "),
             rows = self.sample.rows,
@@ -520,6 +527,7 @@ flag_extremes = true
 min_residual_dof = 10
 round_counts_to = 0
 k_anonymity = 5
+block_differencing = true
 
 [review]
 quorum = 2

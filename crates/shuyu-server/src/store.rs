@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use shuyu_engine::{
-    ColumnSpec, ColumnType, DisclosureMeta, MaskedTable, OutputColumn, RowInfluence, UnitCount,
+    ColumnSpec, ColumnType, DisclosureMeta, MaskedTable, OutputColumn, ReleasedCell, RowInfluence,
+    UnitCount, UnitSketch,
 };
 use shuyu_policy::{Classification, MaskingRule, Role};
 
@@ -38,6 +39,15 @@ CREATE TABLE IF NOT EXISTS datasets (
 CREATE TABLE IF NOT EXISTS grants (
     dataset_id TEXT NOT NULL REFERENCES datasets(id), tenant_id TEXT NOT NULL REFERENCES tenants(id),
     granted_by TEXT NOT NULL, granted_at_ms INTEGER NOT NULL, PRIMARY KEY (dataset_id, tenant_id));
+CREATE TABLE IF NOT EXISTS releases (
+    export_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, job_id TEXT NOT NULL,
+    query_sha256 TEXT NOT NULL, population_json TEXT NOT NULL, n_cells INTEGER NOT NULL,
+    released_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS released_cells (
+    export_id TEXT NOT NULL REFERENCES releases(export_id), tenant_id TEXT NOT NULL,
+    row INTEGER NOT NULL, units INTEGER NOT NULL, sketch BLOB NOT NULL,
+    PRIMARY KEY (export_id, row));
+CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, author_id TEXT NOT NULL, sql TEXT NOT NULL,
     sql_sha256 TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL, error_id TEXT NOT NULL,
@@ -999,6 +1009,78 @@ pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<JobRecord>> {
     ))?;
     let rows = stmt.query_map([], job_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ------------------------------------------------------------------ release ledger
+
+/// Records an approved aggregate export's cells in its tenant's release ledger: the query,
+/// its population predicate (row-influencing columns) and each cell's population sketch.
+pub fn record_release(
+    conn: &Connection,
+    export: &ExportRecord,
+    job: &JobRecord,
+    sketches: &[Option<UnitSketch>],
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO releases (export_id, tenant_id, job_id, query_sha256, population_json,
+                               n_cells, released_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            export.id,
+            export.tenant_id,
+            job.id,
+            job.query_sha256,
+            serde_json::to_string(&job.gate.row_influencing).unwrap_or_default(),
+            sketches.len() as u64,
+            crate::now_ms()
+        ],
+    )?;
+    let mut insert = conn.prepare(
+        "INSERT INTO released_cells (export_id, tenant_id, row, units, sketch)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (row, sketch) in sketches.iter().enumerate() {
+        if let Some(sketch) = sketch {
+            insert.execute(params![
+                export.id,
+                export.tenant_id,
+                row as u64,
+                sketch.units(),
+                sketch.to_bytes()
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// A tenant's released cells whose populations number between `lo` and `hi` units.
+pub fn released_cells(
+    conn: &Connection,
+    tenant_id: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<Vec<ReleasedCell>> {
+    let mut stmt = conn.prepare(
+        "SELECT export_id, row, sketch FROM released_cells
+         WHERE tenant_id = ?1 AND units BETWEEN ?2 AND ?3",
+    )?;
+    let rows = stmt.query_map(params![tenant_id, lo, hi], |r| {
+        let sketch: Vec<u8> = r.get(2)?;
+        Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?, sketch))
+    })?;
+    let mut cells = Vec::new();
+    for row in rows {
+        let (export_id, row, sketch) = row?;
+        let sketch = UnitSketch::from_bytes(&sketch).ok_or_else(|| {
+            crate::error::ServerError::internal("a released cell's sketch is unreadable")
+        })?;
+        cells.push(ReleasedCell {
+            export_id,
+            row,
+            sketch,
+        });
+    }
+    Ok(cells)
 }
 
 // ------------------------------------------------------------------ exports

@@ -4,7 +4,8 @@
 
 use serde_json::json;
 use shuyu_engine::{
-    CheckOutcome, ExportFormat, GateInput, read_result, render_export_file, run_export_checks,
+    CheckOutcome, ExportFormat, GateInput, read_result, render_export_file, result_sketches,
+    run_export_checks, units_range,
 };
 use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
@@ -78,12 +79,21 @@ impl Api {
             ));
         }
         let batches = self.state.engine.read_result(&job.result_file).await?;
+        let k = self.state.policy.disclosure.min_entities;
+        let released = match units_range(&result_sketches(&batches), k) {
+            Some((lo, hi)) => self
+                .state
+                .store
+                .read(|c| store::released_cells(c, &job.tenant_id, lo, hi))?,
+            None => Vec::new(),
+        };
         let checks = run_export_checks(
             &GateInput {
                 columns: &job.columns,
                 unanalysable: &job.gate.unanalysable,
                 disclosure: &job.gate.disclosure,
                 batches: &batches,
+                released: &released,
             },
             &self.state.policy.disclosure,
         );
@@ -240,6 +250,11 @@ impl Api {
             domain_public_key: hex::encode(self.state.signing.public_key()),
         };
         let package = package::build(&manifest, &file, &self.state.signing)?;
+        let sketches = if job.aggregate {
+            result_sketches(&self.state.engine.read_result(&job.result_file).await?)
+        } else {
+            Vec::new()
+        };
         let tenant = self
             .state
             .store
@@ -258,7 +273,14 @@ impl Api {
                 json!({"decision": "approved", "package_sha256": export.package_sha256,
                        "result_sha256": manifest.result.sha256, "job_result_sha256": job.result_sha256}),
             ),
-            |tx| store::upsert_export(tx, &export),
+            |tx| {
+                store::upsert_export(tx, &export)?;
+                // The release ledger: later exports are compared with these cells.
+                if job.aggregate {
+                    store::record_release(tx, &export, &job, &sketches)?;
+                }
+                Ok(())
+            },
         )?;
         Ok(export)
     }

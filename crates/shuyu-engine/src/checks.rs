@@ -15,6 +15,8 @@ use crate::session::GROUP_ROWS_COLUMN;
 pub enum CheckOutcome {
     /// The result passes.
     Pass,
+    /// The result may be approved, but reviewers must look at the flagged cells.
+    Review,
     /// The result fails: the export cannot be approved.
     Fail,
 }

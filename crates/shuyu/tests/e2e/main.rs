@@ -11,6 +11,7 @@ use tonic::Code;
 
 mod jobs;
 mod python_client;
+mod review;
 mod scenarios;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shuyu");

@@ -191,6 +191,16 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
     ExportChecks { reports }
 }
 
+/// The checks against the release ledger alone (differencing, reconstruction), run again
+/// when an export is approved; empty for a row-level result.
+pub fn release_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Vec<CheckReport> {
+    if input.disclosure.aggregate {
+        vec![differencing(input, policy), reconstruction(input, policy)]
+    } else {
+        Vec::new()
+    }
+}
+
 fn pass(name: &'static str, detail: impl Into<String>) -> CheckReport {
     let detail = detail.into();
     CheckReport {

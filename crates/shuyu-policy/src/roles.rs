@@ -15,7 +15,7 @@ pub enum Role {
     DataSteward,
     /// Operating-unit staff: masked samples, jobs over granted data, export requests.
     Engineer,
-    /// Expert group: reviews and decides export requests.
+    /// Expert group: reviews and votes on export requests.
     Reviewer,
     /// Supervisor: read-only audit trail, tenants and principals.
     Auditor,
@@ -107,8 +107,12 @@ pub enum Action {
     ListReviewQueue,
     /// Inspect an export request under review.
     ReviewExport,
-    /// Approve or reject an export request.
-    DecideExport,
+    /// Vote on an export in review: approve, reject or return it for changes (R22).
+    VoteExport,
+    /// Comment on an export: reviewers shared or private, the requesting tenant shared.
+    CommentExport,
+    /// Withdraw an approved export: its package can no longer be downloaded.
+    RevokeExport,
     /// Download an approved, signed export.
     DownloadExport,
     /// Read the audit trail.
@@ -130,7 +134,7 @@ pub enum Action {
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 30] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -150,7 +154,9 @@ impl Action {
         Action::ViewExport,
         Action::ListReviewQueue,
         Action::ReviewExport,
-        Action::DecideExport,
+        Action::VoteExport,
+        Action::CommentExport,
+        Action::RevokeExport,
         Action::DownloadExport,
         Action::ReadAudit,
         Action::ApplyScenario,
@@ -183,7 +189,9 @@ impl Action {
             Action::ViewExport => "view_export",
             Action::ListReviewQueue => "list_review_queue",
             Action::ReviewExport => "review_export",
-            Action::DecideExport => "decide_export",
+            Action::VoteExport => "vote_export",
+            Action::CommentExport => "comment_export",
+            Action::RevokeExport => "revoke_export",
             Action::DownloadExport => "download_export",
             Action::ReadAudit => "read_audit",
             Action::ApplyScenario => "apply_scenario",
@@ -226,6 +234,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | DecideScenario
                 | SetDatasetApprover
                 | SetLabAccess
+                | RevokeExport
         ),
         Role::DataSteward => matches!(
             action,
@@ -250,6 +259,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewUsage
                 | RequestExport
                 | ViewExport
+                | CommentExport
                 | DownloadExport
                 | ApplyScenario
                 | ViewScenario
@@ -257,7 +267,14 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         ),
         Role::Reviewer => matches!(
             action,
-            WhoAmI | ListReviewQueue | ReviewExport | DecideExport | ViewExport | ViewScenario
+            WhoAmI
+                | ListReviewQueue
+                | ReviewExport
+                | VoteExport
+                | CommentExport
+                | RevokeExport
+                | ViewExport
+                | ViewScenario
         ),
         Role::Auditor => matches!(
             action,
@@ -277,7 +294,9 @@ mod tests {
     #[test]
     fn matrix_spot_checks() {
         let cases = [
-            (Role::Engineer, Action::DecideExport, false),
+            (Role::Engineer, Action::VoteExport, false),
+            (Role::Engineer, Action::CommentExport, true),
+            (Role::Engineer, Action::RevokeExport, false),
             (Role::Engineer, Action::ReviewExport, false),
             (Role::Engineer, Action::SubmitJob, true),
             (Role::Engineer, Action::SampleDataset, true),
@@ -287,11 +306,15 @@ mod tests {
             (Role::Reviewer, Action::SubmitJob, false),
             (Role::Reviewer, Action::SampleDataset, false),
             (Role::Reviewer, Action::DownloadExport, false),
-            (Role::Reviewer, Action::DecideExport, true),
+            (Role::Reviewer, Action::VoteExport, true),
+            (Role::Reviewer, Action::RevokeExport, true),
             (Role::PlatformAdmin, Action::SampleDataset, false),
             (Role::PlatformAdmin, Action::DescribeDataset, true),
             (Role::PlatformAdmin, Action::CreateTenant, true),
-            (Role::PlatformAdmin, Action::DecideExport, false),
+            (Role::PlatformAdmin, Action::VoteExport, false),
+            (Role::PlatformAdmin, Action::RevokeExport, true),
+            (Role::PlatformAdmin, Action::CommentExport, false),
+            (Role::Auditor, Action::RevokeExport, false),
             (Role::PlatformAdmin, Action::ReadAudit, false),
             (Role::DataSteward, Action::SubmitJob, false),
             (Role::DataSteward, Action::IngestDataset, true),
@@ -327,6 +350,7 @@ mod tests {
                     DecideScenario,
                     SetDatasetApprover,
                     SetLabAccess,
+                    RevokeExport,
                 ],
             ),
             (
@@ -354,6 +378,7 @@ mod tests {
                     ViewUsage,
                     RequestExport,
                     ViewExport,
+                    CommentExport,
                     DownloadExport,
                     ApplyScenario,
                     ViewScenario,
@@ -366,7 +391,9 @@ mod tests {
                     WhoAmI,
                     ListReviewQueue,
                     ReviewExport,
-                    DecideExport,
+                    VoteExport,
+                    CommentExport,
+                    RevokeExport,
                     ViewExport,
                     ViewScenario,
                 ],
@@ -391,10 +418,20 @@ mod tests {
     }
 
     #[test]
-    fn only_reviewers_decide_and_only_engineers_run_jobs() {
+    fn only_reviewers_vote_and_only_engineers_run_jobs() {
         for role in Role::ALL {
             check(role, Action::WhoAmI, true);
-            check(role, Action::DecideExport, role == Role::Reviewer);
+            check(role, Action::VoteExport, role == Role::Reviewer);
+            check(
+                role,
+                Action::RevokeExport,
+                matches!(role, Role::Reviewer | Role::PlatformAdmin),
+            );
+            check(
+                role,
+                Action::CommentExport,
+                matches!(role, Role::Reviewer | Role::Engineer),
+            );
             check(role, Action::SubmitJob, role == Role::Engineer);
             check(role, Action::ReadAudit, role == Role::Auditor);
             check(role, Action::ApplyScenario, role == Role::Engineer);

@@ -7,8 +7,8 @@ use shuyu_proto::v1 as pb;
 use crate::error::{Result, ServerError};
 use crate::scheduler::LiveState;
 use crate::store::{
-    DatasetRecord, ExportRecord, ExportStatus, JobMode, JobRecord, JobStatus, Principal,
-    ScenarioRecord, ScenarioStatus, Tenant,
+    CheckVerdict, DatasetRecord, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
+    JobMode, JobRecord, JobStatus, Principal, ScenarioRecord, ScenarioStatus, Tenant,
 };
 
 pub fn role_to_pb(role: Role) -> pb::Role {
@@ -177,8 +177,99 @@ pub fn live_state(state: &LiveState) -> pb::JobProgress {
     }
 }
 
-/// An export as its requester sees it (check summaries) or a reviewer sees it (evidence).
-pub fn export(e: &ExportRecord, with_evidence: bool) -> pb::Export {
+/// What one caller may see of an export; the export service decides it (R22 blinding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportView {
+    /// Check evidence (reviewers) rather than summaries.
+    pub evidence: bool,
+    /// Individual votes, with both comments and what they bound to.
+    pub votes: bool,
+    /// How many votes were cast.
+    pub n_votes: bool,
+    /// Private comments.
+    pub private_comments: bool,
+    /// Votes' shared comments, as comments without their vote.
+    pub vote_comments: bool,
+    /// Who the reviewers and admins on comments and events are.
+    pub reviewer_ids: bool,
+    /// Whether the caller has voted.
+    pub voted: bool,
+    /// Approvals needed.
+    pub quorum: u64,
+}
+
+pub fn export_status(status: ExportStatus) -> pb::ExportStatus {
+    match status {
+        ExportStatus::Refused => pb::ExportStatus::Refused,
+        ExportStatus::InReview => pb::ExportStatus::InReview,
+        ExportStatus::Approved => pb::ExportStatus::Approved,
+        ExportStatus::Rejected => pb::ExportStatus::Rejected,
+        ExportStatus::Returned => pb::ExportStatus::Returned,
+        ExportStatus::Revoked => pb::ExportStatus::Revoked,
+    }
+}
+
+pub fn export_decision(decision: ExportDecision) -> pb::ExportDecision {
+    match decision {
+        ExportDecision::Approve => pb::ExportDecision::Approve,
+        ExportDecision::Reject => pb::ExportDecision::Reject,
+        ExportDecision::Return => pb::ExportDecision::Return,
+    }
+}
+
+pub fn check_outcome(verdict: CheckVerdict) -> pb::CheckOutcome {
+    match verdict {
+        CheckVerdict::Pass => pb::CheckOutcome::Pass,
+        CheckVerdict::Review => pb::CheckOutcome::Review,
+        CheckVerdict::Fail => pb::CheckOutcome::Fail,
+    }
+}
+
+/// An export with its history, filtered by `view`.
+pub fn export(e: &ExportRecord, history: &ExportHistory, view: &ExportView) -> pb::Export {
+    let approvals = history
+        .votes
+        .iter()
+        .filter(|v| v.decision == ExportDecision::Approve)
+        .count() as u64;
+    let mut comments: Vec<pb::ExportComment> = history
+        .comments
+        .iter()
+        .filter(|c| view.private_comments || !c.private)
+        .map(|c| pb::ExportComment {
+            author_id: if view.reviewer_ids || c.author_role == Role::Engineer {
+                c.author_id.clone()
+            } else {
+                String::new()
+            },
+            author_role: role_to_pb(c.author_role) as i32,
+            private: c.private,
+            text: c.text.clone(),
+            at_ms: c.at_ms,
+            from_vote: false,
+        })
+        .collect();
+    if view.vote_comments {
+        comments.extend(
+            history
+                .votes
+                .iter()
+                .filter(|v| !v.shared_comment.is_empty())
+                .map(|v| pb::ExportComment {
+                    author_id: if view.reviewer_ids {
+                        v.reviewer_id.clone()
+                    } else {
+                        String::new()
+                    },
+                    author_role: pb::Role::Reviewer as i32,
+                    private: false,
+                    text: v.shared_comment.clone(),
+                    at_ms: v.at_ms,
+                    from_vote: true,
+                }),
+        );
+        comments.sort_by_key(|c| c.at_ms);
+    }
     pb::Export {
         id: e.id.clone(),
         job_id: e.job_id.clone(),
@@ -186,34 +277,67 @@ pub fn export(e: &ExportRecord, with_evidence: bool) -> pb::Export {
         requester_id: e.requester_id.clone(),
         purpose: e.purpose.clone(),
         format: format_to_pb(&e.format) as i32,
-        status: match e.status {
-            ExportStatus::Refused => pb::ExportStatus::Refused,
-            ExportStatus::PendingReview => pb::ExportStatus::PendingReview,
-            ExportStatus::Approved => pb::ExportStatus::Approved,
-            ExportStatus::Rejected => pb::ExportStatus::Rejected,
-        } as i32,
+        status: export_status(e.status) as i32,
         checks: e
             .checks
             .iter()
             .map(|c| pb::CheckResult {
                 name: c.name.clone(),
-                outcome: if c.passed {
-                    pb::CheckOutcome::Pass
-                } else {
-                    pb::CheckOutcome::Fail
-                } as i32,
-                detail: if with_evidence {
+                outcome: check_outcome(c.outcome) as i32,
+                detail: if view.evidence {
                     c.detail.clone()
                 } else {
                     c.summary.clone()
                 },
             })
             .collect(),
-        reviewer_id: e.reviewer_id.clone(),
-        review_comment: e.comment.clone(),
         requested_at_ms: e.requested_at_ms,
         decided_at_ms: e.decided_at_ms,
         package_sha256: e.package_sha256.clone(),
+        approvals,
+        quorum: view.quorum,
+        n_votes: if view.n_votes {
+            history.votes.len() as u64
+        } else {
+            0
+        },
+        voted: view.voted,
+        votes: if view.votes {
+            history
+                .votes
+                .iter()
+                .map(|v| pb::ExportVote {
+                    reviewer_id: v.reviewer_id.clone(),
+                    decision: export_decision(v.decision) as i32,
+                    shared_comment: v.shared_comment.clone(),
+                    private_comment: v.private_comment.clone(),
+                    result_sha256: v.result_sha256.clone(),
+                    query_sha256: v.query_sha256.clone(),
+                    policy_version: v.policy_version.clone(),
+                    voted_at_ms: v.at_ms,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        comments,
+        events: history
+            .events
+            .iter()
+            .map(|ev| pb::ExportEvent {
+                seq: ev.seq,
+                at_ms: ev.at_ms,
+                actor_id: if view.reviewer_ids || ev.actor_id == e.requester_id {
+                    ev.actor_id.clone()
+                } else {
+                    String::new()
+                },
+                from_status: ev.from_status.clone(),
+                to_status: ev.to_status.clone(),
+                note: ev.note.clone(),
+            })
+            .collect(),
+        policy_version: e.policy_version.clone(),
     }
 }
 

@@ -9,10 +9,15 @@ use shuyu_vault::{Envelope, SecretKey, SigningKey, sha256_hex, verify_signature}
 
 use crate::error::{Result, ServerError};
 
+/// The manifest format written by this version.
+pub const MANIFEST_FORMAT: &str = "shuyu-export/v2";
+/// The single-reviewer format of earlier versions, still verified.
+const MANIFEST_FORMAT_V1: &str = "shuyu-export/v1";
+
 /// The signed manifest of an export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Always `shuyu-export/v1`.
+    /// [`MANIFEST_FORMAT`].
     pub format: String,
     pub export_id: String,
     pub job_id: String,
@@ -28,8 +33,10 @@ pub struct Manifest {
     pub checks: Vec<ManifestCheck>,
     pub purpose: String,
     pub requester_id: String,
-    pub reviewer_id: String,
-    pub review_comment: String,
+    /// Approvals the policy required.
+    pub quorum: u64,
+    /// The approvals that reached the quorum, each with what it was cast on.
+    pub approvals: Vec<ManifestApproval>,
     pub requested_at_ms: i64,
     pub approved_at_ms: i64,
     pub result: ManifestFile,
@@ -45,11 +52,92 @@ pub struct ManifestDataset {
     pub source_sha256: String,
 }
 
-/// A check and its outcome.
+/// A check and its outcome: `pass` or `review` (a refused export has no package).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestCheck {
     pub name: String,
-    pub passed: bool,
+    pub outcome: String,
+}
+
+/// One reviewer's approval and what it bound to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestApproval {
+    pub reviewer_id: String,
+    /// The reviewer's shared comment (private notes never leave the domain).
+    pub comment: String,
+    pub approved_at_ms: i64,
+    pub result_sha256: String,
+    pub query_sha256: String,
+    pub policy_version: String,
+}
+
+/// The manifest of a single-reviewer package (`shuyu-export/v1`).
+#[derive(Debug, Clone, Deserialize)]
+struct ManifestV1 {
+    export_id: String,
+    job_id: String,
+    tenant_id: String,
+    query_sha256: String,
+    query_kind: String,
+    scenario_id: String,
+    input_datasets: Vec<ManifestDataset>,
+    policy_version: String,
+    checks: Vec<ManifestCheckV1>,
+    purpose: String,
+    requester_id: String,
+    reviewer_id: String,
+    review_comment: String,
+    requested_at_ms: i64,
+    approved_at_ms: i64,
+    result: ManifestFile,
+    domain_public_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ManifestCheckV1 {
+    name: String,
+    passed: bool,
+}
+
+impl From<ManifestV1> for Manifest {
+    /// The one reviewer becomes the one approval of a quorum of one; it bound to what the
+    /// manifest itself names.
+    fn from(m: ManifestV1) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT_V1.to_owned(),
+            approvals: vec![ManifestApproval {
+                reviewer_id: m.reviewer_id,
+                comment: m.review_comment,
+                approved_at_ms: m.approved_at_ms,
+                result_sha256: String::new(),
+                query_sha256: m.query_sha256.clone(),
+                policy_version: m.policy_version.clone(),
+            }],
+            quorum: 1,
+            export_id: m.export_id,
+            job_id: m.job_id,
+            tenant_id: m.tenant_id,
+            query_sha256: m.query_sha256,
+            query_kind: m.query_kind,
+            scenario_id: m.scenario_id,
+            input_datasets: m.input_datasets,
+            policy_version: m.policy_version,
+            checks: m
+                .checks
+                .into_iter()
+                .map(|c| ManifestCheck {
+                    name: c.name,
+                    outcome: if c.passed { "pass" } else { "fail" }.to_owned(),
+                })
+                .collect(),
+            purpose: m.purpose,
+            requester_id: m.requester_id,
+            requested_at_ms: m.requested_at_ms,
+            approved_at_ms: m.approved_at_ms,
+            result: m.result,
+            domain_public_key: m.domain_public_key,
+        }
+    }
 }
 
 /// The result file in the package.
@@ -101,7 +189,8 @@ pub struct Verified {
 }
 
 /// Verifies a package offline: the manifest's signature under `expected_key` (hex; the key in
-/// the manifest when `None`), and the result file's size and hash.
+/// the manifest when `None`), and the result file's size and hash. Packages of the
+/// single-reviewer format (`shuyu-export/v1`) verify too, read as a quorum of one.
 ///
 /// # Errors
 /// A message saying what failed.
@@ -132,11 +221,20 @@ pub fn verify(package: &[u8], expected_key: Option<&str>) -> std::result::Result
     let signature = files
         .get(SIGNATURE)
         .ok_or("the package has no manifest.sig")?;
-    let manifest: Manifest = serde_json::from_slice(manifest_bytes)
-        .map_err(|e| format!("the manifest does not parse: {e}"))?;
-    if manifest.format != "shuyu-export/v1" {
-        return Err(format!("unknown manifest format '{}'", manifest.format));
-    }
+    let parse_error = |e: serde_json::Error| format!("the manifest does not parse: {e}");
+    let value: serde_json::Value = serde_json::from_slice(manifest_bytes).map_err(parse_error)?;
+    let manifest: Manifest = match value.get("format").and_then(|f| f.as_str()) {
+        Some(MANIFEST_FORMAT) => serde_json::from_value(value).map_err(parse_error)?,
+        Some(MANIFEST_FORMAT_V1) => serde_json::from_value::<ManifestV1>(value)
+            .map_err(parse_error)?
+            .into(),
+        other => {
+            return Err(format!(
+                "unknown manifest format '{}'",
+                other.unwrap_or_default()
+            ));
+        }
+    };
     let key_hex = expected_key.unwrap_or(&manifest.domain_public_key);
     if let Some(expected) = expected_key
         && !expected.eq_ignore_ascii_case(&manifest.domain_public_key)
@@ -197,4 +295,133 @@ pub fn open(envelope: &Envelope, location: &str, stored: &[u8]) -> Result<Vec<u8
     Ok(key
         .open(format!("shuyu-package:{location}").as_bytes(), sealed)?
         .to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(result: &[u8]) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            export_id: "exp_1".into(),
+            job_id: "job_1".into(),
+            tenant_id: "t_1".into(),
+            query_sha256: "q".repeat(64),
+            query_kind: "sql".into(),
+            scenario_id: "sc_1".into(),
+            input_datasets: Vec::new(),
+            policy_version: "p1".into(),
+            checks: vec![ManifestCheck {
+                name: "min_group_rows".into(),
+                outcome: "review".into(),
+            }],
+            purpose: "test".into(),
+            requester_id: "p_eng".into(),
+            quorum: 2,
+            approvals: ["p_a", "p_b"]
+                .map(|id| ManifestApproval {
+                    reviewer_id: id.into(),
+                    comment: "ok".into(),
+                    approved_at_ms: 1,
+                    result_sha256: "r".repeat(64),
+                    query_sha256: "q".repeat(64),
+                    policy_version: "p1".into(),
+                })
+                .to_vec(),
+            requested_at_ms: 1,
+            approved_at_ms: 2,
+            result: ManifestFile {
+                name: "result.csv".into(),
+                sha256: sha256_hex(result),
+                bytes: result.len() as u64,
+                rows: 1,
+            },
+            domain_public_key: String::new(),
+        }
+    }
+
+    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, bytes) in files {
+            append(&mut builder, name, bytes, 0).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_package_verifies_and_a_changed_result_does_not() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let mut m = manifest(b"a,b\n1,2\n");
+        m.domain_public_key = hex::encode(key.public_key());
+        let package = build(&m, b"a,b\n1,2\n", &key).unwrap();
+        let verified = verify(&package, Some(&m.domain_public_key)).unwrap();
+        assert_eq!(verified.manifest, m);
+        let other = build(&m, b"a,b\n1,3\n", &key).unwrap();
+        assert!(verify(&other, None).unwrap_err().contains("does not match"));
+    }
+
+    #[test]
+    fn a_single_reviewer_package_still_verifies_as_a_quorum_of_one() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let result = b"n\n12\n";
+        let v1 = serde_json::json!({
+            "format": "shuyu-export/v1", "export_id": "exp_0", "job_id": "job_0",
+            "tenant_id": "t_0", "query_sha256": "ab", "query_kind": "sql", "scenario_id": "sc_0",
+            "input_datasets": [], "policy_version": "2026.11-1",
+            "checks": [{"name": "min_group_rows", "passed": true}],
+            "purpose": "p", "requester_id": "p_e", "reviewer_id": "p_r",
+            "review_comment": "fine", "requested_at_ms": 1, "approved_at_ms": 2,
+            "result": {"name": "result.csv", "sha256": sha256_hex(result), "bytes": result.len(),
+                       "rows": 1},
+            "domain_public_key": hex::encode(key.public_key()),
+        });
+        let bytes = serde_json::to_vec_pretty(&v1).unwrap();
+        let signature = hex::encode(key.sign(&bytes));
+        let package = tar(&[
+            (MANIFEST, &bytes),
+            (SIGNATURE, signature.as_bytes()),
+            ("result.csv", result),
+        ]);
+        let verified = verify(&package, None).unwrap().manifest;
+        assert_eq!(verified.format, "shuyu-export/v1");
+        assert_eq!(verified.quorum, 1);
+        assert_eq!(verified.approvals.len(), 1);
+        assert_eq!(verified.approvals[0].reviewer_id, "p_r");
+        assert_eq!(verified.checks[0].outcome, "pass");
+        // Its signature still counts: a changed manifest does not verify.
+        let forged = tar(&[
+            (MANIFEST, &bytes.replace_first(b"p_r", b"p_x")),
+            (SIGNATURE, signature.as_bytes()),
+            ("result.csv", result),
+        ]);
+        assert!(verify(&forged, None).unwrap_err().contains("signature"));
+    }
+
+    #[test]
+    fn an_unknown_format_is_refused() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let mut m = manifest(b"x");
+        m.format = "shuyu-export/v9".into();
+        let package = build(&m, b"x", &key).unwrap();
+        assert!(
+            verify(&package, None)
+                .unwrap_err()
+                .contains("unknown manifest format")
+        );
+    }
+
+    trait ReplaceFirst {
+        fn replace_first(&self, from: &[u8], to: &[u8]) -> Vec<u8>;
+    }
+
+    impl ReplaceFirst for Vec<u8> {
+        fn replace_first(&self, from: &[u8], to: &[u8]) -> Vec<u8> {
+            let at = self
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("present");
+            [&self[..at], to, &self[at + from.len()..]].concat()
+        }
+    }
 }

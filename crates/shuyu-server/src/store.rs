@@ -59,9 +59,22 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS exports (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), tenant_id TEXT NOT NULL,
     requester_id TEXT NOT NULL, purpose TEXT NOT NULL, format TEXT NOT NULL, status TEXT NOT NULL,
-    checks_json TEXT NOT NULL, reviewer_id TEXT NOT NULL, comment TEXT NOT NULL,
-    requested_at_ms INTEGER NOT NULL, decided_at_ms INTEGER NOT NULL,
-    package_location TEXT NOT NULL, package_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL);
+    checks_json TEXT NOT NULL, requested_at_ms INTEGER NOT NULL, decided_at_ms INTEGER NOT NULL,
+    package_location TEXT NOT NULL, package_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL,
+    quorum INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS export_votes (
+    export_id TEXT NOT NULL REFERENCES exports(id), reviewer_id TEXT NOT NULL,
+    decision TEXT NOT NULL, shared_comment TEXT NOT NULL, private_comment TEXT NOT NULL,
+    result_sha256 TEXT NOT NULL, query_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, PRIMARY KEY (export_id, reviewer_id));
+CREATE TABLE IF NOT EXISTS export_comments (
+    export_id TEXT NOT NULL REFERENCES exports(id), seq INTEGER NOT NULL,
+    author_id TEXT NOT NULL, author_role TEXT NOT NULL, private INTEGER NOT NULL,
+    text TEXT NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (export_id, seq));
+CREATE TABLE IF NOT EXISTS export_events (
+    export_id TEXT NOT NULL REFERENCES exports(id), seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+    actor_id TEXT NOT NULL, from_status TEXT NOT NULL, to_status TEXT NOT NULL,
+    note TEXT NOT NULL, PRIMARY KEY (export_id, seq));
 CREATE TABLE IF NOT EXISTS scenarios (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), name TEXT NOT NULL,
     purpose TEXT NOT NULL, data_list_json TEXT NOT NULL, valid_from_ms INTEGER NOT NULL,
@@ -265,30 +278,69 @@ pub struct JobUsage {
     pub queued_ms: u64,
 }
 
-/// Export request states.
+/// Export request states (R22). Every change is recorded in `export_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportStatus {
+    /// An automated check failed (terminal).
     Refused,
-    PendingReview,
+    /// Waiting for reviewers' votes.
+    InReview,
+    /// The quorum of approvals was reached; the package is built.
     Approved,
+    /// A reviewer rejected it (terminal).
     Rejected,
+    /// A reviewer returned it for changes (terminal: a revised job gets a new export).
+    Returned,
+    /// Approved, then withdrawn (terminal): no longer downloadable.
+    Revoked,
 }
 
 impl ExportStatus {
-    fn as_str(&self) -> &'static str {
+    /// The stored text form.
+    pub fn as_str(&self) -> &'static str {
         match self {
             ExportStatus::Refused => "refused",
-            ExportStatus::PendingReview => "pending_review",
+            ExportStatus::InReview => "in_review",
             ExportStatus::Approved => "approved",
             ExportStatus::Rejected => "rejected",
+            ExportStatus::Returned => "returned",
+            ExportStatus::Revoked => "revoked",
         }
     }
+    /// Unknown text reads as `Refused`: nothing unknown can be approved or downloaded.
     fn parse(s: &str) -> ExportStatus {
         match s {
-            "pending_review" => ExportStatus::PendingReview,
+            "in_review" => ExportStatus::InReview,
             "approved" => ExportStatus::Approved,
             "rejected" => ExportStatus::Rejected,
+            "returned" => ExportStatus::Returned,
+            "revoked" => ExportStatus::Revoked,
             _ => ExportStatus::Refused,
+        }
+    }
+}
+
+/// The first event of every export (`""` → `submitted`), followed by the check's outcome
+/// (`submitted` → `in_review` or `refused`).
+pub const EXPORT_SUBMITTED: &str = "submitted";
+
+/// A stored check outcome: `pass`, `review` (reviewers must look at the flagged cells) or
+/// `fail` (the export is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckVerdict {
+    Pass,
+    Review,
+    Fail,
+}
+
+impl CheckVerdict {
+    /// The stored text form.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckVerdict::Pass => "pass",
+            CheckVerdict::Review => "review",
+            CheckVerdict::Fail => "fail",
         }
     }
 }
@@ -297,8 +349,10 @@ impl ExportStatus {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredCheck {
     pub name: String,
-    pub passed: bool,
+    pub outcome: CheckVerdict,
+    /// Evidence for reviewers.
     pub detail: String,
+    /// What the requesting tenant may learn.
     pub summary: String,
 }
 
@@ -314,13 +368,95 @@ pub struct ExportRecord {
     pub format: String,
     pub status: ExportStatus,
     pub checks: Vec<StoredCheck>,
-    pub reviewer_id: String,
-    pub comment: String,
     pub requested_at_ms: i64,
+    /// When the review ended (approved, rejected, returned); 0 before.
     pub decided_at_ms: i64,
     pub package_location: String,
     pub package_sha256: String,
+    /// The policy version the checks ran under.
     pub policy_version: String,
+    /// Approvals needed, fixed from the policy when the export was requested.
+    pub quorum: u64,
+}
+
+/// A reviewer's decision on an export in review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportDecision {
+    Approve,
+    Reject,
+    /// Returned for changes.
+    Return,
+}
+
+impl ExportDecision {
+    /// The stored text form.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExportDecision::Approve => "approve",
+            ExportDecision::Reject => "reject",
+            ExportDecision::Return => "return",
+        }
+    }
+    fn parse(s: &str) -> rusqlite::Result<ExportDecision> {
+        match s {
+            "approve" => Ok(ExportDecision::Approve),
+            "reject" => Ok(ExportDecision::Reject),
+            "return" => Ok(ExportDecision::Return),
+            other => Err(rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                format!("unknown export decision '{other}'").into(),
+            )),
+        }
+    }
+}
+
+/// One reviewer's vote on an export and what it was cast on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportVote {
+    pub reviewer_id: String,
+    pub decision: ExportDecision,
+    pub shared_comment: String,
+    pub private_comment: String,
+    /// The job's result hash when the vote was cast.
+    pub result_sha256: String,
+    /// The job's query hash when the vote was cast.
+    pub query_sha256: String,
+    /// The server's policy version when the vote was cast.
+    pub policy_version: String,
+    pub at_ms: i64,
+}
+
+/// A comment on an export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportComment {
+    pub seq: u64,
+    pub author_id: String,
+    pub author_role: Role,
+    /// Written and read by reviewers only.
+    pub private: bool,
+    pub text: String,
+    pub at_ms: i64,
+}
+
+/// Everything recorded about an export besides the export itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExportHistory {
+    pub votes: Vec<ExportVote>,
+    pub comments: Vec<ExportComment>,
+    pub events: Vec<ExportEvent>,
+}
+
+/// One status change of an export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportEvent {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub actor_id: String,
+    /// An [`ExportStatus`] text, [`EXPORT_SUBMITTED`], or empty for the first event.
+    pub from_status: String,
+    pub to_status: String,
+    pub note: String,
 }
 
 /// The metadata store.
@@ -426,6 +562,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tenants", "lab_until_ms", "INTEGER NOT NULL DEFAULT 0"),
     ("datasets", "extra_approver_id", "TEXT"),
     ("jobs", "gate_json", "TEXT NOT NULL DEFAULT ''"),
+    ("exports", "quorum", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -441,6 +578,75 @@ fn migrate(conn: &Connection) -> Result<()> {
             ))?;
         }
     }
+    migrate_single_reviewer_exports(conn)
+}
+
+/// Moves exports of the single-reviewer gate (one `reviewer_id` and `comment` on the export,
+/// status `pending_review`, checks with `passed: bool`) to the quorum review: the decision
+/// becomes a vote bound to the job's hashes and the export's policy version, the history is
+/// rebuilt as events, statuses and check outcomes get their new text, and the two columns go.
+/// Runs once, in one transaction, on a store that still has `exports.reviewer_id`.
+fn migrate_single_reviewer_exports(conn: &Connection) -> Result<()> {
+    let legacy: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('exports') WHERE name = 'reviewer_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !legacy {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "UPDATE exports SET status = 'in_review' WHERE status = 'pending_review';
+         INSERT OR IGNORE INTO export_votes (export_id, reviewer_id, decision, shared_comment,
+             private_comment, result_sha256, query_sha256, policy_version, at_ms)
+         SELECT e.id, e.reviewer_id,
+                CASE e.status WHEN 'approved' THEN 'approve' ELSE 'reject' END,
+                e.comment, '', j.result_sha256, j.sql_sha256, e.policy_version, e.decided_at_ms
+         FROM exports e JOIN jobs j ON j.id = e.job_id
+         WHERE e.reviewer_id != '' AND e.status IN ('approved', 'rejected');
+         INSERT OR IGNORE INTO export_events
+             (export_id, seq, at_ms, actor_id, from_status, to_status, note)
+         SELECT id, 1, requested_at_ms, requester_id, '', 'submitted', 'migrated'
+         FROM exports;
+         INSERT OR IGNORE INTO export_events
+             (export_id, seq, at_ms, actor_id, from_status, to_status, note)
+         SELECT id, 2, requested_at_ms, requester_id, 'submitted',
+                CASE status WHEN 'refused' THEN 'refused' ELSE 'in_review' END, 'migrated'
+         FROM exports;
+         INSERT OR IGNORE INTO export_events
+             (export_id, seq, at_ms, actor_id, from_status, to_status, note)
+         SELECT id, 3, decided_at_ms, reviewer_id, 'in_review', status, 'migrated'
+         FROM exports WHERE reviewer_id != '' AND status IN ('approved', 'rejected');
+         ALTER TABLE exports DROP COLUMN reviewer_id;
+         ALTER TABLE exports DROP COLUMN comment;",
+    )?;
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, checks_json FROM exports")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, checks_json) in rows {
+        let mut checks: Vec<serde_json::Value> = serde_json::from_str(&checks_json)
+            .map_err(|e| ServerError::internal(format!("export {id}: stored checks: {e}")))?;
+        for check in &mut checks {
+            if let Some(object) = check.as_object_mut()
+                && let Some(passed) = object.remove("passed")
+            {
+                let outcome = if passed.as_bool() == Some(true) {
+                    CheckVerdict::Pass
+                } else {
+                    CheckVerdict::Fail
+                };
+                object.insert("outcome".into(), outcome.as_str().into());
+            }
+        }
+        tx.execute(
+            "UPDATE exports SET checks_json = ?2 WHERE id = ?1",
+            params![id, serde_json::Value::from(checks).to_string()],
+        )?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -1085,8 +1291,9 @@ pub fn released_cells(
 
 // ------------------------------------------------------------------ exports
 
-const EXPORT_COLUMNS: &str = "id, job_id, tenant_id, requester_id, purpose, format, status, checks_json,
-    reviewer_id, comment, requested_at_ms, decided_at_ms, package_location, package_sha256, policy_version";
+const EXPORT_COLUMNS: &str = "id, job_id, tenant_id, requester_id, purpose, format, status,
+    checks_json, requested_at_ms, decided_at_ms, package_location, package_sha256, policy_version,
+    quorum";
 
 fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
     let status: String = r.get(6)?;
@@ -1099,22 +1306,26 @@ fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
         purpose: r.get(4)?,
         format: r.get(5)?,
         status: ExportStatus::parse(&status),
-        checks: serde_json::from_str(&checks).unwrap_or_default(),
-        reviewer_id: r.get(8)?,
-        comment: r.get(9)?,
-        requested_at_ms: r.get(10)?,
-        decided_at_ms: r.get(11)?,
-        package_location: r.get(12)?,
-        package_sha256: r.get(13)?,
-        policy_version: r.get(14)?,
+        // A check list that does not parse must not read as "no checks".
+        checks: serde_json::from_str(&checks).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
+        })?,
+        requested_at_ms: r.get(8)?,
+        decided_at_ms: r.get(9)?,
+        package_location: r.get(10)?,
+        package_sha256: r.get(11)?,
+        policy_version: r.get(12)?,
+        quorum: r.get(13)?,
     })
 }
 
 pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
+    let checks = serde_json::to_string(&e.checks)
+        .map_err(|err| ServerError::internal(format!("serialising checks: {err}")))?;
     conn.execute(
         &format!(
             "INSERT OR REPLACE INTO exports ({EXPORT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ),
         params![
             e.id,
@@ -1124,14 +1335,13 @@ pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
             e.purpose,
             e.format,
             e.status.as_str(),
-            serde_json::to_string(&e.checks).unwrap_or_default(),
-            e.reviewer_id,
-            e.comment,
+            checks,
             e.requested_at_ms,
             e.decided_at_ms,
             e.package_location,
             e.package_sha256,
-            e.policy_version
+            e.policy_version,
+            e.quorum
         ],
     )?;
     Ok(())
@@ -1155,11 +1365,183 @@ pub fn exports_of_tenant(conn: &Connection, tenant_id: &str) -> Result<Vec<Expor
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn exports_in_review(conn: &Connection) -> Result<Vec<ExportRecord>> {
+/// Exports in review, oldest first, except those of `except_tenant` (a reviewer's own).
+pub fn exports_in_review(
+    conn: &Connection,
+    except_tenant: Option<&str>,
+) -> Result<Vec<ExportRecord>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS} FROM exports WHERE status = 'pending_review' ORDER BY requested_at_ms"
+        "SELECT {EXPORT_COLUMNS} FROM exports WHERE status = 'in_review'
+         AND (?1 IS NULL OR tenant_id != ?1) ORDER BY requested_at_ms, id LIMIT 500"
     ))?;
-    let rows = stmt.query_map([], export_row)?;
+    let rows = stmt.query_map([except_tenant], export_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_export_vote(conn: &Connection, export_id: &str, v: &ExportVote) -> Result<()> {
+    conn.execute(
+        "INSERT INTO export_votes (export_id, reviewer_id, decision, shared_comment,
+             private_comment, result_sha256, query_sha256, policy_version, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            export_id,
+            v.reviewer_id,
+            v.decision.as_str(),
+            v.shared_comment,
+            v.private_comment,
+            v.result_sha256,
+            v.query_sha256,
+            v.policy_version,
+            v.at_ms
+        ],
+    )
+    .map_err(|e| unique_violation(e, "a vote of this reviewer on this export"))?;
+    Ok(())
+}
+
+/// An export's votes in the order they were cast.
+pub fn export_votes(conn: &Connection, export_id: &str) -> Result<Vec<ExportVote>> {
+    let mut stmt = conn.prepare(
+        "SELECT reviewer_id, decision, shared_comment, private_comment, result_sha256,
+                query_sha256, policy_version, at_ms
+         FROM export_votes WHERE export_id = ?1 ORDER BY at_ms, reviewer_id",
+    )?;
+    let rows = stmt.query_map([export_id], |r| {
+        let decision: String = r.get(1)?;
+        Ok(ExportVote {
+            reviewer_id: r.get(0)?,
+            decision: ExportDecision::parse(&decision)?,
+            shared_comment: r.get(2)?,
+            private_comment: r.get(3)?,
+            result_sha256: r.get(4)?,
+            query_sha256: r.get(5)?,
+            policy_version: r.get(6)?,
+            at_ms: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Appends a comment; returns it with its sequence number.
+pub fn insert_export_comment(
+    conn: &Connection,
+    export_id: &str,
+    author_id: &str,
+    author_role: Role,
+    private: bool,
+    text: &str,
+    at_ms: i64,
+) -> Result<ExportComment> {
+    let seq: u64 = conn.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM export_comments WHERE export_id = ?1",
+        [export_id],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO export_comments (export_id, seq, author_id, author_role, private, text, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            export_id,
+            seq,
+            author_id,
+            author_role.as_str(),
+            private,
+            text,
+            at_ms
+        ],
+    )?;
+    Ok(ExportComment {
+        seq,
+        author_id: author_id.to_owned(),
+        author_role,
+        private,
+        text: text.to_owned(),
+        at_ms,
+    })
+}
+
+/// An export's comments in the order they were written.
+pub fn export_comments(conn: &Connection, export_id: &str) -> Result<Vec<ExportComment>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, author_id, author_role, private, text, at_ms
+         FROM export_comments WHERE export_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([export_id], |r| {
+        let role: String = r.get(2)?;
+        Ok(ExportComment {
+            seq: r.get(0)?,
+            author_id: r.get(1)?,
+            author_role: role.parse().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    format!("unknown role '{role}'").into(),
+                )
+            })?,
+            private: r.get(3)?,
+            text: r.get(4)?,
+            at_ms: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// An export's votes, comments and events.
+pub fn export_history(conn: &Connection, export_id: &str) -> Result<ExportHistory> {
+    Ok(ExportHistory {
+        votes: export_votes(conn, export_id)?,
+        comments: export_comments(conn, export_id)?,
+        events: export_events(conn, export_id)?,
+    })
+}
+
+/// Appends a status change to an export's history; returns its sequence number.
+pub fn append_export_event(
+    conn: &Connection,
+    export_id: &str,
+    at_ms: i64,
+    actor_id: &str,
+    from_status: &str,
+    to_status: &str,
+    note: &str,
+) -> Result<u64> {
+    let seq: u64 = conn.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM export_events WHERE export_id = ?1",
+        [export_id],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO export_events (export_id, seq, at_ms, actor_id, from_status, to_status, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            export_id,
+            seq,
+            at_ms,
+            actor_id,
+            from_status,
+            to_status,
+            note
+        ],
+    )?;
+    Ok(seq)
+}
+
+/// An export's history, oldest first.
+pub fn export_events(conn: &Connection, export_id: &str) -> Result<Vec<ExportEvent>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at_ms, actor_id, from_status, to_status, note
+         FROM export_events WHERE export_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([export_id], |r| {
+        Ok(ExportEvent {
+            seq: r.get(0)?,
+            at_ms: r.get(1)?,
+            actor_id: r.get(2)?,
+            from_status: r.get(3)?,
+            to_status: r.get(4)?,
+            note: r.get(5)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -1376,5 +1758,175 @@ fn unique_violation(e: rusqlite::Error, what: &str) -> ServerError {
             ServerError::AlreadyExists(format!("{what} already exists"))
         }
         _ => ServerError::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exports table of the single-reviewer gate.
+    const LEGACY_EXPORTS: &str = "
+    CREATE TABLE exports (
+        id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), tenant_id TEXT NOT NULL,
+        requester_id TEXT NOT NULL, purpose TEXT NOT NULL, format TEXT NOT NULL,
+        status TEXT NOT NULL, checks_json TEXT NOT NULL, reviewer_id TEXT NOT NULL,
+        comment TEXT NOT NULL, requested_at_ms INTEGER NOT NULL, decided_at_ms INTEGER NOT NULL,
+        package_location TEXT NOT NULL, package_sha256 TEXT NOT NULL,
+        policy_version TEXT NOT NULL);";
+
+    fn job(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            tenant_id: "t_1".into(),
+            author_id: "p_eng".into(),
+            sql: "SELECT 1".into(),
+            substrait_plan: Vec::new(),
+            query_sha256: format!("query-{id}"),
+            mode: JobMode::Production,
+            scenario_id: "sc_1".into(),
+            promoted_from: String::new(),
+            status: JobStatus::Succeeded,
+            error: String::new(),
+            error_id: String::new(),
+            n_rows: 1,
+            columns: Vec::new(),
+            aggregate: true,
+            gate: JobGate::unknown(true),
+            preview: MaskedTable::default(),
+            inputs: Vec::new(),
+            result_file: String::new(),
+            result_kek: String::new(),
+            result_sha256: format!("result-{id}"),
+            created_at_ms: 1,
+            finished_at_ms: 2,
+            usage: JobUsage::default(),
+        }
+    }
+
+    #[test]
+    fn single_reviewer_exports_move_to_the_quorum_review() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let old_schema = SCHEMA
+                .split("CREATE TABLE IF NOT EXISTS ")
+                .filter(|t| !t.starts_with("exports") && !t.starts_with("export_"))
+                .collect::<Vec<_>>()
+                .join("CREATE TABLE IF NOT EXISTS ");
+            conn.execute_batch(&old_schema).unwrap();
+            conn.execute_batch(LEGACY_EXPORTS).unwrap();
+            for (table, column, declaration) in ADDED_COLUMNS {
+                let present: bool = conn
+                    .query_row(
+                        &format!(
+                            "SELECT count(*) > 0 FROM pragma_table_info('{table}') \
+                             WHERE name = ?1"
+                        ),
+                        [column],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                if *table != "exports" && !present {
+                    conn.execute_batch(&format!(
+                        "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                    ))
+                    .unwrap();
+                }
+            }
+            for id in ["job_a", "job_b", "job_c"] {
+                upsert_job(&conn, &job(id)).unwrap();
+            }
+            let passed = r#"[{"name":"min_group_rows","passed":true,"detail":"d","summary":"s"}]"#;
+            let failed = r#"[{"name":"min_group_rows","passed":false,"detail":"d","summary":"s"}]"#;
+            for (id, job, status, checks, reviewer, comment) in [
+                ("exp_a", "job_a", "pending_review", passed, "", ""),
+                ("exp_b", "job_b", "approved", passed, "p_rev", "fine"),
+                ("exp_c", "job_c", "refused", failed, "", ""),
+            ] {
+                conn.execute(
+                    "INSERT INTO exports VALUES (?1, ?2, 't_1', 'p_eng', 'purpose', 'csv', ?3, ?4,
+                     ?5, ?6, 10, 20, 'exports/t_1/x.pkg', 'pkgsha', '2026.11-1')",
+                    params![id, job, status, checks, reviewer, comment],
+                )
+                .unwrap();
+            }
+        }
+        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
+        let store = Store::open(&path, audit.clone()).unwrap();
+        let read = |store: &Store, id: &str| store.read(|c| export(c, id)).unwrap().unwrap();
+
+        let pending = read(&store, "exp_a");
+        assert_eq!(pending.status, ExportStatus::InReview);
+        assert_eq!(pending.quorum, 1);
+        assert_eq!(pending.checks[0].outcome, CheckVerdict::Pass);
+        assert_eq!(read(&store, "exp_c").checks[0].outcome, CheckVerdict::Fail);
+        assert_eq!(read(&store, "exp_c").status, ExportStatus::Refused);
+
+        let approved = store.read(|c| export_history(c, "exp_b")).unwrap();
+        assert_eq!(
+            approved.votes,
+            vec![ExportVote {
+                reviewer_id: "p_rev".into(),
+                decision: ExportDecision::Approve,
+                shared_comment: "fine".into(),
+                private_comment: String::new(),
+                result_sha256: "result-job_b".into(),
+                query_sha256: "query-job_b".into(),
+                policy_version: "2026.11-1".into(),
+                at_ms: 20,
+            }]
+        );
+        let steps: Vec<(&str, &str)> = approved
+            .events
+            .iter()
+            .map(|e| (e.from_status.as_str(), e.to_status.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("", "submitted"),
+                ("submitted", "in_review"),
+                ("in_review", "approved")
+            ]
+        );
+        let refused = store.read(|c| export_history(c, "exp_c")).unwrap();
+        assert!(refused.votes.is_empty());
+        assert_eq!(refused.events[1].to_status, "refused");
+        assert!(
+            store
+                .read(|c| export_history(c, "exp_a"))
+                .unwrap()
+                .votes
+                .is_empty()
+        );
+
+        // The legacy columns are gone, and opening again changes nothing.
+        drop(store);
+        let store = Store::open(&path, audit).unwrap();
+        let columns: Vec<String> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT name FROM pragma_table_info('exports')")?;
+                let names = stmt.query_map([], |r| r.get(0))?;
+                Ok(names.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert!(!columns.iter().any(|c| c == "reviewer_id" || c == "comment"));
+        assert_eq!(
+            store
+                .read(|c| export_history(c, "exp_b"))
+                .unwrap()
+                .events
+                .len(),
+            3
+        );
+        // A new export round-trips with its quorum and a review outcome.
+        let mut fresh = read(&store, "exp_a");
+        fresh.id = "exp_new".into();
+        fresh.quorum = 3;
+        fresh.checks[0].outcome = CheckVerdict::Review;
+        store.read(|c| upsert_export(c, &fresh)).unwrap();
+        assert_eq!(read(&store, "exp_new"), fresh);
     }
 }

@@ -153,7 +153,8 @@ pub enum PrincipalCommand {
         /// admin, steward, engineer, reviewer or auditor.
         #[arg(long)]
         role: String,
-        /// Tenant id (engineers only).
+        /// Tenant id: required for engineers; optional for reviewers, who then never review
+        /// that tenant's exports.
         #[arg(long)]
         tenant: Option<String>,
         /// Where to write the new principal's credentials.
@@ -296,36 +297,67 @@ pub enum ExportClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Show an export request.
+    /// Show an export: status, approvals against the quorum, history, and the votes and
+    /// comments you may see.
     Show {
         id: String,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Your tenant's exports (engineers) or the review queue (reviewers).
+    /// Your tenant's exports (engineers) or the review queue (reviewers: exports in review,
+    /// except your own tenant's).
     List {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Everything a reviewer needs: SQL, lineage, checks with evidence, the full result.
+    /// Everything a reviewer needs: the query, lineage, checks with evidence, the full
+    /// result, and the hashes a vote binds to.
     Review {
         id: String,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Approve an export (reviewers; never your own).
-    Approve {
+    /// Vote on an export in review (reviewers independent of the requesting tenant; once).
+    /// One reject or return ends the review; the policy's quorum of approvals approves it.
+    #[command(group(clap::ArgGroup::new("decision").required(true).multiple(false)))]
+    Vote {
         id: String,
+        /// Approve the export.
+        #[arg(long, group = "decision")]
+        approve: bool,
+        /// Reject it (needs --comment).
+        #[arg(long, group = "decision")]
+        reject: bool,
+        /// Return it for changes (needs --comment): the engineer revises the job and
+        /// requests a new export.
+        #[arg(long = "return", group = "decision")]
+        return_: bool,
+        /// Shared comment: the requesting tenant reads it once the review has ended.
         #[arg(long, default_value = "")]
         comment: String,
+        /// Private note: only reviewers read it.
+        #[arg(long, default_value = "")]
+        private_note: String,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Reject an export with a reason.
-    Reject {
+    /// Comment on an export: reviewers shared or private, the requesting tenant shared.
+    Comment {
         id: String,
         #[arg(long)]
-        comment: String,
+        text: String,
+        /// Only reviewers read it (reviewers only).
+        #[arg(long)]
+        private: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Withdraw an approved export: its package can no longer be downloaded (reviewers
+    /// independent of the requesting tenant, admins).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -934,9 +966,11 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .into_inner();
             for e in list.exports {
                 println!(
-                    "{}  {:<14}  job {}  by {}  — {}",
+                    "{}  {:<10}  {}/{} approvals  job {}  by {}  — {}",
                     e.id,
                     render::export_status(e.status),
+                    e.approvals,
+                    e.quorum,
                     e.job_id,
                     e.requester_id,
                     e.purpose
@@ -953,12 +987,71 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .into_inner();
             render::print_review(&review)?;
         }
-        ExportClientCommand::Approve { id, comment, conn } => {
-            let export = decide(&conn, id, true, comment).await?;
+        ExportClientCommand::Vote {
+            id,
+            approve,
+            reject,
+            return_,
+            comment,
+            private_note,
+            conn,
+        } => {
+            let decision = match (approve, reject, return_) {
+                (true, false, false) => pb::ExportDecision::Approve,
+                (false, true, false) => pb::ExportDecision::Reject,
+                (false, false, true) => pb::ExportDecision::Return,
+                _ => bail!("give exactly one of --approve, --reject and --return"),
+            };
+            let export = conn
+                .connect()
+                .await?
+                .exports
+                .vote_export(pb::VoteExportRequest {
+                    export_id: id,
+                    decision: decision as i32,
+                    shared_comment: comment,
+                    private_comment: private_note,
+                })
+                .await?
+                .into_inner()
+                .export
+                .unwrap_or_default();
             render::print_export(&export);
         }
-        ExportClientCommand::Reject { id, comment, conn } => {
-            let export = decide(&conn, id, false, comment).await?;
+        ExportClientCommand::Comment {
+            id,
+            text,
+            private,
+            conn,
+        } => {
+            let export = conn
+                .connect()
+                .await?
+                .exports
+                .comment_export(pb::CommentExportRequest {
+                    export_id: id,
+                    text,
+                    private,
+                })
+                .await?
+                .into_inner()
+                .export
+                .unwrap_or_default();
+            render::print_export(&export);
+        }
+        ExportClientCommand::Revoke { id, reason, conn } => {
+            let export = conn
+                .connect()
+                .await?
+                .exports
+                .revoke_export(pb::RevokeExportRequest {
+                    export_id: id,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .export
+                .unwrap_or_default();
             render::print_export(&export);
         }
         ExportClientCommand::Download { id, out, conn } => {
@@ -973,22 +1066,6 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn decide(conn: &Conn, id: String, approve: bool, comment: String) -> Result<pb::Export> {
-    Ok(conn
-        .connect()
-        .await?
-        .exports
-        .decide_export(pb::DecideExportRequest {
-            export_id: id,
-            approve,
-            comment,
-        })
-        .await?
-        .into_inner()
-        .export
-        .unwrap_or_default())
 }
 
 pub async fn run_audit(command: AuditClientCommand) -> Result<ExitCode> {

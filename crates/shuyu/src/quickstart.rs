@@ -25,6 +25,22 @@ const ROW_LEVEL_SQL: &str =
 const SCENARIO_COLUMNS: [&str; 4] = ["id_number", "district", "diagnosis", "cost"];
 const OUTSIDE_LIST_SQL: &str = "SELECT name FROM health_records LIMIT 5";
 
+/// A reviewer's approval with a shared comment.
+async fn vote(reviewer: &mut Client, export_id: &str, comment: &str) -> Result<pb::Export> {
+    Ok(reviewer
+        .exports
+        .vote_export(pb::VoteExportRequest {
+            export_id: export_id.to_owned(),
+            decision: pb::ExportDecision::Approve as i32,
+            shared_comment: comment.to_owned(),
+            private_comment: String::new(),
+        })
+        .await?
+        .into_inner()
+        .export
+        .unwrap_or_default())
+}
+
 /// Runs the quickstart. With `data_dir` the domain is kept there for `shuyu serve`.
 pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()> {
     let temp;
@@ -101,6 +117,13 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             pb::Role::Reviewer,
             None,
         ),
+        (
+            "reviewer2",
+            "刘芳",
+            "数据安全审核专家组",
+            pb::Role::Reviewer,
+            None,
+        ),
         ("auditor", "赵敏", "市网信办", pb::Role::Auditor, None),
     ];
     for (dir_name, name, org, role, tenant_id) in people {
@@ -124,6 +147,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     let mut steward = connect(&addr, &creds_root.join("steward")).await?;
     let mut engineer = connect(&addr, &creds_root.join("engineer")).await?;
     let mut reviewer = connect(&addr, &creds_root.join("reviewer")).await?;
+    let mut reviewer2 = connect(&addr, &creds_root.join("reviewer2")).await?;
     let mut auditor = connect(&addr, &creds_root.join("auditor")).await?;
 
     step(
@@ -323,7 +347,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
 
     step(
         11,
-        "The aggregate export goes to review; a reviewer who is not the author approves it",
+        "The aggregate export goes to review: two independent reviewers must approve (quorum 2)",
     );
     let requested = engineer
         .exports
@@ -337,6 +361,10 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         .export
         .unwrap_or_default();
     render::print_export(&requested);
+    ensure!(
+        requested.status == pb::ExportStatus::InReview as i32,
+        "the aggregate export did not go to review"
+    );
     let review = reviewer
         .exports
         .review_export(pb::ReviewExportRequest {
@@ -344,20 +372,49 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         })
         .await?
         .into_inner();
-    println!("  — what the reviewer sees —");
+    println!("  — what the first reviewer sees —");
     render::print_review(&review)?;
-    let approved = reviewer
+    let first = vote(
+        &mut reviewer,
+        &requested.id,
+        "每组均超过10人，无个人信息，同意出域",
+    )
+    .await?;
+    println!("  — after the first approval —");
+    render::print_export(&first);
+    ensure!(
+        first.status == pb::ExportStatus::InReview as i32 && first.approvals == 1,
+        "one approval of two must leave the export in review"
+    );
+    let blinded = reviewer2
         .exports
-        .decide_export(pb::DecideExportRequest {
+        .get_export(pb::GetExportRequest {
             export_id: requested.id.clone(),
-            approve: true,
-            comment: "每组均超过10人，无个人信息，同意出域".into(),
         })
         .await?
         .into_inner()
         .export
         .unwrap_or_default();
+    println!(
+        "  — the second reviewer before voting sees {} vote cast and no vote (blinded) —",
+        blinded.n_votes
+    );
+    ensure!(
+        blinded.votes.is_empty() && blinded.n_votes == 1,
+        "the second reviewer saw a vote before voting"
+    );
+    let approved = vote(
+        &mut reviewer2,
+        &requested.id,
+        "用途明确，字段最小必要，同意出域",
+    )
+    .await?;
+    println!("  — after the second approval —");
     render::print_export(&approved);
+    ensure!(
+        approved.status == pb::ExportStatus::Approved as i32,
+        "two approvals did not approve the export"
+    );
 
     step(
         12,
@@ -428,7 +485,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             creds_root.join("engineer").display()
         );
         println!(
-            "  shuyu export list  --as {}",
+            "  shuyu export list  --as {}   (or reviewer2)",
             creds_root.join("reviewer").display()
         );
         println!(

@@ -381,31 +381,147 @@ pub fn print_job(job: &pb::Job) {
 pub fn export_status(value: i32) -> &'static str {
     match pb::ExportStatus::try_from(value) {
         Ok(pb::ExportStatus::Refused) => "refused",
-        Ok(pb::ExportStatus::PendingReview) => "pending review",
+        Ok(pb::ExportStatus::InReview) => "in review",
         Ok(pb::ExportStatus::Approved) => "approved",
         Ok(pb::ExportStatus::Rejected) => "rejected",
-        _ => "?",
+        Ok(pb::ExportStatus::Returned) => "returned",
+        Ok(pb::ExportStatus::Revoked) => "revoked",
+        Ok(pb::ExportStatus::Unspecified) | Err(_) => "?",
+    }
+}
+
+pub fn export_decision(value: i32) -> &'static str {
+    match pb::ExportDecision::try_from(value) {
+        Ok(pb::ExportDecision::Approve) => "approve",
+        Ok(pb::ExportDecision::Reject) => "reject",
+        Ok(pb::ExportDecision::Return) => "return",
+        Ok(pb::ExportDecision::Unspecified) | Err(_) => "?",
+    }
+}
+
+fn check_mark(value: i32) -> &'static str {
+    match pb::CheckOutcome::try_from(value) {
+        Ok(pb::CheckOutcome::Pass) => "PASS",
+        Ok(pb::CheckOutcome::Review) => "REVIEW",
+        Ok(pb::CheckOutcome::Fail) => "FAIL",
+        Ok(pb::CheckOutcome::Unspecified) | Err(_) => "?",
+    }
+}
+
+/// A hex hash shortened for the terminal.
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// An event's status text for people ("" is the time before the request).
+fn event_status(status: &str) -> String {
+    match status {
+        "" => "—".to_owned(),
+        other => other.replace('_', " "),
+    }
+}
+
+/// Someone named by id, or the role alone when the caller may not learn who it was.
+fn who(id: &str, role: &str) -> String {
+    if id.is_empty() {
+        format!("a {role}")
+    } else {
+        format!("{role} {id}")
     }
 }
 
 pub fn print_export(e: &pb::Export) {
+    let mut votes = format!("{}/{} approvals", e.approvals, e.quorum);
+    if e.n_votes > 0 {
+        let plural = if e.n_votes == 1 { "" } else { "s" };
+        votes.push_str(&format!(", {} vote{plural} cast", e.n_votes));
+    }
+    if e.voted {
+        votes.push_str(", you have voted");
+    }
     println!(
-        "  export {} of job {} — {}",
+        "  export {} of job {} — {} ({votes})",
         e.id,
         e.job_id,
         export_status(e.status)
     );
     println!("  purpose: {}", e.purpose);
+    println!(
+        "  requested by {} at {}, checked under policy {}",
+        e.requester_id,
+        time(e.requested_at_ms),
+        e.policy_version
+    );
     for check in &e.checks {
-        let mark = if check.outcome == pb::CheckOutcome::Pass as i32 {
-            "PASS"
-        } else {
-            "FAIL"
-        };
-        println!("    [{mark}] {}: {}", check.name, check.detail);
+        println!(
+            "    [{}] {}: {}",
+            check_mark(check.outcome),
+            check.name,
+            check.detail
+        );
     }
-    if !e.reviewer_id.is_empty() {
-        println!("  reviewed by {}: {}", e.reviewer_id, e.review_comment);
+    if !e.events.is_empty() {
+        println!("  history:");
+        for ev in &e.events {
+            println!(
+                "    #{} {}  {} → {}{}{}",
+                ev.seq,
+                time(ev.at_ms),
+                event_status(&ev.from_status),
+                event_status(&ev.to_status),
+                if ev.actor_id.is_empty() {
+                    String::new()
+                } else {
+                    format!("  by {}", ev.actor_id)
+                },
+                if ev.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", ev.note)
+                }
+            );
+        }
+    }
+    if !e.votes.is_empty() {
+        println!("  votes:");
+        for v in &e.votes {
+            println!(
+                "    {} {} at {} — bound to result {}…, query {}…, policy {}",
+                export_decision(v.decision),
+                v.reviewer_id,
+                time(v.voted_at_ms),
+                short(&v.result_sha256),
+                short(&v.query_sha256),
+                v.policy_version
+            );
+            if !v.shared_comment.is_empty() {
+                println!("      shared: {}", v.shared_comment);
+            }
+            if !v.private_comment.is_empty() {
+                println!("      private: {}", v.private_comment);
+            }
+        }
+    } else if e.n_votes > 0 && e.status == pb::ExportStatus::InReview as i32 {
+        println!("  votes: hidden until you have voted");
+    }
+    if !e.comments.is_empty() {
+        println!("  comments:");
+        for c in &e.comments {
+            let kind = match (c.private, c.from_vote) {
+                (true, _) => " [private]",
+                (false, true) => " [with a vote]",
+                (false, false) => "",
+            };
+            println!(
+                "    {} {}{kind}: {}",
+                time(c.at_ms),
+                who(&c.author_id, role(c.author_role)),
+                c.text
+            );
+        }
+    }
+    if !e.package_sha256.is_empty() {
+        println!("  package sha256 {}", e.package_sha256);
     }
 }
 
@@ -413,8 +529,21 @@ pub fn print_review(review: &pb::ReviewExportResponse) -> Result<()> {
     if let Some(export) = &review.export {
         print_export(export);
     }
-    println!("  SQL: {}", review.sql);
+    if review.query_kind == "substrait" {
+        println!(
+            "  query: a Substrait plan (dataframe job), sha256 {}",
+            review.query_sha256
+        );
+    } else {
+        println!("  SQL: {}", review.sql);
+        println!("  query sha256 {}", review.query_sha256);
+    }
+    println!("  scenario: {}", review.scenario_id);
     println!("  inputs: {}", review.input_dataset_ids.join(", "));
+    println!(
+        "  a vote binds to result sha256 {}, this query, and policy {}",
+        review.result_sha256, review.policy_version
+    );
     let rows: Vec<Vec<String>> = review
         .columns
         .iter()
@@ -462,9 +591,28 @@ pub fn print_manifest(m: &shuyu_server::package::Manifest) {
     );
     println!("  purpose: {}", m.purpose);
     println!(
-        "  requested by {}, approved by {} ({})",
-        m.requester_id, m.reviewer_id, m.review_comment
+        "  requested by {}; {} of {} required approvals:",
+        m.requester_id,
+        m.approvals.len(),
+        m.quorum
     );
+    for a in &m.approvals {
+        println!(
+            "    {} at {} (result {}…, policy {}){}",
+            a.reviewer_id,
+            time(a.approved_at_ms),
+            short(&a.result_sha256),
+            a.policy_version,
+            if a.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.comment)
+            }
+        );
+    }
+    for c in &m.checks {
+        println!("  check {}: {}", c.name, c.outcome);
+    }
     println!(
         "  policy {}, scenario {}, {} query sha256 {}…",
         m.policy_version,

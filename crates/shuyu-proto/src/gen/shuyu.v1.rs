@@ -9,7 +9,8 @@ pub struct Principal {
     pub organisation: ::prost::alloc::string::String,
     #[prost(enumeration = "Role", tag = "4")]
     pub role: i32,
-    /// Empty unless the role is ROLE_ENGINEER.
+    /// The tenant an engineer (always) or a reviewer (optionally) belongs to; a reviewer never
+    /// votes on their own tenant's exports.
     #[prost(string, tag = "5")]
     pub tenant_id: ::prost::alloc::string::String,
     #[prost(int64, tag = "6")]
@@ -90,7 +91,8 @@ pub struct CreatePrincipalRequest {
     pub organisation: ::prost::alloc::string::String,
     #[prost(enumeration = "Role", tag = "3")]
     pub role: i32,
-    /// Required for engineers, forbidden otherwise.
+    /// Required for engineers, optional for reviewers (who then never review that tenant's
+    /// exports), forbidden otherwise.
     #[prost(string, tag = "4")]
     pub tenant_id: ::prost::alloc::string::String,
 }
@@ -547,6 +549,66 @@ pub struct CheckResult {
     #[prost(string, tag = "3")]
     pub detail: ::prost::alloc::string::String,
 }
+/// One reviewer's vote and what it was cast on.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportVote {
+    #[prost(string, tag = "1")]
+    pub reviewer_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "ExportDecision", tag = "2")]
+    pub decision: i32,
+    /// Shown to the requesting tenant (without the vote) once the review has ended.
+    #[prost(string, tag = "3")]
+    pub shared_comment: ::prost::alloc::string::String,
+    /// Reviewers only.
+    #[prost(string, tag = "4")]
+    pub private_comment: ::prost::alloc::string::String,
+    /// The staged result's hex SHA-256, the query's and the policy version at the vote.
+    #[prost(string, tag = "5")]
+    pub result_sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub query_sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub policy_version: ::prost::alloc::string::String,
+    #[prost(int64, tag = "8")]
+    pub voted_at_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportComment {
+    /// Empty when the caller may not learn who wrote it (a reviewer, to the requesting tenant).
+    #[prost(string, tag = "1")]
+    pub author_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "Role", tag = "2")]
+    pub author_role: i32,
+    /// Written and read by reviewers only.
+    #[prost(bool, tag = "3")]
+    pub private: bool,
+    #[prost(string, tag = "4")]
+    pub text: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub at_ms: i64,
+    /// The shared comment of a vote, shown to the requesting tenant once the review has ended.
+    #[prost(bool, tag = "6")]
+    pub from_vote: bool,
+}
+/// One step of an export's history. Statuses: "" (before the request), "submitted",
+/// "refused", "in_review", "approved", "rejected", "returned", "revoked".
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportEvent {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(int64, tag = "2")]
+    pub at_ms: i64,
+    /// Empty when the caller may not learn who it was (a reviewer or an admin, to the
+    /// requesting tenant).
+    #[prost(string, tag = "3")]
+    pub actor_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub from_status: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub to_status: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub note: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RequestExportRequest {
     #[prost(string, tag = "1")]
@@ -578,6 +640,11 @@ pub struct ListExportsResponse {
     #[prost(message, repeated, tag = "1")]
     pub exports: ::prost::alloc::vec::Vec<Export>,
 }
+/// An export as the caller may see it. Reviewers of other tenants see check evidence, every
+/// comment, and the votes once they have voted themselves or the review has ended (before,
+/// only n_votes). The requesting tenant sees check summaries, approvals against the quorum,
+/// shared comments (those of votes once the review has ended), never a vote or a private
+/// comment.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Export {
     #[prost(string, tag = "1")]
@@ -596,17 +663,34 @@ pub struct Export {
     pub status: i32,
     #[prost(message, repeated, tag = "8")]
     pub checks: ::prost::alloc::vec::Vec<CheckResult>,
-    #[prost(string, tag = "9")]
-    pub reviewer_id: ::prost::alloc::string::String,
-    #[prost(string, tag = "10")]
-    pub review_comment: ::prost::alloc::string::String,
     #[prost(int64, tag = "11")]
     pub requested_at_ms: i64,
+    /// When the review ended (approved, rejected or returned); 0 while in review.
     #[prost(int64, tag = "12")]
     pub decided_at_ms: i64,
     /// Hex SHA-256 of the package file, once approved.
     #[prost(string, tag = "13")]
     pub package_sha256: ::prost::alloc::string::String,
+    /// Approve votes so far, and how many approve the export.
+    #[prost(uint64, tag = "14")]
+    pub approvals: u64,
+    #[prost(uint64, tag = "15")]
+    pub quorum: u64,
+    /// Votes of any decision so far (reviewers; 0 for others).
+    #[prost(uint64, tag = "16")]
+    pub n_votes: u64,
+    /// Whether the calling reviewer has voted.
+    #[prost(bool, tag = "17")]
+    pub voted: bool,
+    #[prost(message, repeated, tag = "18")]
+    pub votes: ::prost::alloc::vec::Vec<ExportVote>,
+    #[prost(message, repeated, tag = "19")]
+    pub comments: ::prost::alloc::vec::Vec<ExportComment>,
+    #[prost(message, repeated, tag = "20")]
+    pub events: ::prost::alloc::vec::Vec<ExportEvent>,
+    /// The policy version the checks ran under.
+    #[prost(string, tag = "21")]
+    pub policy_version: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReviewExportRequest {
@@ -617,6 +701,7 @@ pub struct ReviewExportRequest {
 pub struct ReviewExportResponse {
     #[prost(message, optional, tag = "1")]
     pub export: ::core::option::Option<Export>,
+    /// The SQL text; empty for a Substrait job (see query_kind and query_sha256).
     #[prost(string, tag = "2")]
     pub sql: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "3")]
@@ -630,18 +715,64 @@ pub struct ReviewExportResponse {
     pub n_rows: u64,
     #[prost(string, repeated, tag = "7")]
     pub input_dataset_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// "sql" or "substrait".
+    #[prost(string, tag = "8")]
+    pub query_kind: ::prost::alloc::string::String,
+    /// What a vote now binds to: the query's and the staged result's hex SHA-256 and the
+    /// policy version in force.
+    #[prost(string, tag = "9")]
+    pub query_sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "10")]
+    pub result_sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "11")]
+    pub policy_version: ::prost::alloc::string::String,
+    /// The scenario the job ran under.
+    #[prost(string, tag = "12")]
+    pub scenario_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct DecideExportRequest {
+pub struct VoteExportRequest {
     #[prost(string, tag = "1")]
     pub export_id: ::prost::alloc::string::String,
-    #[prost(bool, tag = "2")]
-    pub approve: bool,
+    #[prost(enumeration = "ExportDecision", tag = "2")]
+    pub decision: i32,
+    /// Required to reject or return; shown to the requesting tenant once the review has ended.
     #[prost(string, tag = "3")]
-    pub comment: ::prost::alloc::string::String,
+    pub shared_comment: ::prost::alloc::string::String,
+    /// For reviewers only.
+    #[prost(string, tag = "4")]
+    pub private_comment: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct DecideExportResponse {
+pub struct VoteExportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub export: ::core::option::Option<Export>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CommentExportRequest {
+    #[prost(string, tag = "1")]
+    pub export_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub text: ::prost::alloc::string::String,
+    /// Reviewers only: read by reviewers only.
+    #[prost(bool, tag = "3")]
+    pub private: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CommentExportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub export: ::core::option::Option<Export>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeExportRequest {
+    #[prost(string, tag = "1")]
+    pub export_id: ::prost::alloc::string::String,
+    /// Required; shown to the requesting tenant.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RevokeExportResponse {
     #[prost(message, optional, tag = "1")]
     pub export: ::core::option::Option<Export>,
 }
@@ -886,11 +1017,18 @@ impl ScenarioStatus {
 #[repr(i32)]
 pub enum ExportStatus {
     Unspecified = 0,
-    /// Automated checks failed: cannot be approved.
+    /// Automated checks failed: cannot be approved (terminal).
     Refused = 1,
-    PendingReview = 2,
+    /// Waiting for reviewers' votes.
+    InReview = 2,
+    /// The quorum of approvals was reached; the signed package is ready.
     Approved = 3,
+    /// A reviewer rejected it (terminal).
     Rejected = 4,
+    /// A reviewer returned it for changes (terminal): revise the job and request a new export.
+    Returned = 5,
+    /// Approved, then withdrawn by a reviewer or an admin: no longer downloadable (terminal).
+    Revoked = 6,
 }
 impl ExportStatus {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -901,9 +1039,11 @@ impl ExportStatus {
         match self {
             Self::Unspecified => "EXPORT_STATUS_UNSPECIFIED",
             Self::Refused => "EXPORT_STATUS_REFUSED",
-            Self::PendingReview => "EXPORT_STATUS_PENDING_REVIEW",
+            Self::InReview => "EXPORT_STATUS_IN_REVIEW",
             Self::Approved => "EXPORT_STATUS_APPROVED",
             Self::Rejected => "EXPORT_STATUS_REJECTED",
+            Self::Returned => "EXPORT_STATUS_RETURNED",
+            Self::Revoked => "EXPORT_STATUS_REVOKED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -911,9 +1051,11 @@ impl ExportStatus {
         match value {
             "EXPORT_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
             "EXPORT_STATUS_REFUSED" => Some(Self::Refused),
-            "EXPORT_STATUS_PENDING_REVIEW" => Some(Self::PendingReview),
+            "EXPORT_STATUS_IN_REVIEW" => Some(Self::InReview),
             "EXPORT_STATUS_APPROVED" => Some(Self::Approved),
             "EXPORT_STATUS_REJECTED" => Some(Self::Rejected),
+            "EXPORT_STATUS_RETURNED" => Some(Self::Returned),
+            "EXPORT_STATUS_REVOKED" => Some(Self::Revoked),
             _ => None,
         }
     }
@@ -923,7 +1065,10 @@ impl ExportStatus {
 pub enum CheckOutcome {
     Unspecified = 0,
     Pass = 1,
+    /// The export cannot be approved.
     Fail = 2,
+    /// The export may be approved, but reviewers must look at the flagged cells.
+    Review = 3,
 }
 impl CheckOutcome {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -935,6 +1080,7 @@ impl CheckOutcome {
             Self::Unspecified => "CHECK_OUTCOME_UNSPECIFIED",
             Self::Pass => "CHECK_OUTCOME_PASS",
             Self::Fail => "CHECK_OUTCOME_FAIL",
+            Self::Review => "CHECK_OUTCOME_REVIEW",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -943,6 +1089,41 @@ impl CheckOutcome {
             "CHECK_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
             "CHECK_OUTCOME_PASS" => Some(Self::Pass),
             "CHECK_OUTCOME_FAIL" => Some(Self::Fail),
+            "CHECK_OUTCOME_REVIEW" => Some(Self::Review),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ExportDecision {
+    Unspecified = 0,
+    Approve = 1,
+    /// Needs a shared comment; ends the review.
+    Reject = 2,
+    /// Returned for changes; needs a shared comment; ends the review.
+    Return = 3,
+}
+impl ExportDecision {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "EXPORT_DECISION_UNSPECIFIED",
+            Self::Approve => "EXPORT_DECISION_APPROVE",
+            Self::Reject => "EXPORT_DECISION_REJECT",
+            Self::Return => "EXPORT_DECISION_RETURN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "EXPORT_DECISION_UNSPECIFIED" => Some(Self::Unspecified),
+            "EXPORT_DECISION_APPROVE" => Some(Self::Approve),
+            "EXPORT_DECISION_REJECT" => Some(Self::Reject),
+            "EXPORT_DECISION_RETURN" => Some(Self::Return),
             _ => None,
         }
     }
@@ -3798,6 +3979,13 @@ pub mod export_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
+    /// The output-review gate (R1, R22). A request runs the automated disclosure checks: any
+    /// failed check refuses it, otherwise it is in review. Reviewers who belong neither to the
+    /// requesting tenant nor are the requester vote; one reject or return ends the review, and
+    /// `quorum` approvals (the policy's \[review\] quorum) approve it. Every approval binds to the
+    /// staged result's hash, the query hash and the policy version it was cast under: if any of
+    /// them changed, the export cannot be approved. Approval builds the signed package; only the
+    /// requester downloads it, until a reviewer or an admin revokes it.
     #[derive(Debug, Clone)]
     pub struct ExportServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -3867,6 +4055,7 @@ pub mod export_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        /// Engineer: runs the checks and records the request.
         pub async fn request_export(
             &mut self,
             request: impl tonic::IntoRequest<super::RequestExportRequest>,
@@ -3891,6 +4080,7 @@ pub mod export_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.ExportService", "RequestExport"));
             self.inner.unary(req, path, codec).await
         }
+        /// The export as the caller may see it (see Export).
         pub async fn get_export(
             &mut self,
             request: impl tonic::IntoRequest<super::GetExportRequest>,
@@ -3915,6 +4105,8 @@ pub mod export_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.ExportService", "GetExport"));
             self.inner.unary(req, path, codec).await
         }
+        /// Engineers: their tenant's exports. Reviewers: the exports in review, except their own
+        /// tenant's.
         pub async fn list_exports(
             &mut self,
             request: impl tonic::IntoRequest<super::ListExportsRequest>,
@@ -3939,7 +4131,8 @@ pub mod export_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.ExportService", "ListExports"));
             self.inner.unary(req, path, codec).await
         }
-        /// Reviewer: the full request with SQL, checks and the full result.
+        /// Reviewer (not of the requesting tenant): the query, lineage, check evidence and the full
+        /// result.
         pub async fn review_export(
             &mut self,
             request: impl tonic::IntoRequest<super::ReviewExportRequest>,
@@ -3964,11 +4157,13 @@ pub mod export_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.ExportService", "ReviewExport"));
             self.inner.unary(req, path, codec).await
         }
-        pub async fn decide_export(
+        /// Reviewer (not of the requesting tenant, never the requester): one vote per export while
+        /// it is in review.
+        pub async fn vote_export(
             &mut self,
-            request: impl tonic::IntoRequest<super::DecideExportRequest>,
+            request: impl tonic::IntoRequest<super::VoteExportRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::DecideExportResponse>,
+            tonic::Response<super::VoteExportResponse>,
             tonic::Status,
         > {
             self.inner
@@ -3981,14 +4176,64 @@ pub mod export_service_client {
                 })?;
             let codec = tonic_prost::ProstCodec::default();
             let path = http::uri::PathAndQuery::from_static(
-                "/shuyu.v1.ExportService/DecideExport",
+                "/shuyu.v1.ExportService/VoteExport",
             );
             let mut req = request.into_request();
             req.extensions_mut()
-                .insert(GrpcMethod::new("shuyu.v1.ExportService", "DecideExport"));
+                .insert(GrpcMethod::new("shuyu.v1.ExportService", "VoteExport"));
             self.inner.unary(req, path, codec).await
         }
-        /// Requester: the signed package, streamed.
+        /// Reviewers: shared or private comments; the requesting tenant: shared comments.
+        pub async fn comment_export(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CommentExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CommentExportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ExportService/CommentExport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ExportService", "CommentExport"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Reviewer (not of the requesting tenant) or admin: withdraws an approved export.
+        pub async fn revoke_export(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeExportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ExportService/RevokeExport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ExportService", "RevokeExport"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Requester: the signed package, streamed, while the export is approved.
         pub async fn download_export(
             &mut self,
             request: impl tonic::IntoRequest<super::DownloadExportRequest>,
@@ -4028,6 +4273,7 @@ pub mod export_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with ExportServiceServer.
     #[async_trait]
     pub trait ExportService: std::marker::Send + std::marker::Sync + 'static {
+        /// Engineer: runs the checks and records the request.
         async fn request_export(
             &self,
             request: tonic::Request<super::RequestExportRequest>,
@@ -4035,6 +4281,7 @@ pub mod export_service_server {
             tonic::Response<super::RequestExportResponse>,
             tonic::Status,
         >;
+        /// The export as the caller may see it (see Export).
         async fn get_export(
             &self,
             request: tonic::Request<super::GetExportRequest>,
@@ -4042,6 +4289,8 @@ pub mod export_service_server {
             tonic::Response<super::GetExportResponse>,
             tonic::Status,
         >;
+        /// Engineers: their tenant's exports. Reviewers: the exports in review, except their own
+        /// tenant's.
         async fn list_exports(
             &self,
             request: tonic::Request<super::ListExportsRequest>,
@@ -4049,7 +4298,8 @@ pub mod export_service_server {
             tonic::Response<super::ListExportsResponse>,
             tonic::Status,
         >;
-        /// Reviewer: the full request with SQL, checks and the full result.
+        /// Reviewer (not of the requesting tenant): the query, lineage, check evidence and the full
+        /// result.
         async fn review_export(
             &self,
             request: tonic::Request<super::ReviewExportRequest>,
@@ -4057,11 +4307,29 @@ pub mod export_service_server {
             tonic::Response<super::ReviewExportResponse>,
             tonic::Status,
         >;
-        async fn decide_export(
+        /// Reviewer (not of the requesting tenant, never the requester): one vote per export while
+        /// it is in review.
+        async fn vote_export(
             &self,
-            request: tonic::Request<super::DecideExportRequest>,
+            request: tonic::Request<super::VoteExportRequest>,
         ) -> std::result::Result<
-            tonic::Response<super::DecideExportResponse>,
+            tonic::Response<super::VoteExportResponse>,
+            tonic::Status,
+        >;
+        /// Reviewers: shared or private comments; the requesting tenant: shared comments.
+        async fn comment_export(
+            &self,
+            request: tonic::Request<super::CommentExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CommentExportResponse>,
+            tonic::Status,
+        >;
+        /// Reviewer (not of the requesting tenant) or admin: withdraws an approved export.
+        async fn revoke_export(
+            &self,
+            request: tonic::Request<super::RevokeExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeExportResponse>,
             tonic::Status,
         >;
         /// Server streaming response type for the DownloadExport method.
@@ -4070,7 +4338,7 @@ pub mod export_service_server {
             >
             + std::marker::Send
             + 'static;
-        /// Requester: the signed package, streamed.
+        /// Requester: the signed package, streamed, while the export is approved.
         async fn download_export(
             &self,
             request: tonic::Request<super::DownloadExportRequest>,
@@ -4079,6 +4347,13 @@ pub mod export_service_server {
             tonic::Status,
         >;
     }
+    /// The output-review gate (R1, R22). A request runs the automated disclosure checks: any
+    /// failed check refuses it, otherwise it is in review. Reviewers who belong neither to the
+    /// requesting tenant nor are the requester vote; one reject or return ends the review, and
+    /// `quorum` approvals (the policy's \[review\] quorum) approve it. Every approval binds to the
+    /// staged result's hash, the query hash and the policy version it was cast under: if any of
+    /// them changed, the export cannot be approved. Approval builds the signed package; only the
+    /// requester downloads it, until a reviewer or an admin revokes it.
     #[derive(Debug)]
     pub struct ExportServiceServer<T> {
         inner: Arc<T>,
@@ -4335,25 +4610,25 @@ pub mod export_service_server {
                     };
                     Box::pin(fut)
                 }
-                "/shuyu.v1.ExportService/DecideExport" => {
+                "/shuyu.v1.ExportService/VoteExport" => {
                     #[allow(non_camel_case_types)]
-                    struct DecideExportSvc<T: ExportService>(pub Arc<T>);
+                    struct VoteExportSvc<T: ExportService>(pub Arc<T>);
                     impl<
                         T: ExportService,
-                    > tonic::server::UnaryService<super::DecideExportRequest>
-                    for DecideExportSvc<T> {
-                        type Response = super::DecideExportResponse;
+                    > tonic::server::UnaryService<super::VoteExportRequest>
+                    for VoteExportSvc<T> {
+                        type Response = super::VoteExportResponse;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::DecideExportRequest>,
+                            request: tonic::Request<super::VoteExportRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
-                                <T as ExportService>::decide_export(&inner, request).await
+                                <T as ExportService>::vote_export(&inner, request).await
                             };
                             Box::pin(fut)
                         }
@@ -4364,7 +4639,97 @@ pub mod export_service_server {
                     let max_encoding_message_size = self.max_encoding_message_size;
                     let inner = self.inner.clone();
                     let fut = async move {
-                        let method = DecideExportSvc(inner);
+                        let method = VoteExportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ExportService/CommentExport" => {
+                    #[allow(non_camel_case_types)]
+                    struct CommentExportSvc<T: ExportService>(pub Arc<T>);
+                    impl<
+                        T: ExportService,
+                    > tonic::server::UnaryService<super::CommentExportRequest>
+                    for CommentExportSvc<T> {
+                        type Response = super::CommentExportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CommentExportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ExportService>::comment_export(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CommentExportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ExportService/RevokeExport" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeExportSvc<T: ExportService>(pub Arc<T>);
+                    impl<
+                        T: ExportService,
+                    > tonic::server::UnaryService<super::RevokeExportRequest>
+                    for RevokeExportSvc<T> {
+                        type Response = super::RevokeExportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeExportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ExportService>::revoke_export(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeExportSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

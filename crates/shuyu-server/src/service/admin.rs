@@ -111,7 +111,8 @@ impl AdminService for Api {
                         "an engineer must belong to a tenant".into(),
                     ));
                 }
-                (Role::Engineer, false) => {
+                // A reviewer may belong to a tenant: they then never review its exports.
+                (Role::Engineer | Role::Reviewer, false) => {
                     require_id(&req.tenant_id, "tenant_id")?;
                     self.state
                         .store
@@ -123,7 +124,7 @@ impl AdminService for Api {
                 }
                 (_, false) => {
                     return Err(ServerError::InvalidArgument(format!(
-                        "only engineers belong to a tenant, not the {} role",
+                        "only engineers and reviewers belong to a tenant, not the {} role",
                         role.as_str()
                     )));
                 }

@@ -1,11 +1,18 @@
-//! Export service: the output-review gate (R1, R22). Automated checks run when the export is
-//! requested; a reviewer who is not the requester approves or rejects; approval packages the
-//! result with a signed manifest; only the requester downloads it.
+//! Export service: the output-review gate (R1, R22).
+//!
+//! A request runs the automated disclosure checks: any failed check refuses it, otherwise it
+//! is in review. Reviewers independent of the requesting tenant vote, each once: one reject
+//! or return ends the review, and the policy's quorum of approvals approves it. Every vote
+//! binds to the staged result's hash, the query hash and the policy version; an approval is
+//! counted, and the signed package built, only while all approvals still match what is
+//! staged now. Reviewers see each other's votes only after voting (blinding); the requesting
+//! tenant never sees a vote or a private comment. Every status change is an event written in
+//! the same transaction as the change and its audit record.
 
 use serde_json::json;
 use shuyu_engine::{
-    CheckOutcome, ExportFormat, GateInput, read_result, render_export_file, result_sketches,
-    run_export_checks, units_range,
+    CheckOutcome, ExportFormat, GateInput, read_result, release_checks, render_export_file,
+    result_sketches, run_export_checks, units_range,
 };
 use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
@@ -15,29 +22,214 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Api, require_id, require_text};
-use crate::convert;
+use crate::convert::{self, ExportView};
 use crate::error::{Result, ServerError};
-use crate::package::{self, Manifest, ManifestCheck, ManifestDataset, ManifestFile};
+use crate::package::{
+    self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset, ManifestFile,
+};
 use crate::state::Caller;
-use crate::store::{self, ExportRecord, ExportStatus, JobMode, JobRecord, JobStatus, StoredCheck};
+use crate::store::{
+    self, CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord,
+    ExportStatus, ExportVote, JobMode, JobRecord, JobStatus, StoredCheck,
+};
 
 const REVIEW_MAX_ROWS: usize = 100_000;
 const CHUNK_BYTES: usize = 64 * 1024;
+/// Longest comment, vote comment or private note, in characters.
+const MAX_COMMENT_CHARS: usize = 4000;
+/// Longest revocation reason, in characters.
+const MAX_REASON_CHARS: usize = 2000;
+/// Attempts of a vote whose approval reaches the quorum while other votes arrive.
+const VOTE_ATTEMPTS: usize = 3;
+
+/// How a caller stands towards one export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// A reviewer who belongs to no tenant or to another one: reviews, votes, revokes.
+    Reviewer,
+    /// An engineer of the requesting tenant, or a reviewer registered under it.
+    TenantMember,
+    /// A platform admin (only reaches exports to revoke them).
+    Admin,
+}
+
+/// The caller's standing towards `export`; `None` when it does not exist for them.
+fn standing(caller: &Caller, export: &ExportRecord) -> Option<Standing> {
+    let own_tenant = caller.principal.tenant_id.as_deref() == Some(export.tenant_id.as_str());
+    match caller.principal.role {
+        Role::Engineer if own_tenant => Some(Standing::TenantMember),
+        Role::Reviewer if own_tenant => Some(Standing::TenantMember),
+        Role::Reviewer => Some(Standing::Reviewer),
+        Role::PlatformAdmin => Some(Standing::Admin),
+        Role::Engineer | Role::DataSteward | Role::Auditor => None,
+    }
+}
+
+/// Refuses the requester and every member of the requesting tenant.
+fn require_independent(caller: &Caller, export: &ExportRecord, what: &str) -> Result<()> {
+    if export.requester_id == caller.principal.id {
+        return Err(ServerError::PermissionDenied(format!(
+            "a requester cannot {what} their own export"
+        )));
+    }
+    if standing(caller, export) == Some(Standing::TenantMember) {
+        return Err(ServerError::PermissionDenied(format!(
+            "you are registered under tenant {}, which requested export {}: only reviewers \
+             independent of the requesting tenant may {what} it",
+            export.tenant_id, export.id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a vote on an export that is not in review.
+fn require_in_review(export: &ExportRecord) -> Result<()> {
+    match export.status {
+        ExportStatus::InReview => Ok(()),
+        ExportStatus::Refused => Err(ServerError::FailedPrecondition(format!(
+            "export {} failed its automated checks and cannot be approved",
+            export.id
+        ))),
+        other => Err(ServerError::FailedPrecondition(format!(
+            "export {} is {}: only exports in review take votes",
+            export.id,
+            other.as_str()
+        ))),
+    }
+}
+
+fn approvals(votes: &[ExportVote]) -> Vec<&ExportVote> {
+    votes
+        .iter()
+        .filter(|v| v.decision == ExportDecision::Approve)
+        .collect()
+}
+
+/// Whether every approval still binds to what is staged now: the job's result hash (and the
+/// stored file's actual hash), its query hash and the policy version in force, which must
+/// also be the one the checks ran under.
+fn verify_binding(
+    export: &ExportRecord,
+    job: &JobRecord,
+    stored_result_sha256: &str,
+    policy_version: &str,
+    votes: &[ExportVote],
+) -> Result<()> {
+    let changed = |what: &str| {
+        ServerError::FailedPrecondition(format!(
+            "{what} changed since it was reviewed; request a new export"
+        ))
+    };
+    if export
+        .checks
+        .iter()
+        .any(|c| c.outcome == CheckVerdict::Fail)
+    {
+        return Err(ServerError::FailedPrecondition(
+            "a failed check cannot be approved".into(),
+        ));
+    }
+    if stored_result_sha256 != job.result_sha256 {
+        return Err(changed("the staged result"));
+    }
+    if export.policy_version != policy_version {
+        return Err(changed(&format!(
+            "the policy (checked under {}, now {policy_version})",
+            export.policy_version
+        )));
+    }
+    for vote in approvals(votes) {
+        if vote.result_sha256 != job.result_sha256 {
+            return Err(changed("the staged result"));
+        }
+        if vote.query_sha256 != job.query_sha256 {
+            return Err(changed("the query"));
+        }
+        if vote.policy_version != policy_version {
+            return Err(changed(&format!(
+                "the policy (approved by {} under {}, now {policy_version})",
+                vote.reviewer_id, vote.policy_version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A package built for one set of approvals, stored but not yet committed.
+#[derive(Debug)]
+struct BuiltPackage {
+    location: String,
+    sha256: String,
+    approvers: Vec<String>,
+    approved_at_ms: i64,
+    result_sha256: String,
+}
 
 impl Api {
-    /// An export the caller may see, or NotFound: engineers see their tenant's, reviewers
-    /// every export.
-    fn visible_export(&self, caller: &Caller, id: &str) -> Result<ExportRecord> {
+    /// Approvals needed for `export`: the quorum it was requested under, never below the
+    /// policy's (exports migrated from the single-reviewer gate carry a quorum of one).
+    fn quorum(&self, export: &ExportRecord) -> u64 {
+        export.quorum.max(self.state.policy.review.quorum)
+    }
+
+    fn view(
+        &self,
+        caller: &Caller,
+        standing: Standing,
+        export: &ExportRecord,
+        history: &ExportHistory,
+    ) -> ExportView {
+        let quorum = self.quorum(export);
+        match standing {
+            Standing::Reviewer => {
+                let voted = history
+                    .votes
+                    .iter()
+                    .any(|v| v.reviewer_id == caller.principal.id);
+                ExportView {
+                    evidence: true,
+                    votes: voted || export.status != ExportStatus::InReview,
+                    n_votes: true,
+                    private_comments: true,
+                    vote_comments: false,
+                    reviewer_ids: true,
+                    voted,
+                    quorum,
+                }
+            }
+            Standing::TenantMember | Standing::Admin => ExportView {
+                evidence: false,
+                votes: false,
+                n_votes: false,
+                private_comments: false,
+                vote_comments: export.status != ExportStatus::InReview,
+                reviewer_ids: false,
+                voted: false,
+                quorum,
+            },
+        }
+    }
+
+    /// The export as `caller` may see it, read afresh.
+    fn export_for(&self, caller: &Caller, export: &ExportRecord) -> Result<pb::Export> {
+        let standing = standing(caller, export)
+            .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
+        let history = self
+            .state
+            .store
+            .read(|c| store::export_history(c, &export.id))?;
+        let view = self.view(caller, standing, export, &history);
+        Ok(convert::export(export, &history, &view))
+    }
+
+    /// An export the caller may see with their standing, or NotFound: engineers see their
+    /// tenant's, reviewers every export, admins every export (to revoke it).
+    fn visible_export(&self, caller: &Caller, id: &str) -> Result<(ExportRecord, Standing)> {
         require_id(id, "export_id")?;
         let export = self.state.store.read(|c| store::export(c, id))?;
-        let visible = match (&export, caller.principal.role) {
-            (Some(e), Role::Engineer) => caller.tenant().is_ok_and(|t| t == e.tenant_id),
-            (Some(_), Role::Reviewer) => true,
-            _ => false,
-        };
-        match export {
-            Some(e) if visible => Ok(e),
-            _ => Err(ServerError::NotFound(format!("export {id}"))),
+        match export.and_then(|e| standing(caller, &e).map(|s| (e, s))) {
+            Some(found) => Ok(found),
+            None => Err(ServerError::NotFound(format!("export {id}"))),
         }
     }
 
@@ -97,7 +289,34 @@ impl Api {
             },
             &self.state.policy.disclosure,
         );
-        let passed = checks.passed();
+        let checks: Vec<StoredCheck> = checks
+            .reports
+            .iter()
+            .map(|r| StoredCheck {
+                name: r.name.to_owned(),
+                outcome: match r.outcome {
+                    CheckOutcome::Pass => CheckVerdict::Pass,
+                    CheckOutcome::Review => CheckVerdict::Review,
+                    CheckOutcome::Fail => CheckVerdict::Fail,
+                },
+                detail: r.detail.clone(),
+                summary: r.summary.clone(),
+            })
+            .collect();
+        let named = |verdict: CheckVerdict| -> Vec<String> {
+            checks
+                .iter()
+                .filter(|c| c.outcome == verdict)
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        let (failed, flagged) = (named(CheckVerdict::Fail), named(CheckVerdict::Review));
+        let status = if failed.is_empty() {
+            ExportStatus::InReview
+        } else {
+            ExportStatus::Refused
+        };
+        let now = crate::now_ms();
         let id = crate::new_id("exp");
         let export = ExportRecord {
             id: id.clone(),
@@ -106,94 +325,248 @@ impl Api {
             requester_id: caller.principal.id.clone(),
             purpose: req.purpose.trim().to_owned(),
             format: format.to_owned(),
-            status: if passed {
-                ExportStatus::PendingReview
-            } else {
-                ExportStatus::Refused
-            },
-            checks: checks
-                .reports
-                .iter()
-                .map(|r| StoredCheck {
-                    name: r.name.to_owned(),
-                    passed: r.outcome != CheckOutcome::Fail,
-                    detail: r.detail.clone(),
-                    summary: r.summary.clone(),
-                })
-                .collect(),
-            reviewer_id: String::new(),
-            comment: String::new(),
-            requested_at_ms: crate::now_ms(),
+            status,
+            checks,
+            requested_at_ms: now,
             decided_at_ms: 0,
             package_location: String::new(),
             package_sha256: String::new(),
             policy_version: self.state.policy.version.clone(),
+            quorum: self.state.policy.review.quorum,
         };
-        let failed: Vec<&str> = export
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.name.as_str())
-            .collect();
+        let checked_note = if failed.is_empty() {
+            format!("checks passed; for review: {}", or_none(&flagged))
+        } else {
+            format!("checks failed: {}", failed.join(", "))
+        };
         self.state.store.commit(
             &caller.entry(
                 format!("export:{id} job:{}", job.id),
                 "ok",
-                json!({"status": if passed {"pending_review"} else {"refused"}, "failed_checks": failed,
-                       "result_sha256": job.result_sha256, "policy_version": export.policy_version}),
+                json!({"status": status.as_str(), "failed_checks": failed,
+                       "review_checks": flagged, "result_sha256": job.result_sha256,
+                       "query_sha256": job.query_sha256,
+                       "policy_version": export.policy_version, "quorum": export.quorum,
+                       "transitions": [["", EXPORT_SUBMITTED],
+                                       [EXPORT_SUBMITTED, status.as_str()]]}),
             ),
-            |tx| store::upsert_export(tx, &export),
+            |tx| {
+                store::upsert_export(tx, &export)?;
+                store::append_export_event(
+                    tx,
+                    &id,
+                    now,
+                    &caller.principal.id,
+                    "",
+                    EXPORT_SUBMITTED,
+                    "",
+                )?;
+                store::append_export_event(
+                    tx,
+                    &id,
+                    now,
+                    &caller.principal.id,
+                    EXPORT_SUBMITTED,
+                    status.as_str(),
+                    &checked_note,
+                )?;
+                Ok(())
+            },
         )?;
         Ok(export)
     }
 
-    async fn decide(&self, caller: &Caller, req: pb::DecideExportRequest) -> Result<ExportRecord> {
-        require_text(&req.comment, "the comment", 4000, !req.approve)?;
-        let mut export = self.visible_export(caller, &req.export_id)?;
-        if export.requester_id == caller.principal.id {
-            return Err(ServerError::PermissionDenied(
-                "a requester cannot review their own export".into(),
-            ));
-        }
-        match export.status {
-            ExportStatus::PendingReview => {}
-            ExportStatus::Refused => {
-                return Err(ServerError::FailedPrecondition(
-                    "the export failed its automated checks and cannot be approved".into(),
+    /// Records one reviewer's vote. The vote, the status change, its event and its audit
+    /// record commit in one transaction that re-reads the export and its votes, so
+    /// simultaneous votes can neither both miss nor both count towards the quorum. When an
+    /// approval reaches the quorum, the package is built and stored first (for exactly the
+    /// approvals it names); if another vote changed the approvals meanwhile, it is rebuilt.
+    async fn vote(&self, caller: &Caller, req: &pb::VoteExportRequest) -> Result<ExportRecord> {
+        let decision = match pb::ExportDecision::try_from(req.decision) {
+            Ok(pb::ExportDecision::Approve) => ExportDecision::Approve,
+            Ok(pb::ExportDecision::Reject) => ExportDecision::Reject,
+            Ok(pb::ExportDecision::Return) => ExportDecision::Return,
+            Ok(pb::ExportDecision::Unspecified) | Err(_) => {
+                return Err(ServerError::InvalidArgument(
+                    "the decision must be approve, reject or return".into(),
                 ));
             }
-            ExportStatus::Approved | ExportStatus::Rejected => {
-                return Err(ServerError::FailedPrecondition(
-                    "the export was already decided".into(),
-                ));
-            }
+        };
+        if decision != ExportDecision::Approve && req.shared_comment.trim().is_empty() {
+            return Err(ServerError::InvalidArgument(format!(
+                "a {} vote needs a shared comment telling the requester why",
+                decision.as_str()
+            )));
         }
-        if req.approve && export.checks.iter().any(|c| !c.passed) {
-            return Err(ServerError::FailedPrecondition(
-                "a failed check cannot be approved".into(),
-            ));
-        }
+        require_text(
+            &req.shared_comment,
+            "the shared comment",
+            MAX_COMMENT_CHARS,
+            false,
+        )?;
+        require_text(
+            &req.private_comment,
+            "the private note",
+            MAX_COMMENT_CHARS,
+            false,
+        )?;
+        let (export, _) = self.visible_export(caller, &req.export_id)?;
+        require_independent(caller, &export, "vote on")?;
+        require_in_review(&export)?;
         let job = self.job_of(&export)?;
-        export.reviewer_id = caller.principal.id.clone();
-        export.comment = req.comment.trim().to_owned();
-        export.decided_at_ms = crate::now_ms();
-        if !req.approve {
-            export.status = ExportStatus::Rejected;
-            self.state.store.commit(
-                &caller.entry(
-                    format!("export:{}", export.id),
-                    "ok",
-                    json!({"decision": "rejected"}),
-                ),
-                |tx| store::upsert_export(tx, &export),
-            )?;
-            return Ok(export);
+        let stored_result_sha256 = if decision == ExportDecision::Approve {
+            Some(sha256_hex(&self.state.storage.get(&job.result_file).await?))
+        } else {
+            None
+        };
+        let policy_version = self.state.policy.version.clone();
+        let quorum = self.quorum(&export);
+        let target = format!("export:{}", export.id);
+        // An aggregate's cells go into the tenant's release ledger when it is approved; the
+        // ledger checks run again then, inside the approving transaction, so two exports
+        // checked side by side cannot both be released when together they isolate people.
+        // (Read only when the stored result is the one checked: otherwise the binding check
+        // below refuses the vote.)
+        let intact = stored_result_sha256.as_deref() == Some(job.result_sha256.as_str());
+        let staged = if intact && job.aggregate {
+            self.state.engine.read_result(&job.result_file).await?
+        } else {
+            Vec::new()
+        };
+        let sketches = result_sketches(&staged);
+        let mut package: Option<BuiltPackage> = None;
+        for attempt in 1..=VOTE_ATTEMPTS {
+            let mut needs_package: Option<Vec<ExportVote>> = None;
+            let outcome = self.state.store.commit_with(|tx| {
+                let mut current = store::export(tx, &export.id)?
+                    .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
+                require_in_review(&current)?;
+                let mut votes = store::export_votes(tx, &export.id)?;
+                if votes.iter().any(|v| v.reviewer_id == caller.principal.id) {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "you have already voted on export {}: one vote per reviewer",
+                        export.id
+                    )));
+                }
+                let now = crate::now_ms();
+                let vote = ExportVote {
+                    reviewer_id: caller.principal.id.clone(),
+                    decision,
+                    shared_comment: req.shared_comment.trim().to_owned(),
+                    private_comment: req.private_comment.trim().to_owned(),
+                    result_sha256: job.result_sha256.clone(),
+                    query_sha256: job.query_sha256.clone(),
+                    policy_version: policy_version.clone(),
+                    at_ms: now,
+                };
+                votes.push(vote.clone());
+                if let Some(stored) = &stored_result_sha256 {
+                    verify_binding(&current, &job, stored, &policy_version, &votes)?;
+                }
+                let approved: Vec<&ExportVote> = approvals(&votes);
+                let to = match decision {
+                    ExportDecision::Reject => ExportStatus::Rejected,
+                    ExportDecision::Return => ExportStatus::Returned,
+                    ExportDecision::Approve if approved.len() as u64 >= quorum => {
+                        ExportStatus::Approved
+                    }
+                    ExportDecision::Approve => ExportStatus::InReview,
+                };
+                let mut detail = json!({
+                    "decision": decision.as_str(),
+                    "approvals": approved.len(), "quorum": quorum, "n_votes": votes.len(),
+                    "result_sha256": vote.result_sha256, "query_sha256": vote.query_sha256,
+                    "policy_version": vote.policy_version,
+                    "shared_comment_sha256": sha256_hex(vote.shared_comment.as_bytes()),
+                    "private_comment_sha256": sha256_hex(vote.private_comment.as_bytes()),
+                    "status": to.as_str(),
+                });
+                if to == ExportStatus::Approved && job.aggregate {
+                    self.recheck_ledger(tx, &job, &staged)?;
+                    store::record_release(tx, &current, &job, &sketches)?;
+                }
+                if to == ExportStatus::Approved {
+                    let approvers: Vec<String> =
+                        approved.iter().map(|v| v.reviewer_id.clone()).collect();
+                    match &package {
+                        Some(built) if built.approvers == approvers => {
+                            current.package_location = built.location.clone();
+                            current.package_sha256 = built.sha256.clone();
+                            current.decided_at_ms = built.approved_at_ms;
+                            detail["package_sha256"] = json!(built.sha256);
+                            detail["package_result_sha256"] = json!(built.result_sha256);
+                        }
+                        _ => {
+                            needs_package = Some(approved.into_iter().cloned().collect());
+                            return Err(ServerError::FailedPrecondition(format!(
+                                "other votes on export {} were recorded at the same time; \
+                                 vote again",
+                                export.id
+                            )));
+                        }
+                    }
+                } else if to != ExportStatus::InReview {
+                    current.decided_at_ms = now;
+                }
+                store::insert_export_vote(tx, &export.id, &vote)?;
+                if to != current.status {
+                    let from = current.status;
+                    let note = match to {
+                        ExportStatus::Approved => format!("{}/{quorum} approvals", approved.len()),
+                        _ => format!("{} vote", decision.as_str()),
+                    };
+                    store::append_export_event(
+                        tx,
+                        &export.id,
+                        now,
+                        &caller.principal.id,
+                        from.as_str(),
+                        to.as_str(),
+                        &note,
+                    )?;
+                    detail["transitions"] = json!([[from.as_str(), to.as_str()]]);
+                    current.status = to;
+                    store::upsert_export(tx, &current)?;
+                }
+                Ok((current, caller.entry(target.clone(), "ok", detail)))
+            });
+            match (outcome, needs_package) {
+                (Err(_), Some(approved)) if attempt < VOTE_ATTEMPTS => {
+                    if let Some(stale) = package.take() {
+                        self.discard_package(&stale).await;
+                    }
+                    package = Some(self.build_package(&export, &job, quorum, &approved).await?);
+                }
+                (outcome, _) => {
+                    if let Some(built) = package {
+                        let committed = matches!(
+                            &outcome,
+                            Ok(e) if e.package_location == built.location
+                        );
+                        if !committed {
+                            self.discard_package(&built).await;
+                        }
+                    }
+                    return outcome;
+                }
+            }
         }
-        // The approval binds to the staged result that was checked: refuse if it changed.
+        Err(ServerError::internal("a vote ran out of attempts"))
+    }
+
+    /// Builds, signs, seals and stores the package for `approvals`, checking again that the
+    /// staged result is the one that was checked and reviewed.
+    async fn build_package(
+        &self,
+        export: &ExportRecord,
+        job: &JobRecord,
+        quorum: u64,
+        approvals: &[ExportVote],
+    ) -> Result<BuiltPackage> {
         let stored = self.state.storage.get(&job.result_file).await?;
         if sha256_hex(&stored) != job.result_sha256 {
             return Err(ServerError::FailedPrecondition(
-                "the staged result changed since it was checked; request a new export".into(),
+                "the staged result changed since it was reviewed; request a new export".into(),
             ));
         }
         let data = read_result(self.state.engine.read_result(&job.result_file).await?)?;
@@ -209,8 +582,9 @@ impl Api {
                 .map(|id| store::dataset(c, id))
                 .collect::<Result<Vec<_>>>()
         })?;
+        let approved_at_ms = crate::now_ms();
         let manifest = Manifest {
-            format: "shuyu-export/v1".into(),
+            format: MANIFEST_FORMAT.into(),
             export_id: export.id.clone(),
             job_id: job.id.clone(),
             tenant_id: export.tenant_id.clone(),
@@ -232,15 +606,25 @@ impl Api {
                 .iter()
                 .map(|c| ManifestCheck {
                     name: c.name.clone(),
-                    passed: c.passed,
+                    outcome: c.outcome.as_str().to_owned(),
                 })
                 .collect(),
             purpose: export.purpose.clone(),
             requester_id: export.requester_id.clone(),
-            reviewer_id: export.reviewer_id.clone(),
-            review_comment: export.comment.clone(),
+            quorum,
+            approvals: approvals
+                .iter()
+                .map(|v| ManifestApproval {
+                    reviewer_id: v.reviewer_id.clone(),
+                    comment: v.shared_comment.clone(),
+                    approved_at_ms: v.at_ms,
+                    result_sha256: v.result_sha256.clone(),
+                    query_sha256: v.query_sha256.clone(),
+                    policy_version: v.policy_version.clone(),
+                })
+                .collect(),
             requested_at_ms: export.requested_at_ms,
-            approved_at_ms: export.decided_at_ms,
+            approved_at_ms,
             result: ManifestFile {
                 name: format.file_name().to_owned(),
                 sha256: sha256_hex(&file),
@@ -250,39 +634,153 @@ impl Api {
             domain_public_key: hex::encode(self.state.signing.public_key()),
         };
         let package = package::build(&manifest, &file, &self.state.signing)?;
-        let sketches = if job.aggregate {
-            result_sketches(&self.state.engine.read_result(&job.result_file).await?)
-        } else {
-            Vec::new()
-        };
         let tenant = self
             .state
             .store
             .read(|c| store::tenant(c, &export.tenant_id))?
             .ok_or_else(|| ServerError::internal("the export's tenant is missing"))?;
-        let location = format!("exports/{}/{}.pkg", export.tenant_id, export.id);
+        // One location per build: a package built for approvals that lost a race never
+        // overwrites the one that is committed.
+        let location = format!(
+            "exports/{}/{}/{}.pkg",
+            export.tenant_id,
+            export.id,
+            crate::new_id("pkg")
+        );
         let sealed = package::seal(&self.state.envelope, &tenant.kek_id, &location, &package)?;
         self.state.storage.put(&location, sealed).await?;
-        export.status = ExportStatus::Approved;
-        export.package_location = location;
-        export.package_sha256 = sha256_hex(&package);
+        Ok(BuiltPackage {
+            location,
+            sha256: sha256_hex(&package),
+            approvers: approvals.iter().map(|v| v.reviewer_id.clone()).collect(),
+            approved_at_ms,
+            result_sha256: manifest.result.sha256,
+        })
+    }
+
+    /// The release-ledger checks (differencing, reconstruction) of `job`'s staged result
+    /// against the tenant's ledger as it is inside transaction `tx`.
+    fn recheck_ledger(
+        &self,
+        tx: &rusqlite::Connection,
+        job: &JobRecord,
+        staged: &[arrow::array::RecordBatch],
+    ) -> Result<()> {
+        let k = self.state.policy.disclosure.min_entities;
+        let released = match units_range(&result_sketches(staged), k) {
+            Some((lo, hi)) => store::released_cells(tx, &job.tenant_id, lo, hi)?,
+            None => Vec::new(),
+        };
+        let failed: Vec<&'static str> = release_checks(
+            &GateInput {
+                columns: &job.columns,
+                unanalysable: &job.gate.unanalysable,
+                disclosure: &job.gate.disclosure,
+                batches: staged,
+                released: &released,
+            },
+            &self.state.policy.disclosure,
+        )
+        .into_iter()
+        .filter(|r| r.outcome == CheckOutcome::Fail)
+        .map(|r| r.name)
+        .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ServerError::FailedPrecondition(format!(
+                "since this export was checked, its tenant released other results that, \
+                 together with this one, would isolate individuals ({}): it cannot be \
+                 approved; the requester must request a new export",
+                failed.join(", ")
+            )))
+        }
+    }
+
+    /// Removes a package that was built but not committed.
+    async fn discard_package(&self, built: &BuiltPackage) {
+        if let Err(e) = self.state.storage.delete(&built.location).await {
+            tracing::warn!(error = %e, "an uncommitted export package could not be removed");
+        }
+    }
+
+    fn comment(&self, caller: &Caller, req: &pb::CommentExportRequest) -> Result<ExportRecord> {
+        require_text(&req.text, "the comment", MAX_COMMENT_CHARS, true)?;
+        let (export, standing) = self.visible_export(caller, &req.export_id)?;
+        if req.private && standing != Standing::Reviewer {
+            return Err(ServerError::PermissionDenied(
+                "private comments are written and read only by reviewers independent of the \
+                 requesting tenant"
+                    .into(),
+            ));
+        }
+        let text = req.text.trim();
         self.state.store.commit(
             &caller.entry(
                 format!("export:{}", export.id),
                 "ok",
-                json!({"decision": "approved", "package_sha256": export.package_sha256,
-                       "result_sha256": manifest.result.sha256, "job_result_sha256": job.result_sha256}),
+                json!({"private": req.private, "chars": text.chars().count(),
+                       "text_sha256": sha256_hex(text.as_bytes())}),
             ),
             |tx| {
-                store::upsert_export(tx, &export)?;
-                // The release ledger: later exports are compared with these cells.
-                if job.aggregate {
-                    store::record_release(tx, &export, &job, &sketches)?;
-                }
-                Ok(())
+                store::insert_export_comment(
+                    tx,
+                    &export.id,
+                    &caller.principal.id,
+                    caller.principal.role,
+                    req.private,
+                    text,
+                    crate::now_ms(),
+                )
             },
         )?;
         Ok(export)
+    }
+
+    fn revoke(&self, caller: &Caller, req: &pb::RevokeExportRequest) -> Result<ExportRecord> {
+        require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
+        let (export, _) = self.visible_export(caller, &req.export_id)?;
+        require_independent(caller, &export, "revoke")?;
+        let reason = req.reason.trim();
+        let target = format!("export:{}", export.id);
+        self.state.store.commit_with(|tx| {
+            let mut current = store::export(tx, &export.id)?
+                .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
+            if current.status != ExportStatus::Approved {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "only an approved export can be revoked; export {} is {}",
+                    current.id,
+                    current.status.as_str()
+                )));
+            }
+            let from = current.status;
+            current.status = ExportStatus::Revoked;
+            store::upsert_export(tx, &current)?;
+            store::append_export_event(
+                tx,
+                &current.id,
+                crate::now_ms(),
+                &caller.principal.id,
+                from.as_str(),
+                current.status.as_str(),
+                reason,
+            )?;
+            let detail = json!({
+                "reason_sha256": sha256_hex(reason.as_bytes()),
+                "package_sha256": current.package_sha256,
+                "status": current.status.as_str(),
+                "transitions": [[from.as_str(), current.status.as_str()]],
+            });
+            Ok((current, caller.entry(target, "ok", detail)))
+        })
+    }
+}
+
+fn or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -295,10 +793,14 @@ impl ExportService for Api {
         let caller = self.state.begin(&request, Action::RequestExport)?;
         let req = request.into_inner();
         let target = format!("job:{}", req.job_id);
-        let result = self.request_export(&caller, req).await;
+        let result = async {
+            let export = self.request_export(&caller, req).await?;
+            self.export_for(&caller, &export)
+        }
+        .await;
         let export = self.state.finish_write(&caller, &target, result)?;
         Ok(Response::new(pb::RequestExportResponse {
-            export: Some(convert::export(&export, false)),
+            export: Some(export),
         }))
     }
 
@@ -309,14 +811,14 @@ impl ExportService for Api {
         let caller = self.state.begin(&request, Action::ViewExport)?;
         let id = request.into_inner().export_id;
         let target = format!("export:{id}");
-        let result = self.visible_export(&caller, &id).map(|e| {
-            let evidence = caller.principal.role == Role::Reviewer;
-            (
+        let result = self.visible_export(&caller, &id).and_then(|(e, _)| {
+            let export = self.export_for(&caller, &e)?;
+            Ok((
                 pb::GetExportResponse {
-                    export: Some(convert::export(&e, evidence)),
+                    export: Some(export),
                 },
                 json!({}),
-            )
+            ))
         });
         Ok(Response::new(
             self.state.finish_read(&caller, &target, result)?,
@@ -329,28 +831,24 @@ impl ExportService for Api {
     ) -> Result<Response<pb::ListExportsResponse>, Status> {
         let caller = self.state.begin(&request, Action::ViewExport)?;
         let result = (|| {
-            let (exports, evidence) = match caller.principal.role {
-                Role::Reviewer => (self.state.store.read(store::exports_in_review)?, true),
+            let records = match caller.principal.role {
+                Role::Reviewer => self
+                    .state
+                    .store
+                    .read(|c| store::exports_in_review(c, caller.principal.tenant_id.as_deref()))?,
                 _ => {
                     let tenant = caller.tenant()?;
-                    (
-                        self.state
-                            .store
-                            .read(|c| store::exports_of_tenant(c, tenant))?,
-                        false,
-                    )
+                    self.state
+                        .store
+                        .read(|c| store::exports_of_tenant(c, tenant))?
                 }
             };
+            let exports = records
+                .iter()
+                .map(|e| self.export_for(&caller, e))
+                .collect::<Result<Vec<_>>>()?;
             let n = exports.len();
-            Ok((
-                pb::ListExportsResponse {
-                    exports: exports
-                        .iter()
-                        .map(|e| convert::export(e, evidence))
-                        .collect(),
-                },
-                json!({"n": n}),
-            ))
+            Ok((pb::ListExportsResponse { exports }, json!({"n": n})))
         })();
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
     }
@@ -363,23 +861,24 @@ impl ExportService for Api {
         let id = request.into_inner().export_id;
         let target = format!("export:{id}");
         let result = async {
-            let export = self.visible_export(&caller, &id)?;
-            if export.requester_id == caller.principal.id {
-                return Err(ServerError::PermissionDenied(
-                    "a requester cannot review their own export".into(),
-                ));
-            }
+            let (export, _) = self.visible_export(&caller, &id)?;
+            require_independent(&caller, &export, "review")?;
             let job = self.job_of(&export)?;
             let data = read_result(self.state.engine.read_result(&job.result_file).await?)?;
             let (ipc, truncated) = data.to_ipc(REVIEW_MAX_ROWS)?;
             let response = pb::ReviewExportResponse {
-                export: Some(convert::export(&export, true)),
+                export: Some(self.export_for(&caller, &export)?),
                 sql: job.sql.clone(),
                 columns: job.columns.iter().map(convert::output_column).collect(),
                 result_arrow_ipc: ipc,
                 truncated,
                 n_rows: data.n_rows(),
                 input_dataset_ids: job.inputs.clone(),
+                query_kind: job.query_kind().to_owned(),
+                query_sha256: job.query_sha256.clone(),
+                result_sha256: job.result_sha256.clone(),
+                policy_version: self.state.policy.version.clone(),
+                scenario_id: job.scenario_id.clone(),
             };
             Ok((response, json!({"job_id": job.id, "n_rows": data.n_rows()})))
         }
@@ -389,17 +888,53 @@ impl ExportService for Api {
         ))
     }
 
-    async fn decide_export(
+    async fn vote_export(
         &self,
-        request: Request<pb::DecideExportRequest>,
-    ) -> Result<Response<pb::DecideExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::DecideExport)?;
+        request: Request<pb::VoteExportRequest>,
+    ) -> Result<Response<pb::VoteExportResponse>, Status> {
+        let caller = self.state.begin(&request, Action::VoteExport)?;
         let req = request.into_inner();
         let target = format!("export:{}", req.export_id);
-        let result = self.decide(&caller, req).await;
+        let result = async {
+            let export = self.vote(&caller, &req).await?;
+            self.export_for(&caller, &export)
+        }
+        .await;
         let export = self.state.finish_write(&caller, &target, result)?;
-        Ok(Response::new(pb::DecideExportResponse {
-            export: Some(convert::export(&export, true)),
+        Ok(Response::new(pb::VoteExportResponse {
+            export: Some(export),
+        }))
+    }
+
+    async fn comment_export(
+        &self,
+        request: Request<pb::CommentExportRequest>,
+    ) -> Result<Response<pb::CommentExportResponse>, Status> {
+        let caller = self.state.begin(&request, Action::CommentExport)?;
+        let req = request.into_inner();
+        let target = format!("export:{}", req.export_id);
+        let result = self
+            .comment(&caller, &req)
+            .and_then(|export| self.export_for(&caller, &export));
+        let export = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::CommentExportResponse {
+            export: Some(export),
+        }))
+    }
+
+    async fn revoke_export(
+        &self,
+        request: Request<pb::RevokeExportRequest>,
+    ) -> Result<Response<pb::RevokeExportResponse>, Status> {
+        let caller = self.state.begin(&request, Action::RevokeExport)?;
+        let req = request.into_inner();
+        let target = format!("export:{}", req.export_id);
+        let result = self
+            .revoke(&caller, &req)
+            .and_then(|export| self.export_for(&caller, &export));
+        let export = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::RevokeExportResponse {
+            export: Some(export),
         }))
     }
 
@@ -413,15 +948,27 @@ impl ExportService for Api {
         let id = request.into_inner().export_id;
         let target = format!("export:{id}");
         let result = async {
-            let export = self.visible_export(&caller, &id)?;
+            let (export, _) = self.visible_export(&caller, &id)?;
             if export.requester_id != caller.principal.id {
                 // R23: only the recipient downloads; to others it does not exist.
                 return Err(ServerError::NotFound(format!("export {id}")));
             }
-            if export.status != ExportStatus::Approved {
-                return Err(ServerError::FailedPrecondition(
-                    "the export is not approved".into(),
-                ));
+            match export.status {
+                ExportStatus::Approved => {}
+                ExportStatus::Revoked => {
+                    // The reason is free text: it is in the export's history, not in this
+                    // message (which the audit trail records).
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "export {id} was revoked and can no longer be downloaded; its history \
+                         gives the reason"
+                    )));
+                }
+                other => {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "export {id} is not approved (it is {})",
+                        other.as_str()
+                    )));
+                }
             }
             let stored = self.state.storage.get(&export.package_location).await?;
             let package = package::open(&self.state.envelope, &export.package_location, &stored)?;

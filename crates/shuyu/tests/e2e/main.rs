@@ -11,6 +11,7 @@ use tonic::Code;
 
 mod jobs;
 mod python_client;
+mod review;
 mod scenarios;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
@@ -160,12 +161,14 @@ fn uuid_like() -> String {
     )
 }
 
-/// The people of one tenant plus the domain-wide roles.
+/// The people of one tenant plus the domain-wide roles (two reviewers: the default policy's
+/// quorum).
 struct People {
     tenant_id: String,
     steward: Client,
     engineer: Client,
     reviewer: Client,
+    reviewer2: Client,
     auditor: Client,
     admin: Client,
 }
@@ -249,6 +252,14 @@ async fn people(server: &Server, domain: &Domain, suffix: &str) -> People {
         "",
     )
     .await;
+    let reviewer2 = register(
+        &mut admin,
+        domain,
+        &format!("reviewer2-{suffix}"),
+        pb::Role::Reviewer,
+        "",
+    )
+    .await;
     let auditor = register(
         &mut admin,
         domain,
@@ -262,6 +273,7 @@ async fn people(server: &Server, domain: &Domain, suffix: &str) -> People {
         steward: server.client(&steward).await,
         engineer: server.client(&engineer).await,
         reviewer: server.client(&reviewer).await,
+        reviewer2: server.client(&reviewer2).await,
         auditor: server.client(&auditor).await,
         admin,
     }
@@ -430,20 +442,40 @@ async fn request_export(engineer: &mut Client, job_id: &str) -> pb::Export {
         .expect("export")
 }
 
-/// A reviewer's (or anyone's) approval of an export.
+/// A vote on an export, by a reviewer or by anyone trying.
+async fn vote(
+    client: &mut Client,
+    export_id: &str,
+    decision: pb::ExportDecision,
+    shared_comment: &str,
+    private_comment: &str,
+) -> Result<pb::Export, tonic::Status> {
+    client
+        .exports
+        .vote_export(pb::VoteExportRequest {
+            export_id: export_id.into(),
+            decision: decision as i32,
+            shared_comment: shared_comment.into(),
+            private_comment: private_comment.into(),
+        })
+        .await
+        .map(|r| r.into_inner().export.expect("export"))
+}
+
+/// An approval with a shared comment.
 async fn approve(
     client: &mut Client,
     export_id: &str,
     comment: &str,
-) -> Result<tonic::Response<pb::DecideExportResponse>, tonic::Status> {
-    client
-        .exports
-        .decide_export(pb::DecideExportRequest {
-            export_id: export_id.into(),
-            approve: true,
-            comment: comment.into(),
-        })
-        .await
+) -> Result<pb::Export, tonic::Status> {
+    vote(client, export_id, pb::ExportDecision::Approve, comment, "").await
+}
+
+fn denied_code(result: Result<pb::Export, tonic::Status>) -> Code {
+    match result {
+        Err(status) => status.code(),
+        Ok(export) => panic!("expected an error, got {export:?}"),
+    }
 }
 
 fn run_bin(args: &[&str]) -> std::process::Output {
@@ -501,13 +533,14 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     let export = request_export(&mut p.engineer, &aggregate.id).await;
     assert_eq!(
         export.status,
-        pb::ExportStatus::PendingReview as i32,
+        pb::ExportStatus::InReview as i32,
         "{export:?}"
     );
+    assert_eq!((export.approvals, export.quorum), (0, 2));
 
     // The requester (an engineer) cannot approve: neither by role nor as the author.
     let self_approval = approve(&mut p.engineer, &export.id, "").await;
-    assert_eq!(status_code(self_approval), Code::PermissionDenied);
+    assert_eq!(denied_code(self_approval), Code::PermissionDenied);
 
     // Small groups fail the k check; a failed check cannot be approved.
     let small = p
@@ -536,7 +569,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         "{failed:?}"
     );
     let approve_refused = approve(&mut p.reviewer, &refused.id, "").await;
-    assert_eq!(status_code(approve_refused), Code::FailedPrecondition);
+    assert_eq!(denied_code(approve_refused), Code::FailedPrecondition);
 
     // Row-level output with raw identifiers is refused by the checks.
     let rows = p
@@ -560,7 +593,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         .unwrap();
     assert_eq!(
         request_export(&mut p.engineer, &masked.id).await.status,
-        pb::ExportStatus::PendingReview as i32
+        pb::ExportStatus::InReview as i32
     );
 
     // The reviewer sees SQL, evidence and the full result, then approves.
@@ -576,13 +609,12 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     assert!(review.sql.contains("GROUP BY district"));
     assert_eq!(review.n_rows, 3);
     assert!(!review.result_arrow_ipc.is_empty());
-    let approved = approve(&mut p.reviewer, &export.id, "ok")
-        .await
-        .unwrap()
-        .into_inner()
-        .export
-        .unwrap();
+    let first = approve(&mut p.reviewer, &export.id, "ok").await.unwrap();
+    assert_eq!(first.status, pb::ExportStatus::InReview as i32);
+    assert_eq!(first.approvals, 1);
+    let approved = approve(&mut p.reviewer2, &export.id, "ok").await.unwrap();
     assert_eq!(approved.status, pb::ExportStatus::Approved as i32);
+    assert_eq!(approved.approvals, 2);
 
     // Only the requester downloads; the package verifies offline, a tampered copy does not.
     assert_eq!(
@@ -632,7 +664,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     assert!(!wrong.status.success());
     // The approval cannot be repeated.
     let again = approve(&mut p.reviewer, &export.id, "").await;
-    assert_eq!(status_code(again), Code::FailedPrecondition);
+    assert_eq!(denied_code(again), Code::FailedPrecondition);
     // Auditors see every step, and the chain verifies.
     let report = p
         .auditor
@@ -658,7 +690,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         "submit_job",
         "job_finished",
         "request_export",
-        "decide_export",
+        "vote_export",
         "download_export",
     ] {
         assert!(
@@ -669,7 +701,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     assert!(
         records
             .iter()
-            .any(|r| r.action == "decide_export" && r.outcome == "denied")
+            .any(|r| r.action == "vote_export" && r.outcome == "denied")
     );
 }
 

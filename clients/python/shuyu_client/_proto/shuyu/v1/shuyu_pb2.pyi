@@ -49,15 +49,25 @@ class ExportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EXPORT_STATUS_UNSPECIFIED: _ClassVar[ExportStatus]
     EXPORT_STATUS_REFUSED: _ClassVar[ExportStatus]
-    EXPORT_STATUS_PENDING_REVIEW: _ClassVar[ExportStatus]
+    EXPORT_STATUS_IN_REVIEW: _ClassVar[ExportStatus]
     EXPORT_STATUS_APPROVED: _ClassVar[ExportStatus]
     EXPORT_STATUS_REJECTED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_RETURNED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_REVOKED: _ClassVar[ExportStatus]
 
 class CheckOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHECK_OUTCOME_UNSPECIFIED: _ClassVar[CheckOutcome]
     CHECK_OUTCOME_PASS: _ClassVar[CheckOutcome]
     CHECK_OUTCOME_FAIL: _ClassVar[CheckOutcome]
+    CHECK_OUTCOME_REVIEW: _ClassVar[CheckOutcome]
+
+class ExportDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_DECISION_UNSPECIFIED: _ClassVar[ExportDecision]
+    EXPORT_DECISION_APPROVE: _ClassVar[ExportDecision]
+    EXPORT_DECISION_REJECT: _ClassVar[ExportDecision]
+    EXPORT_DECISION_RETURN: _ClassVar[ExportDecision]
 ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_STEWARD: Role
@@ -83,12 +93,19 @@ SCENARIO_STATUS_REJECTED: ScenarioStatus
 SCENARIO_STATUS_EXPIRED: ScenarioStatus
 EXPORT_STATUS_UNSPECIFIED: ExportStatus
 EXPORT_STATUS_REFUSED: ExportStatus
-EXPORT_STATUS_PENDING_REVIEW: ExportStatus
+EXPORT_STATUS_IN_REVIEW: ExportStatus
 EXPORT_STATUS_APPROVED: ExportStatus
 EXPORT_STATUS_REJECTED: ExportStatus
+EXPORT_STATUS_RETURNED: ExportStatus
+EXPORT_STATUS_REVOKED: ExportStatus
 CHECK_OUTCOME_UNSPECIFIED: CheckOutcome
 CHECK_OUTCOME_PASS: CheckOutcome
 CHECK_OUTCOME_FAIL: CheckOutcome
+CHECK_OUTCOME_REVIEW: CheckOutcome
+EXPORT_DECISION_UNSPECIFIED: ExportDecision
+EXPORT_DECISION_APPROVE: ExportDecision
+EXPORT_DECISION_REJECT: ExportDecision
+EXPORT_DECISION_RETURN: ExportDecision
 
 class Principal(_message.Message):
     __slots__ = ("id", "real_name", "organisation", "role", "tenant_id", "created_at_ms")
@@ -652,6 +669,58 @@ class CheckResult(_message.Message):
     detail: str
     def __init__(self, name: _Optional[str] = ..., outcome: _Optional[_Union[CheckOutcome, str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class ExportVote(_message.Message):
+    __slots__ = ("reviewer_id", "decision", "shared_comment", "private_comment", "result_sha256", "query_sha256", "policy_version", "voted_at_ms")
+    REVIEWER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SHARED_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    QUERY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VOTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    reviewer_id: str
+    decision: ExportDecision
+    shared_comment: str
+    private_comment: str
+    result_sha256: str
+    query_sha256: str
+    policy_version: str
+    voted_at_ms: int
+    def __init__(self, reviewer_id: _Optional[str] = ..., decision: _Optional[_Union[ExportDecision, str]] = ..., shared_comment: _Optional[str] = ..., private_comment: _Optional[str] = ..., result_sha256: _Optional[str] = ..., query_sha256: _Optional[str] = ..., policy_version: _Optional[str] = ..., voted_at_ms: _Optional[int] = ...) -> None: ...
+
+class ExportComment(_message.Message):
+    __slots__ = ("author_id", "author_role", "private", "text", "at_ms", "from_vote")
+    AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ROLE_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FROM_VOTE_FIELD_NUMBER: _ClassVar[int]
+    author_id: str
+    author_role: Role
+    private: bool
+    text: str
+    at_ms: int
+    from_vote: bool
+    def __init__(self, author_id: _Optional[str] = ..., author_role: _Optional[_Union[Role, str]] = ..., private: _Optional[bool] = ..., text: _Optional[str] = ..., at_ms: _Optional[int] = ..., from_vote: _Optional[bool] = ...) -> None: ...
+
+class ExportEvent(_message.Message):
+    __slots__ = ("seq", "at_ms", "actor_id", "from_status", "to_status", "note")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TO_STATUS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at_ms: int
+    actor_id: str
+    from_status: str
+    to_status: str
+    note: str
+    def __init__(self, seq: _Optional[int] = ..., at_ms: _Optional[int] = ..., actor_id: _Optional[str] = ..., from_status: _Optional[str] = ..., to_status: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
 class RequestExportRequest(_message.Message):
     __slots__ = ("job_id", "purpose", "format")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -691,7 +760,7 @@ class ListExportsResponse(_message.Message):
     def __init__(self, exports: _Optional[_Iterable[_Union[Export, _Mapping]]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("id", "job_id", "tenant_id", "requester_id", "purpose", "format", "status", "checks", "reviewer_id", "review_comment", "requested_at_ms", "decided_at_ms", "package_sha256")
+    __slots__ = ("id", "job_id", "tenant_id", "requester_id", "purpose", "format", "status", "checks", "requested_at_ms", "decided_at_ms", "package_sha256", "approvals", "quorum", "n_votes", "voted", "votes", "comments", "events", "policy_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -700,11 +769,17 @@ class Export(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
-    REVIEWER_ID_FIELD_NUMBER: _ClassVar[int]
-    REVIEW_COMMENT_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    N_VOTES_FIELD_NUMBER: _ClassVar[int]
+    VOTED_FIELD_NUMBER: _ClassVar[int]
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     tenant_id: str
@@ -713,12 +788,18 @@ class Export(_message.Message):
     format: DataFormat
     status: ExportStatus
     checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
-    reviewer_id: str
-    review_comment: str
     requested_at_ms: int
     decided_at_ms: int
     package_sha256: str
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., requester_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., reviewer_id: _Optional[str] = ..., review_comment: _Optional[str] = ..., requested_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., package_sha256: _Optional[str] = ...) -> None: ...
+    approvals: int
+    quorum: int
+    n_votes: int
+    voted: bool
+    votes: _containers.RepeatedCompositeFieldContainer[ExportVote]
+    comments: _containers.RepeatedCompositeFieldContainer[ExportComment]
+    events: _containers.RepeatedCompositeFieldContainer[ExportEvent]
+    policy_version: str
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., requester_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., requested_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., package_sha256: _Optional[str] = ..., approvals: _Optional[int] = ..., quorum: _Optional[int] = ..., n_votes: _Optional[int] = ..., voted: _Optional[bool] = ..., votes: _Optional[_Iterable[_Union[ExportVote, _Mapping]]] = ..., comments: _Optional[_Iterable[_Union[ExportComment, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[ExportEvent, _Mapping]]] = ..., policy_version: _Optional[str] = ...) -> None: ...
 
 class ReviewExportRequest(_message.Message):
     __slots__ = ("export_id",)
@@ -727,7 +808,7 @@ class ReviewExportRequest(_message.Message):
     def __init__(self, export_id: _Optional[str] = ...) -> None: ...
 
 class ReviewExportResponse(_message.Message):
-    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids")
+    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids", "query_kind", "query_sha256", "result_sha256", "policy_version", "scenario_id")
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -735,6 +816,11 @@ class ReviewExportResponse(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     INPUT_DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
     export: Export
     sql: str
     columns: _containers.RepeatedCompositeFieldContainer[Column]
@@ -742,19 +828,56 @@ class ReviewExportResponse(_message.Message):
     truncated: bool
     n_rows: int
     input_dataset_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    query_kind: str
+    query_sha256: str
+    result_sha256: str
+    policy_version: str
+    scenario_id: str
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., result_sha256: _Optional[str] = ..., policy_version: _Optional[str] = ..., scenario_id: _Optional[str] = ...) -> None: ...
 
-class DecideExportRequest(_message.Message):
-    __slots__ = ("export_id", "approve", "comment")
+class VoteExportRequest(_message.Message):
+    __slots__ = ("export_id", "decision", "shared_comment", "private_comment")
     EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
-    APPROVE_FIELD_NUMBER: _ClassVar[int]
-    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SHARED_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_COMMENT_FIELD_NUMBER: _ClassVar[int]
     export_id: str
-    approve: bool
-    comment: str
-    def __init__(self, export_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ...) -> None: ...
+    decision: ExportDecision
+    shared_comment: str
+    private_comment: str
+    def __init__(self, export_id: _Optional[str] = ..., decision: _Optional[_Union[ExportDecision, str]] = ..., shared_comment: _Optional[str] = ..., private_comment: _Optional[str] = ...) -> None: ...
 
-class DecideExportResponse(_message.Message):
+class VoteExportResponse(_message.Message):
+    __slots__ = ("export",)
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    export: Export
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+
+class CommentExportRequest(_message.Message):
+    __slots__ = ("export_id", "text", "private")
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    text: str
+    private: bool
+    def __init__(self, export_id: _Optional[str] = ..., text: _Optional[str] = ..., private: _Optional[bool] = ...) -> None: ...
+
+class CommentExportResponse(_message.Message):
+    __slots__ = ("export",)
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    export: Export
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ...) -> None: ...
+
+class RevokeExportRequest(_message.Message):
+    __slots__ = ("export_id", "reason")
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    reason: str
+    def __init__(self, export_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeExportResponse(_message.Message):
     __slots__ = ("export",)
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     export: Export

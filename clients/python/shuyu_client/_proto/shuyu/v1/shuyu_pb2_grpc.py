@@ -1222,6 +1222,13 @@ class ScenarioService:
 class ExportServiceStub:
     """---------------------------------------------------------------- exports
 
+    The output-review gate (R1, R22). A request runs the automated disclosure checks: any
+    failed check refuses it, otherwise it is in review. Reviewers who belong neither to the
+    requesting tenant nor are the requester vote; one reject or return ends the review, and
+    `quorum` approvals (the policy's [review] quorum) approve it. Every approval binds to the
+    staged result's hash, the query hash and the policy version it was cast under: if any of
+    them changed, the export cannot be approved. Approval builds the signed package; only the
+    requester downloads it, until a reviewer or an admin revokes it.
     """
 
     def __init__(self, channel):
@@ -1250,10 +1257,20 @@ class ExportServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReviewExportRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReviewExportResponse.FromString,
                 _registered_method=True)
-        self.DecideExport = channel.unary_unary(
-                '/shuyu.v1.ExportService/DecideExport',
-                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.DecideExportRequest.SerializeToString,
-                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.DecideExportResponse.FromString,
+        self.VoteExport = channel.unary_unary(
+                '/shuyu.v1.ExportService/VoteExport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.VoteExportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.VoteExportResponse.FromString,
+                _registered_method=True)
+        self.CommentExport = channel.unary_unary(
+                '/shuyu.v1.ExportService/CommentExport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.CommentExportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.CommentExportResponse.FromString,
+                _registered_method=True)
+        self.RevokeExport = channel.unary_unary(
+                '/shuyu.v1.ExportService/RevokeExport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeExportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeExportResponse.FromString,
                 _registered_method=True)
         self.DownloadExport = channel.unary_stream(
                 '/shuyu.v1.ExportService/DownloadExport',
@@ -1265,41 +1282,69 @@ class ExportServiceStub:
 class ExportServiceServicer:
     """---------------------------------------------------------------- exports
 
+    The output-review gate (R1, R22). A request runs the automated disclosure checks: any
+    failed check refuses it, otherwise it is in review. Reviewers who belong neither to the
+    requesting tenant nor are the requester vote; one reject or return ends the review, and
+    `quorum` approvals (the policy's [review] quorum) approve it. Every approval binds to the
+    staged result's hash, the query hash and the policy version it was cast under: if any of
+    them changed, the export cannot be approved. Approval builds the signed package; only the
+    requester downloads it, until a reviewer or an admin revokes it.
     """
 
     def RequestExport(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetExport(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListExports(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReviewExport(self, request, context):
-        """Reviewer: the full request with SQL, checks and the full result.
+        """Engineer: runs the checks and records the request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DecideExport(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def GetExport(self, request, context):
+        """The export as the caller may see it (see Export).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExports(self, request, context):
+        """Engineers: their tenant's exports. Reviewers: the exports in review, except their own
+        tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewExport(self, request, context):
+        """Reviewer (not of the requesting tenant): the query, lineage, check evidence and the full
+        result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoteExport(self, request, context):
+        """Reviewer (not of the requesting tenant, never the requester): one vote per export while
+        it is in review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommentExport(self, request, context):
+        """Reviewers: shared or private comments; the requesting tenant: shared comments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeExport(self, request, context):
+        """Reviewer (not of the requesting tenant) or admin: withdraws an approved export.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DownloadExport(self, request, context):
-        """Requester: the signed package, streamed.
+        """Requester: the signed package, streamed, while the export is approved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1328,10 +1373,20 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReviewExportRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReviewExportResponse.SerializeToString,
             ),
-            'DecideExport': grpc.unary_unary_rpc_method_handler(
-                    servicer.DecideExport,
-                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.DecideExportRequest.FromString,
-                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.DecideExportResponse.SerializeToString,
+            'VoteExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoteExport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.VoteExportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.VoteExportResponse.SerializeToString,
+            ),
+            'CommentExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommentExport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.CommentExportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.CommentExportResponse.SerializeToString,
+            ),
+            'RevokeExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeExport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeExportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeExportResponse.SerializeToString,
             ),
             'DownloadExport': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadExport,
@@ -1349,6 +1404,13 @@ def add_ExportServiceServicer_to_server(servicer, server):
 class ExportService:
     """---------------------------------------------------------------- exports
 
+    The output-review gate (R1, R22). A request runs the automated disclosure checks: any
+    failed check refuses it, otherwise it is in review. Reviewers who belong neither to the
+    requesting tenant nor are the requester vote; one reject or return ends the review, and
+    `quorum` approvals (the policy's [review] quorum) approve it. Every approval binds to the
+    staged result's hash, the query hash and the policy version it was cast under: if any of
+    them changed, the export cannot be approved. Approval builds the signed package; only the
+    requester downloads it, until a reviewer or an admin revokes it.
     """
 
     @staticmethod
@@ -1460,7 +1522,7 @@ class ExportService:
             _registered_method=True)
 
     @staticmethod
-    def DecideExport(request,
+    def VoteExport(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1473,9 +1535,63 @@ class ExportService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/shuyu.v1.ExportService/DecideExport',
-            shuyu_dot_v1_dot_shuyu__pb2.DecideExportRequest.SerializeToString,
-            shuyu_dot_v1_dot_shuyu__pb2.DecideExportResponse.FromString,
+            '/shuyu.v1.ExportService/VoteExport',
+            shuyu_dot_v1_dot_shuyu__pb2.VoteExportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.VoteExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommentExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.ExportService/CommentExport',
+            shuyu_dot_v1_dot_shuyu__pb2.CommentExportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.CommentExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.ExportService/RevokeExport',
+            shuyu_dot_v1_dot_shuyu__pb2.RevokeExportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.RevokeExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

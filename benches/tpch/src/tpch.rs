@@ -381,6 +381,7 @@ impl Direct {
             masking_defaults: self.masking.clone(),
             min_entities: 10,
             dominance_n: 2,
+            dp: None,
             // As the server's default worker configuration: encrypted spilling into the
             // job's result folder, up to 10 GiB.
             spill: Some(SpillOptions {

@@ -163,6 +163,32 @@ const MODELS: [&str; 11] = [
 /// Runs every check.
 pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> ExportChecks {
     let mut reports = vec![lineage_analysable(input), direct_identifiers(input)];
+    if let Some(dp) = &input.disclosure.dp {
+        // Noise and the threshold protect every cell and the groups' existence; repeated
+        // releases are bounded by the privacy budget, not by the ledger.
+        reports.push(pass(
+            "differential_privacy",
+            format!(
+                "discrete Laplace noise (OpenDP) on every cell: ε = {:.4}, δ = {:.2e}; at most \
+                 {} groups and {} rows per person; groups under {} noisy people dropped; \
+                 noise scales: {}",
+                dp.epsilon,
+                dp.delta,
+                dp.max_groups_per_unit,
+                dp.max_rows_per_unit,
+                dp.threshold,
+                dp.measures
+                    .iter()
+                    .map(|(m, s)| format!(
+                        "{} {s:.3}",
+                        m.trim_start_matches(crate::disclosure::HIDDEN_PREFIX)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+        return ExportChecks { reports };
+    }
     if input.disclosure.aggregate {
         let cells = match Cells::read(input.batches, input.disclosure) {
             Ok(cells) => cells,

@@ -86,7 +86,7 @@ pub struct DominanceColumn {
 }
 
 /// What the rewrite added, for the checks.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DisclosureMeta {
     /// Whether the result is aggregate-shaped (hidden group columns present).
     pub aggregate: bool,
@@ -98,6 +98,9 @@ pub struct DisclosureMeta {
     /// Sum-like aggregates over sensitive columns the rewrite could not compute statistics
     /// for (the checks flag them for review).
     pub dominance_missing: Vec<String>,
+    /// A differential-privacy job's guarantee (its cells are noisy; no hidden columns).
+    #[serde(default)]
+    pub dp: Option<crate::dp::DpGuarantee>,
 }
 
 impl DisclosureMeta {
@@ -108,6 +111,7 @@ impl DisclosureMeta {
             units: UnitCount::Rows("row-level result".into()),
             dominance: Vec::new(),
             dominance_missing: Vec::new(),
+            dp: None,
         }
     }
 }
@@ -144,6 +148,27 @@ pub(crate) fn rewrite(
         Some((rewritten, meta)) => (rewritten, meta),
         None => (plan, DisclosureMeta::row_level()),
     }
+}
+
+/// `plan` with the privacy-unit column of every table it scans carried to its output under
+/// a hidden name (see [`rewrite`]), with those names; `None` when its shape does not allow.
+pub(crate) fn carry_units(
+    plan: &LogicalPlan,
+    tables: &[TableSpec],
+    units: &HashMap<String, UnitSource>,
+    defaults: &MaskingDefaults,
+    unit_sketch: Arc<AggregateUDF>,
+) -> Option<(LogicalPlan, Vec<String>)> {
+    Rewriter {
+        tables,
+        units,
+        defaults,
+        unit_sketch,
+        top: 2,
+        next: Cell::new(0),
+        missing_units: RefCell::new(BTreeSet::new()),
+    }
+    .carry(plan)
 }
 
 struct Rewriter<'a> {
@@ -332,6 +357,7 @@ impl Rewriter<'_> {
                 units,
                 dominance,
                 dominance_missing,
+                dp: None,
             },
         ))
     }

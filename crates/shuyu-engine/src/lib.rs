@@ -7,6 +7,7 @@
 mod checks;
 mod crypto;
 mod disclosure;
+mod dp;
 mod error;
 pub mod functions;
 mod ingest;
@@ -27,6 +28,7 @@ pub use checks::{
 };
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
 pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};
+pub use dp::{DpBound, DpGuarantee, DpSpec, referenced_tables};
 pub use error::{EngineError, JobError};
 pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};

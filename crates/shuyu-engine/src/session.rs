@@ -195,6 +195,8 @@ pub struct JobRequest {
     pub min_entities: u64,
     /// n of the n-k dominance rule: the gate gets the n (at least 2) largest contributions.
     pub dominance_n: usize,
+    /// A differential-privacy job: its parameters.
+    pub dp: Option<crate::dp::DpSpec>,
     /// Where operators may spill, encrypted under an ephemeral key; `None` disables
     /// spilling (operators that would spill fail with a memory error instead).
     pub spill: Option<SpillOptions>,
@@ -650,14 +652,35 @@ impl Engine {
         let optimised = state.optimize(&plan).unwrap_or_else(|_| plan.clone());
         let lineage = plan_lineage(&optimised, &request.tables, &request.masking_defaults);
         let units = self.unit_sources(&request.tables).map_err(job_error)?;
-        let (plan, disclosure) = crate::disclosure::rewrite(
-            plan,
-            &request.tables,
-            &units,
-            &request.masking_defaults,
-            request.dominance_n,
-            crate::sketch::UnitSketchUdaf::udaf(&request.pseudonym_key),
-        );
+        let sketch = crate::sketch::UnitSketchUdaf::udaf(&request.pseudonym_key);
+        let (plan, disclosure) = match &request.dp {
+            Some(spec) => {
+                let carry = |p: &LogicalPlan| {
+                    crate::disclosure::carry_units(
+                        p,
+                        &request.tables,
+                        &units,
+                        &request.masking_defaults,
+                        Arc::clone(&sketch),
+                    )
+                };
+                let (plan, guarantee) = crate::dp::rewrite(&plan, spec, &carry)?;
+                let mut meta = DisclosureMeta::row_level();
+                meta.units = crate::disclosure::UnitCount::Rows(
+                    "differential privacy: cells are noisy, groups thresholded".into(),
+                );
+                meta.dp = Some(guarantee);
+                (plan, meta)
+            }
+            None => crate::disclosure::rewrite(
+                plan,
+                &request.tables,
+                &units,
+                &request.masking_defaults,
+                request.dominance_n,
+                sketch,
+            ),
+        };
         let aggregate = disclosure.aggregate;
         let columns = lineage.columns;
         let state = ctx.state();

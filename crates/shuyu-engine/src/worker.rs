@@ -49,6 +49,9 @@ pub struct WorkerJob {
     /// n of the n-k dominance rule (how many top contributions the gate needs).
     #[serde(default)]
     pub dominance_n: u64,
+    /// A differential-privacy job's parameters.
+    #[serde(default)]
+    pub dp: Option<crate::dp::DpSpec>,
     /// Root of the local object store.
     pub objects_root: PathBuf,
     /// Most bytes the job may spill (encrypted, into its result folder); 0 disables spilling.
@@ -257,6 +260,7 @@ impl WorkerJob {
             },
             min_entities: self.min_entities,
             dominance_n: self.dominance_n as usize,
+            dp: self.dp.clone(),
             spill: (self.spill_max_bytes > 0).then(|| SpillOptions {
                 dir: self.result_dir(),
                 max_bytes: self.spill_max_bytes,

@@ -195,6 +195,7 @@ impl Fixture {
             masking_defaults: policy.masking.clone(),
             min_entities: policy.disclosure.min_entities,
             dominance_n: policy.disclosure.dominance_n as usize,
+            dp: None,
             spill: None,
         }
     }

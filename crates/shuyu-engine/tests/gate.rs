@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float64Type;
 use bytes::Bytes;
 use shuyu_engine::{
-    CheckOutcome, ColumnSpec, ColumnType, Engine, ExportChecks, GateInput, IngestFormat,
-    IngestOptions, JobError, JobLimits, JobOutput, JobRequest, ReleasedCell, RowInfluence, Storage,
-    TableSpec, UnitCount, result_sketches, run_export_checks,
+    CheckOutcome, ColumnSpec, ColumnType, DpBound, DpSpec, Engine, ExportChecks, GateInput,
+    IngestFormat, IngestOptions, JobError, JobLimits, JobOutput, JobRequest, ReleasedCell,
+    RowInfluence, Storage, TableSpec, UnitCount, result_sketches, run_export_checks,
 };
 use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
@@ -178,6 +178,16 @@ async fn gate() -> Gate {
 impl Gate {
     /// Runs `sql` as a job; its output and result file.
     async fn job(&self, sql: &str, tables: &[TableSpec]) -> Result<(JobOutput, String), JobError> {
+        self.job_dp(sql, tables, None).await
+    }
+
+    /// Runs `sql` as a job, in differential-privacy mode with `dp`.
+    async fn job_dp(
+        &self,
+        sql: &str,
+        tables: &[TableSpec],
+        dp: Option<DpSpec>,
+    ) -> Result<(JobOutput, String), JobError> {
         let policy = Policy::builtin();
         let n = JOBS.fetch_add(1, Ordering::Relaxed);
         let request = JobRequest {
@@ -198,6 +208,7 @@ impl Gate {
             masking_defaults: policy.masking.clone(),
             min_entities: policy.disclosure.min_entities,
             dominance_n: policy.disclosure.dominance_n as usize,
+            dp,
             spill: None,
         };
         let output = self.engine.run_job(&request).await?;
@@ -803,4 +814,167 @@ async fn a_linear_reconstruction_attack_recovers_nobody_through_the_gate() {
         solved.iter().flatten().count(),
         released.len()
     );
+}
+
+fn dp(epsilon: f64) -> DpSpec {
+    DpSpec {
+        epsilon,
+        max_groups_per_unit: 1,
+        max_rows_per_unit: 1,
+        bounds: vec![DpBound {
+            column: "cost".into(),
+            lower: 0.0,
+            upper: 2_000.0,
+        }],
+        threshold: 10,
+    }
+}
+
+/// Rows of a DP result as (district, n, total, mean).
+fn dp_rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64, Option<f64>)> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let district =
+            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let district = district.as_string::<i32>();
+        let n = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        let total = b.column(2).as_primitive::<Float64Type>();
+        let mean = b.column(3).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            rows.push((
+                district.value(i).to_owned(),
+                n.value(i),
+                total.value(i),
+                (!mean.is_null(i)).then(|| mean.value(i)),
+            ));
+        }
+    }
+    rows
+}
+
+const DP_SQL: &str = "SELECT district, count(*) AS n, sum(cost) AS total, avg(cost) AS mean \
+                      FROM visits GROUP BY district ORDER BY district";
+
+#[tokio::test]
+async fn dp_jobs_bound_each_person_add_opendp_noise_and_hide_small_groups() {
+    let g = gate().await;
+    let tables = [g.visits.clone()];
+    // A generous budget: the noise is small, and the checks below are about bounding and
+    // thresholds, not about luck.
+    let (output, file) = g.job_dp(DP_SQL, &tables, Some(dp(10.0))).await.unwrap();
+    let guarantee = output.disclosure.dp.clone().expect("a DP guarantee");
+    assert!(
+        guarantee.epsilon <= 10.0 && guarantee.epsilon > 9.99,
+        "{guarantee:?}"
+    );
+    assert!(
+        guarantee.delta > 0.0 && guarantee.delta < 1e-3,
+        "{guarantee:?}"
+    );
+    // count, sum, mean (two), people: five noised quantities.
+    assert_eq!(guarantee.measures.len(), 5, "{guarantee:?}");
+    let batches = g.engine.read_result(&file).await.unwrap();
+    assert!(
+        batches.iter().all(|b| b
+            .schema()
+            .fields()
+            .iter()
+            .all(|f| !f.name().starts_with("__shuyu"))),
+        "no hidden column in a DP result"
+    );
+    let rows = dp_rows(&batches);
+    let districts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    // A has 3 people: dropped by the threshold. B, C, D, E have 20, 12, 11 and 24.
+    assert!(!districts.contains(&"A"), "{rows:?}");
+    assert!(
+        districts.contains(&"B") && districts.contains(&"E"),
+        "{rows:?}"
+    );
+    for (district, n, total, _) in &rows {
+        // One row per person (max_rows_per_unit = 1): counts are people, not visits.
+        let (people, true_total) = match district.as_str() {
+            "B" => (20, 20.0 * 100.0),
+            "C" => (12, 2_000.0 + 11.0 * 10.0),
+            "D" => (11, 2_000.0 + 10.0 * 10.0),
+            "E" => (24, (0..24).map(e_cost).sum::<f64>()),
+            other => panic!("unexpected group {other}"),
+        };
+        assert!((n - people).abs() <= 6, "{district}: {n} vs {people}");
+        // C's 1,000,000 and D0's 10,000 are clamped to 2,000 per person.
+        assert!(
+            (total - true_total).abs() < 2_000.0 * 8.0,
+            "{district}: {total} vs {true_total}"
+        );
+    }
+    // The gate trusts the mechanism, not the small-cell rules.
+    let checks = check(&output, &batches, &[], &Policy::builtin().disclosure);
+    assert_eq!(checks.outcome(), CheckOutcome::Pass, "{checks:#?}");
+    assert!(
+        report(&checks, "differential_privacy")
+            .detail
+            .contains("OpenDP")
+    );
+}
+
+#[tokio::test]
+async fn dp_noise_is_fresh_on_every_run() {
+    let g = gate().await;
+    let tables = [g.visits.clone()];
+    let sql = "SELECT district, count(*) AS n, sum(cost) AS total, avg(cost) AS mean \
+               FROM visits WHERE district = 'E' GROUP BY district";
+    let mut totals = Vec::new();
+    for _ in 0..12 {
+        let (_, file) = g.job_dp(sql, &tables, Some(dp(2.0))).await.unwrap();
+        let rows = dp_rows(&g.engine.read_result(&file).await.unwrap());
+        totals.extend(rows.into_iter().map(|r| r.2));
+    }
+    let first = totals[0];
+    assert!(
+        totals.iter().any(|t| (t - first).abs() > 1e-9),
+        "{totals:?}"
+    );
+    let truth: f64 = (0..24).map(e_cost).sum();
+    let mean = totals.iter().sum::<f64>() / totals.len() as f64;
+    // Scale 2,000 · 5 / 2 = 5,000 per run: the mean of 12 runs is within a few scales.
+    assert!((mean - truth).abs() < 15_000.0, "{mean} vs {truth}");
+}
+
+#[tokio::test]
+async fn dp_mode_refuses_what_it_cannot_bound() {
+    let g = gate().await;
+    let both = [g.visits.clone(), g.persons.clone()];
+    let cases = [
+        (
+            "SELECT district, max(cost) AS m FROM visits GROUP BY district",
+            "max is not available",
+        ),
+        (
+            "SELECT district, sum(year) AS s FROM visits GROUP BY district",
+            "needs bounds",
+        ),
+        ("SELECT district, cost FROM visits", "must be one aggregate"),
+        (
+            "SELECT v.district, count(*) AS n FROM visits v JOIN persons p \
+             ON v.person_id = p.person_id GROUP BY v.district",
+            "exactly one dataset",
+        ),
+        (
+            "SELECT district, count(DISTINCT person_id) AS n FROM visits GROUP BY district",
+            "DISTINCT",
+        ),
+    ];
+    for (sql, expected) in cases {
+        match g.job_dp(sql, &both, Some(dp(1.0))).await {
+            Err(JobError::Refused(reason)) => {
+                assert!(reason.contains(expected), "{sql}: {reason}")
+            }
+            other => panic!("{sql}: {:?}", other.map(|o| o.0.n_rows)),
+        }
+    }
+    let mut bad = dp(1.0);
+    bad.epsilon = 0.0;
+    assert!(matches!(
+        g.job_dp(DP_SQL, &both, Some(bad)).await,
+        Err(JobError::Refused(_))
+    ));
 }

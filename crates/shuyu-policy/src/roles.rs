@@ -130,11 +130,13 @@ pub enum Action {
     SetLabAccess,
     /// Run a lab job's query in production under a scenario.
     PromoteJob,
+    /// Set a tenant's differential-privacy budget over a dataset.
+    SetPrivacyBudget,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 31] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -165,6 +167,7 @@ impl Action {
         Action::SetDatasetApprover,
         Action::SetLabAccess,
         Action::PromoteJob,
+        Action::SetPrivacyBudget,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -199,6 +202,7 @@ impl Action {
             Action::DecideScenario => "decide_scenario",
             Action::SetDatasetApprover => "set_dataset_approver",
             Action::SetLabAccess => "set_lab_access",
+            Action::SetPrivacyBudget => "set_privacy_budget",
             Action::PromoteJob => "promote_job",
         }
     }
@@ -234,6 +238,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | DecideScenario
                 | SetDatasetApprover
                 | SetLabAccess
+                | SetPrivacyBudget
                 | RevokeExport
         ),
         Role::DataSteward => matches!(
@@ -350,6 +355,7 @@ mod tests {
                     DecideScenario,
                     SetDatasetApprover,
                     SetLabAccess,
+                    SetPrivacyBudget,
                     RevokeExport,
                 ],
             ),

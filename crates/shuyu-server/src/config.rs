@@ -39,6 +39,30 @@ pub struct ServerConfig {
     /// The data lab (R3, R16, R20).
     #[serde(default)]
     pub lab: LabConfig,
+    /// Differential-privacy budgets.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// Differential-privacy budgets: each tenant's total ε over one dataset's content.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// The budget a tenant starts with over a dataset (ε, in (0, 100]).
+    #[serde(default = "default_epsilon")]
+    pub default_epsilon: f64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            default_epsilon: default_epsilon(),
+        }
+    }
+}
+
+fn default_epsilon() -> f64 {
+    3.0
 }
 
 /// The data lab: development on masked samples, time-limited per tenant.
@@ -157,6 +181,7 @@ impl ServerConfig {
             tenant_max_queued_jobs: default_tenant_max_queued_jobs(),
             worker: WorkerConfig::default(),
             lab: LabConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 
@@ -176,6 +201,12 @@ impl ServerConfig {
     /// # Errors
     /// Names the offending key.
     pub fn validate(&self) -> Result<()> {
+        let epsilon = self.privacy.default_epsilon;
+        if !(epsilon > 0.0 && epsilon <= 100.0) {
+            return Err(ServerError::InvalidArgument(format!(
+                "configuration: privacy.default_epsilon must be in (0, 100], not {epsilon}"
+            )));
+        }
         if self.max_ingest_bytes < 1024 {
             return Err(ServerError::InvalidArgument(
                 "configuration: max_ingest_bytes must be at least 1024".into(),

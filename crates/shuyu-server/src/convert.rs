@@ -153,6 +153,23 @@ pub fn job(j: &JobRecord) -> pb::Job {
             wall_ms: j.usage.wall_ms,
             queued_ms: j.usage.queued_ms,
         }),
+        dp: j.gate.disclosure.dp.as_ref().map(|d| pb::DpResult {
+            epsilon: d.epsilon,
+            delta: d.delta,
+            threshold: d.threshold,
+            max_groups_per_unit: d.max_groups_per_unit,
+            max_rows_per_unit: d.max_rows_per_unit,
+            measures: d
+                .measures
+                .iter()
+                .map(|(m, scale)| {
+                    format!(
+                        "{}: {scale:.4}",
+                        m.trim_start_matches(shuyu_engine::HIDDEN_PREFIX)
+                    )
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use shuyu_engine::{
-    ColumnSpec, ColumnType, DisclosureMeta, MaskedTable, OutputColumn, ReleasedCell, RowInfluence,
-    UnitCount, UnitSketch,
+    AUDITED_UNITS, ColumnSpec, ColumnType, DisclosureMeta, DpSpec, MaskedTable, OutputColumn,
+    ReleasedCell, RowInfluence, UnitCount, UnitSketch,
 };
 use shuyu_policy::{Classification, MaskingRule, Role};
 
@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS released_cells (
     row INTEGER NOT NULL, units INTEGER NOT NULL, sketch BLOB NOT NULL,
     PRIMARY KEY (export_id, row));
 CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);
+CREATE TABLE IF NOT EXISTS privacy_budgets (
+    tenant_id TEXT NOT NULL, data_sha256 TEXT NOT NULL, epsilon_total REAL NOT NULL,
+    epsilon_spent REAL NOT NULL, PRIMARY KEY (tenant_id, data_sha256));
+CREATE TABLE IF NOT EXISTS privacy_spends (
+    job_id TEXT NOT NULL, tenant_id TEXT NOT NULL, data_sha256 TEXT NOT NULL,
+    dataset_id TEXT NOT NULL, epsilon REAL NOT NULL, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, author_id TEXT NOT NULL, sql TEXT NOT NULL,
     sql_sha256 TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL, error_id TEXT NOT NULL,
@@ -210,6 +216,8 @@ pub struct JobRecord {
     pub aggregate: bool,
     /// What the export gate reads beyond the columns' lineage.
     pub gate: JobGate,
+    /// A differential-privacy job's parameters.
+    pub dp: Option<DpSpec>,
     pub preview: MaskedTable,
     pub inputs: Vec<String>,
     pub result_file: String,
@@ -246,6 +254,7 @@ impl JobGate {
                 ),
                 dominance: Vec::new(),
                 dominance_missing: Vec::new(),
+                dp: None,
             },
         }
     }
@@ -562,6 +571,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tenants", "lab_until_ms", "INTEGER NOT NULL DEFAULT 0"),
     ("datasets", "extra_approver_id", "TEXT"),
     ("jobs", "gate_json", "TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "dp_json", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "quorum", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
@@ -1088,7 +1098,7 @@ const JOB_COLUMNS: &str =
     "id, tenant_id, author_id, sql, sql_sha256, status, error, error_id, n_rows,
     columns_json, aggregate, preview_json, inputs_json, result_file, result_kek, result_sha256,
     created_at_ms, finished_at_ms, usage_json, substrait_plan, mode, scenario_id, promoted_from,
-    gate_json";
+    gate_json, dp_json";
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let status: String = r.get(5)?;
@@ -1098,6 +1108,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let usage: String = r.get(18)?;
     let mode: String = r.get(20)?;
     let gate: String = r.get(23)?;
+    let dp: String = r.get(24)?;
     let aggregate: bool = r.get(10)?;
     Ok(JobRecord {
         id: r.get(0)?,
@@ -1116,6 +1127,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         columns: output_columns_from_json(&columns),
         aggregate,
         gate: serde_json::from_str(&gate).unwrap_or_else(|_| JobGate::unknown(aggregate)),
+        dp: serde_json::from_str(&dp).ok(),
         preview: masked_table_from_json(&preview),
         inputs: serde_json::from_str(&inputs).unwrap_or_default(),
         result_file: r.get(13)?,
@@ -1132,7 +1144,7 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
         &format!(
             "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                     ?19, ?20, ?21, ?22, ?23, ?24)"
+                     ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
         ),
         params![
             j.id,
@@ -1158,7 +1170,10 @@ pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
             j.mode.as_str(),
             j.scenario_id,
             j.promoted_from,
-            serde_json::to_string(&j.gate).unwrap_or_default()
+            serde_json::to_string(&j.gate).unwrap_or_default(),
+            j.dp.as_ref()
+                .map(|d| serde_json::to_string(d).unwrap_or_default())
+                .unwrap_or_default()
         ],
     )?;
     Ok(())
@@ -1259,7 +1274,8 @@ pub fn record_release(
     Ok(())
 }
 
-/// A tenant's released cells whose populations number between `lo` and `hi` units.
+/// A tenant's released cells whose populations number between `lo` and `hi` units (for the
+/// differencing check), and every one small enough to be audited for reconstruction.
 pub fn released_cells(
     conn: &Connection,
     tenant_id: &str,
@@ -1268,9 +1284,10 @@ pub fn released_cells(
 ) -> Result<Vec<ReleasedCell>> {
     let mut stmt = conn.prepare(
         "SELECT export_id, row, sketch FROM released_cells
-         WHERE tenant_id = ?1 AND units BETWEEN ?2 AND ?3",
+         WHERE tenant_id = ?1 AND (units BETWEEN ?2 AND ?3 OR units <= ?4)",
     )?;
-    let rows = stmt.query_map(params![tenant_id, lo, hi], |r| {
+    let audited = AUDITED_UNITS as u64;
+    let rows = stmt.query_map(params![tenant_id, lo, hi, audited], |r| {
         let sketch: Vec<u8> = r.get(2)?;
         Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?, sketch))
     })?;
@@ -1287,6 +1304,129 @@ pub fn released_cells(
         });
     }
     Ok(cells)
+}
+
+// ------------------------------------------------------------------ privacy budgets
+
+/// A tenant's differential-privacy budget over one dataset's content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivacyBudget {
+    pub tenant_id: String,
+    pub data_sha256: String,
+    pub epsilon_total: f64,
+    pub epsilon_spent: f64,
+}
+
+fn budget(conn: &Connection, tenant_id: &str, data_sha256: &str) -> Result<Option<PrivacyBudget>> {
+    Ok(conn
+        .query_row(
+            "SELECT epsilon_total, epsilon_spent FROM privacy_budgets
+             WHERE tenant_id = ?1 AND data_sha256 = ?2",
+            params![tenant_id, data_sha256],
+            |r| {
+                Ok(PrivacyBudget {
+                    tenant_id: tenant_id.to_owned(),
+                    data_sha256: data_sha256.to_owned(),
+                    epsilon_total: r.get(0)?,
+                    epsilon_spent: r.get(1)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Spends `epsilon` of the tenant's budget over `data_sha256` for `job_id` (creating the
+/// budget at `default_total` on first use), or refuses when it would overspend. Run inside
+/// the transaction that records the job, so concurrent jobs cannot overspend.
+pub fn spend_privacy(
+    conn: &Connection,
+    tenant_id: &str,
+    dataset_id: &str,
+    data_sha256: &str,
+    job_id: &str,
+    epsilon: f64,
+    default_total: f64,
+) -> Result<PrivacyBudget> {
+    conn.execute(
+        "INSERT OR IGNORE INTO privacy_budgets (tenant_id, data_sha256, epsilon_total, epsilon_spent)
+         VALUES (?1, ?2, ?3, 0)",
+        params![tenant_id, data_sha256, default_total],
+    )?;
+    let mut current = budget(conn, tenant_id, data_sha256)?
+        .ok_or_else(|| ServerError::internal("a privacy budget vanished"))?;
+    // A tolerance far below any meaningful epsilon absorbs float rounding of the sum.
+    if current.epsilon_spent + epsilon > current.epsilon_total + 1e-9 {
+        return Err(ServerError::ResourceExhausted(format!(
+            "the privacy budget of dataset {dataset_id} is exhausted: {:.4} of {:.4} spent, \
+             this job needs {epsilon:.4}",
+            current.epsilon_spent, current.epsilon_total
+        )));
+    }
+    current.epsilon_spent += epsilon;
+    conn.execute(
+        "UPDATE privacy_budgets SET epsilon_spent = ?3 WHERE tenant_id = ?1 AND data_sha256 = ?2",
+        params![tenant_id, data_sha256, current.epsilon_spent],
+    )?;
+    conn.execute(
+        "INSERT INTO privacy_spends (job_id, tenant_id, data_sha256, dataset_id, epsilon, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            job_id,
+            tenant_id,
+            data_sha256,
+            dataset_id,
+            epsilon,
+            crate::now_ms()
+        ],
+    )?;
+    Ok(current)
+}
+
+/// Sets a budget's total (never below what is spent).
+pub fn set_privacy_budget(
+    conn: &Connection,
+    tenant_id: &str,
+    data_sha256: &str,
+    epsilon_total: f64,
+) -> Result<PrivacyBudget> {
+    conn.execute(
+        "INSERT OR IGNORE INTO privacy_budgets (tenant_id, data_sha256, epsilon_total, epsilon_spent)
+         VALUES (?1, ?2, ?3, 0)",
+        params![tenant_id, data_sha256, epsilon_total],
+    )?;
+    let current = budget(conn, tenant_id, data_sha256)?
+        .ok_or_else(|| ServerError::internal("a privacy budget vanished"))?;
+    if epsilon_total + 1e-12 < current.epsilon_spent {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{:.4} of this budget is already spent: the total cannot be lower",
+            current.epsilon_spent
+        )));
+    }
+    conn.execute(
+        "UPDATE privacy_budgets SET epsilon_total = ?3 WHERE tenant_id = ?1 AND data_sha256 = ?2",
+        params![tenant_id, data_sha256, epsilon_total],
+    )?;
+    Ok(PrivacyBudget {
+        epsilon_total,
+        ..current
+    })
+}
+
+/// A tenant's budgets (those used or set so far).
+pub fn privacy_budgets(conn: &Connection, tenant_id: &str) -> Result<Vec<PrivacyBudget>> {
+    let mut stmt = conn.prepare(
+        "SELECT data_sha256, epsilon_total, epsilon_spent FROM privacy_budgets
+         WHERE tenant_id = ?1 ORDER BY data_sha256",
+    )?;
+    let rows = stmt.query_map([tenant_id], |r| {
+        Ok(PrivacyBudget {
+            tenant_id: tenant_id.to_owned(),
+            data_sha256: r.get(0)?,
+            epsilon_total: r.get(1)?,
+            epsilon_spent: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 // ------------------------------------------------------------------ exports
@@ -1793,6 +1933,7 @@ mod tests {
             columns: Vec::new(),
             aggregate: true,
             gate: JobGate::unknown(true),
+            dp: None,
             preview: MaskedTable::default(),
             inputs: Vec::new(),
             result_file: String::new(),

@@ -67,6 +67,50 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Differential-privacy budgets per dataset (engineers: their tenant's).
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Budgets of a tenant over each dataset granted to it: total and spent epsilon.
+    List {
+        /// The tenant (admins, auditors).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Set a tenant's total epsilon over a dataset's content (admins; never below spent).
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        epsilon: f64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `COLUMN:LOWER:UPPER`, a DP clamp of one person's total.
+fn parse_bound(text: &str) -> Result<pb::DpBound, String> {
+    let parts: Vec<&str> = text.rsplitn(3, ':').collect();
+    let [upper, lower, column] = parts.as_slice() else {
+        return Err("expected COLUMN:LOWER:UPPER".into());
+    };
+    let number = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("'{s}' is not a number"))
+    };
+    Ok(pb::DpBound {
+        column: (*column).to_owned(),
+        lower: number(lower)?,
+        upper: number(upper)?,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +293,20 @@ pub enum JobCommand {
         /// The approved scenario a production job runs under.
         #[arg(long, required_unless_present = "lab")]
         scenario: Option<String>,
+        /// Differential-privacy mode: the job's epsilon, spent from the tenant's budget over
+        /// the dataset it reads (one aggregate of count, sum or avg over one dataset).
+        #[arg(long)]
+        dp_epsilon: Option<f64>,
+        /// DP clamp of one person's total of a summed or averaged column,
+        /// `COLUMN:LOWER:UPPER` (repeat per column).
+        #[arg(long = "dp-bound", value_parser = parse_bound)]
+        dp_bounds: Vec<pb::DpBound>,
+        /// DP: most groups one person contributes to (default 1).
+        #[arg(long, default_value_t = 1)]
+        dp_max_groups: u32,
+        /// DP: most rows one person contributes to a count (default 1).
+        #[arg(long, default_value_t = 1)]
+        dp_max_rows: u32,
         /// Return at once instead of waiting.
         #[arg(long)]
         no_wait: bool,
@@ -740,6 +798,10 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             plan,
             lab,
             scenario,
+            dp_epsilon,
+            dp_bounds,
+            dp_max_groups,
+            dp_max_rows,
             no_wait,
             conn,
         }) => {
@@ -758,6 +820,12 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                     pb::JobMode::Production
                 } as i32,
                 scenario_id: scenario.unwrap_or_default(),
+                dp: dp_epsilon.map(|epsilon| pb::DpOptions {
+                    epsilon,
+                    max_groups_per_unit: dp_max_groups,
+                    max_rows_per_unit: dp_max_rows,
+                    bounds: dp_bounds,
+                }),
             };
             let mut client = conn.connect().await?;
             let submitted = client
@@ -841,6 +909,40 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .job
                 .unwrap_or_default();
             render::print_job(&job);
+        }
+        ClientCommand::Budget(BudgetCommand::List { tenant, conn }) => {
+            let budgets = conn
+                .connect()
+                .await?
+                .jobs
+                .get_privacy_budgets(pb::GetPrivacyBudgetsRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .budgets;
+            render::print_budgets(&budgets);
+        }
+        ClientCommand::Budget(BudgetCommand::Set {
+            tenant,
+            dataset,
+            epsilon,
+            conn,
+        }) => {
+            let budget = conn
+                .connect()
+                .await?
+                .admin
+                .set_privacy_budget(pb::SetPrivacyBudgetRequest {
+                    tenant_id: tenant,
+                    dataset_id: dataset,
+                    epsilon_total: epsilon,
+                })
+                .await?
+                .into_inner()
+                .budget
+                .unwrap_or_default();
+            render::print_budgets(&[budget]);
         }
         ClientCommand::Usage {
             tenant,

@@ -341,6 +341,18 @@ pub fn print_job(job: &pb::Job) {
             }
         );
     }
+    if let Some(dp) = &job.dp {
+        println!(
+            "  differential privacy: ε = {:.4}, δ = {:.2e}; ≤ {} groups and {} rows per person; \
+             groups under {} noisy people dropped; noise scales {}",
+            dp.epsilon,
+            dp.delta,
+            dp.max_groups_per_unit,
+            dp.max_rows_per_unit,
+            dp.threshold,
+            dp.measures.join(", ")
+        );
+    }
     if let Some(u) = &job.usage {
         println!(
             "  used {:.2} s CPU, {} scanned, peak memory {}, {:.2} s wall ({:.2} s queued)",
@@ -636,4 +648,26 @@ pub fn print_manifest(m: &shuyu_server::package::Manifest) {
         &m.result.sha256[..16]
     );
     println!("  signed by domain key {}", m.domain_public_key);
+}
+
+/// Differential-privacy budgets as a table.
+pub fn print_budgets(budgets: &[pb::PrivacyBudget]) {
+    if budgets.is_empty() {
+        println!("no budgets: no dataset is granted to the tenant");
+        return;
+    }
+    println!(
+        "{:<26} {:<24} {:>10} {:>10} {:>10}",
+        "dataset", "name", "epsilon", "spent", "left"
+    );
+    for b in budgets {
+        println!(
+            "{:<26} {:<24} {:>10.4} {:>10.4} {:>10.4}",
+            b.dataset_id,
+            b.dataset_name,
+            b.epsilon_total,
+            b.epsilon_spent,
+            (b.epsilon_total - b.epsilon_spent).max(0.0)
+        );
+    }
 }

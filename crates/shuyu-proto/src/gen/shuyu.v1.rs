@@ -249,7 +249,7 @@ pub struct SampleDatasetResponse {
     pub sample: ::core::option::Option<MaskedTable>,
 }
 /// Exactly one of sql and substrait_plan.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubmitJobRequest {
     #[prost(string, tag = "1")]
     pub sql: ::prost::alloc::string::String,
@@ -262,6 +262,94 @@ pub struct SubmitJobRequest {
     /// Production: the approved scenario the job runs under (exactly one).
     #[prost(string, tag = "4")]
     pub scenario_id: ::prost::alloc::string::String,
+    /// Differential-privacy mode (production SQL jobs: one aggregate of count, sum or avg over
+    /// one dataset). Its epsilon is charged to the tenant's privacy budget of that dataset.
+    #[prost(message, optional, tag = "5")]
+    pub dp: ::core::option::Option<DpOptions>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DpOptions {
+    /// Privacy loss of the job, in (0, 10\]; 0 means not a DP job.
+    #[prost(double, tag = "1")]
+    pub epsilon: f64,
+    /// Most groups one person contributes to (default 1).
+    #[prost(uint32, tag = "2")]
+    pub max_groups_per_unit: u32,
+    /// Most rows one person contributes to a count (default 1).
+    #[prost(uint32, tag = "3")]
+    pub max_rows_per_unit: u32,
+    /// Clamp of one person's total for each summed or averaged column.
+    #[prost(message, repeated, tag = "4")]
+    pub bounds: ::prost::alloc::vec::Vec<DpBound>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DpBound {
+    #[prost(string, tag = "1")]
+    pub column: ::prost::alloc::string::String,
+    #[prost(double, tag = "2")]
+    pub lower: f64,
+    #[prost(double, tag = "3")]
+    pub upper: f64,
+}
+/// The guarantee of a DP job's result.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DpResult {
+    #[prost(double, tag = "1")]
+    pub epsilon: f64,
+    #[prost(double, tag = "2")]
+    pub delta: f64,
+    #[prost(uint64, tag = "3")]
+    pub threshold: u64,
+    #[prost(uint32, tag = "4")]
+    pub max_groups_per_unit: u32,
+    #[prost(uint32, tag = "5")]
+    pub max_rows_per_unit: u32,
+    /// "measure: noise scale" for each noised quantity.
+    #[prost(string, repeated, tag = "6")]
+    pub measures: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// A tenant's privacy budget over one dataset's content (re-registering the same data under
+/// another name or id draws on the same budget).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PrivacyBudget {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dataset_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub dataset_name: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub data_sha256: ::prost::alloc::string::String,
+    #[prost(double, tag = "5")]
+    pub epsilon_total: f64,
+    #[prost(double, tag = "6")]
+    pub epsilon_spent: f64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetPrivacyBudgetsRequest {
+    /// Admins and auditors name a tenant; engineers always get their own.
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetPrivacyBudgetsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub budgets: ::prost::alloc::vec::Vec<PrivacyBudget>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SetPrivacyBudgetRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dataset_id: ::prost::alloc::string::String,
+    /// New total; never below what is already spent.
+    #[prost(double, tag = "3")]
+    pub epsilon_total: f64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SetPrivacyBudgetResponse {
+    #[prost(message, optional, tag = "1")]
+    pub budget: ::core::option::Option<PrivacyBudget>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PromoteJobRequest {
@@ -432,6 +520,9 @@ pub struct Job {
     /// The lab job this production job was promoted from.
     #[prost(string, tag = "22")]
     pub promoted_from: ::prost::alloc::string::String,
+    /// Set for a differential-privacy job once it has run.
+    #[prost(message, optional, tag = "23")]
+    pub dp: ::core::option::Option<DpResult>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DataListItem {
@@ -1687,6 +1778,31 @@ pub mod admin_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.AdminService", "SetLabAccess"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sets a tenant's differential-privacy budget over a dataset's content.
+        pub async fn set_privacy_budget(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetPrivacyBudgetRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetPrivacyBudgetResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.AdminService/SetPrivacyBudget",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.AdminService", "SetPrivacyBudget"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1759,6 +1875,14 @@ pub mod admin_service_server {
             request: tonic::Request<super::SetLabAccessRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SetLabAccessResponse>,
+            tonic::Status,
+        >;
+        /// Sets a tenant's differential-privacy budget over a dataset's content.
+        async fn set_privacy_budget(
+            &self,
+            request: tonic::Request<super::SetPrivacyBudgetRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetPrivacyBudgetResponse>,
             tonic::Status,
         >;
     }
@@ -2185,6 +2309,52 @@ pub mod admin_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SetLabAccessSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.AdminService/SetPrivacyBudget" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetPrivacyBudgetSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::SetPrivacyBudgetRequest>
+                    for SetPrivacyBudgetSvc<T> {
+                        type Response = super::SetPrivacyBudgetResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetPrivacyBudgetRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::set_privacy_budget(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetPrivacyBudgetSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -2989,6 +3159,31 @@ pub mod job_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.JobService", "GetUsage"));
             self.inner.unary(req, path, codec).await
         }
+        /// Differential-privacy budgets per dataset. Engineers see their own tenant's.
+        pub async fn get_privacy_budgets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetPrivacyBudgetsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetPrivacyBudgetsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.JobService/GetPrivacyBudgets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.JobService", "GetPrivacyBudgets"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3044,6 +3239,14 @@ pub mod job_service_server {
             request: tonic::Request<super::GetUsageRequest>,
         ) -> std::result::Result<
             tonic::Response<super::GetUsageResponse>,
+            tonic::Status,
+        >;
+        /// Differential-privacy budgets per dataset. Engineers see their own tenant's.
+        async fn get_privacy_budgets(
+            &self,
+            request: tonic::Request<super::GetPrivacyBudgetsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetPrivacyBudgetsResponse>,
             tonic::Status,
         >;
     }
@@ -3378,6 +3581,52 @@ pub mod job_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetUsageSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.JobService/GetPrivacyBudgets" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetPrivacyBudgetsSvc<T: JobService>(pub Arc<T>);
+                    impl<
+                        T: JobService,
+                    > tonic::server::UnaryService<super::GetPrivacyBudgetsRequest>
+                    for GetPrivacyBudgetsSvc<T> {
+                        type Response = super::GetPrivacyBudgetsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetPrivacyBudgetsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as JobService>::get_privacy_budgets(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetPrivacyBudgetsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

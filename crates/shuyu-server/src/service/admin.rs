@@ -298,6 +298,62 @@ impl AdminService for Api {
         }))
     }
 
+    async fn set_privacy_budget(
+        &self,
+        request: Request<pb::SetPrivacyBudgetRequest>,
+    ) -> Result<Response<pb::SetPrivacyBudgetResponse>, Status> {
+        let caller = self.state.begin(&request, Action::SetPrivacyBudget)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{} dataset:{}", req.tenant_id, req.dataset_id);
+        let result = (|| {
+            require_id(&req.tenant_id, "tenant_id")?;
+            require_id(&req.dataset_id, "dataset_id")?;
+            if !(req.epsilon_total.is_finite() && (0.0..=100.0).contains(&req.epsilon_total)) {
+                return Err(ServerError::InvalidArgument(
+                    "epsilon_total must be between 0 and 100".into(),
+                ));
+            }
+            let store = &self.state.store;
+            let dataset = store
+                .read(|c| {
+                    if store::tenant(c, &req.tenant_id)?.is_none() {
+                        return Err(ServerError::NotFound(format!("tenant {}", req.tenant_id)));
+                    }
+                    store::dataset(c, &req.dataset_id)
+                })?
+                .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
+            let budget = store.commit_with(|tx| {
+                let budget = store::set_privacy_budget(
+                    tx,
+                    &req.tenant_id,
+                    &dataset.source_sha256,
+                    req.epsilon_total,
+                )?;
+                let entry = caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"epsilon_total": budget.epsilon_total,
+                           "epsilon_spent": budget.epsilon_spent,
+                           "data_sha256": budget.data_sha256}),
+                );
+                Ok((budget, entry))
+            })?;
+            Ok(pb::SetPrivacyBudgetResponse {
+                budget: Some(pb::PrivacyBudget {
+                    tenant_id: budget.tenant_id,
+                    dataset_id: dataset.id,
+                    dataset_name: dataset.name,
+                    data_sha256: budget.data_sha256,
+                    epsilon_total: budget.epsilon_total,
+                    epsilon_spent: budget.epsilon_spent,
+                }),
+            })
+        })();
+        Ok(Response::new(
+            self.state.finish_write(&caller, &target, result)?,
+        ))
+    }
+
     async fn set_lab_access(
         &self,
         request: Request<pb::SetLabAccessRequest>,

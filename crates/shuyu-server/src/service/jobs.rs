@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shuyu_engine::worker::{WireLimits, WorkerJob, masking_defaults_to_wire};
-use shuyu_engine::{JobError, JobProgress, MAX_SUBSTRAIT_BYTES, TableSpec};
+use shuyu_engine::{
+    DpBound, DpSpec, JobError, JobProgress, MAX_SUBSTRAIT_BYTES, TableSpec, referenced_tables,
+};
 use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::job_service_server::JobService;
@@ -23,7 +25,7 @@ use crate::error::{Result, ServerError};
 use crate::keys::{self, job_kek};
 use crate::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::state::{AppState, Caller};
-use crate::store::{self, JobGate, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
+use crate::store::{self, DatasetRecord, JobGate, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
 use crate::worker::{self, WorkerEnd, WorkerRun};
 
 /// What an engineer asks to run.
@@ -34,6 +36,8 @@ pub(crate) struct JobDraft {
     pub scenario_id: String,
     /// Set on promotion: the lab job whose query this is.
     pub promoted_from: String,
+    /// A differential-privacy job (its threshold is filled in from the policy at submit).
+    pub dp: Option<DpSpec>,
 }
 
 impl JobDraft {
@@ -48,12 +52,37 @@ impl JobDraft {
                 )));
             }
         };
+        let dp = match req.dp {
+            Some(dp) if dp.epsilon != 0.0 => {
+                let spec = DpSpec {
+                    epsilon: dp.epsilon,
+                    max_groups_per_unit: dp.max_groups_per_unit.max(1),
+                    max_rows_per_unit: dp.max_rows_per_unit.max(1),
+                    bounds: dp
+                        .bounds
+                        .into_iter()
+                        .map(|b| DpBound {
+                            column: b.column,
+                            lower: b.lower,
+                            upper: b.upper,
+                        })
+                        .collect(),
+                    threshold: 0,
+                };
+                spec.validate().map_err(|e| {
+                    ServerError::InvalidArgument(format!("differential privacy: {e}"))
+                })?;
+                Some(spec)
+            }
+            _ => None,
+        };
         Ok(JobDraft {
             sql: req.sql,
             substrait_plan: req.substrait_plan,
             mode,
             scenario_id: req.scenario_id,
             promoted_from: String::new(),
+            dp,
         })
     }
 
@@ -135,6 +164,19 @@ impl Api {
                 }
             }
         }
+        let mut draft = draft;
+        let dp_dataset = match &mut draft.dp {
+            Some(spec) => {
+                spec.threshold = self.state.policy.disclosure.min_entities;
+                Some(self.dp_dataset(
+                    &draft.sql,
+                    &draft.substrait_plan,
+                    draft.mode,
+                    &draft.scenario_id,
+                )?)
+            }
+            None => None,
+        };
         self.state
             .scheduler
             .admit(&tenant_id)
@@ -169,8 +211,10 @@ impl Api {
             created_at_ms: now,
             finished_at_ms: 0,
             usage: JobUsage::default(),
+            dp: draft.dp,
         };
         let keys = &self.state.keys;
+        let default_epsilon = self.state.config.privacy.default_epsilon;
         let committed = self.state.store.commit(
             &caller.entry(
                 format!("job:{id}"),
@@ -182,9 +226,24 @@ impl Api {
                     "mode": job.mode.as_str(),
                     "scenario_id": job.scenario_id,
                     "promoted_from": job.promoted_from,
+                    "dp_epsilon": job.dp.as_ref().map(|d| d.epsilon),
+                    "dp_dataset": dp_dataset.as_ref().map(|d| &d.id),
                 }),
             ),
             |tx| {
+                // The privacy budget is spent in the job's own transaction: concurrent DP
+                // jobs cannot overspend, and a refused job spends nothing.
+                if let (Some(spec), Some(dataset)) = (&job.dp, &dp_dataset) {
+                    store::spend_privacy(
+                        tx,
+                        &tenant_id,
+                        &dataset.id,
+                        &dataset.source_sha256,
+                        &id,
+                        spec.epsilon,
+                        default_epsilon,
+                    )?;
+                }
                 keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
                 store::upsert_job(tx, &job)
             },
@@ -195,6 +254,46 @@ impl Api {
         }
         self.state.scheduler.enqueue(&tenant_id, &id);
         Ok(job)
+    }
+
+    /// The one dataset a DP job reads: named in its SQL and on its scenario's data list.
+    fn dp_dataset(
+        &self,
+        sql: &str,
+        plan: &[u8],
+        mode: JobMode,
+        scenario_id: &str,
+    ) -> Result<DatasetRecord> {
+        if mode != JobMode::Production || !plan.is_empty() || sql.trim().is_empty() {
+            return Err(ServerError::InvalidArgument(
+                "differential privacy applies to production SQL jobs".into(),
+            ));
+        }
+        let names = referenced_tables(sql)
+            .map_err(|e| ServerError::InvalidArgument(format!("differential privacy: {e}")))?;
+        let scenario = self
+            .state
+            .store
+            .read(|c| store::scenario(c, scenario_id))?
+            .ok_or_else(|| ServerError::NotFound(format!("scenario {scenario_id}")))?;
+        let datasets = self.state.store.read(|c| {
+            scenario
+                .data_list
+                .iter()
+                .map(|item| store::dataset(c, &item.dataset_id))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let read: Vec<DatasetRecord> = datasets
+            .into_iter()
+            .flatten()
+            .filter(|d| names.contains(&d.name))
+            .collect();
+        match (read.len(), names.len()) {
+            (1, 1) => Ok(read.into_iter().next().expect("one")),
+            _ => Err(ServerError::InvalidArgument(
+                "a differential-privacy job reads exactly one dataset of its scenario".into(),
+            )),
+        }
     }
 
     /// A new production job running a succeeded lab job's exact query under a scenario.
@@ -227,6 +326,7 @@ impl Api {
                 mode: JobMode::Production,
                 scenario_id: req.scenario_id,
                 promoted_from: lab.id,
+                dp: None,
             },
         )
     }
@@ -620,6 +720,7 @@ async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSe
         masking_defaults: masking_defaults_to_wire(&policy.masking),
         min_entities: policy.disclosure.min_entities,
         dominance_n: policy.disclosure.dominance_n,
+        dp: job.dp.clone(),
         objects_root: state.storage.root().to_path_buf(),
         spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
     };
@@ -679,6 +780,48 @@ fn this_month() -> (i64, i64) {
 }
 
 impl Api {
+    /// The privacy budgets of a tenant over each dataset granted to it (budgets not used yet
+    /// show the configured default).
+    fn budgets(
+        &self,
+        caller: &Caller,
+        request: pb::GetPrivacyBudgetsRequest,
+    ) -> Result<(pb::GetPrivacyBudgetsResponse, serde_json::Value)> {
+        let tenant_id = match caller.principal.role {
+            Role::Engineer => caller.tenant()?.to_owned(),
+            _ => {
+                require_id(&request.tenant_id, "tenant_id")?;
+                request.tenant_id.clone()
+            }
+        };
+        let default_total = self.state.config.privacy.default_epsilon;
+        let budgets = self.state.store.read(|c| {
+            if store::tenant(c, &tenant_id)?.is_none() {
+                return Err(ServerError::NotFound(format!("tenant {tenant_id}")));
+            }
+            let set = store::privacy_budgets(c, &tenant_id)?;
+            Ok(store::granted_datasets(c, &tenant_id)?
+                .into_iter()
+                .map(|d| {
+                    let budget = set.iter().find(|b| b.data_sha256 == d.source_sha256);
+                    pb::PrivacyBudget {
+                        tenant_id: tenant_id.clone(),
+                        dataset_id: d.id,
+                        dataset_name: d.name,
+                        data_sha256: d.source_sha256,
+                        epsilon_total: budget.map_or(default_total, |b| b.epsilon_total),
+                        epsilon_spent: budget.map_or(0.0, |b| b.epsilon_spent),
+                    }
+                })
+                .collect::<Vec<_>>())
+        })?;
+        let n = budgets.len();
+        Ok((
+            pb::GetPrivacyBudgetsResponse { budgets },
+            json!({"tenant_id": tenant_id, "n": n}),
+        ))
+    }
+
     fn usage(
         &self,
         caller: &Caller,
@@ -876,6 +1019,15 @@ impl JobService for Api {
     ) -> Result<Response<pb::GetUsageResponse>, Status> {
         let caller = self.state.begin(&request, Action::ViewUsage)?;
         let result = self.usage(&caller, request.into_inner());
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn get_privacy_budgets(
+        &self,
+        request: Request<pb::GetPrivacyBudgetsRequest>,
+    ) -> Result<Response<pb::GetPrivacyBudgetsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewUsage)?;
+        let result = self.budgets(&caller, request.into_inner());
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
     }
 }

@@ -964,6 +964,24 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
         differencing.detail
     );
 
+    // Two released districts minus one of their residents: no earlier cell is near it in
+    // size, but with the two district cells it solves for that resident.
+    let union = run_ok(
+        &mut p,
+        &sc,
+        "SELECT count(*) AS n, sum(cost) AS total FROM residents \
+         WHERE district IN ('海曙区', '江北区') AND name <> '王0'",
+    )
+    .await;
+    let union = request_export(&mut p.engineer, &union.id).await;
+    let failed: Vec<&str> = union
+        .checks
+        .iter()
+        .filter(|c| c.outcome == pb::CheckOutcome::Fail as i32)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(failed, ["reconstruction"], "{union:?}");
+
     // Two exports checked side by side, neither released yet: each passes alone; once one
     // is approved the other cannot be.
     // (Populations unlike the released districts': 200 residents across all three.)

@@ -557,6 +557,7 @@ async fn substrait_submissions_are_validated() {
             substrait_plan: vec![1, 2, 3],
             mode: pb::JobMode::Lab as i32,
             scenario_id: String::new(),
+            dp: None,
         })
         .await;
     assert_eq!(status_code(both), Code::InvalidArgument);

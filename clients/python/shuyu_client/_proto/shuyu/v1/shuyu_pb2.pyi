@@ -368,16 +368,100 @@ class SampleDatasetResponse(_message.Message):
     def __init__(self, sample: _Optional[_Union[MaskedTable, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("sql", "substrait_plan", "mode", "scenario_id")
+    __slots__ = ("sql", "substrait_plan", "mode", "scenario_id", "dp")
     SQL_FIELD_NUMBER: _ClassVar[int]
     SUBSTRAIT_PLAN_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
     sql: str
     substrait_plan: bytes
     mode: JobMode
     scenario_id: str
-    def __init__(self, sql: _Optional[str] = ..., substrait_plan: _Optional[bytes] = ..., mode: _Optional[_Union[JobMode, str]] = ..., scenario_id: _Optional[str] = ...) -> None: ...
+    dp: DpOptions
+    def __init__(self, sql: _Optional[str] = ..., substrait_plan: _Optional[bytes] = ..., mode: _Optional[_Union[JobMode, str]] = ..., scenario_id: _Optional[str] = ..., dp: _Optional[_Union[DpOptions, _Mapping]] = ...) -> None: ...
+
+class DpOptions(_message.Message):
+    __slots__ = ("epsilon", "max_groups_per_unit", "max_rows_per_unit", "bounds")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUPS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    max_groups_per_unit: int
+    max_rows_per_unit: int
+    bounds: _containers.RepeatedCompositeFieldContainer[DpBound]
+    def __init__(self, epsilon: _Optional[float] = ..., max_groups_per_unit: _Optional[int] = ..., max_rows_per_unit: _Optional[int] = ..., bounds: _Optional[_Iterable[_Union[DpBound, _Mapping]]] = ...) -> None: ...
+
+class DpBound(_message.Message):
+    __slots__ = ("column", "lower", "upper")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    lower: float
+    upper: float
+    def __init__(self, column: _Optional[str] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
+
+class DpResult(_message.Message):
+    __slots__ = ("epsilon", "delta", "threshold", "max_groups_per_unit", "max_rows_per_unit", "measures")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUPS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    MEASURES_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    delta: float
+    threshold: int
+    max_groups_per_unit: int
+    max_rows_per_unit: int
+    measures: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., threshold: _Optional[int] = ..., max_groups_per_unit: _Optional[int] = ..., max_rows_per_unit: _Optional[int] = ..., measures: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("tenant_id", "dataset_id", "dataset_name", "data_sha256", "epsilon_total", "epsilon_spent")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    dataset_id: str
+    dataset_name: str
+    data_sha256: str
+    epsilon_total: float
+    epsilon_spent: float
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., dataset_name: _Optional[str] = ..., data_sha256: _Optional[str] = ..., epsilon_total: _Optional[float] = ..., epsilon_spent: _Optional[float] = ...) -> None: ...
+
+class GetPrivacyBudgetsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class GetPrivacyBudgetsResponse(_message.Message):
+    __slots__ = ("budgets",)
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[PrivacyBudget]
+    def __init__(self, budgets: _Optional[_Iterable[_Union[PrivacyBudget, _Mapping]]] = ...) -> None: ...
+
+class SetPrivacyBudgetRequest(_message.Message):
+    __slots__ = ("tenant_id", "dataset_id", "epsilon_total")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    dataset_id: str
+    epsilon_total: float
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., epsilon_total: _Optional[float] = ...) -> None: ...
+
+class SetPrivacyBudgetResponse(_message.Message):
+    __slots__ = ("budget",)
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budget: PrivacyBudget
+    def __init__(self, budget: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
 
 class PromoteJobRequest(_message.Message):
     __slots__ = ("job_id", "scenario_id")
@@ -500,7 +584,7 @@ class GetUsageResponse(_message.Message):
     def __init__(self, from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "tenant_id", "author_id", "sql", "sql_sha256", "status", "error", "error_id", "n_rows", "columns", "preview", "input_dataset_ids", "aggregate", "created_at_ms", "finished_at_ms", "progress", "usage", "mode", "scenario_id", "query_kind", "query_sha256", "promoted_from")
+    __slots__ = ("id", "tenant_id", "author_id", "sql", "sql_sha256", "status", "error", "error_id", "n_rows", "columns", "preview", "input_dataset_ids", "aggregate", "created_at_ms", "finished_at_ms", "progress", "usage", "mode", "scenario_id", "query_kind", "query_sha256", "promoted_from", "dp")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_ID_FIELD_NUMBER: _ClassVar[int]
@@ -523,6 +607,7 @@ class Job(_message.Message):
     QUERY_KIND_FIELD_NUMBER: _ClassVar[int]
     QUERY_SHA256_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FROM_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
     author_id: str
@@ -545,7 +630,8 @@ class Job(_message.Message):
     query_kind: str
     query_sha256: str
     promoted_from: str
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., author_id: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., error: _Optional[str] = ..., error_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., preview: _Optional[_Union[MaskedTable, _Mapping]] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., aggregate: _Optional[bool] = ..., created_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., usage: _Optional[_Union[JobUsage, _Mapping]] = ..., mode: _Optional[_Union[JobMode, str]] = ..., scenario_id: _Optional[str] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., promoted_from: _Optional[str] = ...) -> None: ...
+    dp: DpResult
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., author_id: _Optional[str] = ..., sql: _Optional[str] = ..., sql_sha256: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., error: _Optional[str] = ..., error_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., preview: _Optional[_Union[MaskedTable, _Mapping]] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., aggregate: _Optional[bool] = ..., created_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., usage: _Optional[_Union[JobUsage, _Mapping]] = ..., mode: _Optional[_Union[JobMode, str]] = ..., scenario_id: _Optional[str] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., promoted_from: _Optional[str] = ..., dp: _Optional[_Union[DpResult, _Mapping]] = ...) -> None: ...
 
 class DataListItem(_message.Message):
     __slots__ = ("dataset_id", "columns")

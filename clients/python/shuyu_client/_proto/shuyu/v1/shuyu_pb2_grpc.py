@@ -155,6 +155,11 @@ class AdminServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.SetLabAccessRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.SetLabAccessResponse.FromString,
                 _registered_method=True)
+        self.SetPrivacyBudget = channel.unary_unary(
+                '/shuyu.v1.AdminService/SetPrivacyBudget',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.SetPrivacyBudgetRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.SetPrivacyBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -213,6 +218,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPrivacyBudget(self, request, context):
+        """Sets a tenant's differential-privacy budget over a dataset's content.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +267,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetLabAccess,
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.SetLabAccessRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.SetLabAccessResponse.SerializeToString,
+            ),
+            'SetPrivacyBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPrivacyBudget,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.SetPrivacyBudgetRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.SetPrivacyBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -475,6 +492,33 @@ class AdminService:
             '/shuyu.v1.AdminService/SetLabAccess',
             shuyu_dot_v1_dot_shuyu__pb2.SetLabAccessRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.SetLabAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPrivacyBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.AdminService/SetPrivacyBudget',
+            shuyu_dot_v1_dot_shuyu__pb2.SetPrivacyBudgetRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.SetPrivacyBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -737,6 +781,11 @@ class JobServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.GetPrivacyBudgets = channel.unary_unary(
+                '/shuyu.v1.JobService/GetPrivacyBudgets',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetPrivacyBudgetsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetPrivacyBudgetsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -785,6 +834,13 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPrivacyBudgets(self, request, context):
+        """Differential-privacy budgets per dataset. Engineers see their own tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -817,6 +873,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetUsageRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetPrivacyBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrivacyBudgets,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetPrivacyBudgetsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetPrivacyBudgetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -985,6 +1046,33 @@ class JobService:
             '/shuyu.v1.JobService/GetUsage',
             shuyu_dot_v1_dot_shuyu__pb2.GetUsageRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrivacyBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.JobService/GetPrivacyBudgets',
+            shuyu_dot_v1_dot_shuyu__pb2.GetPrivacyBudgetsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.GetPrivacyBudgetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

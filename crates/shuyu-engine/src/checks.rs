@@ -21,7 +21,7 @@ use crate::disclosure::{
     dominance_total_column,
 };
 use crate::error::EngineError;
-use crate::lineage::OutputColumn;
+use crate::lineage::{OutputColumn, RowInfluence};
 use crate::sketch::{AUDITED_UNITS, Difference, UnitSketch, sketches};
 
 /// Outcome of one check.
@@ -89,6 +89,8 @@ pub struct GateInput<'a> {
     pub columns: &'a [OutputColumn],
     /// Plan parts lineage could not analyse.
     pub unanalysable: &'a [String],
+    /// Source columns that decide which rows appear.
+    pub row_influencing: &'a [RowInfluence],
     /// Hidden columns of the result.
     pub disclosure: &'a DisclosureMeta,
     /// The staged result, hidden columns included.
@@ -212,6 +214,7 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
         reports.push(reconstruction(input, policy));
     } else {
         reports.push(source_values(input));
+        reports.push(row_selection(input));
         reports.push(k_anonymity(input, policy));
     }
     ExportChecks { reports }
@@ -767,6 +770,42 @@ fn source_values(input: &GateInput<'_>) -> CheckReport {
             format!(
                 "row-level result: columns {names} carry sensitive values; mask them \
                  (generalize_*, mask_*) or aggregate"
+            ),
+        )
+    }
+}
+
+/// Row-level: rows are not chosen by protected values. `WHERE diagnosis = 'X'`, `WHERE
+/// person_id = …` or `ORDER BY cost DESC LIMIT 1` tell, for every row shown, something about
+/// a person that no column shows.
+fn row_selection(input: &GateInput<'_>) -> CheckReport {
+    const NAME: &str = "row_selection";
+    let mut choosing: Vec<String> = input
+        .row_influencing
+        .iter()
+        .filter(|r| {
+            matches!(r.role.as_str(), "filter" | "sort_key")
+                && r.classification != Classification::Ordinary
+        })
+        .map(|r| format!("{} ({}, {})", r.source, r.role, r.classification))
+        .collect();
+    choosing.dedup();
+    if choosing.is_empty() {
+        pass(
+            NAME,
+            "row-level result: rows are chosen only by ordinary columns",
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "row-level result whose rows are chosen by protected columns: {}",
+                choosing.join(", ")
+            ),
+            format!(
+                "row-level result: its rows are chosen by protected columns ({}); aggregate \
+                 instead, or select rows by ordinary columns only",
+                choosing.join(", ")
             ),
         )
     }

@@ -68,6 +68,13 @@ pub struct RowInfluence {
     pub source: String,
     /// `filter`, `join_key`, `group_key`, `sort_key` or `window_key`.
     pub role: String,
+    /// The source column's classification (the strictest when unknown).
+    #[serde(default = "strictest", with = "crate::worker::text")]
+    pub classification: Classification,
+}
+
+fn strictest() -> Classification {
+    Classification::DirectIdentifier
 }
 
 /// Lineage of a whole plan.
@@ -158,8 +165,17 @@ pub fn plan_lineage(
                 .map(move |c| format!("{}.{}", t.name, c.name))
         })
         .collect();
+    let classes: std::collections::HashMap<String, Classification> = tables
+        .iter()
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .map(move |c| (format!("{}.{}", t.name, c.name), c.classification))
+        })
+        .collect();
     let walker = Walker {
         tables,
+        classes,
         all_sources,
         influence: RefCell::new(BTreeSet::new()),
         unanalysable: RefCell::new(BTreeSet::new()),
@@ -199,6 +215,7 @@ pub fn plan_lineage(
 
 struct Walker<'a> {
     tables: &'a [TableSpec],
+    classes: std::collections::HashMap<String, Classification>,
     all_sources: BTreeSet<String>,
     influence: RefCell<BTreeSet<RowInfluence>>,
     unanalysable: RefCell<BTreeSet<String>>,
@@ -214,6 +231,18 @@ impl Walker<'_> {
                 self.cannot_analyse(crate::session::node_name(plan));
                 vec![Info::unknown(&self.all_sources); n_out]
             }
+        }
+    }
+
+    fn influence(&self, source: String, role: &str) -> RowInfluence {
+        RowInfluence {
+            classification: self
+                .classes
+                .get(&source)
+                .copied()
+                .unwrap_or(Classification::DirectIdentifier),
+            source,
+            role: role.to_owned(),
         }
     }
 
@@ -233,10 +262,7 @@ impl Walker<'_> {
             let info = self.refs_info(expr, input, inputs);
             let mut influence = self.influence.borrow_mut();
             for source in info.sources {
-                influence.insert(RowInfluence {
-                    source,
-                    role: role.to_owned(),
-                });
+                influence.insert(self.influence(source, role));
             }
         }
     }
@@ -278,10 +304,9 @@ impl Walker<'_> {
                     let mut influence = self.influence.borrow_mut();
                     for filter in &scan.filters {
                         for column in filter.column_refs() {
-                            influence.insert(RowInfluence {
-                                source: format!("{}.{}", table.name, column.name),
-                                role: "filter".to_owned(),
-                            });
+                            influence.insert(
+                                self.influence(format!("{}.{}", table.name, column.name), "filter"),
+                            );
                         }
                     }
                 }
@@ -383,10 +408,7 @@ impl Walker<'_> {
                                 };
                                 let mut influence = self.influence.borrow_mut();
                                 for source in sources {
-                                    influence.insert(RowInfluence {
-                                        source,
-                                        role: "join_key".to_owned(),
-                                    });
+                                    influence.insert(self.influence(source, "join_key"));
                                 }
                             }
                         }

@@ -3,298 +3,13 @@
 //! built to trip them. Every expectation here would fail if the gate counted rows instead of
 //! people, or per-row instead of per-person contributions.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+mod support;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float64Type;
-use bytes::Bytes;
-use shuyu_engine::{
-    CheckOutcome, ColumnSpec, ColumnType, DpBound, DpSpec, Engine, ExportChecks, GateInput,
-    IngestFormat, IngestOptions, JobError, JobLimits, JobOutput, JobRequest, ReleasedCell,
-    RowInfluence, Storage, TableSpec, UnitCount, result_sketches, run_export_checks,
-};
-use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
-use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
-
-#[derive(Debug)]
-struct Keks(HashMap<String, SecretKey>);
-
-impl KekProvider for Keks {
-    fn kek(&self, kek_id: &str) -> Result<SecretKey, VaultError> {
-        self.0
-            .get(kek_id)
-            .cloned()
-            .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))
-    }
-}
-
-fn column(name: &str, data_type: ColumnType, classification: Classification) -> ColumnSpec {
-    let masking = match classification {
-        Classification::DirectIdentifier => MaskingRule::Pseudonym,
-        Classification::Ordinary => MaskingRule::Keep,
-        _ => MaskingRule::Suppress,
-    };
-    ColumnSpec {
-        name: name.into(),
-        data_type,
-        classification,
-        masking,
-    }
-}
-
-fn visit_columns() -> Vec<ColumnSpec> {
-    use Classification::*;
-    vec![
-        column("person_id", ColumnType::String, DirectIdentifier),
-        column("district", ColumnType::String, Ordinary),
-        column("birth_year", ColumnType::Int64, QuasiIdentifier),
-        column("diagnosis", ColumnType::String, Sensitive),
-        column("cost", ColumnType::Float64, Sensitive),
-        column("year", ColumnType::Int64, Ordinary),
-    ]
-}
-
-fn person_columns() -> Vec<ColumnSpec> {
-    use Classification::*;
-    vec![
-        column("person_id", ColumnType::String, DirectIdentifier),
-        column("insured", ColumnType::Bool, Ordinary),
-    ]
-}
-
-/// Visits per district, built so that rows and people disagree:
-/// - A: 3 people with 10 visits each (30 rows, 3 people);
-/// - B: 20 people with 2 visits each, all born 1980, cost 100;
-/// - C: 12 people with one visit each; one costs 1,000,000, the others 10;
-/// - D: 11 people; D0 has 100 visits of 100 (10,000 in all), the others one visit of 10;
-/// - E: 24 people with one visit each, all costs different (the attacker's targets).
-fn visits_csv() -> String {
-    let mut csv = String::from("person_id,district,birth_year,diagnosis,cost,year\n");
-    let mut row = |person: &str, district: &str, born: i64, cost: f64, year: i64| {
-        csv.push_str(&format!("{person},{district},{born},flu,{cost},{year}\n"));
-    };
-    for p in 0..3 {
-        for v in 0..10 {
-            row(&format!("A{p}"), "A", 1950 + p, 50.0, 2020 + v % 3);
-        }
-    }
-    for p in 0..20 {
-        for v in 0..2 {
-            row(&format!("B{p}"), "B", 1980, 100.0, 2020 + v);
-        }
-    }
-    for p in 0..12 {
-        let cost = if p == 0 { 1_000_000.0 } else { 10.0 };
-        row(&format!("C{p}"), "C", 1960 + p, cost, 2010 + p);
-    }
-    for v in 0..100 {
-        row("D0", "D", 1970, 100.0, 2020 + v % 2);
-    }
-    for p in 1..11 {
-        row(&format!("D{p}"), "D", 1970 + p, 10.0, 2021);
-    }
-    for p in 0..24 {
-        row(&format!("E{p}"), "E", 1980 + p, e_cost(p), 2022);
-    }
-    csv
-}
-
-/// The true cost of person E{p}.
-fn e_cost(p: i64) -> f64 {
-    1_000.0 + 37.0 * p as f64 + (p * p % 11) as f64
-}
-
-fn persons_csv() -> String {
-    let mut csv = String::from("person_id,insured\n");
-    for (prefix, n) in [("A", 3), ("B", 20), ("C", 12), ("D", 11), ("E", 24)] {
-        for p in 0..n {
-            csv.push_str(&format!("{prefix}{p},true\n"));
-        }
-    }
-    csv
-}
-
-struct Gate {
-    _temp: tempfile::TempDir,
-    engine: Engine,
-    visits: TableSpec,
-    persons: TableSpec,
-    key: SecretKey,
-}
-
-static JOBS: AtomicU64 = AtomicU64::new(0);
-
-async fn gate() -> Gate {
-    let temp = tempfile::tempdir().unwrap();
-    let keks = Arc::new(Keks(
-        ["domain", "tenant:a"]
-            .into_iter()
-            .map(|id| (id.to_owned(), SecretKey::generate()))
-            .collect(),
-    ));
-    let engine = Engine::new(
-        Storage::local(&temp.path().join("objects")).unwrap(),
-        Arc::new(Envelope::new(keks)),
-    );
-    let mut tables = Vec::new();
-    for (name, columns, csv) in [
-        ("visits", visit_columns(), visits_csv()),
-        ("persons", person_columns(), persons_csv()),
-    ] {
-        let location = format!("datasets/ds_{name}/");
-        engine
-            .ingest(
-                IngestFormat::Csv,
-                Bytes::from(csv),
-                &columns,
-                &location,
-                "domain",
-                &IngestOptions::default(),
-            )
-            .await
-            .expect("ingest");
-        tables.push(TableSpec {
-            name: name.into(),
-            dataset_id: format!("ds_{name}"),
-            location,
-            privacy_unit: TableSpec::privacy_unit_of(&columns),
-            columns,
-        });
-    }
-    let persons = tables.pop().unwrap();
-    let visits = tables.pop().unwrap();
-    Gate {
-        _temp: temp,
-        engine,
-        visits,
-        persons,
-        key: SecretKey::generate(),
-    }
-}
-
-impl Gate {
-    /// Runs `sql` as a job; its output and result file.
-    async fn job(&self, sql: &str, tables: &[TableSpec]) -> Result<(JobOutput, String), JobError> {
-        self.job_dp(sql, tables, None).await
-    }
-
-    /// Runs `sql` as a job, in differential-privacy mode with `dp`.
-    async fn job_dp(
-        &self,
-        sql: &str,
-        tables: &[TableSpec],
-        dp: Option<DpSpec>,
-    ) -> Result<(JobOutput, String), JobError> {
-        let policy = Policy::builtin();
-        let n = JOBS.fetch_add(1, Ordering::Relaxed);
-        let request = JobRequest {
-            job_id: format!("job_{n}"),
-            sql: sql.into(),
-            substrait_plan: None,
-            tables: tables.to_vec(),
-            pseudonym_key: self.key.clone(),
-            result_file: format!("results/job_{n}/result.parquet"),
-            result_kek: "tenant:a".into(),
-            limits: JobLimits {
-                max_sql_bytes: policy.limits.max_sql_bytes,
-                memory_limit_bytes: 256 << 20,
-                timeout: Duration::from_secs(60),
-                max_result_rows: 1_000_000,
-                preview_rows: 20,
-            },
-            masking_defaults: policy.masking.clone(),
-            min_entities: policy.disclosure.min_entities,
-            dominance_n: policy.disclosure.dominance_n as usize,
-            dp,
-            spill: None,
-        };
-        let output = self.engine.run_job(&request).await?;
-        Ok((output, request.result_file))
-    }
-
-    async fn checked_over(
-        &self,
-        sql: &str,
-        tables: &[TableSpec],
-        policy: &DisclosurePolicy,
-    ) -> (JobOutput, ExportChecks) {
-        let (output, batches) = self.run(sql, tables).await;
-        let checks = check(&output, &batches, &[], policy);
-        (output, checks)
-    }
-
-    /// Runs `sql`; its output and staged result (hidden columns included).
-    async fn run(&self, sql: &str, tables: &[TableSpec]) -> (JobOutput, Vec<RecordBatch>) {
-        let (output, file) = self
-            .job(sql, tables)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        let batches = self.engine.read_result(&file).await.expect("result");
-        (output, batches)
-    }
-
-    /// Runs `sql` over both tables and checks its result with `policy`.
-    async fn checked_with(
-        &self,
-        sql: &str,
-        policy: &DisclosurePolicy,
-    ) -> (JobOutput, ExportChecks) {
-        let tables = [self.visits.clone(), self.persons.clone()];
-        self.checked_over(sql, &tables, policy).await
-    }
-
-    async fn checked(&self, sql: &str) -> (JobOutput, ExportChecks) {
-        self.checked_with(sql, &Policy::builtin().disclosure).await
-    }
-}
-
-fn check(
-    output: &JobOutput,
-    batches: &[RecordBatch],
-    released: &[ReleasedCell],
-    policy: &DisclosurePolicy,
-) -> ExportChecks {
-    run_export_checks(
-        &GateInput {
-            columns: &output.columns,
-            unanalysable: &output.unanalysable,
-            disclosure: &output.disclosure,
-            batches,
-            released,
-        },
-        policy,
-    )
-}
-
-fn report<'a>(checks: &'a ExportChecks, name: &str) -> &'a shuyu_engine::CheckReport {
-    checks
-        .reports
-        .iter()
-        .find(|r| r.name == name)
-        .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
-}
-
-fn outcome(checks: &ExportChecks, name: &str) -> CheckOutcome {
-    report(checks, name).outcome
-}
-
-/// Every check passes except those named, which have the given outcomes.
-fn expect(checks: &ExportChecks, sql: &str, expected: &[(&str, CheckOutcome)]) {
-    for r in &checks.reports {
-        let want = expected
-            .iter()
-            .find(|(name, _)| *name == r.name)
-            .map(|(_, o)| *o)
-            .unwrap_or(CheckOutcome::Pass);
-        assert_eq!(r.outcome, want, "{sql}: check {} — {}", r.name, r.detail);
-    }
-    for (name, _) in expected {
-        report(checks, name);
-    }
-}
+use shuyu_engine::{CheckOutcome, JobError, RowInfluence, UnitCount};
+use shuyu_policy::{Classification, Policy};
+use support::*;
 
 use CheckOutcome::{Fail, Review};
 
@@ -370,6 +85,7 @@ async fn a_safe_aggregate_passes_with_its_lineage() {
     let influence = |source: &str, role: &str| RowInfluence {
         source: source.into(),
         role: role.into(),
+        classification: Classification::Ordinary,
     };
     for expected in [
         influence("visits.district", "filter"),
@@ -436,7 +152,8 @@ async fn duplicating_rows_through_unions_and_joins_does_not_add_people() {
     );
     assert!(output.row_influencing.contains(&RowInfluence {
         source: "persons.person_id".into(),
-        role: "join_key".into()
+        role: "join_key".into(),
+        classification: Classification::DirectIdentifier,
     }));
 }
 
@@ -603,39 +320,6 @@ async fn a_plan_the_walker_cannot_analyse_cannot_be_exported() {
     let (output, checks) = g.checked(sql).await;
     assert!(!output.unanalysable.is_empty(), "{:?}", output.columns);
     assert_eq!(outcome(&checks, "lineage_analysable"), Fail);
-}
-
-/// The tenant's release ledger as the server keeps it: every released cell's population.
-#[derive(Default)]
-struct Ledger {
-    cells: Vec<ReleasedCell>,
-    releases: usize,
-}
-
-impl Ledger {
-    fn release(&mut self, batches: &[RecordBatch]) {
-        self.releases += 1;
-        let export_id = format!("exp_{}", self.releases);
-        for (row, sketch) in result_sketches(batches).into_iter().enumerate() {
-            if let Some(sketch) = sketch {
-                self.cells.push(ReleasedCell {
-                    export_id: export_id.clone(),
-                    row: row as u64,
-                    sketch,
-                });
-            }
-        }
-    }
-}
-
-fn single_value(batches: &[RecordBatch], column: &str) -> f64 {
-    let batch = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
-    let column = arrow::compute::cast(
-        batch.column_by_name(column).expect("column"),
-        &arrow::datatypes::DataType::Float64,
-    )
-    .unwrap();
-    column.as_primitive::<Float64Type>().value(0)
 }
 
 #[tokio::test]
@@ -814,20 +498,6 @@ async fn a_linear_reconstruction_attack_recovers_nobody_through_the_gate() {
         solved.iter().flatten().count(),
         released.len()
     );
-}
-
-fn dp(epsilon: f64) -> DpSpec {
-    DpSpec {
-        epsilon,
-        max_groups_per_unit: 1,
-        max_rows_per_unit: 1,
-        bounds: vec![DpBound {
-            column: "cost".into(),
-            lower: 0.0,
-            upper: 2_000.0,
-        }],
-        threshold: 10,
-    }
 }
 
 /// Rows of a DP result as (district, n, total, mean).

@@ -283,6 +283,7 @@ impl Api {
             &GateInput {
                 columns: &job.columns,
                 unanalysable: &job.gate.unanalysable,
+                row_influencing: &job.gate.row_influencing,
                 disclosure: &job.gate.disclosure,
                 batches: &batches,
                 released: &released,
@@ -675,6 +676,7 @@ impl Api {
             &GateInput {
                 columns: &job.columns,
                 unanalysable: &job.gate.unanalysable,
+                row_influencing: &job.gate.row_influencing,
                 disclosure: &job.gate.disclosure,
                 batches: staged,
                 released: &released,

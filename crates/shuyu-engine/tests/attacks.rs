@@ -1,0 +1,176 @@
+//! The attack corpus (`tests/corpus/attacks.toml`): every attack runs as a job over the
+//! fixture, with its earlier releases in the ledger, and must meet its expected outcome.
+//! Controls must pass, so the gate is shown not to refuse everything. No error message,
+//! preview or engineer-facing summary may carry a canary value.
+
+mod support;
+
+use serde::Deserialize;
+use shuyu_engine::{CheckOutcome, ExportChecks, JobError};
+use shuyu_policy::Policy;
+use support::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Corpus {
+    attack: Vec<Attack>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attack {
+    id: String,
+    category: String,
+    sql: String,
+    #[serde(default)]
+    releases: Vec<String>,
+    expect: String,
+    #[serde(default)]
+    checks: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    dp_epsilon: Option<f64>,
+}
+
+const CORPUS: &str = include_str!("../../../tests/corpus/attacks.toml");
+
+fn no_canary(what: &str, text: &str) -> Result<(), String> {
+    match CANARIES.iter().find(|c| text.contains(*c)) {
+        Some(c) => Err(format!("{what} carries canary {c}: {text}")),
+        None => Ok(()),
+    }
+}
+
+fn outcome_of(checks: &ExportChecks, name: &str) -> Option<CheckOutcome> {
+    checks
+        .reports
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.outcome)
+}
+
+/// Runs one attack; `Err` says how it escaped.
+async fn run(g: &Gate, attack: &Attack) -> Result<(), String> {
+    let tables = [g.visits.clone(), g.persons.clone(), g.notes.clone()];
+    let policy = Policy::builtin().disclosure;
+    let mut ledger = Ledger::default();
+    for (i, release) in attack.releases.iter().enumerate() {
+        let (output, batches) = g.run(release, &tables).await;
+        let checks = check(&output, &batches, &ledger.cells, &policy);
+        if !checks.passed() {
+            return Err(format!("release {i} does not pass on its own: {checks:?}"));
+        }
+        ledger.release(&batches);
+    }
+    let dp = attack.dp_epsilon.map(|epsilon| {
+        let mut spec = dp(epsilon);
+        spec.threshold = policy.min_entities;
+        spec
+    });
+    let result = g.job_dp(&attack.sql, &tables, dp).await;
+    let (output, file) = match (result, attack.expect.as_str()) {
+        (Err(JobError::Refused(reason)), "refused") => {
+            let wanted = attack.reason.as_deref().unwrap_or_default();
+            return if reason.contains(wanted) {
+                no_canary("the refusal", &reason)
+            } else {
+                Err(format!("refused for another reason: {reason}"))
+            };
+        }
+        (Err(e), "error") if !matches!(e, JobError::Refused(_)) => {
+            let public = e.public_message();
+            no_canary("the error", &public)?;
+            return if e.is_withheld() {
+                Ok(())
+            } else {
+                Err(format!("the error is not withheld: {public}"))
+            };
+        }
+        (Err(e), _) => return Err(format!("the job failed: {}", e.public_message())),
+        (Ok(_), "refused" | "error") => return Err("the job ran".into()),
+        (Ok(done), _) => done,
+    };
+    for row in &output.preview.rows {
+        for cell in row.iter().flatten() {
+            no_canary("the preview", cell)?;
+        }
+    }
+    let batches = g
+        .engine
+        .read_result(&file)
+        .await
+        .map_err(|e| e.to_string())?;
+    let checks = check(&output, &batches, &ledger.cells, &policy);
+    for report in &checks.reports {
+        no_canary("a check summary", &report.summary)?;
+    }
+    let want = match attack.expect.as_str() {
+        "fail" => CheckOutcome::Fail,
+        "review" => CheckOutcome::Review,
+        "pass" => {
+            return if checks.outcome() == CheckOutcome::Pass {
+                Ok(())
+            } else {
+                Err(format!("a control does not pass: {checks:?}"))
+            };
+        }
+        other => return Err(format!("unknown expectation {other}")),
+    };
+    if attack.checks.is_empty() {
+        return Err("no checks named".into());
+    }
+    for name in &attack.checks {
+        if outcome_of(&checks, name) != Some(want) {
+            return Err(format!(
+                "check {name} is {:?}, not {want:?}: {checks:?}",
+                outcome_of(&checks, name)
+            ));
+        }
+    }
+    if want == CheckOutcome::Review && !checks.passed() {
+        return Err(format!(
+            "expected review only, but a check fails: {checks:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_attack_in_the_corpus_is_stopped_and_every_control_passes() {
+    let corpus: Corpus = toml::from_str(CORPUS).expect("the corpus parses");
+    let mut ids = std::collections::HashSet::new();
+    for attack in &corpus.attack {
+        assert!(ids.insert(&attack.id), "duplicate id {}", attack.id);
+    }
+    let attacks = corpus
+        .attack
+        .iter()
+        .filter(|a| a.category != "control")
+        .count();
+    assert!(
+        attacks >= 60,
+        "the corpus holds {attacks} attacks; at least 60"
+    );
+    let g = gate().await;
+    let mut escaped = Vec::new();
+    let mut by_category: std::collections::BTreeMap<&str, usize> = Default::default();
+    for attack in &corpus.attack {
+        *by_category.entry(&attack.category).or_default() += 1;
+        if let Err(how) = run(&g, attack).await {
+            escaped.push(format!("{} ({}): {how}", attack.id, attack.category));
+        }
+    }
+    eprintln!(
+        "{} attacks and {} controls: {by_category:?}",
+        attacks,
+        corpus.attack.len() - attacks
+    );
+    assert!(
+        escaped.is_empty(),
+        "{} of {} entries did not meet their expectation:\n{}",
+        escaped.len(),
+        corpus.attack.len(),
+        escaped.join("\n\n")
+    );
+}

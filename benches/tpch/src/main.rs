@@ -3,6 +3,7 @@
 //! `benches/README.md` says how to run them; `benches/RESULTS.md` holds the figures.
 
 mod domain;
+mod gate;
 mod ingest;
 mod residents;
 mod sample;
@@ -29,6 +30,8 @@ enum Command {
     Ingest(ingest::IngestBenchOptions),
     /// `SampleDataset` latency over a large dataset, as an engineer.
     Sample(sample::SampleOptions),
+    /// The export gate's checks on a 10,000-cell aggregate against the job's run time.
+    Gate(gate::GateOptions),
 }
 
 /// A path made absolute against the current directory (the server hands it to workers).
@@ -49,5 +52,6 @@ async fn main() -> Result<()> {
         Command::Tpch(options) => tpch::run(options).await,
         Command::Ingest(options) => ingest::run(options).await,
         Command::Sample(options) => sample::run(options).await,
+        Command::Gate(options) => gate::run(options).await,
     }
 }

@@ -22,7 +22,7 @@ use crate::disclosure::{
 };
 use crate::error::EngineError;
 use crate::lineage::{OutputColumn, RowInfluence};
-use crate::sketch::{AUDITED_UNITS, Difference, UnitSketch, sketches};
+use crate::sketch::{AUDITED_UNITS, BOTTOM, Difference, UnitSketch, sketches};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -936,50 +936,91 @@ fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport
                 .into(),
         );
     }
-    // Candidates are found by population size: sizes differing by k or more cannot hide a
-    // smaller difference.
-    let mut released: Vec<&ReleasedCell> = input.released.iter().collect();
-    released.sort_by_key(|c| c.sketch.units());
-    let mut ours: Vec<(usize, &UnitSketch)> = new
+    let ours: Vec<(usize, &UnitSketch)> = new
         .iter()
         .enumerate()
         .filter_map(|(row, s)| s.as_ref().map(|s| (row, s)))
         .collect();
-    ours.sort_by_key(|(_, s)| s.units());
-    let near = |a: &UnitSketch, b: &UnitSketch| a.units().abs_diff(b.units()) < k;
+    let released: Vec<&ReleasedCell> = input.released.iter().collect();
+    // Within one result, cells share rows only under grouping sets (a subtotal and its
+    // details); cells of one GROUP BY cover different rows, so subtracting them isolates
+    // nobody's contribution.
+    let within = input.disclosure.overlapping_cells;
     let mut pairs = Vec::new();
     let mut check = |a: &UnitSketch, b: &UnitSketch, what: String| {
+        if a.units().abs_diff(b.units()) >= k {
+            return;
+        }
         if let Difference::Small(d) = a.difference(b)
             && (d as u64) < k
         {
             pairs.push(format!("{what}: populations differ by {d} privacy units"));
         }
     };
-    for (i, (row, sketch)) in ours.iter().enumerate() {
-        for (other_row, other) in ours[i + 1..].iter() {
-            if !near(sketch, other) {
-                break;
+    let mut candidates: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
+    if k as usize <= BOTTOM {
+        // Close pairs share one of their k smallest unit hashes: index them.
+        let k = k as usize;
+        let mut index: HashMap<u64, (Vec<usize>, Vec<usize>)> = HashMap::new();
+        for (i, cell) in released.iter().enumerate() {
+            for h in cell.sketch.bottom().iter().take(k) {
+                index.entry(*h).or_default().1.push(i);
             }
-            let (a, b) = if row < other_row {
-                (row, other_row)
-            } else {
-                (other_row, row)
-            };
-            check(sketch, other, format!("rows {a} and {b} of this result"));
         }
-        let start = released.partition_point(|c| c.sketch.units() + k <= sketch.units());
-        for cell in &released[start..] {
-            if !near(sketch, &cell.sketch) {
-                break;
+        if within {
+            for (i, (_, sketch)) in ours.iter().enumerate() {
+                for h in sketch.bottom().iter().take(k) {
+                    index.entry(*h).or_default().0.push(i);
+                }
             }
-            check(
-                sketch,
-                &cell.sketch,
-                format!(
-                    "row {row} and row {} of export {}",
-                    cell.row, cell.export_id
-                ),
-            );
+        }
+        let mut seen = HashSet::new();
+        for (i, (_, sketch)) in ours.iter().enumerate() {
+            for h in sketch.bottom().iter().take(k) {
+                let Some((new_cells, old_cells)) = index.get(h) else {
+                    continue;
+                };
+                for &r in old_cells {
+                    if seen.insert((i, usize::MAX, r)) {
+                        candidates.push((i, None, Some(r)));
+                    }
+                }
+                for &j in new_cells.iter().filter(|&&j| j > i) {
+                    if seen.insert((i, j, usize::MAX)) {
+                        candidates.push((i, Some(j), None));
+                    }
+                }
+            }
+        }
+    } else {
+        // A threshold above the sketches' bottom size: compare every pair near in size.
+        for i in 0..ours.len() {
+            candidates.extend((0..released.len()).map(|r| (i, None, Some(r))));
+            if within {
+                candidates.extend((i + 1..ours.len()).map(|j| (i, Some(j), None)));
+            }
+        }
+    }
+    for (i, j, r) in candidates {
+        let (row, sketch) = ours[i];
+        match (j, r) {
+            (Some(j), _) => {
+                let (other_row, other) = ours[j];
+                let (a, b) = (row.min(other_row), row.max(other_row));
+                check(sketch, other, format!("rows {a} and {b} of this result"));
+            }
+            (None, Some(r)) => {
+                let cell = released[r];
+                check(
+                    sketch,
+                    &cell.sketch,
+                    format!(
+                        "row {row} and row {} of export {}",
+                        cell.row, cell.export_id
+                    ),
+                );
+            }
+            (None, None) => {}
         }
     }
     pairs.sort();
@@ -1011,6 +1052,11 @@ fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport
     }
 }
 
+/// Most cell memberships (people × small cells, here and released) one audit reads.
+const MAX_AUDITED_MEMBERSHIPS: usize = 2_000_000;
+/// Most earlier released cells one audit follows.
+const MAX_AUDITED_CELLS: usize = 5_000;
+
 /// Whether this result's cells, together with the tenant's earlier releases over small
 /// overlapping populations, let anyone solve for one person's value.
 fn reconstruction(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
@@ -1036,6 +1082,22 @@ fn reconstruction(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckRepo
         .iter()
         .filter_map(|c| c.sketch.members().map(|m| (c, m)))
         .collect();
+    let too_large = |what: String| {
+        review(
+            NAME,
+            format!("{what}: too many to audit exactly for reconstruction"),
+            "a reviewer will check this result against earlier releases".into(),
+        )
+    };
+    let memberships: usize = released.iter().map(|(_, m)| m.len()).sum::<usize>()
+        + ours.iter().map(|(_, m)| m.len()).sum::<usize>();
+    if memberships > MAX_AUDITED_MEMBERSHIPS {
+        return too_large(format!(
+            "{} small cells here and {} released with {memberships} memberships in all",
+            ours.len(),
+            released.len()
+        ));
+    }
     let mut by_unit: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, (_, members)) in released.iter().enumerate() {
         for u in *members {
@@ -1047,6 +1109,12 @@ fn reconstruction(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckRepo
     let mut component: Vec<usize> = Vec::new();
     let mut in_component: HashSet<usize> = HashSet::new();
     while let Some(u) = frontier.pop() {
+        if component.len() > MAX_AUDITED_CELLS {
+            return too_large(format!(
+                "more than {MAX_AUDITED_CELLS} earlier released cells overlap this result's \
+                 populations"
+            ));
+        }
         for &i in by_unit.get(&u).map(Vec::as_slice).unwrap_or_default() {
             if in_component.insert(i) {
                 component.push(i);
@@ -1065,15 +1133,10 @@ fn reconstruction(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckRepo
         crate::reconstruction::determinable(&before),
         crate::reconstruction::determinable(&after),
     ) else {
-        return review(
-            NAME,
-            format!(
-                "{} earlier released cells overlap this result's populations: too many to \
-                 audit exactly for reconstruction",
-                component.len()
-            ),
-            "a reviewer will check this result against earlier releases".into(),
-        );
+        return too_large(format!(
+            "{} earlier released cells overlap this result's populations",
+            component.len()
+        ));
     };
     let exposed = after.difference(&before).count();
     if exposed == 0 {

@@ -101,6 +101,10 @@ pub struct DisclosureMeta {
     /// A differential-privacy job's guarantee (its cells are noisy; no hidden columns).
     #[serde(default)]
     pub dp: Option<crate::dp::DpGuarantee>,
+    /// Whether cells of the result share source rows (grouping sets: subtotals and their
+    /// details), so that one cell minus others can isolate people.
+    #[serde(default)]
+    pub overlapping_cells: bool,
 }
 
 impl DisclosureMeta {
@@ -112,6 +116,7 @@ impl DisclosureMeta {
             dominance: Vec::new(),
             dominance_missing: Vec::new(),
             dp: None,
+            overlapping_cells: false,
         }
     }
 }
@@ -358,6 +363,7 @@ impl Rewriter<'_> {
                 dominance,
                 dominance_missing,
                 dp: None,
+                overlapping_cells: grouping_sets,
             },
         ))
     }

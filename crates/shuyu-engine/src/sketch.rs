@@ -39,6 +39,11 @@ const BYTES: usize = 8 + CELLS * 24;
 /// Populations up to this size keep their (keyed) unit hashes, so the gate can audit sums
 /// over overlapping small populations for linear reconstruction.
 pub const AUDITED_UNITS: usize = 1_000;
+/// Every sketch keeps its population's this many smallest unit hashes. Two populations that
+/// differ by fewer than k ≤ BOTTOM people share one of their k smallest hashes (of the k
+/// smallest of the union, at most k − 1 are in only one of them), so indexing cells by these
+/// finds every close pair without comparing all pairs.
+pub const BOTTOM: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Cell {
@@ -54,6 +59,8 @@ pub struct UnitSketch {
     cells: [Cell; CELLS],
     /// The sorted unit hashes of a population of at most [`AUDITED_UNITS`].
     members: Option<Vec<u64>>,
+    /// The [`BOTTOM`] smallest unit hashes, ascending.
+    bottom: Vec<u64>,
 }
 
 /// How two populations compare.
@@ -91,20 +98,35 @@ impl UnitSketch {
             units: 0,
             cells: [Cell::default(); CELLS],
             members: None,
+            bottom: Vec::new(),
         };
         let mut members = Vec::new();
+        // The smallest hashes so far, a max-heap of at most BOTTOM.
+        let mut bottom = std::collections::BinaryHeap::with_capacity(BOTTOM + 1);
         for &key in hashes {
             sketch.units += 1;
             sketch.toggle(key, 1);
             if members.len() <= AUDITED_UNITS {
                 members.push(key);
             }
+            if bottom.len() < BOTTOM {
+                bottom.push(key);
+            } else if bottom.peek().is_some_and(|&largest| key < largest) {
+                bottom.pop();
+                bottom.push(key);
+            }
         }
         if members.len() <= AUDITED_UNITS {
             members.sort_unstable();
             sketch.members = Some(members);
         }
+        sketch.bottom = bottom.into_sorted_vec();
         sketch
+    }
+
+    /// The population's smallest [`BOTTOM`] unit hashes, ascending.
+    pub fn bottom(&self) -> &[u64] {
+        &self.bottom
     }
 
     /// The population's unit hashes (sorted), kept for populations of at most
@@ -132,6 +154,7 @@ impl UnitSketch {
     pub fn difference(&self, other: &UnitSketch) -> Difference {
         let mut diff = self.clone();
         diff.members = None;
+        diff.bottom.clear();
         for (cell, theirs) in diff.cells.iter_mut().zip(&other.cells) {
             cell.count -= theirs.count;
             cell.keys ^= theirs.keys;
@@ -174,6 +197,10 @@ impl UnitSketch {
             out.extend_from_slice(&cell.keys.to_le_bytes());
             out.extend_from_slice(&cell.checks.to_le_bytes());
         }
+        out.extend_from_slice(&(self.bottom.len() as u64).to_le_bytes());
+        for b in &self.bottom {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
         if let Some(members) = &self.members {
             out.extend_from_slice(&(members.len() as u64).to_le_bytes());
             for m in members {
@@ -185,16 +212,22 @@ impl UnitSketch {
 
     /// Parses [`UnitSketch::to_bytes`]; `None` for anything else.
     pub fn from_bytes(bytes: &[u8]) -> Option<UnitSketch> {
-        if bytes.len() < BYTES || !(bytes.len() - BYTES).is_multiple_of(8) {
+        if bytes.len() < BYTES + 8 || !(bytes.len() - BYTES).is_multiple_of(8) {
             return None;
         }
         let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let members = if bytes.len() > BYTES {
-            let n = usize::try_from(word(BYTES)).ok()?;
-            if bytes.len() != BYTES + 8 + n * 8 || n > AUDITED_UNITS {
+        let n_bottom = usize::try_from(word(BYTES)).ok()?;
+        let after_bottom = BYTES + 8 + n_bottom.checked_mul(8)?;
+        if n_bottom > BOTTOM || bytes.len() < after_bottom {
+            return None;
+        }
+        let bottom = (0..n_bottom).map(|i| word(BYTES + 8 + i * 8)).collect();
+        let members = if bytes.len() > after_bottom {
+            let n = usize::try_from(word(after_bottom)).ok()?;
+            if n > AUDITED_UNITS || bytes.len() != after_bottom + 8 + n * 8 {
                 return None;
             }
-            Some((0..n).map(|i| word(BYTES + 8 + i * 8)).collect())
+            Some((0..n).map(|i| word(after_bottom + 8 + i * 8)).collect())
         } else {
             None
         };
@@ -202,6 +235,7 @@ impl UnitSketch {
             units: word(0),
             cells: [Cell::default(); CELLS],
             members,
+            bottom,
         };
         for (i, cell) in sketch.cells.iter_mut().enumerate() {
             let at = 8 + i * 24;
@@ -420,6 +454,31 @@ mod tests {
         );
     }
 
+    /// The index the differencing check relies on: populations that differ by fewer than k
+    /// people share one of their k smallest hashes.
+    #[test]
+    fn close_populations_share_a_bottom_hash() {
+        for t in 0..2_000u64 {
+            let k = 2 + (t % 9) as usize;
+            let size = 1 + (t % 500);
+            let start = t * 10_000;
+            let a: Vec<u64> = (start..start + size).collect();
+            // Remove up to k - 1 people, some of the smallest among them.
+            let removed = (t as usize * 7) % k;
+            let b: Vec<u64> = a.iter().copied().skip(removed).collect();
+            let (sa, sb) = (sketch(a), sketch(b));
+            if sb.units() == 0 {
+                continue;
+            }
+            let bottom_a = &sa.bottom()[..k.min(sa.bottom().len())];
+            let bottom_b = &sb.bottom()[..k.min(sb.bottom().len())];
+            assert!(
+                bottom_a.iter().any(|h| bottom_b.contains(h)),
+                "t={t}: {removed} removed of {size}"
+            );
+        }
+    }
+
     #[test]
     fn bytes_round_trip() {
         let s = sketch(0..123);
@@ -427,6 +486,8 @@ mod tests {
         assert_eq!(UnitSketch::from_bytes(&s.to_bytes()), Some(s));
         let large = sketch(0..AUDITED_UNITS as u64 + 1);
         assert_eq!(large.members(), None);
+        assert_eq!(large.bottom().len(), BOTTOM);
+        assert!(large.bottom().windows(2).all(|w| w[0] < w[1]));
         assert_eq!(UnitSketch::from_bytes(&large.to_bytes()), Some(large));
         assert_eq!(UnitSketch::from_bytes(b"short"), None);
     }

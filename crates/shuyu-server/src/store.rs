@@ -255,6 +255,8 @@ impl JobGate {
                 dominance: Vec::new(),
                 dominance_missing: Vec::new(),
                 dp: None,
+                // Unknown: compare the cells with each other too.
+                overlapping_cells: true,
             },
         }
     }

@@ -1,0 +1,316 @@
+//! `shuyu-bench gate`: what the export gate costs on an aggregate of 10,000 cells, against
+//! the job that produced it, side by side in one run.
+//!
+//! In process, over one encrypted dataset of person-level visits (a privacy unit, a sensitive
+//! cost): the job `GROUP BY region, category` (100 × 100 cells, with `count` and a sensitive
+//! `sum`) runs
+//! - (a) with the gate's rewrite (privacy-unit sketches per cell, per-person dominance
+//!   statistics) — the job as Shuyu runs it;
+//! - (b) over the same files declared without a privacy unit and with `cost` ordinary, so no
+//!   rewrite happens: the cost of the rewrite is (a) / (b);
+//!
+//! then the checks run over (a)'s staged result (reading and decrypting it, every check):
+//! - (c) with an empty release ledger;
+//! - (d) with a ledger holding an earlier release of 10,000 cells of similar sizes (the same
+//!   query over 99% of the visits), so every cell is compared with its near neighbours.
+//!
+//! The last line is `gate_check_ratio=<(d) / (a)>`: the target is at most 0.05.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, ensure};
+use bytes::Bytes;
+use shuyu_engine::{
+    ColumnSpec, ColumnType, Engine, GateInput, IngestFormat, IngestOptions, JobLimits, JobOutput,
+    JobRequest, ReleasedCell, Storage, TableSpec, result_sketches, run_export_checks,
+};
+use shuyu_policy::{Classification, MaskingRule, Policy};
+use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
+
+use crate::stats::median;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Options of `shuyu-bench gate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GateOptions {
+    /// Visit rows.
+    #[arg(long, default_value_t = 4_000_000)]
+    pub rows: usize,
+    /// Distinct people (each has rows / people visits, spread over cells).
+    #[arg(long, default_value_t = 400_000)]
+    pub people: usize,
+    /// Timed runs per side.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Parent of the temporary directory; the system's by default.
+    #[arg(long)]
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug)]
+struct Keks(HashMap<String, SecretKey>);
+
+impl KekProvider for Keks {
+    fn kek(&self, kek_id: &str) -> Result<SecretKey, VaultError> {
+        self.0
+            .get(kek_id)
+            .cloned()
+            .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))
+    }
+}
+
+fn columns(protected: bool) -> Vec<ColumnSpec> {
+    let spec = |name: &str, data_type, classification, masking| ColumnSpec {
+        name: name.into(),
+        data_type,
+        classification,
+        masking,
+    };
+    let (person, cost) = if protected {
+        (Classification::DirectIdentifier, Classification::Sensitive)
+    } else {
+        (Classification::Ordinary, Classification::Ordinary)
+    };
+    let masked = |c: Classification| {
+        if c == Classification::Ordinary {
+            MaskingRule::Keep
+        } else {
+            MaskingRule::Suppress
+        }
+    };
+    vec![
+        spec("person_id", ColumnType::String, person, masked(person)),
+        spec(
+            "region",
+            ColumnType::Int64,
+            Classification::Ordinary,
+            MaskingRule::Keep,
+        ),
+        spec(
+            "category",
+            ColumnType::Int64,
+            Classification::Ordinary,
+            MaskingRule::Keep,
+        ),
+        spec("cost", ColumnType::Float64, cost, masked(cost)),
+    ]
+}
+
+const SQL: &str = "SELECT region, category, count(*) AS n, sum(cost) AS total FROM visits \
+                   GROUP BY region, category";
+const EARLIER_SQL: &str = "SELECT region, category, count(*) AS n, sum(cost) AS total \
+                           FROM visits WHERE cost > 1.0 GROUP BY region, category";
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// If generation, ingest, a job or a check fails.
+pub async fn run(options: GateOptions) -> Result<()> {
+    ensure!(options.runs >= 1, "--runs must be at least 1");
+    ensure!(
+        options.people >= 1 && options.rows >= options.people,
+        "--rows must be at least --people"
+    );
+    let temp = match &options.work_dir {
+        Some(dir) => tempfile::Builder::new()
+            .prefix("shuyu-gate-")
+            .tempdir_in(dir)?,
+        None => tempfile::Builder::new().prefix("shuyu-gate-").tempdir()?,
+    };
+    let keks = Arc::new(Keks(
+        ["domain", "tenant"]
+            .into_iter()
+            .map(|id| (id.to_owned(), SecretKey::generate()))
+            .collect(),
+    ));
+    let engine = Engine::new(
+        Storage::local(&temp.path().join("objects"))?,
+        Arc::new(Envelope::new(keks)),
+    );
+    let started = Instant::now();
+    let mut csv = String::with_capacity(options.rows * 32);
+    csv.push_str("person_id,region,category,cost\n");
+    for i in 0..options.rows {
+        // People are spread over cells; costs vary (and 1% are at most 1.0, which the
+        // earlier release leaves out).
+        let person =
+            ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17) as usize % options.people;
+        let cost = if i % 100 == 0 {
+            0.5
+        } else {
+            10.0 + (i % 997) as f64
+        };
+        let _ = writeln!(csv, "P{person:07},{},{},{cost}", i % 100, (i / 100) % 100);
+    }
+    let location = "datasets/ds_visits/".to_owned();
+    engine
+        .ingest(
+            IngestFormat::Csv,
+            Bytes::from(csv),
+            &columns(true),
+            &location,
+            "domain",
+            &IngestOptions::default(),
+        )
+        .await
+        .map_err(|e| anyhow!("ingest: {e}"))?;
+    println!(
+        "gate: {} visits of {} people ingested encrypted in {:.1} s",
+        options.rows,
+        options.people,
+        started.elapsed().as_secs_f64()
+    );
+    let protected = TableSpec {
+        name: "visits".into(),
+        dataset_id: "ds_visits".into(),
+        location: location.clone(),
+        columns: columns(true),
+        privacy_unit: TableSpec::privacy_unit_of(&columns(true)),
+    };
+    let plain = TableSpec {
+        columns: columns(false),
+        privacy_unit: None,
+        ..protected.clone()
+    };
+    let key = SecretKey::generate();
+    let policy = Policy::builtin();
+    let mut n = 0;
+    let mut job = |sql: &str, table: &TableSpec| {
+        n += 1;
+        JobRequest {
+            job_id: format!("gate_{n}"),
+            sql: sql.into(),
+            substrait_plan: None,
+            tables: vec![table.clone()],
+            pseudonym_key: key.clone(),
+            result_file: format!("results/gate_{n}/result.parquet"),
+            result_kek: "tenant".into(),
+            limits: JobLimits {
+                max_sql_bytes: policy.limits.max_sql_bytes,
+                memory_limit_bytes: 4 << 30,
+                timeout: Duration::from_secs(600),
+                max_result_rows: 1_000_000,
+                preview_rows: 20,
+            },
+            masking_defaults: policy.masking.clone(),
+            min_entities: policy.disclosure.min_entities,
+            dominance_n: policy.disclosure.dominance_n as usize,
+            dp: None,
+            spill: None,
+        }
+    };
+
+    // The earlier release for (d).
+    let earlier = job(EARLIER_SQL, &protected);
+    engine
+        .run_job(&earlier)
+        .await
+        .map_err(|e| anyhow!("{e:?}"))?;
+    let released: Vec<ReleasedCell> =
+        result_sketches(&engine.read_result(&earlier.result_file).await?)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, sketch)| {
+                sketch.map(|sketch| ReleasedCell {
+                    export_id: "exp_earlier".into(),
+                    row: row as u64,
+                    sketch,
+                })
+            })
+            .collect();
+
+    let (mut with_gate, mut without, mut checks_empty, mut checks_ledger) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last: Option<(JobOutput, String)> = None;
+    for run in 0..options.runs {
+        // Alternate which side goes first.
+        for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let request = if side == 0 {
+                job(SQL, &protected)
+            } else {
+                job(SQL, &plain)
+            };
+            let t = Instant::now();
+            let output = engine
+                .run_job(&request)
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?;
+            let elapsed = t.elapsed();
+            ensure!(
+                output.n_rows == 10_000,
+                "expected 10,000 cells, got {}",
+                output.n_rows
+            );
+            if side == 0 {
+                with_gate.push(elapsed);
+                last = Some((output, request.result_file));
+            } else {
+                without.push(elapsed);
+            }
+        }
+        let (output, file) = last.as_ref().expect("a gated run");
+        for (ledger, times) in [
+            (&[][..], &mut checks_empty),
+            (released.as_slice(), &mut checks_ledger),
+        ] {
+            let t = Instant::now();
+            let batches = engine.read_result(file).await?;
+            let checks = run_export_checks(
+                &GateInput {
+                    columns: &output.columns,
+                    unanalysable: &output.unanalysable,
+                    row_influencing: &output.row_influencing,
+                    disclosure: &output.disclosure,
+                    batches: &batches,
+                    released: ledger,
+                },
+                &policy.disclosure,
+            );
+            times.push(t.elapsed());
+            if run == 0 {
+                for r in &checks.reports {
+                    println!(
+                        "  check {:<34} {:<6} {}",
+                        r.name,
+                        r.outcome.as_str(),
+                        r.detail.chars().take(100).collect::<String>()
+                    );
+                }
+            }
+        }
+    }
+    let (a, b, c, d) = (
+        median(&with_gate),
+        median(&without),
+        median(&checks_empty),
+        median(&checks_ledger),
+    );
+    println!("gate: medians of {} runs", options.runs);
+    println!(
+        "  (a) job with the gate's rewrite          {:>10.1} ms",
+        ms(a)
+    );
+    println!(
+        "  (b) job without (no unit, cost ordinary) {:>10.1} ms",
+        ms(b)
+    );
+    println!(
+        "  (c) checks, empty ledger                 {:>10.1} ms  ({:.3} of (a))",
+        ms(c),
+        ms(c) / ms(a)
+    );
+    println!(
+        "  (d) checks, 10,000 released cells        {:>10.1} ms  ({:.3} of (a))",
+        ms(d),
+        ms(d) / ms(a)
+    );
+    println!("gate_rewrite_ratio={:.3}", ms(a) / ms(b));
+    println!("gate_check_ratio={:.3}", ms(d) / ms(a));
+    Ok(())
+}

@@ -341,7 +341,10 @@ mod tests {
             "data_dir = \"x\"\n[pricing]\nper_download_fen = 10000000001\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("pricing.per_download_fen"), "{err}");
+        assert!(
+            err.to_string().contains("pricing.per_download_fen"),
+            "{err}"
+        );
         let err = ServerConfig::from_toml_str(
             "data_dir = \"x\"\n[pricing]\nper_download_fen = 0\nper_10k_rows_fen = 0\n",
         )

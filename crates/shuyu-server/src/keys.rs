@@ -46,14 +46,18 @@ pub fn product_fingerprint(master: &MasterKey, export_id: &str, recipient_id: &s
 /// domain key, so that nobody outside the domain can produce (or forge) another copy's order.
 pub fn product_order_key(master: &MasterKey, fingerprint: &str) -> Result<SecretKey> {
     let key = master.key().derive("shuyu-product-order:v1");
-    Ok(SecretKey::from_bytes(&key.hmac_sha256(fingerprint.as_bytes()))?)
+    Ok(SecretKey::from_bytes(
+        &key.hmac_sha256(fingerprint.as_bytes()),
+    )?)
 }
 
 /// The key under which a recipient's copies carry their pseudonyms: two recipients' copies
 /// cannot be joined on them.
 pub fn recipient_pseudonym_key(master: &MasterKey, recipient_id: &str) -> Result<SecretKey> {
     let key = master.key().derive("shuyu-recipient-pseudonym:v1");
-    Ok(SecretKey::from_bytes(&key.hmac_sha256(recipient_id.as_bytes()))?)
+    Ok(SecretKey::from_bytes(
+        &key.hmac_sha256(recipient_id.as_bytes()),
+    )?)
 }
 
 /// How deep the hierarchy may nest (guards against a cycle in a corrupted store).

@@ -483,7 +483,11 @@ mod tests {
         // A v3 manifest must name its product.
         m.format = MANIFEST_FORMAT.into();
         let package = build(&m, b"n\n12\n", &key).unwrap();
-        assert!(verify(&package, None).unwrap_err().contains("names no product"));
+        assert!(
+            verify(&package, None)
+                .unwrap_err()
+                .contains("names no product")
+        );
     }
 
     #[test]

@@ -400,7 +400,9 @@ impl ExportRecord {
     /// The status at `now_ms`: an approved product past its expiry is expired.
     pub fn status_at(&self, now_ms: i64) -> ExportStatus {
         match (&self.status, &self.product) {
-            (ExportStatus::Approved, Some(p)) if p.expires_at_ms > 0 && now_ms >= p.expires_at_ms => {
+            (ExportStatus::Approved, Some(p))
+                if p.expires_at_ms > 0 && now_ms >= p.expires_at_ms =>
+            {
                 ExportStatus::Expired
             }
             (status, _) => *status,
@@ -462,7 +464,9 @@ mod category_text {
         s.serialize_str(c.as_str())
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ScenarioCategory, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<ScenarioCategory, D::Error> {
         let text = <String as serde::Deserialize>::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -652,7 +656,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("datasets", "extra_approver_id", "TEXT"),
     ("jobs", "gate_json", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "quorum", "INTEGER NOT NULL DEFAULT 1"),
-    ("scenarios", "category", "TEXT NOT NULL DEFAULT 'commercial'"),
+    (
+        "scenarios",
+        "category",
+        "TEXT NOT NULL DEFAULT 'commercial'",
+    ),
     ("exports", "recipient_id", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "permitted_use", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "expires_in_days", "INTEGER NOT NULL DEFAULT 0"),
@@ -660,7 +668,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("exports", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "rows_digest", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "download_count", "INTEGER NOT NULL DEFAULT 0"),
-    ("exports", "last_download_at_ms", "INTEGER NOT NULL DEFAULT 0"),
+    (
+        "exports",
+        "last_download_at_ms",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -1470,8 +1482,14 @@ pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
             e.permitted_use,
             e.expires_in_days,
             product,
-            e.product.as_ref().map(|p| p.fingerprint.as_str()).unwrap_or(""),
-            e.product.as_ref().map(|p| p.rows_digest.as_str()).unwrap_or(""),
+            e.product
+                .as_ref()
+                .map(|p| p.fingerprint.as_str())
+                .unwrap_or(""),
+            e.product
+                .as_ref()
+                .map(|p| p.rows_digest.as_str())
+                .unwrap_or(""),
             e.download_count,
             e.last_download_at_ms
         ],
@@ -1517,10 +1535,15 @@ pub fn products(
 }
 
 /// The product whose copy carries `fingerprint`.
-pub fn product_by_fingerprint(conn: &Connection, fingerprint: &str) -> Result<Option<ExportRecord>> {
+pub fn product_by_fingerprint(
+    conn: &Connection,
+    fingerprint: &str,
+) -> Result<Option<ExportRecord>> {
     Ok(conn
         .query_row(
-            &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE fingerprint = ?1 AND fingerprint != ''"),
+            &format!(
+                "SELECT {EXPORT_COLUMNS} FROM exports WHERE fingerprint = ?1 AND fingerprint != ''"
+            ),
             [fingerprint],
             export_row,
         )

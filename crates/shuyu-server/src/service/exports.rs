@@ -33,8 +33,8 @@ use crate::convert::{self, ExportView};
 use crate::error::{Result, ServerError};
 use crate::keys;
 use crate::package::{
-    self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset, ManifestFile,
-    ManifestPrice, ManifestProduct,
+    self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset,
+    ManifestFile, ManifestPrice, ManifestProduct,
 };
 use crate::state::Caller;
 use crate::store::{
@@ -323,8 +323,7 @@ impl Api {
         require_text(&req.purpose, "the purpose", 2000, true)?;
         if req.recipient_id.trim().is_empty() {
             return Err(ServerError::InvalidArgument(
-                "recipient_id is required: name the recipient principal the product is for"
-                    .into(),
+                "recipient_id is required: name the recipient principal the product is for".into(),
             ));
         }
         require_id(&req.recipient_id, "recipient_id")?;
@@ -1263,12 +1262,14 @@ impl Api {
         }
         let leaked = ResultData::from_export_file(file)?;
         let master = self.state.keys.master();
-        let ordered = |e: &ExportRecord| -> Result<bool> {
-            match &e.product {
-                Some(p) => Ok(leaked.is_ordered_by_key(&keys::product_order_key(master, &p.fingerprint)?)?),
-                None => Ok(false),
-            }
-        };
+        let ordered =
+            |e: &ExportRecord| -> Result<bool> {
+                match &e.product {
+                    Some(p) => Ok(leaked
+                        .is_ordered_by_key(&keys::product_order_key(master, &p.fingerprint)?)?),
+                    None => Ok(false),
+                }
+            };
         let by_metadata = match leaked.fingerprint() {
             Some(fp) => self
                 .state

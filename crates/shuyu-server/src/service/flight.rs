@@ -111,14 +111,18 @@ impl FlightService for Api {
         let result = self.fetch_product(&caller, &id).await;
         // Success is audited with the download count; a refusal is audited here.
         let encoded = self.state.finish_write(&caller, &target, result)?;
-        Ok(Response::new(stream::iter(encoded.into_iter().map(Ok)).boxed()))
+        Ok(Response::new(
+            stream::iter(encoded.into_iter().map(Ok)).boxed(),
+        ))
     }
 
     async fn handshake(
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(unimplemented("Handshake (the client certificate is the identity)"))
+        Err(unimplemented(
+            "Handshake (the client certificate is the identity)",
+        ))
     }
 
     async fn list_flights(

@@ -321,26 +321,6 @@ impl Api {
     ) -> Result<ExportRecord> {
         require_id(&req.job_id, "job_id")?;
         require_text(&req.purpose, "the purpose", 2000, true)?;
-        if req.recipient_id.trim().is_empty() {
-            return Err(ServerError::InvalidArgument(
-                "recipient_id is required: name the recipient principal the product is for".into(),
-            ));
-        }
-        require_id(&req.recipient_id, "recipient_id")?;
-        require_text(&req.permitted_use, "the permitted use", MAX_USE_CHARS, true)?;
-        let recipient = self
-            .state
-            .store
-            .read(|c| store::principal(c, &req.recipient_id))?
-            .ok_or_else(|| ServerError::NotFound(format!("recipient {}", req.recipient_id)))?;
-        if recipient.role != Role::Recipient {
-            return Err(ServerError::InvalidArgument(format!(
-                "principal {} is not a recipient (it is a {}): products go to recipient \
-                 principals",
-                recipient.id,
-                recipient.role.as_str()
-            )));
-        }
         let format = match pb::DataFormat::try_from(req.format) {
             Ok(pb::DataFormat::Csv) => "csv",
             Ok(pb::DataFormat::Parquet) | Ok(pb::DataFormat::Unspecified) => "parquet",
@@ -363,6 +343,26 @@ impl Api {
                  a scenario and export that result"
                     .into(),
             ));
+        }
+        if req.recipient_id.trim().is_empty() {
+            return Err(ServerError::InvalidArgument(
+                "recipient_id is required: name the recipient principal the product is for".into(),
+            ));
+        }
+        require_id(&req.recipient_id, "recipient_id")?;
+        require_text(&req.permitted_use, "the permitted use", MAX_USE_CHARS, true)?;
+        let recipient = self
+            .state
+            .store
+            .read(|c| store::principal(c, &req.recipient_id))?
+            .ok_or_else(|| ServerError::NotFound(format!("recipient {}", req.recipient_id)))?;
+        if recipient.role != Role::Recipient {
+            return Err(ServerError::InvalidArgument(format!(
+                "principal {} is not a recipient (it is a {}): products go to recipient \
+                 principals",
+                recipient.id,
+                recipient.role.as_str()
+            )));
         }
         let scenario = self
             .state

@@ -777,3 +777,135 @@ async fn products_are_served_over_flight_to_their_recipient_only() {
     assert_eq!(detail["via"], "flight");
     assert!(detail["bytes"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_requests_lists_downloads_and_traces_products() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "cl").await;
+    let regions = ingest_regions(&mut p.steward).await;
+    grant(&mut p.admin, &regions.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&regions]).await;
+    let job = p
+        .engineer
+        .run_sql(
+            "SELECT region, count(*) AS n FROM regions GROUP BY region",
+            &sc,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);
+    let cli = |who: &str, args: &[&str]| {
+        let creds = domain.creds(who);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--as", creds.to_str().unwrap(), "--server", &server.addr]);
+        let out = run_bin(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // An admin registers a recipient with its organisation.
+    let out_dir = domain.creds("cli-recipient");
+    let (code, out) = cli(
+        "admin",
+        &[
+            "principal",
+            "create",
+            "--name",
+            "周立新",
+            "--org",
+            "市规划院",
+            "--role",
+            "recipient",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("recipient"), "{out}");
+    assert!(out_dir.join("cert.pem").exists());
+
+    // The engineer requests a product for the people's recipient.
+    let recipient_id = p.recipient_id.clone();
+    let (code, out) = cli(
+        "engineer-cl",
+        &[
+            "export",
+            "request",
+            &job.id,
+            "--recipient",
+            &recipient_id,
+            "--use",
+            "区县规划",
+            "--expires-days",
+            "5",
+            "--format",
+            "parquet",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("for recipient {recipient_id}: 区县规划 (5 days)")),
+        "{out}"
+    );
+    let export_id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("exp_"))
+        .expect("an export id")
+        .to_owned();
+    approve(&mut p.reviewer, &export_id, "ok").await.unwrap();
+    approve(&mut p.reviewer2, &export_id, "ok").await.unwrap();
+
+    let (code, out) = cli("recipient-cl", &["product", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&export_id) && out.contains("price: ¥100.00 per 10,000 rows"),
+        "{out}"
+    );
+    let pkg = domain.data.with_extension("cli-product.tar");
+    let (code, out) = cli(
+        "engineer-cl",
+        &[
+            "export",
+            "download",
+            &export_id,
+            "--out",
+            pkg.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not found"), "{out}");
+    let (code, out) = cli(
+        "recipient-cl",
+        &[
+            "export",
+            "download",
+            &export_id,
+            "--out",
+            pkg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // The auditor traces a CSV conversion of the recipient's copy.
+    let copy = ResultData::from_export_file(&result_file(&std::fs::read(&pkg).unwrap())).unwrap();
+    let leaked = domain.data.with_extension("leaked.csv");
+    std::fs::write(
+        &leaked,
+        render_export_file(&copy, ExportFormat::Csv).unwrap(),
+    )
+    .unwrap();
+    let (code, out) = cli("auditor-cl", &["export", "trace", leaked.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("traced to export {export_id}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&recipient_id) && out.contains("keyed order of its rows"),
+        "{out}"
+    );
+}

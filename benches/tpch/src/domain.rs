@@ -214,6 +214,7 @@ impl Domain {
                     .collect(),
                 valid_from_ms: now,
                 valid_until_ms: now + 30 * 86_400_000,
+                category: pb::ScenarioCategory::Commercial as i32,
             })
             .await
             .context("applying for the scenario")?

@@ -145,6 +145,9 @@ class Client:
         self._catalog = pb_grpc.CatalogServiceStub(channel)
         self._jobs = pb_grpc.JobServiceStub(channel)
         self._scenarios = pb_grpc.ScenarioServiceStub(channel)
+        self._exports = pb_grpc.ExportServiceStub(channel)
+        #: Where and as whom to reach Arrow Flight (set by :meth:`from_pem`).
+        self._flight: _FlightTarget | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -215,7 +218,15 @@ class Client:
         if server_name and host != server_name:
             opts.append(("grpc.ssl_target_name_override", server_name))
         channel = grpc.secure_channel(target, creds, options=opts)
-        return cls(channel, rpc_timeout=rpc_timeout, recorder=recorder)
+        client = cls(channel, rpc_timeout=rpc_timeout, recorder=recorder)
+        client._flight = _FlightTarget(
+            location=f"grpc+tls://{target}",
+            ca_pem=as_bytes(ca_pem),
+            cert_pem=as_bytes(cert_pem),
+            key_pem=as_bytes(key_pem),
+            override_hostname=server_name if server_name and host != server_name else None,
+        )
+        return client
 
     def close(self) -> None:
         """Closes the channel."""
@@ -514,6 +525,79 @@ class Client:
             self._scenarios.ApplyScenario, "ScenarioService/ApplyScenario", req
         ).scenario
 
+    # ------------------------------------------------------------------ products
+
+    def request_export(
+        self,
+        job: str | pb.Job,
+        *,
+        recipient_id: str,
+        permitted_use: str,
+        purpose: str = "",
+        expires_in_days: int = 0,
+        data_format: str = "parquet",
+    ) -> pb.Export:
+        """Asks for a production job's result to become a data product for one recipient
+        (engineers): the automated checks run now, reviewers vote next.
+
+        Args:
+            job: the succeeded production job.
+            recipient_id: the recipient principal the product is for.
+            permitted_use: what the recipient may use it for.
+            purpose: why it is exported (default: the permitted use).
+            expires_in_days: days it is usable after approval (0: 90; at most 365 and what
+                the scenario has left).
+            data_format: ``"parquet"`` or ``"csv"``.
+        """
+        formats = {"parquet": pb.DATA_FORMAT_PARQUET, "csv": pb.DATA_FORMAT_CSV}
+        try:
+            fmt = formats[data_format.lower()]
+        except KeyError:
+            raise ValueError(f"data_format {data_format!r}: expected 'parquet' or 'csv'") from None
+        req = pb.RequestExportRequest(
+            job_id=_job_id(job),
+            purpose=purpose or permitted_use,
+            format=fmt,
+            recipient_id=recipient_id,
+            permitted_use=permitted_use,
+            expires_in_days=expires_in_days,
+        )
+        return self._call(self._exports.RequestExport, "ExportService/RequestExport", req).export
+
+    def vote(self, export_id: str, approve: bool = True, comment: str = "") -> pb.Export:
+        """A reviewer's vote: approve, or reject with a comment saying why."""
+        decision = pb.EXPORT_DECISION_APPROVE if approve else pb.EXPORT_DECISION_REJECT
+        req = pb.VoteExportRequest(export_id=export_id, decision=decision, shared_comment=comment)
+        return self._call(self._exports.VoteExport, "ExportService/VoteExport", req).export
+
+    def products(self) -> list[pb.Product]:
+        """Data products: a recipient's own, an engineer's tenant's, or (reviewers) those of
+        other tenants."""
+        resp = self._call(
+            self._exports.ListProducts, "ExportService/ListProducts", pb.ListProductsRequest()
+        )
+        return list(resp.products)
+
+    def download_product(self, export_id: str) -> pa.Table:
+        """The product ``export_id`` as an Arrow table, fetched over Arrow Flight (DoGet,
+        the ticket being the export id) with this client's mTLS certificate: only the
+        product's recipient gets it. The table is the recipient's copy, the rows of the
+        package's result file in the same order; its schema metadata carries the copy's
+        fingerprint under ``b"shuyu.fingerprint"``.
+
+        Raises:
+            ShuyuError: ``NOT_FOUND`` unless this principal is the recipient;
+                ``FAILED_PRECONDITION`` if the product was revoked, has expired or is not
+                approved; ``PERMISSION_DENIED`` for roles that may not fetch products.
+        """
+        if self._flight is None:
+            raise ShuyuError(
+                "FAILED_PRECONDITION",
+                "this client was built from a bare channel: connect with Client.connect or "
+                "Client.from_pem to use Arrow Flight",
+            )
+        return self._flight.do_get(export_id, self.rpc_timeout)
+
     def decide_scenario(self, scenario_id: str, approve: bool, comment: str = "") -> pb.Scenario:
         """A required approver's decision on a scenario (stewards, extra approvers, admins)."""
         req = pb.DecideScenarioRequest(scenario_id=scenario_id, approve=approve, comment=comment)
@@ -530,3 +614,86 @@ def status_name(job: pb.Job) -> str:
 def mode_name(job: pb.Job) -> str:
     """A job's mode: ``"LAB"``, ``"PRODUCTION"`` or ``"UNSPECIFIED"`` (= production)."""
     return pb.JobMode.Name(job.mode).removeprefix("JOB_MODE_")
+
+
+#: gRPC status names in the messages pyarrow's Flight client gives errors it has no class
+#: for (``"… gRPC returned not found error, with message: …"``).
+_FLIGHT_STATUS_WORDS = {
+    "not found": "NOT_FOUND",
+    "failed precondition": "FAILED_PRECONDITION",
+    "invalid argument": "INVALID_ARGUMENT",
+    "permission denied": "PERMISSION_DENIED",
+    "unimplemented": "UNIMPLEMENTED",
+    "unauthenticated": "UNAUTHENTICATED",
+    "unavailable": "UNAVAILABLE",
+    "internal": "INTERNAL",
+}
+
+
+def flight_error_code(err: BaseException) -> str:
+    """The gRPC status name behind an error raised by pyarrow's Flight client."""
+    from pyarrow import flight
+
+    if isinstance(err, flight.FlightUnauthorizedError):
+        return "PERMISSION_DENIED"
+    if isinstance(err, flight.FlightUnauthenticatedError):
+        return "UNAUTHENTICATED"
+    if isinstance(err, flight.FlightUnavailableError):
+        return "UNAVAILABLE"
+    if isinstance(err, flight.FlightTimedOutError):
+        return "DEADLINE_EXCEEDED"
+    if isinstance(err, flight.FlightCancelledError):
+        return "CANCELLED"
+    if isinstance(err, NotImplementedError):
+        return "UNIMPLEMENTED"
+    if isinstance(err, KeyError):
+        return "NOT_FOUND"
+    text = str(err).lower()
+    for words, code in _FLIGHT_STATUS_WORDS.items():
+        if f"grpc returned {words} error" in text:
+            return code
+    return "UNKNOWN"
+
+
+class _FlightTarget:
+    """Arrow Flight on the server's own address, over mTLS with the client's certificate."""
+
+    def __init__(
+        self,
+        *,
+        location: str,
+        ca_pem: bytes,
+        cert_pem: bytes,
+        key_pem: bytes,
+        override_hostname: str | None,
+    ) -> None:
+        self.location = location
+        self._ca = ca_pem
+        self._cert = cert_pem
+        self._key = key_pem
+        self.override_hostname = override_hostname
+
+    def __repr__(self) -> str:
+        return f"_FlightTarget({self.location!r})"
+
+    def do_get(self, export_id: str, timeout: float | None) -> pa.Table:
+        from pyarrow import flight
+
+        kwargs: dict[str, Any] = {
+            "tls_root_certs": self._ca,
+            "cert_chain": self._cert,
+            "private_key": self._key,
+        }
+        if self.override_hostname:
+            kwargs["override_hostname"] = self.override_hostname
+        client = flight.FlightClient(self.location, **kwargs)
+        try:
+            options = flight.FlightCallOptions(timeout=timeout)
+            reader = client.do_get(flight.Ticket(export_id.encode("utf-8")), options)
+            return reader.read_all()
+        except (flight.FlightError, pa.ArrowException, KeyError, NotImplementedError) as err:
+            raise ShuyuError(
+                flight_error_code(err), str(err), method="FlightService/DoGet"
+            ) from None
+        finally:
+            client.close()

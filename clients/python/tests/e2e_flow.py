@@ -14,6 +14,10 @@ with these environment variables:
     SHUYU_SCENARIO_ID   an approved scenario of that tenant listing columns of the dataset
     SHUYU_CANARY        a raw value that must never reach the client
     SHUYU_E2E_TIMEOUT   optional: seconds to wait for each job (default 180)
+    SHUYU_RECIPIENT_CREDENTIALS  optional: a recipient's credentials directory; with
+                        SHUYU_REVIEWER_CREDENTIALS (reviewers' directories joined by ':')
+                        the production result becomes an approved product for that
+                        recipient, who downloads it with pyarrow Flight
 
 Exit code 0 and the last line ``python-client e2e ok`` on success; otherwise exit code 1
 (2 for a missing variable) and a ``python-client e2e FAILED: …`` line on stderr.
@@ -67,6 +71,61 @@ PATH_RE = re.compile(
 
 def step(message: str) -> None:
     print(f"[e2e] {message}", flush=True)
+
+
+def product_flow(
+    engineer: Client, endpoint: str, recipient_dir: str, job: pb.Job, errors: list[str]
+) -> None:
+    reviewer_dirs = [d for d in env("SHUYU_REVIEWER_CREDENTIALS").split(":") if d]
+    with Client.connect(endpoint, recipient_dir, rpc_timeout=30) as recipient:
+        recipient_id = recipient.whoami().id
+        export = engineer.request_export(
+            job,
+            recipient_id=recipient_id,
+            permitted_use="python e2e: regional planning only",
+            expires_in_days=5,
+        )
+        check(
+            export.status == pb.EXPORT_STATUS_IN_REVIEW,
+            f"the export is {pb.ExportStatus.Name(export.status)}, not in review",
+        )
+        for d in reviewer_dirs:
+            with Client.connect(endpoint, d, rpc_timeout=30) as reviewer:
+                export = reviewer.vote(export.id, approve=True, comment="python e2e")
+        check(
+            export.status == pb.EXPORT_STATUS_APPROVED,
+            f"after {len(reviewer_dirs)} approvals the export is "
+            f"{pb.ExportStatus.Name(export.status)}",
+        )
+        products = {p.export_id: p for p in recipient.products()}
+        check(export.id in products, "the recipient does not list its product")
+        product = products[export.id]
+        table = recipient.download_product(export.id)
+        step(
+            f"product {export.id}: {table.num_rows} rows over Arrow Flight, "
+            f"columns {table.column_names}"
+        )
+        check(
+            table.num_rows == product.n_rows,
+            f"Flight gave {table.num_rows} rows, the product has {product.n_rows}",
+        )
+        check(table.num_rows == job.n_rows, f"the product has {table.num_rows} rows, the job {job.n_rows}")
+        metadata = table.schema.metadata or {}
+        check(
+            metadata.get(b"shuyu.fingerprint") == product.fingerprint.encode(),
+            f"the table's fingerprint metadata is {metadata.get(b'shuyu.fingerprint')!r}",
+        )
+        after = {p.export_id: p for p in recipient.products()}[export.id]
+        check(after.download_count == product.download_count + 1, "the fetch was not counted")
+    # The requesting engineer gets nothing: the product is the recipient's.
+    try:
+        engineer.download_product(export.id)
+    except ShuyuError as e:
+        check(e.code == "NOT_FOUND", f"the engineer's fetch failed with {e.code}, not NOT_FOUND")
+        errors.append(e.message)
+    else:
+        raise Failure("the requesting engineer fetched the recipient's product")
+    step(f"the engineer's fetch of {export.id}: NOT_FOUND")
 
 
 def main() -> int:
@@ -255,7 +314,12 @@ def main() -> int:
         usage = client.usage()
         step(f"usage: {sum(t.jobs for t in usage.tenants)} jobs this period")
 
-    # 10. The canary never reached the client: every response, as text and as bytes.
+        # 10. The production result as a product for a recipient, fetched over Flight.
+        recipient_dir = os.environ.get("SHUYU_RECIPIENT_CREDENTIALS", "").strip()
+        if recipient_dir:
+            product_flow(client, endpoint, recipient_dir, direct, errors)
+
+    # 11. The canary never reached the client: every response, as text and as bytes.
     needle = canary.encode("utf-8")
     for method, message in received:
         check(needle not in message.SerializeToString(), f"the canary is in a {method} response")

@@ -6,6 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use futures::TryStreamExt;
+
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::admin_service_client::AdminServiceClient;
 use shuyu_proto::v1::audit_service_client::AuditServiceClient;
@@ -41,6 +47,9 @@ pub enum ClientError {
     /// A job did not finish in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// An Arrow Flight stream did not decode.
+    #[error("flight: {0}")]
+    Flight(String),
 }
 
 /// A principal's credentials: the domain CA, the certificate and its key (PEM).
@@ -100,6 +109,8 @@ pub struct Client {
     pub exports: ExportServiceClient<Channel>,
     /// Audit service.
     pub audit: AuditServiceClient<Channel>,
+    /// Arrow Flight on the same server (DoGet of products).
+    pub flight: FlightServiceClient<Channel>,
 }
 
 impl Client {
@@ -143,7 +154,9 @@ impl Client {
             scenarios: ScenarioServiceClient::new(channel.clone()),
             exports: ExportServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            audit: AuditServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            audit: AuditServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            flight: FlightServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         })
     }
 
@@ -284,6 +297,34 @@ impl Client {
             out.extend_from_slice(&message.chunk);
         }
         Ok(out)
+    }
+
+    /// Fetches a product's record batches over Arrow Flight (DoGet, ticket = the export id):
+    /// the recipient's copy, its fingerprint in the schema metadata (`shuyu.fingerprint`).
+    ///
+    /// # Errors
+    /// The server's answer (NOT_FOUND unless the caller is the recipient;
+    /// FAILED_PRECONDITION when revoked, expired or not approved), or a stream that does not
+    /// decode.
+    pub async fn fetch_product(
+        &mut self,
+        export_id: &str,
+    ) -> Result<Vec<RecordBatch>, ClientError> {
+        let stream = self
+            .flight
+            .do_get(Ticket {
+                ticket: export_id.as_bytes().to_vec().into(),
+            })
+            .await?
+            .into_inner()
+            .map_err(|status| arrow_flight::error::FlightError::Tonic(Box::new(status)));
+        FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| match e {
+                arrow_flight::error::FlightError::Tonic(status) => ClientError::Status(*status),
+                other => ClientError::Flight(other.to_string()),
+            })
     }
 }
 

@@ -6,6 +6,7 @@
 mod classification;
 mod masking;
 mod policy;
+mod products;
 mod roles;
 
 pub use classification::Classification;
@@ -15,6 +16,9 @@ pub use masking::{
 };
 pub use policy::{
     DisclosurePolicy, ExportPolicy, JobLimits, MaskingDefaults, Policy, ReviewPolicy, SamplePolicy,
+};
+pub use products::{
+    DEFAULT_PRODUCT_DAYS, MAX_PRODUCT_DAYS, PriceBasis, PriceRates, ScenarioCategory, product_days,
 };
 pub use roles::{Action, Role, is_allowed};
 
@@ -40,8 +44,29 @@ pub enum PolicyError {
         width: i64,
     },
     /// An unknown role.
-    #[error("unknown role '{0}': expected admin, steward, engineer, reviewer or auditor")]
+    #[error(
+        "unknown role '{0}': expected admin, steward, engineer, reviewer, auditor or recipient"
+    )]
     UnknownRole(String),
+    /// An unknown scenario category.
+    #[error(
+        "unknown scenario category '{0}': expected public_governance, public_welfare or commercial"
+    )]
+    UnknownCategory(String),
+    /// More days than a product may have, or than its scenario has left.
+    #[error(
+        "a product may be used for at most {max} days (at most 365, and no longer than its \
+         scenario's remaining validity), not {requested}"
+    )]
+    ProductTooLong {
+        /// Days asked for.
+        requested: u32,
+        /// Days allowed.
+        max: u32,
+    },
+    /// The scenario has less than a day left.
+    #[error("the scenario's validity ends in less than a day: no product can be issued under it")]
+    ScenarioEnding,
     /// A rule that the column's classification does not allow (`keep` on a non-ordinary column).
     #[error(
         "a {classification} column requires masking: rule '{rule}' is only allowed for ordinary columns"

@@ -17,21 +17,25 @@ pub enum Role {
     Engineer,
     /// Expert group: reviews and votes on export requests.
     Reviewer,
-    /// Supervisor: read-only audit trail, tenants and principals.
+    /// Supervisor: read-only audit trail, tenants and principals; traces leaked copies.
     Auditor,
+    /// Application unit receiving approved data products (R21, R23): lists, downloads and
+    /// fetches the products naming it, nothing else.
+    Recipient,
 }
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::PlatformAdmin,
         Role::DataSteward,
         Role::Engineer,
         Role::Reviewer,
         Role::Auditor,
+        Role::Recipient,
     ];
 
-    /// Text form: `admin`, `steward`, `engineer`, `reviewer`, `auditor`.
+    /// Text form: `admin`, `steward`, `engineer`, `reviewer`, `auditor`, `recipient`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::PlatformAdmin => "admin",
@@ -39,6 +43,7 @@ impl Role {
             Role::Engineer => "engineer",
             Role::Reviewer => "reviewer",
             Role::Auditor => "auditor",
+            Role::Recipient => "recipient",
         }
     }
 }
@@ -61,6 +66,7 @@ impl FromStr for Role {
             "engineer" => Ok(Role::Engineer),
             "reviewer" => Ok(Role::Reviewer),
             "auditor" => Ok(Role::Auditor),
+            "recipient" => Ok(Role::Recipient),
             _ => Err(PolicyError::UnknownRole(truncate(s))),
         }
     }
@@ -113,8 +119,15 @@ pub enum Action {
     CommentExport,
     /// Withdraw an approved export: its package can no longer be downloaded.
     RevokeExport,
-    /// Download an approved, signed export.
+    /// Download an approved, signed export: only its recipient succeeds (R23).
     DownloadExport,
+    /// List data products: recipients those naming them, engineers their tenant's,
+    /// reviewers those of other tenants.
+    ListProducts,
+    /// Fetch a product's record batches over Arrow Flight (DoGet): only its recipient.
+    FetchProduct,
+    /// Find which product a leaked file was copied from (R24 traceability).
+    TraceExport,
     /// Read the audit trail.
     ReadAudit,
     /// Apply for a scenario with a purpose and a data list (R11).
@@ -136,7 +149,7 @@ pub enum Action {
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 34] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -160,6 +173,9 @@ impl Action {
         Action::CommentExport,
         Action::RevokeExport,
         Action::DownloadExport,
+        Action::ListProducts,
+        Action::FetchProduct,
+        Action::TraceExport,
         Action::ReadAudit,
         Action::ApplyScenario,
         Action::ViewScenario,
@@ -196,6 +212,9 @@ impl Action {
             Action::CommentExport => "comment_export",
             Action::RevokeExport => "revoke_export",
             Action::DownloadExport => "download_export",
+            Action::ListProducts => "list_products",
+            Action::FetchProduct => "fetch_product",
+            Action::TraceExport => "trace_export",
             Action::ReadAudit => "read_audit",
             Action::ApplyScenario => "apply_scenario",
             Action::ViewScenario => "view_scenario",
@@ -240,6 +259,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SetLabAccess
                 | SetPrivacyBudget
                 | RevokeExport
+                | TraceExport
         ),
         Role::DataSteward => matches!(
             action,
@@ -251,7 +271,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewScenario
                 | DecideScenario
         ),
-        // Masked samples only (R16); results leave only through review (R22).
+        // Masked samples only (R16); results leave only through review (R22). Download and
+        // fetch are allowed so that the requester gets NotFound like anyone else who is not
+        // the product's recipient (R23), not a hint that the product exists.
         Role::Engineer => matches!(
             action,
             WhoAmI
@@ -266,6 +288,8 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewExport
                 | CommentExport
                 | DownloadExport
+                | FetchProduct
+                | ListProducts
                 | ApplyScenario
                 | ViewScenario
                 | PromoteJob
@@ -280,10 +304,22 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | RevokeExport
                 | ViewExport
                 | ViewScenario
+                | ListProducts
         ),
         Role::Auditor => matches!(
             action,
-            WhoAmI | ReadAudit | ListTenants | ListPrincipals | ViewUsage | ViewScenario
+            WhoAmI
+                | ReadAudit
+                | ListTenants
+                | ListPrincipals
+                | ViewUsage
+                | ViewScenario
+                | TraceExport
+        ),
+        // Product actions only: no catalog, no jobs, no review, no audit.
+        Role::Recipient => matches!(
+            action,
+            WhoAmI | ListProducts | DownloadExport | FetchProduct
         ),
     }
 }
@@ -328,6 +364,16 @@ mod tests {
             (Role::Auditor, Action::ListPrincipals, true),
             (Role::Auditor, Action::SampleDataset, false),
             (Role::Auditor, Action::DescribeDataset, false),
+            (Role::Auditor, Action::TraceExport, true),
+            (Role::PlatformAdmin, Action::TraceExport, true),
+            (Role::Engineer, Action::TraceExport, false),
+            (Role::Recipient, Action::DownloadExport, true),
+            (Role::Recipient, Action::FetchProduct, true),
+            (Role::Recipient, Action::ListProducts, true),
+            (Role::Recipient, Action::ViewExport, false),
+            (Role::Recipient, Action::ListDatasets, false),
+            (Role::Recipient, Action::TraceExport, false),
+            (Role::Reviewer, Action::FetchProduct, false),
         ];
         for (role, action, expected) in cases {
             check(role, action, expected);
@@ -337,7 +383,7 @@ mod tests {
     #[test]
     fn whole_matrix() {
         use Action::*;
-        let allowed: [(Role, &[Action]); 5] = [
+        let allowed: [(Role, &[Action]); 6] = [
             (
                 Role::PlatformAdmin,
                 &[
@@ -357,6 +403,7 @@ mod tests {
                     SetLabAccess,
                     SetPrivacyBudget,
                     RevokeExport,
+                    TraceExport,
                 ],
             ),
             (
@@ -386,6 +433,8 @@ mod tests {
                     ViewExport,
                     CommentExport,
                     DownloadExport,
+                    FetchProduct,
+                    ListProducts,
                     ApplyScenario,
                     ViewScenario,
                     PromoteJob,
@@ -402,6 +451,7 @@ mod tests {
                     RevokeExport,
                     ViewExport,
                     ViewScenario,
+                    ListProducts,
                 ],
             ),
             (
@@ -413,7 +463,12 @@ mod tests {
                     ListPrincipals,
                     ViewUsage,
                     ViewScenario,
+                    TraceExport,
                 ],
+            ),
+            (
+                Role::Recipient,
+                &[WhoAmI, ListProducts, DownloadExport, FetchProduct],
             ),
         ];
         for (role, actions) in allowed {
@@ -439,6 +494,18 @@ mod tests {
                 matches!(role, Role::Reviewer | Role::Engineer),
             );
             check(role, Action::SubmitJob, role == Role::Engineer);
+            check(
+                role,
+                Action::TraceExport,
+                matches!(role, Role::PlatformAdmin | Role::Auditor),
+            );
+            // Products reach only their recipient; engineers are allowed to ask so that
+            // they get NotFound, never a hint.
+            check(
+                role,
+                Action::DownloadExport,
+                matches!(role, Role::Recipient | Role::Engineer),
+            );
             check(role, Action::ReadAudit, role == Role::Auditor);
             check(role, Action::ApplyScenario, role == Role::Engineer);
             check(

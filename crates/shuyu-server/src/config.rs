@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Differential-privacy budgets.
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// Prices of commercial data products (R24).
+    #[serde(default)]
+    pub pricing: PricingConfig,
 }
 
 /// Differential-privacy budgets: each tenant's total ε over one dataset's content.
@@ -61,8 +64,51 @@ impl Default for PrivacyConfig {
     }
 }
 
+/// The price basis of commercial products, filed with each product (R24). Products under
+/// public-governance and public-welfare scenarios are free whatever these say. Amounts in
+/// fen (分, 1/100 yuan), so that no price is a floating-point number.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Per started 10,000 rows of a product.
+    #[serde(default = "default_per_10k_rows_fen")]
+    pub per_10k_rows_fen: u64,
+    /// Per download of its package or fetch over Arrow Flight.
+    #[serde(default = "default_per_download_fen")]
+    pub per_download_fen: u64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        PricingConfig {
+            per_10k_rows_fen: default_per_10k_rows_fen(),
+            per_download_fen: default_per_download_fen(),
+        }
+    }
+}
+
 fn default_epsilon() -> f64 {
     3.0
+}
+
+impl PricingConfig {
+    /// The rates as the policy crate prices with them.
+    pub fn rates(&self) -> shuyu_policy::PriceRates {
+        shuyu_policy::PriceRates {
+            per_10k_rows_fen: self.per_10k_rows_fen,
+            per_download_fen: self.per_download_fen,
+        }
+    }
+}
+
+/// Largest configurable rate: 100 million yuan, in fen.
+pub const MAX_RATE_FEN: u64 = 10_000_000_000;
+
+fn default_per_10k_rows_fen() -> u64 {
+    10_000
+}
+fn default_per_download_fen() -> u64 {
+    1_000
 }
 
 /// The data lab: development on masked samples, time-limited per tenant.
@@ -182,6 +228,7 @@ impl ServerConfig {
             worker: WorkerConfig::default(),
             lab: LabConfig::default(),
             privacy: PrivacyConfig::default(),
+            pricing: PricingConfig::default(),
         }
     }
 
@@ -249,6 +296,24 @@ impl ServerConfig {
                 )));
             }
         }
+        for (key, value) in [
+            ("pricing.per_10k_rows_fen", self.pricing.per_10k_rows_fen),
+            ("pricing.per_download_fen", self.pricing.per_download_fen),
+        ] {
+            if value > MAX_RATE_FEN {
+                return Err(ServerError::InvalidArgument(format!(
+                    "configuration: {key} must be at most {MAX_RATE_FEN} (fen)"
+                )));
+            }
+        }
+        if self.pricing.per_10k_rows_fen == 0 && self.pricing.per_download_fen == 0 {
+            return Err(ServerError::InvalidArgument(
+                "configuration: [pricing] must charge commercial products something \
+                 (per_10k_rows_fen or per_download_fen above 0); public-governance and \
+                 public-welfare products are free regardless"
+                    .into(),
+            ));
+        }
         if self.worker.address_space_mib != 0 && self.worker.address_space_mib < 512 {
             return Err(ServerError::InvalidArgument(
                 "configuration: worker.address_space_mib must be 0 (no ceiling) or at least 512"
@@ -287,6 +352,7 @@ mod tests {
         let config = ServerConfig::from_toml_str(text).expect("example config is valid");
         assert_eq!(config.listen.port(), 7443);
         assert!(config.policy_file.is_some());
+        assert_eq!(config.pricing, PricingConfig::default());
     }
 
     #[test]
@@ -302,5 +368,21 @@ mod tests {
         let err =
             ServerConfig::from_toml_str("data_dir = \"x\"\n[worker]\nstacks = 1\n").unwrap_err();
         assert!(err.to_string().contains("stacks"), "{err}");
+        let err = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[pricing]\nper_download_fen = 10000000001\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("pricing.per_download_fen"),
+            "{err}"
+        );
+        let err = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[pricing]\nper_download_fen = 0\nper_10k_rows_fen = 0\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("[pricing]"), "{err}");
+        let err =
+            ServerConfig::from_toml_str("data_dir = \"x\"\n[pricing]\nyuan = 1\n").unwrap_err();
+        assert!(err.to_string().contains("yuan"), "{err}");
     }
 }

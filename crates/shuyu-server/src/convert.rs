@@ -1,7 +1,7 @@
 //! Hand-written conversions between domain types and the `shuyu.v1` wire types.
 
 use shuyu_engine::{ColumnSpec, MaskedTable, OutputColumn};
-use shuyu_policy::Role;
+use shuyu_policy::{Role, ScenarioCategory};
 use shuyu_proto::v1 as pb;
 
 use crate::error::{Result, ServerError};
@@ -18,6 +18,7 @@ pub fn role_to_pb(role: Role) -> pb::Role {
         Role::Engineer => pb::Role::Engineer,
         Role::Reviewer => pb::Role::Reviewer,
         Role::Auditor => pb::Role::Auditor,
+        Role::Recipient => pb::Role::Recipient,
     }
 }
 
@@ -28,8 +29,31 @@ pub fn role_from_pb(value: i32) -> Result<Role> {
         Ok(pb::Role::Engineer) => Ok(Role::Engineer),
         Ok(pb::Role::Reviewer) => Ok(Role::Reviewer),
         Ok(pb::Role::Auditor) => Ok(Role::Auditor),
+        Ok(pb::Role::Recipient) => Ok(Role::Recipient),
         Ok(pb::Role::Unspecified) | Err(_) => Err(ServerError::InvalidArgument(
-            "role must be admin, steward, engineer, reviewer or auditor".into(),
+            "role must be admin, steward, engineer, reviewer, auditor or recipient".into(),
+        )),
+    }
+}
+
+pub fn category_to_pb(category: ScenarioCategory) -> pb::ScenarioCategory {
+    match category {
+        ScenarioCategory::PublicGovernance => pb::ScenarioCategory::PublicGovernance,
+        ScenarioCategory::PublicWelfare => pb::ScenarioCategory::PublicWelfare,
+        ScenarioCategory::Commercial => pb::ScenarioCategory::Commercial,
+    }
+}
+
+/// A scenario's category; unspecified is commercial (R24: priced unless shown otherwise).
+pub fn category_from_pb(value: i32) -> Result<ScenarioCategory> {
+    match pb::ScenarioCategory::try_from(value) {
+        Ok(pb::ScenarioCategory::PublicGovernance) => Ok(ScenarioCategory::PublicGovernance),
+        Ok(pb::ScenarioCategory::PublicWelfare) => Ok(ScenarioCategory::PublicWelfare),
+        Ok(pb::ScenarioCategory::Commercial | pb::ScenarioCategory::Unspecified) => {
+            Ok(ScenarioCategory::Commercial)
+        }
+        Err(_) => Err(ServerError::InvalidArgument(
+            "category must be public_governance, public_welfare or commercial".into(),
         )),
     }
 }
@@ -223,7 +247,43 @@ pub fn export_status(status: ExportStatus) -> pb::ExportStatus {
         ExportStatus::Rejected => pb::ExportStatus::Rejected,
         ExportStatus::Returned => pb::ExportStatus::Returned,
         ExportStatus::Revoked => pb::ExportStatus::Revoked,
+        ExportStatus::Expired => pb::ExportStatus::Expired,
     }
+}
+
+/// The product an approved export became, as it stands at `now_ms`; `None` before approval.
+pub fn product(e: &ExportRecord, now_ms: i64) -> Option<pb::Product> {
+    let p = e.product.as_ref()?;
+    let basis = p.price_basis();
+    Some(pb::Product {
+        export_id: e.id.clone(),
+        tenant_id: e.tenant_id.clone(),
+        job_id: e.job_id.clone(),
+        scenario_id: p.scenario_id.clone(),
+        scenario_category: category_to_pb(p.scenario_category) as i32,
+        recipient_id: e.recipient().to_owned(),
+        recipient_organisation: p.recipient_organisation.clone(),
+        permitted_use: e.permitted_use.clone(),
+        format: format_to_pb(&e.format) as i32,
+        status: export_status(e.status_at(now_ms)) as i32,
+        approved_at_ms: p.approved_at_ms,
+        expires_at_ms: p.expires_at_ms,
+        price: Some(pb::PriceBasis {
+            free: basis.is_free(),
+            currency: "CNY".into(),
+            per_10k_rows_fen: basis.rates.per_10k_rows_fen,
+            per_download_fen: basis.rates.per_download_fen,
+            rows: basis.rows,
+            rows_charge_fen: basis.rows_charge_fen(),
+            charge_fen: basis.charge_fen(e.download_count),
+        }),
+        n_rows: p.n_rows,
+        download_count: e.download_count,
+        last_download_at_ms: e.last_download_at_ms,
+        package_sha256: e.package_sha256.clone(),
+        fingerprint: p.fingerprint.clone(),
+        round_counts_to: p.round_counts_to,
+    })
 }
 
 pub fn export_decision(decision: ExportDecision) -> pb::ExportDecision {
@@ -294,7 +354,7 @@ pub fn export(e: &ExportRecord, history: &ExportHistory, view: &ExportView) -> p
         requester_id: e.requester_id.clone(),
         purpose: e.purpose.clone(),
         format: format_to_pb(&e.format) as i32,
-        status: export_status(e.status) as i32,
+        status: export_status(e.status_at(crate::now_ms())) as i32,
         checks: e
             .checks
             .iter()
@@ -355,6 +415,10 @@ pub fn export(e: &ExportRecord, history: &ExportHistory, view: &ExportView) -> p
             })
             .collect(),
         policy_version: e.policy_version.clone(),
+        recipient_id: e.recipient().to_owned(),
+        permitted_use: e.permitted_use.clone(),
+        expires_in_days: e.expires_in_days,
+        product: product(e, crate::now_ms()),
     }
 }
 
@@ -387,6 +451,7 @@ pub fn scenario(s: &ScenarioRecord, now_ms: i64) -> pb::Scenario {
             .collect(),
         valid_from_ms: s.valid_from_ms,
         valid_until_ms: s.valid_until_ms,
+        category: category_to_pb(s.category) as i32,
         status: status as i32,
         approvals: s
             .approvals

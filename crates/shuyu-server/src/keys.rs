@@ -34,6 +34,32 @@ pub fn job_kek(job_id: &str) -> String {
     format!("job:{job_id}")
 }
 
+/// The fingerprint of `recipient_id`'s copy of export `export_id` (R24 traceability): hex
+/// HMAC-SHA256 over both ids under a key derived from the master key. It marks the copy; the
+/// key never leaves the server.
+pub fn product_fingerprint(master: &MasterKey, export_id: &str, recipient_id: &str) -> String {
+    let key = master.key().derive("shuyu-product-fingerprint:v1");
+    hex::encode(key.hmac_sha256(format!("{export_id}\u{0}{recipient_id}").as_bytes()))
+}
+
+/// The key that orders the rows of the copy marked `fingerprint`: derived from it under a
+/// domain key, so that nobody outside the domain can produce (or forge) another copy's order.
+pub fn product_order_key(master: &MasterKey, fingerprint: &str) -> Result<SecretKey> {
+    let key = master.key().derive("shuyu-product-order:v1");
+    Ok(SecretKey::from_bytes(
+        &key.hmac_sha256(fingerprint.as_bytes()),
+    )?)
+}
+
+/// The key under which a recipient's copies carry their pseudonyms: two recipients' copies
+/// cannot be joined on them.
+pub fn recipient_pseudonym_key(master: &MasterKey, recipient_id: &str) -> Result<SecretKey> {
+    let key = master.key().derive("shuyu-recipient-pseudonym:v1");
+    Ok(SecretKey::from_bytes(
+        &key.hmac_sha256(recipient_id.as_bytes()),
+    )?)
+}
+
 /// How deep the hierarchy may nest (guards against a cycle in a corrupted store).
 const MAX_DEPTH: usize = 8;
 

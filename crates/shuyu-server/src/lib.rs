@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow_flight::flight_service_server::FlightServiceServer;
 use shuyu_engine::{Engine, Storage};
 use shuyu_proto::v1::admin_service_server::AdminServiceServer;
 use shuyu_proto::v1::audit_service_server::AuditServiceServer;
@@ -218,8 +219,13 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             JobServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ExportServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
+            // TraceExport takes a leaked file of up to 32 MiB.
+            ExportServiceServer::new(api.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        // Products over Arrow Flight (DoGet), on the same mTLS server.
+        .add_service(FlightServiceServer::new(api.clone()))
         .add_service(ScenarioServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {

@@ -9,8 +9,10 @@ use shuyu_vault::{Envelope, SecretKey, SigningKey, sha256_hex, verify_signature}
 
 use crate::error::{Result, ServerError};
 
-/// The manifest format written by this version.
-pub const MANIFEST_FORMAT: &str = "shuyu-export/v2";
+/// The manifest format written by this version: a data product for one recipient.
+pub const MANIFEST_FORMAT: &str = "shuyu-export/v3";
+/// The quorum-review format without a product, still verified.
+const MANIFEST_FORMAT_V2: &str = "shuyu-export/v2";
 /// The single-reviewer format of earlier versions, still verified.
 const MANIFEST_FORMAT_V1: &str = "shuyu-export/v1";
 
@@ -42,6 +44,44 @@ pub struct Manifest {
     pub result: ManifestFile,
     /// Hex Ed25519 public key of the signing domain.
     pub domain_public_key: String,
+    /// The registered product (from `shuyu-export/v3`): whom it is for, what for, until
+    /// when, on what price basis, and how the recipient's copy is marked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<ManifestProduct>,
+}
+
+/// What an export is as a data product (R21, R23, R24).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestProduct {
+    pub recipient_id: String,
+    pub recipient_organisation: String,
+    /// What the recipient may use it for; nothing else, and no passing on (R23).
+    pub permitted_use: String,
+    pub expires_at_ms: i64,
+    pub scenario_id: String,
+    /// `public_governance`, `public_welfare` or `commercial`.
+    pub scenario_category: String,
+    pub price_basis: ManifestPrice,
+    /// Hex HMAC-SHA256 over (export id, recipient id) under a domain key; also in the result
+    /// file's metadata (Parquet) and, through a key derived from it, in its row order.
+    pub fingerprint: String,
+    /// How the rows are ordered: `keyed-by-fingerprint/v1`.
+    pub row_order: String,
+    /// Count cells were rounded to the nearest multiple of this (0: not rounded).
+    pub round_counts_to: u64,
+    /// Columns whose pseudonyms are keyed for this recipient.
+    pub rekeyed_columns: Vec<String>,
+}
+
+/// The price basis filed with a product (amounts in fen, 1/100 yuan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestPrice {
+    pub free: bool,
+    pub currency: String,
+    pub per_10k_rows_fen: u64,
+    pub per_download_fen: u64,
+    pub rows: u64,
+    pub rows_charge_fen: u64,
 }
 
 /// An input dataset and the hash of the bytes it was ingested from.
@@ -136,6 +176,7 @@ impl From<ManifestV1> for Manifest {
             approved_at_ms: m.approved_at_ms,
             result: m.result,
             domain_public_key: m.domain_public_key,
+            product: None,
         }
     }
 }
@@ -190,7 +231,8 @@ pub struct Verified {
 
 /// Verifies a package offline: the manifest's signature under `expected_key` (hex; the key in
 /// the manifest when `None`), and the result file's size and hash. Packages of the
-/// single-reviewer format (`shuyu-export/v1`) verify too, read as a quorum of one.
+/// single-reviewer format (`shuyu-export/v1`) verify too, read as a quorum of one, and so do
+/// packages of the quorum review from before products (`shuyu-export/v2`, no product).
 ///
 /// # Errors
 /// A message saying what failed.
@@ -224,7 +266,14 @@ pub fn verify(package: &[u8], expected_key: Option<&str>) -> std::result::Result
     let parse_error = |e: serde_json::Error| format!("the manifest does not parse: {e}");
     let value: serde_json::Value = serde_json::from_slice(manifest_bytes).map_err(parse_error)?;
     let manifest: Manifest = match value.get("format").and_then(|f| f.as_str()) {
-        Some(MANIFEST_FORMAT) => serde_json::from_value(value).map_err(parse_error)?,
+        Some(MANIFEST_FORMAT) => {
+            let manifest: Manifest = serde_json::from_value(value).map_err(parse_error)?;
+            if manifest.product.is_none() {
+                return Err(format!("a {MANIFEST_FORMAT} manifest names no product"));
+            }
+            manifest
+        }
+        Some(MANIFEST_FORMAT_V2) => serde_json::from_value(value).map_err(parse_error)?,
         Some(MANIFEST_FORMAT_V1) => serde_json::from_value::<ManifestV1>(value)
             .map_err(parse_error)?
             .into(),
@@ -338,6 +387,26 @@ mod tests {
                 rows: 1,
             },
             domain_public_key: String::new(),
+            product: Some(ManifestProduct {
+                recipient_id: "p_rcp".into(),
+                recipient_organisation: "某市卫健委".into(),
+                permitted_use: "区县卫生规划".into(),
+                expires_at_ms: 3,
+                scenario_id: "sc_1".into(),
+                scenario_category: "public_welfare".into(),
+                price_basis: ManifestPrice {
+                    free: true,
+                    currency: "CNY".into(),
+                    per_10k_rows_fen: 0,
+                    per_download_fen: 0,
+                    rows: 1,
+                    rows_charge_fen: 0,
+                },
+                fingerprint: "ab".repeat(32),
+                row_order: "keyed-by-fingerprint/v1".into(),
+                round_counts_to: 5,
+                rekeyed_columns: Vec::new(),
+            }),
         }
     }
 
@@ -396,6 +465,29 @@ mod tests {
             ("result.csv", result),
         ]);
         assert!(verify(&forged, None).unwrap_err().contains("signature"));
+    }
+
+    #[test]
+    fn a_quorum_package_from_before_products_still_verifies() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let mut m = manifest(b"n\n12\n");
+        m.format = MANIFEST_FORMAT_V2.into();
+        m.product = None;
+        m.domain_public_key = hex::encode(key.public_key());
+        let package = build(&m, b"n\n12\n", &key).unwrap();
+        // Written as v2 wrote it: no product key at all.
+        assert!(!String::from_utf8_lossy(&package).contains("\"product\""));
+        let verified = verify(&package, None).unwrap().manifest;
+        assert_eq!(verified.format, MANIFEST_FORMAT_V2);
+        assert_eq!(verified.product, None);
+        // A v3 manifest must name its product.
+        m.format = MANIFEST_FORMAT.into();
+        let package = build(&m, b"n\n12\n", &key).unwrap();
+        assert!(
+            verify(&package, None)
+                .unwrap_err()
+                .contains("names no product")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use shuyu_engine::{
     AUDITED_UNITS, ColumnSpec, ColumnType, DisclosureMeta, DpSpec, MaskedTable, OutputColumn,
     ReleasedCell, RowInfluence, UnitCount, UnitSketch,
 };
-use shuyu_policy::{Classification, MaskingRule, Role};
+use shuyu_policy::{Classification, MaskingRule, PriceRates, Role, ScenarioCategory};
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::error::{Result, ServerError};
@@ -304,6 +304,9 @@ pub enum ExportStatus {
     Returned,
     /// Approved, then withdrawn (terminal): no longer downloadable.
     Revoked,
+    /// Approved, past its product's expiry: never stored, derived when read
+    /// ([`ExportRecord::status_at`]).
+    Expired,
 }
 
 impl ExportStatus {
@@ -316,6 +319,7 @@ impl ExportStatus {
             ExportStatus::Rejected => "rejected",
             ExportStatus::Returned => "returned",
             ExportStatus::Revoked => "revoked",
+            ExportStatus::Expired => "expired",
         }
     }
     /// Unknown text reads as `Refused`: nothing unknown can be approved or downloaded.
@@ -326,6 +330,7 @@ impl ExportStatus {
             "rejected" => ExportStatus::Rejected,
             "returned" => ExportStatus::Returned,
             "revoked" => ExportStatus::Revoked,
+            "expired" => ExportStatus::Expired,
             _ => ExportStatus::Refused,
         }
     }
@@ -388,6 +393,94 @@ pub struct ExportRecord {
     pub policy_version: String,
     /// Approvals needed, fixed from the policy when the export was requested.
     pub quorum: u64,
+    /// The recipient principal the product is for; empty for exports requested before
+    /// products (their requester was their recipient).
+    pub recipient_id: String,
+    /// What the recipient may use the product for (R23).
+    pub permitted_use: String,
+    /// Days the product is usable after approval.
+    pub expires_in_days: u32,
+    /// The registered product, once approved.
+    pub product: Option<ProductRecord>,
+    /// Downloads of the package and Flight fetches, and the last one's time.
+    pub download_count: u64,
+    pub last_download_at_ms: i64,
+}
+
+impl ExportRecord {
+    /// The status at `now_ms`: an approved product past its expiry is expired.
+    pub fn status_at(&self, now_ms: i64) -> ExportStatus {
+        match (&self.status, &self.product) {
+            (ExportStatus::Approved, Some(p))
+                if p.expires_at_ms > 0 && now_ms >= p.expires_at_ms =>
+            {
+                ExportStatus::Expired
+            }
+            (status, _) => *status,
+        }
+    }
+
+    /// Who receives the product: its recipient, or for exports from before products, the
+    /// requester.
+    pub fn recipient(&self) -> &str {
+        if self.recipient_id.is_empty() {
+            &self.requester_id
+        } else {
+            &self.recipient_id
+        }
+    }
+}
+
+/// An approved export as a registered data product (R21, R24): what its manifest states.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProductRecord {
+    pub scenario_id: String,
+    #[serde(with = "category_text")]
+    pub scenario_category: ScenarioCategory,
+    pub recipient_organisation: String,
+    pub approved_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// The rates it is charged at (zero when free).
+    pub per_10k_rows_fen: u64,
+    pub per_download_fen: u64,
+    pub n_rows: u64,
+    /// Hex HMAC-SHA256 over (export id, recipient id) under the domain's fingerprint key.
+    pub fingerprint: String,
+    /// Base count cells were rounded to (0: none).
+    pub round_counts_to: u64,
+    /// Columns whose pseudonyms were re-keyed for the recipient.
+    pub rekeyed_columns: Vec<String>,
+    /// Order-free digest of the product's rows (see `ResultData::rows_digest`).
+    pub rows_digest: String,
+}
+
+impl ProductRecord {
+    /// The price basis filed with it.
+    pub fn price_basis(&self) -> shuyu_policy::PriceBasis {
+        shuyu_policy::PriceBasis::new(
+            self.scenario_category,
+            PriceRates {
+                per_10k_rows_fen: self.per_10k_rows_fen,
+                per_download_fen: self.per_download_fen,
+            },
+            self.n_rows,
+        )
+    }
+}
+
+mod category_text {
+    use shuyu_policy::ScenarioCategory;
+
+    pub fn serialize<S: serde::Serializer>(c: &ScenarioCategory, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.as_str())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<ScenarioCategory, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A reviewer's decision on an export in review.
@@ -575,6 +668,23 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "gate_json", "TEXT NOT NULL DEFAULT ''"),
     ("jobs", "dp_json", "TEXT NOT NULL DEFAULT ''"),
     ("exports", "quorum", "INTEGER NOT NULL DEFAULT 1"),
+    (
+        "scenarios",
+        "category",
+        "TEXT NOT NULL DEFAULT 'commercial'",
+    ),
+    ("exports", "recipient_id", "TEXT NOT NULL DEFAULT ''"),
+    ("exports", "permitted_use", "TEXT NOT NULL DEFAULT ''"),
+    ("exports", "expires_in_days", "INTEGER NOT NULL DEFAULT 0"),
+    ("exports", "product_json", "TEXT NOT NULL DEFAULT ''"),
+    ("exports", "fingerprint", "TEXT NOT NULL DEFAULT ''"),
+    ("exports", "rows_digest", "TEXT NOT NULL DEFAULT ''"),
+    ("exports", "download_count", "INTEGER NOT NULL DEFAULT 0"),
+    (
+        "exports",
+        "last_download_at_ms",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -1435,7 +1545,8 @@ pub fn privacy_budgets(conn: &Connection, tenant_id: &str) -> Result<Vec<Privacy
 
 const EXPORT_COLUMNS: &str = "id, job_id, tenant_id, requester_id, purpose, format, status,
     checks_json, requested_at_ms, decided_at_ms, package_location, package_sha256, policy_version,
-    quorum";
+    quorum, recipient_id, permitted_use, expires_in_days, product_json, fingerprint, rows_digest,
+    download_count, last_download_at_ms";
 
 fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
     let status: String = r.get(6)?;
@@ -1458,16 +1569,41 @@ fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
         package_sha256: r.get(11)?,
         policy_version: r.get(12)?,
         quorum: r.get(13)?,
+        recipient_id: r.get(14)?,
+        permitted_use: r.get(15)?,
+        expires_in_days: r.get(16)?,
+        product: {
+            let json: String = r.get(17)?;
+            if json.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&json).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        17,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?)
+            }
+        },
+        download_count: r.get(20)?,
+        last_download_at_ms: r.get(21)?,
     })
 }
 
 pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
     let checks = serde_json::to_string(&e.checks)
         .map_err(|err| ServerError::internal(format!("serialising checks: {err}")))?;
+    let product = match &e.product {
+        Some(p) => serde_json::to_string(p)
+            .map_err(|err| ServerError::internal(format!("serialising a product: {err}")))?,
+        None => String::new(),
+    };
     conn.execute(
         &format!(
             "INSERT OR REPLACE INTO exports ({EXPORT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18, ?19, ?20, ?21, ?22)"
         ),
         params![
             e.id,
@@ -1483,10 +1619,87 @@ pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
             e.package_location,
             e.package_sha256,
             e.policy_version,
-            e.quorum
+            e.quorum,
+            e.recipient_id,
+            e.permitted_use,
+            e.expires_in_days,
+            product,
+            e.product
+                .as_ref()
+                .map(|p| p.fingerprint.as_str())
+                .unwrap_or(""),
+            e.product
+                .as_ref()
+                .map(|p| p.rows_digest.as_str())
+                .unwrap_or(""),
+            e.download_count,
+            e.last_download_at_ms
         ],
     )?;
     Ok(())
+}
+
+/// Counts one download (package or Flight fetch) of a product.
+pub fn record_download(conn: &Connection, export_id: &str, at_ms: i64) -> Result<u64> {
+    Ok(conn.query_row(
+        "UPDATE exports SET download_count = download_count + 1, last_download_at_ms = ?2
+         WHERE id = ?1 RETURNING download_count",
+        params![export_id, at_ms],
+        |r| r.get(0),
+    )?)
+}
+
+/// Products (exports that were approved: approved, revoked or expired) naming `recipient_id`,
+/// newest first.
+pub fn products_of_recipient(conn: &Connection, recipient_id: &str) -> Result<Vec<ExportRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS} FROM exports WHERE product_json != ''
+         AND (recipient_id = ?1 OR (recipient_id = '' AND requester_id = ?1))
+         ORDER BY requested_at_ms DESC LIMIT 500"
+    ))?;
+    let rows = stmt.query_map([recipient_id], export_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Products of one tenant, or of every tenant but `except_tenant`, newest first.
+pub fn products(
+    conn: &Connection,
+    tenant_id: Option<&str>,
+    except_tenant: Option<&str>,
+) -> Result<Vec<ExportRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS} FROM exports WHERE product_json != ''
+         AND (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR tenant_id != ?2)
+         ORDER BY requested_at_ms DESC LIMIT 500"
+    ))?;
+    let rows = stmt.query_map(params![tenant_id, except_tenant], export_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The product whose copy carries `fingerprint`.
+pub fn product_by_fingerprint(
+    conn: &Connection,
+    fingerprint: &str,
+) -> Result<Option<ExportRecord>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {EXPORT_COLUMNS} FROM exports WHERE fingerprint = ?1 AND fingerprint != ''"
+            ),
+            [fingerprint],
+            export_row,
+        )
+        .optional()?)
+}
+
+/// Products whose rows are exactly `rows_digest` (in any order).
+pub fn products_with_rows(conn: &Connection, rows_digest: &str) -> Result<Vec<ExportRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EXPORT_COLUMNS} FROM exports WHERE rows_digest = ?1 AND rows_digest != ''
+         ORDER BY requested_at_ms LIMIT 10000"
+    ))?;
+    let rows = stmt.query_map([rows_digest], export_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn export(conn: &Connection, id: &str) -> Result<Option<ExportRecord>> {
@@ -1775,10 +1988,12 @@ pub struct ScenarioRecord {
     pub applicant_id: String,
     pub created_at_ms: i64,
     pub approvals: Vec<ScenarioApproval>,
+    /// What it serves: decides whether its products are free (R24).
+    pub category: ScenarioCategory,
 }
 
 const SCENARIO_COLUMNS: &str = "id, tenant_id, name, purpose, data_list_json, valid_from_ms,
-    valid_until_ms, status, applicant_id, created_at_ms";
+    valid_until_ms, status, applicant_id, created_at_ms, category";
 
 fn scenario_row(r: &Row<'_>) -> rusqlite::Result<ScenarioRecord> {
     let data_list: String = r.get(4)?;
@@ -1801,6 +2016,12 @@ fn scenario_row(r: &Row<'_>) -> rusqlite::Result<ScenarioRecord> {
         applicant_id: r.get(8)?,
         created_at_ms: r.get(9)?,
         approvals: Vec::new(),
+        category: {
+            let text: String = r.get(10)?;
+            text.parse().map_err(|e: shuyu_policy::PolicyError| {
+                rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
+            })?
+        },
     })
 }
 
@@ -1833,7 +2054,7 @@ pub fn upsert_scenario(conn: &Connection, s: &ScenarioRecord) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT OR REPLACE INTO scenarios ({SCENARIO_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         ),
         params![
             s.id,
@@ -1845,7 +2066,8 @@ pub fn upsert_scenario(conn: &Connection, s: &ScenarioRecord) -> Result<()> {
             s.valid_until_ms,
             s.status.as_str(),
             s.applicant_id,
-            s.created_at_ms
+            s.created_at_ms,
+            s.category.as_str()
         ],
     )?;
     for a in &s.approvals {

@@ -52,6 +52,9 @@ pub enum ClientCommand {
     /// Scenarios (R11, R12): engineers apply, stewards and admins approve.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Data products (approved exports for one recipient): recipients, engineers, reviewers.
+    #[command(subcommand)]
+    Product(ProductCommand),
     /// Metered resource use per tenant (R6): engineers see their tenant, admins and
     /// auditors every tenant.
     Usage {
@@ -151,6 +154,9 @@ pub enum ScenarioCommand {
         /// Validity in days from now.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// public_governance or public_welfare (products free) or commercial (priced).
+        #[arg(long, default_value = "commercial")]
+        category: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -194,7 +200,8 @@ pub enum PrincipalCommand {
         /// Organisation.
         #[arg(long)]
         org: String,
-        /// admin, steward, engineer, reviewer or auditor.
+        /// admin, steward, engineer, reviewer, auditor or recipient (an application unit
+        /// receiving data products; `--org` names it).
         #[arg(long)]
         role: String,
         /// Tenant id: required for engineers; optional for reviewers, who then never review
@@ -343,15 +350,35 @@ pub enum JobCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ExportClientCommand {
-    /// Ask to export a job's result (engineers).
+    /// Ask to export a job's result as a data product for one recipient (engineers).
     Request {
+        /// The job (or --job).
+        #[arg(value_name = "JOB", required_unless_present = "job_flag")]
+        job: Option<String>,
+        #[arg(long = "job", value_name = "JOB", conflicts_with = "job")]
+        job_flag: Option<String>,
+        /// The recipient principal the product is for.
         #[arg(long)]
-        job: String,
+        recipient: String,
+        /// What the recipient may use it for (R23).
+        #[arg(long = "use")]
+        permitted_use: String,
+        /// Days the product is usable after approval (default 90; at most 365 and what the
+        /// scenario has left).
         #[arg(long)]
-        purpose: String,
+        expires_days: Option<u32>,
+        /// Why it is exported (default: the permitted use).
+        #[arg(long)]
+        purpose: Option<String>,
         /// parquet or csv.
         #[arg(long, default_value = "parquet")]
         format: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Which product a leaked file (Parquet or CSV) was copied from (admins, auditors).
+    Trace {
+        file: PathBuf,
         #[command(flatten)]
         conn: Conn,
     },
@@ -419,11 +446,20 @@ pub enum ExportClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Download an approved package (its requester only).
+    /// Download an approved, unexpired product's package (its recipient only).
     Download {
         id: String,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// Products: a recipient's own, an engineer's tenant's, or (reviewers) other tenants'.
+    List {
         #[command(flatten)]
         conn: Conn,
     },
@@ -455,7 +491,10 @@ pub fn parse_role(text: &str) -> Result<pb::Role> {
         "engineer" => pb::Role::Engineer,
         "reviewer" => pb::Role::Reviewer,
         "auditor" => pb::Role::Auditor,
-        other => bail!("unknown role '{other}': admin, steward, engineer, reviewer or auditor"),
+        "recipient" => pb::Role::Recipient,
+        other => bail!(
+            "unknown role '{other}': admin, steward, engineer, reviewer, auditor or recipient"
+        ),
     })
 }
 
@@ -569,8 +608,10 @@ async fn run_scenario(command: ScenarioCommand) -> Result<()> {
             purpose,
             data,
             days,
+            category,
             conn,
         } => {
+            let category = parse_category(&category)?;
             let data_list = data
                 .iter()
                 .map(|d| parse_data_item(d))
@@ -586,6 +627,7 @@ async fn run_scenario(command: ScenarioCommand) -> Result<()> {
                     data_list,
                     valid_from_ms: now,
                     valid_until_ms: now + i64::from(days) * 86_400_000,
+                    category: category as i32,
                 })
                 .await?
                 .into_inner()
@@ -898,6 +940,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             render::print_dataset(&dataset);
         }
         ClientCommand::Scenario(command) => run_scenario(command).await?,
+        ClientCommand::Product(command) => run_product(command).await?,
         ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
             let job = conn
                 .connect()
@@ -1027,18 +1070,26 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
     match command {
         ExportClientCommand::Request {
             job,
+            job_flag,
+            recipient,
+            permitted_use,
+            expires_days,
             purpose,
             format,
             conn,
         } => {
+            let job = job.or(job_flag).context("name the job")?;
             let export = conn
                 .connect()
                 .await?
                 .exports
                 .request_export(pb::RequestExportRequest {
                     job_id: job,
-                    purpose,
+                    purpose: purpose.unwrap_or_else(|| permitted_use.clone()),
                     format: format_from(&format)? as i32,
+                    recipient_id: recipient,
+                    permitted_use,
+                    expires_in_days: expires_days.unwrap_or(0),
                 })
                 .await?
                 .into_inner()
@@ -1156,6 +1207,18 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_export(&export);
         }
+        ExportClientCommand::Trace { file, conn } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let traced = conn
+                .connect()
+                .await?
+                .exports
+                .trace_export(pb::TraceExportRequest { file: bytes })
+                .await?
+                .into_inner();
+            render::print_trace(&traced);
+        }
         ExportClientCommand::Download { id, out, conn } => {
             let package = conn.connect().await?.download(&id).await?;
             std::fs::write(&out, &package).with_context(|| format!("writing {}", out.display()))?;
@@ -1168,6 +1231,36 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn parse_category(text: &str) -> Result<pb::ScenarioCategory> {
+    let category: shuyu_policy::ScenarioCategory = text.parse()?;
+    Ok(match category {
+        shuyu_policy::ScenarioCategory::PublicGovernance => pb::ScenarioCategory::PublicGovernance,
+        shuyu_policy::ScenarioCategory::PublicWelfare => pb::ScenarioCategory::PublicWelfare,
+        shuyu_policy::ScenarioCategory::Commercial => pb::ScenarioCategory::Commercial,
+    })
+}
+
+async fn run_product(command: ProductCommand) -> Result<()> {
+    match command {
+        ProductCommand::List { conn } => {
+            let list = conn
+                .connect()
+                .await?
+                .exports
+                .list_products(pb::ListProductsRequest {})
+                .await?
+                .into_inner();
+            if list.products.is_empty() {
+                println!("no products");
+            }
+            for p in &list.products {
+                render::print_product(p);
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn run_audit(command: AuditClientCommand) -> Result<ExitCode> {

@@ -125,7 +125,15 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             None,
         ),
         ("auditor", "赵敏", "市网信办", pb::Role::Auditor, None),
+        (
+            "recipient",
+            "周立新",
+            "宁波市卫生资源规划办公室",
+            pb::Role::Recipient,
+            None,
+        ),
     ];
+    let mut recipient_id = String::new();
     for (dir_name, name, org, role, tenant_id) in people {
         let p = cli::create_principal(
             &mut admin,
@@ -143,12 +151,16 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             name,
             org
         );
+        if role == pb::Role::Recipient {
+            recipient_id = p.id.clone();
+        }
     }
     let mut steward = connect(&addr, &creds_root.join("steward")).await?;
     let mut engineer = connect(&addr, &creds_root.join("engineer")).await?;
     let mut reviewer = connect(&addr, &creds_root.join("reviewer")).await?;
     let mut reviewer2 = connect(&addr, &creds_root.join("reviewer2")).await?;
     let mut auditor = connect(&addr, &creds_root.join("auditor")).await?;
+    let mut recipient = connect(&addr, &creds_root.join("recipient")).await?;
 
     step(
         4,
@@ -249,6 +261,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             }],
             valid_from_ms: now,
             valid_until_ms: now + 90 * 86_400_000,
+            category: pb::ScenarioCategory::PublicGovernance as i32,
         })
         .await?
         .into_inner()
@@ -334,6 +347,9 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             job_id: row_level.id.clone(),
             purpose: "高额医疗费用人员名单".into(),
             format: pb::DataFormat::Csv as i32,
+            recipient_id: recipient_id.clone(),
+            permitted_use: "卫生资源规划".into(),
+            expires_in_days: 0,
         })
         .await?
         .into_inner()
@@ -347,7 +363,8 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
 
     step(
         11,
-        "The aggregate export goes to review: two independent reviewers must approve (quorum 2)",
+        "The aggregate export, a product for the recipient, goes to review: two independent \
+         reviewers must approve (quorum 2)",
     );
     let requested = engineer
         .exports
@@ -355,6 +372,9 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             job_id: aggregate.id.clone(),
             purpose: "各区县居民就诊人数与平均费用，用于卫生资源规划（公共治理场景）".into(),
             format: pb::DataFormat::Csv as i32,
+            recipient_id: recipient_id.clone(),
+            permitted_use: "仅用于本市2027年度区县卫生资源规划，不得向第三方提供".into(),
+            expires_in_days: 30,
         })
         .await?
         .into_inner()
@@ -418,9 +438,31 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
 
     step(
         12,
-        "The requester downloads the signed package; it verifies offline",
+        "The recipient lists its product and downloads the signed package; it verifies \
+         offline (only the recipient may download it: the requester gets NOT_FOUND)",
     );
-    let package = engineer.download(&requested.id).await?;
+    let products = recipient
+        .exports
+        .list_products(pb::ListProductsRequest {})
+        .await?
+        .into_inner()
+        .products;
+    for p in &products {
+        render::print_product(p);
+    }
+    ensure!(
+        products.iter().any(|p| p.export_id == requested.id),
+        "the recipient does not see its product"
+    );
+    match engineer.download(&requested.id).await {
+        Err(shuyu_client::ClientError::Status(status))
+            if status.code() == tonic::Code::NotFound =>
+        {
+            println!("  the requesting engineer's download: NOT_FOUND");
+        }
+        other => bail!("the requester could download the product: {other:?}"),
+    }
+    let package = recipient.download(&requested.id).await?;
     let package_path = dir.join(format!("{}.tar", requested.id));
     std::fs::write(&package_path, &package)?;
     println!(
@@ -431,6 +473,14 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     match shuyu_server::package::verify(&package, Some(&init.signing_public_key)) {
         Ok(verified) => {
             render::print_manifest(&verified.manifest);
+            ensure!(
+                verified
+                    .manifest
+                    .product
+                    .as_ref()
+                    .is_some_and(|p| p.recipient_id == recipient_id && p.price_basis.free),
+                "the manifest does not name the recipient and a free public-governance product"
+            );
             println!(
                 "  OK: signature and hashes verify (shuyu export verify {})",
                 package_path.display()
@@ -491,6 +541,10 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         println!(
             "  shuyu audit tail   --as {}",
             creds_root.join("auditor").display()
+        );
+        println!(
+            "  shuyu product list --as {}",
+            creds_root.join("recipient").display()
         );
     }
     Ok(())

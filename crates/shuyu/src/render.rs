@@ -103,6 +103,7 @@ pub fn role(value: i32) -> &'static str {
         Ok(pb::Role::Engineer) => "engineer",
         Ok(pb::Role::Reviewer) => "reviewer",
         Ok(pb::Role::Auditor) => "auditor",
+        Ok(pb::Role::Recipient) => "recipient",
         _ => "?",
     }
 }
@@ -176,6 +177,90 @@ pub fn scenario_status(value: i32) -> &'static str {
     }
 }
 
+pub fn category(value: i32) -> &'static str {
+    match pb::ScenarioCategory::try_from(value) {
+        Ok(pb::ScenarioCategory::PublicGovernance) => "public_governance",
+        Ok(pb::ScenarioCategory::PublicWelfare) => "public_welfare",
+        Ok(pb::ScenarioCategory::Commercial | pb::ScenarioCategory::Unspecified) | Err(_) => {
+            "commercial"
+        }
+    }
+}
+
+fn yuan(fen: u64) -> String {
+    format!("¥{}.{:02}", fen / 100, fen % 100)
+}
+
+pub fn print_product(p: &pb::Product) {
+    println!(
+        "  product {} — {} — for {} ({}) until {}",
+        p.export_id,
+        export_status(p.status),
+        p.recipient_id,
+        p.recipient_organisation,
+        time(p.expires_at_ms)
+    );
+    println!("    permitted use: {}", p.permitted_use);
+    println!(
+        "    scenario {} ({}), tenant {}, job {}, {} rows",
+        p.scenario_id,
+        category(p.scenario_category),
+        p.tenant_id,
+        p.job_id,
+        p.n_rows
+    );
+    let price = p.price.clone().unwrap_or_default();
+    if price.free {
+        println!("    price: free (public governance / public welfare)");
+    } else {
+        println!(
+            "    price: {} per 10,000 rows + {} per download; rows {} + downloads so far = {}",
+            yuan(price.per_10k_rows_fen),
+            yuan(price.per_download_fen),
+            yuan(price.rows_charge_fen),
+            yuan(price.charge_fen)
+        );
+    }
+    println!(
+        "    downloads: {}{}",
+        p.download_count,
+        if p.last_download_at_ms > 0 {
+            format!(", last at {}", time(p.last_download_at_ms))
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "    fingerprint {}{}",
+        p.fingerprint,
+        if p.round_counts_to > 1 {
+            format!(", counts rounded to multiples of {}", p.round_counts_to)
+        } else {
+            String::new()
+        }
+    );
+}
+
+pub fn print_trace(t: &pb::TraceExportResponse) {
+    println!(
+        "traced to export {} of tenant {}: recipient {} ({})",
+        t.export_id, t.tenant_id, t.recipient_id, t.recipient_organisation
+    );
+    let how = match t.matched_by.as_str() {
+        "metadata" if t.row_order_consistent => {
+            "by the fingerprint in its metadata; its row order agrees".to_owned()
+        }
+        "metadata" => {
+            "by the fingerprint in its metadata; its rows were reordered or changed".to_owned()
+        }
+        _ => format!(
+            "by the keyed order of its rows, among {} products with the same rows",
+            t.n_candidates
+        ),
+    };
+    println!("  matched {how}; fingerprint {}", t.fingerprint);
+}
+
 pub fn print_scenario(s: &pb::Scenario) {
     println!(
         "  scenario {} \"{}\" — {} (tenant {})",
@@ -185,6 +270,7 @@ pub fn print_scenario(s: &pb::Scenario) {
         s.tenant_id
     );
     println!("  purpose: {}", s.purpose);
+    println!("  category: {}", category(s.category));
     println!(
         "  valid {} to {}",
         time(s.valid_from_ms),
@@ -398,6 +484,7 @@ pub fn export_status(value: i32) -> &'static str {
         Ok(pb::ExportStatus::Rejected) => "rejected",
         Ok(pb::ExportStatus::Returned) => "returned",
         Ok(pb::ExportStatus::Revoked) => "revoked",
+        Ok(pb::ExportStatus::Expired) => "expired",
         Ok(pb::ExportStatus::Unspecified) | Err(_) => "?",
     }
 }
@@ -458,6 +545,15 @@ pub fn print_export(e: &pb::Export) {
         export_status(e.status)
     );
     println!("  purpose: {}", e.purpose);
+    if !e.recipient_id.is_empty() {
+        println!(
+            "  for recipient {}: {} ({} days)",
+            e.recipient_id, e.permitted_use, e.expires_in_days
+        );
+    }
+    if let Some(p) = &e.product {
+        print_product(p);
+    }
     println!(
         "  requested by {} at {}, checked under policy {}",
         e.requester_id,
@@ -624,6 +720,46 @@ pub fn print_manifest(m: &shuyu_server::package::Manifest) {
     }
     for c in &m.checks {
         println!("  check {}: {}", c.name, c.outcome);
+    }
+    if let Some(p) = &m.product {
+        println!(
+            "  product for {} ({}) until {}: {}",
+            p.recipient_id,
+            p.recipient_organisation,
+            time(p.expires_at_ms),
+            p.permitted_use
+        );
+        let price = &p.price_basis;
+        println!(
+            "  scenario category {}; price {}",
+            p.scenario_category,
+            if price.free {
+                "free".to_owned()
+            } else {
+                format!(
+                    "{} per 10,000 rows + {} per download ({} rows: {})",
+                    yuan(price.per_10k_rows_fen),
+                    yuan(price.per_download_fen),
+                    price.rows,
+                    yuan(price.rows_charge_fen)
+                )
+            }
+        );
+        println!(
+            "  fingerprint {} (rows {}{}{})",
+            p.fingerprint,
+            p.row_order,
+            if p.round_counts_to > 1 {
+                format!(", counts rounded to multiples of {}", p.round_counts_to)
+            } else {
+                String::new()
+            },
+            if p.rekeyed_columns.is_empty() {
+                String::new()
+            } else {
+                format!(", pseudonyms re-keyed in {}", p.rekeyed_columns.join(", "))
+            }
+        );
     }
     println!(
         "  policy {}, scenario {}, {} query sha256 {}…",

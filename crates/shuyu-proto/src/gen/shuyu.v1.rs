@@ -92,7 +92,7 @@ pub struct CreatePrincipalRequest {
     #[prost(enumeration = "Role", tag = "3")]
     pub role: i32,
     /// Required for engineers, optional for reviewers (who then never review that tenant's
-    /// exports), forbidden otherwise.
+    /// exports), forbidden otherwise (a recipient is an organisation outside every tenant).
     #[prost(string, tag = "4")]
     pub tenant_id: ::prost::alloc::string::String,
 }
@@ -579,6 +579,8 @@ pub struct Scenario {
     pub applicant_id: ::prost::alloc::string::String,
     #[prost(int64, tag = "11")]
     pub created_at_ms: i64,
+    #[prost(enumeration = "ScenarioCategory", tag = "12")]
+    pub category: i32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ApplyScenarioRequest {
@@ -593,6 +595,9 @@ pub struct ApplyScenarioRequest {
     pub valid_from_ms: i64,
     #[prost(int64, tag = "5")]
     pub valid_until_ms: i64,
+    /// Unspecified means commercial.
+    #[prost(enumeration = "ScenarioCategory", tag = "6")]
+    pub category: i32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ApplyScenarioResponse {
@@ -708,6 +713,16 @@ pub struct RequestExportRequest {
     pub purpose: ::prost::alloc::string::String,
     #[prost(enumeration = "DataFormat", tag = "3")]
     pub format: i32,
+    /// The recipient principal (role recipient) the product is for. Required.
+    #[prost(string, tag = "4")]
+    pub recipient_id: ::prost::alloc::string::String,
+    /// What the recipient may use the product for (R23). Required, at most 2000 characters.
+    #[prost(string, tag = "5")]
+    pub permitted_use: ::prost::alloc::string::String,
+    /// Days the product is usable after approval: 0 means 90; at most 365 and at most what
+    /// the scenario has left.
+    #[prost(uint32, tag = "6")]
+    pub expires_in_days: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RequestExportResponse {
@@ -782,6 +797,120 @@ pub struct Export {
     /// The policy version the checks ran under.
     #[prost(string, tag = "21")]
     pub policy_version: ::prost::alloc::string::String,
+    /// The recipient the product is for, what they may use it for, and for how many days.
+    #[prost(string, tag = "22")]
+    pub recipient_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "23")]
+    pub permitted_use: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "24")]
+    pub expires_in_days: u32,
+    /// Set once approved.
+    #[prost(message, optional, tag = "25")]
+    pub product: ::core::option::Option<Product>,
+}
+/// The price basis filed with a product (R24). Amounts in fen (1/100 yuan).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PriceBasis {
+    #[prost(bool, tag = "1")]
+    pub free: bool,
+    /// "CNY".
+    #[prost(string, tag = "2")]
+    pub currency: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub per_10k_rows_fen: u64,
+    #[prost(uint64, tag = "4")]
+    pub per_download_fen: u64,
+    #[prost(uint64, tag = "5")]
+    pub rows: u64,
+    /// Every started 10,000 rows.
+    #[prost(uint64, tag = "6")]
+    pub rows_charge_fen: u64,
+    /// The rows' charge plus every download so far.
+    #[prost(uint64, tag = "7")]
+    pub charge_fen: u64,
+}
+/// An approved export as a registered data product for one recipient.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Product {
+    #[prost(string, tag = "1")]
+    pub export_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub job_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub scenario_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "ScenarioCategory", tag = "5")]
+    pub scenario_category: i32,
+    #[prost(string, tag = "6")]
+    pub recipient_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub recipient_organisation: ::prost::alloc::string::String,
+    #[prost(string, tag = "8")]
+    pub permitted_use: ::prost::alloc::string::String,
+    #[prost(enumeration = "DataFormat", tag = "9")]
+    pub format: i32,
+    /// APPROVED, REVOKED or EXPIRED.
+    #[prost(enumeration = "ExportStatus", tag = "10")]
+    pub status: i32,
+    #[prost(int64, tag = "11")]
+    pub approved_at_ms: i64,
+    #[prost(int64, tag = "12")]
+    pub expires_at_ms: i64,
+    #[prost(message, optional, tag = "13")]
+    pub price: ::core::option::Option<PriceBasis>,
+    #[prost(uint64, tag = "14")]
+    pub n_rows: u64,
+    #[prost(uint64, tag = "15")]
+    pub download_count: u64,
+    #[prost(int64, tag = "16")]
+    pub last_download_at_ms: i64,
+    /// Hex SHA-256 of the signed package.
+    #[prost(string, tag = "17")]
+    pub package_sha256: ::prost::alloc::string::String,
+    /// Hex HMAC-SHA256 over (export id, recipient id) under a domain key: marks the
+    /// recipient's copy.
+    #[prost(string, tag = "18")]
+    pub fingerprint: ::prost::alloc::string::String,
+    /// The base count cells were rounded to (0: none).
+    #[prost(uint64, tag = "19")]
+    pub round_counts_to: u64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListProductsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListProductsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub products: ::prost::alloc::vec::Vec<Product>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TraceExportRequest {
+    /// The leaked file: Parquet (recognised by its magic bytes) or CSV with a header row.
+    #[prost(bytes = "vec", tag = "1")]
+    pub file: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TraceExportResponse {
+    #[prost(string, tag = "1")]
+    pub export_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub recipient_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub recipient_organisation: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// "metadata" (the fingerprint in the file's metadata) or "row_order" (the keyed order
+    /// of its rows among products with exactly the same rows).
+    #[prost(string, tag = "5")]
+    pub matched_by: ::prost::alloc::string::String,
+    /// Whether the rows are also in the product's keyed order (always true for "row_order").
+    #[prost(bool, tag = "6")]
+    pub row_order_consistent: bool,
+    /// Products with the same rows that were compared (for "row_order").
+    #[prost(uint64, tag = "7")]
+    pub n_candidates: u64,
+    #[prost(string, tag = "8")]
+    pub fingerprint: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReviewExportRequest {
@@ -940,6 +1069,9 @@ pub enum Role {
     Engineer = 3,
     Reviewer = 4,
     Auditor = 5,
+    /// An application unit receiving approved data products (R21, R23): lists, downloads and
+    /// fetches the products naming it, nothing else.
+    Recipient = 6,
 }
 impl Role {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -954,6 +1086,7 @@ impl Role {
             Self::Engineer => "ROLE_ENGINEER",
             Self::Reviewer => "ROLE_REVIEWER",
             Self::Auditor => "ROLE_AUDITOR",
+            Self::Recipient => "ROLE_RECIPIENT",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -965,6 +1098,7 @@ impl Role {
             "ROLE_ENGINEER" => Some(Self::Engineer),
             "ROLE_REVIEWER" => Some(Self::Reviewer),
             "ROLE_AUDITOR" => Some(Self::Auditor),
+            "ROLE_RECIPIENT" => Some(Self::Recipient),
             _ => None,
         }
     }
@@ -1104,6 +1238,41 @@ impl ScenarioStatus {
         }
     }
 }
+/// What a scenario serves (R24): products under public-governance and public-welfare
+/// scenarios are free; commercial ones are charged on the domain's price basis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ScenarioCategory {
+    /// Read as commercial.
+    Unspecified = 0,
+    PublicGovernance = 1,
+    PublicWelfare = 2,
+    Commercial = 3,
+}
+impl ScenarioCategory {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SCENARIO_CATEGORY_UNSPECIFIED",
+            Self::PublicGovernance => "SCENARIO_CATEGORY_PUBLIC_GOVERNANCE",
+            Self::PublicWelfare => "SCENARIO_CATEGORY_PUBLIC_WELFARE",
+            Self::Commercial => "SCENARIO_CATEGORY_COMMERCIAL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SCENARIO_CATEGORY_UNSPECIFIED" => Some(Self::Unspecified),
+            "SCENARIO_CATEGORY_PUBLIC_GOVERNANCE" => Some(Self::PublicGovernance),
+            "SCENARIO_CATEGORY_PUBLIC_WELFARE" => Some(Self::PublicWelfare),
+            "SCENARIO_CATEGORY_COMMERCIAL" => Some(Self::Commercial),
+            _ => None,
+        }
+    }
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ExportStatus {
@@ -1120,6 +1289,8 @@ pub enum ExportStatus {
     Returned = 5,
     /// Approved, then withdrawn by a reviewer or an admin: no longer downloadable (terminal).
     Revoked = 6,
+    /// Approved, but past its expiry: no longer downloadable (derived when read).
+    Expired = 7,
 }
 impl ExportStatus {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1135,6 +1306,7 @@ impl ExportStatus {
             Self::Rejected => "EXPORT_STATUS_REJECTED",
             Self::Returned => "EXPORT_STATUS_RETURNED",
             Self::Revoked => "EXPORT_STATUS_REVOKED",
+            Self::Expired => "EXPORT_STATUS_EXPIRED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1147,6 +1319,7 @@ impl ExportStatus {
             "EXPORT_STATUS_REJECTED" => Some(Self::Rejected),
             "EXPORT_STATUS_RETURNED" => Some(Self::Returned),
             "EXPORT_STATUS_REVOKED" => Some(Self::Revoked),
+            "EXPORT_STATUS_EXPIRED" => Some(Self::Expired),
             _ => None,
         }
     }
@@ -4234,7 +4407,14 @@ pub mod export_service_client {
     /// `quorum` approvals (the policy's \[review\] quorum) approve it. Every approval binds to the
     /// staged result's hash, the query hash and the policy version it was cast under: if any of
     /// them changed, the export cannot be approved. Approval builds the signed package; only the
-    /// requester downloads it, until a reviewer or an admin revokes it.
+    /// recipient downloads it, until it expires or a reviewer or an admin revokes it.
+    ///
+    /// An approved export is a data product (R21, R23, R24) for one recipient, bound to its
+    /// scenario and a permitted use, usable until it expires, free or priced by the scenario's
+    /// category. The recipient's copy is fingerprinted (in the Parquet metadata and in the
+    /// order of its rows), its pseudonyms are re-keyed for that recipient, and count cells are
+    /// rounded to the policy's base. Products are also served over Arrow Flight on the same
+    /// server: DoGet with the export id as the ticket, for the recipient only.
     #[derive(Debug, Clone)]
     pub struct ExportServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -4304,7 +4484,7 @@ pub mod export_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Engineer: runs the checks and records the request.
+        /// Engineer: runs the checks and records the request for one recipient.
         pub async fn request_export(
             &mut self,
             request: impl tonic::IntoRequest<super::RequestExportRequest>,
@@ -4482,7 +4662,8 @@ pub mod export_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.ExportService", "RevokeExport"));
             self.inner.unary(req, path, codec).await
         }
-        /// Requester: the signed package, streamed, while the export is approved.
+        /// The product's recipient: the signed package, streamed, while the export is approved and
+        /// unexpired. Everyone else, the requester included, gets NOT_FOUND. Audited and counted.
         pub async fn download_export(
             &mut self,
             request: impl tonic::IntoRequest<super::DownloadExportRequest>,
@@ -4507,6 +4688,58 @@ pub mod export_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.ExportService", "DownloadExport"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Recipients: the products naming them. Engineers: their tenant's products. Reviewers:
+        /// the products of other tenants.
+        pub async fn list_products(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListProductsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListProductsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ExportService/ListProducts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ExportService", "ListProducts"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Admins and auditors: which product a leaked file (Parquet or CSV, at most 32 MiB) was
+        /// copied from, by the fingerprint in its metadata or else by the keyed order of its rows.
+        pub async fn trace_export(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TraceExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TraceExportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.ExportService/TraceExport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.ExportService", "TraceExport"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -4522,7 +4755,7 @@ pub mod export_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with ExportServiceServer.
     #[async_trait]
     pub trait ExportService: std::marker::Send + std::marker::Sync + 'static {
-        /// Engineer: runs the checks and records the request.
+        /// Engineer: runs the checks and records the request for one recipient.
         async fn request_export(
             &self,
             request: tonic::Request<super::RequestExportRequest>,
@@ -4587,12 +4820,31 @@ pub mod export_service_server {
             >
             + std::marker::Send
             + 'static;
-        /// Requester: the signed package, streamed, while the export is approved.
+        /// The product's recipient: the signed package, streamed, while the export is approved and
+        /// unexpired. Everyone else, the requester included, gets NOT_FOUND. Audited and counted.
         async fn download_export(
             &self,
             request: tonic::Request<super::DownloadExportRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::DownloadExportStream>,
+            tonic::Status,
+        >;
+        /// Recipients: the products naming them. Engineers: their tenant's products. Reviewers:
+        /// the products of other tenants.
+        async fn list_products(
+            &self,
+            request: tonic::Request<super::ListProductsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListProductsResponse>,
+            tonic::Status,
+        >;
+        /// Admins and auditors: which product a leaked file (Parquet or CSV, at most 32 MiB) was
+        /// copied from, by the fingerprint in its metadata or else by the keyed order of its rows.
+        async fn trace_export(
+            &self,
+            request: tonic::Request<super::TraceExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TraceExportResponse>,
             tonic::Status,
         >;
     }
@@ -4602,7 +4854,14 @@ pub mod export_service_server {
     /// `quorum` approvals (the policy's \[review\] quorum) approve it. Every approval binds to the
     /// staged result's hash, the query hash and the policy version it was cast under: if any of
     /// them changed, the export cannot be approved. Approval builds the signed package; only the
-    /// requester downloads it, until a reviewer or an admin revokes it.
+    /// recipient downloads it, until it expires or a reviewer or an admin revokes it.
+    ///
+    /// An approved export is a data product (R21, R23, R24) for one recipient, bound to its
+    /// scenario and a permitted use, usable until it expires, free or priced by the scenario's
+    /// category. The recipient's copy is fingerprinted (in the Parquet metadata and in the
+    /// order of its rows), its pseudonyms are re-keyed for that recipient, and count cells are
+    /// rounded to the policy's base. Products are also served over Arrow Flight on the same
+    /// server: DoGet with the export id as the ticket, for the recipient only.
     #[derive(Debug)]
     pub struct ExportServiceServer<T> {
         inner: Arc<T>,
@@ -5036,6 +5295,96 @@ pub mod export_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ExportService/ListProducts" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListProductsSvc<T: ExportService>(pub Arc<T>);
+                    impl<
+                        T: ExportService,
+                    > tonic::server::UnaryService<super::ListProductsRequest>
+                    for ListProductsSvc<T> {
+                        type Response = super::ListProductsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListProductsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ExportService>::list_products(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListProductsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.ExportService/TraceExport" => {
+                    #[allow(non_camel_case_types)]
+                    struct TraceExportSvc<T: ExportService>(pub Arc<T>);
+                    impl<
+                        T: ExportService,
+                    > tonic::server::UnaryService<super::TraceExportRequest>
+                    for TraceExportSvc<T> {
+                        type Response = super::TraceExportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TraceExportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ExportService>::trace_export(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TraceExportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -8,13 +8,20 @@
 //! staged now. Reviewers see each other's votes only after voting (blinding); the requesting
 //! tenant never sees a vote or a private comment. Every status change is an event written in
 //! the same transaction as the change and its audit record.
+//!
+//! An approved export is a data product for one recipient (R21, R23, R24): bound to its
+//! scenario and a permitted use, usable until it expires, free or priced by the scenario's
+//! category. The recipient's copy has its count cells rounded, its pseudonyms re-keyed for
+//! the recipient and its rows in an order keyed by its fingerprint; only the recipient
+//! downloads it (or fetches it over Arrow Flight, `flight.rs`), every time audited and
+//! counted; `TraceExport` finds the product a leaked copy came from.
 
 use serde_json::json;
 use shuyu_engine::{
-    CheckOutcome, ExportFormat, GateInput, read_result, release_checks, render_export_file,
-    result_sketches, run_export_checks, units_range,
+    CheckOutcome, ExportFormat, GateInput, ResultData, read_result, release_checks,
+    render_export_file, result_sketches, run_export_checks, units_range,
 };
-use shuyu_policy::{Action, Role};
+use shuyu_policy::{Action, PolicyError, PriceBasis, Role, product_days};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::export_service_server::ExportService;
 use shuyu_vault::sha256_hex;
@@ -24,13 +31,15 @@ use tonic::{Request, Response, Status};
 use super::{Api, require_id, require_text};
 use crate::convert::{self, ExportView};
 use crate::error::{Result, ServerError};
+use crate::keys;
 use crate::package::{
-    self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset, ManifestFile,
+    self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset,
+    ManifestFile, ManifestPrice, ManifestProduct,
 };
 use crate::state::Caller;
 use crate::store::{
     self, CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord,
-    ExportStatus, ExportVote, JobMode, JobRecord, JobStatus, StoredCheck,
+    ExportStatus, ExportVote, JobMode, JobRecord, JobStatus, ProductRecord, StoredCheck,
 };
 
 const REVIEW_MAX_ROWS: usize = 100_000;
@@ -41,6 +50,13 @@ const MAX_COMMENT_CHARS: usize = 4000;
 const MAX_REASON_CHARS: usize = 2000;
 /// Attempts of a vote whose approval reaches the quorum while other votes arrive.
 const VOTE_ATTEMPTS: usize = 3;
+/// Longest permitted use, in characters.
+const MAX_USE_CHARS: usize = 2000;
+/// Largest file TraceExport reads.
+pub(super) const MAX_TRACE_BYTES: usize = 32 << 20;
+const DAY_MS: i64 = 86_400_000;
+/// How a product copy's rows are ordered (recorded in its manifest).
+const ROW_ORDER: &str = "keyed-by-fingerprint/v1";
 
 /// How a caller stands towards one export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +77,65 @@ fn standing(caller: &Caller, export: &ExportRecord) -> Option<Standing> {
         Role::Reviewer if own_tenant => Some(Standing::TenantMember),
         Role::Reviewer => Some(Standing::Reviewer),
         Role::PlatformAdmin => Some(Standing::Admin),
-        Role::Engineer | Role::DataSteward | Role::Auditor => None,
+        // Recipients reach their products through ListProducts, DownloadExport and DoGet.
+        Role::Engineer | Role::DataSteward | Role::Auditor | Role::Recipient => None,
     }
+}
+
+/// The export `id` if `caller` is its product's recipient; NotFound to everyone else, the
+/// requester included (R23).
+pub(super) fn recipients_export(
+    state: &crate::state::AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<ExportRecord> {
+    require_id(id, "export_id")?;
+    match state.store.read(|c| store::export(c, id))? {
+        Some(e) if e.recipient() == caller.principal.id => Ok(e),
+        _ => Err(ServerError::NotFound(format!("export {id}"))),
+    }
+}
+
+/// Refuses a product that is not approved, was revoked, or has expired, at `now_ms`.
+pub(super) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<()> {
+    let id = &export.id;
+    match export.status_at(now_ms) {
+        ExportStatus::Approved => Ok(()),
+        // The reason is free text: it is in the export's history, not in this message
+        // (which the audit trail records).
+        ExportStatus::Revoked => Err(ServerError::FailedPrecondition(format!(
+            "export {id} was revoked and can no longer be downloaded; its history gives the \
+             reason"
+        ))),
+        ExportStatus::Expired => Err(ServerError::FailedPrecondition(format!(
+            "product {id} expired at {} and can no longer be downloaded",
+            crate::format_ms(export.product.as_ref().map_or(0, |p| p.expires_at_ms))
+        ))),
+        other => Err(ServerError::FailedPrecondition(format!(
+            "export {id} is not approved (it is {})",
+            other.as_str()
+        ))),
+    }
+}
+
+/// The recipient's copy of the staged result `data`: counts rounded to `round_counts_to`,
+/// pseudonyms re-keyed for the recipient, rows in the order keyed by `fingerprint`, the
+/// fingerprint in its schema metadata.
+pub(super) fn product_copy(
+    master: &shuyu_vault::MasterKey,
+    data: ResultData,
+    job: &JobRecord,
+    recipient_id: &str,
+    fingerprint: &str,
+    round_counts_to: u64,
+) -> Result<ResultData> {
+    let recipient_key = keys::recipient_pseudonym_key(master, recipient_id)?;
+    let order_key = keys::product_order_key(master, fingerprint)?;
+    Ok(data
+        .round_counts(&job.columns, round_counts_to)?
+        .rekey_pseudonyms(&job.columns, &recipient_key)?
+        .order_by_key(&order_key)?
+        .with_fingerprint(fingerprint)?)
 }
 
 /// Refuses the requester and every member of the requesting tenant.
@@ -163,6 +236,7 @@ struct BuiltPackage {
     approvers: Vec<String>,
     approved_at_ms: i64,
     result_sha256: String,
+    product: ProductRecord,
 }
 
 impl Api {
@@ -270,6 +344,42 @@ impl Api {
                     .into(),
             ));
         }
+        if req.recipient_id.trim().is_empty() {
+            return Err(ServerError::InvalidArgument(
+                "recipient_id is required: name the recipient principal the product is for".into(),
+            ));
+        }
+        require_id(&req.recipient_id, "recipient_id")?;
+        require_text(&req.permitted_use, "the permitted use", MAX_USE_CHARS, true)?;
+        let recipient = self
+            .state
+            .store
+            .read(|c| store::principal(c, &req.recipient_id))?
+            .ok_or_else(|| ServerError::NotFound(format!("recipient {}", req.recipient_id)))?;
+        if recipient.role != Role::Recipient {
+            return Err(ServerError::InvalidArgument(format!(
+                "principal {} is not a recipient (it is a {}): products go to recipient \
+                 principals",
+                recipient.id,
+                recipient.role.as_str()
+            )));
+        }
+        let scenario = self
+            .state
+            .store
+            .read(|c| store::scenario(c, &job.scenario_id))?
+            .ok_or_else(|| ServerError::internal("a production job's scenario is missing"))?;
+        let now = crate::now_ms();
+        let days_left = (scenario.valid_until_ms - now).max(0) / DAY_MS;
+        let expires_in_days =
+            product_days(req.expires_in_days, days_left as u64).map_err(|e| match e {
+                PolicyError::ScenarioEnding => ServerError::FailedPrecondition(format!(
+                    "scenario {} ends at {}: {e}",
+                    scenario.id,
+                    crate::format_ms(scenario.valid_until_ms)
+                )),
+                other => ServerError::InvalidArgument(other.to_string()),
+            })?;
         let batches = self.state.engine.read_result(&job.result_file).await?;
         let k = self.state.policy.disclosure.min_entities;
         let released = match units_range(&result_sketches(&batches), k) {
@@ -317,7 +427,6 @@ impl Api {
         } else {
             ExportStatus::Refused
         };
-        let now = crate::now_ms();
         let id = crate::new_id("exp");
         let export = ExportRecord {
             id: id.clone(),
@@ -334,6 +443,12 @@ impl Api {
             package_sha256: String::new(),
             policy_version: self.state.policy.version.clone(),
             quorum: self.state.policy.review.quorum,
+            recipient_id: recipient.id.clone(),
+            permitted_use: req.permitted_use.trim().to_owned(),
+            expires_in_days,
+            product: None,
+            download_count: 0,
+            last_download_at_ms: 0,
         };
         let checked_note = if failed.is_empty() {
             format!("checks passed; for review: {}", or_none(&flagged))
@@ -348,6 +463,10 @@ impl Api {
                        "review_checks": flagged, "result_sha256": job.result_sha256,
                        "query_sha256": job.query_sha256,
                        "policy_version": export.policy_version, "quorum": export.quorum,
+                       "recipient_id": export.recipient_id,
+                       "permitted_use_sha256": sha256_hex(export.permitted_use.as_bytes()),
+                       "expires_in_days": expires_in_days,
+                       "scenario_category": scenario.category.as_str(),
                        "transitions": [["", EXPORT_SUBMITTED],
                                        [EXPORT_SUBMITTED, status.as_str()]]}),
             ),
@@ -494,8 +613,13 @@ impl Api {
                             current.package_location = built.location.clone();
                             current.package_sha256 = built.sha256.clone();
                             current.decided_at_ms = built.approved_at_ms;
+                            current.product = Some(built.product.clone());
                             detail["package_sha256"] = json!(built.sha256);
                             detail["package_result_sha256"] = json!(built.result_sha256);
+                            detail["recipient_id"] = json!(current.recipient());
+                            detail["fingerprint"] = json!(built.product.fingerprint);
+                            detail["expires_at_ms"] = json!(built.product.expires_at_ms);
+                            detail["round_counts_to"] = json!(built.product.round_counts_to);
                         }
                         _ => {
                             needs_package = Some(approved.into_iter().cloned().collect());
@@ -570,7 +694,32 @@ impl Api {
                 "the staged result changed since it was reviewed; request a new export".into(),
             ));
         }
-        let data = read_result(self.state.engine.read_result(&job.result_file).await?)?;
+        let recipient_id = export.recipient().to_owned();
+        let recipient = self
+            .state
+            .store
+            .read(|c| store::principal(c, &recipient_id))?
+            .ok_or_else(|| ServerError::internal("an export's recipient is missing"))?;
+        let scenario = self
+            .state
+            .store
+            .read(|c| store::scenario(c, &job.scenario_id))?
+            .ok_or_else(|| ServerError::internal("a production job's scenario is missing"))?;
+        let master = self.state.keys.master();
+        let fingerprint = keys::product_fingerprint(master, &export.id, &recipient_id);
+        let round_counts_to = match self.state.policy.disclosure.round_counts_to {
+            0 | 1 => 0,
+            base => base,
+        };
+        let staged = read_result(self.state.engine.read_result(&job.result_file).await?)?;
+        let data = product_copy(
+            master,
+            staged,
+            job,
+            &recipient_id,
+            &fingerprint,
+            round_counts_to,
+        )?;
         let format = if export.format == "csv" {
             ExportFormat::Csv
         } else {
@@ -584,6 +733,28 @@ impl Api {
                 .collect::<Result<Vec<_>>>()
         })?;
         let approved_at_ms = crate::now_ms();
+        let expires_at_ms = approved_at_ms
+            .saturating_add(i64::from(export.expires_in_days.max(1)) * DAY_MS)
+            .min(scenario.valid_until_ms);
+        let basis = PriceBasis::new(
+            scenario.category,
+            self.state.config.pricing.rates(),
+            data.n_rows(),
+        );
+        let product = ProductRecord {
+            scenario_id: scenario.id.clone(),
+            scenario_category: scenario.category,
+            recipient_organisation: recipient.organisation.clone(),
+            approved_at_ms,
+            expires_at_ms,
+            per_10k_rows_fen: basis.rates.per_10k_rows_fen,
+            per_download_fen: basis.rates.per_download_fen,
+            n_rows: data.n_rows(),
+            fingerprint: fingerprint.clone(),
+            round_counts_to,
+            rekeyed_columns: ResultData::rekeyed_columns(&job.columns),
+            rows_digest: data.rows_digest()?,
+        };
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
             export_id: export.id.clone(),
@@ -633,6 +804,26 @@ impl Api {
                 rows: data.n_rows(),
             },
             domain_public_key: hex::encode(self.state.signing.public_key()),
+            product: Some(ManifestProduct {
+                recipient_id: recipient_id.clone(),
+                recipient_organisation: recipient.organisation.clone(),
+                permitted_use: export.permitted_use.clone(),
+                expires_at_ms,
+                scenario_id: scenario.id.clone(),
+                scenario_category: scenario.category.as_str().to_owned(),
+                price_basis: ManifestPrice {
+                    free: basis.is_free(),
+                    currency: "CNY".into(),
+                    per_10k_rows_fen: basis.rates.per_10k_rows_fen,
+                    per_download_fen: basis.rates.per_download_fen,
+                    rows: basis.rows,
+                    rows_charge_fen: basis.rows_charge_fen(),
+                },
+                fingerprint,
+                row_order: ROW_ORDER.to_owned(),
+                round_counts_to,
+                rekeyed_columns: product.rekeyed_columns.clone(),
+            }),
         };
         let package = package::build(&manifest, &file, &self.state.signing)?;
         let tenant = self
@@ -656,6 +847,7 @@ impl Api {
             approvers: approvals.iter().map(|v| v.reviewer_id.clone()).collect(),
             approved_at_ms,
             result_sha256: manifest.result.sha256,
+            product,
         })
     }
 
@@ -950,28 +1142,8 @@ impl ExportService for Api {
         let id = request.into_inner().export_id;
         let target = format!("export:{id}");
         let result = async {
-            let (export, _) = self.visible_export(&caller, &id)?;
-            if export.requester_id != caller.principal.id {
-                // R23: only the recipient downloads; to others it does not exist.
-                return Err(ServerError::NotFound(format!("export {id}")));
-            }
-            match export.status {
-                ExportStatus::Approved => {}
-                ExportStatus::Revoked => {
-                    // The reason is free text: it is in the export's history, not in this
-                    // message (which the audit trail records).
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "export {id} was revoked and can no longer be downloaded; its history \
-                         gives the reason"
-                    )));
-                }
-                other => {
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "export {id} is not approved (it is {})",
-                        other.as_str()
-                    )));
-                }
-            }
+            let export = recipients_export(&self.state, &caller, &id)?;
+            require_deliverable(&export, crate::now_ms())?;
             let stored = self.state.storage.get(&export.package_location).await?;
             let package = package::open(&self.state.envelope, &export.package_location, &stored)?;
             if sha256_hex(&package) != export.package_sha256 {
@@ -979,10 +1151,11 @@ impl ExportService for Api {
                     "a stored package does not match its recorded hash",
                 ));
             }
-            Ok((package, json!({"package_sha256": export.package_sha256})))
+            self.record_download(&caller, &export, "package", package.len() as u64)?;
+            Ok(package)
         }
         .await;
-        let package = self.state.finish_read(&caller, &target, result)?;
+        let package = self.state.finish_write(&caller, &target, result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             for chunk in package.chunks(CHUNK_BYTES) {
@@ -998,5 +1171,185 @@ impl ExportService for Api {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<pb::ListProductsRequest>,
+    ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ListProducts)?;
+        let result = (|| {
+            let p = &caller.principal;
+            let records = match p.role {
+                Role::Recipient => self
+                    .state
+                    .store
+                    .read(|c| store::products_of_recipient(c, &p.id))?,
+                Role::Reviewer => self
+                    .state
+                    .store
+                    .read(|c| store::products(c, None, p.tenant_id.as_deref()))?,
+                Role::Engineer => {
+                    let tenant = caller.tenant()?;
+                    self.state
+                        .store
+                        .read(|c| store::products(c, Some(tenant), None))?
+                }
+                Role::PlatformAdmin | Role::DataSteward | Role::Auditor => {
+                    return Err(ServerError::PermissionDenied(format!(
+                        "the {} role has no products to list",
+                        p.role.as_str()
+                    )));
+                }
+            };
+            let now = crate::now_ms();
+            let products: Vec<pb::Product> = records
+                .iter()
+                .filter_map(|e| convert::product(e, now))
+                .collect();
+            let n = products.len();
+            Ok((pb::ListProductsResponse { products }, json!({"n": n})))
+        })();
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn trace_export(
+        &self,
+        request: Request<pb::TraceExportRequest>,
+    ) -> Result<Response<pb::TraceExportResponse>, Status> {
+        let caller = self.state.begin(&request, Action::TraceExport)?;
+        let file = request.into_inner().file;
+        let result = self.trace(&file);
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+}
+
+impl Api {
+    /// Counts one delivery of `export` to its recipient (a package download or a Flight
+    /// fetch) and audits it, in one transaction: who (the caller), which export, how many
+    /// bytes, which package.
+    pub(super) fn record_download(
+        &self,
+        caller: &Caller,
+        export: &ExportRecord,
+        via: &str,
+        bytes: u64,
+    ) -> Result<u64> {
+        let target = format!("export:{}", export.id);
+        self.state.store.commit_with(|tx| {
+            let count = store::record_download(tx, &export.id, crate::now_ms())?;
+            let detail = json!({
+                "via": via,
+                "bytes": bytes,
+                "package_sha256": export.package_sha256,
+                "fingerprint": export.product.as_ref().map(|p| p.fingerprint.as_str()),
+                "download_count": count,
+            });
+            Ok((count, caller.entry(target, "ok", detail)))
+        })
+    }
+
+    /// Finds the product `file` (a leaked copy) came from: by the fingerprint in its
+    /// metadata if a product has it, else by the keyed order of its rows among the products
+    /// with exactly its rows.
+    fn trace(&self, file: &[u8]) -> Result<(pb::TraceExportResponse, serde_json::Value)> {
+        if file.is_empty() {
+            return Err(ServerError::InvalidArgument("the file is empty".into()));
+        }
+        if file.len() > MAX_TRACE_BYTES {
+            return Err(ServerError::InvalidArgument(format!(
+                "the file is larger than {} MiB",
+                MAX_TRACE_BYTES >> 20
+            )));
+        }
+        let leaked = ResultData::from_export_file(file)?;
+        let master = self.state.keys.master();
+        let ordered =
+            |e: &ExportRecord| -> Result<bool> {
+                match &e.product {
+                    Some(p) => Ok(leaked
+                        .is_ordered_by_key(&keys::product_order_key(master, &p.fingerprint)?)?),
+                    None => Ok(false),
+                }
+            };
+        let by_metadata = match leaked.fingerprint() {
+            Some(fp) => self
+                .state
+                .store
+                .read(|c| store::product_by_fingerprint(c, &fp))?,
+            None => None,
+        };
+        let (export, matched_by, consistent, n_candidates) = match by_metadata {
+            Some(export) => {
+                let consistent = ordered(&export)?;
+                (export, "metadata", consistent, 1)
+            }
+            None => {
+                let digest = leaked.rows_digest()?;
+                let candidates = self
+                    .state
+                    .store
+                    .read(|c| store::products_with_rows(c, &digest))?;
+                let n = candidates.len();
+                let mut matches = Vec::new();
+                for candidate in candidates {
+                    if ordered(&candidate)? {
+                        matches.push(candidate);
+                    }
+                }
+                match matches.len() {
+                    0 if n == 0 => {
+                        return Err(ServerError::NotFound(
+                            "a product with exactly this file's rows".into(),
+                        ));
+                    }
+                    0 => {
+                        return Err(ServerError::NotFound(format!(
+                            "a product whose row order matches the file ({n} products have \
+                             its rows, but it was reordered)"
+                        )));
+                    }
+                    1 => (matches.remove(0), "row_order", true, n as u64),
+                    _ => {
+                        let ids: Vec<&str> = matches.iter().map(|e| e.id.as_str()).collect();
+                        return Err(ServerError::FailedPrecondition(format!(
+                            "the file's row order fits {} products ({}): too few rows to tell \
+                             their copies apart",
+                            ids.len(),
+                            ids.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let recipient_id = export.recipient().to_owned();
+        let organisation = export
+            .product
+            .as_ref()
+            .map(|p| p.recipient_organisation.clone())
+            .unwrap_or_default();
+        let fingerprint = export
+            .product
+            .as_ref()
+            .map(|p| p.fingerprint.clone())
+            .unwrap_or_default();
+        let detail = json!({
+            "file_sha256": sha256_hex(file), "bytes": file.len(), "rows": leaked.n_rows(),
+            "matched_by": matched_by, "export_id": export.id, "recipient_id": recipient_id,
+            "row_order_consistent": consistent, "n_candidates": n_candidates,
+        });
+        Ok((
+            pb::TraceExportResponse {
+                export_id: export.id.clone(),
+                recipient_id,
+                recipient_organisation: organisation,
+                tenant_id: export.tenant_id.clone(),
+                matched_by: matched_by.to_owned(),
+                row_order_consistent: consistent,
+                n_candidates,
+                fingerprint,
+            },
+            detail,
+        ))
     }
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod catalog;
 mod exports;
+mod flight;
 mod jobs;
 mod scenarios;
 

@@ -72,6 +72,7 @@ impl Api {
         req: pb::ApplyScenarioRequest,
     ) -> Result<ScenarioRecord> {
         let tenant_id = caller.tenant()?.to_owned();
+        let category = convert::category_from_pb(req.category)?;
         let name = req.name.trim().to_owned();
         require_text(&name, "the scenario name", 100, true)?;
         require_text(&req.purpose, "the purpose", 2000, true)?;
@@ -171,11 +172,13 @@ impl Api {
             applicant_id: caller.principal.id.clone(),
             created_at_ms: now,
             approvals,
+            category,
         };
         let detail = json!({
             "data_list": scenario.data_list,
             "valid_from_ms": scenario.valid_from_ms,
             "valid_until_ms": scenario.valid_until_ms,
+            "category": scenario.category.as_str(),
             "approvers": scenario.approvals.iter().map(describe_approval).collect::<Vec<_>>(),
         });
         self.state.store.commit(
@@ -292,6 +295,9 @@ fn may_see(caller: &Caller, scenario: &ScenarioRecord) -> bool {
             .iter()
             .any(|a| a.approver_id == caller.principal.id),
         Role::PlatformAdmin | Role::Reviewer | Role::Auditor => true,
+        // Recipients see their products, not the scenarios behind them (ViewScenario is
+        // not theirs).
+        Role::Recipient => false,
     }
 }
 

@@ -154,7 +154,7 @@ async fn dp_jobs_spend_a_budget_that_concurrency_and_re_registration_cannot_beat
     assert_eq!(status_code(refused), Code::ResourceExhausted);
 
     // A DP result goes through the gate with its guarantee as evidence.
-    let export = request_export(&mut p.engineer, &job.id).await;
+    let export = request_export(&mut p, &job.id).await;
     assert_eq!(
         export.status,
         pb::ExportStatus::InReview as i32,

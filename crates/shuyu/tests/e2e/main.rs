@@ -11,6 +11,7 @@ use tonic::Code;
 
 mod dp;
 mod jobs;
+mod products;
 mod python_client;
 mod review;
 mod scenarios;
@@ -166,6 +167,9 @@ fn uuid_like() -> String {
 /// quorum).
 struct People {
     tenant_id: String,
+    /// The recipient of the people's products (an organisation outside the tenant).
+    recipient_id: String,
+    recipient: Client,
     steward: Client,
     engineer: Client,
     reviewer: Client,
@@ -269,8 +273,28 @@ async fn people(server: &Server, domain: &Domain, suffix: &str) -> People {
         "",
     )
     .await;
+    let recipient_creds = register(
+        &mut admin,
+        domain,
+        &format!("recipient-{suffix}"),
+        pb::Role::Recipient,
+        "",
+    )
+    .await;
+    let mut recipient = server.client(&recipient_creds).await;
+    let recipient_id = recipient
+        .session
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("whoami")
+        .into_inner()
+        .principal
+        .expect("principal")
+        .id;
     People {
         tenant_id,
+        recipient_id,
+        recipient,
         steward: server.client(&steward).await,
         engineer: server.client(&engineer).await,
         reviewer: server.client(&reviewer).await,
@@ -382,7 +406,8 @@ async fn scenario_approved_by(
                 })
                 .collect(),
             valid_from_ms: 0,
-            valid_until_ms: now + 86_400_000,
+            valid_until_ms: now + 30 * 86_400_000,
+            category: pb::ScenarioCategory::Commercial as i32,
         })
         .await
         .expect("apply for a scenario")
@@ -428,13 +453,17 @@ fn status_code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Sta
     }
 }
 
-async fn request_export(engineer: &mut Client, job_id: &str) -> pb::Export {
-    engineer
+/// Requests an export of `job_id` as a CSV product for the people's recipient.
+async fn request_export(p: &mut People, job_id: &str) -> pb::Export {
+    p.engineer
         .exports
         .request_export(pb::RequestExportRequest {
             job_id: job_id.into(),
             purpose: "test purpose".into(),
             format: pb::DataFormat::Csv as i32,
+            recipient_id: p.recipient_id.clone(),
+            permitted_use: "test use".into(),
+            expires_in_days: 0,
         })
         .await
         .expect("request export")
@@ -531,7 +560,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         aggregate.error
     );
     assert!(aggregate.aggregate);
-    let export = request_export(&mut p.engineer, &aggregate.id).await;
+    let export = request_export(&mut p, &aggregate.id).await;
     assert_eq!(
         export.status,
         pb::ExportStatus::InReview as i32,
@@ -553,7 +582,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         )
         .await
         .unwrap();
-    let refused = request_export(&mut p.engineer, &small.id).await;
+    let refused = request_export(&mut p, &small.id).await;
     assert_eq!(refused.status, pb::ExportStatus::Refused as i32);
     let failed: Vec<_> = refused
         .checks
@@ -579,7 +608,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         .await
         .unwrap();
     assert_eq!(
-        request_export(&mut p.engineer, &rows.id).await.status,
+        request_export(&mut p, &rows.id).await.status,
         pb::ExportStatus::Refused as i32
     );
     // Row-level output with every non-ordinary column masked passes to review.
@@ -593,7 +622,7 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
         .await
         .unwrap();
     assert_eq!(
-        request_export(&mut p.engineer, &masked.id).await.status,
+        request_export(&mut p, &masked.id).await.status,
         pb::ExportStatus::InReview as i32
     );
 
@@ -617,12 +646,13 @@ async fn gate_approves_only_clean_aggregates_and_signs_them() {
     assert_eq!(approved.status, pb::ExportStatus::Approved as i32);
     assert_eq!(approved.approvals, 2);
 
-    // Only the requester downloads; the package verifies offline, a tampered copy does not.
+    // Only the recipient downloads; the package verifies offline, a tampered copy does not.
     assert_eq!(
         code(p.steward.download(&export.id).await),
         Code::PermissionDenied
     );
-    let package = p.engineer.download(&export.id).await.unwrap();
+    assert_eq!(code(p.engineer.download(&export.id).await), Code::NotFound);
+    let package = p.recipient.download(&export.id).await.unwrap();
     let path = domain.data.with_extension("pkg.tar");
     std::fs::write(&path, &package).unwrap();
     let key_file = domain.data.join("domain-signing.pub");
@@ -757,7 +787,7 @@ async fn canaries_never_reach_engineers_logs_or_disk() {
         let job = p.engineer.run_sql(sql, &sc, WAIT).await.unwrap();
         seen.push(format!("{job:?}"));
         if job.status == pb::JobStatus::Succeeded as i32 {
-            let export = request_export(&mut p.engineer, &job.id).await;
+            let export = request_export(&mut p, &job.id).await;
             seen.push(format!("{export:?}"));
         } else {
             assert!(!job.error.is_empty(), "a failed job explains itself");
@@ -867,7 +897,7 @@ async fn another_tenant_cannot_see_or_touch_anything() {
         )
         .await
         .unwrap();
-    let export = request_export(&mut a.engineer, &job.id).await;
+    let export = request_export(&mut a, &job.id).await;
 
     let listed = b
         .engineer
@@ -928,6 +958,7 @@ async fn another_tenant_cannot_see_or_touch_anything() {
                     job_id: id.into(),
                     purpose: "probe".into(),
                     format: 0,
+                    ..Default::default()
                 })
                 .await;
             let get_export = b

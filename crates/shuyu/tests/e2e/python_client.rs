@@ -2,7 +2,9 @@
 //! drift check, then its end-to-end script as an engineer — catalog, masked sample, a
 //! datafusion-python DataFrame submitted as a Substrait plan in the lab, promoted to
 //! production under a scenario, progress, masked preview, a plan naming a table outside the
-//! catalog, and a canary that must never reach the client.
+//! catalog, and a canary that must never reach the client; then the production result as a
+//! data product for a recipient, approved by two reviewers and fetched by the recipient with
+//! pyarrow Flight over mTLS (rows and fingerprint metadata checked).
 //!
 //! The test builds its own virtual environment (Python 3.11+, packages from PyPI as pinned
 //! in `clients/python/pyproject.toml`) under the cargo target dir and reuses it while the
@@ -88,9 +90,26 @@ async fn the_python_client_works_end_to_end() {
     let residents = ingest_people(&mut p.steward, "residents").await;
     grant(&mut p.admin, &residents.id, &p.tenant_id).await;
     let sc = scenario(&mut p, &[&residents]).await;
-    for canary in [CANARY_ID, CANARY_NAME, CANARY_DIAGNOSIS] {
+    for (i, canary) in [CANARY_ID, CANARY_NAME, CANARY_DIAGNOSIS]
+        .into_iter()
+        .enumerate()
+    {
+        let mut command = Command::new(&python);
+        if i == 0 {
+            // Once: the product flow, with the recipient's and the reviewers' credentials.
+            command
+                .env("SHUYU_RECIPIENT_CREDENTIALS", domain.creds("recipient-py"))
+                .env(
+                    "SHUYU_REVIEWER_CREDENTIALS",
+                    format!(
+                        "{}:{}",
+                        domain.creds("reviewer-py").display(),
+                        domain.creds("reviewer2-py").display()
+                    ),
+                );
+        }
         let out = run(
-            Command::new(&python)
+            command
                 .arg("tests/e2e_flow.py")
                 .current_dir(&client_dir)
                 .env("SHUYU_ENDPOINT", &server.addr)
@@ -106,6 +125,36 @@ async fn the_python_client_works_end_to_end() {
             "unexpected output:\n{out}"
         );
     }
+    // The recipient fetched its product once over Flight, and that is on the record.
+    let products = p
+        .recipient
+        .exports
+        .list_products(pb::ListProductsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    assert_eq!(products.len(), 1, "{products:?}");
+    assert_eq!(products[0].download_count, 1);
+    let records = p
+        .auditor
+        .audit
+        .list_audit_records(pb::ListAuditRecordsRequest {
+            after_seq: 0,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(records.iter().any(|r| r.action == "fetch_product"
+        && r.outcome == "ok"
+        && r.principal_id == p.recipient_id));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.action == "fetch_product" && r.outcome == "not_found")
+    );
     // What the script did is on the record: Substrait jobs in the lab and in production.
     let jobs = p
         .engineer

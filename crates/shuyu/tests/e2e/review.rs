@@ -189,7 +189,7 @@ async fn a_quorum_of_blinded_votes_approves_and_revocation_stops_the_download() 
     let reviewer_a = principal_id(&mut p.reviewer).await;
     let reviewer_b = principal_id(&mut p.reviewer2).await;
     let job = aggregate_job(&mut p).await;
-    let export = request_export(&mut p.engineer, &job.id).await;
+    let export = request_export(&mut p, &job.id).await;
     assert_eq!(export.status, pb::ExportStatus::InReview as i32);
     assert_eq!((export.approvals, export.quorum), (0, 2));
     let steps: Vec<(&str, &str)> = export
@@ -349,7 +349,7 @@ async fn a_quorum_of_blinded_votes_approves_and_revocation_stops_the_download() 
     }
 
     // The package downloads, verifies, and names both approvals and what they bound to.
-    let package = p.engineer.download(&export.id).await.unwrap();
+    let package = p.recipient.download(&export.id).await.unwrap();
     let key = std::fs::read_to_string(domain.data.join("domain-signing.pub")).unwrap();
     let manifest = shuyu_server::package::verify(&package, Some(key.trim()))
         .expect("the package verifies")
@@ -395,7 +395,7 @@ async fn a_quorum_of_blinded_votes_approves_and_revocation_stops_the_download() 
         .await
         .unwrap();
     assert_eq!(revoked.status, pb::ExportStatus::Revoked as i32);
-    let refused = p.engineer.download(&export.id).await;
+    let refused = p.recipient.download(&export.id).await;
     match refused {
         Err(ClientError::Status(status)) => {
             assert_eq!(status.code(), Code::FailedPrecondition);
@@ -460,7 +460,7 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
     .await;
     let mut own_reviewer = server.client(&own).await;
     let job = aggregate_job(&mut p).await;
-    let export = request_export(&mut p.engineer, &job.id).await;
+    let export = request_export(&mut p, &job.id).await;
 
     // The requester never votes; nor does a reviewer registered under the requesting tenant.
     let by_requester = approve(&mut p.engineer, &export.id, "").await;
@@ -555,7 +555,7 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
             .iter()
             .any(|c| c.from_vote && c.text == "REJECT-REASON: 分组过细" && c.author_id.is_empty())
     );
-    let download = p.engineer.download(&export.id).await;
+    let download = p.recipient.download(&export.id).await;
     assert_eq!(code(download), Code::FailedPrecondition);
     // A reviewer of the requesting tenant sees what its engineers see: no vote, no evidence.
     let as_member = get(&mut own_reviewer, &export.id).await;
@@ -565,7 +565,7 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
     assert_eq!(denied_code(revoke_rejected), Code::FailedPrecondition);
 
     // One return ends the review too, even after an approval.
-    let second = request_export(&mut p.engineer, &job.id).await;
+    let second = request_export(&mut p, &job.id).await;
     approve(&mut p.reviewer2, &second.id, "").await.unwrap();
     let returned = vote(
         &mut p.reviewer,
@@ -604,7 +604,7 @@ async fn an_approval_binds_to_the_staged_result_and_the_policy_version() {
 
     // The staged result changes between the two approvals: the second is refused, the
     // export stays in review and nothing is packaged.
-    let export = request_export(&mut p.engineer, &job.id).await;
+    let export = request_export(&mut p, &job.id).await;
     approve(&mut p.reviewer, &export.id, "").await.unwrap();
     let file = result_file(&domain, &tenant_id, &job.id);
     let original = std::fs::read(&file).unwrap();
@@ -630,7 +630,7 @@ async fn an_approval_binds_to_the_staged_result_and_the_policy_version() {
 
     // The policy version changes between the two approvals (the server restarts on the same
     // data dir with another policy): the second approval is refused.
-    let second = request_export(&mut p.engineer, &job.id).await;
+    let second = request_export(&mut p, &job.id).await;
     approve(&mut p.reviewer, &second.id, "").await.unwrap();
     drop(p);
     server.kill();
@@ -684,12 +684,12 @@ async fn a_quorum_of_one_approves_with_one_vote() {
     let server = domain.start_with("", Some(&policy_with("test-quorum-1", Some(1))));
     let mut p = people(&server, &domain, "one").await;
     let job = aggregate_job(&mut p).await;
-    let export = request_export(&mut p.engineer, &job.id).await;
+    let export = request_export(&mut p, &job.id).await;
     assert_eq!(export.quorum, 1);
     let approved = approve(&mut p.reviewer, &export.id, "").await.unwrap();
     assert_eq!(approved.status, pb::ExportStatus::Approved as i32);
     assert_eq!(approved.approvals, 1);
-    let package = p.engineer.download(&export.id).await.unwrap();
+    let package = p.recipient.download(&export.id).await.unwrap();
     let manifest = shuyu_server::package::verify(&package, None)
         .unwrap()
         .manifest;
@@ -713,7 +713,7 @@ async fn a_quorum_of_one_approves_with_one_vote() {
         "an admin sees no votes: {revoked:?}"
     );
     assert_eq!(
-        code(p.engineer.download(&export.id).await),
+        code(p.recipient.download(&export.id).await),
         Code::FailedPrecondition
     );
 }
@@ -726,7 +726,7 @@ async fn simultaneous_votes_neither_miss_nor_double_count_the_quorum() {
     let third = register(&mut p.admin, &domain, "reviewer3-c", pb::Role::Reviewer, "").await;
     let job = aggregate_job(&mut p).await;
     for round in 0..3 {
-        let export = request_export(&mut p.engineer, &job.id).await;
+        let export = request_export(&mut p, &job.id).await;
         let clients = [
             p.reviewer.clone(),
             p.reviewer2.clone(),
@@ -765,7 +765,7 @@ async fn simultaneous_votes_neither_miss_nor_double_count_the_quorum() {
             1,
             "exactly the committed package is stored"
         );
-        let package = p.engineer.download(&export.id).await.unwrap();
+        let package = p.recipient.download(&export.id).await.unwrap();
         let manifest = shuyu_server::package::verify(&package, None)
             .unwrap()
             .manifest;
@@ -791,7 +791,7 @@ async fn the_cli_votes_comments_shows_and_revokes() {
     let server = domain.start();
     let mut p = people(&server, &domain, "x").await;
     let job = aggregate_job(&mut p).await;
-    let export = request_export(&mut p.engineer, &job.id).await;
+    let export = request_export(&mut p, &job.id).await;
     let cli = |who: &str, args: &[&str]| {
         let creds = domain.creds(who);
         let mut all: Vec<&str> = args.to_vec();
@@ -873,7 +873,7 @@ async fn the_cli_votes_comments_shows_and_revokes() {
     assert!(out.contains("— revoked"), "{out}");
     let pkg = domain.data.with_extension("cli.tar");
     let (code, out) = cli(
-        "engineer-x",
+        "recipient-x",
         &["export", "download", id, "--out", pkg.to_str().unwrap()],
     );
     assert_ne!(code, 0, "{out}");
@@ -910,7 +910,7 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
     // Released: totals per district.
     let base = "SELECT district, count(*) AS n, sum(cost) AS total FROM residents";
     let first = run_ok(&mut p, &sc, &format!("{base} GROUP BY district")).await;
-    let export = request_export(&mut p.engineer, &first.id).await;
+    let export = request_export(&mut p, &first.id).await;
     assert_eq!(
         export.status,
         pb::ExportStatus::InReview as i32,
@@ -927,7 +927,7 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
         &format!("{base} WHERE name <> '王0' GROUP BY district"),
     )
     .await;
-    let refused = request_export(&mut p.engineer, &second.id).await;
+    let refused = request_export(&mut p, &second.id).await;
     assert_eq!(
         refused.status,
         pb::ExportStatus::Refused as i32,
@@ -973,7 +973,7 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
          WHERE district IN ('海曙区', '江北区') AND name <> '王0'",
     )
     .await;
-    let union = request_export(&mut p.engineer, &union.id).await;
+    let union = request_export(&mut p, &union.id).await;
     let failed: Vec<&str> = union
         .checks
         .iter()
@@ -988,8 +988,8 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
     let dearer = "SELECT count(*) AS n, sum(cost) AS total FROM residents WHERE cost >= 200";
     let third = run_ok(&mut p, &sc, dearer).await;
     let fourth = run_ok(&mut p, &sc, &format!("{dearer} AND name <> '王150'")).await;
-    let third = request_export(&mut p.engineer, &third.id).await;
-    let fourth = request_export(&mut p.engineer, &fourth.id).await;
+    let third = request_export(&mut p, &third.id).await;
+    let fourth = request_export(&mut p, &fourth.id).await;
     for export in [&third, &fourth] {
         assert_eq!(
             export.status,

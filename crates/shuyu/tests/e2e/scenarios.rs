@@ -26,6 +26,7 @@ async fn apply(
             data_list,
             valid_from_ms: 0,
             valid_until_ms,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().scenario.expect("scenario"))
@@ -424,6 +425,7 @@ async fn the_lab_shows_masked_data_only_and_promotion_keeps_the_query() {
             job_id: lab.id.clone(),
             purpose: "x".into(),
             format: pb::DataFormat::Csv as i32,
+            ..Default::default()
         })
         .await;
     assert_eq!(status_code(export), Code::FailedPrecondition);

@@ -15,6 +15,7 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_ENGINEER: _ClassVar[Role]
     ROLE_REVIEWER: _ClassVar[Role]
     ROLE_AUDITOR: _ClassVar[Role]
+    ROLE_RECIPIENT: _ClassVar[Role]
 
 class DataFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,13 @@ class ScenarioStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCENARIO_STATUS_REJECTED: _ClassVar[ScenarioStatus]
     SCENARIO_STATUS_EXPIRED: _ClassVar[ScenarioStatus]
 
+class ScenarioCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCENARIO_CATEGORY_UNSPECIFIED: _ClassVar[ScenarioCategory]
+    SCENARIO_CATEGORY_PUBLIC_GOVERNANCE: _ClassVar[ScenarioCategory]
+    SCENARIO_CATEGORY_PUBLIC_WELFARE: _ClassVar[ScenarioCategory]
+    SCENARIO_CATEGORY_COMMERCIAL: _ClassVar[ScenarioCategory]
+
 class ExportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EXPORT_STATUS_UNSPECIFIED: _ClassVar[ExportStatus]
@@ -54,6 +62,7 @@ class ExportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPORT_STATUS_REJECTED: _ClassVar[ExportStatus]
     EXPORT_STATUS_RETURNED: _ClassVar[ExportStatus]
     EXPORT_STATUS_REVOKED: _ClassVar[ExportStatus]
+    EXPORT_STATUS_EXPIRED: _ClassVar[ExportStatus]
 
 class CheckOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -74,6 +83,7 @@ ROLE_STEWARD: Role
 ROLE_ENGINEER: Role
 ROLE_REVIEWER: Role
 ROLE_AUDITOR: Role
+ROLE_RECIPIENT: Role
 DATA_FORMAT_UNSPECIFIED: DataFormat
 DATA_FORMAT_CSV: DataFormat
 DATA_FORMAT_PARQUET: DataFormat
@@ -91,6 +101,10 @@ SCENARIO_STATUS_PENDING: ScenarioStatus
 SCENARIO_STATUS_APPROVED: ScenarioStatus
 SCENARIO_STATUS_REJECTED: ScenarioStatus
 SCENARIO_STATUS_EXPIRED: ScenarioStatus
+SCENARIO_CATEGORY_UNSPECIFIED: ScenarioCategory
+SCENARIO_CATEGORY_PUBLIC_GOVERNANCE: ScenarioCategory
+SCENARIO_CATEGORY_PUBLIC_WELFARE: ScenarioCategory
+SCENARIO_CATEGORY_COMMERCIAL: ScenarioCategory
 EXPORT_STATUS_UNSPECIFIED: ExportStatus
 EXPORT_STATUS_REFUSED: ExportStatus
 EXPORT_STATUS_IN_REVIEW: ExportStatus
@@ -98,6 +112,7 @@ EXPORT_STATUS_APPROVED: ExportStatus
 EXPORT_STATUS_REJECTED: ExportStatus
 EXPORT_STATUS_RETURNED: ExportStatus
 EXPORT_STATUS_REVOKED: ExportStatus
+EXPORT_STATUS_EXPIRED: ExportStatus
 CHECK_OUTCOME_UNSPECIFIED: CheckOutcome
 CHECK_OUTCOME_PASS: CheckOutcome
 CHECK_OUTCOME_FAIL: CheckOutcome
@@ -662,7 +677,7 @@ class ScenarioApproval(_message.Message):
     def __init__(self, capacity: _Optional[str] = ..., dataset_id: _Optional[str] = ..., approver_id: _Optional[str] = ..., decided: _Optional[bool] = ..., approved: _Optional[bool] = ..., decided_by: _Optional[str] = ..., comment: _Optional[str] = ..., decided_at_ms: _Optional[int] = ...) -> None: ...
 
 class Scenario(_message.Message):
-    __slots__ = ("id", "tenant_id", "name", "purpose", "data_list", "valid_from_ms", "valid_until_ms", "status", "approvals", "applicant_id", "created_at_ms")
+    __slots__ = ("id", "tenant_id", "name", "purpose", "data_list", "valid_from_ms", "valid_until_ms", "status", "approvals", "applicant_id", "created_at_ms", "category")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -674,6 +689,7 @@ class Scenario(_message.Message):
     APPROVALS_FIELD_NUMBER: _ClassVar[int]
     APPLICANT_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
     name: str
@@ -685,21 +701,24 @@ class Scenario(_message.Message):
     approvals: _containers.RepeatedCompositeFieldContainer[ScenarioApproval]
     applicant_id: str
     created_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[str] = ..., data_list: _Optional[_Iterable[_Union[DataListItem, _Mapping]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ..., status: _Optional[_Union[ScenarioStatus, str]] = ..., approvals: _Optional[_Iterable[_Union[ScenarioApproval, _Mapping]]] = ..., applicant_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    category: ScenarioCategory
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., purpose: _Optional[str] = ..., data_list: _Optional[_Iterable[_Union[DataListItem, _Mapping]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ..., status: _Optional[_Union[ScenarioStatus, str]] = ..., approvals: _Optional[_Iterable[_Union[ScenarioApproval, _Mapping]]] = ..., applicant_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., category: _Optional[_Union[ScenarioCategory, str]] = ...) -> None: ...
 
 class ApplyScenarioRequest(_message.Message):
-    __slots__ = ("name", "purpose", "data_list", "valid_from_ms", "valid_until_ms")
+    __slots__ = ("name", "purpose", "data_list", "valid_from_ms", "valid_until_ms", "category")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     DATA_LIST_FIELD_NUMBER: _ClassVar[int]
     VALID_FROM_MS_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     purpose: str
     data_list: _containers.RepeatedCompositeFieldContainer[DataListItem]
     valid_from_ms: int
     valid_until_ms: int
-    def __init__(self, name: _Optional[str] = ..., purpose: _Optional[str] = ..., data_list: _Optional[_Iterable[_Union[DataListItem, _Mapping]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ...) -> None: ...
+    category: ScenarioCategory
+    def __init__(self, name: _Optional[str] = ..., purpose: _Optional[str] = ..., data_list: _Optional[_Iterable[_Union[DataListItem, _Mapping]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ..., category: _Optional[_Union[ScenarioCategory, str]] = ...) -> None: ...
 
 class ApplyScenarioResponse(_message.Message):
     __slots__ = ("scenario",)
@@ -808,14 +827,20 @@ class ExportEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., at_ms: _Optional[int] = ..., actor_id: _Optional[str] = ..., from_status: _Optional[str] = ..., to_status: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class RequestExportRequest(_message.Message):
-    __slots__ = ("job_id", "purpose", "format")
+    __slots__ = ("job_id", "purpose", "format", "recipient_id", "permitted_use", "expires_in_days")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERMITTED_USE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_DAYS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     purpose: str
     format: DataFormat
-    def __init__(self, job_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ...) -> None: ...
+    recipient_id: str
+    permitted_use: str
+    expires_in_days: int
+    def __init__(self, job_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., recipient_id: _Optional[str] = ..., permitted_use: _Optional[str] = ..., expires_in_days: _Optional[int] = ...) -> None: ...
 
 class RequestExportResponse(_message.Message):
     __slots__ = ("export",)
@@ -846,7 +871,7 @@ class ListExportsResponse(_message.Message):
     def __init__(self, exports: _Optional[_Iterable[_Union[Export, _Mapping]]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("id", "job_id", "tenant_id", "requester_id", "purpose", "format", "status", "checks", "requested_at_ms", "decided_at_ms", "package_sha256", "approvals", "quorum", "n_votes", "voted", "votes", "comments", "events", "policy_version")
+    __slots__ = ("id", "job_id", "tenant_id", "requester_id", "purpose", "format", "status", "checks", "requested_at_ms", "decided_at_ms", "package_sha256", "approvals", "quorum", "n_votes", "voted", "votes", "comments", "events", "policy_version", "recipient_id", "permitted_use", "expires_in_days", "product")
     ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -866,6 +891,10 @@ class Export(_message.Message):
     COMMENTS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERMITTED_USE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_DAYS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
     id: str
     job_id: str
     tenant_id: str
@@ -885,7 +914,107 @@ class Export(_message.Message):
     comments: _containers.RepeatedCompositeFieldContainer[ExportComment]
     events: _containers.RepeatedCompositeFieldContainer[ExportEvent]
     policy_version: str
-    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., requester_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., requested_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., package_sha256: _Optional[str] = ..., approvals: _Optional[int] = ..., quorum: _Optional[int] = ..., n_votes: _Optional[int] = ..., voted: _Optional[bool] = ..., votes: _Optional[_Iterable[_Union[ExportVote, _Mapping]]] = ..., comments: _Optional[_Iterable[_Union[ExportComment, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[ExportEvent, _Mapping]]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    recipient_id: str
+    permitted_use: str
+    expires_in_days: int
+    product: Product
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., requester_id: _Optional[str] = ..., purpose: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., requested_at_ms: _Optional[int] = ..., decided_at_ms: _Optional[int] = ..., package_sha256: _Optional[str] = ..., approvals: _Optional[int] = ..., quorum: _Optional[int] = ..., n_votes: _Optional[int] = ..., voted: _Optional[bool] = ..., votes: _Optional[_Iterable[_Union[ExportVote, _Mapping]]] = ..., comments: _Optional[_Iterable[_Union[ExportComment, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[ExportEvent, _Mapping]]] = ..., policy_version: _Optional[str] = ..., recipient_id: _Optional[str] = ..., permitted_use: _Optional[str] = ..., expires_in_days: _Optional[int] = ..., product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
+
+class PriceBasis(_message.Message):
+    __slots__ = ("free", "currency", "per_10k_rows_fen", "per_download_fen", "rows", "rows_charge_fen", "charge_fen")
+    FREE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PER_10K_ROWS_FEN_FIELD_NUMBER: _ClassVar[int]
+    PER_DOWNLOAD_FEN_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_CHARGE_FEN_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_FEN_FIELD_NUMBER: _ClassVar[int]
+    free: bool
+    currency: str
+    per_10k_rows_fen: int
+    per_download_fen: int
+    rows: int
+    rows_charge_fen: int
+    charge_fen: int
+    def __init__(self, free: _Optional[bool] = ..., currency: _Optional[str] = ..., per_10k_rows_fen: _Optional[int] = ..., per_download_fen: _Optional[int] = ..., rows: _Optional[int] = ..., rows_charge_fen: _Optional[int] = ..., charge_fen: _Optional[int] = ...) -> None: ...
+
+class Product(_message.Message):
+    __slots__ = ("export_id", "tenant_id", "job_id", "scenario_id", "scenario_category", "recipient_id", "recipient_organisation", "permitted_use", "format", "status", "approved_at_ms", "expires_at_ms", "price", "n_rows", "download_count", "last_download_at_ms", "package_sha256", "fingerprint", "round_counts_to")
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ORGANISATION_FIELD_NUMBER: _ClassVar[int]
+    PERMITTED_USE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    N_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_DOWNLOAD_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_COUNTS_TO_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    tenant_id: str
+    job_id: str
+    scenario_id: str
+    scenario_category: ScenarioCategory
+    recipient_id: str
+    recipient_organisation: str
+    permitted_use: str
+    format: DataFormat
+    status: ExportStatus
+    approved_at_ms: int
+    expires_at_ms: int
+    price: PriceBasis
+    n_rows: int
+    download_count: int
+    last_download_at_ms: int
+    package_sha256: str
+    fingerprint: str
+    round_counts_to: int
+    def __init__(self, export_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., job_id: _Optional[str] = ..., scenario_id: _Optional[str] = ..., scenario_category: _Optional[_Union[ScenarioCategory, str]] = ..., recipient_id: _Optional[str] = ..., recipient_organisation: _Optional[str] = ..., permitted_use: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ..., status: _Optional[_Union[ExportStatus, str]] = ..., approved_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., price: _Optional[_Union[PriceBasis, _Mapping]] = ..., n_rows: _Optional[int] = ..., download_count: _Optional[int] = ..., last_download_at_ms: _Optional[int] = ..., package_sha256: _Optional[str] = ..., fingerprint: _Optional[str] = ..., round_counts_to: _Optional[int] = ...) -> None: ...
+
+class ListProductsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListProductsResponse(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[Product]
+    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ...) -> None: ...
+
+class TraceExportRequest(_message.Message):
+    __slots__ = ("file",)
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    file: bytes
+    def __init__(self, file: _Optional[bytes] = ...) -> None: ...
+
+class TraceExportResponse(_message.Message):
+    __slots__ = ("export_id", "recipient_id", "recipient_organisation", "tenant_id", "matched_by", "row_order_consistent", "n_candidates", "fingerprint")
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_ORGANISATION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_BY_FIELD_NUMBER: _ClassVar[int]
+    ROW_ORDER_CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    N_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    export_id: str
+    recipient_id: str
+    recipient_organisation: str
+    tenant_id: str
+    matched_by: str
+    row_order_consistent: bool
+    n_candidates: int
+    fingerprint: str
+    def __init__(self, export_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., recipient_organisation: _Optional[str] = ..., tenant_id: _Optional[str] = ..., matched_by: _Optional[str] = ..., row_order_consistent: _Optional[bool] = ..., n_candidates: _Optional[int] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class ReviewExportRequest(_message.Message):
     __slots__ = ("export_id",)

@@ -1316,7 +1316,14 @@ class ExportServiceStub:
     `quorum` approvals (the policy's [review] quorum) approve it. Every approval binds to the
     staged result's hash, the query hash and the policy version it was cast under: if any of
     them changed, the export cannot be approved. Approval builds the signed package; only the
-    requester downloads it, until a reviewer or an admin revokes it.
+    recipient downloads it, until it expires or a reviewer or an admin revokes it.
+
+    An approved export is a data product (R21, R23, R24) for one recipient, bound to its
+    scenario and a permitted use, usable until it expires, free or priced by the scenario's
+    category. The recipient's copy is fingerprinted (in the Parquet metadata and in the
+    order of its rows), its pseudonyms are re-keyed for that recipient, and count cells are
+    rounded to the policy's base. Products are also served over Arrow Flight on the same
+    server: DoGet with the export id as the ticket, for the recipient only.
     """
 
     def __init__(self, channel):
@@ -1365,6 +1372,16 @@ class ExportServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.DownloadExportRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.DownloadExportResponse.FromString,
                 _registered_method=True)
+        self.ListProducts = channel.unary_unary(
+                '/shuyu.v1.ExportService/ListProducts',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListProductsResponse.FromString,
+                _registered_method=True)
+        self.TraceExport = channel.unary_unary(
+                '/shuyu.v1.ExportService/TraceExport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.TraceExportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TraceExportResponse.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -1376,11 +1393,18 @@ class ExportServiceServicer:
     `quorum` approvals (the policy's [review] quorum) approve it. Every approval binds to the
     staged result's hash, the query hash and the policy version it was cast under: if any of
     them changed, the export cannot be approved. Approval builds the signed package; only the
-    requester downloads it, until a reviewer or an admin revokes it.
+    recipient downloads it, until it expires or a reviewer or an admin revokes it.
+
+    An approved export is a data product (R21, R23, R24) for one recipient, bound to its
+    scenario and a permitted use, usable until it expires, free or priced by the scenario's
+    category. The recipient's copy is fingerprinted (in the Parquet metadata and in the
+    order of its rows), its pseudonyms are re-keyed for that recipient, and count cells are
+    rounded to the policy's base. Products are also served over Arrow Flight on the same
+    server: DoGet with the export id as the ticket, for the recipient only.
     """
 
     def RequestExport(self, request, context):
-        """Engineer: runs the checks and records the request.
+        """Engineer: runs the checks and records the request for one recipient.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1432,7 +1456,24 @@ class ExportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadExport(self, request, context):
-        """Requester: the signed package, streamed, while the export is approved.
+        """The product's recipient: the signed package, streamed, while the export is approved and
+        unexpired. Everyone else, the requester included, gets NOT_FOUND. Audited and counted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProducts(self, request, context):
+        """Recipients: the products naming them. Engineers: their tenant's products. Reviewers:
+        the products of other tenants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TraceExport(self, request, context):
+        """Admins and auditors: which product a leaked file (Parquet or CSV, at most 32 MiB) was
+        copied from, by the fingerprint in its metadata or else by the keyed order of its rows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1481,6 +1522,16 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.DownloadExportRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.DownloadExportResponse.SerializeToString,
             ),
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListProductsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListProductsResponse.SerializeToString,
+            ),
+            'TraceExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.TraceExport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TraceExportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TraceExportResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'shuyu.v1.ExportService', rpc_method_handlers)
@@ -1498,7 +1549,14 @@ class ExportService:
     `quorum` approvals (the policy's [review] quorum) approve it. Every approval binds to the
     staged result's hash, the query hash and the policy version it was cast under: if any of
     them changed, the export cannot be approved. Approval builds the signed package; only the
-    requester downloads it, until a reviewer or an admin revokes it.
+    recipient downloads it, until it expires or a reviewer or an admin revokes it.
+
+    An approved export is a data product (R21, R23, R24) for one recipient, bound to its
+    scenario and a permitted use, usable until it expires, free or priced by the scenario's
+    category. The recipient's copy is fingerprinted (in the Parquet metadata and in the
+    order of its rows), its pseudonyms are re-keyed for that recipient, and count cells are
+    rounded to the policy's base. Products are also served over Arrow Flight on the same
+    server: DoGet with the export id as the ticket, for the recipient only.
     """
 
     @staticmethod
@@ -1707,6 +1765,60 @@ class ExportService:
             '/shuyu.v1.ExportService/DownloadExport',
             shuyu_dot_v1_dot_shuyu__pb2.DownloadExportRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.DownloadExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.ExportService/ListProducts',
+            shuyu_dot_v1_dot_shuyu__pb2.ListProductsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TraceExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.ExportService/TraceExport',
+            shuyu_dot_v1_dot_shuyu__pb2.TraceExportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TraceExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -959,36 +959,57 @@ fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport
     };
     let mut candidates: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
     if k as usize <= BOTTOM {
-        // Close pairs share one of their k smallest unit hashes: index them.
+        // Among the m smallest hashes of A ∪ B, at most k − 1 are in only one of them, so two
+        // populations differing by fewer than k people share at least m − k + 1 of their m
+        // smallest hashes. Index cells by those and keep pairs sharing that many.
         let k = k as usize;
+        let m = (2 * k - 1).min(BOTTOM);
+        let need = m + 1 - k;
         let mut index: HashMap<u64, (Vec<usize>, Vec<usize>)> = HashMap::new();
         for (i, cell) in released.iter().enumerate() {
-            for h in cell.sketch.bottom().iter().take(k) {
+            for h in cell.sketch.bottom().iter().take(m) {
                 index.entry(*h).or_default().1.push(i);
             }
         }
         if within {
             for (i, (_, sketch)) in ours.iter().enumerate() {
-                for h in sketch.bottom().iter().take(k) {
+                for h in sketch.bottom().iter().take(m) {
                     index.entry(*h).or_default().0.push(i);
                 }
             }
         }
-        let mut seen = HashSet::new();
+        let mut shared_old: HashMap<usize, usize> = HashMap::new();
+        let mut shared_new: HashMap<usize, usize> = HashMap::new();
         for (i, (_, sketch)) in ours.iter().enumerate() {
-            for h in sketch.bottom().iter().take(k) {
+            shared_old.clear();
+            shared_new.clear();
+            let bottom = sketch.bottom();
+            for h in bottom.iter().take(m) {
                 let Some((new_cells, old_cells)) = index.get(h) else {
                     continue;
                 };
                 for &r in old_cells {
-                    if seen.insert((i, usize::MAX, r)) {
-                        candidates.push((i, None, Some(r)));
-                    }
+                    *shared_old.entry(r).or_default() += 1;
                 }
                 for &j in new_cells.iter().filter(|&&j| j > i) {
-                    if seen.insert((i, j, usize::MAX)) {
-                        candidates.push((i, Some(j), None));
-                    }
+                    *shared_new.entry(j).or_default() += 1;
+                }
+            }
+            // A population with fewer than m people shares fewer hashes: its whole set.
+            let enough = |other: &UnitSketch, shared: usize| {
+                shared
+                    >= need
+                        .min(bottom.len().min(other.bottom().len()).saturating_sub(k - 1))
+                        .max(1)
+            };
+            for (&r, &shared) in &shared_old {
+                if enough(&released[r].sketch, shared) {
+                    candidates.push((i, None, Some(r)));
+                }
+            }
+            for (&j, &shared) in &shared_new {
+                if enough(ours[j].1, shared) {
+                    candidates.push((i, Some(j), None));
                 }
             }
         }
@@ -1053,7 +1074,7 @@ fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport
 }
 
 /// Most cell memberships (people × small cells, here and released) one audit reads.
-const MAX_AUDITED_MEMBERSHIPS: usize = 2_000_000;
+const MAX_AUDITED_MEMBERSHIPS: usize = 500_000;
 /// Most earlier released cells one audit follows.
 const MAX_AUDITED_CELLS: usize = 5_000;
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, NullEquality, TableReference};
 use datafusion::functions::expr_fn::abs;
-use datafusion::functions_aggregate::expr_fn::{count, max, nth_value, sum};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{
     Aggregate, AggregateUDF, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
     SubqueryAlias, TableSource, Union, lit,
@@ -37,6 +37,7 @@ use shuyu_policy::{Classification, MaskingDefaults};
 
 use crate::lineage::plan_lineage;
 use crate::schema::TableSpec;
+use crate::sketch::Largest;
 
 /// Prefix of every column the engine adds; user plans may not produce such names.
 pub const HIDDEN_PREFIX: &str = "__shuyu_";
@@ -303,20 +304,10 @@ impl Rewriter<'_> {
                 let value = abs(arg.clone());
                 aggr_expr
                     .push(with_filter(sum(value.clone()), filter).alias(dominance_total_column(j)));
-                aggr_expr.push(
-                    with_filter(max(value.clone()), filter).alias(dominance_top_column(j, 1)),
-                );
-                for i in 2..=self.top {
+                for i in 1..=self.top {
                     aggr_expr.push(
-                        with_filter(
-                            nth_value(
-                                value.clone(),
-                                i as i64,
-                                vec![value.clone().sort(false, false)],
-                            ),
-                            filter,
-                        )
-                        .alias(dominance_top_column(j, i)),
+                        with_filter(Largest::udaf(i).call(vec![value.clone()]), filter)
+                            .alias(dominance_top_column(j, i)),
                     );
                 }
                 dominance.push(DominanceColumn {
@@ -405,10 +396,10 @@ impl Rewriter<'_> {
         for j in 0..sum_like.len() {
             let c = Expr::Column(Column::from_name(format!("{HIDDEN_PREFIX}c{j}")));
             stats.push(sum(c.clone()).alias(dominance_total_column(j)));
-            stats.push(max(c.clone()).alias(dominance_top_column(j, 1)));
-            for i in 2..=self.top {
+            for i in 1..=self.top {
                 stats.push(
-                    nth_value(c.clone(), i as i64, vec![c.clone().sort(false, false)])
+                    Largest::udaf(i)
+                        .call(vec![c.clone()])
                         .alias(dominance_top_column(j, i)),
                 );
             }

@@ -978,39 +978,47 @@ fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport
                 }
             }
         }
-        let mut shared_old: HashMap<usize, usize> = HashMap::new();
-        let mut shared_new: HashMap<usize, usize> = HashMap::new();
+        // Shared-hash counters, reset through the list of the cells touched.
+        let mut shared_old = vec![0u32; released.len()];
+        let mut shared_new = vec![0u32; ours.len()];
+        let (mut touched_old, mut touched_new) = (Vec::new(), Vec::new());
         for (i, (_, sketch)) in ours.iter().enumerate() {
-            shared_old.clear();
-            shared_new.clear();
             let bottom = sketch.bottom();
             for h in bottom.iter().take(m) {
                 let Some((new_cells, old_cells)) = index.get(h) else {
                     continue;
                 };
                 for &r in old_cells {
-                    *shared_old.entry(r).or_default() += 1;
+                    if shared_old[r] == 0 {
+                        touched_old.push(r);
+                    }
+                    shared_old[r] += 1;
                 }
                 for &j in new_cells.iter().filter(|&&j| j > i) {
-                    *shared_new.entry(j).or_default() += 1;
+                    if shared_new[j] == 0 {
+                        touched_new.push(j);
+                    }
+                    shared_new[j] += 1;
                 }
             }
             // A population with fewer than m people shares fewer hashes: its whole set.
-            let enough = |other: &UnitSketch, shared: usize| {
-                shared
+            let enough = |other: &UnitSketch, shared: u32| {
+                shared as usize
                     >= need
                         .min(bottom.len().min(other.bottom().len()).saturating_sub(k - 1))
                         .max(1)
             };
-            for (&r, &shared) in &shared_old {
-                if enough(&released[r].sketch, shared) {
+            for r in touched_old.drain(..) {
+                if enough(&released[r].sketch, shared_old[r]) {
                     candidates.push((i, None, Some(r)));
                 }
+                shared_old[r] = 0;
             }
-            for (&j, &shared) in &shared_new {
-                if enough(ours[j].1, shared) {
+            for j in touched_new.drain(..) {
+                if enough(ours[j].1, shared_new[j]) {
                     candidates.push((i, Some(j), None));
                 }
+                shared_new[j] = 0;
             }
         }
     } else {

@@ -87,6 +87,17 @@ pub fn column(c: &ColumnSpec) -> pb::Column {
     }
 }
 
+pub fn column_lineage(c: &OutputColumn) -> pb::ColumnLineage {
+    pb::ColumnLineage {
+        name: c.name.clone(),
+        sources: c.sources.clone(),
+        classification: c.classification.as_str().to_owned(),
+        aggregated: c.aggregated,
+        masked: c.masked,
+        functions: c.functions.clone(),
+    }
+}
+
 pub fn output_column(c: &OutputColumn) -> pb::Column {
     let data_type = shuyu_engine::ColumnType::from_arrow(
         &c.data_type

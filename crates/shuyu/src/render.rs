@@ -668,6 +668,32 @@ pub fn print_review(review: &pb::ReviewExportResponse) -> Result<()> {
         &["output column", "type", "from classification", "treatment"].map(String::from),
         &rows,
     );
+    let lineage: Vec<Vec<String>> = review
+        .lineage
+        .iter()
+        .map(|c| vec![c.name.clone(), c.sources.join(", "), c.functions.join(", ")])
+        .collect();
+    print_table(
+        &["output column", "sources", "through"].map(String::from),
+        &lineage,
+    );
+    let influence: Vec<String> = review
+        .row_influencing
+        .iter()
+        .map(|r| format!("{} ({}, {})", r.source, r.role, r.classification))
+        .collect();
+    println!(
+        "  rows chosen by: {}",
+        if influence.is_empty() {
+            "—".to_owned()
+        } else {
+            influence.join("; ")
+        }
+    );
+    println!("  privacy units: {}", review.units);
+    if !review.unanalysable.is_empty() {
+        println!("  NOT ANALYSABLE: {}", review.unanalysable.join(", "));
+    }
     println!(
         "  full result ({} rows{}):",
         review.n_rows,

@@ -949,6 +949,46 @@ pub struct ReviewExportResponse {
     /// The scenario the job ran under.
     #[prost(string, tag = "12")]
     pub scenario_id: ::prost::alloc::string::String,
+    /// Lineage of each output column.
+    #[prost(message, repeated, tag = "13")]
+    pub lineage: ::prost::alloc::vec::Vec<ColumnLineage>,
+    /// Source columns that decide which rows or groups appear: the population described.
+    #[prost(message, repeated, tag = "14")]
+    pub row_influencing: ::prost::alloc::vec::Vec<RowInfluence>,
+    /// Plan parts the lineage walker could not analyse (then the export was refused).
+    #[prost(string, repeated, tag = "15")]
+    pub unanalysable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// How privacy units were counted ("counted" or the reason rows were counted instead).
+    #[prost(string, tag = "16")]
+    pub units: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ColumnLineage {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Source columns as dataset.column.
+    #[prost(string, repeated, tag = "2")]
+    pub sources: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, tag = "3")]
+    pub classification: ::prost::alloc::string::String,
+    #[prost(bool, tag = "4")]
+    pub aggregated: bool,
+    #[prost(bool, tag = "5")]
+    pub masked: bool,
+    /// Aggregate and window functions the value went through.
+    #[prost(string, repeated, tag = "6")]
+    pub functions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RowInfluence {
+    /// dataset.column
+    #[prost(string, tag = "1")]
+    pub source: ::prost::alloc::string::String,
+    /// "filter", "join_key", "group_key", "sort_key" or "window_key".
+    #[prost(string, tag = "2")]
+    pub role: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub classification: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct VoteExportRequest {

@@ -1073,6 +1073,22 @@ impl ExportService for Api {
                 result_sha256: job.result_sha256.clone(),
                 policy_version: self.state.policy.version.clone(),
                 scenario_id: job.scenario_id.clone(),
+                lineage: job.columns.iter().map(convert::column_lineage).collect(),
+                row_influencing: job
+                    .gate
+                    .row_influencing
+                    .iter()
+                    .map(|r| pb::RowInfluence {
+                        source: r.source.clone(),
+                        role: r.role.clone(),
+                        classification: r.classification.as_str().to_owned(),
+                    })
+                    .collect(),
+                unanalysable: job.gate.unanalysable.clone(),
+                units: match &job.gate.disclosure.units {
+                    shuyu_engine::UnitCount::Counted(_) => "counted".to_owned(),
+                    shuyu_engine::UnitCount::Rows(reason) => reason.clone(),
+                },
             };
             Ok((response, json!({"job_id": job.id, "n_rows": data.n_rows()})))
         }

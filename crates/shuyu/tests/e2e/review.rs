@@ -514,6 +514,21 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
         .into_inner();
     assert_eq!(review.query_kind, "sql");
     assert_eq!(review.sql, AGGREGATE_SQL);
+    // Reviewers see the lineage: per column and the population the result describes.
+    assert_eq!(review.lineage.len(), review.columns.len());
+    let avg = review.lineage.iter().find(|c| c.name == "avg_cost").unwrap();
+    assert_eq!(avg.sources, ["residents.cost"]);
+    assert!(avg.aggregated && avg.functions == ["avg"], "{avg:?}");
+    assert!(
+        review
+            .row_influencing
+            .iter()
+            .any(|r| r.source == "residents.district" && r.role == "group_key"),
+        "{:?}",
+        review.row_influencing
+    );
+    assert_eq!(review.units, "counted");
+    assert!(review.unanalysable.is_empty());
     assert_eq!(review.query_sha256, job.query_sha256);
     assert_eq!(review.result_sha256.len(), 64);
     assert_eq!(review.n_rows, 3);

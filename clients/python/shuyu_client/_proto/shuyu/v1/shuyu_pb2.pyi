@@ -1023,7 +1023,7 @@ class ReviewExportRequest(_message.Message):
     def __init__(self, export_id: _Optional[str] = ...) -> None: ...
 
 class ReviewExportResponse(_message.Message):
-    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids", "query_kind", "query_sha256", "result_sha256", "policy_version", "scenario_id")
+    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids", "query_kind", "query_sha256", "result_sha256", "policy_version", "scenario_id", "lineage", "row_influencing", "unanalysable", "units")
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -1036,6 +1036,10 @@ class ReviewExportResponse(_message.Message):
     RESULT_SHA256_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    ROW_INFLUENCING_FIELD_NUMBER: _ClassVar[int]
+    UNANALYSABLE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
     export: Export
     sql: str
     columns: _containers.RepeatedCompositeFieldContainer[Column]
@@ -1048,7 +1052,37 @@ class ReviewExportResponse(_message.Message):
     result_sha256: str
     policy_version: str
     scenario_id: str
-    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., result_sha256: _Optional[str] = ..., policy_version: _Optional[str] = ..., scenario_id: _Optional[str] = ...) -> None: ...
+    lineage: _containers.RepeatedCompositeFieldContainer[ColumnLineage]
+    row_influencing: _containers.RepeatedCompositeFieldContainer[RowInfluence]
+    unanalysable: _containers.RepeatedScalarFieldContainer[str]
+    units: str
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., result_sha256: _Optional[str] = ..., policy_version: _Optional[str] = ..., scenario_id: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[ColumnLineage, _Mapping]]] = ..., row_influencing: _Optional[_Iterable[_Union[RowInfluence, _Mapping]]] = ..., unanalysable: _Optional[_Iterable[str]] = ..., units: _Optional[str] = ...) -> None: ...
+
+class ColumnLineage(_message.Message):
+    __slots__ = ("name", "sources", "classification", "aggregated", "masked", "functions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATED_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    classification: str
+    aggregated: bool
+    masked: bool
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., classification: _Optional[str] = ..., aggregated: _Optional[bool] = ..., masked: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RowInfluence(_message.Message):
+    __slots__ = ("source", "role", "classification")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    role: str
+    classification: str
+    def __init__(self, source: _Optional[str] = ..., role: _Optional[str] = ..., classification: _Optional[str] = ...) -> None: ...
 
 class VoteExportRequest(_message.Message):
     __slots__ = ("export_id", "decision", "shared_comment", "private_comment")

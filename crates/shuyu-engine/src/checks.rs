@@ -210,8 +210,9 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
         reports.push(extremes(input, policy));
         reports.push(reproduced_values(input));
         reports.push(residual_dof(input, &cells, policy));
-        reports.push(differencing(input, policy));
-        reports.push(reconstruction(input, policy));
+        let sketches = result_sketches(input.batches);
+        reports.push(differencing(input, policy, &sketches));
+        reports.push(reconstruction(input, policy, &sketches));
     } else {
         reports.push(source_values(input));
         reports.push(row_selection(input));
@@ -224,7 +225,11 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
 /// when an export is approved; empty for a row-level result.
 pub fn release_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Vec<CheckReport> {
     if input.disclosure.aggregate {
-        vec![differencing(input, policy), reconstruction(input, policy)]
+        let sketches = result_sketches(input.batches);
+        vec![
+            differencing(input, policy, &sketches),
+            reconstruction(input, policy, &sketches),
+        ]
     } else {
         Vec::new()
     }
@@ -400,10 +405,7 @@ pub(crate) fn cell_units(batch: &RecordBatch) -> Result<Vec<i64>, EngineError> {
     let mut units: Option<Vec<i64>> = None;
     for (i, field) in batch.schema().fields().iter().enumerate() {
         if field.name().starts_with(UNITS_PREFIX) {
-            let column: Vec<i64> = sketches(batch.column(i))
-                .into_iter()
-                .map(|s| s.map_or(0, |s| s.units() as i64))
-                .collect();
+            let column: Vec<i64> = crate::sketch::unit_counts(batch.column(i));
             units = Some(match units {
                 None => column,
                 Some(prev) => prev
@@ -923,10 +925,13 @@ fn equivalence_classes(batches: &[RecordBatch], names: &[&str]) -> Result<Classe
 
 /// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
 /// populations differ by fewer than k people: subtracting one from the other isolates them.
-fn differencing(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+fn differencing(
+    input: &GateInput<'_>,
+    policy: &DisclosurePolicy,
+    new: &[Option<UnitSketch>],
+) -> CheckReport {
     const NAME: &str = "differencing";
     let k = policy.min_entities;
-    let new = result_sketches(input.batches);
     if let UnitCount::Rows(reason) = &input.disclosure.units {
         return review(
             NAME,
@@ -1088,9 +1093,12 @@ const MAX_AUDITED_CELLS: usize = 5_000;
 
 /// Whether this result's cells, together with the tenant's earlier releases over small
 /// overlapping populations, let anyone solve for one person's value.
-fn reconstruction(input: &GateInput<'_>, policy: &DisclosurePolicy) -> CheckReport {
+fn reconstruction(
+    input: &GateInput<'_>,
+    policy: &DisclosurePolicy,
+    new: &[Option<UnitSketch>],
+) -> CheckReport {
     const NAME: &str = "reconstruction";
-    let new = result_sketches(input.batches);
     let ours: Vec<(usize, &[u64])> = new
         .iter()
         .enumerate()

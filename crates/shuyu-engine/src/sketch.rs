@@ -588,6 +588,29 @@ impl Accumulator for SketchAccumulator {
     }
 }
 
+/// The unit count of each serialized sketch of a column, without parsing the rest (0 for
+/// nulls or malformed values).
+pub(crate) fn unit_counts(column: &ArrayRef) -> Vec<i64> {
+    let column = match arrow::compute::cast(column, &DataType::Binary) {
+        Ok(column) => column,
+        Err(_) => return vec![0; column.len()],
+    };
+    match column.as_binary_opt::<i32>() {
+        Some(binary) => (0..binary.len())
+            .map(|i| {
+                let bytes = binary.value(i);
+                if binary.is_valid(i) && bytes.len() >= 9 {
+                    i64::try_from(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
+                        .unwrap_or(0)
+                } else {
+                    0
+                }
+            })
+            .collect(),
+        None => vec![0; column.len()],
+    }
+}
+
 /// Unit sketches of a column of serialized sketches (`None` for nulls or malformed values).
 pub(crate) fn sketches(column: &ArrayRef) -> Vec<Option<UnitSketch>> {
     // Staged results read back as BinaryView: one form for all.

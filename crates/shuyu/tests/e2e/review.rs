@@ -516,7 +516,11 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
     assert_eq!(review.sql, AGGREGATE_SQL);
     // Reviewers see the lineage: per column and the population the result describes.
     assert_eq!(review.lineage.len(), review.columns.len());
-    let avg = review.lineage.iter().find(|c| c.name == "avg_cost").unwrap();
+    let avg = review
+        .lineage
+        .iter()
+        .find(|c| c.name == "avg_cost")
+        .unwrap();
     assert_eq!(avg.sources, ["residents.cost"]);
     assert!(avg.aggregated && avg.functions == ["avg"], "{avg:?}");
     assert!(

@@ -14,6 +14,9 @@ use support::*;
 #[serde(deny_unknown_fields)]
 struct Corpus {
     attack: Vec<Attack>,
+    /// Run by the server's e2e tests (crates/shuyu/tests/e2e/corpus.rs).
+    #[serde(default)]
+    server_attack: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use shuyu_client::{Client, ClientError, Credentials, lab_sql, production_sql, v1 as pb};
 use tonic::Code;
 
+mod corpus;
 mod dp;
 mod jobs;
 mod products;

@@ -44,7 +44,7 @@ impl World {
         let dataset = ingest_people(&mut p.steward, "residents").await;
         grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
         let sc = scenario(&mut p, &[&dataset]).await;
-        let mut run = |sql: &'static str, request: pb::SubmitJobRequest| {
+        let run = |sql: &'static str, request: pb::SubmitJobRequest| {
             let mut engineer = p.engineer.clone();
             async move {
                 let job = engineer.run_job(request, WAIT).await.unwrap();

@@ -1447,6 +1447,22 @@ fn budget(conn: &Connection, tenant_id: &str, data_sha256: &str) -> Result<Optio
         .optional()?)
 }
 
+/// The tenant's budget over `data_sha256`, created with total `new_total` if it has none.
+fn budget_or_new(
+    conn: &Connection,
+    tenant_id: &str,
+    data_sha256: &str,
+    new_total: f64,
+) -> Result<PrivacyBudget> {
+    conn.execute(
+        "INSERT OR IGNORE INTO privacy_budgets (tenant_id, data_sha256, epsilon_total, epsilon_spent)
+         VALUES (?1, ?2, ?3, 0)",
+        params![tenant_id, data_sha256, new_total],
+    )?;
+    budget(conn, tenant_id, data_sha256)?
+        .ok_or_else(|| ServerError::internal("a privacy budget vanished"))
+}
+
 /// Spends `epsilon` of the tenant's budget over `data_sha256` for `job_id` (creating the
 /// budget at `default_total` on first use), or refuses when it would overspend. Run inside
 /// the transaction that records the job, so concurrent jobs cannot overspend.
@@ -1459,13 +1475,7 @@ pub fn spend_privacy(
     epsilon: f64,
     default_total: f64,
 ) -> Result<PrivacyBudget> {
-    conn.execute(
-        "INSERT OR IGNORE INTO privacy_budgets (tenant_id, data_sha256, epsilon_total, epsilon_spent)
-         VALUES (?1, ?2, ?3, 0)",
-        params![tenant_id, data_sha256, default_total],
-    )?;
-    let mut current = budget(conn, tenant_id, data_sha256)?
-        .ok_or_else(|| ServerError::internal("a privacy budget vanished"))?;
+    let mut current = budget_or_new(conn, tenant_id, data_sha256, default_total)?;
     // A tolerance far below any meaningful epsilon absorbs float rounding of the sum.
     if current.epsilon_spent + epsilon > current.epsilon_total + 1e-9 {
         return Err(ServerError::ResourceExhausted(format!(
@@ -1501,13 +1511,7 @@ pub fn set_privacy_budget(
     data_sha256: &str,
     epsilon_total: f64,
 ) -> Result<PrivacyBudget> {
-    conn.execute(
-        "INSERT OR IGNORE INTO privacy_budgets (tenant_id, data_sha256, epsilon_total, epsilon_spent)
-         VALUES (?1, ?2, ?3, 0)",
-        params![tenant_id, data_sha256, epsilon_total],
-    )?;
-    let current = budget(conn, tenant_id, data_sha256)?
-        .ok_or_else(|| ServerError::internal("a privacy budget vanished"))?;
+    let current = budget_or_new(conn, tenant_id, data_sha256, epsilon_total)?;
     if epsilon_total + 1e-12 < current.epsilon_spent {
         return Err(ServerError::FailedPrecondition(format!(
             "{:.4} of this budget is already spent: the total cannot be lower",

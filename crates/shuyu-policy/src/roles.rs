@@ -145,11 +145,13 @@ pub enum Action {
     PromoteJob,
     /// Set a tenant's differential-privacy budget over a dataset.
     SetPrivacyBudget,
+    /// Read one's notifications (auditors: all).
+    ViewNotifications,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 35] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -184,6 +186,7 @@ impl Action {
         Action::SetLabAccess,
         Action::PromoteJob,
         Action::SetPrivacyBudget,
+        Action::ViewNotifications,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -223,6 +226,7 @@ impl Action {
             Action::SetLabAccess => "set_lab_access",
             Action::SetPrivacyBudget => "set_privacy_budget",
             Action::PromoteJob => "promote_job",
+            Action::ViewNotifications => "view_notifications",
         }
     }
 }
@@ -244,6 +248,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         Role::PlatformAdmin => matches!(
             action,
             WhoAmI
+                | ViewNotifications
                 | CreateTenant
                 | ListTenants
                 | CreatePrincipal
@@ -264,6 +269,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         Role::DataSteward => matches!(
             action,
             WhoAmI
+                | ViewNotifications
                 | IngestDataset
                 | ListDatasets
                 | DescribeDataset
@@ -277,6 +283,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         Role::Engineer => matches!(
             action,
             WhoAmI
+                | ViewNotifications
                 | ListDatasets
                 | DescribeDataset
                 | SampleDataset
@@ -297,6 +304,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         Role::Reviewer => matches!(
             action,
             WhoAmI
+                | ViewNotifications
                 | ListReviewQueue
                 | ReviewExport
                 | VoteExport
@@ -309,6 +317,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         Role::Auditor => matches!(
             action,
             WhoAmI
+                | ViewNotifications
                 | ReadAudit
                 | ListTenants
                 | ListPrincipals
@@ -319,7 +328,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
             action,
-            WhoAmI | ListProducts | DownloadExport | FetchProduct
+            WhoAmI | ViewNotifications | ListProducts | DownloadExport | FetchProduct
         ),
     }
 }
@@ -388,6 +397,7 @@ mod tests {
                 Role::PlatformAdmin,
                 &[
                     WhoAmI,
+                    ViewNotifications,
                     CreateTenant,
                     ListTenants,
                     CreatePrincipal,
@@ -410,6 +420,7 @@ mod tests {
                 Role::DataSteward,
                 &[
                     WhoAmI,
+                    ViewNotifications,
                     IngestDataset,
                     ListDatasets,
                     DescribeDataset,
@@ -422,6 +433,7 @@ mod tests {
                 Role::Engineer,
                 &[
                     WhoAmI,
+                    ViewNotifications,
                     ListDatasets,
                     DescribeDataset,
                     SampleDataset,
@@ -444,6 +456,7 @@ mod tests {
                 Role::Reviewer,
                 &[
                     WhoAmI,
+                    ViewNotifications,
                     ListReviewQueue,
                     ReviewExport,
                     VoteExport,
@@ -458,6 +471,7 @@ mod tests {
                 Role::Auditor,
                 &[
                     WhoAmI,
+                    ViewNotifications,
                     ReadAudit,
                     ListTenants,
                     ListPrincipals,
@@ -468,7 +482,13 @@ mod tests {
             ),
             (
                 Role::Recipient,
-                &[WhoAmI, ListProducts, DownloadExport, FetchProduct],
+                &[
+                    WhoAmI,
+                    ViewNotifications,
+                    ListProducts,
+                    DownloadExport,
+                    FetchProduct,
+                ],
             ),
         ];
         for (role, actions) in allowed {
@@ -482,6 +502,7 @@ mod tests {
     fn only_reviewers_vote_and_only_engineers_run_jobs() {
         for role in Role::ALL {
             check(role, Action::WhoAmI, true);
+            check(role, Action::ViewNotifications, true);
             check(role, Action::VoteExport, role == Role::Reviewer);
             check(
                 role,

@@ -58,6 +58,20 @@ pub fn category_from_pb(value: i32) -> Result<ScenarioCategory> {
     }
 }
 
+/// A notification.
+pub fn notification(n: crate::notify::Notification) -> pb::Notification {
+    pb::Notification {
+        id: n.id,
+        at_ms: n.at_ms,
+        audience: n.audience,
+        tenant_id: n.tenant_id,
+        kind: n.kind,
+        subject: n.subject,
+        body: n.body,
+        r#ref: n.reference,
+    }
+}
+
 pub fn principal(p: &Principal) -> pb::Principal {
     pb::Principal {
         id: p.id.clone(),

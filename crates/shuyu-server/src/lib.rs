@@ -9,6 +9,7 @@ mod convert;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod notify;
 pub mod package;
 pub mod scheduler;
 mod service;

@@ -73,6 +73,18 @@ pub enum ClientCommand {
     /// Differential-privacy budgets per dataset (engineers: their tenant's).
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Your notifications, newest first (renewal windows, risk stops, alerts); auditors
+    /// see all of them.
+    Notifications {
+        /// Only those with a larger id than this (the last one you saw).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -704,6 +716,34 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .await?
                 .into_inner();
             render::print_principals(&me.principal.into_iter().collect::<Vec<_>>());
+        }
+        ClientCommand::Notifications { after, limit, conn } => {
+            let list = conn
+                .connect()
+                .await?
+                .session
+                .list_notifications(pb::ListNotificationsRequest {
+                    after_id: after,
+                    limit,
+                })
+                .await?
+                .into_inner();
+            if list.notifications.is_empty() {
+                println!("no notifications");
+            }
+            for n in &list.notifications {
+                println!(
+                    "#{}  {}  {:<16} {:<20} {}",
+                    n.id,
+                    render::time(n.at_ms),
+                    n.kind,
+                    n.audience,
+                    n.subject
+                );
+                if !n.body.is_empty() {
+                    println!("      {}", n.body);
+                }
+            }
         }
         ClientCommand::Tenant(TenantCommand::Create { name, conn }) => {
             let tenant = conn

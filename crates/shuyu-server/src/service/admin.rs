@@ -33,6 +33,39 @@ impl SessionService for Api {
             .finish_read(&caller, "", Ok((response, json!({}))))?;
         Ok(Response::new(value))
     }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewNotifications)?;
+        let request = request.into_inner();
+        let result = (|| {
+            if request.after_id < 0 {
+                return Err(ServerError::InvalidArgument(
+                    "after_id must not be negative".into(),
+                ));
+            }
+            let limit = match request.limit {
+                0 => 100,
+                n if n > 1000 => {
+                    return Err(ServerError::InvalidArgument(
+                        "limit must be at most 1000".into(),
+                    ));
+                }
+                n => n,
+            };
+            let list = self.state.store.read(|conn| {
+                crate::notify::list_for(conn, &caller.principal, request.after_id, limit)
+            })?;
+            let count = list.len();
+            let response = pb::ListNotificationsResponse {
+                notifications: list.into_iter().map(convert::notification).collect(),
+            };
+            Ok((response, json!({"count": count})))
+        })();
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
 }
 
 #[tonic::async_trait]

@@ -41,6 +41,11 @@ class SessionServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.ListNotifications = channel.unary_unary(
+                '/shuyu.v1.SessionService/ListNotifications',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListNotificationsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListNotificationsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -55,6 +60,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNotifications(self, request, context):
+        """The caller's notifications, newest first: admins those for all admins, a tenant's
+        principals those for their tenant, everyone their own; auditors all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +75,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.WhoAmIRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'ListNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotifications,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListNotificationsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListNotificationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +111,33 @@ class SessionService:
             '/shuyu.v1.SessionService/WhoAmI',
             shuyu_dot_v1_dot_shuyu__pb2.WhoAmIRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.SessionService/ListNotifications',
+            shuyu_dot_v1_dot_shuyu__pb2.ListNotificationsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

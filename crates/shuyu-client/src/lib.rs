@@ -20,6 +20,7 @@ use shuyu_proto::v1::export_service_client::ExportServiceClient;
 use shuyu_proto::v1::job_service_client::JobServiceClient;
 use shuyu_proto::v1::scenario_service_client::ScenarioServiceClient;
 use shuyu_proto::v1::session_service_client::SessionServiceClient;
+use shuyu_proto::v1::stewardship_service_client::StewardshipServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use shuyu_proto::v1;
@@ -105,6 +106,8 @@ pub struct Client {
     pub jobs: JobServiceClient<Channel>,
     /// Scenario service.
     pub scenarios: ScenarioServiceClient<Channel>,
+    /// Stewardship service: imports (R17), data-quality tickets (R18), risk stops (R19).
+    pub stewardship: StewardshipServiceClient<Channel>,
     /// Export service.
     pub exports: ExportServiceClient<Channel>,
     /// Audit service.
@@ -152,6 +155,8 @@ impl Client {
             jobs: JobServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             scenarios: ScenarioServiceClient::new(channel.clone()),
+            stewardship: StewardshipServiceClient::new(channel.clone())
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             exports: ExportServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             audit: AuditServiceClient::new(channel.clone())
@@ -186,6 +191,37 @@ impl Client {
             .into_inner()
             .dataset
             .ok_or_else(|| tonic::Status::internal("empty response").into())
+    }
+
+    /// Uploads the data of an approved import application in chunks (R17).
+    ///
+    /// # Errors
+    /// The server's answer (e.g. `FAILED_PRECONDITION` before approval).
+    pub async fn upload_import(
+        &mut self,
+        import_id: &str,
+        format: pb::DataFormat,
+        data: Vec<u8>,
+    ) -> Result<pb::UploadImportResponse, ClientError> {
+        let mut messages = vec![pb::UploadImportRequest {
+            part: Some(pb::upload_import_request::Part::Header(
+                pb::UploadImportHeader {
+                    import_id: import_id.to_owned(),
+                    format: format as i32,
+                },
+            )),
+        }];
+        messages.extend(
+            data.chunks(UPLOAD_CHUNK_BYTES)
+                .map(|chunk| pb::UploadImportRequest {
+                    part: Some(pb::upload_import_request::Part::Chunk(chunk.to_vec())),
+                }),
+        );
+        Ok(self
+            .stewardship
+            .upload_import(tokio_stream::iter(messages))
+            .await?
+            .into_inner())
     }
 
     /// Submits a job and waits until it finishes (or `timeout` passes).

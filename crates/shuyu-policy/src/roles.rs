@@ -147,11 +147,31 @@ pub enum Action {
     SetPrivacyBudget,
     /// Read one's notifications (auditors: all).
     ViewNotifications,
+    /// Apply to import the tenant's own (social) data (R17).
+    ApplyImport,
+    /// Approve or reject an import application (R17).
+    DecideImport,
+    /// See import applications: engineers their tenant's, admins and auditors all.
+    ViewImports,
+    /// Upload the data of an approved import application (R17).
+    UploadImport,
+    /// File a data-quality ticket against a dataset (R18).
+    FileQualityTicket,
+    /// See data-quality tickets (engineers their tenant's, stewards their datasets').
+    ViewQualityTickets,
+    /// Resolve or decline a data-quality ticket as the dataset's steward (R18).
+    ResolveQualityTicket,
+    /// Flag a dataset or scenario as dangerous: its jobs stop at once (R19).
+    RaiseRiskStop,
+    /// See risk stops.
+    ViewRiskStops,
+    /// Lift a risk stop after review (R19).
+    LiftRiskStop,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 45] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -187,6 +207,16 @@ impl Action {
         Action::PromoteJob,
         Action::SetPrivacyBudget,
         Action::ViewNotifications,
+        Action::ApplyImport,
+        Action::DecideImport,
+        Action::ViewImports,
+        Action::UploadImport,
+        Action::FileQualityTicket,
+        Action::ViewQualityTickets,
+        Action::ResolveQualityTicket,
+        Action::RaiseRiskStop,
+        Action::ViewRiskStops,
+        Action::LiftRiskStop,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -227,6 +257,16 @@ impl Action {
             Action::SetPrivacyBudget => "set_privacy_budget",
             Action::PromoteJob => "promote_job",
             Action::ViewNotifications => "view_notifications",
+            Action::ApplyImport => "apply_import",
+            Action::DecideImport => "decide_import",
+            Action::ViewImports => "view_imports",
+            Action::UploadImport => "upload_import",
+            Action::FileQualityTicket => "file_quality_ticket",
+            Action::ViewQualityTickets => "view_quality_tickets",
+            Action::ResolveQualityTicket => "resolve_quality_ticket",
+            Action::RaiseRiskStop => "raise_risk_stop",
+            Action::ViewRiskStops => "view_risk_stops",
+            Action::LiftRiskStop => "lift_risk_stop",
         }
     }
 }
@@ -265,6 +305,12 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SetPrivacyBudget
                 | RevokeExport
                 | TraceExport
+                | DecideImport
+                | ViewImports
+                | ViewQualityTickets
+                | ResolveQualityTicket
+                | ViewRiskStops
+                | LiftRiskStop
         ),
         Role::DataSteward => matches!(
             action,
@@ -276,6 +322,10 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SampleDataset
                 | ViewScenario
                 | DecideScenario
+                | ViewQualityTickets
+                | ResolveQualityTicket
+                | RaiseRiskStop
+                | ViewRiskStops
         ),
         // Masked samples only (R16); results leave only through review (R22). Download and
         // fetch are allowed so that the requester gets NotFound like anyone else who is not
@@ -300,6 +350,13 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ApplyScenario
                 | ViewScenario
                 | PromoteJob
+                | ApplyImport
+                | ViewImports
+                | UploadImport
+                | FileQualityTicket
+                | ViewQualityTickets
+                | RaiseRiskStop
+                | ViewRiskStops
         ),
         Role::Reviewer => matches!(
             action,
@@ -324,6 +381,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewUsage
                 | ViewScenario
                 | TraceExport
+                | ViewImports
+                | ViewQualityTickets
+                | ViewRiskStops
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -414,6 +474,12 @@ mod tests {
                     SetPrivacyBudget,
                     RevokeExport,
                     TraceExport,
+                    DecideImport,
+                    ViewImports,
+                    ViewQualityTickets,
+                    ResolveQualityTicket,
+                    ViewRiskStops,
+                    LiftRiskStop,
                 ],
             ),
             (
@@ -427,6 +493,10 @@ mod tests {
                     SampleDataset,
                     ViewScenario,
                     DecideScenario,
+                    ViewQualityTickets,
+                    ResolveQualityTicket,
+                    RaiseRiskStop,
+                    ViewRiskStops,
                 ],
             ),
             (
@@ -450,6 +520,13 @@ mod tests {
                     ApplyScenario,
                     ViewScenario,
                     PromoteJob,
+                    ApplyImport,
+                    ViewImports,
+                    UploadImport,
+                    FileQualityTicket,
+                    ViewQualityTickets,
+                    RaiseRiskStop,
+                    ViewRiskStops,
                 ],
             ),
             (
@@ -478,6 +555,9 @@ mod tests {
                     ViewUsage,
                     ViewScenario,
                     TraceExport,
+                    ViewImports,
+                    ViewQualityTickets,
+                    ViewRiskStops,
                 ],
             ),
             (

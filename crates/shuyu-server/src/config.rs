@@ -45,6 +45,30 @@ pub struct ServerConfig {
     /// Prices of commercial data products (R24).
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// Data-quality tickets and risk stops (R18, R19).
+    #[serde(default)]
+    pub stewardship: StewardshipConfig,
+}
+
+/// Data-quality tickets (R18): how long a steward has to answer one.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StewardshipConfig {
+    /// Days from filing to a ticket's deadline (1 to 365; default 30).
+    #[serde(default = "default_quality_fix_days")]
+    pub quality_fix_days: u32,
+}
+
+impl Default for StewardshipConfig {
+    fn default() -> Self {
+        StewardshipConfig {
+            quality_fix_days: default_quality_fix_days(),
+        }
+    }
+}
+
+fn default_quality_fix_days() -> u32 {
+    30
 }
 
 /// Differential-privacy budgets: each tenant's total ε over one dataset's content.
@@ -229,6 +253,7 @@ impl ServerConfig {
             lab: LabConfig::default(),
             privacy: PrivacyConfig::default(),
             pricing: PricingConfig::default(),
+            stewardship: StewardshipConfig::default(),
         }
     }
 
@@ -252,6 +277,12 @@ impl ServerConfig {
         if !(epsilon > 0.0 && epsilon <= 100.0) {
             return Err(ServerError::InvalidArgument(format!(
                 "configuration: privacy.default_epsilon must be in (0, 100], not {epsilon}"
+            )));
+        }
+        let fix_days = self.stewardship.quality_fix_days;
+        if !(1..=365).contains(&fix_days) {
+            return Err(ServerError::InvalidArgument(format!(
+                "configuration: stewardship.quality_fix_days must be between 1 and 365, not {fix_days}"
             )));
         }
         if self.max_ingest_bytes < 1024 {

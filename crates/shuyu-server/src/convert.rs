@@ -58,6 +58,76 @@ pub fn category_from_pb(value: i32) -> Result<ScenarioCategory> {
     }
 }
 
+/// An import application (R17).
+pub fn import_application(a: &crate::stewardship::ImportApplication) -> pb::ImportApplication {
+    use crate::stewardship::ImportStatus;
+    let status = match a.status {
+        ImportStatus::Pending => pb::ImportStatus::Pending,
+        ImportStatus::Approved => pb::ImportStatus::Approved,
+        ImportStatus::Rejected => pb::ImportStatus::Rejected,
+        ImportStatus::Imported => pb::ImportStatus::Imported,
+    };
+    pb::ImportApplication {
+        id: a.id.clone(),
+        tenant_id: a.tenant_id.clone(),
+        applicant_id: a.applicant_id.clone(),
+        name: a.name.clone(),
+        description: a.description.clone(),
+        source: a.source.clone(),
+        legal_basis: a.legal_basis.clone(),
+        columns: a.columns.iter().map(column).collect(),
+        status: status as i32,
+        decided_by: a.decided_by.clone(),
+        decision_comment: a.decision_comment.clone(),
+        decided_at_ms: a.decided_at_ms,
+        dataset_id: a.dataset_id.clone(),
+        created_at_ms: a.created_at_ms,
+    }
+}
+
+/// A data-quality ticket (R18), with whether it is overdue at `now_ms`.
+pub fn quality_ticket(t: &crate::stewardship::QualityTicket, now_ms: i64) -> pb::QualityTicket {
+    use crate::stewardship::TicketStatus;
+    let status = match t.status {
+        TicketStatus::Open => pb::TicketStatus::Open,
+        TicketStatus::Resolved => pb::TicketStatus::Resolved,
+        TicketStatus::Declined => pb::TicketStatus::Declined,
+    };
+    pb::QualityTicket {
+        id: t.id.clone(),
+        dataset_id: t.dataset_id.clone(),
+        column: t.column.clone(),
+        tenant_id: t.tenant_id.clone(),
+        reporter_id: t.reporter_id.clone(),
+        description: t.description.clone(),
+        status: status as i32,
+        created_at_ms: t.created_at_ms,
+        due_at_ms: t.due_at_ms,
+        resolved_by: t.resolved_by.clone(),
+        resolution: t.resolution.clone(),
+        resolved_at_ms: t.resolved_at_ms,
+        overdue: t.overdue(now_ms),
+    }
+}
+
+/// A risk stop (R19).
+pub fn risk_stop(s: &crate::stewardship::RiskStop) -> pb::RiskStop {
+    pb::RiskStop {
+        id: s.id.clone(),
+        target_kind: s.target.as_str().to_owned(),
+        target_id: s.target_id.clone(),
+        raised_by: s.raised_by.clone(),
+        raised_by_role: s.raised_by_role.clone(),
+        reason: s.reason.clone(),
+        raised_at_ms: s.raised_at_ms,
+        active: s.active,
+        lifted_by: s.lifted_by.clone(),
+        lift_comment: s.lift_comment.clone(),
+        lifted_at_ms: s.lifted_at_ms,
+        jobs_stopped: s.jobs_stopped.clone(),
+    }
+}
+
 /// A notification.
 pub fn notification(n: crate::notify::Notification) -> pb::Notification {
     pb::Notification {

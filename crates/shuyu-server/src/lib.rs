@@ -14,6 +14,7 @@ pub mod package;
 pub mod scheduler;
 mod service;
 pub mod state;
+pub mod stewardship;
 pub mod store;
 pub mod tls;
 pub mod worker;
@@ -31,6 +32,7 @@ use shuyu_proto::v1::export_service_server::ExportServiceServer;
 use shuyu_proto::v1::job_service_server::JobServiceServer;
 use shuyu_proto::v1::scenario_service_server::ScenarioServiceServer;
 use shuyu_proto::v1::session_service_server::SessionServiceServer;
+use shuyu_proto::v1::stewardship_service_server::StewardshipServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -202,6 +204,17 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     });
 
     let dispatcher = tokio::spawn(service::dispatch_forever(Arc::clone(&state)));
+    // Periodic stewardship duties: overdue data-quality tickets reach the admins (R18).
+    let sweeper_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = service::stewardship_sweep(&sweeper_state) {
+                tracing::warn!(error = %e, "stewardship sweep failed");
+            }
+        }
+    });
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -228,6 +241,9 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         // Products over Arrow Flight (DoGet), on the same mTLS server.
         .add_service(FlightServiceServer::new(api.clone()))
         .add_service(ScenarioServiceServer::new(api.clone()))
+        .add_service(
+            StewardshipServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {
         router

@@ -584,6 +584,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::audit::SCHEMA)?;
         conn.execute_batch(crate::notify::SCHEMA)?;
+        conn.execute_batch(crate::stewardship::SCHEMA)?;
         migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -971,7 +972,7 @@ pub fn columns_to_json(columns: &[ColumnSpec]) -> String {
     .to_string()
 }
 
-fn columns_from_json(text: &str) -> rusqlite::Result<Vec<ColumnSpec>> {
+pub(crate) fn columns_from_json(text: &str) -> rusqlite::Result<Vec<ColumnSpec>> {
     let bad = |what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
             0,

@@ -22,7 +22,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    async fn connect(&self) -> Result<Client> {
+    pub(crate) async fn connect(&self) -> Result<Client> {
         let credentials = Credentials::from_dir(&self.creds)?;
         Client::connect(&self.server, &credentials)
             .await
@@ -73,6 +73,17 @@ pub enum ClientCommand {
     /// Differential-privacy budgets per dataset (engineers: their tenant's).
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Imports of your tenant's own data (R17): engineers apply and upload, admins decide.
+    #[command(subcommand)]
+    Import(crate::stewardship_cli::ImportCommand),
+    /// Data-quality tickets (R18): engineers file, the dataset's steward answers by the
+    /// deadline.
+    #[command(subcommand)]
+    Quality(crate::stewardship_cli::QualityCommand),
+    /// Risk stops (R19): engineers and stewards halt a dataset's or scenario's jobs at once;
+    /// admins lift them.
+    #[command(subcommand)]
+    RiskStop(crate::stewardship_cli::RiskStopCommand),
     /// Your notifications, newest first (renewal windows, risk stops, alerts); auditors
     /// see all of them.
     Notifications {
@@ -523,7 +534,7 @@ pub fn parse_column(spec: &str) -> Result<pb::Column> {
     })
 }
 
-fn format_from(text: &str) -> Result<pb::DataFormat> {
+pub(crate) fn format_from(text: &str) -> Result<pb::DataFormat> {
     Ok(match text {
         "csv" => pb::DataFormat::Csv,
         "parquet" => pb::DataFormat::Parquet,
@@ -716,6 +727,11 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .await?
                 .into_inner();
             render::print_principals(&me.principal.into_iter().collect::<Vec<_>>());
+        }
+        ClientCommand::Import(command) => crate::stewardship_cli::run_import(command).await?,
+        ClientCommand::Quality(command) => crate::stewardship_cli::run_quality(command).await?,
+        ClientCommand::RiskStop(command) => {
+            crate::stewardship_cli::run_risk_stop(command).await?;
         }
         ClientCommand::Notifications { after, limit, conn } => {
             let list = conn

@@ -6,6 +6,7 @@ mod demo;
 mod quickstart;
 mod render;
 mod sandbox;
+mod stewardship_cli;
 mod worker;
 
 use std::path::PathBuf;

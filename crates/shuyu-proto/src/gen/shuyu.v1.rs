@@ -284,6 +284,247 @@ pub struct SampleDatasetResponse {
     #[prost(message, optional, tag = "1")]
     pub sample: ::core::option::Option<MaskedTable>,
 }
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ImportApplication {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub applicant_id: ::prost::alloc::string::String,
+    /// The dataset name the data will have (a lowercase SQL identifier).
+    #[prost(string, tag = "4")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub description: ::prost::alloc::string::String,
+    /// Where the data comes from (organisation, system, collection).
+    #[prost(string, tag = "6")]
+    pub source: ::prost::alloc::string::String,
+    /// The legal basis for bringing it into the domain (consent, contract, statute…).
+    #[prost(string, tag = "7")]
+    pub legal_basis: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "8")]
+    pub columns: ::prost::alloc::vec::Vec<Column>,
+    #[prost(enumeration = "ImportStatus", tag = "9")]
+    pub status: i32,
+    #[prost(string, tag = "10")]
+    pub decided_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "11")]
+    pub decision_comment: ::prost::alloc::string::String,
+    #[prost(int64, tag = "12")]
+    pub decided_at_ms: i64,
+    #[prost(string, tag = "13")]
+    pub dataset_id: ::prost::alloc::string::String,
+    #[prost(int64, tag = "14")]
+    pub created_at_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ApplyImportRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub description: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub source: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub legal_basis: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "5")]
+    pub columns: ::prost::alloc::vec::Vec<Column>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ApplyImportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub application: ::core::option::Option<ImportApplication>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DecideImportRequest {
+    #[prost(string, tag = "1")]
+    pub import_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub approve: bool,
+    #[prost(string, tag = "3")]
+    pub comment: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DecideImportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub application: ::core::option::Option<ImportApplication>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListImportsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListImportsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub applications: ::prost::alloc::vec::Vec<ImportApplication>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadImportHeader {
+    #[prost(string, tag = "1")]
+    pub import_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "DataFormat", tag = "2")]
+    pub format: i32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadImportRequest {
+    #[prost(oneof = "upload_import_request::Part", tags = "1, 2")]
+    pub part: ::core::option::Option<upload_import_request::Part>,
+}
+/// Nested message and enum types in `UploadImportRequest`.
+pub mod upload_import_request {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Part {
+        #[prost(message, tag = "1")]
+        Header(super::UploadImportHeader),
+        #[prost(bytes, tag = "2")]
+        Chunk(::prost::alloc::vec::Vec<u8>),
+    }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UploadImportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub application: ::core::option::Option<ImportApplication>,
+    #[prost(message, optional, tag = "2")]
+    pub dataset: ::core::option::Option<Dataset>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QualityTicket {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dataset_id: ::prost::alloc::string::String,
+    /// Optional: the column concerned.
+    #[prost(string, tag = "3")]
+    pub column: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub reporter_id: ::prost::alloc::string::String,
+    /// Describe the defect without quoting values (engineers see masked data only).
+    #[prost(string, tag = "6")]
+    pub description: ::prost::alloc::string::String,
+    #[prost(enumeration = "TicketStatus", tag = "7")]
+    pub status: i32,
+    #[prost(int64, tag = "8")]
+    pub created_at_ms: i64,
+    /// The steward must answer by then (R18).
+    #[prost(int64, tag = "9")]
+    pub due_at_ms: i64,
+    #[prost(string, tag = "10")]
+    pub resolved_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "11")]
+    pub resolution: ::prost::alloc::string::String,
+    #[prost(int64, tag = "12")]
+    pub resolved_at_ms: i64,
+    /// Open past its deadline.
+    #[prost(bool, tag = "13")]
+    pub overdue: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileQualityTicketRequest {
+    #[prost(string, tag = "1")]
+    pub dataset_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub column: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub description: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileQualityTicketResponse {
+    #[prost(message, optional, tag = "1")]
+    pub ticket: ::core::option::Option<QualityTicket>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListQualityTicketsRequest {
+    /// Only open tickets.
+    #[prost(bool, tag = "1")]
+    pub open_only: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListQualityTicketsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub tickets: ::prost::alloc::vec::Vec<QualityTicket>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveQualityTicketRequest {
+    #[prost(string, tag = "1")]
+    pub ticket_id: ::prost::alloc::string::String,
+    /// true: fixed; false: declined (not a defect), with the reason in `resolution`.
+    #[prost(bool, tag = "2")]
+    pub fixed: bool,
+    #[prost(string, tag = "3")]
+    pub resolution: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveQualityTicketResponse {
+    #[prost(message, optional, tag = "1")]
+    pub ticket: ::core::option::Option<QualityTicket>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RiskStop {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// "dataset" or "scenario".
+    #[prost(string, tag = "2")]
+    pub target_kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub target_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub raised_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub raised_by_role: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(int64, tag = "7")]
+    pub raised_at_ms: i64,
+    #[prost(bool, tag = "8")]
+    pub active: bool,
+    #[prost(string, tag = "9")]
+    pub lifted_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "10")]
+    pub lift_comment: ::prost::alloc::string::String,
+    #[prost(int64, tag = "11")]
+    pub lifted_at_ms: i64,
+    /// Jobs cancelled when it was raised.
+    #[prost(string, repeated, tag = "12")]
+    pub jobs_stopped: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RaiseRiskStopRequest {
+    /// Exactly one of the two.
+    #[prost(string, tag = "1")]
+    pub dataset_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub scenario_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RaiseRiskStopResponse {
+    #[prost(message, optional, tag = "1")]
+    pub stop: ::core::option::Option<RiskStop>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRiskStopsRequest {
+    #[prost(bool, tag = "1")]
+    pub active_only: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListRiskStopsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub stops: ::prost::alloc::vec::Vec<RiskStop>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LiftRiskStopRequest {
+    #[prost(string, tag = "1")]
+    pub stop_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub comment: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LiftRiskStopResponse {
+    #[prost(message, optional, tag = "1")]
+    pub stop: ::core::option::Option<RiskStop>,
+}
 /// Exactly one of sql and substrait_plan.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubmitJobRequest {
@@ -1204,6 +1445,74 @@ impl DataFormat {
             "DATA_FORMAT_UNSPECIFIED" => Some(Self::Unspecified),
             "DATA_FORMAT_CSV" => Some(Self::Csv),
             "DATA_FORMAT_PARQUET" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ImportStatus {
+    Unspecified = 0,
+    Pending = 1,
+    Approved = 2,
+    Rejected = 3,
+    /// Uploaded: `dataset_id` names the tenant's dataset.
+    Imported = 4,
+}
+impl ImportStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "IMPORT_STATUS_UNSPECIFIED",
+            Self::Pending => "IMPORT_STATUS_PENDING",
+            Self::Approved => "IMPORT_STATUS_APPROVED",
+            Self::Rejected => "IMPORT_STATUS_REJECTED",
+            Self::Imported => "IMPORT_STATUS_IMPORTED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "IMPORT_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "IMPORT_STATUS_PENDING" => Some(Self::Pending),
+            "IMPORT_STATUS_APPROVED" => Some(Self::Approved),
+            "IMPORT_STATUS_REJECTED" => Some(Self::Rejected),
+            "IMPORT_STATUS_IMPORTED" => Some(Self::Imported),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TicketStatus {
+    Unspecified = 0,
+    Open = 1,
+    Resolved = 2,
+    Declined = 3,
+}
+impl TicketStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "TICKET_STATUS_UNSPECIFIED",
+            Self::Open => "TICKET_STATUS_OPEN",
+            Self::Resolved => "TICKET_STATUS_RESOLVED",
+            Self::Declined => "TICKET_STATUS_DECLINED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TICKET_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "TICKET_STATUS_OPEN" => Some(Self::Open),
+            "TICKET_STATUS_RESOLVED" => Some(Self::Resolved),
+            "TICKET_STATUS_DECLINED" => Some(Self::Declined),
             _ => None,
         }
     }
@@ -3260,6 +3569,1044 @@ pub mod catalog_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "shuyu.v1.CatalogService";
     impl<T> tonic::server::NamedService for CatalogServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod stewardship_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct StewardshipServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> StewardshipServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> StewardshipServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            StewardshipServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// An engineer applies to import its tenant's own (social) data: source, legal basis and
+        /// the columns with their classifications.
+        pub async fn apply_import(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ApplyImportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyImportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/ApplyImport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "ApplyImport"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// An admin approves or rejects an import application.
+        pub async fn decide_import(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DecideImportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DecideImportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/DecideImport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "DecideImport"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Engineers: their tenant's applications; admins and auditors: all.
+        pub async fn list_imports(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListImportsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListImportsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/ListImports",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "ListImports"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Client stream, like IngestDataset: the header names the approved application
+        /// (`import_id`) and the format; name and columns come from the application. The data is
+        /// encrypted under a key of the tenant and usable only by that tenant.
+        pub async fn upload_import(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<
+                Message = super::UploadImportRequest,
+            >,
+        ) -> std::result::Result<
+            tonic::Response<super::UploadImportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/UploadImport",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "UploadImport"));
+            self.inner.client_streaming(req, path, codec).await
+        }
+        /// An engineer files a data-quality ticket against a dataset its tenant may use; the
+        /// dataset's steward must resolve it by the deadline.
+        pub async fn file_quality_ticket(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FileQualityTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FileQualityTicketResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/FileQualityTicket",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.StewardshipService", "FileQualityTicket"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Engineers: their tenant's tickets; stewards: those on their datasets; admins and
+        /// auditors: all.
+        pub async fn list_quality_tickets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListQualityTicketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListQualityTicketsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/ListQualityTickets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.StewardshipService", "ListQualityTickets"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// The dataset's steward resolves (fixed) or declines (not a defect) a ticket.
+        pub async fn resolve_quality_ticket(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResolveQualityTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResolveQualityTicketResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/ResolveQualityTicket",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shuyu.v1.StewardshipService",
+                        "ResolveQualityTicket",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// An engineer or steward flags a dataset or scenario as dangerous: matching jobs stop at
+        /// once, new ones are refused, the admins are told.
+        pub async fn raise_risk_stop(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RaiseRiskStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RaiseRiskStopResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/RaiseRiskStop",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "RaiseRiskStop"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Active and lifted risk stops (engineers: those they raised or that concern their
+        /// tenant's scenarios; stewards: on their datasets; admins and auditors: all).
+        pub async fn list_risk_stops(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRiskStopsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRiskStopsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/ListRiskStops",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "ListRiskStops"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// An admin lifts a risk stop after review.
+        pub async fn lift_risk_stop(
+            &mut self,
+            request: impl tonic::IntoRequest<super::LiftRiskStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LiftRiskStopResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.StewardshipService/LiftRiskStop",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.StewardshipService", "LiftRiskStop"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod stewardship_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with StewardshipServiceServer.
+    #[async_trait]
+    pub trait StewardshipService: std::marker::Send + std::marker::Sync + 'static {
+        /// An engineer applies to import its tenant's own (social) data: source, legal basis and
+        /// the columns with their classifications.
+        async fn apply_import(
+            &self,
+            request: tonic::Request<super::ApplyImportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyImportResponse>,
+            tonic::Status,
+        >;
+        /// An admin approves or rejects an import application.
+        async fn decide_import(
+            &self,
+            request: tonic::Request<super::DecideImportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DecideImportResponse>,
+            tonic::Status,
+        >;
+        /// Engineers: their tenant's applications; admins and auditors: all.
+        async fn list_imports(
+            &self,
+            request: tonic::Request<super::ListImportsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListImportsResponse>,
+            tonic::Status,
+        >;
+        /// Client stream, like IngestDataset: the header names the approved application
+        /// (`import_id`) and the format; name and columns come from the application. The data is
+        /// encrypted under a key of the tenant and usable only by that tenant.
+        async fn upload_import(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::UploadImportRequest>>,
+        ) -> std::result::Result<
+            tonic::Response<super::UploadImportResponse>,
+            tonic::Status,
+        >;
+        /// An engineer files a data-quality ticket against a dataset its tenant may use; the
+        /// dataset's steward must resolve it by the deadline.
+        async fn file_quality_ticket(
+            &self,
+            request: tonic::Request<super::FileQualityTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FileQualityTicketResponse>,
+            tonic::Status,
+        >;
+        /// Engineers: their tenant's tickets; stewards: those on their datasets; admins and
+        /// auditors: all.
+        async fn list_quality_tickets(
+            &self,
+            request: tonic::Request<super::ListQualityTicketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListQualityTicketsResponse>,
+            tonic::Status,
+        >;
+        /// The dataset's steward resolves (fixed) or declines (not a defect) a ticket.
+        async fn resolve_quality_ticket(
+            &self,
+            request: tonic::Request<super::ResolveQualityTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResolveQualityTicketResponse>,
+            tonic::Status,
+        >;
+        /// An engineer or steward flags a dataset or scenario as dangerous: matching jobs stop at
+        /// once, new ones are refused, the admins are told.
+        async fn raise_risk_stop(
+            &self,
+            request: tonic::Request<super::RaiseRiskStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RaiseRiskStopResponse>,
+            tonic::Status,
+        >;
+        /// Active and lifted risk stops (engineers: those they raised or that concern their
+        /// tenant's scenarios; stewards: on their datasets; admins and auditors: all).
+        async fn list_risk_stops(
+            &self,
+            request: tonic::Request<super::ListRiskStopsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRiskStopsResponse>,
+            tonic::Status,
+        >;
+        /// An admin lifts a risk stop after review.
+        async fn lift_risk_stop(
+            &self,
+            request: tonic::Request<super::LiftRiskStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LiftRiskStopResponse>,
+            tonic::Status,
+        >;
+    }
+    #[derive(Debug)]
+    pub struct StewardshipServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> StewardshipServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for StewardshipServiceServer<T>
+    where
+        T: StewardshipService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/shuyu.v1.StewardshipService/ApplyImport" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApplyImportSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::ApplyImportRequest>
+                    for ApplyImportSvc<T> {
+                        type Response = super::ApplyImportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ApplyImportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::apply_import(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApplyImportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/DecideImport" => {
+                    #[allow(non_camel_case_types)]
+                    struct DecideImportSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::DecideImportRequest>
+                    for DecideImportSvc<T> {
+                        type Response = super::DecideImportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DecideImportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::decide_import(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DecideImportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/ListImports" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListImportsSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::ListImportsRequest>
+                    for ListImportsSvc<T> {
+                        type Response = super::ListImportsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListImportsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::list_imports(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListImportsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/UploadImport" => {
+                    #[allow(non_camel_case_types)]
+                    struct UploadImportSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::ClientStreamingService<super::UploadImportRequest>
+                    for UploadImportSvc<T> {
+                        type Response = super::UploadImportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::UploadImportRequest>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::upload_import(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UploadImportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/FileQualityTicket" => {
+                    #[allow(non_camel_case_types)]
+                    struct FileQualityTicketSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::FileQualityTicketRequest>
+                    for FileQualityTicketSvc<T> {
+                        type Response = super::FileQualityTicketResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FileQualityTicketRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::file_quality_ticket(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FileQualityTicketSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/ListQualityTickets" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListQualityTicketsSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::ListQualityTicketsRequest>
+                    for ListQualityTicketsSvc<T> {
+                        type Response = super::ListQualityTicketsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListQualityTicketsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::list_quality_tickets(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListQualityTicketsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/ResolveQualityTicket" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResolveQualityTicketSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::ResolveQualityTicketRequest>
+                    for ResolveQualityTicketSvc<T> {
+                        type Response = super::ResolveQualityTicketResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResolveQualityTicketRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::resolve_quality_ticket(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResolveQualityTicketSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/RaiseRiskStop" => {
+                    #[allow(non_camel_case_types)]
+                    struct RaiseRiskStopSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::RaiseRiskStopRequest>
+                    for RaiseRiskStopSvc<T> {
+                        type Response = super::RaiseRiskStopResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RaiseRiskStopRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::raise_risk_stop(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RaiseRiskStopSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/ListRiskStops" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListRiskStopsSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::ListRiskStopsRequest>
+                    for ListRiskStopsSvc<T> {
+                        type Response = super::ListRiskStopsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRiskStopsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::list_risk_stops(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListRiskStopsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.StewardshipService/LiftRiskStop" => {
+                    #[allow(non_camel_case_types)]
+                    struct LiftRiskStopSvc<T: StewardshipService>(pub Arc<T>);
+                    impl<
+                        T: StewardshipService,
+                    > tonic::server::UnaryService<super::LiftRiskStopRequest>
+                    for LiftRiskStopSvc<T> {
+                        type Response = super::LiftRiskStopResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::LiftRiskStopRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StewardshipService>::lift_risk_stop(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LiftRiskStopSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for StewardshipServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "shuyu.v1.StewardshipService";
+    impl<T> tonic::server::NamedService for StewardshipServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

@@ -269,6 +269,16 @@ impl AdminService for Api {
             store
                 .read(|c| store::tenant(c, &req.tenant_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
+            // A tenant's imported data is its own: no other tenant may be granted it (R17).
+            if let Some(owner) =
+                store.read(|c| crate::stewardship::imported_by(c, &req.dataset_id))?
+                && owner != req.tenant_id
+            {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "dataset {} is data imported by another tenant and cannot be granted",
+                    req.dataset_id
+                )));
+            }
             store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
                 store::insert_grant(tx, &req.dataset_id, &req.tenant_id, &caller.principal.id)
             })

@@ -19,11 +19,49 @@ use crate::state::Caller;
 use crate::store::{self, DatasetRecord};
 
 /// A dataset name is a SQL identifier engineers type.
-fn valid_dataset_name(name: &str) -> bool {
+pub(crate) fn valid_dataset_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
         && name.len() <= 63
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A validated upload, ready to become a dataset.
+pub(crate) struct Upload {
+    pub name: String,
+    pub description: String,
+    pub format: IngestFormat,
+    pub columns: Vec<ColumnSpec>,
+    pub steward_id: String,
+    /// The KEK that wraps the dataset's KEK: the domain KEK for public data, the tenant's
+    /// KEK for its imported data (so that terminating the tenant shreds it).
+    pub kek_parent: String,
+    /// Owner recorded with the KEK; `None`: the dataset itself.
+    pub kek_owner: Option<String>,
+}
+
+/// Reads the data messages of an upload stream after its header, up to `max` bytes.
+pub(crate) async fn read_chunks<M>(
+    stream: &mut Streaming<M>,
+    max: usize,
+    chunk_of: impl Fn(M) -> Option<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
+    let mut input = Vec::new();
+    while let Some(message) = stream.message().await.map_err(broken)? {
+        let Some(chunk) = chunk_of(message) else {
+            return Err(ServerError::InvalidArgument(
+                "only the first message of an upload may carry a header".into(),
+            ));
+        };
+        if input.len() + chunk.len() > max {
+            return Err(ServerError::ResourceExhausted(format!(
+                "the upload is larger than the limit of {max} bytes"
+            )));
+        }
+        input.extend_from_slice(&chunk);
+    }
+    Ok(input)
 }
 
 pub(crate) fn table_spec(d: &DatasetRecord) -> TableSpec {
@@ -37,7 +75,7 @@ pub(crate) fn table_spec(d: &DatasetRecord) -> TableSpec {
 }
 
 impl Api {
-    fn parse_columns(&self, columns: &[pb::Column]) -> Result<Vec<ColumnSpec>> {
+    pub(crate) fn parse_columns(&self, columns: &[pb::Column]) -> Result<Vec<ColumnSpec>> {
         if columns.len() > 1000 {
             return Err(ServerError::InvalidArgument(
                 "more than 1000 columns".into(),
@@ -118,37 +156,50 @@ impl Api {
             )));
         }
         let max = self.state.config.max_ingest_bytes;
-        let mut input = Vec::new();
-        while let Some(message) = stream.message().await.map_err(broken)? {
-            match message.part {
-                Some(pb::ingest_dataset_request::Part::Chunk(chunk)) => {
-                    if input.len() + chunk.len() > max {
-                        return Err(ServerError::ResourceExhausted(format!(
-                            "the upload is larger than the limit of {max} bytes"
-                        )));
-                    }
-                    input.extend_from_slice(&chunk);
-                }
-                _ => {
-                    return Err(ServerError::InvalidArgument(
-                        "only the first message of an upload may carry a header".into(),
-                    ));
-                }
-            }
-        }
+        let input = read_chunks(&mut stream, max, |m| match m.part {
+            Some(pb::ingest_dataset_request::Part::Chunk(chunk)) => Some(chunk),
+            _ => None,
+        })
+        .await?;
+        let upload = Upload {
+            name: header.name.clone(),
+            description: header.description.clone(),
+            format,
+            columns,
+            steward_id: caller.principal.id.clone(),
+            kek_parent: DOMAIN_KEK.to_owned(),
+            kek_owner: None,
+        };
+        self.store_upload(caller, upload, input, |_, _| Ok(()))
+            .await
+    }
+
+    /// Validates and encrypts an upload into a new dataset, and commits its record, its
+    /// KEK (a child of `kek_parent`) and `also` in one audited transaction. On any failure
+    /// nothing remains: no file, no key, no record.
+    pub(crate) async fn store_upload(
+        &self,
+        caller: &Caller,
+        upload: Upload,
+        input: Vec<u8>,
+        also: impl FnOnce(&rusqlite::Transaction<'_>, &DatasetRecord) -> Result<()>,
+    ) -> Result<DatasetRecord> {
         let source_sha256 = sha256_hex(&input);
         let id = crate::new_id("ds");
         let location = format!("datasets/{id}/");
         let storage = &self.state.storage;
         let kek_id = keys::dataset_kek(&id);
-        let wrapped_kek = self.state.keys.prepare_child_kek(&kek_id, DOMAIN_KEK)?;
+        let wrapped_kek = self
+            .state
+            .keys
+            .prepare_child_kek(&kek_id, &upload.kek_parent)?;
         let outcome = match self
             .state
             .engine
             .ingest(
-                format,
+                upload.format,
                 Bytes::from(input),
-                &columns,
+                &upload.columns,
                 &location,
                 &kek_id,
                 &IngestOptions::default(),
@@ -164,10 +215,10 @@ impl Api {
         };
         let record = DatasetRecord {
             id: id.clone(),
-            name: header.name.clone(),
-            description: header.description.clone(),
-            steward_id: caller.principal.id.clone(),
-            columns,
+            name: upload.name,
+            description: upload.description,
+            steward_id: upload.steward_id,
+            columns: upload.columns,
             n_rows: outcome.n_rows,
             location: location.clone(),
             kek_id: kek_id.clone(),
@@ -175,6 +226,7 @@ impl Api {
             created_at_ms: crate::now_ms(),
             extra_approver_id: None,
         };
+        let owner = upload.kek_owner.unwrap_or_else(|| id.clone());
         let committed = self.state.store.commit(
             &caller.entry(
                 format!("dataset:{id}"),
@@ -182,8 +234,9 @@ impl Api {
                 json!({"n_rows": record.n_rows, "source_sha256": source_sha256, "n_columns": record.columns.len()}),
             ),
             |tx| {
-                store::insert_kek(tx, &kek_id, &wrapped_kek, &id, Some(DOMAIN_KEK))?;
-                store::insert_dataset(tx, &record)
+                store::insert_kek(tx, &kek_id, &wrapped_kek, &owner, Some(&upload.kek_parent))?;
+                store::insert_dataset(tx, &record)?;
+                also(tx, &record)
             },
         );
         if let Err(e) = committed {
@@ -204,12 +257,20 @@ impl Api {
                     .store
                     .read(|c| store::granted_dataset(c, tenant, id))?
             }
+            // Stewards of source agencies do not see tenants' imported data.
             Role::DataSteward => self
                 .state
                 .store
                 .read(|c| store::dataset(c, id))?
                 .filter(|d| {
                     caller.action != Action::SampleDataset || d.steward_id == caller.principal.id
+                })
+                .filter(|d| {
+                    !self
+                        .state
+                        .store
+                        .read(|c| crate::stewardship::imported_by(c, &d.id))
+                        .is_ok_and(|owner| owner.is_some())
                 }),
             _ => self.state.store.read(|c| store::dataset(c, id))?,
         };
@@ -263,6 +324,15 @@ impl CatalogService for Api {
                     self.state
                         .store
                         .read(|c| store::granted_datasets(c, tenant))?
+                }
+                Role::DataSteward => {
+                    let imported = self
+                        .state
+                        .store
+                        .read(crate::stewardship::imported_dataset_ids)?;
+                    let mut all = self.state.store.read(store::datasets)?;
+                    all.retain(|d| !imported.contains(&d.id));
+                    all
                 }
                 _ => self.state.store.read(store::datasets)?,
             };

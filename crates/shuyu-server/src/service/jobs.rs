@@ -162,6 +162,9 @@ impl Api {
                 if let Some(reason) = scenarios::unusable(&scenario, now) {
                     return Err(ServerError::FailedPrecondition(reason));
                 }
+                if let Some(reason) = super::stewardship::risk_stopped(&self.state, &scenario)? {
+                    return Err(ServerError::FailedPrecondition(reason));
+                }
             }
         }
         let mut draft = draft;
@@ -626,6 +629,10 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
     if let Some(reason) = scenarios::unusable(&scenario, crate::now_ms()) {
         return Err(ServerError::FailedPrecondition(reason));
     }
+    // A risk stop raised while the job waited in the queue stops it here (R19).
+    if let Some(reason) = super::stewardship::risk_stopped(state, &scenario)? {
+        return Err(ServerError::FailedPrecondition(reason));
+    }
     let mut tables = Vec::with_capacity(scenario.data_list.len());
     for item in &scenario.data_list {
         let dataset = state
@@ -658,6 +665,10 @@ async fn lab_tables(
         .read(|c| store::granted_datasets(c, &job.tenant_id))?;
     let mut tables = Vec::with_capacity(datasets.len());
     for dataset in &datasets {
+        // A dataset under a risk stop does not exist for lab work either (R19).
+        if super::stewardship::dataset_stopped(state, &dataset.id)? {
+            continue;
+        }
         // The same rows on every run of the tenant's lab, like its samples.
         let seed_hash = sha256_hex(format!("lab:{}:{}", job.tenant_id, dataset.id).as_bytes());
         let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);

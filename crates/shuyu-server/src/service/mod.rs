@@ -8,6 +8,7 @@ mod exports;
 mod flight;
 mod jobs;
 mod scenarios;
+mod stewardship;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::error::{Result, ServerError};
 use crate::state::AppState;
 
 pub use jobs::{dispatch_forever, recover_interrupted_jobs};
+pub use stewardship::sweep as stewardship_sweep;
 
 /// The service implementation.
 #[derive(Debug, Clone)]

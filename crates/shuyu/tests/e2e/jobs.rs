@@ -5,10 +5,10 @@ use super::*;
 
 /// A query that runs for minutes: a four-way cross join of the 301-row table, summed (it
 /// reads a column, so bytes are scanned; `count(*)` alone reads only metadata).
-const SLOW_SQL: &str = "SELECT sum(a.cost + b.cost + c.cost + d.cost) AS s \
+pub(super) const SLOW_SQL: &str = "SELECT sum(a.cost + b.cost + c.cost + d.cost) AS s \
      FROM health_records a, health_records b, health_records c, health_records d";
 
-async fn submit(engineer: &mut Client, scenario: &str, sql: &str) -> pb::Job {
+pub(super) async fn submit(engineer: &mut Client, scenario: &str, sql: &str) -> pb::Job {
     engineer
         .jobs
         .submit_job(production_sql(sql, scenario))
@@ -31,7 +31,7 @@ async fn get(engineer: &mut Client, id: &str) -> pb::Job {
 }
 
 /// Polls until `accept` holds for the job (bounded by [`WAIT`]).
-async fn poll_until(
+pub(super) async fn poll_until(
     engineer: &mut Client,
     id: &str,
     what: &str,

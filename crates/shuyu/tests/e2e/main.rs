@@ -16,6 +16,7 @@ mod products;
 mod python_client;
 mod review;
 mod scenarios;
+mod stewardship;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
 const WAIT: Duration = Duration::from_secs(120);

@@ -23,6 +23,21 @@ class DataFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_FORMAT_CSV: _ClassVar[DataFormat]
     DATA_FORMAT_PARQUET: _ClassVar[DataFormat]
 
+class ImportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMPORT_STATUS_UNSPECIFIED: _ClassVar[ImportStatus]
+    IMPORT_STATUS_PENDING: _ClassVar[ImportStatus]
+    IMPORT_STATUS_APPROVED: _ClassVar[ImportStatus]
+    IMPORT_STATUS_REJECTED: _ClassVar[ImportStatus]
+    IMPORT_STATUS_IMPORTED: _ClassVar[ImportStatus]
+
+class TicketStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TICKET_STATUS_UNSPECIFIED: _ClassVar[TicketStatus]
+    TICKET_STATUS_OPEN: _ClassVar[TicketStatus]
+    TICKET_STATUS_RESOLVED: _ClassVar[TicketStatus]
+    TICKET_STATUS_DECLINED: _ClassVar[TicketStatus]
+
 class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATUS_UNSPECIFIED: _ClassVar[JobStatus]
@@ -87,6 +102,15 @@ ROLE_RECIPIENT: Role
 DATA_FORMAT_UNSPECIFIED: DataFormat
 DATA_FORMAT_CSV: DataFormat
 DATA_FORMAT_PARQUET: DataFormat
+IMPORT_STATUS_UNSPECIFIED: ImportStatus
+IMPORT_STATUS_PENDING: ImportStatus
+IMPORT_STATUS_APPROVED: ImportStatus
+IMPORT_STATUS_REJECTED: ImportStatus
+IMPORT_STATUS_IMPORTED: ImportStatus
+TICKET_STATUS_UNSPECIFIED: TicketStatus
+TICKET_STATUS_OPEN: TicketStatus
+TICKET_STATUS_RESOLVED: TicketStatus
+TICKET_STATUS_DECLINED: TicketStatus
 JOB_STATUS_UNSPECIFIED: JobStatus
 JOB_STATUS_QUEUED: JobStatus
 JOB_STATUS_RUNNING: JobStatus
@@ -415,6 +439,252 @@ class SampleDatasetResponse(_message.Message):
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     sample: MaskedTable
     def __init__(self, sample: _Optional[_Union[MaskedTable, _Mapping]] = ...) -> None: ...
+
+class ImportApplication(_message.Message):
+    __slots__ = ("id", "tenant_id", "applicant_id", "name", "description", "source", "legal_basis", "columns", "status", "decided_by", "decision_comment", "decided_at_ms", "dataset_id", "created_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLICANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant_id: str
+    applicant_id: str
+    name: str
+    description: str
+    source: str
+    legal_basis: str
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    status: ImportStatus
+    decided_by: str
+    decision_comment: str
+    decided_at_ms: int
+    dataset_id: str
+    created_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., applicant_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., legal_basis: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., status: _Optional[_Union[ImportStatus, str]] = ..., decided_by: _Optional[str] = ..., decision_comment: _Optional[str] = ..., decided_at_ms: _Optional[int] = ..., dataset_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class ApplyImportRequest(_message.Message):
+    __slots__ = ("name", "description", "source", "legal_basis", "columns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    source: str
+    legal_basis: str
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., legal_basis: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ...) -> None: ...
+
+class ApplyImportResponse(_message.Message):
+    __slots__ = ("application",)
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    application: ImportApplication
+    def __init__(self, application: _Optional[_Union[ImportApplication, _Mapping]] = ...) -> None: ...
+
+class DecideImportRequest(_message.Message):
+    __slots__ = ("import_id", "approve", "comment")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    approve: bool
+    comment: str
+    def __init__(self, import_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class DecideImportResponse(_message.Message):
+    __slots__ = ("application",)
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    application: ImportApplication
+    def __init__(self, application: _Optional[_Union[ImportApplication, _Mapping]] = ...) -> None: ...
+
+class ListImportsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListImportsResponse(_message.Message):
+    __slots__ = ("applications",)
+    APPLICATIONS_FIELD_NUMBER: _ClassVar[int]
+    applications: _containers.RepeatedCompositeFieldContainer[ImportApplication]
+    def __init__(self, applications: _Optional[_Iterable[_Union[ImportApplication, _Mapping]]] = ...) -> None: ...
+
+class UploadImportHeader(_message.Message):
+    __slots__ = ("import_id", "format")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    format: DataFormat
+    def __init__(self, import_id: _Optional[str] = ..., format: _Optional[_Union[DataFormat, str]] = ...) -> None: ...
+
+class UploadImportRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadImportHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadImportHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadImportResponse(_message.Message):
+    __slots__ = ("application", "dataset")
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    application: ImportApplication
+    dataset: Dataset
+    def __init__(self, application: _Optional[_Union[ImportApplication, _Mapping]] = ..., dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
+
+class QualityTicket(_message.Message):
+    __slots__ = ("id", "dataset_id", "column", "tenant_id", "reporter_id", "description", "status", "created_at_ms", "due_at_ms", "resolved_by", "resolution", "resolved_at_ms", "overdue")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DUE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_BY_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    dataset_id: str
+    column: str
+    tenant_id: str
+    reporter_id: str
+    description: str
+    status: TicketStatus
+    created_at_ms: int
+    due_at_ms: int
+    resolved_by: str
+    resolution: str
+    resolved_at_ms: int
+    overdue: bool
+    def __init__(self, id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., column: _Optional[str] = ..., tenant_id: _Optional[str] = ..., reporter_id: _Optional[str] = ..., description: _Optional[str] = ..., status: _Optional[_Union[TicketStatus, str]] = ..., created_at_ms: _Optional[int] = ..., due_at_ms: _Optional[int] = ..., resolved_by: _Optional[str] = ..., resolution: _Optional[str] = ..., resolved_at_ms: _Optional[int] = ..., overdue: _Optional[bool] = ...) -> None: ...
+
+class FileQualityTicketRequest(_message.Message):
+    __slots__ = ("dataset_id", "column", "description")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    column: str
+    description: str
+    def __init__(self, dataset_id: _Optional[str] = ..., column: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class FileQualityTicketResponse(_message.Message):
+    __slots__ = ("ticket",)
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ticket: QualityTicket
+    def __init__(self, ticket: _Optional[_Union[QualityTicket, _Mapping]] = ...) -> None: ...
+
+class ListQualityTicketsRequest(_message.Message):
+    __slots__ = ("open_only",)
+    OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    open_only: bool
+    def __init__(self, open_only: _Optional[bool] = ...) -> None: ...
+
+class ListQualityTicketsResponse(_message.Message):
+    __slots__ = ("tickets",)
+    TICKETS_FIELD_NUMBER: _ClassVar[int]
+    tickets: _containers.RepeatedCompositeFieldContainer[QualityTicket]
+    def __init__(self, tickets: _Optional[_Iterable[_Union[QualityTicket, _Mapping]]] = ...) -> None: ...
+
+class ResolveQualityTicketRequest(_message.Message):
+    __slots__ = ("ticket_id", "fixed", "resolution")
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    FIXED_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    ticket_id: str
+    fixed: bool
+    resolution: str
+    def __init__(self, ticket_id: _Optional[str] = ..., fixed: _Optional[bool] = ..., resolution: _Optional[str] = ...) -> None: ...
+
+class ResolveQualityTicketResponse(_message.Message):
+    __slots__ = ("ticket",)
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ticket: QualityTicket
+    def __init__(self, ticket: _Optional[_Union[QualityTicket, _Mapping]] = ...) -> None: ...
+
+class RiskStop(_message.Message):
+    __slots__ = ("id", "target_kind", "target_id", "raised_by", "raised_by_role", "reason", "raised_at_ms", "active", "lifted_by", "lift_comment", "lifted_at_ms", "jobs_stopped")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    RAISED_BY_FIELD_NUMBER: _ClassVar[int]
+    RAISED_BY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RAISED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    LIFTED_BY_FIELD_NUMBER: _ClassVar[int]
+    LIFT_COMMENT_FIELD_NUMBER: _ClassVar[int]
+    LIFTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    target_kind: str
+    target_id: str
+    raised_by: str
+    raised_by_role: str
+    reason: str
+    raised_at_ms: int
+    active: bool
+    lifted_by: str
+    lift_comment: str
+    lifted_at_ms: int
+    jobs_stopped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., target_kind: _Optional[str] = ..., target_id: _Optional[str] = ..., raised_by: _Optional[str] = ..., raised_by_role: _Optional[str] = ..., reason: _Optional[str] = ..., raised_at_ms: _Optional[int] = ..., active: _Optional[bool] = ..., lifted_by: _Optional[str] = ..., lift_comment: _Optional[str] = ..., lifted_at_ms: _Optional[int] = ..., jobs_stopped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RaiseRiskStopRequest(_message.Message):
+    __slots__ = ("dataset_id", "scenario_id", "reason")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    scenario_id: str
+    reason: str
+    def __init__(self, dataset_id: _Optional[str] = ..., scenario_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RaiseRiskStopResponse(_message.Message):
+    __slots__ = ("stop",)
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    stop: RiskStop
+    def __init__(self, stop: _Optional[_Union[RiskStop, _Mapping]] = ...) -> None: ...
+
+class ListRiskStopsRequest(_message.Message):
+    __slots__ = ("active_only",)
+    ACTIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    active_only: bool
+    def __init__(self, active_only: _Optional[bool] = ...) -> None: ...
+
+class ListRiskStopsResponse(_message.Message):
+    __slots__ = ("stops",)
+    STOPS_FIELD_NUMBER: _ClassVar[int]
+    stops: _containers.RepeatedCompositeFieldContainer[RiskStop]
+    def __init__(self, stops: _Optional[_Iterable[_Union[RiskStop, _Mapping]]] = ...) -> None: ...
+
+class LiftRiskStopRequest(_message.Message):
+    __slots__ = ("stop_id", "comment")
+    STOP_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    stop_id: str
+    comment: str
+    def __init__(self, stop_id: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class LiftRiskStopResponse(_message.Message):
+    __slots__ = ("stop",)
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    stop: RiskStop
+    def __init__(self, stop: _Optional[_Union[RiskStop, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("sql", "substrait_plan", "mode", "scenario_id", "dp")

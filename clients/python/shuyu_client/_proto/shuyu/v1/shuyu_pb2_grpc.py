@@ -783,6 +783,491 @@ class CatalogService:
             _registered_method=True)
 
 
+class StewardshipServiceStub:
+    """---------------------------------------------------------------- stewardship
+    External data (R17), data-quality tickets (R18) and risk stops (R19).
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ApplyImport = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/ApplyImport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ApplyImportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ApplyImportResponse.FromString,
+                _registered_method=True)
+        self.DecideImport = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/DecideImport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.DecideImportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.DecideImportResponse.FromString,
+                _registered_method=True)
+        self.ListImports = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/ListImports',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListImportsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListImportsResponse.FromString,
+                _registered_method=True)
+        self.UploadImport = channel.stream_unary(
+                '/shuyu.v1.StewardshipService/UploadImport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.UploadImportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.UploadImportResponse.FromString,
+                _registered_method=True)
+        self.FileQualityTicket = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/FileQualityTicket',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.FileQualityTicketRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.FileQualityTicketResponse.FromString,
+                _registered_method=True)
+        self.ListQualityTickets = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/ListQualityTickets',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListQualityTicketsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListQualityTicketsResponse.FromString,
+                _registered_method=True)
+        self.ResolveQualityTicket = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/ResolveQualityTicket',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ResolveQualityTicketRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ResolveQualityTicketResponse.FromString,
+                _registered_method=True)
+        self.RaiseRiskStop = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/RaiseRiskStop',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RaiseRiskStopRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RaiseRiskStopResponse.FromString,
+                _registered_method=True)
+        self.ListRiskStops = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/ListRiskStops',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListRiskStopsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListRiskStopsResponse.FromString,
+                _registered_method=True)
+        self.LiftRiskStop = channel.unary_unary(
+                '/shuyu.v1.StewardshipService/LiftRiskStop',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.LiftRiskStopRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.LiftRiskStopResponse.FromString,
+                _registered_method=True)
+
+
+class StewardshipServiceServicer:
+    """---------------------------------------------------------------- stewardship
+    External data (R17), data-quality tickets (R18) and risk stops (R19).
+
+    """
+
+    def ApplyImport(self, request, context):
+        """An engineer applies to import its tenant's own (social) data: source, legal basis and
+        the columns with their classifications.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideImport(self, request, context):
+        """An admin approves or rejects an import application.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImports(self, request, context):
+        """Engineers: their tenant's applications; admins and auditors: all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadImport(self, request_iterator, context):
+        """Client stream, like IngestDataset: the header names the approved application
+        (`import_id`) and the format; name and columns come from the application. The data is
+        encrypted under a key of the tenant and usable only by that tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileQualityTicket(self, request, context):
+        """An engineer files a data-quality ticket against a dataset its tenant may use; the
+        dataset's steward must resolve it by the deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQualityTickets(self, request, context):
+        """Engineers: their tenant's tickets; stewards: those on their datasets; admins and
+        auditors: all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveQualityTicket(self, request, context):
+        """The dataset's steward resolves (fixed) or declines (not a defect) a ticket.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RaiseRiskStop(self, request, context):
+        """An engineer or steward flags a dataset or scenario as dangerous: matching jobs stop at
+        once, new ones are refused, the admins are told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRiskStops(self, request, context):
+        """Active and lifted risk stops (engineers: those they raised or that concern their
+        tenant's scenarios; stewards: on their datasets; admins and auditors: all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiftRiskStop(self, request, context):
+        """An admin lifts a risk stop after review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StewardshipServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ApplyImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyImport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ApplyImportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ApplyImportResponse.SerializeToString,
+            ),
+            'DecideImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideImport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.DecideImportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.DecideImportResponse.SerializeToString,
+            ),
+            'ListImports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImports,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListImportsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListImportsResponse.SerializeToString,
+            ),
+            'UploadImport': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadImport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.UploadImportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.UploadImportResponse.SerializeToString,
+            ),
+            'FileQualityTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileQualityTicket,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.FileQualityTicketRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.FileQualityTicketResponse.SerializeToString,
+            ),
+            'ListQualityTickets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQualityTickets,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListQualityTicketsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListQualityTicketsResponse.SerializeToString,
+            ),
+            'ResolveQualityTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveQualityTicket,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ResolveQualityTicketRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ResolveQualityTicketResponse.SerializeToString,
+            ),
+            'RaiseRiskStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.RaiseRiskStop,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RaiseRiskStopRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.RaiseRiskStopResponse.SerializeToString,
+            ),
+            'ListRiskStops': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRiskStops,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListRiskStopsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListRiskStopsResponse.SerializeToString,
+            ),
+            'LiftRiskStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiftRiskStop,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.LiftRiskStopRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.LiftRiskStopResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shuyu.v1.StewardshipService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shuyu.v1.StewardshipService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StewardshipService:
+    """---------------------------------------------------------------- stewardship
+    External data (R17), data-quality tickets (R18) and risk stops (R19).
+
+    """
+
+    @staticmethod
+    def ApplyImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/ApplyImport',
+            shuyu_dot_v1_dot_shuyu__pb2.ApplyImportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ApplyImportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/DecideImport',
+            shuyu_dot_v1_dot_shuyu__pb2.DecideImportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.DecideImportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/ListImports',
+            shuyu_dot_v1_dot_shuyu__pb2.ListImportsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListImportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadImport(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shuyu.v1.StewardshipService/UploadImport',
+            shuyu_dot_v1_dot_shuyu__pb2.UploadImportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.UploadImportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileQualityTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/FileQualityTicket',
+            shuyu_dot_v1_dot_shuyu__pb2.FileQualityTicketRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.FileQualityTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQualityTickets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/ListQualityTickets',
+            shuyu_dot_v1_dot_shuyu__pb2.ListQualityTicketsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListQualityTicketsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveQualityTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/ResolveQualityTicket',
+            shuyu_dot_v1_dot_shuyu__pb2.ResolveQualityTicketRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ResolveQualityTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RaiseRiskStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/RaiseRiskStop',
+            shuyu_dot_v1_dot_shuyu__pb2.RaiseRiskStopRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.RaiseRiskStopResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRiskStops(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/ListRiskStops',
+            shuyu_dot_v1_dot_shuyu__pb2.ListRiskStopsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListRiskStopsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiftRiskStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.StewardshipService/LiftRiskStop',
+            shuyu_dot_v1_dot_shuyu__pb2.LiftRiskStopRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.LiftRiskStopResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class JobServiceStub:
     """---------------------------------------------------------------- jobs
 

@@ -469,3 +469,138 @@ async fn quality_tickets_reach_the_steward_and_risk_stops_halt_jobs() {
         .into_inner();
     assert_eq!(listed.stops.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_imports_files_tickets_and_stops() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "scli").await;
+    let health = ingest_people(&mut p.steward, "health_records").await;
+    grant(&mut p.admin, &health.id, &p.tenant_id).await;
+    let cli = |who: &str, args: &[&str]| {
+        let creds = domain.creds(who);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--as", creds.to_str().unwrap(), "--server", &server.addr]);
+        let out = run_bin(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let id_with = |out: &str, prefix: &str| {
+        out.split_whitespace()
+            .find(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} id in {out}"))
+            .to_owned()
+    };
+
+    // R17 from the CLI: apply, approve, upload.
+    let (code, out) = cli(
+        "engineer-scli",
+        &[
+            "import",
+            "apply",
+            "--name",
+            "members",
+            "--source",
+            "membership system",
+            "--legal-basis",
+            "written consent",
+            "--column",
+            "id_number:string:direct_identifier:pseudonym",
+            "--column",
+            "tier:int64:ordinary:keep",
+            "--column",
+            "note:string:sensitive",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let import_id = id_with(&out, "imp_");
+    let (code, out) = cli("admin", &["import", "approve", &import_id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("approved"), "{out}");
+    let file = domain.data.with_extension("members.csv");
+    std::fs::write(&file, members_csv()).unwrap();
+    let (code, out) = cli(
+        "engineer-scli",
+        &[
+            "import",
+            "upload",
+            &import_id,
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("imported 301 rows"), "{out}");
+    let (code, out) = cli("engineer-scli", &["import", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("imported") && out.contains("members"), "{out}");
+
+    // R18 from the CLI.
+    let (code, out) = cli(
+        "engineer-scli",
+        &[
+            "quality",
+            "file",
+            "--dataset",
+            &health.id,
+            "--column",
+            "cost",
+            "--description",
+            "negative costs in one district",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let ticket_id = id_with(&out, "dq_");
+    let (code, out) = cli("steward-scli", &["quality", "list", "--open"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&ticket_id), "{out}");
+    let (code, out) = cli(
+        "steward-scli",
+        &[
+            "quality",
+            "resolve",
+            &ticket_id,
+            "--declined",
+            "--resolution",
+            "refunds are negative by design",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("declined"), "{out}");
+
+    // R19 from the CLI, and the notifications it leaves.
+    let (code, out) = cli(
+        "steward-scli",
+        &[
+            "risk-stop",
+            "raise",
+            "--dataset",
+            &health.id,
+            "--reason",
+            "re-identification risk found",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let stop_id = id_with(&out, "rs_");
+    let (code, out) = cli("admin", &["risk-stop", "list", "--active"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&stop_id) && out.contains("ACTIVE"), "{out}");
+    let (code, out) = cli("admin", &["notifications"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("risk_stop") && out.contains("import_application"),
+        "{out}"
+    );
+    let (code, out) = cli(
+        "admin",
+        &["risk-stop", "lift", &stop_id, "--comment", "reviewed"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("lifted"), "{out}");
+    let (code, out) = cli("steward-scli", &["notifications"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("risk_stop_lifted"), "{out}");
+}

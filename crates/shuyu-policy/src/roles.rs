@@ -147,11 +147,21 @@ pub enum Action {
     SetPrivacyBudget,
     /// Read one's notifications (auditors: all).
     ViewNotifications,
+    /// Read the monitor's alerts (R30).
+    ViewAlerts,
+    /// Acknowledge alerts and run the monitor on demand (R30).
+    ManageAlerts,
+    /// Read operation reports and public disclosure summaries (R34, R36).
+    ViewReports,
+    /// Read signed checkpoints of the audit trail and their proofs (R27).
+    ReadCheckpoint,
+    /// Redact audit records past their retention (R33).
+    PurgeAudit,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 40] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -187,6 +197,11 @@ impl Action {
         Action::PromoteJob,
         Action::SetPrivacyBudget,
         Action::ViewNotifications,
+        Action::ViewAlerts,
+        Action::ManageAlerts,
+        Action::ViewReports,
+        Action::ReadCheckpoint,
+        Action::PurgeAudit,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -227,6 +242,11 @@ impl Action {
             Action::SetPrivacyBudget => "set_privacy_budget",
             Action::PromoteJob => "promote_job",
             Action::ViewNotifications => "view_notifications",
+            Action::ViewAlerts => "view_alerts",
+            Action::ManageAlerts => "manage_alerts",
+            Action::ViewReports => "view_reports",
+            Action::ReadCheckpoint => "read_checkpoint",
+            Action::PurgeAudit => "purge_audit",
         }
     }
 }
@@ -265,6 +285,11 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SetPrivacyBudget
                 | RevokeExport
                 | TraceExport
+                | ViewAlerts
+                | ManageAlerts
+                | ViewReports
+                | ReadCheckpoint
+                | PurgeAudit
         ),
         Role::DataSteward => matches!(
             action,
@@ -324,6 +349,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewUsage
                 | ViewScenario
                 | TraceExport
+                | ViewAlerts
+                | ViewReports
+                | ReadCheckpoint
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -414,6 +442,11 @@ mod tests {
                     SetPrivacyBudget,
                     RevokeExport,
                     TraceExport,
+                    ViewAlerts,
+                    ManageAlerts,
+                    ViewReports,
+                    ReadCheckpoint,
+                    PurgeAudit,
                 ],
             ),
             (
@@ -478,6 +511,9 @@ mod tests {
                     ViewUsage,
                     ViewScenario,
                     TraceExport,
+                    ViewAlerts,
+                    ViewReports,
+                    ReadCheckpoint,
                 ],
             ),
             (
@@ -528,6 +564,20 @@ mod tests {
                 matches!(role, Role::Recipient | Role::Engineer),
             );
             check(role, Action::ReadAudit, role == Role::Auditor);
+            // Oversight (R30, R34, R35): auditors read, only admins change anything.
+            for read in [
+                Action::ViewAlerts,
+                Action::ViewReports,
+                Action::ReadCheckpoint,
+            ] {
+                check(
+                    role,
+                    read,
+                    matches!(role, Role::PlatformAdmin | Role::Auditor),
+                );
+            }
+            check(role, Action::ManageAlerts, role == Role::PlatformAdmin);
+            check(role, Action::PurgeAudit, role == Role::PlatformAdmin);
             check(role, Action::ApplyScenario, role == Role::Engineer);
             check(
                 role,

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Prices of commercial data products (R24).
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// Monitoring, checkpoints and audit retention (R27, R30, R33).
+    #[serde(default)]
+    pub oversight: crate::oversight::OversightConfig,
 }
 
 /// Differential-privacy budgets: each tenant's total ε over one dataset's content.
@@ -229,6 +232,7 @@ impl ServerConfig {
             lab: LabConfig::default(),
             privacy: PrivacyConfig::default(),
             pricing: PricingConfig::default(),
+            oversight: crate::oversight::OversightConfig::default(),
         }
     }
 
@@ -320,6 +324,7 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        self.oversight.validate()?;
         Ok(())
     }
 

@@ -1,0 +1,274 @@
+//! The oversight service: alerts (R30), operation reports (R34), public disclosure
+//! summaries (R36), signed checkpoints of the audit trail with their proofs (R27) and the
+//! retention purge (R33). Auditors read all of it; only admins change anything (R35).
+
+use serde_json::json;
+use shuyu_policy::Action;
+use shuyu_proto::v1 as pb;
+use shuyu_proto::v1::oversight_service_server::OversightService;
+use tonic::{Request, Response, Status};
+
+use super::{Api, require_id};
+use crate::alerts::{self, Alert};
+use crate::checkpoint;
+use crate::error::{Result, ServerError};
+use crate::reports::{self, Format};
+
+/// The wire form of an alert (mapped by hand: domain types never derive the wire format).
+fn alert_pb(a: Alert) -> pb::Alert {
+    pb::Alert {
+        id: a.id,
+        kind: a.kind,
+        tenant_id: a.tenant_id,
+        subject: a.subject,
+        severity: a.severity,
+        evidence_json: a.evidence_json,
+        first_seen_ms: a.first_seen_ms,
+        last_seen_ms: a.last_seen_ms,
+        count: a.count,
+        acked_by: a.acked_by,
+        acked_at_ms: a.acked_at_ms,
+    }
+}
+
+fn format_from_pb(value: i32) -> Result<Format> {
+    match pb::ReportFormat::try_from(value) {
+        Ok(pb::ReportFormat::Unspecified | pb::ReportFormat::Markdown) => Ok(Format::Markdown),
+        Ok(pb::ReportFormat::Html) => Ok(Format::Html),
+        Err(_) => Err(ServerError::InvalidArgument(
+            "format must be markdown or html".into(),
+        )),
+    }
+}
+
+impl Api {
+    fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+        public: bool,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewReports)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{}", req.tenant_id);
+        let result = (|| {
+            require_id(&req.tenant_id, "tenant_id")?;
+            let format = format_from_pb(req.format)?;
+            let (from, to) = reports::period(req.from_ms, req.to_ms, crate::now_ms())?;
+            let objects = self.state.storage.root().to_path_buf();
+            let report = self.state.store.read(|c| {
+                if public {
+                    reports::disclosure_summary(c, &req.tenant_id, from, to)
+                } else {
+                    reports::operation_report(c, &objects, &req.tenant_id, from, to)
+                }
+            })?;
+            let content = report.render(format);
+            let detail = json!({"kind": if public {"disclosure_summary"} else {"operation_report"},
+                                "from_ms": from, "to_ms": to, "bytes": content.len()});
+            Ok((
+                pb::ReportResponse {
+                    content,
+                    from_ms: from,
+                    to_ms: to,
+                },
+                detail,
+            ))
+        })();
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl OversightService for Api {
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> std::result::Result<Response<pb::ListAlertsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewAlerts)?;
+        let include_acked = request.into_inner().include_acked;
+        let result = self
+            .state
+            .store
+            .read(|c| alerts::list(c, include_acked))
+            .map(|list| {
+                let n = list.len();
+                (
+                    pb::ListAlertsResponse {
+                        alerts: list.into_iter().map(alert_pb).collect(),
+                    },
+                    json!({"n": n, "include_acked": include_acked}),
+                )
+            });
+        Ok(Response::new(
+            self.state.finish_read(&caller, "alerts", result)?,
+        ))
+    }
+
+    async fn ack_alert(
+        &self,
+        request: Request<pb::AckAlertRequest>,
+    ) -> std::result::Result<Response<pb::AckAlertResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ManageAlerts)?;
+        let id = request.into_inner().alert_id;
+        let target = format!("alert:{id}");
+        let result = (|| {
+            if id <= 0 {
+                return Err(ServerError::InvalidArgument(
+                    "alert_id must be positive".into(),
+                ));
+            }
+            self.state.store.commit_with(|tx| {
+                let alert = alerts::get(tx, id)?
+                    .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
+                if alert.acked_at_ms != 0 {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "alert {id} was already acknowledged"
+                    )));
+                }
+                let acked = alerts::ack(tx, id, &caller.principal.id, crate::now_ms())?
+                    .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
+                let entry = caller.entry(target.clone(), "ok", json!({"kind": acked.kind}));
+                Ok((acked, entry))
+            })
+        })();
+        let alert = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::AckAlertResponse {
+            alert: Some(alert_pb(alert)),
+        }))
+    }
+
+    async fn scan_alerts(
+        &self,
+        request: Request<pb::ScanAlertsRequest>,
+    ) -> std::result::Result<Response<pb::ScanAlertsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ManageAlerts)?;
+        let result = alerts::scan(&self.state, Some(caller.entry("alerts", "ok", json!({}))));
+        let outcome = self.state.finish_write(&caller, "alerts", result)?;
+        Ok(Response::new(pb::ScanAlertsResponse {
+            raised: outcome.raised.into_iter().map(alert_pb).collect(),
+            n_updated: outcome.n_updated,
+        }))
+    }
+
+    async fn operation_report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        self.report(request, false)
+    }
+
+    async fn disclosure_summary(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        self.report(request, true)
+    }
+
+    async fn audit_checkpoint(
+        &self,
+        request: Request<pb::AuditCheckpointRequest>,
+    ) -> std::result::Result<Response<pb::AuditCheckpointResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
+        let from = request.into_inner().consistency_from;
+        let signing = &self.state.signing;
+        // Every checkpoint handed out is kept: the domain can show what it signed.
+        let result = self.state.store.commit_with(|tx| {
+            let (cp, note, leaves) = checkpoint::current(tx, signing)?;
+            if from > cp.tree_size {
+                return Err(ServerError::InvalidArgument(format!(
+                    "consistency_from {from} is beyond the tree size {}",
+                    cp.tree_size
+                )));
+            }
+            let proof = if from == 0 {
+                Vec::new()
+            } else {
+                let m = usize::try_from(from)
+                    .map_err(|_| ServerError::InvalidArgument("consistency_from".into()))?;
+                checkpoint::consistency_proof(m, &leaves)
+            };
+            checkpoint::store(tx, &cp, &note, crate::now_ms())?;
+            let entry = caller.entry(
+                "audit",
+                "ok",
+                json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash),
+                       "consistency_from": from}),
+            );
+            Ok((
+                pb::AuditCheckpointResponse {
+                    checkpoint: note,
+                    tree_size: cp.tree_size,
+                    root_hash: cp.root_hash.to_vec(),
+                    consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+                },
+                entry,
+            ))
+        });
+        Ok(Response::new(
+            self.state.finish_write(&caller, "audit", result)?,
+        ))
+    }
+
+    async fn audit_inclusion_proof(
+        &self,
+        request: Request<pb::AuditInclusionProofRequest>,
+    ) -> std::result::Result<Response<pb::AuditInclusionProofResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
+        let req = request.into_inner();
+        let target = format!("audit:{}", req.seq);
+        let result = self.state.store.read(|c| {
+            let leaves = checkpoint::audit_leaves(c, None)?;
+            let size = if req.tree_size == 0 {
+                leaves.len() as u64
+            } else {
+                req.tree_size
+            };
+            if size > leaves.len() as u64 {
+                return Err(ServerError::InvalidArgument(format!(
+                    "tree_size {size} is beyond the trail's {} records",
+                    leaves.len()
+                )));
+            }
+            if req.seq == 0 || req.seq > size {
+                return Err(ServerError::NotFound(format!(
+                    "audit record {} in a tree of {size}",
+                    req.seq
+                )));
+            }
+            let (index, n) = (
+                usize::try_from(req.seq - 1).unwrap_or(usize::MAX),
+                usize::try_from(size).unwrap_or(usize::MAX),
+            );
+            let record_hash: String =
+                c.query_row("SELECT hash FROM audit WHERE seq = ?1", [req.seq], |r| {
+                    r.get(0)
+                })?;
+            let proof = checkpoint::inclusion_proof(index, &leaves[..n]);
+            Ok((
+                pb::AuditInclusionProofResponse {
+                    leaf_index: req.seq - 1,
+                    tree_size: size,
+                    record_hash: hex::decode(record_hash).unwrap_or_default(),
+                    proof: proof.iter().map(|h| h.to_vec()).collect(),
+                },
+                json!({"tree_size": size}),
+            ))
+        });
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+
+    async fn purge_audit(
+        &self,
+        request: Request<pb::PurgeAuditRequest>,
+    ) -> std::result::Result<Response<pb::PurgeAuditResponse>, Status> {
+        let caller = self.state.begin(&request, Action::PurgeAudit)?;
+        let result =
+            crate::retention::purge(&self.state, Some(caller.entry("audit", "ok", json!({}))));
+        let n = self.state.finish_write(&caller, "audit", result)?;
+        Ok(Response::new(pb::PurgeAuditResponse { n_redacted: n }))
+    }
+}

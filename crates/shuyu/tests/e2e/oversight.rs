@@ -193,6 +193,58 @@ async fn denied_streaks_and_refused_exports_raise_alerts_told_to_the_admins() {
     assert!(text(&out).contains("acked by"), "{}", text(&out));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_periodic_tasks_raise_alerts_and_take_checkpoints_unasked() {
+    let domain = Domain::new();
+    let server = domain.start_with(
+        "[oversight]\nmonitor_interval_secs = 1\ncheckpoint_interval_secs = 1\n",
+        None,
+    );
+    let mut p = people(&server, &domain, "pt").await;
+    for _ in 0..5 {
+        let denied = p
+            .engineer
+            .oversight
+            .scan_alerts(pb::ScanAlertsRequest {})
+            .await;
+        assert_eq!(status_code(denied), Code::PermissionDenied);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if open_alerts(&mut p.auditor)
+            .await
+            .iter()
+            .any(|a| a.kind == "denied_calls")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor raised no alert by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let records = p
+        .auditor
+        .audit
+        .list_audit_records(pb::ListAuditRecordsRequest {
+            after_seq: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    for action in ["scan_alerts", "take_checkpoint"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.action == action && r.principal_id == "system"),
+            "no {action} by the server itself"
+        );
+    }
+}
+
 fn ymd(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap()

@@ -157,11 +157,13 @@ pub enum Action {
     ReadCheckpoint,
     /// Redact audit records past their retention (R33).
     PurgeAudit,
+    /// Record a tenant's annual evaluation against its operation report (R34).
+    EvaluateTenant,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 40] = [
+    pub const ALL: [Action; 41] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -202,6 +204,7 @@ impl Action {
         Action::ViewReports,
         Action::ReadCheckpoint,
         Action::PurgeAudit,
+        Action::EvaluateTenant,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -247,6 +250,7 @@ impl Action {
             Action::ViewReports => "view_reports",
             Action::ReadCheckpoint => "read_checkpoint",
             Action::PurgeAudit => "purge_audit",
+            Action::EvaluateTenant => "evaluate_tenant",
         }
     }
 }
@@ -290,6 +294,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewReports
                 | ReadCheckpoint
                 | PurgeAudit
+                | EvaluateTenant
         ),
         Role::DataSteward => matches!(
             action,
@@ -447,6 +452,7 @@ mod tests {
                     ViewReports,
                     ReadCheckpoint,
                     PurgeAudit,
+                    EvaluateTenant,
                 ],
             ),
             (
@@ -578,6 +584,7 @@ mod tests {
             }
             check(role, Action::ManageAlerts, role == Role::PlatformAdmin);
             check(role, Action::PurgeAudit, role == Role::PlatformAdmin);
+            check(role, Action::EvaluateTenant, role == Role::PlatformAdmin);
             check(role, Action::ApplyScenario, role == Role::Engineer);
             check(
                 role,

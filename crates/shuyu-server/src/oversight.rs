@@ -21,6 +21,7 @@ pub fn create_tables(conn: &rusqlite::Connection) -> Result<()> {
         crate::alerts::SCHEMA,
         crate::checkpoint::SCHEMA,
         crate::retention::SCHEMA,
+        crate::reports::EVALUATION_SCHEMA,
     ] {
         conn.execute_batch(schema)?;
     }

@@ -8,11 +8,164 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::str::FromStr;
 
 use rusqlite::{Connection, params};
 
 use crate::error::{Result, ServerError};
 use crate::store::{self, JobMode, JobStatus, ScenarioStatus, Tenant};
+
+/// The annual evaluations of tenants (R34), one per tenant and year.
+pub const EVALUATION_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS operation_evaluations (
+    tenant_id TEXT NOT NULL, year INTEGER NOT NULL, outcome TEXT NOT NULL, note TEXT NOT NULL,
+    fix_due_ms INTEGER NOT NULL, report_sha256 TEXT NOT NULL, evaluated_by TEXT NOT NULL,
+    evaluated_at_ms INTEGER NOT NULL, PRIMARY KEY (tenant_id, year));
+";
+
+/// The outcome of an annual evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvaluationOutcome {
+    Pass,
+    /// Deficiencies to fix within 30 days.
+    FixIn30Days,
+    Fail,
+}
+
+impl EvaluationOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EvaluationOutcome::Pass => "pass",
+            EvaluationOutcome::FixIn30Days => "fix_in_30_days",
+            EvaluationOutcome::Fail => "fail",
+        }
+    }
+}
+
+impl FromStr for EvaluationOutcome {
+    type Err = ServerError;
+    fn from_str(s: &str) -> Result<EvaluationOutcome> {
+        match s {
+            "pass" => Ok(EvaluationOutcome::Pass),
+            "fix_in_30_days" => Ok(EvaluationOutcome::FixIn30Days),
+            "fail" => Ok(EvaluationOutcome::Fail),
+            _ => Err(ServerError::internal(
+                "unknown evaluation outcome in the store",
+            )),
+        }
+    }
+}
+
+/// A recorded annual evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub tenant_id: String,
+    pub year: i32,
+    pub outcome: EvaluationOutcome,
+    pub note: String,
+    /// When fixes are due (FixIn30Days), else 0.
+    pub fix_due_ms: i64,
+    /// SHA-256 of the Markdown operation report of the year, as generated when evaluated.
+    pub report_sha256: String,
+    pub evaluated_by: String,
+    pub evaluated_at_ms: i64,
+}
+
+/// Stores an evaluation; ALREADY_EXISTS when the tenant's year was evaluated before.
+///
+/// # Errors
+/// As said, or on store failure.
+pub fn insert_evaluation(conn: &Connection, e: &Evaluation) -> Result<()> {
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO operation_evaluations (tenant_id, year, outcome, note, fix_due_ms,
+             report_sha256, evaluated_by, evaluated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            e.tenant_id,
+            e.year,
+            e.outcome.as_str(),
+            e.note,
+            e.fix_due_ms,
+            e.report_sha256,
+            e.evaluated_by,
+            e.evaluated_at_ms
+        ],
+    )?;
+    if n == 0 {
+        return Err(ServerError::AlreadyExists(format!(
+            "the evaluation of tenant {} for {}",
+            e.tenant_id, e.year
+        )));
+    }
+    Ok(())
+}
+
+/// Evaluations of a tenant for the years `from_year..=to_year`.
+///
+/// # Errors
+/// On store failure.
+pub fn evaluations(
+    conn: &Connection,
+    tenant_id: &str,
+    from_year: i32,
+    to_year: i32,
+) -> Result<Vec<Evaluation>> {
+    let mut stmt = conn.prepare(
+        "SELECT tenant_id, year, outcome, note, fix_due_ms, report_sha256, evaluated_by,
+                evaluated_at_ms FROM operation_evaluations
+         WHERE tenant_id = ?1 AND year >= ?2 AND year <= ?3 ORDER BY year",
+    )?;
+    let rows = stmt.query_map(params![tenant_id, from_year, to_year], |r| {
+        Ok((
+            Evaluation {
+                tenant_id: r.get(0)?,
+                year: r.get(1)?,
+                outcome: EvaluationOutcome::Pass,
+                note: r.get(3)?,
+                fix_due_ms: r.get(4)?,
+                report_sha256: r.get(5)?,
+                evaluated_by: r.get(6)?,
+                evaluated_at_ms: r.get(7)?,
+            },
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut e, outcome) = row?;
+        e.outcome = outcome.parse()?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The calendar year `year` (UTC) as a period.
+///
+/// # Errors
+/// INVALID_ARGUMENT for a year outside 2000..=9999.
+pub fn year_period(year: i32) -> Result<(i64, i64)> {
+    use chrono::{TimeZone, Utc};
+    let start = |y: i32| {
+        Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0)
+            .single()
+            .map(|t| t.timestamp_millis())
+    };
+    match (2000..=9999)
+        .contains(&year)
+        .then(|| (start(year), start(year + 1)))
+    {
+        Some((Some(from), Some(to))) => Ok((from, to)),
+        _ => Err(ServerError::InvalidArgument(
+            "the year must be between 2000 and 9999".into(),
+        )),
+    }
+}
+
+fn year_of(ms: i64) -> i32 {
+    use chrono::{Datelike, TimeZone, Utc};
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map_or(1970, |t| t.year())
+}
 
 /// A report as data: sections of key–value lines and tables.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -447,6 +600,39 @@ pub fn operation_report(
             product_rows,
         );
 
+    let mut evaluation = Section::new("Annual evaluation");
+    let evaluated = evaluations(conn, tenant_id, year_of(from), year_of(to - 1))?;
+    if evaluated.is_empty() {
+        evaluation = evaluation.fact("recorded", "none for the period's years");
+    }
+    let evaluation = evaluation.table(
+        &[
+            "year",
+            "outcome",
+            "fixes due",
+            "note",
+            "evaluated",
+            "report SHA-256",
+        ],
+        evaluated
+            .iter()
+            .map(|e| {
+                vec![
+                    e.year.to_string(),
+                    e.outcome.as_str().to_owned(),
+                    if e.fix_due_ms > 0 {
+                        day(e.fix_due_ms)
+                    } else {
+                        "-".into()
+                    },
+                    e.note.clone(),
+                    day(e.evaluated_at_ms),
+                    e.report_sha256.clone(),
+                ]
+            })
+            .collect(),
+    );
+
     let header = Section::new("Period")
         .fact("tenant", format!("{} ({})", t.name, t.id))
         .fact("from", day(from))
@@ -463,6 +649,7 @@ pub fn operation_report(
             security,
             fusion,
             revenue,
+            evaluation,
         ],
     })
 }

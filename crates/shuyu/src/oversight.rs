@@ -43,6 +43,22 @@ pub enum ReportCommand {
     /// A tenant's public disclosure summary (R36): datasets, scenarios, jobs, products and
     /// kinds of recipients, nothing confidential (admins, auditors).
     Disclosure(ReportArgs),
+    /// Record a tenant's annual evaluation for a past year against its operation report
+    /// (admins): pass, fix (deficiencies to fix within 30 days) or fail. The tenant is told.
+    Evaluate {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        year: i32,
+        /// pass, fix or fail.
+        #[arg(long)]
+        outcome: String,
+        /// What was found (required for fix and fail).
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -205,6 +221,52 @@ pub async fn run_report(command: ReportCommand) -> Result<ExitCode> {
     let (public, args) = match command {
         ReportCommand::Operation(args) => (false, args),
         ReportCommand::Disclosure(args) => (true, args),
+        ReportCommand::Evaluate {
+            tenant,
+            year,
+            outcome,
+            note,
+            conn,
+        } => {
+            let outcome = match outcome.as_str() {
+                "pass" => pb::EvaluationOutcome::Pass,
+                "fix" | "fix_in_30_days" => pb::EvaluationOutcome::FixIn30Days,
+                "fail" => pb::EvaluationOutcome::Fail,
+                other => bail!("unknown outcome '{other}': pass, fix or fail"),
+            };
+            let e = conn
+                .connect()
+                .await?
+                .oversight
+                .record_evaluation(pb::RecordEvaluationRequest {
+                    tenant_id: tenant,
+                    year,
+                    outcome: outcome as i32,
+                    note,
+                })
+                .await?
+                .into_inner()
+                .evaluation
+                .context("empty response")?;
+            println!(
+                "recorded: tenant {} {} {}{} (report sha256 {})",
+                e.tenant_id,
+                e.year,
+                outcome.as_str_name(),
+                if e.fix_due_ms > 0 {
+                    format!(
+                        ", fixes due {}",
+                        chrono::DateTime::from_timestamp_millis(e.fix_due_ms)
+                            .map(|t| t.format("%Y-%m-%d").to_string())
+                            .unwrap_or_default()
+                    )
+                } else {
+                    String::new()
+                },
+                e.report_sha256
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let format = match args.format.as_str() {
         "md" | "markdown" => pb::ReportFormat::Markdown,

@@ -1264,6 +1264,44 @@ pub struct PurgeAuditResponse {
     #[prost(uint64, tag = "1")]
     pub n_redacted: u64,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Evaluation {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(int32, tag = "2")]
+    pub year: i32,
+    #[prost(enumeration = "EvaluationOutcome", tag = "3")]
+    pub outcome: i32,
+    #[prost(string, tag = "4")]
+    pub note: ::prost::alloc::string::String,
+    /// For FIX_IN_30_DAYS: when the fixes are due.
+    #[prost(int64, tag = "5")]
+    pub fix_due_ms: i64,
+    /// SHA-256 of the Markdown operation report of that year the evaluation is bound to.
+    #[prost(string, tag = "6")]
+    pub report_sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub evaluated_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "8")]
+    pub evaluated_at_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordEvaluationRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// A past calendar year.
+    #[prost(int32, tag = "2")]
+    pub year: i32,
+    #[prost(enumeration = "EvaluationOutcome", tag = "3")]
+    pub outcome: i32,
+    #[prost(string, tag = "4")]
+    pub note: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordEvaluationResponse {
+    #[prost(message, optional, tag = "1")]
+    pub evaluation: ::core::option::Option<Evaluation>,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -1621,6 +1659,39 @@ impl ReportFormat {
             "REPORT_FORMAT_UNSPECIFIED" => Some(Self::Unspecified),
             "REPORT_FORMAT_MARKDOWN" => Some(Self::Markdown),
             "REPORT_FORMAT_HTML" => Some(Self::Html),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum EvaluationOutcome {
+    Unspecified = 0,
+    Pass = 1,
+    /// Deficiencies to fix within 30 days.
+    FixIn30Days = 2,
+    Fail = 3,
+}
+impl EvaluationOutcome {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "EVALUATION_OUTCOME_UNSPECIFIED",
+            Self::Pass => "EVALUATION_OUTCOME_PASS",
+            Self::FixIn30Days => "EVALUATION_OUTCOME_FIX_IN_30_DAYS",
+            Self::Fail => "EVALUATION_OUTCOME_FAIL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "EVALUATION_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+            "EVALUATION_OUTCOME_PASS" => Some(Self::Pass),
+            "EVALUATION_OUTCOME_FIX_IN_30_DAYS" => Some(Self::FixIn30Days),
+            "EVALUATION_OUTCOME_FAIL" => Some(Self::Fail),
             _ => None,
         }
     }
@@ -6387,6 +6458,34 @@ pub mod oversight_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.OversightService", "PurgeAudit"));
             self.inner.unary(req, path, codec).await
         }
+        /// Record the annual evaluation of a tenant's operation against its report of that
+        /// calendar year (R34): admins. The tenant is told.
+        pub async fn record_evaluation(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RecordEvaluationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RecordEvaluationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/RecordEvaluation",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.OversightService", "RecordEvaluation"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -6459,6 +6558,15 @@ pub mod oversight_service_server {
             request: tonic::Request<super::PurgeAuditRequest>,
         ) -> std::result::Result<
             tonic::Response<super::PurgeAuditResponse>,
+            tonic::Status,
+        >;
+        /// Record the annual evaluation of a tenant's operation against its report of that
+        /// calendar year (R34): admins. The tenant is told.
+        async fn record_evaluation(
+            &self,
+            request: tonic::Request<super::RecordEvaluationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RecordEvaluationResponse>,
             tonic::Status,
         >;
     }
@@ -6890,6 +6998,52 @@ pub mod oversight_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PurgeAuditSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/RecordEvaluation" => {
+                    #[allow(non_camel_case_types)]
+                    struct RecordEvaluationSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::RecordEvaluationRequest>
+                    for RecordEvaluationSvc<T> {
+                        type Response = super::RecordEvaluationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RecordEvaluationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::record_evaluation(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RecordEvaluationSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -8,11 +8,31 @@ use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::oversight_service_server::OversightService;
 use tonic::{Request, Response, Status};
 
-use super::{Api, require_id};
+use super::{Api, require_id, require_text};
 use crate::alerts::{self, Alert};
 use crate::checkpoint;
 use crate::error::{Result, ServerError};
-use crate::reports::{self, Format};
+use crate::notify::{Audience, NewNotification};
+use crate::reports::{self, Evaluation, EvaluationOutcome, Format};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn evaluation_pb(e: &Evaluation) -> pb::Evaluation {
+    pb::Evaluation {
+        tenant_id: e.tenant_id.clone(),
+        year: e.year,
+        outcome: match e.outcome {
+            EvaluationOutcome::Pass => pb::EvaluationOutcome::Pass,
+            EvaluationOutcome::FixIn30Days => pb::EvaluationOutcome::FixIn30Days,
+            EvaluationOutcome::Fail => pb::EvaluationOutcome::Fail,
+        } as i32,
+        note: e.note.clone(),
+        fix_due_ms: e.fix_due_ms,
+        report_sha256: e.report_sha256.clone(),
+        evaluated_by: e.evaluated_by.clone(),
+        evaluated_at_ms: e.evaluated_at_ms,
+    }
+}
 
 /// The wire form of an alert (mapped by hand: domain types never derive the wire format).
 fn alert_pb(a: Alert) -> pb::Alert {
@@ -259,6 +279,101 @@ impl OversightService for Api {
         Ok(Response::new(
             self.state.finish_read(&caller, &target, result)?,
         ))
+    }
+
+    async fn record_evaluation(
+        &self,
+        request: Request<pb::RecordEvaluationRequest>,
+    ) -> std::result::Result<Response<pb::RecordEvaluationResponse>, Status> {
+        let caller = self.state.begin(&request, Action::EvaluateTenant)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{} year:{}", req.tenant_id, req.year);
+        let result = (|| {
+            require_id(&req.tenant_id, "tenant_id")?;
+            let outcome = match pb::EvaluationOutcome::try_from(req.outcome) {
+                Ok(pb::EvaluationOutcome::Pass) => EvaluationOutcome::Pass,
+                Ok(pb::EvaluationOutcome::FixIn30Days) => EvaluationOutcome::FixIn30Days,
+                Ok(pb::EvaluationOutcome::Fail) => EvaluationOutcome::Fail,
+                _ => {
+                    return Err(ServerError::InvalidArgument(
+                        "the outcome must be pass, fix_in_30_days or fail".into(),
+                    ));
+                }
+            };
+            require_text(
+                &req.note,
+                "the note",
+                2000,
+                outcome != EvaluationOutcome::Pass,
+            )?;
+            let (from, to) = reports::year_period(req.year)?;
+            let now = crate::now_ms();
+            if to > now {
+                return Err(ServerError::InvalidArgument(format!(
+                    "{} has not ended: evaluate a past year",
+                    req.year
+                )));
+            }
+            let objects = self.state.storage.root().to_path_buf();
+            self.state.store.commit_with(|tx| {
+                let report = reports::operation_report(tx, &objects, &req.tenant_id, from, to)?;
+                let evaluation = Evaluation {
+                    tenant_id: req.tenant_id.clone(),
+                    year: req.year,
+                    outcome,
+                    note: req.note.trim().to_owned(),
+                    fix_due_ms: if outcome == EvaluationOutcome::FixIn30Days {
+                        now + 30 * DAY_MS
+                    } else {
+                        0
+                    },
+                    report_sha256: shuyu_vault::sha256_hex(
+                        report.render(Format::Markdown).as_bytes(),
+                    ),
+                    evaluated_by: caller.principal.id.clone(),
+                    evaluated_at_ms: now,
+                };
+                reports::insert_evaluation(tx, &evaluation)?;
+                let subject = format!(
+                    "annual evaluation {}: {}",
+                    req.year,
+                    outcome.as_str().replace('_', " ")
+                );
+                let body = match outcome {
+                    EvaluationOutcome::FixIn30Days => format!(
+                        "Fix by {}: {}",
+                        crate::format_ms(evaluation.fix_due_ms),
+                        evaluation.note
+                    ),
+                    _ => evaluation.note.clone(),
+                };
+                let dedup = format!("evaluation:{}:{}", req.tenant_id, req.year);
+                crate::notify::notify(
+                    tx,
+                    &NewNotification {
+                        audience: Audience::Tenant(req.tenant_id.clone()),
+                        tenant_id: &req.tenant_id,
+                        kind: "annual_evaluation",
+                        subject: &subject,
+                        body: &body,
+                        reference: &format!("tenant:{}", req.tenant_id),
+                        dedup_key: Some(&dedup),
+                    },
+                    now,
+                )?;
+                let entry = caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"year": req.year, "outcome": outcome.as_str(),
+                           "report_sha256": evaluation.report_sha256}),
+                );
+                Ok((evaluation, entry))
+            })
+        })();
+        let evaluation = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::RecordEvaluationResponse {
+            evaluation: Some(evaluation_pb(&evaluation)),
+        }))
     }
 
     async fn purge_audit(

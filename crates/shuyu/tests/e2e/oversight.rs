@@ -468,6 +468,113 @@ async fn reports_count_right_in_md_and_html_and_the_summary_leaks_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_admin_records_the_annual_evaluation_and_the_tenant_is_told() {
+    use chrono::Datelike;
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "ev").await;
+    let last_year = chrono::Utc::now().year() - 1;
+    let year = last_year.to_string();
+    let args = |outcome: &str, note: &str| -> Vec<String> {
+        [
+            "report",
+            "evaluate",
+            "--tenant",
+            &p.tenant_id,
+            "--year",
+            &year,
+            "--outcome",
+            outcome,
+            "--note",
+            note,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let run = |creds: &str, args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&server, &domain.creds(creds), &refs)
+    };
+    // Auditors read, never evaluate; fix and fail need a note.
+    let out = run("auditor-ev", args("pass", ""));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("PermissionDenied") || text(&out).contains("may not"),
+        "{}",
+        text(&out)
+    );
+    let out = run("admin", args("fix", ""));
+    assert!(text(&out).contains("note is required"), "{}", text(&out));
+    let out = run("admin", args("fix", "审计日志留存不足"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("fixes due"), "{}", text(&out));
+    // Once per tenant and year.
+    let again = p
+        .admin
+        .oversight
+        .record_evaluation(pb::RecordEvaluationRequest {
+            tenant_id: p.tenant_id.clone(),
+            year: last_year,
+            outcome: pb::EvaluationOutcome::Pass as i32,
+            note: String::new(),
+        })
+        .await;
+    assert_eq!(status_code(again), Code::AlreadyExists);
+    let this_year = p
+        .admin
+        .oversight
+        .record_evaluation(pb::RecordEvaluationRequest {
+            tenant_id: p.tenant_id.clone(),
+            year: last_year + 1,
+            outcome: pb::EvaluationOutcome::Pass as i32,
+            note: String::new(),
+        })
+        .await;
+    assert_eq!(status_code(this_year), Code::InvalidArgument);
+    let unknown = p
+        .admin
+        .oversight
+        .record_evaluation(pb::RecordEvaluationRequest {
+            tenant_id: "t_nosuchtenant".into(),
+            year: last_year,
+            outcome: pb::EvaluationOutcome::Pass as i32,
+            note: String::new(),
+        })
+        .await;
+    assert_eq!(status_code(unknown), Code::NotFound);
+    // The tenant's engineer is told; the last year's report shows it.
+    let notes = p
+        .engineer
+        .session
+        .list_notifications(pb::ListNotificationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    let told = notes
+        .iter()
+        .find(|n| n.kind == "annual_evaluation")
+        .expect("the tenant is told");
+    assert!(told.subject.contains("fix in 30 days"), "{told:?}");
+    let report = p
+        .auditor
+        .oversight
+        .operation_report(pb::ReportRequest {
+            tenant_id: p.tenant_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .content;
+    assert!(
+        report.contains(&format!("| {last_year} | fix\\_in\\_30\\_days |")),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn auditors_read_every_oversight_view_and_write_nothing() {
     let domain = Domain::new();
     let server = domain.start();

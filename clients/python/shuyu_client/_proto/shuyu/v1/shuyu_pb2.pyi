@@ -83,6 +83,13 @@ class ReportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPORT_FORMAT_UNSPECIFIED: _ClassVar[ReportFormat]
     REPORT_FORMAT_MARKDOWN: _ClassVar[ReportFormat]
     REPORT_FORMAT_HTML: _ClassVar[ReportFormat]
+
+class EvaluationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVALUATION_OUTCOME_UNSPECIFIED: _ClassVar[EvaluationOutcome]
+    EVALUATION_OUTCOME_PASS: _ClassVar[EvaluationOutcome]
+    EVALUATION_OUTCOME_FIX_IN_30_DAYS: _ClassVar[EvaluationOutcome]
+    EVALUATION_OUTCOME_FAIL: _ClassVar[EvaluationOutcome]
 ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_STEWARD: Role
@@ -130,6 +137,10 @@ EXPORT_DECISION_RETURN: ExportDecision
 REPORT_FORMAT_UNSPECIFIED: ReportFormat
 REPORT_FORMAT_MARKDOWN: ReportFormat
 REPORT_FORMAT_HTML: ReportFormat
+EVALUATION_OUTCOME_UNSPECIFIED: EvaluationOutcome
+EVALUATION_OUTCOME_PASS: EvaluationOutcome
+EVALUATION_OUTCOME_FIX_IN_30_DAYS: EvaluationOutcome
+EVALUATION_OUTCOME_FAIL: EvaluationOutcome
 
 class Principal(_message.Message):
     __slots__ = ("id", "real_name", "organisation", "role", "tenant_id", "created_at_ms")
@@ -1374,3 +1385,41 @@ class PurgeAuditResponse(_message.Message):
     N_REDACTED_FIELD_NUMBER: _ClassVar[int]
     n_redacted: int
     def __init__(self, n_redacted: _Optional[int] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("tenant_id", "year", "outcome", "note", "fix_due_ms", "report_sha256", "evaluated_by", "evaluated_at_ms")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    FIX_DUE_MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_BY_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    year: int
+    outcome: EvaluationOutcome
+    note: str
+    fix_due_ms: int
+    report_sha256: str
+    evaluated_by: str
+    evaluated_at_ms: int
+    def __init__(self, tenant_id: _Optional[str] = ..., year: _Optional[int] = ..., outcome: _Optional[_Union[EvaluationOutcome, str]] = ..., note: _Optional[str] = ..., fix_due_ms: _Optional[int] = ..., report_sha256: _Optional[str] = ..., evaluated_by: _Optional[str] = ..., evaluated_at_ms: _Optional[int] = ...) -> None: ...
+
+class RecordEvaluationRequest(_message.Message):
+    __slots__ = ("tenant_id", "year", "outcome", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    year: int
+    outcome: EvaluationOutcome
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., year: _Optional[int] = ..., outcome: _Optional[_Union[EvaluationOutcome, str]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RecordEvaluationResponse(_message.Message):
+    __slots__ = ("evaluation",)
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    evaluation: Evaluation
+    def __init__(self, evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...

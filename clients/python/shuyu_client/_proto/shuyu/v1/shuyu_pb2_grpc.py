@@ -2049,6 +2049,11 @@ class OversightServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditResponse.FromString,
                 _registered_method=True)
+        self.RecordEvaluation = channel.unary_unary(
+                '/shuyu.v1.OversightService/RecordEvaluation',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationResponse.FromString,
+                _registered_method=True)
 
 
 class OversightServiceServicer:
@@ -2115,6 +2120,14 @@ class OversightServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvaluation(self, request, context):
+        """Record the annual evaluation of a tenant's operation against its report of that
+        calendar year (R34): admins. The tenant is told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2157,6 +2170,11 @@ def add_OversightServiceServicer_to_server(servicer, server):
                     servicer.PurgeAudit,
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditResponse.SerializeToString,
+            ),
+            'RecordEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvaluation,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2379,6 +2397,33 @@ class OversightService:
             '/shuyu.v1.OversightService/PurgeAudit',
             shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/RecordEvaluation',
+            shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationResponse.FromString,
             options,
             channel_credentials,
             insecure,

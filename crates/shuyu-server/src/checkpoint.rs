@@ -290,41 +290,44 @@ impl Checkpoint {
     }
 }
 
-/// The leaves of the audit tree: each record's hash, leaf-hashed, in sequence order.
-///
-/// # Errors
-/// On store failure or a stored hash that is not 32 bytes of hex (a damaged trail).
-pub fn audit_leaves(conn: &Connection, size: Option<u64>) -> Result<Vec<Hash>> {
-    let mut stmt = conn.prepare("SELECT seq, hash FROM audit ORDER BY seq LIMIT ?1")?;
-    let limit = size.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
-    let rows = stmt.query_map([limit], |r| {
-        Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut leaves = Vec::new();
-    for row in rows {
-        let (seq, hash) = row?;
-        let bytes = hex::decode(&hash)
-            .ok()
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| ServerError::internal(format!("audit record {seq}: malformed hash")))?;
-        leaves.push(leaf_hash(&bytes));
-    }
-    Ok(leaves)
-}
-
-/// A signed checkpoint of the whole trail as it stands.
+/// The records' hashes (hex) in sequence order, the first `size` or all: a quick read, so
+/// that the store is not held while the tree is hashed.
 ///
 /// # Errors
 /// On store failure.
-pub fn current(conn: &Connection, key: &SigningKey) -> Result<(Checkpoint, String, Vec<Hash>)> {
-    let leaves = audit_leaves(conn, None)?;
+pub fn audit_hashes(conn: &Connection, size: Option<u64>) -> Result<Vec<(u64, String)>> {
+    let mut stmt = conn.prepare("SELECT seq, hash FROM audit ORDER BY seq LIMIT ?1")?;
+    let limit = size.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The leaves of the audit tree: each record's hash, leaf-hashed.
+///
+/// # Errors
+/// A stored hash that is not 32 bytes of hex (a damaged trail).
+pub fn leaves_of(hashes: &[(u64, String)]) -> Result<Vec<Hash>> {
+    hashes
+        .iter()
+        .map(|(seq, hash)| {
+            hex::decode(hash)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .map(|b| leaf_hash(&b))
+                .ok_or_else(|| ServerError::internal(format!("audit record {seq}: malformed hash")))
+        })
+        .collect()
+}
+
+/// The signed checkpoint of the tree of `leaves`.
+pub fn signed(leaves: &[Hash], key: &SigningKey) -> (Checkpoint, String) {
     let checkpoint = Checkpoint {
         origin: origin(&key.public_key()),
         tree_size: leaves.len() as u64,
-        root_hash: root(&leaves),
+        root_hash: root(leaves),
     };
     let note = checkpoint.sign(key);
-    Ok((checkpoint, note, leaves))
+    (checkpoint, note)
 }
 
 /// Stores a checkpoint (one per tree size).

@@ -218,8 +218,14 @@ fn spawn_every(
         interval.tick().await;
         loop {
             interval.tick().await;
-            if let Err(e) = task(&state) {
-                tracing::warn!(task = what, error = %e, "periodic oversight task failed");
+            // Off the async threads: a task may hash the whole trail.
+            let state = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || task(&state)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(task = what, error = %e, "periodic oversight task failed");
+                }
+                Err(e) => tracing::warn!(task = what, error = %e, "periodic oversight task died"),
             }
         }
     }))
@@ -244,21 +250,24 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     .collect()
 }
 
-/// Takes, stores and audits a signed checkpoint of the trail (the periodic task).
+/// Takes, stores and audits a signed checkpoint of the trail (the periodic task). The tree
+/// is hashed outside the store's lock; a checkpoint of the first N records stays true.
 ///
 /// # Errors
 /// On store failure.
 pub fn take_checkpoint(state: &AppState) -> Result<crate::checkpoint::Checkpoint> {
-    state.store.commit_with(|tx| {
-        let (checkpoint, note, _) = crate::checkpoint::current(tx, &state.signing)?;
-        crate::checkpoint::store(tx, &checkpoint, &note, crate::now_ms())?;
-        let entry = system_entry(
-            "take_checkpoint",
-            "audit",
-            json!({"tree_size": checkpoint.tree_size, "root_hash": hex::encode(checkpoint.root_hash)}),
-        );
-        Ok((checkpoint, entry))
-    })
+    use crate::checkpoint;
+    let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
+    let (cp, note) = checkpoint::signed(&checkpoint::leaves_of(&hashes)?, &state.signing);
+    let entry = system_entry(
+        "take_checkpoint",
+        "audit",
+        json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash)}),
+    );
+    state.store.commit(&entry, |tx| {
+        checkpoint::store(tx, &cp, &note, crate::now_ms())
+    })?;
+    Ok(cp)
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! summaries (R36), signed checkpoints of the audit trail with their proofs (R27) and the
 //! retention purge (R33). Auditors read all of it; only admins change anything (R35).
 
+use std::sync::Arc;
+
 use serde_json::json;
 use shuyu_policy::Action;
 use shuyu_proto::v1 as pb;
@@ -192,40 +194,45 @@ impl OversightService for Api {
     ) -> std::result::Result<Response<pb::AuditCheckpointResponse>, Status> {
         let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
         let from = request.into_inner().consistency_from;
-        let signing = &self.state.signing;
-        // Every checkpoint handed out is kept: the domain can show what it signed.
-        let result = self.state.store.commit_with(|tx| {
-            let (cp, note, leaves) = checkpoint::current(tx, signing)?;
+        let state = Arc::clone(&self.state);
+        let who = caller.clone();
+        // The tree is hashed off the async threads and outside the store's lock; every
+        // checkpoint handed out is kept, so the domain can show what it signed.
+        let result = tokio::task::spawn_blocking(move || {
+            let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
+            let leaves = checkpoint::leaves_of(&hashes)?;
+            let (cp, note) = checkpoint::signed(&leaves, &state.signing);
             if from > cp.tree_size {
                 return Err(ServerError::InvalidArgument(format!(
                     "consistency_from {from} is beyond the tree size {}",
                     cp.tree_size
                 )));
             }
-            let proof = if from == 0 {
-                Vec::new()
-            } else {
-                let m = usize::try_from(from)
-                    .map_err(|_| ServerError::InvalidArgument("consistency_from".into()))?;
-                checkpoint::consistency_proof(m, &leaves)
+            let proof = match usize::try_from(from) {
+                Ok(0) => Vec::new(),
+                Ok(m) => checkpoint::consistency_proof(m, &leaves),
+                Err(_) => {
+                    return Err(ServerError::InvalidArgument("consistency_from".into()));
+                }
             };
-            checkpoint::store(tx, &cp, &note, crate::now_ms())?;
-            let entry = caller.entry(
+            let entry = who.entry(
                 "audit",
                 "ok",
                 json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash),
                        "consistency_from": from}),
             );
-            Ok((
-                pb::AuditCheckpointResponse {
-                    checkpoint: note,
-                    tree_size: cp.tree_size,
-                    root_hash: cp.root_hash.to_vec(),
-                    consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
-                },
-                entry,
-            ))
-        });
+            state.store.commit(&entry, |tx| {
+                checkpoint::store(tx, &cp, &note, crate::now_ms())
+            })?;
+            Ok(pb::AuditCheckpointResponse {
+                checkpoint: note,
+                tree_size: cp.tree_size,
+                root_hash: cp.root_hash.to_vec(),
+                consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(ServerError::internal(format!("checkpoint task: {e}"))));
         Ok(Response::new(
             self.state.finish_write(&caller, "audit", result)?,
         ))
@@ -238,17 +245,18 @@ impl OversightService for Api {
         let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
         let req = request.into_inner();
         let target = format!("audit:{}", req.seq);
-        let result = self.state.store.read(|c| {
-            let leaves = checkpoint::audit_leaves(c, None)?;
+        let state = Arc::clone(&self.state);
+        let result = tokio::task::spawn_blocking(move || {
+            let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
             let size = if req.tree_size == 0 {
-                leaves.len() as u64
+                hashes.len() as u64
             } else {
                 req.tree_size
             };
-            if size > leaves.len() as u64 {
+            if size > hashes.len() as u64 {
                 return Err(ServerError::InvalidArgument(format!(
                     "tree_size {size} is beyond the trail's {} records",
-                    leaves.len()
+                    hashes.len()
                 )));
             }
             if req.seq == 0 || req.seq > size {
@@ -257,25 +265,22 @@ impl OversightService for Api {
                     req.seq
                 )));
             }
-            let (index, n) = (
-                usize::try_from(req.seq - 1).unwrap_or(usize::MAX),
-                usize::try_from(size).unwrap_or(usize::MAX),
-            );
-            let record_hash: String =
-                c.query_row("SELECT hash FROM audit WHERE seq = ?1", [req.seq], |r| {
-                    r.get(0)
-                })?;
-            let proof = checkpoint::inclusion_proof(index, &leaves[..n]);
+            let n = usize::try_from(size).unwrap_or(usize::MAX);
+            let index = usize::try_from(req.seq - 1).unwrap_or(usize::MAX);
+            let leaves = checkpoint::leaves_of(&hashes[..n])?;
+            let proof = checkpoint::inclusion_proof(index, &leaves);
             Ok((
                 pb::AuditInclusionProofResponse {
                     leaf_index: req.seq - 1,
                     tree_size: size,
-                    record_hash: hex::decode(record_hash).unwrap_or_default(),
+                    record_hash: hex::decode(&hashes[index].1).unwrap_or_default(),
                     proof: proof.iter().map(|h| h.to_vec()).collect(),
                 },
                 json!({"tree_size": size}),
             ))
-        });
+        })
+        .await
+        .unwrap_or_else(|e| Err(ServerError::internal(format!("proof task: {e}"))));
         Ok(Response::new(
             self.state.finish_read(&caller, &target, result)?,
         ))

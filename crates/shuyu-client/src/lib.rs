@@ -18,6 +18,7 @@ use shuyu_proto::v1::audit_service_client::AuditServiceClient;
 use shuyu_proto::v1::catalog_service_client::CatalogServiceClient;
 use shuyu_proto::v1::export_service_client::ExportServiceClient;
 use shuyu_proto::v1::job_service_client::JobServiceClient;
+use shuyu_proto::v1::oversight_service_client::OversightServiceClient;
 use shuyu_proto::v1::scenario_service_client::ScenarioServiceClient;
 use shuyu_proto::v1::session_service_client::SessionServiceClient;
 use shuyu_proto::v1::stewardship_service_client::StewardshipServiceClient;
@@ -114,6 +115,8 @@ pub struct Client {
     pub audit: AuditServiceClient<Channel>,
     /// Arrow Flight on the same server (DoGet of products).
     pub flight: FlightServiceClient<Channel>,
+    /// Oversight: alerts, reports, audit checkpoints and retention.
+    pub oversight: OversightServiceClient<Channel>,
 }
 
 impl Client {
@@ -160,6 +163,8 @@ impl Client {
             exports: ExportServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             audit: AuditServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            oversight: OversightServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             flight: FlightServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         })

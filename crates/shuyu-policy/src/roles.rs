@@ -167,11 +167,23 @@ pub enum Action {
     ViewRiskStops,
     /// Lift a risk stop after review (R19).
     LiftRiskStop,
+    /// Read the monitor's alerts (R30).
+    ViewAlerts,
+    /// Acknowledge alerts and run the monitor on demand (R30).
+    ManageAlerts,
+    /// Read operation reports and public disclosure summaries (R34, R36).
+    ViewReports,
+    /// Read signed checkpoints of the audit trail and their proofs (R27).
+    ReadCheckpoint,
+    /// Redact audit records past their retention (R33).
+    PurgeAudit,
+    /// Record a tenant's annual evaluation against its operation report (R34).
+    EvaluateTenant,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 45] = [
+    pub const ALL: [Action; 51] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -217,6 +229,12 @@ impl Action {
         Action::RaiseRiskStop,
         Action::ViewRiskStops,
         Action::LiftRiskStop,
+        Action::ViewAlerts,
+        Action::ManageAlerts,
+        Action::ViewReports,
+        Action::ReadCheckpoint,
+        Action::PurgeAudit,
+        Action::EvaluateTenant,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -267,6 +285,12 @@ impl Action {
             Action::RaiseRiskStop => "raise_risk_stop",
             Action::ViewRiskStops => "view_risk_stops",
             Action::LiftRiskStop => "lift_risk_stop",
+            Action::ViewAlerts => "view_alerts",
+            Action::ManageAlerts => "manage_alerts",
+            Action::ViewReports => "view_reports",
+            Action::ReadCheckpoint => "read_checkpoint",
+            Action::PurgeAudit => "purge_audit",
+            Action::EvaluateTenant => "evaluate_tenant",
         }
     }
 }
@@ -311,6 +335,12 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ResolveQualityTicket
                 | ViewRiskStops
                 | LiftRiskStop
+                | ViewAlerts
+                | ManageAlerts
+                | ViewReports
+                | ReadCheckpoint
+                | PurgeAudit
+                | EvaluateTenant
         ),
         Role::DataSteward => matches!(
             action,
@@ -384,6 +414,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewImports
                 | ViewQualityTickets
                 | ViewRiskStops
+                | ViewAlerts
+                | ViewReports
+                | ReadCheckpoint
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -480,6 +513,12 @@ mod tests {
                     ResolveQualityTicket,
                     ViewRiskStops,
                     LiftRiskStop,
+                    ViewAlerts,
+                    ManageAlerts,
+                    ViewReports,
+                    ReadCheckpoint,
+                    PurgeAudit,
+                    EvaluateTenant,
                 ],
             ),
             (
@@ -558,6 +597,9 @@ mod tests {
                     ViewImports,
                     ViewQualityTickets,
                     ViewRiskStops,
+                    ViewAlerts,
+                    ViewReports,
+                    ReadCheckpoint,
                 ],
             ),
             (
@@ -608,6 +650,21 @@ mod tests {
                 matches!(role, Role::Recipient | Role::Engineer),
             );
             check(role, Action::ReadAudit, role == Role::Auditor);
+            // Oversight (R30, R34, R35): auditors read, only admins change anything.
+            for read in [
+                Action::ViewAlerts,
+                Action::ViewReports,
+                Action::ReadCheckpoint,
+            ] {
+                check(
+                    role,
+                    read,
+                    matches!(role, Role::PlatformAdmin | Role::Auditor),
+                );
+            }
+            check(role, Action::ManageAlerts, role == Role::PlatformAdmin);
+            check(role, Action::PurgeAudit, role == Role::PlatformAdmin);
+            check(role, Action::EvaluateTenant, role == Role::PlatformAdmin);
             check(role, Action::ApplyScenario, role == Role::Engineer);
             check(
                 role,

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// Data-quality tickets and risk stops (R18, R19).
     #[serde(default)]
     pub stewardship: StewardshipConfig,
+    /// Monitoring, checkpoints and audit retention (R27, R30, R33).
+    #[serde(default)]
+    pub oversight: crate::oversight::OversightConfig,
 }
 
 /// Data-quality tickets (R18): how long a steward has to answer one.
@@ -254,6 +257,7 @@ impl ServerConfig {
             privacy: PrivacyConfig::default(),
             pricing: PricingConfig::default(),
             stewardship: StewardshipConfig::default(),
+            oversight: crate::oversight::OversightConfig::default(),
         }
     }
 
@@ -351,6 +355,7 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        self.oversight.validate()?;
         Ok(())
     }
 

@@ -3,14 +3,19 @@
 //!
 //! This is the only crate that knows both the wire types and the engine.
 
+pub mod alerts;
 pub mod audit;
+pub mod checkpoint;
 pub mod config;
 mod convert;
 pub mod domain;
 pub mod error;
 pub mod keys;
 pub mod notify;
+pub mod oversight;
 pub mod package;
+pub mod reports;
+pub mod retention;
 pub mod scheduler;
 mod service;
 pub mod state;
@@ -30,6 +35,7 @@ use shuyu_proto::v1::audit_service_server::AuditServiceServer;
 use shuyu_proto::v1::catalog_service_server::CatalogServiceServer;
 use shuyu_proto::v1::export_service_server::ExportServiceServer;
 use shuyu_proto::v1::job_service_server::JobServiceServer;
+use shuyu_proto::v1::oversight_service_server::OversightServiceServer;
 use shuyu_proto::v1::scenario_service_server::ScenarioServiceServer;
 use shuyu_proto::v1::session_service_server::SessionServiceServer;
 use shuyu_proto::v1::stewardship_service_server::StewardshipServiceServer;
@@ -79,6 +85,8 @@ pub struct ServerHandle {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     dispatcher: tokio::task::JoinHandle<()>,
+    /// The periodic monitor, checkpoint and purge tasks.
+    oversight: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -90,6 +98,9 @@ impl ServerHandle {
         let result = (&mut self.task).await;
         // Dropping the runners' futures kills their worker processes (kill_on_drop).
         self.dispatcher.abort();
+        for task in &self.oversight {
+            task.abort();
+        }
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -215,6 +226,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             }
         }
     });
+    let oversight = oversight::start(&state);
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -244,6 +256,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         .add_service(
             StewardshipServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(OversightServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {
         router
@@ -258,5 +271,6 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         shutdown: Some(shutdown_tx),
         task,
         dispatcher,
+        oversight,
     })
 }

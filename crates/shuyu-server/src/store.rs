@@ -585,6 +585,7 @@ impl Store {
         conn.execute_batch(crate::audit::SCHEMA)?;
         conn.execute_batch(crate::notify::SCHEMA)?;
         conn.execute_batch(crate::stewardship::SCHEMA)?;
+        crate::oversight::create_tables(&conn)?;
         migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),

@@ -84,6 +84,12 @@ pub enum ClientCommand {
     /// admins lift them.
     #[command(subcommand)]
     RiskStop(crate::stewardship_cli::RiskStopCommand),
+    /// Alerts of the monitor (R30): admins and auditors list, admins acknowledge and scan.
+    #[command(subcommand)]
+    Alerts(crate::oversight::AlertsCommand),
+    /// Operation reports and public disclosure summaries (R34, R36): admins and auditors.
+    #[command(subcommand)]
+    Report(crate::oversight::ReportCommand),
     /// Your notifications, newest first (renewal windows, risk stops, alerts); auditors
     /// see all of them.
     Notifications {
@@ -505,6 +511,9 @@ pub enum AuditClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Signed checkpoints, proofs and retention.
+    #[command(flatten)]
+    Oversight(crate::oversight::AuditOversightCommand),
 }
 
 pub fn parse_role(text: &str) -> Result<pb::Role> {
@@ -996,6 +1005,8 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             render::print_dataset(&dataset);
         }
         ClientCommand::Scenario(command) => run_scenario(command).await?,
+        ClientCommand::Alerts(command) => return crate::oversight::run_alerts(command).await,
+        ClientCommand::Report(command) => return crate::oversight::run_report(command).await,
         ClientCommand::Product(command) => run_product(command).await?,
         ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
             let job = conn
@@ -1321,6 +1332,9 @@ async fn run_product(command: ProductCommand) -> Result<()> {
 
 pub async fn run_audit(command: AuditClientCommand) -> Result<ExitCode> {
     match command {
+        AuditClientCommand::Oversight(command) => {
+            return crate::oversight::run_audit(command).await;
+        }
         AuditClientCommand::Tail { after, limit, conn } => {
             let list = conn
                 .connect()

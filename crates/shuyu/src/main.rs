@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod oversight;
 mod quickstart;
 mod render;
 mod sandbox;

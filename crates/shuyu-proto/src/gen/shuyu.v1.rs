@@ -1377,6 +1377,172 @@ pub struct VerifyAuditResponse {
     #[prost(string, tag = "4")]
     pub problem: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Alert {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// denied_calls, rejected_exports, job_errors, volume, odd_hours.
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// The principal or tenant it concerns.
+    #[prost(string, tag = "4")]
+    pub subject: ::prost::alloc::string::String,
+    /// low, medium, high.
+    #[prost(string, tag = "5")]
+    pub severity: ::prost::alloc::string::String,
+    /// JSON: counts, thresholds, ids; never a data value.
+    #[prost(string, tag = "6")]
+    pub evidence_json: ::prost::alloc::string::String,
+    #[prost(int64, tag = "7")]
+    pub first_seen_ms: i64,
+    #[prost(int64, tag = "8")]
+    pub last_seen_ms: i64,
+    #[prost(uint64, tag = "9")]
+    pub count: u64,
+    #[prost(string, tag = "10")]
+    pub acked_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "11")]
+    pub acked_at_ms: i64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListAlertsRequest {
+    /// Include acknowledged alerts.
+    #[prost(bool, tag = "1")]
+    pub include_acked: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListAlertsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub alerts: ::prost::alloc::vec::Vec<Alert>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AckAlertRequest {
+    #[prost(int64, tag = "1")]
+    pub alert_id: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AckAlertResponse {
+    #[prost(message, optional, tag = "1")]
+    pub alert: ::core::option::Option<Alert>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ScanAlertsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ScanAlertsResponse {
+    /// Alerts raised by this scan.
+    #[prost(message, repeated, tag = "1")]
+    pub raised: ::prost::alloc::vec::Vec<Alert>,
+    /// Existing alerts that saw new events.
+    #[prost(uint64, tag = "2")]
+    pub n_updated: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// Period \[from_ms, to_ms); both 0: the last calendar year (UTC).
+    #[prost(int64, tag = "2")]
+    pub from_ms: i64,
+    #[prost(int64, tag = "3")]
+    pub to_ms: i64,
+    #[prost(enumeration = "ReportFormat", tag = "4")]
+    pub format: i32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportResponse {
+    #[prost(string, tag = "1")]
+    pub content: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub from_ms: i64,
+    #[prost(int64, tag = "3")]
+    pub to_ms: i64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuditCheckpointRequest {
+    /// When non-zero: also a consistency proof from this earlier tree size.
+    #[prost(uint64, tag = "1")]
+    pub consistency_from: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuditCheckpointResponse {
+    /// The C2SP signed note: origin, tree size, base64 root hash, blank line, signature line.
+    #[prost(string, tag = "1")]
+    pub checkpoint: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub tree_size: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub root_hash: ::prost::alloc::vec::Vec<u8>,
+    /// RFC 6962 consistency proof from consistency_from to tree_size.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub consistency_proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuditInclusionProofRequest {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// 0: the current tree size.
+    #[prost(uint64, tag = "2")]
+    pub tree_size: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuditInclusionProofResponse {
+    #[prost(uint64, tag = "1")]
+    pub leaf_index: u64,
+    #[prost(uint64, tag = "2")]
+    pub tree_size: u64,
+    /// The record's hash (the leaf's data).
+    #[prost(bytes = "vec", tag = "3")]
+    pub record_hash: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PurgeAuditRequest {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PurgeAuditResponse {
+    #[prost(uint64, tag = "1")]
+    pub n_redacted: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Evaluation {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(int32, tag = "2")]
+    pub year: i32,
+    #[prost(enumeration = "EvaluationOutcome", tag = "3")]
+    pub outcome: i32,
+    #[prost(string, tag = "4")]
+    pub note: ::prost::alloc::string::String,
+    /// For FIX_IN_30_DAYS: when the fixes are due.
+    #[prost(int64, tag = "5")]
+    pub fix_due_ms: i64,
+    /// SHA-256 of the Markdown operation report of that year the evaluation is bound to.
+    #[prost(string, tag = "6")]
+    pub report_sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub evaluated_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "8")]
+    pub evaluated_at_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordEvaluationRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// A past calendar year.
+    #[prost(int32, tag = "2")]
+    pub year: i32,
+    #[prost(enumeration = "EvaluationOutcome", tag = "3")]
+    pub outcome: i32,
+    #[prost(string, tag = "4")]
+    pub note: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordEvaluationResponse {
+    #[prost(message, optional, tag = "1")]
+    pub evaluation: ::core::option::Option<Evaluation>,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -1773,6 +1939,68 @@ impl ExportDecision {
             "EXPORT_DECISION_APPROVE" => Some(Self::Approve),
             "EXPORT_DECISION_REJECT" => Some(Self::Reject),
             "EXPORT_DECISION_RETURN" => Some(Self::Return),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ReportFormat {
+    Unspecified = 0,
+    Markdown = 1,
+    Html = 2,
+}
+impl ReportFormat {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REPORT_FORMAT_UNSPECIFIED",
+            Self::Markdown => "REPORT_FORMAT_MARKDOWN",
+            Self::Html => "REPORT_FORMAT_HTML",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REPORT_FORMAT_UNSPECIFIED" => Some(Self::Unspecified),
+            "REPORT_FORMAT_MARKDOWN" => Some(Self::Markdown),
+            "REPORT_FORMAT_HTML" => Some(Self::Html),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum EvaluationOutcome {
+    Unspecified = 0,
+    Pass = 1,
+    /// Deficiencies to fix within 30 days.
+    FixIn30Days = 2,
+    Fail = 3,
+}
+impl EvaluationOutcome {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "EVALUATION_OUTCOME_UNSPECIFIED",
+            Self::Pass => "EVALUATION_OUTCOME_PASS",
+            Self::FixIn30Days => "EVALUATION_OUTCOME_FIX_IN_30_DAYS",
+            Self::Fail => "EVALUATION_OUTCOME_FAIL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "EVALUATION_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+            "EVALUATION_OUTCOME_PASS" => Some(Self::Pass),
+            "EVALUATION_OUTCOME_FIX_IN_30_DAYS" => Some(Self::FixIn30Days),
+            "EVALUATION_OUTCOME_FAIL" => Some(Self::Fail),
             _ => None,
         }
     }
@@ -7295,6 +7523,926 @@ pub mod audit_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "shuyu.v1.AuditService";
     impl<T> tonic::server::NamedService for AuditServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod oversight_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct OversightServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> OversightServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> OversightServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            OversightServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Alerts raised by the monitor: admins and auditors.
+        pub async fn list_alerts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAlertsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/ListAlerts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.OversightService", "ListAlerts"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Acknowledge an alert: admins.
+        pub async fn ack_alert(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AckAlertRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AckAlertResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/AckAlert",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.OversightService", "AckAlert"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Run the monitor now instead of waiting for its period: admins.
+        pub async fn scan_alerts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ScanAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ScanAlertsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/ScanAlerts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.OversightService", "ScanAlerts"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A tenant's operation report over a period (R34): admins and auditors.
+        pub async fn operation_report(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReportRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReportResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/OperationReport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.OversightService", "OperationReport"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A tenant's public disclosure summary over a period (R36): admins and auditors.
+        pub async fn disclosure_summary(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReportRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReportResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/DisclosureSummary",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.OversightService", "DisclosureSummary"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// A signed checkpoint of the audit trail's Merkle tree (RFC 6962), with a consistency
+        /// proof from an earlier tree size when asked: admins and auditors.
+        pub async fn audit_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AuditCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuditCheckpointResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/AuditCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.OversightService", "AuditCheckpoint"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// An inclusion proof of one audit record in a tree of the given size.
+        pub async fn audit_inclusion_proof(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AuditInclusionProofRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuditInclusionProofResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/AuditInclusionProof",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.OversightService", "AuditInclusionProof"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Redact audit records past their class's retention (R33): admins.
+        pub async fn purge_audit(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PurgeAuditRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PurgeAuditResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/PurgeAudit",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.OversightService", "PurgeAudit"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Record the annual evaluation of a tenant's operation against its report of that
+        /// calendar year (R34): admins. The tenant is told.
+        pub async fn record_evaluation(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RecordEvaluationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RecordEvaluationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.OversightService/RecordEvaluation",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.OversightService", "RecordEvaluation"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod oversight_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with OversightServiceServer.
+    #[async_trait]
+    pub trait OversightService: std::marker::Send + std::marker::Sync + 'static {
+        /// Alerts raised by the monitor: admins and auditors.
+        async fn list_alerts(
+            &self,
+            request: tonic::Request<super::ListAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAlertsResponse>,
+            tonic::Status,
+        >;
+        /// Acknowledge an alert: admins.
+        async fn ack_alert(
+            &self,
+            request: tonic::Request<super::AckAlertRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AckAlertResponse>,
+            tonic::Status,
+        >;
+        /// Run the monitor now instead of waiting for its period: admins.
+        async fn scan_alerts(
+            &self,
+            request: tonic::Request<super::ScanAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ScanAlertsResponse>,
+            tonic::Status,
+        >;
+        /// A tenant's operation report over a period (R34): admins and auditors.
+        async fn operation_report(
+            &self,
+            request: tonic::Request<super::ReportRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReportResponse>, tonic::Status>;
+        /// A tenant's public disclosure summary over a period (R36): admins and auditors.
+        async fn disclosure_summary(
+            &self,
+            request: tonic::Request<super::ReportRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReportResponse>, tonic::Status>;
+        /// A signed checkpoint of the audit trail's Merkle tree (RFC 6962), with a consistency
+        /// proof from an earlier tree size when asked: admins and auditors.
+        async fn audit_checkpoint(
+            &self,
+            request: tonic::Request<super::AuditCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuditCheckpointResponse>,
+            tonic::Status,
+        >;
+        /// An inclusion proof of one audit record in a tree of the given size.
+        async fn audit_inclusion_proof(
+            &self,
+            request: tonic::Request<super::AuditInclusionProofRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuditInclusionProofResponse>,
+            tonic::Status,
+        >;
+        /// Redact audit records past their class's retention (R33): admins.
+        async fn purge_audit(
+            &self,
+            request: tonic::Request<super::PurgeAuditRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PurgeAuditResponse>,
+            tonic::Status,
+        >;
+        /// Record the annual evaluation of a tenant's operation against its report of that
+        /// calendar year (R34): admins. The tenant is told.
+        async fn record_evaluation(
+            &self,
+            request: tonic::Request<super::RecordEvaluationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RecordEvaluationResponse>,
+            tonic::Status,
+        >;
+    }
+    #[derive(Debug)]
+    pub struct OversightServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> OversightServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for OversightServiceServer<T>
+    where
+        T: OversightService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/shuyu.v1.OversightService/ListAlerts" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListAlertsSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::ListAlertsRequest>
+                    for ListAlertsSvc<T> {
+                        type Response = super::ListAlertsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListAlertsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::list_alerts(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListAlertsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/AckAlert" => {
+                    #[allow(non_camel_case_types)]
+                    struct AckAlertSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::AckAlertRequest>
+                    for AckAlertSvc<T> {
+                        type Response = super::AckAlertResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AckAlertRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::ack_alert(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AckAlertSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/ScanAlerts" => {
+                    #[allow(non_camel_case_types)]
+                    struct ScanAlertsSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::ScanAlertsRequest>
+                    for ScanAlertsSvc<T> {
+                        type Response = super::ScanAlertsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ScanAlertsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::scan_alerts(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ScanAlertsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/OperationReport" => {
+                    #[allow(non_camel_case_types)]
+                    struct OperationReportSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::ReportRequest>
+                    for OperationReportSvc<T> {
+                        type Response = super::ReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::operation_report(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = OperationReportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/DisclosureSummary" => {
+                    #[allow(non_camel_case_types)]
+                    struct DisclosureSummarySvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::ReportRequest>
+                    for DisclosureSummarySvc<T> {
+                        type Response = super::ReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::disclosure_summary(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DisclosureSummarySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/AuditCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct AuditCheckpointSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::AuditCheckpointRequest>
+                    for AuditCheckpointSvc<T> {
+                        type Response = super::AuditCheckpointResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AuditCheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::audit_checkpoint(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AuditCheckpointSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/AuditInclusionProof" => {
+                    #[allow(non_camel_case_types)]
+                    struct AuditInclusionProofSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::AuditInclusionProofRequest>
+                    for AuditInclusionProofSvc<T> {
+                        type Response = super::AuditInclusionProofResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AuditInclusionProofRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::audit_inclusion_proof(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AuditInclusionProofSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/PurgeAudit" => {
+                    #[allow(non_camel_case_types)]
+                    struct PurgeAuditSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::PurgeAuditRequest>
+                    for PurgeAuditSvc<T> {
+                        type Response = super::PurgeAuditResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PurgeAuditRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::purge_audit(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PurgeAuditSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.OversightService/RecordEvaluation" => {
+                    #[allow(non_camel_case_types)]
+                    struct RecordEvaluationSvc<T: OversightService>(pub Arc<T>);
+                    impl<
+                        T: OversightService,
+                    > tonic::server::UnaryService<super::RecordEvaluationRequest>
+                    for RecordEvaluationSvc<T> {
+                        type Response = super::RecordEvaluationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RecordEvaluationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OversightService>::record_evaluation(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RecordEvaluationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for OversightServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "shuyu.v1.OversightService";
+    impl<T> tonic::server::NamedService for OversightServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

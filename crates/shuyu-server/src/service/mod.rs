@@ -7,6 +7,7 @@ mod catalog;
 mod exports;
 mod flight;
 mod jobs;
+mod oversight;
 mod scenarios;
 mod stewardship;
 

@@ -92,6 +92,19 @@ class ExportDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPORT_DECISION_APPROVE: _ClassVar[ExportDecision]
     EXPORT_DECISION_REJECT: _ClassVar[ExportDecision]
     EXPORT_DECISION_RETURN: _ClassVar[ExportDecision]
+
+class ReportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPORT_FORMAT_UNSPECIFIED: _ClassVar[ReportFormat]
+    REPORT_FORMAT_MARKDOWN: _ClassVar[ReportFormat]
+    REPORT_FORMAT_HTML: _ClassVar[ReportFormat]
+
+class EvaluationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVALUATION_OUTCOME_UNSPECIFIED: _ClassVar[EvaluationOutcome]
+    EVALUATION_OUTCOME_PASS: _ClassVar[EvaluationOutcome]
+    EVALUATION_OUTCOME_FIX_IN_30_DAYS: _ClassVar[EvaluationOutcome]
+    EVALUATION_OUTCOME_FAIL: _ClassVar[EvaluationOutcome]
 ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_STEWARD: Role
@@ -145,6 +158,13 @@ EXPORT_DECISION_UNSPECIFIED: ExportDecision
 EXPORT_DECISION_APPROVE: ExportDecision
 EXPORT_DECISION_REJECT: ExportDecision
 EXPORT_DECISION_RETURN: ExportDecision
+REPORT_FORMAT_UNSPECIFIED: ReportFormat
+REPORT_FORMAT_MARKDOWN: ReportFormat
+REPORT_FORMAT_HTML: ReportFormat
+EVALUATION_OUTCOME_UNSPECIFIED: EvaluationOutcome
+EVALUATION_OUTCOME_PASS: EvaluationOutcome
+EVALUATION_OUTCOME_FIX_IN_30_DAYS: EvaluationOutcome
+EVALUATION_OUTCOME_FAIL: EvaluationOutcome
 
 class Principal(_message.Message):
     __slots__ = ("id", "real_name", "organisation", "role", "tenant_id", "created_at_ms")
@@ -1503,3 +1523,173 @@ class VerifyAuditResponse(_message.Message):
     head_hash: str
     problem: str
     def __init__(self, ok: _Optional[bool] = ..., n_records: _Optional[int] = ..., head_hash: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("id", "kind", "tenant_id", "subject", "severity", "evidence_json", "first_seen_ms", "last_seen_ms", "count", "acked_by", "acked_at_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACKED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    kind: str
+    tenant_id: str
+    subject: str
+    severity: str
+    evidence_json: str
+    first_seen_ms: int
+    last_seen_ms: int
+    count: int
+    acked_by: str
+    acked_at_ms: int
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., tenant_id: _Optional[str] = ..., subject: _Optional[str] = ..., severity: _Optional[str] = ..., evidence_json: _Optional[str] = ..., first_seen_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., count: _Optional[int] = ..., acked_by: _Optional[str] = ..., acked_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ("include_acked",)
+    INCLUDE_ACKED_FIELD_NUMBER: _ClassVar[int]
+    include_acked: bool
+    def __init__(self, include_acked: _Optional[bool] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+
+class AckAlertRequest(_message.Message):
+    __slots__ = ("alert_id",)
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    alert_id: int
+    def __init__(self, alert_id: _Optional[int] = ...) -> None: ...
+
+class AckAlertResponse(_message.Message):
+    __slots__ = ("alert",)
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    alert: Alert
+    def __init__(self, alert: _Optional[_Union[Alert, _Mapping]] = ...) -> None: ...
+
+class ScanAlertsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScanAlertsResponse(_message.Message):
+    __slots__ = ("raised", "n_updated")
+    RAISED_FIELD_NUMBER: _ClassVar[int]
+    N_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    raised: _containers.RepeatedCompositeFieldContainer[Alert]
+    n_updated: int
+    def __init__(self, raised: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., n_updated: _Optional[int] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ("tenant_id", "from_ms", "to_ms", "format")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    from_ms: int
+    to_ms: int
+    format: ReportFormat
+    def __init__(self, tenant_id: _Optional[str] = ..., from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ..., format: _Optional[_Union[ReportFormat, str]] = ...) -> None: ...
+
+class ReportResponse(_message.Message):
+    __slots__ = ("content", "from_ms", "to_ms")
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    TO_MS_FIELD_NUMBER: _ClassVar[int]
+    content: str
+    from_ms: int
+    to_ms: int
+    def __init__(self, content: _Optional[str] = ..., from_ms: _Optional[int] = ..., to_ms: _Optional[int] = ...) -> None: ...
+
+class AuditCheckpointRequest(_message.Message):
+    __slots__ = ("consistency_from",)
+    CONSISTENCY_FROM_FIELD_NUMBER: _ClassVar[int]
+    consistency_from: int
+    def __init__(self, consistency_from: _Optional[int] = ...) -> None: ...
+
+class AuditCheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint", "tree_size", "root_hash", "consistency_proof")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_PROOF_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: str
+    tree_size: int
+    root_hash: bytes
+    consistency_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, checkpoint: _Optional[str] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., consistency_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class AuditInclusionProofRequest(_message.Message):
+    __slots__ = ("seq", "tree_size")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    tree_size: int
+    def __init__(self, seq: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
+class AuditInclusionProofResponse(_message.Message):
+    __slots__ = ("leaf_index", "tree_size", "record_hash", "proof")
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    leaf_index: int
+    tree_size: int
+    record_hash: bytes
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., record_hash: _Optional[bytes] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PurgeAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PurgeAuditResponse(_message.Message):
+    __slots__ = ("n_redacted",)
+    N_REDACTED_FIELD_NUMBER: _ClassVar[int]
+    n_redacted: int
+    def __init__(self, n_redacted: _Optional[int] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("tenant_id", "year", "outcome", "note", "fix_due_ms", "report_sha256", "evaluated_by", "evaluated_at_ms")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    FIX_DUE_MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_BY_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    year: int
+    outcome: EvaluationOutcome
+    note: str
+    fix_due_ms: int
+    report_sha256: str
+    evaluated_by: str
+    evaluated_at_ms: int
+    def __init__(self, tenant_id: _Optional[str] = ..., year: _Optional[int] = ..., outcome: _Optional[_Union[EvaluationOutcome, str]] = ..., note: _Optional[str] = ..., fix_due_ms: _Optional[int] = ..., report_sha256: _Optional[str] = ..., evaluated_by: _Optional[str] = ..., evaluated_at_ms: _Optional[int] = ...) -> None: ...
+
+class RecordEvaluationRequest(_message.Message):
+    __slots__ = ("tenant_id", "year", "outcome", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    year: int
+    outcome: EvaluationOutcome
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., year: _Optional[int] = ..., outcome: _Optional[_Union[EvaluationOutcome, str]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RecordEvaluationResponse(_message.Message):
+    __slots__ = ("evaluation",)
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    evaluation: Evaluation
+    def __init__(self, evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...

@@ -2479,3 +2479,442 @@ class AuditService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class OversightServiceStub:
+    """---------------------------------------------------------------- oversight (issue 5)
+    Monitoring and alerts (R30), operation reports (R34), public disclosure summaries (R36),
+    auditor access (R35), signed audit checkpoints and audit retention (R27, R33).
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAlerts = channel.unary_unary(
+                '/shuyu.v1.OversightService/ListAlerts',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.AckAlert = channel.unary_unary(
+                '/shuyu.v1.OversightService/AckAlert',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.AckAlertRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AckAlertResponse.FromString,
+                _registered_method=True)
+        self.ScanAlerts = channel.unary_unary(
+                '/shuyu.v1.OversightService/ScanAlerts',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ScanAlertsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ScanAlertsResponse.FromString,
+                _registered_method=True)
+        self.OperationReport = channel.unary_unary(
+                '/shuyu.v1.OversightService/OperationReport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReportResponse.FromString,
+                _registered_method=True)
+        self.DisclosureSummary = channel.unary_unary(
+                '/shuyu.v1.OversightService/DisclosureSummary',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReportResponse.FromString,
+                _registered_method=True)
+        self.AuditCheckpoint = channel.unary_unary(
+                '/shuyu.v1.OversightService/AuditCheckpoint',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuditCheckpointRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuditCheckpointResponse.FromString,
+                _registered_method=True)
+        self.AuditInclusionProof = channel.unary_unary(
+                '/shuyu.v1.OversightService/AuditInclusionProof',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuditInclusionProofRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuditInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.PurgeAudit = channel.unary_unary(
+                '/shuyu.v1.OversightService/PurgeAudit',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditResponse.FromString,
+                _registered_method=True)
+        self.RecordEvaluation = channel.unary_unary(
+                '/shuyu.v1.OversightService/RecordEvaluation',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationResponse.FromString,
+                _registered_method=True)
+
+
+class OversightServiceServicer:
+    """---------------------------------------------------------------- oversight (issue 5)
+    Monitoring and alerts (R30), operation reports (R34), public disclosure summaries (R36),
+    auditor access (R35), signed audit checkpoints and audit retention (R27, R33).
+
+    """
+
+    def ListAlerts(self, request, context):
+        """Alerts raised by the monitor: admins and auditors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckAlert(self, request, context):
+        """Acknowledge an alert: admins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScanAlerts(self, request, context):
+        """Run the monitor now instead of waiting for its period: admins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OperationReport(self, request, context):
+        """A tenant's operation report over a period (R34): admins and auditors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisclosureSummary(self, request, context):
+        """A tenant's public disclosure summary over a period (R36): admins and auditors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditCheckpoint(self, request, context):
+        """A signed checkpoint of the audit trail's Merkle tree (RFC 6962), with a consistency
+        proof from an earlier tree size when asked: admins and auditors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditInclusionProof(self, request, context):
+        """An inclusion proof of one audit record in a tree of the given size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeAudit(self, request, context):
+        """Redact audit records past their class's retention (R33): admins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEvaluation(self, request, context):
+        """Record the annual evaluation of a tenant's operation against its report of that
+        calendar year (R34): admins. The tenant is told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OversightServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListAlertsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'AckAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckAlert,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AckAlertRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AckAlertResponse.SerializeToString,
+            ),
+            'ScanAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScanAlerts,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ScanAlertsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ScanAlertsResponse.SerializeToString,
+            ),
+            'OperationReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.OperationReport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReportResponse.SerializeToString,
+            ),
+            'DisclosureSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisclosureSummary,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReportResponse.SerializeToString,
+            ),
+            'AuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditCheckpoint,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuditCheckpointRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuditCheckpointResponse.SerializeToString,
+            ),
+            'AuditInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditInclusionProof,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuditInclusionProofRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuditInclusionProofResponse.SerializeToString,
+            ),
+            'PurgeAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeAudit,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditResponse.SerializeToString,
+            ),
+            'RecordEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvaluation,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shuyu.v1.OversightService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shuyu.v1.OversightService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class OversightService:
+    """---------------------------------------------------------------- oversight (issue 5)
+    Monitoring and alerts (R30), operation reports (R34), public disclosure summaries (R36),
+    auditor access (R35), signed audit checkpoints and audit retention (R27, R33).
+
+    """
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/ListAlerts',
+            shuyu_dot_v1_dot_shuyu__pb2.ListAlertsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/AckAlert',
+            shuyu_dot_v1_dot_shuyu__pb2.AckAlertRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AckAlertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScanAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/ScanAlerts',
+            shuyu_dot_v1_dot_shuyu__pb2.ScanAlertsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ScanAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OperationReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/OperationReport',
+            shuyu_dot_v1_dot_shuyu__pb2.ReportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisclosureSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/DisclosureSummary',
+            shuyu_dot_v1_dot_shuyu__pb2.ReportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/AuditCheckpoint',
+            shuyu_dot_v1_dot_shuyu__pb2.AuditCheckpointRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuditCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/AuditInclusionProof',
+            shuyu_dot_v1_dot_shuyu__pb2.AuditInclusionProofRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuditInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/PurgeAudit',
+            shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.PurgeAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.OversightService/RecordEvaluation',
+            shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.RecordEvaluationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

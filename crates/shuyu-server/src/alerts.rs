@@ -589,4 +589,120 @@ mod tests {
         ));
         assert_eq!(list(&conn, true).unwrap().len(), 2);
     }
+
+    /// A store with `jobs` rows: (tenant, finished_at_ms, status, error_id).
+    fn store_with_jobs(
+        jobs: &[(&str, i64, &str, &str)],
+    ) -> (tempfile::TempDir, crate::store::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(
+            &dir.path().join("meta.db"),
+            crate::audit::AuditLog::new(&shuyu_vault::SecretKey::generate()),
+        )
+        .unwrap();
+        store
+            .commit_with(|tx| {
+                for (i, (tenant, at, status, error_id)) in jobs.iter().enumerate() {
+                    tx.execute(
+                        "INSERT INTO jobs (id, tenant_id, author_id, sql, sql_sha256, status, error,
+                             error_id, n_rows, columns_json, aggregate, preview_json, inputs_json,
+                             result_file, result_kek, result_sha256, created_at_ms, finished_at_ms,
+                             usage_json)
+                         VALUES (?1, ?2, 'p', '', '', ?3, '', ?4, 10, '[]', 0, '{}', '[]', '', '',
+                                 '', ?5, ?5, '{\"bytes_scanned\": 100}')",
+                        params![format!("j{i}"), tenant, status, error_id, at],
+                    )?;
+                }
+                Ok(((), crate::oversight::system_entry("test", "", json!({}))))
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn withheld_job_errors_and_unusual_volumes_are_detected_per_tenant() {
+        let now = 1_000 * DAY_MS;
+        let mut jobs = Vec::new();
+        // t1: three withheld errors within the hour; t2: two, and a third long ago.
+        for m in [5, 10, 20] {
+            jobs.push(("t1", now - m * 60_000, "failed", "e1d"));
+        }
+        for m in [5, 10] {
+            jobs.push(("t2", now - m * 60_000, "failed", "e2d"));
+        }
+        jobs.push(("t2", now - 300 * 60_000, "failed", "e2old"));
+        // A failure without an error id is an ordinary refusal, not a value-dependent error.
+        jobs.push(("t2", now - 60_000, "failed", ""));
+        // t3: one job a day for 30 days, then 20 today; t4: three a day, then 20 today.
+        for d in 2..32 {
+            jobs.push(("t3", now - d * DAY_MS, "succeeded", ""));
+            for _ in 0..3 {
+                jobs.push(("t4", now - d * DAY_MS, "succeeded", ""));
+            }
+        }
+        for _ in 0..20 {
+            jobs.push(("t3", now - 3_600_000, "succeeded", ""));
+            jobs.push(("t4", now - 3_600_000, "succeeded", ""));
+        }
+        let (_dir, store) = store_with_jobs(&jobs);
+        let c = OversightConfig {
+            volume_min_jobs: 5,
+            // Odd hours never: only the rules under test speak.
+            odd_hours_start: 0,
+            odd_hours_end: 0,
+            ..OversightConfig::default()
+        };
+        let findings = store.read(|conn| detect(conn, &c, now)).unwrap();
+        let kinds: Vec<(&str, &str)> = findings
+            .iter()
+            .map(|f| (f.kind, f.subject.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("job_errors", "tenant:t1"), ("volume", "tenant:t3")],
+            "{findings:#?}"
+        );
+        assert_eq!(findings[0].events.len(), 3);
+        assert_eq!(findings[0].evidence["error_ids"][0], "e1d");
+        assert_eq!(findings[1].evidence["unusual"], json!(["jobs"]));
+        assert_eq!(findings[1].evidence["last_day"]["jobs"], 20);
+    }
+
+    #[test]
+    fn calls_at_odd_local_hours_are_flagged_and_others_not() {
+        let now = crate::now_ms();
+        let c0 = OversightConfig::default();
+        let offset = c0.utc_offset_secs().unwrap();
+        let recent = now - 10 * 60_000;
+        let hour =
+            u32::try_from(((recent / 1000 + i64::from(offset)).rem_euclid(86_400)) / 3600).unwrap();
+        let c = OversightConfig {
+            odd_hours_start: hour,
+            odd_hours_end: hour + 1,
+            window_minutes: 180,
+            ..c0
+        };
+        let (_dir, store) = store_with_jobs(&[]);
+        store
+            .commit_with(|tx| {
+                for (principal, at) in [("p_night", recent), ("p_day", now - 150 * 60_000), ("system", recent)] {
+                    tx.execute(
+                        "INSERT INTO audit (seq, at_ms, principal_id, role, tenant_id, action, target,
+                             outcome, detail, sealed_detail, prev_hash, hash, mac)
+                         VALUES ((SELECT coalesce(max(seq), 0) + 100 FROM audit), ?1, ?2, 'engineer',
+                                 't1', 'who_am_i', '', 'ok', '{}', '', '', '', '')",
+                        params![at, principal],
+                    )?;
+                }
+                Ok(((), crate::oversight::system_entry("test", "", json!({}))))
+            })
+            .unwrap();
+        let findings = store.read(|conn| detect(conn, &c, now)).unwrap();
+        let odd: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.kind == "odd_hours")
+            .map(|f| f.subject.as_str())
+            .collect();
+        assert_eq!(odd, ["principal:p_night"], "{findings:#?}");
+    }
 }

@@ -147,11 +147,19 @@ pub enum Action {
     SetPrivacyBudget,
     /// Read one's notifications (auditors: all).
     ViewNotifications,
+    /// Suspend a tenant with a reason and a fix-by deadline, or resume it (R26).
+    SuspendTenant,
+    /// Terminate a tenant for good: keys destroyed, files deleted, exit report (R27, R28).
+    TerminateTenant,
+    /// Stop a tenant's work at once, release the stop, or run a drill of it (R32).
+    EmergencyStop,
+    /// See tenants' lifecycle status, exit reports and drills.
+    ViewLifecycle,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 39] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -187,6 +195,10 @@ impl Action {
         Action::PromoteJob,
         Action::SetPrivacyBudget,
         Action::ViewNotifications,
+        Action::SuspendTenant,
+        Action::TerminateTenant,
+        Action::EmergencyStop,
+        Action::ViewLifecycle,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -227,6 +239,10 @@ impl Action {
             Action::SetPrivacyBudget => "set_privacy_budget",
             Action::PromoteJob => "promote_job",
             Action::ViewNotifications => "view_notifications",
+            Action::SuspendTenant => "suspend_tenant",
+            Action::TerminateTenant => "terminate_tenant",
+            Action::EmergencyStop => "emergency_stop",
+            Action::ViewLifecycle => "view_lifecycle",
         }
     }
 }
@@ -265,6 +281,10 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SetPrivacyBudget
                 | RevokeExport
                 | TraceExport
+                | SuspendTenant
+                | TerminateTenant
+                | EmergencyStop
+                | ViewLifecycle
         ),
         Role::DataSteward => matches!(
             action,
@@ -324,6 +344,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewUsage
                 | ViewScenario
                 | TraceExport
+                | ViewLifecycle
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -414,6 +435,10 @@ mod tests {
                     SetPrivacyBudget,
                     RevokeExport,
                     TraceExport,
+                    SuspendTenant,
+                    TerminateTenant,
+                    EmergencyStop,
+                    ViewLifecycle,
                 ],
             ),
             (
@@ -478,6 +503,7 @@ mod tests {
                     ViewUsage,
                     ViewScenario,
                     TraceExport,
+                    ViewLifecycle,
                 ],
             ),
             (
@@ -528,6 +554,18 @@ mod tests {
                 matches!(role, Role::Recipient | Role::Engineer),
             );
             check(role, Action::ReadAudit, role == Role::Auditor);
+            for action in [
+                Action::SuspendTenant,
+                Action::TerminateTenant,
+                Action::EmergencyStop,
+            ] {
+                check(role, action, role == Role::PlatformAdmin);
+            }
+            check(
+                role,
+                Action::ViewLifecycle,
+                matches!(role, Role::PlatformAdmin | Role::Auditor),
+            );
             check(role, Action::ApplyScenario, role == Role::Engineer);
             check(
                 role,

@@ -45,6 +45,31 @@ pub struct ServerConfig {
     /// Prices of commercial data products (R24).
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// Suspension and termination of tenants (R26).
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+}
+
+/// Suspension of tenants (R26): how long a suspended tenant has to fix its violation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Days a suspended tenant has to fix the violation before admins are told it is due
+    /// for termination (R26: 30), when the suspension names no deadline. 1 to 365.
+    #[serde(default = "default_fix_days")]
+    pub fix_days: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            fix_days: default_fix_days(),
+        }
+    }
+}
+
+fn default_fix_days() -> u32 {
+    30
 }
 
 /// Differential-privacy budgets: each tenant's total ε over one dataset's content.
@@ -229,6 +254,7 @@ impl ServerConfig {
             lab: LabConfig::default(),
             privacy: PrivacyConfig::default(),
             pricing: PricingConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 
@@ -259,7 +285,13 @@ impl ServerConfig {
                 "configuration: max_ingest_bytes must be at least 1024".into(),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 8] = [
+        let ranges: [(&str, usize, usize, usize); 9] = [
+            (
+                "lifecycle.fix_days",
+                self.lifecycle.fix_days as usize,
+                1,
+                365,
+            ),
             (
                 "lab.default_days",
                 self.lab.default_days as usize,

@@ -7,6 +7,7 @@ mod catalog;
 mod exports;
 mod flight;
 mod jobs;
+mod lifecycle;
 mod scenarios;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::error::{Result, ServerError};
 use crate::state::AppState;
 
 pub use jobs::{dispatch_forever, recover_interrupted_jobs};
+pub use lifecycle::sweep_overdue_forever;
 
 /// The service implementation.
 #[derive(Debug, Clone)]

@@ -22,7 +22,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    async fn connect(&self) -> Result<Client> {
+    pub(crate) async fn connect(&self) -> Result<Client> {
         let credentials = Credentials::from_dir(&self.creds)?;
         Client::connect(&self.server, &credentials)
             .await
@@ -150,6 +150,8 @@ pub enum TenantCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    #[command(flatten)]
+    Lifecycle(crate::lifecycle::LifecycleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -978,6 +980,9 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .dataset
                 .unwrap_or_default();
             render::print_dataset(&dataset);
+        }
+        ClientCommand::Tenant(TenantCommand::Lifecycle(command)) => {
+            crate::lifecycle::run(command).await?;
         }
         ClientCommand::Scenario(command) => run_scenario(command).await?,
         ClientCommand::Product(command) => run_product(command).await?,

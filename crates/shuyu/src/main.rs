@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod lifecycle;
 mod quickstart;
 mod render;
 mod sandbox;

@@ -765,7 +765,7 @@ async fn emergency_stop_halts_a_long_job_within_a_second_and_a_drill_is_recorded
         drill.halt_ms, drill.outcome
     );
     assert_eq!(drill.outcome, "halted");
-    assert_eq!(drill.jobs_stopped, [drilled.id.clone()]);
+    assert_eq!(drill.jobs_stopped, std::slice::from_ref(&drilled.id));
     assert_eq!(drill.plan_id, "plan-2026-01");
     assert!(drill.halt_ms > 0 && drill.released_at_ms >= drill.started_at_ms);
     assert_eq!(

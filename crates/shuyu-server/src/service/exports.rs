@@ -562,6 +562,15 @@ impl Api {
                 let mut current = store::export(tx, &export.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
                 require_in_review(&current)?;
+                // Checked again inside the transaction: a hold that commits while the vote
+                // is prepared still freezes it.
+                if let Some(reason) =
+                    crate::lifecycle::hold(tx, &current.tenant_id)?.frozen_reason()
+                {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "the export is frozen: {reason}"
+                    )));
+                }
                 let mut votes = store::export_votes(tx, &export.id)?;
                 if votes.iter().any(|v| v.reviewer_id == caller.principal.id) {
                     return Err(ServerError::FailedPrecondition(format!(

@@ -18,6 +18,7 @@ use shuyu_proto::v1::audit_service_client::AuditServiceClient;
 use shuyu_proto::v1::catalog_service_client::CatalogServiceClient;
 use shuyu_proto::v1::export_service_client::ExportServiceClient;
 use shuyu_proto::v1::job_service_client::JobServiceClient;
+use shuyu_proto::v1::lifecycle_service_client::LifecycleServiceClient;
 use shuyu_proto::v1::oversight_service_client::OversightServiceClient;
 use shuyu_proto::v1::scenario_service_client::ScenarioServiceClient;
 use shuyu_proto::v1::session_service_client::SessionServiceClient;
@@ -117,6 +118,8 @@ pub struct Client {
     pub flight: FlightServiceClient<Channel>,
     /// Oversight: alerts, reports, audit checkpoints and retention.
     pub oversight: OversightServiceClient<Channel>,
+    /// Tenant lifecycle: suspension, emergency stop, drills, termination.
+    pub lifecycle: LifecycleServiceClient<Channel>,
 }
 
 impl Client {
@@ -165,6 +168,8 @@ impl Client {
             audit: AuditServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             oversight: OversightServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            lifecycle: LifecycleServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             flight: FlightServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         })

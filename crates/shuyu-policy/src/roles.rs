@@ -179,11 +179,19 @@ pub enum Action {
     PurgeAudit,
     /// Record a tenant's annual evaluation against its operation report (R34).
     EvaluateTenant,
+    /// Suspend a tenant with a reason and a fix-by deadline, or resume it (R26).
+    SuspendTenant,
+    /// Terminate a tenant for good: keys destroyed, files deleted, exit report (R27, R28).
+    TerminateTenant,
+    /// Stop a tenant's work at once, release the stop, or run a drill of it (R32).
+    EmergencyStop,
+    /// See tenants' lifecycle status, exit reports and drills.
+    ViewLifecycle,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 51] = [
+    pub const ALL: [Action; 55] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -235,6 +243,10 @@ impl Action {
         Action::ReadCheckpoint,
         Action::PurgeAudit,
         Action::EvaluateTenant,
+        Action::SuspendTenant,
+        Action::TerminateTenant,
+        Action::EmergencyStop,
+        Action::ViewLifecycle,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -291,6 +303,10 @@ impl Action {
             Action::ReadCheckpoint => "read_checkpoint",
             Action::PurgeAudit => "purge_audit",
             Action::EvaluateTenant => "evaluate_tenant",
+            Action::SuspendTenant => "suspend_tenant",
+            Action::TerminateTenant => "terminate_tenant",
+            Action::EmergencyStop => "emergency_stop",
+            Action::ViewLifecycle => "view_lifecycle",
         }
     }
 }
@@ -341,6 +357,10 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ReadCheckpoint
                 | PurgeAudit
                 | EvaluateTenant
+                | SuspendTenant
+                | TerminateTenant
+                | EmergencyStop
+                | ViewLifecycle
         ),
         Role::DataSteward => matches!(
             action,
@@ -417,6 +437,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewAlerts
                 | ViewReports
                 | ReadCheckpoint
+                | ViewLifecycle
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -519,6 +540,10 @@ mod tests {
                     ReadCheckpoint,
                     PurgeAudit,
                     EvaluateTenant,
+                    SuspendTenant,
+                    TerminateTenant,
+                    EmergencyStop,
+                    ViewLifecycle,
                 ],
             ),
             (
@@ -600,6 +625,7 @@ mod tests {
                     ViewAlerts,
                     ViewReports,
                     ReadCheckpoint,
+                    ViewLifecycle,
                 ],
             ),
             (
@@ -665,6 +691,18 @@ mod tests {
             check(role, Action::ManageAlerts, role == Role::PlatformAdmin);
             check(role, Action::PurgeAudit, role == Role::PlatformAdmin);
             check(role, Action::EvaluateTenant, role == Role::PlatformAdmin);
+            for action in [
+                Action::SuspendTenant,
+                Action::TerminateTenant,
+                Action::EmergencyStop,
+            ] {
+                check(role, action, role == Role::PlatformAdmin);
+            }
+            check(
+                role,
+                Action::ViewLifecycle,
+                matches!(role, Role::PlatformAdmin | Role::Auditor),
+            );
             check(role, Action::ApplyScenario, role == Role::Engineer);
             check(
                 role,

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Monitoring, checkpoints and audit retention (R27, R30, R33).
     #[serde(default)]
     pub oversight: crate::oversight::OversightConfig,
+    /// Suspension and termination of tenants (R26).
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
 }
 
 /// Data-quality tickets (R18): how long a steward has to answer one.
@@ -71,6 +74,28 @@ impl Default for StewardshipConfig {
 }
 
 fn default_quality_fix_days() -> u32 {
+    30
+}
+
+/// Suspension of tenants (R26): how long a suspended tenant has to fix its violation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Days a suspended tenant has to fix the violation before admins are told it is due
+    /// for termination (R26: 30), when the suspension names no deadline. 1 to 365.
+    #[serde(default = "default_fix_days")]
+    pub fix_days: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            fix_days: default_fix_days(),
+        }
+    }
+}
+
+fn default_fix_days() -> u32 {
     30
 }
 
@@ -258,6 +283,7 @@ impl ServerConfig {
             pricing: PricingConfig::default(),
             stewardship: StewardshipConfig::default(),
             oversight: crate::oversight::OversightConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 
@@ -294,7 +320,13 @@ impl ServerConfig {
                 "configuration: max_ingest_bytes must be at least 1024".into(),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 8] = [
+        let ranges: [(&str, usize, usize, usize); 9] = [
+            (
+                "lifecycle.fix_days",
+                self.lifecycle.fix_days as usize,
+                1,
+                365,
+            ),
             (
                 "lab.default_days",
                 self.lab.default_days as usize,

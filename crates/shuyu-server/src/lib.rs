@@ -11,6 +11,7 @@ mod convert;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod lifecycle;
 pub mod notify;
 pub mod oversight;
 pub mod package;
@@ -35,6 +36,7 @@ use shuyu_proto::v1::audit_service_server::AuditServiceServer;
 use shuyu_proto::v1::catalog_service_server::CatalogServiceServer;
 use shuyu_proto::v1::export_service_server::ExportServiceServer;
 use shuyu_proto::v1::job_service_server::JobServiceServer;
+use shuyu_proto::v1::lifecycle_service_server::LifecycleServiceServer;
 use shuyu_proto::v1::oversight_service_server::OversightServiceServer;
 use shuyu_proto::v1::scenario_service_server::ScenarioServiceServer;
 use shuyu_proto::v1::session_service_server::SessionServiceServer;
@@ -227,6 +229,12 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         }
     });
     let oversight = oversight::start(&state);
+    // Suspensions past their fix-by deadline are told to admins (R26); the task ends with
+    // the runtime.
+    tokio::spawn(service::sweep_overdue_forever(
+        Arc::clone(&state),
+        Duration::from_secs(2),
+    ));
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -257,6 +265,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             StewardshipServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(OversightServiceServer::new(api.clone()))
+        .add_service(LifecycleServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {
         router

@@ -140,6 +140,25 @@ impl AppState {
             let entry = caller.entry("", e.audit_outcome(), json!({}));
             return Err(self.audited_error(&entry, e));
         }
+        // A suspended or terminated tenant's people are refused every call; a stopped
+        // tenant's everything but reads (R26, R27, R32).
+        if let Some(tenant_id) = caller.principal.tenant_id.as_deref() {
+            let refusal = self
+                .store
+                .read(|c| crate::lifecycle::hold(c, tenant_id))
+                .map(|hold| hold.refusal(action));
+            let e = match refusal {
+                Ok(None) => return Ok(caller),
+                Ok(Some(reason)) => ServerError::FailedPrecondition(reason),
+                Err(e) => e,
+            };
+            let entry = caller.entry(
+                format!("tenant:{tenant_id}"),
+                e.audit_outcome(),
+                json!({"reason": e.to_string()}),
+            );
+            return Err(self.audited_error(&entry, e));
+        }
         Ok(caller)
     }
 

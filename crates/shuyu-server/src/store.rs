@@ -586,6 +586,7 @@ impl Store {
         conn.execute_batch(crate::notify::SCHEMA)?;
         conn.execute_batch(crate::stewardship::SCHEMA)?;
         crate::oversight::create_tables(&conn)?;
+        conn.execute_batch(crate::lifecycle::SCHEMA)?;
         migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),

@@ -167,6 +167,8 @@ pub enum TenantCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    #[command(flatten)]
+    Lifecycle(crate::lifecycle::LifecycleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -1003,6 +1005,9 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .dataset
                 .unwrap_or_default();
             render::print_dataset(&dataset);
+        }
+        ClientCommand::Tenant(TenantCommand::Lifecycle(command)) => {
+            crate::lifecycle::run(command).await?;
         }
         ClientCommand::Scenario(command) => run_scenario(command).await?,
         ClientCommand::Alerts(command) => return crate::oversight::run_alerts(command).await,

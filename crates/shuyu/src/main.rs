@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod lifecycle;
 mod oversight;
 mod quickstart;
 mod render;

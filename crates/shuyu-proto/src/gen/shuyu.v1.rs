@@ -1543,6 +1543,184 @@ pub struct RecordEvaluationResponse {
     #[prost(message, optional, tag = "1")]
     pub evaluation: ::core::option::Option<Evaluation>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SuspendTenantRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// Why (required; told to the tenant's people on every refused call).
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    /// Days to fix the violation (0: the configured default, 30). Ignored if fix_by_ms is set.
+    #[prost(uint32, tag = "3")]
+    pub fix_days: u32,
+    /// An explicit fix-by time; on an already suspended tenant it amends the deadline (not
+    /// before the suspension began).
+    #[prost(int64, tag = "4")]
+    pub fix_by_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeTenantRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub note: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetTenantStatusRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TenantStatus {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_name: ::prost::alloc::string::String,
+    /// "active", "suspended", "stopped", "terminated" (terminated beats suspended beats stopped).
+    #[prost(string, tag = "3")]
+    pub state: ::prost::alloc::string::String,
+    #[prost(int64, tag = "4")]
+    pub suspended_at_ms: i64,
+    #[prost(string, tag = "5")]
+    pub suspend_reason: ::prost::alloc::string::String,
+    #[prost(int64, tag = "6")]
+    pub fix_by_ms: i64,
+    #[prost(string, tag = "7")]
+    pub suspended_by: ::prost::alloc::string::String,
+    /// The fix-by deadline has passed without resumption.
+    #[prost(bool, tag = "8")]
+    pub overdue: bool,
+    #[prost(int64, tag = "9")]
+    pub stopped_at_ms: i64,
+    #[prost(string, tag = "10")]
+    pub stop_reason: ::prost::alloc::string::String,
+    #[prost(string, tag = "11")]
+    pub stopped_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "12")]
+    pub terminated_at_ms: i64,
+    #[prost(string, tag = "13")]
+    pub terminate_reason: ::prost::alloc::string::String,
+    /// The tenant's jobs still queued or running.
+    #[prost(uint32, tag = "14")]
+    pub jobs_unfinished: u32,
+    /// Its exports in review or approved that are frozen now.
+    #[prost(uint32, tag = "15")]
+    pub exports_frozen: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TenantStatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub status: ::core::option::Option<TenantStatus>,
+    /// Jobs this call cancelled (queued) or told to stop (running).
+    #[prost(string, repeated, tag = "2")]
+    pub jobs_stopped: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TerminateTenantRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TerminateTenantResponse {
+    #[prost(message, optional, tag = "1")]
+    pub report: ::core::option::Option<ExitReport>,
+}
+/// The exit review (R28), signed with the domain's export signing key (Ed25519 over the
+/// bytes of report_json; `shuyu tenant exit-report --verify` checks it).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExitReport {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub created_at_ms: i64,
+    #[prost(string, tag = "3")]
+    pub report_json: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub report_text: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub signature_hex: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub public_key_hex: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetExitReportRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetExitReportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub report: ::core::option::Option<ExitReport>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmergencyStopRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseStopRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub note: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunDrillRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// The emergency plan the drill exercises (free text id; may be empty).
+    #[prost(string, tag = "2")]
+    pub plan_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub note: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Drill {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub plan_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub note: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub run_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "6")]
+    pub started_at_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub released_at_ms: i64,
+    /// From the stop to every job of the tenant halted (0 when none was running).
+    #[prost(uint64, tag = "8")]
+    pub halt_ms: u64,
+    #[prost(string, repeated, tag = "9")]
+    pub jobs_stopped: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint32, tag = "10")]
+    pub exports_frozen: u32,
+    /// "halted" (every job halted within the limit), "no_work" or "timeout".
+    #[prost(string, tag = "11")]
+    pub outcome: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunDrillResponse {
+    #[prost(message, optional, tag = "1")]
+    pub drill: ::core::option::Option<Drill>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListDrillsRequest {
+    /// Empty: every tenant's drills.
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListDrillsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub drills: ::prost::alloc::vec::Vec<Drill>,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -8443,6 +8621,932 @@ pub mod oversight_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "shuyu.v1.OversightService";
     impl<T> tonic::server::NamedService for OversightServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod lifecycle_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// ---------------------------------------------------------------- tenant lifecycle
+    ///
+    /// Governance as enforced state (R26, R27, R28, R32). Admins suspend a tenant on a violation
+    /// (access closed at once, its jobs cancelled, its exports frozen, a fix-by deadline after
+    /// which admins are told it is due for termination), resume it, stop its work in an
+    /// emergency (jobs killed, exports frozen; its people keep read access), run drills of that
+    /// stop, and terminate it for good: its keys are destroyed (crypto-shredding), its files
+    /// deleted, its audit records kept, and a signed exit report proves by trying that nothing
+    /// of it still decrypts. Admins and auditors read statuses, exit reports and drills.
+    #[derive(Debug, Clone)]
+    pub struct LifecycleServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> LifecycleServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> LifecycleServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            LifecycleServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        pub async fn suspend_tenant(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SuspendTenantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/SuspendTenant",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "SuspendTenant"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn resume_tenant(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResumeTenantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/ResumeTenant",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "ResumeTenant"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_tenant_status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetTenantStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/GetTenantStatus",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "GetTenantStatus"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn terminate_tenant(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TerminateTenantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TerminateTenantResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/TerminateTenant",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "TerminateTenant"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_exit_report(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetExitReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetExitReportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/GetExitReport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "GetExitReport"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Returns once the stop is recorded and every worker of the tenant has been told to die.
+        pub async fn emergency_stop(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EmergencyStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/EmergencyStop",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "EmergencyStop"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn release_stop(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReleaseStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/ReleaseStop",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "ReleaseStop"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stops the tenant's current work as an emergency stop would, measures the time until
+        /// every job is halted, records the drill and releases the stop.
+        pub async fn run_drill(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RunDrillRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RunDrillResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/RunDrill",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "RunDrill"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_drills(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListDrillsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListDrillsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/ListDrills",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "ListDrills"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod lifecycle_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with LifecycleServiceServer.
+    #[async_trait]
+    pub trait LifecycleService: std::marker::Send + std::marker::Sync + 'static {
+        async fn suspend_tenant(
+            &self,
+            request: tonic::Request<super::SuspendTenantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        >;
+        async fn resume_tenant(
+            &self,
+            request: tonic::Request<super::ResumeTenantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        >;
+        async fn get_tenant_status(
+            &self,
+            request: tonic::Request<super::GetTenantStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        >;
+        async fn terminate_tenant(
+            &self,
+            request: tonic::Request<super::TerminateTenantRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TerminateTenantResponse>,
+            tonic::Status,
+        >;
+        async fn get_exit_report(
+            &self,
+            request: tonic::Request<super::GetExitReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetExitReportResponse>,
+            tonic::Status,
+        >;
+        /// Returns once the stop is recorded and every worker of the tenant has been told to die.
+        async fn emergency_stop(
+            &self,
+            request: tonic::Request<super::EmergencyStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        >;
+        async fn release_stop(
+            &self,
+            request: tonic::Request<super::ReleaseStopRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        >;
+        /// Stops the tenant's current work as an emergency stop would, measures the time until
+        /// every job is halted, records the drill and releases the stop.
+        async fn run_drill(
+            &self,
+            request: tonic::Request<super::RunDrillRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RunDrillResponse>,
+            tonic::Status,
+        >;
+        async fn list_drills(
+            &self,
+            request: tonic::Request<super::ListDrillsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListDrillsResponse>,
+            tonic::Status,
+        >;
+    }
+    /// ---------------------------------------------------------------- tenant lifecycle
+    ///
+    /// Governance as enforced state (R26, R27, R28, R32). Admins suspend a tenant on a violation
+    /// (access closed at once, its jobs cancelled, its exports frozen, a fix-by deadline after
+    /// which admins are told it is due for termination), resume it, stop its work in an
+    /// emergency (jobs killed, exports frozen; its people keep read access), run drills of that
+    /// stop, and terminate it for good: its keys are destroyed (crypto-shredding), its files
+    /// deleted, its audit records kept, and a signed exit report proves by trying that nothing
+    /// of it still decrypts. Admins and auditors read statuses, exit reports and drills.
+    #[derive(Debug)]
+    pub struct LifecycleServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> LifecycleServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for LifecycleServiceServer<T>
+    where
+        T: LifecycleService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/shuyu.v1.LifecycleService/SuspendTenant" => {
+                    #[allow(non_camel_case_types)]
+                    struct SuspendTenantSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::SuspendTenantRequest>
+                    for SuspendTenantSvc<T> {
+                        type Response = super::TenantStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SuspendTenantRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::suspend_tenant(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SuspendTenantSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/ResumeTenant" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResumeTenantSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::ResumeTenantRequest>
+                    for ResumeTenantSvc<T> {
+                        type Response = super::TenantStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResumeTenantRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::resume_tenant(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResumeTenantSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/GetTenantStatus" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetTenantStatusSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::GetTenantStatusRequest>
+                    for GetTenantStatusSvc<T> {
+                        type Response = super::TenantStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetTenantStatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::get_tenant_status(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetTenantStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/TerminateTenant" => {
+                    #[allow(non_camel_case_types)]
+                    struct TerminateTenantSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::TerminateTenantRequest>
+                    for TerminateTenantSvc<T> {
+                        type Response = super::TerminateTenantResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TerminateTenantRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::terminate_tenant(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TerminateTenantSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/GetExitReport" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetExitReportSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::GetExitReportRequest>
+                    for GetExitReportSvc<T> {
+                        type Response = super::GetExitReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetExitReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::get_exit_report(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetExitReportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/EmergencyStop" => {
+                    #[allow(non_camel_case_types)]
+                    struct EmergencyStopSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::EmergencyStopRequest>
+                    for EmergencyStopSvc<T> {
+                        type Response = super::TenantStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EmergencyStopRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::emergency_stop(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EmergencyStopSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/ReleaseStop" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReleaseStopSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::ReleaseStopRequest>
+                    for ReleaseStopSvc<T> {
+                        type Response = super::TenantStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReleaseStopRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::release_stop(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReleaseStopSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/RunDrill" => {
+                    #[allow(non_camel_case_types)]
+                    struct RunDrillSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::RunDrillRequest>
+                    for RunDrillSvc<T> {
+                        type Response = super::RunDrillResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RunDrillRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::run_drill(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RunDrillSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/ListDrills" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListDrillsSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::ListDrillsRequest>
+                    for ListDrillsSvc<T> {
+                        type Response = super::ListDrillsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListDrillsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::list_drills(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListDrillsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for LifecycleServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "shuyu.v1.LifecycleService";
+    impl<T> tonic::server::NamedService for LifecycleServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

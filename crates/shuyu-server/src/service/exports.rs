@@ -533,6 +533,7 @@ impl Api {
         let (export, _) = self.visible_export(caller, &req.export_id)?;
         require_independent(caller, &export, "vote on")?;
         require_in_review(&export)?;
+        crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
         let job = self.job_of(&export)?;
         let stored_result_sha256 = if decision == ExportDecision::Approve {
             Some(sha256_hex(&self.state.storage.get(&job.result_file).await?))
@@ -561,6 +562,15 @@ impl Api {
                 let mut current = store::export(tx, &export.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
                 require_in_review(&current)?;
+                // Checked again inside the transaction: a hold that commits while the vote
+                // is prepared still freezes it.
+                if let Some(reason) =
+                    crate::lifecycle::hold(tx, &current.tenant_id)?.frozen_reason()
+                {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "the export is frozen: {reason}"
+                    )));
+                }
                 let mut votes = store::export_votes(tx, &export.id)?;
                 if votes.iter().any(|v| v.reviewer_id == caller.principal.id) {
                     return Err(ServerError::FailedPrecondition(format!(
@@ -1160,6 +1170,7 @@ impl ExportService for Api {
         let result = async {
             let export = recipients_export(&self.state, &caller, &id)?;
             require_deliverable(&export, crate::now_ms())?;
+            crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
             let stored = self.state.storage.get(&export.package_location).await?;
             let package = package::open(&self.state.envelope, &export.package_location, &stored)?;
             if sha256_hex(&package) != export.package_sha256 {

@@ -37,6 +37,7 @@ impl Api {
     async fn fetch_product(&self, caller: &Caller, export_id: &str) -> Result<Vec<FlightData>> {
         let export = recipients_export(&self.state, caller, export_id)?;
         require_deliverable(&export, crate::now_ms())?;
+        crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
         let Some(product) = export.product.clone() else {
             return Err(ServerError::FailedPrecondition(format!(
                 "export {export_id} was approved before products existed: it has no \

@@ -400,6 +400,30 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             return;
         }
     };
+    // A job that slipped into the queue as its tenant was suspended or stopped never starts.
+    let held = state
+        .store
+        .read(|c| crate::lifecycle::hold(c, &job.tenant_id))
+        .map(|hold| hold.refusal(Action::SubmitJob));
+    if let Ok(Some(reason)) = held {
+        job.status = JobStatus::Cancelled;
+        job.error = "cancelled before it started: the tenant is held".into();
+        job.finished_at_ms = crate::now_ms();
+        let entry = AuditEntry {
+            principal_id: job.author_id.clone(),
+            role: Role::Engineer.as_str().into(),
+            tenant_id: job.tenant_id.clone(),
+            action: "job_cancelled".into(),
+            target: format!("job:{}", job.id),
+            outcome: "ok".into(),
+            detail: json!({"was": "queued", "why": reason}),
+            secret_detail: None,
+        };
+        if let Err(e) = state.store.commit(&entry, |tx| store::upsert_job(tx, &job)) {
+            tracing::error!(job = %job.id, error = %e, "could not record a held job's cancellation");
+        }
+        return;
+    }
     let started_ms = crate::now_ms();
     job.status = JobStatus::Running;
     if let Err(e) = state.store.read(|c| store::upsert_job(c, &job)) {

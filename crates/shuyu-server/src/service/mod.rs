@@ -7,6 +7,7 @@ mod catalog;
 mod exports;
 mod flight;
 mod jobs;
+mod lifecycle;
 mod oversight;
 mod scenarios;
 mod stewardship;
@@ -17,6 +18,7 @@ use crate::error::{Result, ServerError};
 use crate::state::AppState;
 
 pub use jobs::{dispatch_forever, recover_interrupted_jobs};
+pub use lifecycle::sweep_overdue_forever;
 pub use stewardship::sweep as stewardship_sweep;
 
 /// The service implementation.

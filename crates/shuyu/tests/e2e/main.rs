@@ -12,6 +12,7 @@ use tonic::Code;
 mod corpus;
 mod dp;
 mod jobs;
+mod lifecycle;
 mod oversight;
 mod products;
 mod python_client;

@@ -1693,3 +1693,183 @@ class RecordEvaluationResponse(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     evaluation: Evaluation
     def __init__(self, evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...
+
+class SuspendTenantRequest(_message.Message):
+    __slots__ = ("tenant_id", "reason", "fix_days", "fix_by_ms")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIX_DAYS_FIELD_NUMBER: _ClassVar[int]
+    FIX_BY_MS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    reason: str
+    fix_days: int
+    fix_by_ms: int
+    def __init__(self, tenant_id: _Optional[str] = ..., reason: _Optional[str] = ..., fix_days: _Optional[int] = ..., fix_by_ms: _Optional[int] = ...) -> None: ...
+
+class ResumeTenantRequest(_message.Message):
+    __slots__ = ("tenant_id", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class GetTenantStatusRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class TenantStatus(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name", "state", "suspended_at_ms", "suspend_reason", "fix_by_ms", "suspended_by", "overdue", "stopped_at_ms", "stop_reason", "stopped_by", "terminated_at_ms", "terminate_reason", "jobs_unfinished", "exports_frozen")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_REASON_FIELD_NUMBER: _ClassVar[int]
+    FIX_BY_MS_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_BY_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_BY_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TERMINATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    JOBS_UNFINISHED_FIELD_NUMBER: _ClassVar[int]
+    EXPORTS_FROZEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    state: str
+    suspended_at_ms: int
+    suspend_reason: str
+    fix_by_ms: int
+    suspended_by: str
+    overdue: bool
+    stopped_at_ms: int
+    stop_reason: str
+    stopped_by: str
+    terminated_at_ms: int
+    terminate_reason: str
+    jobs_unfinished: int
+    exports_frozen: int
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., state: _Optional[str] = ..., suspended_at_ms: _Optional[int] = ..., suspend_reason: _Optional[str] = ..., fix_by_ms: _Optional[int] = ..., suspended_by: _Optional[str] = ..., overdue: _Optional[bool] = ..., stopped_at_ms: _Optional[int] = ..., stop_reason: _Optional[str] = ..., stopped_by: _Optional[str] = ..., terminated_at_ms: _Optional[int] = ..., terminate_reason: _Optional[str] = ..., jobs_unfinished: _Optional[int] = ..., exports_frozen: _Optional[int] = ...) -> None: ...
+
+class TenantStatusResponse(_message.Message):
+    __slots__ = ("status", "jobs_stopped")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    status: TenantStatus
+    jobs_stopped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[_Union[TenantStatus, _Mapping]] = ..., jobs_stopped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TerminateTenantRequest(_message.Message):
+    __slots__ = ("tenant_id", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TerminateTenantResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: ExitReport
+    def __init__(self, report: _Optional[_Union[ExitReport, _Mapping]] = ...) -> None: ...
+
+class ExitReport(_message.Message):
+    __slots__ = ("tenant_id", "created_at_ms", "report_json", "report_text", "signature_hex", "public_key_hex")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_HEX_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_HEX_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    created_at_ms: int
+    report_json: str
+    report_text: str
+    signature_hex: str
+    public_key_hex: str
+    def __init__(self, tenant_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., report_json: _Optional[str] = ..., report_text: _Optional[str] = ..., signature_hex: _Optional[str] = ..., public_key_hex: _Optional[str] = ...) -> None: ...
+
+class GetExitReportRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class GetExitReportResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: ExitReport
+    def __init__(self, report: _Optional[_Union[ExitReport, _Mapping]] = ...) -> None: ...
+
+class EmergencyStopRequest(_message.Message):
+    __slots__ = ("tenant_id", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseStopRequest(_message.Message):
+    __slots__ = ("tenant_id", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RunDrillRequest(_message.Message):
+    __slots__ = ("tenant_id", "plan_id", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    plan_id: str
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class Drill(_message.Message):
+    __slots__ = ("id", "tenant_id", "plan_id", "note", "run_by", "started_at_ms", "released_at_ms", "halt_ms", "jobs_stopped", "exports_frozen", "outcome")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    RUN_BY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HALT_MS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    EXPORTS_FROZEN_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant_id: str
+    plan_id: str
+    note: str
+    run_by: str
+    started_at_ms: int
+    released_at_ms: int
+    halt_ms: int
+    jobs_stopped: _containers.RepeatedScalarFieldContainer[str]
+    exports_frozen: int
+    outcome: str
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., plan_id: _Optional[str] = ..., note: _Optional[str] = ..., run_by: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., released_at_ms: _Optional[int] = ..., halt_ms: _Optional[int] = ..., jobs_stopped: _Optional[_Iterable[str]] = ..., exports_frozen: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class RunDrillResponse(_message.Message):
+    __slots__ = ("drill",)
+    DRILL_FIELD_NUMBER: _ClassVar[int]
+    drill: Drill
+    def __init__(self, drill: _Optional[_Union[Drill, _Mapping]] = ...) -> None: ...
+
+class ListDrillsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListDrillsResponse(_message.Message):
+    __slots__ = ("drills",)
+    DRILLS_FIELD_NUMBER: _ClassVar[int]
+    drills: _containers.RepeatedCompositeFieldContainer[Drill]
+    def __init__(self, drills: _Optional[_Iterable[_Union[Drill, _Mapping]]] = ...) -> None: ...

@@ -2918,3 +2918,449 @@ class OversightService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LifecycleServiceStub:
+    """---------------------------------------------------------------- tenant lifecycle
+
+    Governance as enforced state (R26, R27, R28, R32). Admins suspend a tenant on a violation
+    (access closed at once, its jobs cancelled, its exports frozen, a fix-by deadline after
+    which admins are told it is due for termination), resume it, stop its work in an
+    emergency (jobs killed, exports frozen; its people keep read access), run drills of that
+    stop, and terminate it for good: its keys are destroyed (crypto-shredding), its files
+    deleted, its audit records kept, and a signed exit report proves by trying that nothing
+    of it still decrypts. Admins and auditors read statuses, exit reports and drills.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SuspendTenant = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/SuspendTenant',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.SuspendTenantRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+                _registered_method=True)
+        self.ResumeTenant = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/ResumeTenant',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ResumeTenantRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+                _registered_method=True)
+        self.GetTenantStatus = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/GetTenantStatus',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetTenantStatusRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+                _registered_method=True)
+        self.TerminateTenant = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/TerminateTenant',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.TerminateTenantRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TerminateTenantResponse.FromString,
+                _registered_method=True)
+        self.GetExitReport = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/GetExitReport',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetExitReportRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetExitReportResponse.FromString,
+                _registered_method=True)
+        self.EmergencyStop = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/EmergencyStop',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.EmergencyStopRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+                _registered_method=True)
+        self.ReleaseStop = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/ReleaseStop',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ReleaseStopRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+                _registered_method=True)
+        self.RunDrill = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/RunDrill',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RunDrillRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RunDrillResponse.FromString,
+                _registered_method=True)
+        self.ListDrills = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/ListDrills',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsResponse.FromString,
+                _registered_method=True)
+
+
+class LifecycleServiceServicer:
+    """---------------------------------------------------------------- tenant lifecycle
+
+    Governance as enforced state (R26, R27, R28, R32). Admins suspend a tenant on a violation
+    (access closed at once, its jobs cancelled, its exports frozen, a fix-by deadline after
+    which admins are told it is due for termination), resume it, stop its work in an
+    emergency (jobs killed, exports frozen; its people keep read access), run drills of that
+    stop, and terminate it for good: its keys are destroyed (crypto-shredding), its files
+    deleted, its audit records kept, and a signed exit report proves by trying that nothing
+    of it still decrypts. Admins and auditors read statuses, exit reports and drills.
+    """
+
+    def SuspendTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TerminateTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExitReport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmergencyStop(self, request, context):
+        """Returns once the stop is recorded and every worker of the tenant has been told to die.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseStop(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunDrill(self, request, context):
+        """Stops the tenant's current work as an emergency stop would, measures the time until
+        every job is halted, records the drill and releases the stop.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDrills(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LifecycleServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SuspendTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendTenant,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.SuspendTenantRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.SerializeToString,
+            ),
+            'ResumeTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTenant,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ResumeTenantRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.SerializeToString,
+            ),
+            'GetTenantStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantStatus,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetTenantStatusRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.SerializeToString,
+            ),
+            'TerminateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateTenant,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TerminateTenantRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TerminateTenantResponse.SerializeToString,
+            ),
+            'GetExitReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExitReport,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetExitReportRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetExitReportResponse.SerializeToString,
+            ),
+            'EmergencyStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmergencyStop,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.EmergencyStopRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.SerializeToString,
+            ),
+            'ReleaseStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseStop,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ReleaseStopRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.SerializeToString,
+            ),
+            'RunDrill': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunDrill,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RunDrillRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.RunDrillResponse.SerializeToString,
+            ),
+            'ListDrills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDrills,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shuyu.v1.LifecycleService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shuyu.v1.LifecycleService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LifecycleService:
+    """---------------------------------------------------------------- tenant lifecycle
+
+    Governance as enforced state (R26, R27, R28, R32). Admins suspend a tenant on a violation
+    (access closed at once, its jobs cancelled, its exports frozen, a fix-by deadline after
+    which admins are told it is due for termination), resume it, stop its work in an
+    emergency (jobs killed, exports frozen; its people keep read access), run drills of that
+    stop, and terminate it for good: its keys are destroyed (crypto-shredding), its files
+    deleted, its audit records kept, and a signed exit report proves by trying that nothing
+    of it still decrypts. Admins and auditors read statuses, exit reports and drills.
+    """
+
+    @staticmethod
+    def SuspendTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/SuspendTenant',
+            shuyu_dot_v1_dot_shuyu__pb2.SuspendTenantRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/ResumeTenant',
+            shuyu_dot_v1_dot_shuyu__pb2.ResumeTenantRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/GetTenantStatus',
+            shuyu_dot_v1_dot_shuyu__pb2.GetTenantStatusRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/TerminateTenant',
+            shuyu_dot_v1_dot_shuyu__pb2.TerminateTenantRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TerminateTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExitReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/GetExitReport',
+            shuyu_dot_v1_dot_shuyu__pb2.GetExitReportRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.GetExitReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmergencyStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/EmergencyStop',
+            shuyu_dot_v1_dot_shuyu__pb2.EmergencyStopRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/ReleaseStop',
+            shuyu_dot_v1_dot_shuyu__pb2.ReleaseStopRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunDrill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/RunDrill',
+            shuyu_dot_v1_dot_shuyu__pb2.RunDrillRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.RunDrillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDrills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/ListDrills',
+            shuyu_dot_v1_dot_shuyu__pb2.ListDrillsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListDrillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

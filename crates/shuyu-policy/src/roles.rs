@@ -147,11 +147,25 @@ pub enum Action {
     SetPrivacyBudget,
     /// Read one's notifications (auditors: all).
     ViewNotifications,
+    /// Create, renew, amend or revoke a tenant's authorization agreement (R25).
+    ManageAuthorization,
+    /// See authorizations: admins and auditors all, engineers their tenant's.
+    ViewAuthorization,
+    /// Record or update an authorization's emergency plan (R32).
+    SetEmergencyPlan,
+    /// See an authorization's emergency plan: admins and auditors, engineers their tenant's.
+    ViewEmergencyPlan,
+    /// Record a principal's real-name registration, training and NDA (R8, R9).
+    QualifyPrincipal,
+    /// See a principal's qualification (the ID number only masked) and certificates.
+    ViewQualification,
+    /// Revoke a principal's certificates, or disable the principal.
+    RevokeCertificate,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 42] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -187,6 +201,13 @@ impl Action {
         Action::PromoteJob,
         Action::SetPrivacyBudget,
         Action::ViewNotifications,
+        Action::ManageAuthorization,
+        Action::ViewAuthorization,
+        Action::SetEmergencyPlan,
+        Action::ViewEmergencyPlan,
+        Action::QualifyPrincipal,
+        Action::ViewQualification,
+        Action::RevokeCertificate,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -227,6 +248,13 @@ impl Action {
             Action::SetPrivacyBudget => "set_privacy_budget",
             Action::PromoteJob => "promote_job",
             Action::ViewNotifications => "view_notifications",
+            Action::ManageAuthorization => "manage_authorization",
+            Action::ViewAuthorization => "view_authorization",
+            Action::SetEmergencyPlan => "set_emergency_plan",
+            Action::ViewEmergencyPlan => "view_emergency_plan",
+            Action::QualifyPrincipal => "qualify_principal",
+            Action::ViewQualification => "view_qualification",
+            Action::RevokeCertificate => "revoke_certificate",
         }
     }
 }
@@ -265,6 +293,13 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | SetPrivacyBudget
                 | RevokeExport
                 | TraceExport
+                | ManageAuthorization
+                | ViewAuthorization
+                | SetEmergencyPlan
+                | ViewEmergencyPlan
+                | QualifyPrincipal
+                | ViewQualification
+                | RevokeCertificate
         ),
         Role::DataSteward => matches!(
             action,
@@ -300,6 +335,8 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ApplyScenario
                 | ViewScenario
                 | PromoteJob
+                | ViewAuthorization
+                | ViewEmergencyPlan
         ),
         Role::Reviewer => matches!(
             action,
@@ -324,6 +361,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewUsage
                 | ViewScenario
                 | TraceExport
+                | ViewAuthorization
+                | ViewEmergencyPlan
+                | ViewQualification
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -414,6 +454,13 @@ mod tests {
                     SetPrivacyBudget,
                     RevokeExport,
                     TraceExport,
+                    ManageAuthorization,
+                    ViewAuthorization,
+                    SetEmergencyPlan,
+                    ViewEmergencyPlan,
+                    QualifyPrincipal,
+                    ViewQualification,
+                    RevokeCertificate,
                 ],
             ),
             (
@@ -450,6 +497,8 @@ mod tests {
                     ApplyScenario,
                     ViewScenario,
                     PromoteJob,
+                    ViewAuthorization,
+                    ViewEmergencyPlan,
                 ],
             ),
             (
@@ -478,6 +527,9 @@ mod tests {
                     ViewUsage,
                     ViewScenario,
                     TraceExport,
+                    ViewAuthorization,
+                    ViewEmergencyPlan,
+                    ViewQualification,
                 ],
             ),
             (
@@ -529,6 +581,14 @@ mod tests {
             );
             check(role, Action::ReadAudit, role == Role::Auditor);
             check(role, Action::ApplyScenario, role == Role::Engineer);
+            for governance in [
+                Action::ManageAuthorization,
+                Action::SetEmergencyPlan,
+                Action::QualifyPrincipal,
+                Action::RevokeCertificate,
+            ] {
+                check(role, governance, role == Role::PlatformAdmin);
+            }
             check(
                 role,
                 Action::DecideScenario,

@@ -8,6 +8,7 @@ pub mod config;
 mod convert;
 pub mod domain;
 pub mod error;
+pub mod governance;
 pub mod keys;
 pub mod notify;
 pub mod package;
@@ -28,6 +29,7 @@ use shuyu_proto::v1::admin_service_server::AdminServiceServer;
 use shuyu_proto::v1::audit_service_server::AuditServiceServer;
 use shuyu_proto::v1::catalog_service_server::CatalogServiceServer;
 use shuyu_proto::v1::export_service_server::ExportServiceServer;
+use shuyu_proto::v1::governance_service_server::GovernanceServiceServer;
 use shuyu_proto::v1::job_service_server::JobServiceServer;
 use shuyu_proto::v1::scenario_service_server::ScenarioServiceServer;
 use shuyu_proto::v1::session_service_server::SessionServiceServer;
@@ -77,6 +79,7 @@ pub struct ServerHandle {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     dispatcher: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -88,6 +91,7 @@ impl ServerHandle {
         let result = (&mut self.task).await;
         // Dropping the runners' futures kills their worker processes (kill_on_drop).
         self.dispatcher.abort();
+        self.sweeper.abort();
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -202,6 +206,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     });
 
     let dispatcher = tokio::spawn(service::dispatch_forever(Arc::clone(&state)));
+    let sweeper = tokio::spawn(governance::sweep_forever(Arc::clone(&state)));
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -228,6 +233,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         // Products over Arrow Flight (DoGet), on the same mTLS server.
         .add_service(FlightServiceServer::new(api.clone()))
         .add_service(ScenarioServiceServer::new(api.clone()))
+        .add_service(GovernanceServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {
         router
@@ -242,5 +248,6 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         shutdown: Some(shutdown_tx),
         task,
         dispatcher,
+        sweeper,
     })
 }

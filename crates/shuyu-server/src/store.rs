@@ -584,6 +584,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::audit::SCHEMA)?;
         conn.execute_batch(crate::notify::SCHEMA)?;
+        conn.execute_batch(crate::governance::SCHEMA)?;
         migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),

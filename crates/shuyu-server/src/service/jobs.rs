@@ -140,6 +140,14 @@ impl Api {
                             .into(),
                     ));
                 }
+                self.state.store.read(|c| {
+                    crate::governance::require_authorization(
+                        c,
+                        &tenant_id,
+                        now,
+                        &crate::governance::Need::default(),
+                    )
+                })?;
                 lab_open(&tenant, now)?;
             }
             JobMode::Production => {
@@ -162,6 +170,19 @@ impl Api {
                 if let Some(reason) = scenarios::unusable(&scenario, now) {
                     return Err(ServerError::FailedPrecondition(reason));
                 }
+                // R25, R32: inside an authorization's term and scope, with an emergency plan.
+                let need = crate::governance::Need {
+                    datasets: scenario
+                        .data_list
+                        .iter()
+                        .map(|d| d.dataset_id.as_str())
+                        .collect(),
+                    category: Some(scenario.category),
+                    emergency_plan: true,
+                };
+                self.state.store.read(|c| {
+                    crate::governance::require_authorization(c, &tenant_id, now, &need)
+                })?;
             }
         }
         let mut draft = draft;

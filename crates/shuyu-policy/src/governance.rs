@@ -204,13 +204,17 @@ pub fn requires_qualification(role: Role) -> bool {
 
 /// Actions an unqualified admin may still take, so that a domain whose admins' training
 /// lapsed is not locked out: seeing who they are and their notifications, and recording
-/// qualifications (each recorded with who recorded it, in the audit trail).
+/// qualifications (each recorded with who recorded it, in the audit trail). Everyone else
+/// who must be qualified can do nothing at all until requalified.
 pub fn allowed_while_unqualified(role: Role, action: Action) -> bool {
-    match action {
-        Action::WhoAmI | Action::ViewNotifications => true,
-        Action::QualifyPrincipal | Action::ViewQualification => role == Role::PlatformAdmin,
-        _ => false,
-    }
+    role == Role::PlatformAdmin
+        && matches!(
+            action,
+            Action::WhoAmI
+                | Action::ViewNotifications
+                | Action::QualifyPrincipal
+                | Action::ViewQualification
+        )
 }
 
 /// A principal's qualification as recorded.
@@ -407,8 +411,12 @@ mod tests {
                 !matches!(role, Role::Auditor | Role::Recipient),
                 "{role}"
             );
-            assert!(allowed_while_unqualified(role, Action::WhoAmI));
+            assert_eq!(
+                allowed_while_unqualified(role, Action::WhoAmI),
+                role == Role::PlatformAdmin
+            );
             assert!(!allowed_while_unqualified(role, Action::SubmitJob));
+            assert!(!allowed_while_unqualified(role, Action::CreateTenant));
             assert_eq!(
                 allowed_while_unqualified(role, Action::QualifyPrincipal),
                 role == Role::PlatformAdmin

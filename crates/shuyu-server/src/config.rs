@@ -431,7 +431,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("governance.authorization_max_years"),
+            err.to_string()
+                .contains("governance.authorization_max_years"),
             "{err}"
         );
         let five = ServerConfig::from_toml_str(

@@ -264,7 +264,9 @@ pub fn require_authorization(
         .filter(|a| a.state(now_ms) == AuthorizationState::Active)
         .max_by_key(|a| a.valid_from_ms);
     let Some(a) = in_force else {
-        let latest = all.iter().max_by_key(|a| (a.valid_from_ms, a.created_at_ms));
+        let latest = all
+            .iter()
+            .max_by_key(|a| (a.valid_from_ms, a.created_at_ms));
         let why = match latest {
             None => "the tenant has no authorization agreement".to_owned(),
             Some(a) => match a.state(now_ms) {

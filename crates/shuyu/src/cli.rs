@@ -22,7 +22,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    async fn connect(&self) -> Result<Client> {
+    pub(crate) async fn connect(&self) -> Result<Client> {
         let credentials = Credentials::from_dir(&self.creds)?;
         Client::connect(&self.server, &credentials)
             .await
@@ -73,6 +73,13 @@ pub enum ClientCommand {
     /// Differential-privacy budgets per dataset (engineers: their tenant's).
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Authorization agreements of tenants (R25): admins manage, auditors and the tenant's
+    /// engineers read.
+    #[command(subcommand)]
+    Authorization(crate::governance::AuthorizationCommand),
+    /// Emergency plans of authorizations (R32): admins set, auditors and engineers read.
+    #[command(subcommand, name = "emergency-plan")]
+    EmergencyPlan(crate::governance::EmergencyPlanCommand),
     /// Your notifications, newest first (renewal windows, risk stops, alerts); auditors
     /// see all of them.
     Notifications {
@@ -231,6 +238,9 @@ pub enum PrincipalCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Qualification (R8, R9) and certificate revocation: admins.
+    #[command(flatten)]
+    Governance(crate::governance::PrincipalGovernanceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -980,6 +990,13 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             render::print_dataset(&dataset);
         }
         ClientCommand::Scenario(command) => run_scenario(command).await?,
+        ClientCommand::Authorization(command) => {
+            crate::governance::run_authorization(command).await?
+        }
+        ClientCommand::EmergencyPlan(command) => crate::governance::run_plan(command).await?,
+        ClientCommand::Principal(PrincipalCommand::Governance(command)) => {
+            crate::governance::run_principal(command).await?
+        }
         ClientCommand::Product(command) => run_product(command).await?,
         ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
             let job = conn

@@ -140,7 +140,10 @@ impl Api {
             Ok((
                 authorization.clone(),
                 caller.entry(
-                    format!("authorization:{} tenant:{}", authorization.id, req.tenant_id),
+                    format!(
+                        "authorization:{} tenant:{}",
+                        authorization.id, req.tenant_id
+                    ),
                     "ok",
                     authorization_detail(&authorization),
                 ),
@@ -421,9 +424,8 @@ impl Api {
             .map(|n| crate::keys::id_number_hash(self.state.keys.master(), n));
         let now = crate::now_ms();
         self.state.store.commit_with(|tx| {
-            let principal = store::principal(tx, &req.principal_id)?.ok_or_else(|| {
-                ServerError::NotFound(format!("principal {}", req.principal_id))
-            })?;
+            let principal = store::principal(tx, &req.principal_id)?
+                .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
             let mut q = gov::qualification(tx, &principal.id)?.unwrap_or(QualificationRecord {
                 principal_id: principal.id.clone(),
                 ..QualificationRecord::default()
@@ -499,7 +501,8 @@ impl Api {
         let fingerprint = if req.fingerprint.is_empty() {
             None
         } else {
-            if req.fingerprint.len() != 64 || !req.fingerprint.chars().all(|c| c.is_ascii_hexdigit())
+            if req.fingerprint.len() != 64
+                || !req.fingerprint.chars().all(|c| c.is_ascii_hexdigit())
             {
                 return Err(ServerError::InvalidArgument(
                     "the fingerprint is 64 hex characters (SHA-256 of the certificate)".into(),
@@ -509,9 +512,8 @@ impl Api {
         };
         let now = crate::now_ms();
         self.state.store.commit_with(|tx| {
-            let principal = store::principal(tx, &req.principal_id)?.ok_or_else(|| {
-                ServerError::NotFound(format!("principal {}", req.principal_id))
-            })?;
+            let principal = store::principal(tx, &req.principal_id)?
+                .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
             if let Some(f) = &fingerprint
                 && !gov::certificates(tx, &principal.id)?
                     .iter()
@@ -542,7 +544,9 @@ impl Api {
                 return Err(ServerError::FailedPrecondition(format!(
                     "principal {} has no unrevoked certificate{}",
                     principal.id,
-                    fingerprint.as_ref().map_or(String::new(), |f| format!(" {f}"))
+                    fingerprint
+                        .as_ref()
+                        .map_or(String::new(), |f| format!(" {f}"))
                 )));
             }
             let entry = caller.entry(
@@ -576,8 +580,7 @@ fn scope_categories(values: &[i32]) -> Result<Vec<ScenarioCategory>> {
     for v in values {
         if *v == pb::ScenarioCategory::Unspecified as i32 {
             return Err(ServerError::InvalidArgument(
-                "a scope's category must be public_governance, public_welfare or commercial"
-                    .into(),
+                "a scope's category must be public_governance, public_welfare or commercial".into(),
             ));
         }
         let c = convert::category_from_pb(*v)?;
@@ -634,7 +637,13 @@ impl GovernanceService for Api {
             let list = self.state.store.read(|c| {
                 gov::authorizations(c, tenant.as_deref())?
                     .iter()
-                    .map(|a| Ok(authorization_to_pb(a, now, gov::emergency_plan(c, &a.id)?.is_some())))
+                    .map(|a| {
+                        Ok(authorization_to_pb(
+                            a,
+                            now,
+                            gov::emergency_plan(c, &a.id)?.is_some(),
+                        ))
+                    })
                     .collect::<Result<Vec<_>>>()
             })?;
             let n = list.len();

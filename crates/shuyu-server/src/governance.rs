@@ -726,6 +726,128 @@ mod tests {
         }
     }
 
+    fn store_with_tenant() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = crate::audit::AuditLog::new(&shuyu_vault::SecretKey::generate());
+        let store = Store::open(&dir.path().join("meta.db"), audit).unwrap();
+        store
+            .read(|c| {
+                crate::store::insert_tenant(
+                    c,
+                    &crate::store::Tenant {
+                        id: "t_1".into(),
+                        name: "operator".into(),
+                        kek_id: "tenant:t_1".into(),
+                        pseudonym_kek_id: "pseudonym:t_1".into(),
+                        created_at_ms: 0,
+                        lab_until_ms: 0,
+                    },
+                )
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    fn refused(store: &Store, now: i64, need: &Need<'_>) -> String {
+        match store.read(|c| require_authorization(c, "t_1", now, need)) {
+            Err(ServerError::FailedPrecondition(m)) => m,
+            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_gate_names_what_is_missing() {
+        let (_dir, store) = store_with_tenant();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        assert!(refused(&store, now, &Need::default()).contains("no authorization agreement"));
+        store
+            .read(|c| insert_authorization(c, &auth(now - day, now + 400 * day)))
+            .unwrap();
+        let need = Need {
+            datasets: vec!["ds_1"],
+            category: Some(ScenarioCategory::Commercial),
+            emergency_plan: false,
+        };
+        assert_eq!(
+            store
+                .read(|c| require_authorization(c, "t_1", now, &need))
+                .unwrap()
+                .id,
+            "au_1"
+        );
+        let outside = Need {
+            datasets: vec!["ds_1", "ds_2"],
+            ..need.clone()
+        };
+        assert!(refused(&store, now, &outside).contains("dataset ds_2 is outside the scope"));
+        let category = Need {
+            category: Some(ScenarioCategory::PublicWelfare),
+            ..need.clone()
+        };
+        assert!(refused(&store, now, &category).contains("category public_welfare"));
+        let production = Need {
+            emergency_plan: true,
+            ..need.clone()
+        };
+        assert!(refused(&store, now, &production).contains("no emergency plan"));
+        store
+            .read(|c| {
+                upsert_emergency_plan(
+                    c,
+                    &EmergencyPlan {
+                        authorization_id: "au_1".into(),
+                        summary: "s".into(),
+                        contact: "c".into(),
+                        actions: vec!["a".into()],
+                        created_at_ms: now,
+                        updated_at_ms: now,
+                        updated_by: "p".into(),
+                        last_drill_at_ms: 0,
+                    },
+                )
+            })
+            .unwrap();
+        assert!(
+            store
+                .read(|c| require_authorization(c, "t_1", now, &production))
+                .is_ok()
+        );
+        assert!(refused(&store, now + 400 * day, &need).contains("expired on"));
+        assert!(refused(&store, now - 2 * day, &need).contains("starts only on"));
+        store
+            .read(|c| revoke_authorization(c, "au_1", now, "breach"))
+            .unwrap();
+        assert!(refused(&store, now, &need).contains("was revoked on"));
+    }
+
+    #[test]
+    fn the_sweep_announces_an_open_window_once() {
+        let (_dir, store) = store_with_tenant();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        // Ends in a year: the window opens in six months.
+        store
+            .read(|c| insert_authorization(c, &auth(now, now + 365 * day)))
+            .unwrap();
+        assert_eq!(sweep_renewals(&store, now).unwrap(), 0);
+        let inside = now + 200 * day;
+        assert_eq!(sweep_renewals(&store, inside).unwrap(), 1);
+        assert_eq!(sweep_renewals(&store, inside + day).unwrap(), 0);
+        let notes: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM notifications WHERE kind = 'renewal_window'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(notes, 2, "the tenant and the admins, once each");
+        // Expired or renewed authorizations are not announced.
+        assert_eq!(sweep_renewals(&store, now + 366 * day).unwrap(), 0);
+    }
+
     #[test]
     fn states_follow_the_term() {
         let a = auth(100, 200);

@@ -38,6 +38,8 @@ pub struct Domain {
     pub engineer: Client,
     /// The tenant.
     pub tenant_id: String,
+    /// The tenant's authorization (datasets join its scope as they are granted).
+    pub authorization_id: String,
 }
 
 /// The default policy text with a larger job memory pool and a version marking the change
@@ -78,12 +80,21 @@ async fn connect(addr: &str, credentials: &Credentials) -> Result<Client> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
-/// Registers a principal and issues its certificate; returns its credentials.
+/// A valid synthetic resident ID number for the `seq`-th person of the benchmark domain.
+fn bench_id_number(seq: u32) -> Result<String> {
+    let first17 = format!("33020319850101{seq:03}");
+    let check = shuyu_policy::id_number_check_char(&first17).context("17 digits")?;
+    Ok(format!("{first17}{check}"))
+}
+
+/// Registers a principal with its qualification (R8, R9) and issues its certificate;
+/// returns its credentials.
 async fn create_principal(
     admin: &mut Client,
     name: &str,
     role: pb::Role,
     tenant_id: Option<&str>,
+    seq: u32,
 ) -> Result<Credentials> {
     let principal = admin
         .admin
@@ -97,6 +108,19 @@ async fn create_principal(
         .into_inner()
         .principal
         .unwrap_or_default();
+    let now = chrono::Utc::now().timestamp_millis();
+    admin
+        .governance
+        .qualify_principal(pb::QualifyPrincipalRequest {
+            principal_id: principal.id.clone(),
+            id_number: bench_id_number(seq)?,
+            training_passed_ms: now,
+            training_valid_until_ms: now + 365 * 86_400_000,
+            nda_signed_ms: now,
+            nda_valid_until_ms: now + 365 * 86_400_000,
+        })
+        .await
+        .context("recording the qualification")?;
     let (key_pem, csr_pem) = shuyu_server::tls::new_key_and_csr(&principal.id)?;
     let issued = admin
         .admin
@@ -122,7 +146,17 @@ impl Domain {
     pub async fn start(root: &Path, options: &DomainOptions) -> Result<Domain> {
         let data_dir = root.join("domain");
         let admin_dir = root.join("credentials").join("admin");
-        shuyu_server::domain::init(&data_dir, "Bench Admin", "Shuyu benchmark", &admin_dir)?;
+        shuyu_server::domain::init(
+            &data_dir,
+            "Bench Admin",
+            "Shuyu benchmark",
+            &shuyu_server::domain::AdminQualification {
+                id_number: bench_id_number(0)?,
+                training_days: 365,
+                nda_days: 365,
+            },
+            &admin_dir,
+        )?;
         let mut config = ServerConfig::new(data_dir.clone());
         config.listen = "127.0.0.1:0".parse()?;
         config.max_ingest_bytes = options.max_ingest_bytes;
@@ -145,13 +179,41 @@ impl Domain {
             .into_inner()
             .tenant
             .unwrap_or_default();
+        // R25, R32: the tenant works under an authorization with an emergency plan.
+        let now = chrono::Utc::now().timestamp_millis();
+        let authorization = admin
+            .governance
+            .create_authorization(pb::CreateAuthorizationRequest {
+                tenant_id: tenant.id.clone(),
+                dataset_ids: Vec::new(),
+                categories: vec![pb::ScenarioCategory::Commercial as i32],
+                valid_from_ms: 0,
+                valid_until_ms: now + 365 * 86_400_000,
+                pricing_terms: "benchmark".into(),
+            })
+            .await
+            .context("recording the authorization")?
+            .into_inner()
+            .authorization
+            .unwrap_or_default();
+        admin
+            .governance
+            .set_emergency_plan(pb::SetEmergencyPlanRequest {
+                authorization_id: authorization.id.clone(),
+                summary: "benchmark domain".into(),
+                contact: "the benchmark operator".into(),
+                actions: vec!["stop the benchmark".into()],
+            })
+            .await
+            .context("recording the emergency plan")?;
         let steward_creds =
-            create_principal(&mut admin, "Bench Steward", pb::Role::Steward, None).await?;
+            create_principal(&mut admin, "Bench Steward", pb::Role::Steward, None, 1).await?;
         let engineer_creds = create_principal(
             &mut admin,
             "Bench Engineer",
             pb::Role::Engineer,
             Some(&tenant.id),
+            2,
         )
         .await?;
         let steward = connect(&addr, &steward_creds).await?;
@@ -163,6 +225,7 @@ impl Domain {
             steward,
             engineer,
             tenant_id: tenant.id,
+            authorization_id: authorization.id,
         })
     }
 
@@ -189,6 +252,15 @@ impl Domain {
             })
             .await
             .with_context(|| format!("granting {name}"))?;
+        self.admin
+            .governance
+            .amend_authorization_scope(pb::AmendAuthorizationScopeRequest {
+                authorization_id: self.authorization_id.clone(),
+                add_dataset_ids: vec![dataset.id.clone()],
+                add_categories: Vec::new(),
+            })
+            .await
+            .with_context(|| format!("adding {name} to the authorization's scope"))?;
         Ok(dataset)
     }
 

@@ -17,6 +17,7 @@ use shuyu_proto::v1::admin_service_client::AdminServiceClient;
 use shuyu_proto::v1::audit_service_client::AuditServiceClient;
 use shuyu_proto::v1::catalog_service_client::CatalogServiceClient;
 use shuyu_proto::v1::export_service_client::ExportServiceClient;
+use shuyu_proto::v1::governance_service_client::GovernanceServiceClient;
 use shuyu_proto::v1::job_service_client::JobServiceClient;
 use shuyu_proto::v1::lifecycle_service_client::LifecycleServiceClient;
 use shuyu_proto::v1::oversight_service_client::OversightServiceClient;
@@ -114,6 +115,8 @@ pub struct Client {
     pub exports: ExportServiceClient<Channel>,
     /// Audit service.
     pub audit: AuditServiceClient<Channel>,
+    /// Governance: authorizations, emergency plans, qualification, certificate revocation.
+    pub governance: GovernanceServiceClient<Channel>,
     /// Arrow Flight on the same server (DoGet of products).
     pub flight: FlightServiceClient<Channel>,
     /// Oversight: alerts, reports, audit checkpoints and retention.
@@ -171,6 +174,7 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             lifecycle: LifecycleServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            governance: GovernanceServiceClient::new(channel.clone()),
             flight: FlightServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         })
     }

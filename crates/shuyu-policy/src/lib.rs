@@ -4,12 +4,19 @@
 //! No IO, no DataFusion, no crypto: the engine and server apply these decisions.
 
 mod classification;
+mod governance;
 mod masking;
 mod policy;
 mod products;
 mod roles;
 
 pub use classification::Classification;
+pub use governance::{
+    DEFAULT_AUTHORIZATION_YEARS, MAX_AUTHORIZATION_YEARS, QualificationFacts, QualificationGap,
+    RENEWAL_WINDOW_MONTHS, TermError, add_months, allowed_while_unqualified, check_max_years,
+    check_term, format_date, id_number_check_char, normalize_id_number, qualification_gap,
+    registry_mask, renewal_opens_at, requires_qualification,
+};
 pub use masking::{
     DateGranularity, MaskingRule, generalize_date, generalize_float, generalize_int,
     mask_id_number, mask_mobile, mask_name, suppressed,

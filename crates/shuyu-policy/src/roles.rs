@@ -187,11 +187,25 @@ pub enum Action {
     EmergencyStop,
     /// See tenants' lifecycle status, exit reports and drills.
     ViewLifecycle,
+    /// Create, renew, amend or revoke a tenant's authorization agreement (R25).
+    ManageAuthorization,
+    /// See authorizations: admins and auditors all, engineers their tenant's.
+    ViewAuthorization,
+    /// Record or update an authorization's emergency plan (R32).
+    SetEmergencyPlan,
+    /// See an authorization's emergency plan: admins and auditors, engineers their tenant's.
+    ViewEmergencyPlan,
+    /// Record a principal's real-name registration, training and NDA (R8, R9).
+    QualifyPrincipal,
+    /// See a principal's qualification (the ID number only masked) and certificates.
+    ViewQualification,
+    /// Revoke a principal's certificates, or disable the principal.
+    RevokeCertificate,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Action; 55] = [
+    pub const ALL: [Action; 62] = [
         Action::WhoAmI,
         Action::CreateTenant,
         Action::ListTenants,
@@ -247,6 +261,13 @@ impl Action {
         Action::TerminateTenant,
         Action::EmergencyStop,
         Action::ViewLifecycle,
+        Action::ManageAuthorization,
+        Action::ViewAuthorization,
+        Action::SetEmergencyPlan,
+        Action::ViewEmergencyPlan,
+        Action::QualifyPrincipal,
+        Action::ViewQualification,
+        Action::RevokeCertificate,
     ];
 
     /// snake_case name, as recorded in the audit trail.
@@ -307,6 +328,13 @@ impl Action {
             Action::TerminateTenant => "terminate_tenant",
             Action::EmergencyStop => "emergency_stop",
             Action::ViewLifecycle => "view_lifecycle",
+            Action::ManageAuthorization => "manage_authorization",
+            Action::ViewAuthorization => "view_authorization",
+            Action::SetEmergencyPlan => "set_emergency_plan",
+            Action::ViewEmergencyPlan => "view_emergency_plan",
+            Action::QualifyPrincipal => "qualify_principal",
+            Action::ViewQualification => "view_qualification",
+            Action::RevokeCertificate => "revoke_certificate",
         }
     }
 }
@@ -361,6 +389,13 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | TerminateTenant
                 | EmergencyStop
                 | ViewLifecycle
+                | ManageAuthorization
+                | ViewAuthorization
+                | SetEmergencyPlan
+                | ViewEmergencyPlan
+                | QualifyPrincipal
+                | ViewQualification
+                | RevokeCertificate
         ),
         Role::DataSteward => matches!(
             action,
@@ -407,6 +442,8 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewQualityTickets
                 | RaiseRiskStop
                 | ViewRiskStops
+                | ViewAuthorization
+                | ViewEmergencyPlan
         ),
         Role::Reviewer => matches!(
             action,
@@ -438,6 +475,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewReports
                 | ReadCheckpoint
                 | ViewLifecycle
+                | ViewAuthorization
+                | ViewEmergencyPlan
+                | ViewQualification
         ),
         // Product actions only: no catalog, no jobs, no review, no audit.
         Role::Recipient => matches!(
@@ -544,6 +584,13 @@ mod tests {
                     TerminateTenant,
                     EmergencyStop,
                     ViewLifecycle,
+                    ManageAuthorization,
+                    ViewAuthorization,
+                    SetEmergencyPlan,
+                    ViewEmergencyPlan,
+                    QualifyPrincipal,
+                    ViewQualification,
+                    RevokeCertificate,
                 ],
             ),
             (
@@ -591,6 +638,8 @@ mod tests {
                     ViewQualityTickets,
                     RaiseRiskStop,
                     ViewRiskStops,
+                    ViewAuthorization,
+                    ViewEmergencyPlan,
                 ],
             ),
             (
@@ -626,6 +675,9 @@ mod tests {
                     ViewReports,
                     ReadCheckpoint,
                     ViewLifecycle,
+                    ViewAuthorization,
+                    ViewEmergencyPlan,
+                    ViewQualification,
                 ],
             ),
             (
@@ -704,6 +756,14 @@ mod tests {
                 matches!(role, Role::PlatformAdmin | Role::Auditor),
             );
             check(role, Action::ApplyScenario, role == Role::Engineer);
+            for governance in [
+                Action::ManageAuthorization,
+                Action::SetEmergencyPlan,
+                Action::QualifyPrincipal,
+                Action::RevokeCertificate,
+            ] {
+                check(role, governance, role == Role::PlatformAdmin);
+            }
             check(
                 role,
                 Action::DecideScenario,

@@ -54,6 +54,39 @@ pub struct ServerConfig {
     /// Suspension and termination of tenants (R26).
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    /// Authorizations and their renewal notices (R25).
+    #[serde(default)]
+    pub governance: GovernanceConfig,
+}
+
+/// Authorizations (R25): the longest term an admin may record, and how often the server
+/// looks for authorizations whose renewal window has opened.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceConfig {
+    /// Longest authorization term, in years: 3 by default, at most 5.
+    #[serde(default = "default_authorization_max_years")]
+    pub authorization_max_years: u32,
+    /// Seconds between renewal sweeps (one also runs at start-up and after each create or
+    /// renewal).
+    #[serde(default = "default_renewal_sweep_secs")]
+    pub renewal_sweep_secs: u64,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        GovernanceConfig {
+            authorization_max_years: default_authorization_max_years(),
+            renewal_sweep_secs: default_renewal_sweep_secs(),
+        }
+    }
+}
+
+fn default_authorization_max_years() -> u32 {
+    shuyu_policy::DEFAULT_AUTHORIZATION_YEARS
+}
+fn default_renewal_sweep_secs() -> u64 {
+    3600
 }
 
 /// Data-quality tickets (R18): how long a steward has to answer one.
@@ -284,6 +317,7 @@ impl ServerConfig {
             stewardship: StewardshipConfig::default(),
             oversight: crate::oversight::OversightConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            governance: GovernanceConfig::default(),
         }
     }
 
@@ -381,6 +415,16 @@ impl ServerConfig {
                     .into(),
             ));
         }
+        shuyu_policy::check_max_years(self.governance.authorization_max_years).map_err(|e| {
+            ServerError::InvalidArgument(format!(
+                "configuration: governance.authorization_max_years: {e}"
+            ))
+        })?;
+        if !(1..=86_400).contains(&self.governance.renewal_sweep_secs) {
+            return Err(ServerError::InvalidArgument(
+                "configuration: governance.renewal_sweep_secs must be between 1 and 86400".into(),
+            ));
+        }
         if self.worker.address_space_mib != 0 && self.worker.address_space_mib < 512 {
             return Err(ServerError::InvalidArgument(
                 "configuration: worker.address_space_mib must be 0 (no ceiling) or at least 512"
@@ -421,6 +465,7 @@ mod tests {
         assert_eq!(config.listen.port(), 7443);
         assert!(config.policy_file.is_some());
         assert_eq!(config.pricing, PricingConfig::default());
+        assert_eq!(config.governance, GovernanceConfig::default());
     }
 
     #[test]
@@ -449,6 +494,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("[pricing]"), "{err}");
+        let err = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[governance]\nauthorization_max_years = 6\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("governance.authorization_max_years"),
+            "{err}"
+        );
+        let five = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[governance]\nauthorization_max_years = 5\n",
+        )
+        .expect("five years is allowed");
+        assert_eq!(five.governance.authorization_max_years, 5);
         let err =
             ServerConfig::from_toml_str("data_dir = \"x\"\n[pricing]\nyuan = 1\n").unwrap_err();
         assert!(err.to_string().contains("yuan"), "{err}");

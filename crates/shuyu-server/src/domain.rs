@@ -120,16 +120,39 @@ pub struct InitOutcome {
     pub signing_public_key: String,
 }
 
+/// The first admin's qualification, recorded by `init` (R8, R9): the operator who creates
+/// the domain vouches for it.
+#[derive(Debug, Clone)]
+pub struct AdminQualification {
+    /// The admin's resident ID number (stored only as a keyed hash and a masked form).
+    pub id_number: String,
+    /// Training passed today, valid this many days.
+    pub training_days: u32,
+    /// Confidentiality agreement signed today, in force this many days.
+    pub nda_days: u32,
+}
+
 /// Creates a new domain in `data_dir` and the first admin's credentials in `admin_dir`.
 ///
 /// # Errors
-/// If the directory already holds a domain, or on IO / key failures.
+/// If the directory already holds a domain, the ID number is invalid, or on IO / key
+/// failures.
 pub fn init(
     data_dir: &Path,
     admin_name: &str,
     admin_organisation: &str,
+    admin_qualification: &AdminQualification,
     admin_dir: &Path,
 ) -> Result<InitOutcome> {
+    let id_number = Zeroizing::new(
+        shuyu_policy::normalize_id_number(&admin_qualification.id_number)
+            .map_err(|e| ServerError::InvalidArgument(format!("the admin's ID number: {e}")))?,
+    );
+    if admin_qualification.training_days == 0 || admin_qualification.nda_days == 0 {
+        return Err(ServerError::InvalidArgument(
+            "the admin's training and NDA must be valid for at least a day".into(),
+        ));
+    }
     let dir = DataDir::new(data_dir);
     if dir.master_key().exists() {
         return Err(ServerError::FailedPrecondition(format!(
@@ -190,6 +213,23 @@ pub fn init(
         store::set_meta(tx, "signing_public_key", &signing_public)?;
         store::insert_principal(tx, &admin)?;
         store::insert_certificate(tx, &issued.fingerprint, &admin.id, issued.not_after_ms)?;
+        let now = crate::now_ms();
+        let day_ms = 86_400_000;
+        crate::governance::upsert_qualification(
+            tx,
+            &crate::governance::QualificationRecord {
+                principal_id: admin.id.clone(),
+                id_hash: Some(crate::keys::id_number_hash(&master, &id_number)),
+                id_masked: shuyu_policy::registry_mask(&id_number),
+                registered_at_ms: now,
+                training_passed_ms: now,
+                training_until_ms: now + i64::from(admin_qualification.training_days) * day_ms,
+                nda_signed_ms: now,
+                nda_until_ms: now + i64::from(admin_qualification.nda_days) * day_ms,
+                updated_at_ms: now,
+                updated_by: "-".into(),
+            },
+        )?;
         Ok(())
     })?;
     std::fs::write(dir.ca_cert(), &ca.cert_pem).map_err(ServerError::internal)?;

@@ -60,6 +60,14 @@ pub fn recipient_pseudonym_key(master: &MasterKey, recipient_id: &str) -> Result
     )?)
 }
 
+/// The registry's keyed hash of a normalised resident ID number (R8 real-name registration):
+/// hex HMAC-SHA256 under a key derived from the master key. The number itself is never
+/// stored; the same number registered twice has the same hash.
+pub fn id_number_hash(master: &MasterKey, normalized_id_number: &str) -> String {
+    let key = master.key().derive("shuyu-id-number:v1");
+    hex::encode(key.hmac_sha256(normalized_id_number.as_bytes()))
+}
+
 /// How deep the hierarchy may nest (guards against a cycle in a corrupted store).
 const MAX_DEPTH: usize = 8;
 

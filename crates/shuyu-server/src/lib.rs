@@ -10,6 +10,7 @@ pub mod config;
 mod convert;
 pub mod domain;
 pub mod error;
+pub mod governance;
 pub mod keys;
 pub mod lifecycle;
 pub mod notify;
@@ -35,6 +36,7 @@ use shuyu_proto::v1::admin_service_server::AdminServiceServer;
 use shuyu_proto::v1::audit_service_server::AuditServiceServer;
 use shuyu_proto::v1::catalog_service_server::CatalogServiceServer;
 use shuyu_proto::v1::export_service_server::ExportServiceServer;
+use shuyu_proto::v1::governance_service_server::GovernanceServiceServer;
 use shuyu_proto::v1::job_service_server::JobServiceServer;
 use shuyu_proto::v1::lifecycle_service_server::LifecycleServiceServer;
 use shuyu_proto::v1::oversight_service_server::OversightServiceServer;
@@ -89,6 +91,7 @@ pub struct ServerHandle {
     dispatcher: tokio::task::JoinHandle<()>,
     /// The periodic monitor, checkpoint and purge tasks.
     oversight: Vec<tokio::task::JoinHandle<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -103,6 +106,7 @@ impl ServerHandle {
         for task in &self.oversight {
             task.abort();
         }
+        self.sweeper.abort();
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -235,6 +239,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         Arc::clone(&state),
         Duration::from_secs(2),
     ));
+    let sweeper = tokio::spawn(governance::sweep_forever(Arc::clone(&state)));
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -266,6 +271,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         )
         .add_service(OversightServiceServer::new(api.clone()))
         .add_service(LifecycleServiceServer::new(api.clone()))
+        .add_service(GovernanceServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
     let task = tokio::spawn(async move {
         router
@@ -281,5 +287,6 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         task,
         dispatcher,
         oversight,
+        sweeper,
     })
 }

@@ -135,6 +135,18 @@ impl AppState {
             let entry = caller.entry("", e.audit_outcome(), json!({"reason": e.to_string()}));
             return Err(self.audited_error(&entry, e));
         }
+        // R8, R9: registered, trained and under an NDA, and not disabled.
+        match self.store.read(|conn| {
+            crate::governance::refusal(conn, &caller.principal, action, crate::now_ms())
+        }) {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                let e = ServerError::PermissionDenied(reason);
+                let entry = caller.entry("", e.audit_outcome(), json!({"reason": e.to_string()}));
+                return Err(self.audited_error(&entry, e));
+            }
+            Err(e) => return Err(self.fail(&caller, "", e)),
+        }
         if caller.principal.role == Role::Engineer && caller.principal.tenant_id.is_none() {
             let e = ServerError::PermissionDenied("the caller belongs to no tenant".into());
             let entry = caller.entry("", e.audit_outcome(), json!({}));

@@ -587,6 +587,7 @@ impl Store {
         conn.execute_batch(crate::stewardship::SCHEMA)?;
         crate::oversight::create_tables(&conn)?;
         conn.execute_batch(crate::lifecycle::SCHEMA)?;
+        conn.execute_batch(crate::governance::SCHEMA)?;
         migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),

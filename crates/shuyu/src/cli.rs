@@ -90,6 +90,13 @@ pub enum ClientCommand {
     /// Operation reports and public disclosure summaries (R34, R36): admins and auditors.
     #[command(subcommand)]
     Report(crate::oversight::ReportCommand),
+    /// Authorization agreements of tenants (R25): admins manage, auditors and the tenant's
+    /// engineers read.
+    #[command(subcommand)]
+    Authorization(crate::governance::AuthorizationCommand),
+    /// Emergency plans of authorizations (R32): admins set, auditors and engineers read.
+    #[command(subcommand, name = "emergency-plan")]
+    EmergencyPlan(crate::governance::EmergencyPlanCommand),
     /// Your notifications, newest first (renewal windows, risk stops, alerts); auditors
     /// see all of them.
     Notifications {
@@ -250,6 +257,9 @@ pub enum PrincipalCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Qualification (R8, R9) and certificate revocation: admins.
+    #[command(flatten)]
+    Governance(crate::governance::PrincipalGovernanceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -1012,6 +1022,13 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
         ClientCommand::Scenario(command) => run_scenario(command).await?,
         ClientCommand::Alerts(command) => return crate::oversight::run_alerts(command).await,
         ClientCommand::Report(command) => return crate::oversight::run_report(command).await,
+        ClientCommand::Authorization(command) => {
+            crate::governance::run_authorization(command).await?
+        }
+        ClientCommand::EmergencyPlan(command) => crate::governance::run_plan(command).await?,
+        ClientCommand::Principal(PrincipalCommand::Governance(command)) => {
+            crate::governance::run_principal(command).await?
+        }
         ClientCommand::Product(command) => run_product(command).await?,
         ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
             let job = conn

@@ -138,6 +138,16 @@ pub fn id_number_check_char(first17: &str) -> char {
     char::from(ID_CHECK_MAP[(sum % 11) as usize])
 }
 
+/// A valid, synthetic resident ID number for the `seq`-th member of staff of the demo
+/// (born 1985, registered in 海曙区): distinct for distinct `seq` below 366 000.
+pub fn staff_id_number(seq: u32) -> String {
+    let day = days_from_civil(1985, 1, 1) + i64::from(seq / 1000);
+    let (y, m, d) = civil_from_days(day);
+    let first17 = format!("330203{y:04}{m:02}{d:02}{:03}", seq % 1000);
+    let check = id_number_check_char(&first17);
+    format!("{first17}{check}")
+}
+
 /// GB 32100-2015 check character for the first 17 characters of a unified social credit code.
 ///
 /// # Panics

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod governance;
 mod lifecycle;
 mod oversight;
 mod quickstart;
@@ -37,6 +38,16 @@ enum Command {
         /// The first admin's organisation.
         #[arg(long, default_value = "Public Data Authority")]
         admin_org: String,
+        /// The first admin's resident ID number (real-name registration, R8: stored only as
+        /// a keyed hash and a masked form).
+        #[arg(long)]
+        admin_id_number: String,
+        /// Days the first admin's training is valid from today (R9).
+        #[arg(long, default_value_t = 365)]
+        admin_training_days: u32,
+        /// Days the first admin's confidentiality agreement is in force from today.
+        #[arg(long, default_value_t = 1095)]
+        admin_nda_days: u32,
         /// Where to write the admin's credentials (default: DATA_DIR/credentials/admin).
         #[arg(long)]
         creds_out: Option<PathBuf>,
@@ -156,10 +167,24 @@ async fn run(args: Args) -> Result<std::process::ExitCode> {
             data_dir,
             admin_name,
             admin_org,
+            admin_id_number,
+            admin_training_days,
+            admin_nda_days,
             creds_out,
         } => {
             let creds = creds_out.unwrap_or_else(|| data_dir.join("credentials").join("admin"));
-            let outcome = shuyu_server::domain::init(&data_dir, &admin_name, &admin_org, &creds)?;
+            let qualification = shuyu_server::domain::AdminQualification {
+                id_number: admin_id_number,
+                training_days: admin_training_days,
+                nda_days: admin_nda_days,
+            };
+            let outcome = shuyu_server::domain::init(
+                &data_dir,
+                &admin_name,
+                &admin_org,
+                &qualification,
+                &creds,
+            )?;
             println!("Created a domain in {}", data_dir.display());
             println!("  admin principal:     {}", outcome.admin.principal_id);
             println!("  admin credentials:   {}", creds.display());

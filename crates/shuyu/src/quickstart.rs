@@ -62,6 +62,11 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         &dir,
         "Platform Admin",
         "Public Data Authority",
+        &shuyu_server::domain::AdminQualification {
+            id_number: demo::staff_id_number(0),
+            training_days: 365,
+            nda_days: 3 * 365,
+        },
         &admin_creds,
     )?;
     println!(
@@ -82,7 +87,8 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
 
     step(
         3,
-        "Admin registers a tenant and its people (real name, organisation, role)",
+        "Admin registers a tenant and its people (real name, ID number, organisation, role; \
+         training and NDA)",
     );
     let mut admin = connect(&addr, &admin_creds).await?;
     let tenant = admin
@@ -134,7 +140,8 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         ),
     ];
     let mut recipient_id = String::new();
-    for (dir_name, name, org, role, tenant_id) in people {
+    let today = chrono::Utc::now().timestamp_millis();
+    for (seq, (dir_name, name, org, role, tenant_id)) in (1..).zip(people) {
         let p = cli::create_principal(
             &mut admin,
             name,
@@ -150,6 +157,25 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             p.id,
             name,
             org
+        );
+        // R8, R9: real-name registration, training passed, confidentiality agreement.
+        let q = admin
+            .governance
+            .qualify_principal(pb::QualifyPrincipalRequest {
+                principal_id: p.id.clone(),
+                id_number: demo::staff_id_number(seq),
+                training_passed_ms: today,
+                training_valid_until_ms: shuyu_policy::add_months(today, 12),
+                nda_signed_ms: today,
+                nda_valid_until_ms: shuyu_policy::add_months(today, 36),
+            })
+            .await?
+            .into_inner()
+            .qualification
+            .unwrap_or_default();
+        println!(
+            "            ID {} registered (keyed hash only), training and NDA recorded",
+            q.id_number_masked
         );
         if role == pb::Role::Recipient {
             recipient_id = p.id.clone();
@@ -167,6 +193,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         "Steward ingests demo datasets, classified column by column; stored as encrypted Parquet",
     );
     let mut health_id = String::new();
+    let mut dataset_ids = Vec::new();
     for dataset in demo::generate(seed, rows) {
         let header = pb::IngestHeader {
             name: dataset.name.to_owned(),
@@ -191,6 +218,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         if stored.name == "health_records" {
             health_id = stored.id.clone();
         }
+        dataset_ids.push(stored.id.clone());
         admin
             .admin
             .grant_dataset(pb::GrantDatasetRequest {
@@ -200,6 +228,49 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
             .await?;
     }
     println!("  admin granted all three datasets to {}", tenant.name);
+    // R25: nothing runs outside an authorization agreement's term and scope; R32: production
+    // work needs the authorization's emergency plan.
+    let authorization = admin
+        .governance
+        .create_authorization(pb::CreateAuthorizationRequest {
+            tenant_id: tenant.id.clone(),
+            dataset_ids,
+            categories: vec![
+                pb::ScenarioCategory::PublicGovernance as i32,
+                pb::ScenarioCategory::PublicWelfare as i32,
+                pb::ScenarioCategory::Commercial as i32,
+            ],
+            valid_from_ms: 0,
+            valid_until_ms: shuyu_policy::add_months(
+                today,
+                12 * shuyu_policy::DEFAULT_AUTHORIZATION_YEARS as i32,
+            ),
+            pricing_terms: "商业产品按 [pricing] 费率（分）；公共治理、公益产品免费".into(),
+        })
+        .await?
+        .into_inner()
+        .authorization
+        .unwrap_or_default();
+    admin
+        .governance
+        .set_emergency_plan(pb::SetEmergencyPlanRequest {
+            authorization_id: authorization.id.clone(),
+            summary: "数据泄露或异常访问时立即止损、评估、报告".into(),
+            contact: "市数据局值班室 0574-00000000".into(),
+            actions: vec![
+                "暂停该运营单位的全部作业与导出".into(),
+                "吊销涉事人员证书并保全审计记录".into(),
+                "2 小时内报告主管部门".into(),
+            ],
+        })
+        .await?;
+    println!(
+        "  authorization {} for {}: the three datasets, all scenario categories, until {}; \
+         emergency plan recorded",
+        authorization.id,
+        tenant.name,
+        shuyu_policy::format_date(authorization.valid_until_ms)
+    );
 
     step(5, "Engineer browses the catalog");
     let catalog = engineer

@@ -1721,6 +1721,245 @@ pub struct ListDrillsResponse {
     #[prost(message, repeated, tag = "1")]
     pub drills: ::prost::alloc::vec::Vec<Drill>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Authorization {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "3")]
+    pub dataset_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(enumeration = "ScenarioCategory", repeated, tag = "4")]
+    pub categories: ::prost::alloc::vec::Vec<i32>,
+    #[prost(int64, tag = "5")]
+    pub valid_from_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub valid_until_ms: i64,
+    /// The agreed pricing terms (text, e.g. the fen rates or a reference to them).
+    #[prost(string, tag = "7")]
+    pub pricing_terms: ::prost::alloc::string::String,
+    #[prost(enumeration = "AuthorizationStatus", tag = "8")]
+    pub status: i32,
+    #[prost(string, tag = "9")]
+    pub created_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "10")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "11")]
+    pub revoked_at_ms: i64,
+    #[prost(string, tag = "12")]
+    pub revoked_reason: ::prost::alloc::string::String,
+    /// The authorization this one renews, and the one that renews it.
+    #[prost(string, tag = "13")]
+    pub renewed_from: ::prost::alloc::string::String,
+    #[prost(string, tag = "14")]
+    pub renewed_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "15")]
+    pub renewal_opens_at_ms: i64,
+    #[prost(bool, tag = "16")]
+    pub has_emergency_plan: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateAuthorizationRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub dataset_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// At least one.
+    #[prost(enumeration = "ScenarioCategory", repeated, tag = "3")]
+    pub categories: ::prost::alloc::vec::Vec<i32>,
+    /// 0: now.
+    #[prost(int64, tag = "4")]
+    pub valid_from_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub valid_until_ms: i64,
+    #[prost(string, tag = "6")]
+    pub pricing_terms: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuthorizationResponse {
+    #[prost(message, optional, tag = "1")]
+    pub authorization: ::core::option::Option<Authorization>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListAuthorizationsRequest {
+    /// Admins and auditors: one tenant's ('' for all). Engineers always see their own.
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListAuthorizationsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub authorizations: ::prost::alloc::vec::Vec<Authorization>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetAuthorizationRequest {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeAuthorizationRequest {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewAuthorizationRequest {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub valid_until_ms: i64,
+    /// Empty: keep the predecessor's.
+    #[prost(string, tag = "3")]
+    pub pricing_terms: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AmendAuthorizationScopeRequest {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub add_dataset_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(enumeration = "ScenarioCategory", repeated, tag = "3")]
+    pub add_categories: ::prost::alloc::vec::Vec<i32>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmergencyPlan {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub summary: ::prost::alloc::string::String,
+    /// Who to call (a name and number, or a duty desk).
+    #[prost(string, tag = "3")]
+    pub contact: ::prost::alloc::string::String,
+    /// What the plan prescribes, in order.
+    #[prost(string, repeated, tag = "4")]
+    pub actions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(int64, tag = "5")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub updated_at_ms: i64,
+    #[prost(string, tag = "7")]
+    pub updated_by: ::prost::alloc::string::String,
+    /// 0 until a drill is recorded.
+    #[prost(int64, tag = "8")]
+    pub last_drill_at_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetEmergencyPlanRequest {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub summary: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub contact: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "4")]
+    pub actions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetEmergencyPlanRequest {
+    #[prost(string, tag = "1")]
+    pub authorization_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmergencyPlanResponse {
+    #[prost(message, optional, tag = "1")]
+    pub plan: ::core::option::Option<EmergencyPlan>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CertificateInfo {
+    #[prost(string, tag = "1")]
+    pub fingerprint: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub issued_at_ms: i64,
+    #[prost(int64, tag = "3")]
+    pub not_after_ms: i64,
+    #[prost(bool, tag = "4")]
+    pub revoked: bool,
+    #[prost(int64, tag = "5")]
+    pub revoked_at_ms: i64,
+    #[prost(string, tag = "6")]
+    pub revoked_reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Qualification {
+    #[prost(message, optional, tag = "1")]
+    pub principal: ::core::option::Option<Principal>,
+    /// Only the masked form (first 3 and last 4 characters); '' when not registered.
+    #[prost(string, tag = "2")]
+    pub id_number_masked: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
+    pub registered_at_ms: i64,
+    #[prost(int64, tag = "4")]
+    pub training_passed_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub training_valid_until_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub nda_signed_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub nda_valid_until_ms: i64,
+    /// Whether the role must be qualified to act, and whether it is now.
+    #[prost(bool, tag = "8")]
+    pub required: bool,
+    #[prost(bool, tag = "9")]
+    pub qualified: bool,
+    /// What is missing or expired, '' when nothing.
+    #[prost(string, tag = "10")]
+    pub problem: ::prost::alloc::string::String,
+    #[prost(bool, tag = "11")]
+    pub disabled: bool,
+    #[prost(string, tag = "12")]
+    pub disabled_reason: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "13")]
+    pub certificates: ::prost::alloc::vec::Vec<CertificateInfo>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QualifyPrincipalRequest {
+    #[prost(string, tag = "1")]
+    pub principal_id: ::prost::alloc::string::String,
+    /// Real-name registration: the 18-character resident ID number ('' keeps the recorded one).
+    #[prost(string, tag = "2")]
+    pub id_number: ::prost::alloc::string::String,
+    /// Training passed: both or neither (0 keeps the recorded one).
+    #[prost(int64, tag = "3")]
+    pub training_passed_ms: i64,
+    #[prost(int64, tag = "4")]
+    pub training_valid_until_ms: i64,
+    /// Confidentiality agreement: both or neither.
+    #[prost(int64, tag = "5")]
+    pub nda_signed_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub nda_valid_until_ms: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetQualificationRequest {
+    #[prost(string, tag = "1")]
+    pub principal_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QualificationResponse {
+    #[prost(message, optional, tag = "1")]
+    pub qualification: ::core::option::Option<Qualification>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeCertificatesRequest {
+    #[prost(string, tag = "1")]
+    pub principal_id: ::prost::alloc::string::String,
+    /// '' revokes every certificate of the principal.
+    #[prost(string, tag = "2")]
+    pub fingerprint: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+    /// Also disable the principal: no certificate can be issued to it again.
+    #[prost(bool, tag = "4")]
+    pub disable_principal: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeCertificatesResponse {
+    #[prost(string, repeated, tag = "1")]
+    pub revoked_fingerprints: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(bool, tag = "2")]
+    pub principal_disabled: bool,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -2179,6 +2418,47 @@ impl EvaluationOutcome {
             "EVALUATION_OUTCOME_PASS" => Some(Self::Pass),
             "EVALUATION_OUTCOME_FIX_IN_30_DAYS" => Some(Self::FixIn30Days),
             "EVALUATION_OUTCOME_FAIL" => Some(Self::Fail),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AuthorizationStatus {
+    Unspecified = 0,
+    /// In force now.
+    Active = 1,
+    /// Its term has not started (e.g. a renewal waiting for its predecessor to end).
+    Pending = 2,
+    Expired = 3,
+    Revoked = 4,
+    /// Renewed, and its successor is in force.
+    Superseded = 5,
+}
+impl AuthorizationStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "AUTHORIZATION_STATUS_UNSPECIFIED",
+            Self::Active => "AUTHORIZATION_STATUS_ACTIVE",
+            Self::Pending => "AUTHORIZATION_STATUS_PENDING",
+            Self::Expired => "AUTHORIZATION_STATUS_EXPIRED",
+            Self::Revoked => "AUTHORIZATION_STATUS_REVOKED",
+            Self::Superseded => "AUTHORIZATION_STATUS_SUPERSEDED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "AUTHORIZATION_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "AUTHORIZATION_STATUS_ACTIVE" => Some(Self::Active),
+            "AUTHORIZATION_STATUS_PENDING" => Some(Self::Pending),
+            "AUTHORIZATION_STATUS_EXPIRED" => Some(Self::Expired),
+            "AUTHORIZATION_STATUS_REVOKED" => Some(Self::Revoked),
+            "AUTHORIZATION_STATUS_SUPERSEDED" => Some(Self::Superseded),
             _ => None,
         }
     }
@@ -9547,6 +9827,1134 @@ pub mod lifecycle_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "shuyu.v1.LifecycleService";
     impl<T> tonic::server::NamedService for LifecycleServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod governance_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct GovernanceServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> GovernanceServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> GovernanceServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            GovernanceServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// A tenant's authorization agreement: scope, term (at most the configured years), pricing.
+        pub async fn create_authorization(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/CreateAuthorization",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "CreateAuthorization"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_authorizations(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListAuthorizationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAuthorizationsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/ListAuthorizations",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "ListAuthorizations"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_authorization(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/GetAuthorization",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "GetAuthorization"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Ends an authorization now, with a reason.
+        pub async fn revoke_authorization(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/RevokeAuthorization",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "RevokeAuthorization"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// A successor term starting when this one ends; opens 6 months before the end.
+        pub async fn renew_authorization(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RenewAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/RenewAuthorization",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "RenewAuthorization"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Adds datasets or scenario categories to an authorization's scope (a supplementary
+        /// agreement).
+        pub async fn amend_authorization_scope(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AmendAuthorizationScopeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/AmendAuthorizationScope",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "shuyu.v1.GovernanceService",
+                        "AmendAuthorizationScope",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn set_emergency_plan(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetEmergencyPlanRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmergencyPlanResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/SetEmergencyPlan",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "SetEmergencyPlan"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_emergency_plan(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetEmergencyPlanRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmergencyPlanResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/GetEmergencyPlan",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "GetEmergencyPlan"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Records real-name registration (ID number: stored only as a keyed hash and a masked
+        /// form), training and NDA; each part is optional.
+        pub async fn qualify_principal(
+            &mut self,
+            request: impl tonic::IntoRequest<super::QualifyPrincipalRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::QualificationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/QualifyPrincipal",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "QualifyPrincipal"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_qualification(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetQualificationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::QualificationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/GetQualification",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "GetQualification"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Revokes one certificate (by fingerprint) or all of a principal's, optionally disabling
+        /// the principal (no new certificate can be issued).
+        pub async fn revoke_certificates(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeCertificatesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeCertificatesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.GovernanceService/RevokeCertificates",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.GovernanceService", "RevokeCertificates"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod governance_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with GovernanceServiceServer.
+    #[async_trait]
+    pub trait GovernanceService: std::marker::Send + std::marker::Sync + 'static {
+        /// A tenant's authorization agreement: scope, term (at most the configured years), pricing.
+        async fn create_authorization(
+            &self,
+            request: tonic::Request<super::CreateAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        >;
+        async fn list_authorizations(
+            &self,
+            request: tonic::Request<super::ListAuthorizationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAuthorizationsResponse>,
+            tonic::Status,
+        >;
+        async fn get_authorization(
+            &self,
+            request: tonic::Request<super::GetAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        >;
+        /// Ends an authorization now, with a reason.
+        async fn revoke_authorization(
+            &self,
+            request: tonic::Request<super::RevokeAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        >;
+        /// A successor term starting when this one ends; opens 6 months before the end.
+        async fn renew_authorization(
+            &self,
+            request: tonic::Request<super::RenewAuthorizationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        >;
+        /// Adds datasets or scenario categories to an authorization's scope (a supplementary
+        /// agreement).
+        async fn amend_authorization_scope(
+            &self,
+            request: tonic::Request<super::AmendAuthorizationScopeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuthorizationResponse>,
+            tonic::Status,
+        >;
+        async fn set_emergency_plan(
+            &self,
+            request: tonic::Request<super::SetEmergencyPlanRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmergencyPlanResponse>,
+            tonic::Status,
+        >;
+        async fn get_emergency_plan(
+            &self,
+            request: tonic::Request<super::GetEmergencyPlanRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EmergencyPlanResponse>,
+            tonic::Status,
+        >;
+        /// Records real-name registration (ID number: stored only as a keyed hash and a masked
+        /// form), training and NDA; each part is optional.
+        async fn qualify_principal(
+            &self,
+            request: tonic::Request<super::QualifyPrincipalRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::QualificationResponse>,
+            tonic::Status,
+        >;
+        async fn get_qualification(
+            &self,
+            request: tonic::Request<super::GetQualificationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::QualificationResponse>,
+            tonic::Status,
+        >;
+        /// Revokes one certificate (by fingerprint) or all of a principal's, optionally disabling
+        /// the principal (no new certificate can be issued).
+        async fn revoke_certificates(
+            &self,
+            request: tonic::Request<super::RevokeCertificatesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeCertificatesResponse>,
+            tonic::Status,
+        >;
+    }
+    #[derive(Debug)]
+    pub struct GovernanceServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> GovernanceServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for GovernanceServiceServer<T>
+    where
+        T: GovernanceService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/shuyu.v1.GovernanceService/CreateAuthorization" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateAuthorizationSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::CreateAuthorizationRequest>
+                    for CreateAuthorizationSvc<T> {
+                        type Response = super::AuthorizationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateAuthorizationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::create_authorization(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateAuthorizationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/ListAuthorizations" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListAuthorizationsSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::ListAuthorizationsRequest>
+                    for ListAuthorizationsSvc<T> {
+                        type Response = super::ListAuthorizationsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListAuthorizationsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::list_authorizations(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListAuthorizationsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/GetAuthorization" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetAuthorizationSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::GetAuthorizationRequest>
+                    for GetAuthorizationSvc<T> {
+                        type Response = super::AuthorizationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetAuthorizationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::get_authorization(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetAuthorizationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/RevokeAuthorization" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeAuthorizationSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::RevokeAuthorizationRequest>
+                    for RevokeAuthorizationSvc<T> {
+                        type Response = super::AuthorizationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeAuthorizationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::revoke_authorization(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeAuthorizationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/RenewAuthorization" => {
+                    #[allow(non_camel_case_types)]
+                    struct RenewAuthorizationSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::RenewAuthorizationRequest>
+                    for RenewAuthorizationSvc<T> {
+                        type Response = super::AuthorizationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RenewAuthorizationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::renew_authorization(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RenewAuthorizationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/AmendAuthorizationScope" => {
+                    #[allow(non_camel_case_types)]
+                    struct AmendAuthorizationScopeSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::AmendAuthorizationScopeRequest>
+                    for AmendAuthorizationScopeSvc<T> {
+                        type Response = super::AuthorizationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                super::AmendAuthorizationScopeRequest,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::amend_authorization_scope(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AmendAuthorizationScopeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/SetEmergencyPlan" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetEmergencyPlanSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::SetEmergencyPlanRequest>
+                    for SetEmergencyPlanSvc<T> {
+                        type Response = super::EmergencyPlanResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetEmergencyPlanRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::set_emergency_plan(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetEmergencyPlanSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/GetEmergencyPlan" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetEmergencyPlanSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::GetEmergencyPlanRequest>
+                    for GetEmergencyPlanSvc<T> {
+                        type Response = super::EmergencyPlanResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetEmergencyPlanRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::get_emergency_plan(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetEmergencyPlanSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/QualifyPrincipal" => {
+                    #[allow(non_camel_case_types)]
+                    struct QualifyPrincipalSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::QualifyPrincipalRequest>
+                    for QualifyPrincipalSvc<T> {
+                        type Response = super::QualificationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::QualifyPrincipalRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::qualify_principal(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = QualifyPrincipalSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/GetQualification" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetQualificationSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::GetQualificationRequest>
+                    for GetQualificationSvc<T> {
+                        type Response = super::QualificationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetQualificationRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::get_qualification(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetQualificationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.GovernanceService/RevokeCertificates" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeCertificatesSvc<T: GovernanceService>(pub Arc<T>);
+                    impl<
+                        T: GovernanceService,
+                    > tonic::server::UnaryService<super::RevokeCertificatesRequest>
+                    for RevokeCertificatesSvc<T> {
+                        type Response = super::RevokeCertificatesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeCertificatesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as GovernanceService>::revoke_certificates(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeCertificatesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for GovernanceServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "shuyu.v1.GovernanceService";
+    impl<T> tonic::server::NamedService for GovernanceServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

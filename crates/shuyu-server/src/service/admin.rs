@@ -220,6 +220,17 @@ impl AdminService for Api {
                 .store
                 .read(|c| store::principal(c, &req.principal_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
+            if let Some((at_ms, _)) = self
+                .state
+                .store
+                .read(|c| crate::governance::disabled(c, &req.principal_id))?
+            {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "principal {} was disabled on {}: no certificate can be issued to it",
+                    req.principal_id,
+                    shuyu_policy::format_date(at_ms)
+                )));
+            }
             let days = if req.validity_days == 0 {
                 tls::DEFAULT_CLIENT_DAYS
             } else {

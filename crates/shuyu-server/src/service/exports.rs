@@ -349,6 +349,15 @@ impl Api {
                 "recipient_id is required: name the recipient principal the product is for".into(),
             ));
         }
+        // R25: nothing leaves outside an authorization's term.
+        self.state.store.read(|c| {
+            crate::governance::require_authorization(
+                c,
+                tenant,
+                crate::now_ms(),
+                &crate::governance::Need::default(),
+            )
+        })?;
         require_id(&req.recipient_id, "recipient_id")?;
         require_text(&req.permitted_use, "the permitted use", MAX_USE_CHARS, true)?;
         let recipient = self

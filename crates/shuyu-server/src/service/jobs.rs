@@ -140,6 +140,14 @@ impl Api {
                             .into(),
                     ));
                 }
+                self.state.store.read(|c| {
+                    crate::governance::require_authorization(
+                        c,
+                        &tenant_id,
+                        now,
+                        &crate::governance::Need::default(),
+                    )
+                })?;
                 lab_open(&tenant, now)?;
             }
             JobMode::Production => {
@@ -165,6 +173,19 @@ impl Api {
                 if let Some(reason) = super::stewardship::risk_stopped(&self.state, &scenario)? {
                     return Err(ServerError::FailedPrecondition(reason));
                 }
+                // R25, R32: inside an authorization's term and scope, with an emergency plan.
+                let need = crate::governance::Need {
+                    datasets: scenario
+                        .data_list
+                        .iter()
+                        .map(|d| d.dataset_id.as_str())
+                        .collect(),
+                    category: Some(scenario.category),
+                    emergency_plan: true,
+                };
+                self.state.store.read(|c| {
+                    crate::governance::require_authorization(c, &tenant_id, now, &need)
+                })?;
             }
         }
         let mut draft = draft;

@@ -6,6 +6,7 @@ mod admin;
 mod catalog;
 mod exports;
 mod flight;
+mod governance;
 mod jobs;
 mod lifecycle;
 mod oversight;

@@ -158,6 +158,15 @@ impl Api {
                 approvals.push(pending(Capacity::Extra, &dataset.id, extra));
             }
         }
+        // R25: applied for inside an authorization's term and scope.
+        let need = crate::governance::Need {
+            datasets: data_list.iter().map(|d| d.dataset_id.as_str()).collect(),
+            category: Some(category),
+            emergency_plan: false,
+        };
+        self.state
+            .store
+            .read(|c| crate::governance::require_authorization(c, &tenant_id, now, &need))?;
         approvals.push(pending(Capacity::Admin, "", ""));
         let id = crate::new_id("sc");
         let scenario = ScenarioRecord {

@@ -11,6 +11,7 @@ use tonic::Code;
 
 mod corpus;
 mod dp;
+mod governance_access;
 mod jobs;
 mod lifecycle;
 mod oversight;
@@ -42,6 +43,7 @@ impl Domain {
             .arg(&data)
             .arg("--creds-out")
             .arg(creds.join("admin"))
+            .args(["--admin-id-number", &staff_id_number()])
             .output()
             .expect("run shuyu init");
         assert!(
@@ -167,10 +169,50 @@ fn uuid_like() -> String {
     )
 }
 
+/// A valid resident ID number, distinct on each call in this process (real-name
+/// registration refuses the same number twice).
+fn staff_id_number() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let first17 = format!(
+        "3302031985{:02}{:02}{:03}",
+        1 + n / 28_000 % 12,
+        1 + n / 1000 % 28,
+        n % 1000
+    );
+    let check = shuyu_policy::id_number_check_char(&first17).expect("17 digits");
+    format!("{first17}{check}")
+}
+
+/// Records `principal_id`'s real-name registration, a training valid for a year and an NDA
+/// valid for three, as an admin does before a person may act (R8, R9).
+async fn qualify(admin: &mut Client, principal_id: &str) -> pb::Qualification {
+    let now = now_ms();
+    admin
+        .governance
+        .qualify_principal(pb::QualifyPrincipalRequest {
+            principal_id: principal_id.to_owned(),
+            id_number: staff_id_number(),
+            training_passed_ms: now - 86_400_000,
+            training_valid_until_ms: now + 365 * 86_400_000,
+            nda_signed_ms: now - 86_400_000,
+            nda_valid_until_ms: now + 3 * 365 * 86_400_000,
+        })
+        .await
+        .expect("qualify")
+        .into_inner()
+        .qualification
+        .expect("qualification")
+}
+
 /// The people of one tenant plus the domain-wide roles (two reviewers: the default policy's
 /// quorum).
 struct People {
     tenant_id: String,
+    /// The tenant's authorization (all categories, a year; datasets join its scope when
+    /// granted) with an emergency plan.
+    authorization_id: String,
     /// The recipient of the people's products (an organisation outside the tenant).
     recipient_id: String,
     recipient: Client,
@@ -202,6 +244,7 @@ async fn register(
         .into_inner()
         .principal
         .expect("principal");
+    qualify(admin, &principal.id).await;
     let (key, csr) = shuyu_server::tls::new_key_and_csr(&principal.id).expect("csr");
     let issued = admin
         .admin
@@ -237,6 +280,7 @@ async fn people(server: &Server, domain: &Domain, suffix: &str) -> People {
         .tenant
         .expect("tenant")
         .id;
+    let authorization_id = authorize(&mut admin, &tenant_id).await;
     let steward = register(
         &mut admin,
         domain,
@@ -297,6 +341,7 @@ async fn people(server: &Server, domain: &Domain, suffix: &str) -> People {
         .id;
     People {
         tenant_id,
+        authorization_id,
         recipient_id,
         recipient,
         steward: server.client(&steward).await,
@@ -377,6 +422,51 @@ async fn ingest_people(steward: &mut Client, name: &str) -> pb::Dataset {
         .expect("ingest")
 }
 
+/// Records a tenant's authorization (every scenario category, one year, no dataset yet) and
+/// its emergency plan, as an admin does before the tenant may work (R25, R32).
+async fn authorize(admin: &mut Client, tenant_id: &str) -> String {
+    let now = now_ms();
+    let authorization = admin
+        .governance
+        .create_authorization(pb::CreateAuthorizationRequest {
+            tenant_id: tenant_id.to_owned(),
+            dataset_ids: Vec::new(),
+            categories: vec![
+                pb::ScenarioCategory::PublicGovernance as i32,
+                pb::ScenarioCategory::PublicWelfare as i32,
+                pb::ScenarioCategory::Commercial as i32,
+            ],
+            valid_from_ms: 0,
+            valid_until_ms: now + 365 * 86_400_000,
+            pricing_terms: "the [pricing] rates".into(),
+        })
+        .await
+        .expect("create authorization")
+        .into_inner()
+        .authorization
+        .expect("authorization");
+    set_plan(admin, &authorization.id).await;
+    authorization.id
+}
+
+async fn set_plan(admin: &mut Client, authorization_id: &str) {
+    admin
+        .governance
+        .set_emergency_plan(pb::SetEmergencyPlanRequest {
+            authorization_id: authorization_id.to_owned(),
+            summary: "stop, assess, report".into(),
+            contact: "duty desk 0574-00000000".into(),
+            actions: vec![
+                "suspend the tenant's jobs".into(),
+                "report within 2 h".into(),
+            ],
+        })
+        .await
+        .expect("set emergency plan");
+}
+
+/// Grants a dataset to a tenant and adds it to the scope of the tenant's authorization in
+/// force (R25), as the admin does when a granted dataset joins the agreement.
 async fn grant(admin: &mut Client, dataset_id: &str, tenant_id: &str) {
     admin
         .admin
@@ -386,6 +476,29 @@ async fn grant(admin: &mut Client, dataset_id: &str, tenant_id: &str) {
         })
         .await
         .expect("grant");
+    let authorizations = admin
+        .governance
+        .list_authorizations(pb::ListAuthorizationsRequest {
+            tenant_id: tenant_id.into(),
+        })
+        .await
+        .expect("list authorizations")
+        .into_inner()
+        .authorizations;
+    if let Some(a) = authorizations
+        .iter()
+        .find(|a| a.status == pb::AuthorizationStatus::Active as i32)
+    {
+        admin
+            .governance
+            .amend_authorization_scope(pb::AmendAuthorizationScopeRequest {
+                authorization_id: a.id.clone(),
+                add_dataset_ids: vec![dataset_id.into()],
+                add_categories: Vec::new(),
+            })
+            .await
+            .expect("add the dataset to the authorization's scope");
+    }
 }
 
 /// Applies, as `engineer`, for a scenario listing every column of `datasets`; each dataset's
@@ -1057,6 +1170,8 @@ async fn nothing_is_served_without_a_valid_client_certificate() {
         other.path().join("d").to_str().unwrap(),
         "--creds-out",
         other.path().join("c").to_str().unwrap(),
+        "--admin-id-number",
+        &staff_id_number(),
     ]);
     assert!(other_out.status.success());
     let foreign = Credentials::from_dir(&other.path().join("c")).unwrap();

@@ -105,6 +105,15 @@ class EvaluationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATION_OUTCOME_PASS: _ClassVar[EvaluationOutcome]
     EVALUATION_OUTCOME_FIX_IN_30_DAYS: _ClassVar[EvaluationOutcome]
     EVALUATION_OUTCOME_FAIL: _ClassVar[EvaluationOutcome]
+
+class AuthorizationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUTHORIZATION_STATUS_UNSPECIFIED: _ClassVar[AuthorizationStatus]
+    AUTHORIZATION_STATUS_ACTIVE: _ClassVar[AuthorizationStatus]
+    AUTHORIZATION_STATUS_PENDING: _ClassVar[AuthorizationStatus]
+    AUTHORIZATION_STATUS_EXPIRED: _ClassVar[AuthorizationStatus]
+    AUTHORIZATION_STATUS_REVOKED: _ClassVar[AuthorizationStatus]
+    AUTHORIZATION_STATUS_SUPERSEDED: _ClassVar[AuthorizationStatus]
 ROLE_UNSPECIFIED: Role
 ROLE_ADMIN: Role
 ROLE_STEWARD: Role
@@ -165,6 +174,12 @@ EVALUATION_OUTCOME_UNSPECIFIED: EvaluationOutcome
 EVALUATION_OUTCOME_PASS: EvaluationOutcome
 EVALUATION_OUTCOME_FIX_IN_30_DAYS: EvaluationOutcome
 EVALUATION_OUTCOME_FAIL: EvaluationOutcome
+AUTHORIZATION_STATUS_UNSPECIFIED: AuthorizationStatus
+AUTHORIZATION_STATUS_ACTIVE: AuthorizationStatus
+AUTHORIZATION_STATUS_PENDING: AuthorizationStatus
+AUTHORIZATION_STATUS_EXPIRED: AuthorizationStatus
+AUTHORIZATION_STATUS_REVOKED: AuthorizationStatus
+AUTHORIZATION_STATUS_SUPERSEDED: AuthorizationStatus
 
 class Principal(_message.Message):
     __slots__ = ("id", "real_name", "organisation", "role", "tenant_id", "created_at_ms")
@@ -1873,3 +1888,245 @@ class ListDrillsResponse(_message.Message):
     DRILLS_FIELD_NUMBER: _ClassVar[int]
     drills: _containers.RepeatedCompositeFieldContainer[Drill]
     def __init__(self, drills: _Optional[_Iterable[_Union[Drill, _Mapping]]] = ...) -> None: ...
+
+class Authorization(_message.Message):
+    __slots__ = ("id", "tenant_id", "dataset_ids", "categories", "valid_from_ms", "valid_until_ms", "pricing_terms", "status", "created_by", "created_at_ms", "revoked_at_ms", "revoked_reason", "renewed_from", "renewed_by", "renewal_opens_at_ms", "has_emergency_plan")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PRICING_TERMS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_REASON_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_FROM_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_BY_FIELD_NUMBER: _ClassVar[int]
+    RENEWAL_OPENS_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HAS_EMERGENCY_PLAN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant_id: str
+    dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[ScenarioCategory]
+    valid_from_ms: int
+    valid_until_ms: int
+    pricing_terms: str
+    status: AuthorizationStatus
+    created_by: str
+    created_at_ms: int
+    revoked_at_ms: int
+    revoked_reason: str
+    renewed_from: str
+    renewed_by: str
+    renewal_opens_at_ms: int
+    has_emergency_plan: bool
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., dataset_ids: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[ScenarioCategory, str]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ..., pricing_terms: _Optional[str] = ..., status: _Optional[_Union[AuthorizationStatus, str]] = ..., created_by: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., revoked_at_ms: _Optional[int] = ..., revoked_reason: _Optional[str] = ..., renewed_from: _Optional[str] = ..., renewed_by: _Optional[str] = ..., renewal_opens_at_ms: _Optional[int] = ..., has_emergency_plan: _Optional[bool] = ...) -> None: ...
+
+class CreateAuthorizationRequest(_message.Message):
+    __slots__ = ("tenant_id", "dataset_ids", "categories", "valid_from_ms", "valid_until_ms", "pricing_terms")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PRICING_TERMS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[ScenarioCategory]
+    valid_from_ms: int
+    valid_until_ms: int
+    pricing_terms: str
+    def __init__(self, tenant_id: _Optional[str] = ..., dataset_ids: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[_Union[ScenarioCategory, str]]] = ..., valid_from_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ..., pricing_terms: _Optional[str] = ...) -> None: ...
+
+class AuthorizationResponse(_message.Message):
+    __slots__ = ("authorization",)
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    authorization: Authorization
+    def __init__(self, authorization: _Optional[_Union[Authorization, _Mapping]] = ...) -> None: ...
+
+class ListAuthorizationsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListAuthorizationsResponse(_message.Message):
+    __slots__ = ("authorizations",)
+    AUTHORIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    authorizations: _containers.RepeatedCompositeFieldContainer[Authorization]
+    def __init__(self, authorizations: _Optional[_Iterable[_Union[Authorization, _Mapping]]] = ...) -> None: ...
+
+class GetAuthorizationRequest(_message.Message):
+    __slots__ = ("authorization_id",)
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    def __init__(self, authorization_id: _Optional[str] = ...) -> None: ...
+
+class RevokeAuthorizationRequest(_message.Message):
+    __slots__ = ("authorization_id", "reason")
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    reason: str
+    def __init__(self, authorization_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RenewAuthorizationRequest(_message.Message):
+    __slots__ = ("authorization_id", "valid_until_ms", "pricing_terms")
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    PRICING_TERMS_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    valid_until_ms: int
+    pricing_terms: str
+    def __init__(self, authorization_id: _Optional[str] = ..., valid_until_ms: _Optional[int] = ..., pricing_terms: _Optional[str] = ...) -> None: ...
+
+class AmendAuthorizationScopeRequest(_message.Message):
+    __slots__ = ("authorization_id", "add_dataset_ids", "add_categories")
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ADD_DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    ADD_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    add_dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    add_categories: _containers.RepeatedScalarFieldContainer[ScenarioCategory]
+    def __init__(self, authorization_id: _Optional[str] = ..., add_dataset_ids: _Optional[_Iterable[str]] = ..., add_categories: _Optional[_Iterable[_Union[ScenarioCategory, str]]] = ...) -> None: ...
+
+class EmergencyPlan(_message.Message):
+    __slots__ = ("authorization_id", "summary", "contact", "actions", "created_at_ms", "updated_at_ms", "updated_by", "last_drill_at_ms")
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    LAST_DRILL_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    summary: str
+    contact: str
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    created_at_ms: int
+    updated_at_ms: int
+    updated_by: str
+    last_drill_at_ms: int
+    def __init__(self, authorization_id: _Optional[str] = ..., summary: _Optional[str] = ..., contact: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., updated_by: _Optional[str] = ..., last_drill_at_ms: _Optional[int] = ...) -> None: ...
+
+class SetEmergencyPlanRequest(_message.Message):
+    __slots__ = ("authorization_id", "summary", "contact", "actions")
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    CONTACT_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    summary: str
+    contact: str
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, authorization_id: _Optional[str] = ..., summary: _Optional[str] = ..., contact: _Optional[str] = ..., actions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetEmergencyPlanRequest(_message.Message):
+    __slots__ = ("authorization_id",)
+    AUTHORIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    authorization_id: str
+    def __init__(self, authorization_id: _Optional[str] = ...) -> None: ...
+
+class EmergencyPlanResponse(_message.Message):
+    __slots__ = ("plan",)
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    plan: EmergencyPlan
+    def __init__(self, plan: _Optional[_Union[EmergencyPlan, _Mapping]] = ...) -> None: ...
+
+class CertificateInfo(_message.Message):
+    __slots__ = ("fingerprint", "issued_at_ms", "not_after_ms", "revoked", "revoked_at_ms", "revoked_reason")
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_REASON_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    issued_at_ms: int
+    not_after_ms: int
+    revoked: bool
+    revoked_at_ms: int
+    revoked_reason: str
+    def __init__(self, fingerprint: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., not_after_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., revoked_at_ms: _Optional[int] = ..., revoked_reason: _Optional[str] = ...) -> None: ...
+
+class Qualification(_message.Message):
+    __slots__ = ("principal", "id_number_masked", "registered_at_ms", "training_passed_ms", "training_valid_until_ms", "nda_signed_ms", "nda_valid_until_ms", "required", "qualified", "problem", "disabled", "disabled_reason", "certificates")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ID_NUMBER_MASKED_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_PASSED_MS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    NDA_SIGNED_MS_FIELD_NUMBER: _ClassVar[int]
+    NDA_VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    QUALIFIED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_REASON_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    id_number_masked: str
+    registered_at_ms: int
+    training_passed_ms: int
+    training_valid_until_ms: int
+    nda_signed_ms: int
+    nda_valid_until_ms: int
+    required: bool
+    qualified: bool
+    problem: str
+    disabled: bool
+    disabled_reason: str
+    certificates: _containers.RepeatedCompositeFieldContainer[CertificateInfo]
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., id_number_masked: _Optional[str] = ..., registered_at_ms: _Optional[int] = ..., training_passed_ms: _Optional[int] = ..., training_valid_until_ms: _Optional[int] = ..., nda_signed_ms: _Optional[int] = ..., nda_valid_until_ms: _Optional[int] = ..., required: _Optional[bool] = ..., qualified: _Optional[bool] = ..., problem: _Optional[str] = ..., disabled: _Optional[bool] = ..., disabled_reason: _Optional[str] = ..., certificates: _Optional[_Iterable[_Union[CertificateInfo, _Mapping]]] = ...) -> None: ...
+
+class QualifyPrincipalRequest(_message.Message):
+    __slots__ = ("principal_id", "id_number", "training_passed_ms", "training_valid_until_ms", "nda_signed_ms", "nda_valid_until_ms")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ID_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_PASSED_MS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    NDA_SIGNED_MS_FIELD_NUMBER: _ClassVar[int]
+    NDA_VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    id_number: str
+    training_passed_ms: int
+    training_valid_until_ms: int
+    nda_signed_ms: int
+    nda_valid_until_ms: int
+    def __init__(self, principal_id: _Optional[str] = ..., id_number: _Optional[str] = ..., training_passed_ms: _Optional[int] = ..., training_valid_until_ms: _Optional[int] = ..., nda_signed_ms: _Optional[int] = ..., nda_valid_until_ms: _Optional[int] = ...) -> None: ...
+
+class GetQualificationRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class QualificationResponse(_message.Message):
+    __slots__ = ("qualification",)
+    QUALIFICATION_FIELD_NUMBER: _ClassVar[int]
+    qualification: Qualification
+    def __init__(self, qualification: _Optional[_Union[Qualification, _Mapping]] = ...) -> None: ...
+
+class RevokeCertificatesRequest(_message.Message):
+    __slots__ = ("principal_id", "fingerprint", "reason", "disable_principal")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    fingerprint: str
+    reason: str
+    disable_principal: bool
+    def __init__(self, principal_id: _Optional[str] = ..., fingerprint: _Optional[str] = ..., reason: _Optional[str] = ..., disable_principal: _Optional[bool] = ...) -> None: ...
+
+class RevokeCertificatesResponse(_message.Message):
+    __slots__ = ("revoked_fingerprints", "principal_disabled")
+    REVOKED_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    revoked_fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    principal_disabled: bool
+    def __init__(self, revoked_fingerprints: _Optional[_Iterable[str]] = ..., principal_disabled: _Optional[bool] = ...) -> None: ...

@@ -3364,3 +3364,532 @@ class LifecycleService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class GovernanceServiceStub:
+    """============================================================================
+    Governance as enforced state: authorizations (R25), emergency plans (R32), staff
+    qualification (R8, R9) and certificate revocation. Admins manage; auditors read;
+    engineers read their own tenant's authorizations and plans.
+    ============================================================================
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateAuthorization = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/CreateAuthorization',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.CreateAuthorizationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+                _registered_method=True)
+        self.ListAuthorizations = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/ListAuthorizations',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListAuthorizationsRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListAuthorizationsResponse.FromString,
+                _registered_method=True)
+        self.GetAuthorization = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/GetAuthorization',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetAuthorizationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+                _registered_method=True)
+        self.RevokeAuthorization = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/RevokeAuthorization',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeAuthorizationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+                _registered_method=True)
+        self.RenewAuthorization = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/RenewAuthorization',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RenewAuthorizationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+                _registered_method=True)
+        self.AmendAuthorizationScope = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/AmendAuthorizationScope',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.AmendAuthorizationScopeRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+                _registered_method=True)
+        self.SetEmergencyPlan = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/SetEmergencyPlan',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.SetEmergencyPlanRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.EmergencyPlanResponse.FromString,
+                _registered_method=True)
+        self.GetEmergencyPlan = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/GetEmergencyPlan',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetEmergencyPlanRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.EmergencyPlanResponse.FromString,
+                _registered_method=True)
+        self.QualifyPrincipal = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/QualifyPrincipal',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.QualifyPrincipalRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.QualificationResponse.FromString,
+                _registered_method=True)
+        self.GetQualification = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/GetQualification',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetQualificationRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.QualificationResponse.FromString,
+                _registered_method=True)
+        self.RevokeCertificates = channel.unary_unary(
+                '/shuyu.v1.GovernanceService/RevokeCertificates',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeCertificatesRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeCertificatesResponse.FromString,
+                _registered_method=True)
+
+
+class GovernanceServiceServicer:
+    """============================================================================
+    Governance as enforced state: authorizations (R25), emergency plans (R32), staff
+    qualification (R8, R9) and certificate revocation. Admins manage; auditors read;
+    engineers read their own tenant's authorizations and plans.
+    ============================================================================
+
+    """
+
+    def CreateAuthorization(self, request, context):
+        """A tenant's authorization agreement: scope, term (at most the configured years), pricing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuthorizations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuthorization(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAuthorization(self, request, context):
+        """Ends an authorization now, with a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewAuthorization(self, request, context):
+        """A successor term starting when this one ends; opens 6 months before the end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AmendAuthorizationScope(self, request, context):
+        """Adds datasets or scenario categories to an authorization's scope (a supplementary
+        agreement).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetEmergencyPlan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEmergencyPlan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QualifyPrincipal(self, request, context):
+        """Records real-name registration (ID number: stored only as a keyed hash and a masked
+        form), training and NDA; each part is optional.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQualification(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCertificates(self, request, context):
+        """Revokes one certificate (by fingerprint) or all of a principal's, optionally disabling
+        the principal (no new certificate can be issued).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GovernanceServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAuthorization,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.CreateAuthorizationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.SerializeToString,
+            ),
+            'ListAuthorizations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuthorizations,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListAuthorizationsRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListAuthorizationsResponse.SerializeToString,
+            ),
+            'GetAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuthorization,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetAuthorizationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.SerializeToString,
+            ),
+            'RevokeAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAuthorization,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeAuthorizationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.SerializeToString,
+            ),
+            'RenewAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewAuthorization,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RenewAuthorizationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.SerializeToString,
+            ),
+            'AmendAuthorizationScope': grpc.unary_unary_rpc_method_handler(
+                    servicer.AmendAuthorizationScope,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.AmendAuthorizationScopeRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.SerializeToString,
+            ),
+            'SetEmergencyPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEmergencyPlan,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.SetEmergencyPlanRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.EmergencyPlanResponse.SerializeToString,
+            ),
+            'GetEmergencyPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEmergencyPlan,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetEmergencyPlanRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.EmergencyPlanResponse.SerializeToString,
+            ),
+            'QualifyPrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.QualifyPrincipal,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.QualifyPrincipalRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.QualificationResponse.SerializeToString,
+            ),
+            'GetQualification': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQualification,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetQualificationRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.QualificationResponse.SerializeToString,
+            ),
+            'RevokeCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificates,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeCertificatesRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.RevokeCertificatesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shuyu.v1.GovernanceService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shuyu.v1.GovernanceService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class GovernanceService:
+    """============================================================================
+    Governance as enforced state: authorizations (R25), emergency plans (R32), staff
+    qualification (R8, R9) and certificate revocation. Admins manage; auditors read;
+    engineers read their own tenant's authorizations and plans.
+    ============================================================================
+
+    """
+
+    @staticmethod
+    def CreateAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/CreateAuthorization',
+            shuyu_dot_v1_dot_shuyu__pb2.CreateAuthorizationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuthorizations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/ListAuthorizations',
+            shuyu_dot_v1_dot_shuyu__pb2.ListAuthorizationsRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.ListAuthorizationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/GetAuthorization',
+            shuyu_dot_v1_dot_shuyu__pb2.GetAuthorizationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/RevokeAuthorization',
+            shuyu_dot_v1_dot_shuyu__pb2.RevokeAuthorizationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/RenewAuthorization',
+            shuyu_dot_v1_dot_shuyu__pb2.RenewAuthorizationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AmendAuthorizationScope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/AmendAuthorizationScope',
+            shuyu_dot_v1_dot_shuyu__pb2.AmendAuthorizationScopeRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.AuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEmergencyPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/SetEmergencyPlan',
+            shuyu_dot_v1_dot_shuyu__pb2.SetEmergencyPlanRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.EmergencyPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEmergencyPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/GetEmergencyPlan',
+            shuyu_dot_v1_dot_shuyu__pb2.GetEmergencyPlanRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.EmergencyPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QualifyPrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/QualifyPrincipal',
+            shuyu_dot_v1_dot_shuyu__pb2.QualifyPrincipalRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.QualificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQualification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/GetQualification',
+            shuyu_dot_v1_dot_shuyu__pb2.GetQualificationRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.QualificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.GovernanceService/RevokeCertificates',
+            shuyu_dot_v1_dot_shuyu__pb2.RevokeCertificatesRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.RevokeCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -373,6 +373,18 @@ pub fn emergency_plan(conn: &Connection, authorization_id: &str) -> Result<Optio
     }
 }
 
+/// Records a drill of the plan of `authorization_id` (R32); false if it has no plan.
+///
+/// # Errors
+/// On store failure.
+pub fn record_drill(conn: &Connection, authorization_id: &str, at_ms: i64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE emergency_plans SET last_drill_at_ms = ?2 WHERE authorization_id = ?1",
+        params![authorization_id, at_ms],
+    )?;
+    Ok(n == 1)
+}
+
 /// Writes `plan` (created or replaced; the creation time and last drill are kept).
 pub fn upsert_emergency_plan(conn: &Connection, plan: &EmergencyPlan) -> Result<()> {
     let actions = serde_json::to_string(&plan.actions).map_err(ServerError::internal)?;

@@ -402,6 +402,34 @@ impl Api {
             require_id(&req.plan_id, "plan_id")?;
         }
         require_text(&req.note, "the note", MAX_REASON_CHARS, false)?;
+        // The plan drilled (R32): the one named, which must be the emergency plan of one of
+        // the tenant's authorizations, or else the plan of its authorization in force.
+        let plan_id = self.state.store.read(|c| {
+            if req.plan_id.is_empty() {
+                let need = crate::governance::Need {
+                    datasets: Vec::new(),
+                    category: None,
+                    emergency_plan: true,
+                };
+                return Ok(crate::governance::require_authorization(
+                    c,
+                    &req.tenant_id,
+                    crate::now_ms(),
+                    &need,
+                )
+                .map(|a| a.id)
+                .unwrap_or_default());
+            }
+            let owned = crate::governance::authorization(c, &req.plan_id)?
+                .is_some_and(|a| a.tenant_id == req.tenant_id);
+            if !owned || crate::governance::emergency_plan(c, &req.plan_id)?.is_none() {
+                return Err(ServerError::NotFound(format!(
+                    "emergency plan {} of tenant {}",
+                    req.plan_id, req.tenant_id
+                )));
+            }
+            Ok(req.plan_id.clone())
+        })?;
         let id = crate::new_id("drill");
         let started = Instant::now();
         let started_at_ms = crate::now_ms();
@@ -427,7 +455,7 @@ impl Api {
         let drill = Drill {
             id: id.clone(),
             tenant_id: req.tenant_id.clone(),
-            plan_id: req.plan_id.clone(),
+            plan_id: plan_id.clone(),
             note: req.note.clone(),
             run_by: caller.principal.id.clone(),
             started_at_ms,
@@ -451,6 +479,9 @@ impl Api {
         self.state.store.commit_with(|tx| {
             self.release(tx, &req.tenant_id, true)?;
             lifecycle::insert_drill(tx, &drill)?;
+            if !drill.plan_id.is_empty() {
+                crate::governance::record_drill(tx, &drill.plan_id, drill.started_at_ms)?;
+            }
             let entry = caller.entry(
                 format!("tenant:{} drill:{id}", req.tenant_id),
                 "ok",
@@ -576,11 +607,20 @@ impl Api {
         let (revoked, rejected) = self.state.store.commit_with(|tx| {
             let n = lifecycle::delete_keks(tx, &keks)?;
             let closed = lifecycle::close_exports(tx, tenant_id, &caller.principal.id, now)?;
+            // Its authorizations end with it (R25, R27).
+            let mut ended = Vec::new();
+            for a in crate::governance::authorizations(tx, Some(tenant_id))? {
+                if a.revoked_at_ms == 0 && a.valid_until_ms > now {
+                    crate::governance::revoke_authorization(tx, &a.id, now, "tenant terminated")?;
+                    ended.push(a.id);
+                }
+            }
             let entry = caller.entry(
                 target.clone(),
                 "ok",
                 json!({"step": "keys_destroyed", "keks": keks, "n_deleted": n,
-                       "exports_revoked": closed.0, "exports_rejected": closed.1}),
+                       "exports_revoked": closed.0, "exports_rejected": closed.1,
+                       "authorizations_revoked": ended}),
             );
             Ok((closed, entry))
         })?;

@@ -459,6 +459,21 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
         "{out}"
     );
 
+    // Its authorization ended with it.
+    let authorization = a
+        .auditor
+        .governance
+        .get_authorization(pb::GetAuthorizationRequest {
+            authorization_id: a.authorization_id.clone(),
+        })
+        .await
+        .expect("auditors read authorizations")
+        .into_inner()
+        .authorization
+        .expect("authorization");
+    assert!(authorization.revoked_at_ms > 0, "{authorization:?}");
+    assert_eq!(authorization.revoked_reason, "tenant terminated");
+
     // The exit report: signed, listing every key and file, each tried and failed.
     let report = a
         .auditor
@@ -741,7 +756,7 @@ async fn emergency_stop_halts_a_long_job_within_a_second_and_a_drill_is_recorded
             "drill",
             &p.tenant_id,
             "--plan",
-            "plan-2026-01",
+            &p.authorization_id,
             "--note",
             "季度演练",
         ],
@@ -766,7 +781,29 @@ async fn emergency_stop_halts_a_long_job_within_a_second_and_a_drill_is_recorded
     );
     assert_eq!(drill.outcome, "halted");
     assert_eq!(drill.jobs_stopped, std::slice::from_ref(&drilled.id));
-    assert_eq!(drill.plan_id, "plan-2026-01");
+    // The drill is recorded against the authorization's emergency plan (R32).
+    assert_eq!(drill.plan_id, p.authorization_id);
+    let plan = p
+        .auditor
+        .governance
+        .get_emergency_plan(pb::GetEmergencyPlanRequest {
+            authorization_id: p.authorization_id.clone(),
+        })
+        .await
+        .expect("auditors read plans")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(plan.last_drill_at_ms, drill.started_at_ms);
+    // A plan that is not the tenant's is refused.
+    let (code_foreign, out) = cli(
+        &domain,
+        &server,
+        "admin",
+        &["tenant", "drill", &p.tenant_id, "--plan", "au_not_a_plan"],
+    );
+    assert_ne!(code_foreign, 0, "{out}");
+    assert!(out.contains("au_not_a_plan"), "{out}");
     assert!(drill.halt_ms > 0 && drill.released_at_ms >= drill.started_at_ms);
     assert_eq!(
         tenant_status(&mut p.admin, &p.tenant_id).await.state,

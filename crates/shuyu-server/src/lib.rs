@@ -89,9 +89,9 @@ pub struct ServerHandle {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     dispatcher: tokio::task::JoinHandle<()>,
-    /// The periodic monitor, checkpoint and purge tasks.
-    oversight: Vec<tokio::task::JoinHandle<()>>,
-    sweeper: tokio::task::JoinHandle<()>,
+    /// The periodic tasks: monitor, checkpoints, purge, and the sweeps of tickets,
+    /// suspensions and renewals.
+    periodic: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -103,10 +103,9 @@ impl ServerHandle {
         let result = (&mut self.task).await;
         // Dropping the runners' futures kills their worker processes (kill_on_drop).
         self.dispatcher.abort();
-        for task in &self.oversight {
+        for task in &self.periodic {
             task.abort();
         }
-        self.sweeper.abort();
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -221,25 +220,28 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     });
 
     let dispatcher = tokio::spawn(service::dispatch_forever(Arc::clone(&state)));
-    // Periodic stewardship duties: overdue data-quality tickets reach the admins (R18).
+    // The periodic duties, aborted when the server stops: the oversight tasks (monitor,
+    // checkpoints, purge), overdue data-quality tickets (R18), suspensions past their fix-by
+    // deadline (R26) and authorizations whose renewal window opened (R25).
+    let mut periodic = oversight::start(&state);
     let sweeper_state = Arc::clone(&state);
-    tokio::spawn(async move {
+    periodic.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = service::stewardship_sweep(&sweeper_state) {
-                tracing::warn!(error = %e, "stewardship sweep failed");
+            let state = Arc::clone(&sweeper_state);
+            match tokio::task::spawn_blocking(move || service::stewardship_sweep(&state)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "stewardship sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "stewardship sweep panicked"),
             }
         }
-    });
-    let oversight = oversight::start(&state);
-    // Suspensions past their fix-by deadline are told to admins (R26); the task ends with
-    // the runtime.
-    tokio::spawn(service::sweep_overdue_forever(
+    }));
+    periodic.push(tokio::spawn(service::sweep_overdue_forever(
         Arc::clone(&state),
         Duration::from_secs(2),
-    ));
-    let sweeper = tokio::spawn(governance::sweep_forever(Arc::clone(&state)));
+    )));
+    periodic.push(tokio::spawn(governance::sweep_forever(Arc::clone(&state))));
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -286,7 +288,6 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         shutdown: Some(shutdown_tx),
         task,
         dispatcher,
-        oversight,
-        sweeper,
+        periodic,
     })
 }

@@ -22,7 +22,9 @@ use crate::disclosure::{
 };
 use crate::error::EngineError;
 use crate::lineage::{OutputColumn, RowInfluence};
-use crate::sketch::{AUDITED_UNITS, BOTTOM, Difference, UnitSketch, sketches};
+use crate::sketch::{
+    AUDITED_UNITS, BOTTOM, Difference, SketchRef, UnitSketch, sketch_refs, sketches,
+};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,10 +126,30 @@ pub fn result_sketches(batches: &[RecordBatch]) -> Vec<Option<UnitSketch>> {
         .collect()
 }
 
+/// The population sketch of each row of an aggregate result, borrowed in place.
+fn result_refs(batches: &[RecordBatch]) -> Vec<Option<SketchRef<'_>>> {
+    let name = format!("{UNITS_PREFIX}0");
+    batches
+        .iter()
+        .flat_map(|b| match b.column_by_name(&name) {
+            Some(column) => sketch_refs(column),
+            None => vec![None; b.num_rows()],
+        })
+        .collect()
+}
+
 /// The unit counts of released cells worth comparing with `sketches` under threshold `k`:
 /// populations whose sizes differ by `k` or more cannot differ by fewer people.
 pub fn units_range(sketches: &[Option<UnitSketch>], k: u64) -> Option<(u64, u64)> {
-    let units = sketches.iter().flatten().map(UnitSketch::units);
+    range_of(sketches.iter().flatten().map(UnitSketch::units), k)
+}
+
+/// [`units_range`] of a staged result's sketches, read in place.
+pub fn result_units_range(batches: &[RecordBatch], k: u64) -> Option<(u64, u64)> {
+    range_of(result_refs(batches).iter().flatten().map(|s| s.units()), k)
+}
+
+fn range_of(units: impl Iterator<Item = u64> + Clone, k: u64) -> Option<(u64, u64)> {
     let lo = units.clone().min()?;
     let hi = units.max()?;
     Some((lo.saturating_sub(k - 1), hi + (k - 1)))
@@ -210,7 +232,7 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
         reports.push(extremes(input, policy));
         reports.push(reproduced_values(input));
         reports.push(residual_dof(input, &cells, policy));
-        let sketches = result_sketches(input.batches);
+        let sketches = result_refs(input.batches);
         reports.push(differencing(input, policy, &sketches));
         reports.push(reconstruction(input, policy, &sketches));
     } else {
@@ -225,7 +247,7 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
 /// when an export is approved; empty for a row-level result.
 pub fn release_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Vec<CheckReport> {
     if input.disclosure.aggregate {
-        let sketches = result_sketches(input.batches);
+        let sketches = result_refs(input.batches);
         vec![
             differencing(input, policy, &sketches),
             reconstruction(input, policy, &sketches),
@@ -923,12 +945,64 @@ fn equivalence_classes(batches: &[RecordBatch], names: &[&str]) -> Result<Classe
     Ok(classes)
 }
 
+/// One indexed smallest hash: its cell and the cell's unit count (saturated), so that cells
+/// too different in size are passed over without reading anything else about them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Indexed {
+    hash: u64,
+    cell: u32,
+    units: u32,
+}
+
+/// Cells indexed by some of their smallest hashes, grouped by the hash's low bits (a
+/// counting sort), so a lookup reads one short run. The hashes are keyed SipHash values;
+/// the indexed ones are each cell's smallest, so their high bits are mostly zero and only
+/// the low bits spread them.
+struct BottomIndex {
+    mask: u64,
+    /// Where each bucket's entries start in `entries` (one more than the buckets).
+    starts: Vec<u32>,
+    entries: Vec<Indexed>,
+}
+
+impl BottomIndex {
+    fn new(entries: &[Indexed]) -> BottomIndex {
+        let buckets = entries.len().next_power_of_two();
+        let mask = buckets as u64 - 1;
+        let mut starts = vec![0u32; buckets + 1];
+        for e in entries {
+            starts[(e.hash & mask) as usize + 1] += 1;
+        }
+        for b in 0..buckets {
+            starts[b + 1] += starts[b];
+        }
+        let mut next = starts.clone();
+        let mut sorted = vec![Indexed::default(); entries.len()];
+        for e in entries {
+            let at = &mut next[(e.hash & mask) as usize];
+            sorted[*at as usize] = *e;
+            *at += 1;
+        }
+        BottomIndex {
+            mask,
+            starts,
+            entries: sorted,
+        }
+    }
+
+    /// The entries of `hash`'s bucket (other hashes among them).
+    fn bucket(&self, hash: u64) -> &[Indexed] {
+        let bucket = (hash & self.mask) as usize;
+        &self.entries[self.starts[bucket] as usize..self.starts[bucket + 1] as usize]
+    }
+}
+
 /// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
 /// populations differ by fewer than k people: subtracting one from the other isolates them.
 fn differencing(
     input: &GateInput<'_>,
     policy: &DisclosurePolicy,
-    new: &[Option<UnitSketch>],
+    new: &[Option<SketchRef<'_>>],
 ) -> CheckReport {
     const NAME: &str = "differencing";
     let k = policy.min_entities;
@@ -941,25 +1015,25 @@ fn differencing(
                 .into(),
         );
     }
-    let ours: Vec<(usize, &UnitSketch)> = new
+    let ours: Vec<(usize, SketchRef<'_>)> = new
         .iter()
         .enumerate()
-        .filter_map(|(row, s)| s.as_ref().map(|s| (row, s)))
+        .filter_map(|(row, s)| s.map(|s| (row, s)))
         .collect();
-    let released: Vec<&ReleasedCell> = input.released.iter().collect();
+    let released: Vec<SketchRef<'_>> = input.released.iter().map(|c| c.sketch.view()).collect();
     // Within one result, cells share rows only under grouping sets (a subtotal and its
     // details); cells of one GROUP BY cover different rows, so subtracting them isolates
     // nobody's contribution.
     let within = input.disclosure.overlapping_cells;
     let mut pairs = Vec::new();
-    let mut check = |a: &UnitSketch, b: &UnitSketch, what: String| {
+    // Exactly how many people differ, when fewer than k (the comparison stops at k).
+    let fewer_than_k = |a: &SketchRef<'_>, b: &SketchRef<'_>| -> Option<usize> {
         if a.units().abs_diff(b.units()) >= k {
-            return;
+            return None;
         }
-        if let Difference::Small(d) = a.difference(b)
-            && (d as u64) < k
-        {
-            pairs.push(format!("{what}: populations differ by {d} privacy units"));
+        match a.difference(b, usize::try_from(k).unwrap_or(usize::MAX)) {
+            Difference::Small(d) if (d as u64) < k => Some(d),
+            _ => None,
         }
     };
     let mut candidates: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
@@ -970,60 +1044,68 @@ fn differencing(
         let k = k as usize;
         let m = (2 * k - 1).min(BOTTOM);
         let need = m + 1 - k;
-        let mut index: HashMap<u64, (Vec<usize>, Vec<usize>)> = HashMap::new();
-        for (i, cell) in released.iter().enumerate() {
-            for h in cell.sketch.bottom().iter().take(m) {
-                index.entry(*h).or_default().1.push(i);
-            }
+        // Cells: released ones first, then (when they may overlap) this result's.
+        let n_old = released.len();
+        let cells = || {
+            released
+                .iter()
+                .chain(ours.iter().map(|(_, s)| s))
+                .enumerate()
+        };
+        let saturated = |s: &SketchRef<'_>| u32::try_from(s.units()).unwrap_or(u32::MAX);
+        let mut entries: Vec<Indexed> = Vec::with_capacity((n_old + ours.len()) * m);
+        for (cell, sketch) in cells().take(if within { usize::MAX } else { n_old }) {
+            let units = saturated(sketch);
+            entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
+                hash,
+                cell: cell as u32,
+                units,
+            }));
         }
-        if within {
-            for (i, (_, sketch)) in ours.iter().enumerate() {
-                for h in sketch.bottom().iter().take(m) {
-                    index.entry(*h).or_default().0.push(i);
-                }
-            }
-        }
+        let index = BottomIndex::new(&entries);
+        drop(entries);
+        let bottom_len: Vec<u8> = cells().map(|(_, s)| s.bottom_len() as u8).collect();
         // Shared-hash counters, reset through the list of the cells touched.
-        let mut shared_old = vec![0u32; released.len()];
-        let mut shared_new = vec![0u32; ours.len()];
-        let (mut touched_old, mut touched_new) = (Vec::new(), Vec::new());
+        let mut shared = vec![0u32; n_old + ours.len()];
+        let mut touched = Vec::new();
+        let mut buckets: Vec<(u64, &[Indexed])> = Vec::with_capacity(m);
         for (i, (_, sketch)) in ours.iter().enumerate() {
-            let bottom = sketch.bottom();
-            for h in bottom.iter().take(m) {
-                let Some((new_cells, old_cells)) = index.get(h) else {
-                    continue;
-                };
-                for &r in old_cells {
-                    if shared_old[r] == 0 {
-                        touched_old.push(r);
+            let units = saturated(sketch);
+            // Every bucket first, then their entries: the lookups do not wait on each other.
+            buckets.clear();
+            buckets.extend(sketch.bottom().take(m).map(|h| (h, index.bucket(h))));
+            for &(hash, bucket) in &buckets {
+                for e in bucket {
+                    let cell = e.cell as usize;
+                    if e.hash != hash
+                        || u64::from(e.units.abs_diff(units)) >= k as u64
+                        || (cell >= n_old && cell - n_old <= i)
+                    {
+                        continue;
                     }
-                    shared_old[r] += 1;
-                }
-                for &j in new_cells.iter().filter(|&&j| j > i) {
-                    if shared_new[j] == 0 {
-                        touched_new.push(j);
+                    if shared[cell] == 0 {
+                        touched.push(cell);
                     }
-                    shared_new[j] += 1;
+                    shared[cell] += 1;
                 }
             }
             // A population with fewer than m people shares fewer hashes: its whole set.
-            let enough = |other: &UnitSketch, shared: u32| {
-                shared as usize
-                    >= need
-                        .min(bottom.len().min(other.bottom().len()).saturating_sub(k - 1))
-                        .max(1)
-            };
-            for r in touched_old.drain(..) {
-                if enough(&released[r].sketch, shared_old[r]) {
-                    candidates.push((i, None, Some(r)));
+            let mine = sketch.bottom_len();
+            for cell in touched.drain(..) {
+                let enough = need
+                    .min(
+                        mine.min(usize::from(bottom_len[cell]))
+                            .saturating_sub(k - 1),
+                    )
+                    .max(1);
+                if shared[cell] as usize >= enough {
+                    candidates.push(if cell < n_old {
+                        (i, None, Some(cell))
+                    } else {
+                        (i, Some(cell - n_old), None)
+                    });
                 }
-                shared_old[r] = 0;
-            }
-            for j in touched_new.drain(..) {
-                if enough(ours[j].1, shared_new[j]) {
-                    candidates.push((i, Some(j), None));
-                }
-                shared_new[j] = 0;
+                shared[cell] = 0;
             }
         }
     } else {
@@ -1040,19 +1122,23 @@ fn differencing(
         match (j, r) {
             (Some(j), _) => {
                 let (other_row, other) = ours[j];
-                let (a, b) = (row.min(other_row), row.max(other_row));
-                check(sketch, other, format!("rows {a} and {b} of this result"));
+                if let Some(d) = fewer_than_k(&sketch, &other) {
+                    let (a, b) = (row.min(other_row), row.max(other_row));
+                    pairs.push(format!(
+                        "rows {a} and {b} of this result: populations differ by {d} privacy \
+                         units"
+                    ));
+                }
             }
             (None, Some(r)) => {
-                let cell = released[r];
-                check(
-                    sketch,
-                    &cell.sketch,
-                    format!(
-                        "row {row} and row {} of export {}",
+                if let Some(d) = fewer_than_k(&sketch, &released[r]) {
+                    let cell = &input.released[r];
+                    pairs.push(format!(
+                        "row {row} and row {} of export {}: populations differ by {d} privacy \
+                         units",
                         cell.row, cell.export_id
-                    ),
-                );
+                    ));
+                }
             }
             (None, None) => {}
         }
@@ -1096,15 +1182,15 @@ const MAX_AUDITED_CELLS: usize = 5_000;
 fn reconstruction(
     input: &GateInput<'_>,
     policy: &DisclosurePolicy,
-    new: &[Option<UnitSketch>],
+    new: &[Option<SketchRef<'_>>],
 ) -> CheckReport {
     const NAME: &str = "reconstruction";
-    let ours: Vec<(usize, &[u64])> = new
+    let small: Vec<(usize, SketchRef<'_>)> = new
         .iter()
         .enumerate()
-        .filter_map(|(row, s)| s.as_ref().and_then(|s| s.members()).map(|m| (row, m)))
+        .filter_map(|(row, s)| s.filter(SketchRef::keeps_members).map(|s| (row, s)))
         .collect();
-    if ours.is_empty() {
+    if small.is_empty() {
         return pass(
             NAME,
             format!(
@@ -1114,10 +1200,11 @@ fn reconstruction(
         );
     }
     // The released cells connected to ours through shared people, transitively.
-    let released: Vec<(&ReleasedCell, &[u64])> = input
+    let released_small: Vec<(&ReleasedCell, SketchRef<'_>)> = input
         .released
         .iter()
-        .filter_map(|c| c.sketch.members().map(|m| (c, m)))
+        .map(|c| (c, c.sketch.view()))
+        .filter(|(_, s)| s.keeps_members())
         .collect();
     let too_large = |what: String| {
         review(
@@ -1126,15 +1213,34 @@ fn reconstruction(
             "a reviewer will check this result against earlier releases".into(),
         )
     };
-    let memberships: usize = released.iter().map(|(_, m)| m.len()).sum::<usize>()
-        + ours.iter().map(|(_, m)| m.len()).sum::<usize>();
+    // Counted before any member list is decoded.
+    let memberships: usize = released_small
+        .iter()
+        .map(|(_, s)| s.units() as usize)
+        .sum::<usize>()
+        + small.iter().map(|(_, s)| s.units() as usize).sum::<usize>();
     if memberships > MAX_AUDITED_MEMBERSHIPS {
         return too_large(format!(
             "{} small cells here and {} released with {memberships} memberships in all",
-            ours.len(),
-            released.len()
+            small.len(),
+            released_small.len()
         ));
     }
+    let decoded = |s: &SketchRef<'_>| s.members().unwrap_or_default();
+    let ours_members: Vec<(usize, Vec<u64>)> =
+        small.iter().map(|(row, s)| (*row, decoded(s))).collect();
+    let released_members: Vec<(&ReleasedCell, Vec<u64>)> = released_small
+        .iter()
+        .map(|(c, s)| (*c, decoded(s)))
+        .collect();
+    let ours: Vec<(usize, &[u64])> = ours_members
+        .iter()
+        .map(|(row, m)| (*row, m.as_slice()))
+        .collect();
+    let released: Vec<(&ReleasedCell, &[u64])> = released_members
+        .iter()
+        .map(|(c, m)| (*c, m.as_slice()))
+        .collect();
     let mut by_unit: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, (_, members)) in released.iter().enumerate() {
         for u in *members {

@@ -24,7 +24,7 @@ pub mod worker;
 
 pub use checks::{
     CheckOutcome, CheckReport, ExportChecks, GateInput, ReleasedCell, release_checks,
-    result_sketches, run_export_checks, units_range,
+    result_sketches, result_units_range, run_export_checks, units_range,
 };
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
 pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};

@@ -32,7 +32,8 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -46,7 +47,7 @@ use shuyu_vault::{Envelope, SecretKey};
 use crate::crypto::{
     ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory, read_options, write_options,
 };
-use crate::disclosure::{DisclosureMeta, HIDDEN_PREFIX, UnitSource};
+use crate::disclosure::{DisclosureMeta, HIDDEN_PREFIX, UNITS_PREFIX, UnitSource};
 use crate::error::{EngineError, JobError};
 use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
@@ -763,10 +764,22 @@ impl Engine {
             .ok_or_else(|| JobError::Execution {
                 detail: "no encryption properties for the result".into(),
             })?;
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .with_file_encryption_properties(encryption)
-            .build();
+            .with_file_encryption_properties(encryption);
+        // The population sketches are keyed hashes: they neither compress nor repeat, and
+        // nothing filters on them. Written plain, they are not compressed, interned into a
+        // dictionary or summarised when written, and not decompressed when checked.
+        for field in schema.fields() {
+            if field.name().starts_with(UNITS_PREFIX) {
+                let column = ColumnPath::from(field.name().as_str());
+                properties = properties
+                    .set_column_compression(column.clone(), Compression::UNCOMPRESSED)
+                    .set_column_dictionary_enabled(column.clone(), false)
+                    .set_column_statistics_enabled(column, EnabledStatistics::None);
+            }
+        }
+        let properties = properties.build();
         let sink = BufWriter::new(self.storage.object_store(), path);
         AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(properties)).map_err(|e| {
             JobError::Execution {

@@ -52,16 +52,26 @@ struct Cell {
 
 /// A cell population's sketch: for a population of at most [`AUDITED_UNITS`], its (keyed)
 /// unit hashes themselves; for a larger one, the invertible table and its [`BOTTOM`]
-/// smallest hashes.
+/// smallest hashes. Held in its binary form ([`UnitSketch::to_bytes`]), validated once:
+/// the checks read the count and the smallest hashes from it in place, and decode members
+/// or a table only for the pairs and audits that need them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitSketch {
+    bytes: Vec<u8>,
+}
+
+/// A validated binary sketch borrowed from a result column or a [`UnitSketch`]: nothing
+/// decoded until asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SketchRef<'a> {
     units: u64,
-    /// The invertible table (large populations only; built from `members` when needed).
-    cells: Option<Box<[Cell; CELLS]>>,
-    /// The sorted unit hashes of a population of at most [`AUDITED_UNITS`].
-    members: Option<Vec<u64>>,
-    /// The [`BOTTOM`] smallest unit hashes, ascending.
-    bottom: Vec<u64>,
+    /// The sorted member hashes (little-endian words) of a population of at most
+    /// [`AUDITED_UNITS`].
+    members: Option<&'a [u8]>,
+    /// The invertible table's cells (large populations only).
+    table: Option<&'a [u8]>,
+    /// The smallest hashes, ascending (little-endian words).
+    bottom: &'a [u8],
 }
 
 /// How two populations compare.
@@ -71,7 +81,7 @@ pub enum Difference {
     Identical,
     /// Exactly this many people are in one population but not the other.
     Small(usize),
-    /// More people differ than the sketch can resolve.
+    /// More people differ than the sketch can resolve (or than the caller asked about).
     Large,
 }
 
@@ -92,70 +102,170 @@ fn check_of(key: u64) -> u64 {
     mix(key ^ 0x5851_f42d_4c95_7f2d)
 }
 
+/// The little-endian words of `bytes` (a multiple of 8 long).
+fn words(bytes: &[u8]) -> impl ExactSizeIterator<Item = u64> + Clone + '_ {
+    bytes
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+}
+
+/// Tag of the binary form: the population's members follow.
+const MEMBERS_TAG: u8 = 0;
+/// Tag of the binary form: the invertible table and the smallest hashes follow.
+const TABLE_TAG: u8 = 1;
+
 impl UnitSketch {
     /// The sketch of a set of distinct unit hashes.
     pub fn from_hashes<'a>(hashes: impl IntoIterator<Item = &'a u64>) -> UnitSketch {
         let mut all: Vec<u64> = hashes.into_iter().copied().collect();
         all.sort_unstable();
         all.dedup();
-        UnitSketch::from_sorted(all)
-    }
-
-    /// The sketch of sorted, distinct unit hashes.
-    fn from_sorted(all: Vec<u64>) -> UnitSketch {
-        let units = all.len() as u64;
-        let bottom = all.iter().take(BOTTOM).copied().collect();
-        if all.len() <= AUDITED_UNITS {
-            UnitSketch {
-                units,
-                cells: None,
-                members: Some(all),
-                bottom,
-            }
-        } else {
-            UnitSketch {
-                units,
-                cells: Some(table_of(&all)),
-                members: None,
-                bottom,
-            }
+        UnitSketch {
+            bytes: sorted_to_bytes(&all),
         }
     }
 
+    /// The borrowed form (the bytes were validated when this sketch was made).
+    pub(crate) fn view(&self) -> SketchRef<'_> {
+        SketchRef::parse(&self.bytes, false).expect("a validated sketch")
+    }
+
     /// The population's smallest [`BOTTOM`] unit hashes, ascending.
-    pub fn bottom(&self) -> &[u64] {
-        &self.bottom
+    pub fn bottom(&self) -> Vec<u64> {
+        self.view().bottom().collect()
     }
 
     /// The population's unit hashes (sorted), kept for populations of at most
     /// [`AUDITED_UNITS`].
-    pub fn members(&self) -> Option<&[u64]> {
-        self.members.as_deref()
-    }
-
-    /// The invertible table, built from the members when the sketch does not keep one.
-    fn table(&self) -> Box<[Cell; CELLS]> {
-        match (&self.cells, &self.members) {
-            (Some(cells), _) => cells.clone(),
-            (None, Some(members)) => table_of(members),
-            (None, None) => Box::new([Cell::default(); CELLS]),
-        }
+    pub fn members(&self) -> Option<Vec<u64>> {
+        self.view().members()
     }
 
     /// Distinct privacy units in the population.
     pub fn units(&self) -> u64 {
-        self.units
+        self.view().units()
     }
 
     /// How this population differs from `other`'s: exactly, from the members when both
     /// keep them; else from the invertible tables.
     pub fn difference(&self, other: &UnitSketch) -> Difference {
-        if let (Some(a), Some(b)) = (&self.members, &other.members) {
-            let d = symmetric_difference(a, b);
-            return if d == 0 {
-                Difference::Identical
-            } else {
-                Difference::Small(d)
+        self.view().difference(&other.view(), usize::MAX)
+    }
+
+    /// Binary form: the unit count, then either the members or the table and bottom hashes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.bytes.clone()
+    }
+
+    /// Parses [`UnitSketch::to_bytes`]; `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<UnitSketch> {
+        UnitSketch::from_vec(bytes.to_vec())
+    }
+
+    /// [`UnitSketch::from_bytes`] taking the bytes it keeps.
+    pub fn from_vec(bytes: Vec<u8>) -> Option<UnitSketch> {
+        SketchRef::parse(&bytes, true)?;
+        Some(UnitSketch { bytes })
+    }
+}
+
+impl<'a> SketchRef<'a> {
+    /// Reads a binary sketch; `None` unless it is well formed. With `validate`, the members'
+    /// order is checked too (the exact comparisons rely on it).
+    pub(crate) fn parse(bytes: &'a [u8], validate: bool) -> Option<SketchRef<'a>> {
+        if bytes.len() < 9 {
+            return None;
+        }
+        let units = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let rest = &bytes[9..];
+        match bytes[8] {
+            MEMBERS_TAG
+                if rest.len().is_multiple_of(8)
+                    && (rest.len() / 8) as u64 == units
+                    && rest.len() / 8 <= AUDITED_UNITS =>
+            {
+                if validate && !words(rest).zip(words(rest).skip(1)).all(|(a, b)| a < b) {
+                    return None;
+                }
+                Some(SketchRef {
+                    units,
+                    members: Some(rest),
+                    table: None,
+                    bottom: &rest[..rest.len().min(BOTTOM * 8)],
+                })
+            }
+            TABLE_TAG
+                if rest.len() >= CELLS * 24
+                    && (rest.len() - CELLS * 24).is_multiple_of(8)
+                    && (rest.len() - CELLS * 24) / 8 <= BOTTOM =>
+            {
+                let (table, bottom) = rest.split_at(CELLS * 24);
+                Some(SketchRef {
+                    units,
+                    members: None,
+                    table: Some(table),
+                    bottom,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Distinct privacy units in the population.
+    pub(crate) fn units(&self) -> u64 {
+        self.units
+    }
+
+    /// The population's smallest [`BOTTOM`] unit hashes, ascending.
+    pub(crate) fn bottom(&self) -> impl ExactSizeIterator<Item = u64> + Clone + 'a {
+        words(self.bottom)
+    }
+
+    /// How many smallest hashes the sketch keeps (all of a population below [`BOTTOM`]).
+    pub(crate) fn bottom_len(&self) -> usize {
+        self.bottom.len() / 8
+    }
+
+    /// Whether the population's members are kept (it has at most [`AUDITED_UNITS`]).
+    pub(crate) fn keeps_members(&self) -> bool {
+        self.members.is_some()
+    }
+
+    /// The population's unit hashes (sorted), decoded, when kept.
+    pub(crate) fn members(&self) -> Option<Vec<u64>> {
+        self.members.map(|m| words(m).collect())
+    }
+
+    /// The invertible table, built from the members when the sketch does not keep one.
+    fn table(&self) -> Box<[Cell; CELLS]> {
+        match (self.table, self.members) {
+            (Some(table), _) => {
+                let mut cells = Box::new([Cell::default(); CELLS]);
+                let mut values = words(table);
+                for cell in cells.iter_mut() {
+                    cell.count = values.next().unwrap_or(0) as i64;
+                    cell.keys = values.next().unwrap_or(0);
+                    cell.checks = values.next().unwrap_or(0);
+                }
+                cells
+            }
+            (None, Some(members)) => table_of(words(members)),
+            (None, None) => Box::new([Cell::default(); CELLS]),
+        }
+    }
+
+    /// How this population differs from `other`'s: exactly, from the members when both
+    /// keep them; else from the invertible tables. Differences of `limit` people or more
+    /// may be reported as [`Difference::Large`] without being counted.
+    pub(crate) fn difference(&self, other: &SketchRef<'_>, limit: usize) -> Difference {
+        if let (Some(a), Some(b)) = (self.members, other.members) {
+            if a == b {
+                return Difference::Identical;
+            }
+            return match symmetric_difference(a, b, limit) {
+                0 => Difference::Identical,
+                d if d >= limit => Difference::Large,
+                d => Difference::Small(d),
             };
         }
         let mut diff = self.table();
@@ -190,76 +300,33 @@ impl UnitSketch {
             Difference::Large
         }
     }
+}
 
-    /// Binary form: the unit count, then either the members or the table and bottom hashes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.units.to_le_bytes());
-        match (&self.members, &self.cells) {
-            (Some(members), _) => {
-                out.push(0);
-                for m in members {
-                    out.extend_from_slice(&m.to_le_bytes());
-                }
-            }
-            (None, cells) => {
-                out.push(1);
-                let empty = Box::new([Cell::default(); CELLS]);
-                for cell in cells.as_ref().unwrap_or(&empty).iter() {
-                    out.extend_from_slice(&cell.count.to_le_bytes());
-                    out.extend_from_slice(&cell.keys.to_le_bytes());
-                    out.extend_from_slice(&cell.checks.to_le_bytes());
-                }
-                for b in &self.bottom {
-                    out.extend_from_slice(&b.to_le_bytes());
-                }
-            }
+/// The binary form of the sketch of sorted, distinct unit hashes.
+fn sorted_to_bytes(all: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(if all.len() <= AUDITED_UNITS {
+        9 + all.len() * 8
+    } else {
+        9 + CELLS * 24 + BOTTOM * 8
+    });
+    out.extend_from_slice(&(all.len() as u64).to_le_bytes());
+    if all.len() <= AUDITED_UNITS {
+        out.push(MEMBERS_TAG);
+        for m in all {
+            out.extend_from_slice(&m.to_le_bytes());
         }
-        out
-    }
-
-    /// Parses [`UnitSketch::to_bytes`]; `None` for anything else.
-    pub fn from_bytes(bytes: &[u8]) -> Option<UnitSketch> {
-        if bytes.len() < 9 {
-            return None;
+    } else {
+        out.push(TABLE_TAG);
+        for cell in table_of(all.iter().copied()).iter() {
+            out.extend_from_slice(&cell.count.to_le_bytes());
+            out.extend_from_slice(&cell.keys.to_le_bytes());
+            out.extend_from_slice(&cell.checks.to_le_bytes());
         }
-        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let units = word(0);
-        let rest = bytes.len() - 9;
-        match bytes[8] {
-            0 if rest.is_multiple_of(8)
-                && (rest / 8) as u64 == units
-                && rest / 8 <= AUDITED_UNITS =>
-            {
-                let members: Vec<u64> = (0..rest / 8).map(|i| word(9 + i * 8)).collect();
-                if !members.windows(2).all(|w| w[0] < w[1]) {
-                    return None;
-                }
-                Some(UnitSketch::from_sorted(members))
-            }
-            1 if rest >= CELLS * 24 && (rest - CELLS * 24).is_multiple_of(8) => {
-                let n_bottom = (rest - CELLS * 24) / 8;
-                if n_bottom > BOTTOM {
-                    return None;
-                }
-                let mut cells = Box::new([Cell::default(); CELLS]);
-                for (i, cell) in cells.iter_mut().enumerate() {
-                    let at = 9 + i * 24;
-                    cell.count = word(at) as i64;
-                    cell.keys = word(at + 8);
-                    cell.checks = word(at + 16);
-                }
-                let at = 9 + CELLS * 24;
-                Some(UnitSketch {
-                    units,
-                    cells: Some(cells),
-                    members: None,
-                    bottom: (0..n_bottom).map(|i| word(at + i * 8)).collect(),
-                })
-            }
-            _ => None,
+        for b in all.iter().take(BOTTOM) {
+            out.extend_from_slice(&b.to_le_bytes());
         }
     }
+    out
 }
 
 fn toggle(cells: &mut [Cell; CELLS], key: u64, count: i64) {
@@ -272,34 +339,36 @@ fn toggle(cells: &mut [Cell; CELLS], key: u64, count: i64) {
     }
 }
 
-fn table_of(keys: &[u64]) -> Box<[Cell; CELLS]> {
+fn table_of(keys: impl IntoIterator<Item = u64>) -> Box<[Cell; CELLS]> {
     let mut cells = Box::new([Cell::default(); CELLS]);
-    for &key in keys {
+    for key in keys {
         toggle(&mut cells, key, 1);
     }
     cells
 }
 
-/// |a Δ b| of two sorted, distinct lists.
-fn symmetric_difference(a: &[u64], b: &[u64]) -> usize {
-    let (mut i, mut j, mut d) = (0, 0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => {
-                d += 1;
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                d += 1;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
+/// |a Δ b| of two sorted, distinct lists of little-endian words, counted up to `limit`
+/// (the count stops there once reached).
+fn symmetric_difference(a: &[u8], b: &[u8], limit: usize) -> usize {
+    let (mut a, mut b) = (words(a).peekable(), words(b).peekable());
+    let mut d = 0;
+    while let (Some(&x), Some(&y)) = (a.peek(), b.peek()) {
+        if x == y {
+            a.next();
+            b.next();
+            continue;
+        }
+        d += 1;
+        if d >= limit {
+            return d;
+        }
+        if x < y {
+            a.next();
+        } else {
+            b.next();
         }
     }
-    d + (a.len() - i) + (b.len() - j)
+    d + a.count() + b.count()
 }
 
 /// The `unit_sketch` aggregate, keyed per tenant.
@@ -476,7 +545,7 @@ impl GroupsAccumulator for SketchGroups {
             .map(|mut hashes| {
                 hashes.sort_unstable();
                 hashes.dedup();
-                UnitSketch::from_sorted(hashes).to_bytes()
+                sorted_to_bytes(&hashes)
             })
             .collect();
         Ok(Arc::new(BinaryArray::from_iter_values(sketches)))
@@ -555,7 +624,7 @@ impl Accumulator for SketchAccumulator {
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
         Ok(ScalarValue::Binary(Some(
-            UnitSketch::from_hashes(&self.hashes).to_bytes(),
+            UnitSketch::from_hashes(&self.hashes).bytes,
         )))
     }
 
@@ -588,47 +657,64 @@ impl Accumulator for SketchAccumulator {
     }
 }
 
+/// Each value of a column of serialized sketches, borrowed in place (`None` for nulls); all
+/// `None` for a column that is not binary. Results are written as `Binary` and read back as
+/// `BinaryView`: neither is copied.
+fn binary_values(column: &ArrayRef) -> Vec<Option<&[u8]>> {
+    fn each<'a>(
+        len: usize,
+        valid: impl Fn(usize) -> bool,
+        value: impl Fn(usize) -> &'a [u8],
+    ) -> Vec<Option<&'a [u8]>> {
+        (0..len).map(|i| valid(i).then(|| value(i))).collect()
+    }
+    match column.data_type() {
+        DataType::BinaryView => {
+            let a = column.as_binary_view();
+            each(a.len(), |i| a.is_valid(i), |i| a.value(i))
+        }
+        DataType::Binary => {
+            let a = column.as_binary::<i32>();
+            each(a.len(), |i| a.is_valid(i), |i| a.value(i))
+        }
+        DataType::LargeBinary => {
+            let a = column.as_binary::<i64>();
+            each(a.len(), |i| a.is_valid(i), |i| a.value(i))
+        }
+        _ => vec![None; column.len()],
+    }
+}
+
 /// The unit count of each serialized sketch of a column, without parsing the rest (0 for
 /// nulls or malformed values).
 pub(crate) fn unit_counts(column: &ArrayRef) -> Vec<i64> {
-    let column = match arrow::compute::cast(column, &DataType::Binary) {
-        Ok(column) => column,
-        Err(_) => return vec![0; column.len()],
-    };
-    match column.as_binary_opt::<i32>() {
-        Some(binary) => (0..binary.len())
-            .map(|i| {
-                let bytes = binary.value(i);
-                if binary.is_valid(i) && bytes.len() >= 9 {
-                    i64::try_from(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
-                        .unwrap_or(0)
-                } else {
-                    0
-                }
-            })
-            .collect(),
-        None => vec![0; column.len()],
-    }
+    binary_values(column)
+        .into_iter()
+        .map(|bytes| match bytes {
+            Some(bytes) if bytes.len() >= 9 => {
+                i64::try_from(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Unit sketches of a column of serialized sketches, borrowed in place (`None` for nulls or
+/// malformed values).
+pub(crate) fn sketch_refs(column: &ArrayRef) -> Vec<Option<SketchRef<'_>>> {
+    binary_values(column)
+        .into_iter()
+        .map(|bytes| bytes.and_then(|b| SketchRef::parse(b, true)))
+        .collect()
 }
 
 /// Unit sketches of a column of serialized sketches (`None` for nulls or malformed values).
 pub(crate) fn sketches(column: &ArrayRef) -> Vec<Option<UnitSketch>> {
-    // Staged results read back as BinaryView: one form for all.
-    let column = match arrow::compute::cast(column, &DataType::Binary) {
-        Ok(column) => column,
-        Err(_) => return vec![None; column.len()],
-    };
-    match column.as_binary_opt::<i32>() {
-        Some(binary) => (0..binary.len())
-            .map(|i| {
-                binary
-                    .is_valid(i)
-                    .then(|| UnitSketch::from_bytes(binary.value(i)))
-                    .flatten()
-            })
-            .collect(),
-        None => vec![None; column.len()],
-    }
+    binary_values(column)
+        .into_iter()
+        .map(|bytes| bytes.and_then(UnitSketch::from_bytes))
+        .collect()
 }
 
 #[cfg(test)]
@@ -731,7 +817,7 @@ mod tests {
     #[test]
     fn bytes_round_trip() {
         let s = sketch(0..123);
-        assert_eq!(s.members().map(<[u64]>::len), Some(123));
+        assert_eq!(s.members().map(|m| m.len()), Some(123));
         assert_eq!(UnitSketch::from_bytes(&s.to_bytes()), Some(s));
         let large = sketch(0..AUDITED_UNITS as u64 + 1);
         assert_eq!(large.members(), None);
@@ -739,6 +825,54 @@ mod tests {
         assert!(large.bottom().windows(2).all(|w| w[0] < w[1]));
         assert_eq!(UnitSketch::from_bytes(&large.to_bytes()), Some(large));
         assert_eq!(UnitSketch::from_bytes(b"short"), None);
+    }
+
+    /// The binary form is what releases stored before the sketch was read in place: the
+    /// count, a tag, then the members, or the table's cells and the smallest hashes.
+    #[test]
+    fn binary_form_is_unchanged() {
+        let small = UnitSketch::from_hashes(&[30, 10, 20]);
+        let mut expected = 3u64.to_le_bytes().to_vec();
+        expected.push(0);
+        for m in [10u64, 20, 30] {
+            expected.extend_from_slice(&m.to_le_bytes());
+        }
+        assert_eq!(small.to_bytes(), expected);
+        let hashes: Vec<u64> = (1..=AUDITED_UNITS as u64 + 1).map(mix).collect();
+        let large = UnitSketch::from_hashes(&hashes);
+        let mut sorted = hashes.clone();
+        sorted.sort_unstable();
+        let mut expected = (AUDITED_UNITS as u64 + 1).to_le_bytes().to_vec();
+        expected.push(1);
+        for cell in table_of(sorted.iter().copied()).iter() {
+            for word in [cell.count as u64, cell.keys, cell.checks] {
+                expected.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        for b in &sorted[..BOTTOM] {
+            expected.extend_from_slice(&b.to_le_bytes());
+        }
+        assert_eq!(large.to_bytes(), expected);
+        // Unsorted or repeated members are refused.
+        let mut unsorted = 2u64.to_le_bytes().to_vec();
+        unsorted.push(0);
+        unsorted.extend_from_slice(&20u64.to_le_bytes());
+        unsorted.extend_from_slice(&10u64.to_le_bytes());
+        assert_eq!(UnitSketch::from_bytes(&unsorted), None);
+    }
+
+    /// A bounded comparison stops counting at its limit and says so.
+    #[test]
+    fn bounded_differences_stop_at_the_limit() {
+        let (a, b) = (sketch(0..500), sketch(3..600));
+        assert_eq!(a.difference(&b), Difference::Small(103));
+        assert_eq!(a.view().difference(&b.view(), 104), Difference::Small(103));
+        assert_eq!(a.view().difference(&b.view(), 103), Difference::Large);
+        assert_eq!(a.view().difference(&b.view(), 10), Difference::Large);
+        assert_eq!(
+            a.view().difference(&sketch(0..500).view(), 1),
+            Difference::Identical
+        );
     }
 }
 

@@ -1411,7 +1411,7 @@ pub fn released_cells(
     let mut cells = Vec::new();
     for row in rows {
         let (export_id, row, sketch) = row?;
-        let sketch = UnitSketch::from_bytes(&sketch).ok_or_else(|| {
+        let sketch = UnitSketch::from_vec(sketch).ok_or_else(|| {
             crate::error::ServerError::internal("a released cell's sketch is unreadable")
         })?;
         cells.push(ReleasedCell {

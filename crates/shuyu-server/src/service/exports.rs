@@ -19,7 +19,7 @@
 use serde_json::json;
 use shuyu_engine::{
     CheckOutcome, ExportFormat, GateInput, ResultData, read_result, release_checks,
-    render_export_file, result_sketches, run_export_checks, units_range,
+    render_export_file, result_sketches, result_units_range, run_export_checks,
 };
 use shuyu_policy::{Action, PolicyError, PriceBasis, Role, product_days};
 use shuyu_proto::v1 as pb;
@@ -391,7 +391,7 @@ impl Api {
             })?;
         let batches = self.state.engine.read_result(&job.result_file).await?;
         let k = self.state.policy.disclosure.min_entities;
-        let released = match units_range(&result_sketches(&batches), k) {
+        let released = match result_units_range(&batches, k) {
             Some((lo, hi)) => self
                 .state
                 .store
@@ -879,7 +879,7 @@ impl Api {
         staged: &[arrow::array::RecordBatch],
     ) -> Result<()> {
         let k = self.state.policy.disclosure.min_entities;
-        let released = match units_range(&result_sketches(staged), k) {
+        let released = match result_units_range(staged, k) {
             Some((lo, hi)) => store::released_cells(tx, &job.tenant_id, lo, hi)?,
             None => Vec::new(),
         };

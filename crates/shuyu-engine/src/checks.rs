@@ -17,13 +17,13 @@ use arrow::row::{RowConverter, SortField};
 use shuyu_policy::{Classification, DisclosurePolicy};
 
 use crate::disclosure::{
-    DisclosureMeta, GROUP_ROWS_COLUMN, UNITS_PREFIX, UnitCount, dominance_top_column,
-    dominance_total_column,
+    DisclosureMeta, GROUP_ROWS_COLUMN, UNIT_HEAD_PREFIX, UNITS_PREFIX, UnitCount,
+    dominance_top_column, dominance_total_column,
 };
 use crate::error::EngineError;
 use crate::lineage::{OutputColumn, RowInfluence};
 use crate::sketch::{
-    AUDITED_UNITS, BOTTOM, Difference, SketchRef, UnitSketch, sketch_refs, sketches,
+    AUDITED_UNITS, BOTTOM, Difference, SketchDigest, SketchRef, UnitSketch, sketch_refs, sketches,
 };
 
 /// Outcome of one check.
@@ -95,7 +95,8 @@ pub struct GateInput<'a> {
     pub row_influencing: &'a [RowInfluence],
     /// Hidden columns of the result.
     pub disclosure: &'a DisclosureMeta,
-    /// The staged result, hidden columns included.
+    /// The staged result, hidden columns included (the unit sketches' heads may stand for
+    /// the full sketches: see [`members_needed`]).
     pub batches: &'a [RecordBatch],
     /// Cells the tenant released before whose populations are near these cells' in size
     /// (see [`units_range`]).
@@ -111,6 +112,30 @@ pub struct ReleasedCell {
     pub row: u64,
     /// Its population.
     pub sketch: UnitSketch,
+    /// The sketch's digest ([`UnitSketch::digest`]), kept with it in the ledger.
+    pub digest: SketchDigest,
+    /// The threshold of the blocking differencing check its release passed (against every
+    /// cell released before it), or `None` when it was not blocked on (the policy let
+    /// reviewers judge close pairs) or is not known.
+    pub screened_k: Option<u64>,
+}
+
+impl ReleasedCell {
+    /// A released cell, its digest computed.
+    pub fn new(
+        export_id: impl Into<String>,
+        row: u64,
+        sketch: UnitSketch,
+        screened_k: Option<u64>,
+    ) -> ReleasedCell {
+        ReleasedCell {
+            export_id: export_id.into(),
+            row,
+            digest: sketch.digest(),
+            sketch,
+            screened_k,
+        }
+    }
 }
 
 /// The population sketch of each row of an aggregate result (its first privacy unit), or
@@ -126,16 +151,51 @@ pub fn result_sketches(batches: &[RecordBatch]) -> Vec<Option<UnitSketch>> {
         .collect()
 }
 
-/// The population sketch of each row of an aggregate result, borrowed in place.
+/// The population sketch of each row of an aggregate result, borrowed in place: the full
+/// sketch when it was read, else its head.
 fn result_refs(batches: &[RecordBatch]) -> Vec<Option<SketchRef<'_>>> {
-    let name = format!("{UNITS_PREFIX}0");
+    let (full, head) = (format!("{UNITS_PREFIX}0"), format!("{UNIT_HEAD_PREFIX}0"));
     batches
         .iter()
-        .flat_map(|b| match b.column_by_name(&name) {
-            Some(column) => sketch_refs(column),
-            None => vec![None; b.num_rows()],
-        })
+        .flat_map(
+            |b| match b.column_by_name(&full).or_else(|| b.column_by_name(&head)) {
+                Some(column) => sketch_refs(column),
+                None => vec![None; b.num_rows()],
+            },
+        )
         .collect()
+}
+
+/// Whether the checks of `input` — read with the sketches' heads in place of the full
+/// sketches ([`crate::Engine::read_result_for_checks`]) — need the full sketches: for an
+/// exact comparison of two close but different populations, or for the reconstruction
+/// audit of small populations. When it says so, read the result whole and check that.
+pub fn members_needed(input: &GateInput<'_>, policy: &DisclosurePolicy) -> bool {
+    if !input.disclosure.aggregate || input.disclosure.dp.is_some() {
+        return false;
+    }
+    let sketches = result_refs(input.batches);
+    if !sketches.iter().flatten().any(SketchRef::is_head) {
+        return false;
+    }
+    if audited_memberships(input, &sketches).is_some_and(|m| m <= MAX_AUDITED_MEMBERSHIPS) {
+        return true;
+    }
+    if let UnitCount::Rows(_) = &input.disclosure.units {
+        return false;
+    }
+    let k = policy.min_entities;
+    let found = difference_candidates(input, k, &sketches);
+    found.pairs.iter().any(|&(i, j, r)| {
+        let a = found.ours[i].1;
+        let b = match (j, r) {
+            (Some(j), _) => found.ours[j].1,
+            (None, Some(r)) => found.released[r],
+            (None, None) => return false,
+        };
+        a.units().abs_diff(b.units()) < k
+            && a.difference(&b, usize::try_from(k).unwrap_or(usize::MAX)) == Difference::Unknown
+    })
 }
 
 /// The unit counts of released cells worth comparing with `sketches` under threshold `k`:
@@ -426,7 +486,8 @@ fn float_values(column: &ArrayRef) -> Vec<f64> {
 pub(crate) fn cell_units(batch: &RecordBatch) -> Result<Vec<i64>, EngineError> {
     let mut units: Option<Vec<i64>> = None;
     for (i, field) in batch.schema().fields().iter().enumerate() {
-        if field.name().starts_with(UNITS_PREFIX) {
+        // A head starts with its sketch's count too (reading both changes no minimum).
+        if field.name().starts_with(UNITS_PREFIX) || field.name().starts_with(UNIT_HEAD_PREFIX) {
             let column: Vec<i64> = crate::sketch::unit_counts(batch.column(i));
             units = Some(match units {
                 None => column,
@@ -997,45 +1058,54 @@ impl BottomIndex {
     }
 }
 
-/// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
-/// populations differ by fewer than k people: subtracting one from the other isolates them.
-fn differencing(
-    input: &GateInput<'_>,
-    policy: &DisclosurePolicy,
-    new: &[Option<SketchRef<'_>>],
-) -> CheckReport {
-    const NAME: &str = "differencing";
-    let k = policy.min_entities;
-    if let UnitCount::Rows(reason) = &input.disclosure.units {
-        return review(
-            NAME,
-            format!("populations cannot be compared with earlier releases ({reason})"),
-            "the gate could not compare this result with earlier releases: a reviewer will \
-             check"
-                .into(),
-        );
-    }
-    let ours: Vec<(usize, SketchRef<'_>)> = new
+/// The cells of a result and of the ledger that [`differencing`] compares, and the pairs of
+/// them worth comparing: (our cell, another of ours, a released cell).
+struct Candidates<'a> {
+    ours: Vec<(usize, SketchRef<'a>)>,
+    released: Vec<SketchRef<'a>>,
+    pairs: Vec<(usize, Option<usize>, Option<usize>)>,
+}
+
+/// The pairs of cells that may differ by fewer than `k` people.
+fn difference_candidates<'a>(
+    input: &GateInput<'a>,
+    k: u64,
+    new: &[Option<SketchRef<'a>>],
+) -> Candidates<'a> {
+    let ours: Vec<(usize, SketchRef<'a>)> = new
         .iter()
         .enumerate()
         .filter_map(|(row, s)| s.map(|s| (row, s)))
         .collect();
-    let released: Vec<SketchRef<'_>> = input.released.iter().map(|c| c.sketch.view()).collect();
+    let released: Vec<SketchRef<'a>> = input.released.iter().map(|c| c.sketch.view()).collect();
     // Within one result, cells share rows only under grouping sets (a subtotal and its
     // details); cells of one GROUP BY cover different rows, so subtracting them isolates
     // nobody's contribution.
     let within = input.disclosure.overlapping_cells;
-    let mut pairs = Vec::new();
-    // Exactly how many people differ, when fewer than k (the comparison stops at k).
-    let fewer_than_k = |a: &SketchRef<'_>, b: &SketchRef<'_>| -> Option<usize> {
-        if a.units().abs_diff(b.units()) >= k {
-            return None;
-        }
-        match a.difference(b, usize::try_from(k).unwrap_or(usize::MAX)) {
-            Difference::Small(d) if (d as u64) < k => Some(d),
-            _ => None,
-        }
+    // A cell whose population is exactly a released cell's differs from every other
+    // released cell exactly as that one does. When every released cell here passed a
+    // blocking differencing check under a threshold of at least k — each against all those
+    // released before it — those differences are 0 or at least k already: such a cell needs
+    // no comparison with the ledger (whatever it measures, the populations it could be
+    // subtracted from were all screened). Otherwise every cell is compared.
+    let screened = !within
+        && input
+            .released
+            .iter()
+            .all(|c| c.screened_k.is_some_and(|s| s >= k));
+    let known: HashSet<(u64, SketchDigest)> = if screened {
+        input
+            .released
+            .iter()
+            .map(|c| (c.sketch.units(), c.digest))
+            .collect()
+    } else {
+        HashSet::new()
     };
+    let compared: Vec<bool> = ours
+        .iter()
+        .map(|(_, s)| known.is_empty() || !known.contains(&(s.units(), s.digest())))
+        .collect();
     let mut candidates: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
     if k as usize <= BOTTOM {
         // Among the m smallest hashes of A ∪ B, at most k − 1 are in only one of them, so two
@@ -1053,14 +1123,18 @@ fn differencing(
                 .enumerate()
         };
         let saturated = |s: &SketchRef<'_>| u32::try_from(s.units()).unwrap_or(u32::MAX);
-        let mut entries: Vec<Indexed> = Vec::with_capacity((n_old + ours.len()) * m);
-        for (cell, sketch) in cells().take(if within { usize::MAX } else { n_old }) {
-            let units = saturated(sketch);
-            entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
-                hash,
-                cell: cell as u32,
-                units,
-            }));
+        let probing = compared.iter().any(|c| *c);
+        let mut entries: Vec<Indexed> = Vec::new();
+        if probing {
+            entries.reserve((n_old + ours.len()) * m);
+            for (cell, sketch) in cells().take(if within { usize::MAX } else { n_old }) {
+                let units = saturated(sketch);
+                entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
+                    hash,
+                    cell: cell as u32,
+                    units,
+                }));
+            }
         }
         let index = BottomIndex::new(&entries);
         drop(entries);
@@ -1070,6 +1144,9 @@ fn differencing(
         let mut touched = Vec::new();
         let mut buckets: Vec<(u64, &[Indexed])> = Vec::with_capacity(m);
         for (i, (_, sketch)) in ours.iter().enumerate() {
+            if !compared[i] {
+                continue;
+            }
             let units = saturated(sketch);
             // Every bucket first, then their entries: the lookups do not wait on each other.
             buckets.clear();
@@ -1111,12 +1188,60 @@ fn differencing(
     } else {
         // A threshold above the sketches' bottom size: compare every pair near in size.
         for i in 0..ours.len() {
-            candidates.extend((0..released.len()).map(|r| (i, None, Some(r))));
+            if compared[i] {
+                candidates.extend((0..released.len()).map(|r| (i, None, Some(r))));
+            }
             if within {
                 candidates.extend((i + 1..ours.len()).map(|j| (i, Some(j), None)));
             }
         }
     }
+    Candidates {
+        ours,
+        released,
+        pairs: candidates,
+    }
+}
+
+/// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
+/// populations differ by fewer than k people: subtracting one from the other isolates them.
+fn differencing(
+    input: &GateInput<'_>,
+    policy: &DisclosurePolicy,
+    new: &[Option<SketchRef<'_>>],
+) -> CheckReport {
+    const NAME: &str = "differencing";
+    let k = policy.min_entities;
+    if let UnitCount::Rows(reason) = &input.disclosure.units {
+        return review(
+            NAME,
+            format!("populations cannot be compared with earlier releases ({reason})"),
+            "the gate could not compare this result with earlier releases: a reviewer will \
+             check"
+                .into(),
+        );
+    }
+    let Candidates {
+        ours,
+        released,
+        pairs: candidates,
+    } = difference_candidates(input, k, new);
+    let mut pairs = Vec::new();
+    let mut unknown = 0usize;
+    // Exactly how many people differ, when fewer than k (the comparison stops at k).
+    let mut fewer_than_k = |a: &SketchRef<'_>, b: &SketchRef<'_>| -> Option<usize> {
+        if a.units().abs_diff(b.units()) >= k {
+            return None;
+        }
+        match a.difference(b, usize::try_from(k).unwrap_or(usize::MAX)) {
+            Difference::Small(d) if (d as u64) < k => Some(d),
+            Difference::Unknown => {
+                unknown += 1;
+                None
+            }
+            _ => None,
+        }
+    };
     for (i, j, r) in candidates {
         let (row, sketch) = ours[i];
         match (j, r) {
@@ -1144,6 +1269,17 @@ fn differencing(
         }
     }
     pairs.sort();
+    if unknown > 0 {
+        // Only when heads were checked without asking `members_needed` first.
+        return fail(
+            NAME,
+            format!(
+                "{unknown} close cell pairs could not be compared: the result's full unit \
+                 sketches were not read"
+            ),
+            "the result could not be checked completely: request the export again".into(),
+        );
+    }
     if pairs.is_empty() {
         pass(
             NAME,
@@ -1176,6 +1312,29 @@ fn differencing(
 const MAX_AUDITED_MEMBERSHIPS: usize = 500_000;
 /// Most earlier released cells one audit follows.
 const MAX_AUDITED_CELLS: usize = 5_000;
+
+/// The memberships the reconstruction audit would read (people × small cells, here and
+/// released), counted from the unit counts alone; `None` when no cell here is small enough
+/// to audit.
+fn audited_memberships(input: &GateInput<'_>, new: &[Option<SketchRef<'_>>]) -> Option<usize> {
+    let ours: Vec<usize> = new
+        .iter()
+        .flatten()
+        .filter(|s| s.keeps_members())
+        .map(|s| s.units() as usize)
+        .collect();
+    if ours.is_empty() {
+        return None;
+    }
+    let released: usize = input
+        .released
+        .iter()
+        .map(|c| c.sketch.view())
+        .filter(SketchRef::keeps_members)
+        .map(|s| s.units() as usize)
+        .sum();
+    Some(ours.iter().sum::<usize>() + released)
+}
 
 /// Whether this result's cells, together with the tenant's earlier releases over small
 /// overlapping populations, let anyone solve for one person's value.
@@ -1225,6 +1384,14 @@ fn reconstruction(
             small.len(),
             released_small.len()
         ));
+    }
+    if small.iter().any(|(_, s)| s.is_head()) {
+        // Only when heads were checked without asking `members_needed` first.
+        return fail(
+            NAME,
+            "the result's full unit sketches were not read: the audit needs their members".into(),
+            "the result could not be checked completely: request the export again".into(),
+        );
     }
     let decoded = |s: &SketchRef<'_>| s.members().unwrap_or_default();
     let ours_members: Vec<(usize, Vec<u64>)> =

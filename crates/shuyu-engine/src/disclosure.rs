@@ -45,6 +45,10 @@ pub const HIDDEN_PREFIX: &str = "__shuyu_";
 pub const GROUP_ROWS_COLUMN: &str = "__shuyu_group_rows";
 /// Prefix of the hidden distinct-privacy-unit counts.
 pub const UNITS_PREFIX: &str = "__shuyu_units_";
+/// Prefix of the heads of the unit sketches (`__shuyu_unithead_<k>` for `__shuyu_units_<k>`),
+/// which the result writer adds: the export checks read these and read the full sketches
+/// only when a comparison or an audit needs them.
+pub const UNIT_HEAD_PREFIX: &str = "__shuyu_unithead_";
 /// Alias of the per-unit statistics joined back to the groups.
 const STATS_ALIAS: &str = "__shuyu_stats";
 

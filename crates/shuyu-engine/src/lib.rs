@@ -23,8 +23,8 @@ mod storage;
 pub mod worker;
 
 pub use checks::{
-    CheckOutcome, CheckReport, ExportChecks, GateInput, ReleasedCell, release_checks,
-    result_sketches, result_units_range, run_export_checks, units_range,
+    CheckOutcome, CheckReport, ExportChecks, GateInput, ReleasedCell, members_needed,
+    release_checks, result_sketches, result_units_range, run_export_checks, units_range,
 };
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
 pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};
@@ -39,6 +39,6 @@ pub use session::{
     Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobStage,
     MAX_EXPRESSION_DEPTH, MAX_SUBSTRAIT_BYTES, PROGRESS_INTERVAL, SpillOptions,
 };
-pub use sketch::{AUDITED_UNITS, Difference, UnitSketch};
+pub use sketch::{AUDITED_UNITS, Difference, SketchDigest, UnitSketch};
 pub use spill::EncryptedSpillFactory;
 pub use storage::Storage;

@@ -47,7 +47,9 @@ use shuyu_vault::{Envelope, SecretKey};
 use crate::crypto::{
     ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory, read_options, write_options,
 };
-use crate::disclosure::{DisclosureMeta, HIDDEN_PREFIX, UNITS_PREFIX, UnitSource};
+use crate::disclosure::{
+    DisclosureMeta, HIDDEN_PREFIX, UNIT_HEAD_PREFIX, UNITS_PREFIX, UnitSource,
+};
 use crate::error::{EngineError, JobError};
 use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
@@ -687,10 +689,12 @@ impl Engine {
         let state = ctx.state();
         let physical = state.create_physical_plan(&plan).await.map_err(job_error)?;
         let schema = physical.schema();
+        // The stored result carries each unit sketch's head too (the checks read those).
+        let stored_schema = crate::sketch::schema_with_heads(&schema);
         let mut stream =
             execute_stream(Arc::clone(&physical), ctx.task_ctx()).map_err(job_error)?;
         let mut writer = self
-            .result_writer(&request.result_file, &request.result_kek, &schema)
+            .result_writer(&request.result_file, &request.result_kek, &stored_schema)
             .await?;
         let mut n_rows: u64 = 0;
         let mut head: Vec<RecordBatch> = Vec::new();
@@ -709,8 +713,9 @@ impl Engine {
                 head_rows += batch.num_rows();
                 head.push(batch.clone());
             }
+            let stored = crate::sketch::with_heads(&batch, &stored_schema).map_err(job_error)?;
             writer
-                .write(&batch)
+                .write(&stored)
                 .await
                 .map_err(|e| JobError::Execution {
                     detail: format!("writing the result: {e}"),
@@ -771,7 +776,8 @@ impl Engine {
         // nothing filters on them. Written plain, they are not compressed, interned into a
         // dictionary or summarised when written, and not decompressed when checked.
         for field in schema.fields() {
-            if field.name().starts_with(UNITS_PREFIX) {
+            if field.name().starts_with(UNITS_PREFIX) || field.name().starts_with(UNIT_HEAD_PREFIX)
+            {
                 let column = ColumnPath::from(field.name().as_str());
                 properties = properties
                     .set_column_compression(column.clone(), Compression::UNCOMPRESSED)
@@ -793,6 +799,28 @@ impl Engine {
     /// # Errors
     /// On storage or key failures.
     pub async fn read_result(&self, file: &str) -> Result<Vec<RecordBatch>, EngineError> {
+        self.read_result_columns(file, false).await
+    }
+
+    /// Reads (decrypts) what the export checks need of a stored result: every column but
+    /// the full unit sketches when the result carries their heads (results staged before
+    /// heads were written are read whole). When [`crate::members_needed`] says so, read the
+    /// result whole ([`Engine::read_result`]) and check that instead.
+    ///
+    /// # Errors
+    /// On storage or key failures.
+    pub async fn read_result_for_checks(
+        &self,
+        file: &str,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        self.read_result_columns(file, true).await
+    }
+
+    async fn read_result_columns(
+        &self,
+        file: &str,
+        heads_only: bool,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
         let runtime = self.runtime(None, None).map_err(internal)?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let url = ListingTableUrl::parse(self.storage.url(file)).map_err(internal)?;
@@ -804,7 +832,22 @@ impl Engine {
             .await
             .map_err(internal)?;
         let table = ListingTable::try_new(config).map_err(internal)?;
-        let df = ctx.read_table(Arc::new(table)).map_err(internal)?;
+        let mut df = ctx.read_table(Arc::new(table)).map_err(internal)?;
+        let names: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let has_heads = names.iter().any(|n| n.starts_with(UNIT_HEAD_PREFIX));
+        if heads_only && has_heads {
+            let keep: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !n.starts_with(UNITS_PREFIX))
+                .collect();
+            df = df.select_columns(&keep).map_err(internal)?;
+        }
         df.collect().await.map_err(internal)
     }
 }

@@ -18,13 +18,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::BooleanArray;
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+use sha2::{Digest as _, Sha256};
 use shuyu_vault::SecretKey;
 use siphasher::sip::SipHasher13;
 
@@ -60,11 +61,31 @@ pub struct UnitSketch {
     bytes: Vec<u8>,
 }
 
+/// A 128-bit digest of a sketch's binary form (the first half of its SHA-256): two sketches
+/// with the same digest describe the same population, as far as the sketch can tell.
+pub type SketchDigest = [u8; 16];
+
+/// The [`SketchDigest`] of a binary sketch.
+fn digest_of(bytes: &[u8]) -> SketchDigest {
+    let full = Sha256::digest(bytes);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
 /// A validated binary sketch borrowed from a result column or a [`UnitSketch`]: nothing
-/// decoded until asked for.
+/// decoded until asked for. It may be a sketch's *head* ([`sketch_head`]): the count, the
+/// digest and the smallest hashes, without the members or the table — enough for every
+/// check but an exact comparison of two different populations and the reconstruction audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SketchRef<'a> {
     units: u64,
+    /// The whole binary form (of a full sketch, for its digest).
+    whole: &'a [u8],
+    /// A head's digest of the full sketch it stands for.
+    head_digest: Option<&'a [u8]>,
+    /// A head of a population of at most [`AUDITED_UNITS`], whose full sketch keeps members.
+    head_of_members: bool,
     /// The sorted member hashes (little-endian words) of a population of at most
     /// [`AUDITED_UNITS`].
     members: Option<&'a [u8]>,
@@ -83,6 +104,8 @@ pub enum Difference {
     Small(usize),
     /// More people differ than the sketch can resolve (or than the caller asked about).
     Large,
+    /// Not known from heads alone ([`sketch_head`]): the full sketches are needed.
+    Unknown,
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -113,6 +136,26 @@ fn words(bytes: &[u8]) -> impl ExactSizeIterator<Item = u64> + Clone + '_ {
 const MEMBERS_TAG: u8 = 0;
 /// Tag of the binary form: the invertible table and the smallest hashes follow.
 const TABLE_TAG: u8 = 1;
+/// Tag of a head ([`sketch_head`]): whether the full sketch keeps members (one byte), its
+/// digest, and its smallest hashes follow.
+const HEAD_TAG: u8 = 2;
+
+/// The head of a full binary sketch: the unit count, [`HEAD_TAG`], whether the full form
+/// keeps the members, the full form's [`SketchDigest`], and the smallest hashes — about 300
+/// bytes where a cell of 400 people takes 3.2 KB. `None` unless `bytes` is a full sketch.
+pub(crate) fn sketch_head(bytes: &[u8]) -> Option<Vec<u8>> {
+    let full = SketchRef::parse(bytes, false)?;
+    if full.is_head() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(8 + 2 + 16 + full.bottom.len());
+    out.extend_from_slice(&bytes[..8]);
+    out.push(HEAD_TAG);
+    out.push(u8::from(full.members.is_some()));
+    out.extend_from_slice(&digest_of(bytes));
+    out.extend_from_slice(full.bottom);
+    Some(out)
+}
 
 impl UnitSketch {
     /// The sketch of a set of distinct unit hashes.
@@ -157,6 +200,11 @@ impl UnitSketch {
         self.bytes.clone()
     }
 
+    /// The digest of the binary form: equal digests, equal sketches.
+    pub fn digest(&self) -> SketchDigest {
+        digest_of(&self.bytes)
+    }
+
     /// Parses [`UnitSketch::to_bytes`]; `None` for anything else.
     pub fn from_bytes(bytes: &[u8]) -> Option<UnitSketch> {
         UnitSketch::from_vec(bytes.to_vec())
@@ -164,7 +212,9 @@ impl UnitSketch {
 
     /// [`UnitSketch::from_bytes`] taking the bytes it keeps.
     pub fn from_vec(bytes: Vec<u8>) -> Option<UnitSketch> {
-        SketchRef::parse(&bytes, true)?;
+        if SketchRef::parse(&bytes, true)?.is_head() {
+            return None;
+        }
         Some(UnitSketch { bytes })
     }
 }
@@ -189,6 +239,9 @@ impl<'a> SketchRef<'a> {
                 }
                 Some(SketchRef {
                     units,
+                    whole: bytes,
+                    head_digest: None,
+                    head_of_members: false,
                     members: Some(rest),
                     table: None,
                     bottom: &rest[..rest.len().min(BOTTOM * 8)],
@@ -202,8 +255,31 @@ impl<'a> SketchRef<'a> {
                 let (table, bottom) = rest.split_at(CELLS * 24);
                 Some(SketchRef {
                     units,
+                    whole: bytes,
+                    head_digest: None,
+                    head_of_members: false,
                     members: None,
                     table: Some(table),
+                    bottom,
+                })
+            }
+            HEAD_TAG if rest.len() >= 17 && rest[0] <= 1 => {
+                let keeps = rest[0] == 1;
+                let (digest, bottom) = rest[1..].split_at(16);
+                let expected = units.min(BOTTOM as u64) as usize;
+                if bottom.len() != expected * 8
+                    || keeps != (units <= AUDITED_UNITS as u64)
+                    || (validate && !words(bottom).zip(words(bottom).skip(1)).all(|(a, b)| a < b))
+                {
+                    return None;
+                }
+                Some(SketchRef {
+                    units,
+                    whole: bytes,
+                    head_digest: Some(digest),
+                    head_of_members: keeps,
+                    members: None,
+                    table: None,
                     bottom,
                 })
             }
@@ -226,9 +302,23 @@ impl<'a> SketchRef<'a> {
         self.bottom.len() / 8
     }
 
-    /// Whether the population's members are kept (it has at most [`AUDITED_UNITS`]).
+    /// Whether the population's members are kept (it has at most [`AUDITED_UNITS`]); for a
+    /// head, whether its full sketch keeps them.
     pub(crate) fn keeps_members(&self) -> bool {
-        self.members.is_some()
+        self.members.is_some() || self.head_of_members
+    }
+
+    /// Whether this is a head: count, digest and smallest hashes only.
+    pub(crate) fn is_head(&self) -> bool {
+        self.head_digest.is_some()
+    }
+
+    /// The digest of the full sketch (read from a head, computed from a full sketch).
+    pub(crate) fn digest(&self) -> SketchDigest {
+        match self.head_digest {
+            Some(d) => d.try_into().expect("16 bytes"),
+            None => digest_of(self.whole),
+        }
     }
 
     /// The population's unit hashes (sorted), decoded, when kept.
@@ -257,7 +347,17 @@ impl<'a> SketchRef<'a> {
     /// How this population differs from `other`'s: exactly, from the members when both
     /// keep them; else from the invertible tables. Differences of `limit` people or more
     /// may be reported as [`Difference::Large`] without being counted.
+    ///
+    /// A head can only be told identical to another sketch (by digest): otherwise the
+    /// comparison is [`Difference::Unknown`] and needs the full sketches.
     pub(crate) fn difference(&self, other: &SketchRef<'_>, limit: usize) -> Difference {
+        if self.is_head() || other.is_head() {
+            return if self.units == other.units && self.digest() == other.digest() {
+                Difference::Identical
+            } else {
+                Difference::Unknown
+            };
+        }
         if let (Some(a), Some(b)) = (self.members, other.members) {
             if a == b {
                 return Difference::Identical;
@@ -700,6 +800,43 @@ pub(crate) fn unit_counts(column: &ArrayRef) -> Vec<i64> {
         .collect()
 }
 
+/// The schema of a result with a head column ([`sketch_head`]) after each sketch column.
+pub(crate) fn schema_with_heads(schema: &SchemaRef) -> SchemaRef {
+    use crate::disclosure::{UNIT_HEAD_PREFIX, UNITS_PREFIX};
+    let mut fields: Vec<FieldRef> = Vec::with_capacity(schema.fields().len() + 1);
+    for field in schema.fields() {
+        fields.push(Arc::clone(field));
+        if let Some(k) = field.name().strip_prefix(UNITS_PREFIX) {
+            fields.push(Arc::new(Field::new(
+                format!("{UNIT_HEAD_PREFIX}{k}"),
+                DataType::Binary,
+                true,
+            )));
+        }
+    }
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` with the head of each of its sketches in the columns [`schema_with_heads`] adds.
+pub(crate) fn with_heads(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
+    use crate::disclosure::UNITS_PREFIX;
+    if schema.fields().len() == batch.num_columns() {
+        return Ok(batch.clone());
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        columns.push(Arc::clone(column));
+        if field.name().starts_with(UNITS_PREFIX) {
+            let heads: BinaryArray = binary_values(column)
+                .into_iter()
+                .map(|bytes| bytes.and_then(sketch_head))
+                .collect();
+            columns.push(Arc::new(heads));
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
 /// Unit sketches of a column of serialized sketches, borrowed in place (`None` for nulls or
 /// malformed values).
 pub(crate) fn sketch_refs(column: &ArrayRef) -> Vec<Option<SketchRef<'_>>> {
@@ -768,6 +905,7 @@ mod tests {
                 Difference::Small(n) => assert_eq!(n as u64, d),
                 Difference::Large => failures += 1,
                 Difference::Identical => panic!("not identical"),
+                Difference::Unknown => panic!("full sketches"),
             }
         }
         eprintln!("{failures} of {trials} small differences did not peel");
@@ -812,6 +950,71 @@ mod tests {
                 .max(1);
             assert!(shared >= need, "t={t}: {shared} shared, {need} needed");
         }
+    }
+
+    #[test]
+    fn heads_stand_for_their_sketches_in_counts_bottoms_and_identity() {
+        for set in [0..5u64, 0..400, 0..(AUDITED_UNITS as u64 + 50)] {
+            let full = sketch(set.clone());
+            let bytes = full.to_bytes();
+            let head = sketch_head(&bytes).expect("a head");
+            let view = SketchRef::parse(&head, true).expect("a valid head");
+            assert!(view.is_head());
+            assert_eq!(view.units(), full.units());
+            assert_eq!(view.bottom().collect::<Vec<_>>(), full.bottom());
+            assert_eq!(view.keeps_members(), full.view().keeps_members());
+            assert_eq!(view.digest(), full.digest());
+            assert_eq!(view.members(), None);
+            // Not a sketch, and not a head of a head.
+            assert_eq!(UnitSketch::from_bytes(&head), None);
+            assert_eq!(sketch_head(&head), None);
+            // Identity is known from heads; anything else needs the full sketches.
+            assert_eq!(view.difference(&full.view(), 10), Difference::Identical);
+            let other = sketch(set.start + 1..set.end + 1);
+            assert_eq!(view.difference(&other.view(), 10), Difference::Unknown);
+            let other_head = sketch_head(&other.to_bytes()).expect("a head");
+            let other_view = SketchRef::parse(&other_head, true).expect("a head");
+            assert_eq!(full.view().difference(&other_view, 10), Difference::Unknown);
+            assert_ne!(view.digest(), other_view.digest());
+            {
+                // A count that disagrees with the kept hashes is refused.
+                let mut forged = head.clone();
+                forged[..8].copy_from_slice(&(full.units() + 1).to_le_bytes());
+                let forged_ok = SketchRef::parse(&forged, true).is_some();
+                assert!(!forged_ok || full.units() >= BOTTOM as u64);
+            }
+        }
+        // Much shorter than the sketch at 400 people (8 bytes a member).
+        let big = sketch(0..400).to_bytes();
+        assert!(sketch_head(&big).expect("a head").len() < big.len() / 10);
+    }
+
+    #[test]
+    fn result_batches_gain_a_head_after_each_sketch_column() {
+        let sketches: BinaryArray = [Some(sketch(0..3).to_bytes()), None].into_iter().collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("__shuyu_units_0", DataType::Binary, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(arrow::array::Int64Array::from(vec![3, 0])),
+                Arc::new(sketches),
+            ],
+        )
+        .unwrap();
+        let stored = schema_with_heads(&schema);
+        let names: Vec<&str> = stored.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["n", "__shuyu_units_0", "__shuyu_unithead_0"]);
+        let out = with_heads(&batch, &stored).unwrap();
+        let heads = sketch_refs(out.column(2));
+        assert_eq!(heads[0].map(|h| h.units()), Some(3));
+        assert!(heads[0].is_some_and(|h| h.is_head()));
+        assert_eq!(heads[1], None);
+        // A result without sketches is written as it is.
+        let plain = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        assert_eq!(schema_with_heads(&plain).fields().len(), 1);
     }
 
     #[test]

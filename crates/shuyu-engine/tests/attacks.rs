@@ -99,12 +99,7 @@ async fn run(g: &Gate, attack: &Attack) -> Result<(), String> {
             no_canary("the preview", cell)?;
         }
     }
-    let batches = g
-        .engine
-        .read_result(&file)
-        .await
-        .map_err(|e| e.to_string())?;
-    let checks = check(&output, &batches, &ledger.cells, &policy);
+    let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
     for report in &checks.reports {
         no_canary("a check summary", &report.summary)?;
     }

@@ -322,6 +322,53 @@ async fn a_plan_the_walker_cannot_analyse_cannot_be_exported() {
     assert_eq!(outcome(&checks, "lineage_analysable"), Fail);
 }
 
+/// A cell identical to a released one is not compared with the ledger again only when every
+/// released cell passed a blocking differencing check at today's threshold or above.
+#[tokio::test]
+async fn a_repeated_release_skips_the_ledger_only_when_the_ledger_was_screened() {
+    let g = gate().await;
+    let tables = [g.visits.clone()];
+    let policy = Policy::builtin().disclosure;
+    let all = "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E'";
+    let but_one = "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E' \
+                   AND person_id <> 'E7'";
+    let (_, _, first) = g.run_file(all, &tables).await;
+    let (_, _, second) = g.run_file(but_one, &tables).await;
+    // Both released: the second one while the policy let reviewers judge close pairs.
+    let mut ledger = Ledger::default();
+    ledger.release(&first);
+    ledger.release(&second);
+    ledger.cells[1].screened_k = None;
+    // The first query again: its population is a released one's, but the ledger holds a
+    // release that was not screened, which it differs from by one person.
+    let (output, file, _) = g.run_file(all, &tables).await;
+    let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
+    assert_eq!(outcome(&checks, "differencing"), Fail, "{checks:#?}");
+    // Screened under a lower threshold than today's: compared again.
+    ledger.cells[1].screened_k = Some(policy.min_entities - 1);
+    let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
+    assert_eq!(outcome(&checks, "differencing"), Fail, "{checks:#?}");
+    // Were every released cell screened (which the second could not have been), the repeat
+    // would be recognised by its digest and not compared: the skip is taken.
+    ledger.cells[1].screened_k = Some(policy.min_entities);
+    let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
+    assert_eq!(
+        outcome(&checks, "differencing"),
+        CheckOutcome::Pass,
+        "{checks:#?}"
+    );
+    // A population one person away from the released ones is compared as ever.
+    let (output, file, _) = g
+        .run_file(
+            "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE district = 'E' \
+             AND person_id <> 'E3'",
+            &tables,
+        )
+        .await;
+    let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
+    assert_eq!(outcome(&checks, "differencing"), Fail, "{checks:#?}");
+}
+
 #[tokio::test]
 async fn differencing_pairs_are_caught_by_the_ledger_and_work_without_it() {
     let g = gate().await;
@@ -349,7 +396,7 @@ async fn differencing_pairs_are_caught_by_the_ledger_and_work_without_it() {
         let (out1, res1) = g.run(first, &tables).await;
         let checks1 = check(&out1, &res1, &[], &policy);
         assert!(checks1.passed(), "{first}: {checks1:#?}");
-        let (out2, res2) = g.run(second, &tables).await;
+        let (out2, file2, res2) = g.run_file(second, &tables).await;
         // Without the ledger, each passes on its own, and the difference is one person's cost.
         assert!(check(&out2, &res2, &[], &policy).passed(), "{second}");
         let leaked = single_value(&res1, "total") - single_value(&res2, "total");
@@ -360,7 +407,7 @@ async fn differencing_pairs_are_caught_by_the_ledger_and_work_without_it() {
         // With the first released, the second is refused.
         let mut ledger = Ledger::default();
         ledger.release(&res1);
-        let checks2 = check(&out2, &res2, &ledger.cells, &policy);
+        let checks2 = gate_check(&g.engine, &out2, &file2, &ledger.cells, &policy).await;
         assert_eq!(outcome(&checks2, "differencing"), Fail, "{second}");
         let detail = &report(&checks2, "differencing").detail;
         assert!(
@@ -460,13 +507,13 @@ async fn a_linear_reconstruction_attack_recovers_nobody_through_the_gate() {
             "SELECT count(*) AS n, sum(cost) AS total FROM visits WHERE person_id IN ({})",
             ids.join(", ")
         );
-        let (output, batches) = g.run(&sql, &tables).await;
+        let (output, file, batches) = g.run_file(&sql, &tables).await;
         let total = single_value(&batches, "total");
         // Each query alone passes every check.
         let alone = check(&output, &batches, &[], &policy);
         assert!(alone.passed(), "{sql}: {alone:#?}");
         unaudited.push((members.clone(), total));
-        let checks = check(&output, &batches, &ledger.cells, &policy);
+        let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
         if checks.passed() {
             ledger.release(&batches);
             released.push((members.clone(), total));

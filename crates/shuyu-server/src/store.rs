@@ -690,6 +690,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "last_download_at_ms",
         "INTEGER NOT NULL DEFAULT 0",
     ),
+    // The sketch's digest (NULL in older ledgers: computed when read) and the threshold of
+    // the blocking differencing check the release passed (NULL: not blocked on, or older).
+    ("released_cells", "digest", "BLOB"),
+    ("released_cells", "screened_k", "INTEGER"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -1352,12 +1356,15 @@ pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<JobRecord>> {
 // ------------------------------------------------------------------ release ledger
 
 /// Records an approved aggregate export's cells in its tenant's release ledger: the query,
-/// its population predicate (row-influencing columns) and each cell's population sketch.
+/// its population predicate (row-influencing columns) and each cell's population sketch
+/// with its digest, and `screened_k`: the threshold of the blocking differencing check the
+/// release passed (`None` when the policy let reviewers judge close pairs).
 pub fn record_release(
     conn: &Connection,
     export: &ExportRecord,
     job: &JobRecord,
     sketches: &[Option<UnitSketch>],
+    screened_k: Option<u64>,
 ) -> Result<()> {
     conn.execute(
         "INSERT INTO releases (export_id, tenant_id, job_id, query_sha256, population_json,
@@ -1374,8 +1381,9 @@ pub fn record_release(
         ],
     )?;
     let mut insert = conn.prepare(
-        "INSERT INTO released_cells (export_id, tenant_id, row, units, sketch)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO released_cells (export_id, tenant_id, row, units, sketch, digest,
+                                     screened_k)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for (row, sketch) in sketches.iter().enumerate() {
         if let Some(sketch) = sketch {
@@ -1384,7 +1392,9 @@ pub fn record_release(
                 export.tenant_id,
                 row as u64,
                 sketch.units(),
-                sketch.to_bytes()
+                sketch.to_bytes(),
+                sketch.digest().to_vec(),
+                screened_k
             ])?;
         }
     }
@@ -1400,24 +1410,36 @@ pub fn released_cells(
     hi: u64,
 ) -> Result<Vec<ReleasedCell>> {
     let mut stmt = conn.prepare(
-        "SELECT export_id, row, sketch FROM released_cells
+        "SELECT export_id, row, sketch, digest, screened_k FROM released_cells
          WHERE tenant_id = ?1 AND (units BETWEEN ?2 AND ?3 OR units <= ?4)",
     )?;
     let audited = AUDITED_UNITS as u64;
     let rows = stmt.query_map(params![tenant_id, lo, hi, audited], |r| {
-        let sketch: Vec<u8> = r.get(2)?;
-        Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?, sketch))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u64>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+            r.get::<_, Option<u64>>(4)?,
+        ))
     })?;
     let mut cells = Vec::new();
     for row in rows {
-        let (export_id, row, sketch) = row?;
-        let sketch = UnitSketch::from_vec(sketch).ok_or_else(|| {
-            crate::error::ServerError::internal("a released cell's sketch is unreadable")
-        })?;
+        let (export_id, row, sketch, digest, screened_k) = row?;
+        let unreadable =
+            || crate::error::ServerError::internal("a released cell's sketch is unreadable");
+        let sketch = UnitSketch::from_vec(sketch).ok_or_else(unreadable)?;
+        // Older ledgers have no digest: computed then.
+        let digest = match digest {
+            Some(stored) => stored.try_into().map_err(|_| unreadable())?,
+            None => sketch.digest(),
+        };
         cells.push(ReleasedCell {
             export_id,
             row,
             sketch,
+            digest,
+            screened_k,
         });
     }
     Ok(cells)

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use shuyu_engine::{
     CheckOutcome, ColumnSpec, ColumnType, DpBound, DpSpec, Engine, ExportChecks, GateInput,
     IngestFormat, IngestOptions, JobError, JobLimits, JobOutput, JobRequest, ReleasedCell, Storage,
-    TableSpec, result_sketches, run_export_checks,
+    TableSpec, members_needed, result_sketches, run_export_checks,
 };
 use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
@@ -267,6 +267,21 @@ impl Gate {
         (output, batches)
     }
 
+    /// Runs `sql`; its output, staged result file and staged result (hidden columns
+    /// included).
+    pub async fn run_file(
+        &self,
+        sql: &str,
+        tables: &[TableSpec],
+    ) -> (JobOutput, String, Vec<RecordBatch>) {
+        let (output, file) = self
+            .job(sql, tables)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        let batches = self.engine.read_result(&file).await.expect("result");
+        (output, file, batches)
+    }
+
     /// Runs `sql` over both tables and checks its result with `policy`.
     pub async fn checked_with(
         &self,
@@ -299,6 +314,43 @@ pub fn check(
         },
         policy,
     )
+}
+
+/// Checks a staged result as the server does: the sketches' heads first, the whole result
+/// only when [`members_needed`] says so. Also checks the whole result directly and asserts
+/// that both ways reach the same outcome for every check.
+pub async fn gate_check(
+    engine: &Engine,
+    output: &JobOutput,
+    file: &str,
+    released: &[ReleasedCell],
+    policy: &DisclosurePolicy,
+) -> ExportChecks {
+    let heads = engine.read_result_for_checks(file).await.expect("result");
+    let input = |batches| GateInput {
+        columns: &output.columns,
+        unanalysable: &output.unanalysable,
+        row_influencing: &output.row_influencing,
+        disclosure: &output.disclosure,
+        batches,
+        released,
+    };
+    let full = engine.read_result(file).await.expect("result");
+    let checks = if members_needed(&input(&heads), policy) {
+        run_export_checks(&input(&full), policy)
+    } else {
+        run_export_checks(&input(&heads), policy)
+    };
+    let direct = run_export_checks(&input(&full), policy);
+    let outcomes = |c: &ExportChecks| -> Vec<(&'static str, CheckOutcome)> {
+        c.reports.iter().map(|r| (r.name, r.outcome)).collect()
+    };
+    assert_eq!(
+        outcomes(&checks),
+        outcomes(&direct),
+        "heads first: {checks:#?}\nwhole: {direct:#?}"
+    );
+    checks
 }
 
 pub fn report<'a>(checks: &'a ExportChecks, name: &str) -> &'a shuyu_engine::CheckReport {
@@ -341,11 +393,11 @@ impl Ledger {
         let export_id = format!("exp_{}", self.releases);
         for (row, sketch) in result_sketches(batches).into_iter().enumerate() {
             if let Some(sketch) = sketch {
-                self.cells.push(ReleasedCell {
-                    export_id: export_id.clone(),
-                    row: row as u64,
-                    sketch,
-                });
+                // Every release here passed the built-in (blocking) policy's checks first.
+                let policy = Policy::builtin().disclosure;
+                let screened = policy.block_differencing.then_some(policy.min_entities);
+                self.cells
+                    .push(ReleasedCell::new(&export_id, row as u64, sketch, screened));
             }
         }
     }

@@ -18,7 +18,7 @@
 
 use serde_json::json;
 use shuyu_engine::{
-    CheckOutcome, ExportFormat, GateInput, ResultData, read_result, release_checks,
+    CheckOutcome, ExportFormat, GateInput, ResultData, members_needed, read_result, release_checks,
     render_export_file, result_sketches, result_units_range, run_export_checks,
 };
 use shuyu_policy::{Action, PolicyError, PriceBasis, Role, product_days};
@@ -389,7 +389,13 @@ impl Api {
                 )),
                 other => ServerError::InvalidArgument(other.to_string()),
             })?;
-        let batches = self.state.engine.read_result(&job.result_file).await?;
+        // The sketches' heads first; the whole result only when a close pair or the
+        // reconstruction audit needs the members.
+        let mut batches = self
+            .state
+            .engine
+            .read_result_for_checks(&job.result_file)
+            .await?;
         let k = self.state.policy.disclosure.min_entities;
         let released = match result_units_range(&batches, k) {
             Some((lo, hi)) => self
@@ -398,15 +404,14 @@ impl Api {
                 .read(|c| store::released_cells(c, &job.tenant_id, lo, hi))?,
             None => Vec::new(),
         };
+        if members_needed(
+            &gate_input(&job, &batches, &released),
+            &self.state.policy.disclosure,
+        ) {
+            batches = self.state.engine.read_result(&job.result_file).await?;
+        }
         let checks = run_export_checks(
-            &GateInput {
-                columns: &job.columns,
-                unanalysable: &job.gate.unanalysable,
-                row_influencing: &job.gate.row_influencing,
-                disclosure: &job.gate.disclosure,
-                batches: &batches,
-                released: &released,
-            },
+            &gate_input(&job, &batches, &released),
             &self.state.policy.disclosure,
         );
         let checks: Vec<StoredCheck> = checks
@@ -622,7 +627,11 @@ impl Api {
                 });
                 if to == ExportStatus::Approved && job.aggregate {
                     self.recheck_ledger(tx, &job, &staged)?;
-                    store::record_release(tx, &current, &job, &sketches)?;
+                    let disclosure = &self.state.policy.disclosure;
+                    let screened = disclosure
+                        .block_differencing
+                        .then_some(disclosure.min_entities);
+                    store::record_release(tx, &current, &job, &sketches, screened)?;
                 }
                 if to == ExportStatus::Approved {
                     let approvers: Vec<String> =
@@ -884,14 +893,7 @@ impl Api {
             None => Vec::new(),
         };
         let failed: Vec<&'static str> = release_checks(
-            &GateInput {
-                columns: &job.columns,
-                unanalysable: &job.gate.unanalysable,
-                row_influencing: &job.gate.row_influencing,
-                disclosure: &job.gate.disclosure,
-                batches: staged,
-                released: &released,
-            },
+            &gate_input(job, staged, &released),
             &self.state.policy.disclosure,
         )
         .into_iter()
@@ -1387,5 +1389,21 @@ impl Api {
             },
             detail,
         ))
+    }
+}
+
+/// What the export checks read of `job`'s staged result `batches`, against `released`.
+fn gate_input<'a>(
+    job: &'a JobRecord,
+    batches: &'a [arrow::array::RecordBatch],
+    released: &'a [shuyu_engine::ReleasedCell],
+) -> GateInput<'a> {
+    GateInput {
+        columns: &job.columns,
+        unanalysable: &job.gate.unanalysable,
+        row_influencing: &job.gate.row_influencing,
+        disclosure: &job.gate.disclosure,
+        batches,
+        released,
     }
 }

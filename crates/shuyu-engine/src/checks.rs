@@ -1187,8 +1187,8 @@ fn difference_candidates<'a>(
         }
     } else {
         // A threshold above the sketches' bottom size: compare every pair near in size.
-        for i in 0..ours.len() {
-            if compared[i] {
+        for (i, &compare) in compared.iter().enumerate() {
+            if compare {
                 candidates.extend((0..released.len()).map(|r| (i, None, Some(r))));
             }
             if within {

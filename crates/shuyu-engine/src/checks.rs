@@ -158,9 +158,18 @@ fn result_refs(batches: &[RecordBatch]) -> Vec<Option<SketchRef<'_>>> {
     batches
         .iter()
         .flat_map(
-            |b| match b.column_by_name(&full).or_else(|| b.column_by_name(&head)) {
-                Some(column) => sketch_refs(column),
-                None => vec![None; b.num_rows()],
+            |b| match (b.column_by_name(&full), b.column_by_name(&head)) {
+                (Some(full), Some(head)) => sketch_refs(full)
+                    .into_iter()
+                    .zip(sketch_refs(head))
+                    .map(|(f, h)| match (f, h) {
+                        // The head's digest is the full sketch's (written from it).
+                        (Some(f), Some(h)) if f.units() == h.units() => Some(f.with_head(&h)),
+                        (f, _) => f,
+                    })
+                    .collect(),
+                (Some(column), None) | (None, Some(column)) => sketch_refs(column),
+                (None, None) => vec![None; b.num_rows()],
             },
         )
         .collect()

@@ -82,7 +82,8 @@ pub(crate) struct SketchRef<'a> {
     units: u64,
     /// The whole binary form (of a full sketch, for its digest).
     whole: &'a [u8],
-    /// A head's digest of the full sketch it stands for.
+    /// A head's digest of the full sketch it stands for (also set on a full sketch read
+    /// beside its head).
     head_digest: Option<&'a [u8]>,
     /// A head of a population of at most [`AUDITED_UNITS`], whose full sketch keeps members.
     head_of_members: bool,
@@ -310,7 +311,16 @@ impl<'a> SketchRef<'a> {
 
     /// Whether this is a head: count, digest and smallest hashes only.
     pub(crate) fn is_head(&self) -> bool {
-        self.head_digest.is_some()
+        self.members.is_none() && self.table.is_none()
+    }
+
+    /// This full sketch, its digest taken from its head (read beside it) instead of being
+    /// computed again.
+    pub(crate) fn with_head(self, head: &SketchRef<'a>) -> SketchRef<'a> {
+        SketchRef {
+            head_digest: head.head_digest,
+            ..self
+        }
     }
 
     /// The digest of the full sketch (read from a head, computed from a full sketch).
@@ -324,6 +334,47 @@ impl<'a> SketchRef<'a> {
     /// The population's unit hashes (sorted), decoded, when kept.
     pub(crate) fn members(&self) -> Option<Vec<u64>> {
         self.members.map(|m| words(m).collect())
+    }
+
+    /// People certainly in only one of the two populations, from their smallest hashes
+    /// alone, and whether that is all of them (both keep their whole population there). A
+    /// hash of one at or below the other's largest kept hash is in the other population
+    /// exactly when it is among the other's kept hashes.
+    fn bottom_difference(&self, other: &SketchRef<'_>) -> (usize, bool) {
+        let whole = |s: &SketchRef<'_>| s.units <= s.bottom_len() as u64;
+        let (a_whole, b_whole) = (whole(self), whole(other));
+        let limit_of = |s: &SketchRef<'_>, is_whole: bool| {
+            if is_whole {
+                u64::MAX
+            } else {
+                s.bottom().last().unwrap_or(u64::MAX)
+            }
+        };
+        let (a_max, b_max) = (limit_of(self, a_whole), limit_of(other, b_whole));
+        let (mut a, mut b) = (self.bottom().peekable(), other.bottom().peekable());
+        let mut only = 0;
+        loop {
+            match (a.peek().copied(), b.peek().copied()) {
+                (Some(x), Some(y)) if x == y => {
+                    a.next();
+                    b.next();
+                }
+                (Some(x), y) if y.is_none_or(|y| x < y) => {
+                    a.next();
+                    if x <= b_max {
+                        only += 1;
+                    }
+                }
+                (_, Some(y)) => {
+                    b.next();
+                    if y <= a_max {
+                        only += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        (only, a_whole && b_whole)
     }
 
     /// The invertible table, built from the members when the sketch does not keep one.
@@ -352,10 +403,19 @@ impl<'a> SketchRef<'a> {
     /// comparison is [`Difference::Unknown`] and needs the full sketches.
     pub(crate) fn difference(&self, other: &SketchRef<'_>, limit: usize) -> Difference {
         if self.is_head() || other.is_head() {
-            return if self.units == other.units && self.digest() == other.digest() {
-                Difference::Identical
-            } else {
-                Difference::Unknown
+            if self.units == other.units && self.digest() == other.digest() {
+                return Difference::Identical;
+            }
+            // The smallest hashes settle it when they hold whole populations, or show at
+            // least `limit` people in only one of them.
+            return match self.bottom_difference(other) {
+                (d, true) => match d {
+                    0 => Difference::Identical,
+                    d if d >= limit => Difference::Large,
+                    d => Difference::Small(d),
+                },
+                (d, false) if d >= limit => Difference::Large,
+                _ => Difference::Unknown,
             };
         }
         if let (Some(a), Some(b)) = (self.members, other.members) {
@@ -971,10 +1031,21 @@ mod tests {
             // Identity is known from heads; anything else needs the full sketches.
             assert_eq!(view.difference(&full.view(), 10), Difference::Identical);
             let other = sketch(set.start + 1..set.end + 1);
-            assert_eq!(view.difference(&other.view(), 10), Difference::Unknown);
             let other_head = sketch_head(&other.to_bytes()).expect("a head");
             let other_view = SketchRef::parse(&other_head, true).expect("a head");
-            assert_eq!(full.view().difference(&other_view, 10), Difference::Unknown);
+            // Two people differ: exact from the heads of whole small populations, unknown
+            // from those of larger ones (the full sketches count it).
+            let expected = if set.end <= BOTTOM as u64 {
+                Difference::Small(2)
+            } else {
+                Difference::Unknown
+            };
+            assert_eq!(view.difference(&other.view(), 10), expected);
+            assert_eq!(full.view().difference(&other_view, 10), expected);
+            assert_eq!(
+                full.view().difference(&other.view(), 10),
+                Difference::Small(2)
+            );
             assert_ne!(view.digest(), other_view.digest());
             {
                 // A count that disagrees with the kept hashes is refused.
@@ -987,6 +1058,41 @@ mod tests {
         // Much shorter than the sketch at 400 people (8 bytes a member).
         let big = sketch(0..400).to_bytes();
         assert!(sketch_head(&big).expect("a head").len() < big.len() / 10);
+    }
+
+    /// Heads never undercount a difference: what they prove is a lower bound, exact when
+    /// both hold their whole populations, and "unknown" otherwise.
+    #[test]
+    fn heads_bound_differences_from_below() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = mix(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            state
+        };
+        for _ in 0..2_000 {
+            let size = 1 + (next() % 200);
+            let base = next() % 1_000;
+            let a: Vec<u64> = (base..base + size).collect();
+            // b: a with some dropped and some added.
+            let mut b: Vec<u64> = a.iter().copied().filter(|_| next() % 8 != 0).collect();
+            b.extend((0..next() % 12).map(|i| 10_000 + base + i));
+            let (sa, sb) = (sketch(a.iter().copied()), sketch(b.iter().copied()));
+            let truth = match sa.difference(&sb) {
+                Difference::Small(d) => d,
+                Difference::Identical => 0,
+                other => panic!("{other:?}"),
+            };
+            let ha = sketch_head(&sa.to_bytes()).expect("a head");
+            let ha = SketchRef::parse(&ha, true).expect("a head");
+            for limit in [1usize, 5, 10, 40] {
+                match ha.difference(&sb.view(), limit) {
+                    Difference::Identical => assert_eq!(truth, 0),
+                    Difference::Small(d) => assert_eq!(d, truth),
+                    Difference::Large => assert!(truth >= limit, "{truth} < {limit}"),
+                    Difference::Unknown => {}
+                }
+            }
+        }
     }
 
     #[test]

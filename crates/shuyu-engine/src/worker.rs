@@ -57,6 +57,12 @@ pub struct WorkerJob {
     /// Most bytes the job may spill (encrypted, into its result folder); 0 disables spilling.
     #[serde(default)]
     pub spill_max_bytes: u64,
+    /// When set, the worker serves later jobs too (one at a time): this folder, relative to
+    /// `objects_root`, holds the result folders of all of them and is the only one it may
+    /// write, and its tables' folders are the only ones it may read. A later job must name
+    /// the same folder, objects root and tables' folders, or the worker refuses it and exits.
+    #[serde(default)]
+    pub reuse_scope: Option<String>,
 }
 
 impl std::fmt::Debug for WorkerJob {
@@ -268,6 +274,50 @@ impl WorkerJob {
         })
     }
 
+    /// The folder the worker may write: the reuse scope of a worker that serves several
+    /// jobs, else the job's result folder.
+    pub fn write_dir(&self) -> PathBuf {
+        match &self.reuse_scope {
+            Some(scope) => self.objects_root.join(scope.trim_end_matches('/')),
+            None => self.result_dir(),
+        }
+    }
+
+    /// The folders of the job's tables (those that exist), which the worker may read.
+    pub fn read_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .tables
+            .iter()
+            .map(|t| self.objects_root.join(t.location.trim_end_matches('/')))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Why `self`, a later job, cannot run in a worker confined for `first`; `None` if it
+    /// can: the same objects root and reuse scope, no table folder outside the first job's,
+    /// and its result folder inside the scope.
+    pub fn misfit(&self, first: &WorkerJob) -> Option<String> {
+        if self.reuse_scope.is_none() || self.reuse_scope != first.reuse_scope {
+            return Some("its reuse scope differs".into());
+        }
+        if self.objects_root != first.objects_root {
+            return Some("its object store differs".into());
+        }
+        let allowed = first.read_dirs();
+        if self.read_dirs().iter().any(|d| !allowed.contains(d)) {
+            return Some("it reads a folder outside the worker's view".into());
+        }
+        let scope = self.write_dir();
+        let result = self.result_dir();
+        if !result.starts_with(&scope) || result == scope {
+            return Some("its result folder is outside the worker's scope".into());
+        }
+        None
+    }
+
     /// The folder of the result file: the only place the worker may write.
     pub fn result_dir(&self) -> PathBuf {
         let parent = std::path::Path::new(&self.result_file)
@@ -297,6 +347,17 @@ impl WorkerChannel {
         WorkerChannel {
             out: Mutex::new(out),
             input: Mutex::new(input),
+        }
+    }
+
+    /// The next line on stdin (a worker that serves several jobs reads its next job so);
+    /// `None` at the end of input.
+    pub fn next_line(&self) -> Option<Zeroizing<String>> {
+        let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        let mut line = Zeroizing::new(String::new());
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
         }
     }
 

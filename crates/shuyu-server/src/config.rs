@@ -253,6 +253,17 @@ pub struct WorkerConfig {
     /// result folder; 0 disables spilling (operators that would spill fail instead).
     #[serde(default = "default_spill_mib")]
     pub spill_mib: u64,
+    /// Most jobs one worker serves, one after another, for production jobs of one scenario
+    /// (its tables and result folders are the worker's whole view; each job's keys are
+    /// dropped with it). 1 gives every job a fresh process.
+    #[serde(default = "default_reuse_jobs")]
+    pub reuse_jobs: u32,
+    /// Seconds a worker kept for its scenario's next job may idle before it is stopped.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+    /// Most workers kept idle at once (the oldest is stopped first).
+    #[serde(default = "default_max_idle")]
+    pub max_idle: usize,
 }
 
 impl Default for WorkerConfig {
@@ -264,6 +275,9 @@ impl Default for WorkerConfig {
             address_space_mib: default_worker_address_space_mib(),
             confine: true,
             spill_mib: default_spill_mib(),
+            reuse_jobs: default_reuse_jobs(),
+            idle_secs: default_idle_secs(),
+            max_idle: default_max_idle(),
         }
     }
 }
@@ -294,6 +308,15 @@ fn default_worker_address_space_mib() -> u64 {
 }
 fn default_spill_mib() -> u64 {
     10240
+}
+fn default_reuse_jobs() -> u32 {
+    64
+}
+fn default_idle_secs() -> u64 {
+    120
+}
+fn default_max_idle() -> usize {
+    4
 }
 fn default_true() -> bool {
     true

@@ -179,7 +179,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             config.tenant_max_running_jobs,
             config.tenant_max_queued_jobs,
         ),
-        spare_worker: worker::SpareWorker::default(),
+        workers: worker::WorkerPool::default(),
     });
     let interrupted = service::recover_interrupted_jobs(&state).await?;
     let orphans = remove_orphans(&state).await?;

@@ -39,8 +39,9 @@ pub struct AppState {
     pub signing: SigningKey,
     /// The fair job queue, live progress and cancel switches.
     pub scheduler: crate::scheduler::Scheduler,
-    /// A worker process started ahead of its job.
-    pub spare_worker: crate::worker::SpareWorker,
+    /// Worker processes between jobs: the spare, and those kept for their scenario's next
+    /// job.
+    pub workers: crate::worker::WorkerPool,
 }
 
 /// An authenticated, authorised caller.

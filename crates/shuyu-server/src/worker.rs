@@ -1,18 +1,20 @@
 //! Supervision of job worker processes: start `shuyu worker` with a clean environment, hand
 //! it the job, answer its key requests from the job's allow-list only, relay its progress,
 //! and kill it at its deadline or on cancellation. A worker that dies (stack overflow, out of
-//! memory, killed) fails only its own job.
+//! memory, killed) fails only its own job. A worker whose production job ended normally may
+//! serve the next job of the same scenario ([`WorkerPool`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shuyu_engine::worker::{ToServer, ToWorker, WireKey, WorkerJob, WorkerUsage};
 use shuyu_engine::{JobError, JobOutput, JobProgress};
 use shuyu_vault::KekProvider;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -61,8 +63,13 @@ pub struct WorkerReport {
     pub keks_sent: Vec<String>,
     /// KEK ids the worker asked for and was refused.
     pub keks_refused: Vec<String>,
-    /// The worker's stderr (may contain data values: audit trail only, sealed).
+    /// The worker's stderr during the job (may contain data values: audit trail only,
+    /// sealed).
     pub stderr: String,
+    /// Whether the worker had served earlier jobs of the same scope.
+    pub reused: bool,
+    /// Jobs the worker has been given, this one included.
+    pub worker_jobs: u32,
 }
 
 /// One job for a worker.
@@ -78,6 +85,11 @@ pub struct WorkerRun<'a> {
     pub deadline: Instant,
     /// Becomes `true` on cancellation.
     pub cancel: watch::Receiver<bool>,
+    /// The tenant whose job it is.
+    pub tenant_id: String,
+    /// Jobs with the same key may share a worker, one after another (the job carries the
+    /// matching reuse scope); `None`: a worker of its own.
+    pub reuse_key: Option<String>,
 }
 
 fn program(config: &WorkerConfig) -> std::io::Result<PathBuf> {
@@ -87,36 +99,118 @@ fn program(config: &WorkerConfig) -> std::io::Result<PathBuf> {
     }
 }
 
-/// One worker process started ahead of its job, so that a job does not wait for the exec
-/// and start-up of a large binary. It idles on its stdin, unconfined but holding nothing: it
-/// has no job, no key and a cleared environment, and it confines itself only once its job
-/// arrives. It exits when the server closes its stdin (the server ends or drops it).
-#[derive(Debug, Default)]
-pub struct SpareWorker {
-    child: std::sync::Mutex<Option<Child>>,
+/// A running worker process and its pipes.
+#[derive(Debug)]
+struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// What it wrote on stderr since it was last taken (capped).
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_task: tokio::task::JoinHandle<()>,
+    /// Jobs it has been given.
+    jobs: u32,
 }
 
-impl SpareWorker {
-    /// The spare if it is still alive, else a new process; either way a new spare is
-    /// started for the next job.
-    fn take_or_spawn(&self, config: &WorkerConfig) -> std::io::Result<Child> {
-        let mut slot = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        let alive = slot
-            .take()
-            .and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c));
-        let child = match alive {
-            Some(child) => child,
-            None => spawn(config)?,
-        };
-        *slot = spawn(config).ok();
-        Ok(child)
+impl Process {
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn take_stderr(&self) -> String {
+        let mut kept = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&std::mem::take(&mut *kept)).into_owned()
     }
 }
 
-/// Starts a worker for `run.job`, supervises it to the end and reports.
+/// A worker kept for the next job of its scope.
+#[derive(Debug)]
+struct Idle {
+    key: String,
+    tenant_id: String,
+    since: Instant,
+    process: Process,
+}
+
+/// The server's worker processes between jobs.
+///
+/// - One spare, started ahead of its job, so that a job does not wait for the exec and
+///   start-up of a large binary. It idles on its stdin, unconfined but holding nothing: it
+///   has no job, no key and a cleared environment, and it confines itself only once its job
+///   arrives.
+/// - Workers that finished a job with a reuse scope (a production job of one scenario), kept
+///   for the next job of the same scope, at most `[worker] reuse_jobs` jobs each and
+///   `idle_secs` idle, at most `max_idle` of them. Such a worker holds no key between jobs
+///   (each job's keys are dropped with its engine), stays confined to its scope, and is
+///   killed at once by any abnormal end, a deadline or a cancellation, and when its tenant
+///   is suspended, stopped or terminated ([`WorkerPool::evict_tenant`]).
+///
+/// Every process exits when the server closes its stdin or drops it (killed on drop).
+#[derive(Debug, Default)]
+pub struct WorkerPool {
+    spare: Mutex<Option<Process>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl WorkerPool {
+    /// A kept worker of `key` if one is alive; else the spare if alive, else a new process
+    /// (then a new spare is started for the next job). The flag says whether it was kept.
+    fn take(&self, config: &WorkerConfig, key: Option<&str>) -> std::io::Result<(Process, bool)> {
+        if let Some(key) = key {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let max_idle = Duration::from_secs(config.idle_secs);
+            idle.retain(|w| w.since.elapsed() < max_idle);
+            while let Some(at) = idle.iter().rposition(|w| w.key == key) {
+                let mut kept = idle.swap_remove(at);
+                if kept.process.alive() {
+                    return Ok((kept.process, true));
+                }
+            }
+        }
+        let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = slot.take().and_then(|mut p| p.alive().then_some(p));
+        let process = match alive {
+            Some(process) => process,
+            None => spawn(config)?,
+        };
+        *slot = spawn(config).ok();
+        Ok((process, false))
+    }
+
+    /// Keeps `process` for the next job of `key`, evicting the oldest beyond the cap.
+    fn keep(&self, config: &WorkerConfig, key: String, tenant_id: String, process: Process) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(Idle {
+            key,
+            tenant_id,
+            since: Instant::now(),
+            process,
+        });
+        while idle.len() > config.max_idle {
+            idle.remove(0);
+        }
+    }
+
+    /// Kills the tenant's kept workers; how many there were.
+    pub fn evict_tenant(&self, tenant_id: &str) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let before = idle.len();
+        idle.retain(|w| w.tenant_id != tenant_id);
+        before - idle.len()
+    }
+
+    /// Workers kept for later jobs.
+    pub fn kept(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Runs `run.job` in a worker (a kept one of its scope, the spare or a new one), supervises
+/// it to the end and reports; keeps the worker for the next job of its scope if the job
+/// ended normally.
 pub async fn run(
     config: &WorkerConfig,
-    spare: &SpareWorker,
+    pool: &WorkerPool,
     mut run: WorkerRun<'_>,
     on_progress: &(dyn Fn(JobProgress, WorkerUsage) + Send + Sync),
 ) -> WorkerReport {
@@ -132,53 +226,70 @@ pub async fn run(
         keks_sent: Vec::new(),
         keks_refused: Vec::new(),
         stderr: String::new(),
+        reused: false,
+        worker_jobs: 0,
     };
-    let mut child = match spare.take_or_spawn(config) {
-        Ok(child) => child,
+    let reuse_key = run
+        .reuse_key
+        .clone()
+        .filter(|_| config.reuse_jobs > 1 && run.job.reuse_scope.is_some());
+    if reuse_key.is_none() {
+        // A worker of its own: it exits after this job.
+        run.job.reuse_scope = None;
+    }
+    let (mut process, reused) = match pool.take(config, reuse_key.as_deref()) {
+        Ok(taken) => taken,
         Err(e) => {
             report.stderr = format!("spawning the worker: {e}");
             return report;
         }
     };
-    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        let _ = child.start_kill();
-        return report;
-    };
-    let stderr_task = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match stderr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let room = MAX_STDERR_BYTES.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-            }
-        }
-        String::from_utf8_lossy(&kept).into_owned()
-    });
+    process.jobs += 1;
+    report.reused = reused;
+    report.worker_jobs = process.jobs;
 
     let job_line = {
         let mut line = Zeroizing::new(serde_json::to_vec(&run.job).unwrap_or_default());
         line.push(b'\n');
         line
     };
-    if stdin.write_all(&job_line).await.is_err() || stdin.flush().await.is_err() {
+    let mut ended_normally = false;
+    if process.stdin.write_all(&job_line).await.is_err() || process.stdin.flush().await.is_err() {
         report.end = WorkerEnd::Died {
             reason: "the worker exited before it read its job".into(),
         };
     } else {
-        let end = converse(&mut run, &mut stdin, stdout, &mut report, on_progress).await;
+        let end = converse(
+            &mut run,
+            &mut process.stdin,
+            &mut process.stdout,
+            &mut report,
+            on_progress,
+        )
+        .await;
         if matches!(end, WorkerEnd::TimedOut | WorkerEnd::Cancelled) {
-            let _ = child.start_kill();
+            let _ = process.child.start_kill();
         }
+        ended_normally = matches!(end, WorkerEnd::Finished(_) | WorkerEnd::Failed(_));
         report.end = end;
     }
-    drop(stdin);
 
+    if let Some(key) = reuse_key.filter(|_| ended_normally && process.jobs < config.reuse_jobs) {
+        // Kept: what it wrote on stderr during the job (written before its outcome line).
+        tokio::task::yield_now().await;
+        report.stderr = process.take_stderr();
+        report.wall = started.elapsed();
+        pool.keep(config, key, run.tenant_id.clone(), process);
+        return report;
+    }
+    let Process {
+        mut child,
+        stdin,
+        stderr,
+        stderr_task,
+        ..
+    } = process;
+    drop(stdin);
     // Whatever happened, the process must be gone before the job is recorded.
     let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
         Ok(status) => status.ok(),
@@ -192,7 +303,11 @@ pub async fn run(
     {
         *reason = death_reason(status);
     }
-    report.stderr = stderr_task.await.unwrap_or_default();
+    let _ = stderr_task.await;
+    report.stderr = {
+        let mut kept = stderr.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&std::mem::take(&mut *kept)).into_owned()
+    };
     if let WorkerEnd::Died { reason } = &mut report.end
         && report.stderr.contains("memory allocation of")
     {
@@ -202,7 +317,7 @@ pub async fn run(
     report
 }
 
-fn spawn(config: &WorkerConfig) -> std::io::Result<Child> {
+fn spawn(config: &WorkerConfig) -> std::io::Result<Process> {
     let mut command = Command::new(program(config)?);
     command
         .arg("worker")
@@ -226,7 +341,36 @@ fn spawn(config: &WorkerConfig) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    command.spawn()
+    let mut child = command.spawn()?;
+    let (Some(stdin), Some(stdout), Some(mut stderr_pipe)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.start_kill();
+        return Err(std::io::Error::other("the worker's pipes are missing"));
+    };
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&stderr);
+    let stderr_task = tokio::spawn(async move {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stderr_pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = MAX_STDERR_BYTES.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+    });
+    Ok(Process {
+        child,
+        stdin,
+        stdout: BufReader::new(stdout),
+        stderr,
+        stderr_task,
+        jobs: 0,
+    })
 }
 
 /// glibc malloc settings of worker processes.
@@ -257,16 +401,15 @@ fn death_reason(status: Option<std::process::ExitStatus>) -> String {
 async fn converse(
     run: &mut WorkerRun<'_>,
     stdin: &mut ChildStdin,
-    stdout: tokio::process::ChildStdout,
+    lines: &mut BufReader<ChildStdout>,
     report: &mut WorkerReport,
     on_progress: &(dyn Fn(JobProgress, WorkerUsage) + Send + Sync),
 ) -> WorkerEnd {
-    let mut lines = BufReader::new(stdout);
     let deadline = tokio::time::Instant::from_std(run.deadline + KILL_GRACE);
     loop {
         let mut line = Zeroizing::new(String::new());
         let read = tokio::select! {
-            read = read_line_capped(&mut lines, &mut line) => read,
+            read = read_line_capped(lines, &mut line) => read,
             () = tokio::time::sleep_until(deadline) => return WorkerEnd::TimedOut,
             () = cancelled(&mut run.cancel) => return WorkerEnd::Cancelled,
         };
@@ -345,7 +488,7 @@ async fn cancelled(switch: &mut watch::Receiver<bool>) {
 }
 
 async fn read_line_capped(
-    lines: &mut BufReader<tokio::process::ChildStdout>,
+    lines: &mut BufReader<ChildStdout>,
     line: &mut String,
 ) -> std::io::Result<usize> {
     let n = lines.read_line(line).await?;

@@ -1,4 +1,4 @@
-//! `shuyu worker`: runs one job in this process, started and supervised by the server.
+//! `shuyu worker`: runs a job in this process, started and supervised by the server.
 //!
 //! The job arrives as one JSON line on stdin (see `shuyu_engine::worker`). The worker builds
 //! its runtime, confines itself (file-system view limited to the job's dataset folders and
@@ -6,9 +6,14 @@
 //! then plans and executes on a thread with a large stack: a query that still overflows it
 //! kills only this process, and the server marks the job failed. Keys arrive one by one,
 //! only when the engine asks for them and only if the server allowed them for this job.
+//!
+//! A job with a reuse scope (a production job: its scenario's tables and result folders)
+//! leaves the worker running for the next job of the same scope, read from stdin after the
+//! outcome: the confinement stays what the first job set, so a later job must fit it. Each
+//! job gets a new engine and key envelope (its keys are asked for again and dropped with
+//! it); only the runtime and the warm heap are kept.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -38,8 +43,15 @@ pub struct WorkerOptions {
 
 /// Runs the worker; never returns to the normal CLI path.
 pub fn main(options: WorkerOptions) -> ExitCode {
-    // Opened before confinement, which may hide /proc: the peak-memory reading below.
+    // Opened before confinement, which may hide /proc: the peak-memory reading below, and
+    // its reset between the jobs of a worker that serves several.
     let _ = PROC_STATUS.set(std::fs::File::open("/proc/self/status").ok());
+    let _ = CLEAR_REFS.set(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/clear_refs")
+            .ok(),
+    );
     let stdin = std::io::stdin();
     let mut input = BufReader::new(stdin);
     let mut line = Zeroizing::new(String::new());
@@ -103,6 +115,34 @@ pub fn main(options: WorkerOptions) -> ExitCode {
 
 /// `/proc/self/status`, opened at start.
 static PROC_STATUS: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+/// `/proc/self/clear_refs`, opened at start: writing `5` resets the peak resident set.
+static CLEAR_REFS: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+/// CPU time (ms) the process had used when the current job began.
+static CPU_BASE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Starts metering a new job: CPU from now, and the peak resident set from the current one.
+fn begin_job() {
+    use std::io::Write as _;
+    if let Some(Some(file)) = CLEAR_REFS.get() {
+        let mut file: &std::fs::File = file;
+        let _ = file.write_all(b"5");
+    }
+    CPU_BASE_MS.store(process_cpu_ms(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn process_cpu_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::resource::{UsageWho, getrusage};
+        if let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) {
+            let ms = |t: nix::sys::time::TimeVal| {
+                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
+            };
+            return ms(u.user_time()) + ms(u.system_time());
+        }
+    }
+    0
+}
 
 /// This process's own peak resident set (`VmHWM`), read afresh from the status file opened
 /// at start. Not `ru_maxrss`: Linux carries that across `execve`, so a worker started by a
@@ -118,16 +158,16 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The current job's resource use (CPU since it began; the peak since it began, or since the
+/// process began where the peak cannot be reset).
 fn usage() -> WorkerUsage {
     #[cfg(target_os = "linux")]
     {
         use nix::sys::resource::{UsageWho, getrusage};
         if let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) {
-            let ms = |t: nix::sys::time::TimeVal| {
-                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
-            };
+            let base = CPU_BASE_MS.load(std::sync::atomic::Ordering::Relaxed);
             return WorkerUsage {
-                cpu_ms: ms(u.user_time()) + ms(u.system_time()),
+                cpu_ms: process_cpu_ms().saturating_sub(base),
                 // ru_maxrss (KiB on Linux) only if /proc cannot be read.
                 peak_rss_bytes: peak_rss_bytes().unwrap_or((u.max_rss().max(0) as u64) * 1024),
             };
@@ -162,19 +202,72 @@ fn run(
             return ExitCode::from(2);
         }
     };
-    channel.send(&ToServer::Started {
-        confinement: summary,
-    });
+    let first = job;
+    let mut next: Option<WorkerJob> = None;
+    for served in 1u64.. {
+        let job = next.take();
+        let job = job.as_ref().unwrap_or(&first);
+        if served > 1 {
+            begin_job();
+        }
+        channel.send(&ToServer::Started {
+            confinement: if served == 1 {
+                summary.clone()
+            } else {
+                format!("{summary}; job {served} of this worker")
+            },
+        });
+        let ok = run_one(job, &runtime, &channel, &storage);
+        if first.reuse_scope.is_none() {
+            return if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        // The next job of the same scope, or the end of input.
+        let Some(line) = channel.next_line() else {
+            return ExitCode::SUCCESS;
+        };
+        let later = match shuyu_engine::worker::parse_job(&line) {
+            Ok(later) => later,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        drop(line);
+        if let Some(why) = later.misfit(&first) {
+            fail(
+                &channel,
+                JobError::Execution {
+                    detail: format!("the job does not fit this worker's confinement: {why}"),
+                },
+            );
+            return ExitCode::from(2);
+        }
+        next = Some(later);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs one job with a new engine and key envelope; whether it succeeded.
+fn run_one(
+    job: &WorkerJob,
+    runtime: &tokio::runtime::Runtime,
+    channel: &Arc<WorkerChannel>,
+    storage: &Storage,
+) -> bool {
     let request = match job.request() {
         Ok(request) => request,
         Err(e) => {
-            fail(&channel, JobError::Execution { detail: e });
-            return ExitCode::from(2);
+            fail(channel, JobError::Execution { detail: e });
+            return false;
         }
     };
-    let envelope = Arc::new(Envelope::new(Arc::clone(&channel) as Arc<dyn KekProvider>));
-    let engine = Engine::new(storage, envelope);
-    let progress_channel = Arc::clone(&channel);
+    let envelope = Arc::new(Envelope::new(Arc::clone(channel) as Arc<dyn KekProvider>));
+    let engine = Engine::new(storage.clone(), envelope);
+    let progress_channel = Arc::clone(channel);
     let on_progress = Arc::new(move |progress| {
         progress_channel.send(&ToServer::Progress {
             progress,
@@ -188,11 +281,11 @@ fn run(
                 output: Box::new(output),
                 usage: usage(),
             });
-            ExitCode::SUCCESS
+            true
         }
         Err(e) => {
-            fail(&channel, e);
-            ExitCode::FAILURE
+            fail(channel, e);
+            false
         }
     }
 }
@@ -205,18 +298,12 @@ fn fail(channel: &WorkerChannel, error: JobError) {
     let _ = std::io::stdout().flush();
 }
 
-/// The job's file-system view: its tables' folders (read) and its result folder (write).
+/// The job's file-system view: its tables' folders (read) and its result folder, or the
+/// reuse scope holding the result folders of this worker's jobs (write).
 fn confinement_for(job: &WorkerJob, options: &WorkerOptions) -> Confinement {
-    let under_root = |location: &str| -> PathBuf { job.objects_root.join(location) };
-    let read_dirs = job
-        .tables
-        .iter()
-        .map(|t| under_root(t.location.trim_end_matches('/')))
-        .filter(|p| p.is_dir())
-        .collect();
     Confinement {
-        read_dirs,
-        write_dirs: vec![job.result_dir()],
+        read_dirs: job.read_dirs(),
+        write_dirs: vec![job.write_dir()],
         address_space_bytes: (options.address_space_mib > 0)
             .then_some(options.address_space_mib << 20),
         deny_network: true,

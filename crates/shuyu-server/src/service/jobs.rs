@@ -210,6 +210,7 @@ impl Api {
                 ))
             })?;
         let id = crate::new_id("job");
+        let result_file = result_file(&tenant_id, draft.mode, &draft.scenario_id, &id);
         let job = JobRecord {
             id: id.clone(),
             tenant_id: tenant_id.clone(),
@@ -229,7 +230,7 @@ impl Api {
             gate: JobGate::unknown(false),
             preview: Default::default(),
             inputs: Vec::new(),
-            result_file: format!("results/{tenant_id}/{id}/result.parquet"),
+            result_file,
             result_kek: job_kek(&id),
             result_sha256: String::new(),
             created_at_ms: now,
@@ -467,6 +468,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
         "confinement": outcome.confinement,
         "keks_sent": outcome.keks_sent,
         "keks_refused": outcome.keks_refused,
+        "worker": {"reused": outcome.worker_reused, "jobs": outcome.worker_jobs},
     });
     match outcome.result {
         Ok((output, result_sha256)) => {
@@ -489,10 +491,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             detail["result_sha256"] = json!(job.result_sha256);
         }
         Err(failure) => {
-            let _ = state
-                .storage
-                .delete_prefix(&format!("results/{}/{}/", job.tenant_id, job.id))
-                .await;
+            let _ = state.storage.delete_prefix(&job_folder(&job)).await;
             job.status = if failure.cancelled {
                 entry.action = "job_cancelled".into();
                 JobStatus::Cancelled
@@ -549,6 +548,8 @@ struct Outcome {
     confinement: Option<String>,
     keks_sent: Vec<String>,
     keks_refused: Vec<String>,
+    worker_reused: bool,
+    worker_jobs: u32,
 }
 
 async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched) -> Outcome {
@@ -558,9 +559,11 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
         confinement: None,
         keks_sent: Vec::new(),
         keks_refused: Vec::new(),
+        worker_reused: false,
+        worker_jobs: 0,
     };
     let prepared = prepare(state, job).await;
-    let (worker_job, allowed_keks) = match prepared {
+    let (worker_job, allowed_keks, reuse) = match prepared {
         Ok(prepared) => prepared,
         // The scenario expired or lab access ended while the job was queued.
         Err(ServerError::FailedPrecondition(reason)) => {
@@ -572,10 +575,7 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
             return outcome;
         }
     };
-    let result_dir = state
-        .storage
-        .root()
-        .join(format!("results/{}/{}", job.tenant_id, job.id));
+    let result_dir = state.storage.root().join(job_folder(job));
     if let Err(e) = std::fs::create_dir_all(&result_dir) {
         outcome.result = Err(Failure::withheld(
             "internal error",
@@ -590,12 +590,16 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
         keys: &state.keys,
         deadline: Instant::now() + timeout,
         cancel: dispatched.cancel,
+        tenant_id: job.tenant_id.clone(),
+        reuse_key: reuse.map(|(key, _)| key),
     };
     let scheduler = &state.scheduler;
     let job_id = job.id.clone();
     let on_progress =
         move |progress: JobProgress, usage| scheduler.report(&job_id, progress, usage);
-    let report = worker::run(&state.config.worker, &state.spare_worker, run, &on_progress).await;
+    let report = worker::run(&state.config.worker, &state.workers, run, &on_progress).await;
+    outcome.worker_reused = report.reused;
+    outcome.worker_jobs = report.worker_jobs;
     outcome.usage = JobUsage {
         cpu_ms: report.usage.cpu_ms,
         // Until the worker's final count: what it last reported (a killed worker's stands).
@@ -735,7 +739,12 @@ async fn lab_tables(
 }
 
 /// The worker's job and the KEKs it may ask for: its tables' and its own result's.
-async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSet<String>)> {
+/// A job's worker request, the KEKs it may receive, and for a production job the key and
+/// scope under which its worker may serve the scenario's later jobs.
+async fn prepare(
+    state: &AppState,
+    job: &JobRecord,
+) -> Result<(WorkerJob, HashSet<String>, Option<(String, String)>)> {
     let tenant = state
         .store
         .read(|c| store::tenant(c, &job.tenant_id))?
@@ -779,8 +788,33 @@ async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSe
         dp: job.dp.clone(),
         objects_root: state.storage.root().to_path_buf(),
         spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
+        reuse_scope: None,
     };
-    Ok((worker_job, allowed))
+    // A production job's worker may serve the scenario's next jobs: the same tables (their
+    // folders are its view) and result folders under the scenario's (its only writable
+    // one). Older jobs, whose results lie elsewhere, get a worker of their own.
+    let scope = scenario_results(&job.tenant_id, &job.scenario_id);
+    let reuse =
+        (job.mode == JobMode::Production && job.result_file.starts_with(&scope)).then(|| {
+            let mut folders: Vec<&str> = worker_job
+                .tables
+                .iter()
+                .map(|t| t.location.as_str())
+                .collect();
+            folders.sort_unstable();
+            (
+                format!(
+                    "{}\n{}\n{}",
+                    job.tenant_id,
+                    job.scenario_id,
+                    folders.join("\n")
+                ),
+                scope,
+            )
+        });
+    let mut worker_job = worker_job;
+    worker_job.reuse_scope = reuse.as_ref().map(|(_, scope)| scope.clone());
+    Ok((worker_job, allowed, reuse))
 }
 
 /// Marks jobs left queued or running by a crash as failed (audited), and removes their
@@ -791,10 +825,7 @@ async fn prepare(state: &AppState, job: &JobRecord) -> Result<(WorkerJob, HashSe
 pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
     let jobs = state.store.read(store::unfinished_jobs)?;
     for mut job in jobs.iter().cloned() {
-        let _ = state
-            .storage
-            .delete_prefix(&format!("results/{}/{}/", job.tenant_id, job.id))
-            .await;
+        let _ = state.storage.delete_prefix(&job_folder(&job)).await;
         job.status = JobStatus::Failed;
         job.error = "the job was interrupted by a server restart; submit it again".into();
         job.finished_at_ms = crate::now_ms();
@@ -1085,5 +1116,31 @@ impl JobService for Api {
         let caller = self.state.begin(&request, Action::ViewUsage)?;
         let result = self.budgets(&caller, request.into_inner());
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+}
+
+/// The folder of a production job's results under its scenario: a worker kept for the
+/// scenario's next jobs may write here and nowhere else.
+fn scenario_results(tenant_id: &str, scenario_id: &str) -> String {
+    format!("results/{tenant_id}/{scenario_id}/")
+}
+
+/// Where a new job's result goes: under its scenario's results for a production job, in a
+/// folder of its own under the tenant's results for a lab job.
+fn result_file(tenant_id: &str, mode: JobMode, scenario_id: &str, job_id: &str) -> String {
+    match mode {
+        JobMode::Production if !scenario_id.is_empty() => format!(
+            "{}{job_id}/result.parquet",
+            scenario_results(tenant_id, scenario_id)
+        ),
+        _ => format!("results/{tenant_id}/{job_id}/result.parquet"),
+    }
+}
+
+/// The folder of a job's result file (with its spill files and a lab job's masked tables).
+pub(crate) fn job_folder(job: &JobRecord) -> String {
+    match job.result_file.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/"),
+        None => format!("results/{}/{}/", job.tenant_id, job.id),
     }
 }

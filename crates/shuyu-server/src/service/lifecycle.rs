@@ -110,9 +110,10 @@ impl Api {
 
     /// Cancels every queued job of the tenant (recorded here, audited as `job_cancelled`)
     /// and tells every running worker of it to die (its runner records the cancellation).
-    /// Returns the jobs stopped.
+    /// Workers kept for the tenant's next jobs are stopped too. Returns the jobs stopped.
     fn stop_work(&self, caller: &Caller, tenant_id: &str, why: &str) -> Result<Vec<String>> {
         let removed = self.state.scheduler.cancel_tenant(tenant_id);
+        self.state.workers.evict_tenant(tenant_id);
         let now = crate::now_ms();
         let mut stopped = Vec::new();
         for job_id in &removed {

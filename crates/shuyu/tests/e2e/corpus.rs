@@ -34,6 +34,7 @@ struct World {
     aggregate: String,
     row_level: String,
     lab: String,
+    scenario: String,
 }
 
 impl World {
@@ -68,6 +69,7 @@ impl World {
             aggregate,
             row_level,
             lab,
+            scenario: sc,
         }
     }
 
@@ -167,6 +169,7 @@ async fn run(w: &mut World, script: &str, n: usize) -> Code {
                 .data
                 .join("objects/results")
                 .join(&w.p.tenant_id)
+                .join(&w.scenario)
                 .join(&w.aggregate)
                 .join("result.parquet");
             let original = std::fs::read(&file).unwrap();

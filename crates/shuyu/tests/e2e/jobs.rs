@@ -155,6 +155,94 @@ async fn workers_are_confined_and_get_only_the_keys_their_job_reads() {
     assert!(detail["usage"]["cpu_ms"].as_u64().is_some(), "{detail}");
 }
 
+/// The audited worker of a finished job: whether it had served earlier jobs, and how many
+/// jobs it has been given.
+async fn worker_of(auditor: &mut Client, job: &pb::Job) -> (bool, u64, Vec<String>) {
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);
+    let (detail, sent) = job_outcome(auditor, &job.id).await;
+    let confinement = detail["confinement"].as_str().unwrap_or_default();
+    assert!(confinement.contains("landlock"), "{confinement}");
+    (
+        detail["worker"]["reused"].as_bool().expect("audited"),
+        detail["worker"]["jobs"].as_u64().expect("audited"),
+        sent,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scenarios_jobs_share_a_confined_worker_that_keeps_no_keys() {
+    let domain = Domain::new();
+    let server = domain.start_with("[worker]\naddress_space_mib = 1024\n", None);
+    let mut p = people(&server, &domain, "r").await;
+    let health = ingest_people(&mut p.steward, "health_records").await;
+    let other = ingest_people(&mut p.steward, "other_records").await;
+    grant(&mut p.admin, &health.id, &p.tenant_id).await;
+    grant(&mut p.admin, &other.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&health, &other]).await;
+    let sc_health = scenario(&mut p, &[&health]).await;
+    let health_kek = format!("dataset:{}", health.id);
+    let other_kek = format!("dataset:{}", other.id);
+    let run = |sql: &'static str, sc: String| {
+        let mut engineer = p.engineer.clone();
+        async move { engineer.run_sql(sql, &sc, WAIT).await.unwrap() }
+    };
+    let by_district = "SELECT district, count(*) AS n FROM health_records GROUP BY district";
+
+    // The scenario's first job starts a worker; the next ones run in it, one after another.
+    let first = run(by_district, sc.clone()).await;
+    let (reused, jobs, _) = worker_of(&mut p.auditor, &first).await;
+    assert!(!reused && jobs == 1);
+    let second = run("SELECT count(*) AS n FROM other_records", sc.clone()).await;
+    let (reused, jobs, sent) = worker_of(&mut p.auditor, &second).await;
+    assert!(reused && jobs == 2, "{reused} {jobs}");
+    // Keys are per job: the second got only what it read, the third asks for the first's
+    // dataset key again (the worker dropped it with the first job's engine).
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.contains(&other_kek) && !sent.contains(&health_kek),
+        "{sent:?}"
+    );
+    let third = run(by_district, sc.clone()).await;
+    let (reused, jobs, sent) = worker_of(&mut p.auditor, &third).await;
+    assert!(reused && jobs == 3, "{reused} {jobs}");
+    assert!(sent.contains(&health_kek), "{sent:?}");
+    assert!(sent.contains(&format!("job:{}", third.id)), "{sent:?}");
+    // Each job is metered on its own.
+    assert!(
+        third
+            .usage
+            .as_ref()
+            .is_some_and(|u| u.peak_memory_bytes > 1 << 20)
+    );
+
+    // Another scenario gets a worker of its own.
+    let elsewhere = run(by_district, sc_health.clone()).await;
+    let (reused, jobs, _) = worker_of(&mut p.auditor, &elsewhere).await;
+    assert!(!reused && jobs == 1, "{reused} {jobs}");
+
+    // A job that kills its worker (past the address-space ceiling) ends only that worker:
+    // the scenario's next job gets a fresh one and runs.
+    let hog = "SELECT length(repeat('x', 1500000000)) AS n FROM health_records LIMIT 1";
+    let died = run(hog, sc.clone()).await;
+    assert_eq!(died.status, pb::JobStatus::Failed as i32, "{died:?}");
+    let after = run(by_district, sc.clone()).await;
+    let (reused, jobs, _) = worker_of(&mut p.auditor, &after).await;
+    assert!(!reused && jobs == 1, "{reused} {jobs}");
+    // The same figures as in the first worker.
+    assert_eq!(after.n_rows, first.n_rows);
+    let rows = |job: &pb::Job| {
+        let mut rows: Vec<Vec<String>> = job
+            .preview
+            .as_ref()
+            .map(|t| t.rows.iter().map(|r| r.values.clone()).collect())
+            .unwrap_or_default();
+        rows.sort();
+        rows
+    };
+    assert_eq!(rows(&after), rows(&first));
+    assert!(!rows(&first).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_that_dies_fails_only_its_own_job() {
     let domain = Domain::new();

@@ -628,7 +628,11 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
     let storage = shuyu_engine::Storage::local(&opened.dir.objects()).unwrap();
     let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
     let engine = shuyu_engine::Engine::new(storage.clone(), envelope.clone());
-    let b_file = format!("results/{}/{}/result.parquet", b.tenant_id, b_job.id);
+    // A production job's result lies under its scenario's results.
+    let b_file = format!(
+        "results/{}/{}/{}/result.parquet",
+        b.tenant_id, sc_b, b_job.id
+    );
     let control = engine
         .read_result(&b_file)
         .await

@@ -109,16 +109,21 @@ async fn aggregate_job(p: &mut People) -> pb::Job {
     job
 }
 
-/// The staged result file of a production job, on disk.
+/// The staged result file of a production job, on disk (under its scenario's results).
 fn result_file(domain: &Domain, tenant_id: &str, job_id: &str) -> PathBuf {
-    let path = domain
-        .data
-        .join("objects/results")
-        .join(tenant_id)
-        .join(job_id)
-        .join("result.parquet");
-    assert!(path.is_file(), "no staged result at {}", path.display());
-    path
+    let tenant = domain.data.join("objects/results").join(tenant_id);
+    let found: Vec<PathBuf> = std::fs::read_dir(&tenant)
+        .unwrap()
+        .map(|e| e.unwrap().path().join(job_id).join("result.parquet"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "no staged result of {job_id} under {}",
+        tenant.display()
+    );
+    found[0].clone()
 }
 
 /// Package files stored for an export.

@@ -1075,6 +1075,75 @@ struct Candidates<'a> {
     pairs: Vec<(usize, Option<usize>, Option<usize>)>,
 }
 
+/// Pairs (probe, indexed) of cells, by their tags, that share enough of their smallest hashes
+/// to differ by fewer than `k` people, except those `skip(probe, indexed)` names.
+///
+/// Among the m smallest hashes of A ∪ B, at most k − 1 are in only one of them, so two
+/// populations differing by fewer than k people share at least m − k + 1 of their m smallest
+/// hashes. The indexed side is indexed by those; each probe counts what it shares.
+fn sharing_pairs(
+    indexed: &[(usize, SketchRef<'_>)],
+    probes: &[(usize, SketchRef<'_>)],
+    k: usize,
+    skip: impl Fn(usize, usize) -> bool,
+) -> Vec<(usize, usize)> {
+    let m = (2 * k - 1).min(BOTTOM);
+    let need = m + 1 - k;
+    let saturated = |s: &SketchRef<'_>| u32::try_from(s.units()).unwrap_or(u32::MAX);
+    let mut pairs = Vec::new();
+    if probes.is_empty() || indexed.is_empty() {
+        return pairs;
+    }
+    let mut entries: Vec<Indexed> = Vec::with_capacity(indexed.len() * m);
+    for (cell, (_, sketch)) in indexed.iter().enumerate() {
+        let units = saturated(sketch);
+        entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
+            hash,
+            cell: cell as u32,
+            units,
+        }));
+    }
+    let index = BottomIndex::new(&entries);
+    drop(entries);
+    // Shared-hash counters, reset through the list of the cells touched.
+    let mut shared = vec![0u32; indexed.len()];
+    let mut touched = Vec::new();
+    let mut buckets: Vec<(u64, &[Indexed])> = Vec::with_capacity(m);
+    for &(probe, sketch) in probes {
+        let units = saturated(&sketch);
+        // Every bucket first, then their entries: the lookups do not wait on each other.
+        buckets.clear();
+        buckets.extend(sketch.bottom().take(m).map(|h| (h, index.bucket(h))));
+        for &(hash, bucket) in &buckets {
+            for e in bucket {
+                let cell = e.cell as usize;
+                if e.hash != hash
+                    || u64::from(e.units.abs_diff(units)) >= k as u64
+                    || skip(probe, indexed[cell].0)
+                {
+                    continue;
+                }
+                if shared[cell] == 0 {
+                    touched.push(cell);
+                }
+                shared[cell] += 1;
+            }
+        }
+        // A population with fewer than m people shares fewer hashes: its whole set.
+        let mine = sketch.bottom_len();
+        for cell in touched.drain(..) {
+            let enough = need
+                .min(mine.min(indexed[cell].1.bottom_len()).saturating_sub(k - 1))
+                .max(1);
+            if shared[cell] as usize >= enough {
+                pairs.push((probe, indexed[cell].0));
+            }
+            shared[cell] = 0;
+        }
+    }
+    pairs
+}
+
 /// The pairs of cells that may differ by fewer than `k` people.
 fn difference_candidates<'a>(
     input: &GateInput<'a>,
@@ -1117,81 +1186,35 @@ fn difference_candidates<'a>(
         .collect();
     let mut candidates: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
     if k as usize <= BOTTOM {
-        // Among the m smallest hashes of A ∪ B, at most k − 1 are in only one of them, so two
-        // populations differing by fewer than k people share at least m − k + 1 of their m
-        // smallest hashes. Index cells by those and keep pairs sharing that many.
         let k = k as usize;
-        let m = (2 * k - 1).min(BOTTOM);
-        let need = m + 1 - k;
-        // Cells: released ones first, then (when they may overlap) this result's.
         let n_old = released.len();
-        let cells = || {
-            released
-                .iter()
-                .chain(ours.iter().map(|(_, s)| s))
-                .enumerate()
-        };
-        let saturated = |s: &SketchRef<'_>| u32::try_from(s.units()).unwrap_or(u32::MAX);
-        let probing = compared.iter().any(|c| *c);
-        let mut entries: Vec<Indexed> = Vec::new();
-        if probing {
-            entries.reserve((n_old + ours.len()) * m);
-            for (cell, sketch) in cells().take(if within { usize::MAX } else { n_old }) {
-                let units = saturated(sketch);
-                entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
-                    hash,
-                    cell: cell as u32,
-                    units,
-                }));
+        let probes: Vec<(usize, SketchRef<'a>)> = ours
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| compared[*i])
+            .map(|(i, (_, s))| (i, *s))
+            .collect();
+        let old: Vec<(usize, SketchRef<'a>)> = released.iter().copied().enumerate().collect();
+        if within {
+            // Released cells keep their numbers, this result's follow them.
+            let mut indexed = old;
+            indexed.extend(ours.iter().enumerate().map(|(j, (_, s))| (n_old + j, *s)));
+            let later = |i: usize, cell: usize| cell >= n_old && cell - n_old <= i;
+            for (i, cell) in sharing_pairs(&indexed, &probes, k, later) {
+                candidates.push(if cell < n_old {
+                    (i, None, Some(cell))
+                } else {
+                    (i, Some(cell - n_old), None)
+                });
             }
-        }
-        let index = BottomIndex::new(&entries);
-        drop(entries);
-        let bottom_len: Vec<u8> = cells().map(|(_, s)| s.bottom_len() as u8).collect();
-        // Shared-hash counters, reset through the list of the cells touched.
-        let mut shared = vec![0u32; n_old + ours.len()];
-        let mut touched = Vec::new();
-        let mut buckets: Vec<(u64, &[Indexed])> = Vec::with_capacity(m);
-        for (i, (_, sketch)) in ours.iter().enumerate() {
-            if !compared[i] {
-                continue;
+        } else if probes.len() < old.len() {
+            // Index the smaller side: a few cells compared with a large ledger.
+            for (r, i) in sharing_pairs(&probes, &old, k, |_, _| false) {
+                candidates.push((i, None, Some(r)));
             }
-            let units = saturated(sketch);
-            // Every bucket first, then their entries: the lookups do not wait on each other.
-            buckets.clear();
-            buckets.extend(sketch.bottom().take(m).map(|h| (h, index.bucket(h))));
-            for &(hash, bucket) in &buckets {
-                for e in bucket {
-                    let cell = e.cell as usize;
-                    if e.hash != hash
-                        || u64::from(e.units.abs_diff(units)) >= k as u64
-                        || (cell >= n_old && cell - n_old <= i)
-                    {
-                        continue;
-                    }
-                    if shared[cell] == 0 {
-                        touched.push(cell);
-                    }
-                    shared[cell] += 1;
-                }
-            }
-            // A population with fewer than m people shares fewer hashes: its whole set.
-            let mine = sketch.bottom_len();
-            for cell in touched.drain(..) {
-                let enough = need
-                    .min(
-                        mine.min(usize::from(bottom_len[cell]))
-                            .saturating_sub(k - 1),
-                    )
-                    .max(1);
-                if shared[cell] as usize >= enough {
-                    candidates.push(if cell < n_old {
-                        (i, None, Some(cell))
-                    } else {
-                        (i, Some(cell - n_old), None)
-                    });
-                }
-                shared[cell] = 0;
+        } else {
+            for (i, r) in sharing_pairs(&old, &probes, k, |_, _| false) {
+                candidates.push((i, None, Some(r)));
             }
         }
     } else {

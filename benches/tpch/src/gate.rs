@@ -291,13 +291,19 @@ pub async fn run(options: GateOptions) -> Result<()> {
             let t = Instant::now();
             let mut batches = engine.read_result_for_checks(file).await?;
             let mut read = t.elapsed();
-            let whole = members_needed(&input(output, &batches, ledger), &policy.disclosure);
+            let whole = members_needed(
+                &GateInput::of_output(output, &batches, ledger),
+                &policy.disclosure,
+            );
             if whole {
                 let r = Instant::now();
                 batches = engine.read_result(file).await?;
                 read += r.elapsed();
             }
-            let report = run_export_checks(&input(output, &batches, ledger), &policy.disclosure);
+            let report = run_export_checks(
+                &GateInput::of_output(output, &batches, ledger),
+                &policy.disclosure,
+            );
             times.push(t.elapsed());
             reads.push(read);
             only.push(t.elapsed() - read);
@@ -352,20 +358,4 @@ pub async fn run(options: GateOptions) -> Result<()> {
     );
     println!("gate_check_ratio={:.3}", ms(median(&checks[1].0)) / ms(a));
     Ok(())
-}
-
-/// What the export checks read of a job's staged result.
-fn input<'a>(
-    output: &'a JobOutput,
-    batches: &'a [arrow::array::RecordBatch],
-    released: &'a [ReleasedCell],
-) -> GateInput<'a> {
-    GateInput {
-        columns: &output.columns,
-        unanalysable: &output.unanalysable,
-        row_influencing: &output.row_influencing,
-        disclosure: &output.disclosure,
-        batches,
-        released,
-    }
 }

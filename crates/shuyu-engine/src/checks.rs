@@ -22,6 +22,7 @@ use crate::disclosure::{
 };
 use crate::error::EngineError;
 use crate::lineage::{OutputColumn, RowInfluence};
+use crate::session::JobOutput;
 use crate::sketch::{
     AUDITED_UNITS, BOTTOM, Difference, SketchDigest, SketchRef, UnitSketch, sketch_refs, sketches,
 };
@@ -101,6 +102,24 @@ pub struct GateInput<'a> {
     /// Cells the tenant released before whose populations are near these cells' in size
     /// (see [`units_range`]).
     pub released: &'a [ReleasedCell],
+}
+
+impl<'a> GateInput<'a> {
+    /// What the checks read of a job's staged result `batches`, from the job's output.
+    pub fn of_output(
+        output: &'a JobOutput,
+        batches: &'a [RecordBatch],
+        released: &'a [ReleasedCell],
+    ) -> GateInput<'a> {
+        GateInput {
+            columns: &output.columns,
+            unanalysable: &output.unanalysable,
+            row_influencing: &output.row_influencing,
+            disclosure: &output.disclosure,
+            batches,
+            released,
+        }
+    }
 }
 
 /// A cell of an earlier release, from the ledger.
@@ -202,8 +221,7 @@ pub fn members_needed(input: &GateInput<'_>, policy: &DisclosurePolicy) -> bool 
             (None, Some(r)) => found.released[r],
             (None, None) => return false,
         };
-        a.units().abs_diff(b.units()) < k
-            && a.difference(&b, usize::try_from(k).unwrap_or(usize::MAX)) == Difference::Unknown
+        closeness(&a, &b, k) == Difference::Unknown
     })
 }
 
@@ -1235,6 +1253,15 @@ fn difference_candidates<'a>(
     }
 }
 
+/// How two populations compare under threshold `k`: populations whose sizes differ by `k` or
+/// more are [`Difference::Large`] without a look at their members.
+fn closeness(a: &SketchRef<'_>, b: &SketchRef<'_>, k: u64) -> Difference {
+    if a.units().abs_diff(b.units()) >= k {
+        return Difference::Large;
+    }
+    a.difference(b, usize::try_from(k).unwrap_or(usize::MAX))
+}
+
 /// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
 /// populations differ by fewer than k people: subtracting one from the other isolates them.
 fn differencing(
@@ -1262,10 +1289,7 @@ fn differencing(
     let mut unknown = 0usize;
     // Exactly how many people differ, when fewer than k (the comparison stops at k).
     let mut fewer_than_k = |a: &SketchRef<'_>, b: &SketchRef<'_>| -> Option<usize> {
-        if a.units().abs_diff(b.units()) >= k {
-            return None;
-        }
-        match a.difference(b, usize::try_from(k).unwrap_or(usize::MAX)) {
+        match closeness(a, b, k) {
             Difference::Small(d) if (d as u64) < k => Some(d),
             Difference::Unknown => {
                 unknown += 1;
@@ -1405,11 +1429,7 @@ fn reconstruction(
         )
     };
     // Counted before any member list is decoded.
-    let memberships: usize = released_small
-        .iter()
-        .map(|(_, s)| s.units() as usize)
-        .sum::<usize>()
-        + small.iter().map(|(_, s)| s.units() as usize).sum::<usize>();
+    let memberships = audited_memberships(input, new).unwrap_or(0);
     if memberships > MAX_AUDITED_MEMBERSHIPS {
         return too_large(format!(
             "{} small cells here and {} released with {memberships} memberships in all",

@@ -118,9 +118,14 @@ impl Process {
     }
 
     fn take_stderr(&self) -> String {
-        let mut kept = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&std::mem::take(&mut *kept)).into_owned()
+        drain(&self.stderr)
     }
+}
+
+/// What a worker wrote on stderr since the last call (lossily decoded).
+fn drain(stderr: &Mutex<Vec<u8>>) -> String {
+    let mut kept = stderr.lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&std::mem::take(&mut *kept)).into_owned()
 }
 
 /// A worker kept for the next job of its scope.
@@ -304,10 +309,7 @@ pub async fn run(
         *reason = death_reason(status);
     }
     let _ = stderr_task.await;
-    report.stderr = {
-        let mut kept = stderr.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&std::mem::take(&mut *kept)).into_owned()
-    };
+    report.stderr = drain(&stderr);
     if let WorkerEnd::Died { reason } = &mut report.end
         && report.stderr.contains("memory allocation of")
     {

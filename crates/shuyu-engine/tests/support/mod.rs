@@ -303,17 +303,7 @@ pub fn check(
     released: &[ReleasedCell],
     policy: &DisclosurePolicy,
 ) -> ExportChecks {
-    run_export_checks(
-        &GateInput {
-            columns: &output.columns,
-            unanalysable: &output.unanalysable,
-            row_influencing: &output.row_influencing,
-            disclosure: &output.disclosure,
-            batches,
-            released,
-        },
-        policy,
-    )
+    run_export_checks(&GateInput::of_output(output, batches, released), policy)
 }
 
 /// Checks a staged result as the server does: the sketches' heads first, the whole result
@@ -327,14 +317,7 @@ pub async fn gate_check(
     policy: &DisclosurePolicy,
 ) -> ExportChecks {
     let heads = engine.read_result_for_checks(file).await.expect("result");
-    let input = |batches| GateInput {
-        columns: &output.columns,
-        unanalysable: &output.unanalysable,
-        row_influencing: &output.row_influencing,
-        disclosure: &output.disclosure,
-        batches,
-        released,
-    };
+    let input = |batches| GateInput::of_output(output, batches, released);
     let full = engine.read_result(file).await.expect("result");
     let checks = if members_needed(&input(&heads), policy) {
         run_export_checks(&input(&full), policy)

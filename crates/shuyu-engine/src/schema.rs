@@ -156,6 +156,26 @@ impl TableSpec {
     }
 }
 
+/// The Arrow schema a job's scan reads declared columns as: strings as `Utf8View`, which the
+/// Parquet reader fills without copying each value into one buffer, and which DataFusion's
+/// grouping, filtering and joins handle faster (DataFusion's own
+/// `schema_force_view_types`, on by default for inferred schemas). A job's output is cast
+/// back to the declared types before it is stored.
+pub fn scan_schema(columns: &[ColumnSpec]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| {
+                let data_type = match c.data_type.arrow_type() {
+                    DataType::Utf8 => DataType::Utf8View,
+                    other => other,
+                };
+                Field::new(&c.name, data_type, true)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// The Arrow schema for declared columns (all nullable).
 pub fn arrow_schema(columns: &[ColumnSpec]) -> SchemaRef {
     Arc::new(Schema::new(

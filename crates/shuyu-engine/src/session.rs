@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider, TableProvider,
 };
-use datafusion::common::DataFusionError;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, DataFusionError};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -29,7 +29,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -54,7 +54,7 @@ use crate::error::{EngineError, JobError};
 use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
 use crate::masking::{MaskedTable, MaskingUdf, mask_array_typed, mask_batches};
-use crate::schema::arrow_schema;
+use crate::schema::scan_schema;
 use crate::schema::{ColumnSpec, TableSpec};
 use crate::spill::EncryptedSpillFactory;
 use crate::storage::Storage;
@@ -299,7 +299,7 @@ impl Engine {
             let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new(url)
                 .with_listing_options(options)
-                .with_schema(arrow_schema(&columns));
+                .with_schema(scan_schema(&columns));
             let provider: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
             sources.insert(
                 table.name.clone(),
@@ -312,12 +312,14 @@ impl Engine {
         Ok(sources)
     }
 
-    /// A sandboxed session whose catalog holds exactly `tables`.
+    /// A sandboxed session whose catalog holds exactly `tables`, their strings read as
+    /// `Utf8View` for jobs ([`scan_schema`]) or as declared.
     fn session(
         &self,
         runtime: Arc<RuntimeEnv>,
         tables: &[TableSpec],
         pseudonym_key: &SecretKey,
+        string_views: bool,
     ) -> Result<SessionContext, DataFusionError> {
         let config = SessionConfig::new()
             .with_information_schema(false)
@@ -331,7 +333,11 @@ impl Engine {
             let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new(url)
                 .with_listing_options(options)
-                .with_schema(table.arrow_schema());
+                .with_schema(if string_views {
+                    scan_schema(&table.columns)
+                } else {
+                    table.arrow_schema()
+                });
             schema.register_table(table.name.clone(), Arc::new(ListingTable::try_new(config)?))?;
         }
         let catalog = Arc::new(MemoryCatalogProvider::new());
@@ -436,7 +442,7 @@ impl Engine {
     ) -> Result<RecordBatch, EngineError> {
         let runtime = self.runtime(None, None).map_err(internal)?;
         let ctx = self
-            .session(runtime, std::slice::from_ref(table), pseudonym_key)
+            .session(runtime, std::slice::from_ref(table), pseudonym_key, false)
             .map_err(internal)?;
         let df = ctx
             .table(table.name.as_str())
@@ -610,7 +616,7 @@ impl Engine {
             )
             .map_err(job_error)?;
         let ctx = self
-            .session(runtime, &request.tables, &request.pseudonym_key)
+            .session(runtime, &request.tables, &request.pseudonym_key, true)
             .map_err(job_error)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
@@ -684,6 +690,7 @@ impl Engine {
                 sketch,
             ),
         };
+        let plan = declared_strings(plan).map_err(job_error)?;
         let aggregate = disclosure.aggregate;
         let columns = lineage.columns;
         let state = ctx.state();
@@ -1066,4 +1073,30 @@ fn preview(
         }
     }
     Ok(table)
+}
+
+/// `plan` with its `Utf8View` output columns cast to `Utf8`, the type results are stored and
+/// checked in (jobs scan strings as views, [`scan_schema`]).
+fn declared_strings(plan: LogicalPlan) -> Result<LogicalPlan, DataFusionError> {
+    if !plan
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8View)
+    {
+        return Ok(plan);
+    }
+    let exprs: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(Column::from((qualifier, field)));
+            if field.data_type() == &DataType::Utf8View {
+                cast(column, DataType::Utf8).alias_qualified(qualifier.cloned(), field.name())
+            } else {
+                column
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(exprs)?.build()
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, Union
 from urllib.parse import urlsplit
@@ -400,6 +400,37 @@ class Client:
             self._call(self._jobs.ListJobs, "JobService/ListJobs", pb.ListJobsRequest()).jobs
         )
 
+    def watch(self, job_id: str | pb.Job, timeout: float | None = 300.0) -> Iterator[pb.Job]:
+        """Follows a job with ``WatchJob``: yields the job now, then again each time its
+        state or progress changes, ending with the finished job. The server pushes changes
+        (no polling) and audits the watch once.
+
+        A stream the server ends before the job finishes (its per-stream limit) is opened
+        again. Raises :class:`WaitTimeout` after ``timeout`` seconds (``None``: never).
+        """
+        job_id = _job_id(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: pb.Job | None = None
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            stream = self._jobs.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=left)
+            try:
+                for message in stream:
+                    last = message.job
+                    if self.recorder is not None:
+                        self.recorder("JobService/WatchJob", message)
+                    yield last
+                    if last.status in TERMINAL:
+                        return
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise WaitTimeout(job_id, timeout or 0.0, last or self.job(job_id)) from None
+                raise ShuyuError.from_rpc_error(err, "JobService/WatchJob") from None
+            finally:
+                stream.cancel()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job_id, timeout or 0.0, last or self.job(job_id))
+
     def wait(
         self,
         job_id: str | pb.Job,
@@ -409,11 +440,12 @@ class Client:
         initial_delay: float = 0.02,
         max_delay: float = 0.25,
     ) -> pb.Job:
-        """Polls a job until it has finished (succeeded, failed or been cancelled).
+        """Waits until a job has finished (succeeded, failed or been cancelled).
 
-        Polls ``GetJob`` with exponential backoff from ``initial_delay`` (20 ms) up to
-        ``max_delay`` (250 ms) between calls, and calls ``on_progress(progress)`` each time
-        the job's ``JobProgress`` (stage, rows, bytes scanned, queue position) changes.
+        Follows the job with :meth:`watch` and calls ``on_progress(progress)`` each time the
+        job's ``JobProgress`` (stage, rows, bytes scanned, queue position) changes. A server
+        without ``WatchJob`` (``UNIMPLEMENTED``) is polled with ``GetJob`` instead, with
+        exponential backoff from ``initial_delay`` (20 ms) up to ``max_delay`` (250 ms).
 
         Returns:
             the finished job; check ``job.status`` (a failed job is returned, not raised).
@@ -423,16 +455,28 @@ class Client:
                 the job keeps running.
         """
         job_id = _job_id(job_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = initial_delay
-        last: bytes | None = None
-        while True:
-            job = self.job(job_id)
+        last: list[bytes | None] = [None]
+
+        def seen(job: pb.Job) -> None:
             if on_progress is not None and job.HasField("progress"):
                 key = job.progress.SerializeToString(deterministic=True)
-                if key != last:
-                    last = key
+                if key != last[0]:
+                    last[0] = key
                     on_progress(job.progress)
+
+        try:
+            for job in self.watch(job_id, timeout):
+                seen(job)
+                if job.status in TERMINAL:
+                    return job
+        except ShuyuError as err:
+            if err.code != "UNIMPLEMENTED":
+                raise
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = initial_delay
+        while True:
+            job = self.job(job_id)
+            seen(job)
             if job.status in TERMINAL:
                 return job
             now = time.monotonic()

@@ -283,7 +283,7 @@ impl Client {
         self.run_job(lab_sql(sql), timeout).await
     }
 
-    /// Polls a job until it has finished (succeeded, failed or cancelled).
+    /// Follows a job (`WatchJob`) until it has finished (succeeded, failed or cancelled).
     ///
     /// # Errors
     /// The server's answer, or [`ClientError::Timeout`].
@@ -295,8 +295,10 @@ impl Client {
         self.wait_job_with(job_id, timeout, |_| {}).await
     }
 
-    /// [`Client::wait_job`], calling `on_update` with every state seen (queue position,
-    /// progress) while it waits.
+    /// [`Client::wait_job`], calling `on_update` with every state the server pushes (queue
+    /// position, stage, rows, bytes) while it waits. The server sends a message only when the
+    /// job's view changes, so waiting costs no polling; a stream that ends before the job
+    /// does (the server's per-stream limit) is opened again.
     ///
     /// # Errors
     /// The server's answer, or [`ClientError::Timeout`].
@@ -307,26 +309,28 @@ impl Client {
         mut on_update: impl FnMut(&pb::Job),
     ) -> Result<pb::Job, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_millis(20);
+        let timed_out = || ClientError::Timeout(format!("job {job_id}"));
         loop {
-            let job = self
-                .jobs
-                .get_job(pb::GetJobRequest {
-                    job_id: job_id.to_owned(),
-                })
-                .await?
-                .into_inner()
-                .job
-                .unwrap_or_default();
-            if is_finished(&job) {
-                return Ok(job);
+            let request = pb::WatchJobRequest {
+                job_id: job_id.to_owned(),
+            };
+            let mut stream = tokio::time::timeout_at(deadline, self.jobs.watch_job(request))
+                .await
+                .map_err(|_| timed_out())??
+                .into_inner();
+            while let Some(message) = tokio::time::timeout_at(deadline, stream.message())
+                .await
+                .map_err(|_| timed_out())??
+            {
+                let job = message.job.unwrap_or_default();
+                if is_finished(&job) {
+                    return Ok(job);
+                }
+                on_update(&job);
             }
-            on_update(&job);
             if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Timeout(format!("job {job_id}")));
+                return Err(timed_out());
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
         }
     }
 

@@ -1,14 +1,19 @@
 //! The fair job queue: per-tenant FIFO queues, a per-tenant and a domain-wide cap on running
 //! workers, and tenants served in turn (the least recently served tenant with a waiting job
 //! goes first), so one tenant's burst cannot starve another. It also holds what the store
-//! does not: live progress of running jobs and their cancel switches.
+//! does not: live progress of running jobs and their cancel switches, and a feed of the
+//! ids of jobs whose visible state changed ([`Scheduler::subscribe`]) for `WatchJob`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use shuyu_engine::JobProgress;
 use shuyu_engine::worker::WorkerUsage;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
+
+/// Capacity of the change feed; a subscriber that falls further behind is told it lagged
+/// and re-reads its job.
+const CHANGE_FEED_CAPACITY: usize = 1024;
 
 /// What a caller can see of a job that has not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +83,7 @@ struct Queues {
 pub struct Scheduler {
     queues: Mutex<Queues>,
     wake: Notify,
+    changes: broadcast::Sender<Arc<str>>,
     max_running: usize,
     tenant_max_running: usize,
     tenant_max_queued: usize,
@@ -89,6 +95,7 @@ impl Scheduler {
         Scheduler {
             queues: Mutex::default(),
             wake: Notify::new(),
+            changes: broadcast::channel(CHANGE_FEED_CAPACITY).0,
             max_running: max_running.max(1),
             tenant_max_running: tenant_max_running.max(1),
             tenant_max_queued: tenant_max_queued.max(1),
@@ -97,6 +104,20 @@ impl Scheduler {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The feed of job ids whose visible state (queue position, live state, record) may have
+    /// changed: enqueued, moved up the queue, dispatched, reporting progress, finished. A
+    /// subscriber re-reads the jobs it follows when their id comes by.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
+    }
+
+    /// Announces that `job_id` changed, for changes made outside the scheduler (a record
+    /// written after a cancel from the queue, for instance).
+    pub fn changed(&self, job_id: &str) {
+        // No subscriber is not an error.
+        let _ = self.changes.send(Arc::from(job_id));
     }
 
     /// Whether `tenant_id` may queue another job.
@@ -123,6 +144,7 @@ impl Scheduler {
             .or_default()
             .push_back(job_id.to_owned());
         self.wake.notify_one();
+        self.changed(job_id);
     }
 
     /// Takes the next job that may run now, if any.
@@ -144,6 +166,11 @@ impl Scheduler {
         let job_id = q.waiting.get_mut(&tenant)?.pop_front()?;
         if q.waiting.get(&tenant).is_some_and(VecDeque::is_empty) {
             q.waiting.remove(&tenant);
+        }
+        // It starts; the ones behind it move up.
+        self.changed(&job_id);
+        for moved in q.waiting.get(&tenant).into_iter().flatten() {
+            self.changed(moved);
         }
         q.dispatches += 1;
         let turn = q.dispatches;
@@ -179,6 +206,7 @@ impl Scheduler {
         if let Some(entry) = self.lock().live.get_mut(job_id) {
             entry.1 = LiveState::Running { progress, usage };
         }
+        self.changed(job_id);
     }
 
     /// Releases a dispatched job's slot (when its runner is done, whatever the outcome).
@@ -195,6 +223,7 @@ impl Scheduler {
         }
         drop(q);
         self.wake.notify_one();
+        self.changed(job_id);
     }
 
     /// Cancels a job of `tenant_id`.
@@ -204,6 +233,9 @@ impl Scheduler {
             && let Some(index) = jobs.iter().position(|j| j == job_id)
         {
             jobs.remove(index);
+            for moved in jobs.iter().skip(index) {
+                self.changed(moved);
+            }
             return Cancelled::FromQueue;
         }
         match q.live.get(job_id) {
@@ -345,5 +377,38 @@ mod tests {
             .expect("dispatched after the slot frees")
             .expect("task");
         assert_eq!(second, "b0");
+    }
+
+    #[test]
+    fn the_change_feed_names_every_job_whose_view_moved() {
+        let s = Scheduler::new(1, 1, 10);
+        let mut feed = s.subscribe();
+        let mut seen = || {
+            std::iter::from_fn(|| feed.try_recv().ok())
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+        };
+        s.enqueue("a", "a0");
+        s.enqueue("a", "a1");
+        s.enqueue("a", "a2");
+        s.enqueue("b", "b0");
+        assert_eq!(seen(), ["a0", "a1", "a2", "b0"]);
+        // a0 starts and a1, a2 move up; b0's position is unchanged.
+        let a0 = s.try_next().expect("a0");
+        assert_eq!(seen(), ["a0", "a1", "a2"]);
+        let progress = JobProgress {
+            stage: shuyu_engine::JobStage::Running,
+            rows: 0,
+            bytes_scanned: 0,
+        };
+        s.report(&a0.job_id, progress, WorkerUsage::default());
+        assert_eq!(seen(), ["a0"]);
+        // Cancelling a1 from the queue moves a2; a1's own record is the service's to announce.
+        assert_eq!(s.cancel("a", "a1"), Cancelled::FromQueue);
+        assert_eq!(seen(), ["a2"]);
+        s.finished("a0");
+        assert_eq!(seen(), ["a0"]);
+        s.changed("a1");
+        assert_eq!(seen(), ["a1"]);
     }
 }

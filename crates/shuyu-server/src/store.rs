@@ -156,6 +156,10 @@ impl JobStatus {
             JobStatus::Cancelled => "cancelled",
         }
     }
+    /// Succeeded, failed or cancelled: the record no longer changes.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
     fn parse(s: &str) -> JobStatus {
         match s {
             "queued" => JobStatus::Queued,

@@ -656,6 +656,16 @@ pub struct GetJobResponse {
     #[prost(message, optional, tag = "1")]
     pub job: ::core::option::Option<Job>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchJobRequest {
+    #[prost(string, tag = "1")]
+    pub job_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchJobResponse {
+    #[prost(message, optional, tag = "1")]
+    pub job: ::core::option::Option<Job>,
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListJobsRequest {}
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -5423,6 +5433,34 @@ pub mod job_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.JobService", "GetJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Follows a job of the caller's tenant: the job now, then again whenever its state or
+        /// progress changes (queue position, stage, rows, bytes), ending with the finished job.
+        /// Audited once per call, not per message. A stream may also end early (after
+        /// `WATCH_JOB_MAX` = 1 hour, or when the server stops): watch again to go on.
+        pub async fn watch_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchJobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchJobResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.JobService/WatchJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("shuyu.v1.JobService", "WatchJob"));
+            self.inner.server_streaming(req, path, codec).await
+        }
         pub async fn list_jobs(
             &mut self,
             request: impl tonic::IntoRequest<super::ListJobsRequest>,
@@ -5573,6 +5611,20 @@ pub mod job_service_server {
             &self,
             request: tonic::Request<super::GetJobRequest>,
         ) -> std::result::Result<tonic::Response<super::GetJobResponse>, tonic::Status>;
+        /// Server streaming response type for the WatchJob method.
+        type WatchJobStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::WatchJobResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Follows a job of the caller's tenant: the job now, then again whenever its state or
+        /// progress changes (queue position, stage, rows, bytes), ending with the finished job.
+        /// Audited once per call, not per message. A stream may also end early (after
+        /// `WATCH_JOB_MAX` = 1 hour, or when the server stops): watch again to go on.
+        async fn watch_job(
+            &self,
+            request: tonic::Request<super::WatchJobRequest>,
+        ) -> std::result::Result<tonic::Response<Self::WatchJobStream>, tonic::Status>;
         async fn list_jobs(
             &self,
             request: tonic::Request<super::ListJobsRequest>,
@@ -5775,6 +5827,52 @@ pub mod job_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.JobService/WatchJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchJobSvc<T: JobService>(pub Arc<T>);
+                    impl<
+                        T: JobService,
+                    > tonic::server::ServerStreamingService<super::WatchJobRequest>
+                    for WatchJobSvc<T> {
+                        type Response = super::WatchJobResponse;
+                        type ResponseStream = T::WatchJobStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as JobService>::watch_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

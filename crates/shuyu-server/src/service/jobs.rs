@@ -15,6 +15,7 @@ use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::job_service_server::JobService;
 use shuyu_vault::sha256_hex;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::catalog::table_spec;
@@ -358,15 +359,7 @@ impl Api {
 
     /// The job record with its live state (queue position or progress) attached.
     fn job_view(&self, job: &JobRecord) -> pb::Job {
-        let mut view = convert::job(job);
-        if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
-            view.progress = self
-                .state
-                .scheduler
-                .live_state(&job.id)
-                .map(|state| convert::live_state(&state));
-        }
-        view
+        job_view(&self.state, job)
     }
 
     fn cancel(&self, caller: &Caller, id: &str) -> Result<(JobRecord, serde_json::Value)> {
@@ -391,6 +384,82 @@ impl Api {
                 job.status.as_str()
             ))),
         }
+    }
+}
+
+/// The job record with its live state (queue position or progress) attached.
+fn job_view(state: &AppState, job: &JobRecord) -> pb::Job {
+    let mut view = convert::job(job);
+    if !job.status.is_finished() {
+        view.progress = state
+            .scheduler
+            .live_state(&job.id)
+            .map(|state| convert::live_state(&state));
+    }
+    view
+}
+
+/// How long one `WatchJob` stream may last; the client watches again to go on.
+pub const WATCH_JOB_MAX: Duration = Duration::from_secs(3600);
+
+/// How often a watched job is re-read even if the change feed names nothing (changes that
+/// bypass the scheduler, such as a tenant's termination, show within this time).
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
+
+/// Sends `job` to `tx`, then its view again each time it changes, until it finishes, the
+/// client goes away or [`WATCH_JOB_MAX`] passes.
+async fn follow_job(
+    state: Arc<AppState>,
+    mut job: JobRecord,
+    mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::WatchJobResponse, Status>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let until = tokio::time::Instant::now() + WATCH_JOB_MAX;
+    let mut last: Option<pb::Job> = None;
+    loop {
+        let view = job_view(&state, &job);
+        if last.as_ref() != Some(&view) {
+            let message = pb::WatchJobResponse {
+                job: Some(view.clone()),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+            last = Some(view);
+        }
+        if job.status.is_finished() {
+            return;
+        }
+        // Wait until the feed names this job (or lagged, which may have hidden it), the
+        // re-check is due, the client hangs up or the stream's time is over.
+        let recheck = tokio::time::sleep(WATCH_RECHECK);
+        tokio::pin!(recheck);
+        loop {
+            tokio::select! {
+                event = changes.recv() => match event {
+                    Ok(changed) if *changed == *job.id => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                },
+                () = &mut recheck => break,
+                () = tx.closed() => return,
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
+        job = match state.store.read(|c| store::job(c, &job.tenant_id, &job.id)) {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                let gone = ServerError::NotFound(format!("job {}", job.id));
+                let _ = tx.send(Err(gone.into_status())).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into_status())).await;
+                return;
+            }
+        };
     }
 }
 
@@ -1026,6 +1095,33 @@ impl JobService for Api {
         ))
     }
 
+    type WatchJobStream = ReceiverStream<Result<pb::WatchJobResponse, Status>>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = self.state.begin(&request, Action::ViewJob)?;
+        let id = request.into_inner().job_id;
+        let target = format!("job:{id}");
+        // Subscribed before the first read, so no change after it is missed.
+        let changes = self.state.scheduler.subscribe();
+        let result = (|| {
+            require_id(&id, "job_id")?;
+            let tenant = caller.tenant()?.to_owned();
+            let job = self
+                .state
+                .store
+                .read(|c| store::job(c, &tenant, &id))?
+                .ok_or_else(|| ServerError::NotFound(format!("job {id}")))?;
+            Ok((job, json!({"watch": true})))
+        })();
+        let job = self.state.finish_read(&caller, &target, result)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(follow_job(Arc::clone(&self.state), job, changes, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
@@ -1067,6 +1163,7 @@ impl JobService for Api {
             self.state.store.record(&entry)
         };
         recorded.map_err(|e| e.into_status())?;
+        self.state.scheduler.changed(&id);
         // A running job is stopped by its runner: give it a moment so the answer is final.
         let mut current = job;
         for _ in 0..50 {

@@ -480,3 +480,113 @@ async fn cancel_progress_fair_queue_and_usage() {
         .await;
     assert_eq!(status_code(bad_period), Code::InvalidArgument);
 }
+
+/// Opens `WatchJob` and collects every message until the stream ends.
+async fn watch_all(engineer: &mut Client, id: &str) -> Vec<pb::Job> {
+    let mut stream = engineer
+        .jobs
+        .watch_job(pb::WatchJobRequest { job_id: id.into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(message) = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the watch ends once the job has")
+        .expect("watch message")
+    {
+        seen.push(message.job.expect("job"));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_job_pushes_each_change_until_the_end_and_is_audited_once() {
+    let domain = Domain::new();
+    let server = domain.start_with("max_running_jobs = 1\ntenant_max_running_jobs = 1\n", None);
+    let mut a = people(&server, &domain, "wa").await;
+    let mut b = people(&server, &domain, "wb").await;
+    let dataset = ingest_people(&mut a.steward, "health_records").await;
+    grant(&mut a.admin, &dataset.id, &a.tenant_id).await;
+    let sc_a = scenario(&mut a, &[&dataset]).await;
+
+    // a1 holds the only slot; a2 waits behind it.
+    let a1 = submit(&mut a.engineer, &sc_a, SLOW_SQL).await;
+    poll_until(&mut a.engineer, &a1.id, "running", |j| {
+        stage(j) == "running"
+    })
+    .await;
+    let a2 = submit(
+        &mut a.engineer,
+        &sc_a,
+        "SELECT count(*) AS n, sum(cost) AS s FROM health_records",
+    )
+    .await;
+
+    // Bad ids and other tenants' jobs are refused before any stream opens.
+    let invalid = a
+        .engineer
+        .jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: String::new(),
+        })
+        .await;
+    assert_eq!(status_code(invalid), Code::InvalidArgument);
+    let foreign = b
+        .engineer
+        .jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: a2.id.clone(),
+        })
+        .await;
+    assert_eq!(status_code(foreign), Code::NotFound);
+
+    // Watch a2 while a1 is cancelled: a2 moves from the queue to its worker and finishes.
+    let mut stream = a
+        .engineer
+        .jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: a2.id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap().job.unwrap();
+    assert_eq!(first.status, pb::JobStatus::Queued as i32, "{first:?}");
+    assert_eq!(first.progress.as_ref().unwrap().queue_position, 1);
+    cancel(&mut a.engineer, &a1.id).await;
+    let mut seen = vec![first];
+    while let Some(message) = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the watch ends once the job has")
+        .expect("watch message")
+    {
+        seen.push(message.job.expect("job"));
+    }
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, pb::JobStatus::Succeeded as i32, "{seen:?}");
+    assert_eq!(last.n_rows, 1);
+    assert!(
+        seen[..seen.len() - 1]
+            .iter()
+            .all(|j| !shuyu_client::is_finished(j)),
+        "the stream ends with the finished job: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "a message is sent only when the job's view changed: {seen:?}"
+    );
+    // A finished job is sent once, and the stream ends.
+    let again = watch_all(&mut a.engineer, &a2.id).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0], *last);
+
+    // Each watch is one audit record, however many messages it sent.
+    let records = audit_records(&mut a.auditor).await;
+    let watches = records
+        .iter()
+        .filter(|r| r.action == "view_job" && r.target == format!("job:{}", a2.id))
+        .filter(|r| r.detail_json.contains("\"watch\":true"))
+        .count();
+    assert_eq!(watches, 2, "two watches of a2, {} messages", seen.len());
+}

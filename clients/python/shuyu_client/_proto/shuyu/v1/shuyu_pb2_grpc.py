@@ -1291,6 +1291,11 @@ class JobServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/shuyu.v1.JobService/WatchJob',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/shuyu.v1.JobService/ListJobs',
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListJobsRequest.SerializeToString,
@@ -1333,6 +1338,16 @@ class JobServiceServicer:
 
     def GetJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Follows a job of the caller's tenant: the job now, then again whenever its state or
+        progress changes (queue position, stage, rows, bytes), ending with the finished job.
+        Audited once per call, not per message. A stream may also end early (after
+        `WATCH_JOB_MAX` = 1 hour, or when the server stops): watch again to go on.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1383,6 +1398,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.GetJobRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.GetJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.WatchJobRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.WatchJobResponse.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -1468,6 +1488,33 @@ class JobService:
             '/shuyu.v1.JobService/GetJob',
             shuyu_dot_v1_dot_shuyu__pb2.GetJobRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shuyu.v1.JobService/WatchJob',
+            shuyu_dot_v1_dot_shuyu__pb2.WatchJobRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -145,19 +145,22 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
 
     let mut times_a: Vec<Duration> = Vec::new();
     let mut times_b: Vec<Duration> = Vec::new();
+    let mut cpu_a: Vec<Duration> = Vec::new();
+    let mut cpu_b: Vec<Duration> = Vec::new();
     let mut size_a = 0;
     let mut size_b = 0;
     for run_idx in 0..options.runs {
         for side in [run_idx % 2, (run_idx + 1) % 2] {
             if side == 0 {
                 let out = plain_dir.join(format!("run{run_idx}.parquet"));
-                let started = Instant::now();
+                let (started, cpu) = (Instant::now(), process_cpu());
                 datafusion_csv_to_parquet(&csv_path, &schema, &out).await?;
                 times_a.push(started.elapsed());
+                cpu_a.push(process_cpu().saturating_sub(cpu));
                 size_a = std::fs::metadata(&out)?.len();
             } else {
                 let location = format!("datasets/run{run_idx}/");
-                let started = Instant::now();
+                let (started, cpu) = (Instant::now(), process_cpu());
                 let outcome = engine
                     .ingest(
                         IngestFormat::Csv,
@@ -169,6 +172,7 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
                     )
                     .await?;
                 times_b.push(started.elapsed());
+                cpu_b.push(process_cpu().saturating_sub(cpu));
                 ensure!(
                     outcome.n_rows == options.rows as u64,
                     "stored {} rows",
@@ -228,10 +232,34 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
         ms(median(&times_b_parquet))
     );
     println!(
+        "process CPU time (user + system, all threads; 10 ms ticks): (a) median {} ms | (b) median {} ms",
+        ms(median(&cpu_a)),
+        ms(median(&cpu_b))
+    );
+    println!(
         "throughput: (a) {:.0} rows/s | (b) {:.0} rows/s",
         options.rows as f64 / a.as_secs_f64(),
         options.rows as f64 / b.as_secs_f64()
     );
     println!("ingest_ratio={:.3}", b.as_secs_f64() / a.as_secs_f64());
     Ok(())
+}
+
+/// CPU time of this process so far (user + system, every thread), from `/proc/self/stat`
+/// (in 10 ms ticks: Linux reports it in USER_HZ = 100); zero where that cannot be read.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }

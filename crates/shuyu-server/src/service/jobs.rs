@@ -357,19 +357,19 @@ impl Api {
         )
     }
 
-    /// The job record with its live state (queue position or progress) attached.
-    fn job_view(&self, job: &JobRecord) -> pb::Job {
-        job_view(&self.state, job)
+    /// The caller's tenant's job `id` (another tenant's is not found).
+    fn own_job(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        require_id(id, "job_id")?;
+        let tenant = caller.tenant()?;
+        self.state
+            .store
+            .read(|c| store::job(c, tenant, id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
     fn cancel(&self, caller: &Caller, id: &str) -> Result<(JobRecord, serde_json::Value)> {
-        require_id(id, "job_id")?;
-        let tenant = caller.tenant()?.to_owned();
-        let job = self
-            .state
-            .store
-            .read(|c| store::job(c, &tenant, id))?
-            .ok_or_else(|| ServerError::NotFound(format!("job {id}")))?;
+        let job = self.own_job(caller, id)?;
+        let tenant = job.tenant_id.clone();
         match self.state.scheduler.cancel(&tenant, id) {
             Cancelled::FromQueue => {
                 let mut job = job;
@@ -1075,21 +1075,14 @@ impl JobService for Api {
         let caller = self.state.begin(&request, Action::ViewJob)?;
         let id = request.into_inner().job_id;
         let target = format!("job:{id}");
-        let result = (|| {
-            require_id(&id, "job_id")?;
-            let tenant = caller.tenant()?;
-            let job = self
-                .state
-                .store
-                .read(|c| store::job(c, tenant, &id))?
-                .ok_or_else(|| ServerError::NotFound(format!("job {id}")))?;
-            Ok((
+        let result = self.own_job(&caller, &id).map(|job| {
+            (
                 pb::GetJobResponse {
-                    job: Some(self.job_view(&job)),
+                    job: Some(job_view(&self.state, &job)),
                 },
                 json!({}),
-            ))
-        })();
+            )
+        });
         Ok(Response::new(
             self.state.finish_read(&caller, &target, result)?,
         ))
@@ -1106,16 +1099,9 @@ impl JobService for Api {
         let target = format!("job:{id}");
         // Subscribed before the first read, so no change after it is missed.
         let changes = self.state.scheduler.subscribe();
-        let result = (|| {
-            require_id(&id, "job_id")?;
-            let tenant = caller.tenant()?.to_owned();
-            let job = self
-                .state
-                .store
-                .read(|c| store::job(c, &tenant, &id))?
-                .ok_or_else(|| ServerError::NotFound(format!("job {id}")))?;
-            Ok((job, json!({"watch": true})))
-        })();
+        let result = self
+            .own_job(&caller, &id)
+            .map(|job| (job, json!({"watch": true})));
         let job = self.state.finish_read(&caller, &target, result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(follow_job(Arc::clone(&self.state), job, changes, tx));
@@ -1133,7 +1119,7 @@ impl JobService for Api {
             let n = jobs.len();
             Ok((
                 pb::ListJobsResponse {
-                    jobs: jobs.iter().map(|j| self.job_view(j)).collect(),
+                    jobs: jobs.iter().map(|j| job_view(&self.state, j)).collect(),
                 },
                 json!({"n": n}),
             ))
@@ -1181,7 +1167,7 @@ impl JobService for Api {
             }
         }
         Ok(Response::new(pb::CancelJobResponse {
-            job: Some(self.job_view(&current)),
+            job: Some(job_view(&self.state, &current)),
         }))
     }
 

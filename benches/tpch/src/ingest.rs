@@ -145,22 +145,22 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
 
     let mut times_a: Vec<Duration> = Vec::new();
     let mut times_b: Vec<Duration> = Vec::new();
-    let mut cpu_a: Vec<Duration> = Vec::new();
-    let mut cpu_b: Vec<Duration> = Vec::new();
+    let mut cpu_a: Vec<ProcessUsage> = Vec::new();
+    let mut cpu_b: Vec<ProcessUsage> = Vec::new();
     let mut size_a = 0;
     let mut size_b = 0;
     for run_idx in 0..options.runs {
         for side in [run_idx % 2, (run_idx + 1) % 2] {
             if side == 0 {
                 let out = plain_dir.join(format!("run{run_idx}.parquet"));
-                let (started, cpu) = (Instant::now(), process_cpu());
+                let (started, usage) = (Instant::now(), ProcessUsage::now());
                 datafusion_csv_to_parquet(&csv_path, &schema, &out).await?;
                 times_a.push(started.elapsed());
-                cpu_a.push(process_cpu().saturating_sub(cpu));
+                cpu_a.push(ProcessUsage::now().since(&usage));
                 size_a = std::fs::metadata(&out)?.len();
             } else {
                 let location = format!("datasets/run{run_idx}/");
-                let (started, cpu) = (Instant::now(), process_cpu());
+                let (started, usage) = (Instant::now(), ProcessUsage::now());
                 let outcome = engine
                     .ingest(
                         IngestFormat::Csv,
@@ -172,7 +172,7 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
                     )
                     .await?;
                 times_b.push(started.elapsed());
-                cpu_b.push(process_cpu().saturating_sub(cpu));
+                cpu_b.push(ProcessUsage::now().since(&usage));
                 ensure!(
                     outcome.n_rows == options.rows as u64,
                     "stored {} rows",
@@ -231,11 +231,12 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
         "(b') Engine::ingest from that Parquet file instead of CSV (no CSV parsing): median {} ms",
         ms(median(&times_b_parquet))
     );
-    println!(
-        "process CPU time (user + system, all threads; 10 ms ticks): (a) median {} ms | (b) median {} ms",
-        ms(median(&cpu_a)),
-        ms(median(&cpu_b))
-    );
+    for (side, usage) in [("(a)", &cpu_a), ("(b)", &cpu_b)] {
+        println!(
+            "process usage {side} (all threads; CPU in 10 ms ticks): {}",
+            ProcessUsage::medians(usage)
+        );
+    }
     println!(
         "throughput: (a) {:.0} rows/s | (b) {:.0} rows/s",
         options.rows as f64 / a.as_secs_f64(),
@@ -245,21 +246,63 @@ pub async fn run(options: IngestBenchOptions) -> Result<()> {
     Ok(())
 }
 
-/// CPU time of this process so far (user + system, every thread), from `/proc/self/stat`
-/// (in 10 ms ticks: Linux reports it in USER_HZ = 100); zero where that cannot be read.
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
+/// What this process has used so far (every thread), from `/proc/self/stat`; zeros where
+/// that cannot be read. CPU times are in 10 ms ticks (Linux reports them in USER_HZ = 100).
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcessUsage {
+    user: Duration,
+    system: Duration,
+    /// Minor page faults: pages the kernel mapped (and zeroed) on first touch.
+    minor_faults: u64,
+}
+
+impl ProcessUsage {
+    fn now() -> ProcessUsage {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return ProcessUsage::default();
+        };
+        // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return ProcessUsage::default();
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 10 (minflt), 14 (utime) and 15 (stime) of the line: 7, 11, 12 after ')'.
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ProcessUsage {
+            user: Duration::from_millis(field(11) * 10),
+            system: Duration::from_millis(field(12) * 10),
+            minor_faults: field(7),
+        }
+    }
+
+    fn since(&self, earlier: &ProcessUsage) -> ProcessUsage {
+        ProcessUsage {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
+        }
+    }
+
+    /// The medians of each figure over runs, as one line.
+    fn medians(runs: &[ProcessUsage]) -> String {
+        let user = median(&runs.iter().map(|u| u.user).collect::<Vec<_>>());
+        let system = median(&runs.iter().map(|u| u.system).collect::<Vec<_>>());
+        let mut faults: Vec<u64> = runs.iter().map(|u| u.minor_faults).collect();
+        faults.sort_unstable();
+        format!(
+            "median user {} ms, system {} ms, minor page faults {} (runs: {})",
+            ms(user),
+            ms(system),
+            faults.get(faults.len() / 2).copied().unwrap_or(0),
+            runs.iter()
+                .map(|u| format!("{}+{}", ms(u.user), ms(u.system)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
 }

@@ -62,19 +62,22 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(data_type: ColumnType) -> Self {
+    /// A builder with room for `rows` values and, for strings, `string_bytes` bytes of them.
+    fn with_capacity(data_type: ColumnType, rows: usize, string_bytes: usize) -> Self {
         match data_type {
-            ColumnType::String => ColumnBuilder::String(StringBuilder::new()),
-            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
-            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
-            ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
-            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+            ColumnType::String => {
+                ColumnBuilder::String(StringBuilder::with_capacity(rows, string_bytes))
+            }
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
         }
     }
 
     /// Appends one field; `Err(())` when it does not parse as the column's type.
     fn append(&mut self, field: &str) -> Result<(), ()> {
-        let field = field.trim();
+        let field = trim(field);
         if field.is_empty() {
             match self {
                 ColumnBuilder::String(b) => b.append_null(),
@@ -96,11 +99,14 @@ impl ColumnBuilder {
                 b.append_value(v)
             }
             ColumnBuilder::Date(b) => {
-                let date = match iso_date(field.as_bytes()) {
-                    Some(date) => date,
-                    None => NaiveDate::parse_from_str(field, "%Y-%m-%d").map_err(|_| ())?,
+                let days = match iso_date_days(field.as_bytes()) {
+                    Some(days) => days,
+                    None => {
+                        let date = NaiveDate::parse_from_str(field, "%Y-%m-%d").map_err(|_| ())?;
+                        (date - EPOCH).num_days() as i32
+                    }
                 };
-                b.append_value((date - EPOCH).num_days() as i32)
+                b.append_value(days)
             }
             ColumnBuilder::Bool(b) => match field.to_ascii_lowercase().as_str() {
                 "true" | "1" | "t" | "yes" => b.append_value(true),
@@ -121,28 +127,86 @@ impl ColumnBuilder {
         }
     }
 
+    /// The values so far as an array; the builder starts again with room for as many rows
+    /// (and string bytes) as it just held, so a batch's buffers are allocated once.
     fn finish(&mut self) -> ArrayRef {
+        let rows = self.len();
         match self {
-            ColumnBuilder::String(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Date(b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::String(b) => {
+                let array = b.finish();
+                *b = StringBuilder::with_capacity(rows, array.values().len());
+                Arc::new(array)
+            }
+            ColumnBuilder::Int64(b) => {
+                let array = b.finish();
+                *b = Int64Builder::with_capacity(rows);
+                Arc::new(array)
+            }
+            ColumnBuilder::Float64(b) => {
+                let array = b.finish();
+                *b = Float64Builder::with_capacity(rows);
+                Arc::new(array)
+            }
+            ColumnBuilder::Date(b) => {
+                let array = b.finish();
+                *b = Date32Builder::with_capacity(rows);
+                Arc::new(array)
+            }
+            ColumnBuilder::Bool(b) => {
+                let array = b.finish();
+                *b = BooleanBuilder::with_capacity(rows);
+                Arc::new(array)
+            }
         }
     }
 }
 
-/// The common `YYYY-MM-DD` form without a format parser (a valid calendar date or `None`);
-/// other forms go through chrono's `%Y-%m-%d`.
-fn iso_date(field: &[u8]) -> Option<NaiveDate> {
+/// `str::trim`, returning at once in the common case of a field that neither starts nor
+/// ends with whitespace.
+fn trim(field: &str) -> &str {
+    let mut chars = field.chars();
+    match (chars.next(), chars.next_back()) {
+        (Some(first), last) if !first.is_whitespace() && !last.is_some_and(char::is_whitespace) => {
+            field
+        }
+        _ => field.trim(),
+    }
+}
+
+/// The common `YYYY-MM-DD` form as days since 1970-01-01, without a format parser: `None`
+/// unless it is a valid proleptic Gregorian date (other forms go through chrono's
+/// `%Y-%m-%d`).
+fn iso_date_days(field: &[u8]) -> Option<i32> {
     let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *field else {
         return None;
     };
-    let digit = |b: u8| b.is_ascii_digit().then(|| u32::from(b - b'0'));
+    let digit = |b: u8| b.is_ascii_digit().then(|| i32::from(b - b'0'));
     let year = digit(y0)? * 1000 + digit(y1)? * 100 + digit(y2)? * 10 + digit(y3)?;
     let month = digit(m0)? * 10 + digit(m1)?;
     let day = digit(d0)? * 10 + digit(d1)?;
-    NaiveDate::from_ymd_opt(year as i32, month, day)
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// Days from 1970-01-01 to a valid proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`: eras of 400 years, years starting in March).
+fn days_from_civil(year: i32, month: i32, day: i32) -> i32 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Validates the declared columns themselves.
@@ -346,13 +410,13 @@ fn parse_chunk(
     let schema = arrow_schema(columns);
     let mut builders: Vec<ColumnBuilder> = columns
         .iter()
-        .map(|c| ColumnBuilder::new(c.data_type))
+        .map(|c| ColumnBuilder::with_capacity(c.data_type, options.batch_rows, 0))
         .collect();
     let mut batches = Vec::new();
-    let mut record = csv::StringRecord::new();
+    let mut record = csv::ByteRecord::new();
     let at = |line: u64, what: String| LineError { line, what };
     loop {
-        match reader.read_record(&mut record) {
+        match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
@@ -361,6 +425,17 @@ fn parse_chunk(
             }
         }
         let line = record.position().map_or(0, |p| p.line());
+        // One UTF-8 check of the record's fields together (csv's `StringRecord` checks each
+        // field of a non-ASCII record on its own); a field whose bounds split a character
+        // is no field of valid UTF-8 either.
+        let text = simdutf8::basic::from_utf8(record.as_slice())
+            .map_err(|_| at(line, UTF8_ERROR.to_owned()))?;
+        let field = |i: usize| {
+            record
+                .range(i)
+                .and_then(|range| text.get(range))
+                .ok_or_else(|| at(line, UTF8_ERROR.to_owned()))
+        };
         if record.as_slice().len() > options.max_row_bytes {
             return Err(at(
                 line,
@@ -370,7 +445,14 @@ fn parse_chunk(
                 ),
             ));
         }
-        if record.iter().all(|f| f.trim().is_empty()) {
+        let mut empty = true;
+        for i in 0..record.len() {
+            if !trim(field(i)?).is_empty() {
+                empty = false;
+                break;
+            }
+        }
+        if empty {
             return Err(at(line, " is empty".into()));
         }
         if record.len() != columns.len() {
@@ -383,8 +465,8 @@ fn parse_chunk(
                 ),
             ));
         }
-        for ((field, builder), column) in record.iter().zip(&mut builders).zip(columns) {
-            builder.append(field).map_err(|()| {
+        for (i, (builder, column)) in builders.iter_mut().zip(columns).enumerate() {
+            builder.append(field(i)?).map_err(|()| {
                 at(
                     line,
                     format!(
@@ -419,9 +501,12 @@ fn csv_error(e: &csv::Error) -> EngineError {
     EngineError::InvalidInput(format!("line {line}{}", csv_error_kind(e)))
 }
 
+/// What follows "line N" for input that is not UTF-8.
+const UTF8_ERROR: &str = " is not valid UTF-8";
+
 fn csv_error_kind(e: &csv::Error) -> &'static str {
     match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => " is not valid UTF-8",
+        csv::ErrorKind::Utf8 { .. } => UTF8_ERROR,
         csv::ErrorKind::UnequalLengths { .. } => " has the wrong number of fields",
         _ => " is not valid CSV",
     }
@@ -525,26 +610,93 @@ mod tests {
 
     #[test]
     fn iso_dates_parse_like_chrono() {
+        let chrono_days = |text: &str| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .map(|d| (d - EPOCH).num_days() as i32)
+        };
+        // Every month 00-13 and day 00-32 of years around the edges of the calendar's
+        // rules (year 0, centuries, leap years, the epoch, the last year): the fast path
+        // agrees with chrono on each, valid or not.
+        let years = (0..=5)
+            .chain(96..=104)
+            .chain(1896..=1904)
+            .chain(1968..=2030)
+            .chain(2096..=2104)
+            .chain(9995..=9999);
+        let mut valid = 0;
+        for year in years {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year:04}-{month:02}-{day:02}");
+                    let fast = iso_date_days(text.as_bytes());
+                    assert_eq!(fast, chrono_days(&text), "{text}");
+                    valid += usize::from(fast.is_some());
+                }
+            }
+        }
+        assert!(valid > 35_000, "{valid}");
+        assert_eq!(iso_date_days(b"1970-01-01"), Some(0));
+        assert_eq!(iso_date_days(b"1969-12-31"), Some(-1));
+        // Other shapes are left to chrono.
         for text in [
-            "2024-02-29",
-            "2023-02-29",
-            "1970-01-01",
-            "0001-01-01",
-            "9999-12-31",
-            "2024-13-01",
-            "2024-00-10",
             "2024-1-05",
             "2024/01/05",
             "20240105",
             "2024-01-5x",
+            "+2024-01-05",
         ] {
-            let chrono = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
-            let fast = iso_date(text.as_bytes());
-            if fast.is_some() {
-                assert_eq!(fast, chrono, "{text}");
-            } else if text.len() == 10 && text.as_bytes()[4] == b'-' {
-                assert_eq!(chrono, None, "{text}");
-            }
+            assert_eq!(iso_date_days(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line_even_when_fields_together_are_valid() {
+        let parse = |csv: &[u8]| {
+            parse_csv(csv, &columns(), &IngestOptions::default())
+                .unwrap_err()
+                .to_string()
+        };
+        // A lone continuation byte.
+        let message = parse(b"note,n\nok,1\ncanary\x80,2\n");
+        assert!(message.contains("line 3 is not valid UTF-8"), "{message}");
+        assert!(!message.contains("canary"), "{message}");
+        // "名" (E5 90 8D) cut by the delimiter: the record's bytes without delimiters are
+        // valid UTF-8, its fields are not.
+        let message = parse(b"note,n\nok,1\nx\xE5\x90,\x8D2\n");
+        assert!(message.contains("line 3 is not valid UTF-8"), "{message}");
+        // Valid multi-byte text parses.
+        let batches =
+            parse_csv("note,n\n名字 ,1\n".as_bytes(), &columns(), &IngestOptions::default())
+                .expect("valid");
+        let notes = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(notes.value(0), "名字");
+    }
+
+    #[test]
+    fn trim_matches_str_trim() {
+        for text in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\ta\n",
+            "ab",
+            "a b",
+            "\u{3000}名\u{3000}",
+            "名",
+            "\u{85}x",
+            "x\u{a0}",
+            "~",
+            "\u{7f}",
+            "!x!",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
 

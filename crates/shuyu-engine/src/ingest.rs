@@ -1,16 +1,23 @@
 //! Ingest: validates CSV or Parquet input against the declared columns and stores it as
 //! encrypted Parquet. Error messages name lines and columns, never values.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
     RecordBatch, StringBuilder,
 };
 use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use chrono::NaiveDate;
+use datafusion::common::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio::sync::mpsc::Receiver;
 
 use crate::error::EngineError;
 use crate::schema::{ColumnSpec, ColumnType, arrow_schema};
@@ -238,115 +245,111 @@ pub fn validate_columns(columns: &[ColumnSpec]) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Parses and validates input into record batches of the declared schema.
-///
-/// # Errors
-/// [`EngineError::InvalidInput`] with a message that names lines and columns, never values.
-pub fn parse_input(
-    format: IngestFormat,
-    input: Bytes,
-    columns: &[ColumnSpec],
-    options: &IngestOptions,
-) -> Result<Vec<RecordBatch>, EngineError> {
-    validate_columns(columns)?;
-    let batches = match format {
-        IngestFormat::Csv => parse_csv(&input, columns, options)?,
-        IngestFormat::Parquet => parse_parquet(input, columns)?,
-    };
-    if batches.iter().all(|b| b.num_rows() == 0) {
-        return Err(EngineError::InvalidInput(
-            "the input has no data rows".into(),
-        ));
-    }
-    Ok(batches)
-}
-
 /// CSV data larger than this is parsed in parallel chunks.
 const PARALLEL_CSV_BYTES: usize = 4 << 20;
 
-fn parse_csv(
-    input: &[u8],
-    columns: &[ColumnSpec],
-    options: &IngestOptions,
-) -> Result<Vec<RecordBatch>, EngineError> {
-    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(input);
-    let header = reader.headers().map_err(|e| csv_error(&e))?.clone();
-    if header.len() != columns.len()
-        || header
-            .iter()
-            .zip(columns)
-            .any(|(h, c)| h.trim() != c.name.trim())
-    {
-        return Err(EngineError::InvalidInput(format!(
-            "the CSV header does not match the declared columns (expected {} columns: {})",
-            columns.len(),
-            columns
+/// A CSV input whose header matched the declared columns, its data records split into
+/// chunks that each end at a record boundary (one per core for a large input).
+#[derive(Debug)]
+pub(crate) struct CsvChunks {
+    /// Lines before the first data record (the header's).
+    header_lines: u64,
+    /// The data records, in file order.
+    pub(crate) chunks: Vec<Bytes>,
+}
+
+impl CsvChunks {
+    /// Checks the header against `columns` and splits the data records.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidInput`] for an unreadable or mismatched header.
+    pub(crate) fn split(input: &Bytes, columns: &[ColumnSpec]) -> Result<CsvChunks, EngineError> {
+        validate_columns(columns)?;
+        let bom = if input.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
+        let input = input.slice(bom..);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(&input[..]);
+        let header = reader.headers().map_err(|e| csv_error(&e))?.clone();
+        if header.len() != columns.len()
+            || header
                 .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    // The data records start where the header ends; lines are counted from the file's start.
-    let data_start = (reader.position().byte() as usize).min(input.len());
-    let header_lines = newlines(&input[..data_start]);
-    let data = &input[data_start..];
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let chunks = if data.len() >= PARALLEL_CSV_BYTES && threads > 1 {
-        record_chunks(data, threads)
-    } else {
-        vec![data]
-    };
-    let parsed: Vec<Result<(Vec<RecordBatch>, u64), LineError>> = if chunks.len() == 1 {
-        vec![parse_chunk(data, columns, options)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks
-                .iter()
-                .map(|chunk| scope.spawn(move || parse_chunk(chunk, columns, options)))
-                .collect();
-            handles
+                .zip(columns)
+                .any(|(h, c)| h.trim() != c.name.trim())
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "the CSV header does not match the declared columns (expected {} columns: {})",
+                columns.len(),
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        // The data records start where the header ends; lines are counted from the file's
+        // start.
+        let data_start = (reader.position().byte() as usize).min(input.len());
+        let header_lines = newlines(&input[..data_start]);
+        let data = input.slice(data_start..);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let chunks = if data.len() >= PARALLEL_CSV_BYTES && threads > 1 {
+            record_chunks(&data, threads)
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(LineError {
-                            line: 0,
-                            what: " could not be parsed".into(),
-                        })
-                    })
-                })
+                .map(|chunk| data.slice_ref(chunk))
                 .collect()
+        } else {
+            vec![data]
+        };
+        Ok(CsvChunks {
+            header_lines,
+            chunks,
         })
-    };
-    // The first error in file order wins, with its line counted from the file's start.
-    let mut lines_before = header_lines;
-    let mut batches = Vec::new();
-    for result in parsed {
-        match result {
-            Ok((chunk_batches, chunk_lines)) => {
-                batches.extend(chunk_batches);
-                lines_before += chunk_lines;
-            }
-            Err(e) => {
-                return Err(EngineError::InvalidInput(format!(
-                    "line {}{}",
-                    lines_before + e.line,
-                    e.what
-                )));
+    }
+
+    /// The outcome of parsing every chunk (in file order, as [`parse_chunk`] returns them):
+    /// the first error in file order, its line counted from the file's start.
+    pub(crate) fn first_error(
+        &self,
+        parsed: impl IntoIterator<Item = Result<u64, LineError>>,
+    ) -> Result<(), EngineError> {
+        let mut lines_before = self.header_lines;
+        for result in parsed {
+            match result {
+                Ok(chunk_lines) => lines_before += chunk_lines,
+                Err(e) => {
+                    return Err(EngineError::InvalidInput(format!(
+                        "line {}{}",
+                        lines_before + e.line,
+                        e.what
+                    )));
+                }
             }
         }
+        Ok(())
     }
-    Ok(batches)
 }
 
 /// A CSV problem at a line of a chunk; `what` follows "line N" in the message.
-struct LineError {
+#[derive(Debug)]
+pub(crate) struct LineError {
     line: u64,
     what: String,
+}
+
+impl LineError {
+    /// A chunk whose parsing thread panicked.
+    pub(crate) fn panicked() -> LineError {
+        LineError {
+            line: 0,
+            what: " could not be parsed".into(),
+        }
+    }
 }
 
 fn newlines(bytes: &[u8]) -> u64 {
@@ -396,13 +399,15 @@ fn record_chunks(data: &[u8], parts: usize) -> Vec<&[u8]> {
     chunks
 }
 
-/// Parses one chunk of data records (no header) into batches; returns them and the number
-/// of lines the chunk spans.
-fn parse_chunk(
+/// Parses one chunk of data records (no header) into batches of `options.batch_rows` rows,
+/// handing each to `emit` (which returns `false` to stop early); returns the number of lines
+/// the chunk spans.
+pub(crate) fn parse_chunk(
     chunk: &[u8],
     columns: &[ColumnSpec],
     options: &IngestOptions,
-) -> Result<(Vec<RecordBatch>, u64), LineError> {
+    mut emit: impl FnMut(RecordBatch) -> bool,
+) -> Result<u64, LineError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -412,7 +417,6 @@ fn parse_chunk(
         .iter()
         .map(|c| ColumnBuilder::with_capacity(c.data_type, options.batch_rows, 0))
         .collect();
-    let mut batches = Vec::new();
     let mut record = csv::ByteRecord::new();
     let at = |line: u64, what: String| LineError { line, what };
     loop {
@@ -476,19 +480,66 @@ fn parse_chunk(
                 )
             })?;
         }
-        if builders[0].len() >= options.batch_rows {
-            batches
-                .push(finish_batch(&schema, &mut builders).map_err(|e| at(0, format!(": {e}")))?);
+        if builders[0].len() >= options.batch_rows
+            && !emit(finish_batch(&schema, &mut builders).map_err(|e| at(0, format!(": {e}")))?)
+        {
+            return Ok(newlines(chunk));
         }
     }
     if builders[0].len() > 0 {
-        batches.push(finish_batch(&schema, &mut builders).map_err(|e| at(0, format!(": {e}")))?);
+        emit(finish_batch(&schema, &mut builders).map_err(|e| at(0, format!(": {e}")))?);
     }
-    Ok((batches, newlines(chunk)))
+    Ok(newlines(chunk))
+}
+
+/// One partition of a streaming table whose batches arrive on a channel (a CSV ingest's
+/// parsed batches on their way to the encrypted write); it can be executed once.
+#[derive(Debug)]
+pub(crate) struct ChannelPartition {
+    schema: SchemaRef,
+    batches: Mutex<Option<Receiver<Result<RecordBatch, DataFusionError>>>>,
+}
+
+impl ChannelPartition {
+    pub(crate) fn new(
+        schema: SchemaRef,
+        batches: Receiver<Result<RecordBatch, DataFusionError>>,
+    ) -> ChannelPartition {
+        ChannelPartition {
+            schema,
+            batches: Mutex::new(Some(batches)),
+        }
+    }
+}
+
+impl PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self.batches.lock().ok().and_then(|mut b| b.take());
+        let stream = match batches {
+            Some(batches) => futures::stream::unfold(batches, |mut batches| async move {
+                Some((batches.recv().await?, batches))
+            })
+            .boxed(),
+            None => futures::stream::once(async {
+                Err(DataFusionError::Internal(
+                    "an ingest stream was executed twice".into(),
+                ))
+            })
+            .boxed(),
+        };
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        ))
+    }
 }
 
 fn finish_batch(
-    schema: &arrow::datatypes::SchemaRef,
+    schema: &SchemaRef,
     builders: &mut [ColumnBuilder],
 ) -> Result<RecordBatch, EngineError> {
     let arrays = builders.iter_mut().map(ColumnBuilder::finish).collect();
@@ -512,7 +563,10 @@ fn csv_error_kind(e: &csv::Error) -> &'static str {
     }
 }
 
-fn parse_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch>, EngineError> {
+pub(crate) fn parse_parquet(
+    input: Bytes,
+    columns: &[ColumnSpec],
+) -> Result<Vec<RecordBatch>, EngineError> {
     let not_parquet = || EngineError::InvalidInput("the input is not a valid Parquet file".into());
     let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|_| not_parquet())?;
     let file_schema = builder.schema().clone();
@@ -572,6 +626,49 @@ fn parse_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch
 mod tests {
     use super::*;
     use shuyu_policy::{Classification, MaskingRule};
+
+    /// The whole CSV parsed as `Engine::ingest` does (chunks on threads, errors in file
+    /// order), its batches collected.
+    fn parse_csv(
+        input: &Bytes,
+        columns: &[ColumnSpec],
+        options: &IngestOptions,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        let split = CsvChunks::split(input, columns)?;
+        let parse = |chunk: &Bytes| {
+            let mut batches = Vec::new();
+            parse_chunk(chunk, columns, options, |batch| {
+                batches.push(batch);
+                true
+            })
+            .map(|lines| (batches, lines))
+        };
+        let parsed: Vec<Result<(Vec<RecordBatch>, u64), LineError>> = if split.chunks.len() == 1 {
+            vec![parse(&split.chunks[0])]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = split
+                    .chunks
+                    .iter()
+                    .map(|chunk| scope.spawn(move || parse(chunk)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(LineError::panicked())))
+                    .collect()
+            })
+        };
+        let mut batches = Vec::new();
+        let mut lines = Vec::with_capacity(parsed.len());
+        for result in parsed {
+            lines.push(result.map(|(chunk_batches, chunk_lines)| {
+                batches.extend(chunk_batches);
+                chunk_lines
+            }));
+        }
+        split.first_error(lines)?;
+        Ok(batches)
+    }
 
     fn columns() -> Vec<ColumnSpec> {
         ["note", "n"]
@@ -653,9 +750,13 @@ mod tests {
     #[test]
     fn invalid_utf8_names_the_line_even_when_fields_together_are_valid() {
         let parse = |csv: &[u8]| {
-            parse_csv(csv, &columns(), &IngestOptions::default())
-                .unwrap_err()
-                .to_string()
+            parse_csv(
+                &Bytes::copy_from_slice(csv),
+                &columns(),
+                &IngestOptions::default(),
+            )
+            .unwrap_err()
+            .to_string()
         };
         // A lone continuation byte.
         let message = parse(b"note,n\nok,1\ncanary\x80,2\n");
@@ -666,9 +767,12 @@ mod tests {
         let message = parse(b"note,n\nok,1\nx\xE5\x90,\x8D2\n");
         assert!(message.contains("line 3 is not valid UTF-8"), "{message}");
         // Valid multi-byte text parses.
-        let batches =
-            parse_csv("note,n\n名字 ,1\n".as_bytes(), &columns(), &IngestOptions::default())
-                .expect("valid");
+        let batches = parse_csv(
+            &Bytes::from("note,n\n名字 ,1\n"),
+            &columns(),
+            &IngestOptions::default(),
+        )
+        .expect("valid");
         let notes = batches[0]
             .column(0)
             .as_any()
@@ -707,8 +811,12 @@ mod tests {
         let chunks = record_chunks(data, 3);
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks.concat(), data);
-        let batches =
-            parse_csv(csv.as_bytes(), &columns(), &IngestOptions::default()).expect("valid");
+        let batches = parse_csv(
+            &Bytes::from(csv.clone()),
+            &columns(),
+            &IngestOptions::default(),
+        )
+        .expect("valid");
         let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let expected = csv.matches(",").count() - 1 - csv.matches("\", a\"").count();
         assert_eq!(n, expected);
@@ -734,7 +842,7 @@ mod tests {
         // A bad value near the end, in the last chunk; find a line that starts a record.
         let bad = total_lines - 3;
         let csv = big_csv(Some(bad));
-        let err = parse_csv(csv.as_bytes(), &columns(), &IngestOptions::default()).unwrap_err();
+        let err = parse_csv(&Bytes::from(csv), &columns(), &IngestOptions::default()).unwrap_err();
         let message = err.to_string();
         assert!(message.contains(&format!("line {bad},")), "{message}");
         assert!(!message.contains("not-a-number"), "{message}");

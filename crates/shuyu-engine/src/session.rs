@@ -13,6 +13,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider, TableProvider,
@@ -51,11 +52,14 @@ use crate::disclosure::{
     DisclosureMeta, HIDDEN_PREFIX, UNIT_HEAD_PREFIX, UNITS_PREFIX, UnitSource,
 };
 use crate::error::{EngineError, JobError};
-use crate::ingest::{IngestFormat, IngestOptions, IngestOutcome, parse_input};
+use crate::ingest::{
+    ChannelPartition, CsvChunks, IngestFormat, IngestOptions, IngestOutcome, LineError,
+    parse_chunk, parse_parquet,
+};
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
 use crate::masking::{MaskedTable, MaskingUdf, mask_array_typed, mask_batches};
-use crate::schema::scan_schema;
 use crate::schema::{ColumnSpec, TableSpec};
+use crate::schema::{arrow_schema, scan_schema};
 use crate::spill::EncryptedSpillFactory;
 use crate::storage::Storage;
 
@@ -65,6 +69,9 @@ const CATALOG: &str = "shuyu";
 const SCHEMA: &str = "tenant";
 /// An ingest is split into parallel part files only when each gets at least this many rows.
 const INGEST_PART_MIN_ROWS: u64 = 250_000;
+
+/// Parsed batches waiting, per part, for a CSV ingest's write.
+const INGEST_QUEUE_BATCHES: usize = 4;
 /// Rows read for sampling before the server picks the sample from them.
 const SAMPLE_POOL_ROWS: usize = 2000;
 
@@ -359,8 +366,9 @@ impl Engine {
     }
 
     /// Validates `input` against `columns` and stores it encrypted at `location`
-    /// (`datasets/<id>/`), data keys wrapped under `kek_id`. Nothing is written unless the
-    /// whole input is valid.
+    /// (`datasets/<id>/`, which must be the ingest's own), data keys wrapped under `kek_id`.
+    /// A CSV is written while it is parsed; if any of the input is invalid, or a write fails,
+    /// whatever was written under `location` is removed.
     ///
     /// # Errors
     /// [`EngineError::InvalidInput`] for malformed input, others for storage or key failures.
@@ -373,10 +381,124 @@ impl Engine {
         kek_id: &str,
         options: &IngestOptions,
     ) -> Result<IngestOutcome, EngineError> {
+        let n_rows = match format {
+            IngestFormat::Csv => {
+                self.ingest_csv(input, columns, location, kek_id, options)
+                    .await
+            }
+            IngestFormat::Parquet => self.ingest_parquet(input, columns, location, kek_id).await,
+        };
+        let n_rows = match n_rows {
+            Ok(0) => Err(EngineError::InvalidInput(
+                "the input has no data rows".into(),
+            )),
+            other => other,
+        };
+        match n_rows {
+            Ok(n_rows) => Ok(IngestOutcome {
+                n_rows,
+                location: location.to_owned(),
+            }),
+            Err(e) => {
+                // A CSV is written while it is parsed: parts written before an error found
+                // later in the input go.
+                if let Err(cleanup) = self.storage.delete_prefix(location).await {
+                    tracing::warn!(location, error = %cleanup, "removing a failed ingest's parts");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A CSV ingest in one pass: each chunk of records is parsed on its own thread and its
+    /// batches flow, a few at a time, into the encrypted write of its own part file, so the
+    /// parsed table is never held whole and each batch is encoded while still in cache.
+    /// Returns the rows stored.
+    async fn ingest_csv(
+        &self,
+        input: Bytes,
+        columns: &[ColumnSpec],
+        location: &str,
+        kek_id: &str,
+        options: &IngestOptions,
+    ) -> Result<u64, EngineError> {
+        let split = CsvChunks::split(&input, columns)?;
+        let schema = arrow_schema(columns);
+        let runtime = self.runtime(None, None).map_err(internal)?;
+        let mut parses = Vec::with_capacity(split.chunks.len());
+        let mut writes = Vec::with_capacity(split.chunks.len());
+        for (i, chunk) in split.chunks.iter().enumerate() {
+            let (batches, received) = tokio::sync::mpsc::channel(INGEST_QUEUE_BATCHES);
+            parses.push(tokio::task::spawn_blocking({
+                let chunk = chunk.clone();
+                let columns = columns.to_vec();
+                let options = options.clone();
+                move || {
+                    let mut rows = 0u64;
+                    let parsed = parse_chunk(&chunk, &columns, &options, |batch| {
+                        rows += batch.num_rows() as u64;
+                        batches.blocking_send(Ok(batch)).is_ok()
+                    });
+                    if parsed.is_err() {
+                        // The write fails rather than finishing a file with the rows so far.
+                        let _ = batches.blocking_send(Err(DataFusionError::Execution(
+                            "the input is not valid".into(),
+                        )));
+                    }
+                    parsed.map(|lines| (lines, rows))
+                }
+            }));
+            let table = StreamingTable::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(ChannelPartition::new(
+                    Arc::clone(&schema),
+                    received,
+                ))],
+            )
+            .map_err(internal)?;
+            let ctx =
+                SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(&runtime));
+            let url = self.storage.url(&format!("{location}part-{i}.parquet"));
+            let write_options = write_options(kek_id);
+            writes.push(tokio::spawn(async move {
+                ctx.read_table(Arc::new(table))?
+                    .write_parquet(
+                        &url,
+                        DataFrameWriteOptions::new().with_single_file_output(true),
+                        Some(write_options),
+                    )
+                    .await
+            }));
+        }
+        let parsed = futures::future::join_all(parses).await;
+        let written = futures::future::join_all(writes).await;
+        let mut n_rows = 0;
+        // An invalid input is the caller's error, whatever the writes then did.
+        split.first_error(parsed.into_iter().map(|result| {
+            let (lines, rows) = result.unwrap_or_else(|_| Err(LineError::panicked()))?;
+            n_rows += rows;
+            Ok(lines)
+        }))?;
+        for write in written {
+            write
+                .map_err(|e| EngineError::Internal(format!("writing task: {e}")))?
+                .map_err(internal)?;
+        }
+        Ok(n_rows)
+    }
+
+    /// A Parquet ingest: the file is read and checked whole, then written as one encrypted
+    /// part per core. Returns the rows stored.
+    async fn ingest_parquet(
+        &self,
+        input: Bytes,
+        columns: &[ColumnSpec],
+        location: &str,
+        kek_id: &str,
+    ) -> Result<u64, EngineError> {
         let parse = tokio::task::spawn_blocking({
             let columns = columns.to_vec();
-            let options = options.clone();
-            move || parse_input(format, input, &columns, &options)
+            move || parse_parquet(input, &columns)
         });
         let batches = parse
             .await
@@ -394,10 +516,7 @@ impl Engine {
             groups.push(batches.by_ref().take(per_part).collect());
         }
         self.write_encrypted_parts(groups, location, kek_id).await?;
-        Ok(IngestOutcome {
-            n_rows,
-            location: location.to_owned(),
-        })
+        Ok(n_rows)
     }
 
     /// Writes each group of batches as `{location}part-{i}.parquet`, encrypted with its own

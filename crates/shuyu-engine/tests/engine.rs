@@ -343,7 +343,7 @@ async fn job_results_are_encrypted_too() {
 // ------------------------------------------------------------------------ ingest validation
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_refused_before_anything_is_written() {
+async fn bad_input_is_refused_and_leaves_nothing_written() {
     let f = fixture();
     let two = vec![
         column(
@@ -414,6 +414,78 @@ async fn bad_input_is_refused_before_anything_is_written() {
         }
     }
     assert!(files(&f.root).is_empty(), "{:?}", files(&f.root));
+}
+
+/// A CSV past the parallel threshold (about 6 MB) is parsed in chunks, one per core, each
+/// streamed into its own encrypted part while it is parsed; an error near its end, found
+/// after other parts were written, removes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_csv_is_stored_in_parts_and_a_late_error_leaves_nothing() {
+    let f = fixture();
+    let two = vec![
+        column(
+            "a",
+            ColumnType::String,
+            Classification::Ordinary,
+            MaskingRule::Keep,
+        ),
+        column(
+            "b",
+            ColumnType::Int64,
+            Classification::Ordinary,
+            MaskingRule::Keep,
+        ),
+    ];
+    let n: i64 = 400_000;
+    let mut csv = String::from("a,b\n");
+    for i in 0..n {
+        csv.push_str(&format!("row {i},{i}\n"));
+    }
+    let options = IngestOptions::default();
+    let ingest = |csv: String, location: &'static str| {
+        f.engine.ingest(
+            IngestFormat::Csv,
+            Bytes::from(csv),
+            &two,
+            location,
+            "domain",
+            &options,
+        )
+    };
+    let outcome = ingest(csv.clone(), "datasets/big/").await.unwrap();
+    assert_eq!(outcome.n_rows, n as u64);
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get().min(8));
+    assert_eq!(files(&f.root.join("datasets/big")).len(), cores);
+    let table = TableSpec {
+        name: "big".into(),
+        dataset_id: "ds_big".into(),
+        location: "datasets/big/".into(),
+        columns: two.clone(),
+        privacy_unit: None,
+    };
+    let request = f.job(
+        "SELECT count(*) AS n, sum(b) AS s, min(a) AS first FROM big",
+        &[table],
+        &SecretKey::generate(),
+    );
+    f.engine.run_job(&request).await.unwrap();
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    let row =
+        |i: usize| arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap();
+    assert_eq!(row(0), n.to_string());
+    assert_eq!(row(1), (n * (n - 1) / 2).to_string());
+    assert_eq!(row(2), "row 0");
+
+    csv.push_str("x,CANARY77\n");
+    let refused = ingest(csv, "datasets/bad/").await;
+    match refused {
+        Err(EngineError::InvalidInput(msg)) => {
+            assert!(msg.contains(&format!("line {},", n + 2)), "{msg}");
+            assert!(!msg.contains("CANARY77"), "{msg}");
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert!(files(&f.root.join("datasets/bad")).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

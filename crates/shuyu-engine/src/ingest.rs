@@ -313,22 +313,21 @@ impl CsvChunks {
     }
 
     /// The outcome of parsing every chunk (in file order, as [`parse_chunk`] returns them):
-    /// the first error in file order, its line counted from the file's start.
+    /// the first error in file order, its line counted from the file's start (the lines of
+    /// the chunks before it are counted only then).
     pub(crate) fn first_error(
         &self,
-        parsed: impl IntoIterator<Item = Result<u64, LineError>>,
+        parsed: impl IntoIterator<Item = Result<(), LineError>>,
     ) -> Result<(), EngineError> {
-        let mut lines_before = self.header_lines;
-        for result in parsed {
-            match result {
-                Ok(chunk_lines) => lines_before += chunk_lines,
-                Err(e) => {
-                    return Err(EngineError::InvalidInput(format!(
-                        "line {}{}",
-                        lines_before + e.line,
-                        e.what
-                    )));
-                }
+        for (i, result) in parsed.into_iter().enumerate() {
+            if let Err(e) = result {
+                let lines_before =
+                    self.header_lines + self.chunks[..i].iter().map(|c| newlines(c)).sum::<u64>();
+                return Err(EngineError::InvalidInput(format!(
+                    "line {}{}",
+                    lines_before + e.line,
+                    e.what
+                )));
             }
         }
         Ok(())
@@ -400,14 +399,13 @@ fn record_chunks(data: &[u8], parts: usize) -> Vec<&[u8]> {
 }
 
 /// Parses one chunk of data records (no header) into batches of `options.batch_rows` rows,
-/// handing each to `emit` (which returns `false` to stop early); returns the number of lines
-/// the chunk spans.
+/// handing each to `emit` (which returns `false` to stop early).
 pub(crate) fn parse_chunk(
     chunk: &[u8],
     columns: &[ColumnSpec],
     options: &IngestOptions,
     mut emit: impl FnMut(RecordBatch) -> bool,
-) -> Result<u64, LineError> {
+) -> Result<(), LineError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -483,13 +481,13 @@ pub(crate) fn parse_chunk(
         if builders[0].len() >= options.batch_rows
             && !emit(finish_batch(&schema, &mut builders).map_err(|e| at(0, format!(": {e}")))?)
         {
-            return Ok(newlines(chunk));
+            return Ok(());
         }
     }
     if builders[0].len() > 0 {
         emit(finish_batch(&schema, &mut builders).map_err(|e| at(0, format!(": {e}")))?);
     }
-    Ok(newlines(chunk))
+    Ok(())
 }
 
 /// One partition of a streaming table whose batches arrive on a channel (a CSV ingest's
@@ -641,9 +639,9 @@ mod tests {
                 batches.push(batch);
                 true
             })
-            .map(|lines| (batches, lines))
+            .map(|()| batches)
         };
-        let parsed: Vec<Result<(Vec<RecordBatch>, u64), LineError>> = if split.chunks.len() == 1 {
+        let parsed: Vec<Result<Vec<RecordBatch>, LineError>> = if split.chunks.len() == 1 {
             vec![parse(&split.chunks[0])]
         } else {
             std::thread::scope(|scope| {
@@ -659,14 +657,11 @@ mod tests {
             })
         };
         let mut batches = Vec::new();
-        let mut lines = Vec::with_capacity(parsed.len());
+        let mut outcomes = Vec::with_capacity(parsed.len());
         for result in parsed {
-            lines.push(result.map(|(chunk_batches, chunk_lines)| {
-                batches.extend(chunk_batches);
-                chunk_lines
-            }));
+            outcomes.push(result.map(|chunk_batches| batches.extend(chunk_batches)));
         }
-        split.first_error(lines)?;
+        split.first_error(outcomes)?;
         Ok(batches)
     }
 

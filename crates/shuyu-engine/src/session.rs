@@ -445,7 +445,7 @@ impl Engine {
                             "the input is not valid".into(),
                         )));
                     }
-                    parsed.map(|lines| (lines, rows))
+                    parsed.map(|()| rows)
                 }
             }));
             let table = StreamingTable::try_new(
@@ -475,9 +475,8 @@ impl Engine {
         let mut n_rows = 0;
         // An invalid input is the caller's error, whatever the writes then did.
         split.first_error(parsed.into_iter().map(|result| {
-            let (lines, rows) = result.unwrap_or_else(|_| Err(LineError::panicked()))?;
-            n_rows += rows;
-            Ok(lines)
+            n_rows += result.unwrap_or_else(|_| Err(LineError::panicked()))?;
+            Ok(())
         }))?;
         for write in written {
             write

@@ -21,6 +21,7 @@ use datafusion::catalog::{
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, DataFusionError};
 use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -456,19 +457,7 @@ impl Engine {
                 ))],
             )
             .map_err(internal)?;
-            let ctx =
-                SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(&runtime));
-            let url = self.storage.url(&format!("{location}part-{i}.parquet"));
-            let write_options = write_options(kek_id);
-            writes.push(tokio::spawn(async move {
-                ctx.read_table(Arc::new(table))?
-                    .write_parquet(
-                        &url,
-                        DataFrameWriteOptions::new().with_single_file_output(true),
-                        Some(write_options),
-                    )
-                    .await
-            }));
+            writes.push(self.spawn_part_write(&runtime, Arc::new(table), location, i, kek_id));
         }
         let parsed = futures::future::join_all(parses).await;
         let written = futures::future::join_all(writes).await;
@@ -478,11 +467,7 @@ impl Engine {
             n_rows += result.unwrap_or_else(|_| Err(LineError::panicked()))?;
             Ok(())
         }))?;
-        for write in written {
-            write
-                .map_err(|e| EngineError::Internal(format!("writing task: {e}")))?
-                .map_err(internal)?;
-        }
+        join_part_writes(written)?;
         Ok(n_rows)
     }
 
@@ -514,40 +499,51 @@ impl Engine {
         while batches.peek().is_some() {
             groups.push(batches.by_ref().take(per_part).collect());
         }
-        self.write_encrypted_parts(groups, location, kek_id).await?;
+        self.write_encrypted_parts(arrow_schema(columns), groups, location, kek_id)
+            .await?;
         Ok(n_rows)
     }
 
-    /// Writes each group of batches as `{location}part-{i}.parquet`, encrypted with its own
-    /// data key wrapped under `kek_id`, all groups in parallel.
+    /// Writes each group of batches (of `schema`) as a part file of `location`, all groups
+    /// in parallel.
     async fn write_encrypted_parts(
         &self,
+        schema: SchemaRef,
         groups: Vec<Vec<RecordBatch>>,
         location: &str,
         kek_id: &str,
     ) -> Result<(), EngineError> {
         let runtime = self.runtime(None, None).map_err(internal)?;
-        let writes = groups.into_iter().enumerate().map(|(i, group)| {
-            let ctx =
-                SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(&runtime));
-            let url = self.storage.url(&format!("{location}part-{i}.parquet"));
-            let options = write_options(kek_id);
-            tokio::spawn(async move {
-                ctx.read_batches(group)?
-                    .write_parquet(
-                        &url,
-                        DataFrameWriteOptions::new().with_single_file_output(true),
-                        Some(options),
-                    )
-                    .await
-            })
-        });
-        for write in futures::future::join_all(writes).await {
-            write
-                .map_err(|e| EngineError::Internal(format!("writing task: {e}")))?
-                .map_err(internal)?;
+        let mut writes = Vec::with_capacity(groups.len());
+        for (i, group) in groups.into_iter().enumerate() {
+            let table = MemTable::try_new(Arc::clone(&schema), vec![group]).map_err(internal)?;
+            writes.push(self.spawn_part_write(&runtime, Arc::new(table), location, i, kek_id));
         }
-        Ok(())
+        join_part_writes(futures::future::join_all(writes).await)
+    }
+
+    /// Starts writing `source` as `{location}part-{part}.parquet`, encrypted with its own
+    /// data key wrapped under `kek_id`.
+    fn spawn_part_write(
+        &self,
+        runtime: &Arc<RuntimeEnv>,
+        source: Arc<dyn TableProvider>,
+        location: &str,
+        part: usize,
+        kek_id: &str,
+    ) -> PartWrite {
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(runtime));
+        let url = self.storage.url(&format!("{location}part-{part}.parquet"));
+        let options = write_options(kek_id);
+        tokio::spawn(async move {
+            ctx.read_table(source)?
+                .write_parquet(
+                    &url,
+                    DataFrameWriteOptions::new().with_single_file_output(true),
+                    Some(options),
+                )
+                .await
+        })
     }
 
     /// Up to `n_rows` rows of `table` chosen from its first rows, stable for a seed.
@@ -623,7 +619,7 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let masked = RecordBatch::try_new(table.arrow_schema(), columns)
             .map_err(|e| EngineError::Internal(format!("lab table: {e}")))?;
-        self.write_encrypted_parts(vec![vec![masked]], location, kek_id)
+        self.write_encrypted_parts(masked.schema(), vec![vec![masked]], location, kek_id)
             .await?;
         Ok(TableSpec {
             name: table.name.clone(),
@@ -989,6 +985,21 @@ fn bytes_scanned(plan: &dyn ExecutionPlan) -> u64 {
         .into_iter()
         .map(|child| bytes_scanned(child.as_ref()))
         .sum::<u64>()
+}
+
+/// A part file being written.
+type PartWrite = tokio::task::JoinHandle<Result<Vec<RecordBatch>, DataFusionError>>;
+
+/// The outcome of finished part writes: the first failure, if any.
+fn join_part_writes(
+    written: Vec<Result<Result<Vec<RecordBatch>, DataFusionError>, tokio::task::JoinError>>,
+) -> Result<(), EngineError> {
+    for write in written {
+        write
+            .map_err(|e| EngineError::Internal(format!("writing task: {e}")))?
+            .map_err(internal)?;
+    }
+    Ok(())
 }
 
 fn internal(e: DataFusionError) -> EngineError {

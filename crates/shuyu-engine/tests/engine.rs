@@ -342,10 +342,9 @@ async fn job_results_are_encrypted_too() {
 
 // ------------------------------------------------------------------------ ingest validation
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_refused_and_leaves_nothing_written() {
-    let f = fixture();
-    let two = vec![
+/// Two columns: `a`, an ordinary string, and `b`, a sensitive integer.
+fn a_string_b_number() -> Vec<ColumnSpec> {
+    vec![
         column(
             "a",
             ColumnType::String,
@@ -358,7 +357,13 @@ async fn bad_input_is_refused_and_leaves_nothing_written() {
             Classification::Sensitive,
             MaskingRule::Suppress,
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_and_leaves_nothing_written() {
+    let f = fixture();
+    let two = a_string_b_number();
     let huge = format!("a,b\n{},1\n", "x".repeat(4096));
     let cases: Vec<(IngestFormat, Vec<u8>, &str)> = vec![
         (IngestFormat::Csv, b"a,b\n\"x,1\n".to_vec(), "line"),
@@ -422,20 +427,7 @@ async fn bad_input_is_refused_and_leaves_nothing_written() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_csv_is_stored_in_parts_and_a_late_error_leaves_nothing() {
     let f = fixture();
-    let two = vec![
-        column(
-            "a",
-            ColumnType::String,
-            Classification::Ordinary,
-            MaskingRule::Keep,
-        ),
-        column(
-            "b",
-            ColumnType::Int64,
-            Classification::Ordinary,
-            MaskingRule::Keep,
-        ),
-    ];
+    let two = a_string_b_number();
     let n: i64 = 400_000;
     let mut csv = String::from("a,b\n");
     for i in 0..n {
@@ -493,20 +485,7 @@ async fn plaintext_parquet_is_ingested_when_it_matches_the_declaration() {
     use arrow::array::{ArrayRef, Int64Array, StringArray};
     use arrow::record_batch::RecordBatch;
     let f = fixture();
-    let columns = vec![
-        column(
-            "a",
-            ColumnType::String,
-            Classification::Ordinary,
-            MaskingRule::Keep,
-        ),
-        column(
-            "b",
-            ColumnType::Int64,
-            Classification::Sensitive,
-            MaskingRule::Suppress,
-        ),
-    ];
+    let columns = a_string_b_number();
     let parquet_of = |batch: RecordBatch| {
         let mut out = Vec::new();
         let mut writer =

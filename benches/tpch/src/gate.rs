@@ -192,6 +192,7 @@ pub async fn run(options: GateOptions) -> Result<()> {
     let mut job = |sql: &str, table: &TableSpec| {
         n += 1;
         JobRequest {
+            scope: shuyu_engine::JobScope::Production,
             job_id: format!("gate_{n}"),
             sql: sql.into(),
             substrait_plan: None,
@@ -223,15 +224,14 @@ pub async fn run(options: GateOptions) -> Result<()> {
     let released: Vec<ReleasedCell> =
         result_sketches(&engine.read_result(&earlier.result_file).await?)
             .into_iter()
-            .enumerate()
-            .filter_map(|(row, sketch)| {
+            .map(|(at, sketch)| {
                 // Released through the gate: its blocking differencing check (against an
                 // empty ledger: the cells of one GROUP BY cover different visits) passed.
                 let screened = policy
                     .disclosure
                     .block_differencing
                     .then_some(policy.disclosure.min_entities);
-                sketch.map(|sketch| ReleasedCell::new("exp_earlier", row as u64, sketch, screened))
+                ReleasedCell::new("exp_earlier", at, sketch, screened)
             })
             .collect();
 

@@ -379,6 +379,7 @@ impl Direct {
         let job_id = format!("direct{}", self.n_jobs);
         std::fs::create_dir_all(self.results.join(&job_id))?;
         let request = JobRequest {
+            scope: shuyu_engine::JobScope::Production,
             job_id: job_id.clone(),
             sql: sql.to_owned(),
             substrait_plan: None,

@@ -17,8 +17,8 @@ use arrow::row::{RowConverter, SortField};
 use shuyu_policy::{Classification, DisclosurePolicy};
 
 use crate::disclosure::{
-    DisclosureMeta, GROUP_ROWS_COLUMN, UNIT_HEAD_PREFIX, UNITS_PREFIX, UnitCount,
-    dominance_top_column, dominance_total_column,
+    DisclosureMeta, GROUP_ROWS_COLUMN, POPULATION_HEAD_PREFIX, POPULATION_PREFIX, UNIT_HEAD_PREFIX,
+    UNITS_PREFIX, UnitCount, dominance_top_column, dominance_total_column, population_column,
 };
 use crate::error::EngineError;
 use crate::lineage::{OutputColumn, RowInfluence};
@@ -129,6 +129,8 @@ pub struct ReleasedCell {
     pub export_id: String,
     /// Its row in that export.
     pub row: u64,
+    /// Which of the row's populations ([`PopulationId::population`]).
+    pub population: u32,
     /// Its population.
     pub sketch: UnitSketch,
     /// The sketch's digest ([`UnitSketch::digest`]), kept with it in the ledger.
@@ -140,16 +142,17 @@ pub struct ReleasedCell {
 }
 
 impl ReleasedCell {
-    /// A released cell, its digest computed.
+    /// A released cell's population, its digest computed.
     pub fn new(
         export_id: impl Into<String>,
-        row: u64,
+        at: PopulationId,
         sketch: UnitSketch,
         screened_k: Option<u64>,
     ) -> ReleasedCell {
         ReleasedCell {
             export_id: export_id.into(),
-            row,
+            row: at.row as u64,
+            population: at.population as u32,
             digest: sketch.digest(),
             sketch,
             screened_k,
@@ -157,41 +160,131 @@ impl ReleasedCell {
     }
 }
 
-/// The population sketch of each row of an aggregate result (its first privacy unit), or
-/// `None` for rows whose units were not counted.
-pub fn result_sketches(batches: &[RecordBatch]) -> Vec<Option<UnitSketch>> {
-    let name = format!("{UNITS_PREFIX}0");
-    batches
-        .iter()
-        .flat_map(|b| match b.column_by_name(&name) {
-            Some(column) => sketches(column),
-            None => vec![None; b.num_rows()],
-        })
-        .collect()
+/// Where a population of a staged aggregate result is: its row, and which of the row's
+/// populations — 0 for the cell's people (its first privacy unit), `1 + m` for branch
+/// population `m` of its aggregates ([`crate::DisclosureMeta::populations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PopulationId {
+    /// The row.
+    pub row: usize,
+    /// 0: the cell's people; `1 + m`: branch population `m`.
+    pub population: usize,
 }
 
-/// The population sketch of each row of an aggregate result, borrowed in place: the full
-/// sketch when it was read, else its head.
-fn result_refs(batches: &[RecordBatch]) -> Vec<Option<SketchRef<'_>>> {
-    let (full, head) = (format!("{UNITS_PREFIX}0"), format!("{UNIT_HEAD_PREFIX}0"));
-    batches
+impl std::fmt::Display for PopulationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.population {
+            0 => write!(f, "row {}", self.row),
+            p => write!(f, "row {} (branch population {})", self.row, p - 1),
+        }
+    }
+}
+
+/// The (full column, head column) names of population `p` of a staged result.
+fn population_columns(p: usize) -> (String, String) {
+    match p {
+        0 => (format!("{UNITS_PREFIX}0"), format!("{UNIT_HEAD_PREFIX}0")),
+        p => (
+            population_column(p - 1),
+            format!("{POPULATION_HEAD_PREFIX}{}", p - 1),
+        ),
+    }
+}
+
+/// How many populations (the cells' own and their branch populations) a result has.
+fn n_populations(batches: &[RecordBatch]) -> usize {
+    let Some(first) = batches.first() else {
+        return 0;
+    };
+    let schema = first.schema();
+    let branches = schema
+        .fields()
         .iter()
-        .flat_map(
-            |b| match (b.column_by_name(&full), b.column_by_name(&head)) {
-                (Some(full), Some(head)) => sketch_refs(full)
-                    .into_iter()
-                    .zip(sketch_refs(head))
-                    .map(|(f, h)| match (f, h) {
-                        // The head's digest is the full sketch's (written from it).
-                        (Some(f), Some(h)) if f.units() == h.units() => Some(f.with_head(&h)),
-                        (f, _) => f,
-                    })
-                    .collect(),
-                (Some(column), None) | (None, Some(column)) => sketch_refs(column),
-                (None, None) => vec![None; b.num_rows()],
-            },
-        )
-        .collect()
+        .filter(|f| f.name().starts_with(POPULATION_PREFIX))
+        .count()
+        .max(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| f.name().starts_with(POPULATION_HEAD_PREFIX))
+                .count(),
+        );
+    1 + branches
+}
+
+/// Every population sketch of a staged aggregate result (the cells' own, of their first
+/// privacy unit, and their branch populations), with where it is; rows without one are
+/// left out.
+pub fn result_sketches(batches: &[RecordBatch]) -> Vec<(PopulationId, UnitSketch)> {
+    let mut out = Vec::new();
+    for p in 0..n_populations(batches) {
+        let (full, _) = population_columns(p);
+        let mut offset = 0;
+        for b in batches {
+            if let Some(column) = b.column_by_name(&full) {
+                for (i, sketch) in sketches(column).into_iter().enumerate() {
+                    if let Some(sketch) = sketch {
+                        out.push((
+                            PopulationId {
+                                row: offset + i,
+                                population: p,
+                            },
+                            sketch,
+                        ));
+                    }
+                }
+            }
+            offset += b.num_rows();
+        }
+    }
+    out.sort_by_key(|(at, _)| *at);
+    let mut seen: HashSet<(usize, SketchDigest)> = HashSet::new();
+    out.retain(|(at, sketch)| seen.insert((at.row, sketch.digest())));
+    out
+}
+
+/// Every population sketch of a staged aggregate result, borrowed in place: the full sketch
+/// when it was read, else its head.
+fn result_refs(batches: &[RecordBatch]) -> Vec<(PopulationId, SketchRef<'_>)> {
+    let mut out = Vec::new();
+    for p in 0..n_populations(batches) {
+        let (full, head) = population_columns(p);
+        let mut offset = 0;
+        for b in batches {
+            let refs: Vec<Option<SketchRef<'_>>> =
+                match (b.column_by_name(&full), b.column_by_name(&head)) {
+                    (Some(full), Some(head)) => sketch_refs(full)
+                        .into_iter()
+                        .zip(sketch_refs(head))
+                        .map(|(f, h)| match (f, h) {
+                            // The head's digest is the full sketch's (written from it).
+                            (Some(f), Some(h)) if f.units() == h.units() => Some(f.with_head(&h)),
+                            (f, _) => f,
+                        })
+                        .collect(),
+                    (Some(column), None) | (None, Some(column)) => sketch_refs(column),
+                    (None, None) => Vec::new(),
+                };
+            for (i, r) in refs.into_iter().enumerate() {
+                if let Some(r) = r {
+                    out.push((
+                        PopulationId {
+                            row: offset + i,
+                            population: p,
+                        },
+                        r,
+                    ));
+                }
+            }
+            offset += b.num_rows();
+        }
+    }
+    out.sort_by_key(|(at, _)| *at);
+    // A branch population that is the row's people exactly (or another branch's) adds
+    // nothing to compare.
+    let mut seen: HashSet<(usize, SketchDigest)> = HashSet::new();
+    out.retain(|(at, sketch)| seen.insert((at.row, sketch.digest())));
+    out
 }
 
 /// Whether the checks of `input` — read with the sketches' heads in place of the full
@@ -203,13 +296,13 @@ pub fn members_needed(input: &GateInput<'_>, policy: &DisclosurePolicy) -> bool 
         return false;
     }
     let sketches = result_refs(input.batches);
-    if !sketches.iter().flatten().any(SketchRef::is_head) {
+    if !sketches.iter().any(|(_, s)| s.is_head()) {
         return false;
     }
     if audited_memberships(input, &sketches).is_some_and(|m| m <= MAX_AUDITED_MEMBERSHIPS) {
         return true;
     }
-    if let UnitCount::Rows(_) = &input.disclosure.units {
+    if !matches!(&input.disclosure.units, UnitCount::Counted(_)) {
         return false;
     }
     let k = policy.min_entities;
@@ -227,13 +320,13 @@ pub fn members_needed(input: &GateInput<'_>, policy: &DisclosurePolicy) -> bool 
 
 /// The unit counts of released cells worth comparing with `sketches` under threshold `k`:
 /// populations whose sizes differ by `k` or more cannot differ by fewer people.
-pub fn units_range(sketches: &[Option<UnitSketch>], k: u64) -> Option<(u64, u64)> {
-    range_of(sketches.iter().flatten().map(UnitSketch::units), k)
+pub fn units_range(sketches: &[(PopulationId, UnitSketch)], k: u64) -> Option<(u64, u64)> {
+    range_of(sketches.iter().map(|(_, s)| s.units()), k)
 }
 
 /// [`units_range`] of a staged result's sketches, read in place.
 pub fn result_units_range(batches: &[RecordBatch], k: u64) -> Option<(u64, u64)> {
-    range_of(result_refs(batches).iter().flatten().map(|s| s.units()), k)
+    range_of(result_refs(batches).iter().map(|(_, s)| s.units()), k)
 }
 
 fn range_of(units: impl Iterator<Item = u64> + Clone, k: u64) -> Option<(u64, u64)> {
@@ -273,7 +366,11 @@ const MODELS: [&str; 11] = [
 
 /// Runs every check.
 pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> ExportChecks {
-    let mut reports = vec![lineage_analysable(input), direct_identifiers(input)];
+    let mut reports = vec![lineage_analysable(input)];
+    if input.disclosure.aggregate {
+        reports.push(aggregates_analysed(input));
+    }
+    reports.push(direct_identifiers(input));
     if let Some(dp) = &input.disclosure.dp {
         // Noise and the threshold protect every cell and the groups' existence; repeated
         // releases are bounded by the privacy budget, not by the ledger.
@@ -429,12 +526,35 @@ fn direct_identifiers(input: &GateInput<'_>) -> CheckReport {
     }
 }
 
+fn aggregates_analysed(input: &GateInput<'_>) -> CheckReport {
+    const NAME: &str = "aggregates_analysed";
+    let refused = &input.disclosure.refused;
+    if refused.is_empty() {
+        pass(
+            NAME,
+            "every aggregate over protected data has a shape the gate analyses",
+        )
+    } else {
+        let reasons = evidence(refused);
+        fail(
+            NAME,
+            format!("aggregates the gate refuses to analyse: {reasons}"),
+            format!(
+                "the gate cannot tell what these aggregates reveal about individuals: \
+                 {reasons}"
+            ),
+        )
+    }
+}
+
 /// Per result row, the hidden figures of an aggregate result.
 struct Cells {
     /// Source rows per group.
     rows: Vec<i64>,
     /// Distinct privacy units per group (rows when units were not counted).
     units: Vec<i64>,
+    /// Per branch population m: its people (rows without units) per group.
+    populations: Vec<Vec<i64>>,
     /// Per dominance column j: (total, top contributions largest first) per row.
     dominance: Vec<Vec<(f64, Vec<f64>)>>,
 }
@@ -444,11 +564,15 @@ impl Cells {
         let mut cells = Cells {
             rows: Vec::new(),
             units: Vec::new(),
+            populations: vec![Vec::new(); meta.populations.len()],
             dominance: vec![Vec::new(); meta.dominance.len()],
         };
         for batch in batches {
             cells.rows.extend(int_column(batch, GROUP_ROWS_COLUMN)?);
             cells.units.extend(cell_units(batch)?);
+            for (m, counts) in cells.populations.iter_mut().enumerate() {
+                counts.extend(population_counts(batch, m)?);
+            }
             for (j, column) in meta.dominance.iter().enumerate() {
                 let total = float_column(batch, &dominance_total_column(j))?;
                 let tops = (1..=column.top)
@@ -508,6 +632,24 @@ fn float_values(column: &ArrayRef) -> Vec<f64> {
     }
 }
 
+/// People (or rows, without privacy units) in branch population `m` of each row of an
+/// aggregate result batch, from its sketch, its head or its count.
+fn population_counts(batch: &RecordBatch, m: usize) -> Result<Vec<i64>, EngineError> {
+    let head = format!("{POPULATION_HEAD_PREFIX}{m}");
+    let column = batch
+        .column_by_name(&population_column(m))
+        .or_else(|| batch.column_by_name(&head))
+        .ok_or_else(|| EngineError::Internal(format!("the result has no population {m}")))?;
+    if matches!(
+        column.data_type(),
+        DataType::Binary | DataType::BinaryView | DataType::LargeBinary
+    ) {
+        Ok(crate::sketch::unit_counts(column))
+    } else {
+        int_column(batch, &population_column(m))
+    }
+}
+
 /// Privacy units behind each row of an aggregate result batch: the smallest of its unit
 /// counts, or its source rows when units were not counted.
 pub(crate) fn cell_units(batch: &RecordBatch) -> Result<Vec<i64>, EngineError> {
@@ -535,45 +677,79 @@ pub(crate) fn cell_units(batch: &RecordBatch) -> Result<Vec<i64>, EngineError> {
 fn privacy_units(input: &GateInput<'_>, cells: &Cells, policy: &DisclosurePolicy) -> CheckReport {
     const NAME: &str = "privacy_units";
     let k = policy.min_entities as i64;
-    let small: Vec<String> = cells
+    if let UnitCount::Rows(reason) = &input.disclosure.units {
+        return fail(
+            NAME,
+            format!("{reason}; every cell must rest on at least {k} people counted"),
+            reason.clone(),
+        );
+    }
+    let what = match &input.disclosure.units {
+        UnitCount::NoUnits(_) => "rows",
+        _ => "units",
+    };
+    let mut small: Vec<String> = cells
         .units
         .iter()
         .enumerate()
         .filter(|(_, n)| **n < k)
-        .map(|(row, n)| format!("row {row}: {n} units ({} rows)", cells.rows[row]))
+        .map(|(row, n)| format!("row {row}: {n} {what} ({} rows)", cells.rows[row]))
         .collect();
-    let counted = match &input.disclosure.units {
-        UnitCount::Counted(_) => None,
-        UnitCount::Rows(reason) => Some(reason.clone()),
-    };
+    for (m, counts) in cells.populations.iter().enumerate() {
+        let (label, by_identifier) = input
+            .disclosure
+            .populations
+            .get(m)
+            .map(|p| (p.condition.as_str(), p.by_identifier))
+            .unwrap_or(("a branch", true));
+        // A row whose own people are too few is listed once, above. A condition on a
+        // direct identifier names people: that it picks nobody tells as much about them as
+        // that it picks one, so both fail.
+        small.extend(
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(row, n)| (**n > 0 || by_identifier) && **n < k && cells.units[*row] >= k)
+                .map(|(row, n)| format!("row {row}: {n} {what} where {label}")),
+        );
+    }
     if !small.is_empty() {
         return fail(
             NAME,
             format!(
-                "{} of {} cells rest on fewer than {k} privacy units{}: {}",
+                "{} of {} cells rest on fewer than {k} {what}, or hold a branch that does{}: {}",
                 small.len(),
                 cells.units.len(),
-                counted
-                    .as_ref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default(),
+                match &input.disclosure.units {
+                    UnitCount::NoUnits(reason) => format!(" ({reason})"),
+                    _ => String::new(),
+                },
                 evidence(&small)
             ),
             format!(
-                "some cells rest on fewer than {k} people or organisations: coarsen the \
-                 grouping, widen the population or drop small groups"
+                "some cells, or the people that conditions inside aggregates pick, rest on fewer \
+                 than {k} people or organisations: coarsen the grouping, widen the population, \
+                 or drop conditions that pick few people"
             ),
         );
     }
-    match counted {
-        None => pass(
+    match &input.disclosure.units {
+        UnitCount::NoUnits(reason) => review(
             NAME,
-            format!("every cell rests on at least {k} distinct privacy units"),
+            format!(
+                "{reason}; every cell and branch covers at least {k} rows, which may be fewer \
+                 people"
+            ),
+            "the datasets declare no privacy unit, so the gate counted rows: a reviewer will \
+             check"
+                .into(),
         ),
-        Some(reason) => review(
+        _ => pass(
             NAME,
-            format!("{reason}; every cell covers at least {k} rows, which may be fewer people"),
-            "the gate could not count people behind each cell: a reviewer will check".into(),
+            format!(
+                "every cell, and every branch its aggregates take, rests on at least {k} \
+                 distinct privacy units (or none)"
+            ),
         ),
     }
 }
@@ -711,6 +887,23 @@ fn zero_and_small_cells(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Che
             } else if counts && value > 0.0 && value < policy.min_entities as f64 {
                 flagged.push(format!("row {row}, {}: small count {value}", column.name));
             }
+        }
+    }
+    if let Ok(cells) = Cells::read(input.batches, input.disclosure) {
+        for (m, counts) in cells.populations.iter().enumerate() {
+            let label = input
+                .disclosure
+                .populations
+                .get(m)
+                .map(|p| p.condition.as_str())
+                .unwrap_or("a branch");
+            flagged.extend(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n == 0)
+                    .map(|(row, _)| format!("row {row}: nobody where {label}")),
+            );
         }
     }
     if flagged.is_empty() {
@@ -887,18 +1080,17 @@ fn source_values(input: &GateInput<'_>) -> CheckReport {
     }
 }
 
-/// Row-level: rows are not chosen by protected values. `WHERE diagnosis = 'X'`, `WHERE
-/// person_id = …` or `ORDER BY cost DESC LIMIT 1` tell, for every row shown, something about
-/// a person that no column shows.
+/// Row-level: rows are not chosen by protected values, in any role. `WHERE diagnosis = 'X'`,
+/// `WHERE person_id = …`, `ORDER BY cost DESC LIMIT 1`, a join or `IN`/`EXISTS` on a
+/// protected key, a join against an aggregate of a protected column, a window partition or
+/// a DISTINCT over one tell, for every row shown, something about a person that no column
+/// shows.
 fn row_selection(input: &GateInput<'_>) -> CheckReport {
     const NAME: &str = "row_selection";
     let mut choosing: Vec<String> = input
         .row_influencing
         .iter()
-        .filter(|r| {
-            matches!(r.role.as_str(), "filter" | "sort_key")
-                && r.classification != Classification::Ordinary
-        })
+        .filter(|r| r.classification != Classification::Ordinary)
         .map(|r| format!("{} ({}, {})", r.source, r.role, r.classification))
         .collect();
     choosing.dedup();
@@ -1088,7 +1280,7 @@ impl BottomIndex {
 /// The cells of a result and of the ledger that [`differencing`] compares, and the pairs of
 /// them worth comparing: (our cell, another of ours, a released cell).
 struct Candidates<'a> {
-    ours: Vec<(usize, SketchRef<'a>)>,
+    ours: Vec<(PopulationId, SketchRef<'a>)>,
     released: Vec<SketchRef<'a>>,
     pairs: Vec<(usize, Option<usize>, Option<usize>)>,
 }
@@ -1166,18 +1358,16 @@ fn sharing_pairs(
 fn difference_candidates<'a>(
     input: &GateInput<'a>,
     k: u64,
-    new: &[Option<SketchRef<'a>>],
+    new: &[(PopulationId, SketchRef<'a>)],
 ) -> Candidates<'a> {
-    let ours: Vec<(usize, SketchRef<'a>)> = new
-        .iter()
-        .enumerate()
-        .filter_map(|(row, s)| s.map(|s| (row, s)))
-        .collect();
+    let ours: Vec<(PopulationId, SketchRef<'a>)> = new.to_vec();
     let released: Vec<SketchRef<'a>> = input.released.iter().map(|c| c.sketch.view()).collect();
-    // Within one result, cells share rows only under grouping sets (a subtotal and its
-    // details); cells of one GROUP BY cover different rows, so subtracting them isolates
-    // nobody's contribution.
-    let within = input.disclosure.overlapping_cells;
+    // Within one result, the populations of one row share its rows (the cell's people and
+    // its branches), and under grouping sets the cells of different rows too (a subtotal
+    // and its details); cells of one GROUP BY cover different rows, so subtracting them
+    // isolates nobody's contribution.
+    let overlapping = input.disclosure.overlapping_cells;
+    let within = overlapping || ours.iter().any(|(at, _)| at.population > 0);
     // A cell whose population is exactly a released cell's differs from every other
     // released cell exactly as that one does. When every released cell here passed a
     // blocking differencing check under a threshold of at least k — each against all those
@@ -1217,7 +1407,11 @@ fn difference_candidates<'a>(
             // Released cells keep their numbers, this result's follow them.
             let mut indexed = old;
             indexed.extend(ours.iter().enumerate().map(|(j, (_, s))| (n_old + j, *s)));
-            let later = |i: usize, cell: usize| cell >= n_old && cell - n_old <= i;
+            let later = |i: usize, cell: usize| {
+                cell >= n_old
+                    && (cell - n_old <= i
+                        || (!overlapping && ours[cell - n_old].0.row != ours[i].0.row))
+            };
             for (i, cell) in sharing_pairs(&indexed, &probes, k, later) {
                 candidates.push(if cell < n_old {
                     (i, None, Some(cell))
@@ -1242,7 +1436,11 @@ fn difference_candidates<'a>(
                 candidates.extend((0..released.len()).map(|r| (i, None, Some(r))));
             }
             if within {
-                candidates.extend((i + 1..ours.len()).map(|j| (i, Some(j), None)));
+                candidates.extend(
+                    (i + 1..ours.len())
+                        .filter(|&j| overlapping || ours[j].0.row == ours[i].0.row)
+                        .map(|j| (i, Some(j), None)),
+                );
             }
         }
     }
@@ -1267,11 +1465,11 @@ fn closeness(a: &SketchRef<'_>, b: &SketchRef<'_>, k: u64) -> Difference {
 fn differencing(
     input: &GateInput<'_>,
     policy: &DisclosurePolicy,
-    new: &[Option<SketchRef<'_>>],
+    new: &[(PopulationId, SketchRef<'_>)],
 ) -> CheckReport {
     const NAME: &str = "differencing";
     let k = policy.min_entities;
-    if let UnitCount::Rows(reason) = &input.disclosure.units {
+    if let UnitCount::Rows(reason) | UnitCount::NoUnits(reason) = &input.disclosure.units {
         return review(
             NAME,
             format!("populations cannot be compared with earlier releases ({reason})"),
@@ -1306,18 +1504,21 @@ fn differencing(
                 if let Some(d) = fewer_than_k(&sketch, &other) {
                     let (a, b) = (row.min(other_row), row.max(other_row));
                     pairs.push(format!(
-                        "rows {a} and {b} of this result: populations differ by {d} privacy \
-                         units"
+                        "{a} and {b} of this result: populations differ by {d} privacy units"
                     ));
                 }
             }
             (None, Some(r)) => {
                 if let Some(d) = fewer_than_k(&sketch, &released[r]) {
                     let cell = &input.released[r];
+                    let theirs = PopulationId {
+                        row: cell.row as usize,
+                        population: cell.population as usize,
+                    };
                     pairs.push(format!(
-                        "row {row} and row {} of export {}: populations differ by {d} privacy \
+                        "{row} and {theirs} of export {}: populations differ by {d} privacy \
                          units",
-                        cell.row, cell.export_id
+                        cell.export_id
                     ));
                 }
             }
@@ -1372,10 +1573,13 @@ const MAX_AUDITED_CELLS: usize = 5_000;
 /// The memberships the reconstruction audit would read (people × small cells, here and
 /// released), counted from the unit counts alone; `None` when no cell here is small enough
 /// to audit.
-fn audited_memberships(input: &GateInput<'_>, new: &[Option<SketchRef<'_>>]) -> Option<usize> {
+fn audited_memberships(
+    input: &GateInput<'_>,
+    new: &[(PopulationId, SketchRef<'_>)],
+) -> Option<usize> {
     let ours: Vec<usize> = new
         .iter()
-        .flatten()
+        .map(|(_, s)| s)
         .filter(|s| s.keeps_members())
         .map(|s| s.units() as usize)
         .collect();
@@ -1397,13 +1601,13 @@ fn audited_memberships(input: &GateInput<'_>, new: &[Option<SketchRef<'_>>]) -> 
 fn reconstruction(
     input: &GateInput<'_>,
     policy: &DisclosurePolicy,
-    new: &[Option<SketchRef<'_>>],
+    new: &[(PopulationId, SketchRef<'_>)],
 ) -> CheckReport {
     const NAME: &str = "reconstruction";
-    let small: Vec<(usize, SketchRef<'_>)> = new
+    let small: Vec<(PopulationId, SketchRef<'_>)> = new
         .iter()
-        .enumerate()
-        .filter_map(|(row, s)| s.filter(SketchRef::keeps_members).map(|s| (row, s)))
+        .filter(|(_, s)| s.keeps_members())
+        .copied()
         .collect();
     if small.is_empty() {
         return pass(
@@ -1446,15 +1650,15 @@ fn reconstruction(
         );
     }
     let decoded = |s: &SketchRef<'_>| s.members().unwrap_or_default();
-    let ours_members: Vec<(usize, Vec<u64>)> =
-        small.iter().map(|(row, s)| (*row, decoded(s))).collect();
+    let ours_members: Vec<(PopulationId, Vec<u64>)> =
+        small.iter().map(|(at, s)| (*at, decoded(s))).collect();
     let released_members: Vec<(&ReleasedCell, Vec<u64>)> = released_small
         .iter()
         .map(|(c, s)| (*c, decoded(s)))
         .collect();
-    let ours: Vec<(usize, &[u64])> = ours_members
+    let ours: Vec<(PopulationId, &[u64])> = ours_members
         .iter()
-        .map(|(row, m)| (*row, m.as_slice()))
+        .map(|(at, m)| (*at, m.as_slice()))
         .collect();
     let released: Vec<(&ReleasedCell, &[u64])> = released_members
         .iter()

@@ -25,16 +25,20 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, NullEquality, TableReference};
 use datafusion::functions::expr_fn::abs;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
-    Aggregate, AggregateUDF, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
-    SubqueryAlias, TableSource, Union, lit,
+    Aggregate, AggregateUDF, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder,
+    Projection, SubqueryAlias, TableSource, Union, cast, lit, when,
 };
 use shuyu_policy::{Classification, MaskingDefaults};
 
+use crate::aggregates::Measure;
 use crate::lineage::plan_lineage;
 use crate::schema::TableSpec;
 use crate::sketch::Largest;
@@ -49,11 +53,20 @@ pub const UNITS_PREFIX: &str = "__shuyu_units_";
 /// which the result writer adds: the export checks read these and read the full sketches
 /// only when a comparison or an audit needs them.
 pub const UNIT_HEAD_PREFIX: &str = "__shuyu_unithead_";
+/// Prefix of the hidden population columns (`__shuyu_pop_<m>`): the people (a unit sketch)
+/// or, without a privacy unit, the rows (a count) of each branch population an analysed
+/// aggregate needs ([`crate::aggregates`]).
+pub const POPULATION_PREFIX: &str = "__shuyu_pop_";
+/// Prefix of the heads of the population sketches (`__shuyu_pophead_<m>`).
+pub const POPULATION_HEAD_PREFIX: &str = "__shuyu_pophead_";
+
+/// Hidden column of branch population `m`.
+pub fn population_column(m: usize) -> String {
+    format!("{POPULATION_PREFIX}{m}")
+}
+
 /// Alias of the per-unit statistics joined back to the groups.
 const STATS_ALIAS: &str = "__shuyu_stats";
-
-/// Aggregates whose cells are sums of contributions (dominance and p% apply).
-const SUM_LIKE: [&str; 3] = ["sum", "avg", "mean"];
 
 /// Whether a result column name is reserved for the engine.
 pub fn is_hidden(name: &str) -> bool {
@@ -75,8 +88,12 @@ pub fn dominance_top_column(j: usize, i: usize) -> String {
 pub enum UnitCount {
     /// `n` hidden unit-count columns (their minimum is a cell's units).
     Counted(usize),
-    /// Units could not be counted: rows were, for this reason.
+    /// The datasets read have privacy units, but the plan's shape hides them from the
+    /// aggregate (for this reason): people cannot be counted, and the result fails.
     Rows(String),
+    /// The datasets read declare no privacy unit: each row is a contributor (this says
+    /// which datasets).
+    NoUnits(String),
 }
 
 /// A sum-like aggregate with dominance statistics.
@@ -88,6 +105,20 @@ pub struct DominanceColumn {
     pub top: usize,
     /// Whether contributions are per privacy unit (`false`: per row).
     pub per_unit: bool,
+    /// Contributions are squared deviations from the cell's mean (variances, models),
+    /// rather than absolute values.
+    #[serde(default)]
+    pub centered: bool,
+}
+
+/// A branch population of a result's cells: the rows an analysed aggregate takes in one of
+/// its branches ([`crate::aggregates`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Population {
+    /// Its condition over the aggregate's input, as written (SQL of the query, no data).
+    pub condition: String,
+    /// Whether the condition reads a direct identifier (it names people).
+    pub by_identifier: bool,
 }
 
 /// What the rewrite added, for the checks.
@@ -110,6 +141,14 @@ pub struct DisclosureMeta {
     /// details), so that one cell minus others can isolate people.
     #[serde(default)]
     pub overlapping_cells: bool,
+    /// The branch populations of the analysed aggregates, in the order of their hidden
+    /// columns ([`population_column`]).
+    #[serde(default)]
+    pub populations: Vec<Population>,
+    /// Aggregates over protected data the gate refused to analyse, each with the reason:
+    /// such a result fails.
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 impl DisclosureMeta {
@@ -122,6 +161,8 @@ impl DisclosureMeta {
             dominance_missing: Vec::new(),
             dp: None,
             overlapping_cells: false,
+            populations: Vec::new(),
+            refused: Vec::new(),
         }
     }
 }
@@ -243,14 +284,42 @@ impl Rewriter<'_> {
             None => UnitCount::Rows(self.carry_failed_reason(&aggregate.input)),
             Some(_) if unit_names.is_empty() => {
                 let missing = self.missing_units.borrow();
-                UnitCount::Rows(format!(
-                    "no privacy-unit column reaches the aggregate (datasets without one: {}): \
-                     rows counted",
+                UnitCount::NoUnits(format!(
+                    "the datasets read declare no privacy unit ({}): each row is a contributor",
                     missing.iter().cloned().collect::<Vec<_>>().join(", ")
                 ))
             }
             Some(_) => UnitCount::Counted(unit_names.len()),
         };
+
+        // What each aggregate over protected data computes (or why it is refused).
+        let lineage = plan_lineage(
+            &LogicalPlan::Aggregate(aggregate.clone()),
+            self.tables,
+            self.defaults,
+        );
+        let input_lineage = plan_lineage(&aggregate.input, self.tables, self.defaults).columns;
+        let n_group = aggregate.group_expr.len();
+        let mut conditions: Vec<(Expr, bool)> = Vec::new();
+        let mut measures: Vec<(String, Measure)> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
+        for (j, expr) in aggregate.aggr_expr.iter().enumerate() {
+            let protected = lineage
+                .columns
+                .get(n_group + j)
+                .is_none_or(|c| c.classification > Classification::Ordinary);
+            match crate::aggregates::analyse(expr, &aggregate.input, &input_lineage, protected) {
+                Ok(Some(analysis)) => {
+                    conditions.extend(analysis.populations);
+                    let name = expr.schema_name().to_string();
+                    measures.extend(analysis.measures.into_iter().map(|m| (name.clone(), m)));
+                }
+                Ok(None) => {}
+                Err(reason) => refused.push(reason),
+            }
+        }
+        let mut seen = BTreeSet::new();
+        conditions.retain(|(c, _)| seen.insert(c.to_string()));
 
         let mut aggr_expr = aggregate.aggr_expr.clone();
         aggr_expr.push(count(lit(1)).alias(GROUP_ROWS_COLUMN));
@@ -262,33 +331,25 @@ impl Rewriter<'_> {
                     .alias(format!("{UNITS_PREFIX}{k}")),
             );
         }
-
-        // Sum-like aggregates over sensitive columns.
-        let lineage = plan_lineage(
-            &LogicalPlan::Aggregate(aggregate.clone()),
-            self.tables,
-            self.defaults,
-        );
-        let n_group = aggregate.group_expr.len();
-        let mut sum_like: Vec<(String, Expr, Option<Box<Expr>>)> = Vec::new();
-        for (j, expr) in aggregate.aggr_expr.iter().enumerate() {
-            let sensitive = lineage
-                .columns
-                .get(n_group + j)
-                .is_none_or(|c| c.classification >= Classification::Sensitive);
-            if let Expr::AggregateFunction(function) = expr.clone().unalias() {
-                let name = function.func.name().to_ascii_lowercase();
-                if sensitive
-                    && SUM_LIKE.contains(&name.as_str())
-                    && let Some(arg) = function.params.args.first()
-                {
-                    sum_like.push((
-                        expr.schema_name().to_string(),
-                        arg.clone(),
-                        function.params.filter.clone(),
-                    ));
-                }
-            }
+        // Each branch population: the people (or, without units, the rows) it holds.
+        let unit0 = match unit_names.first() {
+            Some(name) => Some(hidden_column(&input, name)?),
+            None => None,
+        };
+        let mut populations = Vec::with_capacity(conditions.len());
+        for (m, (condition, by_identifier)) in conditions.iter().enumerate() {
+            let counted = match &unit0 {
+                Some(unit) => self.unit_sketch.call(vec![unit.clone()]),
+                None => count(lit(1)),
+            };
+            aggr_expr.push(
+                with_filter(counted, &Some(Box::new(condition.clone())))
+                    .alias(population_column(m)),
+            );
+            populations.push(Population {
+                condition: condition.to_string(),
+                by_identifier: *by_identifier,
+            });
         }
         let grouping_sets = aggregate
             .group_expr
@@ -297,20 +358,28 @@ impl Rewriter<'_> {
 
         let mut dominance = Vec::new();
         let mut dominance_missing = Vec::new();
-        let plan = if sum_like.is_empty() {
+        let plan = if measures.is_empty() {
             LogicalPlan::Aggregate(
                 Aggregate::try_new(Arc::clone(&input), aggregate.group_expr.clone(), aggr_expr)
                     .ok()?,
             )
         } else if unit_names.is_empty() {
-            // Each row is a contributor: the statistics fit in the aggregate itself.
-            for (j, (name, arg, filter)) in sum_like.iter().enumerate() {
-                let value = abs(arg.clone());
-                aggr_expr
-                    .push(with_filter(sum(value.clone()), filter).alias(dominance_total_column(j)));
+            // Each row is a contributor: the statistics fit in the aggregate itself (squares
+            // about zero: without people, rows are not centred on their cell's mean).
+            for (j, (name, measure)) in measures.iter().enumerate() {
+                let value = cast(measure.value.clone(), DataType::Float64);
+                let value = if measure.centered {
+                    value.clone() * value
+                } else {
+                    abs(value)
+                };
+                let filter = measure.condition.clone().map(Box::new);
+                aggr_expr.push(
+                    with_filter(sum(value.clone()), &filter).alias(dominance_total_column(j)),
+                );
                 for i in 1..=self.top {
                     aggr_expr.push(
-                        with_filter(Largest::udaf(i).call(vec![value.clone()]), filter)
+                        with_filter(Largest::udaf(i).call(vec![value.clone()]), &filter)
                             .alias(dominance_top_column(j, i)),
                     );
                 }
@@ -318,6 +387,7 @@ impl Rewriter<'_> {
                     aggregate: name.clone(),
                     top: self.top,
                     per_unit: false,
+                    centered: false,
                 });
             }
             LogicalPlan::Aggregate(
@@ -325,7 +395,7 @@ impl Rewriter<'_> {
                     .ok()?,
             )
         } else if grouping_sets {
-            dominance_missing.extend(sum_like.iter().map(|(name, ..)| name.clone()));
+            dominance_missing.extend(measures.iter().map(|(name, _)| name.clone()));
             LogicalPlan::Aggregate(
                 Aggregate::try_new(Arc::clone(&input), aggregate.group_expr.clone(), aggr_expr)
                     .ok()?,
@@ -335,17 +405,18 @@ impl Rewriter<'_> {
                 Aggregate::try_new(Arc::clone(&input), aggregate.group_expr.clone(), aggr_expr)
                     .ok()?,
             );
-            match self.per_unit_stats(&groups, &input, aggregate, &unit_names[0], &sum_like) {
+            match self.per_unit_stats(&groups, &input, aggregate, &unit_names[0], &measures) {
                 Some(plan) => {
-                    dominance.extend(sum_like.iter().map(|(name, ..)| DominanceColumn {
+                    dominance.extend(measures.iter().map(|(name, m)| DominanceColumn {
                         aggregate: name.clone(),
                         top: self.top,
                         per_unit: true,
+                        centered: m.centered,
                     }));
                     plan
                 }
                 None => {
-                    dominance_missing.extend(sum_like.iter().map(|(name, ..)| name.clone()));
+                    dominance_missing.extend(measures.iter().map(|(name, _)| name.clone()));
                     groups
                 }
             }
@@ -359,20 +430,25 @@ impl Rewriter<'_> {
                 dominance_missing,
                 dp: None,
                 overlapping_cells: grouping_sets,
+                populations,
+                refused,
             },
         ))
     }
 
-    /// `groups` joined (null-safe, on the group keys) with the per-unit contribution
-    /// statistics of each sum-like aggregate: contributions are summed per group and unit
-    /// first, then their total and largest values taken per group.
+    /// `groups` joined (null-safe, on the group keys) with the per-person contribution
+    /// statistics of each measure: contributions are summed per group and person first,
+    /// then their total and largest values taken per group. A plain measure contributes the
+    /// sum of its absolute values; a centred one (variances, models) the sum of its squared
+    /// deviations from the cell's mean, from each person's count, sum and sum of squares and
+    /// the cell's mean (a window over the group).
     fn per_unit_stats(
         &self,
         groups: &LogicalPlan,
         input: &Arc<LogicalPlan>,
         aggregate: &Aggregate,
         unit: &str,
-        sum_like: &[(String, Expr, Option<Box<Expr>>)],
+        measures: &[(String, Measure)],
     ) -> Option<LogicalPlan> {
         let n_group = aggregate.group_expr.len();
         let unit_column = hidden_column(input, unit)?;
@@ -383,22 +459,87 @@ impl Rewriter<'_> {
             .map(|(g, e)| e.clone().alias(format!("{HIDDEN_PREFIX}g{g}")))
             .collect();
         inner_groups.push(unit_column.alias(format!("{HIDDEN_PREFIX}unit")));
-        let contributions: Vec<Expr> = sum_like
-            .iter()
-            .enumerate()
-            .map(|(j, (_, arg, filter))| {
-                with_filter(sum(abs(arg.clone())), filter).alias(format!("{HIDDEN_PREFIX}c{j}"))
-            })
-            .collect();
-        let inner = LogicalPlan::Aggregate(
-            Aggregate::try_new(Arc::clone(input), inner_groups, contributions).ok()?,
+        let hidden = |name: String| Expr::Column(Column::from_name(name));
+        let mut per_person: Vec<Expr> = Vec::new();
+        for (j, (_, measure)) in measures.iter().enumerate() {
+            let value = cast(measure.value.clone(), DataType::Float64);
+            let filter = measure.condition.clone().map(Box::new);
+            if measure.centered {
+                per_person.push(
+                    with_filter(count(value.clone()), &filter)
+                        .alias(format!("{HIDDEN_PREFIX}r{j}")),
+                );
+                per_person.push(
+                    with_filter(sum(value.clone()), &filter).alias(format!("{HIDDEN_PREFIX}s{j}")),
+                );
+                per_person.push(
+                    with_filter(sum(value.clone() * value), &filter)
+                        .alias(format!("{HIDDEN_PREFIX}q{j}")),
+                );
+            } else {
+                per_person.push(
+                    with_filter(sum(abs(value)), &filter).alias(format!("{HIDDEN_PREFIX}c{j}")),
+                );
+            }
+        }
+        let mut inner = LogicalPlan::Aggregate(
+            Aggregate::try_new(Arc::clone(input), inner_groups, per_person).ok()?,
         );
-        let outer_groups: Vec<Expr> = (0..n_group)
-            .map(|g| Expr::Column(Column::from_name(format!("{HIDDEN_PREFIX}g{g}"))))
+        let partition: Vec<Expr> = (0..n_group)
+            .map(|g| hidden(format!("{HIDDEN_PREFIX}g{g}")))
             .collect();
+        if measures.iter().any(|(_, m)| m.centered) {
+            // The cell's count and sum of each centred measure, beside each person's.
+            let mut windows = Vec::new();
+            for (j, (_, measure)) in measures.iter().enumerate() {
+                if !measure.centered {
+                    continue;
+                }
+                for (what, total) in [("r", "rt"), ("s", "st")] {
+                    let over = Expr::from(WindowFunction::new(
+                        WindowFunctionDefinition::AggregateUDF(sum_udaf()),
+                        vec![cast(
+                            hidden(format!("{HIDDEN_PREFIX}{what}{j}")),
+                            DataType::Float64,
+                        )],
+                    ))
+                    .partition_by(partition.clone())
+                    .build()
+                    .ok()?;
+                    windows.push(over.alias(format!("{HIDDEN_PREFIX}{total}{j}")));
+                }
+            }
+            inner = LogicalPlanBuilder::from(inner)
+                .window(windows)
+                .ok()?
+                .build()
+                .ok()?;
+            // Each person's contribution: Σ(x − m)² = q − 2·m·s + r·m², m = the cell's mean.
+            let mut exprs: Vec<Expr> = partition.clone();
+            for (j, (_, measure)) in measures.iter().enumerate() {
+                let c = format!("{HIDDEN_PREFIX}c{j}");
+                if measure.centered {
+                    let col = |what: &str| hidden(format!("{HIDDEN_PREFIX}{what}{j}"));
+                    let mean = when(col("rt").gt(lit(0.0)), col("st") / col("rt"))
+                        .otherwise(lit(0.0))
+                        .ok()?;
+                    let r = cast(col("r"), DataType::Float64);
+                    let spread =
+                        col("q") - lit(2.0) * mean.clone() * col("s") + r * mean.clone() * mean;
+                    exprs.push(abs(spread).alias(c));
+                } else {
+                    exprs.push(hidden(c));
+                }
+            }
+            inner = LogicalPlanBuilder::from(inner)
+                .project(exprs)
+                .ok()?
+                .build()
+                .ok()?;
+        }
         let mut stats = Vec::new();
-        for j in 0..sum_like.len() {
-            let c = Expr::Column(Column::from_name(format!("{HIDDEN_PREFIX}c{j}")));
+        for j in 0..measures.len() {
+            let c = hidden(format!("{HIDDEN_PREFIX}c{j}"));
             stats.push(sum(c.clone()).alias(dominance_total_column(j)));
             for i in 1..=self.top {
                 stats.push(
@@ -409,7 +550,7 @@ impl Rewriter<'_> {
             }
         }
         let outer =
-            LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(inner), outer_groups, stats).ok()?);
+            LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(inner), partition, stats).ok()?);
         let outer =
             LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(Arc::new(outer), STATS_ALIAS).ok()?);
 
@@ -444,7 +585,7 @@ impl Rewriter<'_> {
             .iter()
             .map(|(qualifier, field)| Expr::Column(Column::new(qualifier.cloned(), field.name())))
             .collect();
-        for j in 0..sum_like.len() {
+        for j in 0..measures.len() {
             let mut names = vec![dominance_total_column(j)];
             names.extend((1..=self.top).map(|i| dominance_top_column(j, i)));
             for name in names {
@@ -464,20 +605,25 @@ impl Rewriter<'_> {
         let mut reason = String::new();
         let _ = plan.apply(|node| {
             let blocking = match node {
-                LogicalPlan::Aggregate(_) => Some("a nested aggregate"),
-                LogicalPlan::Distinct(_) => Some("DISTINCT"),
+                LogicalPlan::Aggregate(_) => {
+                    Some("a nested aggregate not grouped by the privacy unit")
+                }
+                LogicalPlan::Distinct(_) => Some("a DISTINCT without the privacy unit"),
                 LogicalPlan::Union(_) => Some("a UNION of differently shaped inputs"),
                 LogicalPlan::Unnest(_) => Some("UNNEST"),
                 _ => None,
             };
             if let Some(what) = blocking {
-                reason = format!("privacy units cannot be counted through {what}: rows counted");
+                reason = format!(
+                    "the people behind each cell cannot be counted through {what}: group by \
+                     the privacy unit in the inner query, or aggregate the source rows directly"
+                );
                 return Ok(TreeNodeRecursion::Stop);
             }
             Ok(TreeNodeRecursion::Continue)
         });
         if reason.is_empty() {
-            reason = "privacy units cannot be counted through this plan: rows counted".into();
+            reason = "the people behind each cell cannot be counted through this plan".into();
         }
         reason
     }
@@ -568,8 +714,42 @@ impl Rewriter<'_> {
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
                 Some((plan.clone(), Vec::new()))
             }
+            LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_))
+            | LogicalPlan::Aggregate(_) => self.carry_own_unit(plan),
             _ => None,
         }
+    }
+
+    /// A DISTINCT or an aggregate lets people through only as one of its own columns: a
+    /// DISTINCT over a privacy-unit column, or an aggregate grouped by one (each of its rows
+    /// is then one person's). That column is carried on under a hidden name; `None` when
+    /// there is none (the people behind its rows cannot be told apart).
+    fn carry_own_unit(&self, plan: &LogicalPlan) -> Option<(LogicalPlan, Vec<String>)> {
+        let lineage = plan_lineage(plan, self.tables, self.defaults);
+        let unit_sources: BTreeSet<String> = self
+            .tables
+            .iter()
+            .filter(|t| self.units.contains_key(&t.name))
+            .filter_map(|t| {
+                t.privacy_unit
+                    .as_ref()
+                    .map(|u| format!("{}.{}", t.name, u.name))
+            })
+            .collect();
+        let i = lineage.columns.iter().position(|c| {
+            c.bare && c.sources.len() == 1 && c.sources.iter().all(|s| unit_sources.contains(s))
+        })?;
+        let k = self.next.get();
+        self.next.set(k + 1);
+        let hidden = format!("{HIDDEN_PREFIX}unit{k}");
+        let mut exprs: Vec<Expr> = plan
+            .schema()
+            .iter()
+            .map(|(qualifier, field)| Expr::Column(Column::new(qualifier.cloned(), field.name())))
+            .collect();
+        exprs.push(Expr::Column(Column::from(plan.schema().qualified_field(i))).alias(&hidden));
+        let projection = Projection::try_new(exprs, Arc::new(plan.clone())).ok()?;
+        Some((LogicalPlan::Projection(projection), vec![hidden]))
     }
 }
 

@@ -4,6 +4,7 @@
 //! This crate knows nothing of the wire format or the metadata store: the server hands it
 //! plain specs ([`TableSpec`], [`JobRequest`]) and gets plain results back.
 
+mod aggregates;
 mod checks;
 mod crypto;
 mod disclosure;
@@ -23,20 +24,22 @@ mod storage;
 pub mod worker;
 
 pub use checks::{
-    CheckOutcome, CheckReport, ExportChecks, GateInput, ReleasedCell, members_needed,
+    CheckOutcome, CheckReport, ExportChecks, GateInput, PopulationId, ReleasedCell, members_needed,
     release_checks, result_sketches, result_units_range, run_export_checks, units_range,
 };
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
-pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};
+pub use disclosure::{
+    DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, Population, UnitCount, is_hidden,
+};
 pub use dp::{DpBound, DpGuarantee, DpSpec, referenced_tables};
 pub use error::{EngineError, JobError};
 pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
-pub use masking::{MaskedTable, mask_batches, mask_value_array};
+pub use masking::{MaskedTable, display_key, mask_batches, mask_value_array};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
 pub use session::{
-    Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobStage,
+    Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobScope, JobStage,
     MAX_EXPRESSION_DEPTH, MAX_SUBSTRAIT_BYTES, PROGRESS_INTERVAL, SpillOptions,
 };
 pub use sketch::{AUDITED_UNITS, Difference, SketchDigest, UnitSketch};

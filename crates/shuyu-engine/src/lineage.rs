@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use datafusion::common::tree_node::TreeNode;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use shuyu_policy::{Classification, MaskingDefaults, MaskingRule};
 
 use crate::masking::MASKING_FUNCTIONS;
@@ -51,8 +51,19 @@ pub struct OutputColumn {
     pub classification: Classification,
     /// Output of a summarising aggregate (count, sum, avg…).
     pub aggregated: bool,
-    /// Output of a masking function (pseudonym, mask_id…), or derived only from such outputs.
+    /// Output of a masking function applied to the bare source column it masks, with
+    /// parameters at least as coarse as that column's own masking rule (masking by proof),
+    /// or derived only from such outputs.
     pub masked: bool,
+    /// The value of one source column unchanged (through renames, joins, group keys, lossless
+    /// casts and unions of such columns): not computed from it.
+    #[serde(default)]
+    pub bare: bool,
+    /// A plain per-person aggregate (sum, count, avg, min or max of one bare column, no
+    /// filter) of an aggregate grouped by a privacy unit: one value per person, which an
+    /// outer aggregate may analyse as that person's contribution.
+    #[serde(default)]
+    pub per_unit: bool,
     /// Rule applied when the column is shown to an engineer.
     #[serde(with = "crate::worker::text")]
     pub preview_rule: MaskingRule,
@@ -94,6 +105,10 @@ struct Info {
     classification: Classification,
     aggregated: bool,
     masked: bool,
+    /// The value of one source column unchanged.
+    bare: bool,
+    /// A plain per-person aggregate (see [`OutputColumn::per_unit`]).
+    per_unit: bool,
     /// The source column's own rule, when the column is that source column unchanged.
     rule: Option<MaskingRule>,
     functions: BTreeSet<String>,
@@ -106,6 +121,8 @@ impl Info {
             classification: Classification::Ordinary,
             aggregated: false,
             masked: false,
+            bare: false,
+            per_unit: false,
             rule: None,
             functions: BTreeSet::new(),
         }
@@ -117,6 +134,8 @@ impl Info {
             classification: Classification::DirectIdentifier,
             aggregated: false,
             masked: false,
+            bare: false,
+            per_unit: false,
             rule: None,
             functions: BTreeSet::new(),
         }
@@ -127,6 +146,8 @@ impl Info {
         let mut n = 0;
         let mut all_aggregated = true;
         let mut all_masked = true;
+        let mut all_bare = true;
+        let mut rules: Vec<Option<MaskingRule>> = Vec::new();
         for info in infos {
             n += 1;
             out.sources.extend(info.sources.iter().cloned());
@@ -134,9 +155,19 @@ impl Info {
             out.functions.extend(info.functions.iter().cloned());
             all_aggregated &= info.aggregated;
             all_masked &= info.masked;
+            all_bare &= info.bare;
+            rules.push(info.rule.clone());
         }
         out.aggregated = n > 0 && all_aggregated;
         out.masked = n > 0 && all_masked;
+        out.per_unit = false;
+        // Rows of bare columns stacked together (a union) are still source values; their
+        // rule is the inputs' one rule, if they agree.
+        out.bare = n > 0 && all_bare;
+        out.rule = match rules.split_first() {
+            Some((first, rest)) if out.bare && rest.iter().all(|r| r == first) => first.clone(),
+            _ => None,
+        };
         out
     }
 }
@@ -201,6 +232,8 @@ pub fn plan_lineage(
                 classification: info.classification,
                 aggregated: info.aggregated,
                 masked: info.masked,
+                bare: info.bare,
+                per_unit: info.per_unit,
                 preview_rule,
                 functions: info.functions.into_iter().collect(),
             }
@@ -292,6 +325,8 @@ impl Walker<'_> {
                                 classification: column.classification,
                                 aggregated: false,
                                 masked: false,
+                                bare: true,
+                                per_unit: false,
                                 rule: Some(column.masking.clone()),
                                 functions: BTreeSet::new(),
                             },
@@ -335,11 +370,19 @@ impl Walker<'_> {
                 );
                 inputs
             }
-            LogicalPlan::Limit(_)
-            | LogicalPlan::Repartition(_)
-            | LogicalPlan::SubqueryAlias(_)
-            | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            LogicalPlan::Limit(_) | LogicalPlan::Repartition(_) | LogicalPlan::SubqueryAlias(_) => {
                 self.walk(plan.inputs()[0])
+            }
+            LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => {
+                // Every column decides which rows remain, as a group key would.
+                let inputs = self.walk(input);
+                let mut influence = self.influence.borrow_mut();
+                for info in &inputs {
+                    for source in &info.sources {
+                        influence.insert(self.influence(source.clone(), "group_key"));
+                    }
+                }
+                inputs
             }
             LogicalPlan::Subquery(subquery) => self.walk(&subquery.subquery),
             LogicalPlan::Aggregate(aggregate) => {
@@ -355,12 +398,12 @@ impl Walker<'_> {
                     .iter()
                     .map(|e| self.expr_info(e, &aggregate.input, &inputs))
                     .collect();
-                out.extend(
-                    aggregate
-                        .aggr_expr
-                        .iter()
-                        .map(|e| self.expr_info(e, &aggregate.input, &inputs)),
-                );
+                let by_unit = out.iter().any(|g| self.is_unit_column(g));
+                out.extend(aggregate.aggr_expr.iter().map(|e| {
+                    let mut info = self.expr_info(e, &aggregate.input, &inputs);
+                    info.per_unit = by_unit && plain_per_unit(e, &aggregate.input, &inputs);
+                    info
+                }));
                 out
             }
             LogicalPlan::Window(window) => {
@@ -451,10 +494,16 @@ impl Walker<'_> {
                     .unwrap_or_else(|| Info::unknown(&self.all_sources)),
                 Err(_) => Info::unknown(&self.all_sources),
             },
+            Expr::Cast(cast) => self.cast_info(&cast.expr, cast.field.data_type(), input, inputs),
+            Expr::TryCast(cast) => {
+                self.cast_info(&cast.expr, cast.field.data_type(), input, inputs)
+            }
             Expr::ScalarFunction(function) if MASKING_FUNCTIONS.contains(&function.name()) => {
                 let mut info = self.refs_info(expr, input, inputs);
-                info.masked = true;
-                info.aggregated = false;
+                if self.masks_by_proof(function, input, inputs) {
+                    info.masked = true;
+                    info.aggregated = false;
+                }
                 info
             }
             Expr::AggregateFunction(function) => {
@@ -468,6 +517,70 @@ impl Walker<'_> {
             Expr::Literal(..) => Info::constant(),
             _ => self.refs_info(expr, input, inputs),
         }
+    }
+
+    /// Whether `info` is a privacy-unit column of a scanned table, unchanged.
+    fn is_unit_column(&self, info: &Info) -> bool {
+        info.bare
+            && info.sources.len() == 1
+            && info.sources.iter().all(|source| {
+                self.tables.iter().any(|t| {
+                    t.privacy_unit
+                        .as_ref()
+                        .is_some_and(|u| *source == format!("{}.{}", t.name, u.name))
+                })
+            })
+    }
+
+    /// Lineage of `CAST(inner AS to)`: a lossless cast of a bare column keeps it bare (its
+    /// values are the source values); any other cast is a derived value.
+    fn cast_info(
+        &self,
+        inner: &Expr,
+        to: &datafusion::arrow::datatypes::DataType,
+        input: &LogicalPlan,
+        inputs: &[Info],
+    ) -> Info {
+        let inner_info = self.expr_info(inner, input, inputs);
+        let from = inner.get_type(input.schema().as_ref()).ok();
+        if inner_info.bare && from.as_ref().is_some_and(|from| lossless_cast(from, to)) {
+            return inner_info;
+        }
+        let mut info = self.refs_info(inner, input, inputs);
+        info.aggregated = inner_info.aggregated;
+        info.masked = inner_info.masked;
+        info
+    }
+
+    /// Whether a masking function call masks by proof: its argument is a bare source
+    /// column, of the type the function is for, and the function with its parameters
+    /// covers the column's own masking rule ([`MaskingRule::covers`]).
+    fn masks_by_proof(
+        &self,
+        function: &datafusion::logical_expr::expr::ScalarFunction,
+        input: &LogicalPlan,
+        inputs: &[Info],
+    ) -> bool {
+        let Some(arg) = function.args.first() else {
+            return false;
+        };
+        let Expr::Column(column) = arg else {
+            return false;
+        };
+        let Ok(i) = input.schema().index_of_column(column) else {
+            return false;
+        };
+        let Some(info) = inputs.get(i) else {
+            return false;
+        };
+        let (true, Some(column_rule)) = (info.bare, &info.rule) else {
+            return false;
+        };
+        let Some(rule) = crate::masking::rule_of_call(function.name(), &function.args) else {
+            return false;
+        };
+        let data_type = input.schema().field(i).data_type();
+        crate::masking::applies_to(&rule, data_type) && rule.covers(column_rule)
     }
 
     /// Merged lineage of every column an expression references (a derived value).
@@ -498,6 +611,57 @@ impl Walker<'_> {
         }
         let mut info = Info::merge(referenced);
         info.rule = None;
+        info.bare = false;
         info
     }
+}
+
+/// Whether aggregate `e` (over `input`) is plain: sum, count, avg, min or max of one bare
+/// column (or of nothing, `count(*)`), without DISTINCT, FILTER or ORDER BY.
+fn plain_per_unit(e: &Expr, input: &LogicalPlan, inputs: &[Info]) -> bool {
+    let Expr::AggregateFunction(function) = e.clone().unalias() else {
+        return false;
+    };
+    let name = function.func.name().to_ascii_lowercase();
+    let params = &function.params;
+    if !["sum", "count", "avg", "mean", "min", "max"].contains(&name.as_str())
+        || params.distinct
+        || params.filter.is_some()
+        || !params.order_by.is_empty()
+    {
+        return false;
+    }
+    params.args.iter().all(|arg| match arg {
+        Expr::Literal(..) => true,
+        Expr::Column(column) => input
+            .schema()
+            .index_of_column(column)
+            .ok()
+            .and_then(|i| inputs.get(i))
+            .is_some_and(|info| info.bare),
+        _ => false,
+    })
+}
+
+/// Whether every value of type `from` survives a cast to `to` unchanged (so the cast of a
+/// bare column is still its source values): the same type, text to text, or integers to
+/// wider integers or to floats that hold them.
+pub(crate) fn lossless_cast(
+    from: &datafusion::arrow::datatypes::DataType,
+    to: &datafusion::arrow::datatypes::DataType,
+) -> bool {
+    use datafusion::arrow::datatypes::DataType::*;
+    let text =
+        |t: &datafusion::arrow::datatypes::DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    from == to
+        || (text(from) && text(to))
+        || matches!(
+            (from, to),
+            (Int8 | Int16 | Int32, Int64 | Float64)
+                | (Int8 | Int16, Int32 | Float32)
+                | (UInt8 | UInt16 | UInt32, Int64 | UInt64 | Float64)
+                | (Int64 | UInt64, Decimal128(..))
+                | (Float32, Float64)
+                | (Date32, Date64)
+        )
 }

@@ -28,6 +28,15 @@ pub struct MaskedTable {
     pub columns: Vec<String>,
     /// Rows of cells; `None` is SQL NULL.
     pub rows: Vec<Vec<Option<String>>>,
+    /// Result columns left out of the table: derived from protected columns (production).
+    #[serde(default)]
+    pub withheld: Vec<String>,
+    /// Whether the result's row count is withheld (protected columns choose its rows).
+    #[serde(default)]
+    pub rows_withheld: bool,
+    /// What the table shows and why, for the engineer.
+    #[serde(default)]
+    pub note: String,
 }
 
 /// The pseudonym token of a value: keyed HMAC-SHA256, first 64 bits in hex.
@@ -266,6 +275,84 @@ pub const MASKING_FUNCTIONS: [&str; 6] = [
     "generalize_date",
     "generalize_number",
 ];
+
+/// The rule a call of masking function `name` applies, read from its literal arguments;
+/// `None` when it is not a masking function or its parameters are not literals.
+pub(crate) fn rule_of_call(
+    name: &str,
+    args: &[datafusion::logical_expr::Expr],
+) -> Option<MaskingRule> {
+    use datafusion::logical_expr::Expr;
+    let literal = || -> Option<String> {
+        let mut arg = args.get(1)?;
+        while let Expr::Alias(alias) = arg {
+            arg = &alias.expr;
+        }
+        match arg {
+            Expr::Literal(value, _) => match value {
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+                ScalarValue::Int64(Some(v)) => Some(v.to_string()),
+                ScalarValue::Int32(Some(v)) => Some(v.to_string()),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    Some(match name {
+        "pseudonym" => MaskingRule::Pseudonym,
+        "mask_id" => MaskingRule::PartialIdNumber,
+        "mask_mobile" => MaskingRule::PartialMobile,
+        "mask_name" => MaskingRule::PartialName,
+        "generalize_date" => match literal()?.to_ascii_lowercase().as_str() {
+            "year" => MaskingRule::GeneralizeDate(DateGranularity::Year),
+            "month" => MaskingRule::GeneralizeDate(DateGranularity::Month),
+            _ => return None,
+        },
+        "generalize_number" => {
+            let width: i64 = literal()?.trim().parse().ok()?;
+            (width >= 1).then_some(MaskingRule::GeneralizeNumber { width })?
+        }
+        _ => return None,
+    })
+}
+
+/// Whether `rule` is meant for values of `data_type`: partial masks for text, date
+/// generalisation for dates, number buckets for numbers, pseudonyms for anything.
+pub(crate) fn applies_to(rule: &MaskingRule, data_type: &DataType) -> bool {
+    let text = matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    );
+    match rule {
+        MaskingRule::Pseudonym => true,
+        MaskingRule::PartialIdNumber | MaskingRule::PartialMobile | MaskingRule::PartialName => {
+            text
+        }
+        MaskingRule::GeneralizeDate(_) => {
+            matches!(data_type, DataType::Date32 | DataType::Date64)
+        }
+        MaskingRule::GeneralizeNumber { .. } => {
+            data_type.is_integer()
+                || matches!(
+                    data_type,
+                    DataType::Float16
+                        | DataType::Float32
+                        | DataType::Float64
+                        | DataType::Decimal128(..)
+                )
+        }
+        MaskingRule::Keep | MaskingRule::Suppress => false,
+    }
+}
+
+/// The key of the tokens engineers are shown (samples, lab copies and previews), derived
+/// from the tenant's pseudonym key. It is never bound to a function a job can call, so a
+/// token shown cannot be matched against `pseudonym('a guess')`.
+pub fn display_key(pseudonym_key: &SecretKey) -> SecretKey {
+    pseudonym_key.derive("shuyu display tokens v1")
+}
 
 /// A SQL masking function bound to the tenant's pseudonym key.
 #[derive(Debug)]

@@ -551,6 +551,8 @@ mod tests {
             classification,
             aggregated,
             masked,
+            bare: false,
+            per_unit: false,
             preview_rule: MaskingRule::Keep,
             functions: functions.iter().map(|f| (*f).to_owned()).collect(),
         }

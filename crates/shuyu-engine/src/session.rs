@@ -50,7 +50,8 @@ use crate::crypto::{
     ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory, read_options, write_options,
 };
 use crate::disclosure::{
-    DisclosureMeta, HIDDEN_PREFIX, UNIT_HEAD_PREFIX, UNITS_PREFIX, UnitSource,
+    DisclosureMeta, HIDDEN_PREFIX, POPULATION_HEAD_PREFIX, POPULATION_PREFIX, UNIT_HEAD_PREFIX,
+    UNITS_PREFIX, UnitSource,
 };
 use crate::error::{EngineError, JobError};
 use crate::ingest::{
@@ -58,7 +59,7 @@ use crate::ingest::{
     parse_chunk, parse_parquet,
 };
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
-use crate::masking::{MaskedTable, MaskingUdf, mask_array_typed, mask_batches};
+use crate::masking::{MaskedTable, MaskingUdf, display_key, mask_array_typed, mask_batches};
 use crate::schema::{ColumnSpec, TableSpec};
 use crate::schema::{arrow_schema, scan_schema};
 use crate::spill::EncryptedSpillFactory;
@@ -136,6 +137,8 @@ struct ProgressReporter {
     stage: std::sync::Mutex<JobStage>,
     rows: std::sync::atomic::AtomicU64,
     plan: std::sync::Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    /// Set once execution has started: from then on, errors depend on the data.
+    touching_data: std::sync::atomic::AtomicBool,
 }
 
 impl ProgressReporter {
@@ -145,7 +148,18 @@ impl ProgressReporter {
             stage: std::sync::Mutex::new(JobStage::Planning),
             rows: std::sync::atomic::AtomicU64::new(0),
             plan: std::sync::Mutex::new(None),
+            touching_data: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Execution is about to start.
+    fn touching_data(&self) {
+        self.touching_data
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn has_touched_data(&self) -> bool {
+        self.touching_data.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Moves to `stage` and reports at once.
@@ -180,9 +194,25 @@ impl ProgressReporter {
     }
 }
 
+/// Where a job runs, which decides what its engineer sees of its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobScope {
+    /// The data lab: masked copies, shown masked by lineage; errors keep their kind.
+    Lab,
+    /// Production: raw data behind the gate. The preview shows no value derived from a
+    /// protected column (only ordinary columns of rows chosen by ordinary columns; a
+    /// differential-privacy job's noisy cells), and every error raised once execution
+    /// has started is withheld.
+    #[default]
+    Production,
+}
+
 /// Everything one job needs.
 #[derive(Debug)]
 pub struct JobRequest {
+    /// Lab or production.
+    pub scope: JobScope,
     /// Job id (for logs and file names).
     pub job_id: String,
     /// The engineer's SQL (ignored when `substrait_plan` is set).
@@ -591,7 +621,7 @@ impl Engine {
     ) -> Result<MaskedTable, EngineError> {
         let picked = self.pick_rows(table, n_rows, pseudonym_key, seed).await?;
         let rules: Vec<MaskingRule> = table.columns.iter().map(|c| c.masking.clone()).collect();
-        mask_batches(&[picked], &rules, pseudonym_key, n_rows)
+        mask_batches(&[picked], &rules, &display_key(pseudonym_key), n_rows)
     }
 
     /// Writes the data lab's copy of `table`: up to `n_rows` server-chosen rows (stable for a
@@ -611,11 +641,12 @@ impl Engine {
         kek_id: &str,
     ) -> Result<TableSpec, EngineError> {
         let picked = self.pick_rows(table, n_rows, pseudonym_key, seed).await?;
+        let display = display_key(pseudonym_key);
         let columns = picked
             .columns()
             .iter()
             .zip(&table.columns)
-            .map(|(array, spec)| mask_array_typed(array, &spec.masking, pseudonym_key))
+            .map(|(array, spec)| mask_array_typed(array, &spec.masking, &display))
             .collect::<Result<Vec<_>, _>>()?;
         let masked = RecordBatch::try_new(table.arrow_schema(), columns)
             .map_err(|e| EngineError::Internal(format!("lab table: {e}")))?;
@@ -688,6 +719,20 @@ impl Engine {
         let result = match tokio::time::timeout(request.limits.timeout, inner).await {
             Ok(result) => result,
             Err(_) => Err(JobError::Timeout),
+        };
+        // Once a production job touches data, why it failed may depend on the data (a
+        // hidden condition that divides by zero, exhausts memory or runs long): withheld.
+        let result = match result {
+            Err(e)
+                if request.scope == JobScope::Production
+                    && progress.has_touched_data()
+                    && !e.is_withheld() =>
+            {
+                Err(JobError::Execution {
+                    detail: format!("after execution started: {e}"),
+                })
+            }
+            other => other,
         };
         drop(stop_ticker);
         if let Some(ticker) = ticker {
@@ -812,6 +857,7 @@ impl Engine {
         let schema = physical.schema();
         // The stored result carries each unit sketch's head too (the checks read those).
         let stored_schema = crate::sketch::schema_with_heads(&schema);
+        progress.touching_data();
         let mut stream =
             execute_stream(Arc::clone(&physical), ctx.task_ctx()).map_err(job_error)?;
         let mut writer = self
@@ -849,11 +895,17 @@ impl Engine {
             detail: format!("closing the result: {e}"),
         })?;
         let bytes_scanned = bytes_scanned(physical.as_ref());
+        let shown = match (request.scope, &disclosure.dp) {
+            (JobScope::Lab, _) | (JobScope::Production, Some(_)) => Shown::Masked,
+            (JobScope::Production, None) => Shown::Ordinary {
+                rows_chosen_by: rows_chosen_by(&lineage.row_influencing, &lineage.unanalysable),
+            },
+        };
         let preview = preview(
             &head,
             &columns,
             aggregate,
-            &request.pseudonym_key,
+            shown,
             request.limits.preview_rows,
             request.min_entities,
         )
@@ -897,8 +949,16 @@ impl Engine {
         // nothing filters on them. Written plain, they are not compressed, interned into a
         // dictionary or summarised when written, and not decompressed when checked.
         for field in schema.fields() {
-            if field.name().starts_with(UNITS_PREFIX) || field.name().starts_with(UNIT_HEAD_PREFIX)
-            {
+            let sketch = [
+                UNITS_PREFIX,
+                UNIT_HEAD_PREFIX,
+                POPULATION_PREFIX,
+                POPULATION_HEAD_PREFIX,
+            ]
+            .iter()
+            .any(|prefix| field.name().starts_with(prefix))
+                && field.data_type() == &DataType::Binary;
+            if sketch {
                 let column = ColumnPath::from(field.name().as_str());
                 properties = properties
                     .set_column_compression(column.clone(), Compression::UNCOMPRESSED)
@@ -961,11 +1021,22 @@ impl Engine {
             .map(|f| f.name().clone())
             .collect();
         let has_heads = names.iter().any(|n| n.starts_with(UNIT_HEAD_PREFIX));
+        // A full sketch with a head beside it is left out; one without (a count) is kept.
+        let has_head = |name: &str| {
+            let head = if let Some(k) = name.strip_prefix(UNITS_PREFIX) {
+                format!("{UNIT_HEAD_PREFIX}{k}")
+            } else if let Some(m) = name.strip_prefix(POPULATION_PREFIX) {
+                format!("{POPULATION_HEAD_PREFIX}{m}")
+            } else {
+                return false;
+            };
+            names.contains(&head)
+        };
         if heads_only && has_heads {
             let keep: Vec<&str> = names
                 .iter()
                 .map(String::as_str)
-                .filter(|n| !n.starts_with(UNITS_PREFIX))
+                .filter(|n| !has_head(n))
                 .collect();
             df = df.select_columns(&keep).map_err(internal)?;
         }
@@ -1165,13 +1236,39 @@ fn scanned_datasets(plan: &LogicalPlan, tables: &[TableSpec]) -> Vec<String> {
         .collect()
 }
 
-/// The engineer's preview: masked by lineage, and in aggregate results every aggregated
-/// cell of a group smaller than k suppressed.
+/// What a preview may show.
+#[derive(Debug, Clone)]
+enum Shown {
+    /// Every column, masked by lineage (lab jobs on masked copies; a differential-privacy
+    /// job's noisy cells). Tokens of derived identifiers use a key made for this preview
+    /// alone, so no token can be matched against `pseudonym()` of a guess.
+    Masked,
+    /// Production: values of ordinary columns only, and none at all (nor the row count)
+    /// when protected columns choose the rows, named here.
+    Ordinary { rows_chosen_by: Vec<String> },
+}
+
+/// The protected columns (and plan parts the lineage could not follow) that decide which
+/// rows or groups a result has.
+fn rows_chosen_by(influence: &[RowInfluence], unanalysable: &[String]) -> Vec<String> {
+    let mut chosen: Vec<String> = influence
+        .iter()
+        .filter(|r| r.classification != shuyu_policy::Classification::Ordinary)
+        .map(|r| format!("{} ({})", r.source, r.role))
+        .collect();
+    chosen.extend(unanalysable.iter().map(|u| format!("{u} (not analysable)")));
+    chosen.sort();
+    chosen.dedup();
+    chosen
+}
+
+/// The engineer's preview (see [`Shown`]); in aggregate results every aggregated cell of a
+/// group smaller than k is suppressed as well.
 fn preview(
     batches: &[RecordBatch],
     columns: &[OutputColumn],
     aggregate: bool,
-    pseudonym_key: &SecretKey,
+    shown: Shown,
     max_rows: usize,
     min_group_rows: u64,
 ) -> Result<MaskedTable, EngineError> {
@@ -1188,12 +1285,60 @@ fn preview(
             group_rows.extend(crate::checks::cell_units(batch)?);
         }
     }
-    let rules: Vec<MaskingRule> = columns.iter().map(|c| c.preview_rule.clone()).collect();
-    let mut table = mask_batches(&visible, &rules, pseudonym_key, max_rows)?;
+    let (keep, rows_withheld, note): (Vec<usize>, bool, String) = match &shown {
+        Shown::Masked => ((0..columns.len()).collect(), false, String::new()),
+        Shown::Ordinary { rows_chosen_by } if !rows_chosen_by.is_empty() => (
+            Vec::new(),
+            true,
+            format!(
+                "production result: protected columns choose its rows ({}), so neither its \
+                 values nor its row count are shown; request an export to have it reviewed",
+                rows_chosen_by.join(", ")
+            ),
+        ),
+        Shown::Ordinary { .. } => {
+            let keep: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.classification == shuyu_policy::Classification::Ordinary)
+                .map(|(i, _)| i)
+                .collect();
+            let note = if keep.len() == columns.len() {
+                "production result: every column is ordinary".to_owned()
+            } else {
+                "production result: only ordinary columns are shown; the others derive from \
+                 protected columns and leave only through an export's review"
+                    .to_owned()
+            };
+            (keep, false, note)
+        }
+    };
+    let withheld: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !keep.contains(i))
+        .map(|(_, c)| c.name.clone())
+        .collect();
+    let shown_columns: Vec<OutputColumn> = keep.iter().map(|&i| columns[i].clone()).collect();
+    let projected: Vec<RecordBatch> = visible
+        .iter()
+        .map(|b| b.project(&keep))
+        .collect::<Result<_, _>>()
+        .map_err(|e| EngineError::Internal(format!("projecting the preview: {e}")))?;
+    let rules: Vec<MaskingRule> = shown_columns
+        .iter()
+        .map(|c| c.preview_rule.clone())
+        .collect();
+    let key = SecretKey::generate();
+    let mut table = if keep.is_empty() {
+        MaskedTable::default()
+    } else {
+        mask_batches(&projected, &rules, &key, max_rows)?
+    };
     if aggregate {
         for (row, n) in table.rows.iter_mut().zip(&group_rows) {
             if (*n as u64) < min_group_rows {
-                for (cell, column) in row.iter_mut().zip(columns) {
+                for (cell, column) in row.iter_mut().zip(&shown_columns) {
                     if column.aggregated && cell.is_some() {
                         *cell = Some(shuyu_policy::suppressed().to_owned());
                     }
@@ -1201,6 +1346,13 @@ fn preview(
             }
         }
     }
+    if keep.is_empty() {
+        table.columns = Vec::new();
+        table.rows = Vec::new();
+    }
+    table.withheld = withheld;
+    table.rows_withheld = rows_withheld;
+    table.note = note;
     Ok(table)
 }
 

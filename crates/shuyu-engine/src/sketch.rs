@@ -860,18 +860,31 @@ pub(crate) fn unit_counts(column: &ArrayRef) -> Vec<i64> {
         .collect()
 }
 
+/// The name of the head column of a sketch column `field` (a cell's unit sketch or a branch
+/// population's sketch), if it is one.
+pub(crate) fn head_of(field: &Field) -> Option<String> {
+    use crate::disclosure::{
+        POPULATION_HEAD_PREFIX, POPULATION_PREFIX, UNIT_HEAD_PREFIX, UNITS_PREFIX,
+    };
+    if field.data_type() != &DataType::Binary {
+        return None;
+    }
+    if let Some(k) = field.name().strip_prefix(UNITS_PREFIX) {
+        return Some(format!("{UNIT_HEAD_PREFIX}{k}"));
+    }
+    field
+        .name()
+        .strip_prefix(POPULATION_PREFIX)
+        .map(|m| format!("{POPULATION_HEAD_PREFIX}{m}"))
+}
+
 /// The schema of a result with a head column ([`sketch_head`]) after each sketch column.
 pub(crate) fn schema_with_heads(schema: &SchemaRef) -> SchemaRef {
-    use crate::disclosure::{UNIT_HEAD_PREFIX, UNITS_PREFIX};
     let mut fields: Vec<FieldRef> = Vec::with_capacity(schema.fields().len() + 1);
     for field in schema.fields() {
         fields.push(Arc::clone(field));
-        if let Some(k) = field.name().strip_prefix(UNITS_PREFIX) {
-            fields.push(Arc::new(Field::new(
-                format!("{UNIT_HEAD_PREFIX}{k}"),
-                DataType::Binary,
-                true,
-            )));
+        if let Some(head) = head_of(field) {
+            fields.push(Arc::new(Field::new(head, DataType::Binary, true)));
         }
     }
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
@@ -879,14 +892,13 @@ pub(crate) fn schema_with_heads(schema: &SchemaRef) -> SchemaRef {
 
 /// `batch` with the head of each of its sketches in the columns [`schema_with_heads`] adds.
 pub(crate) fn with_heads(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    use crate::disclosure::UNITS_PREFIX;
     if schema.fields().len() == batch.num_columns() {
         return Ok(batch.clone());
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         columns.push(Arc::clone(column));
-        if field.name().starts_with(UNITS_PREFIX) {
+        if head_of(field).is_some() {
             let heads: BinaryArray = binary_values(column)
                 .into_iter()
                 .map(|bytes| bytes.and_then(sketch_head))

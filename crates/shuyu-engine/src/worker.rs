@@ -20,11 +20,14 @@ use zeroize::Zeroizing;
 
 use crate::error::JobError;
 use crate::schema::TableSpec;
-use crate::session::{JobLimits, JobOutput, JobProgress, JobRequest, SpillOptions};
+use crate::session::{JobLimits, JobOutput, JobProgress, JobRequest, JobScope, SpillOptions};
 
 /// A job as the server hands it to a worker.
 #[derive(Serialize, Deserialize)]
 pub struct WorkerJob {
+    /// Lab or production (what the preview may show; production when absent).
+    #[serde(default)]
+    pub scope: JobScope,
     /// Job id.
     pub job_id: String,
     /// The query (SQL text, or a description of the Substrait plan).
@@ -239,6 +242,7 @@ impl WorkerJob {
         let rule = |text: &str| text.parse::<MaskingRule>().map_err(|e| e.to_string());
         let [direct, quasi, sensitive, ordinary] = &self.masking_defaults;
         Ok(JobRequest {
+            scope: self.scope,
             job_id: self.job_id.clone(),
             sql: self.sql.clone(),
             substrait_plan: match &self.substrait_plan_hex {

@@ -47,8 +47,11 @@ async fn cells_are_counted_in_people_not_rows() {
         assert!(!summary.contains("row"), "{name}: {summary}");
         assert!(!summary.contains('3'), "{name}: {summary}");
     }
-    // The hidden columns never reach the preview, and the small cell is suppressed there.
-    assert_eq!(output.preview.columns, ["district", "visits", "total"]);
+    // The hidden columns never reach the preview, nor (in production) the sensitive total;
+    // the small cell of the ordinary count is suppressed there.
+    assert_eq!(output.preview.columns, ["district", "visits"]);
+    assert_eq!(output.preview.withheld, ["total"]);
+    assert!(!output.preview.rows_withheld);
     assert_eq!(
         output.preview.rows[0][1].as_deref(),
         Some(shuyu_policy::suppressed())
@@ -61,7 +64,7 @@ async fn cells_are_counted_in_people_not_rows() {
     let (output, checks) = g
         .checked_over(BY_DISTRICT, &[by_rows], &Policy::builtin().disclosure)
         .await;
-    assert!(matches!(output.disclosure.units, UnitCount::Rows(_)));
+    assert!(matches!(output.disclosure.units, UnitCount::NoUnits(_)));
     let dominance = &report(&checks, "dominance").detail;
     assert!(
         dominance.contains("row 2") && !dominance.contains("row 3"),
@@ -158,19 +161,42 @@ async fn duplicating_rows_through_unions_and_joins_does_not_add_people() {
 }
 
 #[tokio::test]
-async fn shapes_the_rewrite_cannot_count_go_to_a_reviewer() {
+async fn people_are_counted_through_nested_aggregates_only_when_grouped_by_them() {
     let g = gate().await;
-    // An aggregate over an aggregate: 46 people-rows, but the units are not countable.
-    let sql = "SELECT sum(n) AS visits FROM (SELECT person_id, count(*) AS n FROM visits \
-               GROUP BY person_id)";
+    // Per-person figures first, then a cell over people: the inner rows are people, so the
+    // gate counts them (A's 3 people fail; B's 20 pass).
+    let sql = "SELECT district, count(*) AS people, avg(total) AS mean FROM (SELECT district, \
+               person_id, sum(cost) AS total FROM visits GROUP BY district, person_id) \
+               GROUP BY district ORDER BY district";
     let (output, checks) = g.checked(sql).await;
-    assert!(
-        matches!(&output.disclosure.units, UnitCount::Rows(r) if r.contains("nested aggregate")),
-        "{:?}",
-        output.disclosure.units
-    );
-    assert_eq!(outcome(&checks, "privacy_units"), Review);
-    assert!(checks.passed(), "review is not refusal");
+    assert_eq!(output.disclosure.units, UnitCount::Counted(1));
+    let units = &report(&checks, "privacy_units").detail;
+    assert!(units.contains("row 0: 3 units (3 rows)"), "{units}");
+    assert!(!units.contains("row 1"), "{units}");
+    // A person's total is their contribution: C's millionaire dominates as before.
+    let dominance = &report(&checks, "dominance").detail;
+    assert!(dominance.contains("row 2"), "{dominance}");
+    // The same over DISTINCT people.
+    let sql = "SELECT count(*) AS people FROM (SELECT DISTINCT person_id, district FROM visits) \
+               WHERE district = 'B'";
+    let (output, checks) = g.checked(sql).await;
+    assert_eq!(output.disclosure.units, UnitCount::Counted(1));
+    expect(&checks, sql, &[]);
+    // Grouped by anything else, the people behind an inner row cannot be told apart: the
+    // result fails (it is not left to a reviewer).
+    for sql in [
+        "SELECT sum(n) AS visits FROM (SELECT district, count(*) AS n FROM visits GROUP BY \
+         district)",
+        "SELECT count(*) AS n FROM (SELECT DISTINCT district, year FROM visits)",
+    ] {
+        let (output, checks) = g.checked(sql).await;
+        assert!(
+            matches!(&output.disclosure.units, UnitCount::Rows(r) if r.contains("cannot be counted")),
+            "{sql}: {:?}",
+            output.disclosure.units
+        );
+        assert_eq!(outcome(&checks, "privacy_units"), Fail, "{sql}");
+    }
 }
 
 #[tokio::test]
@@ -204,11 +230,17 @@ async fn value_revealing_aggregates_are_flagged_or_failed() {
             ),
             vec![("zero_and_small_cells", Review)],
         ),
+        // A condition on an identifier inside an aggregate selects people: its branch is a
+        // population of one.
         (
             format!(
                 "SELECT district, count(CASE WHEN person_id = 'B1' THEN 1 END) AS one {only_b}"
             ),
-            vec![("zero_and_small_cells", Review)],
+            vec![
+                ("privacy_units", Fail),
+                ("zero_and_small_cells", Review),
+                ("reconstruction", Fail),
+            ],
         ),
         // Ordinary columns' extremes are not protected values.
         (

@@ -65,6 +65,35 @@ impl MaskingRule {
         !matches!(self, MaskingRule::Keep)
     }
 
+    /// Whether applying `self` to a column hides at least what the column's own rule
+    /// (`column_rule`) hides, so that its output may count as masked.
+    ///
+    /// - `keep` columns are public grade: anything covers them;
+    /// - a rule covers itself; a year covers a month; a bucket width covers every width it
+    ///   is a multiple of (its buckets are unions of the column's, so two outputs of
+    ///   different widths never narrow a value below the column's bucket);
+    /// - a pseudonym covers the partial masks of identifiers (it shows no character);
+    /// - nothing covers `suppress`, and a partial mask never covers a pseudonym (it shows
+    ///   characters the pseudonym hides).
+    pub fn covers(&self, column_rule: &MaskingRule) -> bool {
+        use MaskingRule::*;
+        match (self, column_rule) {
+            (_, Keep) => true,
+            (_, Suppress) => false,
+            (Pseudonym, Pseudonym | PartialIdNumber | PartialMobile | PartialName) => true,
+            (PartialIdNumber, PartialIdNumber)
+            | (PartialMobile, PartialMobile)
+            | (PartialName, PartialName) => true,
+            (GeneralizeDate(mine), GeneralizeDate(theirs)) => {
+                mine == theirs || (*mine == DateGranularity::Year)
+            }
+            (GeneralizeNumber { width: mine }, GeneralizeNumber { width: theirs }) => {
+                *theirs >= 1 && *mine >= *theirs && mine % theirs == 0
+            }
+            _ => false,
+        }
+    }
+
     /// Checks that the rule may be declared for a column of this classification.
     ///
     /// # Errors
@@ -693,6 +722,47 @@ mod tests {
                 let bucket = generalize_float(v, width);
                 prop_assert!(bucket == "*" || bucket.starts_with('['));
             }
+        }
+    }
+
+    #[track_caller]
+    fn check_covers(function: &str, column: &str, expected: bool) {
+        let function: MaskingRule = function.parse().unwrap();
+        let column: MaskingRule = column.parse().unwrap();
+        assert_eq!(
+            function.covers(&column),
+            expected,
+            "{function} over {column}"
+        );
+    }
+
+    #[test]
+    fn a_masking_function_covers_only_a_rule_at_least_as_coarse() {
+        check_covers("pseudonym", "pseudonym", true);
+        check_covers("pseudonym", "partial_id", true);
+        check_covers("pseudonym", "partial_mobile", true);
+        check_covers("pseudonym", "partial_name", true);
+        check_covers("partial_id", "partial_id", true);
+        check_covers("partial_id", "pseudonym", false);
+        check_covers("partial_mobile", "partial_id", false);
+        check_covers("partial_name", "pseudonym", false);
+        check_covers("generalize_date:year", "generalize_date:month", true);
+        check_covers("generalize_date:month", "generalize_date:month", true);
+        check_covers("generalize_date:month", "generalize_date:year", false);
+        check_covers("generalize_number:100", "generalize_number:100", true);
+        check_covers("generalize_number:500", "generalize_number:100", true);
+        check_covers("generalize_number:150", "generalize_number:100", false);
+        check_covers("generalize_number:1", "generalize_number:100", false);
+        check_covers("generalize_number:100", "generalize_date:year", false);
+        check_covers("generalize_date:year", "generalize_number:100", false);
+        for rule in [
+            "pseudonym",
+            "partial_id",
+            "generalize_date:year",
+            "generalize_number:1000",
+        ] {
+            check_covers(rule, "suppress", false);
+            check_covers(rule, "keep", true);
         }
     }
 }

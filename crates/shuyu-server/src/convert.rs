@@ -229,6 +229,9 @@ pub fn masked_table(t: &MaskedTable) -> pb::MaskedTable {
                 is_null: row.iter().map(Option::is_none).collect(),
             })
             .collect(),
+        withheld_columns: t.withheld.clone(),
+        rows_withheld: t.rows_withheld,
+        note: t.note.clone(),
     }
 }
 
@@ -256,7 +259,8 @@ pub fn job(j: &JobRecord) -> pb::Job {
         } as i32,
         error: j.error.clone(),
         error_id: j.error_id.clone(),
-        n_rows: j.n_rows,
+        // Protected columns chose the rows: how many there are is withheld too.
+        n_rows: if j.preview.rows_withheld { 0 } else { j.n_rows },
         columns: j.columns.iter().map(output_column).collect(),
         preview: Some(masked_table(&j.preview)),
         input_dataset_ids: j.inputs.clone(),
@@ -267,7 +271,7 @@ pub fn job(j: &JobRecord) -> pb::Job {
         usage: (j.finished_at_ms > 0).then_some(pb::JobUsage {
             cpu_ms: j.usage.cpu_ms,
             bytes_scanned: j.usage.bytes_scanned,
-            rows_produced: j.n_rows,
+            rows_produced: if j.preview.rows_withheld { 0 } else { j.n_rows },
             peak_memory_bytes: j.usage.peak_memory_bytes,
             wall_ms: j.usage.wall_ms,
             queued_ms: j.usage.queued_ms,

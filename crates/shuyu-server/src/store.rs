@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use shuyu_engine::{
     AUDITED_UNITS, ColumnSpec, ColumnType, DisclosureMeta, DpSpec, MaskedTable, OutputColumn,
-    ReleasedCell, RowInfluence, UnitCount, UnitSketch,
+    PopulationId, ReleasedCell, RowInfluence, UnitCount, UnitSketch,
 };
 use shuyu_policy::{Classification, MaskingRule, PriceRates, Role, ScenarioCategory};
 
@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS releases (
     released_at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS released_cells (
     export_id TEXT NOT NULL REFERENCES releases(export_id), tenant_id TEXT NOT NULL,
-    row INTEGER NOT NULL, units INTEGER NOT NULL, sketch BLOB NOT NULL,
-    PRIMARY KEY (export_id, row));
+    row INTEGER NOT NULL, population INTEGER NOT NULL DEFAULT 0, units INTEGER NOT NULL,
+    sketch BLOB NOT NULL, PRIMARY KEY (export_id, row, population));
 CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);
 CREATE TABLE IF NOT EXISTS privacy_budgets (
     tenant_id TEXT NOT NULL, data_sha256 TEXT NOT NULL, epsilon_total REAL NOT NULL,
@@ -261,6 +261,8 @@ impl JobGate {
                 dp: None,
                 // Unknown: compare the cells with each other too.
                 overlapping_cells: true,
+                populations: Vec::new(),
+                refused: Vec::new(),
             },
         }
     }
@@ -713,7 +715,37 @@ fn migrate(conn: &Connection) -> Result<()> {
             ))?;
         }
     }
+    migrate_released_populations(conn)?;
     migrate_single_reviewer_exports(conn)
+}
+
+/// Gives the release ledger one row per population of a released cell (its people and its
+/// branch populations), keyed by (export, row, population): ledgers written before hold
+/// population 0 only.
+fn migrate_released_populations(conn: &Connection) -> Result<()> {
+    let present: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('released_cells') WHERE name = 'population'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "CREATE TABLE released_cells_v2 (
+             export_id TEXT NOT NULL REFERENCES releases(export_id), tenant_id TEXT NOT NULL,
+             row INTEGER NOT NULL, population INTEGER NOT NULL DEFAULT 0,
+             units INTEGER NOT NULL, sketch BLOB NOT NULL, digest BLOB, screened_k INTEGER,
+             PRIMARY KEY (export_id, row, population));
+         INSERT INTO released_cells_v2
+             (export_id, tenant_id, row, population, units, sketch, digest, screened_k)
+             SELECT export_id, tenant_id, row, 0, units, sketch, digest, screened_k
+             FROM released_cells;
+         DROP TABLE released_cells;
+         ALTER TABLE released_cells_v2 RENAME TO released_cells;
+         CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);",
+    )?;
+    Ok(())
 }
 
 /// Moves exports of the single-reviewer gate (one `reviewer_id` and `comment` on the export,
@@ -1148,6 +1180,8 @@ fn output_columns_to_json(columns: &[OutputColumn]) -> String {
                     "classification": c.classification.as_str(),
                     "aggregated": c.aggregated,
                     "masked": c.masked,
+                    "bare": c.bare,
+                    "per_unit": c.per_unit,
                     "preview_rule": c.preview_rule.to_string(),
                     "functions": c.functions,
                 })
@@ -1182,6 +1216,8 @@ fn output_columns_from_json(text: &str) -> Vec<OutputColumn> {
                         .unwrap_or(Classification::DirectIdentifier),
                     aggregated: c["aggregated"].as_bool().unwrap_or(false),
                     masked: c["masked"].as_bool().unwrap_or(false),
+                    bare: c["bare"].as_bool().unwrap_or(false),
+                    per_unit: c["per_unit"].as_bool().unwrap_or(false),
                     preview_rule: c["preview_rule"]
                         .as_str()
                         .and_then(|s| s.parse().ok())
@@ -1201,20 +1237,19 @@ fn output_columns_from_json(text: &str) -> Vec<OutputColumn> {
 }
 
 fn masked_table_to_json(t: &MaskedTable) -> String {
-    serde_json::json!({"columns": t.columns, "rows": t.rows}).to_string()
+    serde_json::json!({
+        "columns": t.columns,
+        "rows": t.rows,
+        "withheld": t.withheld,
+        "rows_withheld": t.rows_withheld,
+        "note": t.note,
+    })
+    .to_string()
 }
 
 fn masked_table_from_json(text: &str) -> MaskedTable {
-    #[derive(serde::Deserialize, Default)]
-    struct Table {
-        columns: Vec<String>,
-        rows: Vec<Vec<Option<String>>>,
-    }
-    let t: Table = serde_json::from_str(text).unwrap_or_default();
-    MaskedTable {
-        columns: t.columns,
-        rows: t.rows,
-    }
+    // Older rows hold only columns and rows; the other fields default.
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// `sql_sha256` holds the query hash of SQL and Substrait jobs alike (the column predates
@@ -1367,7 +1402,7 @@ pub fn record_release(
     conn: &Connection,
     export: &ExportRecord,
     job: &JobRecord,
-    sketches: &[Option<UnitSketch>],
+    sketches: &[(PopulationId, UnitSketch)],
     screened_k: Option<u64>,
 ) -> Result<()> {
     conn.execute(
@@ -1385,22 +1420,21 @@ pub fn record_release(
         ],
     )?;
     let mut insert = conn.prepare(
-        "INSERT INTO released_cells (export_id, tenant_id, row, units, sketch, digest,
-                                     screened_k)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO released_cells (export_id, tenant_id, row, population, units, sketch,
+                                     digest, screened_k)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for (row, sketch) in sketches.iter().enumerate() {
-        if let Some(sketch) = sketch {
-            insert.execute(params![
-                export.id,
-                export.tenant_id,
-                row as u64,
-                sketch.units(),
-                sketch.to_bytes(),
-                sketch.digest().to_vec(),
-                screened_k
-            ])?;
-        }
+    for (at, sketch) in sketches {
+        insert.execute(params![
+            export.id,
+            export.tenant_id,
+            at.row as u64,
+            at.population as u64,
+            sketch.units(),
+            sketch.to_bytes(),
+            sketch.digest().to_vec(),
+            screened_k
+        ])?;
     }
     Ok(())
 }
@@ -1414,22 +1448,23 @@ pub fn released_cells(
     hi: u64,
 ) -> Result<Vec<ReleasedCell>> {
     let mut stmt = conn.prepare(
-        "SELECT export_id, row, sketch, digest, screened_k FROM released_cells
+        "SELECT export_id, row, population, sketch, digest, screened_k FROM released_cells
          WHERE tenant_id = ?1 AND (units BETWEEN ?2 AND ?3 OR units <= ?4)",
     )?;
     let audited = AUDITED_UNITS as u64;
     let rows = stmt.query_map(params![tenant_id, lo, hi, audited], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, u64>(1)?,
-            r.get::<_, Vec<u8>>(2)?,
-            r.get::<_, Option<Vec<u8>>>(3)?,
-            r.get::<_, Option<u64>>(4)?,
+            r.get::<_, String>("export_id")?,
+            r.get::<_, u64>("row")?,
+            r.get::<_, u32>("population")?,
+            r.get::<_, Vec<u8>>("sketch")?,
+            r.get::<_, Option<Vec<u8>>>("digest")?,
+            r.get::<_, Option<u64>>("screened_k")?,
         ))
     })?;
     let mut cells = Vec::new();
     for row in rows {
-        let (export_id, row, sketch, digest, screened_k) = row?;
+        let (export_id, row, population, sketch, digest, screened_k) = row?;
         let unreadable =
             || crate::error::ServerError::internal("a released cell's sketch is unreadable");
         let sketch = UnitSketch::from_vec(sketch).ok_or_else(unreadable)?;
@@ -1441,6 +1476,7 @@ pub fn released_cells(
         cells.push(ReleasedCell {
             export_id,
             row,
+            population,
             sketch,
             digest,
             screened_k,

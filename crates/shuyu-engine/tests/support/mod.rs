@@ -14,8 +14,8 @@ use arrow::datatypes::Float64Type;
 use bytes::Bytes;
 use shuyu_engine::{
     CheckOutcome, ColumnSpec, ColumnType, DpBound, DpSpec, Engine, ExportChecks, GateInput,
-    IngestFormat, IngestOptions, JobError, JobLimits, JobOutput, JobRequest, ReleasedCell, Storage,
-    TableSpec, members_needed, result_sketches, run_export_checks,
+    IngestFormat, IngestOptions, JobError, JobLimits, JobOutput, JobRequest, JobScope,
+    ReleasedCell, Storage, TableSpec, members_needed, result_sketches, run_export_checks,
 };
 use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
@@ -222,6 +222,7 @@ impl Gate {
         let policy = Policy::builtin();
         let n = JOBS.fetch_add(1, Ordering::Relaxed);
         let request = JobRequest {
+            scope: JobScope::Production,
             job_id: format!("job_{n}"),
             sql: sql.into(),
             substrait_plan: None,
@@ -374,14 +375,12 @@ impl Ledger {
     pub fn release(&mut self, batches: &[RecordBatch]) {
         self.releases += 1;
         let export_id = format!("exp_{}", self.releases);
-        for (row, sketch) in result_sketches(batches).into_iter().enumerate() {
-            if let Some(sketch) = sketch {
-                // Every release here passed the built-in (blocking) policy's checks first.
-                let policy = Policy::builtin().disclosure;
-                let screened = policy.block_differencing.then_some(policy.min_entities);
-                self.cells
-                    .push(ReleasedCell::new(&export_id, row as u64, sketch, screened));
-            }
+        for (at, sketch) in result_sketches(batches) {
+            // Every release here passed the built-in (blocking) policy's checks first.
+            let policy = Policy::builtin().disclosure;
+            let screened = policy.block_differencing.then_some(policy.min_entities);
+            self.cells
+                .push(ReleasedCell::new(&export_id, at, sketch, screened));
         }
     }
 }

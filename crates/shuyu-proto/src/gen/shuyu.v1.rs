@@ -50,6 +50,16 @@ pub struct MaskedTable {
     pub columns: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(message, repeated, tag = "2")]
     pub rows: ::prost::alloc::vec::Vec<MaskedRow>,
+    /// Result columns left out: in a production job's preview, every column derived from a
+    /// protected column (they leave only through an export's review).
+    #[prost(string, repeated, tag = "3")]
+    pub withheld_columns: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The result's rows, and their count, are withheld: protected columns choose them.
+    #[prost(bool, tag = "4")]
+    pub rows_withheld: bool,
+    /// What the table shows and why.
+    #[prost(string, tag = "5")]
+    pub note: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MaskedRow {
@@ -773,11 +783,13 @@ pub struct Job {
     /// Set when the error was replaced by a fixed message; the full text is in the audit trail.
     #[prost(string, tag = "8")]
     pub error_id: ::prost::alloc::string::String,
+    /// 0 when the preview withholds the row count (preview.rows_withheld).
     #[prost(uint64, tag = "9")]
     pub n_rows: u64,
     #[prost(message, repeated, tag = "10")]
     pub columns: ::prost::alloc::vec::Vec<Column>,
-    /// Masked preview of the result (never raw rows).
+    /// Masked preview of the result (never raw rows; in production, no value derived from a
+    /// protected column).
     #[prost(message, optional, tag = "11")]
     pub preview: ::core::option::Option<MaskedTable>,
     #[prost(string, repeated, tag = "12")]

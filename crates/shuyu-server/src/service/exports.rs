@@ -1108,7 +1108,8 @@ impl ExportService for Api {
                 unanalysable: job.gate.unanalysable.clone(),
                 units: match &job.gate.disclosure.units {
                     shuyu_engine::UnitCount::Counted(_) => "counted".to_owned(),
-                    shuyu_engine::UnitCount::Rows(reason) => reason.clone(),
+                    shuyu_engine::UnitCount::Rows(reason)
+                    | shuyu_engine::UnitCount::NoUnits(reason) => reason.clone(),
                 },
             };
             Ok((response, json!({"job_id": job.id, "n_rows": data.n_rows()})))

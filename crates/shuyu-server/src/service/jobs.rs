@@ -836,6 +836,10 @@ async fn prepare(
         ),
     };
     let worker_job = WorkerJob {
+        scope: match job.mode {
+            JobMode::Lab => shuyu_engine::JobScope::Lab,
+            JobMode::Production => shuyu_engine::JobScope::Production,
+        },
         job_id: job.id.clone(),
         sql: job.sql.clone(),
         substrait_plan_hex: (!job.substrait_plan.is_empty())

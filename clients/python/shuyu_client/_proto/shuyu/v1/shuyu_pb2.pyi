@@ -222,12 +222,18 @@ class Column(_message.Message):
     def __init__(self, name: _Optional[str] = ..., data_type: _Optional[str] = ..., classification: _Optional[str] = ..., masking: _Optional[str] = ...) -> None: ...
 
 class MaskedTable(_message.Message):
-    __slots__ = ("columns", "rows")
+    __slots__ = ("columns", "rows", "withheld_columns", "rows_withheld", "note")
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedScalarFieldContainer[str]
     rows: _containers.RepeatedCompositeFieldContainer[MaskedRow]
-    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[MaskedRow, _Mapping]]] = ...) -> None: ...
+    withheld_columns: _containers.RepeatedScalarFieldContainer[str]
+    rows_withheld: bool
+    note: str
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[MaskedRow, _Mapping]]] = ..., withheld_columns: _Optional[_Iterable[str]] = ..., rows_withheld: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class MaskedRow(_message.Message):
     __slots__ = ("values", "is_null")

@@ -24,6 +24,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, lit};
 use shuyu_policy::Classification;
@@ -144,6 +145,18 @@ impl Branch {
     }
 }
 
+/// `p` is true (false when it is NULL). Written with COALESCE rather than `IS TRUE`: the
+/// physical form of `IS TRUE` declares itself nullable while the logical one does not, and
+/// the planner refuses a plan whose common subexpressions disagree.
+fn holds(p: Expr) -> Expr {
+    coalesce(vec![p, lit(false)])
+}
+
+/// `p` is false (not NULL).
+fn fails(p: Expr) -> Expr {
+    !coalesce(vec![p, lit(true)])
+}
+
 fn conjunction(conditions: impl IntoIterator<Item = Expr>) -> Option<Expr> {
     conditions.into_iter().reduce(Expr::and)
 }
@@ -197,11 +210,11 @@ impl Context<'_> {
             // A predicate: its rows split into those where it holds and those where not.
             return Ok(vec![
                 Branch {
-                    conditions: vec![e.clone().is_true()],
+                    conditions: vec![holds(e.clone())],
                     value: Value::Literal(Some(1.0)),
                 },
                 Branch {
-                    conditions: vec![e.clone().is_false()],
+                    conditions: vec![fails(e.clone())],
                     value: Value::Literal(Some(0.0)),
                 },
             ]);
@@ -276,14 +289,14 @@ impl Context<'_> {
                     }
                     for b in self.branches(then)? {
                         let mut conditions = not_before.clone();
-                        conditions.push(condition.clone().is_true());
+                        conditions.push(holds(condition.clone()));
                         conditions.extend(b.conditions);
                         out.push(Branch {
                             conditions,
                             value: b.value,
                         });
                     }
-                    not_before.push(condition.is_not_true());
+                    not_before.push(!holds(condition));
                 }
                 let otherwise = match &case.else_expr {
                     Some(e) => self.branches(e)?,
@@ -504,7 +517,7 @@ fn analyse_kind(
     function: &AggregateFunction,
 ) -> Result<Option<Analysis>, String> {
     let params = &function.params;
-    let filter = params.filter.as_deref().cloned().map(|f| f.is_true());
+    let filter = params.filter.as_deref().cloned().map(holds);
     if let Some(f) = &filter
         && has_subquery(f)
     {

@@ -889,23 +889,6 @@ fn zero_and_small_cells(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Che
             }
         }
     }
-    if let Ok(cells) = Cells::read(input.batches, input.disclosure) {
-        for (m, counts) in cells.populations.iter().enumerate() {
-            let label = input
-                .disclosure
-                .populations
-                .get(m)
-                .map(|p| p.condition.as_str())
-                .unwrap_or("a branch");
-            flagged.extend(
-                counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n == 0)
-                    .map(|(row, _)| format!("row {row}: nobody where {label}")),
-            );
-        }
-    }
     if flagged.is_empty() {
         pass(NAME, "no zero or small count cells")
     } else {

@@ -514,18 +514,38 @@ impl Rewriter<'_> {
                 .ok()?
                 .build()
                 .ok()?;
-            // Each person's contribution: Σ(x − m)² = q − 2·m·s + r·m², m = the cell's mean.
-            let mut exprs: Vec<Expr> = partition.clone();
+            // The cell's mean of each centred measure, beside each person's figures; then
+            // each person's contribution: Σ(x − m)² = q − 2·m·s + r·m² (two projections, so
+            // that no expression repeats).
+            let mut with_means: Vec<Expr> = inner
+                .schema()
+                .iter()
+                .map(|(qualifier, field)| {
+                    Expr::Column(Column::new(qualifier.cloned(), field.name()))
+                })
+                .collect();
             for (j, (_, measure)) in measures.iter().enumerate() {
-                let c = format!("{HIDDEN_PREFIX}c{j}");
                 if measure.centered {
                     let col = |what: &str| hidden(format!("{HIDDEN_PREFIX}{what}{j}"));
                     let mean = when(col("rt").gt(lit(0.0)), col("st") / col("rt"))
                         .otherwise(lit(0.0))
                         .ok()?;
+                    with_means.push(mean.alias(format!("{HIDDEN_PREFIX}m{j}")));
+                }
+            }
+            inner = LogicalPlanBuilder::from(inner)
+                .project(with_means)
+                .ok()?
+                .build()
+                .ok()?;
+            let mut exprs: Vec<Expr> = partition.clone();
+            for (j, (_, measure)) in measures.iter().enumerate() {
+                let c = format!("{HIDDEN_PREFIX}c{j}");
+                if measure.centered {
+                    let col = |what: &str| hidden(format!("{HIDDEN_PREFIX}{what}{j}"));
                     let r = cast(col("r"), DataType::Float64);
                     let spread =
-                        col("q") - lit(2.0) * mean.clone() * col("s") + r * mean.clone() * mean;
+                        col("q") - lit(2.0) * col("m") * col("s") + r * col("m") * col("m");
                     exprs.push(abs(spread).alias(c));
                 } else {
                     exprs.push(hidden(c));

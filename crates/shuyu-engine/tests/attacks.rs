@@ -6,8 +6,8 @@
 mod support;
 
 use serde::Deserialize;
-use shuyu_engine::{CheckOutcome, ExportChecks, JobError};
-use shuyu_policy::Policy;
+use shuyu_engine::{CheckOutcome, ExportChecks, JobError, JobOutput};
+use shuyu_policy::{Classification, Policy};
 use support::*;
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +43,37 @@ fn no_canary(what: &str, text: &str) -> Result<(), String> {
         Some(c) => Err(format!("{what} carries canary {c}: {text}")),
         None => Ok(()),
     }
+}
+
+/// The preview invariant: a production preview shows only ordinary columns, and nothing (nor
+/// the row count) when protected columns choose the rows.
+fn production_preview_shows_nothing_protected(output: &JobOutput) -> Result<(), String> {
+    let preview = &output.preview;
+    for name in &preview.columns {
+        let column = output
+            .columns
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| format!("the preview shows an unknown column {name}"))?;
+        if column.classification != Classification::Ordinary {
+            return Err(format!(
+                "the preview shows {name}, derived from {:?} ({})",
+                column.sources, column.classification
+            ));
+        }
+    }
+    let chosen = output
+        .row_influencing
+        .iter()
+        .any(|r| r.classification != Classification::Ordinary)
+        || !output.unanalysable.is_empty();
+    if chosen && !(preview.rows_withheld && preview.rows.is_empty() && preview.columns.is_empty()) {
+        return Err(format!(
+            "protected columns choose the rows, but the preview shows {:?}",
+            preview
+        ));
+    }
+    Ok(())
 }
 
 fn outcome_of(checks: &ExportChecks, name: &str) -> Option<CheckOutcome> {
@@ -98,6 +129,9 @@ async fn run(g: &Gate, attack: &Attack) -> Result<(), String> {
         for cell in row.iter().flatten() {
             no_canary("the preview", cell)?;
         }
+    }
+    if attack.dp_epsilon.is_none() {
+        production_preview_shows_nothing_protected(&output)?;
     }
     let checks = gate_check(&g.engine, &output, &file, &ledger.cells, &policy).await;
     for report in &checks.reports {

@@ -113,20 +113,27 @@ pub const CANARIES: [&str; 3] = ["CANARY_NOTE_7QX", "4242424242", "CANARY-ID-XX9
 
 pub fn note_columns() -> Vec<ColumnSpec> {
     use Classification::*;
+    let mut amount = column("amount", ColumnType::Float64, Sensitive);
+    amount.masking = MaskingRule::GeneralizeNumber { width: 100 };
     vec![
         column("person_id", ColumnType::String, DirectIdentifier),
         column("note", ColumnType::String, Sensitive),
+        amount,
     ]
 }
 
-/// One note per E person, and the canaries.
+/// One note per E person, and the canaries: the canary person's note and amount, and a note
+/// of E0 (whose amount is also a canary).
 pub fn notes_csv() -> String {
-    let mut csv = String::from("person_id,note\n");
+    let mut csv = String::from("person_id,note,amount\n");
     for p in 0..24 {
-        csv.push_str(&format!("E{p},ordinary note {p}\n"));
+        csv.push_str(&format!("E{p},ordinary note {p},{}\n", 100 + 13 * p));
     }
-    csv.push_str(&format!("{},{}\n", CANARIES[2], CANARIES[0]));
-    csv.push_str(&format!("E0,{}\n", CANARIES[1]));
+    csv.push_str(&format!(
+        "{},{},{}\n",
+        CANARIES[2], CANARIES[0], CANARIES[1]
+    ));
+    csv.push_str(&format!("E0,{},{}\n", CANARIES[1], CANARIES[1]));
     csv
 }
 

@@ -1080,6 +1080,22 @@ async fn substrait_plans_pass_the_same_sandbox() {
         ["district", "n", "c"]
     );
     assert_eq!(by_plan.input_datasets, ["ds_a"]);
+    // Reviewers read the plan rendered as SQL and its sources: the columns it reads.
+    let rendered = by_plan.plan_text.sql.as_deref().expect("rendered as SQL");
+    assert!(rendered.starts_with("SELECT"), "{rendered}");
+    for part in ["residents", "district", "count(", "avg(", "GROUP BY"] {
+        assert!(rendered.contains(part), "{part}: {rendered}");
+    }
+    assert_eq!(by_plan.plan_text.unrendered, None);
+    let sources = vec![shuyu_engine::PlanSource {
+        dataset_id: "ds_a".into(),
+        table: "residents".into(),
+        columns: vec!["district".into(), "cost".into()],
+    }];
+    assert_eq!(by_plan.plan_text.sources, sources);
+    // A SQL job's text is what ran: it is not rendered again, its sources are listed.
+    assert_eq!(by_sql.plan_text.sql, None);
+    assert_eq!(by_sql.plan_text.sources, sources);
     // Lineage and masking apply as for SQL: the preview of a row-level plan is masked.
     let mut rows = f.job("", std::slice::from_ref(&t), &key);
     rows.substrait_plan = Some(

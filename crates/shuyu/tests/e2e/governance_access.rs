@@ -685,7 +685,8 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
             dataset_ids: Vec::new(),
             categories: vec![pb::ScenarioCategory::Commercial as i32],
             valid_from_ms: 0,
-            valid_until_ms: now_ms() + 3_000,
+            // Ends in ten seconds: long enough for the calls below on a loaded machine.
+            valid_until_ms: now_ms() + 10_000,
             pricing_terms: "x".into(),
         })
         .await
@@ -707,7 +708,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         .submit_job(lab_sql("SELECT 1 AS one"))
         .await
         .expect("inside the term");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + WAIT; // a hang guard only
     loop {
         let status = engineer
             .governance

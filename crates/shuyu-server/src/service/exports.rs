@@ -564,6 +564,11 @@ impl Api {
         require_independent(caller, &export, "vote on")?;
         require_in_review(&export)?;
         crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
+        // R25, R27: nothing is released for a tenant whose authorization ended while its
+        // export was in review (a rejection or return still ends the review).
+        if decision == ExportDecision::Approve {
+            crate::governance::require_in_force(&self.state.store, &export.tenant_id)?;
+        }
         let job = self.job_of(&export)?;
         let stored_result_sha256 = if decision == ExportDecision::Approve {
             Some(sha256_hex(&self.state.storage.get(&job.result_file).await?))

@@ -885,6 +885,8 @@ async fn prepare(
         .store
         .read(|c| store::tenant(c, &job.tenant_id))?
         .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
+    // R25, R27: a job queued while its tenant's authorization ended never starts.
+    crate::governance::require_in_force(&state.store, &job.tenant_id)?;
     let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
     let policy = &state.policy;
     let mut allowed: HashSet<String> = HashSet::from([job.result_kek.clone()]);

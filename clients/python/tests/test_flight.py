@@ -64,7 +64,7 @@ class DownloadProduct(unittest.TestCase):
 
     def client(self) -> Client:
         # The certificate names localhost; the client reaches 127.0.0.1 and overrides the name.
-        return Client.connect(f"https://127.0.0.1:{self.port}", self.pki["client_dir"], rpc_timeout=10)
+        return Client.connect(f"https://127.0.0.1:{self.port}", self.pki["client_dir"], rpc_timeout=60)
 
     def test_the_recipient_gets_the_table_with_its_fingerprint(self):
         with self.client() as client:

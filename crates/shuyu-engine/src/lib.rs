@@ -14,6 +14,7 @@ pub mod functions;
 mod ingest;
 mod lineage;
 mod masking;
+mod plan_text;
 mod reconstruction;
 mod results;
 mod schema;
@@ -36,6 +37,7 @@ pub use error::{EngineError, JobError};
 pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
 pub use masking::{MaskedTable, display_key, mask_batches, mask_value_array};
+pub use plan_text::{PlanSource, PlanText};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
 pub use session::{

@@ -60,6 +60,7 @@ use crate::ingest::{
 };
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
 use crate::masking::{MaskedTable, MaskingUdf, display_key, mask_array_typed, mask_batches};
+use crate::plan_text::PlanText;
 use crate::schema::{ColumnSpec, TableSpec};
 use crate::schema::{arrow_schema, scan_schema};
 use crate::spill::EncryptedSpillFactory;
@@ -273,6 +274,9 @@ pub struct JobOutput {
     pub input_datasets: Vec<String>,
     /// Bytes read from storage.
     pub bytes_scanned: u64,
+    /// The plan as reviewers read it: a dataframe job rendered as SQL, and every source.
+    #[serde(default)]
+    pub plan_text: crate::plan_text::PlanText,
 }
 
 /// The DataFusion engine of one domain.
@@ -818,6 +822,12 @@ impl Engine {
         // Lineage follows the optimised plan (subqueries decorrelated into joins); an
         // optimiser failure leaves the analysed plan, which the walker reads more strictly.
         let optimised = state.optimize(&plan).unwrap_or_else(|_| plan.clone());
+        // What reviewers read beside the query: rendered here, in the worker, so that the
+        // server never plans engineer input.
+        let plan_text = match &request.substrait_plan {
+            Some(_) => PlanText::of_dataframe(&plan, &optimised, &request.tables),
+            None => PlanText::of_sql(&optimised, &request.tables),
+        };
         let lineage = plan_lineage(&optimised, &request.tables, &request.masking_defaults);
         let units = self.unit_sources(&request.tables).map_err(job_error)?;
         let sketch = crate::sketch::UnitSketchUdaf::udaf(&request.pseudonym_key);
@@ -922,6 +932,7 @@ impl Engine {
             preview,
             input_datasets,
             bytes_scanned,
+            plan_text,
         })
     }
 

@@ -8,8 +8,8 @@ use crate::{PolicyError, truncate};
 /// The roles of an authorized operation domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Public-data authority: tenants, principals, certificates, grants. Sees catalog metadata,
-    /// never samples.
+    /// Public-data authority: tenants, principals, certificates, grants. Sees catalog metadata
+    /// and the audit trail, never samples.
     PlatformAdmin,
     /// Source agency: ingests, classifies and describes datasets.
     DataSteward,
@@ -17,7 +17,8 @@ pub enum Role {
     Engineer,
     /// Expert group: reviews and votes on export requests.
     Reviewer,
-    /// Supervisor: read-only audit trail, tenants and principals; traces leaked copies.
+    /// Supervisor (R35): reads the audit trail, tenants, principals, jobs with their queries,
+    /// exports and products (never result rows or previews of values); traces leaked copies.
     Auditor,
     /// Application unit receiving approved data products (R21, R23): lists, downloads and
     /// fetches the products naming it, nothing else.
@@ -352,11 +353,12 @@ impl fmt::Display for Action {
 pub fn is_allowed(role: Role, action: Action) -> bool {
     use Action::*;
     match role {
-        // Catalog metadata, never samples or results.
+        // Catalog metadata, never samples or results; the audit trail (R35).
         Role::PlatformAdmin => matches!(
             action,
             WhoAmI
                 | ViewNotifications
+                | ReadAudit
                 | CreateTenant
                 | ListTenants
                 | CreatePrincipal
@@ -458,6 +460,8 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ViewScenario
                 | ListProducts
         ),
+        // Supervisors (R35): every record of data use — jobs with their queries, exports,
+        // products — never a result row or a preview of values, and nothing that changes.
         Role::Auditor => matches!(
             action,
             WhoAmI
@@ -465,6 +469,9 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
                 | ReadAudit
                 | ListTenants
                 | ListPrincipals
+                | ViewJob
+                | ViewExport
+                | ListProducts
                 | ViewUsage
                 | ViewScenario
                 | TraceExport
@@ -519,7 +526,11 @@ mod tests {
             (Role::PlatformAdmin, Action::RevokeExport, true),
             (Role::PlatformAdmin, Action::CommentExport, false),
             (Role::Auditor, Action::RevokeExport, false),
-            (Role::PlatformAdmin, Action::ReadAudit, false),
+            (Role::PlatformAdmin, Action::ReadAudit, true),
+            (Role::Auditor, Action::ViewJob, true),
+            (Role::Auditor, Action::ReviewExport, false),
+            (Role::Auditor, Action::DownloadExport, false),
+            (Role::Auditor, Action::FetchProduct, false),
             (Role::DataSteward, Action::SubmitJob, false),
             (Role::DataSteward, Action::IngestDataset, true),
             (Role::DataSteward, Action::GrantDataset, false),
@@ -552,6 +563,7 @@ mod tests {
                 &[
                     WhoAmI,
                     ViewNotifications,
+                    ReadAudit,
                     CreateTenant,
                     ListTenants,
                     CreatePrincipal,
@@ -665,6 +677,9 @@ mod tests {
                     ReadAudit,
                     ListTenants,
                     ListPrincipals,
+                    ViewJob,
+                    ViewExport,
+                    ListProducts,
                     ViewUsage,
                     ViewScenario,
                     TraceExport,
@@ -727,7 +742,13 @@ mod tests {
                 Action::DownloadExport,
                 matches!(role, Role::Recipient | Role::Engineer),
             );
-            check(role, Action::ReadAudit, role == Role::Auditor);
+            check(
+                role,
+                Action::ReadAudit,
+                matches!(role, Role::Auditor | Role::PlatformAdmin),
+            );
+            // Full results only to reviewers, products' rows only to their recipients.
+            check(role, Action::ReviewExport, role == Role::Reviewer);
             // Oversight (R30, R34, R35): auditors read, only admins change anything.
             for read in [
                 Action::ViewAlerts,

@@ -110,7 +110,8 @@ fn default_quality_fix_days() -> u32 {
     30
 }
 
-/// Suspension of tenants (R26): how long a suspended tenant has to fix its violation.
+/// Suspension and termination of tenants (R26, R27): how long a suspended tenant has to fix
+/// its violation, and how long after its authorization ended a tenant is due for termination.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleConfig {
@@ -118,17 +119,26 @@ pub struct LifecycleConfig {
     /// for termination (R26: 30), when the suspension names no deadline. 1 to 365.
     #[serde(default = "default_fix_days")]
     pub fix_days: u32,
+    /// Days after a tenant's authorization was revoked or expired unrenewed (its work is
+    /// closed at once) until admins are told it is due for termination, its data deleted
+    /// (R27: "promptly"; 0 to 183, default 30, the rules' one period for a tenant's exit).
+    #[serde(default = "default_termination_notice_days")]
+    pub termination_notice_days: u32,
 }
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
         LifecycleConfig {
             fix_days: default_fix_days(),
+            termination_notice_days: default_termination_notice_days(),
         }
     }
 }
 
 fn default_fix_days() -> u32 {
+    30
+}
+fn default_termination_notice_days() -> u32 {
     30
 }
 
@@ -377,12 +387,18 @@ impl ServerConfig {
                 "configuration: max_ingest_bytes must be at least 1024".into(),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 9] = [
+        let ranges: [(&str, usize, usize, usize); 10] = [
             (
                 "lifecycle.fix_days",
                 self.lifecycle.fix_days as usize,
                 1,
                 365,
+            ),
+            (
+                "lifecycle.termination_notice_days",
+                self.lifecycle.termination_notice_days as usize,
+                0,
+                183,
             ),
             (
                 "lab.default_days",
@@ -489,6 +505,8 @@ mod tests {
         assert!(config.policy_file.is_some());
         assert_eq!(config.pricing, PricingConfig::default());
         assert_eq!(config.governance, GovernanceConfig::default());
+        assert_eq!(config.lifecycle, LifecycleConfig::default());
+        assert_eq!(config.lifecycle.termination_notice_days, 30);
     }
 
     #[test]
@@ -531,6 +549,15 @@ mod tests {
         )
         .expect("five years is allowed");
         assert_eq!(five.governance.authorization_max_years, 5);
+        let err = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[lifecycle]\ntermination_notice_days = 184\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("lifecycle.termination_notice_days"),
+            "{err}"
+        );
         let err =
             ServerConfig::from_toml_str("data_dir = \"x\"\n[pricing]\nyuan = 1\n").unwrap_err();
         assert!(err.to_string().contains("yuan"), "{err}");

@@ -296,6 +296,15 @@ pub fn job(j: &JobRecord) -> pb::Job {
     }
 }
 
+/// One table a job's plan reads, as reviewers see it.
+pub fn plan_source(s: shuyu_engine::PlanSource) -> pb::PlanSource {
+    pb::PlanSource {
+        dataset_id: s.dataset_id,
+        table: s.table,
+        columns: s.columns,
+    }
+}
+
 /// A queued or running job's live state.
 pub fn live_state(state: &LiveState) -> pb::JobProgress {
     match state {
@@ -486,7 +495,11 @@ pub fn export(e: &ExportRecord, history: &ExportHistory, view: &ExportView) -> p
                     reviewer_id: v.reviewer_id.clone(),
                     decision: export_decision(v.decision) as i32,
                     shared_comment: v.shared_comment.clone(),
-                    private_comment: v.private_comment.clone(),
+                    private_comment: if view.private_comments {
+                        v.private_comment.clone()
+                    } else {
+                        String::new()
+                    },
                     result_sha256: v.result_sha256.clone(),
                     query_sha256: v.query_sha256.clone(),
                     policy_version: v.policy_version.clone(),

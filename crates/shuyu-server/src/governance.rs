@@ -324,6 +324,199 @@ pub fn require_authorization(
     Ok(a.clone())
 }
 
+/// Refuses a tenant's work while no authorization of it is in force (R25), whatever its
+/// scope: the gate of masked samples, lab jobs, imports and data-quality tickets.
+///
+/// # Errors
+/// `FAILED_PRECONDITION` naming what is missing, as [`require_authorization`].
+pub fn require_in_force(store: &Store, tenant_id: &str) -> Result<()> {
+    store
+        .read(|c| require_authorization(c, tenant_id, crate::now_ms(), &Need::default()))
+        .map(drop)
+}
+
+// ------------------------------------------------------------------ ended authorizations
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A tenant left without an authorization in force because its latest one was revoked or
+/// expired without renewal (R27): its work is closed, and after a notice period it is due
+/// for termination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedAuthorization {
+    /// The authorization that ended last.
+    pub authorization: Authorization,
+    /// When it was revoked or expired.
+    pub ended_at_ms: i64,
+    /// `revoked` or `expired`.
+    pub how: &'static str,
+    /// A later authorization of the tenant is recorded but has not started: the tenant is
+    /// not due for termination, its work resumes when that one starts.
+    pub successor_pending: bool,
+}
+
+impl EndedAuthorization {
+    /// The dedup key of the notice that the tenant's work was closed (also the mark that it
+    /// was closed).
+    pub fn closed_key(&self) -> String {
+        format!("authorization_ended:{}", self.authorization.id)
+    }
+
+    /// The dedup key of the notice that the tenant is due for termination.
+    pub fn due_key(&self) -> String {
+        format!("termination_due:{}", self.authorization.id)
+    }
+
+    /// When the tenant is due for termination, `notice_days` after the end.
+    pub fn due_at_ms(&self, notice_days: u32) -> i64 {
+        self.ended_at_ms + i64::from(notice_days) * DAY_MS
+    }
+
+    /// What happened, for messages: "was revoked" or "expired without renewal".
+    pub fn what(&self) -> &'static str {
+        if self.how == "revoked" {
+            "was revoked"
+        } else {
+            "expired without renewal"
+        }
+    }
+
+    /// Whether the tenant is due for termination at `now_ms`.
+    pub fn due(&self, notice_days: u32, now_ms: i64) -> bool {
+        !self.successor_pending && now_ms >= self.due_at_ms(notice_days)
+    }
+}
+
+/// Every tenant, not terminated, with an authorization that ended and none in force at
+/// `now_ms`.
+///
+/// # Errors
+/// If the store cannot be read.
+pub fn ended_authorizations(conn: &Connection, now_ms: i64) -> Result<Vec<EndedAuthorization>> {
+    let mut by_tenant: std::collections::BTreeMap<String, Vec<Authorization>> =
+        std::collections::BTreeMap::new();
+    for a in authorizations(conn, None)? {
+        by_tenant.entry(a.tenant_id.clone()).or_default().push(a);
+    }
+    let mut ended = Vec::new();
+    for (tenant_id, list) in by_tenant {
+        let states: Vec<AuthorizationState> = list.iter().map(|a| a.state(now_ms)).collect();
+        if states.contains(&AuthorizationState::Active)
+            || crate::lifecycle::hold(conn, &tenant_id)?.terminated_at_ms > 0
+        {
+            continue;
+        }
+        // A renewed term whose renewal was revoked before it started ends with its own term.
+        let last = list
+            .iter()
+            .zip(&states)
+            .filter_map(|(a, state)| match state {
+                AuthorizationState::Revoked => Some((a.revoked_at_ms, "revoked", a)),
+                AuthorizationState::Expired | AuthorizationState::Superseded => {
+                    Some((a.valid_until_ms, "expired", a))
+                }
+                AuthorizationState::Active | AuthorizationState::Pending => None,
+            })
+            .max_by_key(|(at, _, _)| *at);
+        if let Some((ended_at_ms, how, a)) = last {
+            ended.push(EndedAuthorization {
+                authorization: a.clone(),
+                ended_at_ms,
+                how,
+                successor_pending: states.contains(&AuthorizationState::Pending),
+            });
+        }
+    }
+    Ok(ended)
+}
+
+/// Tells, once each, the admins and the tenant that `ended` closed the tenant's work, and the
+/// admins that the tenant is due for termination once `notice_days` have passed since (not
+/// while a later authorization is waiting to start). Returns which of the two notices were
+/// written now.
+///
+/// # Errors
+/// If the store fails.
+pub fn notify_ended(
+    conn: &Connection,
+    ended: &EndedAuthorization,
+    notice_days: u32,
+    now_ms: i64,
+) -> Result<(bool, bool)> {
+    let a = &ended.authorization;
+    let tenant = &a.tenant_id;
+    let when = format_date(ended.ended_at_ms);
+    let due_date = format_date(ended.due_at_ms(notice_days));
+    let next = if ended.successor_pending {
+        "A later authorization of the tenant is recorded: its work resumes when that one \
+         starts."
+            .to_owned()
+    } else {
+        format!(
+            "Unless a new authorization is recorded, the tenant is due for termination on \
+             {due_date} ([lifecycle] termination_notice_days = {notice_days}): shuyu tenant \
+             terminate {tenant}."
+        )
+    };
+    let admins_body = format!(
+        "Authorization {} of tenant {tenant} {} on {when} and none other is in force: the \
+         tenant's queued and running jobs were stopped, and it may start no work (R25, R27). \
+         {next}",
+        a.id,
+        ended.what()
+    );
+    let tenant_body = format!(
+        "Your authorization {} {} on {when}: your queued and running jobs were stopped, and \
+         no job, sample, scenario application, import, ticket or export request is accepted \
+         until an authorization is in force again (R25, R27).",
+        a.id,
+        ended.what()
+    );
+    let subject = format!("authorization {} {}: work closed", a.id, ended.how);
+    let closed_key = ended.closed_key();
+    let tenant_key = format!("{closed_key}:tenant");
+    let mut closed = false;
+    for (audience, body, key) in [
+        (Audience::Admins, &admins_body, &closed_key),
+        (Audience::Tenant(tenant.clone()), &tenant_body, &tenant_key),
+    ] {
+        closed |= notify(
+            conn,
+            &NewNotification {
+                audience,
+                tenant_id: tenant,
+                kind: "authorization_ended",
+                subject: &subject,
+                body,
+                reference: &a.id,
+                dedup_key: Some(key),
+            },
+            now_ms,
+        )?;
+    }
+    let due = ended.due(notice_days, now_ms)
+        && notify(
+            conn,
+            &NewNotification {
+                audience: Audience::Admins,
+                tenant_id: tenant,
+                kind: "tenant_due_for_termination",
+                subject: &format!("tenant {tenant} is due for termination"),
+                body: &format!(
+                    "its authorization {} {} on {when}, and the notice period of \
+                     {notice_days} days passed on {due_date} without a new one (R27): \
+                     terminate it with `shuyu tenant terminate {tenant}`",
+                    a.id,
+                    ended.what()
+                ),
+                reference: tenant,
+                dedup_key: Some(&ended.due_key()),
+            },
+            now_ms,
+        )?;
+    Ok((closed, due))
+}
+
 // ------------------------------------------------------------------ emergency plans
 
 /// An authorization's emergency plan (R32). `last_drill_at_ms` is recorded by drills.
@@ -863,6 +1056,67 @@ mod tests {
         assert_eq!(notes, 2, "the tenant and the admins, once each");
         // Expired or renewed authorizations are not announced.
         assert_eq!(sweep_renewals(&store, now + 366 * day).unwrap(), 0);
+    }
+
+    fn notes(store: &Store, kind: &str) -> i64 {
+        store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM notifications WHERE kind = ?1",
+                    [kind],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_ended_authorization_closes_work_and_the_tenant_is_due_after_the_notice() {
+        let (_dir, store) = store_with_tenant();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        let ended = |at: i64| store.read(|c| ended_authorizations(c, at)).unwrap();
+        let tell =
+            |e: &EndedAuthorization, at: i64| store.read(|c| notify_ended(c, e, 30, at)).unwrap();
+        // In force: nothing ended. Never authorized: nothing to end either.
+        store
+            .read(|c| insert_authorization(c, &auth(now - day, now + 10 * day)))
+            .unwrap();
+        assert!(ended(now).is_empty());
+        // Expired without renewal.
+        let after = now + 11 * day;
+        let list = ended(after);
+        assert_eq!(list.len(), 1);
+        let e = &list[0];
+        assert_eq!((e.how, e.ended_at_ms), ("expired", now + 10 * day));
+        assert_eq!(e.due_at_ms(30), now + 40 * day);
+        // Closed and told once (the admins and the tenant); not yet due.
+        assert_eq!(tell(e, after), (true, false));
+        assert_eq!(tell(e, after + day), (false, false));
+        assert_eq!(notes(&store, "authorization_ended"), 2);
+        assert_eq!(notes(&store, "tenant_due_for_termination"), 0);
+        // Thirty days on: due, told once.
+        assert_eq!(tell(e, now + 40 * day), (false, true));
+        assert_eq!(tell(e, now + 41 * day), (false, false));
+        assert_eq!(notes(&store, "tenant_due_for_termination"), 1);
+        // A renewal recorded later and in force: nothing is ended any more.
+        let mut renewed = auth(after, after + 365 * day);
+        renewed.id = "au_2".into();
+        store.read(|c| insert_authorization(c, &renewed)).unwrap();
+        assert!(ended(after + day).is_empty());
+        // Revoked: ended at the revocation; with a later term waiting, never due.
+        store
+            .read(|c| revoke_authorization(c, "au_2", after + 2 * day, "breach"))
+            .unwrap();
+        let mut waiting = auth(after + 100 * day, after + 200 * day);
+        waiting.id = "au_3".into();
+        store.read(|c| insert_authorization(c, &waiting)).unwrap();
+        let list = ended(after + 3 * day);
+        assert_eq!(list.len(), 1);
+        let e = &list[0];
+        assert_eq!((e.authorization.id.as_str(), e.how), ("au_2", "revoked"));
+        assert!(e.successor_pending);
+        assert!(!e.due(30, after + 60 * day));
     }
 
     #[test]

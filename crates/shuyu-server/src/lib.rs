@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod notify;
 pub mod oversight;
 pub mod package;
+pub mod plan_texts;
 pub mod reports;
 pub mod retention;
 pub mod scheduler;

@@ -1,6 +1,8 @@
-//! Audit retention per record class (R33): network and access logs (reads, denials, failed
-//! calls) are kept at least six months, operating records (changes, approvals, exports,
-//! deliveries) at least twenty years; the configuration may lengthen, never shorten them.
+//! Audit retention per record class (R33): network and access logs (reads of metadata,
+//! denials, failed calls) are kept at least six months, operating records (changes,
+//! approvals, exports, deliveries, and every read of data: samples, full results reviewed,
+//! traces, job views) at least twenty years; the configuration may lengthen, never shorten
+//! them.
 //!
 //! A purge redacts a record past its class's retention: its payload (who, which tenant,
 //! which object, detail) is blanked while its sequence number, time, action, outcome and
@@ -28,9 +30,9 @@ const DAY_MS: i64 = 86_400_000;
 /// A record's retention class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordClass {
-    /// Reads, calls that changed nothing, denials: at least 183 days.
+    /// Reads of metadata, calls that changed nothing, denials: at least 183 days.
     NetworkLog,
-    /// Changes, approvals, exports, deliveries, agreements: at least 20 years.
+    /// Changes, approvals, exports, deliveries, agreements, reads of data: at least 20 years.
     OperatingRecord,
 }
 
@@ -68,21 +70,17 @@ impl RecordClass {
     }
 }
 
-/// Actions that only read or compute and change nothing.
+/// Actions that only read metadata or compute and change nothing.
 const READS: &[&str] = &[
     "who_am_i",
     "list_tenants",
     "list_principals",
     "list_datasets",
     "describe_dataset",
-    "sample_dataset",
-    "view_job",
     "view_usage",
     "view_export",
     "list_review_queue",
-    "review_export",
     "list_products",
-    "trace_export",
     "read_audit",
     "view_scenario",
     "view_notifications",
@@ -91,8 +89,23 @@ const READS: &[&str] = &[
     "read_checkpoint",
 ];
 
-/// The class of a record: failed or denied calls and reads are network/access logs;
-/// successful changes (and deliveries of products) are operating records.
+/// Reads of data: masked samples, jobs with their previews, full results shown to reviewers,
+/// leaked files traced to their products. Who saw what of the data is an operating record
+/// (R33), kept twenty years, not a six-month access log.
+const DATA_ACCESS: &[&str] = &[
+    "sample_dataset",
+    "view_job",
+    "review_export",
+    "trace_export",
+];
+
+/// When data-access reads became operating records (2026-12-07T00:00:00Z). A redaction of one
+/// as a network log, past its 183 days and before then, followed the rule of its time and
+/// still verifies.
+const DATA_ACCESS_RECLASSIFIED_MS: i64 = 1_796_601_600_000;
+
+/// The class of a record: failed or denied calls and reads of metadata are network/access
+/// logs; successful changes, deliveries of products and reads of data are operating records.
 pub fn classify(action: &str, outcome: &str) -> RecordClass {
     if outcome != "ok" || READS.contains(&action) {
         RecordClass::NetworkLog
@@ -164,7 +177,11 @@ pub fn check_redaction(
             r.seq
         ))));
     };
-    if class != classify(&r.action, &r.outcome) {
+    let expected = classify(&r.action, &r.outcome);
+    let earlier_rule = class == RecordClass::NetworkLog
+        && DATA_ACCESS.contains(&r.action.as_str())
+        && redacted_at_ms < DATA_ACCESS_RECLASSIFIED_MS;
+    if class != expected && !earlier_rule {
         return Ok(Some(Err(format!(
             "record {} was redacted under the wrong class",
             r.seq
@@ -296,6 +313,11 @@ mod tests {
     #[test]
     fn classes_follow_action_and_outcome() {
         assert_eq!(classify("list_datasets", "ok"), RecordClass::NetworkLog);
+        // Reads of data are operating records (R33); a refused one is an access log.
+        for read in DATA_ACCESS {
+            assert_eq!(classify(read, "ok"), RecordClass::OperatingRecord, "{read}");
+            assert_eq!(classify(read, "denied"), RecordClass::NetworkLog, "{read}");
+        }
         assert_eq!(classify("submit_job", "denied"), RecordClass::NetworkLog);
         assert_eq!(classify("vote_export", "ok"), RecordClass::OperatingRecord);
         assert_eq!(
@@ -317,6 +339,8 @@ mod tests {
             ("submit_job", "ok"),
             ("read_audit", "denied"),
             ("vote_export", "ok"),
+            ("sample_dataset", "ok"),
+            ("review_export", "ok"),
         ]);
         let c = OversightConfig::default();
         let now = crate::now_ms();
@@ -330,15 +354,91 @@ mod tests {
         assert_eq!(records[1].principal_id, "p_canary");
         assert_eq!(records[2].detail, "");
         assert_eq!(records[3].target, "job:j1");
+        // Who read a sample or a full result is kept like an operating record.
+        assert_eq!(records[4].principal_id, "p_canary");
+        assert_eq!(records[5].principal_id, "p_canary");
         let report = log.verify(&conn).unwrap();
         assert!(report.ok, "{report:?}");
-        assert_eq!(report.n_records, 4);
+        assert_eq!(report.n_records, 6);
         // Twenty years on, the rest goes too, and it still verifies.
         assert_eq!(
             redact_expired(&log, &conn, &c, now + 7400 * DAY_MS).unwrap(),
-            2
+            4
         );
         assert!(log.verify(&conn).unwrap().ok);
+    }
+
+    /// Blanks record `seq` as if it was redacted at `redacted_at_ms` as `class`, with a valid
+    /// redaction MAC, its time set to `at_ms` (a record from long ago).
+    fn redact_as(
+        log: &AuditLog,
+        conn: &Connection,
+        seq: u64,
+        at_ms: i64,
+        class: &str,
+        redacted_at_ms: i64,
+    ) {
+        let (action, outcome, hash): (String, String, String) = conn
+            .query_row(
+                "SELECT action, outcome, hash FROM audit WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE audit SET at_ms = ?2, principal_id = '', role = '', tenant_id = '',
+                 target = '', detail = '', sealed_detail = '' WHERE seq = ?1",
+            params![seq, at_ms],
+        )
+        .unwrap();
+        let mac = log.redaction_mac(&mac_input(
+            seq,
+            at_ms,
+            &action,
+            &outcome,
+            &hash,
+            class,
+            redacted_at_ms,
+        ));
+        conn.execute(
+            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (?1, ?2, ?3, ?4)",
+            params![seq, class, redacted_at_ms, mac],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_data_read_redacted_as_an_access_log_verifies_only_under_the_earlier_rule() {
+        let day = DAY_MS;
+        let long_ago = DATA_ACCESS_RECLASSIFIED_MS - 400 * day;
+        // Redacted 200 days after it was made, before data reads became operating records.
+        let (log, conn) = trail(&[("sample_dataset", "ok")]);
+        redact_as(
+            &log,
+            &conn,
+            1,
+            long_ago,
+            "network_log",
+            long_ago + 200 * day,
+        );
+        let report = log.verify(&conn).unwrap();
+        assert!(report.ok, "{report:?}");
+        // The same redaction made after the change is a record cut short.
+        let (log, conn) = trail(&[("sample_dataset", "ok")]);
+        redact_as(
+            &log,
+            &conn,
+            1,
+            long_ago,
+            "network_log",
+            DATA_ACCESS_RECLASSIFIED_MS + day,
+        );
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(
+            report.problem.unwrap().contains("wrong class"),
+            "redacted as an access log after the change"
+        );
     }
 
     #[test]

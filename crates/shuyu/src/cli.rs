@@ -376,8 +376,10 @@ pub enum JobCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// List your tenant's jobs.
+    /// List your tenant's jobs (auditors: every tenant's, or one with --tenant).
     List {
+        #[arg(long, default_value = "")]
+        tenant: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -1124,12 +1126,12 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_job(&job);
         }
-        ClientCommand::Job(JobCommand::List { conn }) => {
+        ClientCommand::Job(JobCommand::List { tenant, conn }) => {
             let list = conn
                 .connect()
                 .await?
                 .jobs
-                .list_jobs(pb::ListJobsRequest {})
+                .list_jobs(pb::ListJobsRequest { tenant_id: tenant })
                 .await?
                 .into_inner();
             for job in list.jobs {

@@ -642,12 +642,40 @@ pub fn print_review(review: &pb::ReviewExportResponse) -> Result<()> {
             "  query: a Substrait plan (dataframe job), sha256 {}",
             review.query_sha256
         );
+        if review.rendered_sql.is_empty() {
+            println!(
+                "  not rendered as SQL: {} — read the sources below",
+                review.unrendered_reason
+            );
+        } else {
+            println!(
+                "  the plan as SQL (DataFusion's unparser; the plan is what ran): {}",
+                review.rendered_sql
+            );
+        }
     } else {
         println!("  SQL: {}", review.sql);
         println!("  query sha256 {}", review.query_sha256);
     }
     println!("  scenario: {}", review.scenario_id);
     println!("  inputs: {}", review.input_dataset_ids.join(", "));
+    println!("  sources (every dataset and column the plan reads):");
+    for source in &review.sources {
+        println!(
+            "    {} ({}): {}",
+            source.table,
+            if source.dataset_id.is_empty() {
+                "not a dataset of the job"
+            } else {
+                &source.dataset_id
+            },
+            if source.columns.is_empty() {
+                "no column, rows only".to_owned()
+            } else {
+                source.columns.join(", ")
+            }
+        );
+    }
     println!(
         "  a vote binds to result sha256 {}, this query, and policy {}",
         review.result_sha256, review.policy_version

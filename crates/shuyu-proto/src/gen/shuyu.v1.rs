@@ -187,7 +187,8 @@ pub struct GrantDatasetResponse {}
 pub struct SetDatasetApproverRequest {
     #[prost(string, tag = "1")]
     pub dataset_id: ::prost::alloc::string::String,
-    /// A steward or admin principal; empty clears the requirement.
+    /// A steward other than the dataset's own (never an admin, who already gives every
+    /// scenario's admin approval: one person fills one approval, R12); empty clears it.
     #[prost(string, tag = "2")]
     pub approver_id: ::prost::alloc::string::String,
 }
@@ -676,8 +677,13 @@ pub struct WatchJobResponse {
     #[prost(message, optional, tag = "1")]
     pub job: ::core::option::Option<Job>,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ListJobsRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListJobsRequest {
+    /// Auditors: one tenant's jobs (empty: every tenant's). Engineers always get their own
+    /// tenant's.
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListJobsResponse {
     #[prost(message, repeated, tag = "1")]
@@ -1260,6 +1266,28 @@ pub struct ReviewExportResponse {
     /// How privacy units were counted ("counted" or the reason rows were counted instead).
     #[prost(string, tag = "16")]
     pub units: ::prost::alloc::string::String,
+    /// A dataframe (Substrait) job's plan rendered as SQL by DataFusion's unparser in the job's
+    /// worker; empty for a SQL job (`sql` is what ran) and when it could not be rendered. The
+    /// plan, not this text, is what ran and what `query_sha256` names.
+    #[prost(string, tag = "17")]
+    pub rendered_sql: ::prost::alloc::string::String,
+    /// Why a dataframe job's plan could not be rendered as SQL (then read `sources`).
+    #[prost(string, tag = "18")]
+    pub unrendered_reason: ::prost::alloc::string::String,
+    /// Every dataset the job's plan reads, with the columns it reads from each.
+    #[prost(message, repeated, tag = "19")]
+    pub sources: ::prost::alloc::vec::Vec<PlanSource>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlanSource {
+    #[prost(string, tag = "1")]
+    pub dataset_id: ::prost::alloc::string::String,
+    /// The name the plan reads it by.
+    #[prost(string, tag = "2")]
+    pub table: ::prost::alloc::string::String,
+    /// In the dataset's column order; empty when only its rows are counted.
+    #[prost(string, repeated, tag = "3")]
+    pub columns: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ColumnLineage {
@@ -5424,6 +5452,8 @@ pub mod job_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.JobService", "SubmitJob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Engineers: their tenant's jobs. Auditors (R35): any job with its query, never its
+        /// preview of values.
         pub async fn get_job(
             &mut self,
             request: impl tonic::IntoRequest<super::GetJobRequest>,
@@ -5445,7 +5475,7 @@ pub mod job_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.JobService", "GetJob"));
             self.inner.unary(req, path, codec).await
         }
-        /// Follows a job of the caller's tenant: the job now, then again whenever its state or
+        /// Follows a job of the caller's tenant (auditors: any job): the job now, then again whenever its state or
         /// progress changes (queue position, stage, rows, bytes), ending with the finished job.
         /// Audited once per call, not per message. A stream may also end early (after
         /// `WATCH_JOB_MAX` = 1 hour, or when the server stops): watch again to go on.
@@ -5619,6 +5649,8 @@ pub mod job_service_server {
             tonic::Response<super::SubmitJobResponse>,
             tonic::Status,
         >;
+        /// Engineers: their tenant's jobs. Auditors (R35): any job with its query, never its
+        /// preview of values.
         async fn get_job(
             &self,
             request: tonic::Request<super::GetJobRequest>,
@@ -5629,7 +5661,7 @@ pub mod job_service_server {
             >
             + std::marker::Send
             + 'static;
-        /// Follows a job of the caller's tenant: the job now, then again whenever its state or
+        /// Follows a job of the caller's tenant (auditors: any job): the job now, then again whenever its state or
         /// progress changes (queue position, stage, rows, bytes), ending with the finished job.
         /// Audited once per call, not per message. A stream may also end early (after
         /// `WATCH_JOB_MAX` = 1 hour, or when the server stops): watch again to go on.
@@ -6835,7 +6867,7 @@ pub mod export_service_client {
             self.inner.unary(req, path, codec).await
         }
         /// Engineers: their tenant's exports. Reviewers: the exports in review, except their own
-        /// tenant's.
+        /// tenant's. Auditors: every export (no check evidence, no private comment).
         pub async fn list_exports(
             &mut self,
             request: impl tonic::IntoRequest<super::ListExportsRequest>,
@@ -6989,7 +7021,7 @@ pub mod export_service_client {
             self.inner.server_streaming(req, path, codec).await
         }
         /// Recipients: the products naming them. Engineers: their tenant's products. Reviewers:
-        /// the products of other tenants.
+        /// the products of other tenants. Auditors: every product.
         pub async fn list_products(
             &mut self,
             request: impl tonic::IntoRequest<super::ListProductsRequest>,
@@ -7072,7 +7104,7 @@ pub mod export_service_server {
             tonic::Status,
         >;
         /// Engineers: their tenant's exports. Reviewers: the exports in review, except their own
-        /// tenant's.
+        /// tenant's. Auditors: every export (no check evidence, no private comment).
         async fn list_exports(
             &self,
             request: tonic::Request<super::ListExportsRequest>,
@@ -7130,7 +7162,7 @@ pub mod export_service_server {
             tonic::Status,
         >;
         /// Recipients: the products naming them. Engineers: their tenant's products. Reviewers:
-        /// the products of other tenants.
+        /// the products of other tenants. Auditors: every product.
         async fn list_products(
             &self,
             request: tonic::Request<super::ListProductsRequest>,
@@ -7740,6 +7772,7 @@ pub mod audit_service_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
+    /// Auditors and admins (R35) read the trail.
     #[derive(Debug, Clone)]
     pub struct AuditServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -7887,6 +7920,7 @@ pub mod audit_service_server {
             tonic::Status,
         >;
     }
+    /// Auditors and admins (R35) read the trail.
     #[derive(Debug)]
     pub struct AuditServiceServer<T> {
         inner: Arc<T>,

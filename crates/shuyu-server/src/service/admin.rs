@@ -320,10 +320,17 @@ impl AdminService for Api {
                     .ok_or_else(|| {
                         ServerError::NotFound(format!("principal {}", req.approver_id))
                     })?;
-                if !matches!(principal.role, Role::DataSteward | Role::PlatformAdmin) {
+                // R12: an admin already gives every scenario's admin approval; as the
+                // extra approver too, one person would fill two approvals.
+                if principal.role != Role::DataSteward {
                     return Err(ServerError::InvalidArgument(format!(
-                        "an extra approver must be a steward or an admin, not {}",
-                        principal.role
+                        "an extra approver must be a steward (the province's), not {}{}",
+                        principal.role,
+                        if principal.role == Role::PlatformAdmin {
+                            ": an admin already gives every scenario's admin approval"
+                        } else {
+                            ""
+                        }
                     )));
                 }
                 if principal.id == dataset.steward_id {

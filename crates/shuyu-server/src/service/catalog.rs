@@ -376,6 +376,10 @@ impl CatalogService for Api {
         let target = format!("dataset:{}", req.dataset_id);
         let result = async {
             let dataset = self.visible_dataset(&caller, &req.dataset_id)?;
+            // R25: an engineer sees data, even masked, only under an authorization in force.
+            if caller.principal.role == Role::Engineer {
+                crate::governance::require_in_force(&self.state.store, caller.tenant()?)?;
+            }
             let policy_rows = self.state.policy.sample.rows;
             let n = if req.n_rows == 0 {
                 policy_rows

@@ -67,6 +67,8 @@ enum Standing {
     TenantMember,
     /// A platform admin (only reaches exports to revoke them).
     Admin,
+    /// An auditor (R35): reads every export, never its check evidence or a private note.
+    Auditor,
 }
 
 /// The caller's standing towards `export`; `None` when it does not exist for them.
@@ -77,8 +79,9 @@ fn standing(caller: &Caller, export: &ExportRecord) -> Option<Standing> {
         Role::Reviewer if own_tenant => Some(Standing::TenantMember),
         Role::Reviewer => Some(Standing::Reviewer),
         Role::PlatformAdmin => Some(Standing::Admin),
+        Role::Auditor => Some(Standing::Auditor),
         // Recipients reach their products through ListProducts, DownloadExport and DoGet.
-        Role::Engineer | Role::DataSteward | Role::Auditor | Role::Recipient => None,
+        Role::Engineer | Role::DataSteward | Role::Recipient => None,
     }
 }
 
@@ -271,6 +274,18 @@ impl Api {
                     quorum,
                 }
             }
+            // After the review, who voted what and why, as shared (R35); never the evidence
+            // (which cells), nor a private note.
+            Standing::Auditor => ExportView {
+                evidence: false,
+                votes: export.status != ExportStatus::InReview,
+                n_votes: true,
+                private_comments: false,
+                vote_comments: false,
+                reviewer_ids: true,
+                voted: false,
+                quorum,
+            },
             Standing::TenantMember | Standing::Admin => ExportView {
                 evidence: false,
                 votes: false,
@@ -297,7 +312,8 @@ impl Api {
     }
 
     /// An export the caller may see with their standing, or NotFound: engineers see their
-    /// tenant's, reviewers every export, admins every export (to revoke it).
+    /// tenant's, reviewers every export, admins every export (to revoke it), auditors every
+    /// export.
     fn visible_export(&self, caller: &Caller, id: &str) -> Result<(ExportRecord, Standing)> {
         require_id(id, "export_id")?;
         let export = self.state.store.read(|c| store::export(c, id))?;
@@ -548,6 +564,11 @@ impl Api {
         require_independent(caller, &export, "vote on")?;
         require_in_review(&export)?;
         crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
+        // R25, R27: nothing is released for a tenant whose authorization ended while its
+        // export was in review (a rejection or return still ends the review).
+        if decision == ExportDecision::Approve {
+            crate::governance::require_in_force(&self.state.store, &export.tenant_id)?;
+        }
         let job = self.job_of(&export)?;
         let stored_result_sha256 = if decision == ExportDecision::Approve {
             Some(sha256_hex(&self.state.storage.get(&job.result_file).await?))
@@ -1051,6 +1072,14 @@ impl ExportService for Api {
                     .state
                     .store
                     .read(|c| store::exports_in_review(c, caller.principal.tenant_id.as_deref()))?,
+                Role::Auditor => self.state.store.read(|c| {
+                    let mut all = Vec::new();
+                    for tenant in store::tenants(c)? {
+                        all.extend(store::exports_of_tenant(c, &tenant.id)?);
+                    }
+                    all.sort_by_key(|e| std::cmp::Reverse(e.requested_at_ms));
+                    Ok(all)
+                })?,
                 _ => {
                     let tenant = caller.tenant()?;
                     self.state
@@ -1081,6 +1110,25 @@ impl ExportService for Api {
             let job = self.job_of(&export)?;
             let data = read_result(self.state.engine.read_result(&job.result_file).await?)?;
             let (ipc, truncated) = data.to_ipc(REVIEW_MAX_ROWS)?;
+            let plan_text = self
+                .state
+                .store
+                .read(|c| crate::plan_texts::get(c, &job.id))?;
+            let (rendered_sql, unrendered_reason, sources) = match plan_text {
+                Some(text) => (
+                    text.sql.unwrap_or_default(),
+                    text.unrendered.unwrap_or_default(),
+                    text.sources.into_iter().map(convert::plan_source).collect(),
+                ),
+                None if job.query_kind() == "substrait" => (
+                    String::new(),
+                    "the job ran before dataframe plans were rendered for review: request a \
+                     new export of a rerun"
+                        .to_owned(),
+                    Vec::new(),
+                ),
+                None => Default::default(),
+            };
             let response = pb::ReviewExportResponse {
                 export: Some(self.export_for(&caller, &export)?),
                 sql: job.sql.clone(),
@@ -1111,6 +1159,9 @@ impl ExportService for Api {
                     shuyu_engine::UnitCount::Rows(reason)
                     | shuyu_engine::UnitCount::NoUnits(reason) => reason.clone(),
                 },
+                rendered_sql,
+                unrendered_reason,
+                sources,
             };
             Ok((response, json!({"job_id": job.id, "n_rows": data.n_rows()})))
         }
@@ -1234,7 +1285,9 @@ impl ExportService for Api {
                         .store
                         .read(|c| store::products(c, Some(tenant), None))?
                 }
-                Role::PlatformAdmin | Role::DataSteward | Role::Auditor => {
+                // Supervisors see every product's record (R35), never its rows.
+                Role::Auditor => self.state.store.read(|c| store::products(c, None, None))?,
+                Role::PlatformAdmin | Role::DataSteward => {
                     return Err(ServerError::PermissionDenied(format!(
                         "the {} role has no products to list",
                         p.role.as_str()

@@ -278,6 +278,15 @@ impl Api {
             );
             Ok((a, entry))
         })
+        .inspect(|_| {
+            // R27: the tenant's work closes now, not at the next sweep (which retries if
+            // this fails).
+            if let Err(e) =
+                super::lifecycle::close_ended_authorizations(&self.state, crate::now_ms())
+            {
+                tracing::warn!(error = %e, "closing the work of a revoked authorization failed");
+            }
+        })
     }
 
     fn amend_scope(

@@ -357,6 +357,40 @@ impl Api {
         )
     }
 
+    /// Job `id` as the caller may read it: an auditor any job (R35), an engineer only their
+    /// tenant's (another tenant's is not found).
+    fn visible_job(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        if caller.principal.role != Role::Auditor {
+            return self.own_job(caller, id);
+        }
+        require_id(id, "job_id")?;
+        self.state
+            .store
+            .read(|c| store::job_any_tenant(c, id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
+    }
+
+    /// The jobs the caller may list: an engineer's tenant's; an auditor's, one tenant's or
+    /// every tenant's (R35).
+    fn visible_jobs(&self, caller: &Caller, tenant_id: &str) -> Result<Vec<JobRecord>> {
+        if caller.principal.role != Role::Auditor {
+            let tenant = caller.tenant()?;
+            return self.state.store.read(|c| store::jobs(c, tenant));
+        }
+        if !tenant_id.is_empty() {
+            require_id(tenant_id, "tenant_id")?;
+            return self.state.store.read(|c| store::jobs(c, tenant_id));
+        }
+        self.state.store.read(|c| {
+            let mut all = Vec::new();
+            for tenant in store::tenants(c)? {
+                all.extend(store::jobs(c, &tenant.id)?);
+            }
+            all.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
+            Ok(all)
+        })
+    }
+
     /// The caller's tenant's job `id` (another tenant's is not found).
     fn own_job(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
         require_id(id, "job_id")?;
@@ -387,9 +421,32 @@ impl Api {
     }
 }
 
-/// The job record with its live state (queue position or progress) attached.
-fn job_view(state: &AppState, job: &JobRecord) -> pb::Job {
+/// Whose eyes a job view is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobReader {
+    /// An engineer of the job's tenant: everything, the masked preview included.
+    Tenant,
+    /// An auditor (R35): the job with its query, never a preview of values.
+    Auditor,
+}
+
+impl JobReader {
+    fn of(caller: &Caller) -> JobReader {
+        if caller.principal.role == Role::Auditor {
+            JobReader::Auditor
+        } else {
+            JobReader::Tenant
+        }
+    }
+}
+
+/// The job record with its live state (queue position or progress) attached, as `reader`
+/// may see it.
+fn job_view(state: &AppState, job: &JobRecord, reader: JobReader) -> pb::Job {
     let mut view = convert::job(job);
+    if reader == JobReader::Auditor {
+        view.preview = None;
+    }
     if !job.status.is_finished() {
         view.progress = state
             .scheduler
@@ -410,6 +467,7 @@ const WATCH_RECHECK: Duration = Duration::from_secs(1);
 /// client goes away or [`WATCH_JOB_MAX`] passes.
 async fn follow_job(
     state: Arc<AppState>,
+    reader: JobReader,
     mut job: JobRecord,
     mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
     tx: tokio::sync::mpsc::Sender<Result<pb::WatchJobResponse, Status>>,
@@ -418,7 +476,7 @@ async fn follow_job(
     let until = tokio::time::Instant::now() + WATCH_JOB_MAX;
     let mut last: Option<pb::Job> = None;
     loop {
-        let view = job_view(&state, &job);
+        let view = job_view(&state, &job, reader);
         if last.as_ref() != Some(&view) {
             let message = pb::WatchJobResponse {
                 job: Some(view.clone()),
@@ -539,9 +597,11 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
         "keks_refused": outcome.keks_refused,
         "worker": {"reused": outcome.worker_reused, "jobs": outcome.worker_jobs},
     });
+    let mut plan_text = None;
     match outcome.result {
         Ok((output, result_sha256)) => {
             job.status = JobStatus::Succeeded;
+            plan_text = Some(output.plan_text);
             job.n_rows = output.n_rows;
             job.columns = output.columns;
             job.aggregate = output.aggregate;
@@ -577,7 +637,14 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     }
     entry.detail = detail;
     let tracing_id = job.id.clone();
-    if let Err(e) = state.store.commit(&entry, |tx| store::upsert_job(tx, &job)) {
+    let recorded = state.store.commit(&entry, |tx| {
+        store::upsert_job(tx, &job)?;
+        match &plan_text {
+            Some(text) => crate::plan_texts::insert(tx, &job.id, text),
+            None => Ok(()),
+        }
+    });
+    if let Err(e) = recorded {
         tracing::error!(job = %tracing_id, error = %e, "could not record the job outcome");
     }
 }
@@ -818,6 +885,8 @@ async fn prepare(
         .store
         .read(|c| store::tenant(c, &job.tenant_id))?
         .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
+    // R25, R27: a job queued while its tenant's authorization ended never starts.
+    crate::governance::require_in_force(&state.store, &job.tenant_id)?;
     let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
     let policy = &state.policy;
     let mut allowed: HashSet<String> = HashSet::from([job.result_kek.clone()]);
@@ -1079,10 +1148,10 @@ impl JobService for Api {
         let caller = self.state.begin(&request, Action::ViewJob)?;
         let id = request.into_inner().job_id;
         let target = format!("job:{id}");
-        let result = self.own_job(&caller, &id).map(|job| {
+        let result = self.visible_job(&caller, &id).map(|job| {
             (
                 pb::GetJobResponse {
-                    job: Some(job_view(&self.state, &job)),
+                    job: Some(job_view(&self.state, &job, JobReader::of(&caller))),
                 },
                 json!({}),
             )
@@ -1104,11 +1173,18 @@ impl JobService for Api {
         // Subscribed before the first read, so no change after it is missed.
         let changes = self.state.scheduler.subscribe();
         let result = self
-            .own_job(&caller, &id)
+            .visible_job(&caller, &id)
             .map(|job| (job, json!({"watch": true})));
         let job = self.state.finish_read(&caller, &target, result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(follow_job(Arc::clone(&self.state), job, changes, tx));
+        let reader = JobReader::of(&caller);
+        tokio::spawn(follow_job(
+            Arc::clone(&self.state),
+            reader,
+            job,
+            changes,
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -1117,15 +1193,19 @@ impl JobService for Api {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = self.state.begin(&request, Action::ViewJob)?;
+        let tenant_id = request.into_inner().tenant_id;
         let result = (|| {
-            let tenant = caller.tenant()?;
-            let jobs = self.state.store.read(|c| store::jobs(c, tenant))?;
+            let jobs = self.visible_jobs(&caller, &tenant_id)?;
             let n = jobs.len();
+            let reader = JobReader::of(&caller);
             Ok((
                 pb::ListJobsResponse {
-                    jobs: jobs.iter().map(|j| job_view(&self.state, j)).collect(),
+                    jobs: jobs
+                        .iter()
+                        .map(|j| job_view(&self.state, j, reader))
+                        .collect(),
                 },
-                json!({"n": n}),
+                json!({"n": n, "tenant_id": tenant_id}),
             ))
         })();
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
@@ -1171,7 +1251,7 @@ impl JobService for Api {
             }
         }
         Ok(Response::new(pb::CancelJobResponse {
-            job: Some(job_view(&self.state, &current)),
+            job: Some(job_view(&self.state, &current, JobReader::Tenant)),
         }))
     }
 

@@ -19,7 +19,7 @@ use crate::audit::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::lifecycle::{self, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
-use crate::state::Caller;
+use crate::state::{AppState, Caller};
 use crate::store::{self, JobRecord, JobStatus, Tenant};
 
 const DAY_MS: i64 = 86_400_000;
@@ -108,48 +108,14 @@ impl Api {
         })
     }
 
-    /// Cancels every queued job of the tenant (recorded here, audited as `job_cancelled`)
-    /// and tells every running worker of it to die (its runner records the cancellation).
-    /// Workers kept for the tenant's next jobs are stopped too. Returns the jobs stopped.
+    /// [`stop_tenant_work`] on the caller's order.
     fn stop_work(&self, caller: &Caller, tenant_id: &str, why: &str) -> Result<Vec<String>> {
-        let removed = self.state.scheduler.cancel_tenant(tenant_id);
-        self.state.workers.evict_tenant(tenant_id);
-        let now = crate::now_ms();
-        let mut stopped = Vec::new();
-        for job_id in &removed {
-            let job = self
-                .state
-                .store
-                .read(|c| store::job(c, tenant_id, job_id))?;
-            let Some(mut job) = job.filter(unfinished) else {
-                continue;
-            };
-            job.status = JobStatus::Cancelled;
-            job.error = format!("cancelled before it started: {why}");
-            job.finished_at_ms = now;
-            let entry = AuditEntry {
-                principal_id: caller.principal.id.clone(),
-                role: caller.principal.role.as_str().into(),
-                tenant_id: tenant_id.to_owned(),
-                action: "job_cancelled".into(),
-                target: format!("job:{job_id}"),
-                outcome: "ok".into(),
-                detail: json!({"was": "queued", "why": why}),
-                secret_detail: None,
-            };
-            self.state
-                .store
-                .commit(&entry, |tx| store::upsert_job(tx, &job))?;
-            stopped.push(job_id.clone());
-        }
-        let running = self.state.store.read(|c| store::jobs(c, tenant_id))?;
-        stopped.extend(
-            running
-                .into_iter()
-                .filter(|j| unfinished(j) && !removed.contains(&j.id))
-                .map(|j| j.id),
-        );
-        Ok(stopped)
+        stop_tenant_work(
+            &self.state,
+            (&caller.principal.id, caller.principal.role.as_str()),
+            tenant_id,
+            why,
+        )
     }
 
     /// Polls until none of `jobs` is queued or running, or `limit` passes. Returns the jobs
@@ -1034,13 +1000,133 @@ impl LifecycleService for Api {
     }
 }
 
-/// Tells admins about suspended tenants past their fix-by deadline, every `every`, for the
-/// life of the server (R26). Each notification is audited with the system as its actor.
+/// Cancels every queued job of the tenant (recorded here, audited as `job_cancelled` by
+/// `actor`, a principal id and role) and tells every running worker of it to die (its runner
+/// records the cancellation). Workers kept for the tenant's next jobs are stopped too.
+/// Returns the jobs stopped.
+///
+/// # Errors
+/// On store failure.
+pub(crate) fn stop_tenant_work(
+    state: &AppState,
+    actor: (&str, &str),
+    tenant_id: &str,
+    why: &str,
+) -> Result<Vec<String>> {
+    let removed = state.scheduler.cancel_tenant(tenant_id);
+    state.workers.evict_tenant(tenant_id);
+    let now = crate::now_ms();
+    let mut stopped = Vec::new();
+    for job_id in &removed {
+        let job = state.store.read(|c| store::job(c, tenant_id, job_id))?;
+        let Some(mut job) = job.filter(unfinished) else {
+            continue;
+        };
+        job.status = JobStatus::Cancelled;
+        job.error = format!("cancelled before it started: {why}");
+        job.finished_at_ms = now;
+        let entry = AuditEntry {
+            principal_id: actor.0.to_owned(),
+            role: actor.1.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            action: "job_cancelled".into(),
+            target: format!("job:{job_id}"),
+            outcome: "ok".into(),
+            detail: json!({"was": "queued", "why": why}),
+            secret_detail: None,
+        };
+        state
+            .store
+            .commit(&entry, |tx| store::upsert_job(tx, &job))?;
+        state.scheduler.changed(job_id);
+        stopped.push(job_id.clone());
+    }
+    let running = state.store.read(|c| store::jobs(c, tenant_id))?;
+    stopped.extend(
+        running
+            .into_iter()
+            .filter(|j| unfinished(j) && !removed.contains(&j.id))
+            .map(|j| j.id),
+    );
+    Ok(stopped)
+}
+
+/// Serialises [`close_ended_authorizations`]: the sweep and a revocation may run it at once.
+static CLOSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Closes the work of every tenant whose authorization was revoked or expired without
+/// renewal, with none other in force (R27): its queued and running jobs stopped and its kept
+/// workers ended at once, the admins and the tenant told once; and once the configured
+/// notice period has passed, the admins told that the tenant is due for termination. Each
+/// round is audited (`authorization_ended`, the system as actor). Returns the tenants whose
+/// work it closed now.
+///
+/// # Errors
+/// On store failure.
+pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Result<Vec<String>> {
+    let _one_at_a_time = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    let notice_days = state.config.lifecycle.termination_notice_days;
+    let ended = state
+        .store
+        .read(|c| crate::governance::ended_authorizations(c, now_ms))?;
+    let mut closed = Vec::new();
+    for e in ended {
+        let (was_closed, was_due) = state.store.read(|c| {
+            Ok((
+                notify::exists(c, &e.closed_key())?,
+                notify::exists(c, &e.due_key())?,
+            ))
+        })?;
+        if was_closed && (was_due || !e.due(notice_days, now_ms)) {
+            continue;
+        }
+        let tenant_id = e.authorization.tenant_id.clone();
+        // Work first, then the notice that marks it closed: a failure in between is retried.
+        let stopped = if was_closed {
+            Vec::new()
+        } else {
+            let why = format!("authorization {} {}", e.authorization.id, e.what());
+            stop_tenant_work(state, ("system", "system"), &tenant_id, &why)?
+        };
+        state.store.commit_with(|tx| {
+            let (told_closed, told_due) =
+                crate::governance::notify_ended(tx, &e, notice_days, now_ms)?;
+            let mut entry = crate::oversight::system_entry(
+                "authorization_ended",
+                &format!("authorization:{} tenant:{tenant_id}", e.authorization.id),
+                json!({"how": e.how, "ended_at_ms": e.ended_at_ms, "jobs_stopped": stopped,
+                       "closed_notice": told_closed, "termination_due_notice": told_due,
+                       "due_at_ms": e.due_at_ms(notice_days),
+                       "successor_pending": e.successor_pending}),
+            );
+            entry.tenant_id = tenant_id.clone();
+            Ok(((), entry))
+        })?;
+        if !was_closed {
+            closed.push(tenant_id);
+        }
+    }
+    Ok(closed)
+}
+
+/// Tells admins about suspended tenants past their fix-by deadline, and closes the work of
+/// tenants whose authorization ended ([`close_ended_authorizations`]), every `every`, for the
+/// life of the server (R26, R27). Each notification is audited with the system as its actor.
 pub async fn sweep_overdue_forever(state: std::sync::Arc<crate::state::AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let now = crate::now_ms();
+        let sweeping = std::sync::Arc::clone(&state);
+        match tokio::task::spawn_blocking(move || close_ended_authorizations(&sweeping, now)).await
+        {
+            Ok(Ok(closed)) if !closed.is_empty() => {
+                tracing::info!(?closed, "work closed: authorization ended");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "closing ended authorizations failed"),
+            Err(e) => tracing::error!(error = %e, "closing ended authorizations panicked"),
+        }
         let entry = AuditEntry {
             principal_id: "system".into(),
             role: Role::PlatformAdmin.as_str().into(),

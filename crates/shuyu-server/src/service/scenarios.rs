@@ -158,6 +158,7 @@ impl Api {
                 approvals.push(pending(Capacity::Extra, &dataset.id, extra));
             }
         }
+        require_distinct_approvers(&approvals)?;
         // R25: applied for inside an authorization's term and scope.
         let need = crate::governance::Need {
             datasets: data_list.iter().map(|d| d.dataset_id.as_str()).collect(),
@@ -228,11 +229,42 @@ impl Api {
                 )));
             }
             let now = crate::now_ms();
+            // R12: one person, one decision, one capacity. Whoever has decided once is done,
+            // whatever other capacity they could also fill.
+            if let Some(done) = scenario
+                .approvals
+                .iter()
+                .find(|a| a.decided && a.decided_by == caller.principal.id)
+            {
+                let admin_left = done.capacity != Capacity::Admin
+                    && scenario
+                        .approvals
+                        .iter()
+                        .any(|a| !a.decided && a.capacity == Capacity::Admin && holds(caller, a));
+                return Err(ServerError::FailedPrecondition(format!(
+                    "you have already decided on scenario {} as {}{}",
+                    scenario.id,
+                    describe_approval(done),
+                    if admin_left {
+                        "; one person fills one approval of a scenario (R12): another admin \
+                         gives the admin approval"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let capacity = decision_capacity(caller, &scenario.approvals, req.approve)?
+                .ok_or_else(|| {
+                    ServerError::PermissionDenied(format!(
+                        "you are not a required approver of scenario {}",
+                        scenario.id
+                    ))
+                })?;
             let mut capacities = Vec::new();
             for approval in scenario
                 .approvals
                 .iter_mut()
-                .filter(|a| !a.decided && holds(caller, a))
+                .filter(|a| !a.decided && a.capacity == capacity && holds(caller, a))
             {
                 approval.decided = true;
                 approval.approved = req.approve;
@@ -240,23 +272,6 @@ impl Api {
                 approval.comment = req.comment.clone();
                 approval.decided_at_ms = now;
                 capacities.push(describe_approval(approval));
-            }
-            if capacities.is_empty() {
-                let already = scenario
-                    .approvals
-                    .iter()
-                    .any(|a| a.decided && a.decided_by == caller.principal.id);
-                return Err(if already {
-                    ServerError::FailedPrecondition(format!(
-                        "you have already decided on scenario {}",
-                        scenario.id
-                    ))
-                } else {
-                    ServerError::PermissionDenied(format!(
-                        "you are not a required approver of scenario {}",
-                        scenario.id
-                    ))
-                });
             }
             if !req.approve {
                 scenario.status = ScenarioStatus::Rejected;
@@ -285,6 +300,61 @@ fn pending(capacity: Capacity, dataset_id: &str, approver_id: &str) -> ScenarioA
         comment: String::new(),
         decided_at_ms: 0,
     }
+}
+
+/// Refuses a data list whose named approvers would fill approvals in two capacities (R12):
+/// the steward of one listed dataset who is the extra approver of another (or of the same
+/// one, set before that was refused) would count twice.
+fn require_distinct_approvers(approvals: &[ScenarioApproval]) -> Result<()> {
+    for a in approvals {
+        if let Some(b) = approvals
+            .iter()
+            .find(|b| b.approver_id == a.approver_id && b.capacity != a.capacity)
+        {
+            return Err(ServerError::FailedPrecondition(format!(
+                "principal {} would approve this scenario twice, as {} and as {}; one person \
+                 fills one approval of a scenario (R12): an admin must name another extra \
+                 approver (shuyu dataset approver)",
+                a.approver_id,
+                describe_approval(a),
+                describe_approval(b)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The one capacity in which the caller decides now: the approvals named for them (as a
+/// dataset's steward or extra approver) before the admin approval any admin may give, so
+/// that an admin who is also named (the approver of an imported dataset) leaves the admin
+/// approval to another admin. `None` if the caller holds no pending approval.
+fn decision_capacity(
+    caller: &Caller,
+    approvals: &[ScenarioApproval],
+    approve: bool,
+) -> Result<Option<Capacity>> {
+    let named: Vec<Capacity> = approvals
+        .iter()
+        .filter(|a| !a.decided && a.capacity != Capacity::Admin && holds(caller, a))
+        .map(|a| a.capacity)
+        .collect();
+    if let Some(first) = named.first() {
+        // Only a scenario applied for before application refused this can name one person
+        // twice: it can be rejected, never approved.
+        if approve && named.iter().any(|c| c != first) {
+            return Err(ServerError::FailedPrecondition(
+                "you are named as both a steward and an extra approver of this scenario, and \
+                 one person fills one approval (R12): reject it, and the engineer applies \
+                 again once an admin has named another extra approver"
+                    .into(),
+            ));
+        }
+        return Ok(Some(*first));
+    }
+    Ok(approvals
+        .iter()
+        .any(|a| !a.decided && a.capacity == Capacity::Admin && holds(caller, a))
+        .then_some(Capacity::Admin))
 }
 
 /// Whether the caller fills this required approval.

@@ -139,6 +139,8 @@ impl Api {
         req: pb::ApplyImportRequest,
     ) -> Result<ImportApplication> {
         let tenant_id = caller.tenant()?.to_owned();
+        // R25: a tenant brings data in only under an authorization in force.
+        crate::governance::require_in_force(&self.state.store, &tenant_id)?;
         let name = req.name.trim().to_owned();
         if !valid_dataset_name(&name) {
             return Err(ServerError::InvalidArgument(
@@ -264,6 +266,7 @@ impl Api {
         mut stream: Streaming<pb::UploadImportRequest>,
     ) -> Result<(ImportApplication, store::DatasetRecord)> {
         let tenant_id = caller.tenant()?.to_owned();
+        crate::governance::require_in_force(&self.state.store, &tenant_id)?;
         let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
         let header = match stream.message().await.map_err(broken)? {
             Some(pb::UploadImportRequest {
@@ -369,6 +372,8 @@ impl Api {
         req: pb::FileQualityTicketRequest,
     ) -> Result<QualityTicket> {
         let tenant_id = caller.tenant()?.to_owned();
+        // R25: working on a dataset, reporting its defects included, needs an authorization.
+        crate::governance::require_in_force(&self.state.store, &tenant_id)?;
         let dataset = self.visible_dataset(caller, &req.dataset_id)?;
         let column = req.column.trim().to_owned();
         if !column.is_empty() && !dataset.columns.iter().any(|c| c.name == column) {

@@ -379,6 +379,10 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         "{}",
         refused.message()
     );
+    // Nor does anything else a tenant starts: a masked sample, an import, a quality ticket.
+    for refused in outside_the_term(&mut engineer, &dataset).await {
+        assert!(refused.contains("no authorization agreement"), "{refused}");
+    }
 
     // An authorization of public-governance scenarios, without datasets or a plan yet.
     let now = now_ms();
@@ -578,6 +582,50 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .expect_err("no export outside the term");
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("no authorization in force"));
+    for refused in outside_the_term(&mut engineer, &dataset).await {
+        assert!(refused.contains("was revoked"), "{refused}");
+    }
+}
+
+/// Tries what a tenant's engineer starts besides jobs and exports — a masked sample, an
+/// import application, a data-quality ticket — and returns each refusal's message, asserting
+/// it is FAILED_PRECONDITION (R25).
+async fn outside_the_term(engineer: &mut Client, dataset: &pb::Dataset) -> Vec<String> {
+    let sample = engineer
+        .catalog
+        .sample_dataset(pb::SampleDatasetRequest {
+            dataset_id: dataset.id.clone(),
+            n_rows: 5,
+        })
+        .await
+        .map(drop);
+    let import = engineer
+        .stewardship
+        .apply_import(pb::ApplyImportRequest {
+            name: "members".into(),
+            description: String::new(),
+            source: "会员系统".into(),
+            legal_basis: "会员书面同意".into(),
+            columns: vec![column("tier", "int64", "ordinary", "keep")],
+        })
+        .await
+        .map(drop);
+    let ticket = engineer
+        .stewardship
+        .file_quality_ticket(pb::FileQualityTicketRequest {
+            dataset_id: dataset.id.clone(),
+            column: "birth_date".into(),
+            description: "出生日期晚于就诊日期".into(),
+        })
+        .await
+        .map(drop);
+    [("sample", sample), ("import", import), ("ticket", ticket)]
+        .into_iter()
+        .map(|(what, result)| match result {
+            Err(status) if status.code() == Code::FailedPrecondition => status.message().to_owned(),
+            other => panic!("{what} outside an authorization: {other:?}"),
+        })
+        .collect()
 }
 
 async fn renewal_notes(client: &mut Client, authorization_id: &str) -> usize {
@@ -685,7 +733,8 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
             dataset_ids: Vec::new(),
             categories: vec![pb::ScenarioCategory::Commercial as i32],
             valid_from_ms: 0,
-            valid_until_ms: now_ms() + 3_000,
+            // Ends in ten seconds: long enough for the calls below on a loaded machine.
+            valid_until_ms: now_ms() + 10_000,
             pricing_terms: "x".into(),
         })
         .await
@@ -707,7 +756,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         .submit_job(lab_sql("SELECT 1 AS one"))
         .await
         .expect("inside the term");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + WAIT; // a hang guard only
     loop {
         let status = engineer
             .governance

@@ -913,7 +913,7 @@ async fn canaries_never_reach_engineers_logs_or_disk() {
     let jobs = p
         .engineer
         .jobs
-        .list_jobs(pb::ListJobsRequest {})
+        .list_jobs(pb::ListJobsRequest::default())
         .await
         .unwrap();
     seen.push(format!("{jobs:?}"));
@@ -1027,7 +1027,7 @@ async fn another_tenant_cannot_see_or_touch_anything() {
     let jobs = b
         .engineer
         .jobs
-        .list_jobs(pb::ListJobsRequest {})
+        .list_jobs(pb::ListJobsRequest::default())
         .await
         .unwrap()
         .into_inner();

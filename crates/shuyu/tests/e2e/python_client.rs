@@ -159,7 +159,7 @@ async fn the_python_client_works_end_to_end() {
     let jobs = p
         .engineer
         .jobs
-        .list_jobs(pb::ListJobsRequest {})
+        .list_jobs(pb::ListJobsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -1031,3 +1031,141 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
     assert_eq!(fourth.status, pb::ExportStatus::InReview as i32);
     assert!(package_files(&domain, &p.tenant_id, &fourth.id).is_empty());
 }
+
+/// A Substrait plan of `sql` built as a dataframe client builds one: over empty tables with
+/// only the catalog's schema of each dataset, serialized by DataFusion's producer.
+async fn substrait_of(sql: &str, tables: &[(&str, &pb::Dataset)]) -> Vec<u8> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+    use prost::Message;
+
+    let ctx = SessionContext::new();
+    for (name, dataset) in tables {
+        let fields: Vec<Field> = dataset
+            .columns
+            .iter()
+            .map(|c| {
+                let data_type = match c.data_type.as_str() {
+                    "int64" => DataType::Int64,
+                    "float64" => DataType::Float64,
+                    "date" => DataType::Date32,
+                    "bool" => DataType::Boolean,
+                    _ => DataType::Utf8,
+                };
+                Field::new(&c.name, data_type, true)
+            })
+            .collect();
+        let table = MemTable::try_new(std::sync::Arc::new(Schema::new(fields)), vec![vec![]])
+            .expect("empty table");
+        ctx.register_table(*name, std::sync::Arc::new(table))
+            .expect("register");
+    }
+    let frame = ctx.sql(sql).await.expect("plan the dataframe");
+    datafusion_substrait::logical_plan::producer::to_substrait_plan(
+        frame.logical_plan(),
+        &ctx.state(),
+    )
+    .expect("Substrait")
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reviewers_read_a_dataframe_jobs_plan_as_sql_with_its_sources() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "df").await;
+    let residents = ingest_people(&mut p.steward, "residents").await;
+    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&residents]).await;
+    let plan = substrait_of(AGGREGATE_SQL, &[("residents", &residents)]).await;
+    let job = p
+        .engineer
+        .run_job(
+            pb::SubmitJobRequest {
+                substrait_plan: plan,
+                scenario_id: sc.clone(),
+                mode: pb::JobMode::Production as i32,
+                ..Default::default()
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);
+    assert_eq!(job.query_kind, "substrait");
+    let export = request_export(&mut p, &job.id).await;
+    assert_eq!(export.status, pb::ExportStatus::InReview as i32);
+
+    // The reviewer reads the plan as SQL (rendered by the worker at job time) and every
+    // dataset and column it reads, beside the plan's hash.
+    let review = p
+        .reviewer
+        .exports
+        .review_export(pb::ReviewExportRequest {
+            export_id: export.id.clone(),
+        })
+        .await
+        .expect("review")
+        .into_inner();
+    assert_eq!(review.query_kind, "substrait");
+    assert!(review.sql.is_empty());
+    assert!(
+        review.unrendered_reason.is_empty(),
+        "{}",
+        review.unrendered_reason
+    );
+    let rendered = &review.rendered_sql;
+    assert!(rendered.starts_with("SELECT"), "{rendered}");
+    for part in ["residents", "district", "count(", "avg(", "GROUP BY"] {
+        assert!(rendered.contains(part), "{part}: {rendered}");
+    }
+    assert_eq!(
+        review.sources,
+        [pb::PlanSource {
+            dataset_id: residents.id.clone(),
+            table: "residents".into(),
+            columns: vec!["district".into(), "cost".into()],
+        }]
+    );
+    // So does the CLI.
+    let creds = domain.creds("reviewer-df");
+    let out = run_bin(&[
+        "export",
+        "review",
+        &export.id,
+        "--as",
+        creds.to_str().unwrap(),
+        "--server",
+        &server.addr,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("the plan as SQL"), "{text}");
+    assert!(text.contains(rendered.as_str()), "{text}");
+    assert!(
+        text.contains(&format!("residents ({}): district, cost", residents.id)),
+        "{text}"
+    );
+
+    // A SQL job is not rendered again (its text is what ran); its sources are listed too.
+    let by_sql = p.engineer.run_sql(AGGREGATE_SQL, &sc, WAIT).await.unwrap();
+    let export = request_export(&mut p, &by_sql.id).await;
+    let review = p
+        .reviewer
+        .exports
+        .review_export(pb::ReviewExportRequest {
+            export_id: export.id.clone(),
+        })
+        .await
+        .expect("review")
+        .into_inner();
+    assert_eq!(review.sql, AGGREGATE_SQL);
+    assert!(review.rendered_sql.is_empty());
+    assert_eq!(review.sources.len(), 1);
+    assert_eq!(review.sources[0].columns, ["district", "cost"]);
+}

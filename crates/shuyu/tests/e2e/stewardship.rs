@@ -247,14 +247,80 @@ async fn imported_data_stays_the_tenants_own_and_fuses_under_a_scenario() {
 
     // Fusion under one scenario: public residents joined with the tenant's members. The
     // residents' steward approves their part; the admin who approved the import answers
-    // for the members and gives the admin approval.
-    let scenario_id = scenario_approved_by(
-        &mut p.engineer,
-        &mut p.steward,
-        &mut p.admin,
-        &[&residents, &members],
-    )
-    .await;
+    // for the members, and that is their one approval (R12): another admin gives the admin
+    // approval.
+    let now = now_ms();
+    let scenario = p
+        .engineer
+        .scenarios
+        .apply_scenario(pb::ApplyScenarioRequest {
+            name: "会员分层统计".into(),
+            purpose: "tiers of members by district".into(),
+            data_list: [&residents, &members]
+                .iter()
+                .map(|d| pb::DataListItem {
+                    dataset_id: d.id.clone(),
+                    columns: d.columns.iter().map(|c| c.name.clone()).collect(),
+                })
+                .collect(),
+            valid_from_ms: 0,
+            valid_until_ms: now + 30 * 86_400_000,
+            category: pb::ScenarioCategory::Commercial as i32,
+        })
+        .await
+        .expect("apply")
+        .into_inner()
+        .scenario
+        .expect("scenario");
+    let decide = |id: &str| pb::DecideScenarioRequest {
+        scenario_id: id.to_owned(),
+        approve: true,
+        comment: String::new(),
+    };
+    p.steward
+        .scenarios
+        .decide_scenario(decide(&scenario.id))
+        .await
+        .expect("the residents' steward approves");
+    let by_importer = p
+        .admin
+        .scenarios
+        .decide_scenario(decide(&scenario.id))
+        .await
+        .expect("the importing admin approves the members")
+        .into_inner()
+        .scenario
+        .expect("scenario");
+    assert_eq!(
+        by_importer.status,
+        pb::ScenarioStatus::Pending as i32,
+        "one decision fills one approval: {by_importer:?}"
+    );
+    let twice = p
+        .admin
+        .scenarios
+        .decide_scenario(decide(&scenario.id))
+        .await
+        .expect_err("the same admin cannot give the admin approval too");
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    assert!(
+        twice.message().contains("another admin"),
+        "{}",
+        twice.message()
+    );
+    let admin2 = register(&mut p.admin, &domain, "admin2-imp", pb::Role::Admin, "").await;
+    let approved = server
+        .client(&admin2)
+        .await
+        .scenarios
+        .decide_scenario(decide(&scenario.id))
+        .await
+        .expect("a second admin approves")
+        .into_inner()
+        .scenario
+        .expect("scenario");
+    assert_eq!(approved.status, pb::ScenarioStatus::Approved as i32);
+    let scenario_id = scenario.id;
     let job = p
         .engineer
         .run_sql(

@@ -868,8 +868,10 @@ class WatchJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -1380,7 +1382,7 @@ class ReviewExportRequest(_message.Message):
     def __init__(self, export_id: _Optional[str] = ...) -> None: ...
 
 class ReviewExportResponse(_message.Message):
-    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids", "query_kind", "query_sha256", "result_sha256", "policy_version", "scenario_id", "lineage", "row_influencing", "unanalysable", "units")
+    __slots__ = ("export", "sql", "columns", "result_arrow_ipc", "truncated", "n_rows", "input_dataset_ids", "query_kind", "query_sha256", "result_sha256", "policy_version", "scenario_id", "lineage", "row_influencing", "unanalysable", "units", "rendered_sql", "unrendered_reason", "sources")
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -1397,6 +1399,9 @@ class ReviewExportResponse(_message.Message):
     ROW_INFLUENCING_FIELD_NUMBER: _ClassVar[int]
     UNANALYSABLE_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    RENDERED_SQL_FIELD_NUMBER: _ClassVar[int]
+    UNRENDERED_REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     export: Export
     sql: str
     columns: _containers.RepeatedCompositeFieldContainer[Column]
@@ -1413,7 +1418,20 @@ class ReviewExportResponse(_message.Message):
     row_influencing: _containers.RepeatedCompositeFieldContainer[RowInfluence]
     unanalysable: _containers.RepeatedScalarFieldContainer[str]
     units: str
-    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., result_sha256: _Optional[str] = ..., policy_version: _Optional[str] = ..., scenario_id: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[ColumnLineage, _Mapping]]] = ..., row_influencing: _Optional[_Iterable[_Union[RowInfluence, _Mapping]]] = ..., unanalysable: _Optional[_Iterable[str]] = ..., units: _Optional[str] = ...) -> None: ...
+    rendered_sql: str
+    unrendered_reason: str
+    sources: _containers.RepeatedCompositeFieldContainer[PlanSource]
+    def __init__(self, export: _Optional[_Union[Export, _Mapping]] = ..., sql: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., result_arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., n_rows: _Optional[int] = ..., input_dataset_ids: _Optional[_Iterable[str]] = ..., query_kind: _Optional[str] = ..., query_sha256: _Optional[str] = ..., result_sha256: _Optional[str] = ..., policy_version: _Optional[str] = ..., scenario_id: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[ColumnLineage, _Mapping]]] = ..., row_influencing: _Optional[_Iterable[_Union[RowInfluence, _Mapping]]] = ..., unanalysable: _Optional[_Iterable[str]] = ..., units: _Optional[str] = ..., rendered_sql: _Optional[str] = ..., unrendered_reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[PlanSource, _Mapping]]] = ...) -> None: ...
+
+class PlanSource(_message.Message):
+    __slots__ = ("dataset_id", "table", "columns")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    table: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset_id: _Optional[str] = ..., table: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ColumnLineage(_message.Message):
     __slots__ = ("name", "sources", "classification", "aggregated", "masked", "functions")

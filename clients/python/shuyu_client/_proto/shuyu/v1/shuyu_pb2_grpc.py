@@ -1337,13 +1337,15 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Engineers: their tenant's jobs. Auditors (R35): any job with its query, never its
+        preview of values.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """Follows a job of the caller's tenant: the job now, then again whenever its state or
+        """Follows a job of the caller's tenant (auditors: any job): the job now, then again whenever its state or
         progress changes (queue position, stage, rows, bytes), ending with the finished job.
         Audited once per call, not per message. A stream may also end early (after
         `WATCH_JOB_MAX` = 1 hour, or when the server stops): watch again to go on.
@@ -1996,7 +1998,7 @@ class ExportServiceServicer:
 
     def ListExports(self, request, context):
         """Engineers: their tenant's exports. Reviewers: the exports in review, except their own
-        tenant's.
+        tenant's. Auditors: every export (no check evidence, no private comment).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -2042,7 +2044,7 @@ class ExportServiceServicer:
 
     def ListProducts(self, request, context):
         """Recipients: the products naming them. Engineers: their tenant's products. Reviewers:
-        the products of other tenants.
+        the products of other tenants. Auditors: every product.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -2410,6 +2412,7 @@ class ExportService:
 class AuditServiceStub:
     """---------------------------------------------------------------- audit
 
+    Auditors and admins (R35) read the trail.
     """
 
     def __init__(self, channel):
@@ -2433,6 +2436,7 @@ class AuditServiceStub:
 class AuditServiceServicer:
     """---------------------------------------------------------------- audit
 
+    Auditors and admins (R35) read the trail.
     """
 
     def ListAuditRecords(self, request, context):
@@ -2471,6 +2475,7 @@ def add_AuditServiceServicer_to_server(servicer, server):
 class AuditService:
     """---------------------------------------------------------------- audit
 
+    Auditors and admins (R35) read the trail.
     """
 
     @staticmethod

@@ -200,7 +200,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     let envelope = AppState::envelope(&domain.keys);
     let engine = Engine::new(storage.clone(), Arc::clone(&envelope));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let tls_config = tls::server_config(
+    let (tls_config, client_verifier) = tls::server_config(
         &domain.ca.cert_pem,
         &domain.server_cert_pem,
         &domain.server_key_pem,
@@ -283,10 +283,16 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             let acceptor = acceptor.clone();
             let conn_tx = conn_tx.clone();
             let refusals = Arc::clone(&refusals);
+            let client_verifier = Arc::clone(&client_verifier);
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let watched = refusals::Watched::new(tls, Some(peer.ip()), refusals);
+                        if let Err(reason) =
+                            client_verifier.check(tls.get_ref().1.peer_certificates())
+                        {
+                            refusals.refuse_connection(peer, reason);
+                        }
+                        let watched = refusals::Watched::new(tls, Some(peer), refusals);
                         let _ = conn_tx.send(Ok::<_, std::io::Error>(watched)).await;
                     }
                     Ok(Err(e)) => {

@@ -6,8 +6,8 @@
 //! once a minute as one `transport_refused` record per (peer, reason) with its count, so a
 //! flood cannot fill the trail.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,13 +24,40 @@ use crate::store::Store;
 /// The audit action of an aggregated refusal record.
 pub const ACTION: &str = "transport_refused";
 
-/// Refusals counted since the last flush, per (peer address, reason).
+/// Refusals counted since the last flush, per (peer address, reason), and the open
+/// connections whose client certificate was refused.
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: Mutex<BTreeMap<(String, String), u64>>,
+    refused_connections: Mutex<HashMap<SocketAddr, String>>,
 }
 
 impl Refusals {
+    /// Notes that the open connection from `peer` was refused for `reason`: every request on
+    /// it is answered UNAUTHENTICATED with the reason.
+    pub fn refuse_connection(&self, peer: SocketAddr, reason: String) {
+        self.count(Some(peer.ip()), &reason);
+        self.refused_connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(peer, reason);
+    }
+
+    fn refusal_of(&self, peer: SocketAddr) -> Option<String> {
+        self.refused_connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&peer)
+            .cloned()
+    }
+
+    fn connection_closed(&self, peer: SocketAddr) {
+        self.refused_connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&peer);
+    }
+
     /// Counts one refusal of `peer` for `reason`.
     pub fn count(&self, peer: Option<IpAddr>, reason: &str) {
         let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -86,27 +113,12 @@ impl Refusals {
 
 /// Why a TLS handshake was refused, in words for the trail.
 pub fn handshake_reason(e: &std::io::Error) -> String {
-    use rustls::{CertificateError, Error as Tls};
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()) else {
-        return "the TLS handshake failed".into();
-    };
-    match tls {
-        Tls::NoCertificatesPresented => "no client certificate".into(),
-        Tls::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-                "a client certificate not issued by this domain's CA".into()
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "an expired client certificate".into()
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "a client certificate not valid yet".into()
-            }
-            CertificateError::Revoked => "a revoked client certificate".into(),
-            other => format!("an invalid client certificate ({other:?})"),
-        },
-        Tls::PeerIncompatible(_) => "a client without TLS 1.3".into(),
-        other => format!("the TLS handshake failed ({other})"),
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => crate::tls::refusal_reason(tls),
+        None => "the TLS handshake failed".into(),
     }
 }
 
@@ -115,17 +127,25 @@ pub fn handshake_reason(e: &std::io::Error) -> String {
 #[derive(Debug)]
 pub struct Watched<IO> {
     inner: IO,
-    peer: Option<IpAddr>,
+    peer: Option<SocketAddr>,
     refusals: Arc<Refusals>,
     /// Bytes of the preface matched so far; `None` once decided.
     preface_seen: Option<usize>,
+}
+
+impl<IO> Drop for Watched<IO> {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer {
+            self.refusals.connection_closed(peer);
+        }
+    }
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<IO> Watched<IO> {
     /// Watches `inner`, a connection from `peer`.
-    pub fn new(inner: IO, peer: Option<IpAddr>, refusals: Arc<Refusals>) -> Watched<IO> {
+    pub fn new(inner: IO, peer: Option<SocketAddr>, refusals: Arc<Refusals>) -> Watched<IO> {
         Watched {
             inner,
             peer,
@@ -149,7 +169,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             let n = new.len().min(want.len());
             if new[..n] != want[..n] {
                 self.preface_seen = None;
-                let peer = self.peer;
+                let peer = self.peer.map(|p| p.ip());
                 self.refusals
                     .count(peer, "a connection that does not speak HTTP/2 (gRPC)");
             } else if seen + n == PREFACE.len() {
@@ -237,18 +257,19 @@ pub struct RefusalService<S> {
     refusals: Arc<Refusals>,
 }
 
-fn peer_of<B>(request: &http::Request<B>) -> Option<IpAddr> {
+fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
     request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.get_ref().remote_addr())
-        .map(|a| a.ip())
 }
 
 impl<S, B, R> tonic::codegen::Service<http::Request<B>> for RefusalService<S>
 where
     S: tonic::codegen::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -260,9 +281,15 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let peer = peer_of(&request);
+        // A connection whose client certificate was refused: the reason, nothing else.
+        if let Some(reason) = peer.and_then(|p| self.refusals.refusal_of(p)) {
+            let response = tonic::Status::unauthenticated(reason).into_http::<R>();
+            return Box::pin(async move { Ok(response) });
+        }
         let reached = HandlerReached::default();
         request.extensions_mut().insert(reached.clone());
-        let peer = peer_of(&request);
+        let peer = peer.map(|p| p.ip());
         let path = request.uri().path().to_owned();
         let refusals = Arc::clone(&self.refusals);
         let future = self.inner.call(request);

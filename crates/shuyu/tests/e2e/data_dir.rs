@@ -514,7 +514,9 @@ async fn a_full_disk_gives_a_plain_status_and_the_server_reports_not_ready() {
         set -e
         mount -t tmpfs -o size=64m tmpfs "$2"
         cp -a "$1/." "$2/"
-        "$4" serve --data-dir "$2" --listen 127.0.0.1:0 2>"$3/server.log" &
+        # The server dies with this shell (killed when the test ends, or fails).
+        setpriv --pdeathsig KILL "$4" serve --data-dir "$2" --listen 127.0.0.1:0 \
+            2>"$3/server.log" &
         while [ ! -e "$3/fill" ]; do sleep 0.05; done
         dd if=/dev/zero of="$2/filler" bs=1M 2>/dev/null || true
         touch "$3/filled"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use shuyu_client::{Client, ClientError, Credentials, lab_sql, production_sql, v1 as pb};
 use tonic::Code;
 
+mod chaos;
 mod corpus;
 mod data_dir;
 mod dp;

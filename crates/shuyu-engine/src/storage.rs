@@ -12,7 +12,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::EngineError;
 
@@ -62,16 +62,35 @@ impl Storage {
         format!("{STORE_URL}{location}")
     }
 
-    /// Stores `bytes` at `location` (atomically: temp file then rename).
+    /// Stores `bytes` at `location` durably: a private (0600) temporary file, written and
+    /// synced, renamed into place, then the folders from it up to the root synced, so that
+    /// once this returns the object survives a crash (a record naming it may commit).
     ///
     /// # Errors
     /// On storage failure.
     pub async fn put(&self, location: &str, bytes: Vec<u8>) -> Result<(), EngineError> {
-        self.store
-            .put(&Path::from(location), PutPayload::from(bytes))
+        let path = Path::from(location);
+        let target = self.root.join(path.as_ref());
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || write_durably(&root, &target, &bytes))
             .await
-            .map_err(|e| EngineError::Storage(e.to_string()))?;
-        Ok(())
+            .map_err(|e| EngineError::Storage(format!("writing an object: {e}")))?
+            .map_err(|e| EngineError::Storage(format!("writing {location}: {e}")))
+    }
+
+    /// Flushes every file under `prefix` (a folder such as `datasets/<id>/`, or one object)
+    /// and the folders from there up to the root to disk: objects written by the engine, a
+    /// worker or DataFusion reach the disk before the record that names them commits.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn sync(&self, prefix: &str) -> Result<(), EngineError> {
+        let target = self.root.join(prefix.trim_end_matches('/'));
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || sync_tree(&root, &target))
+            .await
+            .map_err(|e| EngineError::Storage(format!("syncing objects: {e}")))?
+            .map_err(|e| EngineError::Storage(format!("syncing {prefix}: {e}")))
     }
 
     /// Reads the object at `location`.
@@ -132,5 +151,143 @@ impl Storage {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(())
+    }
+}
+
+/// Creates the missing folders of `dir` under `root` with mode 0700.
+fn create_folders(dir: &FsPath) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Syncs `dir` and each folder above it up to and including `root`.
+fn sync_folders_up(root: &FsPath, dir: &FsPath) -> std::io::Result<()> {
+    let mut current = Some(dir);
+    while let Some(folder) = current {
+        if !folder.starts_with(root) {
+            break;
+        }
+        std::fs::File::open(folder)?.sync_all()?;
+        if folder == root {
+            break;
+        }
+        current = folder.parent();
+    }
+    Ok(())
+}
+
+fn write_durably(root: &FsPath, target: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object path without a folder"))?;
+    create_folders(dir)?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        uuid_suffix()
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    sync_folders_up(root, dir)
+}
+
+/// A process-unique suffix for temporary names.
+fn uuid_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn sync_tree(root: &FsPath, target: &FsPath) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(target) {
+        Ok(meta) => meta,
+        // Nothing there (an empty result folder): nothing to sync but its parents.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match target.parent() {
+                Some(parent) if parent.exists() => sync_folders_up(root, parent),
+                _ => Ok(()),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        let mut stack = vec![target.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    stack.push(entry.path());
+                } else if kind.is_file() {
+                    std::fs::File::open(entry.path())?.sync_all()?;
+                }
+            }
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+    } else {
+        std::fs::File::open(target)?.sync_all()?;
+    }
+    match target.parent() {
+        Some(parent) => sync_folders_up(root, parent),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn put_writes_private_files_and_folders_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        storage
+            .put("exports/t/e/p.pkg", b"sealed".to_vec())
+            .await
+            .unwrap();
+        let file = dir.path().join("exports/t/e/p.pkg");
+        assert_eq!(std::fs::read(&file).unwrap(), b"sealed");
+        let mode = |p: &FsPath| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&dir.path().join("exports/t/e")), 0o700);
+        assert_eq!(mode(&dir.path().join("exports")), 0o700);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("exports/t/e"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(
+            storage.get("exports/t/e/p.pkg").await.unwrap().as_ref(),
+            b"sealed"
+        );
+        // Syncing a folder, an object or nothing at all works.
+        storage.sync("exports/t/").await.unwrap();
+        storage.sync("exports/t/e/p.pkg").await.unwrap();
+        storage.sync("results/none/").await.unwrap();
     }
 }

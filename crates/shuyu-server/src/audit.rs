@@ -15,6 +15,9 @@ use crate::error::Result;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The action of a domain's first record, written by `shuyu init`: every trail starts with it.
+pub const GENESIS_ACTION: &str = "init_domain";
+
 /// What a service call records.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEntry {
@@ -80,11 +83,12 @@ pub struct VerifyReport {
     pub problem: Option<String>,
 }
 
-/// Keys and operations of the trail.
+/// Keys and operations of the trail (and the key the store seals job previews under).
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     mac_key: SecretKey,
     seal_key: SecretKey,
+    preview_key: SecretKey,
 }
 
 /// Creates the audit table.
@@ -135,7 +139,13 @@ impl AuditLog {
         AuditLog {
             mac_key: master.derive("shuyu-audit-mac:v1"),
             seal_key: master.derive("shuyu-audit-seal:v1"),
+            preview_key: master.derive("shuyu-job-preview-seal:v1"),
         }
+    }
+
+    /// The key job previews are sealed under in the metadata store.
+    pub(crate) fn preview_key(&self) -> &SecretKey {
+        &self.preview_key
     }
 
     /// The MAC of a retention redaction (see [`crate::retention`]).
@@ -258,6 +268,16 @@ impl AuditLog {
                     ),
                 ));
             }
+            if record.seq == 1 && record.action != GENESIS_ACTION {
+                return Ok(fail(
+                    n,
+                    &expected_prev,
+                    format!(
+                        "record 1 is `{}`, not the domain's genesis record (`{GENESIS_ACTION}`)",
+                        record.action
+                    ),
+                ));
+            }
             if record.prev_hash != expected_prev {
                 return Ok(fail(
                     n,
@@ -291,6 +311,15 @@ impl AuditLog {
             expected_seq += 1;
             n += 1;
         }
+        if n == 0 {
+            return Ok(fail(
+                0,
+                &expected_prev,
+                "the trail holds no record: a domain's trail starts with its genesis record, \
+                 written by `shuyu init` (records removed)"
+                    .into(),
+            ));
+        }
         let head: Option<(u64, String, String)> = conn
             .query_row(
                 "SELECT seq, hash, mac FROM audit_head WHERE id = 1",
@@ -299,7 +328,6 @@ impl AuditLog {
             )
             .optional()?;
         match head {
-            None if n == 0 => {}
             None => {
                 return Ok(fail(
                     n,
@@ -377,7 +405,7 @@ mod tests {
             let entry = AuditEntry {
                 principal_id: format!("p{i}"),
                 role: "engineer".into(),
-                action: "submit_job".into(),
+                action: if i == 0 { GENESIS_ACTION } else { "submit_job" }.into(),
                 outcome: "ok".into(),
                 detail: json!({"i": i}),
                 secret_detail: (i == 1).then(|| "cast of 'CANARY_VALUE' failed".to_owned()),
@@ -390,13 +418,40 @@ mod tests {
     }
 
     #[test]
-    fn an_untouched_trail_verifies_and_an_empty_one_too() {
+    fn an_untouched_trail_verifies_and_an_empty_one_does_not() {
         let (log, conn) = log_with(5);
         let report = log.verify(&conn).unwrap();
         assert!(report.ok, "{report:?}");
         assert_eq!(report.n_records, 5);
         let (log, conn) = log_with(0);
-        assert!(log.verify(&conn).unwrap().ok);
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("genesis"));
+    }
+
+    #[test]
+    fn deleting_every_record_and_the_head_is_a_failure() {
+        let (log, conn) = log_with(4);
+        conn.execute_batch("DELETE FROM audit; DELETE FROM audit_head;")
+            .unwrap();
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok, "{report:?}");
+        assert_eq!(report.n_records, 0);
+    }
+
+    #[test]
+    fn a_trail_that_does_not_start_with_the_genesis_record_fails() {
+        let (log, conn) = log_with(3);
+        // Records 2 and 3 renumbered to start the trail: the chain links, the MACs hold,
+        // but the genesis is gone.
+        conn.execute_batch(
+            "DELETE FROM audit WHERE seq = 1; UPDATE audit SET seq = seq - 1;
+             UPDATE audit SET prev_hash = '0000000000000000000000000000000000000000000000000000000000000000' WHERE seq = 1;",
+        )
+        .unwrap();
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("record 1"));
     }
 
     #[test]

@@ -348,6 +348,21 @@ pub fn store(conn: &Connection, checkpoint: &Checkpoint, note: &str, at_ms: i64)
     Ok(())
 }
 
+/// The largest stored checkpoint: its tree size and root hash (hex).
+///
+/// # Errors
+/// On store failure.
+pub fn last_stored(conn: &Connection) -> Result<Option<(u64, String)>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT tree_size, root_hash FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
 /// A consistency proof as a text file: `shuyu-consistency-proof v1`, the two sizes, then one
 /// base64 hash per line.
 pub fn proof_to_text(old_size: u64, new_size: u64, proof: &[Hash]) -> String {

@@ -1,10 +1,14 @@
 //! A domain's data directory: creating it (`shuyu init`) and opening it (`shuyu serve`).
 //!
-//! Layout: `master.key` (0600, the only plaintext secret), `meta.db` (metadata store and
-//! audit trail), `objects/` (encrypted Parquet, sealed packages), `tls/` (CA and server
-//! certificates, public). The CA key, the server key and the domain's signing key are stored
-//! sealed under a key derived from the master key.
+//! Layout: `master.key` (the only plaintext secret), `meta.db` (metadata store and audit
+//! trail), `objects/` (encrypted Parquet, sealed packages), `tls/` (CA certificate, public),
+//! `serve.lock` (held by the serving process). The CA key, the server key and the domain's
+//! signing key are stored sealed under a key derived from the master key. Every file is 0600
+//! and every folder 0700, whatever the umask: created so, and tightened when a server opens
+//! the directory.
 
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use shuyu_vault::{MasterKey, SecretKey, SigningKey};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditEntry, AuditLog};
-use crate::error::{Result, ServerError};
+use crate::error::{Result, ServerError, StorageFault};
 use crate::keys::{DOMAIN_KEK, KeyStore};
 use crate::store::{self, Principal, Store};
 use crate::tls::{self, CaMaterial};
@@ -56,6 +60,161 @@ impl DataDir {
     pub fn signing_public_key(&self) -> PathBuf {
         self.root.join("domain-signing.pub")
     }
+    /// The lock file held by the serving process.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("serve.lock")
+    }
+}
+
+/// Files of a data dir: owner only.
+pub const FILE_MODE: u32 = 0o600;
+/// Folders of a data dir: owner only.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Sets the process's umask to 0077, so that every file and folder this process and its
+/// workers create (SQLite, the object store, DataFusion) is private to its owner. Process
+/// wide: called by `init` and `serve`.
+pub fn set_private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// Creates `path` and its missing parents as folders of mode 0700 (exactly: set after
+/// creation, whatever the umask).
+///
+/// # Errors
+/// On IO failure ([`ServerError::Storage`] for a full or read-only disk).
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    let what = path.display().to_string();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(|e| ServerError::from_io(&what, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|e| ServerError::from_io(&what, e))
+}
+
+/// Writes `bytes` to a new or replaced file of mode 0600 and syncs it to disk.
+///
+/// # Errors
+/// On IO failure.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let what = path.display().to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| ServerError::from_io(&what, e))?;
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| ServerError::from_io(&what, e))
+}
+
+/// Makes every folder of `root` (itself included) 0700 and every file 0600; symbolic links
+/// are neither followed nor changed. Returns how many entries were tightened.
+///
+/// # Errors
+/// An entry whose mode cannot be changed (another owner's): the data dir is refused.
+pub fn secure_tree(root: &Path) -> Result<usize> {
+    let mut tightened = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let what = path.display().to_string();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| ServerError::from_io(&what, e))?;
+        let wanted = if meta.is_dir() {
+            DIR_MODE
+        } else if meta.is_file() {
+            FILE_MODE
+        } else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & !wanted != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & wanted))
+                .map_err(|e| {
+                    ServerError::FailedPrecondition(format!(
+                        "{what} is readable by others (mode {mode:o}) and cannot be made \
+                         private ({e}): refusing to serve this data dir"
+                    ))
+                })?;
+            tightened += 1;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(|e| ServerError::from_io(&what, e))? {
+                stack.push(entry.map_err(|e| ServerError::from_io(&what, e))?.path());
+            }
+        }
+    }
+    Ok(tightened)
+}
+
+/// The exclusive lock on a data dir that its serving process holds (an advisory `flock` on
+/// `serve.lock`, released by the kernel when the process ends, however it ends).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data dir's lock, first thing, before anything in it is read or changed: a
+/// second server on the same data dir is refused here, naming the first one's process.
+///
+/// # Errors
+/// [`ServerError::FailedPrecondition`] when another process holds it or the directory holds
+/// no domain; [`ServerError::Storage`] on a read-only or full disk.
+pub fn lock(data_dir: &Path) -> Result<ServeLock> {
+    let dir = DataDir::new(data_dir);
+    if !dir.master_key().exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{} holds no domain: run `shuyu init --data-dir {}` first",
+            data_dir.display(),
+            data_dir.display()
+        )));
+    }
+    let path = dir.lock_file();
+    let what = path.display().to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(|e| match StorageFault::of_io(&e) {
+            Some(fault) => ServerError::FailedPrecondition(format!(
+                "cannot serve {}: {fault}",
+                data_dir.display()
+            )),
+            None => ServerError::internal(format!("{what}: {e}")),
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(ServerError::FailedPrecondition(format!(
+                "{} is already served by another `shuyu serve`{}: stop it first (nothing was \
+                 touched)",
+                data_dir.display(),
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(ServerError::internal(format!("locking {what}: {e}")));
+        }
+    }
+    let pid = std::process::id().to_string();
+    file.set_len(0)
+        .and_then(|()| file.write_all(pid.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| ServerError::from_io(&what, e))?;
+    Ok(ServeLock { _file: file })
 }
 
 /// Credentials of one principal, written for the CLI: `ca.pem`, `cert.pem`, `key.pem` (0600).
@@ -72,8 +231,6 @@ pub struct Credentials {
 /// # Errors
 /// On IO failure.
 pub fn write_credentials(dir: &Path, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir)
         .map_err(|e| ServerError::internal(format!("{}: {e}", dir.display())))?;
     std::fs::write(dir.join("ca.pem"), ca_pem).map_err(ServerError::internal)?;
@@ -160,8 +317,10 @@ pub fn init(
             data_dir.display()
         )));
     }
-    std::fs::create_dir_all(dir.root().join("tls")).map_err(ServerError::internal)?;
-    std::fs::create_dir_all(dir.objects()).map_err(ServerError::internal)?;
+    set_private_umask();
+    create_private_dir(&dir.root().join("tls"))?;
+    create_private_dir(&dir.objects())?;
+    create_private_dir(dir.root())?;
     let master = MasterKey::create_file(&dir.master_key())?;
     let store = Store::open(&dir.meta_db(), AuditLog::new(master.key()))?;
     let keys = store.read(|conn| KeyStore::load(master.clone(), conn))?;
@@ -232,9 +391,11 @@ pub fn init(
         )?;
         Ok(())
     })?;
-    std::fs::write(dir.ca_cert(), &ca.cert_pem).map_err(ServerError::internal)?;
-    std::fs::write(dir.signing_public_key(), format!("{signing_public}\n"))
-        .map_err(ServerError::internal)?;
+    write_private_file(&dir.ca_cert(), ca.cert_pem.as_bytes())?;
+    write_private_file(
+        &dir.signing_public_key(),
+        format!("{signing_public}\n").as_bytes(),
+    )?;
     write_credentials(admin_dir, &ca.cert_pem, &issued.cert_pem, &admin_key)?;
     Ok(InitOutcome {
         admin: Credentials {
@@ -307,4 +468,69 @@ pub fn open(data_dir: &Path) -> Result<OpenDomain> {
         server_key_pem,
         signing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_second_server_on_a_data_dir_is_refused_before_it_touches_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("master.key"), b"x").unwrap();
+        let first = lock(dir.path()).unwrap();
+        assert_eq!(mode(&dir.path().join("serve.lock")), FILE_MODE);
+        let e = lock(dir.path()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("already served") && text.contains(&std::process::id().to_string()),
+            "{text}"
+        );
+        drop(first);
+        lock(dir.path()).expect("free again once the first server is gone");
+        // No domain, no lock (and no lock file).
+        let empty = tempfile::tempdir().unwrap();
+        assert!(lock(empty.path()).is_err());
+        assert!(!empty.path().join("serve.lock").exists());
+    }
+
+    #[test]
+    fn open_files_and_folders_of_a_data_dir_are_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("d");
+        std::fs::create_dir_all(root.join("objects/datasets")).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("objects"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        std::fs::write(root.join("meta.db"), b"").unwrap();
+        std::fs::set_permissions(root.join("meta.db"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        std::fs::write(root.join("objects/datasets/p"), b"").unwrap();
+        std::fs::set_permissions(
+            root.join("objects/datasets/p"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        assert!(secure_tree(&root).unwrap() >= 4);
+        assert_eq!(mode(&root), DIR_MODE);
+        assert_eq!(mode(&root.join("objects")), DIR_MODE);
+        assert_eq!(mode(&root.join("objects/datasets")), DIR_MODE);
+        assert_eq!(mode(&root.join("meta.db")), FILE_MODE);
+        assert_eq!(mode(&root.join("objects/datasets/p")), FILE_MODE);
+        assert_eq!(secure_tree(&root).unwrap(), 0);
+    }
+
+    #[test]
+    fn write_private_file_and_create_private_dir_ignore_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("a/b");
+        create_private_dir(&folder).unwrap();
+        assert_eq!(mode(&folder), DIR_MODE);
+        write_private_file(&folder.join("f"), b"x").unwrap();
+        assert_eq!(mode(&folder.join("f")), FILE_MODE);
+    }
 }

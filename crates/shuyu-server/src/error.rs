@@ -26,6 +26,9 @@ pub enum ServerError {
     /// A size limit was exceeded.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// The data directory cannot take the write: its disk is full or it is read-only.
+    #[error("{0}")]
+    Storage(StorageFault),
     /// Anything else. `detail` goes to the audit trail (sealed), never to the client.
     #[error("internal error (error id {id})")]
     Internal {
@@ -36,7 +39,71 @@ pub enum ServerError {
     },
 }
 
+/// Why the data directory refused a write. Its message is plain and holds no path or value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StorageFault {
+    /// No space left (or a quota reached).
+    #[error("the server's disk is full: nothing was changed; an operator must free space")]
+    Full,
+    /// A read-only file system, or a data directory the server may not write.
+    #[error("the server's data directory is read-only: nothing was changed")]
+    ReadOnly,
+}
+
+impl StorageFault {
+    /// The fault behind an IO error, if it is one.
+    pub fn of_io(e: &std::io::Error) -> Option<StorageFault> {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Some(StorageFault::Full),
+            ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => {
+                Some(StorageFault::ReadOnly)
+            }
+            _ => None,
+        }
+    }
+
+    /// The fault named in an error's text (errors of the object store and the engine keep
+    /// the OS error only as text: "… (os error 28)").
+    pub fn in_text(text: &str) -> Option<StorageFault> {
+        const FULL: [&str; 2] = ["(os error 28)", "(os error 122)"];
+        const READ_ONLY: [&str; 2] = ["(os error 30)", "(os error 13)"];
+        if FULL.iter().any(|code| text.contains(code)) {
+            Some(StorageFault::Full)
+        } else if READ_ONLY.iter().any(|code| text.contains(code)) {
+            Some(StorageFault::ReadOnly)
+        } else {
+            None
+        }
+    }
+
+    /// The fault behind a SQLite error, if it is one.
+    pub fn of_sqlite(e: &rusqlite::Error) -> Option<StorageFault> {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Some(StorageFault::Full),
+            Some(rusqlite::ErrorCode::ReadOnly) => Some(StorageFault::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
 impl ServerError {
+    /// An IO error on `what`: a [`StorageFault`] when it is one, else internal.
+    pub fn from_io(what: &str, e: std::io::Error) -> ServerError {
+        match StorageFault::of_io(&e) {
+            Some(fault) => ServerError::Storage(fault),
+            None => ServerError::internal(format!("{what}: {e}")),
+        }
+    }
+
+    /// The storage fault this error is, if any.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        match self {
+            ServerError::Storage(fault) => Some(*fault),
+            _ => None,
+        }
+    }
+
     /// An internal error with a fresh id.
     pub fn internal(detail: impl std::fmt::Display) -> ServerError {
         ServerError::Internal {
@@ -54,7 +121,7 @@ impl ServerError {
             | ServerError::FailedPrecondition(_)
             | ServerError::AlreadyExists(_)
             | ServerError::ResourceExhausted(_) => "invalid",
-            ServerError::Internal { .. } => "error",
+            ServerError::Storage(_) | ServerError::Internal { .. } => "error",
         }
     }
 
@@ -68,6 +135,8 @@ impl ServerError {
             ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServerError::AlreadyExists(_) => Code::AlreadyExists,
             ServerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServerError::Storage(StorageFault::Full) => Code::ResourceExhausted,
+            ServerError::Storage(StorageFault::ReadOnly) => Code::Unavailable,
             ServerError::Internal { .. } => Code::Internal,
         };
         Status::new(code, self.to_string())
@@ -76,7 +145,10 @@ impl ServerError {
 
 impl From<rusqlite::Error> for ServerError {
     fn from(e: rusqlite::Error) -> Self {
-        ServerError::internal(format!("metadata store: {e}"))
+        match StorageFault::of_sqlite(&e) {
+            Some(fault) => ServerError::Storage(fault),
+            None => ServerError::internal(format!("metadata store: {e}")),
+        }
     }
 }
 
@@ -84,7 +156,13 @@ impl From<shuyu_engine::EngineError> for ServerError {
     fn from(e: shuyu_engine::EngineError) -> Self {
         match e {
             shuyu_engine::EngineError::InvalidInput(msg) => ServerError::InvalidArgument(msg),
-            other => ServerError::internal(other),
+            other => {
+                let text = other.to_string();
+                match StorageFault::in_text(&text) {
+                    Some(fault) => ServerError::Storage(fault),
+                    None => ServerError::internal(text),
+                }
+            }
         }
     }
 }
@@ -97,3 +175,49 @@ impl From<shuyu_vault::VaultError> for ServerError {
 
 /// Result alias for the server.
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_or_read_only_disk_is_a_plain_status_not_internal() {
+        let full = ServerError::from_io("x", std::io::Error::from_raw_os_error(28));
+        let status = full.into_status();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("disk is full"), "{status:?}");
+        let read_only = ServerError::from_io("x", std::io::Error::from_raw_os_error(30));
+        let status = read_only.into_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("read-only"), "{status:?}");
+        // Engine and object-store errors carry the OS error as text.
+        let engine = shuyu_engine::EngineError::Storage(
+            "Unable to write /d/objects/x: No space left on device (os error 28)".into(),
+        );
+        assert_eq!(
+            ServerError::from(engine).storage_fault(),
+            Some(StorageFault::Full)
+        );
+        assert!(
+            ServerError::from_io("x", std::io::Error::other("boom"))
+                .storage_fault()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn sqlite_reports_a_full_database_as_a_full_disk() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let e = conn
+            .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .unwrap_err();
+        let e = ServerError::from(e);
+        assert_eq!(e.storage_fault(), Some(StorageFault::Full));
+        assert_eq!(e.into_status().code(), Code::ResourceExhausted);
+    }
+}

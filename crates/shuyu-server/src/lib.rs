@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod bindings;
 pub mod checkpoint;
 pub mod config;
 mod convert;
@@ -17,6 +18,8 @@ pub mod notify;
 pub mod oversight;
 pub mod package;
 pub mod plan_texts;
+pub mod readiness;
+pub mod refusals;
 pub mod reports;
 pub mod retention;
 pub mod scheduler;
@@ -93,6 +96,9 @@ pub struct ServerHandle {
     /// The periodic tasks: monitor, checkpoints, purge, and the sweeps of tickets,
     /// suspensions and renewals.
     periodic: Vec<tokio::task::JoinHandle<()>>,
+    state: Arc<AppState>,
+    /// The data dir's lock, released when the handle (or the process) goes.
+    _lock: domain::ServeLock,
 }
 
 impl ServerHandle {
@@ -106,6 +112,9 @@ impl ServerHandle {
         self.dispatcher.abort();
         for task in &self.periodic {
             task.abort();
+        }
+        if let Err(e) = self.state.refusals.flush(&self.state.store) {
+            tracing::warn!(error = %e, "transport refusals could not be audited");
         }
         match result {
             Ok(Ok(())) => Ok(()),
@@ -126,14 +135,23 @@ impl ServerHandle {
     }
 }
 
-/// Removes dataset files that no committed dataset references (left by a crash mid-ingest).
-async fn remove_orphans(state: &AppState) -> Result<usize> {
-    let known: std::collections::HashSet<String> = state
-        .store
-        .read(store::datasets)?
-        .into_iter()
-        .map(|d| d.location)
-        .collect();
+/// Objects no committed row names, removed at start-up (no call runs yet): dataset folders
+/// of no catalogued dataset (a crash mid-ingest), result files outside the folder of every
+/// recorded job (a crash before the job was recorded), and packages no export names (a crash
+/// between writing a package and committing the vote that approved it), with the temporary
+/// files of interrupted writes.
+async fn remove_unreferenced_objects(state: &AppState) -> Result<Vec<String>> {
+    let (datasets, job_folders, packages) = state.store.read(|c| {
+        let datasets: std::collections::HashSet<String> = store::datasets(c)?
+            .into_iter()
+            .map(|d| d.location)
+            .collect();
+        Ok((
+            datasets,
+            store::job_folders(c)?,
+            store::package_locations(c)?,
+        ))
+    })?;
     let mut removed = std::collections::BTreeSet::new();
     for object in state.storage.list("datasets").await? {
         let mut parts = object.splitn(3, '/');
@@ -141,11 +159,26 @@ async fn remove_orphans(state: &AppState) -> Result<usize> {
             continue;
         };
         let location = format!("datasets/{id}/");
-        if !known.contains(&location) && removed.insert(location.clone()) {
+        if !datasets.contains(&location) && removed.insert(location.clone()) {
             state.storage.delete_prefix(&location).await?;
         }
     }
-    Ok(removed.len())
+    for object in state.storage.list("results").await? {
+        if !job_folders
+            .iter()
+            .any(|folder| object.starts_with(folder.as_str()))
+        {
+            state.storage.delete(&object).await?;
+            removed.insert(object);
+        }
+    }
+    for object in state.storage.list("exports").await? {
+        if !packages.contains(&object) {
+            state.storage.delete(&object).await?;
+            removed.insert(object);
+        }
+    }
+    Ok(removed.into_iter().collect())
 }
 
 /// Opens the domain in `config.data_dir` and serves it until shut down.
@@ -156,11 +189,19 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     install_crypto_provider();
     config.validate()?;
     let policy = config.load_policy()?;
+    // First, before anything in the data dir is read or changed: one server per data dir.
+    let lock = domain::lock(&config.data_dir)?;
+    domain::set_private_umask();
+    let tightened = domain::secure_tree(&config.data_dir)?;
+    if tightened > 0 {
+        tracing::warn!(tightened, "made files and folders of the data dir private");
+    }
     let domain = domain::open(&config.data_dir)?;
     let storage = Storage::local(&domain.dir.objects())?;
     let envelope = AppState::envelope(&domain.keys);
     let engine = Engine::new(storage.clone(), Arc::clone(&envelope));
-    let tls_config = tls::server_config(
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (tls_config, client_verifier) = tls::server_config(
         &domain.ca.cert_pem,
         &domain.server_cert_pem,
         &domain.server_key_pem,
@@ -181,11 +222,44 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             config.tenant_max_queued_jobs,
         ),
         workers: worker::WorkerPool::default(),
+        readiness: Arc::new(readiness::Readiness::new(
+            health_reporter,
+            config.data_dir.clone(),
+        )),
+        refusals: Arc::new(refusals::Refusals::default()),
     });
+    // The start is audited before anything is served: a data dir that takes no write (read
+    // only, full) stops the start here, with a plain message.
+    state
+        .store
+        .record(&oversight::system_entry(
+            "server_start",
+            "domain",
+            serde_json::json!({"pid": std::process::id(), "tightened": tightened,
+                               "version": env!("CARGO_PKG_VERSION")}),
+        ))
+        .map_err(|e| match e.storage_fault() {
+            Some(fault) => ServerError::FailedPrecondition(format!(
+                "cannot serve {}: {fault}",
+                config.data_dir.display()
+            )),
+            None => e,
+        })?;
     let interrupted = service::recover_interrupted_jobs(&state).await?;
-    let orphans = remove_orphans(&state).await?;
-    if interrupted > 0 || orphans > 0 {
-        tracing::warn!(interrupted, orphans, "recovered from an unclean stop");
+    let removed = remove_unreferenced_objects(&state).await?;
+    if !removed.is_empty() {
+        state.store.record(&oversight::system_entry(
+            "remove_unreferenced_objects",
+            "objects",
+            serde_json::json!({"n": removed.len(), "objects": removed}),
+        ))?;
+    }
+    if interrupted > 0 || !removed.is_empty() {
+        tracing::warn!(
+            interrupted,
+            unreferenced = removed.len(),
+            "recovered from an unclean stop"
+        );
     }
 
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
@@ -196,6 +270,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         .map_err(|e| ServerError::internal(format!("local address: {e}")))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
+    let refusals = Arc::clone(&state.refusals);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
@@ -208,13 +283,23 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             }
             let acceptor = acceptor.clone();
             let conn_tx = conn_tx.clone();
+            let refusals = Arc::clone(&refusals);
+            let client_verifier = Arc::clone(&client_verifier);
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await;
+                        if let Err(reason) =
+                            client_verifier.check(tls.get_ref().1.peer_certificates())
+                        {
+                            refusals.refuse_connection(peer, reason);
+                        }
+                        let watched = refusals::Watched::new(tls, Some(peer), refusals);
+                        let _ = conn_tx.send(Ok::<_, std::io::Error>(watched)).await;
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        refusals.count(Some(peer.ip()), &refusals::handshake_reason(&e));
+                    }
+                    Err(_) => refusals.count(Some(peer.ip()), "the TLS handshake timed out"),
                 }
             });
         }
@@ -243,9 +328,27 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         Duration::from_secs(2),
     )));
     periodic.push(tokio::spawn(governance::sweep_forever(Arc::clone(&state))));
+    periodic.push(tokio::spawn(Arc::clone(&state.readiness).watch()));
+    let flush_state = Arc::clone(&state);
+    periodic.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let state = Arc::clone(&flush_state);
+            match tokio::task::spawn_blocking(move || state.refusals.flush(&state.store)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "transport refusals not audited yet"),
+                Err(e) => tracing::warn!(error = %e, "auditing transport refusals panicked"),
+            }
+        }
+    }));
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        .layer(refusals::RefusalLayer::new(Arc::clone(&state.refusals)))
+        // Readiness: grpc.health.v1 (not audited; NOT_SERVING while the disk refuses writes).
+        .add_service(health_service)
         .add_service(SessionServiceServer::new(api.clone()))
         .add_service(
             AdminServiceServer::new(api.clone())
@@ -290,5 +393,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         task,
         dispatcher,
         periodic,
+        state,
+        _lock: lock,
     })
 }

@@ -254,11 +254,14 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
 /// is hashed outside the store's lock; a checkpoint of the first N records stays true.
 ///
 /// # Errors
-/// On store failure.
+/// On store failure, or [`ServerError::FailedPrecondition`] when the trail does not verify
+/// (nothing is signed; an alert is raised).
 pub fn take_checkpoint(state: &AppState) -> Result<crate::checkpoint::Checkpoint> {
     use crate::checkpoint;
     let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
-    let (cp, note) = checkpoint::signed(&checkpoint::leaves_of(&hashes)?, &state.signing);
+    let leaves = checkpoint::leaves_of(&hashes)?;
+    check_before_signing(state, &leaves)?;
+    let (cp, note) = checkpoint::signed(&leaves, &state.signing);
     let entry = system_entry(
         "take_checkpoint",
         "audit",
@@ -268,6 +271,86 @@ pub fn take_checkpoint(state: &AppState) -> Result<crate::checkpoint::Checkpoint
         checkpoint::store(tx, &cp, &note, crate::now_ms())
     })?;
     Ok(cp)
+}
+
+/// What a checkpoint must not be signed over: a trail whose chain, head or bound rows do
+/// not verify, or whose first records are no longer those of the last stored checkpoint.
+///
+/// # Errors
+/// On store failure.
+pub fn trail_problem(
+    state: &AppState,
+    leaves: &[crate::checkpoint::Hash],
+) -> Result<Option<String>> {
+    let log = state.store.audit_log();
+    let (report, rows, last) = state.store.read(|c| {
+        let report = log.verify(c)?;
+        let rows = if report.ok {
+            crate::bindings::verify(c)?
+        } else {
+            None
+        };
+        Ok((report, rows, crate::checkpoint::last_stored(c)?))
+    })?;
+    if !report.ok {
+        return Ok(Some(report.problem.unwrap_or_default()));
+    }
+    if rows.is_some() {
+        return Ok(rows);
+    }
+    if let Some((size, root_hex)) = last {
+        let Some(prefix) = usize::try_from(size).ok().and_then(|n| leaves.get(..n)) else {
+            return Ok(Some(format!(
+                "the trail holds {} records, fewer than the {size} of the last checkpoint \
+                 signed: it was cut down",
+                leaves.len()
+            )));
+        };
+        if hex::encode(crate::checkpoint::root(prefix)) != root_hex {
+            return Ok(Some(format!(
+                "the first {size} records are not those of the last checkpoint signed: the \
+                 trail was rewritten"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Refuses to sign over a trail with a [`trail_problem`]: raises (or counts again) the
+/// `audit_trail_broken` alert, audited, and answers FAILED_PRECONDITION.
+///
+/// # Errors
+/// As said, or on store failure.
+pub fn check_before_signing(state: &AppState, leaves: &[crate::checkpoint::Hash]) -> Result<()> {
+    let Some(problem) = trail_problem(state, leaves)? else {
+        return Ok(());
+    };
+    tracing::error!(%problem, "the audit trail does not verify: no checkpoint signed");
+    let now = crate::now_ms();
+    let finding = crate::alerts::Finding {
+        kind: "audit_trail_broken",
+        tenant_id: String::new(),
+        subject: "audit".into(),
+        severity: "critical",
+        evidence: json!({"problem": problem, "tree_size": leaves.len()}),
+        events: vec![now],
+        threshold: 1,
+    };
+    let entry = AuditEntry {
+        outcome: "error".into(),
+        ..system_entry(
+            "checkpoint_refused",
+            "audit",
+            json!({"problem": problem, "tree_size": leaves.len()}),
+        )
+    };
+    state.store.commit(&entry, |tx| {
+        crate::alerts::record(tx, &finding, now).map(|_| ())
+    })?;
+    Err(ServerError::FailedPrecondition(format!(
+        "the audit trail does not verify ({problem}): no checkpoint was signed and an alert \
+         was raised"
+    )))
 }
 
 #[cfg(test)]

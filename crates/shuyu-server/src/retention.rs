@@ -289,7 +289,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(AUDIT_SCHEMA).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        for (action, outcome) in actions {
+        // Every trail starts with the domain's genesis record (an operating record).
+        let genesis = [(crate::audit::GENESIS_ACTION, "ok")];
+        for (action, outcome) in genesis.iter().chain(actions) {
             let tx = conn.transaction().unwrap();
             log.append(
                 &tx,
@@ -349,7 +351,7 @@ mod tests {
         // 200 days later: the two network-log records go, the operating records stay.
         let later = now + 200 * DAY_MS;
         assert_eq!(redact_expired(&log, &conn, &c, later).unwrap(), 2);
-        let records = AuditLog::list(&conn, 0, 10).unwrap();
+        let records = AuditLog::list(&conn, 1, 10).unwrap();
         assert_eq!(records[0].principal_id, "");
         assert_eq!(records[1].principal_id, "p_canary");
         assert_eq!(records[2].detail, "");
@@ -359,11 +361,12 @@ mod tests {
         assert_eq!(records[5].principal_id, "p_canary");
         let report = log.verify(&conn).unwrap();
         assert!(report.ok, "{report:?}");
-        assert_eq!(report.n_records, 6);
-        // Twenty years on, the rest goes too, and it still verifies.
+        assert_eq!(report.n_records, 7);
+        // Twenty years on, the rest goes too (the genesis record included: its action
+        // stays), and it still verifies.
         assert_eq!(
             redact_expired(&log, &conn, &c, now + 7400 * DAY_MS).unwrap(),
-            4
+            5
         );
         assert!(log.verify(&conn).unwrap().ok);
     }
@@ -448,26 +451,26 @@ mod tests {
         let later = crate::now_ms() + 200 * DAY_MS;
         redact_expired(&log, &conn, &c, later).unwrap();
         // A redacted record's action changed afterwards.
-        conn.execute("UPDATE audit SET action = 'who_am_i' WHERE seq = 1", [])
+        conn.execute("UPDATE audit SET action = 'who_am_i' WHERE seq = 2", [])
             .unwrap();
         let report = log.verify(&conn).unwrap();
         assert!(!report.ok);
-        assert!(report.problem.unwrap().contains("record 1"));
+        assert!(report.problem.unwrap().contains("record 2"));
         conn.execute(
-            "UPDATE audit SET action = 'list_datasets' WHERE seq = 1",
+            "UPDATE audit SET action = 'list_datasets' WHERE seq = 2",
             [],
         )
         .unwrap();
         assert!(log.verify(&conn).unwrap().ok);
         // An operating record blanked by someone without the key.
-        conn.execute("UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '', detail = '' WHERE seq = 2", []).unwrap();
+        conn.execute("UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '', detail = '' WHERE seq = 3", []).unwrap();
         conn.execute(
-            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (2, 'operating_record', ?1, 'forged')",
+            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (3, 'operating_record', ?1, 'forged')",
             [later],
         )
         .unwrap();
         let report = log.verify(&conn).unwrap();
         assert!(!report.ok);
-        assert!(report.problem.unwrap().contains("record 2"));
+        assert!(report.problem.unwrap().contains("record 3"));
     }
 }

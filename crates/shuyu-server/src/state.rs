@@ -42,6 +42,10 @@ pub struct AppState {
     /// Worker processes between jobs: the spare, and those kept for their scenario's next
     /// job.
     pub workers: crate::worker::WorkerPool,
+    /// Readiness (the gRPC health service): not ready while the data dir refuses writes.
+    pub readiness: Arc<crate::readiness::Readiness>,
+    /// Transport-level refusals not yet written to the trail.
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 /// An authenticated, authorised caller.
@@ -112,6 +116,13 @@ impl AppState {
         request: &Request<T>,
         action: Action,
     ) -> std::result::Result<Caller, Status> {
+        // From here on, this call is audited by its handler.
+        if let Some(reached) = request
+            .extensions()
+            .get::<crate::refusals::HandlerReached>()
+        {
+            reached.mark();
+        }
         let principal = match self.identify(request) {
             Ok(p) => p,
             Err(e) => {
@@ -178,11 +189,20 @@ impl AppState {
     fn audited_error(&self, entry: &AuditEntry, e: ServerError) -> Status {
         match self.store.record(entry) {
             Ok(()) => e.into_status(),
-            Err(audit_error) => {
-                tracing::error!(error = %audit_error, "audit write failed");
-                ServerError::internal("audit write failed").into_status()
-            }
+            Err(audit_error) => self.audit_failed(audit_error),
         }
+    }
+
+    /// The answer when a call's audit record could not be written: the call fails. A full
+    /// or read-only disk is said plainly (and makes the server not ready); anything else is
+    /// an internal error.
+    fn audit_failed(&self, audit_error: ServerError) -> Status {
+        if let Some(fault) = audit_error.storage_fault() {
+            self.readiness.report(fault);
+            return audit_error.into_status();
+        }
+        tracing::error!(error = %audit_error, "audit write failed");
+        ServerError::internal("audit write failed").into_status()
     }
 
     /// Audits a failed call and turns it into a status. Internal details go sealed into the
@@ -194,6 +214,11 @@ impl AppState {
                 entry.detail = json!({"error_id": id});
                 entry.secret_detail = Some(detail.clone());
                 tracing::warn!(error_id = %id, action = caller.action.as_str(), "internal error");
+            }
+            ServerError::Storage(fault) => {
+                self.readiness.report(*fault);
+                tracing::error!(action = caller.action.as_str(), "{fault}");
+                entry.detail = json!({"reason": fault.to_string()});
             }
             other => entry.detail = json!({"reason": other.to_string()}),
         }
@@ -213,7 +238,7 @@ impl AppState {
         match result {
             Ok((value, detail)) => match self.store.record(&caller.entry(target, "ok", detail)) {
                 Ok(()) => Ok(value),
-                Err(e) => Err(e.into_status()),
+                Err(e) => Err(self.audit_failed(e)),
             },
             Err(e) => Err(self.fail(caller, target, e)),
         }

@@ -577,16 +577,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`. A new file is created 0600 (its `-wal` and
+    /// `-shm` files take the same mode).
     ///
     /// # Errors
     /// If the file cannot be opened or the schema created.
     pub fn open(path: &Path, audit: AuditLog) -> Result<Store> {
+        create_private_file(path)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted and overwritten content (a preview sealed in place) is zeroed, not left in
+        // free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        register_preview_seal(&conn, &audit)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::audit::SCHEMA)?;
         conn.execute_batch(crate::notify::SCHEMA)?;
@@ -595,7 +601,55 @@ impl Store {
         conn.execute_batch(crate::lifecycle::SCHEMA)?;
         conn.execute_batch(crate::governance::SCHEMA)?;
         conn.execute_batch(crate::plan_texts::SCHEMA)?;
+        conn.execute_batch(crate::bindings::SCHEMA)?;
         migrate(&conn)?;
+        seal_plaintext_previews(&conn)?;
+        crate::bindings::install_triggers(&conn)?;
+        let bind_existing = crate::bindings::mark_unbound_rows(&conn)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            audit,
+        };
+        if bind_existing {
+            store.record(&crate::oversight::system_entry(
+                crate::bindings::BIND_EXISTING_ACTION,
+                "meta",
+                serde_json::json!({}),
+            ))?;
+        }
+        Ok(store)
+    }
+
+    /// Opens the store at `path` read-only, for checks on the host (`shuyu audit verify`):
+    /// no schema, no migration, no write to the database or its log; a missing file is an
+    /// error, not a new store.
+    ///
+    /// # Errors
+    /// If the file cannot be opened.
+    pub fn open_read_only(path: &Path, audit: AuditLog) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        let conn = if path.exists() && !wal.exists() {
+            // No log: no server has the file open, and everything is in the file. Opened
+            // immutable, SQLite creates no `-wal` or `-shm` beside it.
+            let text = path.to_string_lossy();
+            let escaped = text
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23");
+            Connection::open_with_flags(
+                format!("file:{escaped}?immutable=1"),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )?
+        } else {
+            Connection::open_with_flags(path, flags)?
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "query_only", true)?;
+        register_preview_seal(&conn, &audit)?;
         Ok(Store {
             conn: Mutex::new(conn),
             audit,
@@ -627,9 +681,22 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let value = change(&tx)?;
-        self.audit.append(&tx, entry)?;
+        self.append_bound(&tx, entry)?;
         tx.commit()?;
         Ok(value)
+    }
+
+    /// Appends `entry`, binding the rows changed in `tx` to it (see [`crate::bindings`]).
+    fn append_bound(&self, tx: &Transaction<'_>, entry: &AuditEntry) -> Result<u64> {
+        let bindings = crate::bindings::take_pending(tx)?;
+        if bindings.is_empty() {
+            return self.audit.append(tx, entry);
+        }
+        let mut entry = entry.clone();
+        entry.detail = crate::bindings::with_bindings(&entry.detail, &bindings);
+        let seq = self.audit.append(tx, &entry)?;
+        crate::bindings::record(tx, &bindings, seq)?;
+        Ok(seq)
     }
 
     /// Runs `change`, which reads, decides and returns the audit entry describing what it
@@ -644,7 +711,7 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (value, entry) = change(&tx)?;
-        self.audit.append(&tx, &entry)?;
+        self.append_bound(&tx, &entry)?;
         tx.commit()?;
         Ok(value)
     }
@@ -664,6 +731,74 @@ impl Store {
     pub fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.lock();
         read(&conn)
+    }
+}
+
+/// The prefix of a sealed preview in `jobs.preview_json`.
+const SEALED_PREVIEW: &str = "sealed:v1:";
+
+/// Registers, on this connection only, `shuyu_seal_preview(json, job_id)` and
+/// `shuyu_open_preview(text, job_id)`: a job's masked preview is stored AES-256-GCM sealed
+/// under a key derived from the master key, bound to the job's id, and opened only in memory
+/// when the job is read. Unsealed text (a data dir from before) opens as itself.
+fn register_preview_seal(conn: &Connection, audit: &AuditLog) -> Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
+    let key = audit.preview_key().clone();
+    conn.create_scalar_function("shuyu_seal_preview", 2, flags, move |ctx| {
+        let plain: String = ctx.get(0)?;
+        let job_id: String = ctx.get(1)?;
+        let sealed = key.seal(job_id.as_bytes(), plain.as_bytes());
+        Ok(format!("{SEALED_PREVIEW}{}", hex::encode(sealed)))
+    })?;
+    let key = audit.preview_key().clone();
+    conn.create_scalar_function("shuyu_open_preview", 2, flags, move |ctx| {
+        let text: String = ctx.get(0)?;
+        let job_id: String = ctx.get(1)?;
+        let Some(sealed) = text.strip_prefix(SEALED_PREVIEW) else {
+            return Ok(text);
+        };
+        let bad = |what: &str| rusqlite::Error::UserFunctionError(what.to_owned().into());
+        let sealed = hex::decode(sealed).map_err(|_| bad("a sealed preview is not hex"))?;
+        let plain = key
+            .open(job_id.as_bytes(), &sealed)
+            .map_err(|_| bad("a sealed preview does not open under this domain's key"))?;
+        String::from_utf8(plain.to_vec()).map_err(|_| bad("a sealed preview is not UTF-8"))
+    })?;
+    Ok(())
+}
+
+/// Seals the previews a data dir stored in plaintext before previews were sealed, then
+/// checkpoints the log so that no plaintext copy stays in it.
+fn seal_plaintext_previews(conn: &Connection) -> Result<()> {
+    let n = conn.execute(
+        &format!(
+            "UPDATE jobs SET preview_json = shuyu_seal_preview(preview_json, id)
+             WHERE substr(preview_json, 1, {}) != '{SEALED_PREVIEW}'",
+            SEALED_PREVIEW.len()
+        ),
+        [],
+    )?;
+    if n > 0 {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        tracing::info!(n, "sealed job previews stored in plaintext");
+    }
+    Ok(())
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (whatever the umask), so that SQLite,
+/// which gives its `-wal` and `-shm` files the database's mode, never makes a readable file.
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(ServerError::from_io(&path.display().to_string(), e)),
     }
 }
 
@@ -1257,7 +1392,8 @@ fn masked_table_from_json(text: &str) -> MaskedTable {
 /// Substrait jobs).
 const JOB_COLUMNS: &str =
     "id, tenant_id, author_id, sql, sql_sha256, status, error, error_id, n_rows,
-    columns_json, aggregate, preview_json, inputs_json, result_file, result_kek, result_sha256,
+    columns_json, aggregate, shuyu_open_preview(preview_json, id), inputs_json, result_file,
+    result_kek, result_sha256,
     created_at_ms, finished_at_ms, usage_json, substrait_plan, mode, scenario_id, promoted_from,
     gate_json, dp_json";
 
@@ -1300,12 +1436,41 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+/// The result folder of every recorded job (`results/…/<job>/`): what start-up keeps under
+/// `results/`.
+///
+/// # Errors
+/// On store failure.
+pub fn job_folders(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT id, tenant_id, result_file FROM jobs")?;
+    let rows = stmt.query_map([], |r| {
+        let (id, tenant, file): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        Ok(match file.rsplit_once('/') {
+            Some((folder, _)) => format!("{folder}/"),
+            None => format!("results/{tenant}/{id}/"),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The package of every export that has one: what start-up keeps under `exports/`.
+///
+/// # Errors
+/// On store failure.
+pub fn package_locations(conn: &Connection) -> Result<std::collections::HashSet<String>> {
+    let mut stmt =
+        conn.prepare("SELECT package_location FROM exports WHERE package_location != ''")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
     conn.execute(
         &format!(
-            "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                     ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+            "INSERT OR REPLACE INTO jobs ({})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, shuyu_seal_preview(?12, ?1),
+                     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+            JOB_COLUMNS.replace("shuyu_open_preview(preview_json, id)", "preview_json")
         ),
         params![
             j.id,
@@ -2245,8 +2410,10 @@ mod tests {
     fn single_reviewer_exports_move_to_the_quorum_review() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
+        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
         {
             let conn = Connection::open(&path).unwrap();
+            register_preview_seal(&conn, &audit).unwrap();
             let old_schema = SCHEMA
                 .split("CREATE TABLE IF NOT EXISTS ")
                 .filter(|t| !t.starts_with("exports") && !t.starts_with("export_"))
@@ -2290,7 +2457,6 @@ mod tests {
                 .unwrap();
             }
         }
-        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
         let store = Store::open(&path, audit.clone()).unwrap();
         let read = |store: &Store, id: &str| store.read(|c| export(c, id)).unwrap().unwrap();
 
@@ -2365,5 +2531,159 @@ mod tests {
         fresh.checks[0].outcome = CheckVerdict::Review;
         store.read(|c| upsert_export(c, &fresh)).unwrap();
         assert_eq!(read(&store, "exp_new"), fresh);
+    }
+
+    fn files_of(dir: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                (
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    (std::fs::read(&path).unwrap(), mode),
+                )
+            })
+            .collect()
+    }
+
+    fn system(action: &str) -> AuditEntry {
+        crate::oversight::system_entry(action, "t", serde_json::json!({}))
+    }
+
+    #[test]
+    fn previews_are_sealed_at_rest_and_opened_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
+        let store = Store::open(&path, audit.clone()).unwrap();
+        store
+            .commit(&system(crate::audit::GENESIS_ACTION), |_| Ok(()))
+            .unwrap();
+        let mut j = job("job_p");
+        j.preview = MaskedTable {
+            columns: vec!["id_number".into()],
+            rows: vec![vec![Some("CANARY_330203198807071236".into())]],
+            ..MaskedTable::default()
+        };
+        store.commit(&system("x"), |tx| upsert_job(tx, &j)).unwrap();
+        let raw: String = store
+            .read(|c| Ok(c.query_row("SELECT preview_json FROM jobs", [], |r| r.get(0))?))
+            .unwrap();
+        assert!(
+            raw.starts_with(SEALED_PREVIEW) && !raw.contains("CANARY"),
+            "{raw}"
+        );
+        assert_eq!(
+            store
+                .read(|c| job_any_tenant(c, "job_p"))
+                .unwrap()
+                .unwrap()
+                .preview,
+            j.preview
+        );
+        // Moved to another job's row, it does not open.
+        store
+            .read(|c| {
+                let mut other = job("job_q");
+                other.preview = MaskedTable::default();
+                upsert_job(c, &other)?;
+                c.execute(
+                    "UPDATE jobs SET preview_json = ?1 WHERE id = 'job_q'",
+                    [&raw],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.read(|c| job_any_tenant(c, "job_q")).is_err());
+        store
+            .read(|c| Ok(c.execute("DELETE FROM jobs WHERE id = 'job_q'", [])?))
+            .unwrap();
+        // A preview stored in plaintext by an older server is sealed when the store opens,
+        // and no copy stays in the file or its log.
+        store
+            .read(|c| {
+                Ok(c.execute(
+                    "UPDATE jobs SET preview_json = ?1",
+                    [r#"{"columns":["m"],"rows":[["CANARY_13999990001"]]}"#],
+                )?)
+            })
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path, audit).unwrap();
+        let preview = store
+            .read(|c| job_any_tenant(c, "job_p"))
+            .unwrap()
+            .unwrap()
+            .preview;
+        assert_eq!(preview.rows[0][0].as_deref(), Some("CANARY_13999990001"));
+        for (name, (bytes, _)) in files_of(dir.path()) {
+            assert!(
+                !bytes.windows(6).any(|w| w == b"CANARY"),
+                "a plaintext preview in {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_database_and_its_log_are_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("meta.db"),
+            AuditLog::new(&shuyu_vault::SecretKey::generate()),
+        )
+        .unwrap();
+        store
+            .commit(&system(crate::audit::GENESIS_ACTION), |_| Ok(()))
+            .unwrap();
+        let files = files_of(dir.path());
+        assert!(files.contains_key("meta.db-wal"), "{:?}", files.keys());
+        for (name, (_, mode)) in files {
+            assert_eq!(mode, 0o600, "{name} is {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_read_only_store_writes_nothing_to_the_database_or_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
+        let store = Store::open(&path, audit.clone()).unwrap();
+        for action in [crate::audit::GENESIS_ACTION, "a", "b"] {
+            store.commit(&system(action), |_| Ok(())).unwrap();
+        }
+        let check = |expect_records: u64| {
+            let before = files_of(dir.path());
+            let reader = Store::open_read_only(&path, audit.clone()).unwrap();
+            let report = reader.read(|c| reader.audit_log().verify(c)).unwrap();
+            assert!(report.ok, "{report:?}");
+            assert_eq!(report.n_records, expect_records);
+            assert!(reader.record(&system("c")).is_err());
+            drop(reader);
+            let after = files_of(dir.path());
+            for (name, content) in &after {
+                if name.ends_with("-shm") {
+                    continue; // shared memory of the readers' locks, not the database
+                }
+                let old = before.get(name).map(|(b, m)| (b.len(), *m));
+                assert_eq!(
+                    before.get(name),
+                    Some(content),
+                    "{name} changed: {old:?} -> {:?}",
+                    (content.0.len(), content.1)
+                );
+            }
+            assert_eq!(
+                before.keys().filter(|n| !n.ends_with("-shm")).count(),
+                after.keys().filter(|n| !n.ends_with("-shm")).count()
+            );
+        };
+        // While the server runs (its log holds the records) and after it stopped.
+        check(3);
+        drop(store);
+        check(3);
+        assert!(Store::open_read_only(&dir.path().join("none.db"), audit).is_err());
+        assert!(!dir.path().join("none.db").exists());
     }
 }

@@ -1,5 +1,7 @@
 //! The domain's development CA (rcgen), certificate issuance from CSRs, and the rustls server
-//! configuration: TLS 1.3 only, client certificates mandatory.
+//! configuration: TLS 1.3 only, client certificates mandatory — checked right after the
+//! handshake ([`DeferredClientVerifier`]), so that a client refused for its certificate is
+//! answered UNAUTHENTICATED with the reason instead of a dropped connection.
 
 use std::sync::Arc;
 
@@ -7,8 +9,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{Result, ServerError};
@@ -172,8 +178,102 @@ pub fn new_key_and_csr(principal_hint: &str) -> Result<(zeroize::Zeroizing<Strin
     ))
 }
 
+/// The client-certificate verifier of the server: the handshake proves the client holds the
+/// key of the certificate it presents (its signature is checked there), and the certificate
+/// itself — issued by the domain CA, in its validity period, for client authentication — is
+/// checked right after, by [`DeferredClientVerifier::check`]. A connection whose certificate
+/// is refused (or that presented none) then gets UNAUTHENTICATED with the reason to every
+/// request, before any routing or decoding (see [`crate::refusals`]); handlers also accept
+/// only certificates registered to an active principal.
+#[derive(Debug)]
+pub struct DeferredClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl DeferredClientVerifier {
+    /// The verdict on a connection's client certificates: `Ok`, or why they are refused, in
+    /// words for the client and the trail.
+    ///
+    /// # Errors
+    /// The reason.
+    pub fn check(&self, certs: Option<&[CertificateDer<'_>]>) -> std::result::Result<(), String> {
+        let Some((end_entity, intermediates)) = certs.and_then(|c| c.split_first()) else {
+            return Err(refusal_reason(&rustls::Error::NoCertificatesPresented));
+        };
+        self.inner
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| refusal_reason(&e))
+    }
+}
+
+impl ClientCertVerifier for DeferredClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        // Checked after the handshake by `check`, which every connection goes through.
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Why a client certificate (or a handshake) was refused, in plain words.
+pub fn refusal_reason(e: &rustls::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    let certificate = |why: &str| format!("the client certificate was refused: {why}");
+    match e {
+        E::NoCertificatesPresented => {
+            "no client certificate was presented: connect with a principal's credentials (--as)"
+                .into()
+        }
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => certificate(
+                "it was not issued by this domain's CA (credentials of another domain?)",
+            ),
+            C::Expired | C::ExpiredContext { .. } => {
+                certificate("it has expired; ask an admin for a new one")
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => certificate("it is not valid yet"),
+            C::Revoked => certificate("it was revoked"),
+            other => certificate(&format!("it is not usable ({other:?})")),
+        },
+        E::PeerIncompatible(_) => "the client does not speak TLS 1.3".into(),
+        other => format!("the TLS handshake failed ({other})"),
+    }
+}
+
 /// The rustls server configuration: TLS 1.3 only, a client certificate from the domain CA
-/// required, ALPN h2.
+/// required (checked after the handshake by the returned verifier), ALPN h2.
 ///
 /// # Errors
 /// If the PEM material does not parse.
@@ -181,16 +281,16 @@ pub fn server_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<Arc<rustls::ServerConfig>> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<DeferredClientVerifier>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(tls_err)?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+        .build()
+        .map_err(tls_err)?;
+    let verifier = Arc::new(DeferredClientVerifier { inner });
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
         .map_err(tls_err)?;
@@ -198,9 +298,9 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::clone(&verifier) as Arc<dyn ClientCertVerifier>)
         .with_single_cert(chain, key)
         .map_err(tls_err)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), verifier))
 }

@@ -284,11 +284,19 @@ async fn run(args: Args) -> Result<std::process::ExitCode> {
     }
 }
 
-/// Opens the data dir's store read-only-in-spirit and verifies the chain.
+/// Opens the data dir's store read-only (it writes nothing, not even its log) and verifies
+/// the chain, then the rows bound to it.
 fn audit_verify(data_dir: &std::path::Path) -> Result<shuyu_server::audit::VerifyReport> {
     let (store, _) = open_store(data_dir)?;
     let log = store.audit_log().clone();
-    Ok(store.read(|c| log.verify(c))?)
+    let mut report = store.read(|c| log.verify(c))?;
+    if report.ok
+        && let Some(problem) = store.read(shuyu_server::bindings::verify)?
+    {
+        report.ok = false;
+        report.problem = Some(problem);
+    }
+    Ok(report)
 }
 
 fn open_store(
@@ -301,7 +309,7 @@ fn open_store(
         data_dir.display()
     );
     let master = shuyu_vault::MasterKey::load_file(&dir.master_key())?;
-    let store = shuyu_server::store::Store::open(
+    let store = shuyu_server::store::Store::open_read_only(
         &dir.meta_db(),
         shuyu_server::audit::AuditLog::new(master.key()),
     )?;

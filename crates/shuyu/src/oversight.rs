@@ -319,6 +319,16 @@ fn claimed_size(note: &str) -> Result<u64> {
         .context("not a checkpoint: no tree size on its second line")
 }
 
+/// The root hash a checkpoint claims (unverified, as [`claimed_size`]).
+fn claimed_root(note: &str) -> Result<Hash> {
+    use base64::Engine as _;
+    note.lines()
+        .nth(2)
+        .and_then(|l| base64::engine::general_purpose::STANDARD.decode(l).ok())
+        .and_then(|b| Hash::try_from(b.as_slice()).ok())
+        .context("not a checkpoint: no root hash on its third line")
+}
+
 fn hashes(list: &[Vec<u8>]) -> Result<Vec<Hash>> {
     list.iter()
         .map(|h| Hash::try_from(h.as_slice()).context("a proof hash is not 32 bytes"))
@@ -337,15 +347,31 @@ pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
                 Some(path) => claimed_size(&std::fs::read_to_string(path)?)?,
                 None => 0,
             };
-            let response = conn
+            let response = match conn
                 .connect()
                 .await?
                 .oversight
                 .audit_checkpoint(pb::AuditCheckpointRequest {
                     consistency_from: old_size,
                 })
-                .await?
-                .into_inner();
+                .await
+            {
+                Ok(response) => response.into_inner(),
+                // The server signs nothing over a trail that does not verify.
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    eprintln!(
+                        "FAILED: the server signs no checkpoint: {}{}",
+                        status.message(),
+                        if since.is_some() {
+                            " — the trail was rewritten"
+                        } else {
+                            ""
+                        }
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                Err(status) => return Err(status.into()),
+            };
             match out {
                 Some(path) => {
                     std::fs::write(&path, &response.checkpoint)?;
@@ -367,6 +393,37 @@ pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
                     "wrote consistency proof {old_size} -> {} to {}",
                     response.tree_size,
                     path.display()
+                );
+            }
+            // The earlier checkpoint's root against the new one (signatures are checked by
+            // `audit verify-checkpoint`): a trail cut down or rewritten is said here already.
+            if let Some(since) = &since {
+                let old_root = claimed_root(&std::fs::read_to_string(since)?)?;
+                let new_root = Hash::try_from(response.root_hash.as_slice())
+                    .context("the server's root hash is not 32 bytes")?;
+                let proof = hashes(&response.consistency_proof)?;
+                if !checkpoint::verify_consistency(
+                    old_size,
+                    response.tree_size,
+                    &old_root,
+                    &new_root,
+                    &proof,
+                ) {
+                    eprintln!(
+                        "FAILED: the trail of {} records is not an extension of the one of {old_size} records in {}: it was rewritten{}",
+                        response.tree_size,
+                        since.display(),
+                        if response.tree_size < old_size {
+                            " (cut down)"
+                        } else {
+                            ""
+                        }
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                println!(
+                    "OK: consistent with {} ({old_size} records)",
+                    since.display()
                 );
             }
         }

@@ -213,6 +213,12 @@ impl Api {
                 return Err(e.into());
             }
         };
+        // The files and their folders reach the disk before the record that names them.
+        if let Err(e) = storage.sync(&location).await {
+            let _ = storage.delete_prefix(&location).await;
+            self.state.keys.discard(&kek_id);
+            return Err(e.into());
+        }
         let record = DatasetRecord {
             id: id.clone(),
             name: upload.name,

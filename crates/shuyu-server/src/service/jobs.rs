@@ -586,7 +586,20 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
         target: format!("job:{}", job.id),
         ..AuditEntry::default()
     };
-    let outcome = execute(state, &job, dispatched).await;
+    let mut outcome = execute(state, &job, dispatched).await;
+    // The result the worker wrote reaches the disk before the record that names it.
+    if outcome.result.is_ok()
+        && let Err(e) = state.storage.sync(&job_folder(&job)).await
+    {
+        let e = ServerError::from(e);
+        outcome.result = Err(Failure::plain(
+            match e.storage_fault() {
+                Some(fault) => fault.to_string(),
+                None => "the result could not be stored; submit the job again".into(),
+            },
+            Some(e.to_string()),
+        ));
+    }
     job.finished_at_ms = crate::now_ms();
     job.usage = outcome.usage;
     job.usage.queued_ms = started_ms.saturating_sub(job.created_at_ms) as u64;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use shuyu_client::{Client, ClientError, Credentials, lab_sql, production_sql, v1 as pb};
 use tonic::Code;
 
+mod chaos;
 mod corpus;
+mod data_dir;
 mod dp;
 mod governance_access;
 mod jobs;
@@ -1152,7 +1154,7 @@ async fn nothing_is_served_without_a_valid_client_certificate() {
             .who_am_i(pb::WhoAmIRequest {})
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| ClientError::from(e).to_string())
     }
     let base = || {
         ClientTlsConfig::new()
@@ -1161,7 +1163,8 @@ async fn nothing_is_served_without_a_valid_client_certificate() {
     };
 
     // No certificate.
-    assert!(whoami(&server, base()).await.is_err());
+    let err = whoami(&server, base()).await.unwrap_err();
+    assert!(err.contains("no client certificate was presented"), "{err}");
     // A certificate from another CA.
     let other = tempfile::tempdir().unwrap();
     let other_out = run_bin(&[
@@ -1175,14 +1178,13 @@ async fn nothing_is_served_without_a_valid_client_certificate() {
     ]);
     assert!(other_out.status.success());
     let foreign = Credentials::from_dir(&other.path().join("c")).unwrap();
-    assert!(
-        whoami(
-            &server,
-            base().identity(Identity::from_pem(&foreign.cert_pem, &foreign.key_pem))
-        )
-        .await
-        .is_err()
-    );
+    let err = whoami(
+        &server,
+        base().identity(Identity::from_pem(&foreign.cert_pem, &foreign.key_pem)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("not issued by this domain's CA"), "{err}");
     // An expired certificate signed by the right CA.
     let opened = shuyu_server::domain::open(&domain.data).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(
@@ -1196,14 +1198,13 @@ async fn nothing_is_served_without_a_valid_client_certificate() {
     params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let expired = params.signed_by(&key, &issuer).unwrap();
-    assert!(
-        whoami(
-            &server,
-            base().identity(Identity::from_pem(expired.pem(), key.serialize_pem()))
-        )
-        .await
-        .is_err()
-    );
+    let err = whoami(
+        &server,
+        base().identity(Identity::from_pem(expired.pem(), key.serialize_pem())),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("expired"), "{err}");
     // A valid certificate from the right CA that no principal is bound to.
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];

@@ -684,17 +684,18 @@ async fn auditors_read_every_oversight_view_and_write_nothing() {
         status_code(p.auditor.oversight.disclosure_summary(reversed).await),
         Code::InvalidArgument
     );
-    assert_eq!(
-        status_code(
-            p.auditor
-                .oversight
-                .audit_checkpoint(pb::AuditCheckpointRequest {
-                    consistency_from: 1 << 40
-                })
-                .await
-        ),
-        Code::InvalidArgument
-    );
+    // A checkpoint held of more records than the trail has (a trail cut down): the current
+    // checkpoint comes back without a proof, and the holder's verification says "rewritten".
+    let beyond = p
+        .auditor
+        .oversight
+        .audit_checkpoint(pb::AuditCheckpointRequest {
+            consistency_from: 1 << 40,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(beyond.tree_size < 1 << 40 && beyond.consistency_proof.is_empty());
     // The auditor's attempts are in the trail, denied.
     let records = p
         .auditor
@@ -736,6 +737,11 @@ async fn checkpoints_verify_offline_stay_consistent_and_catch_a_rewritten_trail(
     assert!(out.status.success(), "{}", text(&out));
     let old = std::fs::read_to_string(path("old.ckpt")).unwrap();
     assert!(old.starts_with("shuyu-audit/"), "{old}");
+    // A backup of the data dir as it is now (restored later: a trail rolled back).
+    let backup = domain
+        .data
+        .with_extension(format!("backup-{}", uuid_like()));
+    copy_dir(&domain.data, &backup);
     // More activity, then a newer checkpoint with a consistency proof from the old one.
     p.admin
         .admin
@@ -836,6 +842,8 @@ async fn checkpoints_verify_offline_stay_consistent_and_catch_a_rewritten_trail(
         assert_eq!(n, 1);
     }
     let rewritten = Server::start(&copy);
+    // The server signs nothing over a trail that does not verify, raises an alert, and the
+    // holder of the old checkpoint is told the trail was rewritten (exit status 2).
     let out = cli(
         &rewritten,
         &auditor,
@@ -850,16 +858,46 @@ async fn checkpoints_verify_offline_stay_consistent_and_catch_a_rewritten_trail(
             &path("proof2"),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let caught = verify(&path("after.ckpt"), &path("old.ckpt"), &path("proof2"));
-    assert_eq!(caught.status.code(), Some(2), "{}", text(&caught));
-    assert!(text(&caught).contains("rewritten"), "{}", text(&caught));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("rewritten"), "{}", text(&out));
+    assert!(!std::path::Path::new(&path("after.ckpt")).exists());
+    let alerts = cli(&rewritten, &domain.creds("admin"), &["alerts", "list"]);
+    assert!(
+        text(&alerts).contains("audit_trail_broken"),
+        "{}",
+        text(&alerts)
+    );
+    drop(rewritten);
     // The same check against the untouched newer checkpoint still passes.
     assert!(
         verify(&path("new.ckpt"), &path("old.ckpt"), &path("proof"))
             .status
             .success()
     );
+
+    // The data dir restored from the earlier backup: its own trail verifies, but it is not an
+    // extension of the newer checkpoint an outsider holds: "rewritten", exit status 2, from
+    // `audit checkpoint --since` and from `audit verify-checkpoint` alike.
+    let restored = Server::start(&backup);
+    let out = cli(
+        &restored,
+        &auditor,
+        &[
+            "audit",
+            "checkpoint",
+            "--out",
+            &path("restored.ckpt"),
+            "--since",
+            &path("new.ckpt"),
+            "--proof-out",
+            &path("proof3"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("rewritten"), "{}", text(&out));
+    let caught = verify(&path("restored.ckpt"), &path("new.ckpt"), &path("proof3"));
+    assert_eq!(caught.status.code(), Some(2), "{}", text(&caught));
+    assert!(text(&caught).contains("rewritten"), "{}", text(&caught));
 }
 
 #[test]

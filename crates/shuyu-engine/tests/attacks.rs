@@ -208,3 +208,84 @@ async fn every_attack_in_the_corpus_is_stopped_and_every_control_passes() {
         escaped.join("\n\n")
     );
 }
+
+/// Every aggregate and window function a job may call, applied to protected columns (and to
+/// one person picked by a condition) in several shapes: no production preview, error or
+/// check summary carries a canary, and every preview keeps the invariant. Each function must
+/// run in at least one shape, so none is skipped unseen.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_function_the_allow_list_admits_shows_a_canary_in_a_preview() {
+    use shuyu_engine::functions::{AGGREGATE, WINDOW};
+    let g = gate().await;
+    let tables = [g.notes.clone()];
+    let policy = Policy::builtin().disclosure;
+    let pick = "CASE WHEN person_id = 'CANARY-ID-XX9' THEN amount END";
+    let aggregate_shapes = |f: &str| -> Vec<String> {
+        vec![
+            format!("SELECT {f}(amount) AS x FROM notes"),
+            format!("SELECT {f}(note) AS x FROM notes"),
+            format!("SELECT person_id, {f}(amount) AS x FROM notes GROUP BY person_id"),
+            format!("SELECT {f}({pick}) AS x FROM notes"),
+            format!("SELECT {f}(amount, amount) AS x FROM notes"),
+            format!("SELECT {f}(note, ',') AS x FROM notes"),
+            format!("SELECT {f}(amount, 1) AS x FROM notes"),
+            format!("SELECT {f}(amount, 0.5) AS x FROM notes"),
+            format!("SELECT {f}(amount, 1.0, 0.5) AS x FROM notes"),
+            format!("SELECT {f}(0.5) WITHIN GROUP (ORDER BY amount) AS x FROM notes"),
+            format!("SELECT {f}(person_id = 'CANARY-ID-XX9') AS x FROM notes"),
+            format!("SELECT {f}(CAST(amount AS BIGINT)) AS x FROM notes"),
+            format!("SELECT {f}(amount) OVER (PARTITION BY person_id) AS x FROM notes"),
+            format!("SELECT person_id, {f}(amount) OVER (ORDER BY amount) AS x FROM notes"),
+        ]
+    };
+    let window_shapes = |w: &str| -> Vec<String> {
+        vec![
+            format!("SELECT person_id, {w}() OVER (PARTITION BY person_id ORDER BY amount) AS x FROM notes"),
+            format!("SELECT {w}() OVER (ORDER BY amount) AS x FROM notes"),
+            format!("SELECT {w}(amount) OVER (ORDER BY amount) AS x FROM notes"),
+            format!("SELECT {w}(note) OVER (ORDER BY amount) AS x FROM notes"),
+            format!("SELECT {w}(amount, 1) OVER (ORDER BY amount) AS x FROM notes"),
+            format!("SELECT {w}(2) OVER (ORDER BY amount) AS x FROM notes"),
+        ]
+    };
+    let mut shapes: Vec<(&str, String)> = Vec::new();
+    for f in AGGREGATE {
+        if *f != "grouping" {
+            shapes.extend(aggregate_shapes(f).into_iter().map(|s| (*f, s)));
+        }
+    }
+    for w in WINDOW {
+        shapes.extend(window_shapes(w).into_iter().map(|s| (*w, s)));
+    }
+    let mut ran: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut escaped = Vec::new();
+    for (function, sql) in &shapes {
+        let outcome = match g.job(sql, &tables).await {
+            Err(e) => no_canary("the error", &e.public_message()),
+            Ok((output, file)) => {
+                *ran.entry(function).or_default() += 1;
+                let shown = format!("{:?}", output.preview);
+                let checked = gate_check(&g.engine, &output, &file, &[], &policy).await;
+                no_canary("the preview", &shown)
+                    .and_then(|()| production_preview_shows_nothing_protected(&output))
+                    .and_then(|()| {
+                        checked
+                            .reports
+                            .iter()
+                            .try_for_each(|r| no_canary("a check summary", &r.summary))
+                    })
+            }
+        };
+        if let Err(how) = outcome {
+            escaped.push(format!("{sql}: {how}"));
+        }
+    }
+    let never: Vec<&&str> = AGGREGATE
+        .iter()
+        .chain(WINDOW)
+        .filter(|f| **f != "grouping" && !ran.contains_key(**f))
+        .collect();
+    assert!(never.is_empty(), "functions that ran in no shape: {never:?}");
+    assert!(escaped.is_empty(), "{}", escaped.join("\n"));
+    eprintln!("{} shapes, {} functions ran", shapes.len(), ran.len());
+}

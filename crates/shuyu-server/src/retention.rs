@@ -414,12 +414,12 @@ mod tests {
     fn a_data_read_redacted_as_an_access_log_verifies_only_under_the_earlier_rule() {
         let day = DAY_MS;
         let long_ago = DATA_ACCESS_RECLASSIFIED_MS - 400 * day;
-        // Redacted 200 days after it was made, before data reads became operating records.
+        // (Record 1 is the genesis record.) Redacted 200 days after it was made, before data reads became operating records.
         let (log, conn) = trail(&[("sample_dataset", "ok")]);
         redact_as(
             &log,
             &conn,
-            1,
+            2,
             long_ago,
             "network_log",
             long_ago + 200 * day,
@@ -431,7 +431,7 @@ mod tests {
         redact_as(
             &log,
             &conn,
-            1,
+            2,
             long_ago,
             "network_log",
             DATA_ACCESS_RECLASSIFIED_MS + day,

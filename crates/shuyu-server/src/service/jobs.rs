@@ -97,7 +97,7 @@ impl JobDraft {
 }
 
 impl Api {
-    fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
+    async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
         let limits = &self.state.policy.limits;
         match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
             (true, true) => {
@@ -189,16 +189,22 @@ impl Api {
                 })?;
             }
         }
+        let id = crate::new_id("job");
         let mut draft = draft;
         let dp_dataset = match &mut draft.dp {
             Some(spec) => {
                 spec.threshold = self.state.policy.disclosure.min_entities;
-                Some(self.dp_dataset(
-                    &draft.sql,
-                    &draft.substrait_plan,
-                    draft.mode,
-                    &draft.scenario_id,
-                )?)
+                Some(
+                    self.dp_dataset(
+                        caller,
+                        &id,
+                        &draft.sql,
+                        &draft.substrait_plan,
+                        draft.mode,
+                        &draft.scenario_id,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
@@ -210,7 +216,6 @@ impl Api {
                     "the tenant already has {limit} jobs queued or running; wait for one to finish"
                 ))
             })?;
-        let id = crate::new_id("job");
         let result_file = result_file(&tenant_id, draft.mode, &draft.scenario_id, &id);
         let job = JobRecord {
             id: id.clone(),
@@ -283,8 +288,15 @@ impl Api {
     }
 
     /// The one dataset a DP job reads: named in its SQL and on its scenario's data list.
-    fn dp_dataset(
+    ///
+    /// This is the only place the server reads an engineer's query rather than passing it
+    /// to a worker. The request is audited first (so that it is on record whatever the
+    /// parse does), then parsed off the async runtime on a large-stack thread that refuses
+    /// deep nesting ([`referenced_tables`]).
+    async fn dp_dataset(
         &self,
+        caller: &Caller,
+        job_id: &str,
         sql: &str,
         plan: &[u8],
         mode: JobMode,
@@ -295,7 +307,20 @@ impl Api {
                 "differential privacy applies to production SQL jobs".into(),
             ));
         }
-        let names = referenced_tables(sql)
+        self.state.store.record(&caller.entry(
+            format!("job:{job_id}"),
+            "received",
+            json!({
+                "stage": "dp_tables",
+                "query_sha256": sha256_hex(sql.as_bytes()),
+                "query_bytes": sql.len(),
+                "scenario_id": scenario_id,
+            }),
+        ))?;
+        let text = sql.to_owned();
+        let names = tokio::task::spawn_blocking(move || referenced_tables(&text))
+            .await
+            .map_err(|e| ServerError::internal(format!("the DP table parse did not finish: {e}")))?
             .map_err(|e| ServerError::InvalidArgument(format!("differential privacy: {e}")))?;
         let scenario = self
             .state
@@ -323,7 +348,7 @@ impl Api {
     }
 
     /// A new production job running a succeeded lab job's exact query under a scenario.
-    fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
+    async fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
         require_id(&req.job_id, "job_id")?;
         let tenant = caller.tenant()?.to_owned();
         let lab = self
@@ -355,6 +380,7 @@ impl Api {
                 dp: None,
             },
         )
+        .await
     }
 
     /// The caller's tenant's job `id` (another tenant's is not found).
@@ -1060,8 +1086,10 @@ impl JobService for Api {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = self.state.begin(&request, Action::SubmitJob)?;
-        let result = JobDraft::from_request(request.into_inner())
-            .and_then(|draft| self.submit(&caller, draft));
+        let result = match JobDraft::from_request(request.into_inner()) {
+            Ok(draft) => self.submit(&caller, draft).await,
+            Err(e) => Err(e),
+        };
         let job = self.state.finish_write(&caller, "", result)?;
         Ok(Response::new(pb::SubmitJobResponse {
             job: Some(convert::job(&job)),
@@ -1176,7 +1204,7 @@ impl JobService for Api {
         request: Request<pb::PromoteJobRequest>,
     ) -> Result<Response<pb::PromoteJobResponse>, Status> {
         let caller = self.state.begin(&request, Action::PromoteJob)?;
-        let result = self.promote(&caller, request.into_inner());
+        let result = self.promote(&caller, request.into_inner()).await;
         let job = self.state.finish_write(&caller, "", result)?;
         Ok(Response::new(pb::PromoteJobResponse {
             job: Some(convert::job(&job)),

@@ -66,7 +66,7 @@ async fn cancel(engineer: &mut Client, id: &str) -> pb::Job {
         .expect("job")
 }
 
-async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
+pub(super) async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
     let mut records = Vec::new();
     let mut after = 0;
     loop {

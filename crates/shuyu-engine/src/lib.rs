@@ -30,7 +30,7 @@ pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
 pub use disclosure::{DisclosureMeta, DominanceColumn, HIDDEN_PREFIX, UnitCount, is_hidden};
 pub use dp::{DpBound, DpGuarantee, DpSpec, referenced_tables};
 pub use error::{EngineError, JobError};
-pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
+pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns, validate_input};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
 pub use masking::{MaskedTable, mask_batches, mask_value_array};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};

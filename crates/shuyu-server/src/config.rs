@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Authorizations and their renewal notices (R25).
     #[serde(default)]
     pub governance: GovernanceConfig,
+    /// The failed-production-job allowance and its freeze.
+    #[serde(default)]
+    pub jobs: crate::oracle::JobsConfig,
 }
 
 /// Authorizations (R25): the longest term an admin may record, and how often the server
@@ -341,6 +344,7 @@ impl ServerConfig {
             oversight: crate::oversight::OversightConfig::default(),
             lifecycle: LifecycleConfig::default(),
             governance: GovernanceConfig::default(),
+            jobs: crate::oracle::JobsConfig::default(),
         }
     }
 
@@ -455,6 +459,7 @@ impl ServerConfig {
             ));
         }
         self.oversight.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 
@@ -489,6 +494,7 @@ mod tests {
         assert!(config.policy_file.is_some());
         assert_eq!(config.pricing, PricingConfig::default());
         assert_eq!(config.governance, GovernanceConfig::default());
+        assert_eq!(config.jobs, crate::oracle::JobsConfig::default());
     }
 
     #[test]
@@ -531,6 +537,15 @@ mod tests {
         )
         .expect("five years is allowed");
         assert_eq!(five.governance.authorization_max_years, 5);
+        let err = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[jobs]\nfailed_production_window_hours = 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("jobs.failed_production_window_hours"),
+            "{err}"
+        );
         let err =
             ServerConfig::from_toml_str("data_dir = \"x\"\n[pricing]\nyuan = 1\n").unwrap_err();
         assert!(err.to_string().contains("yuan"), "{err}");

@@ -592,6 +592,7 @@ impl Store {
         crate::oversight::create_tables(&conn)?;
         conn.execute_batch(crate::lifecycle::SCHEMA)?;
         conn.execute_batch(crate::governance::SCHEMA)?;
+        conn.execute_batch(crate::oracle::SCHEMA)?;
         migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),

@@ -573,7 +573,32 @@ pub(crate) fn parse_parquet(
     if !flat_parquet_schema(&input) {
         return Err(not_parquet());
     }
+    let file_len = input.len() as u64;
     let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|_| not_parquet())?;
+    // The reader asserts (panics) when a column chunk's offset or size is negative (found
+    // by fuzzing, parquet 59.3.2 `ColumnChunkMetaData::byte_range`): every chunk must lie
+    // within the file.
+    let chunks_in_file = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns())
+        .all(|chunk| {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let (Ok(start), Ok(len), Ok(_)) = (
+                u64::try_from(start),
+                u64::try_from(chunk.compressed_size()),
+                u64::try_from(chunk.data_page_offset()),
+            ) else {
+                return false;
+            };
+            start.checked_add(len).is_some_and(|end| end <= file_len)
+        });
+    if !chunks_in_file {
+        return Err(not_parquet());
+    }
     let file_schema = builder.schema().clone();
     let names: Vec<&str> = file_schema
         .fields()

@@ -561,11 +561,28 @@ fn csv_error_kind(e: &csv::Error) -> &'static str {
     }
 }
 
+fn not_parquet() -> EngineError {
+    EngineError::InvalidInput("the input is not a valid Parquet file".into())
+}
+
+/// Reads and checks a plaintext Parquet file against `columns`.
+///
+/// The Parquet reader still panics on some damaged data pages (fuzzing found an assertion
+/// in definition-level decoding, `arrow-buffer` 59.3.2 `bit_util::read_up_to_byte_from_offset`,
+/// reached from `PackedDecoder::read`). Everything the reader touches is owned by this call
+/// and dropped while unwinding, and nothing outside it can see a half-updated value, so a
+/// panic is caught here and the file refused like any other invalid one.
 pub(crate) fn parse_parquet(
     input: Bytes,
     columns: &[ColumnSpec],
 ) -> Result<Vec<RecordBatch>, EngineError> {
-    let not_parquet = || EngineError::InvalidInput("the input is not a valid Parquet file".into());
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet(input, columns)
+    }))
+    .unwrap_or_else(|_| Err(not_parquet()))
+}
+
+fn read_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch>, EngineError> {
     // The Parquet reader turns the footer's schema into a tree by recursion, one level per
     // nesting level and without a limit: a crafted footer nesting groups a hundred thousand
     // deep overflows any thread's stack and aborts the whole server. Declared columns are
@@ -1212,6 +1229,35 @@ mod parquet_footer_tests {
         // matching the footer's promises, or accepted: either way not for its schema).
         assert!(flat_parquet_schema(&nested_file(1)));
         assert!(!flat_parquet_schema(&nested_file(2)));
+    }
+
+    #[test]
+    fn a_damaged_page_that_panics_the_reader_is_refused() {
+        // Found by the ingest fuzz target (seed 20261206): a data page whose definition
+        // levels make arrow-buffer 59.3.2 assert while decoding.
+        let file = Bytes::from_static(include_bytes!(
+            "../tests/fuzz-regressions/parquet-definition-levels-panic.parquet"
+        ));
+        let column = |name: &str, data_type| ColumnSpec {
+            name: name.into(),
+            data_type,
+            classification: Classification::Ordinary,
+            masking: MaskingRule::Keep,
+        };
+        let columns = [
+            column("flag", ColumnType::Date),
+            column("c1", ColumnType::Bool),
+            column("名字", ColumnType::Int64),
+        ];
+        let unguarded = std::panic::catch_unwind(|| read_parquet(file.clone(), &columns));
+        assert!(
+            unguarded.is_err(),
+            "the reader no longer panics on it: the guard may go"
+        );
+        assert!(matches!(
+            parse_parquet(file, &columns),
+            Err(EngineError::InvalidInput(_))
+        ));
     }
 
     #[test]

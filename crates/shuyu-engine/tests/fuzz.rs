@@ -1019,6 +1019,51 @@ impl<'a> Arbitrary<'a> for RunSql {
 
 // ---------------------------------------------------------------------- job execution
 
+std::thread_local! {
+    /// Where this thread last panicked.
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Panics inside third-party crates that a guard contains (the worker's, for jobs), by
+/// location, with their count.
+static UPSTREAM_PANICS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Records where each panic happens (then prints it as usual).
+fn record_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            LAST_PANIC.with(|last| *last.borrow_mut() = location);
+            default(info);
+        }));
+    });
+}
+
+/// Whether the last panic of this thread was inside a third-party crate.
+fn last_panic_upstream() -> Option<String> {
+    let location = LAST_PANIC.with(|last| last.borrow().clone());
+    location.contains("/.cargo/registry/").then(|| {
+        location
+            .rsplit("/.cargo/registry/src/")
+            .next()
+            .and_then(|rest| rest.split_once('/').map(|(_, path)| path.to_owned()))
+            .unwrap_or(location)
+    })
+}
+
+fn report_upstream_panics() {
+    let panics = UPSTREAM_PANICS.lock().unwrap_or_else(|p| p.into_inner());
+    for (location, n) in panics.iter() {
+        eprintln!("fuzz: {n} contained panic(s) inside a dependency at {location}");
+    }
+}
+
 /// How a target's jobs ended: succeeded, refused, did not plan, stopped at the time limit
 /// (for a plan-only run: planned and checked), out of memory, failed while running.
 #[derive(Debug)]
@@ -1117,7 +1162,25 @@ impl JobBench {
             dp: None,
             spill: None,
         };
-        let outcome = self.runtime.block_on(self.gate.engine.run_job(&request));
+        // As the worker does: a panic inside a dependency is contained (and reported); one
+        // in our own code fails the run.
+        record_panic_locations();
+        let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.runtime.block_on(self.gate.engine.run_job(&request))
+        })) {
+            Ok(outcome) => outcome,
+            Err(panic) => match last_panic_upstream() {
+                Some(location) => {
+                    *UPSTREAM_PANICS
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(location)
+                        .or_default() += 1;
+                    Err(JobError::Refused("contained panic".into()))
+                }
+                None => std::panic::resume_unwind(panic),
+            },
+        };
         self.tally
             .count(&outcome.as_ref().map(|_| ()).map_err(clone_error));
         match outcome {
@@ -1169,6 +1232,7 @@ fn sql_front_door_plans_or_refuses_without_panicking() {
         },
     );
     TALLY.report("sql_plan");
+    report_upstream_panics();
     // The grammar reaches past the parser and planner: a share of its queries pass every
     // check and are stopped only at their first wait for data.
     assert!(
@@ -1541,6 +1605,33 @@ fn substrait_plans_plan_or_are_refused_without_panicking() {
         },
     );
     SUBSTRAIT_TALLY.report("substrait");
+    report_upstream_panics();
+}
+
+#[test]
+fn a_plan_that_panics_datafusion_is_contained() {
+    // Found by this target (seed 20261206): a field reference past its input's schema makes
+    // datafusion-substrait 55.2.0 index out of bounds while planning. The worker catches it
+    // (crates/shuyu/src/worker.rs), as `JobBench::run` does.
+    static TALLY: Tally = Tally::new();
+    let jobs = job_bench(&TALLY);
+    let plan = include_bytes!("fuzz-regressions/substrait-field-reference-panic.bin");
+    let contained = || {
+        UPSTREAM_PANICS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(location, _)| location.contains("datafusion-common"))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let before = contained();
+    assert!(jobs.run("", Some(plan.to_vec()), true).is_err());
+    // (Other tests of this binary may contain panics meanwhile: at least this one.)
+    assert!(
+        contained() > before,
+        "the plan no longer panics inside DataFusion: the worker's guard may be re-checked"
+    );
 }
 
 #[test]

@@ -716,3 +716,80 @@ async fn engineers_see_production_usage_coarsened_admins_and_auditors_exact() {
         lab_detail["usage"]["peak_memory_bytes"].as_u64().unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_that_panics_the_engine_is_refused_and_counts_no_failure() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "pp").await;
+    // The engine fuzz fixture's `visits` table, which the plan reads.
+    let mut csv = String::from("person_id,district,birth_year,diagnosis,cost,year\n");
+    for i in 0..30 {
+        csv.push_str(&format!(
+            "P{i},D{},{},flu,{}.5,2021\n",
+            i % 3,
+            1950 + i,
+            100 + i
+        ));
+    }
+    let visits = p
+        .steward
+        .ingest(
+            pb::IngestHeader {
+                name: "visits".into(),
+                description: "fuzz fixture".into(),
+                format: pb::DataFormat::Csv as i32,
+                columns: vec![
+                    column("person_id", "string", "direct_identifier", "pseudonym"),
+                    column("district", "string", "ordinary", "keep"),
+                    column("birth_year", "int64", "quasi_identifier", ""),
+                    column("diagnosis", "string", "sensitive", ""),
+                    column("cost", "float64", "sensitive", ""),
+                    column("year", "int64", "ordinary", "keep"),
+                ],
+            },
+            csv.into_bytes(),
+        )
+        .await
+        .expect("ingest");
+    grant(&mut p.admin, &visits.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&visits]).await;
+
+    // A Substrait plan (from the engine's fuzzing) whose field reference lies past its
+    // input: datafusion-substrait indexes out of bounds and panics while planning.
+    let plan = include_bytes!(
+        "../../../shuyu-engine/tests/fuzz-regressions/substrait-field-reference-panic.bin"
+    );
+    let job = p
+        .engineer
+        .jobs
+        .submit_job(pb::SubmitJobRequest {
+            substrait_plan: plan.to_vec(),
+            ..production_sql("", &sc)
+        })
+        .await
+        .expect("submitted")
+        .into_inner()
+        .job
+        .unwrap();
+    let job = p.engineer.wait_job(&job.id, WAIT).await.unwrap();
+    assert_eq!(job.status, pb::JobStatus::Failed as i32, "{job:?}");
+    assert!(
+        job.error.contains("refused") && job.error.contains("engine fault"),
+        "a refusal, not a dead worker: {:?}",
+        job.error
+    );
+    let (detail, _) = job_outcome(&mut p.auditor, &job.id).await;
+    assert!(detail.get("counted_failure").is_none(), "{detail}");
+    // The scenario's next job runs.
+    let ok = p
+        .engineer
+        .run_sql(
+            "SELECT district, count(*) AS n FROM visits GROUP BY district",
+            &sc,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
+}

@@ -580,12 +580,36 @@ fn bounds_of(spec: &DpSpec, arg: &Expr) -> (f64, f64) {
         .unwrap_or((0.0, 0.0))
 }
 
+/// Stack of the thread that parses a DP job's SQL for its tables. A flat expression chain
+/// (`1+1+…`) under the SQL size cap nests tens of thousands of levels, and walking or
+/// dropping its syntax tree recurses once per level: far past an ordinary thread's stack,
+/// well within this one (only the touched pages are committed).
+pub const PARSE_STACK_BYTES: usize = 256 << 20;
+
 /// The table names a SQL text reads (parsed, not planned), for charging a DP job's budget
-/// before it runs.
+/// before it runs. The text is parsed on a thread of its own with a [`PARSE_STACK_BYTES`]
+/// stack, and refused when its expressions nest deeper than [`MAX_EXPRESSION_DEPTH`] (the
+/// worker's limit), so that no engineer's SQL can overflow the caller's stack; a panic
+/// while parsing is a refusal, not the caller's panic.
+///
+/// [`MAX_EXPRESSION_DEPTH`]: crate::MAX_EXPRESSION_DEPTH
 ///
 /// # Errors
-/// A message when the text does not parse as one statement.
+/// A message (naming no part of the text) when the text does not parse as one statement,
+/// nests too deep or names no resolvable tables.
 pub fn referenced_tables(sql: &str) -> Result<Vec<String>, String> {
+    let sql = sql.to_owned();
+    let parse = std::thread::Builder::new()
+        .name("shuyu-dp-tables".into())
+        .stack_size(PARSE_STACK_BYTES)
+        .spawn(move || tables_of(&sql))
+        .map_err(|_| "the SQL could not be analysed now; try again".to_owned())?;
+    parse
+        .join()
+        .unwrap_or_else(|_| Err("the SQL could not be analysed".to_owned()))
+}
+
+fn tables_of(sql: &str) -> Result<Vec<String>, String> {
     use datafusion::sql::parser::DFParserBuilder;
     let mut statements = DFParserBuilder::new(sql)
         .build()
@@ -594,10 +618,79 @@ pub fn referenced_tables(sql: &str) -> Result<Vec<String>, String> {
     let (Some(statement), true) = (statements.pop_front(), statements.is_empty()) else {
         return Err("exactly one SQL statement is expected".into());
     };
+    if nesting_exceeds(&statement, crate::MAX_EXPRESSION_DEPTH) {
+        return Err(format!(
+            "the query nests expressions more than {} levels deep",
+            crate::MAX_EXPRESSION_DEPTH
+        ));
+    }
     let (tables, _) = datafusion::sql::resolve::resolve_table_references(&statement, true)
         .map_err(|_| "the SQL's tables cannot be resolved".to_owned())?;
     let mut names: Vec<String> = tables.iter().map(|t| t.table().to_owned()).collect();
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// Whether `statement`'s expressions nest deeper than `limit`; the walk stops there, so it
+/// never recurses deeper itself.
+fn nesting_exceeds(statement: &datafusion::sql::parser::Statement, limit: usize) -> bool {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::parser::Statement as DfStatement;
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Visit, Visitor};
+
+    struct Depth {
+        current: usize,
+        limit: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _expr: &SqlExpr) -> ControlFlow<()> {
+            self.current += 1;
+            if self.current > self.limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _expr: &SqlExpr) -> ControlFlow<()> {
+            self.current -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    match statement {
+        DfStatement::Statement(statement) => {
+            statement.visit(&mut Depth { current: 0, limit }).is_break()
+        }
+        // DataFusion's own statements (CREATE EXTERNAL TABLE, COPY, EXPLAIN of those) hold
+        // no deep expressions; a DP job's plan refuses them anyway.
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_named_and_deep_or_broken_sql_is_refused_without_overflow() {
+        assert_eq!(
+            referenced_tables(
+                "SELECT d, count(*) FROM visits v JOIN persons p ON v.id = p.id GROUP BY d"
+            ),
+            Ok(vec!["persons".to_owned(), "visits".to_owned()])
+        );
+        // The flat chain that aborts a process on an ordinary stack: ~32,000 levels in
+        // 64 KiB, refused by the depth cap.
+        let chain = format!("SELECT {} AS x FROM visits", vec!["1"; 32_000].join("+"));
+        assert!(chain.len() <= 65_536);
+        let refused = referenced_tables(&chain).unwrap_err();
+        assert!(refused.contains("levels deep"), "{refused}");
+        // Just under the cap is fine.
+        let shallow = format!("SELECT {} AS x FROM visits", vec!["1"; 900].join("+"));
+        assert_eq!(referenced_tables(&shallow), Ok(vec!["visits".to_owned()]));
+        assert!(referenced_tables("SELEC nothing").is_err());
+        assert!(referenced_tables("SELECT 1; SELECT 2").is_err());
+    }
 }

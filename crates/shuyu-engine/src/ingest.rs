@@ -561,12 +561,61 @@ fn csv_error_kind(e: &csv::Error) -> &'static str {
     }
 }
 
+fn not_parquet() -> EngineError {
+    EngineError::InvalidInput("the input is not a valid Parquet file".into())
+}
+
+/// Reads and checks a plaintext Parquet file against `columns`.
+///
+/// The Parquet reader still panics on some damaged data pages (fuzzing found an assertion
+/// in definition-level decoding, `arrow-buffer` 59.3.2 `bit_util::read_up_to_byte_from_offset`,
+/// reached from `PackedDecoder::read`). Everything the reader touches is owned by this call
+/// and dropped while unwinding, and nothing outside it can see a half-updated value, so a
+/// panic is caught here and the file refused like any other invalid one.
 pub(crate) fn parse_parquet(
     input: Bytes,
     columns: &[ColumnSpec],
 ) -> Result<Vec<RecordBatch>, EngineError> {
-    let not_parquet = || EngineError::InvalidInput("the input is not a valid Parquet file".into());
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet(input, columns)
+    }))
+    .unwrap_or_else(|_| Err(not_parquet()))
+}
+
+fn read_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch>, EngineError> {
+    // The Parquet reader turns the footer's schema into a tree by recursion, one level per
+    // nesting level and without a limit: a crafted footer nesting groups a hundred thousand
+    // deep overflows any thread's stack and aborts the whole server. Declared columns are
+    // flat, so a schema is read only once the footer shows it flat.
+    if !flat_parquet_schema(&input) {
+        return Err(not_parquet());
+    }
+    let file_len = input.len() as u64;
     let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|_| not_parquet())?;
+    // The reader asserts (panics) when a column chunk's offset or size is negative (found
+    // by fuzzing, parquet 59.3.2 `ColumnChunkMetaData::byte_range`): every chunk must lie
+    // within the file.
+    let chunks_in_file = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns())
+        .all(|chunk| {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let (Ok(start), Ok(len), Ok(_)) = (
+                u64::try_from(start),
+                u64::try_from(chunk.compressed_size()),
+                u64::try_from(chunk.data_page_offset()),
+            ) else {
+                return false;
+            };
+            start.checked_add(len).is_some_and(|end| end <= file_len)
+        });
+    if !chunks_in_file {
+        return Err(not_parquet());
+    }
     let file_schema = builder.schema().clone();
     let names: Vec<&str> = file_schema
         .fields()
@@ -618,6 +667,238 @@ pub(crate) fn parse_parquet(
         );
     }
     Ok(batches)
+}
+
+/// Checks `input` as [`Engine::ingest`](crate::Engine::ingest) would, without storing
+/// anything: the CSV header and every record against `columns`, or the Parquet file's
+/// columns and every value. Returns the data rows. The fuzz targets drive ingest
+/// validation through this.
+///
+/// # Errors
+/// [`EngineError::InvalidInput`] for malformed input, naming lines and columns, never
+/// values.
+pub fn validate_input(
+    format: IngestFormat,
+    input: &Bytes,
+    columns: &[ColumnSpec],
+    options: &IngestOptions,
+) -> Result<u64, EngineError> {
+    match format {
+        IngestFormat::Csv => {
+            let split = CsvChunks::split(input, columns)?;
+            let mut n_rows = 0u64;
+            let parsed: Vec<Result<(), LineError>> = split
+                .chunks
+                .iter()
+                .map(|chunk| {
+                    parse_chunk(chunk, columns, options, |batch| {
+                        n_rows += batch.num_rows() as u64;
+                        true
+                    })
+                })
+                .collect();
+            split.first_error(parsed)?;
+            Ok(n_rows)
+        }
+        IngestFormat::Parquet => Ok(parse_parquet(input.clone(), columns)?
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum()),
+    }
+}
+
+/// Whether `file` is a Parquet file with a plaintext footer whose schema is flat: a root
+/// whose children are all leaves. Reads only the footer's Thrift (compact protocol), with
+/// bounded nesting; anything unexpected is "not flat".
+fn flat_parquet_schema(file: &[u8]) -> bool {
+    let Some(footer) = file
+        .len()
+        .checked_sub(8)
+        .filter(|_| file.ends_with(b"PAR1") && file.starts_with(b"PAR1"))
+    else {
+        return false;
+    };
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&file[footer..footer + 4]);
+    let Some(start) = footer.checked_sub(u32::from_le_bytes(len) as usize) else {
+        return false;
+    };
+    let mut thrift = CompactReader {
+        bytes: &file[start..footer],
+        at: 0,
+    };
+    thrift.flat_schema().unwrap_or(false)
+}
+
+/// Just enough of Thrift's compact protocol to read a Parquet footer's schema.
+struct CompactReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// Deepest nesting of structs, lists and maps skipped (the Parquet reader's own: 64).
+const THRIFT_SKIP_DEPTH: u32 = 64;
+
+impl CompactReader<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn zigzag(&mut self) -> Option<i64> {
+        let v = self.varint()?;
+        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// A field header: (field id, type); type 0 is the struct's end.
+    fn field(&mut self, last_id: i16) -> Option<(i16, u8)> {
+        let header = self.byte()?;
+        let kind = header & 0x0f;
+        if kind == 0 {
+            return Some((0, 0));
+        }
+        let delta = i16::from(header >> 4);
+        let id = if delta == 0 {
+            i16::try_from(self.zigzag()?).ok()?
+        } else {
+            last_id.checked_add(delta)?
+        };
+        Some((id, kind))
+    }
+
+    /// A list or set header: (element type, size).
+    fn list(&mut self) -> Option<(u8, usize)> {
+        let header = self.byte()?;
+        let size = match header >> 4 {
+            15 => usize::try_from(self.varint()?).ok()?,
+            n => usize::from(n),
+        };
+        // Every element takes at least one byte.
+        (size <= self.bytes.len() - self.at).then_some((header & 0x0f, size))
+    }
+
+    fn skip(&mut self, kind: u8, depth: u32) -> Option<()> {
+        let depth = depth.checked_sub(1)?;
+        match kind {
+            1 | 2 => {}
+            3 => {
+                self.byte()?;
+            }
+            4..=6 => {
+                self.varint()?;
+            }
+            7 => {
+                self.at = self
+                    .at
+                    .checked_add(8)
+                    .filter(|&at| at <= self.bytes.len())?;
+            }
+            8 => {
+                let len = usize::try_from(self.varint()?).ok()?;
+                self.at = self
+                    .at
+                    .checked_add(len)
+                    .filter(|&at| at <= self.bytes.len())?;
+            }
+            9 | 10 => {
+                let (element, size) = self.list()?;
+                for _ in 0..size {
+                    // Booleans in a list are one byte each.
+                    if matches!(element, 1 | 2) {
+                        self.byte()?;
+                    } else {
+                        self.skip(element, depth)?;
+                    }
+                }
+            }
+            11 => {
+                let size = usize::try_from(self.varint()?).ok()?;
+                if size > 0 {
+                    let types = self.byte()?;
+                    for _ in 0..size {
+                        self.skip(types >> 4, depth)?;
+                        self.skip(types & 0x0f, depth)?;
+                    }
+                }
+            }
+            12 => {
+                let mut last = 0;
+                loop {
+                    let (id, kind) = self.field(last)?;
+                    if kind == 0 {
+                        break;
+                    }
+                    self.skip(kind, depth)?;
+                    last = id;
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Reads `FileMetaData` and says whether every schema it holds (field 2, a list of
+    /// `SchemaElement`) is a root with only leaf children (`num_children`, field 5, absent
+    /// or 0 on every element but the first, which has one per other element).
+    fn flat_schema(&mut self) -> Option<bool> {
+        let mut last = 0;
+        let mut schemas = 0;
+        loop {
+            let (id, kind) = self.field(last)?;
+            if kind == 0 {
+                return Some(schemas > 0);
+            }
+            if (id, kind) == (2, 9) {
+                let (element, size) = self.list()?;
+                if element != 12 || size < 2 {
+                    return Some(false);
+                }
+                for i in 0..size {
+                    let children = self.element_children()?;
+                    let flat = if i == 0 {
+                        children == Some(size as i64 - 1)
+                    } else {
+                        matches!(children, None | Some(0))
+                    };
+                    if !flat {
+                        return Some(false);
+                    }
+                }
+                schemas += 1;
+            } else {
+                self.skip(kind, THRIFT_SKIP_DEPTH)?;
+            }
+            last = id;
+        }
+    }
+
+    /// Reads one `SchemaElement`; its `num_children` when set.
+    fn element_children(&mut self) -> Option<Option<i64>> {
+        let mut last = 0;
+        let mut children = None;
+        loop {
+            let (id, kind) = self.field(last)?;
+            match (id, kind) {
+                (_, 0) => return Some(children),
+                (5, 5) => children = Some(self.zigzag()?),
+                _ => self.skip(kind, THRIFT_SKIP_DEPTH)?,
+            }
+            last = id;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -841,5 +1122,171 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains(&format!("line {bad},")), "{message}");
         assert!(!message.contains("not-a-number"), "{message}");
+    }
+}
+
+#[cfg(test)]
+mod parquet_footer_tests {
+    use super::*;
+    use shuyu_policy::{Classification, MaskingRule};
+
+    /// Thrift compact protocol, as much as a footer needs.
+    #[derive(Default)]
+    struct Writer(Vec<u8>);
+
+    impl Writer {
+        fn varint(&mut self, mut v: u64) {
+            while v >= 0x80 {
+                self.0.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            self.0.push(v as u8);
+        }
+        fn field(&mut self, delta: u8, kind: u8) {
+            self.0.push((delta << 4) | kind);
+        }
+        fn i32(&mut self, delta: u8, v: i32) {
+            self.field(delta, 5);
+            self.varint(((v << 1) ^ (v >> 31)) as u32 as u64);
+        }
+        fn name(&mut self, delta: u8, name: &str) {
+            self.field(delta, 8);
+            self.varint(name.len() as u64);
+            self.0.extend_from_slice(name.as_bytes());
+        }
+        fn list_header(&mut self, kind: u8, size: usize) {
+            if size < 15 {
+                self.0.push(((size as u8) << 4) | kind);
+            } else {
+                self.0.push(0xf0 | kind);
+                self.varint(size as u64);
+            }
+        }
+        fn stop(&mut self) {
+            self.0.push(0);
+        }
+    }
+
+    /// A Parquet file (no data pages) whose schema nests `depth` groups, one inside the
+    /// other, around one INT64 leaf.
+    pub(crate) fn nested_file(depth: usize) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.i32(1, 2); // version
+        w.field(1, 9); // 2: schema
+        w.list_header(12, depth + 1);
+        for level in 0..depth {
+            if level > 0 {
+                w.i32(3, 0); // 3: repetition_type REQUIRED
+                w.name(1, "g");
+                w.i32(1, 1); // 5: num_children
+            } else {
+                w.name(4, "root");
+                w.i32(1, 1);
+            }
+            w.stop();
+        }
+        w.i32(1, 2); // 1: type INT64
+        w.i32(2, 0); // 3: repetition_type
+        w.name(1, "x");
+        w.stop();
+        w.field(1, 6); // 3: num_rows
+        w.varint(0);
+        w.field(1, 9); // 4: row_groups
+        w.list_header(12, 0);
+        w.stop();
+        let mut file = b"PAR1".to_vec();
+        file.extend_from_slice(&w.0);
+        file.extend_from_slice(&(w.0.len() as u32).to_le_bytes());
+        file.extend_from_slice(b"PAR1");
+        file
+    }
+
+    fn columns() -> Vec<ColumnSpec> {
+        vec![ColumnSpec {
+            name: "x".into(),
+            data_type: ColumnType::Int64,
+            classification: Classification::Ordinary,
+            masking: MaskingRule::Keep,
+        }]
+    }
+
+    #[test]
+    fn a_deeply_nested_schema_is_refused_before_the_reader_recurses_into_it() {
+        // Five hundred thousand levels: the reader's recursion would need far more stack
+        // than any thread has. Run on a 2 MiB stack, as a runtime's blocking thread is.
+        let deep = Bytes::from(nested_file(500_000));
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse_parquet(deep, &columns()).map(|b| b.len()))
+            .unwrap()
+            .join()
+            .expect("no overflow, no panic");
+        assert!(
+            matches!(refused, Err(EngineError::InvalidInput(_))),
+            "{refused:?}"
+        );
+        // The same writer's flat file is read on (and refused only for having no rows
+        // matching the footer's promises, or accepted: either way not for its schema).
+        assert!(flat_parquet_schema(&nested_file(1)));
+        assert!(!flat_parquet_schema(&nested_file(2)));
+    }
+
+    #[test]
+    fn a_damaged_page_that_panics_the_reader_is_refused() {
+        // Found by the ingest fuzz target (seed 20261206): a data page whose definition
+        // levels make arrow-buffer 59.3.2 assert while decoding.
+        let file = Bytes::from_static(include_bytes!(
+            "../tests/fuzz-regressions/parquet-definition-levels-panic.parquet"
+        ));
+        let column = |name: &str, data_type| ColumnSpec {
+            name: name.into(),
+            data_type,
+            classification: Classification::Ordinary,
+            masking: MaskingRule::Keep,
+        };
+        let columns = [
+            column("flag", ColumnType::Date),
+            column("c1", ColumnType::Bool),
+            column("名字", ColumnType::Int64),
+        ];
+        let unguarded = std::panic::catch_unwind(|| read_parquet(file.clone(), &columns));
+        assert!(
+            unguarded.is_err(),
+            "the reader no longer panics on it: the guard may go"
+        );
+        assert!(matches!(
+            parse_parquet(file, &columns),
+            Err(EngineError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn files_from_the_arrow_writer_are_flat_and_truncated_footers_are_not() {
+        let batch = RecordBatch::try_new(
+            arrow_schema(&columns()),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as ArrayRef],
+        )
+        .unwrap();
+        let mut file = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        assert!(flat_parquet_schema(&file));
+        let n = validate_input(
+            IngestFormat::Parquet,
+            &Bytes::from(file.clone()),
+            &columns(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(n, 3);
+        for cut in [1, 9, file.len() / 2] {
+            let mut cut_file = file[..file.len() - cut].to_vec();
+            cut_file.extend_from_slice(b"PAR1");
+            assert!(!flat_parquet_schema(&cut_file) || cut_file.len() == file.len());
+        }
+        assert!(!flat_parquet_schema(b"PAR1"));
+        assert!(!flat_parquet_schema(b""));
     }
 }

@@ -34,7 +34,7 @@ pub use disclosure::{
 };
 pub use dp::{DpBound, DpGuarantee, DpSpec, referenced_tables};
 pub use error::{EngineError, JobError};
-pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns};
+pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns, validate_input};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
 pub use masking::{MaskedTable, display_key, mask_batches, mask_value_array};
 pub use plan_text::{PlanSource, PlanText};

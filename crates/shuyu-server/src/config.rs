@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Authorizations and their renewal notices (R25).
     #[serde(default)]
     pub governance: GovernanceConfig,
+    /// The failed-production-job allowance and its freeze.
+    #[serde(default)]
+    pub jobs: crate::oracle::JobsConfig,
 }
 
 /// Authorizations (R25): the longest term an admin may record, and how often the server
@@ -351,6 +354,7 @@ impl ServerConfig {
             oversight: crate::oversight::OversightConfig::default(),
             lifecycle: LifecycleConfig::default(),
             governance: GovernanceConfig::default(),
+            jobs: crate::oracle::JobsConfig::default(),
         }
     }
 
@@ -471,6 +475,7 @@ impl ServerConfig {
             ));
         }
         self.oversight.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 
@@ -507,6 +512,7 @@ mod tests {
         assert_eq!(config.governance, GovernanceConfig::default());
         assert_eq!(config.lifecycle, LifecycleConfig::default());
         assert_eq!(config.lifecycle.termination_notice_days, 30);
+        assert_eq!(config.jobs, crate::oracle::JobsConfig::default());
     }
 
     #[test]
@@ -556,6 +562,15 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("lifecycle.termination_notice_days"),
+            "{err}"
+        );
+        let err = ServerConfig::from_toml_str(
+            "data_dir = \"x\"\n[jobs]\nfailed_production_window_hours = 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("jobs.failed_production_window_hours"),
             "{err}"
         );
         let err =

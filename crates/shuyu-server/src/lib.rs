@@ -15,6 +15,7 @@ pub mod governance;
 pub mod keys;
 pub mod lifecycle;
 pub mod notify;
+pub mod oracle;
 pub mod oversight;
 pub mod package;
 pub mod plan_texts;

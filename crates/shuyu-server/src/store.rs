@@ -602,6 +602,7 @@ impl Store {
         conn.execute_batch(crate::governance::SCHEMA)?;
         conn.execute_batch(crate::plan_texts::SCHEMA)?;
         conn.execute_batch(crate::bindings::SCHEMA)?;
+        conn.execute_batch(crate::oracle::SCHEMA)?;
         migrate(&conn)?;
         seal_plaintext_previews(&conn)?;
         crate::bindings::install_triggers(&conn)?;

@@ -1,5 +1,6 @@
-//! `shuyu tenant suspend|resume|status|stop|release|drill|drills|terminate|exit-report`:
-//! the admin's commands over a tenant's lifecycle (R26, R27, R28, R32).
+//! `shuyu tenant suspend|resume|status|stop|release|drill|drills|terminate|exit-report|
+//! lift-freeze`: the admin's commands over a tenant's lifecycle (R26, R27, R28, R32) and
+//! the freeze that too many failed production jobs cause.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,16 @@ pub enum LifecycleCommand {
     Resume {
         id: String,
         #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Lift the freeze of a tenant's production job submission that too many failed
+    /// production jobs caused (`[jobs] failed_production_allowance`), after looking at them.
+    LiftFreeze {
+        id: String,
+        /// What you found (required; audited).
+        #[arg(long)]
         note: String,
         #[command(flatten)]
         conn: Conn,
@@ -149,6 +160,12 @@ fn print_status(response: pb::TenantStatusResponse) {
             s.stop_reason
         );
     }
+    if s.production_frozen_at_ms > 0 {
+        println!(
+            "  production submission frozen: {}",
+            s.production_freeze_reason
+        );
+    }
     if s.terminated_at_ms > 0 {
         println!(
             "  terminated {}: {}",
@@ -222,6 +239,19 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .await?
                 .lifecycle
                 .resume_tenant(pb::ResumeTenantRequest {
+                    tenant_id: id,
+                    note,
+                })
+                .await?
+                .into_inner();
+            print_status(response);
+        }
+        LifecycleCommand::LiftFreeze { id, note, conn } => {
+            let response = conn
+                .connect()
+                .await?
+                .lifecycle
+                .lift_production_freeze(pb::LiftProductionFreezeRequest {
                     tenant_id: id,
                     note,
                 })

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use shuyu_engine::worker::{ToServer, WireJobError, WorkerChannel, WorkerJob, WorkerUsage};
-use shuyu_engine::{Engine, JobError, Storage};
+use shuyu_engine::{Engine, JobError, JobStage, Storage};
 use shuyu_vault::{Envelope, KekProvider};
 use zeroize::Zeroizing;
 
@@ -217,7 +217,10 @@ fn run(
                 format!("{summary}; job {served} of this worker")
             },
         });
-        let ok = run_one(job, &runtime, &channel, &storage);
+        let Some(ok) = run_one(job, &runtime, &channel, &storage) else {
+            // The engine panicked: its failure is reported; serve nothing after it.
+            return ExitCode::from(3);
+        };
         if first.reuse_scope.is_none() {
             return if ok {
                 ExitCode::SUCCESS
@@ -251,41 +254,80 @@ fn run(
     ExitCode::SUCCESS
 }
 
-/// Runs one job with a new engine and key envelope; whether it succeeded.
+/// Runs one job with a new engine and key envelope; whether it succeeded, or `None` when
+/// the engine panicked (the failure is reported; the worker must not serve another job).
 fn run_one(
     job: &WorkerJob,
     runtime: &tokio::runtime::Runtime,
     channel: &Arc<WorkerChannel>,
     storage: &Storage,
-) -> bool {
+) -> Option<bool> {
     let request = match job.request() {
         Ok(request) => request,
         Err(e) => {
             fail(channel, JobError::Execution { detail: e });
-            return false;
+            return Some(false);
         }
     };
     let envelope = Arc::new(Envelope::new(Arc::clone(channel) as Arc<dyn KekProvider>));
     let engine = Engine::new(storage.clone(), envelope);
     let progress_channel = Arc::clone(channel);
-    let on_progress = Arc::new(move |progress| {
-        progress_channel.send(&ToServer::Progress {
-            progress,
-            usage: usage(),
-        });
+    // Whether the job got past planning (the engine reports each stage as it enters it).
+    let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_progress = Arc::new({
+        let executing = Arc::clone(&executing);
+        move |progress: shuyu_engine::JobProgress| {
+            if progress.stage != JobStage::Planning {
+                executing.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            progress_channel.send(&ToServer::Progress {
+                progress,
+                usage: usage(),
+            });
+        }
     });
-    let outcome = runtime.block_on(engine.run_job_with_progress(&request, on_progress));
+    // A panic inside DataFusion must not leave the job without an answer: fuzzing found
+    // one in the Substrait consumer (a field reference past its input's schema indexes out
+    // of bounds, datafusion-substrait 55.2.0 via DFSchema::qualified_field). The engine and
+    // the request are not used after it, and the worker exits, so catching it is safe. Its
+    // message goes to stderr (sealed into the audit trail); while planning the job is
+    // refused, once running it failed while processing data (withheld, counted).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(engine.run_job_with_progress(&request, on_progress))
+    }));
     match outcome {
-        Ok(output) => {
+        Ok(Ok(output)) => {
             channel.send(&ToServer::Finished {
                 output: Box::new(output),
                 usage: usage(),
             });
-            true
+            Some(true)
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             fail(channel, e);
-            false
+            Some(false)
+        }
+        Err(_) if !executing.load(std::sync::atomic::Ordering::Relaxed) => {
+            fail(
+                channel,
+                JobError::Refused(
+                    "the job's plan could not be built (an engine fault; the details are in \
+                     the audit trail)"
+                        .into(),
+                ),
+            );
+            None
+        }
+        Err(_) => {
+            fail(
+                channel,
+                JobError::Execution {
+                    detail: "the engine panicked while running the job (see the worker's \
+                             stderr)"
+                        .into(),
+                },
+            );
+            None
         }
     }
 }

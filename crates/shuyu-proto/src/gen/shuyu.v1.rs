@@ -1594,6 +1594,14 @@ pub struct RecordEvaluationResponse {
     pub evaluation: ::core::option::Option<Evaluation>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LiftProductionFreezeRequest {
+    #[prost(string, tag = "1")]
+    pub tenant_id: ::prost::alloc::string::String,
+    /// What the admin found (required).
+    #[prost(string, tag = "2")]
+    pub note: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SuspendTenantRequest {
     #[prost(string, tag = "1")]
     pub tenant_id: ::prost::alloc::string::String,
@@ -1656,6 +1664,13 @@ pub struct TenantStatus {
     /// Its exports in review or approved that are frozen now.
     #[prost(uint32, tag = "15")]
     pub exports_frozen: u32,
+    /// Set while the tenant's production job submission is frozen because too many of its
+    /// production jobs failed (see LiftProductionFreeze); 0 otherwise.
+    #[prost(int64, tag = "16")]
+    pub production_frozen_at_ms: i64,
+    /// Why: the failures counted, the allowance and the window.
+    #[prost(string, tag = "17")]
+    pub production_freeze_reason: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TenantStatusResponse {
@@ -9356,6 +9371,36 @@ pub mod lifecycle_service_client {
                 .insert(GrpcMethod::new("shuyu.v1.LifecycleService", "ListDrills"));
             self.inner.unary(req, path, codec).await
         }
+        /// Lifts the freeze of a tenant's production job submission that its failed production
+        /// jobs caused (more than `[jobs] failed_production_allowance` in the window): admins only,
+        /// after looking at them; audited, and the tenant is told. Its failures before the lift
+        /// no longer count.
+        pub async fn lift_production_freeze(
+            &mut self,
+            request: impl tonic::IntoRequest<super::LiftProductionFreezeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/shuyu.v1.LifecycleService/LiftProductionFreeze",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("shuyu.v1.LifecycleService", "LiftProductionFreeze"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -9435,6 +9480,17 @@ pub mod lifecycle_service_server {
             request: tonic::Request<super::ListDrillsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListDrillsResponse>,
+            tonic::Status,
+        >;
+        /// Lifts the freeze of a tenant's production job submission that its failed production
+        /// jobs caused (more than `[jobs] failed_production_allowance` in the window): admins only,
+        /// after looking at them; audited, and the tenant is told. Its failures before the lift
+        /// no longer count.
+        async fn lift_production_freeze(
+            &self,
+            request: tonic::Request<super::LiftProductionFreezeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TenantStatusResponse>,
             tonic::Status,
         >;
     }
@@ -9919,6 +9975,55 @@ pub mod lifecycle_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListDrillsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/shuyu.v1.LifecycleService/LiftProductionFreeze" => {
+                    #[allow(non_camel_case_types)]
+                    struct LiftProductionFreezeSvc<T: LifecycleService>(pub Arc<T>);
+                    impl<
+                        T: LifecycleService,
+                    > tonic::server::UnaryService<super::LiftProductionFreezeRequest>
+                    for LiftProductionFreezeSvc<T> {
+                        type Response = super::TenantStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::LiftProductionFreezeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LifecycleService>::lift_production_freeze(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LiftProductionFreezeSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

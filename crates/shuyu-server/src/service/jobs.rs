@@ -97,7 +97,7 @@ impl JobDraft {
 }
 
 impl Api {
-    fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
+    async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
         let limits = &self.state.policy.limits;
         match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
             (true, true) => {
@@ -174,6 +174,14 @@ impl Api {
                 if let Some(reason) = super::stewardship::risk_stopped(&self.state, &scenario)? {
                     return Err(ServerError::FailedPrecondition(reason));
                 }
+                // Too many failed production jobs: frozen until an admin looks.
+                if let Some(freeze) = self
+                    .state
+                    .store
+                    .read(|c| crate::oracle::active_freeze(c, &tenant_id))?
+                {
+                    return Err(ServerError::FailedPrecondition(freeze.reason()));
+                }
                 // R25, R32: inside an authorization's term and scope, with an emergency plan.
                 let need = crate::governance::Need {
                     datasets: scenario
@@ -189,16 +197,22 @@ impl Api {
                 })?;
             }
         }
+        let id = crate::new_id("job");
         let mut draft = draft;
         let dp_dataset = match &mut draft.dp {
             Some(spec) => {
                 spec.threshold = self.state.policy.disclosure.min_entities;
-                Some(self.dp_dataset(
-                    &draft.sql,
-                    &draft.substrait_plan,
-                    draft.mode,
-                    &draft.scenario_id,
-                )?)
+                Some(
+                    self.dp_dataset(
+                        caller,
+                        &id,
+                        &draft.sql,
+                        &draft.substrait_plan,
+                        draft.mode,
+                        &draft.scenario_id,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
@@ -210,7 +224,6 @@ impl Api {
                     "the tenant already has {limit} jobs queued or running; wait for one to finish"
                 ))
             })?;
-        let id = crate::new_id("job");
         let result_file = result_file(&tenant_id, draft.mode, &draft.scenario_id, &id);
         let job = JobRecord {
             id: id.clone(),
@@ -283,8 +296,15 @@ impl Api {
     }
 
     /// The one dataset a DP job reads: named in its SQL and on its scenario's data list.
-    fn dp_dataset(
+    ///
+    /// This is the only place the server reads an engineer's query rather than passing it
+    /// to a worker. The request is audited first (so that it is on record whatever the
+    /// parse does), then parsed off the async runtime on a large-stack thread that refuses
+    /// deep nesting ([`referenced_tables`]).
+    async fn dp_dataset(
         &self,
+        caller: &Caller,
+        job_id: &str,
         sql: &str,
         plan: &[u8],
         mode: JobMode,
@@ -295,7 +315,20 @@ impl Api {
                 "differential privacy applies to production SQL jobs".into(),
             ));
         }
-        let names = referenced_tables(sql)
+        self.state.store.record(&caller.entry(
+            format!("job:{job_id}"),
+            "received",
+            json!({
+                "stage": "dp_tables",
+                "query_sha256": sha256_hex(sql.as_bytes()),
+                "query_bytes": sql.len(),
+                "scenario_id": scenario_id,
+            }),
+        ))?;
+        let text = sql.to_owned();
+        let names = tokio::task::spawn_blocking(move || referenced_tables(&text))
+            .await
+            .map_err(|e| ServerError::internal(format!("the DP table parse did not finish: {e}")))?
             .map_err(|e| ServerError::InvalidArgument(format!("differential privacy: {e}")))?;
         let scenario = self
             .state
@@ -323,7 +356,7 @@ impl Api {
     }
 
     /// A new production job running a succeeded lab job's exact query under a scenario.
-    fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
+    async fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
         require_id(&req.job_id, "job_id")?;
         let tenant = caller.tenant()?.to_owned();
         let lab = self
@@ -355,6 +388,7 @@ impl Api {
                 dp: None,
             },
         )
+        .await
     }
 
     /// Job `id` as the caller may read it: an auditor any job (R35), an engineer only their
@@ -424,9 +458,10 @@ impl Api {
 /// Whose eyes a job view is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JobReader {
-    /// An engineer of the job's tenant: everything, the masked preview included.
+    /// An engineer of the job's tenant: everything, the masked preview included (a
+    /// production job's usage and live figures coarsened).
     Tenant,
-    /// An auditor (R35): the job with its query, never a preview of values.
+    /// An auditor (R35): the job with its query and exact usage, never a preview of values.
     Auditor,
 }
 
@@ -443,15 +478,41 @@ impl JobReader {
 /// The job record with its live state (queue position or progress) attached, as `reader`
 /// may see it.
 fn job_view(state: &AppState, job: &JobRecord, reader: JobReader) -> pb::Job {
-    let mut view = convert::job(job);
-    if reader == JobReader::Auditor {
-        view.preview = None;
-    }
+    let mut view = match reader {
+        JobReader::Tenant => engineer_job(job),
+        JobReader::Auditor => {
+            let mut view = convert::job(job);
+            view.preview = None;
+            view
+        }
+    };
     if !job.status.is_finished() {
-        view.progress = state
-            .scheduler
-            .live_state(&job.id)
-            .map(|state| convert::live_state(&state));
+        view.progress = state.scheduler.live_state(&job.id).map(|state| {
+            let mut progress = convert::live_state(&state);
+            if job.mode == JobMode::Production {
+                progress.rows = crate::oracle::coarse(progress.rows, crate::oracle::ROWS_FLOOR);
+                progress.bytes_scanned =
+                    crate::oracle::coarse(progress.bytes_scanned, crate::oracle::BYTES_FLOOR);
+            }
+            progress
+        });
+    }
+    view
+}
+
+/// A job as its engineer sees it: a production job's metered usage coarsened (the exact
+/// figures stay with admins, auditors and billing).
+fn engineer_job(job: &JobRecord) -> pb::Job {
+    let mut view = convert::job(job);
+    if job.mode == JobMode::Production
+        && let Some(usage) = view.usage.as_mut()
+    {
+        let shown = crate::oracle::coarse_usage(&job.usage);
+        usage.cpu_ms = shown.cpu_ms;
+        usage.bytes_scanned = shown.bytes_scanned;
+        usage.peak_memory_bytes = shown.peak_memory_bytes;
+        usage.wall_ms = shown.wall_ms;
+        usage.queued_ms = shown.queued_ms;
     }
     view
 }
@@ -573,6 +634,31 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
         }
         return;
     }
+    // A production job queued before its tenant's production submission froze never starts.
+    if job.mode == JobMode::Production {
+        let frozen = state
+            .store
+            .read(|c| crate::oracle::active_freeze(c, &job.tenant_id));
+        if let Ok(Some(freeze)) = frozen {
+            job.status = JobStatus::Cancelled;
+            job.error = format!("cancelled before it started: {}", freeze.reason());
+            job.finished_at_ms = crate::now_ms();
+            let entry = AuditEntry {
+                principal_id: job.author_id.clone(),
+                role: Role::Engineer.as_str().into(),
+                tenant_id: job.tenant_id.clone(),
+                action: "job_cancelled".into(),
+                target: format!("job:{}", job.id),
+                outcome: "ok".into(),
+                detail: json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id}),
+                secret_detail: None,
+            };
+            if let Err(e) = state.store.commit(&entry, |tx| store::upsert_job(tx, &job)) {
+                tracing::error!(job = %job.id, error = %e, "could not record a frozen job's cancellation");
+            }
+            return;
+        }
+    }
     let started_ms = crate::now_ms();
     job.status = JobStatus::Running;
     if let Err(e) = state.store.read(|c| store::upsert_job(c, &job)) {
@@ -600,6 +686,9 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             Some(e.to_string()),
         ));
     }
+    // Whether this outcome counts against the tenant's failed-production-job allowance.
+    let counted = job.mode == JobMode::Production
+        && matches!(&outcome.result, Err(failure) if failure.counted);
     job.finished_at_ms = crate::now_ms();
     job.usage = outcome.usage;
     job.usage.queued_ms = started_ms.saturating_sub(job.created_at_ms) as u64;
@@ -648,13 +737,45 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             entry.secret_detail = failure.detail;
         }
     }
+    if counted {
+        detail["counted_failure"] = json!(true);
+    }
     entry.detail = detail;
     let tracing_id = job.id.clone();
-    let recorded = state.store.commit(&entry, |tx| {
+    let jobs_config = state.config.jobs;
+    let recorded = state.store.commit_with(|tx| {
         store::upsert_job(tx, &job)?;
-        match &plan_text {
-            Some(text) => crate::plan_texts::insert(tx, &job.id, text),
-            None => Ok(()),
+        if let Some(text) = &plan_text {
+            crate::plan_texts::insert(tx, &job.id, text)?;
+        }
+        if !counted {
+            return Ok(((), entry));
+        }
+        match crate::oracle::count_failure(
+            tx,
+            &jobs_config,
+            &job.tenant_id,
+            &job.id,
+            job.finished_at_ms,
+        )? {
+            None => Ok(((), entry)),
+            // The outcome first, then the freeze it caused.
+            Some(freeze) => {
+                state.store.audit_log().append(tx, &entry)?;
+                let mut frozen = crate::oversight::system_entry(
+                    "production_frozen",
+                    &format!("tenant:{}", job.tenant_id),
+                    json!({
+                        "freeze": freeze.id,
+                        "failures": freeze.failures,
+                        "allowance": freeze.allowance,
+                        "window_hours": freeze.window_hours,
+                        "job_ids": freeze.job_ids,
+                    }),
+                );
+                frozen.tenant_id = job.tenant_id.clone();
+                Ok(((), frozen))
+            }
         }
     });
     if let Err(e) = recorded {
@@ -668,6 +789,9 @@ struct Failure {
     /// Full text for the audit trail (sealed): may contain data values.
     detail: Option<String>,
     cancelled: bool,
+    /// The job failed once it ran (not refused before): for a production job, one bit
+    /// about the data, counted against the tenant's allowance.
+    counted: bool,
 }
 
 impl Failure {
@@ -678,6 +802,7 @@ impl Failure {
             error_id: Some(id),
             detail: Some(detail),
             cancelled: false,
+            counted: false,
         }
     }
 
@@ -687,7 +812,14 @@ impl Failure {
             error_id: None,
             detail,
             cancelled: false,
+            counted: false,
         }
+    }
+
+    /// This failure happened while the job ran.
+    fn while_running(mut self) -> Failure {
+        self.counted = true;
+        self
     }
 }
 
@@ -773,28 +905,41 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
             }
         }
         WorkerEnd::Failed(error) => Err(job_failure(error, stderr)),
-        WorkerEnd::TimedOut => Err(Failure::plain(JobError::Timeout.public_message(), stderr)),
+        WorkerEnd::TimedOut => {
+            Err(Failure::plain(JobError::Timeout.public_message(), stderr).while_running())
+        }
         WorkerEnd::Cancelled => Err(Failure {
             public: "cancelled".into(),
             error_id: None,
             detail: stderr,
             cancelled: true,
+            counted: false,
         }),
-        WorkerEnd::Died { reason } => Err(Failure::plain(reason, stderr)),
+        WorkerEnd::Died { reason } => Err(Failure::plain(reason, stderr).while_running()),
     };
     outcome
 }
 
 fn job_failure(error: JobError, stderr: Option<String>) -> Failure {
     let withheld = error.is_withheld();
+    // Refusals before the job ran say nothing about the data; everything after does.
+    let ran = match &error {
+        JobError::Refused(_) | JobError::Plan(_) => false,
+        JobError::ResourcesExhausted | JobError::Timeout | JobError::Execution { .. } => true,
+    };
     let detail = match stderr {
         Some(stderr) => format!("{error}\n--- worker stderr ---\n{stderr}"),
         None => error.to_string(),
     };
-    if withheld {
+    let failure = if withheld {
         Failure::withheld(&error.public_message(), detail)
     } else {
         Failure::plain(error.public_message(), Some(detail))
+    };
+    if ran {
+        failure.while_running()
+    } else {
+        failure
     }
 }
 
@@ -1110,7 +1255,14 @@ impl Api {
                 ..Default::default()
             };
             let total = row.total.get_or_insert_default();
+            // Engineers get each production job's coarsened figures summed, so that a
+            // narrow period does not give one job's exact figures back.
+            let coarsened = caller.principal.role == Role::Engineer;
             for job in jobs.iter().filter(|j| j.tenant_id == tenant.id) {
+                let usage = match job.mode {
+                    JobMode::Production if coarsened => crate::oracle::coarse_usage(&job.usage),
+                    _ => job.usage,
+                };
                 row.jobs += 1;
                 match job.status {
                     JobStatus::Succeeded => row.jobs_succeeded += 1,
@@ -1118,12 +1270,12 @@ impl Api {
                     JobStatus::Cancelled => row.jobs_cancelled += 1,
                     JobStatus::Queued | JobStatus::Running => {}
                 }
-                total.cpu_ms += job.usage.cpu_ms;
-                total.bytes_scanned += job.usage.bytes_scanned;
+                total.cpu_ms += usage.cpu_ms;
+                total.bytes_scanned += usage.bytes_scanned;
                 total.rows_produced += job.n_rows;
-                total.peak_memory_bytes = total.peak_memory_bytes.max(job.usage.peak_memory_bytes);
-                total.wall_ms += job.usage.wall_ms;
-                total.queued_ms += job.usage.queued_ms;
+                total.peak_memory_bytes = total.peak_memory_bytes.max(usage.peak_memory_bytes);
+                total.wall_ms += usage.wall_ms;
+                total.queued_ms += usage.queued_ms;
             }
             rows.push(row);
         }
@@ -1146,11 +1298,13 @@ impl JobService for Api {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = self.state.begin(&request, Action::SubmitJob)?;
-        let result = JobDraft::from_request(request.into_inner())
-            .and_then(|draft| self.submit(&caller, draft));
+        let result = match JobDraft::from_request(request.into_inner()) {
+            Ok(draft) => self.submit(&caller, draft).await,
+            Err(e) => Err(e),
+        };
         let job = self.state.finish_write(&caller, "", result)?;
         Ok(Response::new(pb::SubmitJobResponse {
-            job: Some(convert::job(&job)),
+            job: Some(engineer_job(&job)),
         }))
     }
 
@@ -1273,10 +1427,10 @@ impl JobService for Api {
         request: Request<pb::PromoteJobRequest>,
     ) -> Result<Response<pb::PromoteJobResponse>, Status> {
         let caller = self.state.begin(&request, Action::PromoteJob)?;
-        let result = self.promote(&caller, request.into_inner());
+        let result = self.promote(&caller, request.into_inner()).await;
         let job = self.state.finish_write(&caller, "", result)?;
         Ok(Response::new(pb::PromoteJobResponse {
-            job: Some(convert::job(&job)),
+            job: Some(engineer_job(&job)),
         }))
     }
 

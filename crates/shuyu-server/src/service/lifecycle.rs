@@ -19,6 +19,7 @@ use crate::audit::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::lifecycle::{self, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
+use crate::oracle::Freeze;
 use crate::state::{AppState, Caller};
 use crate::store::{self, JobRecord, JobStatus, Tenant};
 
@@ -35,7 +36,13 @@ fn unfinished(job: &JobRecord) -> bool {
     matches!(job.status, JobStatus::Queued | JobStatus::Running)
 }
 
-fn status_pb(tenant: &Tenant, hold: &Hold, jobs_unfinished: u32, exports: u32) -> pb::TenantStatus {
+fn status_pb(
+    tenant: &Tenant,
+    hold: &Hold,
+    freeze: Option<&Freeze>,
+    jobs_unfinished: u32,
+    exports: u32,
+) -> pb::TenantStatus {
     pb::TenantStatus {
         tenant_id: tenant.id.clone(),
         tenant_name: tenant.name.clone(),
@@ -52,6 +59,8 @@ fn status_pb(tenant: &Tenant, hold: &Hold, jobs_unfinished: u32, exports: u32) -
         terminate_reason: hold.terminate_reason.clone(),
         jobs_unfinished,
         exports_frozen: if hold.freezes_exports() { exports } else { 0 },
+        production_frozen_at_ms: freeze.map_or(0, |f| f.frozen_at_ms),
+        production_freeze_reason: freeze.map(Freeze::reason).unwrap_or_default(),
     }
 }
 
@@ -104,7 +113,14 @@ impl Api {
             let jobs = store::jobs(c, tenant_id)?;
             let n_unfinished = jobs.iter().filter(|j| unfinished(j)).count() as u32;
             let exports = lifecycle::open_exports(c, tenant_id)?;
-            Ok(status_pb(&tenant, &hold, n_unfinished, exports))
+            let freeze = crate::oracle::active_freeze(c, tenant_id)?;
+            Ok(status_pb(
+                &tenant,
+                &hold,
+                freeze.as_ref(),
+                n_unfinished,
+                exports,
+            ))
         })
     }
 
@@ -266,6 +282,43 @@ impl Api {
                 },
                 now,
             )?;
+            Ok((
+                (),
+                caller.entry(format!("tenant:{}", req.tenant_id), "ok", detail),
+            ))
+        })?;
+        self.status_of(&req.tenant_id)
+    }
+
+    /// Lifts the freeze of the tenant's production job submission (admins, after looking at
+    /// its failed production jobs).
+    fn lift_production_freeze(
+        &self,
+        caller: &Caller,
+        req: &pb::LiftProductionFreezeRequest,
+    ) -> Result<pb::TenantStatus> {
+        require_id(&req.tenant_id, "tenant_id")?;
+        require_text(&req.note, "the note", MAX_REASON_CHARS, true)?;
+        let now = crate::now_ms();
+        self.state.store.commit_with(|tx| {
+            self.tenant_or_not_found(tx, &req.tenant_id)?;
+            let freeze = crate::oracle::lift(
+                tx,
+                &req.tenant_id,
+                &caller.principal.id,
+                req.note.trim(),
+                now,
+            )?
+            .ok_or_else(|| {
+                ServerError::FailedPrecondition(format!(
+                    "tenant {}'s production job submission is not frozen",
+                    req.tenant_id
+                ))
+            })?;
+            let detail = json!({"lifted": "production_freeze", "freeze": freeze.id,
+                                "frozen_at_ms": freeze.frozen_at_ms,
+                                "failures": freeze.failures, "job_ids": freeze.job_ids,
+                                "note": req.note.trim()});
             Ok((
                 (),
                 caller.entry(format!("tenant:{}", req.tenant_id), "ok", detail),
@@ -838,6 +891,22 @@ impl LifecycleService for Api {
         let status = self
             .state
             .finish_write(&caller, &target, self.resume(&caller, &req))?;
+        Ok(Response::new(pb::TenantStatusResponse {
+            status: Some(status),
+            jobs_stopped: Vec::new(),
+        }))
+    }
+
+    async fn lift_production_freeze(
+        &self,
+        request: Request<pb::LiftProductionFreezeRequest>,
+    ) -> Result<Response<pb::TenantStatusResponse>, Status> {
+        // Reopening a tenant's work is the suspending admin's decision, as resumption is.
+        let caller = self.state.begin(&request, Action::SuspendTenant)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{}", req.tenant_id);
+        let result = self.lift_production_freeze(&caller, &req);
+        let status = self.state.finish_write(&caller, &target, result)?;
         Ok(Response::new(pb::TenantStatusResponse {
             status: Some(status),
             jobs_stopped: Vec::new(),

@@ -232,3 +232,63 @@ async fn dp_requests_that_cannot_be_bounded_are_refused_before_spending() {
         "spent at submit, before the worker: {spent}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deep_dp_query_is_audited_then_refused_and_the_server_keeps_serving() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "dq").await;
+    let dataset = ingest_people(&mut p.steward, "residents").await;
+    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
+
+    // A flat chain of ~32,000 terms under the 64 KiB SQL cap: parsed on an ordinary stack,
+    // it aborts the whole process.
+    let deep = format!(
+        "SELECT district, count(*) AS n FROM residents WHERE {} > 0 GROUP BY district",
+        vec!["1"; 32_000].join("+")
+    );
+    assert!(deep.len() <= 65_536);
+    let refused = p
+        .engineer
+        .jobs
+        .submit_job(dp_request(&deep, &sc, 0.5))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("levels deep"), "{refused:?}");
+
+    // The server still serves: an ordinary DP job is accepted and runs.
+    let job = p
+        .engineer
+        .jobs
+        .submit_job(dp_request(DP_SQL, &sc, 0.5))
+        .await
+        .expect("the server still serves")
+        .into_inner()
+        .job
+        .unwrap();
+    let job = p.engineer.wait_job(&job.id, WAIT).await.unwrap();
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);
+
+    // The refused request was on record before it was parsed, and its refusal after.
+    let records = super::jobs::audit_records(&mut p.auditor).await;
+    let sha = shuyu_vault::sha256_hex(deep.as_bytes());
+    let received = records
+        .iter()
+        .position(|r| {
+            r.action == "submit_job"
+                && r.outcome == "received"
+                && r.detail_json.contains(&sha)
+                && r.role == "engineer"
+        })
+        .expect("the request is audited before it is parsed");
+    assert!(
+        records[received + 1..]
+            .iter()
+            .any(|r| r.action == "submit_job"
+                && r.outcome == "invalid"
+                && r.detail_json.contains("levels deep")),
+        "its refusal is audited after it"
+    );
+}

@@ -66,7 +66,7 @@ async fn cancel(engineer: &mut Client, id: &str) -> pb::Job {
         .expect("job")
 }
 
-async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
+pub(super) async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {
     let mut records = Vec::new();
     let mut after = 0;
     loop {
@@ -589,4 +589,207 @@ async fn watch_job_pushes_each_change_until_the_end_and_is_audited_once() {
         .filter(|r| r.detail_json.contains("\"watch\":true"))
         .count();
     assert_eq!(watches, 2, "two watches of a2, {} messages", seen.len());
+}
+
+/// The bucket a figure shows as to engineers: the smallest of `floor × {1, 3, 10, 30, …}`
+/// at least as large (0 stays 0).
+fn bucket(exact: u64, floor: u64) -> u64 {
+    if exact == 0 {
+        return 0;
+    }
+    let mut b = floor;
+    let mut times_three = true;
+    while b < exact {
+        b = if times_three { b * 3 } else { b / 3 * 10 };
+        times_three = !times_three;
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn engineers_see_production_usage_coarsened_admins_and_auditors_exact() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "u").await;
+    let dataset = ingest_people(&mut p.steward, "health_records").await;
+    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
+
+    let sql =
+        "SELECT district, count(*) AS n, sum(cost) AS s FROM health_records GROUP BY district";
+    let job = p.engineer.run_sql(sql, &sc, WAIT).await.unwrap();
+    assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);
+    let shown = job.usage.expect("metered");
+    let (detail, _) = job_outcome(&mut p.auditor, &job.id).await;
+    let exact = |key: &str| detail["usage"][key].as_u64().expect("exact usage audited");
+    for (key, shown, floor) in [
+        ("cpu_ms", shown.cpu_ms, 1_000),
+        ("wall_ms", shown.wall_ms, 1_000),
+        ("bytes_scanned", shown.bytes_scanned, 1_000_000),
+        ("peak_memory_bytes", shown.peak_memory_bytes, 1_000_000),
+    ] {
+        assert_eq!(
+            shown,
+            bucket(exact(key), floor),
+            "{key}: exact {}",
+            exact(key)
+        );
+    }
+    // A worker's peak memory is never a round bucket: what the engineer sees is not it.
+    assert_ne!(shown.peak_memory_bytes, exact("peak_memory_bytes"));
+    assert_eq!(
+        shown.queued_ms,
+        exact("queued_ms"),
+        "queueing is not coarsened"
+    );
+    // Every view of the job shows the same coarse figures.
+    let listed = p
+        .engineer
+        .jobs
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed[0].usage, Some(shown));
+
+    // GetUsage: the engineer's totals are the coarse figures summed; billing's are exact.
+    let total = |r: pb::GetUsageResponse, tenant: &str| {
+        r.tenants
+            .into_iter()
+            .find(|t| t.tenant_id == tenant)
+            .and_then(|t| t.total)
+            .expect("the tenant's row")
+    };
+    let engineer_total = total(
+        p.engineer
+            .jobs
+            .get_usage(pb::GetUsageRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+        &p.tenant_id,
+    );
+    assert_eq!(
+        (engineer_total.cpu_ms, engineer_total.peak_memory_bytes),
+        (shown.cpu_ms, shown.peak_memory_bytes)
+    );
+    for viewer in [&mut p.admin, &mut p.auditor] {
+        let exact_total = total(
+            viewer
+                .jobs
+                .get_usage(pb::GetUsageRequest::default())
+                .await
+                .unwrap()
+                .into_inner(),
+            &p.tenant_id,
+        );
+        assert_eq!(
+            (
+                exact_total.cpu_ms,
+                exact_total.bytes_scanned,
+                exact_total.peak_memory_bytes
+            ),
+            (
+                exact("cpu_ms"),
+                exact("bytes_scanned"),
+                exact("peak_memory_bytes")
+            )
+        );
+    }
+
+    // A lab job runs on masked copies: its figures stay exact.
+    let lab = p
+        .engineer
+        .jobs
+        .submit_job(lab_sql(sql))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let lab = p.engineer.wait_job(&lab.id, WAIT).await.unwrap();
+    assert_eq!(lab.status, pb::JobStatus::Succeeded as i32, "{}", lab.error);
+    let (lab_detail, _) = job_outcome(&mut p.auditor, &lab.id).await;
+    assert_eq!(
+        lab.usage.unwrap().peak_memory_bytes,
+        lab_detail["usage"]["peak_memory_bytes"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_that_panics_the_engine_is_refused_and_counts_no_failure() {
+    let domain = Domain::new();
+    let server = domain.start();
+    let mut p = people(&server, &domain, "pp").await;
+    // The engine fuzz fixture's `visits` table, which the plan reads.
+    let mut csv = String::from("person_id,district,birth_year,diagnosis,cost,year\n");
+    for i in 0..30 {
+        csv.push_str(&format!(
+            "P{i},D{},{},flu,{}.5,2021\n",
+            i % 3,
+            1950 + i,
+            100 + i
+        ));
+    }
+    let visits = p
+        .steward
+        .ingest(
+            pb::IngestHeader {
+                name: "visits".into(),
+                description: "fuzz fixture".into(),
+                format: pb::DataFormat::Csv as i32,
+                columns: vec![
+                    column("person_id", "string", "direct_identifier", "pseudonym"),
+                    column("district", "string", "ordinary", "keep"),
+                    column("birth_year", "int64", "quasi_identifier", ""),
+                    column("diagnosis", "string", "sensitive", ""),
+                    column("cost", "float64", "sensitive", ""),
+                    column("year", "int64", "ordinary", "keep"),
+                ],
+            },
+            csv.into_bytes(),
+        )
+        .await
+        .expect("ingest");
+    grant(&mut p.admin, &visits.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&visits]).await;
+
+    // A Substrait plan (from the engine's fuzzing) whose field reference lies past its
+    // input: datafusion-substrait indexes out of bounds and panics while planning.
+    let plan = include_bytes!(
+        "../../../shuyu-engine/tests/fuzz-regressions/substrait-field-reference-panic.bin"
+    );
+    let job = p
+        .engineer
+        .jobs
+        .submit_job(pb::SubmitJobRequest {
+            substrait_plan: plan.to_vec(),
+            ..production_sql("", &sc)
+        })
+        .await
+        .expect("submitted")
+        .into_inner()
+        .job
+        .unwrap();
+    let job = p.engineer.wait_job(&job.id, WAIT).await.unwrap();
+    assert_eq!(job.status, pb::JobStatus::Failed as i32, "{job:?}");
+    assert!(
+        job.error.contains("refused") && job.error.contains("engine fault"),
+        "a refusal, not a dead worker: {:?}",
+        job.error
+    );
+    let (detail, _) = job_outcome(&mut p.auditor, &job.id).await;
+    assert!(detail.get("counted_failure").is_none(), "{detail}");
+    // The scenario's next job runs.
+    let ok = p
+        .engineer
+        .run_sql(
+            "SELECT district, count(*) AS n FROM visits GROUP BY district",
+            &sc,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
 }

@@ -1030,3 +1030,171 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
         "{closed:?}"
     );
 }
+
+/// The built-in policy with a 2-second job time limit (under a version of its own).
+fn policy_with_short_timeout() -> String {
+    include_str!("../../../../policies/default.toml")
+        .lines()
+        .map(|line| {
+            if line.starts_with("timeout_secs = ") {
+                "timeout_secs = 2".to_owned()
+            } else if line.starts_with("version = ") {
+                "version = \"test-failure-allowance\"".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_production_jobs_past_the_allowance_freeze_submission_until_an_admin_lifts_it() {
+    let domain = Domain::new();
+    let config = "[jobs]\nfailed_production_allowance = 1\n";
+    let policy = policy_with_short_timeout();
+    assert!(policy.contains("timeout_secs = 2") && policy.contains("test-failure-allowance"));
+    let server = domain.start_with(config, Some(&policy));
+    let mut p = people(&server, &domain, "fa").await;
+    let dataset = ingest_people(&mut p.steward, "residents").await;
+    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
+    let sc = scenario(&mut p, &[&dataset]).await;
+    let failed = |j: &pb::Job| j.status == pb::JobStatus::Failed as i32;
+
+    // A query that does not plan fails before it runs: it does not count.
+    let bad = submit(&mut p.engineer, &sc, "SELECT no_such_column FROM residents").await;
+    let bad = p.engineer.wait_job(&bad.id, WAIT).await.unwrap();
+    assert!(failed(&bad), "{bad:?}");
+    // A job killed at its time limit ran: it counts, and one is within the allowance.
+    let first = p.engineer.run_sql(SLOW_SQL, &sc, WAIT).await.unwrap();
+    assert!(
+        failed(&first) && first.error.contains("time limit"),
+        "{first:?}"
+    );
+    assert_eq!(
+        tenant_status(&mut p.admin, &p.tenant_id)
+            .await
+            .production_frozen_at_ms,
+        0
+    );
+
+    // The second overruns it; the job queued behind it never starts.
+    let second = submit(&mut p.engineer, &sc, SLOW_SQL).await;
+    let queued = submit(&mut p.engineer, &sc, AGGREGATE_SQL).await;
+    let second = p.engineer.wait_job(&second.id, WAIT).await.unwrap();
+    assert!(failed(&second), "{second:?}");
+    let queued = p.engineer.wait_job(&queued.id, WAIT).await.unwrap();
+    assert_eq!(queued.status, pb::JobStatus::Cancelled as i32, "{queued:?}");
+    assert!(queued.error.contains("frozen"), "{:?}", queued.error);
+    let refusal = failed_precondition(
+        p.engineer
+            .jobs
+            .submit_job(production_sql(AGGREGATE_SQL, &sc))
+            .await,
+    );
+    assert!(
+        refusal.contains("frozen") && refusal.contains("2 production jobs failed"),
+        "{refusal}"
+    );
+    let status = tenant_status(&mut p.admin, &p.tenant_id).await;
+    assert!(status.production_frozen_at_ms > 0, "{status:?}");
+    assert_eq!(
+        status.state, "active",
+        "only production submission is frozen"
+    );
+
+    // The admins are alerted, the tenant told, the freeze audited.
+    let alerts = p
+        .admin
+        .oversight
+        .list_alerts(pb::ListAlertsRequest {
+            include_acked: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.kind == "production_frozen" && a.tenant_id == p.tenant_id),
+        "{alerts:?}"
+    );
+    assert_eq!(
+        notifications(&mut p.engineer, "production_frozen", &p.tenant_id)
+            .await
+            .len(),
+        1
+    );
+    let records = super::jobs::audit_records(&mut p.auditor).await;
+    let frozen = records
+        .iter()
+        .find(|r| r.action == "production_frozen" && r.target == format!("tenant:{}", p.tenant_id))
+        .expect("the freeze is audited");
+    assert!(
+        frozen.detail_json.contains(&second.id),
+        "{}",
+        frozen.detail_json
+    );
+    assert!(
+        !frozen.detail_json.contains(&bad.id),
+        "{}",
+        frozen.detail_json
+    );
+
+    // It survives a restart.
+    drop(server);
+    let server = domain.start_with(config, Some(&policy));
+    let mut engineer = server.client(&domain.creds("engineer-fa")).await;
+    let refusal = failed_precondition(
+        engineer
+            .jobs
+            .submit_job(production_sql(AGGREGATE_SQL, &sc))
+            .await,
+    );
+    assert!(refusal.contains("frozen"), "{refusal}");
+
+    // Only an admin lifts it, with a note; audited, and the tenant is told.
+    let (code, out) = cli(
+        &domain,
+        &server,
+        "engineer-fa",
+        &["tenant", "lift-freeze", &p.tenant_id, "--note", "mine"],
+    );
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = cli(
+        &domain,
+        &server,
+        "admin",
+        &[
+            "tenant",
+            "lift-freeze",
+            &p.tenant_id,
+            "--note",
+            "两次超时，查询已核对",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("production submission frozen"), "{out}");
+    let (code, out) = cli(
+        &domain,
+        &server,
+        "admin",
+        &["tenant", "lift-freeze", &p.tenant_id, "--note", "again"],
+    );
+    assert_ne!(code, 0, "nothing left to lift: {out}");
+    let mut auditor = server.client(&domain.creds("auditor-fa")).await;
+    let records = super::jobs::audit_records(&mut auditor).await;
+    assert!(records.iter().any(|r| r.action == "suspend_tenant"
+        && r.outcome == "ok"
+        && r.detail_json.contains("production_freeze")
+        && r.detail_json.contains("两次超时")));
+    assert_eq!(
+        notifications(&mut engineer, "production_unfrozen", &p.tenant_id)
+            .await
+            .len(),
+        1
+    );
+    let ok = engineer.run_sql(AGGREGATE_SQL, &sc, WAIT).await.unwrap();
+    assert_eq!(ok.status, pb::JobStatus::Succeeded as i32, "{}", ok.error);
+}

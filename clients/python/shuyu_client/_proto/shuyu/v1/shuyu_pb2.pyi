@@ -1745,6 +1745,14 @@ class RecordEvaluationResponse(_message.Message):
     evaluation: Evaluation
     def __init__(self, evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...
 
+class LiftProductionFreezeRequest(_message.Message):
+    __slots__ = ("tenant_id", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
 class SuspendTenantRequest(_message.Message):
     __slots__ = ("tenant_id", "reason", "fix_days", "fix_by_ms")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1772,7 +1780,7 @@ class GetTenantStatusRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
 
 class TenantStatus(_message.Message):
-    __slots__ = ("tenant_id", "tenant_name", "state", "suspended_at_ms", "suspend_reason", "fix_by_ms", "suspended_by", "overdue", "stopped_at_ms", "stop_reason", "stopped_by", "terminated_at_ms", "terminate_reason", "jobs_unfinished", "exports_frozen")
+    __slots__ = ("tenant_id", "tenant_name", "state", "suspended_at_ms", "suspend_reason", "fix_by_ms", "suspended_by", "overdue", "stopped_at_ms", "stop_reason", "stopped_by", "terminated_at_ms", "terminate_reason", "jobs_unfinished", "exports_frozen", "production_frozen_at_ms", "production_freeze_reason")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -1788,6 +1796,8 @@ class TenantStatus(_message.Message):
     TERMINATE_REASON_FIELD_NUMBER: _ClassVar[int]
     JOBS_UNFINISHED_FIELD_NUMBER: _ClassVar[int]
     EXPORTS_FROZEN_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTION_FROZEN_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTION_FREEZE_REASON_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     tenant_name: str
     state: str
@@ -1803,7 +1813,9 @@ class TenantStatus(_message.Message):
     terminate_reason: str
     jobs_unfinished: int
     exports_frozen: int
-    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., state: _Optional[str] = ..., suspended_at_ms: _Optional[int] = ..., suspend_reason: _Optional[str] = ..., fix_by_ms: _Optional[int] = ..., suspended_by: _Optional[str] = ..., overdue: _Optional[bool] = ..., stopped_at_ms: _Optional[int] = ..., stop_reason: _Optional[str] = ..., stopped_by: _Optional[str] = ..., terminated_at_ms: _Optional[int] = ..., terminate_reason: _Optional[str] = ..., jobs_unfinished: _Optional[int] = ..., exports_frozen: _Optional[int] = ...) -> None: ...
+    production_frozen_at_ms: int
+    production_freeze_reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., state: _Optional[str] = ..., suspended_at_ms: _Optional[int] = ..., suspend_reason: _Optional[str] = ..., fix_by_ms: _Optional[int] = ..., suspended_by: _Optional[str] = ..., overdue: _Optional[bool] = ..., stopped_at_ms: _Optional[int] = ..., stop_reason: _Optional[str] = ..., stopped_by: _Optional[str] = ..., terminated_at_ms: _Optional[int] = ..., terminate_reason: _Optional[str] = ..., jobs_unfinished: _Optional[int] = ..., exports_frozen: _Optional[int] = ..., production_frozen_at_ms: _Optional[int] = ..., production_freeze_reason: _Optional[str] = ...) -> None: ...
 
 class TenantStatusResponse(_message.Message):
     __slots__ = ("status", "jobs_stopped")

@@ -3035,6 +3035,11 @@ class LifecycleServiceStub:
                 request_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsRequest.SerializeToString,
                 response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsResponse.FromString,
                 _registered_method=True)
+        self.LiftProductionFreeze = channel.unary_unary(
+                '/shuyu.v1.LifecycleService/LiftProductionFreeze',
+                request_serializer=shuyu_dot_v1_dot_shuyu__pb2.LiftProductionFreezeRequest.SerializeToString,
+                response_deserializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
+                _registered_method=True)
 
 
 class LifecycleServiceServicer:
@@ -3106,6 +3111,16 @@ class LifecycleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LiftProductionFreeze(self, request, context):
+        """Lifts the freeze of a tenant's production job submission that its failed production
+        jobs caused (more than `[jobs] failed_production_allowance` in the window): admins only,
+        after looking at them; audited, and the tenant is told. Its failures before the lift
+        no longer count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LifecycleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -3153,6 +3168,11 @@ def add_LifecycleServiceServicer_to_server(servicer, server):
                     servicer.ListDrills,
                     request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsRequest.FromString,
                     response_serializer=shuyu_dot_v1_dot_shuyu__pb2.ListDrillsResponse.SerializeToString,
+            ),
+            'LiftProductionFreeze': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiftProductionFreeze,
+                    request_deserializer=shuyu_dot_v1_dot_shuyu__pb2.LiftProductionFreezeRequest.FromString,
+                    response_serializer=shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -3407,6 +3427,33 @@ class LifecycleService:
             '/shuyu.v1.LifecycleService/ListDrills',
             shuyu_dot_v1_dot_shuyu__pb2.ListDrillsRequest.SerializeToString,
             shuyu_dot_v1_dot_shuyu__pb2.ListDrillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiftProductionFreeze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shuyu.v1.LifecycleService/LiftProductionFreeze',
+            shuyu_dot_v1_dot_shuyu__pb2.LiftProductionFreezeRequest.SerializeToString,
+            shuyu_dot_v1_dot_shuyu__pb2.TenantStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

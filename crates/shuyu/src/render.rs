@@ -461,17 +461,30 @@ pub fn print_job(job: &pb::Job) {
             print_masked(preview);
         }
     } else if job.status == pb::JobStatus::Succeeded as i32 {
-        println!(
-            "  {} rows, {} result; result encrypted in the domain, masked preview:",
-            job.n_rows,
-            if job.aggregate {
-                "aggregate"
-            } else {
-                "row-level"
-            }
-        );
+        let kind = if job.aggregate {
+            "aggregate"
+        } else {
+            "row-level"
+        };
+        let rows_withheld = job.preview.as_ref().is_some_and(|p| p.rows_withheld);
+        if rows_withheld {
+            println!("  {kind} result, encrypted in the domain; its rows and row count are withheld");
+        } else {
+            println!(
+                "  {} rows, {kind} result; result encrypted in the domain, preview of its ordinary columns:",
+                job.n_rows
+            );
+        }
         if let Some(preview) = &job.preview {
-            print_masked(preview);
+            if !preview.columns.is_empty() {
+                print_masked(preview);
+            }
+            if !preview.withheld_columns.is_empty() {
+                println!("  withheld: {}", preview.withheld_columns.join(", "));
+            }
+            if !preview.note.is_empty() {
+                println!("  ({})", preview.note);
+            }
         }
     }
 }

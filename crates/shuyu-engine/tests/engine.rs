@@ -1144,3 +1144,64 @@ async fn substrait_plans_pass_the_same_sandbox() {
     let err = f.engine.run_job(&huge).await.unwrap_err();
     assert!(err.public_message().contains("limit"), "{err:?}");
 }
+
+/// Tokens shown to engineers cannot be reversed by guessing: a lab copy's identifier tokens
+/// and the preview's tokens of a derived identifier are made under keys no job can call, so
+/// `pseudonym('a guess')` — callable in the lab — never matches one, even for the right guess.
+#[tokio::test(flavor = "multi_thread")]
+async fn shown_tokens_never_match_pseudonym_of_a_guess() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    let lab = f
+        .engine
+        .write_lab_table(&t, 301, &key, 7, "lab/ds_a/", "domain")
+        .await
+        .unwrap();
+    // The right guess: the canary's own ID number (the one resident of 北仑区).
+    let sql = format!(
+        "SELECT id_number, concat(id_number, '') AS derived, pseudonym('{CANARY_ID}') AS guess \
+         FROM residents WHERE district = '北仑区'"
+    );
+    let request = f.job(&sql, std::slice::from_ref(&lab), &key);
+    let output = f.engine.run_job(&request).await.unwrap();
+    let column = |name: &str| -> Vec<String> {
+        let i = output
+            .preview
+            .columns
+            .iter()
+            .position(|c| c == name)
+            .unwrap();
+        output
+            .preview
+            .rows
+            .iter()
+            .filter_map(|r| r[i].clone())
+            .collect()
+    };
+    let (shown, derived, guess) = (column("id_number"), column("derived"), column("guess"));
+    // The lab shows the canary's token, made under the display key (so the comparisons
+    // below compare tokens of the same value).
+    let display = shuyu_engine::mask_value_array(
+        &(Arc::new(arrow::array::StringArray::from(vec![CANARY_ID])) as arrow::array::ArrayRef),
+        &MaskingRule::Pseudonym,
+        &shuyu_engine::display_key(&key),
+    )
+    .unwrap();
+    assert_eq!(shown, [display.value(0)]);
+    let guess = &guess[0];
+    assert!(guess.starts_with("p_"), "{guess}");
+    assert!(
+        !shown.contains(guess),
+        "a lab token matches pseudonym() of its value"
+    );
+    assert!(
+        !derived.contains(guess),
+        "a preview token matches pseudonym() of its value"
+    );
+    assert!(
+        derived.iter().all(|d| !shown.contains(d)),
+        "a derived identifier's preview token is the lab token"
+    );
+    assert!(!format!("{:?}", output.preview).contains(CANARY_ID));
+}

@@ -468,7 +468,9 @@ pub fn print_job(job: &pb::Job) {
         };
         let rows_withheld = job.preview.as_ref().is_some_and(|p| p.rows_withheld);
         if rows_withheld {
-            println!("  {kind} result, encrypted in the domain; its rows and row count are withheld");
+            println!(
+                "  {kind} result, encrypted in the domain; its rows and row count are withheld"
+            );
         } else {
             println!(
                 "  {} rows, {kind} result; result encrypted in the domain, preview of its ordinary columns:",

@@ -321,40 +321,67 @@ impl Rewriter<'_> {
         let mut seen = BTreeSet::new();
         conditions.retain(|(c, _)| seen.insert(c.to_string()));
 
-        let mut aggr_expr = aggregate.aggr_expr.clone();
-        aggr_expr.push(count(lit(1)).alias(GROUP_ROWS_COLUMN));
-        for (k, name) in unit_names.iter().enumerate() {
-            let column = hidden_column(&input, name)?;
-            aggr_expr.push(
-                self.unit_sketch
-                    .call(vec![column])
-                    .alias(format!("{UNITS_PREFIX}{k}")),
-            );
-        }
-        // Each branch population: the people (or, without units, the rows) it holds.
-        let unit0 = match unit_names.first() {
-            Some(name) => Some(hidden_column(&input, name)?),
-            None => None,
-        };
-        let mut populations = Vec::with_capacity(conditions.len());
-        for (m, (condition, by_identifier)) in conditions.iter().enumerate() {
-            let counted = match &unit0 {
-                Some(unit) => self.unit_sketch.call(vec![unit.clone()]),
-                None => count(lit(1)),
-            };
-            aggr_expr.push(
-                with_filter(counted, &Some(Box::new(condition.clone())))
-                    .alias(population_column(m)),
-            );
-            populations.push(Population {
-                condition: condition.to_string(),
-                by_identifier: *by_identifier,
-            });
-        }
         let grouping_sets = aggregate
             .group_expr
             .iter()
             .any(|e| matches!(e, Expr::GroupingSet(_)));
+        // A measure's plain population (the people with a value of it, no condition) is
+        // counted from the per-person statistics when they are computed: one count per
+        // cell instead of a sketch. It can differ from the cell's people only by people
+        // whose values are all NULL, whose difference reveals nothing; a population chosen
+        // by a condition is sketched, for the ledger.
+        let stats_planned = !unit_names.is_empty() && !grouping_sets && !measures.is_empty();
+        let counted_by_stats: Vec<Option<usize>> = conditions
+            .iter()
+            .map(|(condition, _)| {
+                let text = condition.to_string();
+                measures.iter().position(|(_, m)| {
+                    stats_planned
+                        && m.condition.is_none()
+                        && m.value.clone().is_not_null().to_string() == text
+                })
+            })
+            .collect();
+        let populations: Vec<Population> = conditions
+            .iter()
+            .map(|(condition, by_identifier)| Population {
+                condition: condition.to_string(),
+                by_identifier: *by_identifier,
+            })
+            .collect();
+        let unit0 = match unit_names.first() {
+            Some(name) => Some(hidden_column(&input, name)?),
+            None => None,
+        };
+        // The aggregate with the hidden columns, the populations in `sketched` as sketches
+        // (or, without units, row counts).
+        let with_hidden = |sketched: &dyn Fn(usize) -> bool| -> Option<Vec<Expr>> {
+            let mut aggr_expr = aggregate.aggr_expr.clone();
+            aggr_expr.push(count(lit(1)).alias(GROUP_ROWS_COLUMN));
+            for (k, name) in unit_names.iter().enumerate() {
+                let column = hidden_column(&input, name)?;
+                aggr_expr.push(
+                    self.unit_sketch
+                        .call(vec![column])
+                        .alias(format!("{UNITS_PREFIX}{k}")),
+                );
+            }
+            for (m, (condition, _)) in conditions.iter().enumerate() {
+                if !sketched(m) {
+                    continue;
+                }
+                let counted = match &unit0 {
+                    Some(unit) => self.unit_sketch.call(vec![unit.clone()]),
+                    None => count(lit(1)),
+                };
+                aggr_expr.push(
+                    with_filter(counted, &Some(Box::new(condition.clone())))
+                        .alias(population_column(m)),
+                );
+            }
+            Some(aggr_expr)
+        };
+        let mut aggr_expr = with_hidden(&|m| counted_by_stats[m].is_none())?;
 
         let mut dominance = Vec::new();
         let mut dominance_missing = Vec::new();
@@ -405,7 +432,19 @@ impl Rewriter<'_> {
                 Aggregate::try_new(Arc::clone(&input), aggregate.group_expr.clone(), aggr_expr)
                     .ok()?,
             );
-            match self.per_unit_stats(&groups, &input, aggregate, &unit_names[0], &measures) {
+            let from_stats: Vec<(usize, usize)> = counted_by_stats
+                .iter()
+                .enumerate()
+                .filter_map(|(m, j)| j.map(|j| (m, j)))
+                .collect();
+            match self.per_unit_stats(
+                &groups,
+                &input,
+                aggregate,
+                &unit_names[0],
+                &measures,
+                &from_stats,
+            ) {
                 Some(plan) => {
                     dominance.extend(measures.iter().map(|(name, m)| DominanceColumn {
                         aggregate: name.clone(),
@@ -417,7 +456,16 @@ impl Rewriter<'_> {
                 }
                 None => {
                     dominance_missing.extend(measures.iter().map(|(name, _)| name.clone()));
-                    groups
+                    // Every population sketched after all.
+                    let aggr_expr = with_hidden(&|_| true)?;
+                    LogicalPlan::Aggregate(
+                        Aggregate::try_new(
+                            Arc::clone(&input),
+                            aggregate.group_expr.clone(),
+                            aggr_expr,
+                        )
+                        .ok()?,
+                    )
                 }
             }
         };
@@ -449,6 +497,7 @@ impl Rewriter<'_> {
         aggregate: &Aggregate,
         unit: &str,
         measures: &[(String, Measure)],
+        from_stats: &[(usize, usize)],
     ) -> Option<LogicalPlan> {
         let n_group = aggregate.group_expr.len();
         let unit_column = hidden_column(input, unit)?;
@@ -558,6 +607,10 @@ impl Rewriter<'_> {
                 .ok()?;
         }
         let mut stats = Vec::new();
+        // Plain populations: the people with a contribution to measure j.
+        for &(m, j) in from_stats {
+            stats.push(count(hidden(format!("{HIDDEN_PREFIX}c{j}"))).alias(population_column(m)));
+        }
         for j in 0..measures.len() {
             let c = hidden(format!("{HIDDEN_PREFIX}c{j}"));
             stats.push(sum(c.clone()).alias(dominance_total_column(j)));
@@ -605,6 +658,12 @@ impl Rewriter<'_> {
             .iter()
             .map(|(qualifier, field)| Expr::Column(Column::new(qualifier.cloned(), field.name())))
             .collect();
+        for &(m, _) in from_stats {
+            exprs.push(Expr::Column(Column::new(
+                Some(TableReference::bare(STATS_ALIAS)),
+                population_column(m),
+            )));
+        }
         for j in 0..measures.len() {
             let mut names = vec![dominance_total_column(j)];
             names.extend((1..=self.top).map(|i| dominance_top_column(j, i)));

@@ -10,6 +10,7 @@ mod crypto;
 mod disclosure;
 mod dp;
 mod error;
+mod export_work;
 pub mod functions;
 mod ingest;
 mod lineage;
@@ -34,6 +35,9 @@ pub use disclosure::{
 };
 pub use dp::{DpBound, DpGuarantee, DpSpec, referenced_tables};
 pub use error::{EngineError, JobError};
+pub use export_work::{
+    FileFacts, LedgerInputs, ProductFacts, ProductOptions, ReleasedSource, ResultGate,
+};
 pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns, validate_input};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
 pub use masking::{MaskedTable, display_key, mask_batches, mask_value_array};
@@ -46,4 +50,4 @@ pub use session::{
 };
 pub use sketch::{AUDITED_UNITS, Difference, SketchDigest, UnitSketch};
 pub use spill::EncryptedSpillFactory;
-pub use storage::Storage;
+pub use storage::{DurableFile, READ_CHUNK_BYTES, Storage, object_context, sha256_of};

@@ -240,7 +240,9 @@ async fn no_function_the_allow_list_admits_shows_a_canary_in_a_preview() {
     };
     let window_shapes = |w: &str| -> Vec<String> {
         vec![
-            format!("SELECT person_id, {w}() OVER (PARTITION BY person_id ORDER BY amount) AS x FROM notes"),
+            format!(
+                "SELECT person_id, {w}() OVER (PARTITION BY person_id ORDER BY amount) AS x FROM notes"
+            ),
             format!("SELECT {w}() OVER (ORDER BY amount) AS x FROM notes"),
             format!("SELECT {w}(amount) OVER (ORDER BY amount) AS x FROM notes"),
             format!("SELECT {w}(note) OVER (ORDER BY amount) AS x FROM notes"),
@@ -285,7 +287,10 @@ async fn no_function_the_allow_list_admits_shows_a_canary_in_a_preview() {
         .chain(WINDOW)
         .filter(|f| **f != "grouping" && !ran.contains_key(**f))
         .collect();
-    assert!(never.is_empty(), "functions that ran in no shape: {never:?}");
+    assert!(
+        never.is_empty(),
+        "functions that ran in no shape: {never:?}"
+    );
     assert!(escaped.is_empty(), "{}", escaped.join("\n"));
     eprintln!("{} shapes, {} functions ran", shapes.len(), ran.len());
 }

@@ -19,6 +19,7 @@ mod plan_text;
 mod reconstruction;
 mod results;
 mod schema;
+mod sealed;
 mod session;
 mod sketch;
 mod spill;
@@ -44,6 +45,7 @@ pub use masking::{MaskedTable, display_key, mask_batches, mask_value_array};
 pub use plan_text::{PlanSource, PlanText};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
+pub use sealed::{SealedCursor, SealedFile, SealedSlice, copy_batches};
 pub use session::{
     Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobScope, JobStage,
     MAX_EXPRESSION_DEPTH, MAX_SUBSTRAIT_BYTES, PROGRESS_INTERVAL, SpillOptions,

@@ -32,7 +32,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use shuyu_policy::DisclosurePolicy;
 use shuyu_vault::{SecretKey, Sha256Hasher};
 
@@ -287,10 +286,7 @@ impl RowHashes {
             self.reservation
                 .try_grow(needed - self.reservation.size())?;
         }
-        self.hashes.extend(
-            keys.iter()
-                .map(|k| <[u8; 32]>::from(sha2::Sha256::digest(k))),
-        );
+        self.hashes.extend(keys.iter().map(|k| shuyu_vault::sha256(k)));
         Ok(())
     }
 

@@ -1040,8 +1040,9 @@ impl Engine {
     }
 
     /// At most `max_rows` rows of a stored result's visible columns (the gate's hidden
-    /// columns are not read), for reviewers: the scan stops once it has them, so the memory
-    /// this takes does not grow with the result.
+    /// columns are not read), for reviewers: the scan stops once it has them. (It holds the
+    /// first row group's pages of those columns: run it where a result may be held, in a
+    /// worker.)
     ///
     /// # Errors
     /// On storage or key failures.
@@ -1071,13 +1072,18 @@ impl Engine {
         Ok(batches)
     }
 
-    /// Whether a stored result still opens: its footer decrypts and its first row reads.
-    /// Reads at most one batch, whatever the result's size (termination proves by trying).
+    /// Whether a stored result still opens: its encrypted footer decrypts (under the file's
+    /// data key, which its columns are encrypted with too). Reads the footer only, whatever
+    /// the result's size (termination proves by trying).
     ///
     /// # Errors
     /// The reason it does not open.
     pub async fn try_open_result(&self, file: &str) -> Result<(), EngineError> {
-        self.read_result_head(file, 1).await.map(|_| ())
+        let runtime = self.runtime(None, None).map_err(internal)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        self.result_frame(&ctx, file, ResultColumns::All)
+            .await
+            .map(|_| ())
     }
 
     /// A stored result as a DataFrame of `columns` in `ctx` (whose runtime reads through

@@ -61,6 +61,10 @@ pub struct ExportTask {
     /// Write the recipient's copy ([`ExportAnswer::product`]).
     #[serde(default)]
     pub product: Option<ProductTask>,
+    /// Read the result's first rows for reviewers, at most this many
+    /// ([`ExportAnswer::review`]); 0: none.
+    #[serde(default)]
+    pub review_rows: usize,
 }
 
 impl ExportTask {
@@ -196,6 +200,18 @@ pub struct ExportAnswer {
     /// The recipient's copy (when asked for).
     #[serde(default)]
     pub product: Option<crate::ProductFacts>,
+    /// The result's first rows for reviewers (when asked for).
+    #[serde(default)]
+    pub review: Option<ReviewRows>,
+}
+
+/// The first rows of a staged result, as reviewers see them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ReviewRows {
+    /// An Arrow IPC stream of the visible columns, hex.
+    pub ipc_hex: String,
+    /// Rows in it.
+    pub n_rows: u64,
 }
 
 /// A [`CheckReport`] on the wire.

@@ -18,4 +18,4 @@ pub use chunked::{
 pub use envelope::{Envelope, EnvelopeStats, KekProvider, KeyMetadata};
 pub use error::VaultError;
 pub use key::{MasterKey, SecretKey};
-pub use sign::{Sha256Hasher, SigningKey, sha256_hex, verify_signature};
+pub use sign::{Sha256Hasher, SigningKey, sha256, sha256_hex, verify_signature};

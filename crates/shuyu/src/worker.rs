@@ -26,7 +26,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use shuyu_engine::worker::{
-    ExportAnswer, ExportTask, LedgerAnswer, ProductTask, SealedOutput, ToServer, WireCheck,
+    ExportAnswer, ExportTask, LedgerAnswer, ProductTask, ReviewRows, SealedOutput, ToServer,
+    WireCheck,
     WireJobError, WireSketch, WorkerChannel, WorkerJob, WorkerTask, WorkerUsage,
 };
 use shuyu_engine::{
@@ -506,6 +507,17 @@ async fn export_work(
                 .iter()
                 .map(|(at, sketch)| WireSketch::new(*at, sketch))
                 .collect(),
+        });
+    }
+    if task.review_rows > 0 {
+        let batches = engine
+            .read_result_head(&task.result_file, task.review_rows)
+            .await?;
+        let shown = shuyu_engine::ResultData { batches };
+        let (ipc, _) = shown.to_ipc(task.review_rows)?;
+        answer.review = Some(ReviewRows {
+            ipc_hex: hex::encode(ipc),
+            n_rows: shown.n_rows(),
         });
     }
     if let Some(product) = &task.product {

@@ -70,6 +70,7 @@ impl Api {
             checks: false,
             ledger: false,
             product: None,
+            review_rows: 0,
         }
     }
 
@@ -119,6 +120,13 @@ impl Api {
             WorkerEnd::Failed(e) => Err(ServerError::internal(format!(
                 "export task {label} failed: {e}; stderr: {stderr}"
             ))),
+            WorkerEnd::Died { reason } if reason.contains("line too long") => {
+                Err(ServerError::ResourceExhausted(format!(
+                    "the export worker's answer is larger than the {} MiB the server holds for \
+                     one request ([exports] max_request_mib)",
+                    self.state.results.max_request_bytes() >> 20
+                )))
+            }
             WorkerEnd::Died { reason } => Err(ServerError::internal(format!(
                 "export task {label}: {reason}; stderr: {stderr}"
             ))),
@@ -155,6 +163,20 @@ impl Api {
                 })
             })
             .collect()
+    }
+
+    /// The first `[exports] review_rows` rows of `job`'s staged result (an Arrow IPC
+    /// stream) and how many they are, read in a worker.
+    pub(super) async fn review_rows(&self, job: &JobRecord) -> Result<(Vec<u8>, u64)> {
+        let mut task = self.export_task(format!("review:{}", job.id), job);
+        task.review_rows = self.state.config.exports.review_rows;
+        let answer = self.run_export_task(task, job).await?;
+        let rows = answer
+            .review
+            .ok_or_else(|| ServerError::internal("an export worker answered without rows"))?;
+        let ipc = hex::decode(&rows.ipc_hex)
+            .map_err(|_| ServerError::internal("an export worker's rows are not hex"))?;
+        Ok((ipc, rows.n_rows))
     }
 
     /// What an approval of `job`'s staged result needs, computed in one worker: the release

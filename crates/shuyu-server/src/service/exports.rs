@@ -1198,23 +1198,12 @@ impl ExportService for Api {
             let (export, _) = self.visible_export(&caller, &id)?;
             require_independent(&caller, &export, "review")?;
             let job = self.job_of(&export)?;
-            // The first rows only, read as far as they go: the server never holds the result.
-            let shown = {
+            // The first rows only, read by a worker: the server never reads the result.
+            let (ipc, shown) = {
                 let _turn = self.state.results.turn("the review").await?;
-                let rows = self.state.config.exports.review_rows;
-                let batches = self
-                    .state
-                    .engine
-                    .read_result_head(&job.result_file, rows)
-                    .await?;
-                ResultData { batches }
+                self.review_rows(&job).await?
             };
-            let (ipc, _) = shown.to_ipc(self.state.config.exports.review_rows)?;
-            self.state.results.check(
-                ipc.len() as u64,
-                "the rows shown for review (fewer with a smaller [exports] review_rows)",
-            )?;
-            let truncated = shown.n_rows() < job.n_rows;
+            let truncated = shown < job.n_rows;
             let plan_text = self
                 .state
                 .store
@@ -1270,7 +1259,7 @@ impl ExportService for Api {
             };
             Ok((
                 response,
-                json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown.n_rows()}),
+                json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown}),
             ))
         }
         .await;

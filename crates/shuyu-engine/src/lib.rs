@@ -10,6 +10,7 @@ mod crypto;
 mod disclosure;
 mod dp;
 mod error;
+mod export_work;
 pub mod functions;
 mod ingest;
 mod lineage;
@@ -18,6 +19,7 @@ mod plan_text;
 mod reconstruction;
 mod results;
 mod schema;
+mod sealed;
 mod session;
 mod sketch;
 mod spill;
@@ -34,16 +36,20 @@ pub use disclosure::{
 };
 pub use dp::{DpBound, DpGuarantee, DpSpec, referenced_tables};
 pub use error::{EngineError, JobError};
+pub use export_work::{
+    FileFacts, LedgerInputs, ProductFacts, ProductOptions, ReleasedSource, ResultGate,
+};
 pub use ingest::{IngestFormat, IngestOptions, IngestOutcome, validate_columns, validate_input};
 pub use lineage::{OutputColumn, PlanLineage, RowInfluence, column_lineage, plan_lineage};
 pub use masking::{MaskedTable, display_key, mask_batches, mask_value_array};
 pub use plan_text::{PlanSource, PlanText};
 pub use results::{ExportFormat, ResultData, read_result, render_export_file};
 pub use schema::{ColumnSpec, ColumnType, TableSpec};
+pub use sealed::{SealedCursor, SealedFile, SealedSlice, copy_batches};
 pub use session::{
     Engine, GROUP_ROWS_COLUMN, JobLimits, JobOutput, JobProgress, JobRequest, JobScope, JobStage,
     MAX_EXPRESSION_DEPTH, MAX_SUBSTRAIT_BYTES, PROGRESS_INTERVAL, SpillOptions,
 };
 pub use sketch::{AUDITED_UNITS, Difference, SketchDigest, UnitSketch};
 pub use spill::EncryptedSpillFactory;
-pub use storage::Storage;
+pub use storage::{DurableFile, READ_CHUNK_BYTES, Storage, object_context, sha256_of};

@@ -325,25 +325,7 @@ impl ResultData {
         let Some(batch) = self.concatenated()? else {
             return Ok(Vec::new());
         };
-        let schema = batch.schema();
-        let mut order: Vec<usize> = (0..batch.num_columns()).collect();
-        order.sort_by(|a, b| schema.field(*a).name().cmp(schema.field(*b).name()));
-        let cells = order
-            .iter()
-            .map(|&i| display_column(batch.column(i).as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((0..batch.num_rows())
-            .map(|row| {
-                let mut key = Vec::new();
-                for (&i, column) in order.iter().zip(&cells) {
-                    key.extend_from_slice(schema.field(i).name().as_bytes());
-                    key.push(0x1f);
-                    key.extend_from_slice(canonical_cell(column[row].as_deref()).as_bytes());
-                    key.push(0x1e);
-                }
-                key
-            })
-            .collect())
+        batch_row_keys(&batch)
     }
 
     /// Hex SHA-256 of the multiset of rows (order-free): equal for two copies with the same
@@ -487,6 +469,54 @@ impl ResultData {
             None => Ok(data),
         }
     }
+}
+
+/// [`ResultData::row_keys`] of one batch: a row's key does not depend on the batch it is in.
+pub(crate) fn batch_row_keys(batch: &RecordBatch) -> Result<Vec<Vec<u8>>, EngineError> {
+    let schema = batch.schema();
+    let mut order: Vec<usize> = (0..batch.num_columns()).collect();
+    order.sort_by(|a, b| schema.field(*a).name().cmp(schema.field(*b).name()));
+    let cells = order
+        .iter()
+        .map(|&i| display_column(batch.column(i).as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            let mut key = Vec::new();
+            for (&i, column) in order.iter().zip(&cells) {
+                key.extend_from_slice(schema.field(i).name().as_bytes());
+                key.push(0x1f);
+                key.extend_from_slice(canonical_cell(column[row].as_deref()).as_bytes());
+                key.push(0x1e);
+            }
+            key
+        })
+        .collect())
+}
+
+/// `schema` with `fingerprint` in its metadata (as [`ResultData::with_fingerprint`] sets it).
+pub(crate) fn with_fingerprint_schema(
+    schema: &arrow::datatypes::SchemaRef,
+    fingerprint: &str,
+) -> arrow::datatypes::SchemaRef {
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(FINGERPRINT_KEY.to_owned(), fingerprint.to_owned());
+    Arc::new(schema.as_ref().clone().with_metadata(metadata))
+}
+
+/// Parquet writer properties of a product copy: its fingerprint in the file's key-value
+/// metadata, row groups of at most `max_row_group_rows` rows.
+pub(crate) fn product_writer_properties(
+    fingerprint: &str,
+    max_row_group_rows: usize,
+) -> WriterProperties {
+    WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            FINGERPRINT_KEY.to_owned(),
+            fingerprint.to_owned(),
+        )]))
+        .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
+        .build()
 }
 
 /// Renders the approved result as the export file.

@@ -37,7 +37,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
@@ -253,6 +253,18 @@ pub struct SpillOptions {
     pub max_bytes: u64,
 }
 
+/// Which columns of a stored result to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResultColumns {
+    /// Every column, the gate's hidden ones included.
+    All,
+    /// What the export checks read first: every column but the full unit sketches that have
+    /// a head beside them.
+    ForChecks,
+    /// Only the columns the engineer's query produced.
+    Visible,
+}
+
 /// A finished job.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JobOutput {
@@ -297,7 +309,7 @@ impl Engine {
         &self.storage
     }
 
-    fn runtime(
+    pub(crate) fn runtime(
         &self,
         memory_limit: Option<usize>,
         spill: Option<&SpillOptions>,
@@ -1015,6 +1027,73 @@ impl Engine {
     ) -> Result<Vec<RecordBatch>, EngineError> {
         let runtime = self.runtime(None, None).map_err(internal)?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let columns = if heads_only {
+            ResultColumns::ForChecks
+        } else {
+            ResultColumns::All
+        };
+        self.result_frame(&ctx, file, columns)
+            .await?
+            .collect()
+            .await
+            .map_err(internal)
+    }
+
+    /// At most `max_rows` rows of a stored result's visible columns (the gate's hidden
+    /// columns are not read), for reviewers: the scan stops once it has them. (It holds the
+    /// first row group's pages of those columns: run it where a result may be held, in a
+    /// worker.)
+    ///
+    /// # Errors
+    /// On storage or key failures.
+    pub async fn read_result_head(
+        &self,
+        file: &str,
+        max_rows: usize,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        let runtime = self.runtime(None, None).map_err(internal)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let df = self
+            .result_frame(&ctx, file, ResultColumns::Visible)
+            .await?
+            .limit(0, Some(max_rows))
+            .map_err(internal)?;
+        let mut stream = df.execute_stream().await.map_err(internal)?;
+        let mut batches = Vec::new();
+        let mut n = 0;
+        while n < max_rows
+            && let Some(batch) = stream.next().await
+        {
+            let batch = batch.map_err(internal)?;
+            let take = batch.num_rows().min(max_rows - n);
+            n += take;
+            batches.push(batch.slice(0, take));
+        }
+        Ok(batches)
+    }
+
+    /// Whether a stored result still opens: its encrypted footer decrypts (under the file's
+    /// data key, which its columns are encrypted with too). Reads the footer only, whatever
+    /// the result's size (termination proves by trying).
+    ///
+    /// # Errors
+    /// The reason it does not open.
+    pub async fn try_open_result(&self, file: &str) -> Result<(), EngineError> {
+        let runtime = self.runtime(None, None).map_err(internal)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        self.result_frame(&ctx, file, ResultColumns::All)
+            .await
+            .map(|_| ())
+    }
+
+    /// A stored result as a DataFrame of `columns` in `ctx` (whose runtime reads through
+    /// this engine's envelope).
+    pub(crate) async fn result_frame(
+        &self,
+        ctx: &SessionContext,
+        file: &str,
+        columns: ResultColumns,
+    ) -> Result<DataFrame, EngineError> {
         let url = ListingTableUrl::parse(self.storage.url(file)).map_err(internal)?;
         let format = ParquetFormat::default().with_options(read_options());
         let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
@@ -1024,7 +1103,7 @@ impl Engine {
             .await
             .map_err(internal)?;
         let table = ListingTable::try_new(config).map_err(internal)?;
-        let mut df = ctx.read_table(Arc::new(table)).map_err(internal)?;
+        let df = ctx.read_table(Arc::new(table)).map_err(internal)?;
         let names: Vec<String> = df
             .schema()
             .fields()
@@ -1043,15 +1122,21 @@ impl Engine {
             };
             names.contains(&head)
         };
-        if heads_only && has_heads {
-            let keep: Vec<&str> = names
+        let keep: Vec<&str> = match columns {
+            ResultColumns::All => return Ok(df),
+            ResultColumns::ForChecks if !has_heads => return Ok(df),
+            ResultColumns::ForChecks => names
                 .iter()
                 .map(String::as_str)
                 .filter(|n| !has_head(n))
-                .collect();
-            df = df.select_columns(&keep).map_err(internal)?;
-        }
-        df.collect().await.map_err(internal)
+                .collect(),
+            ResultColumns::Visible => names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !crate::disclosure::is_hidden(n))
+                .collect(),
+        };
+        df.select_columns(&keep).map_err(internal)
     }
 }
 

@@ -109,6 +109,60 @@ impl Storage {
             .map_err(|e| EngineError::Storage(e.to_string()))
     }
 
+    /// The file that holds the object at `location` (the store is the local file system).
+    pub fn path_of(&self, location: &str) -> PathBuf {
+        self.root.join(Path::from(location).as_ref())
+    }
+
+    /// Opens the object at `location` for reading in pieces (chunked reads of a large
+    /// object, never the whole of it at once).
+    ///
+    /// # Errors
+    /// On storage failure or if it does not exist.
+    pub fn open_file(&self, location: &str) -> Result<std::fs::File, EngineError> {
+        std::fs::File::open(self.path_of(location))
+            .map_err(|e| EngineError::Storage(format!("opening {location}: {e}")))
+    }
+
+    /// The size of the object at `location`, in bytes.
+    ///
+    /// # Errors
+    /// On storage failure or if it does not exist.
+    pub async fn size(&self, location: &str) -> Result<u64, EngineError> {
+        self.store
+            .head(&Path::from(location))
+            .await
+            .map(|meta| meta.size)
+            .map_err(|e| EngineError::Storage(e.to_string()))
+    }
+
+    /// Hex SHA-256 of the object at `location`, read in chunks of [`READ_CHUNK_BYTES`]: the
+    /// memory it takes does not grow with the object.
+    ///
+    /// # Errors
+    /// On storage failure or if it does not exist.
+    pub async fn sha256(&self, location: &str) -> Result<String, EngineError> {
+        let file = self.open_file(location)?;
+        let what = location.to_owned();
+        tokio::task::spawn_blocking(move || sha256_of(file))
+            .await
+            .map_err(|e| EngineError::Storage(format!("hashing an object: {e}")))?
+            .map_err(|e| EngineError::Storage(format!("reading {what}: {e}")))
+    }
+
+    /// A new object at `location`, written in pieces into a private temporary file that
+    /// [`DurableFile::commit`] syncs and renames into place (the folders up to the root
+    /// synced too), as [`Storage::put`] does for whole objects. Dropped uncommitted, the
+    /// temporary file is removed and nothing appears at `location`.
+    ///
+    /// # Errors
+    /// If the folders or the file cannot be created.
+    pub fn create_durable(&self, location: &str) -> Result<DurableFile, EngineError> {
+        let target = self.path_of(location);
+        DurableFile::create(&self.root, target)
+            .map_err(|e| EngineError::Storage(format!("creating {location}: {e}")))
+    }
+
     /// Object paths under a prefix.
     ///
     /// # Errors
@@ -151,6 +205,120 @@ impl Storage {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(())
+    }
+}
+
+/// Bytes read at a time by the chunked readers of large objects.
+pub const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// The context (AES-GCM associated data) of a chunk-sealed object at `location`: a sealed
+/// object moved elsewhere does not open.
+pub fn object_context(location: &str) -> Vec<u8> {
+    format!("shuyu-object:{location}").into_bytes()
+}
+
+/// Hex SHA-256 of everything `input` yields, read in chunks.
+///
+/// # Errors
+/// On read failure.
+pub fn sha256_of(mut input: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = shuyu_vault::Sha256Hasher::new();
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish_hex())
+}
+
+/// An object being written in pieces (see [`Storage::create_durable`]).
+#[derive(Debug)]
+pub struct DurableFile {
+    root: PathBuf,
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl DurableFile {
+    fn create(root: &FsPath, target: PathBuf) -> std::io::Result<DurableFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = target
+            .parent()
+            .ok_or_else(|| std::io::Error::other("an object path without a folder"))?;
+        create_folders(dir)?;
+        let temp = dir.join(format!(
+            ".{}.{}.tmp",
+            target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            uuid_suffix()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        Ok(DurableFile {
+            root: root.to_path_buf(),
+            target,
+            temp,
+            file: Some(file),
+        })
+    }
+
+    /// Syncs the file, renames it into place and syncs its folders up to the root: once this
+    /// returns, the object survives a crash.
+    ///
+    /// # Errors
+    /// On failure, after which nothing is at the object's place.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("committed twice"))?;
+        let done = file
+            .sync_all()
+            .and_then(|()| std::fs::rename(&self.temp, &self.target));
+        drop(file);
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(e);
+        }
+        match self.target.parent() {
+            Some(dir) => sync_folders_up(&self.root, dir),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::io::Write for DurableFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.write(buf),
+            None => Err(std::io::Error::other("the object was committed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DurableFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -285,6 +453,33 @@ mod tests {
             storage.get("exports/t/e/p.pkg").await.unwrap().as_ref(),
             b"sealed"
         );
+        // Hashed in chunks, the same as the whole.
+        assert_eq!(
+            storage.sha256("exports/t/e/p.pkg").await.unwrap(),
+            shuyu_vault::sha256_hex(b"sealed")
+        );
+        assert_eq!(storage.size("exports/t/e/p.pkg").await.unwrap(), 6);
+        // Written in pieces: nothing at its place until committed, nothing left if dropped.
+        use std::io::Write as _;
+        let mut piecewise = storage.create_durable("exports/t/e/q.pkg").unwrap();
+        piecewise.write_all(b"one ").unwrap();
+        piecewise.write_all(b"two").unwrap();
+        assert!(!dir.path().join("exports/t/e/q.pkg").exists());
+        piecewise.commit().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("exports/t/e/q.pkg")).unwrap(),
+            b"one two"
+        );
+        assert_eq!(mode(&dir.path().join("exports/t/e/q.pkg")), 0o600);
+        let mut dropped = storage.create_durable("exports/t/e/r.pkg").unwrap();
+        dropped.write_all(b"never").unwrap();
+        drop(dropped);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("exports/t/e"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["p.pkg", "q.pkg"]);
         // Syncing a folder, an object or nothing at all works.
         storage.sync("exports/t/").await.unwrap();
         storage.sync("exports/t/e/p.pkg").await.unwrap();

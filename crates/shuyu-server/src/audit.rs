@@ -31,7 +31,7 @@ pub struct AuditEntry {
     pub action: String,
     /// Target ids, e.g. `dataset:ds_…`.
     pub target: String,
-    /// "ok", "denied", "invalid", "not_found", "error".
+    /// "ok", "denied", "invalid", "not_found", "busy", "error".
     pub outcome: String,
     /// Ids and hashes only.
     pub detail: serde_json::Value,

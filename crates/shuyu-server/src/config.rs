@@ -60,6 +60,73 @@ pub struct ServerConfig {
     /// The failed-production-job allowance and its freeze.
     #[serde(default)]
     pub jobs: crate::oracle::JobsConfig,
+    /// What the server holds of staged results and packages, and how many it handles at
+    /// once.
+    #[serde(default)]
+    pub exports: ExportsConfig,
+}
+
+/// Handling of staged results and packages in the server. The checks, the release ledger's
+/// inputs and the recipient's copy are computed in worker processes; what the server itself
+/// holds of a result for one request is bounded by `max_request_mib`, and at most
+/// `max_concurrent` requests (export requests, approving votes, reviews, downloads, Flight
+/// fetches) hold it at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Rows of a staged result a reviewer is shown (with the total, and a note when there
+    /// are more).
+    #[serde(default = "default_review_rows")]
+    pub review_rows: usize,
+    /// Requests that handle a staged result or package at once; others wait their turn.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Seconds a request waits for its turn before it is answered UNAVAILABLE.
+    #[serde(default = "default_wait_secs")]
+    pub wait_secs: u64,
+    /// Most MiB of a result the server holds for one request (a worker's answer, the rows
+    /// shown to a reviewer, a package sealed whole by an earlier version); more is answered
+    /// RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_request_mib")]
+    pub max_request_mib: u64,
+    /// Seconds an export's worker may take (checks, ledger inputs, the recipient's copy).
+    #[serde(default = "default_task_timeout_secs")]
+    pub task_timeout_secs: u64,
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig {
+            review_rows: default_review_rows(),
+            max_concurrent: default_max_concurrent(),
+            wait_secs: default_wait_secs(),
+            max_request_mib: default_max_request_mib(),
+            task_timeout_secs: default_task_timeout_secs(),
+        }
+    }
+}
+
+impl ExportsConfig {
+    /// The per-request cap in bytes.
+    pub fn max_request_bytes(&self) -> usize {
+        usize::try_from(self.max_request_mib << 20).unwrap_or(usize::MAX)
+    }
+}
+
+fn default_review_rows() -> usize {
+    10_000
+}
+fn default_max_concurrent() -> usize {
+    4
+}
+fn default_wait_secs() -> u64 {
+    30
+}
+fn default_max_request_mib() -> u64 {
+    64
+}
+fn default_task_timeout_secs() -> u64 {
+    600
 }
 
 /// Authorizations (R25): the longest term an admin may record, and how often the server
@@ -355,6 +422,7 @@ impl ServerConfig {
             lifecycle: LifecycleConfig::default(),
             governance: GovernanceConfig::default(),
             jobs: crate::oracle::JobsConfig::default(),
+            exports: ExportsConfig::default(),
         }
     }
 
@@ -391,7 +459,31 @@ impl ServerConfig {
                 "configuration: max_ingest_bytes must be at least 1024".into(),
             ));
         }
-        let ranges: [(&str, usize, usize, usize); 10] = [
+        let ranges: [(&str, usize, usize, usize); 14] = [
+            (
+                "exports.review_rows",
+                self.exports.review_rows,
+                1,
+                1_000_000,
+            ),
+            (
+                "exports.max_concurrent",
+                self.exports.max_concurrent,
+                1,
+                256,
+            ),
+            (
+                "exports.max_request_mib",
+                self.exports.max_request_mib as usize,
+                1,
+                65_536,
+            ),
+            (
+                "exports.task_timeout_secs",
+                self.exports.task_timeout_secs as usize,
+                1,
+                86_400,
+            ),
             (
                 "lifecycle.fix_days",
                 self.lifecycle.fix_days as usize,
@@ -513,6 +605,7 @@ mod tests {
         assert_eq!(config.lifecycle, LifecycleConfig::default());
         assert_eq!(config.lifecycle.termination_notice_days, 30);
         assert_eq!(config.jobs, crate::oracle::JobsConfig::default());
+        assert_eq!(config.exports, ExportsConfig::default());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum ServerError {
     /// A size limit was exceeded.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// The server is handling as many such requests as it may at once: try again later.
+    #[error("unavailable: {0}")]
+    Busy(String),
     /// The data directory cannot take the write: its disk is full or it is read-only.
     #[error("{0}")]
     Storage(StorageFault),
@@ -121,6 +124,7 @@ impl ServerError {
             | ServerError::FailedPrecondition(_)
             | ServerError::AlreadyExists(_)
             | ServerError::ResourceExhausted(_) => "invalid",
+            ServerError::Busy(_) => "busy",
             ServerError::Storage(_) | ServerError::Internal { .. } => "error",
         }
     }
@@ -135,6 +139,7 @@ impl ServerError {
             ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServerError::AlreadyExists(_) => Code::AlreadyExists,
             ServerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServerError::Busy(_) => Code::Unavailable,
             ServerError::Storage(StorageFault::Full) => Code::ResourceExhausted,
             ServerError::Storage(StorageFault::ReadOnly) => Code::Unavailable,
             ServerError::Internal { .. } => Code::Internal,

@@ -22,6 +22,7 @@ pub mod plan_texts;
 pub mod readiness;
 pub mod refusals;
 pub mod reports;
+pub mod result_budget;
 pub mod retention;
 pub mod scheduler;
 mod service;
@@ -228,6 +229,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             config.data_dir.clone(),
         )),
         refusals: Arc::new(refusals::Refusals::default()),
+        results: result_budget::ResultBudget::new(&config.exports),
     });
     // The start is audited before anything is served: a data dir that takes no write (read
     // only, full) stops the start here, with a plain message.

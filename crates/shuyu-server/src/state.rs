@@ -46,6 +46,8 @@ pub struct AppState {
     pub readiness: Arc<crate::readiness::Readiness>,
     /// Transport-level refusals not yet written to the trail.
     pub refusals: Arc<crate::refusals::Refusals>,
+    /// Turns and the per-request cap for handling staged results and packages.
+    pub results: crate::result_budget::ResultBudget,
 }
 
 /// An authenticated, authorised caller.

@@ -458,6 +458,22 @@ pub struct ProductRecord {
     pub rekeyed_columns: Vec<String>,
     /// Order-free digest of the product's rows (see `ResultData::rows_digest`).
     pub rows_digest: String,
+    /// The Parquet copy served over Arrow Flight when the package's data file is not
+    /// Parquet (a Parquet package's own data file is served); absent for products from
+    /// before copies were stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_copy: Option<StoredCopy>,
+}
+
+/// A sealed object that belongs to a product, with the hash and length of its plaintext.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredCopy {
+    /// Object path (chunk-sealed under a data key wrapped by the tenant's KEK).
+    pub location: String,
+    /// Hex SHA-256 of its plaintext.
+    pub sha256: String,
+    /// Bytes of its plaintext.
+    pub bytes: u64,
 }
 
 impl ProductRecord {
@@ -1458,11 +1474,25 @@ pub fn job_folders(conn: &Connection) -> Result<Vec<String>> {
 ///
 /// # Errors
 /// On store failure.
+/// Every object an export names: its package and its product's Flight copy.
 pub fn package_locations(conn: &Connection) -> Result<std::collections::HashSet<String>> {
-    let mut stmt =
-        conn.prepare("SELECT package_location FROM exports WHERE package_location != ''")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut stmt = conn.prepare(
+        "SELECT package_location, product_json FROM exports WHERE package_location != ''",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut locations = std::collections::HashSet::new();
+    for row in rows {
+        let (package, product) = row?;
+        locations.insert(package);
+        if let Ok(ProductRecord {
+            flight_copy: Some(copy),
+            ..
+        }) = serde_json::from_str::<ProductRecord>(&product)
+        {
+            locations.insert(copy.location);
+        }
+    }
+    Ok(locations)
 }
 
 pub fn upsert_job(conn: &Connection, j: &JobRecord) -> Result<()> {
@@ -1606,32 +1636,54 @@ pub fn record_release(
     Ok(())
 }
 
-/// A tenant's released cells whose populations number between `lo` and `hi` units (for the
-/// differencing check), and every one small enough to be audited for reconstruction.
-pub fn released_cells(
+/// The position of a tenant's release ledger: the last released cell recorded for it (0
+/// when none). Cells are only ever added, so an unchanged mark means an unchanged ledger: a
+/// check run against the cells up to a mark still holds while the mark stays.
+pub fn ledger_mark(conn: &Connection, tenant_id: &str) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(rowid), 0) FROM released_cells WHERE tenant_id = ?1",
+        [tenant_id],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// One page of a tenant's released cells whose populations number between `lo` and `hi`
+/// units (for the differencing check), and every one small enough to be audited for
+/// reconstruction: at most `limit` cells after position `after` and up to `mark`
+/// ([`ledger_mark`]), in order, each with its position (read page by page, the ledger is
+/// never held whole).
+pub fn released_cells_page(
     conn: &Connection,
     tenant_id: &str,
-    lo: u64,
-    hi: u64,
-) -> Result<Vec<ReleasedCell>> {
+    (lo, hi): (u64, u64),
+    (after, mark): (u64, u64),
+    limit: usize,
+) -> Result<Vec<(u64, ReleasedCell)>> {
     let mut stmt = conn.prepare(
-        "SELECT export_id, row, population, sketch, digest, screened_k FROM released_cells
-         WHERE tenant_id = ?1 AND (units BETWEEN ?2 AND ?3 OR units <= ?4)",
+        "SELECT rowid, export_id, row, population, sketch, digest, screened_k
+         FROM released_cells
+         WHERE tenant_id = ?1 AND (units BETWEEN ?2 AND ?3 OR units <= ?4)
+           AND rowid > ?5 AND rowid <= ?6
+         ORDER BY rowid LIMIT ?7",
     )?;
     let audited = AUDITED_UNITS as u64;
-    let rows = stmt.query_map(params![tenant_id, lo, hi, audited], |r| {
-        Ok((
-            r.get::<_, String>("export_id")?,
-            r.get::<_, u64>("row")?,
-            r.get::<_, u32>("population")?,
-            r.get::<_, Vec<u8>>("sketch")?,
-            r.get::<_, Option<Vec<u8>>>("digest")?,
-            r.get::<_, Option<u64>>("screened_k")?,
-        ))
-    })?;
+    let rows = stmt.query_map(
+        params![tenant_id, lo, hi, audited, after, mark, limit as u64],
+        |r| {
+            Ok((
+                r.get::<_, i64>("rowid")? as u64,
+                r.get::<_, String>("export_id")?,
+                r.get::<_, u64>("row")?,
+                r.get::<_, u32>("population")?,
+                r.get::<_, Vec<u8>>("sketch")?,
+                r.get::<_, Option<Vec<u8>>>("digest")?,
+                r.get::<_, Option<u64>>("screened_k")?,
+            ))
+        },
+    )?;
     let mut cells = Vec::new();
     for row in rows {
-        let (export_id, row, population, sketch, digest, screened_k) = row?;
+        let (at, export_id, row, population, sketch, digest, screened_k) = row?;
         let unreadable =
             || crate::error::ServerError::internal("a released cell's sketch is unreadable");
         let sketch = UnitSketch::from_vec(sketch).ok_or_else(unreadable)?;
@@ -1640,14 +1692,17 @@ pub fn released_cells(
             Some(stored) => stored.try_into().map_err(|_| unreadable())?,
             None => sketch.digest(),
         };
-        cells.push(ReleasedCell {
-            export_id,
-            row,
-            population,
-            sketch,
-            digest,
-            screened_k,
-        });
+        cells.push((
+            at,
+            ReleasedCell {
+                export_id,
+                row,
+                population,
+                sketch,
+                digest,
+                screened_k,
+            },
+        ));
     }
     Ok(cells)
 }

@@ -1,6 +1,7 @@
-//! Supervision of job worker processes: start `shuyu worker` with a clean environment, hand
-//! it the job, answer its key requests from the job's allow-list only, relay its progress,
-//! and kill it at its deadline or on cancellation. A worker that dies (stack overflow, out of
+//! Supervision of worker processes: start `shuyu worker` with a clean environment, hand it
+//! its task (a job, or an export's work on a staged result), answer its key requests from the
+//! task's allow-list only and an export task's requests for released cells page by page,
+//! relay its progress, and kill it at its deadline or on cancellation. A worker that dies (stack overflow, out of
 //! memory, killed) fails only its own job. A worker whose production job ended normally may
 //! serve the next job of the same scenario ([`WorkerPool`]).
 
@@ -10,7 +11,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shuyu_engine::worker::{ToServer, ToWorker, WireKey, WorkerJob, WorkerUsage};
+use shuyu_engine::worker::{
+    ExportAnswer, ToServer, ToWorker, WireKey, WireReleasedCell, WorkerTask, WorkerUsage,
+};
 use shuyu_engine::{JobError, JobOutput, JobProgress};
 use shuyu_vault::KekProvider;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -23,16 +26,24 @@ use crate::keys::KeyStore;
 
 /// Most of a worker's stderr kept for the audit trail.
 const MAX_STDERR_BYTES: usize = 64 << 10;
-/// A protocol line longer than this is a broken worker.
-const MAX_LINE_BYTES: usize = 64 << 20;
+/// A job's protocol line longer than this is a broken worker (its outcome carries the
+/// masked preview and the lineage).
+pub const MAX_JOB_LINE_BYTES: usize = 64 << 20;
 /// Extra time past the deadline before the worker is killed (it stops itself at the deadline).
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// How a worker run ended.
 #[derive(Debug)]
 pub enum WorkerEnd {
-    /// The job succeeded.
-    Finished(Box<JobOutput>),
+    /// The job succeeded; the result file's hash, as the worker hashed it.
+    Finished {
+        /// Its output.
+        output: Box<JobOutput>,
+        /// Hex SHA-256 of the result file.
+        result_sha256: String,
+    },
+    /// An export task is done.
+    ExportDone(Box<ExportAnswer>),
     /// The job failed and the worker said why.
     Failed(JobError),
     /// The worker was killed at the job's deadline.
@@ -75,8 +86,8 @@ pub struct WorkerReport {
 /// One job for a worker.
 #[derive(Debug)]
 pub struct WorkerRun<'a> {
-    /// The job.
-    pub job: WorkerJob,
+    /// The task.
+    pub task: WorkerTask,
     /// KEK ids the worker may receive.
     pub allowed_keks: HashSet<String>,
     /// Where keys come from.
@@ -90,7 +101,23 @@ pub struct WorkerRun<'a> {
     /// Jobs with the same key may share a worker, one after another (the job carries the
     /// matching reuse scope); `None`: a worker of its own.
     pub reuse_key: Option<String>,
+    /// Where an export task's released cells come from; `None`: it gets none.
+    pub ledger: Option<LedgerFeed<'a>>,
+    /// Longest line the worker may send (its final answer included).
+    pub max_line_bytes: usize,
 }
+
+/// The release ledger an export task may read: its tenant's cells, page by page.
+#[derive(Debug)]
+pub struct LedgerFeed<'a> {
+    /// The store.
+    pub store: &'a crate::store::Store,
+    /// Whose ledger.
+    pub tenant_id: String,
+}
+
+/// Released cells sent to a worker per read of the store.
+const RELEASED_PAGE: usize = 256;
 
 fn program(config: &WorkerConfig) -> std::io::Result<PathBuf> {
     match &config.program {
@@ -234,13 +261,16 @@ pub async fn run(
         reused: false,
         worker_jobs: 0,
     };
+    let reusable = matches!(&run.task, WorkerTask::Job(job) if job.reuse_scope.is_some());
     let reuse_key = run
         .reuse_key
         .clone()
-        .filter(|_| config.reuse_jobs > 1 && run.job.reuse_scope.is_some());
-    if reuse_key.is_none() {
+        .filter(|_| config.reuse_jobs > 1 && reusable);
+    if reuse_key.is_none()
+        && let WorkerTask::Job(job) = &mut run.task
+    {
         // A worker of its own: it exits after this job.
-        run.job.reuse_scope = None;
+        job.reuse_scope = None;
     }
     let (mut process, reused) = match pool.take(config, reuse_key.as_deref()) {
         Ok(taken) => taken,
@@ -254,7 +284,7 @@ pub async fn run(
     report.worker_jobs = process.jobs;
 
     let job_line = {
-        let mut line = Zeroizing::new(serde_json::to_vec(&run.job).unwrap_or_default());
+        let mut line = Zeroizing::new(serde_json::to_vec(&run.task).unwrap_or_default());
         line.push(b'\n');
         line
     };
@@ -275,7 +305,7 @@ pub async fn run(
         if matches!(end, WorkerEnd::TimedOut | WorkerEnd::Cancelled) {
             let _ = process.child.start_kill();
         }
-        ended_normally = matches!(end, WorkerEnd::Finished(_) | WorkerEnd::Failed(_));
+        ended_normally = matches!(end, WorkerEnd::Finished { .. } | WorkerEnd::Failed(_));
         report.end = end;
     }
 
@@ -411,7 +441,7 @@ async fn converse(
     loop {
         let mut line = Zeroizing::new(String::new());
         let read = tokio::select! {
-            read = read_line_capped(lines, &mut line) => read,
+            read = read_line_capped(lines, &mut line, run.max_line_bytes) => read,
             () = tokio::time::sleep_until(deadline) => return WorkerEnd::TimedOut,
             () = cancelled(&mut run.cancel) => return WorkerEnd::Cancelled,
         };
@@ -470,9 +500,30 @@ async fn converse(
                     };
                 }
             }
-            ToServer::Finished { output, usage } => {
+            ToServer::Finished {
+                output,
+                result_sha256,
+                usage,
+            } => {
                 report.usage = usage;
-                return WorkerEnd::Finished(output);
+                return WorkerEnd::Finished {
+                    output,
+                    result_sha256,
+                };
+            }
+            ToServer::NeedReleased { lo, hi } => {
+                let Some(feed) = &run.ledger else {
+                    return WorkerEnd::Died {
+                        reason: "the worker asked for released cells it may not read".into(),
+                    };
+                };
+                if let Err(reason) = send_released(feed, (lo, hi), stdin).await {
+                    return WorkerEnd::Died { reason };
+                }
+            }
+            ToServer::ExportDone { answer, usage } => {
+                report.usage = usage;
+                return WorkerEnd::ExportDone(answer);
             }
             ToServer::Failed { error, usage } => {
                 report.usage = usage;
@@ -489,13 +540,79 @@ async fn cancelled(switch: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Reads one line of at most `max` bytes: a longer one is an error once `max + 1` bytes were
+/// read, never held whole.
 async fn read_line_capped(
     lines: &mut BufReader<ChildStdout>,
     line: &mut String,
+    max: usize,
 ) -> std::io::Result<usize> {
-    let n = lines.read_line(line).await?;
-    if n > MAX_LINE_BYTES {
+    let mut bytes = Zeroizing::new(Vec::new());
+    let n = (&mut *lines)
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut bytes)
+        .await?;
+    if n > max {
         return Err(std::io::Error::other("line too long"));
     }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| std::io::Error::other("a line that is not UTF-8"))?;
+    line.push_str(text);
     Ok(n)
+}
+
+/// Answers [`ToServer::NeedReleased`]: the tenant's released cells in the range, up to the
+/// ledger's mark when the request came, one line each, read from the store a page at a time;
+/// then the mark.
+async fn send_released(
+    feed: &LedgerFeed<'_>,
+    range: (u64, u64),
+    stdin: &mut ChildStdin,
+) -> std::result::Result<(), String> {
+    let store_error = |e: crate::error::ServerError| format!("reading the release ledger: {e}");
+    let mark = feed
+        .store
+        .read(|c| crate::store::ledger_mark(c, &feed.tenant_id))
+        .map_err(store_error)?;
+    let mut after = 0;
+    loop {
+        let page = feed
+            .store
+            .read(|c| {
+                crate::store::released_cells_page(
+                    c,
+                    &feed.tenant_id,
+                    range,
+                    (after, mark),
+                    RELEASED_PAGE,
+                )
+            })
+            .map_err(store_error)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = *last;
+        let mut lines = Vec::new();
+        for (_, cell) in &page {
+            serde_json::to_writer(
+                &mut lines,
+                &ToWorker::Released {
+                    cell: WireReleasedCell::from(cell),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            lines.push(b'\n');
+        }
+        write_line(stdin, &lines).await?;
+    }
+    let mut end = serde_json::to_vec(&ToWorker::ReleasedEnd { mark }).map_err(|e| e.to_string())?;
+    end.push(b'\n');
+    write_line(stdin, &end).await
+}
+
+async fn write_line(stdin: &mut ChildStdin, bytes: &[u8]) -> std::result::Result<(), String> {
+    if stdin.write_all(bytes).await.is_err() || stdin.flush().await.is_err() {
+        return Err("the worker stopped reading its answers".into());
+    }
+    Ok(())
 }

@@ -5,7 +5,6 @@ use std::io;
 
 use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::VaultError;
@@ -78,12 +77,32 @@ pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> Resu
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(sha256(bytes))
+}
+
+/// SHA-256 of `bytes` (ring's implementation: its assembly is fast in every build profile,
+/// which matters for results and packages hashed in chunks).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// Streaming SHA-256; also usable as an [`io::Write`] sink (e.g. with `io::copy`).
-#[derive(Debug, Clone, Default)]
-pub struct Sha256Hasher(Sha256);
+#[derive(Clone)]
+pub struct Sha256Hasher(ring::digest::Context);
+
+impl std::fmt::Debug for Sha256Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256Hasher")
+    }
+}
+
+impl Default for Sha256Hasher {
+    fn default() -> Self {
+        Sha256Hasher(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
 
 impl Sha256Hasher {
     /// A fresh hasher.
@@ -98,7 +117,7 @@ impl Sha256Hasher {
 
     /// Lower-case hex digest of everything fed so far.
     pub fn finish_hex(self) -> String {
-        hex::encode(self.0.finalize())
+        hex::encode(self.0.finish().as_ref())
     }
 }
 

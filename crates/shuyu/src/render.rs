@@ -737,15 +737,24 @@ pub fn print_review(review: &pb::ReviewExportResponse) -> Result<()> {
     if !review.unanalysable.is_empty() {
         println!("  NOT ANALYSABLE: {}", review.unanalysable.join(", "));
     }
-    println!(
-        "  full result ({} rows{}):",
-        review.n_rows,
-        if review.truncated { ", truncated" } else { "" }
-    );
-    if !review.result_arrow_ipc.is_empty() {
+    let batches = if review.result_arrow_ipc.is_empty() {
+        Vec::new()
+    } else {
         let reader =
             arrow::ipc::reader::StreamReader::try_new(review.result_arrow_ipc.as_slice(), None)?;
-        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        reader.collect::<Result<Vec<_>, _>>()?
+    };
+    let shown: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if review.truncated {
+        println!(
+            "  result ({} rows; the first {shown} shown — the server sends at most its \
+             [exports] review_rows):",
+            review.n_rows
+        );
+    } else {
+        println!("  full result ({} rows):", review.n_rows);
+    }
+    if !batches.is_empty() {
         println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     }
     Ok(())

@@ -1,6 +1,7 @@
-//! `shuyu worker`: runs a job in this process, started and supervised by the server.
+//! `shuyu worker`: runs a job, or the work an export needs of a staged result, in this
+//! process, started and supervised by the server.
 //!
-//! The job arrives as one JSON line on stdin (see `shuyu_engine::worker`). The worker builds
+//! The task arrives as one JSON line on stdin (see `shuyu_engine::worker`). The worker builds
 //! its runtime, confines itself (file-system view limited to the job's dataset folders and
 //! its result folder, no network sockets, an address-space ceiling, death with its parent),
 //! then plans and executes on a thread with a large stack: a query that still overflows it
@@ -12,14 +13,29 @@
 //! outcome: the confinement stays what the first job set, so a later job must fit it. Each
 //! job gets a new engine and key envelope (its keys are asked for again and dropped with
 //! it); only the runtime and the warm heap are kept.
+//!
+//! An export task (checks, release-ledger inputs, the recipient's copy) is confined to
+//! reading its staged result's folder and writing the export's folder, reads the result with
+//! its job's key (asked for like a job's), asks the server for the released cells it needs,
+//! writes the copy's files chunk-sealed under keys the server made for them, answers, and
+//! exits: what the server would otherwise hold of a result is held here, under this
+//! process's memory ceiling.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use shuyu_engine::worker::{ToServer, WireJobError, WorkerChannel, WorkerJob, WorkerUsage};
-use shuyu_engine::{Engine, JobError, JobStage, Storage};
-use shuyu_vault::{Envelope, KekProvider};
+use shuyu_engine::worker::{
+    ExportAnswer, ExportTask, LedgerAnswer, ProductTask, ReviewRows, SealedOutput, ToServer,
+    WireCheck,
+    WireJobError, WireSketch, WorkerChannel, WorkerJob, WorkerTask, WorkerUsage,
+};
+use shuyu_engine::{
+    CheckOutcome, Engine, EngineError, ExportFormat, JobError, JobStage, ProductOptions,
+    SpillOptions, Storage, object_context,
+};
+use shuyu_policy::DisclosurePolicy;
+use shuyu_vault::{ChunkSealer, ChunkedHeader, DEFAULT_CHUNK_BYTES, Envelope, KekProvider};
 use zeroize::Zeroizing;
 
 use crate::sandbox::{self, Confinement};
@@ -59,8 +75,8 @@ pub fn main(options: WorkerOptions) -> ExitCode {
         eprintln!("worker: no job on stdin");
         return ExitCode::from(2);
     }
-    let job = match shuyu_engine::worker::parse_job(&line) {
-        Ok(job) => job,
+    let task = match shuyu_engine::worker::parse_task(&line) {
+        Ok(task) => task,
         Err(e) => {
             eprintln!("worker: {e}");
             return ExitCode::from(2);
@@ -71,9 +87,16 @@ pub fn main(options: WorkerOptions) -> ExitCode {
         Box::new(input),
         Box::new(std::io::stdout()),
     ));
+    let (objects_root, confinement) = match &task {
+        WorkerTask::Job(job) => (job.objects_root.clone(), confinement_for(job, &options)),
+        WorkerTask::Export(export) => (
+            export.objects_root.clone(),
+            export_confinement(export, &options),
+        ),
+    };
     // Confine this, the only thread, before any other exists: landlock before ABI 8
     // confines only the calling thread and the threads it starts later.
-    let storage = match Storage::local(&job.objects_root) {
+    let storage = match Storage::local(&objects_root) {
         Ok(storage) => storage,
         Err(e) => {
             fail(
@@ -85,7 +108,6 @@ pub fn main(options: WorkerOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let confinement = confinement_for(&job, &options);
     let summary = if options.no_confine {
         "none (disabled by configuration)".to_owned()
     } else {
@@ -106,7 +128,10 @@ pub fn main(options: WorkerOptions) -> ExitCode {
     let thread = std::thread::Builder::new()
         .name("shuyu-worker".into())
         .stack_size(stack)
-        .spawn(move || run(job, options, channel, storage, summary));
+        .spawn(move || match task {
+            WorkerTask::Job(job) => run(*job, options, channel, storage, summary),
+            WorkerTask::Export(export) => run_export(*export, options, channel, storage, summary),
+        });
     match thread.map(|t| t.join()) {
         Ok(Ok(code)) => code,
         _ => ExitCode::from(4),
@@ -183,14 +208,7 @@ fn run(
     storage: Storage,
     summary: String,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads.clamp(1, 64))
-        .max_blocking_threads(8)
-        .thread_stack_size((options.stack_mib.max(8) << 20) / 4)
-        .thread_name("shuyu-worker-rt")
-        .enable_all()
-        .build()
-    {
+    let runtime = match worker_runtime(&options) {
         Ok(runtime) => runtime,
         Err(e) => {
             fail(
@@ -232,8 +250,17 @@ fn run(
         let Some(line) = channel.next_line() else {
             return ExitCode::SUCCESS;
         };
-        let later = match shuyu_engine::worker::parse_job(&line) {
-            Ok(later) => later,
+        let later = match shuyu_engine::worker::parse_task(&line) {
+            Ok(WorkerTask::Job(later)) => *later,
+            Ok(WorkerTask::Export(_)) => {
+                fail(
+                    &channel,
+                    JobError::Execution {
+                        detail: "a worker kept for jobs takes no export task".into(),
+                    },
+                );
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 eprintln!("worker: {e}");
                 return ExitCode::from(2);
@@ -297,11 +324,27 @@ fn run_one(
     }));
     match outcome {
         Ok(Ok(output)) => {
-            channel.send(&ToServer::Finished {
-                output: Box::new(output),
-                usage: usage(),
-            });
-            Some(true)
+            // The server takes the result's hash from here: hashed in chunks, never read
+            // back whole.
+            match runtime.block_on(storage.sha256(&job.result_file)) {
+                Ok(result_sha256) => {
+                    channel.send(&ToServer::Finished {
+                        output: Box::new(output),
+                        result_sha256,
+                        usage: usage(),
+                    });
+                    Some(true)
+                }
+                Err(e) => {
+                    fail(
+                        channel,
+                        JobError::Execution {
+                            detail: format!("hashing the result: {e}"),
+                        },
+                    );
+                    Some(false)
+                }
+            }
         }
         Ok(Err(e)) => {
             fail(channel, e);
@@ -350,4 +393,226 @@ fn confinement_for(job: &WorkerJob, options: &WorkerOptions) -> Confinement {
             .then_some(options.address_space_mib << 20),
         deny_network: true,
     }
+}
+
+/// The export task's file-system view: its staged result's folder (read) and, when it writes
+/// the recipient's copy, the export's folder (write).
+fn export_confinement(task: &ExportTask, options: &WorkerOptions) -> Confinement {
+    Confinement {
+        read_dirs: vec![task.read_dir()],
+        write_dirs: task.write_dir().into_iter().collect(),
+        address_space_bytes: (options.address_space_mib > 0)
+            .then_some(options.address_space_mib << 20),
+        deny_network: true,
+    }
+}
+
+fn worker_runtime(options: &WorkerOptions) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.clamp(1, 64))
+        .max_blocking_threads(8)
+        .thread_stack_size((options.stack_mib.max(8) << 20) / 4)
+        .thread_name("shuyu-worker-rt")
+        .enable_all()
+        .build()
+}
+
+/// Runs one export task and exits.
+fn run_export(
+    task: ExportTask,
+    options: WorkerOptions,
+    channel: Arc<WorkerChannel>,
+    storage: Storage,
+    summary: String,
+) -> ExitCode {
+    let runtime = match worker_runtime(&options) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            fail(
+                &channel,
+                JobError::Execution {
+                    detail: format!("worker runtime: {e}"),
+                },
+            );
+            return ExitCode::from(2);
+        }
+    };
+    channel.send(&ToServer::Started {
+        confinement: summary,
+    });
+    let envelope = Arc::new(Envelope::new(Arc::clone(&channel) as Arc<dyn KekProvider>));
+    let engine = Engine::new(storage.clone(), envelope);
+    // A panic in the engine answers the task (its text goes to the sealed stderr).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(export_work(&task, &engine, &channel, &storage))
+    }));
+    let detail = match outcome {
+        Ok(Ok(answer)) => {
+            channel.send(&ToServer::ExportDone {
+                answer: Box::new(answer),
+                usage: usage(),
+            });
+            return ExitCode::SUCCESS;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the engine panicked during an export task (see the worker's stderr)".into(),
+    };
+    eprintln!("worker: {}: {detail}", task.label);
+    let error = if detail.contains("Resources exhausted") {
+        JobError::ResourcesExhausted
+    } else {
+        JobError::Execution { detail }
+    };
+    fail(&channel, error);
+    ExitCode::FAILURE
+}
+
+async fn export_work(
+    task: &ExportTask,
+    engine: &Engine,
+    channel: &WorkerChannel,
+    storage: &Storage,
+) -> Result<ExportAnswer, EngineError> {
+    let policy = DisclosurePolicy::from(&task.policy);
+    let mark = std::sync::Mutex::new(None::<u64>);
+    let mut released = |lo: u64, hi: u64| {
+        let (cells, at) = channel
+            .released_cells(lo, hi)
+            .map_err(EngineError::Internal)?;
+        *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+        Ok(cells)
+    };
+    let mut answer = ExportAnswer::default();
+    if task.checks {
+        let checks = engine
+            .export_checks(&task.result_file, &task.gate, &policy, &mut released)
+            .await?;
+        answer.checks = checks.reports.iter().map(WireCheck::from).collect();
+    }
+    if task.ledger {
+        *mark.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let inputs = engine
+            .ledger_inputs(&task.result_file, &task.gate, &policy, &mut released)
+            .await?;
+        answer.ledger = Some(LedgerAnswer {
+            mark: *mark.lock().unwrap_or_else(|p| p.into_inner()),
+            failed: inputs
+                .reports
+                .iter()
+                .filter(|r| r.outcome == CheckOutcome::Fail)
+                .map(|r| r.name.to_owned())
+                .collect(),
+            sketches: inputs
+                .sketches
+                .iter()
+                .map(|(at, sketch)| WireSketch::new(*at, sketch))
+                .collect(),
+        });
+    }
+    if task.review_rows > 0 {
+        let batches = engine
+            .read_result_head(&task.result_file, task.review_rows)
+            .await?;
+        let shown = shuyu_engine::ResultData { batches };
+        let (ipc, _) = shown.to_ipc(task.review_rows)?;
+        answer.review = Some(ReviewRows {
+            ipc_hex: hex::encode(ipc),
+            n_rows: shown.n_rows(),
+        });
+    }
+    if let Some(product) = &task.product {
+        answer.product = Some(render_product(task, product, engine, storage).await?);
+    }
+    Ok(answer)
+}
+
+/// A chunk-sealed file the worker writes.
+fn sealed_file(
+    storage: &Storage,
+    output: &SealedOutput,
+) -> Result<ChunkSealer<std::io::BufWriter<std::fs::File>>, EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |e: &dyn std::fmt::Display| EngineError::Storage(format!("{}: {e}", output.location));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(storage.path_of(&output.location))
+        .map_err(|e| bad(&e))?;
+    let key = output.key.key().map_err(|e| bad(&e))?;
+    let header = ChunkedHeader {
+        metadata: hex::decode(&output.metadata_hex).map_err(|e| bad(&e))?,
+        chunk_bytes: DEFAULT_CHUNK_BYTES,
+    };
+    ChunkSealer::new(
+        std::io::BufWriter::new(file),
+        key,
+        &object_context(&output.location),
+        &header,
+    )
+    .map_err(|e| bad(&e))
+}
+
+/// Seals the last chunk and syncs the file.
+fn finish_sealed(
+    sealer: ChunkSealer<std::io::BufWriter<std::fs::File>>,
+) -> Result<(), EngineError> {
+    let bad = |e: &dyn std::fmt::Display| EngineError::Storage(format!("finishing a copy: {e}"));
+    let (out, _) = sealer.finish().map_err(|e| bad(&e))?;
+    let file = out.into_inner().map_err(|e| bad(&e))?;
+    file.sync_all().map_err(|e| bad(&e))
+}
+
+async fn render_product(
+    task: &ExportTask,
+    product: &ProductTask,
+    engine: &Engine,
+    storage: &Storage,
+) -> Result<shuyu_engine::ProductFacts, EngineError> {
+    let key = |k: &shuyu_engine::worker::WireKey| {
+        k.key()
+            .map_err(|e| EngineError::Crypto(format!("a product key: {e}")))
+    };
+    let format = match product.format.as_str() {
+        "csv" => ExportFormat::Csv,
+        _ => ExportFormat::Parquet,
+    };
+    let work_dir = task
+        .write_dir()
+        .ok_or_else(|| EngineError::Internal("a product task without a folder".into()))?;
+    let options = ProductOptions {
+        format,
+        round_counts_to: product.round_counts_to,
+        recipient_key: key(&product.recipient_key)?,
+        order_key: key(&product.order_key)?,
+        fingerprint: product.fingerprint.clone(),
+        memory_limit_bytes: product.memory_limit_bytes,
+        expected_rows: product.expected_rows,
+        spill: (product.spill_max_bytes > 0).then_some(SpillOptions {
+            dir: work_dir,
+            max_bytes: product.spill_max_bytes,
+        }),
+    };
+    let mut data = sealed_file(storage, &product.data)?;
+    let mut flight = product
+        .flight
+        .as_ref()
+        .map(|output| sealed_file(storage, output))
+        .transpose()?;
+    let facts = engine
+        .render_product(
+            &task.result_file,
+            &task.gate.columns,
+            &options,
+            &mut data,
+            flight
+                .as_mut()
+                .map(|f| f as &mut (dyn std::io::Write + Send)),
+        )
+        .await?;
+    finish_sealed(data)?;
+    if let Some(flight) = flight {
+        finish_sealed(flight)?;
+    }
+    Ok(facts)
 }

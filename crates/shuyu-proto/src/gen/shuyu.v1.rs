@@ -1231,11 +1231,14 @@ pub struct ReviewExportResponse {
     pub sql: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "3")]
     pub columns: ::prost::alloc::vec::Vec<Column>,
-    /// The full result as an Arrow IPC stream (capped at 100,000 rows; see truncated).
+    /// The result's first rows as an Arrow IPC stream (at most the server's
+    /// `\[exports\] review_rows`, default 10,000; see truncated).
     #[prost(bytes = "vec", tag = "4")]
     pub result_arrow_ipc: ::prost::alloc::vec::Vec<u8>,
+    /// Whether the result has more rows than were sent.
     #[prost(bool, tag = "5")]
     pub truncated: bool,
+    /// The result's rows in all.
     #[prost(uint64, tag = "6")]
     pub n_rows: u64,
     #[prost(string, repeated, tag = "7")]

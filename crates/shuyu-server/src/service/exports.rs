@@ -16,11 +16,10 @@
 //! downloads it (or fetches it over Arrow Flight, `flight.rs`), every time audited and
 //! counted; `TraceExport` finds the product a leaked copy came from.
 
+use std::sync::Arc;
+
 use serde_json::json;
-use shuyu_engine::{
-    CheckOutcome, ExportFormat, GateInput, ResultData, members_needed, read_result, release_checks,
-    render_export_file, result_sketches, result_units_range, run_export_checks,
-};
+use shuyu_engine::{ExportFormat, ResultData, SealedFile, object_context};
 use shuyu_policy::{Action, PolicyError, PriceBasis, Role, product_days};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::export_service_server::ExportService;
@@ -28,6 +27,8 @@ use shuyu_vault::sha256_hex;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::delivery::read_full;
+use super::export_tasks::{CopySpec, LedgerCheck};
 use super::{Api, require_id, require_text};
 use crate::convert::{self, ExportView};
 use crate::error::{Result, ServerError};
@@ -39,17 +40,18 @@ use crate::package::{
 use crate::state::Caller;
 use crate::store::{
     self, CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord,
-    ExportStatus, ExportVote, JobMode, JobRecord, JobStatus, ProductRecord, StoredCheck,
+    ExportStatus, ExportVote, JobMode, JobRecord, JobStatus, ProductRecord, StoredCopy,
 };
 
-const REVIEW_MAX_ROWS: usize = 100_000;
+/// Bytes of a package per message of a download.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Longest comment, vote comment or private note, in characters.
 const MAX_COMMENT_CHARS: usize = 4000;
 /// Longest revocation reason, in characters.
 const MAX_REASON_CHARS: usize = 2000;
-/// Attempts of a vote whose approval reaches the quorum while other votes arrive.
-const VOTE_ATTEMPTS: usize = 3;
+/// Attempts of a vote whose approval reaches the quorum while other votes or releases of the
+/// tenant arrive.
+const VOTE_ATTEMPTS: usize = 4;
 /// Longest permitted use, in characters.
 const MAX_USE_CHARS: usize = 2000;
 /// Largest file TraceExport reads.
@@ -119,26 +121,6 @@ pub(super) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<
             other.as_str()
         ))),
     }
-}
-
-/// The recipient's copy of the staged result `data`: counts rounded to `round_counts_to`,
-/// pseudonyms re-keyed for the recipient, rows in the order keyed by `fingerprint`, the
-/// fingerprint in its schema metadata.
-pub(super) fn product_copy(
-    master: &shuyu_vault::MasterKey,
-    data: ResultData,
-    job: &JobRecord,
-    recipient_id: &str,
-    fingerprint: &str,
-    round_counts_to: u64,
-) -> Result<ResultData> {
-    let recipient_key = keys::recipient_pseudonym_key(master, recipient_id)?;
-    let order_key = keys::product_order_key(master, fingerprint)?;
-    Ok(data
-        .round_counts(&job.columns, round_counts_to)?
-        .rekey_pseudonyms(&job.columns, &recipient_key)?
-        .order_by_key(&order_key)?
-        .with_fingerprint(fingerprint)?)
 }
 
 /// Refuses the requester and every member of the requesting tenant.
@@ -235,6 +217,8 @@ fn verify_binding(
 #[derive(Debug)]
 struct BuiltPackage {
     location: String,
+    /// The product's Flight copy, when it has one of its own (a CSV package).
+    flight_location: Option<String>,
     sha256: String,
     approvers: Vec<String>,
     approved_at_ms: i64,
@@ -405,45 +389,13 @@ impl Api {
                 )),
                 other => ServerError::InvalidArgument(other.to_string()),
             })?;
-        // The sketches' heads first; the whole result only when a close pair or the
-        // reconstruction audit needs the members.
-        let mut batches = self
-            .state
-            .engine
-            .read_result_for_checks(&job.result_file)
-            .await?;
-        let k = self.state.policy.disclosure.min_entities;
-        let released = match result_units_range(&batches, k) {
-            Some((lo, hi)) => self
-                .state
-                .store
-                .read(|c| store::released_cells(c, &job.tenant_id, lo, hi))?,
-            None => Vec::new(),
+        // The checks run in a worker, as the server ran them before: the sketches' heads
+        // first, the whole result only when a close pair or the reconstruction audit needs the
+        // members. The server holds none of it.
+        let checks = {
+            let _turn = self.state.results.turn("the export request").await?;
+            self.staged_checks(&job).await?
         };
-        if members_needed(
-            &gate_input(&job, &batches, &released),
-            &self.state.policy.disclosure,
-        ) {
-            batches = self.state.engine.read_result(&job.result_file).await?;
-        }
-        let checks = run_export_checks(
-            &gate_input(&job, &batches, &released),
-            &self.state.policy.disclosure,
-        );
-        let checks: Vec<StoredCheck> = checks
-            .reports
-            .iter()
-            .map(|r| StoredCheck {
-                name: r.name.to_owned(),
-                outcome: match r.outcome {
-                    CheckOutcome::Pass => CheckVerdict::Pass,
-                    CheckOutcome::Review => CheckVerdict::Review,
-                    CheckOutcome::Fail => CheckVerdict::Fail,
-                },
-                detail: r.detail.clone(),
-                summary: r.summary.clone(),
-            })
-            .collect();
         let named = |verdict: CheckVerdict| -> Vec<String> {
             checks
                 .iter()
@@ -570,29 +522,33 @@ impl Api {
             crate::governance::require_in_force(&self.state.store, &export.tenant_id)?;
         }
         let job = self.job_of(&export)?;
+        // An approval handles the staged result (its hash, the ledger's inputs, the package):
+        // one turn of the server's budget for the whole vote.
+        let _turn = match decision {
+            ExportDecision::Approve => Some(self.state.results.turn("the approving vote").await?),
+            ExportDecision::Reject | ExportDecision::Return => None,
+        };
+        // The stored file as it is now, hashed in chunks.
         let stored_result_sha256 = if decision == ExportDecision::Approve {
-            Some(sha256_hex(&self.state.storage.get(&job.result_file).await?))
+            Some(self.state.storage.sha256(&job.result_file).await?)
         } else {
             None
         };
         let policy_version = self.state.policy.version.clone();
         let quorum = self.quorum(&export);
         let target = format!("export:{}", export.id);
-        // An aggregate's cells go into the tenant's release ledger when it is approved; the
-        // ledger checks run again then, inside the approving transaction, so two exports
-        // checked side by side cannot both be released when together they isolate people.
-        // (Read only when the stored result is the one checked: otherwise the binding check
-        // below refuses the vote.)
+        // An aggregate's cells go into the tenant's release ledger when it is approved. The
+        // ledger checks ran in a worker against the ledger up to a mark; inside the approving
+        // transaction the mark must still be the ledger's (cells are only ever added), so two
+        // exports checked side by side cannot both be released when together they isolate
+        // people: a release in between sends the vote back to check again. (Only when the
+        // stored result is the one checked: otherwise the binding check refuses the vote.)
         let intact = stored_result_sha256.as_deref() == Some(job.result_sha256.as_str());
-        let staged = if intact && job.aggregate {
-            self.state.engine.read_result(&job.result_file).await?
-        } else {
-            Vec::new()
-        };
-        let sketches = result_sketches(&staged);
+        let mut ledger: Option<LedgerCheck> = None;
         let mut package: Option<BuiltPackage> = None;
         for attempt in 1..=VOTE_ATTEMPTS {
             let mut needs_package: Option<Vec<ExportVote>> = None;
+            let mut needs_ledger = false;
             let outcome = self.state.store.commit_with(|tx| {
                 let mut current = store::export(tx, &export.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
@@ -646,13 +602,29 @@ impl Api {
                     "private_comment_sha256": sha256_hex(vote.private_comment.as_bytes()),
                     "status": to.as_str(),
                 });
-                if to == ExportStatus::Approved && job.aggregate {
-                    self.recheck_ledger(tx, &job, &staged)?;
-                    let disclosure = &self.state.policy.disclosure;
-                    let screened = disclosure
-                        .block_differencing
-                        .then_some(disclosure.min_entities);
-                    store::record_release(tx, &current, &job, &sketches, screened)?;
+                if to == ExportStatus::Approved && job.aggregate && intact {
+                    let mark = store::ledger_mark(tx, &job.tenant_id)?;
+                    match &ledger {
+                        Some(checked) if checked.mark.is_none_or(|m| m == mark) => {
+                            if !checked.failed.is_empty() {
+                                return Err(ledger_refusal(&checked.failed));
+                            }
+                            let disclosure = &self.state.policy.disclosure;
+                            let screened = disclosure
+                                .block_differencing
+                                .then_some(disclosure.min_entities);
+                            store::record_release(tx, &current, &job, &checked.sketches, screened)?;
+                        }
+                        _ => {
+                            needs_ledger = true;
+                            needs_package = Some(approved.into_iter().cloned().collect());
+                            return Err(ServerError::FailedPrecondition(format!(
+                                "other exports of tenant {} were released at the same time; \
+                                 vote again",
+                                job.tenant_id
+                            )));
+                        }
+                    }
                 }
                 if to == ExportStatus::Approved {
                     let approvers: Vec<String> =
@@ -706,10 +678,23 @@ impl Api {
             });
             match (outcome, needs_package) {
                 (Err(_), Some(approved)) if attempt < VOTE_ATTEMPTS => {
-                    if let Some(stale) = package.take() {
+                    let approvers: Vec<&str> =
+                        approved.iter().map(|v| v.reviewer_id.as_str()).collect();
+                    let rebuild = package
+                        .as_ref()
+                        .is_none_or(|built| built.approvers != approvers);
+                    if rebuild && let Some(stale) = package.take() {
                         self.discard_package(&stale).await;
                     }
-                    package = Some(self.build_package(&export, &job, quorum, &approved).await?);
+                    let (checked, built) = self
+                        .prepare_release(&export, &job, quorum, &approved, needs_ledger, rebuild)
+                        .await?;
+                    if checked.is_some() {
+                        ledger = checked;
+                    }
+                    if built.is_some() {
+                        package = built;
+                    }
                 }
                 (outcome, _) => {
                     if let Some(built) = package {
@@ -728,17 +713,42 @@ impl Api {
         Err(ServerError::internal("a vote ran out of attempts"))
     }
 
-    /// Builds, signs, seals and stores the package for `approvals`, checking again that the
-    /// staged result is the one that was checked and reviewed.
+    /// What an approval by `approvals` needs that is not ready: the release ledger's inputs
+    /// (when `ledger`) and the signed, sealed, stored package (when `package`), computed in
+    /// one worker.
+    async fn prepare_release(
+        &self,
+        export: &ExportRecord,
+        job: &JobRecord,
+        quorum: u64,
+        approvals: &[ExportVote],
+        ledger: bool,
+        package: bool,
+    ) -> Result<(Option<LedgerCheck>, Option<BuiltPackage>)> {
+        if !package {
+            let (checked, _) = self.release_work(&export.id, job, ledger, None).await?;
+            return Ok((checked, None));
+        }
+        let (checked, built) = self
+            .build_package(export, job, quorum, approvals, ledger)
+            .await?;
+        Ok((checked, Some(built)))
+    }
+
+    /// Builds, signs, seals and stores the package for `approvals` (with the release
+    /// ledger's inputs when `ledger`), checking again that the staged result is the one that
+    /// was checked and reviewed. A worker writes the recipient's copy into the export's
+    /// folder; the package is then streamed from it into its sealed object (and a CSV
+    /// product's Parquet copy for Flight stays beside it): nothing is held whole.
     async fn build_package(
         &self,
         export: &ExportRecord,
         job: &JobRecord,
         quorum: u64,
         approvals: &[ExportVote],
-    ) -> Result<BuiltPackage> {
-        let stored = self.state.storage.get(&job.result_file).await?;
-        if sha256_hex(&stored) != job.result_sha256 {
+        ledger: bool,
+    ) -> Result<(Option<LedgerCheck>, BuiltPackage)> {
+        if self.state.storage.sha256(&job.result_file).await? != job.result_sha256 {
             return Err(ServerError::FailedPrecondition(
                 "the staged result changed since it was reviewed; request a new export".into(),
             ));
@@ -754,189 +764,258 @@ impl Api {
             .store
             .read(|c| store::scenario(c, &job.scenario_id))?
             .ok_or_else(|| ServerError::internal("a production job's scenario is missing"))?;
+        let tenant = self
+            .state
+            .store
+            .read(|c| store::tenant(c, &export.tenant_id))?
+            .ok_or_else(|| ServerError::internal("the export's tenant is missing"))?;
         let master = self.state.keys.master();
         let fingerprint = keys::product_fingerprint(master, &export.id, &recipient_id);
         let round_counts_to = match self.state.policy.disclosure.round_counts_to {
             0 | 1 => 0,
             base => base,
         };
-        let staged = read_result(self.state.engine.read_result(&job.result_file).await?)?;
-        let data = product_copy(
-            master,
-            staged,
-            job,
-            &recipient_id,
-            &fingerprint,
-            round_counts_to,
-        )?;
         let format = if export.format == "csv" {
             ExportFormat::Csv
         } else {
             ExportFormat::Parquet
         };
-        let file = render_export_file(&data, format)?;
-        let datasets = self.state.store.read(|c| {
-            job.inputs
-                .iter()
-                .map(|id| store::dataset(c, id))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        let approved_at_ms = crate::now_ms();
-        let expires_at_ms = approved_at_ms
-            .saturating_add(i64::from(export.expires_in_days.max(1)) * DAY_MS)
-            .min(scenario.valid_until_ms);
-        let basis = PriceBasis::new(
-            scenario.category,
-            self.state.config.pricing.rates(),
-            data.n_rows(),
-        );
-        let product = ProductRecord {
-            scenario_id: scenario.id.clone(),
-            scenario_category: scenario.category,
-            recipient_organisation: recipient.organisation.clone(),
-            approved_at_ms,
-            expires_at_ms,
-            per_10k_rows_fen: basis.rates.per_10k_rows_fen,
-            per_download_fen: basis.rates.per_download_fen,
-            n_rows: data.n_rows(),
-            fingerprint: fingerprint.clone(),
-            round_counts_to,
-            rekeyed_columns: ResultData::rekeyed_columns(&job.columns),
-            rows_digest: data.rows_digest()?,
-        };
-        let manifest = Manifest {
-            format: MANIFEST_FORMAT.into(),
-            export_id: export.id.clone(),
-            job_id: job.id.clone(),
-            tenant_id: export.tenant_id.clone(),
-            query_sha256: job.query_sha256.clone(),
-            query_kind: job.query_kind().into(),
-            scenario_id: job.scenario_id.clone(),
-            input_datasets: datasets
-                .into_iter()
-                .flatten()
-                .map(|d| ManifestDataset {
-                    id: d.id,
-                    name: d.name,
-                    source_sha256: d.source_sha256,
-                })
-                .collect(),
-            policy_version: export.policy_version.clone(),
-            checks: export
-                .checks
-                .iter()
-                .map(|c| ManifestCheck {
-                    name: c.name.clone(),
-                    outcome: c.outcome.as_str().to_owned(),
-                })
-                .collect(),
-            purpose: export.purpose.clone(),
-            requester_id: export.requester_id.clone(),
-            quorum,
-            approvals: approvals
-                .iter()
-                .map(|v| ManifestApproval {
-                    reviewer_id: v.reviewer_id.clone(),
-                    comment: v.shared_comment.clone(),
-                    approved_at_ms: v.at_ms,
-                    result_sha256: v.result_sha256.clone(),
-                    query_sha256: v.query_sha256.clone(),
-                    policy_version: v.policy_version.clone(),
-                })
-                .collect(),
-            requested_at_ms: export.requested_at_ms,
-            approved_at_ms,
-            result: ManifestFile {
-                name: format.file_name().to_owned(),
-                sha256: sha256_hex(&file),
-                bytes: file.len() as u64,
-                rows: data.n_rows(),
-            },
-            domain_public_key: hex::encode(self.state.signing.public_key()),
-            product: Some(ManifestProduct {
-                recipient_id: recipient_id.clone(),
-                recipient_organisation: recipient.organisation.clone(),
-                permitted_use: export.permitted_use.clone(),
-                expires_at_ms,
-                scenario_id: scenario.id.clone(),
-                scenario_category: scenario.category.as_str().to_owned(),
-                price_basis: ManifestPrice {
-                    free: basis.is_free(),
-                    currency: "CNY".into(),
-                    per_10k_rows_fen: basis.rates.per_10k_rows_fen,
-                    per_download_fen: basis.rates.per_download_fen,
-                    rows: basis.rows,
-                    rows_charge_fen: basis.rows_charge_fen(),
-                },
-                fingerprint,
-                row_order: ROW_ORDER.to_owned(),
-                round_counts_to,
-                rekeyed_columns: product.rekeyed_columns.clone(),
-            }),
-        };
-        let package = package::build(&manifest, &file, &self.state.signing)?;
-        let tenant = self
-            .state
-            .store
-            .read(|c| store::tenant(c, &export.tenant_id))?
-            .ok_or_else(|| ServerError::internal("the export's tenant is missing"))?;
-        // One location per build: a package built for approvals that lost a race never
+        // One set of files per build: a package built for approvals that lost a race never
         // overwrites the one that is committed.
-        let location = format!(
-            "exports/{}/{}/{}.pkg",
-            export.tenant_id,
-            export.id,
-            crate::new_id("pkg")
-        );
-        let sealed = package::seal(&self.state.envelope, &tenant.kek_id, &location, &package)?;
-        self.state.storage.put(&location, sealed).await?;
-        Ok(BuiltPackage {
-            location,
-            sha256: sha256_hex(&package),
-            approvers: approvals.iter().map(|v| v.reviewer_id.clone()).collect(),
-            approved_at_ms,
-            result_sha256: manifest.result.sha256,
-            product,
-        })
-    }
-
-    /// The release-ledger checks (differencing, reconstruction) of `job`'s staged result
-    /// against the tenant's ledger as it is inside transaction `tx`.
-    fn recheck_ledger(
-        &self,
-        tx: &rusqlite::Connection,
-        job: &JobRecord,
-        staged: &[arrow::array::RecordBatch],
-    ) -> Result<()> {
-        let k = self.state.policy.disclosure.min_entities;
-        let released = match result_units_range(staged, k) {
-            Some((lo, hi)) => store::released_cells(tx, &job.tenant_id, lo, hi)?,
-            None => Vec::new(),
+        let work_dir = format!("exports/{}/{}/", export.tenant_id, export.id);
+        let build_id = crate::new_id("pkg");
+        let location = format!("{work_dir}{build_id}.pkg");
+        let data_location = format!("{work_dir}{build_id}.data");
+        let flight = match format {
+            ExportFormat::Parquet => None,
+            ExportFormat::Csv => {
+                let (key, metadata) = self.state.envelope.new_data_key(&tenant.kek_id)?;
+                Some((format!("{work_dir}{build_id}.flight"), key, metadata))
+            }
         };
-        let failed: Vec<&'static str> = release_checks(
-            &gate_input(job, staged, &released),
-            &self.state.policy.disclosure,
-        )
-        .into_iter()
-        .filter(|r| r.outcome == CheckOutcome::Fail)
-        .map(|r| r.name)
-        .collect();
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(ServerError::FailedPrecondition(format!(
-                "since this export was checked, its tenant released other results that, \
-                 together with this one, would isolate individuals ({}): it cannot be \
-                 approved; the requester must request a new export",
-                failed.join(", ")
-            )))
+        std::fs::create_dir_all(self.state.storage.path_of(&work_dir))
+            .map_err(|e| ServerError::from_io("creating the export's folder", e))?;
+        let spec = CopySpec {
+            work_dir,
+            format: export.format.clone(),
+            round_counts_to,
+            recipient_key: keys::recipient_pseudonym_key(master, &recipient_id)?,
+            order_key: keys::product_order_key(master, &fingerprint)?,
+            fingerprint: fingerprint.clone(),
+            data_location: data_location.clone(),
+            data_key: shuyu_vault::SecretKey::generate(),
+            flight,
+        };
+        let built = async {
+            let (checked, facts) = self
+                .release_work(&export.id, job, ledger, Some(&spec))
+                .await?;
+            let facts =
+                facts.ok_or_else(|| ServerError::internal("an export worker wrote no copy"))?;
+            let datasets = self.state.store.read(|c| {
+                job.inputs
+                    .iter()
+                    .map(|id| store::dataset(c, id))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let approved_at_ms = crate::now_ms();
+            let expires_at_ms = approved_at_ms
+                .saturating_add(i64::from(export.expires_in_days.max(1)) * DAY_MS)
+                .min(scenario.valid_until_ms);
+            let basis = PriceBasis::new(
+                scenario.category,
+                self.state.config.pricing.rates(),
+                facts.n_rows,
+            );
+            let product = ProductRecord {
+                scenario_id: scenario.id.clone(),
+                scenario_category: scenario.category,
+                recipient_organisation: recipient.organisation.clone(),
+                approved_at_ms,
+                expires_at_ms,
+                per_10k_rows_fen: basis.rates.per_10k_rows_fen,
+                per_download_fen: basis.rates.per_download_fen,
+                n_rows: facts.n_rows,
+                fingerprint: fingerprint.clone(),
+                round_counts_to,
+                rekeyed_columns: ResultData::rekeyed_columns(&job.columns),
+                rows_digest: facts.rows_digest.clone(),
+                flight_copy: match (&spec.flight, &facts.flight) {
+                    (Some((location, _, _)), Some(copy)) => Some(StoredCopy {
+                        location: location.clone(),
+                        sha256: copy.sha256.clone(),
+                        bytes: copy.bytes,
+                    }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(ServerError::internal(
+                            "an export worker wrote a Flight copy other than the one asked for",
+                        ));
+                    }
+                },
+            };
+            let manifest = Manifest {
+                format: MANIFEST_FORMAT.into(),
+                export_id: export.id.clone(),
+                job_id: job.id.clone(),
+                tenant_id: export.tenant_id.clone(),
+                query_sha256: job.query_sha256.clone(),
+                query_kind: job.query_kind().into(),
+                scenario_id: job.scenario_id.clone(),
+                input_datasets: datasets
+                    .into_iter()
+                    .flatten()
+                    .map(|d| ManifestDataset {
+                        id: d.id,
+                        name: d.name,
+                        source_sha256: d.source_sha256,
+                    })
+                    .collect(),
+                policy_version: export.policy_version.clone(),
+                checks: export
+                    .checks
+                    .iter()
+                    .map(|c| ManifestCheck {
+                        name: c.name.clone(),
+                        outcome: c.outcome.as_str().to_owned(),
+                    })
+                    .collect(),
+                purpose: export.purpose.clone(),
+                requester_id: export.requester_id.clone(),
+                quorum,
+                approvals: approvals
+                    .iter()
+                    .map(|v| ManifestApproval {
+                        reviewer_id: v.reviewer_id.clone(),
+                        comment: v.shared_comment.clone(),
+                        approved_at_ms: v.at_ms,
+                        result_sha256: v.result_sha256.clone(),
+                        query_sha256: v.query_sha256.clone(),
+                        policy_version: v.policy_version.clone(),
+                    })
+                    .collect(),
+                requested_at_ms: export.requested_at_ms,
+                approved_at_ms,
+                result: ManifestFile {
+                    name: format.file_name().to_owned(),
+                    sha256: facts.data.sha256.clone(),
+                    bytes: facts.data.bytes,
+                    rows: facts.n_rows,
+                },
+                domain_public_key: hex::encode(self.state.signing.public_key()),
+                product: Some(ManifestProduct {
+                    recipient_id: recipient_id.clone(),
+                    recipient_organisation: recipient.organisation.clone(),
+                    permitted_use: export.permitted_use.clone(),
+                    expires_at_ms,
+                    scenario_id: scenario.id.clone(),
+                    scenario_category: scenario.category.as_str().to_owned(),
+                    price_basis: ManifestPrice {
+                        free: basis.is_free(),
+                        currency: "CNY".into(),
+                        per_10k_rows_fen: basis.rates.per_10k_rows_fen,
+                        per_download_fen: basis.rates.per_download_fen,
+                        rows: basis.rows,
+                        rows_charge_fen: basis.rows_charge_fen(),
+                    },
+                    fingerprint,
+                    row_order: ROW_ORDER.to_owned(),
+                    round_counts_to,
+                    rekeyed_columns: product.rekeyed_columns.clone(),
+                }),
+            };
+            let written = self
+                .write_package(
+                    &manifest,
+                    &data_location,
+                    &spec.data_key,
+                    &tenant.kek_id,
+                    &location,
+                )
+                .await?;
+            if let Some(copy) = &product.flight_copy {
+                self.state.storage.sync(&copy.location).await?;
+            }
+            Ok((
+                checked,
+                BuiltPackage {
+                    location: location.clone(),
+                    flight_location: product.flight_copy.as_ref().map(|c| c.location.clone()),
+                    sha256: written.sha256,
+                    approvers: approvals.iter().map(|v| v.reviewer_id.clone()).collect(),
+                    approved_at_ms,
+                    result_sha256: manifest.result.sha256,
+                    product,
+                },
+            ))
         }
+        .await;
+        // The data file was only the package's source.
+        if let Err(e) = self.state.storage.delete(&data_location).await {
+            tracing::warn!(error = %e, "a product's data file could not be removed");
+        }
+        if built.is_err() {
+            for leftover in std::iter::once(&location).chain(spec.flight.as_ref().map(|f| &f.0)) {
+                let _ = self.state.storage.delete(leftover).await;
+            }
+        }
+        built
     }
 
-    /// Removes a package that was built but not committed.
+    /// Streams the package for `manifest` into its sealed object at `location` (a data key
+    /// wrapped by KEK `kek_id`): the data file is read chunk by chunk from `data_location`
+    /// (sealed under `data_key` by the worker) and checked against the manifest as it passes.
+    async fn write_package(
+        &self,
+        manifest: &Manifest,
+        data_location: &str,
+        data_key: &shuyu_vault::SecretKey,
+        kek_id: &str,
+        location: &str,
+    ) -> Result<package::Written> {
+        let state = Arc::clone(&self.state);
+        let (manifest, data_location, data_key, kek_id, location) = (
+            manifest.clone(),
+            data_location.to_owned(),
+            data_key.clone(),
+            kek_id.to_owned(),
+            location.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<package::Written> {
+            let data = Arc::new(SealedFile::open(
+                state.storage.open_file(&data_location)?,
+                &object_context(&data_location),
+                |_| Ok(data_key),
+            )?);
+            let out = std::io::BufWriter::with_capacity(
+                shuyu_engine::READ_CHUNK_BYTES,
+                state.storage.create_durable(&location)?,
+            );
+            let sealer = package::sealer(&state.envelope, &kek_id, &location, out)?;
+            let reader =
+                std::io::BufReader::with_capacity(shuyu_engine::READ_CHUNK_BYTES, data.reader());
+            let (sealer, written) = package::write(&manifest, reader, &state.signing, sealer)?;
+            let (out, _) = sealer
+                .finish()
+                .map_err(|e| ServerError::from_io("sealing the package", e))?;
+            let durable = out
+                .into_inner()
+                .map_err(|e| ServerError::from_io("writing the package", e.into_error()))?;
+            durable
+                .commit()
+                .map_err(|e| ServerError::from_io("storing the package", e))?;
+            Ok(written)
+        })
+        .await
+        .map_err(|e| ServerError::internal(format!("writing the package: {e}")))?
+    }
+
+    /// Removes a package (and its Flight copy) that was built but not committed.
     async fn discard_package(&self, built: &BuiltPackage) {
-        if let Err(e) = self.state.storage.delete(&built.location).await {
-            tracing::warn!(error = %e, "an uncommitted export package could not be removed");
+        for location in std::iter::once(&built.location).chain(&built.flight_location) {
+            if let Err(e) = self.state.storage.delete(location).await {
+                tracing::warn!(error = %e, "an uncommitted export package could not be removed");
+            }
         }
     }
 
@@ -1010,6 +1089,17 @@ impl Api {
             Ok((current, caller.entry(target, "ok", detail)))
         })
     }
+}
+
+/// The refusal of an approval whose result, with releases since it was checked, would
+/// isolate individuals.
+fn ledger_refusal(failed: &[String]) -> ServerError {
+    ServerError::FailedPrecondition(format!(
+        "since this export was checked, its tenant released other results that, together \
+         with this one, would isolate individuals ({}): it cannot be approved; the requester \
+         must request a new export",
+        failed.join(", ")
+    ))
 }
 
 fn or_none(names: &[String]) -> String {
@@ -1108,8 +1198,12 @@ impl ExportService for Api {
             let (export, _) = self.visible_export(&caller, &id)?;
             require_independent(&caller, &export, "review")?;
             let job = self.job_of(&export)?;
-            let data = read_result(self.state.engine.read_result(&job.result_file).await?)?;
-            let (ipc, truncated) = data.to_ipc(REVIEW_MAX_ROWS)?;
+            // The first rows only, read by a worker: the server never reads the result.
+            let (ipc, shown) = {
+                let _turn = self.state.results.turn("the review").await?;
+                self.review_rows(&job).await?
+            };
+            let truncated = shown < job.n_rows;
             let plan_text = self
                 .state
                 .store
@@ -1135,7 +1229,7 @@ impl ExportService for Api {
                 columns: job.columns.iter().map(convert::output_column).collect(),
                 result_arrow_ipc: ipc,
                 truncated,
-                n_rows: data.n_rows(),
+                n_rows: job.n_rows,
                 input_dataset_ids: job.inputs.clone(),
                 query_kind: job.query_kind().to_owned(),
                 query_sha256: job.query_sha256.clone(),
@@ -1163,7 +1257,10 @@ impl ExportService for Api {
                 unrendered_reason,
                 sources,
             };
-            Ok((response, json!({"job_id": job.id, "n_rows": data.n_rows()})))
+            Ok((
+                response,
+                json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown}),
+            ))
         }
         .await;
         Ok(Response::new(
@@ -1234,28 +1331,33 @@ impl ExportService for Api {
             let export = recipients_export(&self.state, &caller, &id)?;
             require_deliverable(&export, crate::now_ms())?;
             crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
-            let stored = self.state.storage.get(&export.package_location).await?;
-            let package = package::open(&self.state.envelope, &export.package_location, &stored)?;
-            if sha256_hex(&package) != export.package_sha256 {
-                return Err(ServerError::internal(
-                    "a stored package does not match its recorded hash",
-                ));
-            }
-            self.record_download(&caller, &export, "package", package.len() as u64)?;
-            Ok(package)
+            // Held until the last chunk is sent.
+            let turn = self.state.results.turn("the download").await?;
+            let package = self.open_package(&export).await?;
+            self.record_download(&caller, &export, "package", package.len())?;
+            Ok((package, turn))
         }
         .await;
-        let package = self.state.finish_write(&caller, &target, result)?;
+        let (package, turn) = self.state.finish_write(&caller, &target, result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            for chunk in package.chunks(CHUNK_BYTES) {
-                if tx
-                    .send(Ok(pb::DownloadExportResponse {
-                        chunk: chunk.to_vec(),
-                    }))
-                    .await
-                    .is_err()
-                {
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let mut reader = package.reader();
+            loop {
+                let mut chunk = vec![0u8; CHUNK_BYTES];
+                let message = match read_full(&mut reader, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        Ok(pb::DownloadExportResponse { chunk })
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a verified package stopped reading");
+                        Err(Status::internal("the package could not be read to its end"))
+                    }
+                };
+                let stop = message.is_err();
+                if tx.blocking_send(message).is_err() || stop {
                     break;
                 }
             }
@@ -1443,21 +1545,5 @@ impl Api {
             },
             detail,
         ))
-    }
-}
-
-/// What the export checks read of `job`'s staged result `batches`, against `released`.
-fn gate_input<'a>(
-    job: &'a JobRecord,
-    batches: &'a [arrow::array::RecordBatch],
-    released: &'a [shuyu_engine::ReleasedCell],
-) -> GateInput<'a> {
-    GateInput {
-        columns: &job.columns,
-        unanalysable: &job.gate.unanalysable,
-        row_influencing: &job.gate.row_influencing,
-        disclosure: &job.gate.disclosure,
-        batches,
-        released,
     }
 }

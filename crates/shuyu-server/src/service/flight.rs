@@ -1,29 +1,34 @@
 //! Arrow Flight on the gRPC server (R23 delivery): `DoGet` with an export id as the ticket
-//! streams the product's record batches (the recipient's fingerprinted, re-keyed, rounded
-//! copy, exactly the rows of the package's result file) to its recipient only. Every fetch
-//! is authenticated by the client certificate like any call, audited and counted like a
-//! download. Every other Flight method is UNIMPLEMENTED.
+//! streams the product's record batches to its recipient only: the rows of the package's
+//! Parquet data file (for a CSV package, the Parquet copy stored beside it with the same rows
+//! in the same order), read from the sealed object row group by row group after one chunked
+//! pass has checked it is the one recorded. Nothing is rebuilt per fetch and nothing is held
+//! whole. Every fetch is authenticated by the client certificate like any call, audited and
+//! counted like a download. Every other Flight method is UNIMPLEMENTED.
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action as FlightAction, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use shuyu_engine::read_result;
+use futures::stream::{BoxStream, StreamExt};
 use shuyu_policy::Action;
-use shuyu_vault::sha256_hex;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Api;
-use super::exports::{product_copy, recipients_export, require_deliverable};
+use super::delivery::Slice;
+use super::exports::{recipients_export, require_deliverable};
 use crate::error::{Result, ServerError};
 use crate::state::Caller;
-use crate::store;
 
 /// Largest Flight message the server sends (a batch is split below it).
 const MAX_FLIGHT_DATA_BYTES: usize = 2 << 20;
+/// Rows per batch read from a product's Parquet file.
+const BATCH_ROWS: usize = 8192;
 
 fn unimplemented(method: &str) -> Status {
     Status::unimplemented(format!(
@@ -33,8 +38,13 @@ fn unimplemented(method: &str) -> Status {
 }
 
 impl Api {
-    /// The recipient's product `export_id` as encoded Flight messages and their size.
-    async fn fetch_product(&self, caller: &Caller, export_id: &str) -> Result<Vec<FlightData>> {
+    /// The Parquet file of the recipient's product `export_id`, checked, and the turn that
+    /// serving it holds.
+    async fn fetch_product(
+        &self,
+        caller: &Caller,
+        export_id: &str,
+    ) -> Result<(Slice, OwnedSemaphorePermit)> {
         let export = recipients_export(&self.state, caller, export_id)?;
         require_deliverable(&export, crate::now_ms())?;
         crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
@@ -44,51 +54,89 @@ impl Api {
                  fingerprinted copy to serve over Flight; download its package"
             )));
         };
-        let job = self
-            .state
-            .store
-            .read(|c| store::job_any_tenant(c, &export.job_id))?
-            .ok_or_else(|| ServerError::internal("an export's job is missing"))?;
-        // The product is made from the staged result it was approved on, and nothing else.
-        let stored = self.state.storage.get(&job.result_file).await?;
-        if sha256_hex(&stored) != job.result_sha256 {
-            return Err(ServerError::internal(
-                "a product's staged result does not match its recorded hash",
-            ));
-        }
-        let staged = read_result(self.state.engine.read_result(&job.result_file).await?)?;
-        let data = product_copy(
-            self.state.keys.master(),
-            staged,
-            &job,
-            export.recipient(),
-            &product.fingerprint,
-            product.round_counts_to,
-        )?;
-        if data.n_rows() != product.n_rows || data.rows_digest()? != product.rows_digest {
-            return Err(ServerError::internal(
-                "a product's copy does not match the rows it was registered with",
-            ));
-        }
-        let schema = data
-            .batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| ServerError::internal("a product has no batches"))?;
-        let encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
-            .build(stream::iter(data.batches.into_iter().map(Ok)))
-            .try_collect()
-            .await
-            .map_err(|e| ServerError::internal(format!("encoding a product for Flight: {e}")))?;
-        let bytes: u64 = encoded
-            .iter()
-            .map(|d| (d.data_header.len() + d.data_body.len()) as u64)
-            .sum();
+        let turn = self.state.results.turn("the Flight fetch").await?;
+        let slice = match &product.flight_copy {
+            Some(copy) => {
+                let opened = self.open_copy(copy).await?;
+                let len = opened.len();
+                opened.slice(0, len)
+            }
+            None => {
+                let package = self.open_package(&export).await?;
+                let data = package.data.clone();
+                if !data.name.ends_with(".parquet") {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "product {export_id} was packaged as {} before Parquet copies were \
+                         kept for Flight: download its package",
+                        data.name
+                    )));
+                }
+                package.opened.slice(data.offset, data.len)
+            }
+        };
+        let bytes = match &slice {
+            Slice::Sealed(s) => s.byte_len(),
+            Slice::Whole(b) => b.len() as u64,
+        };
         self.record_download(caller, &export, "flight", bytes)?;
-        Ok(encoded)
+        Ok((slice, turn))
     }
+}
+
+/// The batches of `slice`'s Parquet file as a stream, read on a blocking thread a batch at a
+/// time (two in flight); the turn is held until the stream ends.
+fn batch_stream(
+    slice: Slice,
+    turn: OwnedSemaphorePermit,
+) -> BoxStream<'static, std::result::Result<FlightData, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        let opened = match slice {
+            Slice::Sealed(s) => shuyu_engine::copy_batches(s, BATCH_ROWS),
+            Slice::Whole(b) => shuyu_engine::copy_batches(b, BATCH_ROWS),
+        };
+        let (schema, reader) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::error!(error = %e, "a checked product copy does not read");
+                let _ = schema_tx.send(None);
+                return;
+            }
+        };
+        if schema_tx.send(Some(schema)).is_err() {
+            return;
+        }
+        for batch in reader {
+            let batch = batch.map_err(|e| FlightError::ExternalError(Box::new(e)));
+            let stop = batch.is_err();
+            if tx.blocking_send(batch).is_err() || stop {
+                break;
+            }
+        }
+    });
+    futures::stream::once(async move {
+        match schema_rx.await {
+            Ok(Some(schema)) => FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+                .build(ReceiverStream::new(rx))
+                .map(|data| {
+                    data.map_err(|e| {
+                        tracing::error!(error = %e, "encoding a product for Flight");
+                        Status::internal("the product could not be read to its end")
+                    })
+                })
+                .boxed(),
+            _ => futures::stream::once(async {
+                Err(Status::internal("the product could not be read"))
+            })
+            .boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
 }
 
 #[tonic::async_trait]
@@ -111,10 +159,8 @@ impl FlightService for Api {
         let target = format!("export:{id}");
         let result = self.fetch_product(&caller, &id).await;
         // Success is audited with the download count; a refusal is audited here.
-        let encoded = self.state.finish_write(&caller, &target, result)?;
-        Ok(Response::new(
-            stream::iter(encoded.into_iter().map(Ok)).boxed(),
-        ))
+        let (slice, turn) = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(batch_stream(slice, turn)))
     }
 
     async fn handshake(

@@ -28,6 +28,7 @@ use crate::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::state::{AppState, Caller};
 use crate::store::{self, DatasetRecord, JobGate, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
 use crate::worker::{self, WorkerEnd, WorkerRun};
+use shuyu_engine::worker::WorkerTask;
 
 /// What an engineer asks to run.
 pub(crate) struct JobDraft {
@@ -866,13 +867,15 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
     }
     let timeout = Duration::from_secs(state.policy.limits.timeout_secs);
     let run = WorkerRun {
-        job: worker_job,
+        task: WorkerTask::Job(Box::new(worker_job)),
         allowed_keks,
         keys: &state.keys,
         deadline: Instant::now() + timeout,
         cancel: dispatched.cancel,
         tenant_id: job.tenant_id.clone(),
         reuse_key: reuse.map(|(key, _)| key),
+        ledger: None,
+        max_line_bytes: worker::MAX_JOB_LINE_BYTES,
     };
     let scheduler = &state.scheduler;
     let job_id = job.id.clone();
@@ -894,16 +897,18 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
     outcome.keks_refused = report.keks_refused.clone();
     let stderr = (!report.stderr.is_empty()).then(|| report.stderr.clone());
     outcome.result = match report.end {
-        WorkerEnd::Finished(output) => {
+        // The worker hashed the result it wrote; nothing of it is read back here.
+        WorkerEnd::Finished {
+            output,
+            result_sha256,
+        } if !result_sha256.is_empty() => {
             outcome.usage.bytes_scanned = output.bytes_scanned;
-            match state.storage.get(&job.result_file).await {
-                Ok(bytes) => Ok((*output, sha256_hex(&bytes))),
-                Err(e) => Err(Failure::withheld(
-                    "internal error",
-                    format!("reading the result back: {e}"),
-                )),
-            }
+            Ok((*output, result_sha256))
         }
+        WorkerEnd::Finished { .. } | WorkerEnd::ExportDone(_) => Err(Failure::withheld(
+            "internal error",
+            "the worker answered without the result's hash".to_owned(),
+        )),
         WorkerEnd::Failed(error) => Err(job_failure(error, stderr)),
         WorkerEnd::TimedOut => {
             Err(Failure::plain(JobError::Timeout.public_message(), stderr).while_running())

@@ -4,6 +4,8 @@
 
 mod admin;
 mod catalog;
+mod delivery;
+mod export_tasks;
 mod exports;
 mod flight;
 mod governance;

@@ -241,6 +241,11 @@ async fn check_restarted(
     let datasets = pairs("SELECT id, CAST(n_rows AS TEXT) FROM datasets");
     let jobs = pairs("SELECT id, status FROM jobs");
     let exports = pairs("SELECT id, status || ' ' || package_location FROM exports");
+    // A CSV product's Parquet copy for Flight, stored beside its package.
+    let flight_copies = pairs(
+        "SELECT id, json_extract(product_json, '$.flight_copy.location') FROM exports
+         WHERE product_json LIKE '{%' AND json_extract(product_json, '$.flight_copy') IS NOT NULL",
+    );
     let approvals = pairs(
         "SELECT export_id, CAST(count(*) AS TEXT) FROM export_votes
          WHERE decision = 'approve' GROUP BY export_id",
@@ -324,6 +329,7 @@ async fn check_restarted(
         .values()
         .filter_map(|row| row.split_once(' ').map(|(_, p)| p.to_owned()))
         .filter(|p| !p.is_empty())
+        .chain(flight_copies.values().cloned())
         .collect();
     packages.sort();
     let mut files = listing("exports");

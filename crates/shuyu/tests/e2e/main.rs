@@ -16,6 +16,7 @@ mod dp;
 mod governance_access;
 mod jobs;
 mod lifecycle;
+mod memory;
 mod oversight;
 mod products;
 mod python_client;

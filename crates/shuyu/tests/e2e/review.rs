@@ -127,13 +127,34 @@ fn result_file(domain: &Domain, tenant_id: &str, job_id: &str) -> PathBuf {
 }
 
 /// Package files stored for an export.
-fn package_files(domain: &Domain, tenant_id: &str, export_id: &str) -> Vec<PathBuf> {
+/// Every file stored for an export: its package (`.pkg`) and, for a CSV product, the
+/// Parquet copy served over Flight (`.flight`) of the same build.
+fn export_files(domain: &Domain, tenant_id: &str, export_id: &str) -> Vec<PathBuf> {
     let dir = domain
         .data
         .join("objects/exports")
         .join(tenant_id)
         .join(export_id);
     if dir.exists() { walk(&dir) } else { Vec::new() }
+}
+
+/// The packages stored for an export, each checked to have nothing beside it but its own
+/// Flight copy.
+fn package_files(domain: &Domain, tenant_id: &str, export_id: &str) -> Vec<PathBuf> {
+    let files = export_files(domain, tenant_id, export_id);
+    let packages: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "pkg"))
+        .cloned()
+        .collect();
+    for other in files.iter().filter(|f| !packages.contains(f)) {
+        assert!(
+            packages.contains(&other.with_extension("pkg"))
+                && other.extension().is_some_and(|e| e == "flight"),
+            "{other:?} is stored beside the packages {packages:?}"
+        );
+    }
+    packages
 }
 
 async fn audit_records(auditor: &mut Client) -> Vec<pb::AuditRecord> {

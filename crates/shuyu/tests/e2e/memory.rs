@@ -206,13 +206,11 @@ async fn a_result_over_100_mb_is_exported_within_a_fixed_server_budget() {
         .into_inner();
     assert_eq!(review.n_rows, ROWS as u64);
     assert!(review.truncated);
-    let shown: usize = arrow::ipc::reader::StreamReader::try_new(
-        review.result_arrow_ipc.as_slice(),
-        None,
-    )
-    .unwrap()
-    .map(|b| b.unwrap().num_rows())
-    .sum();
+    let shown: usize =
+        arrow::ipc::reader::StreamReader::try_new(review.result_arrow_ipc.as_slice(), None)
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
     assert_eq!(shown, 10_000, "[exports] review_rows");
     lap("reviewed");
     approve(&mut reviewer, &export.id, "ok").await.unwrap();

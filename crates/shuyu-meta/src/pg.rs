@@ -2,7 +2,7 @@
 //! handle's own runtime; callers block on a channel, so they may be plain threads or tokio
 //! workers of any flavour.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -79,6 +79,8 @@ struct PoolState {
 pub(crate) struct PgConn {
     client: Arc<Client>,
     statements: RefCell<HashMap<String, (Statement, Arc<Columns>)>>,
+    /// The `BEGIN` of the current transaction until its first statement carries it.
+    pending_begin: Cell<Option<&'static str>>,
     handle: tokio::runtime::Handle,
 }
 
@@ -155,6 +157,7 @@ impl PgDb {
         Ok(PgConn {
             client: Arc::new(client),
             statements: RefCell::new(HashMap::new()),
+            pending_begin: Cell::new(None),
             handle: self.runtime.handle().clone(),
         })
     }
@@ -224,25 +227,34 @@ impl PgDb {
                 conn: Some(conn),
             };
             let conn = guard.conn.as_ref().expect("present");
-            if let Err(e) = conn.batch(begin) {
-                return Err(e.into());
-            }
+            // Sent with the first statement, in the same round trip.
+            conn.pending_begin.set(Some(begin));
             let tx = Tx::new(TxConn::Postgres(conn), isolation);
             let outcome = body(&tx);
             let failure = tx.failure.get();
-            let retry = match (outcome, failure) {
-                (Ok(value), None) => match conn.batch("COMMIT") {
-                    Ok(()) => {
+            // Nothing was sent: nothing to commit or roll back.
+            let untouched = conn.pending_begin.take().is_some();
+            match (outcome, failure) {
+                (Ok(value), None) => {
+                    if untouched {
                         guard.release();
                         return Ok(value);
                     }
-                    Err(e) if conn.classify(&e) == Failure::Retryable => true,
-                    Err(e) => return Err(e.into()),
-                },
+                    match conn.batch("COMMIT") {
+                        Ok(()) => {
+                            guard.release();
+                            return Ok(value);
+                        }
+                        Err(e) if conn.classify(&e) == Failure::Retryable => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 (outcome, failure) => {
-                    conn.batch("ROLLBACK")?;
+                    if !untouched {
+                        conn.batch("ROLLBACK")?;
+                    }
                     match (outcome, failure) {
-                        (_, Some(Failure::Retryable)) => true,
+                        (_, Some(Failure::Retryable)) => {}
                         (Err(e), _) => {
                             guard.release();
                             return Err(e);
@@ -253,8 +265,7 @@ impl PgDb {
                         }
                     }
                 }
-            };
-            debug_assert!(retry);
+            }
             guard.release();
             if attempt < self.max_attempts {
                 std::thread::sleep(backoff(attempt));
@@ -320,7 +331,10 @@ impl PgConn {
 
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
         let client = self.client.clone();
-        let sql = sql.to_owned();
+        let sql = match self.pending_begin.take() {
+            Some(begin) => format!("{begin}; {sql}"),
+            None => sql.to_owned(),
+        };
         block_on(
             &self.handle,
             async move { client.batch_execute(&sql).await },
@@ -350,12 +364,16 @@ impl PgConn {
         let to_prepare = cached.is_none().then(|| sql.clone());
         let client = self.client.clone();
         let params = params.to_vec();
+        let begin = self.pending_begin.take();
         let (statement, n) = block_on(&self.handle, async move {
-            let statement = prepared(&client, cached, to_prepare).await?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let n = client.execute(&statement, &refs).await?;
-            Ok::<_, tokio_postgres::Error>((statement, n))
+            let work = async {
+                let statement = prepared(&client, cached, to_prepare).await?;
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let n = client.execute(&statement, &refs).await?;
+                Ok::<_, tokio_postgres::Error>((statement, n))
+            };
+            pipelined(&client, begin, work).await
         })??;
         if self.cached(&sql).is_none() {
             self.remember(sql, &statement);
@@ -369,12 +387,16 @@ impl PgConn {
         let to_prepare = cached.is_none().then(|| sql.clone());
         let client = self.client.clone();
         let params = params.to_vec();
+        let begin = self.pending_begin.take();
         let (statement, rows) = block_on(&self.handle, async move {
-            let statement = prepared(&client, cached, to_prepare).await?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let rows = client.query(&statement, &refs).await?;
-            Ok::<_, tokio_postgres::Error>((statement, rows))
+            let work = async {
+                let statement = prepared(&client, cached, to_prepare).await?;
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let rows = client.query(&statement, &refs).await?;
+                Ok::<_, tokio_postgres::Error>((statement, rows))
+            };
+            pipelined(&client, begin, work).await
         })??;
         let columns = match self.cached(&sql) {
             Some((_, columns)) => columns,
@@ -394,6 +416,24 @@ impl PgConn {
                 })
             })
             .collect()
+    }
+}
+
+/// Runs `work` after `begin` (if any) without waiting for `begin`'s answer first: the
+/// driver sends requests in the order their futures are first polled (`biased`: in order), so both leave in one
+/// round trip.
+async fn pipelined<T>(
+    client: &Client,
+    begin: Option<&'static str>,
+    work: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> std::result::Result<T, tokio_postgres::Error> {
+    match begin {
+        None => work.await,
+        Some(begin) => {
+            let (began, done) = tokio::join!(biased; client.batch_execute(begin), work);
+            began?;
+            done
+        }
     }
 }
 

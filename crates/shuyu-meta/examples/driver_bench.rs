@@ -30,7 +30,15 @@ const SCHEMA: &[Migration] = &[Migration {
           CREATE TABLE counters (name TEXT PRIMARY KEY, n BIGINT NOT NULL);",
 }];
 
+/// Every measurement, for the medians at the end: (candidate, workload, µs per op).
+static RESULTS: std::sync::Mutex<Vec<(String, String, f64)>> = std::sync::Mutex::new(Vec::new());
+
 fn report(candidate: &str, workload: &str, n_ops: usize, elapsed: Duration, note: &str) {
+    RESULTS.lock().unwrap().push((
+        candidate.to_owned(),
+        workload.to_owned(),
+        elapsed.as_secs_f64() * 1e6 / n_ops as f64,
+    ));
     println!(
         "{candidate:<28} {workload:<16} {n_ops:>6} ops {:>9.1} ms {:>8.1} us/op {note}",
         elapsed.as_secs_f64() * 1e3,
@@ -276,11 +284,43 @@ fn main() -> Result<(), Error> {
     )?;
     sqlite.migrate(SCHEMA)?;
     println!("PostgreSQL on a unix socket (fsync off), {N_TX} transactions per workload");
-    for round in 1..=2 {
+    const ROUNDS: usize = 5;
+    for round in 1..=ROUNDS {
         println!("-- round {round}");
-        sync_postgres::bench("A sync postgres", &url, &db);
-        bench_db("B shuyu-meta (tokio-postgres)", &db);
-        bench_db("S shuyu-meta (sqlite, FULL)", &sqlite);
+        // Alternating which goes first, as the machine is noisy.
+        if round % 2 == 1 {
+            sync_postgres::bench("A sync postgres", &url, &db);
+            bench_db("B shuyu-meta (tokio-postgres)", &db);
+        } else {
+            bench_db("B shuyu-meta (tokio-postgres)", &db);
+            sync_postgres::bench("A sync postgres", &url, &db);
+        }
+        if round == 1 {
+            bench_db("S shuyu-meta (sqlite, FULL)", &sqlite);
+        }
+    }
+    println!("-- medians of {ROUNDS} rounds (SQLite: 1), us per transaction");
+    let results = RESULTS.lock().unwrap().clone();
+    let mut keys: Vec<(String, String)> = results
+        .iter()
+        .map(|(c, w, _)| (c.clone(), w.clone()))
+        .collect();
+    keys.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for (candidate, workload) in keys {
+        if !seen.insert((candidate.clone(), workload.clone())) {
+            continue;
+        }
+        let mut values: Vec<f64> = results
+            .iter()
+            .filter(|(c, w, _)| *c == candidate && *w == workload)
+            .map(|(_, _, v)| *v)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        println!(
+            "{candidate:<30} {workload:<16} median {:>8.1} us/op",
+            values[values.len() / 2]
+        );
     }
     Ok(())
 }

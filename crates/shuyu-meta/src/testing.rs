@@ -40,7 +40,10 @@ impl TestPostgres {
     /// No PostgreSQL binaries, no `postgres` user when running as root, or a server that
     /// did not become ready within 60 seconds (the message carries its log).
     pub fn start() -> Result<TestPostgres> {
-        let bin = find_bin_dir()?;
+        let bin = find_bin_dir(
+            std::env::var_os("PATH").as_deref(),
+            Path::new("/usr/lib/postgresql"),
+        )?;
         let run_as = if running_as_root() {
             Some(postgres_user()?)
         } else {
@@ -196,10 +199,11 @@ impl Drop for TestPostgres {
     }
 }
 
-/// The folder holding `initdb`, `pg_ctl` and `postgres`.
-fn find_bin_dir() -> Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+/// The folder holding `initdb`, `pg_ctl` and `postgres`: the one `initdb` on `path` lives in
+/// (links resolved), else the newest `<debian_root>/<major>/bin`.
+fn find_bin_dir(path: Option<&std::ffi::OsStr>, debian_root: &Path) -> Result<PathBuf> {
+    let on_path = path
+        .map(|path| std::env::split_paths(path).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .map(|dir| dir.join("initdb"))
@@ -211,7 +215,7 @@ fn find_bin_dir() -> Result<PathBuf> {
             return Ok(dir.to_owned());
         }
     }
-    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir(debian_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -258,4 +262,34 @@ fn postgres_user() -> Result<(u32, u32)> {
                  as (the Debian postgresql package creates it)",
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_fail_with_the_fix() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = find_bin_dir(Some(empty.path().as_os_str()), empty.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("no PostgreSQL server binaries"), "{text}");
+        assert!(text.contains("apt-get install postgresql"), "{text}");
+    }
+
+    #[test]
+    fn newest_debian_major_wins() {
+        let root = tempfile::tempdir().unwrap();
+        for major in ["9", "15", "13"] {
+            let bin = root.path().join(major).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            for tool in ["initdb", "pg_ctl", "postgres"] {
+                std::fs::write(bin.join(tool), "").unwrap();
+            }
+        }
+        // A major without the server binaries (only the client) is passed over.
+        std::fs::create_dir_all(root.path().join("17").join("bin")).unwrap();
+        let found = find_bin_dir(None, root.path()).unwrap();
+        assert_eq!(found, root.path().join("15").join("bin"));
+    }
 }

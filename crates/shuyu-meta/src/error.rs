@@ -5,8 +5,10 @@ use std::path::PathBuf;
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What went wrong in the metadata store. Messages never contain a password or a bound
-/// parameter's value.
+/// What went wrong in the metadata store. Messages never contain a password. A database's
+/// own message may quote stored values (PostgreSQL's `DETAIL: Key (id)=(7) already
+/// exists.`): treat [`Error::Sqlite`] and [`Error::Postgres`] text as internal, never as a
+/// client's answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

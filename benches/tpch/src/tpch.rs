@@ -93,6 +93,12 @@ pub struct TpchOptions {
     /// Parent of the temporary directory (data and domain); the system's by default.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Declare the datasets as a steward would (`steward_view`): customers, suppliers and
+    /// their keys in orders and partsupp are privacy units, names, addresses and phones are
+    /// direct identifiers, balances and prices sensitive, so the gate's rewrite runs on every
+    /// aggregate over them. The last line is then `tpch_sf<scale>_gated_ratio=`.
+    #[arg(long)]
+    pub gated: bool,
     /// Whole runs (data, domain and every query anew each time): each prints its total
     /// ratio (`…_total_ratio_run<i>=`), the median of them is the last line.
     #[arg(long, default_value_t = 1)]
@@ -106,6 +112,35 @@ struct Table {
     path: PathBuf,
     columns: Vec<(String, ColumnType)>,
     n_rows: u64,
+}
+
+/// How a steward declares TPC-H's columns for `--gated`: (classification, masking rule).
+/// Customers and suppliers are the people (privacy units: the first pseudonymised direct
+/// identifier of each table that names them); what identifies them alone is a direct
+/// identifier, what they own or pay is sensitive. Their nation (25 of them) and segment,
+/// parts, nations, regions and the line items' other columns stay ordinary.
+fn steward_view(column: &str) -> (&'static str, &'static str) {
+    match column {
+        "c_custkey" | "o_custkey" | "s_suppkey" | "ps_suppkey" | "l_suppkey" => {
+            ("direct_identifier", "pseudonym")
+        }
+        "c_name" | "s_name" => ("direct_identifier", "partial_name"),
+        "c_phone" | "s_phone" => ("direct_identifier", "partial_mobile"),
+        "c_address" | "s_address" => ("direct_identifier", "suppress"),
+        "c_acctbal" | "s_acctbal" | "o_totalprice" | "ps_supplycost" | "l_extendedprice" => {
+            ("sensitive", "generalize_number:100")
+        }
+        _ => ("ordinary", "keep"),
+    }
+}
+
+/// A column's declaration in the run's mode.
+fn declared(column: &str, gated: bool) -> (&'static str, &'static str) {
+    if gated {
+        steward_view(column)
+    } else {
+        ("ordinary", "keep")
+    }
 }
 
 /// The declared schema (the types Shuyu stores, all nullable, as `TableSpec::arrow_schema`).
@@ -263,7 +298,9 @@ struct JobRun {
     /// Time in the queue before a worker started.
     queued_ms: u64,
     peak_memory_bytes: u64,
-    n_rows: u64,
+    /// Rows of the result, `None` when the engineer's preview withholds the count (a
+    /// protected column chose the rows: `--gated`).
+    n_rows: Option<u64>,
 }
 
 /// Side (b): submits `sql` as the engineer and follows it until it has finished: with
@@ -317,7 +354,7 @@ async fn run_shuyu(
         worker_ms: usage.wall_ms,
         queued_ms: usage.queued_ms,
         peak_memory_bytes: usage.peak_memory_bytes,
-        n_rows: job.n_rows,
+        n_rows: (!job.preview.as_ref().is_some_and(|p| p.rows_withheld)).then_some(job.n_rows),
     })
 }
 
@@ -337,6 +374,7 @@ impl Direct {
         data_dir: &Path,
         datasets: &[(pb::Dataset, &Table)],
         memory_limit_bytes: u64,
+        gated: bool,
     ) -> Result<Direct> {
         let opened = shuyu_server::domain::open(data_dir)?;
         let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
@@ -344,23 +382,29 @@ impl Direct {
         let storage = shuyu_engine::Storage::local(&objects)?;
         let tables = datasets
             .iter()
-            .map(|(dataset, table)| TableSpec {
-                name: dataset.name.clone(),
-                dataset_id: dataset.id.clone(),
-                location: format!("datasets/{}/", dataset.id),
-                columns: table
+            .map(|(dataset, table)| {
+                let columns = table
                     .columns
                     .iter()
-                    .map(|(name, data_type)| ColumnSpec {
-                        name: name.clone(),
-                        data_type: *data_type,
-                        classification: Classification::Ordinary,
-                        masking: MaskingRule::Keep,
+                    .map(|(name, data_type)| {
+                        let (class, masking) = declared(name, gated);
+                        Ok(ColumnSpec {
+                            name: name.clone(),
+                            data_type: *data_type,
+                            classification: class.parse::<Classification>()?,
+                            masking: masking.parse::<MaskingRule>()?,
+                        })
                     })
-                    .collect(),
-                privacy_unit: None,
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(TableSpec {
+                    name: dataset.name.clone(),
+                    dataset_id: dataset.id.clone(),
+                    location: format!("datasets/{}/", dataset.id),
+                    privacy_unit: TableSpec::privacy_unit_of(&columns),
+                    columns,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let policy = shuyu_policy::Policy::builtin();
         Ok(Direct {
             engine: Engine::new(storage, envelope),
@@ -425,6 +469,8 @@ struct QueryResult {
     b_peak_bytes: u64,
     rows_a: Option<u64>,
     rows_b: Option<u64>,
+    /// The engineer's preview withheld (b)'s row count.
+    rows_b_withheld: bool,
     rows_c: Option<u64>,
     errors: Vec<String>,
 }
@@ -470,7 +516,8 @@ pub async fn run(options: TpchOptions) -> Result<()> {
         }
         let ratio = run_once(&options).await?;
         if options.repeat > 1 {
-            println!("tpch_sf{scale}_total_ratio_run{i}={ratio:.3}");
+            let name = if options.gated { "gated" } else { "total" };
+            println!("tpch_sf{scale}_{name}_ratio_run{i}={ratio:.3}");
         }
         ratios.push(ratio);
     }
@@ -482,7 +529,8 @@ pub async fn run(options: TpchOptions) -> Result<()> {
     } else {
         (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
     };
-    println!("tpch_sf{scale}_total_ratio={median:.3}");
+    let name = if options.gated { "gated" } else { "total" };
+    println!("tpch_sf{scale}_{name}_ratio={median:.3}");
     Ok(())
 }
 
@@ -557,7 +605,10 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
             columns: table
                 .columns
                 .iter()
-                .map(|(name, t)| column(name, t.as_str(), "ordinary", "keep"))
+                .map(|(name, t)| {
+                    let (class, masking) = declared(name, options.gated);
+                    column(name, t.as_str(), class, masking)
+                })
                 .collect(),
         };
         let dataset = domain
@@ -589,6 +640,7 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
             &domain.data_dir,
             &datasets,
             memory_limit_bytes,
+            options.gated,
         )?)
     };
 
@@ -668,11 +720,14 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
                                 .push(format!("(a) {}", first_line(&e.to_string()))),
                         }
                     }
-                    Side::Shuyu if result.rows_b.is_some() || run_idx == 0 => {
+                    Side::Shuyu
+                        if result.rows_b.is_some() || result.rows_b_withheld || run_idx == 0 =>
+                    {
                         match run_shuyu(&mut domain.engineer, &scenario, sql, poll).await {
                             Ok(job) => {
                                 times_b.push(job.elapsed);
-                                result.rows_b = Some(job.n_rows);
+                                result.rows_b = job.n_rows;
+                                result.rows_b_withheld = job.n_rows.is_none();
                                 jobs.push(job);
                             }
                             Err(e) => result
@@ -706,14 +761,12 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
         result.b_peak_bytes = jobs.iter().map(|j| j.peak_memory_bytes).max().unwrap_or(0);
         let show = |d: Option<Duration>| d.map_or_else(|| "FAIL".to_owned(), ms);
         let rows = |r: Option<u64>| r.map_or_else(|| "-".to_owned(), |r| r.to_string());
-        let same = match (result.rows_a, result.rows_b) {
-            (Some(a), Some(b)) => {
-                if a == b && result.rows_c.is_none_or(|c| c == a) {
-                    "yes"
-                } else {
-                    "NO"
-                }
-            }
+        // A count withheld from the engineer is compared through (c), which sees it.
+        let same = match (result.rows_a, result.rows_b, result.rows_c) {
+            (Some(a), Some(b), c) if a == b && c.is_none_or(|c| c == a) => "yes",
+            (Some(a), None, Some(c)) if result.rows_b_withheld && a == c => "yes",
+            (Some(_), None, None) if result.rows_b_withheld => "-",
+            (Some(_), _, _) if result.rows_b.is_some() || result.rows_b_withheld => "NO",
             _ => "-",
         };
         println!(
@@ -738,7 +791,11 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
             result.b_worker_ms,
             format!("{}MiB", mib(result.b_peak_bytes)),
             rows(result.rows_a),
-            rows(result.rows_b),
+            if result.rows_b_withheld {
+                "withheld".to_owned()
+            } else {
+                rows(result.rows_b)
+            },
             same
         );
         for error in &result.errors {

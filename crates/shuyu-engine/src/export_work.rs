@@ -286,7 +286,8 @@ impl RowHashes {
             self.reservation
                 .try_grow(needed - self.reservation.size())?;
         }
-        self.hashes.extend(keys.iter().map(|k| shuyu_vault::sha256(k)));
+        self.hashes
+            .extend(keys.iter().map(|k| shuyu_vault::sha256(k)));
         Ok(())
     }
 

@@ -27,8 +27,7 @@ use std::sync::Arc;
 
 use shuyu_engine::worker::{
     ExportAnswer, ExportTask, LedgerAnswer, ProductTask, ReviewRows, SealedOutput, ToServer,
-    WireCheck,
-    WireJobError, WireSketch, WorkerChannel, WorkerJob, WorkerTask, WorkerUsage,
+    WireCheck, WireJobError, WireSketch, WorkerChannel, WorkerJob, WorkerTask, WorkerUsage,
 };
 use shuyu_engine::{
     CheckOutcome, Engine, EngineError, ExportFormat, JobError, JobStage, ProductOptions,

@@ -344,7 +344,7 @@ pub fn init(
     let entry = AuditEntry {
         principal_id: "-".into(),
         role: "system".into(),
-        action: "init_domain".into(),
+        action: crate::audit::GENESIS_ACTION.into(),
         target: format!("principal:{}", admin.id),
         outcome: "ok".into(),
         detail: json!({"signing_public_key": signing_public, "admin_certificate": issued.fingerprint}),

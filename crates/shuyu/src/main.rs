@@ -244,7 +244,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode> {
                 }
                 other => other,
             };
-            match shuyu_server::package::verify(&package, key.as_deref()) {
+            match shuyu_verify::package::verify(&package, key.as_deref()) {
                 Ok(verified) => {
                     render::print_manifest(&verified.manifest);
                     println!("OK: signature and hashes verify");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use shuyu_client::v1 as pb;
-use shuyu_server::checkpoint::{self, Checkpoint, Hash};
+use shuyu_verify::checkpoint::{self, Checkpoint, Hash};
 
 use crate::cli::Conn;
 
@@ -456,26 +456,10 @@ pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
                     }
                 };
                 let (from, to, hashes) =
-                    checkpoint::proof_from_text(&std::fs::read_to_string(&proof)?)
-                        .map_err(anyhow::Error::msg)?;
-                if old.origin != new.origin || from != old.tree_size || to != new.tree_size {
-                    eprintln!(
-                        "FAILED: the proof is for {from} -> {to}, the checkpoints are of {} and {} records (or of different logs)",
-                        old.tree_size, new.tree_size
-                    );
-                    return Ok(ExitCode::from(2));
-                }
-                if !checkpoint::verify_consistency(
-                    old.tree_size,
-                    new.tree_size,
-                    &old.root_hash,
-                    &new.root_hash,
-                    &hashes,
-                ) {
-                    eprintln!(
-                        "FAILED: the trail of {} records is not an extension of the one of {} records: it was rewritten",
-                        new.tree_size, old.tree_size
-                    );
+                    checkpoint::proof_from_text(&std::fs::read_to_string(&proof)?)?;
+                if let Err(problem) = checkpoint::verify_extension(&old, &new, (from, to, &hashes))
+                {
+                    eprintln!("FAILED: {problem}");
                     return Ok(ExitCode::from(2));
                 }
                 println!(

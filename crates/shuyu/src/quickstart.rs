@@ -541,7 +541,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         package_path.display(),
         package.len()
     );
-    match shuyu_server::package::verify(&package, Some(&init.signing_public_key)) {
+    match shuyu_verify::package::verify(&package, Some(&init.signing_public_key)) {
         Ok(verified) => {
             render::print_manifest(&verified.manifest);
             ensure!(

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use shuyu_client::{Client, Credentials, v1 as pb};
 
-use crate::{cli, demo, render};
+use super::data as demo;
+use crate::client::{cli, render};
 
 fn step(n: u32, title: &str) {
     println!("\n━━ {n}. {title}");

@@ -121,7 +121,7 @@ async fn create_principal(
         })
         .await
         .context("recording the qualification")?;
-    let (key_pem, csr_pem) = shuyu_server::tls::new_key_and_csr(&principal.id)?;
+    let (key_pem, csr_pem) = shuyu_client::new_key_and_csr(&principal.id)?;
     let issued = admin
         .admin
         .issue_certificate(pb::IssueCertificateRequest {

@@ -4,6 +4,9 @@
 
 use std::fmt::Write as _;
 
+use shuyu_policy::calendar::civil_from_days;
+use shuyu_policy::id_number_check_char;
+
 /// `(name, type, classification, masking)` of every column, in file order.
 pub const COLUMNS: [(&str, &str, &str, &str); 12] = [
     ("record_id", "string", "ordinary", "keep"),
@@ -54,8 +57,6 @@ const DIAGNOSES: [&str; 8] = [
     "骨折",
     "支气管哮喘",
 ];
-const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-const ID_CHECK: &[u8; 11] = b"10X98765432";
 
 /// SplitMix64: a tiny deterministic generator.
 #[derive(Debug, Clone)]
@@ -82,19 +83,6 @@ impl SplitMix {
     }
 }
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// Writes the CSV text (header first) of `n_rows` resident records into `out`.
 pub fn write_csv(n_rows: usize, out: &mut String) {
     let mut rng = SplitMix::new(0x5348_5559_5542_454E);
@@ -113,12 +101,7 @@ pub fn write_csv(n_rows: usize, out: &mut String) {
         let mut first17 = format!("{}{by:04}{bm:02}{bd:02}{:02}", district.1, rng.below(100));
         let gender_digit = (rng.below(5) * 2 + u64::from(male)) as u32;
         let _ = write!(first17, "{gender_digit}");
-        let sum: u32 = first17
-            .bytes()
-            .zip(ID_WEIGHTS)
-            .map(|(c, w)| u32::from(c - b'0') * w)
-            .sum();
-        let check = char::from(ID_CHECK[(sum % 11) as usize]);
+        let check = id_number_check_char(&first17).expect("17 digits");
         let name_len = 1 + rng.below(2) as usize;
         let mut name = SURNAMES[rng.below(SURNAMES.len() as u64) as usize].to_owned();
         for _ in 0..name_len {

@@ -3,7 +3,6 @@
 //! Connects over TLS with the caller's client certificate; the server derives the caller's
 //! identity from it.
 
-use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -27,6 +26,9 @@ use shuyu_proto::v1::stewardship_service_client::StewardshipServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use shuyu_proto::v1;
+
+mod credentials;
+pub use credentials::{Credentials, new_key_and_csr, write_credentials};
 
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
@@ -54,46 +56,9 @@ pub enum ClientError {
     /// An Arrow Flight stream did not decode.
     #[error("flight: {0}")]
     Flight(String),
-}
-
-/// A principal's credentials: the domain CA, the certificate and its key (PEM).
-#[derive(Clone)]
-pub struct Credentials {
-    /// Domain CA certificate.
-    pub ca_pem: String,
-    /// Client certificate.
-    pub cert_pem: String,
-    /// Client private key.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// Reads `ca.pem`, `cert.pem` and `key.pem` from a directory.
-    ///
-    /// # Errors
-    /// If a file is missing or unreadable.
-    pub fn from_dir(dir: &Path) -> Result<Credentials, ClientError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| ClientError::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        Ok(Credentials {
-            ca_pem: read("ca.pem")?,
-            cert_pem: read("cert.pem")?,
-            key_pem: read("key.pem")?,
-        })
-    }
+    /// A key or certificate signing request could not be made.
+    #[error("creating a key and CSR: {0}")]
+    Csr(String),
 }
 
 /// Connected service stubs.

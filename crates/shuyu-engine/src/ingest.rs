@@ -187,33 +187,19 @@ fn iso_date_days(field: &[u8]) -> Option<i32> {
     let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *field else {
         return None;
     };
-    let digit = |b: u8| b.is_ascii_digit().then(|| i32::from(b - b'0'));
+    let digit = |b: u8| b.is_ascii_digit().then(|| u32::from(b - b'0'));
     let year = digit(y0)? * 1000 + digit(y1)? * 100 + digit(y2)? * 10 + digit(y3)?;
     let month = digit(m0)? * 10 + digit(m1)?;
     let day = digit(d0)? * 10 + digit(d1)?;
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if !(1..=month_days).contains(&day) {
+    if !shuyu_policy::calendar::is_date(i64::from(year), month, day) {
         return None;
     }
-    Some(days_from_civil(year, month, day))
-}
-
-/// Days from 1970-01-01 to a valid proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`: eras of 400 years, years starting in March).
-fn days_from_civil(year: i32, month: i32, day: i32) -> i32 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    i32::try_from(shuyu_policy::calendar::days_from_civil(
+        i64::from(year),
+        month,
+        day,
+    ))
+    .ok()
 }
 
 /// Validates the declared columns themselves.

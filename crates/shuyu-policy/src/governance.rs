@@ -3,6 +3,8 @@
 //!
 //! Times are milliseconds since the Unix epoch, UTC; months are calendar months.
 
+use crate::calendar::{civil_from_days, days_from_civil, is_date};
+use crate::ids::id_number_check_char;
 use crate::{Action, Role};
 
 /// Authorization term when the configuration says nothing (R25: three years).
@@ -83,7 +85,7 @@ pub fn add_months(ms: i64, months: i32) -> i64 {
     let (y, m, d) = civil_from_days(days);
     let total = y * 12 + i64::from(m) - 1 + i64::from(months);
     let (ny, nm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
-    let nd = d.min(days_in_month(ny, nm));
+    let nd = d.min(crate::calendar::days_in_month(ny, nm));
     days_from_civil(ny, nm, nd) * DAY_MS + time
 }
 
@@ -93,62 +95,7 @@ pub fn format_date(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's civil-date algorithms.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 // ------------------------------------------------------------------ ID numbers
-
-const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-const ID_CHECK: &[u8; 11] = b"10X98765432";
-
-/// GB 11643-1999 check character of the first 17 digits of a resident ID number, or `None`
-/// if they are not 17 ASCII digits.
-pub fn id_number_check_char(first17: &str) -> Option<char> {
-    let b = first17.as_bytes();
-    if b.len() != 17 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let sum: u32 = b
-        .iter()
-        .zip(ID_WEIGHTS)
-        .map(|(c, w)| u32::from(c - b'0') * w)
-        .sum();
-    Some(char::from(ID_CHECK[(sum % 11) as usize]))
-}
 
 /// A resident ID number normalised for registration: 18 characters, 17 digits, a real
 /// birth date, the right check character (`x` upper-cased).
@@ -165,7 +112,7 @@ pub fn normalize_id_number(text: &str) -> Result<String, &'static str> {
     };
     let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
     let (y, m, d) = (i64::from(num(6..10)), num(10..12), num(12..14));
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+    if !is_date(y, m, d) {
         return Err("the ID number's birth date is not a date");
     }
     if !s.ends_with(check) {

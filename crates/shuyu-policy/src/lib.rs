@@ -3,8 +3,10 @@
 //!
 //! No IO, no DataFusion, no crypto: the engine and server apply these decisions.
 
+pub mod calendar;
 mod classification;
 mod governance;
+pub mod ids;
 mod masking;
 mod policy;
 mod products;
@@ -14,9 +16,10 @@ pub use classification::Classification;
 pub use governance::{
     DEFAULT_AUTHORIZATION_YEARS, MAX_AUTHORIZATION_YEARS, QualificationFacts, QualificationGap,
     RENEWAL_WINDOW_MONTHS, TermError, add_months, allowed_while_unqualified, check_max_years,
-    check_term, format_date, id_number_check_char, normalize_id_number, qualification_gap,
-    registry_mask, renewal_opens_at, requires_qualification,
+    check_term, format_date, normalize_id_number, qualification_gap, registry_mask,
+    renewal_opens_at, requires_qualification,
 };
+pub use ids::id_number_check_char;
 pub use masking::{
     DateGranularity, MaskingRule, generalize_date, generalize_float, generalize_int,
     mask_id_number, mask_mobile, mask_name, suppressed,

@@ -248,24 +248,11 @@ pub fn mask_name(s: &str) -> String {
     }
 }
 
-/// Civil (proleptic Gregorian) year and month of a day count since 1970-01-01, after Howard
-/// Hinnant's `civil_from_days`. In `i64`, so no `i32` input can overflow.
-fn civil_from_days(days: i32) -> (i64, i64) {
-    let z = i64::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], March-based
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month)
-}
-
 /// A date (days since 1970-01-01, as in Arrow `Date32`) generalised to its year (`2024`) or
 /// month (`2024-05`).
 pub fn generalize_date(days_since_epoch: i32, granularity: DateGranularity) -> String {
-    let (year, month) = civil_from_days(days_since_epoch);
+    // In i64, so no i32 input can overflow.
+    let (year, month, _) = crate::calendar::civil_from_days(i64::from(days_since_epoch));
     match granularity {
         DateGranularity::Year => format!("{year:04}"),
         DateGranularity::Month => format!("{year:04}-{month:02}"),

@@ -5,18 +5,17 @@
 //! under a key derived from the master key, and a MAC'd head pointer records the last
 //! sequence number, so changing, removing, inserting, reordering or truncating records is
 //! detected by [`AuditLog::verify`]. Records hold ids, outcomes and hashes only; error text
-//! that may contain data values is stored sealed (AES-GCM), never in plaintext.
+//! that may contain data values is stored sealed (AES-GCM), never in plaintext. The record
+//! hash and the chain's links are `shuyu_verify::audit`'s; the MACs, redactions and head
+//! pointer, which need the master key and the store, are checked here.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde_json::json;
-use shuyu_vault::{SecretKey, sha256_hex};
+use shuyu_vault::SecretKey;
+use shuyu_verify::VerifyError;
+pub(crate) use shuyu_verify::audit::{AuditRecord, GENESIS_ACTION};
+use shuyu_verify::audit::{GENESIS_HASH as GENESIS, check_link, record_hash};
 
 use crate::error::Result;
-
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The action of a domain's first record, written by `shuyu init`: every trail starts with it.
-pub const GENESIS_ACTION: &str = "init_domain";
 
 /// What a service call records.
 #[derive(Debug, Clone, Default)]
@@ -37,37 +36,6 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
     /// Error text that may contain data values, sealed before it is stored.
     pub secret_detail: Option<String>,
-}
-
-/// A stored record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditRecord {
-    /// Sequence number, from 1.
-    pub seq: u64,
-    /// Milliseconds since the epoch.
-    pub at_ms: i64,
-    /// See [`AuditEntry`].
-    pub principal_id: String,
-    /// See [`AuditEntry`].
-    pub role: String,
-    /// See [`AuditEntry`].
-    pub tenant_id: String,
-    /// See [`AuditEntry`].
-    pub action: String,
-    /// See [`AuditEntry`].
-    pub target: String,
-    /// See [`AuditEntry`].
-    pub outcome: String,
-    /// JSON text.
-    pub detail: String,
-    /// Sealed error text, hex (empty when none).
-    pub sealed_detail: String,
-    /// Previous record's hash.
-    pub prev_hash: String,
-    /// This record's hash.
-    pub hash: String,
-    /// HMAC of the hash.
-    pub mac: String,
 }
 
 /// Result of a verification.
@@ -115,23 +83,6 @@ CREATE TABLE IF NOT EXISTS audit_head (
     mac TEXT NOT NULL
 );
 ";
-
-fn record_hash(r: &AuditRecord) -> String {
-    let canonical = json!([
-        r.seq,
-        r.at_ms,
-        r.principal_id,
-        r.role,
-        r.tenant_id,
-        r.action,
-        r.target,
-        r.outcome,
-        r.detail,
-        r.sealed_detail,
-        r.prev_hash
-    ]);
-    sha256_hex(canonical.to_string().as_bytes())
-}
 
 impl AuditLog {
     /// The trail's keys, derived from the master key.
@@ -258,32 +209,8 @@ impl AuditLog {
         };
         while let Some(row) = rows.next()? {
             let record = read_record(row)?;
-            if record.seq != expected_seq {
-                return Ok(fail(
-                    n,
-                    &expected_prev,
-                    format!(
-                        "record {} found where record {expected_seq} was expected (removed, inserted or reordered records)",
-                        record.seq
-                    ),
-                ));
-            }
-            if record.seq == 1 && record.action != GENESIS_ACTION {
-                return Ok(fail(
-                    n,
-                    &expected_prev,
-                    format!(
-                        "record 1 is `{}`, not the domain's genesis record (`{GENESIS_ACTION}`)",
-                        record.action
-                    ),
-                ));
-            }
-            if record.prev_hash != expected_prev {
-                return Ok(fail(
-                    n,
-                    &expected_prev,
-                    format!("record {} does not link to the previous record", record.seq),
-                ));
+            if let Err(problem) = check_link(&record, expected_seq, &expected_prev) {
+                return Ok(fail(n, &expected_prev, problem.to_string()));
             }
             if record_hash(&record) != record.hash {
                 // A record past its retention may have been redacted (payload blanked, hash
@@ -292,11 +219,8 @@ impl AuditLog {
                     Some(Ok(())) => {}
                     Some(Err(problem)) => return Ok(fail(n, &expected_prev, problem)),
                     None => {
-                        return Ok(fail(
-                            n,
-                            &expected_prev,
-                            format!("record {} was changed", record.seq),
-                        ));
+                        let problem = VerifyError::RecordChanged { seq: record.seq };
+                        return Ok(fail(n, &expected_prev, problem.to_string()));
                     }
                 }
             }
@@ -312,13 +236,7 @@ impl AuditLog {
             n += 1;
         }
         if n == 0 {
-            return Ok(fail(
-                0,
-                &expected_prev,
-                "the trail holds no record: a domain's trail starts with its genesis record, \
-                 written by `shuyu init` (records removed)"
-                    .into(),
-            ));
+            return Ok(fail(0, &expected_prev, VerifyError::EmptyTrail.to_string()));
         }
         let head: Option<(u64, String, String)> = conn
             .query_row(
@@ -394,6 +312,8 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn log_with(n: usize) -> (AuditLog, Connection) {

@@ -226,29 +226,6 @@ pub struct Credentials {
     pub dir: PathBuf,
 }
 
-/// Writes a principal's credentials into `dir`.
-///
-/// # Errors
-/// On IO failure.
-pub fn write_credentials(dir: &Path, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ServerError::internal(format!("{}: {e}", dir.display())))?;
-    std::fs::write(dir.join("ca.pem"), ca_pem).map_err(ServerError::internal)?;
-    std::fs::write(dir.join("cert.pem"), cert_pem).map_err(ServerError::internal)?;
-    let key_path = dir.join("key.pem");
-    let _ = std::fs::remove_file(&key_path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path)
-        .map_err(ServerError::internal)?;
-    file.write_all(key_pem.as_bytes())
-        .map_err(ServerError::internal)?;
-    file.sync_all().map_err(ServerError::internal)?;
-    Ok(())
-}
-
 fn secrets_key(master: &MasterKey) -> SecretKey {
     master.key().derive("shuyu-domain-secrets:v1")
 }
@@ -338,13 +315,14 @@ pub fn init(
         tenant_id: None,
         created_at_ms: crate::now_ms(),
     };
-    let (admin_key, admin_csr) = tls::new_key_and_csr(&admin.id)?;
+    let (admin_key, admin_csr) =
+        shuyu_client::new_key_and_csr(&admin.id).map_err(ServerError::internal)?;
     let issued = tls::issue_client_from_csr(&ca, &admin_csr, &admin.id, tls::DEFAULT_CLIENT_DAYS)?;
 
     let entry = AuditEntry {
         principal_id: "-".into(),
         role: "system".into(),
-        action: "init_domain".into(),
+        action: crate::audit::GENESIS_ACTION.into(),
         target: format!("principal:{}", admin.id),
         outcome: "ok".into(),
         detail: json!({"signing_public_key": signing_public, "admin_certificate": issued.fingerprint}),
@@ -396,7 +374,8 @@ pub fn init(
         &dir.signing_public_key(),
         format!("{signing_public}\n").as_bytes(),
     )?;
-    write_credentials(admin_dir, &ca.cert_pem, &issued.cert_pem, &admin_key)?;
+    shuyu_client::write_credentials(admin_dir, &ca.cert_pem, &issued.cert_pem, &admin_key)
+        .map_err(ServerError::internal)?;
     Ok(InitOutcome {
         admin: Credentials {
             principal_id: admin.id,

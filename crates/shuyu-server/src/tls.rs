@@ -161,23 +161,6 @@ pub fn issue_client_from_csr(
     })
 }
 
-/// A fresh key and CSR for a principal (used by `init` for the first admin and by the CLI).
-///
-/// # Errors
-/// On key generation failure.
-pub fn new_key_and_csr(principal_hint: &str) -> Result<(zeroize::Zeroizing<String>, String)> {
-    let key = KeyPair::generate().map_err(tls_err)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, principal_hint);
-    params.distinguished_name = dn;
-    let csr = params.serialize_request(&key).map_err(tls_err)?;
-    Ok((
-        zeroize::Zeroizing::new(key.serialize_pem()),
-        csr.pem().map_err(tls_err)?,
-    ))
-}
-
 /// The client-certificate verifier of the server: the handshake proves the client holds the
 /// key of the certificate it presents (its signature is checked there), and the certificate
 /// itself — issued by the domain CA, in its validity period, for client authentication — is

@@ -189,7 +189,7 @@ async fn register_unqualified(admin: &mut Client, domain: &Domain, dir: &str) ->
         .into_inner()
         .principal
         .expect("principal");
-    let (key, csr) = shuyu_server::tls::new_key_and_csr(&principal.id).expect("csr");
+    let (key, csr) = shuyu_client::new_key_and_csr(&principal.id).expect("csr");
     let issued = admin
         .admin
         .issue_certificate(pb::IssueCertificateRequest {
@@ -201,7 +201,7 @@ async fn register_unqualified(admin: &mut Client, domain: &Domain, dir: &str) ->
         .expect("issue")
         .into_inner();
     let out = domain.creds(dir);
-    shuyu_server::domain::write_credentials(
+    shuyu_client::write_credentials(
         &out,
         &issued.ca_certificate_pem,
         &issued.certificate_pem,
@@ -302,7 +302,7 @@ async fn a_revoked_certificate_is_refused_on_its_next_call() {
         Code::Unauthenticated
     );
     // A disabled principal gets no new certificate.
-    let (_, csr) = shuyu_server::tls::new_key_and_csr(&reviewer.id).expect("csr");
+    let (_, csr) = shuyu_client::new_key_and_csr(&reviewer.id).expect("csr");
     let refused = p
         .admin
         .admin

@@ -248,7 +248,7 @@ async fn register(
         .principal
         .expect("principal");
     qualify(admin, &principal.id).await;
-    let (key, csr) = shuyu_server::tls::new_key_and_csr(&principal.id).expect("csr");
+    let (key, csr) = shuyu_client::new_key_and_csr(&principal.id).expect("csr");
     let issued = admin
         .admin
         .issue_certificate(pb::IssueCertificateRequest {
@@ -260,7 +260,7 @@ async fn register(
         .expect("issue")
         .into_inner();
     let out = domain.creds(dir);
-    shuyu_server::domain::write_credentials(
+    shuyu_client::write_credentials(
         &out,
         &issued.ca_certificate_pem,
         &issued.certificate_pem,

@@ -235,7 +235,7 @@ async fn a_result_over_100_mb_is_exported_within_a_fixed_server_budget() {
     let package = first.expect("download");
     assert_eq!(package, second.expect("second download"));
     let key = std::fs::read_to_string(domain.data.join("domain-signing.pub")).ok();
-    let verified = shuyu_server::package::verify(&package, key.as_deref().map(str::trim))
+    let verified = shuyu_verify::package::verify(&package, key.as_deref().map(str::trim))
         .expect("the package verifies");
     assert_eq!(verified.manifest.result.rows, ROWS as u64);
     let batches = fetched.expect("Flight fetch");

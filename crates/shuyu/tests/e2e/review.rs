@@ -377,7 +377,7 @@ async fn a_quorum_of_blinded_votes_approves_and_revocation_stops_the_download() 
     // The package downloads, verifies, and names both approvals and what they bound to.
     let package = p.recipient.download(&export.id).await.unwrap();
     let key = std::fs::read_to_string(domain.data.join("domain-signing.pub")).unwrap();
-    let manifest = shuyu_server::package::verify(&package, Some(key.trim()))
+    let manifest = shuyu_verify::package::verify(&package, Some(key.trim()))
         .expect("the package verifies")
         .manifest;
     assert_eq!(manifest.quorum, 2);
@@ -735,7 +735,7 @@ async fn a_quorum_of_one_approves_with_one_vote() {
     assert_eq!(approved.status, pb::ExportStatus::Approved as i32);
     assert_eq!(approved.approvals, 1);
     let package = p.recipient.download(&export.id).await.unwrap();
-    let manifest = shuyu_server::package::verify(&package, None)
+    let manifest = shuyu_verify::package::verify(&package, None)
         .unwrap()
         .manifest;
     assert_eq!((manifest.quorum, manifest.approvals.len()), (1, 1));
@@ -811,7 +811,7 @@ async fn simultaneous_votes_neither_miss_nor_double_count_the_quorum() {
             "exactly the committed package is stored"
         );
         let package = p.recipient.download(&export.id).await.unwrap();
-        let manifest = shuyu_server::package::verify(&package, None)
+        let manifest = shuyu_verify::package::verify(&package, None)
             .unwrap()
             .manifest;
         let mut named: Vec<String> = manifest

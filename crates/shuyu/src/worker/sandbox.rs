@@ -524,7 +524,7 @@ mod linux {
             SeccompFilter, SeccompRule, TargetArch,
         };
 
-        use crate::sandbox::SandboxError;
+        use crate::worker::sandbox::SandboxError;
 
         pub(super) type Filter = BpfProgram;
 
@@ -619,7 +619,7 @@ mod linux {
         target_arch = "riscv64"
     )))]
     mod seccomp {
-        use crate::sandbox::SandboxError;
+        use crate::worker::sandbox::SandboxError;
 
         pub(super) type Filter = ();
 

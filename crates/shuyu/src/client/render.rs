@@ -770,7 +770,7 @@ pub fn print_audit_record(r: &pb::AuditRecord) {
     );
 }
 
-pub fn print_manifest(m: &shuyu_server::package::Manifest) {
+pub fn print_manifest(m: &shuyu_verify::package::Manifest) {
     println!(
         "  export {} of job {} (tenant {})",
         m.export_id, m.job_id, m.tenant_id

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use shuyu_client::v1 as pb;
-use shuyu_server::checkpoint::{self, Checkpoint, Hash};
+use shuyu_verify::checkpoint::{self, Checkpoint, Hash};
 
-use crate::cli::Conn;
+use super::Conn;
 
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {
@@ -19,20 +19,11 @@ pub enum AlertsCommand {
         /// Acknowledged ones too.
         #[arg(long)]
         all: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Acknowledge an alert (admins).
-    Ack {
-        id: i64,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Ack { id: i64 },
     /// Run the monitor now (admins); prints the alerts it raised.
-    Scan {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Scan {},
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,8 +47,6 @@ pub enum ReportCommand {
         /// What was found (required for fix and fail).
         #[arg(long, default_value = "")]
         note: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -77,8 +66,6 @@ pub struct ReportArgs {
     /// Write it here instead of printing it.
     #[arg(long)]
     out: Option<PathBuf>,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,8 +82,6 @@ pub enum AuditOversightCommand {
         /// Where to write the consistency proof.
         #[arg(long)]
         proof_out: Option<PathBuf>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Offline: verify a checkpoint's signature with the domain's published key and, with
     /// --older and --proof, that it extends the older checkpoint (the trail was not rewritten).
@@ -117,14 +102,9 @@ pub enum AuditOversightCommand {
         checkpoint: PathBuf,
         #[arg(long)]
         public_key: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Redact the audit records past their class's retention (admins).
-    Purge {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Purge {},
 }
 
 fn day_ms(text: &Option<String>, what: &str) -> Result<i64> {
@@ -171,9 +151,9 @@ fn print_alert(a: &pb::Alert) {
     );
 }
 
-pub async fn run_alerts(command: AlertsCommand) -> Result<ExitCode> {
+pub async fn run_alerts(command: AlertsCommand, conn: &Conn) -> Result<ExitCode> {
     match command {
-        AlertsCommand::List { all, conn } => {
+        AlertsCommand::List { all } => {
             let list = conn
                 .connect()
                 .await?
@@ -186,7 +166,7 @@ pub async fn run_alerts(command: AlertsCommand) -> Result<ExitCode> {
             }
             list.alerts.iter().for_each(print_alert);
         }
-        AlertsCommand::Ack { id, conn } => {
+        AlertsCommand::Ack { id } => {
             let alert = conn
                 .connect()
                 .await?
@@ -198,7 +178,7 @@ pub async fn run_alerts(command: AlertsCommand) -> Result<ExitCode> {
                 .context("empty response")?;
             print_alert(&alert);
         }
-        AlertsCommand::Scan { conn } => {
+        AlertsCommand::Scan {} => {
             let scan = conn
                 .connect()
                 .await?
@@ -217,7 +197,7 @@ pub async fn run_alerts(command: AlertsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_report(command: ReportCommand) -> Result<ExitCode> {
+pub async fn run_report(command: ReportCommand, conn: &Conn) -> Result<ExitCode> {
     let (public, args) = match command {
         ReportCommand::Operation(args) => (false, args),
         ReportCommand::Disclosure(args) => (true, args),
@@ -226,7 +206,6 @@ pub async fn run_report(command: ReportCommand) -> Result<ExitCode> {
             year,
             outcome,
             note,
-            conn,
         } => {
             let outcome = match outcome.as_str() {
                 "pass" => pb::EvaluationOutcome::Pass,
@@ -283,7 +262,7 @@ pub async fn run_report(command: ReportCommand) -> Result<ExitCode> {
         to_ms,
         format: format as i32,
     };
-    let mut client = args.conn.connect().await?;
+    let mut client = conn.connect().await?;
     let report = if public {
         client.oversight.disclosure_summary(request).await?
     } else {
@@ -335,13 +314,12 @@ fn hashes(list: &[Vec<u8>]) -> Result<Vec<Hash>> {
         .collect()
 }
 
-pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
+pub async fn run_audit(command: AuditOversightCommand, conn: &Conn) -> Result<ExitCode> {
     match command {
         AuditOversightCommand::Checkpoint {
             out,
             since,
             proof_out,
-            conn,
         } => {
             let old_size = match &since {
                 Some(path) => claimed_size(&std::fs::read_to_string(path)?)?,
@@ -456,26 +434,10 @@ pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
                     }
                 };
                 let (from, to, hashes) =
-                    checkpoint::proof_from_text(&std::fs::read_to_string(&proof)?)
-                        .map_err(anyhow::Error::msg)?;
-                if old.origin != new.origin || from != old.tree_size || to != new.tree_size {
-                    eprintln!(
-                        "FAILED: the proof is for {from} -> {to}, the checkpoints are of {} and {} records (or of different logs)",
-                        old.tree_size, new.tree_size
-                    );
-                    return Ok(ExitCode::from(2));
-                }
-                if !checkpoint::verify_consistency(
-                    old.tree_size,
-                    new.tree_size,
-                    &old.root_hash,
-                    &new.root_hash,
-                    &hashes,
-                ) {
-                    eprintln!(
-                        "FAILED: the trail of {} records is not an extension of the one of {} records: it was rewritten",
-                        new.tree_size, old.tree_size
-                    );
+                    checkpoint::proof_from_text(&std::fs::read_to_string(&proof)?)?;
+                if let Err(problem) = checkpoint::verify_extension(&old, &new, (from, to, &hashes))
+                {
+                    eprintln!("FAILED: {problem}");
                     return Ok(ExitCode::from(2));
                 }
                 println!(
@@ -489,7 +451,6 @@ pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
             seq,
             checkpoint: path,
             public_key,
-            conn,
         } => {
             let key = read_key(&public_key)?;
             let cp = Checkpoint::open(&std::fs::read_to_string(&path)?, &key)
@@ -522,7 +483,7 @@ pub async fn run_audit(command: AuditOversightCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         }
-        AuditOversightCommand::Purge { conn } => {
+        AuditOversightCommand::Purge {} => {
             let response = conn
                 .connect()
                 .await?

@@ -21,6 +21,8 @@
 //! exits: what the server would otherwise hold of a result is held here, under this
 //! process's memory ceiling.
 
+pub mod sandbox;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use shuyu_policy::DisclosurePolicy;
 use shuyu_vault::{ChunkSealer, ChunkedHeader, DEFAULT_CHUNK_BYTES, Envelope, KekProvider};
 use zeroize::Zeroizing;
 
-use crate::sandbox::{self, Confinement};
+use self::sandbox::Confinement;
 
 /// Options of `shuyu worker`, set by the server from its configuration.
 #[derive(Debug, Clone, clap::Args)]

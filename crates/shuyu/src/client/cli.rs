@@ -1,42 +1,20 @@
-//! Client commands: each acts as the principal whose credentials directory `--as` names.
+//! The client commands of every role but the governance, lifecycle, oversight and
+//! stewardship ones: each acts as the principal whose credentials directory `--as` names.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
-use shuyu_client::{Client, Credentials, v1 as pb};
+use clap::Subcommand;
+use shuyu_client::{Client, v1 as pb};
 
-use crate::render;
-
-/// Whom to act as and where the server is.
-#[derive(Debug, Clone, Args)]
-pub struct Conn {
-    /// Credentials directory (ca.pem, cert.pem, key.pem) of the acting principal.
-    #[arg(long = "as", env = "SHUYU_AS")]
-    pub creds: PathBuf,
-    /// Server address.
-    #[arg(long, env = "SHUYU_SERVER", default_value = "https://localhost:7443")]
-    pub server: String,
-}
-
-impl Conn {
-    pub(crate) async fn connect(&self) -> Result<Client> {
-        let credentials = Credentials::from_dir(&self.creds)?;
-        Client::connect(&self.server, &credentials)
-            .await
-            .with_context(|| format!("connecting to {}", self.server))
-    }
-}
+use super::{Conn, render};
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Show who the server thinks you are.
-    Whoami {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Whoami {},
     /// Tenants (operating units): admins.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -67,36 +45,34 @@ pub enum ClientCommand {
         /// End of the period (exclusive), YYYY-MM-DD (UTC).
         #[arg(long)]
         to: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Differential-privacy budgets per dataset (engineers: their tenant's).
     #[command(subcommand)]
     Budget(BudgetCommand),
     /// Imports of your tenant's own data (R17): engineers apply and upload, admins decide.
     #[command(subcommand)]
-    Import(crate::stewardship_cli::ImportCommand),
+    Import(super::stewardship::ImportCommand),
     /// Data-quality tickets (R18): engineers file, the dataset's steward answers by the
     /// deadline.
     #[command(subcommand)]
-    Quality(crate::stewardship_cli::QualityCommand),
+    Quality(super::stewardship::QualityCommand),
     /// Risk stops (R19): engineers and stewards halt a dataset's or scenario's jobs at once;
     /// admins lift them.
     #[command(subcommand)]
-    RiskStop(crate::stewardship_cli::RiskStopCommand),
+    RiskStop(super::stewardship::RiskStopCommand),
     /// Alerts of the monitor (R30): admins and auditors list, admins acknowledge and scan.
     #[command(subcommand)]
-    Alerts(crate::oversight::AlertsCommand),
+    Alerts(super::oversight::AlertsCommand),
     /// Operation reports and public disclosure summaries (R34, R36): admins and auditors.
     #[command(subcommand)]
-    Report(crate::oversight::ReportCommand),
+    Report(super::oversight::ReportCommand),
     /// Authorization agreements of tenants (R25): admins manage, auditors and the tenant's
     /// engineers read.
     #[command(subcommand)]
-    Authorization(crate::governance::AuthorizationCommand),
+    Authorization(super::governance::AuthorizationCommand),
     /// Emergency plans of authorizations (R32): admins set, auditors and engineers read.
     #[command(subcommand, name = "emergency-plan")]
-    EmergencyPlan(crate::governance::EmergencyPlanCommand),
+    EmergencyPlan(super::governance::EmergencyPlanCommand),
     /// Your notifications, newest first (renewal windows, risk stops, alerts); auditors
     /// see all of them.
     Notifications {
@@ -106,8 +82,6 @@ pub enum ClientCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -118,8 +92,6 @@ pub enum BudgetCommand {
         /// The tenant (admins, auditors).
         #[arg(long)]
         tenant: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Set a tenant's total epsilon over a dataset's content (admins; never below spent).
     Set {
@@ -129,8 +101,6 @@ pub enum BudgetCommand {
         dataset: String,
         #[arg(long)]
         epsilon: f64,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -155,27 +125,18 @@ fn parse_bound(text: &str) -> Result<pb::DpBound, String> {
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant.
-    Create {
-        name: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Create { name: String },
     /// List tenants.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
     /// Open, extend or end a tenant's data-lab access (R20: at most 183 days ahead).
     LabAccess {
         id: String,
         /// Days from now; 0 ends lab access now.
         #[arg(long)]
         days: u32,
-        #[command(flatten)]
-        conn: Conn,
     },
     #[command(flatten)]
-    Lifecycle(crate::lifecycle::LifecycleCommand),
+    Lifecycle(super::lifecycle::LifecycleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,36 +156,23 @@ pub enum ScenarioCommand {
         /// public_governance or public_welfare (products free) or commercial (priced).
         #[arg(long, default_value = "commercial")]
         category: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List the scenarios you may see.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
     /// Show a scenario with its approvals.
-    Show {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Show { id: String },
     /// Approve as a required approver (a listed dataset's steward or extra approver, an
     /// admin).
     Approve {
         id: String,
         #[arg(long, default_value = "")]
         comment: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Reject, with the reason.
     Reject {
         id: String,
         #[arg(long)]
         comment: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -249,17 +197,12 @@ pub enum PrincipalCommand {
         /// Where to write the new principal's credentials.
         #[arg(long)]
         out: PathBuf,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List principals.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
     /// Qualification (R8, R9) and certificate revocation: admins.
     #[command(flatten)]
-    Governance(crate::governance::PrincipalGovernanceCommand),
+    Governance(super::governance::PrincipalGovernanceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,35 +225,22 @@ pub enum DatasetCommand {
         /// Description.
         #[arg(long, default_value = "")]
         description: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List visible datasets.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
     /// Show a dataset's schema and classifications.
-    Show {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Show { id: String },
     /// A masked sample of server-chosen rows.
     Sample {
         id: String,
         #[arg(long, default_value_t = 0)]
         rows: u32,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Grant a dataset to a tenant (admins).
     Grant {
         id: String,
         #[arg(long)]
         tenant: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Require one more approver on every new scenario listing this dataset (R12, admins);
     /// `--principal ""` clears it.
@@ -318,8 +248,6 @@ pub enum DatasetCommand {
         id: String,
         #[arg(long)]
         principal: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -358,8 +286,6 @@ pub enum JobCommand {
         /// Return at once instead of waiting.
         #[arg(long)]
         no_wait: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Run a succeeded lab job's exact query in production under a scenario (same query
     /// hash), and wait for it.
@@ -367,28 +293,16 @@ pub enum JobCommand {
         id: String,
         #[arg(long)]
         scenario: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show a job.
-    Show {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Show { id: String },
     /// List your tenant's jobs (auditors: every tenant's, or one with --tenant).
     List {
         #[arg(long, default_value = "")]
         tenant: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Cancel a queued or running job (its worker process is stopped).
-    Cancel {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Cancel { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -416,35 +330,18 @@ pub enum ExportClientCommand {
         /// parquet or csv.
         #[arg(long, default_value = "parquet")]
         format: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Which product a leaked file (Parquet or CSV) was copied from (admins, auditors).
-    Trace {
-        file: PathBuf,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Trace { file: PathBuf },
     /// Show an export: status, approvals against the quorum, history, and the votes and
     /// comments you may see.
-    Show {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Show { id: String },
     /// Your tenant's exports (engineers) or the review queue (reviewers: exports in review,
     /// except your own tenant's).
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
     /// Everything a reviewer needs: the query, lineage, checks with evidence, the full
     /// result, and the hashes a vote binds to.
-    Review {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Review { id: String },
     /// Vote on an export in review (reviewers independent of the requesting tenant; once).
     /// One reject or return ends the review; the policy's quorum of approvals approves it.
     #[command(group(clap::ArgGroup::new("decision").required(true).multiple(false)))]
@@ -466,8 +363,6 @@ pub enum ExportClientCommand {
         /// Private note: only reviewers read it.
         #[arg(long, default_value = "")]
         private_note: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Comment on an export: reviewers shared or private, the requesting tenant shared.
     Comment {
@@ -477,8 +372,6 @@ pub enum ExportClientCommand {
         /// Only reviewers read it (reviewers only).
         #[arg(long)]
         private: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Withdraw an approved export: its package can no longer be downloaded (reviewers
     /// independent of the requesting tenant, admins).
@@ -486,26 +379,19 @@ pub enum ExportClientCommand {
         id: String,
         #[arg(long)]
         reason: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Download an approved, unexpired product's package (its recipient only).
     Download {
         id: String,
         #[arg(long)]
         out: PathBuf,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ProductCommand {
     /// Products: a recipient's own, an engineer's tenant's, or (reviewers) other tenants'.
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
 }
 
 #[derive(Debug, Subcommand)]
@@ -517,17 +403,12 @@ pub enum AuditClientCommand {
         after: u64,
         #[arg(long, default_value_t = 50)]
         limit: u32,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Ask the server to verify its audit chain (auditors).
-    Check {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Check {},
     /// Signed checkpoints, proofs and retention.
     #[command(flatten)]
-    Oversight(crate::oversight::AuditOversightCommand),
+    Oversight(super::oversight::AuditOversightCommand),
 }
 
 pub fn parse_role(text: &str) -> Result<pb::Role> {
@@ -587,7 +468,7 @@ pub async fn create_principal(
         .into_inner()
         .principal
         .unwrap_or_default();
-    let (key_pem, csr_pem) = shuyu_server::tls::new_key_and_csr(&principal.id)?;
+    let (key_pem, csr_pem) = shuyu_client::new_key_and_csr(&principal.id)?;
     let issued = client
         .admin
         .issue_certificate(pb::IssueCertificateRequest {
@@ -597,7 +478,7 @@ pub async fn create_principal(
         })
         .await?
         .into_inner();
-    shuyu_server::domain::write_credentials(
+    shuyu_client::write_credentials(
         out,
         &issued.ca_certificate_pem,
         &issued.certificate_pem,
@@ -647,7 +528,7 @@ fn parse_data_item(text: &str) -> Result<pb::DataListItem> {
     })
 }
 
-async fn run_scenario(command: ScenarioCommand) -> Result<()> {
+async fn run_scenario(command: ScenarioCommand, conn: &Conn) -> Result<()> {
     match command {
         ScenarioCommand::Apply {
             name,
@@ -655,7 +536,6 @@ async fn run_scenario(command: ScenarioCommand) -> Result<()> {
             data,
             days,
             category,
-            conn,
         } => {
             let category = parse_category(&category)?;
             let data_list = data
@@ -681,7 +561,7 @@ async fn run_scenario(command: ScenarioCommand) -> Result<()> {
                 .unwrap_or_default();
             render::print_scenario(&scenario);
         }
-        ScenarioCommand::List { conn } => {
+        ScenarioCommand::List {} => {
             let list = conn
                 .connect()
                 .await?
@@ -699,7 +579,7 @@ async fn run_scenario(command: ScenarioCommand) -> Result<()> {
                 );
             }
         }
-        ScenarioCommand::Show { id, conn } => {
+        ScenarioCommand::Show { id } => {
             let scenario = conn
                 .connect()
                 .await?
@@ -711,17 +591,17 @@ async fn run_scenario(command: ScenarioCommand) -> Result<()> {
                 .unwrap_or_default();
             render::print_scenario(&scenario);
         }
-        ScenarioCommand::Approve { id, comment, conn } => {
+        ScenarioCommand::Approve { id, comment } => {
             decide_scenario(conn, id, true, comment).await?;
         }
-        ScenarioCommand::Reject { id, comment, conn } => {
+        ScenarioCommand::Reject { id, comment } => {
             decide_scenario(conn, id, false, comment).await?;
         }
     }
     Ok(())
 }
 
-async fn decide_scenario(conn: Conn, id: String, approve: bool, comment: String) -> Result<()> {
+async fn decide_scenario(conn: &Conn, id: String, approve: bool, comment: String) -> Result<()> {
     let scenario = conn
         .connect()
         .await?
@@ -739,9 +619,9 @@ async fn decide_scenario(conn: Conn, id: String, approve: bool, comment: String)
     Ok(())
 }
 
-pub async fn run(command: ClientCommand) -> Result<ExitCode> {
+pub async fn run(command: ClientCommand, conn: &Conn) -> Result<ExitCode> {
     match command {
-        ClientCommand::Whoami { conn } => {
+        ClientCommand::Whoami {} => {
             let me = conn
                 .connect()
                 .await?
@@ -751,12 +631,12 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .into_inner();
             render::print_principals(&me.principal.into_iter().collect::<Vec<_>>());
         }
-        ClientCommand::Import(command) => crate::stewardship_cli::run_import(command).await?,
-        ClientCommand::Quality(command) => crate::stewardship_cli::run_quality(command).await?,
+        ClientCommand::Import(command) => super::stewardship::run_import(command, conn).await?,
+        ClientCommand::Quality(command) => super::stewardship::run_quality(command, conn).await?,
         ClientCommand::RiskStop(command) => {
-            crate::stewardship_cli::run_risk_stop(command).await?;
+            super::stewardship::run_risk_stop(command, conn).await?;
         }
-        ClientCommand::Notifications { after, limit, conn } => {
+        ClientCommand::Notifications { after, limit } => {
             let list = conn
                 .connect()
                 .await?
@@ -784,7 +664,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 }
             }
         }
-        ClientCommand::Tenant(TenantCommand::Create { name, conn }) => {
+        ClientCommand::Tenant(TenantCommand::Create { name }) => {
             let tenant = conn
                 .connect()
                 .await?
@@ -796,7 +676,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             println!("created tenant {} ({})", tenant.id, tenant.name);
         }
-        ClientCommand::Tenant(TenantCommand::List { conn }) => {
+        ClientCommand::Tenant(TenantCommand::List {}) => {
             let tenants = conn
                 .connect()
                 .await?
@@ -814,7 +694,6 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             role,
             tenant,
             out,
-            conn,
         }) => {
             let mut client = conn.connect().await?;
             let principal = create_principal(
@@ -833,7 +712,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 out.display()
             );
         }
-        ClientCommand::Principal(PrincipalCommand::List { conn }) => {
+        ClientCommand::Principal(PrincipalCommand::List {}) => {
             let list = conn
                 .connect()
                 .await?
@@ -849,7 +728,6 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             format,
             columns,
             description,
-            conn,
         }) => {
             let data =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -868,7 +746,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 dataset.id, dataset.name, dataset.n_rows
             );
         }
-        ClientCommand::Dataset(DatasetCommand::List { conn }) => {
+        ClientCommand::Dataset(DatasetCommand::List {}) => {
             let list = conn
                 .connect()
                 .await?
@@ -878,7 +756,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .into_inner();
             render::print_datasets(&list.datasets);
         }
-        ClientCommand::Dataset(DatasetCommand::Show { id, conn }) => {
+        ClientCommand::Dataset(DatasetCommand::Show { id }) => {
             let d = conn
                 .connect()
                 .await?
@@ -890,7 +768,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_dataset(&d);
         }
-        ClientCommand::Dataset(DatasetCommand::Sample { id, rows, conn }) => {
+        ClientCommand::Dataset(DatasetCommand::Sample { id, rows }) => {
             let sample = conn
                 .connect()
                 .await?
@@ -903,7 +781,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .into_inner();
             render::print_masked(&sample.sample.unwrap_or_default());
         }
-        ClientCommand::Dataset(DatasetCommand::Grant { id, tenant, conn }) => {
+        ClientCommand::Dataset(DatasetCommand::Grant { id, tenant }) => {
             conn.connect()
                 .await?
                 .admin
@@ -924,7 +802,6 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             dp_max_groups,
             dp_max_rows,
             no_wait,
-            conn,
         }) => {
             let substrait_plan = match &plan {
                 Some(path) => {
@@ -958,7 +835,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             return finish_job(&mut client, submitted, no_wait).await;
         }
-        ClientCommand::Job(JobCommand::Promote { id, scenario, conn }) => {
+        ClientCommand::Job(JobCommand::Promote { id, scenario }) => {
             let mut client = conn.connect().await?;
             let submitted = client
                 .jobs
@@ -972,7 +849,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             return finish_job(&mut client, submitted, false).await;
         }
-        ClientCommand::Tenant(TenantCommand::LabAccess { id, days, conn }) => {
+        ClientCommand::Tenant(TenantCommand::LabAccess { id, days }) => {
             let lab_until_ms = if days == 0 {
                 0
             } else {
@@ -999,11 +876,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 ),
             }
         }
-        ClientCommand::Dataset(DatasetCommand::Approver {
-            id,
-            principal,
-            conn,
-        }) => {
+        ClientCommand::Dataset(DatasetCommand::Approver { id, principal }) => {
             let dataset = conn
                 .connect()
                 .await?
@@ -1019,20 +892,20 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             render::print_dataset(&dataset);
         }
         ClientCommand::Tenant(TenantCommand::Lifecycle(command)) => {
-            crate::lifecycle::run(command).await?;
+            super::lifecycle::run(command, conn).await?;
         }
-        ClientCommand::Scenario(command) => run_scenario(command).await?,
-        ClientCommand::Alerts(command) => return crate::oversight::run_alerts(command).await,
-        ClientCommand::Report(command) => return crate::oversight::run_report(command).await,
+        ClientCommand::Scenario(command) => run_scenario(command, conn).await?,
+        ClientCommand::Alerts(command) => return super::oversight::run_alerts(command, conn).await,
+        ClientCommand::Report(command) => return super::oversight::run_report(command, conn).await,
         ClientCommand::Authorization(command) => {
-            crate::governance::run_authorization(command).await?
+            super::governance::run_authorization(command, conn).await?
         }
-        ClientCommand::EmergencyPlan(command) => crate::governance::run_plan(command).await?,
+        ClientCommand::EmergencyPlan(command) => super::governance::run_plan(command, conn).await?,
         ClientCommand::Principal(PrincipalCommand::Governance(command)) => {
-            crate::governance::run_principal(command).await?
+            super::governance::run_principal(command, conn).await?
         }
-        ClientCommand::Product(command) => run_product(command).await?,
-        ClientCommand::Job(JobCommand::Cancel { id, conn }) => {
+        ClientCommand::Product(command) => run_product(command, conn).await?,
+        ClientCommand::Job(JobCommand::Cancel { id }) => {
             let job = conn
                 .connect()
                 .await?
@@ -1044,7 +917,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_job(&job);
         }
-        ClientCommand::Budget(BudgetCommand::List { tenant, conn }) => {
+        ClientCommand::Budget(BudgetCommand::List { tenant }) => {
             let budgets = conn
                 .connect()
                 .await?
@@ -1061,7 +934,6 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
             tenant,
             dataset,
             epsilon,
-            conn,
         }) => {
             let budget = conn
                 .connect()
@@ -1078,12 +950,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_budgets(&[budget]);
         }
-        ClientCommand::Usage {
-            tenant,
-            from,
-            to,
-            conn,
-        } => {
+        ClientCommand::Usage { tenant, from, to } => {
             let day = |text: &Option<String>, what: &str| -> Result<i64> {
                 match text {
                     None => Ok(0),
@@ -1114,7 +981,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .into_inner();
             render::print_usage(&usage);
         }
-        ClientCommand::Job(JobCommand::Show { id, conn }) => {
+        ClientCommand::Job(JobCommand::Show { id }) => {
             let job = conn
                 .connect()
                 .await?
@@ -1126,7 +993,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_job(&job);
         }
-        ClientCommand::Job(JobCommand::List { tenant, conn }) => {
+        ClientCommand::Job(JobCommand::List { tenant }) => {
             let list = conn
                 .connect()
                 .await?
@@ -1157,7 +1024,7 @@ pub async fn run(command: ClientCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
+pub async fn run_export(command: ExportClientCommand, conn: &Conn) -> Result<ExitCode> {
     match command {
         ExportClientCommand::Request {
             job,
@@ -1167,7 +1034,6 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
             expires_days,
             purpose,
             format,
-            conn,
         } => {
             let job = job.or(job_flag).context("name the job")?;
             let export = conn
@@ -1188,7 +1054,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_export(&export);
         }
-        ExportClientCommand::Show { id, conn } => {
+        ExportClientCommand::Show { id } => {
             let export = conn
                 .connect()
                 .await?
@@ -1200,7 +1066,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_export(&export);
         }
-        ExportClientCommand::List { conn } => {
+        ExportClientCommand::List {} => {
             let list = conn
                 .connect()
                 .await?
@@ -1221,7 +1087,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 );
             }
         }
-        ExportClientCommand::Review { id, conn } => {
+        ExportClientCommand::Review { id } => {
             let review = conn
                 .connect()
                 .await?
@@ -1238,7 +1104,6 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
             return_,
             comment,
             private_note,
-            conn,
         } => {
             let decision = match (approve, reject, return_) {
                 (true, false, false) => pb::ExportDecision::Approve,
@@ -1262,12 +1127,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_export(&export);
         }
-        ExportClientCommand::Comment {
-            id,
-            text,
-            private,
-            conn,
-        } => {
+        ExportClientCommand::Comment { id, text, private } => {
             let export = conn
                 .connect()
                 .await?
@@ -1283,7 +1143,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_export(&export);
         }
-        ExportClientCommand::Revoke { id, reason, conn } => {
+        ExportClientCommand::Revoke { id, reason } => {
             let export = conn
                 .connect()
                 .await?
@@ -1298,7 +1158,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .unwrap_or_default();
             render::print_export(&export);
         }
-        ExportClientCommand::Trace { file, conn } => {
+        ExportClientCommand::Trace { file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let traced = conn
@@ -1310,7 +1170,7 @@ pub async fn run_export(command: ExportClientCommand) -> Result<ExitCode> {
                 .into_inner();
             render::print_trace(&traced);
         }
-        ExportClientCommand::Download { id, out, conn } => {
+        ExportClientCommand::Download { id, out } => {
             let package = conn.connect().await?.download(&id).await?;
             std::fs::write(&out, &package).with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -1333,9 +1193,9 @@ pub fn parse_category(text: &str) -> Result<pb::ScenarioCategory> {
     })
 }
 
-async fn run_product(command: ProductCommand) -> Result<()> {
+async fn run_product(command: ProductCommand, conn: &Conn) -> Result<()> {
     match command {
-        ProductCommand::List { conn } => {
+        ProductCommand::List {} => {
             let list = conn
                 .connect()
                 .await?
@@ -1354,12 +1214,12 @@ async fn run_product(command: ProductCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn run_audit(command: AuditClientCommand) -> Result<ExitCode> {
+pub async fn run_audit(command: AuditClientCommand, conn: &Conn) -> Result<ExitCode> {
     match command {
         AuditClientCommand::Oversight(command) => {
-            return crate::oversight::run_audit(command).await;
+            return super::oversight::run_audit(command, conn).await;
         }
-        AuditClientCommand::Tail { after, limit, conn } => {
+        AuditClientCommand::Tail { after, limit } => {
             let list = conn
                 .connect()
                 .await?
@@ -1374,7 +1234,7 @@ pub async fn run_audit(command: AuditClientCommand) -> Result<ExitCode> {
                 render::print_audit_record(&r);
             }
         }
-        AuditClientCommand::Check { conn } => {
+        AuditClientCommand::Check {} => {
             let report = conn
                 .connect()
                 .await?

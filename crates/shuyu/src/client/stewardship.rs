@@ -7,8 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use shuyu_client::v1 as pb;
 
-use crate::cli::{Conn, format_from, parse_column};
-use crate::render;
+use super::Conn;
+use super::cli::{format_from, parse_column};
+use super::render;
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
@@ -28,30 +29,21 @@ pub enum ImportCommand {
         columns: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Approve an import application (admins).
     Approve {
         id: String,
         #[arg(long, default_value = "")]
         comment: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Reject an import application, with the reason (admins).
     Reject {
         id: String,
         #[arg(long)]
         comment: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Import applications (engineers: their tenant's; admins and auditors: all).
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List {},
     /// Upload the data of an approved application; it becomes a dataset only your tenant
     /// can use, encrypted under your tenant's key.
     Upload {
@@ -61,8 +53,6 @@ pub enum ImportCommand {
         /// csv or parquet.
         #[arg(long, default_value = "csv")]
         format: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -77,16 +67,12 @@ pub enum QualityCommand {
         column: String,
         #[arg(long)]
         description: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Tickets you may see, with their deadlines.
     List {
         /// Only open tickets.
         #[arg(long)]
         open: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Answer a ticket as the dataset's steward: fixed, or declined with the reason.
     Resolve {
@@ -96,8 +82,6 @@ pub enum QualityCommand {
         declined: bool,
         #[arg(long)]
         resolution: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -116,24 +100,18 @@ pub enum RiskStopCommand {
         scenario: Option<String>,
         #[arg(long)]
         reason: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Risk stops you may see.
     List {
         /// Only those in force.
         #[arg(long)]
         active: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Lift a risk stop after review (admins).
     Lift {
         id: String,
         #[arg(long)]
         comment: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -212,7 +190,7 @@ fn print_stop(s: &pb::RiskStop) {
     }
 }
 
-pub async fn run_import(command: ImportCommand) -> Result<()> {
+pub async fn run_import(command: ImportCommand, conn: &Conn) -> Result<()> {
     match command {
         ImportCommand::Apply {
             name,
@@ -220,7 +198,6 @@ pub async fn run_import(command: ImportCommand) -> Result<()> {
             legal_basis,
             columns,
             description,
-            conn,
         } => {
             let application = conn
                 .connect()
@@ -242,13 +219,13 @@ pub async fn run_import(command: ImportCommand) -> Result<()> {
                 .unwrap_or_default();
             print_import(&application);
         }
-        ImportCommand::Approve { id, comment, conn } => {
+        ImportCommand::Approve { id, comment } => {
             decide(conn, id, true, comment).await?;
         }
-        ImportCommand::Reject { id, comment, conn } => {
+        ImportCommand::Reject { id, comment } => {
             decide(conn, id, false, comment).await?;
         }
-        ImportCommand::List { conn } => {
+        ImportCommand::List {} => {
             let list = conn
                 .connect()
                 .await?
@@ -261,12 +238,7 @@ pub async fn run_import(command: ImportCommand) -> Result<()> {
             }
             list.applications.iter().for_each(print_import);
         }
-        ImportCommand::Upload {
-            id,
-            file,
-            format,
-            conn,
-        } => {
+        ImportCommand::Upload { id, file, format } => {
             let data =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let response = conn
@@ -284,7 +256,7 @@ pub async fn run_import(command: ImportCommand) -> Result<()> {
     Ok(())
 }
 
-async fn decide(conn: Conn, id: String, approve: bool, comment: String) -> Result<()> {
+async fn decide(conn: &Conn, id: String, approve: bool, comment: String) -> Result<()> {
     let application = conn
         .connect()
         .await?
@@ -302,13 +274,12 @@ async fn decide(conn: Conn, id: String, approve: bool, comment: String) -> Resul
     Ok(())
 }
 
-pub async fn run_quality(command: QualityCommand) -> Result<()> {
+pub async fn run_quality(command: QualityCommand, conn: &Conn) -> Result<()> {
     match command {
         QualityCommand::File {
             dataset,
             column,
             description,
-            conn,
         } => {
             let ticket = conn
                 .connect()
@@ -325,7 +296,7 @@ pub async fn run_quality(command: QualityCommand) -> Result<()> {
                 .unwrap_or_default();
             print_ticket(&ticket);
         }
-        QualityCommand::List { open, conn } => {
+        QualityCommand::List { open } => {
             let list = conn
                 .connect()
                 .await?
@@ -342,7 +313,6 @@ pub async fn run_quality(command: QualityCommand) -> Result<()> {
             id,
             declined,
             resolution,
-            conn,
         } => {
             let ticket = conn
                 .connect()
@@ -363,13 +333,12 @@ pub async fn run_quality(command: QualityCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn run_risk_stop(command: RiskStopCommand) -> Result<()> {
+pub async fn run_risk_stop(command: RiskStopCommand, conn: &Conn) -> Result<()> {
     match command {
         RiskStopCommand::Raise {
             dataset,
             scenario,
             reason,
-            conn,
         } => {
             let (dataset_id, scenario_id) = match (dataset, scenario) {
                 (Some(d), None) => (d, String::new()),
@@ -391,7 +360,7 @@ pub async fn run_risk_stop(command: RiskStopCommand) -> Result<()> {
                 .unwrap_or_default();
             print_stop(&stop);
         }
-        RiskStopCommand::List { active, conn } => {
+        RiskStopCommand::List { active } => {
             let list = conn
                 .connect()
                 .await?
@@ -406,7 +375,7 @@ pub async fn run_risk_stop(command: RiskStopCommand) -> Result<()> {
             }
             list.stops.iter().for_each(print_stop);
         }
-        RiskStopCommand::Lift { id, comment, conn } => {
+        RiskStopCommand::Lift { id, comment } => {
             let stop = conn
                 .connect()
                 .await?

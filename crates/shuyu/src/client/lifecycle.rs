@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use shuyu_client::v1 as pb;
 
-use crate::cli::Conn;
-use crate::render;
+use super::Conn;
+use super::render;
 
 #[derive(Debug, Subcommand)]
 pub enum LifecycleCommand {
@@ -27,16 +27,12 @@ pub enum LifecycleCommand {
         /// (`2026-12-01`, midnight UTC).
         #[arg(long, conflicts_with = "fix_days")]
         fix_by: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Resume a suspended tenant: access reopens, frozen exports resume where they were.
     Resume {
         id: String,
         #[arg(long, default_value = "")]
         note: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Lift the freeze of a tenant's production job submission that too many failed
     /// production jobs caused (`[jobs] failed_production_allowance`), after looking at them.
@@ -45,31 +41,21 @@ pub enum LifecycleCommand {
         /// What you found (required; audited).
         #[arg(long)]
         note: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show a tenant's lifecycle state (admins and auditors).
-    Status {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Status { id: String },
     /// Emergency stop (R32): kill the tenant's running jobs, cancel its queued ones, freeze
     /// its exports; its people keep read access.
     Stop {
         id: String,
         #[arg(long)]
         reason: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Release an emergency stop.
     Release {
         id: String,
         #[arg(long, default_value = "")]
         note: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Drill the emergency stop on the tenant's current work: stop, measure the time to
     /// halt, record the drill, release.
@@ -80,15 +66,9 @@ pub enum LifecycleCommand {
         plan: String,
         #[arg(long, default_value = "")]
         note: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List recorded drills (of one tenant, or all).
-    Drills {
-        id: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Drills { id: Option<String> },
     /// Terminate a tenant for good (R27, R28): keys destroyed, files deleted, audit kept,
     /// exit report signed. Cannot be undone.
     Terminate {
@@ -98,8 +78,6 @@ pub enum LifecycleCommand {
         /// Repeat the tenant id to confirm.
         #[arg(long)]
         confirm: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show a terminated tenant's exit report and check its signature.
     ExitReport {
@@ -114,8 +92,6 @@ pub enum LifecycleCommand {
         /// without it the key the report names is used.
         #[arg(long)]
         public_key: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -209,14 +185,13 @@ fn check_signature(report: &pb::ExitReport, trusted: Option<&str>) -> Result<()>
         .map_err(|_| anyhow::anyhow!("the exit report's signature does not verify"))
 }
 
-pub async fn run(command: LifecycleCommand) -> Result<()> {
+pub async fn run(command: LifecycleCommand, conn: &Conn) -> Result<()> {
     match command {
         LifecycleCommand::Suspend {
             id,
             reason,
             fix_days,
             fix_by,
-            conn,
         } => {
             let fix_by_ms = fix_by.as_deref().map(parse_fix_by).transpose()?;
             let response = conn
@@ -233,7 +208,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .into_inner();
             print_status(response);
         }
-        LifecycleCommand::Resume { id, note, conn } => {
+        LifecycleCommand::Resume { id, note } => {
             let response = conn
                 .connect()
                 .await?
@@ -246,7 +221,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .into_inner();
             print_status(response);
         }
-        LifecycleCommand::LiftFreeze { id, note, conn } => {
+        LifecycleCommand::LiftFreeze { id, note } => {
             let response = conn
                 .connect()
                 .await?
@@ -259,7 +234,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .into_inner();
             print_status(response);
         }
-        LifecycleCommand::Status { id, conn } => {
+        LifecycleCommand::Status { id } => {
             let response = conn
                 .connect()
                 .await?
@@ -269,7 +244,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .into_inner();
             print_status(response);
         }
-        LifecycleCommand::Stop { id, reason, conn } => {
+        LifecycleCommand::Stop { id, reason } => {
             let response = conn
                 .connect()
                 .await?
@@ -282,7 +257,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .into_inner();
             print_status(response);
         }
-        LifecycleCommand::Release { id, note, conn } => {
+        LifecycleCommand::Release { id, note } => {
             let response = conn
                 .connect()
                 .await?
@@ -295,12 +270,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .into_inner();
             print_status(response);
         }
-        LifecycleCommand::Drill {
-            id,
-            plan,
-            note,
-            conn,
-        } => {
+        LifecycleCommand::Drill { id, plan, note } => {
             let drill = conn
                 .connect()
                 .await?
@@ -316,7 +286,7 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
                 .unwrap_or_default();
             print_drill(&drill);
         }
-        LifecycleCommand::Drills { id, conn } => {
+        LifecycleCommand::Drills { id } => {
             let drills = conn
                 .connect()
                 .await?
@@ -338,7 +308,6 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
             id,
             reason,
             confirm,
-            conn,
         } => {
             if confirm != id {
                 bail!("--confirm must repeat the tenant id: termination cannot be undone");
@@ -362,7 +331,6 @@ pub async fn run(command: LifecycleCommand) -> Result<()> {
             json,
             out,
             public_key,
-            conn,
         } => {
             let report = conn
                 .connect()

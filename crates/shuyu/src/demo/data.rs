@@ -8,6 +8,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shuyu_policy::calendar::{civil_from_days, days_from_civil};
 
 /// One column of a demo dataset, with its classification and optional masking override.
 #[derive(Debug, Clone)]
@@ -112,30 +113,18 @@ const MOBILE_PREFIXES: &[&str] = &[
     "183", "185", "186", "187", "188", "189", "191", "198", "199",
 ];
 
-const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-const ID_CHECK_MAP: &[u8; 11] = b"10X98765432";
 const USCC_CHARSET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 const USCC_WEIGHTS: [u32; 17] = [
     1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
 ];
 const ORG_WEIGHTS: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
 
-/// GB 11643-1999 (ISO 7064 MOD 11-2) check character for the first 17 digits of a resident ID.
+/// GB 11643-1999 check character for the first 17 digits of a resident ID.
 ///
 /// # Panics
 /// If `first17` is not exactly 17 ASCII digits.
-pub fn id_number_check_char(first17: &str) -> char {
-    let b = first17.as_bytes();
-    assert!(
-        b.len() == 17 && b.iter().all(u8::is_ascii_digit),
-        "need 17 ASCII digits"
-    );
-    let sum: u32 = b
-        .iter()
-        .zip(ID_WEIGHTS)
-        .map(|(c, w)| u32::from(c - b'0') * w)
-        .sum();
-    char::from(ID_CHECK_MAP[(sum % 11) as usize])
+fn id_number_check_char(first17: &str) -> char {
+    shuyu_policy::id_number_check_char(first17).expect("need 17 ASCII digits")
 }
 
 /// A valid, synthetic resident ID number for the `seq`-th member of staff of the demo
@@ -183,21 +172,9 @@ fn org_code_check_char(body: &str) -> char {
 
 /// True for an 18-character resident ID: 17 digits with a real `YYYYMMDD` birth date in
 /// positions 7–14, followed by the correct check character (`0`–`9` or uppercase `X`).
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn is_valid_id_number(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
-    let (y, m, d) = (num(6..10), num(10..12), num(12..14));
-    if !(1..=12).contains(&m)
-        || d == 0
-        || civil_from_days(days_from_civil(i64::from(y), m, d)) != (i64::from(y), m, d)
-    {
-        return false;
-    }
-    char::from(b[17]) == id_number_check_char(&s[..17])
+#[cfg(test)]
+fn is_valid_id_number(s: &str) -> bool {
+    shuyu_policy::normalize_id_number(s).is_ok_and(|n| n == s)
 }
 
 /// True for an 18-character unified social credit code over the GB 32100 charset with a correct
@@ -207,28 +184,6 @@ pub fn is_valid_uscc(s: &str) -> bool {
     s.chars().count() == 18
         && s.chars().all(|c| uscc_value(c).is_some())
         && s[17..].starts_with(uscc_check_char(&s[..17]))
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn fmt_date(days: i64) -> String {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use shuyu_client::{Client, Credentials, v1 as pb};
 
-use crate::{cli, demo, render};
+use super::data as demo;
+use crate::client::{cli, render};
 
 fn step(n: u32, title: &str) {
     println!("\n━━ {n}. {title}");
@@ -541,7 +542,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         package_path.display(),
         package.len()
     );
-    match shuyu_server::package::verify(&package, Some(&init.signing_public_key)) {
+    match shuyu_verify::package::verify(&package, Some(&init.signing_public_key)) {
         Ok(verified) => {
             render::print_manifest(&verified.manifest);
             ensure!(

@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use shuyu_client::v1 as pb;
 
-use crate::cli::{Conn, parse_category};
+use super::Conn;
+use super::cli::parse_category;
 
 #[derive(Debug, Subcommand)]
 pub enum AuthorizationCommand {
@@ -33,29 +34,19 @@ pub enum AuthorizationCommand {
         /// The agreed pricing terms (text: rates in fen or a reference to them).
         #[arg(long)]
         pricing: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List authorizations (engineers: their tenant's).
     List {
         #[arg(long)]
         tenant: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show one authorization.
-    Show {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Show { id: String },
     /// Revoke an authorization now: the tenant's work stops.
     Revoke {
         id: String,
         #[arg(long)]
         reason: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Renew an authorization (opens six months before it ends): a successor term from its
     /// end, same scope; its emergency plan is carried over.
@@ -70,8 +61,6 @@ pub enum AuthorizationCommand {
         /// New pricing terms (default: unchanged).
         #[arg(long)]
         pricing: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Add datasets or scenario categories to an authorization's scope.
     AddScope {
@@ -80,8 +69,6 @@ pub enum AuthorizationCommand {
         datasets: Vec<String>,
         #[arg(long = "category")]
         categories: Vec<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -99,15 +86,9 @@ pub enum EmergencyPlanCommand {
         /// An action the plan prescribes (repeat, in order).
         #[arg(long = "action", required = true)]
         actions: Vec<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show an authorization's emergency plan.
-    Show {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Show { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,15 +112,9 @@ pub enum PrincipalGovernanceCommand {
         /// NDA in force until, YYYY-MM-DD.
         #[arg(long, requires = "nda_signed")]
         nda_until: Option<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show a principal's qualification and certificates (the ID number only masked).
-    Qualification {
-        id: String,
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Qualification { id: String },
     /// Revoke a principal's certificates (or one, by fingerprint); `--disable` also bars
     /// any new certificate.
     RevokeCert {
@@ -150,8 +125,6 @@ pub enum PrincipalGovernanceCommand {
         reason: String,
         #[arg(long)]
         disable: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -255,7 +228,7 @@ pub fn print_authorization(a: &pb::Authorization) {
     }
 }
 
-pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
+pub async fn run_authorization(command: AuthorizationCommand, conn: &Conn) -> Result<()> {
     match command {
         AuthorizationCommand::Create {
             tenant,
@@ -265,7 +238,6 @@ pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
             until,
             years,
             pricing,
-            conn,
         } => {
             let from_ms = match from.as_deref() {
                 Some(f) => parse_date(f)?,
@@ -299,7 +271,7 @@ pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
                 .unwrap_or_default();
             print_authorization(&a);
         }
-        AuthorizationCommand::List { tenant, conn } => {
+        AuthorizationCommand::List { tenant } => {
             let list = conn
                 .connect()
                 .await?
@@ -313,7 +285,7 @@ pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
                 print_authorization(a);
             }
         }
-        AuthorizationCommand::Show { id, conn } => {
+        AuthorizationCommand::Show { id } => {
             let a = conn
                 .connect()
                 .await?
@@ -327,7 +299,7 @@ pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
                 .unwrap_or_default();
             print_authorization(&a);
         }
-        AuthorizationCommand::Revoke { id, reason, conn } => {
+        AuthorizationCommand::Revoke { id, reason } => {
             let a = conn
                 .connect()
                 .await?
@@ -347,7 +319,6 @@ pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
             until,
             years,
             pricing,
-            conn,
         } => {
             let mut client = conn.connect().await?;
             let until_ms = match (until.as_deref(), years) {
@@ -386,7 +357,6 @@ pub async fn run_authorization(command: AuthorizationCommand) -> Result<()> {
             id,
             datasets,
             categories: cats,
-            conn,
         } => {
             let a = conn
                 .connect()
@@ -422,14 +392,13 @@ fn print_plan(p: &pb::EmergencyPlan) {
     );
 }
 
-pub async fn run_plan(command: EmergencyPlanCommand) -> Result<()> {
+pub async fn run_plan(command: EmergencyPlanCommand, conn: &Conn) -> Result<()> {
     let plan = match command {
         EmergencyPlanCommand::Set {
             id,
             summary,
             contact,
             actions,
-            conn,
         } => conn
             .connect()
             .await?
@@ -442,7 +411,7 @@ pub async fn run_plan(command: EmergencyPlanCommand) -> Result<()> {
             })
             .await?
             .into_inner(),
-        EmergencyPlanCommand::Show { id, conn } => conn
+        EmergencyPlanCommand::Show { id } => conn
             .connect()
             .await?
             .governance
@@ -497,7 +466,7 @@ fn print_qualification(q: &pb::Qualification) {
     }
 }
 
-pub async fn run_principal(command: PrincipalGovernanceCommand) -> Result<()> {
+pub async fn run_principal(command: PrincipalGovernanceCommand, conn: &Conn) -> Result<()> {
     match command {
         PrincipalGovernanceCommand::Qualify {
             id,
@@ -506,7 +475,6 @@ pub async fn run_principal(command: PrincipalGovernanceCommand) -> Result<()> {
             training_until,
             nda_signed,
             nda_until,
-            conn,
         } => {
             let ms = |d: Option<String>| d.as_deref().map(parse_date).transpose();
             let q = conn
@@ -525,7 +493,7 @@ pub async fn run_principal(command: PrincipalGovernanceCommand) -> Result<()> {
                 .into_inner();
             print_qualification(&q.qualification.unwrap_or_default());
         }
-        PrincipalGovernanceCommand::Qualification { id, conn } => {
+        PrincipalGovernanceCommand::Qualification { id } => {
             let q = conn
                 .connect()
                 .await?
@@ -540,7 +508,6 @@ pub async fn run_principal(command: PrincipalGovernanceCommand) -> Result<()> {
             fingerprint,
             reason,
             disable,
-            conn,
         } => {
             let r = conn
                 .connect()

@@ -5,7 +5,7 @@ use shuyu_policy::{Role, ScenarioCategory};
 use shuyu_proto::v1 as pb;
 
 use crate::error::{Result, ServerError};
-use crate::scheduler::LiveState;
+use crate::jobs::scheduler::LiveState;
 use crate::store::{
     CheckVerdict, DatasetRecord, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
     JobMode, JobRecord, JobStatus, Principal, ScenarioRecord, ScenarioStatus, Tenant,
@@ -59,8 +59,10 @@ pub fn category_from_pb(value: i32) -> Result<ScenarioCategory> {
 }
 
 /// An import application (R17).
-pub fn import_application(a: &crate::stewardship::ImportApplication) -> pb::ImportApplication {
-    use crate::stewardship::ImportStatus;
+pub fn import_application(
+    a: &crate::stewardship::records::ImportApplication,
+) -> pb::ImportApplication {
+    use crate::stewardship::records::ImportStatus;
     let status = match a.status {
         ImportStatus::Pending => pb::ImportStatus::Pending,
         ImportStatus::Approved => pb::ImportStatus::Approved,
@@ -86,8 +88,11 @@ pub fn import_application(a: &crate::stewardship::ImportApplication) -> pb::Impo
 }
 
 /// A data-quality ticket (R18), with whether it is overdue at `now_ms`.
-pub fn quality_ticket(t: &crate::stewardship::QualityTicket, now_ms: i64) -> pb::QualityTicket {
-    use crate::stewardship::TicketStatus;
+pub fn quality_ticket(
+    t: &crate::stewardship::records::QualityTicket,
+    now_ms: i64,
+) -> pb::QualityTicket {
+    use crate::stewardship::records::TicketStatus;
     let status = match t.status {
         TicketStatus::Open => pb::TicketStatus::Open,
         TicketStatus::Resolved => pb::TicketStatus::Resolved,
@@ -111,7 +116,7 @@ pub fn quality_ticket(t: &crate::stewardship::QualityTicket, now_ms: i64) -> pb:
 }
 
 /// A risk stop (R19).
-pub fn risk_stop(s: &crate::stewardship::RiskStop) -> pb::RiskStop {
+pub fn risk_stop(s: &crate::stewardship::records::RiskStop) -> pb::RiskStop {
     pb::RiskStop {
         id: s.id.clone(),
         target_kind: s.target.as_str().to_owned(),

@@ -17,7 +17,7 @@ use shuyu_policy::Role;
 use shuyu_vault::{MasterKey, SecretKey, SigningKey};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditEntry, AuditLog};
+use crate::audit::trail::{AuditEntry, AuditLog};
 use crate::error::{Result, ServerError, StorageFault};
 use crate::keys::{DOMAIN_KEK, KeyStore};
 use crate::store::{self, Principal, Store};
@@ -374,9 +374,9 @@ pub fn init(
         store::insert_certificate(tx, &issued.fingerprint, &admin.id, issued.not_after_ms)?;
         let now = crate::now_ms();
         let day_ms = 86_400_000;
-        crate::governance::upsert_qualification(
+        crate::governance::records::upsert_qualification(
             tx,
-            &crate::governance::QualificationRecord {
+            &crate::governance::records::QualificationRecord {
                 principal_id: admin.id.clone(),
                 id_hash: Some(crate::keys::id_number_hash(&master, &id_number)),
                 id_masked: shuyu_policy::registry_mask(&id_number),

@@ -14,7 +14,7 @@ use shuyu_engine::{
 };
 use shuyu_policy::{Classification, MaskingRule, PriceRates, Role, ScenarioCategory};
 
-use crate::audit::{AuditEntry, AuditLog};
+use crate::audit::trail::{AuditEntry, AuditLog};
 use crate::error::{Result, ServerError};
 
 const SCHEMA: &str = "
@@ -610,26 +610,26 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         register_preview_seal(&conn, &audit)?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(crate::audit::SCHEMA)?;
+        conn.execute_batch(crate::audit::trail::SCHEMA)?;
         conn.execute_batch(crate::notify::SCHEMA)?;
-        conn.execute_batch(crate::stewardship::SCHEMA)?;
-        crate::oversight::create_tables(&conn)?;
-        conn.execute_batch(crate::lifecycle::SCHEMA)?;
-        conn.execute_batch(crate::governance::SCHEMA)?;
-        conn.execute_batch(crate::plan_texts::SCHEMA)?;
-        conn.execute_batch(crate::bindings::SCHEMA)?;
-        conn.execute_batch(crate::oracle::SCHEMA)?;
+        conn.execute_batch(crate::stewardship::records::SCHEMA)?;
+        crate::oversight::tasks::create_tables(&conn)?;
+        conn.execute_batch(crate::lifecycle::records::SCHEMA)?;
+        conn.execute_batch(crate::governance::records::SCHEMA)?;
+        conn.execute_batch(crate::jobs::plan_texts::SCHEMA)?;
+        conn.execute_batch(crate::audit::bindings::SCHEMA)?;
+        conn.execute_batch(crate::jobs::oracle::SCHEMA)?;
         migrate(&conn)?;
         seal_plaintext_previews(&conn)?;
-        crate::bindings::install_triggers(&conn)?;
-        let bind_existing = crate::bindings::mark_unbound_rows(&conn)?;
+        crate::audit::bindings::install_triggers(&conn)?;
+        let bind_existing = crate::audit::bindings::mark_unbound_rows(&conn)?;
         let store = Store {
             conn: Mutex::new(conn),
             audit,
         };
         if bind_existing {
-            store.record(&crate::oversight::system_entry(
-                crate::bindings::BIND_EXISTING_ACTION,
+            store.record(&crate::oversight::tasks::system_entry(
+                crate::audit::bindings::BIND_EXISTING_ACTION,
                 "meta",
                 serde_json::json!({}),
             ))?;
@@ -703,16 +703,16 @@ impl Store {
         Ok(value)
     }
 
-    /// Appends `entry`, binding the rows changed in `tx` to it (see [`crate::bindings`]).
+    /// Appends `entry`, binding the rows changed in `tx` to it (see [`crate::audit::bindings`]).
     fn append_bound(&self, tx: &Transaction<'_>, entry: &AuditEntry) -> Result<u64> {
-        let bindings = crate::bindings::take_pending(tx)?;
+        let bindings = crate::audit::bindings::take_pending(tx)?;
         if bindings.is_empty() {
             return self.audit.append(tx, entry);
         }
         let mut entry = entry.clone();
-        entry.detail = crate::bindings::with_bindings(&entry.detail, &bindings);
+        entry.detail = crate::audit::bindings::with_bindings(&entry.detail, &bindings);
         let seq = self.audit.append(tx, &entry)?;
-        crate::bindings::record(tx, &bindings, seq)?;
+        crate::audit::bindings::record(tx, &bindings, seq)?;
         Ok(seq)
     }
 
@@ -2605,7 +2605,7 @@ mod tests {
     }
 
     fn system(action: &str) -> AuditEntry {
-        crate::oversight::system_entry(action, "t", serde_json::json!({}))
+        crate::oversight::tasks::system_entry(action, "t", serde_json::json!({}))
     }
 
     #[test]
@@ -2615,7 +2615,7 @@ mod tests {
         let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
         let store = Store::open(&path, audit.clone()).unwrap();
         store
-            .commit(&system(crate::audit::GENESIS_ACTION), |_| Ok(()))
+            .commit(&system(crate::audit::trail::GENESIS_ACTION), |_| Ok(()))
             .unwrap();
         let mut j = job("job_p");
         j.preview = MaskedTable {
@@ -2691,7 +2691,7 @@ mod tests {
         )
         .unwrap();
         store
-            .commit(&system(crate::audit::GENESIS_ACTION), |_| Ok(()))
+            .commit(&system(crate::audit::trail::GENESIS_ACTION), |_| Ok(()))
             .unwrap();
         let files = files_of(dir.path());
         assert!(files.contains_key("meta.db-wal"), "{:?}", files.keys());
@@ -2706,7 +2706,7 @@ mod tests {
         let path = dir.path().join("meta.db");
         let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
         let store = Store::open(&path, audit.clone()).unwrap();
-        for action in [crate::audit::GENESIS_ACTION, "a", "b"] {
+        for action in [crate::audit::trail::GENESIS_ACTION, "a", "b"] {
             store.commit(&system(action), |_| Ok(())).unwrap();
         }
         let check = |expect_records: u64| {

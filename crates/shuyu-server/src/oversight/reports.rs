@@ -525,7 +525,7 @@ pub fn operation_report(
         .fact("in review", get(&exports, "in_review"));
 
     let outcomes = audit_counts(conn, tenant_id, from, to)?;
-    let alerts = crate::alerts::of_tenant(conn, tenant_id, from, to)?;
+    let alerts = crate::oversight::alerts::of_tenant(conn, tenant_id, from, to)?;
     let mut alert_kinds: BTreeMap<&str, u64> = BTreeMap::new();
     for a in &alerts {
         *alert_kinds.entry(&a.kind).or_default() += 1;

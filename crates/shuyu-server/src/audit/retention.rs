@@ -13,9 +13,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
-use crate::audit::AuditLog;
+use crate::audit::trail::AuditLog;
 use crate::error::Result;
-use crate::oversight::{MIN_NETWORK_LOG_DAYS, MIN_OPERATING_RECORD_DAYS, OversightConfig};
+use crate::oversight::tasks::{MIN_NETWORK_LOG_DAYS, MIN_OPERATING_RECORD_DAYS, OversightConfig};
 use crate::state::AppState;
 
 /// The redactions of purged records.
@@ -136,7 +136,7 @@ fn mac_input(
 pub fn check_redaction(
     log: &AuditLog,
     conn: &Connection,
-    r: &crate::audit::AuditRecord,
+    r: &crate::audit::trail::AuditRecord,
 ) -> Result<Option<std::result::Result<(), String>>> {
     let exists: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_redactions'",
@@ -264,13 +264,13 @@ pub fn redact_expired(
 ///
 /// # Errors
 /// On store failure.
-pub fn purge(state: &AppState, entry: Option<crate::audit::AuditEntry>) -> Result<u64> {
+pub fn purge(state: &AppState, entry: Option<crate::audit::trail::AuditEntry>) -> Result<u64> {
     let log = state.store.audit_log();
     let config = &state.config.oversight;
     state.store.commit_with(|tx| {
         let n = redact_expired(log, tx, config, crate::now_ms())?;
         let mut entry = entry.unwrap_or_else(|| {
-            crate::oversight::system_entry("purge_audit", "audit", serde_json::Value::Null)
+            crate::oversight::tasks::system_entry("purge_audit", "audit", serde_json::Value::Null)
         });
         entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
                               "operating_record_days": config.operating_record_days});
@@ -281,7 +281,7 @@ pub fn purge(state: &AppState, entry: Option<crate::audit::AuditEntry>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditEntry, SCHEMA as AUDIT_SCHEMA};
+    use crate::audit::trail::{AuditEntry, SCHEMA as AUDIT_SCHEMA};
     use shuyu_vault::SecretKey;
 
     fn trail(actions: &[(&str, &str)]) -> (AuditLog, Connection) {
@@ -290,7 +290,7 @@ mod tests {
         conn.execute_batch(AUDIT_SCHEMA).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         // Every trail starts with the domain's genesis record (an operating record).
-        let genesis = [(crate::audit::GENESIS_ACTION, "ok")];
+        let genesis = [(crate::audit::trail::GENESIS_ACTION, "ok")];
         for (action, outcome) in genesis.iter().chain(actions) {
             let tx = conn.transaction().unwrap();
             log.append(

@@ -441,8 +441,8 @@ pub fn verify(conn: &Connection) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditLog, GENESIS_ACTION};
-    use crate::oversight::system_entry;
+    use crate::audit::trail::{AuditLog, GENESIS_ACTION};
+    use crate::oversight::tasks::system_entry;
     use crate::store::Store;
 
     /// A store with a genesis record, a KEK and an export row written through the server's

@@ -27,16 +27,16 @@ use shuyu_vault::sha256_hex;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::delivery::read_full;
-use super::export_tasks::{CopySpec, LedgerCheck};
-use super::{Api, require_id, require_text};
 use crate::convert::{self, ExportView};
 use crate::error::{Result, ServerError};
-use crate::keys;
-use crate::package::{
+use crate::exports::delivery::read_full;
+use crate::exports::package::{
     self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset,
     ManifestFile, ManifestPrice, ManifestProduct,
 };
+use crate::exports::tasks::{CopySpec, LedgerCheck};
+use crate::keys;
+use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
 use crate::store::{
     self, CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord,
@@ -55,7 +55,7 @@ const VOTE_ATTEMPTS: usize = 4;
 /// Longest permitted use, in characters.
 const MAX_USE_CHARS: usize = 2000;
 /// Largest file TraceExport reads.
-pub(super) const MAX_TRACE_BYTES: usize = 32 << 20;
+pub(crate) const MAX_TRACE_BYTES: usize = 32 << 20;
 const DAY_MS: i64 = 86_400_000;
 /// How a product copy's rows are ordered (recorded in its manifest).
 const ROW_ORDER: &str = "keyed-by-fingerprint/v1";
@@ -89,7 +89,7 @@ fn standing(caller: &Caller, export: &ExportRecord) -> Option<Standing> {
 
 /// The export `id` if `caller` is its product's recipient; NotFound to everyone else, the
 /// requester included (R23).
-pub(super) fn recipients_export(
+pub(crate) fn recipients_export(
     state: &crate::state::AppState,
     caller: &Caller,
     id: &str,
@@ -102,7 +102,7 @@ pub(super) fn recipients_export(
 }
 
 /// Refuses a product that is not approved, was revoked, or has expired, at `now_ms`.
-pub(super) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<()> {
+pub(crate) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<()> {
     let id = &export.id;
     match export.status_at(now_ms) {
         ExportStatus::Approved => Ok(()),
@@ -351,11 +351,11 @@ impl Api {
         }
         // R25: nothing leaves outside an authorization's term.
         self.state.store.read(|c| {
-            crate::governance::require_authorization(
+            crate::governance::records::require_authorization(
                 c,
                 tenant,
                 crate::now_ms(),
-                &crate::governance::Need::default(),
+                &crate::governance::records::Need::default(),
             )
         })?;
         require_id(&req.recipient_id, "recipient_id")?;
@@ -515,11 +515,11 @@ impl Api {
         let (export, _) = self.visible_export(caller, &req.export_id)?;
         require_independent(caller, &export, "vote on")?;
         require_in_review(&export)?;
-        crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
+        crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
         // R25, R27: nothing is released for a tenant whose authorization ended while its
         // export was in review (a rejection or return still ends the review).
         if decision == ExportDecision::Approve {
-            crate::governance::require_in_force(&self.state.store, &export.tenant_id)?;
+            crate::governance::records::require_in_force(&self.state.store, &export.tenant_id)?;
         }
         let job = self.job_of(&export)?;
         // An approval handles the staged result (its hash, the ledger's inputs, the package):
@@ -556,7 +556,7 @@ impl Api {
                 // Checked again inside the transaction: a hold that commits while the vote
                 // is prepared still freezes it.
                 if let Some(reason) =
-                    crate::lifecycle::hold(tx, &current.tenant_id)?.frozen_reason()
+                    crate::lifecycle::records::hold(tx, &current.tenant_id)?.frozen_reason()
                 {
                     return Err(ServerError::FailedPrecondition(format!(
                         "the export is frozen: {reason}"
@@ -1207,7 +1207,7 @@ impl ExportService for Api {
             let plan_text = self
                 .state
                 .store
-                .read(|c| crate::plan_texts::get(c, &job.id))?;
+                .read(|c| crate::jobs::plan_texts::get(c, &job.id))?;
             let (rendered_sql, unrendered_reason, sources) = match plan_text {
                 Some(text) => (
                     text.sql.unwrap_or_default(),
@@ -1330,7 +1330,7 @@ impl ExportService for Api {
         let result = async {
             let export = recipients_export(&self.state, &caller, &id)?;
             require_deliverable(&export, crate::now_ms())?;
-            crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
+            crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
             // Held until the last chunk is sent.
             let turn = self.state.results.turn("the download").await?;
             let package = self.open_package(&export).await?;
@@ -1422,7 +1422,7 @@ impl Api {
     /// Counts one delivery of `export` to its recipient (a package download or a Flight
     /// fetch) and audits it, in one transaction: who (the caller), which export, how many
     /// bytes, which package.
-    pub(super) fn record_download(
+    pub(crate) fn record_download(
         &self,
         caller: &Caller,
         export: &ExportRecord,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::AuditEntry;
+use crate::audit::trail::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::state::AppState;
 
@@ -18,10 +18,10 @@ use crate::state::AppState;
 /// On store failure.
 pub fn create_tables(conn: &rusqlite::Connection) -> Result<()> {
     for schema in [
-        crate::alerts::SCHEMA,
-        crate::checkpoint::SCHEMA,
-        crate::retention::SCHEMA,
-        crate::reports::EVALUATION_SCHEMA,
+        crate::oversight::alerts::SCHEMA,
+        crate::audit::checkpoint::SCHEMA,
+        crate::audit::retention::SCHEMA,
+        crate::oversight::reports::EVALUATION_SCHEMA,
     ] {
         conn.execute_batch(schema)?;
     }
@@ -236,13 +236,13 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let c = &state.config.oversight;
     [
         spawn_every(state, c.monitor_interval_secs, "monitor", |s| {
-            crate::alerts::scan(s, None).map(|_| ())
+            crate::oversight::alerts::scan(s, None).map(|_| ())
         }),
         spawn_every(state, c.checkpoint_interval_secs, "checkpoint", |s| {
             take_checkpoint(s).map(|_| ())
         }),
         spawn_every(state, c.purge_interval_secs, "purge", |s| {
-            crate::retention::purge(s, None).map(|_| ())
+            crate::audit::retention::purge(s, None).map(|_| ())
         }),
     ]
     .into_iter()
@@ -256,8 +256,8 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
 /// # Errors
 /// On store failure, or [`ServerError::FailedPrecondition`] when the trail does not verify
 /// (nothing is signed; an alert is raised).
-pub fn take_checkpoint(state: &AppState) -> Result<crate::checkpoint::Checkpoint> {
-    use crate::checkpoint;
+pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Checkpoint> {
+    use crate::audit::checkpoint;
     let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
     let leaves = checkpoint::leaves_of(&hashes)?;
     check_before_signing(state, &leaves)?;
@@ -280,17 +280,17 @@ pub fn take_checkpoint(state: &AppState) -> Result<crate::checkpoint::Checkpoint
 /// On store failure.
 pub fn trail_problem(
     state: &AppState,
-    leaves: &[crate::checkpoint::Hash],
+    leaves: &[crate::audit::checkpoint::Hash],
 ) -> Result<Option<String>> {
     let log = state.store.audit_log();
     let (report, rows, last) = state.store.read(|c| {
         let report = log.verify(c)?;
         let rows = if report.ok {
-            crate::bindings::verify(c)?
+            crate::audit::bindings::verify(c)?
         } else {
             None
         };
-        Ok((report, rows, crate::checkpoint::last_stored(c)?))
+        Ok((report, rows, crate::audit::checkpoint::last_stored(c)?))
     })?;
     if !report.ok {
         return Ok(Some(report.problem.unwrap_or_default()));
@@ -306,7 +306,7 @@ pub fn trail_problem(
                 leaves.len()
             )));
         };
-        if hex::encode(crate::checkpoint::root(prefix)) != root_hex {
+        if hex::encode(crate::audit::checkpoint::root(prefix)) != root_hex {
             return Ok(Some(format!(
                 "the first {size} records are not those of the last checkpoint signed: the \
                  trail was rewritten"
@@ -321,13 +321,16 @@ pub fn trail_problem(
 ///
 /// # Errors
 /// As said, or on store failure.
-pub fn check_before_signing(state: &AppState, leaves: &[crate::checkpoint::Hash]) -> Result<()> {
+pub fn check_before_signing(
+    state: &AppState,
+    leaves: &[crate::audit::checkpoint::Hash],
+) -> Result<()> {
     let Some(problem) = trail_problem(state, leaves)? else {
         return Ok(());
     };
     tracing::error!(%problem, "the audit trail does not verify: no checkpoint signed");
     let now = crate::now_ms();
-    let finding = crate::alerts::Finding {
+    let finding = crate::oversight::alerts::Finding {
         kind: "audit_trail_broken",
         tenant_id: String::new(),
         subject: "audit".into(),
@@ -345,7 +348,7 @@ pub fn check_before_signing(state: &AppState, leaves: &[crate::checkpoint::Hash]
         )
     };
     state.store.commit(&entry, |tx| {
-        crate::alerts::record(tx, &finding, now).map(|_| ())
+        crate::oversight::alerts::record(tx, &finding, now).map(|_| ())
     })?;
     Err(ServerError::FailedPrecondition(format!(
         "the audit trail does not verify ({problem}): no checkpoint was signed and an alert \

@@ -15,9 +15,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::alerts::{self, Finding};
 use crate::error::{Result, ServerError};
 use crate::notify::{self, Audience, NewNotification};
+use crate::oversight::alerts::{self, Finding};
 use crate::store::JobUsage;
 
 /// Schema of the failure and freeze tables.

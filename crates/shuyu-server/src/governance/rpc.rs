@@ -10,13 +10,13 @@ use shuyu_proto::v1::governance_service_server::GovernanceService;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use super::{Api, require_id, require_text};
 use crate::convert;
 use crate::error::{Result, ServerError};
-use crate::governance::{
+use crate::governance::records::{
     self as gov, Authorization, AuthorizationState, CertificateRecord, EmergencyPlan,
     QualificationRecord,
 };
+use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
 use crate::store;
 
@@ -282,7 +282,7 @@ impl Api {
             // R27: the tenant's work closes now, not at the next sweep (which retries if
             // this fails).
             if let Err(e) =
-                super::lifecycle::close_ended_authorizations(&self.state, crate::now_ms())
+                crate::lifecycle::rpc::close_ended_authorizations(&self.state, crate::now_ms())
             {
                 tracing::warn!(error = %e, "closing the work of a revoked authorization failed");
             }

@@ -11,14 +11,14 @@ use bytes::Bytes;
 use shuyu_engine::{SealedFile, SealedSlice, object_context};
 use shuyu_vault::Sha256Hasher;
 
-use super::Api;
 use crate::error::{Result, ServerError};
-use crate::package;
+use crate::exports::package;
+use crate::service::Api;
 use crate::store::{ExportRecord, StoredCopy};
 
 /// A stored object's plaintext, ready to be read.
 #[derive(Debug, Clone)]
-pub(super) enum Opened {
+pub(crate) enum Opened {
     /// Chunk-sealed: read in place.
     Chunked(Arc<SealedFile>),
     /// Sealed whole by an earlier version: held (within the cap).
@@ -45,7 +45,7 @@ impl Opened {
 
 /// A byte range of an opened object (a data file inside a package, or a whole copy).
 #[derive(Debug, Clone)]
-pub(super) enum Slice {
+pub(crate) enum Slice {
     /// Inside a chunk-sealed object.
     Sealed(SealedSlice),
     /// Inside one held whole.
@@ -67,7 +67,7 @@ impl Opened {
 
 /// A file inside a package: its name and where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PackageEntry {
+pub(crate) struct PackageEntry {
     pub name: String,
     pub offset: u64,
     pub len: u64,
@@ -75,7 +75,7 @@ pub(super) struct PackageEntry {
 
 /// An export's package, checked, with where its data file is.
 #[derive(Debug, Clone)]
-pub(super) struct OpenedPackage {
+pub(crate) struct OpenedPackage {
     pub opened: Opened,
     /// The data file (`result.parquet`, `result.csv`).
     pub data: PackageEntry,
@@ -94,7 +94,7 @@ impl OpenedPackage {
 }
 
 /// Reads until `buf` is full or the input ends; how much was read.
-pub(super) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
@@ -177,7 +177,7 @@ impl Api {
     /// chunk (termination's proof by trying): its data key must unwrap and its first chunk
     /// open. A package sealed whole by an earlier version is opened whole when it is within
     /// the per-request cap, else its data key is unwrapped.
-    pub(super) async fn first_chunk_opens(&self, location: &str) -> bool {
+    pub(crate) async fn first_chunk_opens(&self, location: &str) -> bool {
         let Ok(file) = self.state.storage.open_file(location) else {
             return false;
         };
@@ -214,7 +214,7 @@ impl Api {
     ///
     /// # Errors
     /// Internal when it is not (or does not open).
-    pub(super) async fn open_package(&self, export: &ExportRecord) -> Result<OpenedPackage> {
+    pub(crate) async fn open_package(&self, export: &ExportRecord) -> Result<OpenedPackage> {
         let opened = self.open_sealed(&export.package_location).await?;
         let scanned = opened.clone();
         let (sha256, entries) = tokio::task::spawn_blocking(move || scan_package(&scanned))
@@ -237,7 +237,7 @@ impl Api {
     ///
     /// # Errors
     /// Internal when it is not (or does not open).
-    pub(super) async fn open_copy(&self, copy: &StoredCopy) -> Result<Opened> {
+    pub(crate) async fn open_copy(&self, copy: &StoredCopy) -> Result<Opened> {
         let opened = self.open_sealed(&copy.location).await?;
         let scanned = opened.clone();
         let sha256 = tokio::task::spawn_blocking(move || scan_copy(&scanned))

@@ -9,10 +9,10 @@ use shuyu_proto::v1::audit_service_server::AuditService;
 use shuyu_proto::v1::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
-use super::{Api, require_id, require_text};
-use crate::audit::AuditLog;
+use crate::audit::trail::AuditLog;
 use crate::convert;
 use crate::error::ServerError;
+use crate::service::{Api, require_id, require_text};
 use crate::store::{self, Principal, Tenant};
 use crate::tls;
 
@@ -223,7 +223,7 @@ impl AdminService for Api {
             if let Some((at_ms, _)) = self
                 .state
                 .store
-                .read(|c| crate::governance::disabled(c, &req.principal_id))?
+                .read(|c| crate::governance::records::disabled(c, &req.principal_id))?
             {
                 return Err(ServerError::FailedPrecondition(format!(
                     "principal {} was disabled on {}: no certificate can be issued to it",
@@ -282,7 +282,7 @@ impl AdminService for Api {
                 .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
             // A tenant's imported data is its own: no other tenant may be granted it (R17).
             if let Some(owner) =
-                store.read(|c| crate::stewardship::imported_by(c, &req.dataset_id))?
+                store.read(|c| crate::stewardship::records::imported_by(c, &req.dataset_id))?
                 && owner != req.tenant_id
             {
                 return Err(ServerError::FailedPrecondition(format!(

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::error::Result;
 use crate::notify::{self, Audience, NewNotification};
-use crate::oversight::OversightConfig;
+use crate::oversight::tasks::OversightConfig;
 use crate::state::AppState;
 
 /// Schema of the alerts table.
@@ -494,7 +494,10 @@ pub struct ScanOutcome {
 ///
 /// # Errors
 /// On store failure.
-pub fn scan(state: &AppState, entry: Option<crate::audit::AuditEntry>) -> Result<ScanOutcome> {
+pub fn scan(
+    state: &AppState,
+    entry: Option<crate::audit::trail::AuditEntry>,
+) -> Result<ScanOutcome> {
     let config = &state.config.oversight;
     state.store.commit_with(|tx| {
         let now = crate::now_ms();
@@ -511,7 +514,7 @@ pub fn scan(state: &AppState, entry: Option<crate::audit::AuditEntry>) -> Result
             "updated": outcome.n_updated,
         });
         let mut entry = entry.unwrap_or_else(|| {
-            crate::oversight::system_entry("scan_alerts", "alerts", serde_json::Value::Null)
+            crate::oversight::tasks::system_entry("scan_alerts", "alerts", serde_json::Value::Null)
         });
         entry.detail = detail;
         Ok((outcome, entry))
@@ -597,7 +600,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(
             &dir.path().join("meta.db"),
-            crate::audit::AuditLog::new(&shuyu_vault::SecretKey::generate()),
+            crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate()),
         )
         .unwrap();
         store
@@ -613,7 +616,10 @@ mod tests {
                         params![format!("j{i}"), tenant, status, error_id, at],
                     )?;
                 }
-                Ok(((), crate::oversight::system_entry("test", "", json!({}))))
+                Ok((
+                    (),
+                    crate::oversight::tasks::system_entry("test", "", json!({})),
+                ))
             })
             .unwrap();
         (dir, store)
@@ -694,7 +700,7 @@ mod tests {
                         params![at, principal],
                     )?;
                 }
-                Ok(((), crate::oversight::system_entry("test", "", json!({}))))
+                Ok(((), crate::oversight::tasks::system_entry("test", "", json!({}))))
             })
             .unwrap();
         let findings = store.read(|conn| detect(conn, &c, now)).unwrap();

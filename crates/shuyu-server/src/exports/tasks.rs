@@ -17,14 +17,14 @@ use shuyu_engine::worker::{
 use shuyu_engine::{JobError, PopulationId, ProductFacts, ResultGate, UnitSketch};
 use shuyu_vault::SecretKey;
 
-use super::Api;
 use crate::error::{Result, ServerError};
+use crate::jobs::worker::{self, LedgerFeed, WorkerEnd, WorkerRun};
+use crate::service::Api;
 use crate::store::{CheckVerdict, JobRecord, StoredCheck};
-use crate::worker::{self, LedgerFeed, WorkerEnd, WorkerRun};
 
 /// The release ledger's inputs for an approval, as a worker computed them.
 #[derive(Debug)]
-pub(super) struct LedgerCheck {
+pub(crate) struct LedgerCheck {
     /// The ledger position the checks ran against; `None` when they read no released cell
     /// (the result has no populations), so that later releases cannot change them.
     pub mark: Option<u64>,
@@ -36,7 +36,7 @@ pub(super) struct LedgerCheck {
 
 /// How the recipient's copy is to be made.
 #[derive(Debug)]
-pub(super) struct CopySpec {
+pub(crate) struct CopySpec {
     /// The export's folder, the worker's only writable one.
     pub work_dir: String,
     /// `parquet` or `csv`.
@@ -137,7 +137,7 @@ impl Api {
     }
 
     /// The export checks of `job`'s staged result, run in a worker.
-    pub(super) async fn staged_checks(&self, job: &JobRecord) -> Result<Vec<StoredCheck>> {
+    pub(crate) async fn staged_checks(&self, job: &JobRecord) -> Result<Vec<StoredCheck>> {
         let mut task = self.export_task(format!("request:{}", job.id), job);
         task.checks = true;
         let answer = self.run_export_task(task, job).await?;
@@ -167,7 +167,7 @@ impl Api {
 
     /// The first `[exports] review_rows` rows of `job`'s staged result (an Arrow IPC
     /// stream) and how many they are, read in a worker.
-    pub(super) async fn review_rows(&self, job: &JobRecord) -> Result<(Vec<u8>, u64)> {
+    pub(crate) async fn review_rows(&self, job: &JobRecord) -> Result<(Vec<u8>, u64)> {
         let mut task = self.export_task(format!("review:{}", job.id), job);
         task.review_rows = self.state.config.exports.review_rows;
         let answer = self.run_export_task(task, job).await?;
@@ -181,7 +181,7 @@ impl Api {
 
     /// What an approval of `job`'s staged result needs, computed in one worker: the release
     /// ledger's inputs (when `ledger`) and the recipient's copy (when `copy` is given).
-    pub(super) async fn release_work(
+    pub(crate) async fn release_work(
         &self,
         export_id: &str,
         job: &JobRecord,

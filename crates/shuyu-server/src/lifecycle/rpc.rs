@@ -1,6 +1,6 @@
 //! The tenant lifecycle service (R26, R27, R28, R32): suspension and resumption, emergency
 //! stop and release, drills, termination with crypto-shredding and the signed exit report.
-//! The state is in [`crate::lifecycle`]; refusing held tenants' calls is in
+//! The state is in [`crate::lifecycle::records`]; refusing held tenants' calls is in
 //! [`crate::state::AppState::begin`], freezing their exports in the export and Flight
 //! services.
 
@@ -14,12 +14,12 @@ use shuyu_proto::v1::lifecycle_service_server::LifecycleService;
 use shuyu_vault::KekProvider;
 use tonic::{Request, Response, Status};
 
-use super::{Api, require_id, require_text};
-use crate::audit::AuditEntry;
+use crate::audit::trail::AuditEntry;
 use crate::error::{Result, ServerError};
-use crate::lifecycle::{self, Drill, ExitReport, Hold};
+use crate::jobs::oracle::Freeze;
+use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
-use crate::oracle::Freeze;
+use crate::service::{Api, require_id, require_text};
 use crate::state::{AppState, Caller};
 use crate::store::{self, JobRecord, JobStatus, Tenant};
 
@@ -113,7 +113,7 @@ impl Api {
             let jobs = store::jobs(c, tenant_id)?;
             let n_unfinished = jobs.iter().filter(|j| unfinished(j)).count() as u32;
             let exports = lifecycle::open_exports(c, tenant_id)?;
-            let freeze = crate::oracle::active_freeze(c, tenant_id)?;
+            let freeze = crate::jobs::oracle::active_freeze(c, tenant_id)?;
             Ok(status_pb(
                 &tenant,
                 &hold,
@@ -302,7 +302,7 @@ impl Api {
         let now = crate::now_ms();
         self.state.store.commit_with(|tx| {
             self.tenant_or_not_found(tx, &req.tenant_id)?;
-            let freeze = crate::oracle::lift(
+            let freeze = crate::jobs::oracle::lift(
                 tx,
                 &req.tenant_id,
                 &caller.principal.id,
@@ -426,12 +426,12 @@ impl Api {
         // the tenant's authorizations, or else the plan of its authorization in force.
         let plan_id = self.state.store.read(|c| {
             if req.plan_id.is_empty() {
-                let need = crate::governance::Need {
+                let need = crate::governance::records::Need {
                     datasets: Vec::new(),
                     category: None,
                     emergency_plan: true,
                 };
-                return Ok(crate::governance::require_authorization(
+                return Ok(crate::governance::records::require_authorization(
                     c,
                     &req.tenant_id,
                     crate::now_ms(),
@@ -440,9 +440,9 @@ impl Api {
                 .map(|a| a.id)
                 .unwrap_or_default());
             }
-            let owned = crate::governance::authorization(c, &req.plan_id)?
+            let owned = crate::governance::records::authorization(c, &req.plan_id)?
                 .is_some_and(|a| a.tenant_id == req.tenant_id);
-            if !owned || crate::governance::emergency_plan(c, &req.plan_id)?.is_none() {
+            if !owned || crate::governance::records::emergency_plan(c, &req.plan_id)?.is_none() {
                 return Err(ServerError::NotFound(format!(
                     "emergency plan {} of tenant {}",
                     req.plan_id, req.tenant_id
@@ -500,7 +500,7 @@ impl Api {
             self.release(tx, &req.tenant_id, true)?;
             lifecycle::insert_drill(tx, &drill)?;
             if !drill.plan_id.is_empty() {
-                crate::governance::record_drill(tx, &drill.plan_id, drill.started_at_ms)?;
+                crate::governance::records::record_drill(tx, &drill.plan_id, drill.started_at_ms)?;
             }
             let entry = caller.entry(
                 format!("tenant:{} drill:{id}", req.tenant_id),
@@ -626,9 +626,14 @@ impl Api {
             let closed = lifecycle::close_exports(tx, tenant_id, &caller.principal.id, now)?;
             // Its authorizations end with it (R25, R27).
             let mut ended = Vec::new();
-            for a in crate::governance::authorizations(tx, Some(tenant_id))? {
+            for a in crate::governance::records::authorizations(tx, Some(tenant_id))? {
                 if a.revoked_at_ms == 0 && a.valid_until_ms > now {
-                    crate::governance::revoke_authorization(tx, &a.id, now, "tenant terminated")?;
+                    crate::governance::records::revoke_authorization(
+                        tx,
+                        &a.id,
+                        now,
+                        "tenant terminated",
+                    )?;
                     ended.push(a.id);
                 }
             }
@@ -1135,7 +1140,7 @@ pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Resul
     let notice_days = state.config.lifecycle.termination_notice_days;
     let ended = state
         .store
-        .read(|c| crate::governance::ended_authorizations(c, now_ms))?;
+        .read(|c| crate::governance::records::ended_authorizations(c, now_ms))?;
     let mut closed = Vec::new();
     for e in ended {
         let (was_closed, was_due) = state.store.read(|c| {
@@ -1157,8 +1162,8 @@ pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Resul
         };
         state.store.commit_with(|tx| {
             let (told_closed, told_due) =
-                crate::governance::notify_ended(tx, &e, notice_days, now_ms)?;
-            let mut entry = crate::oversight::system_entry(
+                crate::governance::records::notify_ended(tx, &e, notice_days, now_ms)?;
+            let mut entry = crate::oversight::tasks::system_entry(
                 "authorization_ended",
                 &format!("authorization:{} tenant:{tenant_id}", e.authorization.id),
                 json!({"how": e.how, "ended_at_ms": e.ended_at_ms, "jobs_stopped": stopped,

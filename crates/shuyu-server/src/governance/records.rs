@@ -16,7 +16,7 @@ use shuyu_policy::{
     qualification_gap, renewal_opens_at, requires_qualification,
 };
 
-use crate::audit::AuditEntry;
+use crate::audit::trail::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::notify::{Audience, NewNotification, notify};
 use crate::state::AppState;
@@ -297,7 +297,7 @@ pub fn require_authorization(
         // The tenant's own imported data (R17) is not public data under the agreement: its
         // use was approved with the import.
         let own_import =
-            crate::stewardship::imported_by(conn, dataset)?.as_deref() == Some(tenant_id);
+            crate::stewardship::records::imported_by(conn, dataset)?.as_deref() == Some(tenant_id);
         if !own_import && !a.dataset_ids.iter().any(|d| d == dataset) {
             return Err(ServerError::FailedPrecondition(format!(
                 "dataset {dataset} is outside the scope of the tenant's authorization {} \
@@ -402,7 +402,7 @@ pub fn ended_authorizations(conn: &Connection, now_ms: i64) -> Result<Vec<EndedA
     for (tenant_id, list) in by_tenant {
         let states: Vec<AuthorizationState> = list.iter().map(|a| a.state(now_ms)).collect();
         if states.contains(&AuthorizationState::Active)
-            || crate::lifecycle::hold(conn, &tenant_id)?.terminated_at_ms > 0
+            || crate::lifecycle::records::hold(conn, &tenant_id)?.terminated_at_ms > 0
         {
             continue;
         }
@@ -938,7 +938,7 @@ mod tests {
 
     fn store_with_tenant() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let audit = crate::audit::AuditLog::new(&shuyu_vault::SecretKey::generate());
+        let audit = crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate());
         let store = Store::open(&dir.path().join("meta.db"), audit).unwrap();
         store
             .read(|c| {

@@ -85,7 +85,7 @@ impl Refusals {
         let n = taken.len();
         let mut entries = taken.into_iter();
         while let Some(((peer, reason), count)) = entries.next() {
-            let entry = crate::audit::AuditEntry {
+            let entry = crate::audit::trail::AuditEntry {
                 principal_id: "-".into(),
                 role: "-".into(),
                 tenant_id: String::new(),

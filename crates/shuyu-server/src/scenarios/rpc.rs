@@ -15,9 +15,9 @@ use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::scenario_service_server::ScenarioService;
 use tonic::{Request, Response, Status};
 
-use super::{Api, require_id, require_text};
 use crate::convert;
 use crate::error::{Result, ServerError};
+use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
 use crate::store::{
     self, Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
@@ -160,14 +160,14 @@ impl Api {
         }
         require_distinct_approvers(&approvals)?;
         // R25: applied for inside an authorization's term and scope.
-        let need = crate::governance::Need {
+        let need = crate::governance::records::Need {
             datasets: data_list.iter().map(|d| d.dataset_id.as_str()).collect(),
             category: Some(category),
             emergency_plan: false,
         };
-        self.state
-            .store
-            .read(|c| crate::governance::require_authorization(c, &tenant_id, now, &need))?;
+        self.state.store.read(|c| {
+            crate::governance::records::require_authorization(c, &tenant_id, now, &need)
+        })?;
         approvals.push(pending(Capacity::Admin, "", ""));
         let id = crate::new_id("sc");
         let scenario = ScenarioRecord {

@@ -1,5 +1,5 @@
-//! Job service: jobs queue fairly per tenant ([`crate::scheduler`]) and each runs in its own
-//! confined worker process ([`crate::worker`]); results stay encrypted in the domain and
+//! Job service: jobs queue fairly per tenant ([`crate::jobs::scheduler`]) and each runs in its own
+//! confined worker process ([`crate::jobs::worker`]); results stay encrypted in the domain and
 //! engineers get status, progress, schema, metered usage and a masked preview.
 
 use std::collections::HashSet;
@@ -18,16 +18,17 @@ use shuyu_vault::sha256_hex;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::catalog::table_spec;
-use super::{Api, require_id, scenarios};
-use crate::audit::AuditEntry;
+use crate::audit::trail::AuditEntry;
+use crate::catalog::rpc::table_spec;
 use crate::convert;
 use crate::error::{Result, ServerError};
+use crate::jobs::scheduler::{Cancelled, Dispatched, QueueRefusal};
+use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
 use crate::keys::{self, job_kek};
-use crate::scheduler::{Cancelled, Dispatched, QueueRefusal};
+use crate::scenarios::rpc as scenarios;
+use crate::service::{Api, require_id};
 use crate::state::{AppState, Caller};
 use crate::store::{self, DatasetRecord, JobGate, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
-use crate::worker::{self, WorkerEnd, WorkerRun};
 use shuyu_engine::worker::WorkerTask;
 
 /// What an engineer asks to run.
@@ -143,11 +144,11 @@ impl Api {
                     ));
                 }
                 self.state.store.read(|c| {
-                    crate::governance::require_authorization(
+                    crate::governance::records::require_authorization(
                         c,
                         &tenant_id,
                         now,
-                        &crate::governance::Need::default(),
+                        &crate::governance::records::Need::default(),
                     )
                 })?;
                 lab_open(&tenant, now)?;
@@ -172,19 +173,20 @@ impl Api {
                 if let Some(reason) = scenarios::unusable(&scenario, now) {
                     return Err(ServerError::FailedPrecondition(reason));
                 }
-                if let Some(reason) = super::stewardship::risk_stopped(&self.state, &scenario)? {
+                if let Some(reason) = crate::stewardship::rpc::risk_stopped(&self.state, &scenario)?
+                {
                     return Err(ServerError::FailedPrecondition(reason));
                 }
                 // Too many failed production jobs: frozen until an admin looks.
                 if let Some(freeze) = self
                     .state
                     .store
-                    .read(|c| crate::oracle::active_freeze(c, &tenant_id))?
+                    .read(|c| crate::jobs::oracle::active_freeze(c, &tenant_id))?
                 {
                     return Err(ServerError::FailedPrecondition(freeze.reason()));
                 }
                 // R25, R32: inside an authorization's term and scope, with an emergency plan.
-                let need = crate::governance::Need {
+                let need = crate::governance::records::Need {
                     datasets: scenario
                         .data_list
                         .iter()
@@ -194,7 +196,7 @@ impl Api {
                     emergency_plan: true,
                 };
                 self.state.store.read(|c| {
-                    crate::governance::require_authorization(c, &tenant_id, now, &need)
+                    crate::governance::records::require_authorization(c, &tenant_id, now, &need)
                 })?;
             }
         }
@@ -491,9 +493,12 @@ fn job_view(state: &AppState, job: &JobRecord, reader: JobReader) -> pb::Job {
         view.progress = state.scheduler.live_state(&job.id).map(|state| {
             let mut progress = convert::live_state(&state);
             if job.mode == JobMode::Production {
-                progress.rows = crate::oracle::coarse(progress.rows, crate::oracle::ROWS_FLOOR);
-                progress.bytes_scanned =
-                    crate::oracle::coarse(progress.bytes_scanned, crate::oracle::BYTES_FLOOR);
+                progress.rows =
+                    crate::jobs::oracle::coarse(progress.rows, crate::jobs::oracle::ROWS_FLOOR);
+                progress.bytes_scanned = crate::jobs::oracle::coarse(
+                    progress.bytes_scanned,
+                    crate::jobs::oracle::BYTES_FLOOR,
+                );
             }
             progress
         });
@@ -508,7 +513,7 @@ fn engineer_job(job: &JobRecord) -> pb::Job {
     if job.mode == JobMode::Production
         && let Some(usage) = view.usage.as_mut()
     {
-        let shown = crate::oracle::coarse_usage(&job.usage);
+        let shown = crate::jobs::oracle::coarse_usage(&job.usage);
         usage.cpu_ms = shown.cpu_ms;
         usage.bytes_scanned = shown.bytes_scanned;
         usage.peak_memory_bytes = shown.peak_memory_bytes;
@@ -614,7 +619,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     // A job that slipped into the queue as its tenant was suspended or stopped never starts.
     let held = state
         .store
-        .read(|c| crate::lifecycle::hold(c, &job.tenant_id))
+        .read(|c| crate::lifecycle::records::hold(c, &job.tenant_id))
         .map(|hold| hold.refusal(Action::SubmitJob));
     if let Ok(Some(reason)) = held {
         job.status = JobStatus::Cancelled;
@@ -639,7 +644,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     if job.mode == JobMode::Production {
         let frozen = state
             .store
-            .read(|c| crate::oracle::active_freeze(c, &job.tenant_id));
+            .read(|c| crate::jobs::oracle::active_freeze(c, &job.tenant_id));
         if let Ok(Some(freeze)) = frozen {
             job.status = JobStatus::Cancelled;
             job.error = format!("cancelled before it started: {}", freeze.reason());
@@ -747,12 +752,12 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     let recorded = state.store.commit_with(|tx| {
         store::upsert_job(tx, &job)?;
         if let Some(text) = &plan_text {
-            crate::plan_texts::insert(tx, &job.id, text)?;
+            crate::jobs::plan_texts::insert(tx, &job.id, text)?;
         }
         if !counted {
             return Ok(((), entry));
         }
-        match crate::oracle::count_failure(
+        match crate::jobs::oracle::count_failure(
             tx,
             &jobs_config,
             &job.tenant_id,
@@ -763,7 +768,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             // The outcome first, then the freeze it caused.
             Some(freeze) => {
                 state.store.audit_log().append(tx, &entry)?;
-                let mut frozen = crate::oversight::system_entry(
+                let mut frozen = crate::oversight::tasks::system_entry(
                     "production_frozen",
                     &format!("tenant:{}", job.tenant_id),
                     json!({
@@ -978,7 +983,7 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
         return Err(ServerError::FailedPrecondition(reason));
     }
     // A risk stop raised while the job waited in the queue stops it here (R19).
-    if let Some(reason) = super::stewardship::risk_stopped(state, &scenario)? {
+    if let Some(reason) = crate::stewardship::rpc::risk_stopped(state, &scenario)? {
         return Err(ServerError::FailedPrecondition(reason));
     }
     let mut tables = Vec::with_capacity(scenario.data_list.len());
@@ -1014,7 +1019,7 @@ async fn lab_tables(
     let mut tables = Vec::with_capacity(datasets.len());
     for dataset in &datasets {
         // A dataset under a risk stop does not exist for lab work either (R19).
-        if super::stewardship::dataset_stopped(state, &dataset.id)? {
+        if crate::stewardship::rpc::dataset_stopped(state, &dataset.id)? {
             continue;
         }
         // The same rows on every run of the tenant's lab, like its samples.
@@ -1049,7 +1054,7 @@ async fn prepare(
         .read(|c| store::tenant(c, &job.tenant_id))?
         .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
     // R25, R27: a job queued while its tenant's authorization ended never starts.
-    crate::governance::require_in_force(&state.store, &job.tenant_id)?;
+    crate::governance::records::require_in_force(&state.store, &job.tenant_id)?;
     let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
     let policy = &state.policy;
     let mut allowed: HashSet<String> = HashSet::from([job.result_kek.clone()]);
@@ -1265,7 +1270,9 @@ impl Api {
             let coarsened = caller.principal.role == Role::Engineer;
             for job in jobs.iter().filter(|j| j.tenant_id == tenant.id) {
                 let usage = match job.mode {
-                    JobMode::Production if coarsened => crate::oracle::coarse_usage(&job.usage),
+                    JobMode::Production if coarsened => {
+                        crate::jobs::oracle::coarse_usage(&job.usage)
+                    }
                     _ => job.usage,
                 };
                 row.jobs += 1;

@@ -148,7 +148,7 @@ impl AuditLog {
         &self.preview_key
     }
 
-    /// The MAC of a retention redaction (see [`crate::retention`]).
+    /// The MAC of a retention redaction (see [`crate::audit::retention`]).
     pub(crate) fn redaction_mac(&self, input: &str) -> String {
         self.mac("redaction", input)
     }
@@ -288,7 +288,7 @@ impl AuditLog {
             if record_hash(&record) != record.hash {
                 // A record past its retention may have been redacted (payload blanked, hash
                 // kept) by a MAC'd redaction; anything else is a change.
-                match crate::retention::check_redaction(self, conn, &record)? {
+                match crate::audit::retention::check_redaction(self, conn, &record)? {
                     Some(Ok(())) => {}
                     Some(Err(problem)) => return Ok(fail(n, &expected_prev, problem)),
                     None => {

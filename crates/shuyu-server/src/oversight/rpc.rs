@@ -10,12 +10,12 @@ use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::oversight_service_server::OversightService;
 use tonic::{Request, Response, Status};
 
-use super::{Api, require_id, require_text};
-use crate::alerts::{self, Alert};
-use crate::checkpoint;
+use crate::audit::checkpoint;
 use crate::error::{Result, ServerError};
 use crate::notify::{Audience, NewNotification};
-use crate::reports::{self, Evaluation, EvaluationOutcome, Format};
+use crate::oversight::alerts::{self, Alert};
+use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
+use crate::service::{Api, require_id, require_text};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -201,7 +201,7 @@ impl OversightService for Api {
         let result = tokio::task::spawn_blocking(move || {
             let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
             let leaves = checkpoint::leaves_of(&hashes)?;
-            crate::oversight::check_before_signing(&state, &leaves)?;
+            crate::oversight::tasks::check_before_signing(&state, &leaves)?;
             let (cp, note) = checkpoint::signed(&leaves, &state.signing);
             // A checkpoint the caller holds of more records than the trail has now: the
             // trail was cut down. The current checkpoint comes back without a proof, and the
@@ -381,8 +381,10 @@ impl OversightService for Api {
         request: Request<pb::PurgeAuditRequest>,
     ) -> std::result::Result<Response<pb::PurgeAuditResponse>, Status> {
         let caller = self.state.begin(&request, Action::PurgeAudit)?;
-        let result =
-            crate::retention::purge(&self.state, Some(caller.entry("audit", "ok", json!({}))));
+        let result = crate::audit::retention::purge(
+            &self.state,
+            Some(caller.entry("audit", "ok", json!({}))),
+        );
         let n = self.state.finish_write(&caller, "audit", result)?;
         Ok(Response::new(pb::PurgeAuditResponse { n_redacted: n }))
     }

@@ -19,10 +19,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Api;
-use super::delivery::Slice;
-use super::exports::{recipients_export, require_deliverable};
 use crate::error::{Result, ServerError};
+use crate::exports::delivery::Slice;
+use crate::exports::rpc::{recipients_export, require_deliverable};
+use crate::service::Api;
 use crate::state::Caller;
 
 /// Largest Flight message the server sends (a batch is split below it).
@@ -47,7 +47,7 @@ impl Api {
     ) -> Result<(Slice, OwnedSemaphorePermit)> {
         let export = recipients_export(&self.state, caller, export_id)?;
         require_deliverable(&export, crate::now_ms())?;
-        crate::lifecycle::require_exports_open(&self.state.store, &export.tenant_id)?;
+        crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
         let Some(product) = export.product.clone() else {
             return Err(ServerError::FailedPrecondition(format!(
                 "export {export_id} was approved before products existed: it has no \

@@ -8,15 +8,15 @@ use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::stewardship_service_server::StewardshipService;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::catalog::{Upload, read_chunks, valid_dataset_name};
-use super::{Api, require_id, require_text};
-use crate::audit::AuditEntry;
+use crate::audit::trail::AuditEntry;
+use crate::catalog::rpc::{Upload, read_chunks, valid_dataset_name};
 use crate::convert;
 use crate::error::{Result, ServerError};
+use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
-use crate::scheduler::Cancelled;
+use crate::service::{Api, require_id, require_text};
 use crate::state::{AppState, Caller};
-use crate::stewardship::{
+use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
 use crate::store::{self, JobMode, JobStatus, ScenarioRecord};
@@ -140,7 +140,7 @@ impl Api {
     ) -> Result<ImportApplication> {
         let tenant_id = caller.tenant()?.to_owned();
         // R25: a tenant brings data in only under an authorization in force.
-        crate::governance::require_in_force(&self.state.store, &tenant_id)?;
+        crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
         let name = req.name.trim().to_owned();
         if !valid_dataset_name(&name) {
             return Err(ServerError::InvalidArgument(
@@ -266,7 +266,7 @@ impl Api {
         mut stream: Streaming<pb::UploadImportRequest>,
     ) -> Result<(ImportApplication, store::DatasetRecord)> {
         let tenant_id = caller.tenant()?.to_owned();
-        crate::governance::require_in_force(&self.state.store, &tenant_id)?;
+        crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
         let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
         let header = match stream.message().await.map_err(broken)? {
             Some(pb::UploadImportRequest {
@@ -373,7 +373,7 @@ impl Api {
     ) -> Result<QualityTicket> {
         let tenant_id = caller.tenant()?.to_owned();
         // R25: working on a dataset, reporting its defects included, needs an authorization.
-        crate::governance::require_in_force(&self.state.store, &tenant_id)?;
+        crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
         let dataset = self.visible_dataset(caller, &req.dataset_id)?;
         let column = req.column.trim().to_owned();
         if !column.is_empty() && !dataset.columns.iter().any(|c| c.name == column) {

@@ -11,10 +11,10 @@ use shuyu_proto::v1::catalog_service_server::CatalogService;
 use shuyu_vault::{SecretKey, sha256_hex};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, require_id, require_text};
 use crate::convert;
 use crate::error::{Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
+use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
 use crate::store::{self, DatasetRecord};
 
@@ -275,7 +275,7 @@ impl Api {
                     !self
                         .state
                         .store
-                        .read(|c| crate::stewardship::imported_by(c, &d.id))
+                        .read(|c| crate::stewardship::records::imported_by(c, &d.id))
                         .is_ok_and(|owner| owner.is_some())
                 }),
             _ => self.state.store.read(|c| store::dataset(c, id))?,
@@ -335,7 +335,7 @@ impl CatalogService for Api {
                     let imported = self
                         .state
                         .store
-                        .read(crate::stewardship::imported_dataset_ids)?;
+                        .read(crate::stewardship::records::imported_dataset_ids)?;
                     let mut all = self.state.store.read(store::datasets)?;
                     all.retain(|d| !imported.contains(&d.id));
                     all
@@ -384,7 +384,7 @@ impl CatalogService for Api {
             let dataset = self.visible_dataset(&caller, &req.dataset_id)?;
             // R25: an engineer sees data, even masked, only under an authorization in force.
             if caller.principal.role == Role::Engineer {
-                crate::governance::require_in_force(&self.state.store, caller.tenant()?)?;
+                crate::governance::records::require_in_force(&self.state.store, caller.tenant()?)?;
             }
             let policy_rows = self.state.policy.sample.rows;
             let n = if req.n_rows == 0 {

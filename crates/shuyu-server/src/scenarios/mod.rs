@@ -1,0 +1,4 @@
+//! The scenarios area: applications for production scenarios and their approvals
+//! (R11, R12), served by the `ScenarioService`.
+
+pub(crate) mod rpc;

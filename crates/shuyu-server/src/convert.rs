@@ -4,12 +4,15 @@ use shuyu_engine::{ColumnSpec, MaskedTable, OutputColumn};
 use shuyu_policy::{Role, ScenarioCategory};
 use shuyu_proto::v1 as pb;
 
+use crate::admin::records::{Principal, Tenant};
+use crate::catalog::records::DatasetRecord;
 use crate::error::{Result, ServerError};
-use crate::jobs::scheduler::LiveState;
-use crate::store::{
-    CheckVerdict, DatasetRecord, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
-    JobMode, JobRecord, JobStatus, Principal, ScenarioRecord, ScenarioStatus, Tenant,
+use crate::exports::records::{
+    CheckVerdict, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
 };
+use crate::jobs::records::{JobMode, JobRecord, JobStatus};
+use crate::jobs::scheduler::LiveState;
+use crate::scenarios::records::{ScenarioRecord, ScenarioStatus};
 
 pub fn role_to_pb(role: Role) -> pb::Role {
     match role {

@@ -140,14 +140,14 @@ impl ServerHandle {
 /// files of interrupted writes.
 async fn remove_unreferenced_objects(state: &AppState) -> Result<Vec<String>> {
     let (datasets, job_folders, packages) = state.store.read(|c| {
-        let datasets: std::collections::HashSet<String> = store::datasets(c)?
+        let datasets: std::collections::HashSet<String> = crate::catalog::records::datasets(c)?
             .into_iter()
             .map(|d| d.location)
             .collect();
         Ok((
             datasets,
-            store::job_folders(c)?,
-            store::package_locations(c)?,
+            crate::jobs::records::job_folders(c)?,
+            crate::exports::records::package_locations(c)?,
         ))
     })?;
     let mut removed = std::collections::BTreeSet::new();
@@ -231,7 +231,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     // only, full) stops the start here, with a plain message.
     state
         .store
-        .record(&oversight::tasks::system_entry(
+        .record(&audit::trail::system_entry(
             "server_start",
             "domain",
             serde_json::json!({"pid": std::process::id(), "tightened": tightened,
@@ -247,7 +247,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     let interrupted = jobs::rpc::recover_interrupted_jobs(&state).await?;
     let removed = remove_unreferenced_objects(&state).await?;
     if !removed.is_empty() {
-        state.store.record(&oversight::tasks::system_entry(
+        state.store.record(&audit::trail::system_entry(
             "remove_unreferenced_objects",
             "objects",
             serde_json::json!({"n": removed.len(), "objects": removed}),

@@ -9,11 +9,12 @@ use shuyu_policy::{Action, Policy, Role, is_allowed};
 use shuyu_vault::{Envelope, KekProvider, SigningKey};
 use tonic::{Request, Status};
 
+use crate::admin::records::Principal;
 use crate::audit::trail::AuditEntry;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::keys::KeyStore;
-use crate::store::{self, Principal, Store};
+use crate::store::Store;
 use crate::tls::{self, CaMaterial};
 
 /// Everything the services share.
@@ -103,7 +104,9 @@ impl AppState {
             .ok_or(ServerError::Unauthenticated("no client certificate"))?;
         let fingerprint = tls::fingerprint(leaf.as_ref());
         self.store
-            .read(|conn| store::principal_by_certificate(conn, &fingerprint, crate::now_ms()))?
+            .read(|conn| {
+                crate::admin::records::principal_by_certificate(conn, &fingerprint, crate::now_ms())
+            })?
             .ok_or(ServerError::Unauthenticated(
                 "the client certificate is not registered, revoked or expired",
             ))

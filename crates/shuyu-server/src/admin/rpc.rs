@@ -9,11 +9,11 @@ use shuyu_proto::v1::audit_service_server::AuditService;
 use shuyu_proto::v1::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
+use crate::admin::records::{Principal, Tenant};
 use crate::audit::trail::AuditLog;
 use crate::convert;
 use crate::error::ServerError;
 use crate::service::{Api, require_id, require_text};
-use crate::store::{self, Principal, Tenant};
 use crate::tls;
 
 const DAY_MS: i64 = 86_400_000;
@@ -96,7 +96,7 @@ impl AdminService for Api {
                 |tx| {
                     keys.create_kek(tx, &tenant.kek_id, &id)?;
                     keys.create_kek(tx, &tenant.pseudonym_kek_id, &id)?;
-                    store::insert_tenant(tx, &tenant)
+                    crate::admin::records::insert_tenant(tx, &tenant)
                 },
             );
             if committed.is_err() {
@@ -116,15 +116,19 @@ impl AdminService for Api {
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
         let caller = self.state.begin(&request, Action::ListTenants)?;
-        let result = self.state.store.read(store::tenants).map(|tenants| {
-            let n = tenants.len();
-            (
-                pb::ListTenantsResponse {
-                    tenants: tenants.iter().map(convert::tenant).collect(),
-                },
-                json!({"n": n}),
-            )
-        });
+        let result = self
+            .state
+            .store
+            .read(crate::admin::records::tenants)
+            .map(|tenants| {
+                let n = tenants.len();
+                (
+                    pb::ListTenantsResponse {
+                        tenants: tenants.iter().map(convert::tenant).collect(),
+                    },
+                    json!({"n": n}),
+                )
+            });
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
     }
 
@@ -149,7 +153,7 @@ impl AdminService for Api {
                     require_id(&req.tenant_id, "tenant_id")?;
                     self.state
                         .store
-                        .read(|c| store::tenant(c, &req.tenant_id))?
+                        .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
                         .ok_or_else(|| {
                             ServerError::NotFound(format!("tenant {}", req.tenant_id))
                         })?;
@@ -177,7 +181,7 @@ impl AdminService for Api {
                     "ok",
                     json!({"role": role.as_str(), "tenant_id": principal.tenant_id}),
                 ),
-                |tx| store::insert_principal(tx, &principal),
+                |tx| crate::admin::records::insert_principal(tx, &principal),
             )?;
             Ok(principal)
         })();
@@ -192,15 +196,19 @@ impl AdminService for Api {
         request: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         let caller = self.state.begin(&request, Action::ListPrincipals)?;
-        let result = self.state.store.read(store::principals).map(|ps| {
-            let n = ps.len();
-            (
-                pb::ListPrincipalsResponse {
-                    principals: ps.iter().map(convert::principal).collect(),
-                },
-                json!({"n": n}),
-            )
-        });
+        let result = self
+            .state
+            .store
+            .read(crate::admin::records::principals)
+            .map(|ps| {
+                let n = ps.len();
+                (
+                    pb::ListPrincipalsResponse {
+                        principals: ps.iter().map(convert::principal).collect(),
+                    },
+                    json!({"n": n}),
+                )
+            });
         Ok(Response::new(self.state.finish_read(&caller, "", result)?))
     }
 
@@ -218,7 +226,7 @@ impl AdminService for Api {
             }
             self.state
                 .store
-                .read(|c| store::principal(c, &req.principal_id))?
+                .read(|c| crate::admin::records::principal(c, &req.principal_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
             if let Some((at_ms, _)) = self
                 .state
@@ -245,7 +253,7 @@ impl AdminService for Api {
                     json!({"fingerprint": issued.fingerprint}),
                 ),
                 |tx| {
-                    store::insert_certificate(
+                    crate::admin::records::insert_certificate(
                         tx,
                         &issued.fingerprint,
                         &req.principal_id,
@@ -275,10 +283,10 @@ impl AdminService for Api {
             require_id(&req.tenant_id, "tenant_id")?;
             let store = &self.state.store;
             store
-                .read(|c| store::dataset(c, &req.dataset_id))?
+                .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
             store
-                .read(|c| store::tenant(c, &req.tenant_id))?
+                .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
             // A tenant's imported data is its own: no other tenant may be granted it (R17).
             if let Some(owner) =
@@ -291,7 +299,12 @@ impl AdminService for Api {
                 )));
             }
             store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
-                store::insert_grant(tx, &req.dataset_id, &req.tenant_id, &caller.principal.id)
+                crate::catalog::records::insert_grant(
+                    tx,
+                    &req.dataset_id,
+                    &req.tenant_id,
+                    &caller.principal.id,
+                )
             })
         })();
         self.state.finish_write(&caller, &target, result)?;
@@ -309,14 +322,14 @@ impl AdminService for Api {
             require_id(&req.dataset_id, "dataset_id")?;
             let store = &self.state.store;
             let mut dataset = store
-                .read(|c| store::dataset(c, &req.dataset_id))?
+                .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
             let approver = if req.approver_id.is_empty() {
                 None
             } else {
                 require_id(&req.approver_id, "approver_id")?;
                 let principal = store
-                    .read(|c| store::principal(c, &req.approver_id))?
+                    .read(|c| crate::admin::records::principal(c, &req.approver_id))?
                     .ok_or_else(|| {
                         ServerError::NotFound(format!("principal {}", req.approver_id))
                     })?;
@@ -348,7 +361,13 @@ impl AdminService for Api {
                     "ok",
                     json!({"extra_approver_id": approver, "was": dataset.extra_approver_id}),
                 ),
-                |tx| store::set_extra_approver(tx, &dataset.id, approver.as_deref()),
+                |tx| {
+                    crate::catalog::records::set_extra_approver(
+                        tx,
+                        &dataset.id,
+                        approver.as_deref(),
+                    )
+                },
             )?;
             dataset.extra_approver_id = approver;
             Ok(dataset)
@@ -377,14 +396,14 @@ impl AdminService for Api {
             let store = &self.state.store;
             let dataset = store
                 .read(|c| {
-                    if store::tenant(c, &req.tenant_id)?.is_none() {
+                    if crate::admin::records::tenant(c, &req.tenant_id)?.is_none() {
                         return Err(ServerError::NotFound(format!("tenant {}", req.tenant_id)));
                     }
-                    store::dataset(c, &req.dataset_id)
+                    crate::catalog::records::dataset(c, &req.dataset_id)
                 })?
                 .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
             let budget = store.commit_with(|tx| {
-                let budget = store::set_privacy_budget(
+                let budget = crate::jobs::records::set_privacy_budget(
                     tx,
                     &req.tenant_id,
                     &dataset.source_sha256,
@@ -426,7 +445,7 @@ impl AdminService for Api {
             require_id(&req.tenant_id, "tenant_id")?;
             let store = &self.state.store;
             let mut tenant = store
-                .read(|c| store::tenant(c, &req.tenant_id))?
+                .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
                 .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
             let now = crate::now_ms();
             let max_days = i64::from(crate::config::MAX_LAB_DAYS);
@@ -444,7 +463,7 @@ impl AdminService for Api {
                     "ok",
                     json!({"lab_until_ms": req.lab_until_ms, "was": tenant.lab_until_ms}),
                 ),
-                |tx| store::set_lab_until(tx, &tenant.id, req.lab_until_ms),
+                |tx| crate::admin::records::set_lab_until(tx, &tenant.id, req.lab_until_ms),
             )?;
             tenant.lab_until_ms = req.lab_until_ms;
             Ok(tenant)

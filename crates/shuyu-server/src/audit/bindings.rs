@@ -441,8 +441,8 @@ pub fn verify(conn: &Connection) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::trail::system_entry;
     use crate::audit::trail::{AuditLog, GENESIS_ACTION};
-    use crate::oversight::tasks::system_entry;
     use crate::store::Store;
 
     /// A store with a genesis record, a KEK and an export row written through the server's
@@ -450,7 +450,9 @@ mod tests {
     fn domain() -> (tempfile::TempDir, Store, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
-        let store = Store::open(&path, AuditLog::new(&shuyu_vault::SecretKey::generate())).unwrap();
+        let store =
+            crate::domain::open_store(&path, AuditLog::new(&shuyu_vault::SecretKey::generate()))
+                .unwrap();
         store
             .commit(
                 &system_entry(GENESIS_ACTION, "-", serde_json::json!({})),
@@ -569,7 +571,7 @@ mod tests {
             .execute_batch("DELETE FROM row_bindings; UPDATE audit SET detail = '{}';")
             .unwrap();
         let log = AuditLog::new(&shuyu_vault::SecretKey::generate());
-        let store = Store::open(&dir.path().join("meta.db"), log.clone()).unwrap();
+        let store = crate::domain::open_store(&dir.path().join("meta.db"), log.clone()).unwrap();
         assert_eq!(problem(&store), None);
         let n: i64 = store
             .read(|c| {
@@ -583,7 +585,7 @@ mod tests {
         assert_eq!(n, 1);
         // Opening again binds nothing more, and an edit is caught as before.
         drop(store);
-        let store = Store::open(&dir.path().join("meta.db"), log).unwrap();
+        let store = crate::domain::open_store(&dir.path().join("meta.db"), log).unwrap();
         offline
             .execute("UPDATE exports SET status = 'approved'", [])
             .unwrap();

@@ -270,7 +270,7 @@ pub fn purge(state: &AppState, entry: Option<crate::audit::trail::AuditEntry>) -
     state.store.commit_with(|tx| {
         let n = redact_expired(log, tx, config, crate::now_ms())?;
         let mut entry = entry.unwrap_or_else(|| {
-            crate::oversight::tasks::system_entry("purge_audit", "audit", serde_json::Value::Null)
+            crate::audit::trail::system_entry("purge_audit", "audit", serde_json::Value::Null)
         });
         entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
                               "operating_record_days": config.operating_record_days});

@@ -392,6 +392,20 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+/// The audit entry of something the server did by itself (a periodic task).
+pub fn system_entry(action: &str, target: &str, detail: serde_json::Value) -> AuditEntry {
+    AuditEntry {
+        principal_id: "system".into(),
+        role: "system".into(),
+        tenant_id: String::new(),
+        action: action.into(),
+        target: target.into(),
+        outcome: "ok".into(),
+        detail,
+        secret_detail: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

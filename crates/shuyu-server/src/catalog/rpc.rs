@@ -11,12 +11,13 @@ use shuyu_proto::v1::catalog_service_server::CatalogService;
 use shuyu_vault::{SecretKey, sha256_hex};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::catalog::records::DatasetRecord;
 use crate::convert;
 use crate::error::{Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
 use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
-use crate::store::{self, DatasetRecord};
+use crate::store;
 
 /// A dataset name is a SQL identifier engineers type.
 pub(crate) fn valid_dataset_name(name: &str) -> bool {
@@ -148,7 +149,7 @@ impl Api {
         if self
             .state
             .store
-            .read(|c| store::dataset_name_taken(c, &header.name))?
+            .read(|c| crate::catalog::records::dataset_name_taken(c, &header.name))?
         {
             return Err(ServerError::AlreadyExists(format!(
                 "a dataset named '{}' already exists",
@@ -241,7 +242,7 @@ impl Api {
             ),
             |tx| {
                 store::insert_kek(tx, &kek_id, &wrapped_kek, &owner, Some(&upload.kek_parent))?;
-                store::insert_dataset(tx, &record)?;
+                crate::catalog::records::insert_dataset(tx, &record)?;
                 also(tx, &record)
             },
         );
@@ -261,13 +262,13 @@ impl Api {
                 let tenant = caller.tenant()?;
                 self.state
                     .store
-                    .read(|c| store::granted_dataset(c, tenant, id))?
+                    .read(|c| crate::catalog::records::granted_dataset(c, tenant, id))?
             }
             // Stewards of source agencies do not see tenants' imported data.
             Role::DataSteward => self
                 .state
                 .store
-                .read(|c| store::dataset(c, id))?
+                .read(|c| crate::catalog::records::dataset(c, id))?
                 .filter(|d| {
                     caller.action != Action::SampleDataset || d.steward_id == caller.principal.id
                 })
@@ -278,7 +279,10 @@ impl Api {
                         .read(|c| crate::stewardship::records::imported_by(c, &d.id))
                         .is_ok_and(|owner| owner.is_some())
                 }),
-            _ => self.state.store.read(|c| store::dataset(c, id))?,
+            _ => self
+                .state
+                .store
+                .read(|c| crate::catalog::records::dataset(c, id))?,
         };
         found.ok_or_else(|| ServerError::NotFound(format!("dataset {id}")))
     }
@@ -290,7 +294,7 @@ impl Api {
                 let tenant = self
                     .state
                     .store
-                    .read(|c| store::tenant(c, tenant_id))?
+                    .read(|c| crate::admin::records::tenant(c, tenant_id))?
                     .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
                 keys::pseudonym_key(&self.state.keys, &tenant.pseudonym_kek_id)
             }
@@ -329,18 +333,18 @@ impl CatalogService for Api {
                     let tenant = caller.tenant()?;
                     self.state
                         .store
-                        .read(|c| store::granted_datasets(c, tenant))?
+                        .read(|c| crate::catalog::records::granted_datasets(c, tenant))?
                 }
                 Role::DataSteward => {
                     let imported = self
                         .state
                         .store
                         .read(crate::stewardship::records::imported_dataset_ids)?;
-                    let mut all = self.state.store.read(store::datasets)?;
+                    let mut all = self.state.store.read(crate::catalog::records::datasets)?;
                     all.retain(|d| !imported.contains(&d.id));
                     all
                 }
-                _ => self.state.store.read(store::datasets)?,
+                _ => self.state.store.read(crate::catalog::records::datasets)?,
             };
             let n = datasets.len();
             Ok((

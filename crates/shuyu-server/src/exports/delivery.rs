@@ -13,8 +13,8 @@ use shuyu_vault::Sha256Hasher;
 
 use crate::error::{Result, ServerError};
 use crate::exports::package;
+use crate::exports::records::{ExportRecord, StoredCopy};
 use crate::service::Api;
-use crate::store::{ExportRecord, StoredCopy};
 
 /// A stored object's plaintext, ready to be read.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 pub(crate) mod delivery;
 mod flight;
 pub mod package;
+pub(crate) mod records;
 pub(crate) mod result_budget;
 pub(crate) mod rpc;
 pub(crate) mod tasks;

@@ -34,14 +34,15 @@ use crate::exports::package::{
     self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset,
     ManifestFile, ManifestPrice, ManifestProduct,
 };
+use crate::exports::records::{
+    CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
+    ExportVote, ProductRecord, StoredCopy,
+};
 use crate::exports::tasks::{CopySpec, LedgerCheck};
+use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
 use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
-use crate::store::{
-    self, CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord,
-    ExportStatus, ExportVote, JobMode, JobRecord, JobStatus, ProductRecord, StoredCopy,
-};
 
 /// Bytes of a package per message of a download.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -95,7 +96,10 @@ pub(crate) fn recipients_export(
     id: &str,
 ) -> Result<ExportRecord> {
     require_id(id, "export_id")?;
-    match state.store.read(|c| store::export(c, id))? {
+    match state
+        .store
+        .read(|c| crate::exports::records::export(c, id))?
+    {
         Some(e) if e.recipient() == caller.principal.id => Ok(e),
         _ => Err(ServerError::NotFound(format!("export {id}"))),
     }
@@ -290,7 +294,7 @@ impl Api {
         let history = self
             .state
             .store
-            .read(|c| store::export_history(c, &export.id))?;
+            .read(|c| crate::exports::records::export_history(c, &export.id))?;
         let view = self.view(caller, standing, export, &history);
         Ok(convert::export(export, &history, &view))
     }
@@ -300,7 +304,10 @@ impl Api {
     /// export.
     fn visible_export(&self, caller: &Caller, id: &str) -> Result<(ExportRecord, Standing)> {
         require_id(id, "export_id")?;
-        let export = self.state.store.read(|c| store::export(c, id))?;
+        let export = self
+            .state
+            .store
+            .read(|c| crate::exports::records::export(c, id))?;
         match export.and_then(|e| standing(caller, &e).map(|s| (e, s))) {
             Some(found) => Ok(found),
             None => Err(ServerError::NotFound(format!("export {id}"))),
@@ -310,7 +317,7 @@ impl Api {
     fn job_of(&self, export: &ExportRecord) -> Result<JobRecord> {
         self.state
             .store
-            .read(|c| store::job_any_tenant(c, &export.job_id))?
+            .read(|c| crate::jobs::records::job_any_tenant(c, &export.job_id))?
             .ok_or_else(|| ServerError::internal("an export's job is missing"))
     }
 
@@ -330,7 +337,7 @@ impl Api {
         let job = self
             .state
             .store
-            .read(|c| store::job(c, tenant, &req.job_id))?
+            .read(|c| crate::jobs::records::job(c, tenant, &req.job_id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if job.status != JobStatus::Succeeded {
             return Err(ServerError::FailedPrecondition(
@@ -363,7 +370,7 @@ impl Api {
         let recipient = self
             .state
             .store
-            .read(|c| store::principal(c, &req.recipient_id))?
+            .read(|c| crate::admin::records::principal(c, &req.recipient_id))?
             .ok_or_else(|| ServerError::NotFound(format!("recipient {}", req.recipient_id)))?;
         if recipient.role != Role::Recipient {
             return Err(ServerError::InvalidArgument(format!(
@@ -376,7 +383,7 @@ impl Api {
         let scenario = self
             .state
             .store
-            .read(|c| store::scenario(c, &job.scenario_id))?
+            .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
             .ok_or_else(|| ServerError::internal("a production job's scenario is missing"))?;
         let now = crate::now_ms();
         let days_left = (scenario.valid_until_ms - now).max(0) / DAY_MS;
@@ -453,8 +460,8 @@ impl Api {
                                        [EXPORT_SUBMITTED, status.as_str()]]}),
             ),
             |tx| {
-                store::upsert_export(tx, &export)?;
-                store::append_export_event(
+                crate::exports::records::upsert_export(tx, &export)?;
+                crate::exports::records::append_export_event(
                     tx,
                     &id,
                     now,
@@ -463,7 +470,7 @@ impl Api {
                     EXPORT_SUBMITTED,
                     "",
                 )?;
-                store::append_export_event(
+                crate::exports::records::append_export_event(
                     tx,
                     &id,
                     now,
@@ -550,7 +557,7 @@ impl Api {
             let mut needs_package: Option<Vec<ExportVote>> = None;
             let mut needs_ledger = false;
             let outcome = self.state.store.commit_with(|tx| {
-                let mut current = store::export(tx, &export.id)?
+                let mut current = crate::exports::records::export(tx, &export.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
                 require_in_review(&current)?;
                 // Checked again inside the transaction: a hold that commits while the vote
@@ -562,7 +569,7 @@ impl Api {
                         "the export is frozen: {reason}"
                     )));
                 }
-                let mut votes = store::export_votes(tx, &export.id)?;
+                let mut votes = crate::exports::records::export_votes(tx, &export.id)?;
                 if votes.iter().any(|v| v.reviewer_id == caller.principal.id) {
                     return Err(ServerError::FailedPrecondition(format!(
                         "you have already voted on export {}: one vote per reviewer",
@@ -603,7 +610,7 @@ impl Api {
                     "status": to.as_str(),
                 });
                 if to == ExportStatus::Approved && job.aggregate && intact {
-                    let mark = store::ledger_mark(tx, &job.tenant_id)?;
+                    let mark = crate::exports::records::ledger_mark(tx, &job.tenant_id)?;
                     match &ledger {
                         Some(checked) if checked.mark.is_none_or(|m| m == mark) => {
                             if !checked.failed.is_empty() {
@@ -613,7 +620,13 @@ impl Api {
                             let screened = disclosure
                                 .block_differencing
                                 .then_some(disclosure.min_entities);
-                            store::record_release(tx, &current, &job, &checked.sketches, screened)?;
+                            crate::exports::records::record_release(
+                                tx,
+                                &current,
+                                &job,
+                                &checked.sketches,
+                                screened,
+                            )?;
                         }
                         _ => {
                             needs_ledger = true;
@@ -654,14 +667,14 @@ impl Api {
                 } else if to != ExportStatus::InReview {
                     current.decided_at_ms = now;
                 }
-                store::insert_export_vote(tx, &export.id, &vote)?;
+                crate::exports::records::insert_export_vote(tx, &export.id, &vote)?;
                 if to != current.status {
                     let from = current.status;
                     let note = match to {
                         ExportStatus::Approved => format!("{}/{quorum} approvals", approved.len()),
                         _ => format!("{} vote", decision.as_str()),
                     };
-                    store::append_export_event(
+                    crate::exports::records::append_export_event(
                         tx,
                         &export.id,
                         now,
@@ -672,7 +685,7 @@ impl Api {
                     )?;
                     detail["transitions"] = json!([[from.as_str(), to.as_str()]]);
                     current.status = to;
-                    store::upsert_export(tx, &current)?;
+                    crate::exports::records::upsert_export(tx, &current)?;
                 }
                 Ok((current, caller.entry(target.clone(), "ok", detail)))
             });
@@ -757,17 +770,17 @@ impl Api {
         let recipient = self
             .state
             .store
-            .read(|c| store::principal(c, &recipient_id))?
+            .read(|c| crate::admin::records::principal(c, &recipient_id))?
             .ok_or_else(|| ServerError::internal("an export's recipient is missing"))?;
         let scenario = self
             .state
             .store
-            .read(|c| store::scenario(c, &job.scenario_id))?
+            .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
             .ok_or_else(|| ServerError::internal("a production job's scenario is missing"))?;
         let tenant = self
             .state
             .store
-            .read(|c| store::tenant(c, &export.tenant_id))?
+            .read(|c| crate::admin::records::tenant(c, &export.tenant_id))?
             .ok_or_else(|| ServerError::internal("the export's tenant is missing"))?;
         let master = self.state.keys.master();
         let fingerprint = keys::product_fingerprint(master, &export.id, &recipient_id);
@@ -815,7 +828,7 @@ impl Api {
             let datasets = self.state.store.read(|c| {
                 job.inputs
                     .iter()
-                    .map(|id| store::dataset(c, id))
+                    .map(|id| crate::catalog::records::dataset(c, id))
                     .collect::<Result<Vec<_>>>()
             })?;
             let approved_at_ms = crate::now_ms();
@@ -1038,7 +1051,7 @@ impl Api {
                        "text_sha256": sha256_hex(text.as_bytes())}),
             ),
             |tx| {
-                store::insert_export_comment(
+                crate::exports::records::insert_export_comment(
                     tx,
                     &export.id,
                     &caller.principal.id,
@@ -1059,7 +1072,7 @@ impl Api {
         let reason = req.reason.trim();
         let target = format!("export:{}", export.id);
         self.state.store.commit_with(|tx| {
-            let mut current = store::export(tx, &export.id)?
+            let mut current = crate::exports::records::export(tx, &export.id)?
                 .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
             if current.status != ExportStatus::Approved {
                 return Err(ServerError::FailedPrecondition(format!(
@@ -1070,8 +1083,8 @@ impl Api {
             }
             let from = current.status;
             current.status = ExportStatus::Revoked;
-            store::upsert_export(tx, &current)?;
-            store::append_export_event(
+            crate::exports::records::upsert_export(tx, &current)?;
+            crate::exports::records::append_export_event(
                 tx,
                 &current.id,
                 crate::now_ms(),
@@ -1158,14 +1171,16 @@ impl ExportService for Api {
         let caller = self.state.begin(&request, Action::ViewExport)?;
         let result = (|| {
             let records = match caller.principal.role {
-                Role::Reviewer => self
-                    .state
-                    .store
-                    .read(|c| store::exports_in_review(c, caller.principal.tenant_id.as_deref()))?,
+                Role::Reviewer => self.state.store.read(|c| {
+                    crate::exports::records::exports_in_review(
+                        c,
+                        caller.principal.tenant_id.as_deref(),
+                    )
+                })?,
                 Role::Auditor => self.state.store.read(|c| {
                     let mut all = Vec::new();
-                    for tenant in store::tenants(c)? {
-                        all.extend(store::exports_of_tenant(c, &tenant.id)?);
+                    for tenant in crate::admin::records::tenants(c)? {
+                        all.extend(crate::exports::records::exports_of_tenant(c, &tenant.id)?);
                     }
                     all.sort_by_key(|e| std::cmp::Reverse(e.requested_at_ms));
                     Ok(all)
@@ -1174,7 +1189,7 @@ impl ExportService for Api {
                     let tenant = caller.tenant()?;
                     self.state
                         .store
-                        .read(|c| store::exports_of_tenant(c, tenant))?
+                        .read(|c| crate::exports::records::exports_of_tenant(c, tenant))?
                 }
             };
             let exports = records
@@ -1376,19 +1391,22 @@ impl ExportService for Api {
                 Role::Recipient => self
                     .state
                     .store
-                    .read(|c| store::products_of_recipient(c, &p.id))?,
+                    .read(|c| crate::exports::records::products_of_recipient(c, &p.id))?,
                 Role::Reviewer => self
                     .state
                     .store
-                    .read(|c| store::products(c, None, p.tenant_id.as_deref()))?,
+                    .read(|c| crate::exports::records::products(c, None, p.tenant_id.as_deref()))?,
                 Role::Engineer => {
                     let tenant = caller.tenant()?;
                     self.state
                         .store
-                        .read(|c| store::products(c, Some(tenant), None))?
+                        .read(|c| crate::exports::records::products(c, Some(tenant), None))?
                 }
                 // Supervisors see every product's record (R35), never its rows.
-                Role::Auditor => self.state.store.read(|c| store::products(c, None, None))?,
+                Role::Auditor => self
+                    .state
+                    .store
+                    .read(|c| crate::exports::records::products(c, None, None))?,
                 Role::PlatformAdmin | Role::DataSteward => {
                     return Err(ServerError::PermissionDenied(format!(
                         "the {} role has no products to list",
@@ -1431,7 +1449,7 @@ impl Api {
     ) -> Result<u64> {
         let target = format!("export:{}", export.id);
         self.state.store.commit_with(|tx| {
-            let count = store::record_download(tx, &export.id, crate::now_ms())?;
+            let count = crate::exports::records::record_download(tx, &export.id, crate::now_ms())?;
             let detail = json!({
                 "via": via,
                 "bytes": bytes,
@@ -1470,7 +1488,7 @@ impl Api {
             Some(fp) => self
                 .state
                 .store
-                .read(|c| store::product_by_fingerprint(c, &fp))?,
+                .read(|c| crate::exports::records::product_by_fingerprint(c, &fp))?,
             None => None,
         };
         let (export, matched_by, consistent, n_candidates) = match by_metadata {
@@ -1483,7 +1501,7 @@ impl Api {
                 let candidates = self
                     .state
                     .store
-                    .read(|c| store::products_with_rows(c, &digest))?;
+                    .read(|c| crate::exports::records::products_with_rows(c, &digest))?;
                 let n = candidates.len();
                 let mut matches = Vec::new();
                 for candidate in candidates {

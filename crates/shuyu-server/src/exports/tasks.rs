@@ -18,9 +18,10 @@ use shuyu_engine::{JobError, PopulationId, ProductFacts, ResultGate, UnitSketch}
 use shuyu_vault::SecretKey;
 
 use crate::error::{Result, ServerError};
+use crate::exports::records::{CheckVerdict, StoredCheck};
+use crate::jobs::records::JobRecord;
 use crate::jobs::worker::{self, LedgerFeed, WorkerEnd, WorkerRun};
 use crate::service::Api;
-use crate::store::{CheckVerdict, JobRecord, StoredCheck};
 
 /// The release ledger's inputs for an approval, as a worker computed them.
 #[derive(Debug)]

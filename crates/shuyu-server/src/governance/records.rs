@@ -16,11 +16,12 @@ use shuyu_policy::{
     qualification_gap, renewal_opens_at, requires_qualification,
 };
 
+use crate::admin::records::Principal;
 use crate::audit::trail::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::notify::{Audience, NewNotification, notify};
 use crate::state::AppState;
-use crate::store::{Principal, Store};
+use crate::store::Store;
 
 /// Schema of the governance tables.
 pub const SCHEMA: &str = "
@@ -132,25 +133,25 @@ fn split_list(text: &str) -> Vec<String> {
 }
 
 fn authorization_row(r: &Row<'_>) -> rusqlite::Result<Authorization> {
-    let datasets: String = r.get(2)?;
-    let categories: String = r.get(3)?;
+    let datasets: String = r.get("dataset_ids")?;
+    let categories: String = r.get("categories")?;
     Ok(Authorization {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
+        id: r.get("id")?,
+        tenant_id: r.get("tenant_id")?,
         dataset_ids: split_list(&datasets),
         categories: split_list(&categories)
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect(),
-        valid_from_ms: r.get(4)?,
-        valid_until_ms: r.get(5)?,
-        pricing_terms: r.get(6)?,
-        created_by: r.get(7)?,
-        created_at_ms: r.get(8)?,
-        revoked_at_ms: r.get(9)?,
-        revoked_reason: r.get(10)?,
-        renewed_from: r.get(11)?,
-        renewed_by: r.get(12)?,
+        valid_from_ms: r.get("valid_from_ms")?,
+        valid_until_ms: r.get("valid_until_ms")?,
+        pricing_terms: r.get("pricing_terms")?,
+        created_by: r.get("created_by")?,
+        created_at_ms: r.get("created_at_ms")?,
+        revoked_at_ms: r.get("revoked_at_ms")?,
+        revoked_reason: r.get("revoked_reason")?,
+        renewed_from: r.get("renewed_from")?,
+        renewed_by: r.get("renewed_by")?,
     })
 }
 
@@ -939,12 +940,12 @@ mod tests {
     fn store_with_tenant() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let audit = crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate());
-        let store = Store::open(&dir.path().join("meta.db"), audit).unwrap();
+        let store = crate::domain::open_store(&dir.path().join("meta.db"), audit).unwrap();
         store
             .read(|c| {
-                crate::store::insert_tenant(
+                crate::admin::records::insert_tenant(
                     c,
-                    &crate::store::Tenant {
+                    &crate::admin::records::Tenant {
                         id: "t_1".into(),
                         name: "operator".into(),
                         kek_id: "tenant:t_1".into(),

@@ -18,7 +18,6 @@ use crate::governance::records::{
 };
 use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
-use crate::store;
 
 const MAX_SCOPE_DATASETS: usize = 200;
 const MAX_PLAN_ACTIONS: usize = 50;
@@ -59,7 +58,7 @@ impl Api {
             require_id(id, "dataset_id")?;
             self.state
                 .store
-                .read(|c| store::dataset(c, id))?
+                .read(|c| crate::catalog::records::dataset(c, id))?
                 .ok_or_else(|| ServerError::NotFound(format!("dataset {id}")))?;
             if !out.contains(id) {
                 out.push(id.clone());
@@ -103,7 +102,7 @@ impl Api {
         self.check_term(from, req.valid_until_ms)?;
         self.state
             .store
-            .read(|c| store::tenant(c, &req.tenant_id))?
+            .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
             .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
         let datasets = self.scope_datasets(&req.dataset_ids)?;
         let authorization = Authorization {
@@ -433,7 +432,7 @@ impl Api {
             .map(|n| crate::keys::id_number_hash(self.state.keys.master(), n));
         let now = crate::now_ms();
         self.state.store.commit_with(|tx| {
-            let principal = store::principal(tx, &req.principal_id)?
+            let principal = crate::admin::records::principal(tx, &req.principal_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
             let mut q = gov::qualification(tx, &principal.id)?.unwrap_or(QualificationRecord {
                 principal_id: principal.id.clone(),
@@ -481,7 +480,7 @@ impl Api {
     fn qualified(
         &self,
         conn: &rusqlite::Connection,
-        principal: store::Principal,
+        principal: crate::admin::records::Principal,
         record: Option<QualificationRecord>,
         now: i64,
     ) -> Result<Qualified> {
@@ -521,7 +520,7 @@ impl Api {
         };
         let now = crate::now_ms();
         self.state.store.commit_with(|tx| {
-            let principal = store::principal(tx, &req.principal_id)?
+            let principal = crate::admin::records::principal(tx, &req.principal_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
             if let Some(f) = &fingerprint
                 && !gov::certificates(tx, &principal.id)?
@@ -577,7 +576,7 @@ impl Api {
 
 /// A principal's qualification with what the view shows.
 struct Qualified {
-    principal: store::Principal,
+    principal: crate::admin::records::Principal,
     record: Option<QualificationRecord>,
     disabled: Option<(i64, String)>,
     certificates: Vec<CertificateRecord>,
@@ -792,9 +791,10 @@ impl GovernanceService for Api {
         let result = (|| {
             require_id(&req.principal_id, "principal_id")?;
             let q = self.state.store.read(|c| {
-                let principal = store::principal(c, &req.principal_id)?.ok_or_else(|| {
-                    ServerError::NotFound(format!("principal {}", req.principal_id))
-                })?;
+                let principal = crate::admin::records::principal(c, &req.principal_id)?
+                    .ok_or_else(|| {
+                        ServerError::NotFound(format!("principal {}", req.principal_id))
+                    })?;
                 self.qualified(c, principal, None, crate::now_ms())
             })?;
             Ok((

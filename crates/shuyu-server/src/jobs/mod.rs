@@ -4,6 +4,7 @@
 
 pub(crate) mod oracle;
 pub(crate) mod plan_texts;
+pub(crate) mod records;
 pub(crate) mod rpc;
 pub(crate) mod scheduler;
 pub(crate) mod worker;

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{Result, ServerError};
+use crate::jobs::records::JobUsage;
 use crate::notify::{self, Audience, NewNotification};
 use crate::oversight::alerts::{self, Finding};
-use crate::store::JobUsage;
 
 /// Schema of the failure and freeze tables.
 pub const SCHEMA: &str = "

@@ -18,17 +18,19 @@ use shuyu_vault::sha256_hex;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::admin::records::Tenant;
 use crate::audit::trail::AuditEntry;
+use crate::catalog::records::DatasetRecord;
 use crate::catalog::rpc::table_spec;
 use crate::convert;
 use crate::error::{Result, ServerError};
+use crate::jobs::records::{JobGate, JobMode, JobRecord, JobStatus, JobUsage};
 use crate::jobs::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
 use crate::keys::{self, job_kek};
 use crate::scenarios::rpc as scenarios;
 use crate::service::{Api, require_id};
 use crate::state::{AppState, Caller};
-use crate::store::{self, DatasetRecord, JobGate, JobMode, JobRecord, JobStatus, JobUsage, Tenant};
 use shuyu_engine::worker::WorkerTask;
 
 /// What an engineer asks to run.
@@ -131,7 +133,7 @@ impl Api {
         let tenant = self
             .state
             .store
-            .read(|c| store::tenant(c, &tenant_id))?
+            .read(|c| crate::admin::records::tenant(c, &tenant_id))?
             .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
         let now = crate::now_ms();
         match draft.mode {
@@ -165,7 +167,7 @@ impl Api {
                 let scenario = self
                     .state
                     .store
-                    .read(|c| store::scenario(c, &draft.scenario_id))?
+                    .read(|c| crate::scenarios::records::scenario(c, &draft.scenario_id))?
                     .filter(|s| s.tenant_id == tenant_id)
                     .ok_or_else(|| {
                         ServerError::NotFound(format!("scenario {}", draft.scenario_id))
@@ -276,7 +278,7 @@ impl Api {
                 // The privacy budget is spent in the job's own transaction: concurrent DP
                 // jobs cannot overspend, and a refused job spends nothing.
                 if let (Some(spec), Some(dataset)) = (&job.dp, &dp_dataset) {
-                    store::spend_privacy(
+                    crate::jobs::records::spend_privacy(
                         tx,
                         &tenant_id,
                         &dataset.id,
@@ -287,7 +289,7 @@ impl Api {
                     )?;
                 }
                 keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
-                store::upsert_job(tx, &job)
+                crate::jobs::records::upsert_job(tx, &job)
             },
         );
         if let Err(e) = committed {
@@ -336,13 +338,13 @@ impl Api {
         let scenario = self
             .state
             .store
-            .read(|c| store::scenario(c, scenario_id))?
+            .read(|c| crate::scenarios::records::scenario(c, scenario_id))?
             .ok_or_else(|| ServerError::NotFound(format!("scenario {scenario_id}")))?;
         let datasets = self.state.store.read(|c| {
             scenario
                 .data_list
                 .iter()
-                .map(|item| store::dataset(c, &item.dataset_id))
+                .map(|item| crate::catalog::records::dataset(c, &item.dataset_id))
                 .collect::<Result<Vec<_>>>()
         })?;
         let read: Vec<DatasetRecord> = datasets
@@ -365,7 +367,7 @@ impl Api {
         let lab = self
             .state
             .store
-            .read(|c| store::job(c, &tenant, &req.job_id))?
+            .read(|c| crate::jobs::records::job(c, &tenant, &req.job_id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if lab.mode != JobMode::Lab {
             return Err(ServerError::FailedPrecondition(format!(
@@ -403,7 +405,7 @@ impl Api {
         require_id(id, "job_id")?;
         self.state
             .store
-            .read(|c| store::job_any_tenant(c, id))?
+            .read(|c| crate::jobs::records::job_any_tenant(c, id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
@@ -412,16 +414,22 @@ impl Api {
     fn visible_jobs(&self, caller: &Caller, tenant_id: &str) -> Result<Vec<JobRecord>> {
         if caller.principal.role != Role::Auditor {
             let tenant = caller.tenant()?;
-            return self.state.store.read(|c| store::jobs(c, tenant));
+            return self
+                .state
+                .store
+                .read(|c| crate::jobs::records::jobs(c, tenant));
         }
         if !tenant_id.is_empty() {
             require_id(tenant_id, "tenant_id")?;
-            return self.state.store.read(|c| store::jobs(c, tenant_id));
+            return self
+                .state
+                .store
+                .read(|c| crate::jobs::records::jobs(c, tenant_id));
         }
         self.state.store.read(|c| {
             let mut all = Vec::new();
-            for tenant in store::tenants(c)? {
-                all.extend(store::jobs(c, &tenant.id)?);
+            for tenant in crate::admin::records::tenants(c)? {
+                all.extend(crate::jobs::records::jobs(c, &tenant.id)?);
             }
             all.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
             Ok(all)
@@ -434,7 +442,7 @@ impl Api {
         let tenant = caller.tenant()?;
         self.state
             .store
-            .read(|c| store::job(c, tenant, id))?
+            .read(|c| crate::jobs::records::job(c, tenant, id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
@@ -573,7 +581,10 @@ async fn follow_job(
                 () = tokio::time::sleep_until(until) => return,
             }
         }
-        job = match state.store.read(|c| store::job(c, &job.tenant_id, &job.id)) {
+        job = match state
+            .store
+            .read(|c| crate::jobs::records::job(c, &job.tenant_id, &job.id))
+        {
             Ok(Some(job)) => job,
             Ok(None) => {
                 let gone = ServerError::NotFound(format!("job {}", job.id));
@@ -607,7 +618,7 @@ pub async fn dispatch_forever(state: Arc<AppState>) {
 async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     let loaded = state
         .store
-        .read(|c| store::job(c, &dispatched.tenant_id, &dispatched.job_id));
+        .read(|c| crate::jobs::records::job(c, &dispatched.tenant_id, &dispatched.job_id));
     let mut job = match loaded {
         Ok(Some(job)) if job.status == JobStatus::Queued => job,
         Ok(_) => return,
@@ -635,7 +646,10 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             detail: json!({"was": "queued", "why": reason}),
             secret_detail: None,
         };
-        if let Err(e) = state.store.commit(&entry, |tx| store::upsert_job(tx, &job)) {
+        if let Err(e) = state
+            .store
+            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
+        {
             tracing::error!(job = %job.id, error = %e, "could not record a held job's cancellation");
         }
         return;
@@ -659,7 +673,10 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
                 detail: json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id}),
                 secret_detail: None,
             };
-            if let Err(e) = state.store.commit(&entry, |tx| store::upsert_job(tx, &job)) {
+            if let Err(e) = state
+                .store
+                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
+            {
                 tracing::error!(job = %job.id, error = %e, "could not record a frozen job's cancellation");
             }
             return;
@@ -667,7 +684,10 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     }
     let started_ms = crate::now_ms();
     job.status = JobStatus::Running;
-    if let Err(e) = state.store.read(|c| store::upsert_job(c, &job)) {
+    if let Err(e) = state
+        .store
+        .read(|c| crate::jobs::records::upsert_job(c, &job))
+    {
         tracing::error!(job = %job.id, error = %e, "could not mark the job running");
     }
     let mut entry = AuditEntry {
@@ -750,7 +770,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     let tracing_id = job.id.clone();
     let jobs_config = state.config.jobs;
     let recorded = state.store.commit_with(|tx| {
-        store::upsert_job(tx, &job)?;
+        crate::jobs::records::upsert_job(tx, &job)?;
         if let Some(text) = &plan_text {
             crate::jobs::plan_texts::insert(tx, &job.id, text)?;
         }
@@ -768,7 +788,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             // The outcome first, then the freeze it caused.
             Some(freeze) => {
                 state.store.audit_log().append(tx, &entry)?;
-                let mut frozen = crate::oversight::tasks::system_entry(
+                let mut frozen = crate::audit::trail::system_entry(
                     "production_frozen",
                     &format!("tenant:{}", job.tenant_id),
                     json!({
@@ -974,7 +994,7 @@ fn lab_open(tenant: &Tenant, now_ms: i64) -> Result<()> {
 fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, String)>> {
     let scenario = state
         .store
-        .read(|c| store::scenario(c, &job.scenario_id))?
+        .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
         .filter(|s| s.tenant_id == job.tenant_id)
         .ok_or_else(|| {
             ServerError::FailedPrecondition(format!("scenario {} is gone", job.scenario_id))
@@ -990,7 +1010,7 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
     for item in &scenario.data_list {
         let dataset = state
             .store
-            .read(|c| store::dataset(c, &item.dataset_id))?
+            .read(|c| crate::catalog::records::dataset(c, &item.dataset_id))?
             .ok_or_else(|| {
                 ServerError::FailedPrecondition(format!(
                     "dataset {} of the scenario is gone",
@@ -1015,7 +1035,7 @@ async fn lab_tables(
     lab_open(tenant, crate::now_ms())?;
     let datasets = state
         .store
-        .read(|c| store::granted_datasets(c, &job.tenant_id))?;
+        .read(|c| crate::catalog::records::granted_datasets(c, &job.tenant_id))?;
     let mut tables = Vec::with_capacity(datasets.len());
     for dataset in &datasets {
         // A dataset under a risk stop does not exist for lab work either (R19).
@@ -1051,7 +1071,7 @@ async fn prepare(
 ) -> Result<(WorkerJob, HashSet<String>, Option<(String, String)>)> {
     let tenant = state
         .store
-        .read(|c| store::tenant(c, &job.tenant_id))?
+        .read(|c| crate::admin::records::tenant(c, &job.tenant_id))?
         .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
     // R25, R27: a job queued while its tenant's authorization ended never starts.
     crate::governance::records::require_in_force(&state.store, &job.tenant_id)?;
@@ -1133,7 +1153,7 @@ async fn prepare(
 /// # Errors
 /// On store failure.
 pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
-    let jobs = state.store.read(store::unfinished_jobs)?;
+    let jobs = state.store.read(crate::jobs::records::unfinished_jobs)?;
     for mut job in jobs.iter().cloned() {
         let _ = state.storage.delete_prefix(&job_folder(&job)).await;
         job.status = JobStatus::Failed;
@@ -1151,7 +1171,7 @@ pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
         };
         state
             .store
-            .commit(&entry, |tx| store::upsert_job(tx, &job))?;
+            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
     }
     Ok(jobs.len())
 }
@@ -1193,11 +1213,11 @@ impl Api {
         };
         let default_total = self.state.config.privacy.default_epsilon;
         let budgets = self.state.store.read(|c| {
-            if store::tenant(c, &tenant_id)?.is_none() {
+            if crate::admin::records::tenant(c, &tenant_id)?.is_none() {
                 return Err(ServerError::NotFound(format!("tenant {tenant_id}")));
             }
-            let set = store::privacy_budgets(c, &tenant_id)?;
-            Ok(store::granted_datasets(c, &tenant_id)?
+            let set = crate::jobs::records::privacy_budgets(c, &tenant_id)?;
+            Ok(crate::catalog::records::granted_datasets(c, &tenant_id)?
                 .into_iter()
                 .map(|d| {
                     let budget = set.iter().find(|b| b.data_sha256 == d.source_sha256);
@@ -1244,8 +1264,13 @@ impl Api {
         };
         let (jobs, tenants) = self.state.store.read(|c| {
             Ok((
-                store::finished_jobs_between(c, tenant_filter.as_deref(), from_ms, to_ms)?,
-                store::tenants(c)?,
+                crate::jobs::records::finished_jobs_between(
+                    c,
+                    tenant_filter.as_deref(),
+                    from_ms,
+                    to_ms,
+                )?,
+                crate::admin::records::tenants(c)?,
             ))
         })?;
         if let Some(id) = &tenant_filter
@@ -1407,7 +1432,7 @@ impl JobService for Api {
             // Cancelled while queued: the new state commits with its audit record.
             self.state
                 .store
-                .commit(&entry, |tx| store::upsert_job(tx, &job))
+                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
         } else {
             self.state.store.record(&entry)
         };
@@ -1423,7 +1448,7 @@ impl JobService for Api {
             match self
                 .state
                 .store
-                .read(|c| store::job(c, &current.tenant_id, &current.id))
+                .read(|c| crate::jobs::records::job(c, &current.tenant_id, &current.id))
             {
                 Ok(Some(job)) => current = job,
                 _ => break,

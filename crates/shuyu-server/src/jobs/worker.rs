@@ -572,14 +572,14 @@ async fn send_released(
     let store_error = |e: crate::error::ServerError| format!("reading the release ledger: {e}");
     let mark = feed
         .store
-        .read(|c| crate::store::ledger_mark(c, &feed.tenant_id))
+        .read(|c| crate::exports::records::ledger_mark(c, &feed.tenant_id))
         .map_err(store_error)?;
     let mut after = 0;
     loop {
         let page = feed
             .store
             .read(|c| {
-                crate::store::released_cells_page(
+                crate::exports::records::released_cells_page(
                     c,
                     &feed.tenant_id,
                     range,

@@ -136,17 +136,17 @@ fn reads_only(action: Action) -> bool {
 
 fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Hold> {
     Ok(Hold {
-        tenant_id: r.get(0)?,
-        suspended_at_ms: r.get(1)?,
-        suspend_reason: r.get(2)?,
-        fix_by_ms: r.get(3)?,
-        suspended_by: r.get(4)?,
-        stopped_at_ms: r.get(5)?,
-        stop_reason: r.get(6)?,
-        stopped_by: r.get(7)?,
-        terminated_at_ms: r.get(8)?,
-        terminate_reason: r.get(9)?,
-        terminated_by: r.get(10)?,
+        tenant_id: r.get("tenant_id")?,
+        suspended_at_ms: r.get("suspended_at_ms")?,
+        suspend_reason: r.get("suspend_reason")?,
+        fix_by_ms: r.get("fix_by_ms")?,
+        suspended_by: r.get("suspended_by")?,
+        stopped_at_ms: r.get("stopped_at_ms")?,
+        stop_reason: r.get("stop_reason")?,
+        stopped_by: r.get("stopped_by")?,
+        terminated_at_ms: r.get("terminated_at_ms")?,
+        terminate_reason: r.get("terminate_reason")?,
+        terminated_by: r.get("terminated_by")?,
     })
 }
 
@@ -481,7 +481,7 @@ pub fn close_exports(
                      THEN ?3 ELSE decided_at_ms END WHERE id = ?1",
                 params![id, to, now_ms],
             )?;
-            crate::store::append_export_event(
+            crate::exports::records::append_export_event(
                 conn,
                 id,
                 now_ms,

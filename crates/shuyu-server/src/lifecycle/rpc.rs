@@ -14,14 +14,15 @@ use shuyu_proto::v1::lifecycle_service_server::LifecycleService;
 use shuyu_vault::KekProvider;
 use tonic::{Request, Response, Status};
 
+use crate::admin::records::Tenant;
 use crate::audit::trail::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::jobs::oracle::Freeze;
+use crate::jobs::records::{JobRecord, JobStatus};
 use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
 use crate::service::{Api, require_id, require_text};
 use crate::state::{AppState, Caller};
-use crate::store::{self, JobRecord, JobStatus, Tenant};
 
 const DAY_MS: i64 = 86_400_000;
 /// How long a termination waits for the tenant's killed workers to report.
@@ -103,14 +104,15 @@ struct ObjectProof {
 
 impl Api {
     fn tenant_or_not_found(&self, conn: &rusqlite::Connection, id: &str) -> Result<Tenant> {
-        store::tenant(conn, id)?.ok_or_else(|| ServerError::NotFound(format!("tenant {id}")))
+        crate::admin::records::tenant(conn, id)?
+            .ok_or_else(|| ServerError::NotFound(format!("tenant {id}")))
     }
 
     fn status_of(&self, tenant_id: &str) -> Result<pb::TenantStatus> {
         self.state.store.read(|c| {
             let tenant = self.tenant_or_not_found(c, tenant_id)?;
             let hold = lifecycle::hold(c, tenant_id)?;
-            let jobs = store::jobs(c, tenant_id)?;
+            let jobs = crate::jobs::records::jobs(c, tenant_id)?;
             let n_unfinished = jobs.iter().filter(|j| unfinished(j)).count() as u32;
             let exports = lifecycle::open_exports(c, tenant_id)?;
             let freeze = crate::jobs::oracle::active_freeze(c, tenant_id)?;
@@ -147,7 +149,8 @@ impl Api {
             let left: Vec<String> = self.state.store.read(|c| {
                 let mut left = Vec::new();
                 for id in jobs {
-                    if store::job(c, tenant_id, id)?.is_some_and(|j| unfinished(&j)) {
+                    if crate::jobs::records::job(c, tenant_id, id)?.is_some_and(|j| unfinished(&j))
+                    {
                         left.push(id.clone());
                     }
                 }
@@ -565,8 +568,8 @@ impl Api {
         let now = crate::now_ms();
         let (jobs, exports) = self.state.store.read(|c| {
             Ok((
-                store::jobs(c, tenant_id)?,
-                store::exports_of_tenant(c, tenant_id)?,
+                crate::jobs::records::jobs(c, tenant_id)?,
+                crate::exports::records::exports_of_tenant(c, tenant_id)?,
             ))
         })?;
         let mut roots = vec![tenant.kek_id.clone(), tenant.pseudonym_kek_id.clone()];
@@ -597,26 +600,28 @@ impl Api {
         sizes.retain(|(_, bytes)| *bytes > 0);
         let pending_exports: Vec<String> = exports
             .iter()
-            .filter(|e| e.status == store::ExportStatus::InReview)
+            .filter(|e| e.status == crate::exports::records::ExportStatus::InReview)
             .map(|e| e.id.clone())
             .collect();
         let valid_products: Vec<serde_json::Value> = exports
             .iter()
-            .filter(|e| e.status_at(now) == store::ExportStatus::Approved)
+            .filter(|e| e.status_at(now) == crate::exports::records::ExportStatus::Approved)
             .map(|e| {
                 json!({"export_id": e.id, "recipient_id": e.recipient(),
                        "expires_at_ms": e.product.as_ref().map_or(0, |p| p.expires_at_ms),
                        "downloads": e.download_count})
             })
             .collect();
-        let usage = jobs.iter().fold(store::JobUsage::default(), |mut sum, j| {
-            sum.cpu_ms += j.usage.cpu_ms;
-            sum.bytes_scanned += j.usage.bytes_scanned;
-            sum.wall_ms += j.usage.wall_ms;
-            sum.peak_memory_bytes = sum.peak_memory_bytes.max(j.usage.peak_memory_bytes);
-            sum.queued_ms += j.usage.queued_ms;
-            sum
-        });
+        let usage = jobs
+            .iter()
+            .fold(crate::jobs::records::JobUsage::default(), |mut sum, j| {
+                sum.cpu_ms += j.usage.cpu_ms;
+                sum.bytes_scanned += j.usage.bytes_scanned;
+                sum.wall_ms += j.usage.wall_ms;
+                sum.peak_memory_bytes = sum.peak_memory_bytes.max(j.usage.peak_memory_bytes);
+                sum.queued_ms += j.usage.queued_ms;
+                sum
+            });
         let downloads: u64 = exports.iter().map(|e| e.download_count).sum();
 
         // 4. Crypto-shredding: the wrapped KEKs go from the store in one transaction with
@@ -1090,7 +1095,9 @@ pub(crate) fn stop_tenant_work(
     let now = crate::now_ms();
     let mut stopped = Vec::new();
     for job_id in &removed {
-        let job = state.store.read(|c| store::job(c, tenant_id, job_id))?;
+        let job = state
+            .store
+            .read(|c| crate::jobs::records::job(c, tenant_id, job_id))?;
         let Some(mut job) = job.filter(unfinished) else {
             continue;
         };
@@ -1109,11 +1116,13 @@ pub(crate) fn stop_tenant_work(
         };
         state
             .store
-            .commit(&entry, |tx| store::upsert_job(tx, &job))?;
+            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
         state.scheduler.changed(job_id);
         stopped.push(job_id.clone());
     }
-    let running = state.store.read(|c| store::jobs(c, tenant_id))?;
+    let running = state
+        .store
+        .read(|c| crate::jobs::records::jobs(c, tenant_id))?;
     stopped.extend(
         running
             .into_iter()
@@ -1163,7 +1172,7 @@ pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Resul
         state.store.commit_with(|tx| {
             let (told_closed, told_due) =
                 crate::governance::records::notify_ended(tx, &e, notice_days, now_ms)?;
-            let mut entry = crate::oversight::tasks::system_entry(
+            let mut entry = crate::audit::trail::system_entry(
                 "authorization_ended",
                 &format!("authorization:{} tenant:{tenant_id}", e.authorization.id),
                 json!({"how": e.how, "ended_at_ms": e.ended_at_ms, "jobs_stopped": stopped,

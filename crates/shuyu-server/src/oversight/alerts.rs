@@ -399,7 +399,7 @@ fn volume(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec<Fin
     type Totals = [u64; 3];
     let mut today: BTreeMap<String, (Totals, i64)> = BTreeMap::new();
     let mut base: BTreeMap<String, Totals> = BTreeMap::new();
-    for job in crate::store::finished_jobs_between(conn, None, base_start, now_ms)? {
+    for job in crate::jobs::records::finished_jobs_between(conn, None, base_start, now_ms)? {
         let add = [1, job.usage.bytes_scanned, job.n_rows];
         if job.finished_at_ms >= day_start {
             let e = today.entry(job.tenant_id.clone()).or_default();
@@ -514,7 +514,7 @@ pub fn scan(
             "updated": outcome.n_updated,
         });
         let mut entry = entry.unwrap_or_else(|| {
-            crate::oversight::tasks::system_entry("scan_alerts", "alerts", serde_json::Value::Null)
+            crate::audit::trail::system_entry("scan_alerts", "alerts", serde_json::Value::Null)
         });
         entry.detail = detail;
         Ok((outcome, entry))
@@ -568,7 +568,7 @@ mod tests {
         let alerts = list(&conn, false).unwrap();
         assert_eq!(alerts.len(), 1);
         assert_eq!((alerts[0].count, alerts[0].last_seen_ms), (7, 7));
-        let admin = crate::store::Principal {
+        let admin = crate::admin::records::Principal {
             id: "a".into(),
             real_name: "a".into(),
             organisation: "a".into(),
@@ -598,7 +598,7 @@ mod tests {
         jobs: &[(&str, i64, &str, &str)],
     ) -> (tempfile::TempDir, crate::store::Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(
+        let store = crate::domain::open_store(
             &dir.path().join("meta.db"),
             crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate()),
         )
@@ -616,10 +616,7 @@ mod tests {
                         params![format!("j{i}"), tenant, status, error_id, at],
                     )?;
                 }
-                Ok((
-                    (),
-                    crate::oversight::tasks::system_entry("test", "", json!({})),
-                ))
+                Ok(((), crate::audit::trail::system_entry("test", "", json!({}))))
             })
             .unwrap();
         (dir, store)
@@ -700,7 +697,7 @@ mod tests {
                         params![at, principal],
                     )?;
                 }
-                Ok(((), crate::oversight::tasks::system_entry("test", "", json!({}))))
+                Ok(((), crate::audit::trail::system_entry("test", "", json!({}))))
             })
             .unwrap();
         let findings = store.read(|conn| detect(conn, &c, now)).unwrap();

@@ -12,8 +12,10 @@ use std::str::FromStr;
 
 use rusqlite::{Connection, params};
 
+use crate::admin::records::Tenant;
 use crate::error::{Result, ServerError};
-use crate::store::{self, JobMode, JobStatus, ScenarioStatus, Tenant};
+use crate::jobs::records::{JobMode, JobStatus};
+use crate::scenarios::records::ScenarioStatus;
 
 /// The annual evaluations of tenants (R34), one per tenant and year.
 pub const EVALUATION_SCHEMA: &str = "
@@ -365,7 +367,8 @@ fn dataset_name(
     if let Some(name) = cache.get(id) {
         return Ok(name.clone());
     }
-    let name = store::dataset(conn, id)?.map_or_else(|| id.to_owned(), |d| d.name);
+    let name =
+        crate::catalog::records::dataset(conn, id)?.map_or_else(|| id.to_owned(), |d| d.name);
     cache.insert(id.to_owned(), name.clone());
     Ok(name)
 }
@@ -426,7 +429,7 @@ fn audit_counts(
 
 /// The tenant, or NOT_FOUND.
 fn tenant(conn: &Connection, tenant_id: &str) -> Result<Tenant> {
-    store::tenant(conn, tenant_id)?
+    crate::admin::records::tenant(conn, tenant_id)?
         .ok_or_else(|| ServerError::NotFound(format!("tenant {tenant_id}")))
 }
 
@@ -442,7 +445,7 @@ pub fn operation_report(
     to: i64,
 ) -> Result<Report> {
     let t = tenant(conn, tenant_id)?;
-    let jobs = store::finished_jobs_between(conn, Some(tenant_id), from, to)?;
+    let jobs = crate::jobs::records::finished_jobs_between(conn, Some(tenant_id), from, to)?;
     let mut names = BTreeMap::new();
 
     let (bytes, files) = stored_results(objects, tenant_id);
@@ -454,7 +457,8 @@ pub fn operation_report(
             jobs.iter().filter(|j| !j.result_file.is_empty()).count(),
         );
 
-    let count = |f: &dyn Fn(&store::JobRecord) -> bool| jobs.iter().filter(|j| f(j)).count();
+    let count =
+        |f: &dyn Fn(&crate::jobs::records::JobRecord) -> bool| jobs.iter().filter(|j| f(j)).count();
     let cpu_ms: u64 = jobs.iter().map(|j| j.usage.cpu_ms).sum();
     let processing = Section::new("Processing")
         .fact("jobs finished", jobs.len())
@@ -478,7 +482,8 @@ pub fn operation_report(
     }
     let mut scenario_rows = Vec::new();
     for (id, n) in &by_scenario {
-        let name = store::scenario(conn, id)?.map_or_else(String::new, |s| s.name);
+        let name =
+            crate::scenarios::records::scenario(conn, id)?.map_or_else(String::new, |s| s.name);
         scenario_rows.push(vec![id.clone(), name, n.to_string()]);
     }
     let analysis = Section::new("Analysis")
@@ -546,14 +551,15 @@ pub fn operation_report(
                 .collect(),
         );
 
-    let products: Vec<store::ExportRecord> = store::products(conn, Some(tenant_id), None)?
-        .into_iter()
-        .filter(|e| {
-            e.product
-                .as_ref()
-                .is_some_and(|p| p.approved_at_ms >= from && p.approved_at_ms < to)
-        })
-        .collect();
+    let products: Vec<crate::exports::records::ExportRecord> =
+        crate::exports::records::products(conn, Some(tenant_id), None)?
+            .into_iter()
+            .filter(|e| {
+                e.product
+                    .as_ref()
+                    .is_some_and(|p| p.approved_at_ms >= from && p.approved_at_ms < to)
+            })
+            .collect();
     let mut total_fen = 0u64;
     let mut product_rows = Vec::new();
     for e in &products {
@@ -561,7 +567,8 @@ pub fn operation_report(
         let basis = p.price_basis();
         let charge = basis.charge_fen(e.download_count);
         total_fen = total_fen.saturating_add(charge);
-        let scenario = store::scenario(conn, &p.scenario_id)?.map_or_else(String::new, |s| s.name);
+        let scenario = crate::scenarios::records::scenario(conn, &p.scenario_id)?
+            .map_or_else(String::new, |s| s.name);
         product_rows.push(vec![
             e.id.clone(),
             scenario,
@@ -666,8 +673,8 @@ pub fn disclosure_summary(
     to: i64,
 ) -> Result<Report> {
     let t = tenant(conn, tenant_id)?;
-    let jobs: Vec<store::JobRecord> =
-        store::finished_jobs_between(conn, Some(tenant_id), from, to)?
+    let jobs: Vec<crate::jobs::records::JobRecord> =
+        crate::jobs::records::finished_jobs_between(conn, Some(tenant_id), from, to)?
             .into_iter()
             .filter(|j| j.mode == JobMode::Production && j.status == JobStatus::Succeeded)
             .collect();
@@ -682,7 +689,7 @@ pub fn disclosure_summary(
     }
     let used: BTreeSet<&str> = jobs.iter().map(|j| j.scenario_id.as_str()).collect();
     let mut scenario_rows = Vec::new();
-    for s in store::scenarios(conn, Some(tenant_id))? {
+    for s in crate::scenarios::records::scenarios(conn, Some(tenant_id))? {
         let active = s.status == ScenarioStatus::Approved
             && s.valid_from_ms < to
             && s.valid_until_ms >= from;
@@ -696,14 +703,15 @@ pub fn disclosure_summary(
             format!("{} – {}", day(s.valid_from_ms), day(s.valid_until_ms)),
         ]);
     }
-    let products: Vec<store::ExportRecord> = store::products(conn, Some(tenant_id), None)?
-        .into_iter()
-        .filter(|e| {
-            e.product
-                .as_ref()
-                .is_some_and(|p| p.approved_at_ms >= from && p.approved_at_ms < to)
-        })
-        .collect();
+    let products: Vec<crate::exports::records::ExportRecord> =
+        crate::exports::records::products(conn, Some(tenant_id), None)?
+            .into_iter()
+            .filter(|e| {
+                e.product
+                    .as_ref()
+                    .is_some_and(|p| p.approved_at_ms >= from && p.approved_at_ms < to)
+            })
+            .collect();
     let mut kinds: BTreeMap<&str, (u64, BTreeSet<String>)> = BTreeMap::new();
     for e in &products {
         if let Some(p) = &e.product {

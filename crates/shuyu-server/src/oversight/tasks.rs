@@ -9,24 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::trail::AuditEntry;
+use crate::audit::trail::system_entry;
 use crate::error::{Result, ServerError};
 use crate::state::AppState;
-
-/// Creates the tables of oversight (alerts, checkpoints, redactions); run by `Store::open`.
-///
-/// # Errors
-/// On store failure.
-pub fn create_tables(conn: &rusqlite::Connection) -> Result<()> {
-    for schema in [
-        crate::oversight::alerts::SCHEMA,
-        crate::audit::checkpoint::SCHEMA,
-        crate::audit::retention::SCHEMA,
-        crate::oversight::reports::EVALUATION_SCHEMA,
-    ] {
-        conn.execute_batch(schema)?;
-    }
-    Ok(())
-}
 
 /// Least retention of network and access logs: six months (R33).
 pub const MIN_NETWORK_LOG_DAYS: u32 = 183;
@@ -185,20 +170,6 @@ impl OversightConfig {
             std::cmp::Ordering::Greater => hour >= start || hour < end,
             std::cmp::Ordering::Equal => false,
         }
-    }
-}
-
-/// The audit entry of something the server did by itself (a periodic task).
-pub fn system_entry(action: &str, target: &str, detail: serde_json::Value) -> AuditEntry {
-    AuditEntry {
-        principal_id: "system".into(),
-        role: "system".into(),
-        tenant_id: String::new(),
-        action: action.into(),
-        target: target.into(),
-        outcome: "ok".into(),
-        detail,
-        secret_detail: None,
     }
 }
 

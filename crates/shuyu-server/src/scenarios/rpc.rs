@@ -17,11 +17,11 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error::{Result, ServerError};
+use crate::scenarios::records::{
+    Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
+};
 use crate::service::{Api, require_id, require_text};
 use crate::state::Caller;
-use crate::store::{
-    self, Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
-};
 
 /// Longest validity of a scenario: three years, the default authorization term (R25).
 pub const MAX_SCENARIO_DAYS: i64 = 3 * 366;
@@ -118,7 +118,9 @@ impl Api {
             let dataset = self
                 .state
                 .store
-                .read(|c| store::granted_dataset(c, &tenant_id, &item.dataset_id))?
+                .read(|c| {
+                    crate::catalog::records::granted_dataset(c, &tenant_id, &item.dataset_id)
+                })?
                 .ok_or_else(|| ServerError::NotFound(format!("dataset {}", item.dataset_id)))?;
             if item.columns.is_empty() {
                 return Err(ServerError::InvalidArgument(format!(
@@ -193,7 +195,7 @@ impl Api {
         });
         self.state.store.commit(
             &caller.entry(format!("scenario:{id}"), "ok", detail),
-            |tx| store::upsert_scenario(tx, &scenario),
+            |tx| crate::scenarios::records::upsert_scenario(tx, &scenario),
         )?;
         Ok(scenario)
     }
@@ -203,7 +205,7 @@ impl Api {
         require_id(id, "scenario_id")?;
         self.state
             .store
-            .read(|c| store::scenario(c, id))?
+            .read(|c| crate::scenarios::records::scenario(c, id))?
             .filter(|s| may_see(caller, s))
             .ok_or_else(|| ServerError::NotFound(format!("scenario {id}")))
     }
@@ -219,7 +221,7 @@ impl Api {
         self.visible_scenario(caller, &req.scenario_id)?;
         let target = format!("scenario:{}", req.scenario_id);
         self.state.store.commit_with(|tx| {
-            let mut scenario = store::scenario(tx, &req.scenario_id)?
+            let mut scenario = crate::scenarios::records::scenario(tx, &req.scenario_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("scenario {}", req.scenario_id)))?;
             if scenario.status != ScenarioStatus::Pending {
                 return Err(ServerError::FailedPrecondition(format!(
@@ -278,7 +280,7 @@ impl Api {
             } else if scenario.approvals.iter().all(|a| a.decided && a.approved) {
                 scenario.status = ScenarioStatus::Approved;
             }
-            store::upsert_scenario(tx, &scenario)?;
+            crate::scenarios::records::upsert_scenario(tx, &scenario)?;
             let detail = json!({
                 "approve": req.approve,
                 "as": capacities,
@@ -408,7 +410,7 @@ impl ScenarioService for Api {
             let scenarios: Vec<pb::Scenario> = self
                 .state
                 .store
-                .read(|c| store::scenarios(c, tenant.as_deref()))?
+                .read(|c| crate::scenarios::records::scenarios(c, tenant.as_deref()))?
                 .iter()
                 .filter(|s| may_see(&caller, s))
                 .map(|s| convert::scenario(s, now))

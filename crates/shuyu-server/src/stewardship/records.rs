@@ -4,8 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use shuyu_engine::ColumnSpec;
 
+use crate::catalog::records::{columns_from_json, columns_to_json};
 use crate::error::Result;
-use crate::store::{columns_from_json, columns_to_json};
 
 /// Schema of the stewardship tables.
 pub const SCHEMA: &str = "
@@ -97,20 +97,20 @@ const IMPORT_COLUMNS: &str = "id, tenant_id, applicant_id, name, description, so
 
 fn import_row(r: &Row<'_>) -> rusqlite::Result<ImportApplication> {
     Ok(ImportApplication {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        applicant_id: r.get(2)?,
-        name: r.get(3)?,
-        description: r.get(4)?,
-        source: r.get(5)?,
-        legal_basis: r.get(6)?,
+        id: r.get("id")?,
+        tenant_id: r.get("tenant_id")?,
+        applicant_id: r.get("applicant_id")?,
+        name: r.get("name")?,
+        description: r.get("description")?,
+        source: r.get("source")?,
+        legal_basis: r.get("legal_basis")?,
         columns: columns_from_json(&r.get::<_, String>(7)?)?,
         status: ImportStatus::parse(&r.get::<_, String>(8)?)?,
-        decided_by: r.get(9)?,
-        decision_comment: r.get(10)?,
-        decided_at_ms: r.get(11)?,
-        dataset_id: r.get(12)?,
-        created_at_ms: r.get(13)?,
+        decided_by: r.get("decided_by")?,
+        decision_comment: r.get("decision_comment")?,
+        decided_at_ms: r.get("decided_at_ms")?,
+        dataset_id: r.get("dataset_id")?,
+        created_at_ms: r.get("created_at_ms")?,
     })
 }
 
@@ -269,18 +269,18 @@ const TICKET_COLUMNS: &str = "id, dataset_id, column_name, tenant_id, reporter_i
 
 fn ticket_row(r: &Row<'_>) -> rusqlite::Result<QualityTicket> {
     Ok(QualityTicket {
-        id: r.get(0)?,
-        dataset_id: r.get(1)?,
-        column: r.get(2)?,
-        tenant_id: r.get(3)?,
-        reporter_id: r.get(4)?,
-        description: r.get(5)?,
+        id: r.get("id")?,
+        dataset_id: r.get("dataset_id")?,
+        column: r.get("column_name")?,
+        tenant_id: r.get("tenant_id")?,
+        reporter_id: r.get("reporter_id")?,
+        description: r.get("description")?,
         status: TicketStatus::parse(&r.get::<_, String>(6)?)?,
-        created_at_ms: r.get(7)?,
-        due_at_ms: r.get(8)?,
-        resolved_by: r.get(9)?,
-        resolution: r.get(10)?,
-        resolved_at_ms: r.get(11)?,
+        created_at_ms: r.get("created_at_ms")?,
+        due_at_ms: r.get("due_at_ms")?,
+        resolved_by: r.get("resolved_by")?,
+        resolution: r.get("resolution")?,
+        resolved_at_ms: r.get("resolved_at_ms")?,
     })
 }
 
@@ -397,20 +397,20 @@ const STOP_COLUMNS: &str = "id, target_kind, target_id, raised_by, raised_by_rol
     reason, raised_at_ms, active, lifted_by, lift_comment, lifted_at_ms, jobs_stopped_json";
 
 fn stop_row(r: &Row<'_>) -> rusqlite::Result<RiskStop> {
-    let jobs: String = r.get(12)?;
+    let jobs: String = r.get("jobs_stopped_json")?;
     Ok(RiskStop {
-        id: r.get(0)?,
+        id: r.get("id")?,
         target: RiskTarget::parse(&r.get::<_, String>(1)?)?,
-        target_id: r.get(2)?,
-        raised_by: r.get(3)?,
-        raised_by_role: r.get(4)?,
-        tenant_id: r.get(5)?,
-        reason: r.get(6)?,
-        raised_at_ms: r.get(7)?,
-        active: r.get(8)?,
-        lifted_by: r.get(9)?,
-        lift_comment: r.get(10)?,
-        lifted_at_ms: r.get(11)?,
+        target_id: r.get("target_id")?,
+        raised_by: r.get("raised_by")?,
+        raised_by_role: r.get("raised_by_role")?,
+        tenant_id: r.get("tenant_id")?,
+        reason: r.get("reason")?,
+        raised_at_ms: r.get("raised_at_ms")?,
+        active: r.get("active")?,
+        lifted_by: r.get("lifted_by")?,
+        lift_comment: r.get("lift_comment")?,
+        lifted_at_ms: r.get("lifted_at_ms")?,
         jobs_stopped: serde_json::from_str(&jobs).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, e.into())
         })?,

@@ -12,14 +12,15 @@ use crate::audit::trail::AuditEntry;
 use crate::catalog::rpc::{Upload, read_chunks, valid_dataset_name};
 use crate::convert;
 use crate::error::{Result, ServerError};
+use crate::jobs::records::{JobMode, JobStatus};
 use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
+use crate::scenarios::records::ScenarioRecord;
 use crate::service::{Api, require_id, require_text};
 use crate::state::{AppState, Caller};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
-use crate::store::{self, JobMode, JobStatus, ScenarioRecord};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -174,7 +175,7 @@ impl Api {
             created_at_ms: crate::now_ms(),
         };
         self.state.store.commit_with(|tx| {
-            if store::dataset_name_taken(tx, &application.name)?
+            if crate::catalog::records::dataset_name_taken(tx, &application.name)?
                 || st::import_name_claimed(tx, &application.name)?
             {
                 return Err(ServerError::AlreadyExists(format!(
@@ -264,7 +265,7 @@ impl Api {
         &self,
         caller: &Caller,
         mut stream: Streaming<pb::UploadImportRequest>,
-    ) -> Result<(ImportApplication, store::DatasetRecord)> {
+    ) -> Result<(ImportApplication, crate::catalog::records::DatasetRecord)> {
         let tenant_id = caller.tenant()?.to_owned();
         crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
         let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
@@ -327,7 +328,7 @@ impl Api {
         let tenant = self
             .state
             .store
-            .read(|c| store::tenant(c, &tenant_id))?
+            .read(|c| crate::admin::records::tenant(c, &tenant_id))?
             .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
         // The approving admin answers for the data's use in scenarios, as a steward does
         // for public data; only the importing tenant is granted it.
@@ -356,7 +357,12 @@ impl Api {
                 imported.status = ImportStatus::Imported;
                 imported.dataset_id = record.id.clone();
                 st::upsert_import(tx, &imported)?;
-                store::insert_grant(tx, &record.id, &tenant_id, &application.decided_by)
+                crate::catalog::records::insert_grant(
+                    tx,
+                    &record.id,
+                    &tenant_id,
+                    &application.decided_by,
+                )
             })
             .await?;
         imported.status = ImportStatus::Imported;
@@ -452,7 +458,7 @@ impl Api {
         Ok(self
             .state
             .store
-            .read(store::datasets)?
+            .read(crate::catalog::records::datasets)?
             .into_iter()
             .filter(|d| d.steward_id == principal_id)
             .map(|d| d.id)
@@ -469,7 +475,7 @@ impl Api {
         self.state.store.commit_with(|tx| {
             let mut ticket = st::ticket(tx, &req.ticket_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("ticket {}", req.ticket_id)))?;
-            let dataset = store::dataset(tx, &ticket.dataset_id)?
+            let dataset = crate::catalog::records::dataset(tx, &ticket.dataset_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("ticket {}", req.ticket_id)))?;
             if dataset.steward_id != caller.principal.id {
                 // Only the dataset's steward answers; to others the ticket does not exist.
@@ -534,7 +540,7 @@ impl Api {
                         require_id(&req.dataset_id, "dataset_id")?;
                         self.state
                             .store
-                            .read(|c| store::dataset(c, &req.dataset_id))?
+                            .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
                             .filter(|d| d.steward_id == caller.principal.id)
                             .ok_or_else(|| {
                                 ServerError::NotFound(format!("dataset {}", req.dataset_id))
@@ -549,7 +555,7 @@ impl Api {
                 let scenario = self
                     .state
                     .store
-                    .read(|c| store::scenario(c, &req.scenario_id))?
+                    .read(|c| crate::scenarios::records::scenario(c, &req.scenario_id))?
                     .filter(|s| match caller.principal.role {
                         Role::Engineer => {
                             caller.principal.tenant_id.as_deref() == Some(&s.tenant_id)
@@ -572,8 +578,15 @@ impl Api {
 
     /// Unfinished jobs a stop on `target` halts: production jobs whose scenario is the
     /// target or lists the dataset; lab jobs of tenants granted the dataset.
-    fn jobs_matching(&self, target: RiskTarget, target_id: &str) -> Result<Vec<store::JobRecord>> {
-        let jobs = self.state.store.read(store::unfinished_jobs)?;
+    fn jobs_matching(
+        &self,
+        target: RiskTarget,
+        target_id: &str,
+    ) -> Result<Vec<crate::jobs::records::JobRecord>> {
+        let jobs = self
+            .state
+            .store
+            .read(crate::jobs::records::unfinished_jobs)?;
         let mut matching = Vec::new();
         for job in jobs {
             let hit = match (target, job.mode) {
@@ -582,12 +595,14 @@ impl Api {
                 (RiskTarget::Dataset, JobMode::Production) => self
                     .state
                     .store
-                    .read(|c| store::scenario(c, &job.scenario_id))?
+                    .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
                     .is_some_and(|s| s.data_list.iter().any(|i| i.dataset_id == target_id)),
                 (RiskTarget::Dataset, JobMode::Lab) => self
                     .state
                     .store
-                    .read(|c| store::granted_dataset(c, &job.tenant_id, target_id))?
+                    .read(|c| {
+                        crate::catalog::records::granted_dataset(c, &job.tenant_id, target_id)
+                    })?
                     .is_some(),
             };
             if hit {
@@ -640,7 +655,7 @@ impl Api {
         self.state.store.commit(&entry, |tx| {
             st::upsert_stop(tx, &stop)?;
             for job in &cancelled_queued {
-                store::upsert_job(tx, job)?;
+                crate::jobs::records::upsert_job(tx, job)?;
             }
             let subject = format!(
                 "risk stop {} on {} {}: {} job(s) stopped",
@@ -679,12 +694,18 @@ impl Api {
                             RiskTarget::Dataset => self
                                 .state
                                 .store
-                                .read(|c| store::granted_dataset(c, &tenant, &stop.target_id))?
+                                .read(|c| {
+                                    crate::catalog::records::granted_dataset(
+                                        c,
+                                        &tenant,
+                                        &stop.target_id,
+                                    )
+                                })?
                                 .is_some(),
                             RiskTarget::Scenario => self
                                 .state
                                 .store
-                                .read(|c| store::scenario(c, &stop.target_id))?
+                                .read(|c| crate::scenarios::records::scenario(c, &stop.target_id))?
                                 .is_some_and(|s| s.tenant_id == tenant),
                         };
                     if concerns {

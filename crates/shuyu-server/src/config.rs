@@ -50,7 +50,7 @@ pub struct ServerConfig {
     pub stewardship: StewardshipConfig,
     /// Monitoring, checkpoints and audit retention (R27, R30, R33).
     #[serde(default)]
-    pub oversight: crate::oversight::OversightConfig,
+    pub oversight: crate::oversight::tasks::OversightConfig,
     /// Suspension and termination of tenants (R26).
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
@@ -59,7 +59,7 @@ pub struct ServerConfig {
     pub governance: GovernanceConfig,
     /// The failed-production-job allowance and its freeze.
     #[serde(default)]
-    pub jobs: crate::oracle::JobsConfig,
+    pub jobs: crate::jobs::oracle::JobsConfig,
     /// What the server holds of staged results and packages, and how many it handles at
     /// once.
     #[serde(default)]
@@ -418,10 +418,10 @@ impl ServerConfig {
             privacy: PrivacyConfig::default(),
             pricing: PricingConfig::default(),
             stewardship: StewardshipConfig::default(),
-            oversight: crate::oversight::OversightConfig::default(),
+            oversight: crate::oversight::tasks::OversightConfig::default(),
             lifecycle: LifecycleConfig::default(),
             governance: GovernanceConfig::default(),
-            jobs: crate::oracle::JobsConfig::default(),
+            jobs: crate::jobs::oracle::JobsConfig::default(),
             exports: ExportsConfig::default(),
         }
     }
@@ -604,7 +604,7 @@ mod tests {
         assert_eq!(config.governance, GovernanceConfig::default());
         assert_eq!(config.lifecycle, LifecycleConfig::default());
         assert_eq!(config.lifecycle.termination_notice_days, 30);
-        assert_eq!(config.jobs, crate::oracle::JobsConfig::default());
+        assert_eq!(config.jobs, crate::jobs::oracle::JobsConfig::default());
         assert_eq!(config.exports, ExportsConfig::default());
     }
 

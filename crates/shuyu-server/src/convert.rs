@@ -4,12 +4,15 @@ use shuyu_engine::{ColumnSpec, MaskedTable, OutputColumn};
 use shuyu_policy::{Role, ScenarioCategory};
 use shuyu_proto::v1 as pb;
 
+use crate::admin::records::{Principal, Tenant};
+use crate::catalog::records::DatasetRecord;
 use crate::error::{Result, ServerError};
-use crate::scheduler::LiveState;
-use crate::store::{
-    CheckVerdict, DatasetRecord, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
-    JobMode, JobRecord, JobStatus, Principal, ScenarioRecord, ScenarioStatus, Tenant,
+use crate::exports::records::{
+    CheckVerdict, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
 };
+use crate::jobs::records::{JobMode, JobRecord, JobStatus};
+use crate::jobs::scheduler::LiveState;
+use crate::scenarios::records::{ScenarioRecord, ScenarioStatus};
 
 pub fn role_to_pb(role: Role) -> pb::Role {
     match role {
@@ -59,8 +62,10 @@ pub fn category_from_pb(value: i32) -> Result<ScenarioCategory> {
 }
 
 /// An import application (R17).
-pub fn import_application(a: &crate::stewardship::ImportApplication) -> pb::ImportApplication {
-    use crate::stewardship::ImportStatus;
+pub fn import_application(
+    a: &crate::stewardship::records::ImportApplication,
+) -> pb::ImportApplication {
+    use crate::stewardship::records::ImportStatus;
     let status = match a.status {
         ImportStatus::Pending => pb::ImportStatus::Pending,
         ImportStatus::Approved => pb::ImportStatus::Approved,
@@ -86,8 +91,11 @@ pub fn import_application(a: &crate::stewardship::ImportApplication) -> pb::Impo
 }
 
 /// A data-quality ticket (R18), with whether it is overdue at `now_ms`.
-pub fn quality_ticket(t: &crate::stewardship::QualityTicket, now_ms: i64) -> pb::QualityTicket {
-    use crate::stewardship::TicketStatus;
+pub fn quality_ticket(
+    t: &crate::stewardship::records::QualityTicket,
+    now_ms: i64,
+) -> pb::QualityTicket {
+    use crate::stewardship::records::TicketStatus;
     let status = match t.status {
         TicketStatus::Open => pb::TicketStatus::Open,
         TicketStatus::Resolved => pb::TicketStatus::Resolved,
@@ -111,7 +119,7 @@ pub fn quality_ticket(t: &crate::stewardship::QualityTicket, now_ms: i64) -> pb:
 }
 
 /// A risk stop (R19).
-pub fn risk_stop(s: &crate::stewardship::RiskStop) -> pb::RiskStop {
+pub fn risk_stop(s: &crate::stewardship::records::RiskStop) -> pb::RiskStop {
     pb::RiskStop {
         id: s.id.clone(),
         target_kind: s.target.as_str().to_owned(),

@@ -17,11 +17,51 @@ use shuyu_policy::Role;
 use shuyu_vault::{MasterKey, SecretKey, SigningKey};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditEntry, AuditLog};
+use crate::admin::records::Principal;
+use crate::audit::trail::{AuditEntry, AuditLog};
 use crate::error::{Result, ServerError, StorageFault};
 use crate::keys::{DOMAIN_KEK, KeyStore};
-use crate::store::{self, Principal, Store};
+use crate::store::{self, Schema, Store};
 use crate::tls::{self, CaMaterial};
+
+/// Every area's tables and migrations, in the order the store creates and runs them.
+const SCHEMAS: &[Schema] = &[
+    store::SCHEMA,
+    crate::admin::records::SCHEMA,
+    crate::catalog::records::SCHEMA,
+    crate::jobs::records::SCHEMA,
+    crate::exports::records::SCHEMA,
+    crate::scenarios::records::SCHEMA,
+    Schema::tables(crate::audit::trail::SCHEMA),
+    Schema::tables(crate::notify::SCHEMA),
+    Schema::tables(crate::stewardship::records::SCHEMA),
+    Schema::tables(crate::oversight::alerts::SCHEMA),
+    Schema::tables(crate::audit::checkpoint::SCHEMA),
+    Schema::tables(crate::audit::retention::SCHEMA),
+    Schema::tables(crate::oversight::reports::EVALUATION_SCHEMA),
+    Schema::tables(crate::lifecycle::records::SCHEMA),
+    Schema::tables(crate::governance::records::SCHEMA),
+    Schema::tables(crate::jobs::plan_texts::SCHEMA),
+    Schema::tables(crate::audit::bindings::SCHEMA),
+    Schema::tables(crate::jobs::oracle::SCHEMA),
+];
+
+/// Opens (or creates) the metadata store at `path` with every area's tables.
+///
+/// # Errors
+/// If the file cannot be opened or the schema created.
+pub fn open_store(path: &Path, audit: AuditLog) -> Result<Store> {
+    Store::open(path, audit, SCHEMAS)
+}
+
+/// Opens the metadata store at `path` read-only, for checks on the host (`shuyu audit
+/// verify`): no schema, no migration, no write.
+///
+/// # Errors
+/// If the file cannot be opened.
+pub fn open_store_read_only(path: &Path, audit: AuditLog) -> Result<Store> {
+    Store::open_read_only(path, audit, SCHEMAS)
+}
 
 /// Paths inside a data dir.
 #[derive(Debug, Clone)]
@@ -299,7 +339,7 @@ pub fn init(
     create_private_dir(&dir.objects())?;
     create_private_dir(dir.root())?;
     let master = MasterKey::create_file(&dir.master_key())?;
-    let store = Store::open(&dir.meta_db(), AuditLog::new(master.key()))?;
+    let store = open_store(&dir.meta_db(), AuditLog::new(master.key()))?;
     let keys = store.read(|conn| KeyStore::load(master.clone(), conn))?;
 
     let ca = tls::create_ca(&data_dir.display().to_string())?;
@@ -322,7 +362,7 @@ pub fn init(
     let entry = AuditEntry {
         principal_id: "-".into(),
         role: "system".into(),
-        action: crate::audit::GENESIS_ACTION.into(),
+        action: crate::audit::trail::GENESIS_ACTION.into(),
         target: format!("principal:{}", admin.id),
         outcome: "ok".into(),
         detail: json!({"signing_public_key": signing_public, "admin_certificate": issued.fingerprint}),
@@ -348,13 +388,18 @@ pub fn init(
             &seal_secret(&master, "signing_key", &signing_pkcs8),
         )?;
         store::set_meta(tx, "signing_public_key", &signing_public)?;
-        store::insert_principal(tx, &admin)?;
-        store::insert_certificate(tx, &issued.fingerprint, &admin.id, issued.not_after_ms)?;
+        crate::admin::records::insert_principal(tx, &admin)?;
+        crate::admin::records::insert_certificate(
+            tx,
+            &issued.fingerprint,
+            &admin.id,
+            issued.not_after_ms,
+        )?;
         let now = crate::now_ms();
         let day_ms = 86_400_000;
-        crate::governance::upsert_qualification(
+        crate::governance::records::upsert_qualification(
             tx,
-            &crate::governance::QualificationRecord {
+            &crate::governance::records::QualificationRecord {
                 principal_id: admin.id.clone(),
                 id_hash: Some(crate::keys::id_number_hash(&master, &id_number)),
                 id_masked: shuyu_policy::registry_mask(&id_number),
@@ -419,7 +464,7 @@ pub fn open(data_dir: &Path) -> Result<OpenDomain> {
         )));
     }
     let master = MasterKey::load_file(&dir.master_key())?;
-    let store = Store::open(&dir.meta_db(), AuditLog::new(master.key()))?;
+    let store = open_store(&dir.meta_db(), AuditLog::new(master.key()))?;
     let (keys, ca, server_cert_pem, server_key_pem, signing) = store.read(|conn| {
         let keys = KeyStore::load(master.clone(), conn)?;
         let ca_key = open_secret(&master, conn, "ca_key")?;

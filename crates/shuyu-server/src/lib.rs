@@ -3,34 +3,30 @@
 //!
 //! This is the only crate that knows both the wire types and the engine.
 
-pub mod alerts;
+mod admin;
 pub mod audit;
-pub mod bindings;
-pub mod checkpoint;
+mod catalog;
 pub mod config;
 mod convert;
 pub mod domain;
 pub mod error;
-pub mod governance;
+mod exports;
+mod governance;
+mod jobs;
 pub mod keys;
-pub mod lifecycle;
+mod lifecycle;
 pub mod notify;
-pub mod oracle;
-pub mod oversight;
-pub mod package;
-pub mod plan_texts;
+mod oversight;
 pub mod readiness;
-pub mod refusals;
-pub mod reports;
-pub mod result_budget;
-pub mod retention;
-pub mod scheduler;
+mod scenarios;
 mod service;
 pub mod state;
-pub mod stewardship;
+mod stewardship;
 pub mod store;
 pub mod tls;
-pub mod worker;
+
+pub use audit::{bindings, checkpoint};
+pub use exports::package;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,14 +140,14 @@ impl ServerHandle {
 /// files of interrupted writes.
 async fn remove_unreferenced_objects(state: &AppState) -> Result<Vec<String>> {
     let (datasets, job_folders, packages) = state.store.read(|c| {
-        let datasets: std::collections::HashSet<String> = store::datasets(c)?
+        let datasets: std::collections::HashSet<String> = crate::catalog::records::datasets(c)?
             .into_iter()
             .map(|d| d.location)
             .collect();
         Ok((
             datasets,
-            store::job_folders(c)?,
-            store::package_locations(c)?,
+            crate::jobs::records::job_folders(c)?,
+            crate::exports::records::package_locations(c)?,
         ))
     })?;
     let mut removed = std::collections::BTreeSet::new();
@@ -218,24 +214,24 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         policy,
         ca: domain.ca,
         signing: domain.signing,
-        scheduler: scheduler::Scheduler::new(
+        scheduler: jobs::scheduler::Scheduler::new(
             config.max_running_jobs,
             config.tenant_max_running_jobs,
             config.tenant_max_queued_jobs,
         ),
-        workers: worker::WorkerPool::default(),
+        workers: jobs::worker::WorkerPool::default(),
         readiness: Arc::new(readiness::Readiness::new(
             health_reporter,
             config.data_dir.clone(),
         )),
-        refusals: Arc::new(refusals::Refusals::default()),
-        results: result_budget::ResultBudget::new(&config.exports),
+        refusals: Arc::new(audit::refusals::Refusals::default()),
+        results: exports::result_budget::ResultBudget::new(&config.exports),
     });
     // The start is audited before anything is served: a data dir that takes no write (read
     // only, full) stops the start here, with a plain message.
     state
         .store
-        .record(&oversight::system_entry(
+        .record(&audit::trail::system_entry(
             "server_start",
             "domain",
             serde_json::json!({"pid": std::process::id(), "tightened": tightened,
@@ -248,10 +244,10 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             )),
             None => e,
         })?;
-    let interrupted = service::recover_interrupted_jobs(&state).await?;
+    let interrupted = jobs::rpc::recover_interrupted_jobs(&state).await?;
     let removed = remove_unreferenced_objects(&state).await?;
     if !removed.is_empty() {
-        state.store.record(&oversight::system_entry(
+        state.store.record(&audit::trail::system_entry(
             "remove_unreferenced_objects",
             "objects",
             serde_json::json!({"n": removed.len(), "objects": removed}),
@@ -296,11 +292,11 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
                         {
                             refusals.refuse_connection(peer, reason);
                         }
-                        let watched = refusals::Watched::new(tls, Some(peer), refusals);
+                        let watched = audit::refusals::Watched::new(tls, Some(peer), refusals);
                         let _ = conn_tx.send(Ok::<_, std::io::Error>(watched)).await;
                     }
                     Ok(Err(e)) => {
-                        refusals.count(Some(peer.ip()), &refusals::handshake_reason(&e));
+                        refusals.count(Some(peer.ip()), &audit::refusals::handshake_reason(&e));
                     }
                     Err(_) => refusals.count(Some(peer.ip()), "the TLS handshake timed out"),
                 }
@@ -308,29 +304,31 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         }
     });
 
-    let dispatcher = tokio::spawn(service::dispatch_forever(Arc::clone(&state)));
+    let dispatcher = tokio::spawn(jobs::rpc::dispatch_forever(Arc::clone(&state)));
     // The periodic duties, aborted when the server stops: the oversight tasks (monitor,
     // checkpoints, purge), overdue data-quality tickets (R18), suspensions past their fix-by
     // deadline (R26) and authorizations whose renewal window opened (R25).
-    let mut periodic = oversight::start(&state);
+    let mut periodic = oversight::tasks::start(&state);
     let sweeper_state = Arc::clone(&state);
     periodic.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             let state = Arc::clone(&sweeper_state);
-            match tokio::task::spawn_blocking(move || service::stewardship_sweep(&state)).await {
+            match tokio::task::spawn_blocking(move || stewardship::rpc::sweep(&state)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "stewardship sweep failed"),
                 Err(e) => tracing::warn!(error = %e, "stewardship sweep panicked"),
             }
         }
     }));
-    periodic.push(tokio::spawn(service::sweep_overdue_forever(
+    periodic.push(tokio::spawn(lifecycle::rpc::sweep_overdue_forever(
         Arc::clone(&state),
         Duration::from_secs(2),
     )));
-    periodic.push(tokio::spawn(governance::sweep_forever(Arc::clone(&state))));
+    periodic.push(tokio::spawn(governance::records::sweep_forever(
+        Arc::clone(&state),
+    )));
     periodic.push(tokio::spawn(Arc::clone(&state.readiness).watch()));
     let flush_state = Arc::clone(&state);
     periodic.push(tokio::spawn(async move {
@@ -349,7 +347,9 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     let api = service::Api::new(Arc::clone(&state));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .layer(refusals::RefusalLayer::new(Arc::clone(&state.refusals)))
+        .layer(audit::refusals::RefusalLayer::new(Arc::clone(
+            &state.refusals,
+        )))
         // Readiness: grpc.health.v1 (not audited; NOT_SERVING while the disk refuses writes).
         .add_service(health_service)
         .add_service(SessionServiceServer::new(api.clone()))

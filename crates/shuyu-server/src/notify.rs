@@ -8,8 +8,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use shuyu_policy::Role;
 
+use crate::admin::records::Principal;
 use crate::error::Result;
-use crate::store::Principal;
 
 /// Schema of the notifications table.
 pub const SCHEMA: &str = "

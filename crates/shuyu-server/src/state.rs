@@ -9,11 +9,12 @@ use shuyu_policy::{Action, Policy, Role, is_allowed};
 use shuyu_vault::{Envelope, KekProvider, SigningKey};
 use tonic::{Request, Status};
 
-use crate::audit::AuditEntry;
+use crate::admin::records::Principal;
+use crate::audit::trail::AuditEntry;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::keys::KeyStore;
-use crate::store::{self, Principal, Store};
+use crate::store::Store;
 use crate::tls::{self, CaMaterial};
 
 /// Everything the services share.
@@ -38,16 +39,16 @@ pub struct AppState {
     /// Export signing key.
     pub signing: SigningKey,
     /// The fair job queue, live progress and cancel switches.
-    pub scheduler: crate::scheduler::Scheduler,
+    pub scheduler: crate::jobs::scheduler::Scheduler,
     /// Worker processes between jobs: the spare, and those kept for their scenario's next
     /// job.
-    pub workers: crate::worker::WorkerPool,
+    pub workers: crate::jobs::worker::WorkerPool,
     /// Readiness (the gRPC health service): not ready while the data dir refuses writes.
     pub readiness: Arc<crate::readiness::Readiness>,
     /// Transport-level refusals not yet written to the trail.
-    pub refusals: Arc<crate::refusals::Refusals>,
+    pub refusals: Arc<crate::audit::refusals::Refusals>,
     /// Turns and the per-request cap for handling staged results and packages.
-    pub results: crate::result_budget::ResultBudget,
+    pub results: crate::exports::result_budget::ResultBudget,
 }
 
 /// An authenticated, authorised caller.
@@ -103,7 +104,9 @@ impl AppState {
             .ok_or(ServerError::Unauthenticated("no client certificate"))?;
         let fingerprint = tls::fingerprint(leaf.as_ref());
         self.store
-            .read(|conn| store::principal_by_certificate(conn, &fingerprint, crate::now_ms()))?
+            .read(|conn| {
+                crate::admin::records::principal_by_certificate(conn, &fingerprint, crate::now_ms())
+            })?
             .ok_or(ServerError::Unauthenticated(
                 "the client certificate is not registered, revoked or expired",
             ))
@@ -121,7 +124,7 @@ impl AppState {
         // From here on, this call is audited by its handler.
         if let Some(reached) = request
             .extensions()
-            .get::<crate::refusals::HandlerReached>()
+            .get::<crate::audit::refusals::HandlerReached>()
         {
             reached.mark();
         }
@@ -151,7 +154,7 @@ impl AppState {
         }
         // R8, R9: registered, trained and under an NDA, and not disabled.
         match self.store.read(|conn| {
-            crate::governance::refusal(conn, &caller.principal, action, crate::now_ms())
+            crate::governance::records::refusal(conn, &caller.principal, action, crate::now_ms())
         }) {
             Ok(None) => {}
             Ok(Some(reason)) => {
@@ -171,7 +174,7 @@ impl AppState {
         if let Some(tenant_id) = caller.principal.tenant_id.as_deref() {
             let refusal = self
                 .store
-                .read(|c| crate::lifecycle::hold(c, tenant_id))
+                .read(|c| crate::lifecycle::records::hold(c, tenant_id))
                 .map(|hold| hold.refusal(action));
             let e = match refusal {
                 Ok(None) => return Ok(caller),

@@ -166,7 +166,7 @@ pub fn issue_client_from_csr(
 /// itself — issued by the domain CA, in its validity period, for client authentication — is
 /// checked right after, by [`DeferredClientVerifier::check`]. A connection whose certificate
 /// is refused (or that presented none) then gets UNAUTHENTICATED with the reason to every
-/// request, before any routing or decoding (see [`crate::refusals`]); handlers also accept
+/// request, before any routing or decoding (see [`crate::audit::refusals`]); handlers also accept
 /// only certificates registered to an active principal.
 #[derive(Debug)]
 pub struct DeferredClientVerifier {

@@ -169,7 +169,7 @@ fn open_store(
         data_dir.display()
     );
     let master = shuyu_vault::MasterKey::load_file(&dir.master_key())?;
-    let store = shuyu_server::store::Store::open_read_only(
+    let store = shuyu_server::domain::open_store_read_only(
         &dir.meta_db(),
         shuyu_server::audit::AuditLog::new(master.key()),
     )?;

@@ -2,27 +2,10 @@
 //! method follows the protocol of [`crate::state::AppState`]: begin (authenticate, authorise),
 //! work, finish (audit, answer).
 
-mod admin;
-mod catalog;
-mod delivery;
-mod export_tasks;
-mod exports;
-mod flight;
-mod governance;
-mod jobs;
-mod lifecycle;
-mod oversight;
-mod scenarios;
-mod stewardship;
-
 use std::sync::Arc;
 
 use crate::error::{Result, ServerError};
 use crate::state::AppState;
-
-pub use jobs::{dispatch_forever, recover_interrupted_jobs};
-pub use lifecycle::sweep_overdue_forever;
-pub use stewardship::sweep as stewardship_sweep;
 
 /// The service implementation.
 #[derive(Debug, Clone)]
@@ -38,7 +21,7 @@ impl Api {
 }
 
 /// Validates a required id field.
-fn require_id(value: &str, what: &str) -> Result<()> {
+pub(crate) fn require_id(value: &str, what: &str) -> Result<()> {
     if value.is_empty()
         || value.len() > 64
         || !value
@@ -53,7 +36,12 @@ fn require_id(value: &str, what: &str) -> Result<()> {
 }
 
 /// Validates free text: non-empty (when required), bounded, no control characters.
-fn require_text(value: &str, what: &str, max_chars: usize, required: bool) -> Result<()> {
+pub(crate) fn require_text(
+    value: &str,
+    what: &str,
+    max_chars: usize,
+    required: bool,
+) -> Result<()> {
     let n = value.chars().count();
     if required && value.trim().is_empty() {
         return Err(ServerError::InvalidArgument(format!("{what} is required")));

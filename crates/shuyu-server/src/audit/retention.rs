@@ -1,0 +1,476 @@
+//! Audit retention per record class (R33): network and access logs (reads of metadata,
+//! denials, failed calls) are kept at least six months, operating records (changes,
+//! approvals, exports, deliveries, and every read of data: samples, full results reviewed,
+//! traces, job views) at least twenty years; the configuration may lengthen, never shorten
+//! them.
+//!
+//! A purge redacts a record past its class's retention: its payload (who, which tenant,
+//! which object, detail) is blanked while its sequence number, time, action, outcome and
+//! hashes stay, so the chain and the Merkle tree over the record hashes still verify. Each
+//! redaction carries an HMAC under the audit key over what remains, so a record blanked by
+//! anyone else, or a redacted record changed afterwards, fails verification.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use crate::audit::trail::AuditLog;
+use crate::error::Result;
+use crate::oversight::tasks::{MIN_NETWORK_LOG_DAYS, MIN_OPERATING_RECORD_DAYS, OversightConfig};
+use crate::state::AppState;
+
+/// The redactions of purged records.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_redactions (
+    seq INTEGER PRIMARY KEY, class TEXT NOT NULL, redacted_at_ms INTEGER NOT NULL,
+    mac TEXT NOT NULL);
+";
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A record's retention class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordClass {
+    /// Reads of metadata, calls that changed nothing, denials: at least 183 days.
+    NetworkLog,
+    /// Changes, approvals, exports, deliveries, agreements, reads of data: at least 20 years.
+    OperatingRecord,
+}
+
+impl RecordClass {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordClass::NetworkLog => "network_log",
+            RecordClass::OperatingRecord => "operating_record",
+        }
+    }
+
+    fn parse(text: &str) -> Option<RecordClass> {
+        match text {
+            "network_log" => Some(RecordClass::NetworkLog),
+            "operating_record" => Some(RecordClass::OperatingRecord),
+            _ => None,
+        }
+    }
+
+    /// The legal minimum, days.
+    pub fn min_days(&self) -> u32 {
+        match self {
+            RecordClass::NetworkLog => MIN_NETWORK_LOG_DAYS,
+            RecordClass::OperatingRecord => MIN_OPERATING_RECORD_DAYS,
+        }
+    }
+
+    /// The configured retention, days (never below the minimum: the config is validated).
+    pub fn days(&self, c: &OversightConfig) -> u32 {
+        match self {
+            RecordClass::NetworkLog => c.network_log_days,
+            RecordClass::OperatingRecord => c.operating_record_days,
+        }
+        .max(self.min_days())
+    }
+}
+
+/// Actions that only read metadata or compute and change nothing.
+const READS: &[&str] = &[
+    "who_am_i",
+    "list_tenants",
+    "list_principals",
+    "list_datasets",
+    "describe_dataset",
+    "view_usage",
+    "view_export",
+    "list_review_queue",
+    "list_products",
+    "read_audit",
+    "view_scenario",
+    "view_notifications",
+    "view_alerts",
+    "view_reports",
+    "read_checkpoint",
+];
+
+/// Reads of data: masked samples, jobs with their previews, full results shown to reviewers,
+/// leaked files traced to their products. Who saw what of the data is an operating record
+/// (R33), kept twenty years, not a six-month access log.
+const DATA_ACCESS: &[&str] = &[
+    "sample_dataset",
+    "view_job",
+    "review_export",
+    "trace_export",
+];
+
+/// When data-access reads became operating records (2026-12-07T00:00:00Z). A redaction of one
+/// as a network log, past its 183 days and before then, followed the rule of its time and
+/// still verifies.
+const DATA_ACCESS_RECLASSIFIED_MS: i64 = 1_796_601_600_000;
+
+/// The class of a record: failed or denied calls and reads of metadata are network/access
+/// logs; successful changes, deliveries of products and reads of data are operating records.
+pub fn classify(action: &str, outcome: &str) -> RecordClass {
+    if outcome != "ok" || READS.contains(&action) {
+        RecordClass::NetworkLog
+    } else {
+        RecordClass::OperatingRecord
+    }
+}
+
+/// What a redaction's MAC covers.
+fn mac_input(
+    seq: u64,
+    at_ms: i64,
+    action: &str,
+    outcome: &str,
+    hash: &str,
+    class: &str,
+    redacted_at_ms: i64,
+) -> String {
+    format!("{seq}:{at_ms}:{action}:{outcome}:{hash}:{class}:{redacted_at_ms}")
+}
+
+/// Checks the redaction of record `seq` (called by the audit verification when a record's
+/// hash no longer matches its fields): it must be MAC'd, its payload blank and its class's
+/// legal minimum must have passed when it was redacted. `None` when it is not redacted.
+///
+/// # Errors
+/// On store failure.
+pub fn check_redaction(
+    log: &AuditLog,
+    conn: &Connection,
+    r: &crate::audit::trail::AuditRecord,
+) -> Result<Option<std::result::Result<(), String>>> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_redactions'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    let redaction: Option<(String, i64, String)> = conn
+        .query_row(
+            "SELECT class, redacted_at_ms, mac FROM audit_redactions WHERE seq = ?1",
+            [r.seq],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((class, redacted_at_ms, mac)) = redaction else {
+        return Ok(None);
+    };
+    let input = mac_input(
+        r.seq,
+        r.at_ms,
+        &r.action,
+        &r.outcome,
+        &r.hash,
+        &class,
+        redacted_at_ms,
+    );
+    if log.redaction_mac(&input) != mac {
+        return Ok(Some(Err(format!(
+            "record {} is redacted without a valid redaction MAC",
+            r.seq
+        ))));
+    }
+    let Some(class) = RecordClass::parse(&class) else {
+        return Ok(Some(Err(format!(
+            "record {} names an unknown class",
+            r.seq
+        ))));
+    };
+    let expected = classify(&r.action, &r.outcome);
+    let earlier_rule = class == RecordClass::NetworkLog
+        && DATA_ACCESS.contains(&r.action.as_str())
+        && redacted_at_ms < DATA_ACCESS_RECLASSIFIED_MS;
+    if class != expected && !earlier_rule {
+        return Ok(Some(Err(format!(
+            "record {} was redacted under the wrong class",
+            r.seq
+        ))));
+    }
+    if r.at_ms + i64::from(class.min_days()) * DAY_MS > redacted_at_ms {
+        return Ok(Some(Err(format!(
+            "record {} was redacted before its retention ended",
+            r.seq
+        ))));
+    }
+    let blank = r.principal_id.is_empty()
+        && r.role.is_empty()
+        && r.tenant_id.is_empty()
+        && r.target.is_empty()
+        && r.detail.is_empty()
+        && r.sealed_detail.is_empty();
+    if !blank {
+        return Ok(Some(Err(format!(
+            "record {} was changed after its redaction",
+            r.seq
+        ))));
+    }
+    Ok(Some(Ok(())))
+}
+
+/// Redacts every record past its class's retention at `now_ms`; returns how many.
+///
+/// # Errors
+/// On store failure.
+pub fn redact_expired(
+    log: &AuditLog,
+    conn: &Connection,
+    c: &OversightConfig,
+    now_ms: i64,
+) -> Result<u64> {
+    let candidates: Vec<(u64, i64, String, String, String)> = {
+        let oldest_cut =
+            now_ms - i64::from(c.network_log_days.min(c.operating_record_days)) * DAY_MS;
+        let mut stmt = conn.prepare(
+            "SELECT seq, at_ms, action, outcome, hash FROM audit
+             WHERE at_ms < ?1 AND seq NOT IN (SELECT seq FROM audit_redactions) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([oldest_cut], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut n = 0;
+    for (seq, at_ms, action, outcome, hash) in candidates {
+        let class = classify(&action, &outcome);
+        if at_ms + i64::from(class.days(c)) * DAY_MS > now_ms {
+            continue;
+        }
+        let mac = log.redaction_mac(&mac_input(
+            seq,
+            at_ms,
+            &action,
+            &outcome,
+            &hash,
+            class.as_str(),
+            now_ms,
+        ));
+        conn.execute(
+            "UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '',
+                 detail = '', sealed_detail = '' WHERE seq = ?1",
+            [seq],
+        )?;
+        conn.execute(
+            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (?1, ?2, ?3, ?4)",
+            params![seq, class.as_str(), now_ms, mac],
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Runs the purge in one transaction with its audit record (the caller's entry, or the
+/// server's own when `entry` is `None`).
+///
+/// # Errors
+/// On store failure.
+pub fn purge(state: &AppState, entry: Option<crate::audit::trail::AuditEntry>) -> Result<u64> {
+    let log = state.store.audit_log();
+    let config = &state.config.oversight;
+    state.store.commit_with(|tx| {
+        let n = redact_expired(log, tx, config, crate::now_ms())?;
+        let mut entry = entry.unwrap_or_else(|| {
+            crate::audit::trail::system_entry("purge_audit", "audit", serde_json::Value::Null)
+        });
+        entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
+                              "operating_record_days": config.operating_record_days});
+        Ok((n, entry))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::trail::{AuditEntry, SCHEMA as AUDIT_SCHEMA};
+    use shuyu_vault::SecretKey;
+
+    fn trail(actions: &[(&str, &str)]) -> (AuditLog, Connection) {
+        let log = AuditLog::new(&SecretKey::generate());
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(AUDIT_SCHEMA).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        // Every trail starts with the domain's genesis record (an operating record).
+        let genesis = [(crate::audit::trail::GENESIS_ACTION, "ok")];
+        for (action, outcome) in genesis.iter().chain(actions) {
+            let tx = conn.transaction().unwrap();
+            log.append(
+                &tx,
+                &AuditEntry {
+                    principal_id: "p_canary".into(),
+                    role: "engineer".into(),
+                    tenant_id: "t1".into(),
+                    action: (*action).into(),
+                    target: "job:j1".into(),
+                    outcome: (*outcome).into(),
+                    detail: json!({"x": 1}),
+                    secret_detail: None,
+                },
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        (log, conn)
+    }
+
+    #[test]
+    fn classes_follow_action_and_outcome() {
+        assert_eq!(classify("list_datasets", "ok"), RecordClass::NetworkLog);
+        // Reads of data are operating records (R33); a refused one is an access log.
+        for read in DATA_ACCESS {
+            assert_eq!(classify(read, "ok"), RecordClass::OperatingRecord, "{read}");
+            assert_eq!(classify(read, "denied"), RecordClass::NetworkLog, "{read}");
+        }
+        assert_eq!(classify("submit_job", "denied"), RecordClass::NetworkLog);
+        assert_eq!(classify("vote_export", "ok"), RecordClass::OperatingRecord);
+        assert_eq!(
+            classify("download_export", "ok"),
+            RecordClass::OperatingRecord
+        );
+        let c = OversightConfig {
+            network_log_days: 10,
+            ..OversightConfig::default()
+        };
+        // A configuration below the minimum never shortens retention.
+        assert_eq!(RecordClass::NetworkLog.days(&c), 183);
+    }
+
+    #[test]
+    fn only_records_past_retention_are_redacted_and_the_trail_still_verifies() {
+        let (log, conn) = trail(&[
+            ("list_datasets", "ok"),
+            ("submit_job", "ok"),
+            ("read_audit", "denied"),
+            ("vote_export", "ok"),
+            ("sample_dataset", "ok"),
+            ("review_export", "ok"),
+        ]);
+        let c = OversightConfig::default();
+        let now = crate::now_ms();
+        // Nothing is old enough yet.
+        assert_eq!(redact_expired(&log, &conn, &c, now).unwrap(), 0);
+        // 200 days later: the two network-log records go, the operating records stay.
+        let later = now + 200 * DAY_MS;
+        assert_eq!(redact_expired(&log, &conn, &c, later).unwrap(), 2);
+        let records = AuditLog::list(&conn, 1, 10).unwrap();
+        assert_eq!(records[0].principal_id, "");
+        assert_eq!(records[1].principal_id, "p_canary");
+        assert_eq!(records[2].detail, "");
+        assert_eq!(records[3].target, "job:j1");
+        // Who read a sample or a full result is kept like an operating record.
+        assert_eq!(records[4].principal_id, "p_canary");
+        assert_eq!(records[5].principal_id, "p_canary");
+        let report = log.verify(&conn).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.n_records, 7);
+        // Twenty years on, the rest goes too (the genesis record included: its action
+        // stays), and it still verifies.
+        assert_eq!(
+            redact_expired(&log, &conn, &c, now + 7400 * DAY_MS).unwrap(),
+            5
+        );
+        assert!(log.verify(&conn).unwrap().ok);
+    }
+
+    /// Blanks record `seq` as if it was redacted at `redacted_at_ms` as `class`, with a valid
+    /// redaction MAC, its time set to `at_ms` (a record from long ago).
+    fn redact_as(
+        log: &AuditLog,
+        conn: &Connection,
+        seq: u64,
+        at_ms: i64,
+        class: &str,
+        redacted_at_ms: i64,
+    ) {
+        let (action, outcome, hash): (String, String, String) = conn
+            .query_row(
+                "SELECT action, outcome, hash FROM audit WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE audit SET at_ms = ?2, principal_id = '', role = '', tenant_id = '',
+                 target = '', detail = '', sealed_detail = '' WHERE seq = ?1",
+            params![seq, at_ms],
+        )
+        .unwrap();
+        let mac = log.redaction_mac(&mac_input(
+            seq,
+            at_ms,
+            &action,
+            &outcome,
+            &hash,
+            class,
+            redacted_at_ms,
+        ));
+        conn.execute(
+            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (?1, ?2, ?3, ?4)",
+            params![seq, class, redacted_at_ms, mac],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_data_read_redacted_as_an_access_log_verifies_only_under_the_earlier_rule() {
+        let day = DAY_MS;
+        let long_ago = DATA_ACCESS_RECLASSIFIED_MS - 400 * day;
+        // (Record 1 is the genesis record.) Redacted 200 days after it was made, before data reads became operating records.
+        let (log, conn) = trail(&[("sample_dataset", "ok")]);
+        redact_as(
+            &log,
+            &conn,
+            2,
+            long_ago,
+            "network_log",
+            long_ago + 200 * day,
+        );
+        let report = log.verify(&conn).unwrap();
+        assert!(report.ok, "{report:?}");
+        // The same redaction made after the change is a record cut short.
+        let (log, conn) = trail(&[("sample_dataset", "ok")]);
+        redact_as(
+            &log,
+            &conn,
+            2,
+            long_ago,
+            "network_log",
+            DATA_ACCESS_RECLASSIFIED_MS + day,
+        );
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(
+            report.problem.unwrap().contains("wrong class"),
+            "redacted as an access log after the change"
+        );
+    }
+
+    #[test]
+    fn tampering_with_or_forging_redactions_is_detected() {
+        let (log, conn) = trail(&[("list_datasets", "ok"), ("submit_job", "ok")]);
+        let c = OversightConfig::default();
+        let later = crate::now_ms() + 200 * DAY_MS;
+        redact_expired(&log, &conn, &c, later).unwrap();
+        // A redacted record's action changed afterwards.
+        conn.execute("UPDATE audit SET action = 'who_am_i' WHERE seq = 2", [])
+            .unwrap();
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("record 2"));
+        conn.execute(
+            "UPDATE audit SET action = 'list_datasets' WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+        assert!(log.verify(&conn).unwrap().ok);
+        // An operating record blanked by someone without the key.
+        conn.execute("UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '', detail = '' WHERE seq = 3", []).unwrap();
+        conn.execute(
+            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (3, 'operating_record', ?1, 'forged')",
+            [later],
+        )
+        .unwrap();
+        let report = log.verify(&conn).unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("record 3"));
+    }
+}

@@ -1,0 +1,1141 @@
+//! Governance as enforced state: tenants' authorization agreements (R25) and their emergency
+//! plans (R32), staff qualification (R8, R9: real-name registration, training, NDA),
+//! certificate revocation and disabled principals; the gates that refuse work outside them;
+//! the renewal sweeper that tells tenants and admins when an authorization's renewal window
+//! opens.
+//!
+//! Tables and queries take a `&Connection` (inside `Store::read`/`commit`); the pure rules
+//! (terms, windows, gaps) are in `shuyu_policy::governance`.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+use shuyu_policy::{
+    Action, QualificationFacts, ScenarioCategory, allowed_while_unqualified, format_date,
+    qualification_gap, renewal_opens_at, requires_qualification,
+};
+
+use crate::admin::records::Principal;
+use crate::audit::trail::AuditEntry;
+use crate::error::{Result, ServerError};
+use crate::notify::{Audience, NewNotification, notify};
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Schema of the governance tables.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS authorizations (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    dataset_ids TEXT NOT NULL, categories TEXT NOT NULL,
+    valid_from_ms INTEGER NOT NULL, valid_until_ms INTEGER NOT NULL,
+    pricing_terms TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER NOT NULL DEFAULT 0, revoked_reason TEXT NOT NULL DEFAULT '',
+    renewed_from TEXT NOT NULL DEFAULT '', renewed_by TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS authorizations_by_tenant ON authorizations (tenant_id, valid_from_ms);
+CREATE TABLE IF NOT EXISTS emergency_plans (
+    authorization_id TEXT PRIMARY KEY REFERENCES authorizations(id),
+    summary TEXT NOT NULL, contact TEXT NOT NULL, actions TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, updated_by TEXT NOT NULL,
+    last_drill_at_ms INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS qualifications (
+    principal_id TEXT PRIMARY KEY REFERENCES principals(id),
+    id_hash TEXT, id_masked TEXT NOT NULL DEFAULT '', registered_at_ms INTEGER NOT NULL DEFAULT 0,
+    training_passed_ms INTEGER NOT NULL DEFAULT 0, training_until_ms INTEGER NOT NULL DEFAULT 0,
+    nda_signed_ms INTEGER NOT NULL DEFAULT 0, nda_until_ms INTEGER NOT NULL DEFAULT 0,
+    updated_at_ms INTEGER NOT NULL, updated_by TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS qualifications_by_id_hash ON qualifications (id_hash)
+    WHERE id_hash IS NOT NULL;
+CREATE TABLE IF NOT EXISTS disabled_principals (
+    principal_id TEXT PRIMARY KEY REFERENCES principals(id), at_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL, by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificate_revocations (
+    fingerprint TEXT PRIMARY KEY REFERENCES certificates(fingerprint),
+    principal_id TEXT NOT NULL, at_ms INTEGER NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL);
+";
+
+// ------------------------------------------------------------------ authorizations
+
+/// A tenant's authorization agreement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    pub id: String,
+    pub tenant_id: String,
+    pub dataset_ids: Vec<String>,
+    pub categories: Vec<ScenarioCategory>,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub pricing_terms: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    /// 0 unless revoked.
+    pub revoked_at_ms: i64,
+    pub revoked_reason: String,
+    /// The authorization this one renews ('' for none).
+    pub renewed_from: String,
+    /// The authorization that renews this one ('' for none).
+    pub renewed_by: String,
+}
+
+/// Where an authorization stands at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationState {
+    Active,
+    Pending,
+    Expired,
+    Revoked,
+    Superseded,
+}
+
+impl AuthorizationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizationState::Active => "active",
+            AuthorizationState::Pending => "pending",
+            AuthorizationState::Expired => "expired",
+            AuthorizationState::Revoked => "revoked",
+            AuthorizationState::Superseded => "superseded",
+        }
+    }
+}
+
+impl Authorization {
+    /// Its state at `now_ms`.
+    pub fn state(&self, now_ms: i64) -> AuthorizationState {
+        if self.revoked_at_ms != 0 {
+            AuthorizationState::Revoked
+        } else if now_ms < self.valid_from_ms {
+            AuthorizationState::Pending
+        } else if now_ms >= self.valid_until_ms && !self.renewed_by.is_empty() {
+            AuthorizationState::Superseded
+        } else if now_ms >= self.valid_until_ms {
+            AuthorizationState::Expired
+        } else {
+            AuthorizationState::Active
+        }
+    }
+
+    /// When its renewal window opens.
+    pub fn renewal_opens_at_ms(&self) -> i64 {
+        renewal_opens_at(self.valid_until_ms)
+    }
+}
+
+const AUTHORIZATION_COLUMNS: &str = "id, tenant_id, dataset_ids, categories, valid_from_ms, \
+     valid_until_ms, pricing_terms, created_by, created_at_ms, revoked_at_ms, revoked_reason, \
+     renewed_from, renewed_by";
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn authorization_row(r: &Row<'_>) -> rusqlite::Result<Authorization> {
+    let datasets: String = r.get("dataset_ids")?;
+    let categories: String = r.get("categories")?;
+    Ok(Authorization {
+        id: r.get("id")?,
+        tenant_id: r.get("tenant_id")?,
+        dataset_ids: split_list(&datasets),
+        categories: split_list(&categories)
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+        valid_from_ms: r.get("valid_from_ms")?,
+        valid_until_ms: r.get("valid_until_ms")?,
+        pricing_terms: r.get("pricing_terms")?,
+        created_by: r.get("created_by")?,
+        created_at_ms: r.get("created_at_ms")?,
+        revoked_at_ms: r.get("revoked_at_ms")?,
+        revoked_reason: r.get("revoked_reason")?,
+        renewed_from: r.get("renewed_from")?,
+        renewed_by: r.get("renewed_by")?,
+    })
+}
+
+fn categories_text(categories: &[ScenarioCategory]) -> String {
+    categories
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn insert_authorization(conn: &Connection, a: &Authorization) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO authorizations ({AUTHORIZATION_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ),
+        params![
+            a.id,
+            a.tenant_id,
+            a.dataset_ids.join(","),
+            categories_text(&a.categories),
+            a.valid_from_ms,
+            a.valid_until_ms,
+            a.pricing_terms,
+            a.created_by,
+            a.created_at_ms,
+            a.revoked_at_ms,
+            a.revoked_reason,
+            a.renewed_from,
+            a.renewed_by
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn authorization(conn: &Connection, id: &str) -> Result<Option<Authorization>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {AUTHORIZATION_COLUMNS} FROM authorizations WHERE id = ?1"),
+            [id],
+            authorization_row,
+        )
+        .optional()?)
+}
+
+/// Authorizations, of one tenant or all, oldest first.
+pub fn authorizations(conn: &Connection, tenant_id: Option<&str>) -> Result<Vec<Authorization>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {AUTHORIZATION_COLUMNS} FROM authorizations
+         WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY valid_from_ms, created_at_ms, id"
+    ))?;
+    let rows = stmt.query_map([tenant_id], authorization_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn revoke_authorization(conn: &Connection, id: &str, at_ms: i64, reason: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE authorizations SET revoked_at_ms = ?2, revoked_reason = ?3 WHERE id = ?1",
+        params![id, at_ms, reason],
+    )?;
+    Ok(())
+}
+
+pub fn set_renewed_by(conn: &Connection, id: &str, successor: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE authorizations SET renewed_by = ?2 WHERE id = ?1",
+        params![id, successor],
+    )?;
+    Ok(())
+}
+
+pub fn set_scope(
+    conn: &Connection,
+    id: &str,
+    dataset_ids: &[String],
+    categories: &[ScenarioCategory],
+) -> Result<()> {
+    conn.execute(
+        "UPDATE authorizations SET dataset_ids = ?2, categories = ?3 WHERE id = ?1",
+        params![id, dataset_ids.join(","), categories_text(categories)],
+    )?;
+    Ok(())
+}
+
+/// What a piece of work needs of its tenant's authorization.
+#[derive(Debug, Clone, Default)]
+pub struct Need<'a> {
+    /// Datasets the work reads: each must be in the authorization's scope, unless the tenant
+    /// imported it itself (R17).
+    pub datasets: Vec<&'a str>,
+    /// The scenario category it runs under, if any: must be in scope.
+    pub category: Option<ScenarioCategory>,
+    /// A production job or promotion: the authorization must have an emergency plan.
+    pub emergency_plan: bool,
+}
+
+/// The tenant's authorization in force at `now_ms` that covers `need`.
+///
+/// # Errors
+/// `FAILED_PRECONDITION` naming what is missing: no authorization, an expired, revoked or
+/// not-yet-started one, a dataset or category outside its scope, a missing emergency plan.
+pub fn require_authorization(
+    conn: &Connection,
+    tenant_id: &str,
+    now_ms: i64,
+    need: &Need<'_>,
+) -> Result<Authorization> {
+    let all = authorizations(conn, Some(tenant_id))?;
+    let in_force = all
+        .iter()
+        .filter(|a| a.state(now_ms) == AuthorizationState::Active)
+        .max_by_key(|a| a.valid_from_ms);
+    let Some(a) = in_force else {
+        let latest = all
+            .iter()
+            .max_by_key(|a| (a.valid_from_ms, a.created_at_ms));
+        let why = match latest {
+            None => "the tenant has no authorization agreement".to_owned(),
+            Some(a) => match a.state(now_ms) {
+                AuthorizationState::Revoked => format!(
+                    "the tenant's authorization {} was revoked on {}",
+                    a.id,
+                    format_date(a.revoked_at_ms)
+                ),
+                AuthorizationState::Pending => format!(
+                    "the tenant's authorization {} starts only on {}",
+                    a.id,
+                    format_date(a.valid_from_ms)
+                ),
+                _ => format!(
+                    "the tenant's authorization {} expired on {}",
+                    a.id,
+                    format_date(a.valid_until_ms)
+                ),
+            },
+        };
+        return Err(ServerError::FailedPrecondition(format!(
+            "no authorization in force: {why}; nothing runs outside an authorization's term \
+             (an admin records or renews it: shuyu authorization create/renew)"
+        )));
+    };
+    for dataset in &need.datasets {
+        // The tenant's own imported data (R17) is not public data under the agreement: its
+        // use was approved with the import.
+        let own_import =
+            crate::stewardship::records::imported_by(conn, dataset)?.as_deref() == Some(tenant_id);
+        if !own_import && !a.dataset_ids.iter().any(|d| d == dataset) {
+            return Err(ServerError::FailedPrecondition(format!(
+                "dataset {dataset} is outside the scope of the tenant's authorization {} \
+                 (an admin can amend its scope: shuyu authorization add-scope)",
+                a.id
+            )));
+        }
+    }
+    if let Some(category) = need.category
+        && !a.categories.contains(&category)
+    {
+        return Err(ServerError::FailedPrecondition(format!(
+            "scenario category {category} is outside the scope of the tenant's authorization {}",
+            a.id
+        )));
+    }
+    if need.emergency_plan && emergency_plan(conn, &a.id)?.is_none() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "the tenant's authorization {} has no emergency plan: production work needs one \
+             (an admin records it: shuyu emergency-plan set)",
+            a.id
+        )));
+    }
+    Ok(a.clone())
+}
+
+/// Refuses a tenant's work while no authorization of it is in force (R25), whatever its
+/// scope: the gate of masked samples, lab jobs, imports and data-quality tickets.
+///
+/// # Errors
+/// `FAILED_PRECONDITION` naming what is missing, as [`require_authorization`].
+pub fn require_in_force(store: &Store, tenant_id: &str) -> Result<()> {
+    store
+        .read(|c| require_authorization(c, tenant_id, crate::now_ms(), &Need::default()))
+        .map(drop)
+}
+
+// ------------------------------------------------------------------ ended authorizations
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A tenant left without an authorization in force because its latest one was revoked or
+/// expired without renewal (R27): its work is closed, and after a notice period it is due
+/// for termination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedAuthorization {
+    /// The authorization that ended last.
+    pub authorization: Authorization,
+    /// When it was revoked or expired.
+    pub ended_at_ms: i64,
+    /// `revoked` or `expired`.
+    pub how: &'static str,
+    /// A later authorization of the tenant is recorded but has not started: the tenant is
+    /// not due for termination, its work resumes when that one starts.
+    pub successor_pending: bool,
+}
+
+impl EndedAuthorization {
+    /// The dedup key of the notice that the tenant's work was closed (also the mark that it
+    /// was closed).
+    pub fn closed_key(&self) -> String {
+        format!("authorization_ended:{}", self.authorization.id)
+    }
+
+    /// The dedup key of the notice that the tenant is due for termination.
+    pub fn due_key(&self) -> String {
+        format!("termination_due:{}", self.authorization.id)
+    }
+
+    /// When the tenant is due for termination, `notice_days` after the end.
+    pub fn due_at_ms(&self, notice_days: u32) -> i64 {
+        self.ended_at_ms + i64::from(notice_days) * DAY_MS
+    }
+
+    /// What happened, for messages: "was revoked" or "expired without renewal".
+    pub fn what(&self) -> &'static str {
+        if self.how == "revoked" {
+            "was revoked"
+        } else {
+            "expired without renewal"
+        }
+    }
+
+    /// Whether the tenant is due for termination at `now_ms`.
+    pub fn due(&self, notice_days: u32, now_ms: i64) -> bool {
+        !self.successor_pending && now_ms >= self.due_at_ms(notice_days)
+    }
+}
+
+/// Every tenant, not terminated, with an authorization that ended and none in force at
+/// `now_ms`.
+///
+/// # Errors
+/// If the store cannot be read.
+pub fn ended_authorizations(conn: &Connection, now_ms: i64) -> Result<Vec<EndedAuthorization>> {
+    let mut by_tenant: std::collections::BTreeMap<String, Vec<Authorization>> =
+        std::collections::BTreeMap::new();
+    for a in authorizations(conn, None)? {
+        by_tenant.entry(a.tenant_id.clone()).or_default().push(a);
+    }
+    let mut ended = Vec::new();
+    for (tenant_id, list) in by_tenant {
+        let states: Vec<AuthorizationState> = list.iter().map(|a| a.state(now_ms)).collect();
+        if states.contains(&AuthorizationState::Active)
+            || crate::lifecycle::records::hold(conn, &tenant_id)?.terminated_at_ms > 0
+        {
+            continue;
+        }
+        // A renewed term whose renewal was revoked before it started ends with its own term.
+        let last = list
+            .iter()
+            .zip(&states)
+            .filter_map(|(a, state)| match state {
+                AuthorizationState::Revoked => Some((a.revoked_at_ms, "revoked", a)),
+                AuthorizationState::Expired | AuthorizationState::Superseded => {
+                    Some((a.valid_until_ms, "expired", a))
+                }
+                AuthorizationState::Active | AuthorizationState::Pending => None,
+            })
+            .max_by_key(|(at, _, _)| *at);
+        if let Some((ended_at_ms, how, a)) = last {
+            ended.push(EndedAuthorization {
+                authorization: a.clone(),
+                ended_at_ms,
+                how,
+                successor_pending: states.contains(&AuthorizationState::Pending),
+            });
+        }
+    }
+    Ok(ended)
+}
+
+/// Tells, once each, the admins and the tenant that `ended` closed the tenant's work, and the
+/// admins that the tenant is due for termination once `notice_days` have passed since (not
+/// while a later authorization is waiting to start). Returns which of the two notices were
+/// written now.
+///
+/// # Errors
+/// If the store fails.
+pub fn notify_ended(
+    conn: &Connection,
+    ended: &EndedAuthorization,
+    notice_days: u32,
+    now_ms: i64,
+) -> Result<(bool, bool)> {
+    let a = &ended.authorization;
+    let tenant = &a.tenant_id;
+    let when = format_date(ended.ended_at_ms);
+    let due_date = format_date(ended.due_at_ms(notice_days));
+    let next = if ended.successor_pending {
+        "A later authorization of the tenant is recorded: its work resumes when that one \
+         starts."
+            .to_owned()
+    } else {
+        format!(
+            "Unless a new authorization is recorded, the tenant is due for termination on \
+             {due_date} ([lifecycle] termination_notice_days = {notice_days}): shuyu tenant \
+             terminate {tenant}."
+        )
+    };
+    let admins_body = format!(
+        "Authorization {} of tenant {tenant} {} on {when} and none other is in force: the \
+         tenant's queued and running jobs were stopped, and it may start no work (R25, R27). \
+         {next}",
+        a.id,
+        ended.what()
+    );
+    let tenant_body = format!(
+        "Your authorization {} {} on {when}: your queued and running jobs were stopped, and \
+         no job, sample, scenario application, import, ticket or export request is accepted \
+         until an authorization is in force again (R25, R27).",
+        a.id,
+        ended.what()
+    );
+    let subject = format!("authorization {} {}: work closed", a.id, ended.how);
+    let closed_key = ended.closed_key();
+    let tenant_key = format!("{closed_key}:tenant");
+    let mut closed = false;
+    for (audience, body, key) in [
+        (Audience::Admins, &admins_body, &closed_key),
+        (Audience::Tenant(tenant.clone()), &tenant_body, &tenant_key),
+    ] {
+        closed |= notify(
+            conn,
+            &NewNotification {
+                audience,
+                tenant_id: tenant,
+                kind: "authorization_ended",
+                subject: &subject,
+                body,
+                reference: &a.id,
+                dedup_key: Some(key),
+            },
+            now_ms,
+        )?;
+    }
+    let due = ended.due(notice_days, now_ms)
+        && notify(
+            conn,
+            &NewNotification {
+                audience: Audience::Admins,
+                tenant_id: tenant,
+                kind: "tenant_due_for_termination",
+                subject: &format!("tenant {tenant} is due for termination"),
+                body: &format!(
+                    "its authorization {} {} on {when}, and the notice period of \
+                     {notice_days} days passed on {due_date} without a new one (R27): \
+                     terminate it with `shuyu tenant terminate {tenant}`",
+                    a.id,
+                    ended.what()
+                ),
+                reference: tenant,
+                dedup_key: Some(&ended.due_key()),
+            },
+            now_ms,
+        )?;
+    Ok((closed, due))
+}
+
+// ------------------------------------------------------------------ emergency plans
+
+/// An authorization's emergency plan (R32). `last_drill_at_ms` is recorded by drills.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmergencyPlan {
+    pub authorization_id: String,
+    pub summary: String,
+    pub contact: String,
+    pub actions: Vec<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub updated_by: String,
+    pub last_drill_at_ms: i64,
+}
+
+pub fn emergency_plan(conn: &Connection, authorization_id: &str) -> Result<Option<EmergencyPlan>> {
+    let row = conn
+        .query_row(
+            "SELECT authorization_id, summary, contact, actions, created_at_ms, updated_at_ms,
+                    updated_by, last_drill_at_ms
+             FROM emergency_plans WHERE authorization_id = ?1",
+            [authorization_id],
+            |r| {
+                Ok((
+                    EmergencyPlan {
+                        authorization_id: r.get(0)?,
+                        summary: r.get(1)?,
+                        contact: r.get(2)?,
+                        actions: Vec::new(),
+                        created_at_ms: r.get(4)?,
+                        updated_at_ms: r.get(5)?,
+                        updated_by: r.get(6)?,
+                        last_drill_at_ms: r.get(7)?,
+                    },
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((mut plan, actions)) => {
+            plan.actions = serde_json::from_str(&actions)
+                .map_err(|e| ServerError::internal(format!("emergency plan actions: {e}")))?;
+            Ok(Some(plan))
+        }
+    }
+}
+
+/// Records a drill of the plan of `authorization_id` (R32); false if it has no plan.
+///
+/// # Errors
+/// On store failure.
+pub fn record_drill(conn: &Connection, authorization_id: &str, at_ms: i64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE emergency_plans SET last_drill_at_ms = ?2 WHERE authorization_id = ?1",
+        params![authorization_id, at_ms],
+    )?;
+    Ok(n == 1)
+}
+
+/// Writes `plan` (created or replaced; the creation time and last drill are kept).
+pub fn upsert_emergency_plan(conn: &Connection, plan: &EmergencyPlan) -> Result<()> {
+    let actions = serde_json::to_string(&plan.actions).map_err(ServerError::internal)?;
+    conn.execute(
+        "INSERT INTO emergency_plans (authorization_id, summary, contact, actions, created_at_ms,
+                                      updated_at_ms, updated_by, last_drill_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (authorization_id) DO UPDATE SET summary = excluded.summary,
+             contact = excluded.contact, actions = excluded.actions,
+             updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by",
+        params![
+            plan.authorization_id,
+            plan.summary,
+            plan.contact,
+            actions,
+            plan.created_at_ms,
+            plan.updated_at_ms,
+            plan.updated_by,
+            plan.last_drill_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ qualification
+
+/// A principal's recorded qualification; times are 0 where nothing is recorded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QualificationRecord {
+    pub principal_id: String,
+    /// Keyed hash of the normalised ID number; never the number.
+    pub id_hash: Option<String>,
+    pub id_masked: String,
+    pub registered_at_ms: i64,
+    pub training_passed_ms: i64,
+    pub training_until_ms: i64,
+    pub nda_signed_ms: i64,
+    pub nda_until_ms: i64,
+    pub updated_at_ms: i64,
+    pub updated_by: String,
+}
+
+impl QualificationRecord {
+    /// The facts the policy decides on.
+    pub fn facts(&self) -> QualificationFacts {
+        let span = |from: i64, until: i64| (until != 0).then_some((from, until));
+        QualificationFacts {
+            registered: self.id_hash.is_some(),
+            training: span(self.training_passed_ms, self.training_until_ms),
+            nda: span(self.nda_signed_ms, self.nda_until_ms),
+        }
+    }
+}
+
+pub fn qualification(conn: &Connection, principal_id: &str) -> Result<Option<QualificationRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT principal_id, id_hash, id_masked, registered_at_ms, training_passed_ms,
+                    training_until_ms, nda_signed_ms, nda_until_ms, updated_at_ms, updated_by
+             FROM qualifications WHERE principal_id = ?1",
+            [principal_id],
+            |r| {
+                Ok(QualificationRecord {
+                    principal_id: r.get(0)?,
+                    id_hash: r.get(1)?,
+                    id_masked: r.get(2)?,
+                    registered_at_ms: r.get(3)?,
+                    training_passed_ms: r.get(4)?,
+                    training_until_ms: r.get(5)?,
+                    nda_signed_ms: r.get(6)?,
+                    nda_until_ms: r.get(7)?,
+                    updated_at_ms: r.get(8)?,
+                    updated_by: r.get(9)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// The principal whose registration has this ID-number hash.
+pub fn principal_by_id_hash(conn: &Connection, id_hash: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT principal_id FROM qualifications WHERE id_hash = ?1",
+            [id_hash],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn upsert_qualification(conn: &Connection, q: &QualificationRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO qualifications (principal_id, id_hash, id_masked, registered_at_ms,
+             training_passed_ms, training_until_ms, nda_signed_ms, nda_until_ms, updated_at_ms,
+             updated_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (principal_id) DO UPDATE SET id_hash = excluded.id_hash,
+             id_masked = excluded.id_masked, registered_at_ms = excluded.registered_at_ms,
+             training_passed_ms = excluded.training_passed_ms,
+             training_until_ms = excluded.training_until_ms,
+             nda_signed_ms = excluded.nda_signed_ms, nda_until_ms = excluded.nda_until_ms,
+             updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by",
+        params![
+            q.principal_id,
+            q.id_hash,
+            q.id_masked,
+            q.registered_at_ms,
+            q.training_passed_ms,
+            q.training_until_ms,
+            q.nda_signed_ms,
+            q.nda_until_ms,
+            q.updated_at_ms,
+            q.updated_by
+        ],
+    )?;
+    Ok(())
+}
+
+/// When and why a principal was disabled.
+pub fn disabled(conn: &Connection, principal_id: &str) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT at_ms, reason FROM disabled_principals WHERE principal_id = ?1",
+            [principal_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+pub fn disable_principal(
+    conn: &Connection,
+    principal_id: &str,
+    at_ms: i64,
+    reason: &str,
+    by: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO disabled_principals (principal_id, at_ms, reason, by)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![principal_id, at_ms, reason, by],
+    )?;
+    Ok(())
+}
+
+/// A certificate as the registry shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateRecord {
+    pub fingerprint: String,
+    pub issued_at_ms: i64,
+    pub not_after_ms: i64,
+    pub revoked: bool,
+    pub revoked_at_ms: i64,
+    pub revoked_reason: String,
+}
+
+pub fn certificates(conn: &Connection, principal_id: &str) -> Result<Vec<CertificateRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT c.fingerprint, c.issued_at_ms, c.not_after_ms, c.revoked,
+                coalesce(r.at_ms, 0), coalesce(r.reason, '')
+         FROM certificates c LEFT JOIN certificate_revocations r ON r.fingerprint = c.fingerprint
+         WHERE c.principal_id = ?1 ORDER BY c.issued_at_ms, c.fingerprint",
+    )?;
+    let rows = stmt.query_map([principal_id], |r| {
+        Ok(CertificateRecord {
+            fingerprint: r.get(0)?,
+            issued_at_ms: r.get(1)?,
+            not_after_ms: r.get(2)?,
+            revoked: r.get::<_, i64>(3)? != 0,
+            revoked_at_ms: r.get(4)?,
+            revoked_reason: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Revokes the principal's unrevoked certificates (only `fingerprint` when given) and
+/// returns the fingerprints revoked.
+pub fn revoke_certificates(
+    conn: &Connection,
+    principal_id: &str,
+    fingerprint: Option<&str>,
+    at_ms: i64,
+    reason: &str,
+    by: &str,
+) -> Result<Vec<String>> {
+    let targets: Vec<String> = certificates(conn, principal_id)?
+        .into_iter()
+        .filter(|c| !c.revoked && fingerprint.is_none_or(|f| f == c.fingerprint))
+        .map(|c| c.fingerprint)
+        .collect();
+    for f in &targets {
+        conn.execute(
+            "UPDATE certificates SET revoked = 1 WHERE fingerprint = ?1",
+            [f],
+        )?;
+        conn.execute(
+            "INSERT OR REPLACE INTO certificate_revocations (fingerprint, principal_id, at_ms,
+                 reason, by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![f, principal_id, at_ms, reason, by],
+        )?;
+    }
+    Ok(targets)
+}
+
+/// Why `principal` may not take `action` now, if it may not: disabled, or (for the roles
+/// that must be qualified) a missing or lapsed registration, training or NDA.
+///
+/// # Errors
+/// If the store cannot be read.
+pub fn refusal(
+    conn: &Connection,
+    principal: &Principal,
+    action: Action,
+    now_ms: i64,
+) -> Result<Option<String>> {
+    if let Some((at_ms, _)) = disabled(conn, &principal.id)? {
+        return Ok(Some(format!(
+            "principal {} was disabled on {}",
+            principal.id,
+            format_date(at_ms)
+        )));
+    }
+    if !requires_qualification(principal.role) || allowed_while_unqualified(principal.role, action)
+    {
+        return Ok(None);
+    }
+    let facts = qualification(conn, &principal.id)?
+        .map(|q| q.facts())
+        .unwrap_or_default();
+    Ok(qualification_gap(&facts, now_ms).map(|gap| {
+        format!(
+            "the {} {} may not act: {gap} (R8, R9: an admin records it with shuyu principal \
+             qualify)",
+            principal.role.as_str(),
+            principal.id
+        )
+    }))
+}
+
+// ------------------------------------------------------------------ renewal sweeper
+
+/// Tells each tenant whose authorization's renewal window is open, and the admins, once per
+/// authorization term (the notification's dedup key names the authorization). Returns how
+/// many authorizations were announced.
+///
+/// # Errors
+/// If the store fails.
+pub fn sweep_renewals(store: &Store, now_ms: i64) -> Result<usize> {
+    let due: Vec<Authorization> = store.read(|c| {
+        Ok(authorizations(c, None)?
+            .into_iter()
+            .filter(|a| {
+                a.revoked_at_ms == 0
+                    && a.renewed_by.is_empty()
+                    && now_ms < a.valid_until_ms
+                    && now_ms >= a.renewal_opens_at_ms()
+            })
+            .collect())
+    })?;
+    let mut announced = 0;
+    for a in due {
+        let tenant_key = format!("renewal_window:{}:tenant", a.id);
+        let admins_key = format!("renewal_window:{}:admins", a.id);
+        if store.read(|c| {
+            Ok(crate::notify::exists(c, &tenant_key)? && crate::notify::exists(c, &admins_key)?)
+        })? {
+            continue;
+        }
+        let subject = format!("authorization {} can be renewed", a.id);
+        let body = format!(
+            "The authorization {} of tenant {} ends on {}; its renewal window opened on {} \
+             (six months before the end). Renew it before it ends, or every job, promotion, \
+             scenario application and export of the tenant stops.",
+            a.id,
+            a.tenant_id,
+            format_date(a.valid_until_ms),
+            format_date(a.renewal_opens_at_ms())
+        );
+        store.commit_with(|tx| {
+            let mut written = 0;
+            for (audience, key) in [
+                (Audience::Tenant(a.tenant_id.clone()), &tenant_key),
+                (Audience::Admins, &admins_key),
+            ] {
+                let note = NewNotification {
+                    audience,
+                    tenant_id: &a.tenant_id,
+                    kind: "renewal_window",
+                    subject: &subject,
+                    body: &body,
+                    reference: &a.id,
+                    dedup_key: Some(key),
+                };
+                written += usize::from(notify(tx, &note, now_ms)?);
+            }
+            let entry = AuditEntry {
+                principal_id: "-".into(),
+                role: "system".into(),
+                tenant_id: a.tenant_id.clone(),
+                action: "renewal_notice".into(),
+                target: format!("authorization:{}", a.id),
+                outcome: "ok".into(),
+                detail: json!({"notifications": written,
+                               "valid_until_ms": a.valid_until_ms}),
+                secret_detail: None,
+            };
+            Ok(((), entry))
+        })?;
+        announced += 1;
+    }
+    Ok(announced)
+}
+
+/// Runs [`sweep_renewals`] at start-up and then every `config.governance.renewal_sweep_secs`.
+///
+/// # Cancel safety
+/// Dropping it between sweeps loses nothing: each sweep commits per authorization.
+pub async fn sweep_forever(state: Arc<AppState>) {
+    let period = std::time::Duration::from_secs(state.config.governance.renewal_sweep_secs);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let state = Arc::clone(&state);
+        let swept =
+            tokio::task::spawn_blocking(move || sweep_renewals(&state.store, crate::now_ms()))
+                .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(n, "renewal windows announced"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewal sweep failed"),
+            Err(e) => tracing::warn!(error = %e, "renewal sweep panicked"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(from: i64, until: i64) -> Authorization {
+        Authorization {
+            id: "au_1".into(),
+            tenant_id: "t_1".into(),
+            dataset_ids: vec!["ds_1".into()],
+            categories: vec![ScenarioCategory::Commercial],
+            valid_from_ms: from,
+            valid_until_ms: until,
+            pricing_terms: String::new(),
+            created_by: "p".into(),
+            created_at_ms: from,
+            revoked_at_ms: 0,
+            revoked_reason: String::new(),
+            renewed_from: String::new(),
+            renewed_by: String::new(),
+        }
+    }
+
+    fn store_with_tenant() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate());
+        let store = crate::domain::open_store(&dir.path().join("meta.db"), audit).unwrap();
+        store
+            .read(|c| {
+                crate::admin::records::insert_tenant(
+                    c,
+                    &crate::admin::records::Tenant {
+                        id: "t_1".into(),
+                        name: "operator".into(),
+                        kek_id: "tenant:t_1".into(),
+                        pseudonym_kek_id: "pseudonym:t_1".into(),
+                        created_at_ms: 0,
+                        lab_until_ms: 0,
+                    },
+                )
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    fn refused(store: &Store, now: i64, need: &Need<'_>) -> String {
+        match store.read(|c| require_authorization(c, "t_1", now, need)) {
+            Err(ServerError::FailedPrecondition(m)) => m,
+            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_gate_names_what_is_missing() {
+        let (_dir, store) = store_with_tenant();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        assert!(refused(&store, now, &Need::default()).contains("no authorization agreement"));
+        store
+            .read(|c| insert_authorization(c, &auth(now - day, now + 400 * day)))
+            .unwrap();
+        let need = Need {
+            datasets: vec!["ds_1"],
+            category: Some(ScenarioCategory::Commercial),
+            emergency_plan: false,
+        };
+        assert_eq!(
+            store
+                .read(|c| require_authorization(c, "t_1", now, &need))
+                .unwrap()
+                .id,
+            "au_1"
+        );
+        let outside = Need {
+            datasets: vec!["ds_1", "ds_2"],
+            ..need.clone()
+        };
+        assert!(refused(&store, now, &outside).contains("dataset ds_2 is outside the scope"));
+        let category = Need {
+            category: Some(ScenarioCategory::PublicWelfare),
+            ..need.clone()
+        };
+        assert!(refused(&store, now, &category).contains("category public_welfare"));
+        let production = Need {
+            emergency_plan: true,
+            ..need.clone()
+        };
+        assert!(refused(&store, now, &production).contains("no emergency plan"));
+        store
+            .read(|c| {
+                upsert_emergency_plan(
+                    c,
+                    &EmergencyPlan {
+                        authorization_id: "au_1".into(),
+                        summary: "s".into(),
+                        contact: "c".into(),
+                        actions: vec!["a".into()],
+                        created_at_ms: now,
+                        updated_at_ms: now,
+                        updated_by: "p".into(),
+                        last_drill_at_ms: 0,
+                    },
+                )
+            })
+            .unwrap();
+        assert!(
+            store
+                .read(|c| require_authorization(c, "t_1", now, &production))
+                .is_ok()
+        );
+        assert!(refused(&store, now + 400 * day, &need).contains("expired on"));
+        assert!(refused(&store, now - 2 * day, &need).contains("starts only on"));
+        store
+            .read(|c| revoke_authorization(c, "au_1", now, "breach"))
+            .unwrap();
+        assert!(refused(&store, now, &need).contains("was revoked on"));
+    }
+
+    #[test]
+    fn the_sweep_announces_an_open_window_once() {
+        let (_dir, store) = store_with_tenant();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        // Ends in a year: the window opens in six months.
+        store
+            .read(|c| insert_authorization(c, &auth(now, now + 365 * day)))
+            .unwrap();
+        assert_eq!(sweep_renewals(&store, now).unwrap(), 0);
+        let inside = now + 200 * day;
+        assert_eq!(sweep_renewals(&store, inside).unwrap(), 1);
+        assert_eq!(sweep_renewals(&store, inside + day).unwrap(), 0);
+        let notes: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM notifications WHERE kind = 'renewal_window'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(notes, 2, "the tenant and the admins, once each");
+        // Expired or renewed authorizations are not announced.
+        assert_eq!(sweep_renewals(&store, now + 366 * day).unwrap(), 0);
+    }
+
+    fn notes(store: &Store, kind: &str) -> i64 {
+        store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM notifications WHERE kind = ?1",
+                    [kind],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_ended_authorization_closes_work_and_the_tenant_is_due_after_the_notice() {
+        let (_dir, store) = store_with_tenant();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        let ended = |at: i64| store.read(|c| ended_authorizations(c, at)).unwrap();
+        let tell =
+            |e: &EndedAuthorization, at: i64| store.read(|c| notify_ended(c, e, 30, at)).unwrap();
+        // In force: nothing ended. Never authorized: nothing to end either.
+        store
+            .read(|c| insert_authorization(c, &auth(now - day, now + 10 * day)))
+            .unwrap();
+        assert!(ended(now).is_empty());
+        // Expired without renewal.
+        let after = now + 11 * day;
+        let list = ended(after);
+        assert_eq!(list.len(), 1);
+        let e = &list[0];
+        assert_eq!((e.how, e.ended_at_ms), ("expired", now + 10 * day));
+        assert_eq!(e.due_at_ms(30), now + 40 * day);
+        // Closed and told once (the admins and the tenant); not yet due.
+        assert_eq!(tell(e, after), (true, false));
+        assert_eq!(tell(e, after + day), (false, false));
+        assert_eq!(notes(&store, "authorization_ended"), 2);
+        assert_eq!(notes(&store, "tenant_due_for_termination"), 0);
+        // Thirty days on: due, told once.
+        assert_eq!(tell(e, now + 40 * day), (false, true));
+        assert_eq!(tell(e, now + 41 * day), (false, false));
+        assert_eq!(notes(&store, "tenant_due_for_termination"), 1);
+        // A renewal recorded later and in force: nothing is ended any more.
+        let mut renewed = auth(after, after + 365 * day);
+        renewed.id = "au_2".into();
+        store.read(|c| insert_authorization(c, &renewed)).unwrap();
+        assert!(ended(after + day).is_empty());
+        // Revoked: ended at the revocation; with a later term waiting, never due.
+        store
+            .read(|c| revoke_authorization(c, "au_2", after + 2 * day, "breach"))
+            .unwrap();
+        let mut waiting = auth(after + 100 * day, after + 200 * day);
+        waiting.id = "au_3".into();
+        store.read(|c| insert_authorization(c, &waiting)).unwrap();
+        let list = ended(after + 3 * day);
+        assert_eq!(list.len(), 1);
+        let e = &list[0];
+        assert_eq!((e.authorization.id.as_str(), e.how), ("au_2", "revoked"));
+        assert!(e.successor_pending);
+        assert!(!e.due(30, after + 60 * day));
+    }
+
+    #[test]
+    fn states_follow_the_term() {
+        let a = auth(100, 200);
+        assert_eq!(a.state(99), AuthorizationState::Pending);
+        assert_eq!(a.state(100), AuthorizationState::Active);
+        assert_eq!(a.state(200), AuthorizationState::Expired);
+        let renewed = Authorization {
+            renewed_by: "au_2".into(),
+            ..a.clone()
+        };
+        assert_eq!(renewed.state(150), AuthorizationState::Active);
+        assert_eq!(renewed.state(200), AuthorizationState::Superseded);
+        let revoked = Authorization {
+            revoked_at_ms: 120,
+            ..a
+        };
+        assert_eq!(revoked.state(150), AuthorizationState::Revoked);
+    }
+}

@@ -1,0 +1,1517 @@
+//! Job service: jobs queue fairly per tenant ([`crate::jobs::scheduler`]) and each runs in its own
+//! confined worker process ([`crate::jobs::worker`]); results stay encrypted in the domain and
+//! engineers get status, progress, schema, metered usage and a masked preview.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shuyu_engine::worker::{WireLimits, WorkerJob, masking_defaults_to_wire};
+use shuyu_engine::{
+    DpBound, DpSpec, JobError, JobProgress, MAX_SUBSTRAIT_BYTES, TableSpec, referenced_tables,
+};
+use shuyu_policy::{Action, Role};
+use shuyu_proto::v1 as pb;
+use shuyu_proto::v1::job_service_server::JobService;
+use shuyu_vault::sha256_hex;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::admin::records::Tenant;
+use crate::audit::trail::AuditEntry;
+use crate::catalog::records::DatasetRecord;
+use crate::catalog::rpc::table_spec;
+use crate::convert;
+use crate::error::{Result, ServerError};
+use crate::jobs::records::{JobGate, JobMode, JobRecord, JobStatus, JobUsage};
+use crate::jobs::scheduler::{Cancelled, Dispatched, QueueRefusal};
+use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
+use crate::keys::{self, job_kek};
+use crate::scenarios::rpc as scenarios;
+use crate::service::{Api, require_id};
+use crate::state::{AppState, Caller};
+use shuyu_engine::worker::WorkerTask;
+
+/// What an engineer asks to run.
+pub(crate) struct JobDraft {
+    pub sql: String,
+    pub substrait_plan: Vec<u8>,
+    pub mode: JobMode,
+    pub scenario_id: String,
+    /// Set on promotion: the lab job whose query this is.
+    pub promoted_from: String,
+    /// A differential-privacy job (its threshold is filled in from the policy at submit).
+    pub dp: Option<DpSpec>,
+}
+
+impl JobDraft {
+    fn from_request(req: pb::SubmitJobRequest) -> Result<JobDraft> {
+        let mode = match pb::JobMode::try_from(req.mode) {
+            Ok(pb::JobMode::Unspecified | pb::JobMode::Production) => JobMode::Production,
+            Ok(pb::JobMode::Lab) => JobMode::Lab,
+            Err(_) => {
+                return Err(ServerError::InvalidArgument(format!(
+                    "unknown job mode {}",
+                    req.mode
+                )));
+            }
+        };
+        let dp = match req.dp {
+            Some(dp) if dp.epsilon != 0.0 => {
+                let spec = DpSpec {
+                    epsilon: dp.epsilon,
+                    max_groups_per_unit: dp.max_groups_per_unit.max(1),
+                    max_rows_per_unit: dp.max_rows_per_unit.max(1),
+                    bounds: dp
+                        .bounds
+                        .into_iter()
+                        .map(|b| DpBound {
+                            column: b.column,
+                            lower: b.lower,
+                            upper: b.upper,
+                        })
+                        .collect(),
+                    threshold: 0,
+                };
+                spec.validate().map_err(|e| {
+                    ServerError::InvalidArgument(format!("differential privacy: {e}"))
+                })?;
+                Some(spec)
+            }
+            _ => None,
+        };
+        Ok(JobDraft {
+            sql: req.sql,
+            substrait_plan: req.substrait_plan,
+            mode,
+            scenario_id: req.scenario_id,
+            promoted_from: String::new(),
+            dp,
+        })
+    }
+
+    fn query_sha256(&self) -> String {
+        if self.substrait_plan.is_empty() {
+            sha256_hex(self.sql.as_bytes())
+        } else {
+            sha256_hex(&self.substrait_plan)
+        }
+    }
+}
+
+impl Api {
+    async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
+        let limits = &self.state.policy.limits;
+        match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
+            (true, true) => {
+                return Err(ServerError::InvalidArgument(
+                    "give the job as SQL text or as a Substrait plan".into(),
+                ));
+            }
+            (false, false) => {
+                return Err(ServerError::InvalidArgument(
+                    "give the job as SQL text or as a Substrait plan, not both".into(),
+                ));
+            }
+            _ => {}
+        }
+        if draft.sql.len() > limits.max_sql_bytes {
+            return Err(ServerError::InvalidArgument(format!(
+                "the SQL text is {} bytes; the limit is {}",
+                draft.sql.len(),
+                limits.max_sql_bytes
+            )));
+        }
+        if draft.substrait_plan.len() > MAX_SUBSTRAIT_BYTES {
+            return Err(ServerError::InvalidArgument(format!(
+                "the Substrait plan is {} bytes; the limit is {MAX_SUBSTRAIT_BYTES}",
+                draft.substrait_plan.len()
+            )));
+        }
+        let tenant_id = caller.tenant()?.to_owned();
+        let tenant = self
+            .state
+            .store
+            .read(|c| crate::admin::records::tenant(c, &tenant_id))?
+            .ok_or_else(|| ServerError::internal("the caller's tenant is missing"))?;
+        let now = crate::now_ms();
+        match draft.mode {
+            JobMode::Lab => {
+                if !draft.scenario_id.is_empty() {
+                    return Err(ServerError::InvalidArgument(
+                        "a lab job runs on masked samples of the tenant's catalog and takes no \
+                         scenario"
+                            .into(),
+                    ));
+                }
+                self.state.store.read(|c| {
+                    crate::governance::records::require_authorization(
+                        c,
+                        &tenant_id,
+                        now,
+                        &crate::governance::records::Need::default(),
+                    )
+                })?;
+                lab_open(&tenant, now)?;
+            }
+            JobMode::Production => {
+                if draft.scenario_id.is_empty() {
+                    return Err(ServerError::InvalidArgument(
+                        "a production job runs under exactly one approved scenario: give \
+                         scenario_id (or run it in the lab)"
+                            .into(),
+                    ));
+                }
+                require_id(&draft.scenario_id, "scenario_id")?;
+                let scenario = self
+                    .state
+                    .store
+                    .read(|c| crate::scenarios::records::scenario(c, &draft.scenario_id))?
+                    .filter(|s| s.tenant_id == tenant_id)
+                    .ok_or_else(|| {
+                        ServerError::NotFound(format!("scenario {}", draft.scenario_id))
+                    })?;
+                if let Some(reason) = scenarios::unusable(&scenario, now) {
+                    return Err(ServerError::FailedPrecondition(reason));
+                }
+                if let Some(reason) = crate::stewardship::rpc::risk_stopped(&self.state, &scenario)?
+                {
+                    return Err(ServerError::FailedPrecondition(reason));
+                }
+                // Too many failed production jobs: frozen until an admin looks.
+                if let Some(freeze) = self
+                    .state
+                    .store
+                    .read(|c| crate::jobs::oracle::active_freeze(c, &tenant_id))?
+                {
+                    return Err(ServerError::FailedPrecondition(freeze.reason()));
+                }
+                // R25, R32: inside an authorization's term and scope, with an emergency plan.
+                let need = crate::governance::records::Need {
+                    datasets: scenario
+                        .data_list
+                        .iter()
+                        .map(|d| d.dataset_id.as_str())
+                        .collect(),
+                    category: Some(scenario.category),
+                    emergency_plan: true,
+                };
+                self.state.store.read(|c| {
+                    crate::governance::records::require_authorization(c, &tenant_id, now, &need)
+                })?;
+            }
+        }
+        let id = crate::new_id("job");
+        let mut draft = draft;
+        let dp_dataset = match &mut draft.dp {
+            Some(spec) => {
+                spec.threshold = self.state.policy.disclosure.min_entities;
+                Some(
+                    self.dp_dataset(
+                        caller,
+                        &id,
+                        &draft.sql,
+                        &draft.substrait_plan,
+                        draft.mode,
+                        &draft.scenario_id,
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        self.state
+            .scheduler
+            .admit(&tenant_id)
+            .map_err(|QueueRefusal::TenantFull { limit }| {
+                ServerError::ResourceExhausted(format!(
+                    "the tenant already has {limit} jobs queued or running; wait for one to finish"
+                ))
+            })?;
+        let result_file = result_file(&tenant_id, draft.mode, &draft.scenario_id, &id);
+        let job = JobRecord {
+            id: id.clone(),
+            tenant_id: tenant_id.clone(),
+            author_id: caller.principal.id.clone(),
+            query_sha256: draft.query_sha256(),
+            sql: draft.sql,
+            substrait_plan: draft.substrait_plan,
+            mode: draft.mode,
+            scenario_id: draft.scenario_id,
+            promoted_from: draft.promoted_from,
+            status: JobStatus::Queued,
+            error: String::new(),
+            error_id: String::new(),
+            n_rows: 0,
+            columns: Vec::new(),
+            aggregate: false,
+            gate: JobGate::unknown(false),
+            preview: Default::default(),
+            inputs: Vec::new(),
+            result_file,
+            result_kek: job_kek(&id),
+            result_sha256: String::new(),
+            created_at_ms: now,
+            finished_at_ms: 0,
+            usage: JobUsage::default(),
+            dp: draft.dp,
+        };
+        let keys = &self.state.keys;
+        let default_epsilon = self.state.config.privacy.default_epsilon;
+        let committed = self.state.store.commit(
+            &caller.entry(
+                format!("job:{id}"),
+                "ok",
+                json!({
+                    "query_sha256": job.query_sha256,
+                    "query_kind": job.query_kind(),
+                    "query_bytes": job.sql.len() + job.substrait_plan.len(),
+                    "mode": job.mode.as_str(),
+                    "scenario_id": job.scenario_id,
+                    "promoted_from": job.promoted_from,
+                    "dp_epsilon": job.dp.as_ref().map(|d| d.epsilon),
+                    "dp_dataset": dp_dataset.as_ref().map(|d| &d.id),
+                }),
+            ),
+            |tx| {
+                // The privacy budget is spent in the job's own transaction: concurrent DP
+                // jobs cannot overspend, and a refused job spends nothing.
+                if let (Some(spec), Some(dataset)) = (&job.dp, &dp_dataset) {
+                    crate::jobs::records::spend_privacy(
+                        tx,
+                        &tenant_id,
+                        &dataset.id,
+                        &dataset.source_sha256,
+                        &id,
+                        spec.epsilon,
+                        default_epsilon,
+                    )?;
+                }
+                keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
+                crate::jobs::records::upsert_job(tx, &job)
+            },
+        );
+        if let Err(e) = committed {
+            keys.discard(&job.result_kek);
+            return Err(e);
+        }
+        self.state.scheduler.enqueue(&tenant_id, &id);
+        Ok(job)
+    }
+
+    /// The one dataset a DP job reads: named in its SQL and on its scenario's data list.
+    ///
+    /// This is the only place the server reads an engineer's query rather than passing it
+    /// to a worker. The request is audited first (so that it is on record whatever the
+    /// parse does), then parsed off the async runtime on a large-stack thread that refuses
+    /// deep nesting ([`referenced_tables`]).
+    async fn dp_dataset(
+        &self,
+        caller: &Caller,
+        job_id: &str,
+        sql: &str,
+        plan: &[u8],
+        mode: JobMode,
+        scenario_id: &str,
+    ) -> Result<DatasetRecord> {
+        if mode != JobMode::Production || !plan.is_empty() || sql.trim().is_empty() {
+            return Err(ServerError::InvalidArgument(
+                "differential privacy applies to production SQL jobs".into(),
+            ));
+        }
+        self.state.store.record(&caller.entry(
+            format!("job:{job_id}"),
+            "received",
+            json!({
+                "stage": "dp_tables",
+                "query_sha256": sha256_hex(sql.as_bytes()),
+                "query_bytes": sql.len(),
+                "scenario_id": scenario_id,
+            }),
+        ))?;
+        let text = sql.to_owned();
+        let names = tokio::task::spawn_blocking(move || referenced_tables(&text))
+            .await
+            .map_err(|e| ServerError::internal(format!("the DP table parse did not finish: {e}")))?
+            .map_err(|e| ServerError::InvalidArgument(format!("differential privacy: {e}")))?;
+        let scenario = self
+            .state
+            .store
+            .read(|c| crate::scenarios::records::scenario(c, scenario_id))?
+            .ok_or_else(|| ServerError::NotFound(format!("scenario {scenario_id}")))?;
+        let datasets = self.state.store.read(|c| {
+            scenario
+                .data_list
+                .iter()
+                .map(|item| crate::catalog::records::dataset(c, &item.dataset_id))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let read: Vec<DatasetRecord> = datasets
+            .into_iter()
+            .flatten()
+            .filter(|d| names.contains(&d.name))
+            .collect();
+        match (read.len(), names.len()) {
+            (1, 1) => Ok(read.into_iter().next().expect("one")),
+            _ => Err(ServerError::InvalidArgument(
+                "a differential-privacy job reads exactly one dataset of its scenario".into(),
+            )),
+        }
+    }
+
+    /// A new production job running a succeeded lab job's exact query under a scenario.
+    async fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
+        require_id(&req.job_id, "job_id")?;
+        let tenant = caller.tenant()?.to_owned();
+        let lab = self
+            .state
+            .store
+            .read(|c| crate::jobs::records::job(c, &tenant, &req.job_id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
+        if lab.mode != JobMode::Lab {
+            return Err(ServerError::FailedPrecondition(format!(
+                "job {} is already a production job",
+                lab.id
+            )));
+        }
+        if lab.status != JobStatus::Succeeded {
+            return Err(ServerError::FailedPrecondition(format!(
+                "job {} has not succeeded ({}): only a working lab query is promoted",
+                lab.id,
+                lab.status.as_str()
+            )));
+        }
+        self.submit(
+            caller,
+            JobDraft {
+                sql: lab.sql,
+                substrait_plan: lab.substrait_plan,
+                mode: JobMode::Production,
+                scenario_id: req.scenario_id,
+                promoted_from: lab.id,
+                dp: None,
+            },
+        )
+        .await
+    }
+
+    /// Job `id` as the caller may read it: an auditor any job (R35), an engineer only their
+    /// tenant's (another tenant's is not found).
+    fn visible_job(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        if caller.principal.role != Role::Auditor {
+            return self.own_job(caller, id);
+        }
+        require_id(id, "job_id")?;
+        self.state
+            .store
+            .read(|c| crate::jobs::records::job_any_tenant(c, id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
+    }
+
+    /// The jobs the caller may list: an engineer's tenant's; an auditor's, one tenant's or
+    /// every tenant's (R35).
+    fn visible_jobs(&self, caller: &Caller, tenant_id: &str) -> Result<Vec<JobRecord>> {
+        if caller.principal.role != Role::Auditor {
+            let tenant = caller.tenant()?;
+            return self
+                .state
+                .store
+                .read(|c| crate::jobs::records::jobs(c, tenant));
+        }
+        if !tenant_id.is_empty() {
+            require_id(tenant_id, "tenant_id")?;
+            return self
+                .state
+                .store
+                .read(|c| crate::jobs::records::jobs(c, tenant_id));
+        }
+        self.state.store.read(|c| {
+            let mut all = Vec::new();
+            for tenant in crate::admin::records::tenants(c)? {
+                all.extend(crate::jobs::records::jobs(c, &tenant.id)?);
+            }
+            all.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
+            Ok(all)
+        })
+    }
+
+    /// The caller's tenant's job `id` (another tenant's is not found).
+    fn own_job(&self, caller: &Caller, id: &str) -> Result<JobRecord> {
+        require_id(id, "job_id")?;
+        let tenant = caller.tenant()?;
+        self.state
+            .store
+            .read(|c| crate::jobs::records::job(c, tenant, id))?
+            .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
+    }
+
+    fn cancel(&self, caller: &Caller, id: &str) -> Result<(JobRecord, serde_json::Value)> {
+        let job = self.own_job(caller, id)?;
+        let tenant = job.tenant_id.clone();
+        match self.state.scheduler.cancel(&tenant, id) {
+            Cancelled::FromQueue => {
+                let mut job = job;
+                job.status = JobStatus::Cancelled;
+                job.error = "cancelled before it started".into();
+                job.finished_at_ms = crate::now_ms();
+                Ok((job, json!({"was": "queued"})))
+            }
+            Cancelled::Running => Ok((job, json!({"was": "running"}))),
+            Cancelled::Unknown => Err(ServerError::FailedPrecondition(format!(
+                "job {id} has already finished ({})",
+                job.status.as_str()
+            ))),
+        }
+    }
+}
+
+/// Whose eyes a job view is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobReader {
+    /// An engineer of the job's tenant: everything, the masked preview included (a
+    /// production job's usage and live figures coarsened).
+    Tenant,
+    /// An auditor (R35): the job with its query and exact usage, never a preview of values.
+    Auditor,
+}
+
+impl JobReader {
+    fn of(caller: &Caller) -> JobReader {
+        if caller.principal.role == Role::Auditor {
+            JobReader::Auditor
+        } else {
+            JobReader::Tenant
+        }
+    }
+}
+
+/// The job record with its live state (queue position or progress) attached, as `reader`
+/// may see it.
+fn job_view(state: &AppState, job: &JobRecord, reader: JobReader) -> pb::Job {
+    let mut view = match reader {
+        JobReader::Tenant => engineer_job(job),
+        JobReader::Auditor => {
+            let mut view = convert::job(job);
+            view.preview = None;
+            view
+        }
+    };
+    if !job.status.is_finished() {
+        view.progress = state.scheduler.live_state(&job.id).map(|state| {
+            let mut progress = convert::live_state(&state);
+            if job.mode == JobMode::Production {
+                progress.rows =
+                    crate::jobs::oracle::coarse(progress.rows, crate::jobs::oracle::ROWS_FLOOR);
+                progress.bytes_scanned = crate::jobs::oracle::coarse(
+                    progress.bytes_scanned,
+                    crate::jobs::oracle::BYTES_FLOOR,
+                );
+            }
+            progress
+        });
+    }
+    view
+}
+
+/// A job as its engineer sees it: a production job's metered usage coarsened (the exact
+/// figures stay with admins, auditors and billing).
+fn engineer_job(job: &JobRecord) -> pb::Job {
+    let mut view = convert::job(job);
+    if job.mode == JobMode::Production
+        && let Some(usage) = view.usage.as_mut()
+    {
+        let shown = crate::jobs::oracle::coarse_usage(&job.usage);
+        usage.cpu_ms = shown.cpu_ms;
+        usage.bytes_scanned = shown.bytes_scanned;
+        usage.peak_memory_bytes = shown.peak_memory_bytes;
+        usage.wall_ms = shown.wall_ms;
+        usage.queued_ms = shown.queued_ms;
+    }
+    view
+}
+
+/// How long one `WatchJob` stream may last; the client watches again to go on.
+pub const WATCH_JOB_MAX: Duration = Duration::from_secs(3600);
+
+/// How often a watched job is re-read even if the change feed names nothing (changes that
+/// bypass the scheduler, such as a tenant's termination, show within this time).
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
+
+/// Sends `job` to `tx`, then its view again each time it changes, until it finishes, the
+/// client goes away or [`WATCH_JOB_MAX`] passes.
+async fn follow_job(
+    state: Arc<AppState>,
+    reader: JobReader,
+    mut job: JobRecord,
+    mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::WatchJobResponse, Status>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let until = tokio::time::Instant::now() + WATCH_JOB_MAX;
+    let mut last: Option<pb::Job> = None;
+    loop {
+        let view = job_view(&state, &job, reader);
+        if last.as_ref() != Some(&view) {
+            let message = pb::WatchJobResponse {
+                job: Some(view.clone()),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+            last = Some(view);
+        }
+        if job.status.is_finished() {
+            return;
+        }
+        // Wait until the feed names this job (or lagged, which may have hidden it), the
+        // re-check is due, the client hangs up or the stream's time is over.
+        let recheck = tokio::time::sleep(WATCH_RECHECK);
+        tokio::pin!(recheck);
+        loop {
+            tokio::select! {
+                event = changes.recv() => match event {
+                    Ok(changed) if *changed == *job.id => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                },
+                () = &mut recheck => break,
+                () = tx.closed() => return,
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
+        job = match state
+            .store
+            .read(|c| crate::jobs::records::job(c, &job.tenant_id, &job.id))
+        {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                let gone = ServerError::NotFound(format!("job {}", job.id));
+                let _ = tx.send(Err(gone.into_status())).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into_status())).await;
+                return;
+            }
+        };
+    }
+}
+
+/// Takes jobs from the scheduler as slots free up and runs each in a worker. Runs for the
+/// life of the server.
+pub async fn dispatch_forever(state: Arc<AppState>) {
+    loop {
+        let dispatched = state.scheduler.next().await;
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let job_id = dispatched.job_id.clone();
+            run_dispatched(&state, dispatched).await;
+            state.scheduler.finished(&job_id);
+        });
+    }
+}
+
+/// Runs one dispatched job to completion and records its outcome (audited as
+/// `job_finished`, or `job_cancelled`).
+async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
+    let loaded = state
+        .store
+        .read(|c| crate::jobs::records::job(c, &dispatched.tenant_id, &dispatched.job_id));
+    let mut job = match loaded {
+        Ok(Some(job)) if job.status == JobStatus::Queued => job,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(job = %dispatched.job_id, error = %e, "loading a dispatched job");
+            return;
+        }
+    };
+    // A job that slipped into the queue as its tenant was suspended or stopped never starts.
+    let held = state
+        .store
+        .read(|c| crate::lifecycle::records::hold(c, &job.tenant_id))
+        .map(|hold| hold.refusal(Action::SubmitJob));
+    if let Ok(Some(reason)) = held {
+        job.status = JobStatus::Cancelled;
+        job.error = "cancelled before it started: the tenant is held".into();
+        job.finished_at_ms = crate::now_ms();
+        let entry = AuditEntry {
+            principal_id: job.author_id.clone(),
+            role: Role::Engineer.as_str().into(),
+            tenant_id: job.tenant_id.clone(),
+            action: "job_cancelled".into(),
+            target: format!("job:{}", job.id),
+            outcome: "ok".into(),
+            detail: json!({"was": "queued", "why": reason}),
+            secret_detail: None,
+        };
+        if let Err(e) = state
+            .store
+            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
+        {
+            tracing::error!(job = %job.id, error = %e, "could not record a held job's cancellation");
+        }
+        return;
+    }
+    // A production job queued before its tenant's production submission froze never starts.
+    if job.mode == JobMode::Production {
+        let frozen = state
+            .store
+            .read(|c| crate::jobs::oracle::active_freeze(c, &job.tenant_id));
+        if let Ok(Some(freeze)) = frozen {
+            job.status = JobStatus::Cancelled;
+            job.error = format!("cancelled before it started: {}", freeze.reason());
+            job.finished_at_ms = crate::now_ms();
+            let entry = AuditEntry {
+                principal_id: job.author_id.clone(),
+                role: Role::Engineer.as_str().into(),
+                tenant_id: job.tenant_id.clone(),
+                action: "job_cancelled".into(),
+                target: format!("job:{}", job.id),
+                outcome: "ok".into(),
+                detail: json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id}),
+                secret_detail: None,
+            };
+            if let Err(e) = state
+                .store
+                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
+            {
+                tracing::error!(job = %job.id, error = %e, "could not record a frozen job's cancellation");
+            }
+            return;
+        }
+    }
+    let started_ms = crate::now_ms();
+    job.status = JobStatus::Running;
+    if let Err(e) = state
+        .store
+        .read(|c| crate::jobs::records::upsert_job(c, &job))
+    {
+        tracing::error!(job = %job.id, error = %e, "could not mark the job running");
+    }
+    let mut entry = AuditEntry {
+        principal_id: job.author_id.clone(),
+        role: Role::Engineer.as_str().into(),
+        tenant_id: job.tenant_id.clone(),
+        action: "job_finished".into(),
+        target: format!("job:{}", job.id),
+        ..AuditEntry::default()
+    };
+    let mut outcome = execute(state, &job, dispatched).await;
+    // The result the worker wrote reaches the disk before the record that names it.
+    if outcome.result.is_ok()
+        && let Err(e) = state.storage.sync(&job_folder(&job)).await
+    {
+        let e = ServerError::from(e);
+        outcome.result = Err(Failure::plain(
+            match e.storage_fault() {
+                Some(fault) => fault.to_string(),
+                None => "the result could not be stored; submit the job again".into(),
+            },
+            Some(e.to_string()),
+        ));
+    }
+    // Whether this outcome counts against the tenant's failed-production-job allowance.
+    let counted = job.mode == JobMode::Production
+        && matches!(&outcome.result, Err(failure) if failure.counted);
+    job.finished_at_ms = crate::now_ms();
+    job.usage = outcome.usage;
+    job.usage.queued_ms = started_ms.saturating_sub(job.created_at_ms) as u64;
+    let mut detail = json!({
+        "usage": job.usage,
+        "confinement": outcome.confinement,
+        "keks_sent": outcome.keks_sent,
+        "keks_refused": outcome.keks_refused,
+        "worker": {"reused": outcome.worker_reused, "jobs": outcome.worker_jobs},
+    });
+    let mut plan_text = None;
+    match outcome.result {
+        Ok((output, result_sha256)) => {
+            job.status = JobStatus::Succeeded;
+            plan_text = Some(output.plan_text);
+            job.n_rows = output.n_rows;
+            job.columns = output.columns;
+            job.aggregate = output.aggregate;
+            job.gate = JobGate {
+                row_influencing: output.row_influencing,
+                unanalysable: output.unanalysable,
+                disclosure: output.disclosure,
+            };
+            job.preview = output.preview;
+            job.inputs = output.input_datasets;
+            job.result_sha256 = result_sha256;
+            entry.outcome = "ok".into();
+            detail["n_rows"] = json!(job.n_rows);
+            detail["inputs"] = json!(job.inputs);
+            detail["aggregate"] = json!(job.aggregate);
+            detail["result_sha256"] = json!(job.result_sha256);
+        }
+        Err(failure) => {
+            let _ = state.storage.delete_prefix(&job_folder(&job)).await;
+            job.status = if failure.cancelled {
+                entry.action = "job_cancelled".into();
+                JobStatus::Cancelled
+            } else {
+                JobStatus::Failed
+            };
+            job.error = failure.public;
+            job.error_id = failure.error_id.clone().unwrap_or_default();
+            entry.outcome = if failure.cancelled { "ok" } else { "error" }.into();
+            detail["error"] = json!(job.error);
+            detail["error_id"] = json!(job.error_id);
+            entry.secret_detail = failure.detail;
+        }
+    }
+    if counted {
+        detail["counted_failure"] = json!(true);
+    }
+    entry.detail = detail;
+    let tracing_id = job.id.clone();
+    let jobs_config = state.config.jobs;
+    let recorded = state.store.commit_with(|tx| {
+        crate::jobs::records::upsert_job(tx, &job)?;
+        if let Some(text) = &plan_text {
+            crate::jobs::plan_texts::insert(tx, &job.id, text)?;
+        }
+        if !counted {
+            return Ok(((), entry));
+        }
+        match crate::jobs::oracle::count_failure(
+            tx,
+            &jobs_config,
+            &job.tenant_id,
+            &job.id,
+            job.finished_at_ms,
+        )? {
+            None => Ok(((), entry)),
+            // The outcome first, then the freeze it caused.
+            Some(freeze) => {
+                state.store.audit_log().append(tx, &entry)?;
+                let mut frozen = crate::audit::trail::system_entry(
+                    "production_frozen",
+                    &format!("tenant:{}", job.tenant_id),
+                    json!({
+                        "freeze": freeze.id,
+                        "failures": freeze.failures,
+                        "allowance": freeze.allowance,
+                        "window_hours": freeze.window_hours,
+                        "job_ids": freeze.job_ids,
+                    }),
+                );
+                frozen.tenant_id = job.tenant_id.clone();
+                Ok(((), frozen))
+            }
+        }
+    });
+    if let Err(e) = recorded {
+        tracing::error!(job = %tracing_id, error = %e, "could not record the job outcome");
+    }
+}
+
+struct Failure {
+    public: String,
+    error_id: Option<String>,
+    /// Full text for the audit trail (sealed): may contain data values.
+    detail: Option<String>,
+    cancelled: bool,
+    /// The job failed once it ran (not refused before): for a production job, one bit
+    /// about the data, counted against the tenant's allowance.
+    counted: bool,
+}
+
+impl Failure {
+    fn withheld(public: &str, detail: String) -> Failure {
+        let id = crate::new_id("err");
+        Failure {
+            public: format!("{public} (error id {id})"),
+            error_id: Some(id),
+            detail: Some(detail),
+            cancelled: false,
+            counted: false,
+        }
+    }
+
+    fn plain(public: impl Into<String>, detail: Option<String>) -> Failure {
+        Failure {
+            public: public.into(),
+            error_id: None,
+            detail,
+            cancelled: false,
+            counted: false,
+        }
+    }
+
+    /// This failure happened while the job ran.
+    fn while_running(mut self) -> Failure {
+        self.counted = true;
+        self
+    }
+}
+
+struct Outcome {
+    result: std::result::Result<(shuyu_engine::JobOutput, String), Failure>,
+    usage: JobUsage,
+    confinement: Option<String>,
+    keks_sent: Vec<String>,
+    keks_refused: Vec<String>,
+    worker_reused: bool,
+    worker_jobs: u32,
+}
+
+async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched) -> Outcome {
+    let mut outcome = Outcome {
+        result: Err(Failure::plain("the job did not start", None)),
+        usage: JobUsage::default(),
+        confinement: None,
+        keks_sent: Vec::new(),
+        keks_refused: Vec::new(),
+        worker_reused: false,
+        worker_jobs: 0,
+    };
+    let prepared = prepare(state, job).await;
+    let (worker_job, allowed_keks, reuse) = match prepared {
+        Ok(prepared) => prepared,
+        // The scenario expired or lab access ended while the job was queued.
+        Err(ServerError::FailedPrecondition(reason)) => {
+            outcome.result = Err(Failure::plain(reason, None));
+            return outcome;
+        }
+        Err(e) => {
+            outcome.result = Err(Failure::withheld("internal error", e.to_string()));
+            return outcome;
+        }
+    };
+    let result_dir = state.storage.root().join(job_folder(job));
+    if let Err(e) = std::fs::create_dir_all(&result_dir) {
+        outcome.result = Err(Failure::withheld(
+            "internal error",
+            format!("creating the result folder: {e}"),
+        ));
+        return outcome;
+    }
+    let timeout = Duration::from_secs(state.policy.limits.timeout_secs);
+    let run = WorkerRun {
+        task: WorkerTask::Job(Box::new(worker_job)),
+        allowed_keks,
+        keys: &state.keys,
+        deadline: Instant::now() + timeout,
+        cancel: dispatched.cancel,
+        tenant_id: job.tenant_id.clone(),
+        reuse_key: reuse.map(|(key, _)| key),
+        ledger: None,
+        max_line_bytes: worker::MAX_JOB_LINE_BYTES,
+    };
+    let scheduler = &state.scheduler;
+    let job_id = job.id.clone();
+    let on_progress =
+        move |progress: JobProgress, usage| scheduler.report(&job_id, progress, usage);
+    let report = worker::run(&state.config.worker, &state.workers, run, &on_progress).await;
+    outcome.worker_reused = report.reused;
+    outcome.worker_jobs = report.worker_jobs;
+    outcome.usage = JobUsage {
+        cpu_ms: report.usage.cpu_ms,
+        // Until the worker's final count: what it last reported (a killed worker's stands).
+        bytes_scanned: report.progress.map_or(0, |p| p.bytes_scanned),
+        peak_memory_bytes: report.usage.peak_rss_bytes,
+        wall_ms: report.wall.as_millis() as u64,
+        queued_ms: 0,
+    };
+    outcome.confinement = report.confinement.clone();
+    outcome.keks_sent = report.keks_sent.clone();
+    outcome.keks_refused = report.keks_refused.clone();
+    let stderr = (!report.stderr.is_empty()).then(|| report.stderr.clone());
+    outcome.result = match report.end {
+        // The worker hashed the result it wrote; nothing of it is read back here.
+        WorkerEnd::Finished {
+            output,
+            result_sha256,
+        } if !result_sha256.is_empty() => {
+            outcome.usage.bytes_scanned = output.bytes_scanned;
+            Ok((*output, result_sha256))
+        }
+        WorkerEnd::Finished { .. } | WorkerEnd::ExportDone(_) => Err(Failure::withheld(
+            "internal error",
+            "the worker answered without the result's hash".to_owned(),
+        )),
+        WorkerEnd::Failed(error) => Err(job_failure(error, stderr)),
+        WorkerEnd::TimedOut => {
+            Err(Failure::plain(JobError::Timeout.public_message(), stderr).while_running())
+        }
+        WorkerEnd::Cancelled => Err(Failure {
+            public: "cancelled".into(),
+            error_id: None,
+            detail: stderr,
+            cancelled: true,
+            counted: false,
+        }),
+        WorkerEnd::Died { reason } => Err(Failure::plain(reason, stderr).while_running()),
+    };
+    outcome
+}
+
+fn job_failure(error: JobError, stderr: Option<String>) -> Failure {
+    let withheld = error.is_withheld();
+    // Refusals before the job ran say nothing about the data; everything after does.
+    let ran = match &error {
+        JobError::Refused(_) | JobError::Plan(_) => false,
+        JobError::ResourcesExhausted | JobError::Timeout | JobError::Execution { .. } => true,
+    };
+    let detail = match stderr {
+        Some(stderr) => format!("{error}\n--- worker stderr ---\n{stderr}"),
+        None => error.to_string(),
+    };
+    let failure = if withheld {
+        Failure::withheld(&error.public_message(), detail)
+    } else {
+        Failure::plain(error.public_message(), Some(detail))
+    };
+    if ran {
+        failure.while_running()
+    } else {
+        failure
+    }
+}
+
+/// Refuses lab work once the tenant's lab access has ended (R20).
+fn lab_open(tenant: &Tenant, now_ms: i64) -> Result<()> {
+    if tenant.lab_until_ms == 0 {
+        return Err(ServerError::FailedPrecondition(
+            "the tenant has no data-lab access; an admin can open it for up to six months".into(),
+        ));
+    }
+    if now_ms >= tenant.lab_until_ms {
+        return Err(ServerError::FailedPrecondition(format!(
+            "the tenant's data-lab access ended at {}",
+            crate::format_ms(tenant.lab_until_ms)
+        )));
+    }
+    Ok(())
+}
+
+/// A production job's tables: its scenario's data list, each dataset with only its listed
+/// columns (the others do not exist for the job).
+fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, String)>> {
+    let scenario = state
+        .store
+        .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
+        .filter(|s| s.tenant_id == job.tenant_id)
+        .ok_or_else(|| {
+            ServerError::FailedPrecondition(format!("scenario {} is gone", job.scenario_id))
+        })?;
+    if let Some(reason) = scenarios::unusable(&scenario, crate::now_ms()) {
+        return Err(ServerError::FailedPrecondition(reason));
+    }
+    // A risk stop raised while the job waited in the queue stops it here (R19).
+    if let Some(reason) = crate::stewardship::rpc::risk_stopped(state, &scenario)? {
+        return Err(ServerError::FailedPrecondition(reason));
+    }
+    let mut tables = Vec::with_capacity(scenario.data_list.len());
+    for item in &scenario.data_list {
+        let dataset = state
+            .store
+            .read(|c| crate::catalog::records::dataset(c, &item.dataset_id))?
+            .ok_or_else(|| {
+                ServerError::FailedPrecondition(format!(
+                    "dataset {} of the scenario is gone",
+                    item.dataset_id
+                ))
+            })?;
+        let mut spec = table_spec(&dataset);
+        spec.columns.retain(|c| item.columns.contains(&c.name));
+        tables.push((spec, dataset.kek_id));
+    }
+    Ok(tables)
+}
+
+/// A lab job's tables: typed masked copies of the tenant's granted datasets, written into the
+/// job's own folder under the job's own KEK. The worker receives no dataset key.
+async fn lab_tables(
+    state: &AppState,
+    job: &JobRecord,
+    tenant: &Tenant,
+    pseudonym_key: &shuyu_vault::SecretKey,
+) -> Result<Vec<TableSpec>> {
+    lab_open(tenant, crate::now_ms())?;
+    let datasets = state
+        .store
+        .read(|c| crate::catalog::records::granted_datasets(c, &job.tenant_id))?;
+    let mut tables = Vec::with_capacity(datasets.len());
+    for dataset in &datasets {
+        // A dataset under a risk stop does not exist for lab work either (R19).
+        if crate::stewardship::rpc::dataset_stopped(state, &dataset.id)? {
+            continue;
+        }
+        // The same rows on every run of the tenant's lab, like its samples.
+        let seed_hash = sha256_hex(format!("lab:{}:{}", job.tenant_id, dataset.id).as_bytes());
+        let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);
+        let location = format!("results/{}/{}/lab/{}/", job.tenant_id, job.id, dataset.id);
+        let spec = state
+            .engine
+            .write_lab_table(
+                &table_spec(dataset),
+                state.config.lab.rows,
+                pseudonym_key,
+                seed,
+                &location,
+                &job.result_kek,
+            )
+            .await?;
+        tables.push(spec);
+    }
+    Ok(tables)
+}
+
+/// The worker's job and the KEKs it may ask for: its tables' and its own result's.
+/// A job's worker request, the KEKs it may receive, and for a production job the key and
+/// scope under which its worker may serve the scenario's later jobs.
+async fn prepare(
+    state: &AppState,
+    job: &JobRecord,
+) -> Result<(WorkerJob, HashSet<String>, Option<(String, String)>)> {
+    let tenant = state
+        .store
+        .read(|c| crate::admin::records::tenant(c, &job.tenant_id))?
+        .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
+    // R25, R27: a job queued while its tenant's authorization ended never starts.
+    crate::governance::records::require_in_force(&state.store, &job.tenant_id)?;
+    let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
+    let policy = &state.policy;
+    let mut allowed: HashSet<String> = HashSet::from([job.result_kek.clone()]);
+    let (tables, preview_rows) = match job.mode {
+        JobMode::Production => {
+            let tables = scenario_tables(state, job)?;
+            allowed.extend(tables.iter().map(|(_, kek)| kek.clone()));
+            (
+                tables.into_iter().map(|(spec, _)| spec).collect(),
+                policy.sample.preview_rows,
+            )
+        }
+        JobMode::Lab => (
+            lab_tables(state, job, &tenant, &pseudonym_key).await?,
+            state.config.lab.rows,
+        ),
+    };
+    let worker_job = WorkerJob {
+        scope: match job.mode {
+            JobMode::Lab => shuyu_engine::JobScope::Lab,
+            JobMode::Production => shuyu_engine::JobScope::Production,
+        },
+        job_id: job.id.clone(),
+        sql: job.sql.clone(),
+        substrait_plan_hex: (!job.substrait_plan.is_empty())
+            .then(|| hex::encode(&job.substrait_plan)),
+        tables,
+        pseudonym_key: shuyu_engine::worker::WireKey::new(&pseudonym_key),
+        result_file: job.result_file.clone(),
+        result_kek: job.result_kek.clone(),
+        limits: WireLimits {
+            max_sql_bytes: policy.limits.max_sql_bytes,
+            memory_limit_bytes: policy.limits.memory_limit_bytes as usize,
+            timeout_ms: policy.limits.timeout_secs.saturating_mul(1000),
+            max_result_rows: policy.limits.max_result_rows,
+            preview_rows,
+        },
+        masking_defaults: masking_defaults_to_wire(&policy.masking),
+        min_entities: policy.disclosure.min_entities,
+        dominance_n: policy.disclosure.dominance_n,
+        dp: job.dp.clone(),
+        objects_root: state.storage.root().to_path_buf(),
+        spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
+        reuse_scope: None,
+    };
+    // A production job's worker may serve the scenario's next jobs: the same tables (their
+    // folders are its view) and result folders under the scenario's (its only writable
+    // one). Older jobs, whose results lie elsewhere, get a worker of their own.
+    let scope = scenario_results(&job.tenant_id, &job.scenario_id);
+    let reuse =
+        (job.mode == JobMode::Production && job.result_file.starts_with(&scope)).then(|| {
+            let mut folders: Vec<&str> = worker_job
+                .tables
+                .iter()
+                .map(|t| t.location.as_str())
+                .collect();
+            folders.sort_unstable();
+            (
+                format!(
+                    "{}\n{}\n{}",
+                    job.tenant_id,
+                    job.scenario_id,
+                    folders.join("\n")
+                ),
+                scope,
+            )
+        });
+    let mut worker_job = worker_job;
+    worker_job.reuse_scope = reuse.as_ref().map(|(_, scope)| scope.clone());
+    Ok((worker_job, allowed, reuse))
+}
+
+/// Marks jobs left queued or running by a crash as failed (audited), and removes their
+/// partial results.
+///
+/// # Errors
+/// On store failure.
+pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
+    let jobs = state.store.read(crate::jobs::records::unfinished_jobs)?;
+    for mut job in jobs.iter().cloned() {
+        let _ = state.storage.delete_prefix(&job_folder(&job)).await;
+        job.status = JobStatus::Failed;
+        job.error = "the job was interrupted by a server restart; submit it again".into();
+        job.finished_at_ms = crate::now_ms();
+        let entry = AuditEntry {
+            principal_id: "-".into(),
+            role: "system".into(),
+            tenant_id: job.tenant_id.clone(),
+            action: "job_interrupted".into(),
+            target: format!("job:{}", job.id),
+            outcome: "error".into(),
+            detail: json!({}),
+            secret_detail: None,
+        };
+        state
+            .store
+            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
+    }
+    Ok(jobs.len())
+}
+
+/// Start of the current calendar month (UTC) and of the next, in ms.
+fn this_month() -> (i64, i64) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let now = Utc::now();
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now);
+    let (y, m) = if now.month() == 12 {
+        (now.year() + 1, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
+    let end = Utc
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now);
+    (start.timestamp_millis(), end.timestamp_millis())
+}
+
+impl Api {
+    /// The privacy budgets of a tenant over each dataset granted to it (budgets not used yet
+    /// show the configured default).
+    fn budgets(
+        &self,
+        caller: &Caller,
+        request: pb::GetPrivacyBudgetsRequest,
+    ) -> Result<(pb::GetPrivacyBudgetsResponse, serde_json::Value)> {
+        let tenant_id = match caller.principal.role {
+            Role::Engineer => caller.tenant()?.to_owned(),
+            _ => {
+                require_id(&request.tenant_id, "tenant_id")?;
+                request.tenant_id.clone()
+            }
+        };
+        let default_total = self.state.config.privacy.default_epsilon;
+        let budgets = self.state.store.read(|c| {
+            if crate::admin::records::tenant(c, &tenant_id)?.is_none() {
+                return Err(ServerError::NotFound(format!("tenant {tenant_id}")));
+            }
+            let set = crate::jobs::records::privacy_budgets(c, &tenant_id)?;
+            Ok(crate::catalog::records::granted_datasets(c, &tenant_id)?
+                .into_iter()
+                .map(|d| {
+                    let budget = set.iter().find(|b| b.data_sha256 == d.source_sha256);
+                    pb::PrivacyBudget {
+                        tenant_id: tenant_id.clone(),
+                        dataset_id: d.id,
+                        dataset_name: d.name,
+                        data_sha256: d.source_sha256,
+                        epsilon_total: budget.map_or(default_total, |b| b.epsilon_total),
+                        epsilon_spent: budget.map_or(0.0, |b| b.epsilon_spent),
+                    }
+                })
+                .collect::<Vec<_>>())
+        })?;
+        let n = budgets.len();
+        Ok((
+            pb::GetPrivacyBudgetsResponse { budgets },
+            json!({"tenant_id": tenant_id, "n": n}),
+        ))
+    }
+
+    fn usage(
+        &self,
+        caller: &Caller,
+        request: pb::GetUsageRequest,
+    ) -> Result<(pb::GetUsageResponse, serde_json::Value)> {
+        let (from_ms, to_ms) = if request.from_ms == 0 && request.to_ms == 0 {
+            this_month()
+        } else {
+            (request.from_ms, request.to_ms)
+        };
+        if from_ms < 0 || to_ms <= from_ms {
+            return Err(ServerError::InvalidArgument(
+                "the period must have 0 <= from_ms < to_ms".into(),
+            ));
+        }
+        let tenant_filter = match caller.principal.role {
+            Role::Engineer => Some(caller.tenant()?.to_owned()),
+            _ if request.tenant_id.is_empty() => None,
+            _ => {
+                require_id(&request.tenant_id, "tenant_id")?;
+                Some(request.tenant_id.clone())
+            }
+        };
+        let (jobs, tenants) = self.state.store.read(|c| {
+            Ok((
+                crate::jobs::records::finished_jobs_between(
+                    c,
+                    tenant_filter.as_deref(),
+                    from_ms,
+                    to_ms,
+                )?,
+                crate::admin::records::tenants(c)?,
+            ))
+        })?;
+        if let Some(id) = &tenant_filter
+            && !tenants.iter().any(|t| &t.id == id)
+        {
+            return Err(ServerError::NotFound(format!("tenant {id}")));
+        }
+        let mut rows: Vec<pb::TenantUsage> = Vec::new();
+        for tenant in tenants
+            .iter()
+            .filter(|t| tenant_filter.as_ref().is_none_or(|id| &t.id == id))
+        {
+            let mut row = pb::TenantUsage {
+                tenant_id: tenant.id.clone(),
+                tenant_name: tenant.name.clone(),
+                total: Some(pb::JobUsage::default()),
+                ..Default::default()
+            };
+            let total = row.total.get_or_insert_default();
+            // Engineers get each production job's coarsened figures summed, so that a
+            // narrow period does not give one job's exact figures back.
+            let coarsened = caller.principal.role == Role::Engineer;
+            for job in jobs.iter().filter(|j| j.tenant_id == tenant.id) {
+                let usage = match job.mode {
+                    JobMode::Production if coarsened => {
+                        crate::jobs::oracle::coarse_usage(&job.usage)
+                    }
+                    _ => job.usage,
+                };
+                row.jobs += 1;
+                match job.status {
+                    JobStatus::Succeeded => row.jobs_succeeded += 1,
+                    JobStatus::Failed => row.jobs_failed += 1,
+                    JobStatus::Cancelled => row.jobs_cancelled += 1,
+                    JobStatus::Queued | JobStatus::Running => {}
+                }
+                total.cpu_ms += usage.cpu_ms;
+                total.bytes_scanned += usage.bytes_scanned;
+                total.rows_produced += job.n_rows;
+                total.peak_memory_bytes = total.peak_memory_bytes.max(usage.peak_memory_bytes);
+                total.wall_ms += usage.wall_ms;
+                total.queued_ms += usage.queued_ms;
+            }
+            rows.push(row);
+        }
+        let n = rows.len();
+        Ok((
+            pb::GetUsageResponse {
+                from_ms,
+                to_ms,
+                tenants: rows,
+            },
+            json!({"from_ms": from_ms, "to_ms": to_ms, "tenants": n}),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for Api {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let caller = self.state.begin(&request, Action::SubmitJob)?;
+        let result = match JobDraft::from_request(request.into_inner()) {
+            Ok(draft) => self.submit(&caller, draft).await,
+            Err(e) => Err(e),
+        };
+        let job = self.state.finish_write(&caller, "", result)?;
+        Ok(Response::new(pb::SubmitJobResponse {
+            job: Some(engineer_job(&job)),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewJob)?;
+        let id = request.into_inner().job_id;
+        let target = format!("job:{id}");
+        let result = self.visible_job(&caller, &id).map(|job| {
+            (
+                pb::GetJobResponse {
+                    job: Some(job_view(&self.state, &job, JobReader::of(&caller))),
+                },
+                json!({}),
+            )
+        });
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+
+    type WatchJobStream = ReceiverStream<Result<pb::WatchJobResponse, Status>>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = self.state.begin(&request, Action::ViewJob)?;
+        let id = request.into_inner().job_id;
+        let target = format!("job:{id}");
+        // Subscribed before the first read, so no change after it is missed.
+        let changes = self.state.scheduler.subscribe();
+        let result = self
+            .visible_job(&caller, &id)
+            .map(|job| (job, json!({"watch": true})));
+        let job = self.state.finish_read(&caller, &target, result)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let reader = JobReader::of(&caller);
+        tokio::spawn(follow_job(
+            Arc::clone(&self.state),
+            reader,
+            job,
+            changes,
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewJob)?;
+        let tenant_id = request.into_inner().tenant_id;
+        let result = (|| {
+            let jobs = self.visible_jobs(&caller, &tenant_id)?;
+            let n = jobs.len();
+            let reader = JobReader::of(&caller);
+            Ok((
+                pb::ListJobsResponse {
+                    jobs: jobs
+                        .iter()
+                        .map(|j| job_view(&self.state, j, reader))
+                        .collect(),
+                },
+                json!({"n": n, "tenant_id": tenant_id}),
+            ))
+        })();
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = self.state.begin(&request, Action::CancelJob)?;
+        let id = request.into_inner().job_id;
+        let target = format!("job:{id}");
+        let result = self.cancel(&caller, &id);
+        let (job, detail) = match result {
+            Ok(done) => done,
+            Err(e) => return Err(self.state.fail(&caller, &target, e)),
+        };
+        let entry = caller.entry(&target, "ok", detail);
+        let recorded = if job.status == JobStatus::Cancelled {
+            // Cancelled while queued: the new state commits with its audit record.
+            self.state
+                .store
+                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
+        } else {
+            self.state.store.record(&entry)
+        };
+        recorded.map_err(|e| e.into_status())?;
+        self.state.scheduler.changed(&id);
+        // A running job is stopped by its runner: give it a moment so the answer is final.
+        let mut current = job;
+        for _ in 0..50 {
+            if !matches!(current.status, JobStatus::Queued | JobStatus::Running) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self
+                .state
+                .store
+                .read(|c| crate::jobs::records::job(c, &current.tenant_id, &current.id))
+            {
+                Ok(Some(job)) => current = job,
+                _ => break,
+            }
+        }
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(job_view(&self.state, &current, JobReader::Tenant)),
+        }))
+    }
+
+    async fn promote_job(
+        &self,
+        request: Request<pb::PromoteJobRequest>,
+    ) -> Result<Response<pb::PromoteJobResponse>, Status> {
+        let caller = self.state.begin(&request, Action::PromoteJob)?;
+        let result = self.promote(&caller, request.into_inner()).await;
+        let job = self.state.finish_write(&caller, "", result)?;
+        Ok(Response::new(pb::PromoteJobResponse {
+            job: Some(engineer_job(&job)),
+        }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewUsage)?;
+        let result = self.usage(&caller, request.into_inner());
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+
+    async fn get_privacy_budgets(
+        &self,
+        request: Request<pb::GetPrivacyBudgetsRequest>,
+    ) -> Result<Response<pb::GetPrivacyBudgetsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewUsage)?;
+        let result = self.budgets(&caller, request.into_inner());
+        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+    }
+}
+
+/// The folder of a production job's results under its scenario: a worker kept for the
+/// scenario's next jobs may write here and nowhere else.
+fn scenario_results(tenant_id: &str, scenario_id: &str) -> String {
+    format!("results/{tenant_id}/{scenario_id}/")
+}
+
+/// Where a new job's result goes: under its scenario's results for a production job, in a
+/// folder of its own under the tenant's results for a lab job.
+fn result_file(tenant_id: &str, mode: JobMode, scenario_id: &str, job_id: &str) -> String {
+    match mode {
+        JobMode::Production if !scenario_id.is_empty() => format!(
+            "{}{job_id}/result.parquet",
+            scenario_results(tenant_id, scenario_id)
+        ),
+        _ => format!("results/{tenant_id}/{job_id}/result.parquet"),
+    }
+}
+
+/// The folder of a job's result file (with its spill files and a lab job's masked tables).
+pub(crate) fn job_folder(job: &JobRecord) -> String {
+    match job.result_file.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/"),
+        None => format!("results/{}/{}/", job.tenant_id, job.id),
+    }
+}

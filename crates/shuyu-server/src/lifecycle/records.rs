@@ -1,0 +1,597 @@
+//! A tenant's lifecycle as enforced state (R26, R27, R28, R32): suspension with a fix-by
+//! deadline, emergency stops and their drills, termination and its signed exit report.
+//! The tables live here; `service::lifecycle` drives them.
+//!
+//! One row in `tenant_holds` per tenant that was ever held. A tenant is *suspended* (every
+//! call of its principals refused, exports frozen), *stopped* (no new work, exports frozen;
+//! its people may still read) or *terminated* (for good). No row: active.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use shuyu_policy::Action;
+
+use crate::error::{Result, ServerError};
+use crate::notify::{self, Audience, NewNotification};
+use crate::store::Store;
+
+/// Schema of the lifecycle tables.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenant_holds (
+    tenant_id TEXT PRIMARY KEY REFERENCES tenants(id),
+    suspended_at_ms INTEGER NOT NULL DEFAULT 0, suspend_reason TEXT NOT NULL DEFAULT '',
+    fix_by_ms INTEGER NOT NULL DEFAULT 0, suspended_by TEXT NOT NULL DEFAULT '',
+    stopped_at_ms INTEGER NOT NULL DEFAULT 0, stop_reason TEXT NOT NULL DEFAULT '',
+    stopped_by TEXT NOT NULL DEFAULT '',
+    terminated_at_ms INTEGER NOT NULL DEFAULT 0, terminate_reason TEXT NOT NULL DEFAULT '',
+    terminated_by TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS exit_reports (
+    tenant_id TEXT PRIMARY KEY REFERENCES tenants(id), created_at_ms INTEGER NOT NULL,
+    report_json TEXT NOT NULL, report_text TEXT NOT NULL, signature_hex TEXT NOT NULL,
+    public_key_hex TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS drills (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id), plan_id TEXT NOT NULL,
+    note TEXT NOT NULL, run_by TEXT NOT NULL, started_at_ms INTEGER NOT NULL,
+    released_at_ms INTEGER NOT NULL, halt_ms INTEGER NOT NULL, jobs_json TEXT NOT NULL,
+    exports_frozen INTEGER NOT NULL, outcome TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS drills_by_tenant ON drills (tenant_id, started_at_ms);
+";
+
+/// What holds a tenant (all zero: active).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hold {
+    pub tenant_id: String,
+    pub suspended_at_ms: i64,
+    pub suspend_reason: String,
+    pub fix_by_ms: i64,
+    pub suspended_by: String,
+    pub stopped_at_ms: i64,
+    pub stop_reason: String,
+    pub stopped_by: String,
+    pub terminated_at_ms: i64,
+    pub terminate_reason: String,
+    pub terminated_by: String,
+}
+
+impl Hold {
+    /// An active tenant's (empty) hold.
+    pub fn none(tenant_id: &str) -> Hold {
+        Hold {
+            tenant_id: tenant_id.to_owned(),
+            ..Hold::default()
+        }
+    }
+
+    /// `active`, `suspended`, `stopped` or `terminated` (the strongest hold).
+    pub fn state(&self) -> &'static str {
+        if self.terminated_at_ms > 0 {
+            "terminated"
+        } else if self.suspended_at_ms > 0 {
+            "suspended"
+        } else if self.stopped_at_ms > 0 {
+            "stopped"
+        } else {
+            "active"
+        }
+    }
+
+    /// Whether the tenant's exports are frozen (no vote, download or fetch).
+    pub fn freezes_exports(&self) -> bool {
+        self.state() != "active"
+    }
+
+    /// Suspended past its fix-by deadline, not terminated.
+    pub fn overdue(&self, now_ms: i64) -> bool {
+        self.terminated_at_ms == 0 && self.suspended_at_ms > 0 && now_ms >= self.fix_by_ms
+    }
+
+    /// Why the tenant's exports are frozen, for refusals; `None` when they are not.
+    pub fn frozen_reason(&self) -> Option<String> {
+        match self.state() {
+            "terminated" => Some(format!(
+                "the tenant was terminated on {}",
+                crate::format_ms(self.terminated_at_ms)
+            )),
+            "suspended" => Some(format!(
+                "tenant suspended since {} fix by {}: {}",
+                crate::format_ms(self.suspended_at_ms),
+                crate::format_ms(self.fix_by_ms),
+                self.suspend_reason
+            )),
+            "stopped" => Some(format!(
+                "the tenant's work is stopped (emergency stop) since {}: {}",
+                crate::format_ms(self.stopped_at_ms),
+                self.stop_reason
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why a call of one of the tenant's principals is refused, if it is: suspension and
+    /// termination close access entirely; an emergency stop refuses everything but reads.
+    pub fn refusal(&self, action: Action) -> Option<String> {
+        match self.state() {
+            "terminated" | "suspended" => self.frozen_reason(),
+            "stopped" if !reads_only(action) => self.frozen_reason(),
+            _ => None,
+        }
+    }
+}
+
+/// The actions a stopped tenant's people keep: they see what happened, start nothing.
+fn reads_only(action: Action) -> bool {
+    matches!(
+        action,
+        Action::WhoAmI
+            | Action::ViewNotifications
+            | Action::ViewJob
+            | Action::ViewExport
+            | Action::ViewUsage
+            | Action::ViewScenario
+            | Action::ListDatasets
+            | Action::DescribeDataset
+            | Action::ListProducts
+    )
+}
+
+fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Hold> {
+    Ok(Hold {
+        tenant_id: r.get("tenant_id")?,
+        suspended_at_ms: r.get("suspended_at_ms")?,
+        suspend_reason: r.get("suspend_reason")?,
+        fix_by_ms: r.get("fix_by_ms")?,
+        suspended_by: r.get("suspended_by")?,
+        stopped_at_ms: r.get("stopped_at_ms")?,
+        stop_reason: r.get("stop_reason")?,
+        stopped_by: r.get("stopped_by")?,
+        terminated_at_ms: r.get("terminated_at_ms")?,
+        terminate_reason: r.get("terminate_reason")?,
+        terminated_by: r.get("terminated_by")?,
+    })
+}
+
+const HOLD_COLUMNS: &str = "tenant_id, suspended_at_ms, suspend_reason, fix_by_ms, suspended_by, \
+     stopped_at_ms, stop_reason, stopped_by, terminated_at_ms, terminate_reason, terminated_by";
+
+/// The tenant's hold (an empty one when it is active).
+///
+/// # Errors
+/// If the read fails.
+pub fn hold(conn: &Connection, tenant_id: &str) -> Result<Hold> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {HOLD_COLUMNS} FROM tenant_holds WHERE tenant_id = ?1"),
+            [tenant_id],
+            hold_row,
+        )
+        .optional()?
+        .unwrap_or_else(|| Hold::none(tenant_id)))
+}
+
+/// Every hold ever recorded.
+///
+/// # Errors
+/// If the read fails.
+pub fn holds(conn: &Connection) -> Result<Vec<Hold>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HOLD_COLUMNS} FROM tenant_holds ORDER BY tenant_id"
+    ))?;
+    let rows = stmt.query_map([], hold_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Writes a tenant's hold.
+///
+/// # Errors
+/// If the write fails.
+pub fn set_hold(conn: &Connection, h: &Hold) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT OR REPLACE INTO tenant_holds ({HOLD_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ),
+        params![
+            h.tenant_id,
+            h.suspended_at_ms,
+            h.suspend_reason,
+            h.fix_by_ms,
+            h.suspended_by,
+            h.stopped_at_ms,
+            h.stop_reason,
+            h.stopped_by,
+            h.terminated_at_ms,
+            h.terminate_reason,
+            h.terminated_by
+        ],
+    )?;
+    Ok(())
+}
+
+/// Refuses with FAILED_PRECONDITION while the tenant's exports are frozen (suspended,
+/// stopped or terminated): no vote, download or fetch of its products.
+///
+/// # Errors
+/// FAILED_PRECONDITION with the hold's reason, or a store error.
+pub fn require_exports_open(store: &Store, tenant_id: &str) -> Result<()> {
+    let hold = store.read(|c| hold(c, tenant_id))?;
+    match hold.frozen_reason() {
+        Some(reason) => Err(ServerError::FailedPrecondition(format!(
+            "the export is frozen: {reason}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The dedup key of the notice that a suspension is overdue: one per suspension.
+pub fn overdue_dedup_key(h: &Hold) -> String {
+    format!("tenant_overdue:{}:{}", h.tenant_id, h.suspended_at_ms)
+}
+
+/// Tells the admins, once per suspension, about every suspended tenant whose fix-by
+/// deadline has passed. Returns the tenants newly notified.
+///
+/// # Errors
+/// If a read or write fails.
+pub fn notify_overdue(conn: &Connection, now_ms: i64) -> Result<Vec<String>> {
+    let mut told = Vec::new();
+    for h in holds(conn)? {
+        if !h.overdue(now_ms) {
+            continue;
+        }
+        let dedup = overdue_dedup_key(&h);
+        let body = format!(
+            "suspended since {} with a fix-by deadline of {} that passed without resumption \
+             (R26): resume it or terminate it with `shuyu tenant terminate {}`",
+            crate::format_ms(h.suspended_at_ms),
+            crate::format_ms(h.fix_by_ms),
+            h.tenant_id
+        );
+        let written = notify::notify(
+            conn,
+            &NewNotification {
+                audience: Audience::Admins,
+                tenant_id: &h.tenant_id,
+                kind: "tenant_due_for_termination",
+                subject: &format!("tenant {} is due for termination", h.tenant_id),
+                body: &body,
+                reference: &h.tenant_id,
+                dedup_key: Some(&dedup),
+            },
+            now_ms,
+        )?;
+        if written {
+            told.push(h.tenant_id);
+        }
+    }
+    Ok(told)
+}
+
+/// Every KEK that is the tenant's: its tenant and pseudonym KEKs, the KEKs it owns, its
+/// jobs' KEKs, and every KEK whose parent chain reaches one of those.
+///
+/// # Errors
+/// If the read fails.
+pub fn tenant_keks(
+    conn: &Connection,
+    tenant_id: &str,
+    roots: &[String],
+) -> Result<BTreeSet<String>> {
+    let mut stmt = conn.prepare("SELECT id, owner, parent FROM keks")?;
+    let all: Vec<(String, String, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let known: BTreeSet<&str> = all.iter().map(|(id, _, _)| id.as_str()).collect();
+    let mut set: BTreeSet<String> = roots
+        .iter()
+        .filter(|id| known.contains(id.as_str()))
+        .cloned()
+        .collect();
+    set.extend(
+        all.iter()
+            .filter(|(_, owner, _)| owner == tenant_id)
+            .map(|(id, _, _)| id.clone()),
+    );
+    // Children of anything in the set, to a fixpoint (the hierarchy is at most 8 deep).
+    loop {
+        let before = set.len();
+        for (id, _, parent) in &all {
+            if parent.as_ref().is_some_and(|p| set.contains(p)) {
+                set.insert(id.clone());
+            }
+        }
+        if set.len() == before {
+            return Ok(set);
+        }
+    }
+}
+
+/// Deletes the stored (wrapped) KEKs; returns how many rows went.
+///
+/// # Errors
+/// If the delete fails.
+pub fn delete_keks(conn: &Connection, ids: &BTreeSet<String>) -> Result<usize> {
+    let mut n = 0;
+    for id in ids {
+        n += conn.execute("DELETE FROM keks WHERE id = ?1", [id])?;
+    }
+    Ok(n)
+}
+
+/// A stored, signed exit report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitReport {
+    pub tenant_id: String,
+    pub created_at_ms: i64,
+    pub report_json: String,
+    pub report_text: String,
+    pub signature_hex: String,
+    pub public_key_hex: String,
+}
+
+/// Stores the exit report.
+///
+/// # Errors
+/// If the write fails.
+pub fn insert_exit_report(conn: &Connection, r: &ExitReport) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO exit_reports
+             (tenant_id, created_at_ms, report_json, report_text, signature_hex, public_key_hex)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            r.tenant_id,
+            r.created_at_ms,
+            r.report_json,
+            r.report_text,
+            r.signature_hex,
+            r.public_key_hex
+        ],
+    )?;
+    Ok(())
+}
+
+/// The tenant's exit report, if it was terminated.
+///
+/// # Errors
+/// If the read fails.
+pub fn exit_report(conn: &Connection, tenant_id: &str) -> Result<Option<ExitReport>> {
+    Ok(conn
+        .query_row(
+            "SELECT tenant_id, created_at_ms, report_json, report_text, signature_hex,
+                    public_key_hex FROM exit_reports WHERE tenant_id = ?1",
+            [tenant_id],
+            |r| {
+                Ok(ExitReport {
+                    tenant_id: r.get(0)?,
+                    created_at_ms: r.get(1)?,
+                    report_json: r.get(2)?,
+                    report_text: r.get(3)?,
+                    signature_hex: r.get(4)?,
+                    public_key_hex: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// A recorded drill of the emergency stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drill {
+    pub id: String,
+    pub tenant_id: String,
+    pub plan_id: String,
+    pub note: String,
+    pub run_by: String,
+    pub started_at_ms: i64,
+    pub released_at_ms: i64,
+    pub halt_ms: u64,
+    pub jobs_stopped: Vec<String>,
+    pub exports_frozen: u32,
+    /// `halted`, `no_work` or `timeout`.
+    pub outcome: String,
+}
+
+/// Stores a drill.
+///
+/// # Errors
+/// If the write fails.
+pub fn insert_drill(conn: &Connection, d: &Drill) -> Result<()> {
+    conn.execute(
+        "INSERT INTO drills (id, tenant_id, plan_id, note, run_by, started_at_ms,
+             released_at_ms, halt_ms, jobs_json, exports_frozen, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            d.id,
+            d.tenant_id,
+            d.plan_id,
+            d.note,
+            d.run_by,
+            d.started_at_ms,
+            d.released_at_ms,
+            d.halt_ms as i64,
+            serde_json::to_string(&d.jobs_stopped).unwrap_or_else(|_| "[]".into()),
+            d.exports_frozen,
+            d.outcome
+        ],
+    )?;
+    Ok(())
+}
+
+/// Drills of one tenant (or all), oldest first.
+///
+/// # Errors
+/// If the read fails.
+pub fn drills(conn: &Connection, tenant_id: Option<&str>) -> Result<Vec<Drill>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, tenant_id, plan_id, note, run_by, started_at_ms, released_at_ms, halt_ms,
+                jobs_json, exports_frozen, outcome FROM drills
+         WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY started_at_ms, id",
+    )?;
+    let rows = stmt.query_map([tenant_id], |r| {
+        let jobs: String = r.get(8)?;
+        let halt_ms: i64 = r.get(7)?;
+        Ok(Drill {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            plan_id: r.get(2)?,
+            note: r.get(3)?,
+            run_by: r.get(4)?,
+            started_at_ms: r.get(5)?,
+            released_at_ms: r.get(6)?,
+            halt_ms: halt_ms.max(0) as u64,
+            jobs_stopped: serde_json::from_str(&jobs).unwrap_or_default(),
+            exports_frozen: r.get(9)?,
+            outcome: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Exports of the tenant that a hold freezes: in review or approved.
+///
+/// # Errors
+/// If the read fails.
+pub fn open_exports(conn: &Connection, tenant_id: &str) -> Result<u32> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM exports WHERE tenant_id = ?1 AND status IN ('in_review', 'approved')",
+        [tenant_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Ends the tenant's exports for good (termination): approved ones are revoked, those in
+/// review rejected, each with an event. Returns (revoked, rejected) export ids.
+///
+/// # Errors
+/// If a write fails.
+pub fn close_exports(
+    conn: &Connection,
+    tenant_id: &str,
+    actor_id: &str,
+    now_ms: i64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut closed = (Vec::new(), Vec::new());
+    for (from, to) in [("approved", "revoked"), ("in_review", "rejected")] {
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM exports WHERE tenant_id = ?1 AND status = ?2 ORDER BY id")?
+            .query_map(params![tenant_id, from], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in &ids {
+            conn.execute(
+                "UPDATE exports SET status = ?2, decided_at_ms = CASE WHEN decided_at_ms = 0
+                     THEN ?3 ELSE decided_at_ms END WHERE id = ?1",
+                params![id, to, now_ms],
+            )?;
+            crate::exports::records::append_export_event(
+                conn,
+                id,
+                now_ms,
+                actor_id,
+                from,
+                to,
+                "the tenant was terminated",
+            )?;
+        }
+        if to == "revoked" {
+            closed.0 = ids;
+        } else {
+            closed.1 = ids;
+        }
+    }
+    Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tenants (id TEXT PRIMARY KEY);
+             CREATE TABLE keks (id TEXT PRIMARY KEY, wrapped BLOB, owner TEXT NOT NULL,
+                 created_at_ms INTEGER, parent TEXT);
+             INSERT INTO tenants VALUES ('t1'), ('t2');",
+        )
+        .unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(notify::SCHEMA).unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_tenant_s_keks_are_its_roots_what_it_owns_and_every_descendant() {
+        let conn = conn();
+        for (id, owner, parent) in [
+            ("domain", "domain", None),
+            ("dataset:d1", "domain", Some("domain")),
+            ("tenant:t1", "t1", None),
+            ("pseudonym:t1", "t1", None),
+            ("job:j1", "t1", Some("tenant:t1")),
+            ("import:i1", "someone", Some("tenant:t1")),
+            ("import:i2", "someone", Some("import:i1")),
+            ("tenant:t2", "t2", None),
+            ("job:j2", "t2", Some("tenant:t2")),
+            ("job:orphan", "x", None),
+        ] {
+            conn.execute(
+                "INSERT INTO keks VALUES (?1, x'00', ?2, 0, ?3)",
+                params![id, owner, parent],
+            )
+            .unwrap();
+        }
+        let roots = vec![
+            "tenant:t1".to_owned(),
+            "job:orphan".to_owned(),
+            "job:missing".to_owned(),
+        ];
+        let set = tenant_keks(&conn, "t1", &roots).unwrap();
+        assert_eq!(
+            set.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "import:i1",
+                "import:i2",
+                "job:j1",
+                "job:orphan",
+                "pseudonym:t1",
+                "tenant:t1"
+            ]
+        );
+        assert_eq!(delete_keks(&conn, &set).unwrap(), 6);
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM keks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 4);
+    }
+
+    #[test]
+    fn holds_refuse_by_state_and_overdue_tenants_are_told_once() {
+        let conn = conn();
+        assert_eq!(hold(&conn, "t1").unwrap().state(), "active");
+        let mut h = Hold::none("t1");
+        h.stopped_at_ms = 5;
+        h.stop_reason = "incident".into();
+        assert_eq!(h.refusal(Action::ViewJob), None);
+        assert!(h.refusal(Action::SubmitJob).unwrap().contains("incident"));
+        h.suspended_at_ms = 10;
+        h.fix_by_ms = 20;
+        h.suspend_reason = "leak".into();
+        assert_eq!(h.state(), "suspended");
+        let refusal = h.refusal(Action::WhoAmI).unwrap();
+        assert!(refusal.starts_with("tenant suspended since"), "{refusal}");
+        assert!(refusal.contains("fix by"), "{refusal}");
+        set_hold(&conn, &h).unwrap();
+        assert_eq!(hold(&conn, "t1").unwrap(), h);
+        assert!(notify_overdue(&conn, 19).unwrap().is_empty());
+        assert_eq!(notify_overdue(&conn, 20).unwrap(), ["t1"]);
+        assert!(notify_overdue(&conn, 30).unwrap().is_empty(), "told once");
+        // A new suspension is a new deadline: told again once it passes.
+        h.suspended_at_ms = 40;
+        h.fix_by_ms = 50;
+        set_hold(&conn, &h).unwrap();
+        assert_eq!(notify_overdue(&conn, 60).unwrap(), ["t1"]);
+        h.terminated_at_ms = 70;
+        set_hold(&conn, &h).unwrap();
+        assert!(!h.overdue(80));
+        assert!(h.refusal(Action::ViewJob).unwrap().contains("terminated"));
+    }
+}

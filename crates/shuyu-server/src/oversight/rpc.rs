@@ -1,0 +1,391 @@
+//! The oversight service: alerts (R30), operation reports (R34), public disclosure
+//! summaries (R36), signed checkpoints of the audit trail with their proofs (R27) and the
+//! retention purge (R33). Auditors read all of it; only admins change anything (R35).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use shuyu_policy::Action;
+use shuyu_proto::v1 as pb;
+use shuyu_proto::v1::oversight_service_server::OversightService;
+use tonic::{Request, Response, Status};
+
+use crate::audit::checkpoint;
+use crate::error::{Result, ServerError};
+use crate::notify::{Audience, NewNotification};
+use crate::oversight::alerts::{self, Alert};
+use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
+use crate::service::{Api, require_id, require_text};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn evaluation_pb(e: &Evaluation) -> pb::Evaluation {
+    pb::Evaluation {
+        tenant_id: e.tenant_id.clone(),
+        year: e.year,
+        outcome: match e.outcome {
+            EvaluationOutcome::Pass => pb::EvaluationOutcome::Pass,
+            EvaluationOutcome::FixIn30Days => pb::EvaluationOutcome::FixIn30Days,
+            EvaluationOutcome::Fail => pb::EvaluationOutcome::Fail,
+        } as i32,
+        note: e.note.clone(),
+        fix_due_ms: e.fix_due_ms,
+        report_sha256: e.report_sha256.clone(),
+        evaluated_by: e.evaluated_by.clone(),
+        evaluated_at_ms: e.evaluated_at_ms,
+    }
+}
+
+/// The wire form of an alert (mapped by hand: domain types never derive the wire format).
+fn alert_pb(a: Alert) -> pb::Alert {
+    pb::Alert {
+        id: a.id,
+        kind: a.kind,
+        tenant_id: a.tenant_id,
+        subject: a.subject,
+        severity: a.severity,
+        evidence_json: a.evidence_json,
+        first_seen_ms: a.first_seen_ms,
+        last_seen_ms: a.last_seen_ms,
+        count: a.count,
+        acked_by: a.acked_by,
+        acked_at_ms: a.acked_at_ms,
+    }
+}
+
+fn format_from_pb(value: i32) -> Result<Format> {
+    match pb::ReportFormat::try_from(value) {
+        Ok(pb::ReportFormat::Unspecified | pb::ReportFormat::Markdown) => Ok(Format::Markdown),
+        Ok(pb::ReportFormat::Html) => Ok(Format::Html),
+        Err(_) => Err(ServerError::InvalidArgument(
+            "format must be markdown or html".into(),
+        )),
+    }
+}
+
+impl Api {
+    fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+        public: bool,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewReports)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{}", req.tenant_id);
+        let result = (|| {
+            require_id(&req.tenant_id, "tenant_id")?;
+            let format = format_from_pb(req.format)?;
+            let (from, to) = reports::period(req.from_ms, req.to_ms, crate::now_ms())?;
+            let objects = self.state.storage.root().to_path_buf();
+            let report = self.state.store.read(|c| {
+                if public {
+                    reports::disclosure_summary(c, &req.tenant_id, from, to)
+                } else {
+                    reports::operation_report(c, &objects, &req.tenant_id, from, to)
+                }
+            })?;
+            let content = report.render(format);
+            let detail = json!({"kind": if public {"disclosure_summary"} else {"operation_report"},
+                                "from_ms": from, "to_ms": to, "bytes": content.len()});
+            Ok((
+                pb::ReportResponse {
+                    content,
+                    from_ms: from,
+                    to_ms: to,
+                },
+                detail,
+            ))
+        })();
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl OversightService for Api {
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> std::result::Result<Response<pb::ListAlertsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ViewAlerts)?;
+        let include_acked = request.into_inner().include_acked;
+        let result = self
+            .state
+            .store
+            .read(|c| alerts::list(c, include_acked))
+            .map(|list| {
+                let n = list.len();
+                (
+                    pb::ListAlertsResponse {
+                        alerts: list.into_iter().map(alert_pb).collect(),
+                    },
+                    json!({"n": n, "include_acked": include_acked}),
+                )
+            });
+        Ok(Response::new(
+            self.state.finish_read(&caller, "alerts", result)?,
+        ))
+    }
+
+    async fn ack_alert(
+        &self,
+        request: Request<pb::AckAlertRequest>,
+    ) -> std::result::Result<Response<pb::AckAlertResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ManageAlerts)?;
+        let id = request.into_inner().alert_id;
+        let target = format!("alert:{id}");
+        let result = (|| {
+            if id <= 0 {
+                return Err(ServerError::InvalidArgument(
+                    "alert_id must be positive".into(),
+                ));
+            }
+            self.state.store.commit_with(|tx| {
+                let alert = alerts::get(tx, id)?
+                    .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
+                if alert.acked_at_ms != 0 {
+                    return Err(ServerError::FailedPrecondition(format!(
+                        "alert {id} was already acknowledged"
+                    )));
+                }
+                let acked = alerts::ack(tx, id, &caller.principal.id, crate::now_ms())?
+                    .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
+                let entry = caller.entry(target.clone(), "ok", json!({"kind": acked.kind}));
+                Ok((acked, entry))
+            })
+        })();
+        let alert = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::AckAlertResponse {
+            alert: Some(alert_pb(alert)),
+        }))
+    }
+
+    async fn scan_alerts(
+        &self,
+        request: Request<pb::ScanAlertsRequest>,
+    ) -> std::result::Result<Response<pb::ScanAlertsResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ManageAlerts)?;
+        let result = alerts::scan(&self.state, Some(caller.entry("alerts", "ok", json!({}))));
+        let outcome = self.state.finish_write(&caller, "alerts", result)?;
+        Ok(Response::new(pb::ScanAlertsResponse {
+            raised: outcome.raised.into_iter().map(alert_pb).collect(),
+            n_updated: outcome.n_updated,
+        }))
+    }
+
+    async fn operation_report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        self.report(request, false)
+    }
+
+    async fn disclosure_summary(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
+        self.report(request, true)
+    }
+
+    async fn audit_checkpoint(
+        &self,
+        request: Request<pb::AuditCheckpointRequest>,
+    ) -> std::result::Result<Response<pb::AuditCheckpointResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
+        let from = request.into_inner().consistency_from;
+        let state = Arc::clone(&self.state);
+        let who = caller.clone();
+        // The tree is hashed off the async threads and outside the store's lock; every
+        // checkpoint handed out is kept, so the domain can show what it signed.
+        let result = tokio::task::spawn_blocking(move || {
+            let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
+            let leaves = checkpoint::leaves_of(&hashes)?;
+            crate::oversight::tasks::check_before_signing(&state, &leaves)?;
+            let (cp, note) = checkpoint::signed(&leaves, &state.signing);
+            // A checkpoint the caller holds of more records than the trail has now: the
+            // trail was cut down. The current checkpoint comes back without a proof, and the
+            // caller's verification says "rewritten".
+            let proof = match usize::try_from(from) {
+                Ok(m) if m > 0 && from <= cp.tree_size => checkpoint::consistency_proof(m, &leaves),
+                _ => Vec::new(),
+            };
+            let entry = who.entry(
+                "audit",
+                "ok",
+                json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash),
+                       "consistency_from": from, "cut_down": from > cp.tree_size}),
+            );
+            state.store.commit(&entry, |tx| {
+                checkpoint::store(tx, &cp, &note, crate::now_ms())
+            })?;
+            Ok(pb::AuditCheckpointResponse {
+                checkpoint: note,
+                tree_size: cp.tree_size,
+                root_hash: cp.root_hash.to_vec(),
+                consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(ServerError::internal(format!("checkpoint task: {e}"))));
+        Ok(Response::new(
+            self.state.finish_write(&caller, "audit", result)?,
+        ))
+    }
+
+    async fn audit_inclusion_proof(
+        &self,
+        request: Request<pb::AuditInclusionProofRequest>,
+    ) -> std::result::Result<Response<pb::AuditInclusionProofResponse>, Status> {
+        let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
+        let req = request.into_inner();
+        let target = format!("audit:{}", req.seq);
+        let state = Arc::clone(&self.state);
+        let result = tokio::task::spawn_blocking(move || {
+            let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
+            let size = if req.tree_size == 0 {
+                hashes.len() as u64
+            } else {
+                req.tree_size
+            };
+            if size > hashes.len() as u64 {
+                return Err(ServerError::InvalidArgument(format!(
+                    "tree_size {size} is beyond the trail's {} records",
+                    hashes.len()
+                )));
+            }
+            if req.seq == 0 || req.seq > size {
+                return Err(ServerError::NotFound(format!(
+                    "audit record {} in a tree of {size}",
+                    req.seq
+                )));
+            }
+            let n = usize::try_from(size).unwrap_or(usize::MAX);
+            let index = usize::try_from(req.seq - 1).unwrap_or(usize::MAX);
+            let leaves = checkpoint::leaves_of(&hashes[..n])?;
+            let proof = checkpoint::inclusion_proof(index, &leaves);
+            Ok((
+                pb::AuditInclusionProofResponse {
+                    leaf_index: req.seq - 1,
+                    tree_size: size,
+                    record_hash: hex::decode(&hashes[index].1).unwrap_or_default(),
+                    proof: proof.iter().map(|h| h.to_vec()).collect(),
+                },
+                json!({"tree_size": size}),
+            ))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ServerError::internal(format!("proof task: {e}"))));
+        Ok(Response::new(
+            self.state.finish_read(&caller, &target, result)?,
+        ))
+    }
+
+    async fn record_evaluation(
+        &self,
+        request: Request<pb::RecordEvaluationRequest>,
+    ) -> std::result::Result<Response<pb::RecordEvaluationResponse>, Status> {
+        let caller = self.state.begin(&request, Action::EvaluateTenant)?;
+        let req = request.into_inner();
+        let target = format!("tenant:{} year:{}", req.tenant_id, req.year);
+        let result = (|| {
+            require_id(&req.tenant_id, "tenant_id")?;
+            let outcome = match pb::EvaluationOutcome::try_from(req.outcome) {
+                Ok(pb::EvaluationOutcome::Pass) => EvaluationOutcome::Pass,
+                Ok(pb::EvaluationOutcome::FixIn30Days) => EvaluationOutcome::FixIn30Days,
+                Ok(pb::EvaluationOutcome::Fail) => EvaluationOutcome::Fail,
+                _ => {
+                    return Err(ServerError::InvalidArgument(
+                        "the outcome must be pass, fix_in_30_days or fail".into(),
+                    ));
+                }
+            };
+            require_text(
+                &req.note,
+                "the note",
+                2000,
+                outcome != EvaluationOutcome::Pass,
+            )?;
+            let (from, to) = reports::year_period(req.year)?;
+            let now = crate::now_ms();
+            if to > now {
+                return Err(ServerError::InvalidArgument(format!(
+                    "{} has not ended: evaluate a past year",
+                    req.year
+                )));
+            }
+            let objects = self.state.storage.root().to_path_buf();
+            self.state.store.commit_with(|tx| {
+                let report = reports::operation_report(tx, &objects, &req.tenant_id, from, to)?;
+                let evaluation = Evaluation {
+                    tenant_id: req.tenant_id.clone(),
+                    year: req.year,
+                    outcome,
+                    note: req.note.trim().to_owned(),
+                    fix_due_ms: if outcome == EvaluationOutcome::FixIn30Days {
+                        now + 30 * DAY_MS
+                    } else {
+                        0
+                    },
+                    report_sha256: shuyu_vault::sha256_hex(
+                        report.render(Format::Markdown).as_bytes(),
+                    ),
+                    evaluated_by: caller.principal.id.clone(),
+                    evaluated_at_ms: now,
+                };
+                reports::insert_evaluation(tx, &evaluation)?;
+                let subject = format!(
+                    "annual evaluation {}: {}",
+                    req.year,
+                    outcome.as_str().replace('_', " ")
+                );
+                let body = match outcome {
+                    EvaluationOutcome::FixIn30Days => format!(
+                        "Fix by {}: {}",
+                        crate::format_ms(evaluation.fix_due_ms),
+                        evaluation.note
+                    ),
+                    _ => evaluation.note.clone(),
+                };
+                let dedup = format!("evaluation:{}:{}", req.tenant_id, req.year);
+                crate::notify::notify(
+                    tx,
+                    &NewNotification {
+                        audience: Audience::Tenant(req.tenant_id.clone()),
+                        tenant_id: &req.tenant_id,
+                        kind: "annual_evaluation",
+                        subject: &subject,
+                        body: &body,
+                        reference: &format!("tenant:{}", req.tenant_id),
+                        dedup_key: Some(&dedup),
+                    },
+                    now,
+                )?;
+                let entry = caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"year": req.year, "outcome": outcome.as_str(),
+                           "report_sha256": evaluation.report_sha256}),
+                );
+                Ok((evaluation, entry))
+            })
+        })();
+        let evaluation = self.state.finish_write(&caller, &target, result)?;
+        Ok(Response::new(pb::RecordEvaluationResponse {
+            evaluation: Some(evaluation_pb(&evaluation)),
+        }))
+    }
+
+    async fn purge_audit(
+        &self,
+        request: Request<pb::PurgeAuditRequest>,
+    ) -> std::result::Result<Response<pb::PurgeAuditResponse>, Status> {
+        let caller = self.state.begin(&request, Action::PurgeAudit)?;
+        let result = crate::audit::retention::purge(
+            &self.state,
+            Some(caller.entry("audit", "ok", json!({}))),
+        );
+        let n = self.state.finish_write(&caller, "audit", result)?;
+        Ok(Response::new(pb::PurgeAuditResponse { n_redacted: n }))
+    }
+}

@@ -7,7 +7,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::*;
+use std::time::Duration;
+
+use shuyu_client::{Client, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// What the server acknowledged (answered OK).
 #[derive(Debug, Clone)]
@@ -364,10 +370,11 @@ async fn kill_9_at_random_points_loses_no_acknowledged_record() {
 
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "ch").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let scenario = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: p,
+        scenario_id: scenario,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "ch", ["residents"]).await;
     let (tenant_id, recipient_id) = (p.tenant_id.clone(), p.recipient_id.clone());
     drop(p);
     let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));

@@ -3,9 +3,17 @@
 //! names removed at start, refusals at the transport counted and audited, and a read-only or
 //! full disk answered plainly with the server reporting not ready.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::*;
+use shuyu_client::{Credentials, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 fn text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -98,10 +106,11 @@ fn interrupt(mut server: Server) {
 async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "lk").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "lk", ["residents"]).await;
     // A job running on the live server.
     let slow = p
         .engineer
@@ -183,10 +192,11 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
 async fn the_data_dir_is_private_and_loosened_modes_are_tightened_at_start() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "pm").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "pm", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(
@@ -237,10 +247,11 @@ async fn the_data_dir_is_private_and_loosened_modes_are_tightened_at_start() {
 async fn audit_verify_writes_nothing_and_catches_edited_decisions_and_an_emptied_trail() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "av").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "av", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(
@@ -321,10 +332,11 @@ async fn audit_verify_writes_nothing_and_catches_edited_decisions_and_an_emptied
 async fn unreferenced_objects_are_removed_at_start_and_audited() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "or").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "or", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(

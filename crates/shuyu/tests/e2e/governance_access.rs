@@ -3,7 +3,14 @@
 //! authorization's term and scope (R25), renewal has a window and is announced once, and
 //! production work needs the authorization's emergency plan (R32).
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shuyu_client::{Client, lab_sql, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 const DAY_MS: i64 = 86_400_000;
 

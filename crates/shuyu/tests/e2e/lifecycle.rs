@@ -7,7 +7,14 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use shuyu_client::{Client, lab_sql, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// A query that runs for minutes (a four-way cross join of the 301-row table).
 const SLOW_SQL: &str = "SELECT sum(a.cost + b.cost + c.cost + d.cost) AS s \
@@ -129,10 +136,11 @@ async fn approved_product(p: &mut People, scenario: &str) -> pb::Export {
 async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "sus").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "sus", ["residents"]).await;
 
     // A product already approved, and an export half-way through its review.
     let product = approved_product(&mut p, &sc).await;
@@ -666,10 +674,11 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
 async fn emergency_stop_halts_a_long_job_at_once_and_a_drill_is_recorded() {
     let domain = Domain::new();
     let server = domain.start_with("tenant_max_running_jobs = 1\n", None);
-    let mut p = people(&server, &domain, "es").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "es", ["residents"]).await;
 
     let running = submit(&mut p.engineer, &sc, SLOW_SQL).await;
     let queued = submit(&mut p.engineer, &sc, SLOW_SQL).await;
@@ -865,10 +874,11 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
         "tenant_max_running_jobs = 1\n[lifecycle]\ntermination_notice_days = 0\n",
         None,
     );
-    let mut p = people(&server, &domain, "end").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: [dataset],
+    } = approved_scenario(&server, &domain, "end", ["residents"]).await;
     let aggregate = p.engineer.run_sql(AGGREGATE_SQL, &sc, WAIT).await.unwrap();
     let in_review = request_export(&mut p, &aggregate.id).await;
     assert_eq!(in_review.status, pb::ExportStatus::InReview as i32);
@@ -1055,10 +1065,11 @@ async fn failed_production_jobs_past_the_allowance_freeze_submission_until_an_ad
     let policy = policy_with_short_timeout();
     assert!(policy.contains("timeout_secs = 2") && policy.contains("test-failure-allowance"));
     let server = domain.start_with(config, Some(&policy));
-    let mut p = people(&server, &domain, "fa").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "fa", ["residents"]).await;
     let failed = |j: &pb::Job| j.status == pb::JobStatus::Failed as i32;
 
     // A query that does not plan fails before it runs: it does not count.

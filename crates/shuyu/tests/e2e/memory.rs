@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::*;
+use shuyu_client::v1 as pb;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// Rows of the generated dataset, and the characters of each row's note: about 115 MB of
 /// staged result.

@@ -4,7 +4,15 @@
 //! of the audit trail verified offline, consistent over time, and a rewritten trail caught
 //! (R27, R33).
 
-use super::*;
+use std::path::Path;
+
+use std::time::Duration;
+
+use shuyu_client::{Client, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 fn cli(server: &Server, creds: &Path, args: &[&str]) -> std::process::Output {
     let mut all: Vec<&str> = args.to_vec();
@@ -259,13 +267,11 @@ async fn reports_count_right_in_md_and_html_and_the_summary_leaks_nothing() {
     const COMMENT_CANARY: &str = "CANARYCOMMENT_55";
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "rp").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    let other = ingest_people(&mut p.steward, "households").await;
-    for d in [&residents, &other] {
-        grant(&mut p.admin, &d.id, &p.tenant_id).await;
-    }
-    let sc = scenario(&mut p, &[&residents, &other]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "rp", ["residents", "households"]).await;
     let aggregate = p
         .engineer
         .run_sql(
@@ -928,10 +934,11 @@ fn retention_below_the_legal_minimum_is_refused_at_start() {
 async fn auditors_read_jobs_exports_and_products_never_values_and_admins_read_the_trail() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "au2").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&residents]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "au2", ["residents"]).await;
     let sql = "SELECT district, count(*) AS n, avg(cost) AS mean FROM residents GROUP BY district";
     let job = p.engineer.run_sql(sql, &sc, WAIT).await.unwrap();
     assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);

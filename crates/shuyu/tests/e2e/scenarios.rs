@@ -1,8 +1,15 @@
 //! Scenarios (R11, R12) and the data lab (R3, R16, R20) end to end: who must approve, what
 //! a production job can read, what a lab job sees, promotion, lab expiry.
 
-use super::jobs::job_outcome;
-use super::*;
+use crate::jobs::job_outcome;
+
+use std::time::Duration;
+
+use shuyu_client::{Client, ClientError, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use shuyu_client::{Credentials, production_sql, v1 as pb};
 use tonic::Code;
@@ -124,8 +123,7 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
         .into_inner()
         .job
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    eventually("the slow job to run", WAIT, async || {
         let job = p
             .engineer
             .jobs
@@ -137,12 +135,9 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
             .into_inner()
             .job
             .unwrap();
-        if job.status == pb::JobStatus::Running as i32 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the job never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (job.status == pb::JobStatus::Running as i32).then_some(())
+    })
+    .await;
     let before = records(&domain.data).len();
 
     let second = run_bin(&[
@@ -568,16 +563,13 @@ async fn a_full_disk_gives_a_plain_status_and_the_server_reports_not_ready() {
     let mut admin = server.client(&admin_creds).await;
     assert!(serving(&server.addr, &admin_creds).await);
 
-    let wait_for = |name: &str| {
+    let wait_for = async |name: &str| {
         let path = flags.path().join(name);
-        let deadline = std::time::Instant::now() + WAIT;
-        while !path.exists() {
-            assert!(std::time::Instant::now() < deadline, "{name} never came");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("the mount helper's flag file {name}");
+        eventually(&what, WAIT, async || path.exists().then_some(())).await;
     };
     std::fs::write(flags.path().join("fill"), b"").unwrap();
-    wait_for("filled");
+    wait_for("filled").await;
     // Writes now fail: plainly, not as INTERNAL; the server says it is not ready.
     let mut refused = None;
     for i in 0..5000 {
@@ -606,12 +598,11 @@ async fn a_full_disk_gives_a_plain_status_and_the_server_reports_not_ready() {
     );
     // Space again: ready again, and writes go through.
     std::fs::write(flags.path().join("free"), b"").unwrap();
-    wait_for("freed");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !serving(&server.addr, &admin_creds).await {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("freed").await;
+    eventually("the server to report ready again", WAIT, async || {
+        serving(&server.addr, &admin_creds).await.then_some(())
+    })
+    .await;
     admin
         .admin
         .create_tenant(pb::CreateTenantRequest {

@@ -1,8 +1,6 @@
 //! The job engine end to end: worker processes, their confinement and keys, deadlines,
 //! cancellation, progress, the fair queue and metering.
 
-use std::time::Duration;
-
 use shuyu_client::{Client, lab_sql, production_sql, v1 as pb};
 use tonic::Code;
 
@@ -43,18 +41,18 @@ pub(super) async fn poll_until(
     what: &str,
     accept: impl Fn(&pb::Job) -> bool,
 ) -> pb::Job {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(&format!("job {id} to become {what}"), WAIT, async || {
         let job = get(engineer, id).await;
         if accept(&job) {
-            return job;
+            return Some(job);
         }
         assert!(
-            !shuyu_client::is_finished(&job) && tokio::time::Instant::now() < deadline,
-            "job {id} never became {what}: {job:?}"
+            !shuyu_client::is_finished(&job),
+            "job {id} ended without becoming {what}: {job:?}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        None
+    })
+    .await
 }
 
 fn stage(job: &pb::Job) -> &str {

@@ -45,21 +45,15 @@ async fn job(engineer: &mut Client, id: &str) -> pb::Job {
 
 /// Polls until the job's worker reports that it is running and reading.
 async fn wait_running(engineer: &mut Client, id: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("job {id} to run and read"), WAIT, async || {
         let j = job(engineer, id).await;
-        if j.progress
+        assert!(!shuyu_client::is_finished(&j), "job {id} never ran: {j:?}");
+        j.progress
             .as_ref()
             .is_some_and(|p| p.stage == "running" && p.bytes_scanned > 0)
-        {
-            return;
-        }
-        assert!(
-            !shuyu_client::is_finished(&j) && Instant::now() < deadline,
-            "job {id} never ran: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            .then_some(())
+    })
+    .await;
 }
 
 async fn tenant_status(admin: &mut Client, tenant_id: &str) -> pb::TenantStatus {
@@ -184,18 +178,11 @@ async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     );
 
     // Its running job is cancelled (seen by the admin: the engineer may not look).
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
+    let status = eventually("the suspended tenant's job to stop", WAIT, async || {
         let status = tenant_status(&mut p.admin, &p.tenant_id).await;
-        if status.jobs_unfinished == 0 {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job was never stopped: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (status.jobs_unfinished == 0).then_some(status)
+    })
+    .await;
     assert_eq!(status.state, "suspended");
     assert_eq!(status.exports_frozen, 2, "{status:?}");
     let default_fix = status.fix_by_ms - status.suspended_at_ms;
@@ -243,7 +230,9 @@ async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     let told = notifications(&mut p.admin, "tenant_due_for_termination", &p.tenant_id).await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].body.contains("tenant terminate"), "{told:?}");
-    // The background sweep runs every 2 s; it must not tell them again.
+    // The background sweep runs every 2 s; it must not tell them again. A sweep with nothing
+    // to do leaves no trace to poll for, so this sleep lets one period of wall-clock time
+    // pass (and a bit) before the count is read again.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (code_status, out) = cli(
         &domain,
@@ -854,15 +843,11 @@ async fn emergency_stop_halts_a_long_job_at_once_and_a_drill_is_recorded() {
 
 /// Polls job `id` until it has finished (WAIT is only a hang guard) and returns it.
 async fn finished(engineer: &mut Client, id: &str) -> pb::Job {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("job {id} to end"), WAIT, async || {
         let j = job(engineer, id).await;
-        if shuyu_client::is_finished(&j) {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job {id} never ended: {j:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        shuyu_client::is_finished(&j).then_some(j)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1025,15 +1010,15 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
                 && ended.error.contains("authorization")),
         "{ended:?}"
     );
-    let deadline = Instant::now() + WAIT;
-    let closed = loop {
-        let closed = notifications(&mut p.admin, "authorization_ended", &tenant_id).await;
-        if !closed.is_empty() {
-            break closed;
-        }
-        assert!(Instant::now() < deadline, "the admins were never told");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let closed = eventually(
+        "the admins to be told the authorization ended",
+        WAIT,
+        async || {
+            let closed = notifications(&mut p.admin, "authorization_ended", &tenant_id).await;
+            (!closed.is_empty()).then_some(closed)
+        },
+    )
+    .await;
     assert_eq!(closed[0].r#ref, short.id);
     assert!(
         closed[0].body.contains("expired without renewal"),

@@ -77,6 +77,7 @@ impl Sampler {
                     if let Some((now, _)) = rss(pid) {
                         peak.fetch_max(now, Ordering::Relaxed);
                     }
+                    // Paces the sampling (50 a second); no state is awaited here.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })

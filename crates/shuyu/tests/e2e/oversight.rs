@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use std::time::Duration;
-
 use shuyu_client::{Client, v1 as pb};
 use tonic::Code;
 
@@ -218,21 +216,18 @@ async fn the_periodic_tasks_raise_alerts_and_take_checkpoints_unasked() {
         assert_eq!(status_code(denied), Code::PermissionDenied);
     }
     // WAIT is only a hang guard: the monitor runs every second.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if open_alerts(&mut p.auditor)
-            .await
-            .iter()
-            .any(|a| a.kind == "denied_calls")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the monitor raised no alert by itself"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the monitor to raise a denied_calls alert by itself",
+        WAIT,
+        async || {
+            open_alerts(&mut p.auditor)
+                .await
+                .iter()
+                .any(|a| a.kind == "denied_calls")
+                .then_some(())
+        },
+    )
+    .await;
     let records = p
         .auditor
         .audit

@@ -49,6 +49,9 @@ async fn sigkill_during_ingest_and_job_loses_no_committed_record() {
             )
             .await
     });
+    // A pace, not a wait: the kill lands at some point of the upload (about 24 MB), and
+    // what is checked below holds wherever it lands. No state marks "part of an upload
+    // received" to poll for.
     tokio::time::sleep(Duration::from_millis(700)).await;
     drop(p);
     server.kill();
@@ -113,7 +116,21 @@ async fn sigkill_during_ingest_and_job_loses_no_committed_record() {
         .into_inner()
         .job
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the slow job to run", WAIT, async || {
+        let job = engineer
+            .jobs
+            .get_job(pb::GetJobRequest {
+                job_id: slow.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        assert!(!shuyu_client::is_finished(&job), "it ended: {job:?}");
+        (job.status == pb::JobStatus::Running as i32).then_some(())
+    })
+    .await;
     drop((admin, steward, engineer));
     server.kill();
     let server = domain.start();

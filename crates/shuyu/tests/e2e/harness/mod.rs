@@ -1,6 +1,6 @@
 //! The end-to-end harness: a domain initialised in a temporary directory, `shuyu serve`
 //! child processes on a loopback port (started, killed, restarted over the same data dir),
-//! clients with a person's credentials.
+//! clients with a person's credentials, and polling for a state instead of sleeping.
 //! Fixture builders (people, datasets, grants, scenarios, exports) live in [`fixtures`].
 
 use std::io::{BufRead, BufReader};
@@ -250,5 +250,30 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), &target).unwrap();
         }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, and returns that value: the way a test awaits a
+/// state (a job running or finished, a sweep's notification, a file, a process gone) instead
+/// of sleeping for a guess. Polls every 20 ms, backing off to 250 ms; panics after `timeout`,
+/// naming `what` was awaited. A probe may panic itself to fail fast on a state that rules
+/// the awaited one out (a job that finished without ever running).
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} awaiting {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }

@@ -1,6 +1,6 @@
 //! The engine in-process: encryption at rest, ingest validation, masked samples, the SQL
 //! sandbox, value-free errors and resource limits. The same sandbox corpus runs over gRPC in
-//! `crates/shuyu/tests/e2e.rs`.
+//! `crates/shuyu/tests/e2e/sandbox.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,10 @@ use shuyu_engine::{
 };
 use shuyu_policy::{Classification, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
+
+/// Masking previews as snapshots (`expect![[...]]`, `UPDATE_EXPECT=1` updates them).
+#[path = "engine/previews.rs"]
+mod previews;
 
 const CANARY_NAME: &str = "CANARYNAME豪";
 const CANARY_ID: &str = "330203198807071236";

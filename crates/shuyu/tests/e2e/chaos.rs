@@ -7,7 +7,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::*;
+use std::time::Duration;
+
+use shuyu_client::{Client, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// What the server acknowledged (answered OK).
 #[derive(Debug, Clone)]
@@ -364,10 +370,11 @@ async fn kill_9_at_random_points_loses_no_acknowledged_record() {
 
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "ch").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let scenario = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: p,
+        scenario_id: scenario,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "ch", ["residents"]).await;
     let (tenant_id, recipient_id) = (p.tenant_id.clone(), p.recipient_id.clone());
     drop(p);
     let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
@@ -384,7 +391,8 @@ async fn kill_9_at_random_points_loses_no_acknowledged_record() {
             life,
             Arc::clone(&acks),
         ));
-        // A random point: anywhere from the first calls to well into jobs and votes.
+        // A random point: anywhere from the first calls to well into jobs and votes. This
+        // sleep paces the chaos (the kill lands at a random moment); it awaits no state.
         tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
         let workers = workers_of(live.child.id());
         n_workers_seen += workers.len();
@@ -392,15 +400,9 @@ async fn kill_9_at_random_points_loses_no_acknowledged_record() {
         task.abort();
         let _ = task.await;
         // Its workers die with it (parent-death signal); a generous hang guard only.
-        let deadline = std::time::Instant::now() + WAIT;
         for worker in workers {
-            while !dead(worker) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "worker {worker} outlived its server (life {life}, seed {seed})"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("worker {worker} to die with its server (life {life}, seed {seed})");
+            eventually(&what, WAIT, async || dead(worker).then_some(())).await;
         }
         let verify = audit_verify(&domain.data);
         assert!(

@@ -6,7 +6,11 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::*;
+use shuyu_client::{Client, ClientError, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 #[derive(Debug, Deserialize)]
 struct Corpus {
@@ -41,10 +45,11 @@ impl World {
     async fn new() -> World {
         let domain = Domain::new();
         let server = domain.start();
-        let mut p = people(&server, &domain, "corpus").await;
-        let dataset = ingest_people(&mut p.steward, "residents").await;
-        grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-        let sc = scenario(&mut p, &[&dataset]).await;
+        let Approved {
+            people: p,
+            scenario_id: sc,
+            datasets: _,
+        } = approved_scenario(&server, &domain, "corpus", ["residents"]).await;
         let run = |sql: &'static str, request: pb::SubmitJobRequest| {
             let mut engineer = p.engineer.clone();
             async move {

@@ -3,9 +3,16 @@
 //! names removed at start, refusals at the transport counted and audited, and a read-only or
 //! full disk answered plainly with the server reporting not ready.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use super::*;
+use shuyu_client::{Credentials, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 fn text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -98,10 +105,11 @@ fn interrupt(mut server: Server) {
 async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "lk").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "lk", ["residents"]).await;
     // A job running on the live server.
     let slow = p
         .engineer
@@ -115,8 +123,7 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
         .into_inner()
         .job
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    eventually("the slow job to run", WAIT, async || {
         let job = p
             .engineer
             .jobs
@@ -128,12 +135,9 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
             .into_inner()
             .job
             .unwrap();
-        if job.status == pb::JobStatus::Running as i32 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the job never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (job.status == pb::JobStatus::Running as i32).then_some(())
+    })
+    .await;
     let before = records(&domain.data).len();
 
     let second = run_bin(&[
@@ -183,10 +187,11 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
 async fn the_data_dir_is_private_and_loosened_modes_are_tightened_at_start() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "pm").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "pm", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(
@@ -237,10 +242,11 @@ async fn the_data_dir_is_private_and_loosened_modes_are_tightened_at_start() {
 async fn audit_verify_writes_nothing_and_catches_edited_decisions_and_an_emptied_trail() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "av").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "av", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(
@@ -321,10 +327,11 @@ async fn audit_verify_writes_nothing_and_catches_edited_decisions_and_an_emptied
 async fn unreferenced_objects_are_removed_at_start_and_audited() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "or").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "or", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(
@@ -556,16 +563,13 @@ async fn a_full_disk_gives_a_plain_status_and_the_server_reports_not_ready() {
     let mut admin = server.client(&admin_creds).await;
     assert!(serving(&server.addr, &admin_creds).await);
 
-    let wait_for = |name: &str| {
+    let wait_for = async |name: &str| {
         let path = flags.path().join(name);
-        let deadline = std::time::Instant::now() + WAIT;
-        while !path.exists() {
-            assert!(std::time::Instant::now() < deadline, "{name} never came");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("the mount helper's flag file {name}");
+        eventually(&what, WAIT, async || path.exists().then_some(())).await;
     };
     std::fs::write(flags.path().join("fill"), b"").unwrap();
-    wait_for("filled");
+    wait_for("filled").await;
     // Writes now fail: plainly, not as INTERNAL; the server says it is not ready.
     let mut refused = None;
     for i in 0..5000 {
@@ -594,12 +598,11 @@ async fn a_full_disk_gives_a_plain_status_and_the_server_reports_not_ready() {
     );
     // Space again: ready again, and writes go through.
     std::fs::write(flags.path().join("free"), b"").unwrap();
-    wait_for("freed");
-    let deadline = std::time::Instant::now() + WAIT;
-    while !serving(&server.addr, &admin_creds).await {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("freed").await;
+    eventually("the server to report ready again", WAIT, async || {
+        serving(&server.addr, &admin_creds).await.then_some(())
+    })
+    .await;
     admin
         .admin
         .create_tenant(pb::CreateTenantRequest {

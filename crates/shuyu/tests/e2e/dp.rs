@@ -2,7 +2,11 @@
 //! job, a per-tenant budget per dataset's content that concurrent jobs cannot overspend and
 //! re-registering the data does not reset, and DP results through the export gate.
 
-use super::*;
+use shuyu_client::{Client, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 const DP_SQL: &str =
     "SELECT district, count(*) AS n, avg(cost) AS mean FROM residents GROUP BY district";
@@ -56,10 +60,11 @@ async fn set_budget(
 async fn dp_jobs_spend_a_budget_that_concurrency_and_re_registration_cannot_beat() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "dp").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: [dataset],
+    } = approved_scenario(&server, &domain, "dp", ["residents"]).await;
 
     // Before any use: the configured default.
     let before = budgets(&mut p.engineer, "").await;
@@ -189,10 +194,11 @@ async fn dp_jobs_spend_a_budget_that_concurrency_and_re_registration_cannot_beat
 async fn dp_requests_that_cannot_be_bounded_are_refused_before_spending() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "dpbad").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "dpbad", ["residents"]).await;
     let mut lab = dp_request(DP_SQL, "", 0.5);
     lab.mode = pb::JobMode::Lab as i32;
     let cases = [
@@ -237,10 +243,11 @@ async fn dp_requests_that_cannot_be_bounded_are_refused_before_spending() {
 async fn a_deep_dp_query_is_audited_then_refused_and_the_server_keeps_serving() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "dq").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "dq", ["residents"]).await;
 
     // A flat chain of ~32,000 terms under the 64 KiB SQL cap: parsed on an ordinary stack,
     // it aborts the whole process.

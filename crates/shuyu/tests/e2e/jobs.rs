@@ -1,7 +1,11 @@
 //! The job engine end to end: worker processes, their confinement and keys, deadlines,
 //! cancellation, progress, the fair queue and metering.
 
-use super::*;
+use shuyu_client::{Client, lab_sql, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// A query that runs for minutes: a four-way cross join of the 301-row table, summed (it
 /// reads a column, so bytes are scanned; `count(*)` alone reads only metadata).
@@ -37,18 +41,18 @@ pub(super) async fn poll_until(
     what: &str,
     accept: impl Fn(&pb::Job) -> bool,
 ) -> pb::Job {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(&format!("job {id} to become {what}"), WAIT, async || {
         let job = get(engineer, id).await;
         if accept(&job) {
-            return job;
+            return Some(job);
         }
         assert!(
-            !shuyu_client::is_finished(&job) && tokio::time::Instant::now() < deadline,
-            "job {id} never became {what}: {job:?}"
+            !shuyu_client::is_finished(&job),
+            "job {id} ended without becoming {what}: {job:?}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        None
+    })
+    .await
 }
 
 fn stage(job: &pb::Job) -> &str {
@@ -117,12 +121,11 @@ pub(super) async fn job_outcome(
 async fn workers_are_confined_and_get_only_the_keys_their_job_reads() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "w").await;
-    let read = ingest_people(&mut p.steward, "health_records").await;
-    let unread = ingest_people(&mut p.steward, "other_records").await;
-    grant(&mut p.admin, &read.id, &p.tenant_id).await;
-    grant(&mut p.admin, &unread.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&read, &unread]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: [read, _unread],
+    } = approved_scenario(&server, &domain, "w", ["health_records", "other_records"]).await;
 
     let job = p
         .engineer
@@ -173,12 +176,11 @@ async fn worker_of(auditor: &mut Client, job: &pb::Job) -> (bool, u64, Vec<Strin
 async fn a_scenarios_jobs_share_a_confined_worker_that_keeps_no_keys() {
     let domain = Domain::new();
     let server = domain.start_with("[worker]\naddress_space_mib = 1024\n", None);
-    let mut p = people(&server, &domain, "r").await;
-    let health = ingest_people(&mut p.steward, "health_records").await;
-    let other = ingest_people(&mut p.steward, "other_records").await;
-    grant(&mut p.admin, &health.id, &p.tenant_id).await;
-    grant(&mut p.admin, &other.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&health, &other]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: [health, other],
+    } = approved_scenario(&server, &domain, "r", ["health_records", "other_records"]).await;
     let sc_health = scenario(&mut p, &[&health]).await;
     let health_kek = format!("dataset:{}", health.id);
     let other_kek = format!("dataset:{}", other.id);
@@ -249,10 +251,11 @@ async fn a_worker_that_dies_fails_only_its_own_job() {
     // A 1 GiB address-space ceiling: a 1.5 GB string cannot be allocated, and the allocator
     // aborts the worker process (memory a pool does not track, as in a memory hog).
     let server = domain.start_with("[worker]\nstack_mib = 32\naddress_space_mib = 1024\n", None);
-    let mut p = people(&server, &domain, "d").await;
-    let dataset = ingest_people(&mut p.steward, "health_records").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "d", ["health_records"]).await;
 
     let hog = "SELECT length(repeat('x', 1500000000)) AS n FROM health_records LIMIT 1";
     let job = p.engineer.run_sql(hog, &sc, WAIT).await.unwrap();
@@ -275,10 +278,11 @@ async fn a_worker_that_dies_fails_only_its_own_job() {
 async fn deep_expressions_are_refused_before_planning() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "x").await;
-    let dataset = ingest_people(&mut p.steward, "health_records").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "x", ["health_records"]).await;
     // The flat chain that aborts DataFusion's planner (ENGINE-NOTES), a long OR chain, and
     // parentheses past the parser's own recursion limit.
     for deep in [
@@ -320,10 +324,11 @@ async fn a_deadline_stops_the_worker() {
         );
     assert!(policy.contains("timeout_secs = 2") && policy.contains("test-short-timeout"));
     let server = domain.start_with("max_running_jobs = 2\n", Some(&policy));
-    let mut p = people(&server, &domain, "c").await;
-    let dataset = ingest_people(&mut p.steward, "health_records").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "c", ["health_records"]).await;
 
     let timed_out = p.engineer.run_sql(SLOW_SQL, &sc, WAIT).await.unwrap();
     assert_eq!(timed_out.status, pb::JobStatus::Failed as i32);
@@ -504,11 +509,12 @@ async fn watch_all(engineer: &mut Client, id: &str) -> Vec<pb::Job> {
 async fn watch_job_pushes_each_change_until_the_end_and_is_audited_once() {
     let domain = Domain::new();
     let server = domain.start_with("max_running_jobs = 1\ntenant_max_running_jobs = 1\n", None);
-    let mut a = people(&server, &domain, "wa").await;
+    let Approved {
+        people: mut a,
+        scenario_id: sc_a,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "wa", ["health_records"]).await;
     let mut b = people(&server, &domain, "wb").await;
-    let dataset = ingest_people(&mut a.steward, "health_records").await;
-    grant(&mut a.admin, &dataset.id, &a.tenant_id).await;
-    let sc_a = scenario(&mut a, &[&dataset]).await;
 
     // a1 holds the only slot; a2 waits behind it.
     let a1 = submit(&mut a.engineer, &sc_a, SLOW_SQL).await;
@@ -610,10 +616,11 @@ fn bucket(exact: u64, floor: u64) -> u64 {
 async fn engineers_see_production_usage_coarsened_admins_and_auditors_exact() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "u").await;
-    let dataset = ingest_people(&mut p.steward, "health_records").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "u", ["health_records"]).await;
 
     let sql =
         "SELECT district, count(*) AS n, sum(cost) AS s FROM health_records GROUP BY district";

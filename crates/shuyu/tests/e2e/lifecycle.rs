@@ -7,7 +7,14 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use shuyu_client::{Client, lab_sql, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// A query that runs for minutes (a four-way cross join of the 301-row table).
 const SLOW_SQL: &str = "SELECT sum(a.cost + b.cost + c.cost + d.cost) AS s \
@@ -38,21 +45,15 @@ async fn job(engineer: &mut Client, id: &str) -> pb::Job {
 
 /// Polls until the job's worker reports that it is running and reading.
 async fn wait_running(engineer: &mut Client, id: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("job {id} to run and read"), WAIT, async || {
         let j = job(engineer, id).await;
-        if j.progress
+        assert!(!shuyu_client::is_finished(&j), "job {id} never ran: {j:?}");
+        j.progress
             .as_ref()
             .is_some_and(|p| p.stage == "running" && p.bytes_scanned > 0)
-        {
-            return;
-        }
-        assert!(
-            !shuyu_client::is_finished(&j) && Instant::now() < deadline,
-            "job {id} never ran: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            .then_some(())
+    })
+    .await;
 }
 
 async fn tenant_status(admin: &mut Client, tenant_id: &str) -> pb::TenantStatus {
@@ -129,10 +130,11 @@ async fn approved_product(p: &mut People, scenario: &str) -> pb::Export {
 async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "sus").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "sus", ["residents"]).await;
 
     // A product already approved, and an export half-way through its review.
     let product = approved_product(&mut p, &sc).await;
@@ -176,18 +178,11 @@ async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     );
 
     // Its running job is cancelled (seen by the admin: the engineer may not look).
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
+    let status = eventually("the suspended tenant's job to stop", WAIT, async || {
         let status = tenant_status(&mut p.admin, &p.tenant_id).await;
-        if status.jobs_unfinished == 0 {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job was never stopped: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (status.jobs_unfinished == 0).then_some(status)
+    })
+    .await;
     assert_eq!(status.state, "suspended");
     assert_eq!(status.exports_frozen, 2, "{status:?}");
     let default_fix = status.fix_by_ms - status.suspended_at_ms;
@@ -235,7 +230,9 @@ async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     let told = notifications(&mut p.admin, "tenant_due_for_termination", &p.tenant_id).await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].body.contains("tenant terminate"), "{told:?}");
-    // The background sweep runs every 2 s; it must not tell them again.
+    // The background sweep runs every 2 s; it must not tell them again. A sweep with nothing
+    // to do leaves no trace to poll for, so this sleep lets one period of wall-clock time
+    // pass (and a bit) before the count is read again.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (code_status, out) = cli(
         &domain,
@@ -666,10 +663,11 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
 async fn emergency_stop_halts_a_long_job_at_once_and_a_drill_is_recorded() {
     let domain = Domain::new();
     let server = domain.start_with("tenant_max_running_jobs = 1\n", None);
-    let mut p = people(&server, &domain, "es").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "es", ["residents"]).await;
 
     let running = submit(&mut p.engineer, &sc, SLOW_SQL).await;
     let queued = submit(&mut p.engineer, &sc, SLOW_SQL).await;
@@ -845,15 +843,11 @@ async fn emergency_stop_halts_a_long_job_at_once_and_a_drill_is_recorded() {
 
 /// Polls job `id` until it has finished (WAIT is only a hang guard) and returns it.
 async fn finished(engineer: &mut Client, id: &str) -> pb::Job {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("job {id} to end"), WAIT, async || {
         let j = job(engineer, id).await;
-        if shuyu_client::is_finished(&j) {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job {id} never ended: {j:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        shuyu_client::is_finished(&j).then_some(j)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -865,10 +859,11 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
         "tenant_max_running_jobs = 1\n[lifecycle]\ntermination_notice_days = 0\n",
         None,
     );
-    let mut p = people(&server, &domain, "end").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: [dataset],
+    } = approved_scenario(&server, &domain, "end", ["residents"]).await;
     let aggregate = p.engineer.run_sql(AGGREGATE_SQL, &sc, WAIT).await.unwrap();
     let in_review = request_export(&mut p, &aggregate.id).await;
     assert_eq!(in_review.status, pb::ExportStatus::InReview as i32);
@@ -1015,15 +1010,15 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
                 && ended.error.contains("authorization")),
         "{ended:?}"
     );
-    let deadline = Instant::now() + WAIT;
-    let closed = loop {
-        let closed = notifications(&mut p.admin, "authorization_ended", &tenant_id).await;
-        if !closed.is_empty() {
-            break closed;
-        }
-        assert!(Instant::now() < deadline, "the admins were never told");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let closed = eventually(
+        "the admins to be told the authorization ended",
+        WAIT,
+        async || {
+            let closed = notifications(&mut p.admin, "authorization_ended", &tenant_id).await;
+            (!closed.is_empty()).then_some(closed)
+        },
+    )
+    .await;
     assert_eq!(closed[0].r#ref, short.id);
     assert!(
         closed[0].body.contains("expired without renewal"),
@@ -1055,10 +1050,11 @@ async fn failed_production_jobs_past_the_allowance_freeze_submission_until_an_ad
     let policy = policy_with_short_timeout();
     assert!(policy.contains("timeout_secs = 2") && policy.contains("test-failure-allowance"));
     let server = domain.start_with(config, Some(&policy));
-    let mut p = people(&server, &domain, "fa").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "fa", ["residents"]).await;
     let failed = |j: &pb::Job| j.status == pb::JobStatus::Failed as i32;
 
     // A query that does not plan fails before it runs: it does not count.

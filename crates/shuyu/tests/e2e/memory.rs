@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::*;
+use shuyu_client::v1 as pb;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// Rows of the generated dataset, and the characters of each row's note: about 115 MB of
 /// staged result.
@@ -74,6 +77,7 @@ impl Sampler {
                     if let Some((now, _)) = rss(pid) {
                         peak.fetch_max(now, Ordering::Relaxed);
                     }
+                    // Paces the sampling (50 a second); no state is awaited here.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })

@@ -4,7 +4,13 @@
 //! of the audit trail verified offline, consistent over time, and a rewritten trail caught
 //! (R27, R33).
 
-use super::*;
+use std::path::Path;
+
+use shuyu_client::{Client, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 fn cli(server: &Server, creds: &Path, args: &[&str]) -> std::process::Output {
     let mut all: Vec<&str> = args.to_vec();
@@ -210,21 +216,18 @@ async fn the_periodic_tasks_raise_alerts_and_take_checkpoints_unasked() {
         assert_eq!(status_code(denied), Code::PermissionDenied);
     }
     // WAIT is only a hang guard: the monitor runs every second.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if open_alerts(&mut p.auditor)
-            .await
-            .iter()
-            .any(|a| a.kind == "denied_calls")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the monitor raised no alert by itself"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the monitor to raise a denied_calls alert by itself",
+        WAIT,
+        async || {
+            open_alerts(&mut p.auditor)
+                .await
+                .iter()
+                .any(|a| a.kind == "denied_calls")
+                .then_some(())
+        },
+    )
+    .await;
     let records = p
         .auditor
         .audit
@@ -259,13 +262,11 @@ async fn reports_count_right_in_md_and_html_and_the_summary_leaks_nothing() {
     const COMMENT_CANARY: &str = "CANARYCOMMENT_55";
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "rp").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    let other = ingest_people(&mut p.steward, "households").await;
-    for d in [&residents, &other] {
-        grant(&mut p.admin, &d.id, &p.tenant_id).await;
-    }
-    let sc = scenario(&mut p, &[&residents, &other]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "rp", ["residents", "households"]).await;
     let aggregate = p
         .engineer
         .run_sql(
@@ -928,10 +929,11 @@ fn retention_below_the_legal_minimum_is_refused_at_start() {
 async fn auditors_read_jobs_exports_and_products_never_values_and_admins_read_the_trail() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "au2").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&residents]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "au2", ["residents"]).await;
     let sql = "SELECT district, count(*) AS n, avg(cost) AS mean FROM residents GROUP BY district";
     let job = p.engineer.run_sql(sql, &sc, WAIT).await.unwrap();
     assert_eq!(job.status, pb::JobStatus::Succeeded as i32, "{}", job.error);

@@ -10,7 +10,13 @@ use std::io::Read;
 
 use shuyu_engine::{ExportFormat, ResultData, render_export_file};
 
-use super::*;
+use std::time::Duration;
+
+use shuyu_client::{Client, ClientError, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 /// 40 regions of 50 residents each (and one of 60): an aggregate with 40 cells, each large
 /// enough to pass the checks, whose row order carries a mark.
@@ -176,10 +182,11 @@ fn expire(domain: &Domain, export_id: &str) {
 async fn a_product_reaches_only_its_recipient_until_it_expires() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "pr").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&residents]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "pr", ["residents"]).await;
     let job = p
         .engineer
         .run_sql(

@@ -10,9 +10,13 @@
 //! in `clients/python/pyproject.toml`) under the cargo target dir and reuses it while the
 //! pins are unchanged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use super::*;
+use shuyu_client::v1 as pb;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -86,10 +90,11 @@ async fn the_python_client_works_end_to_end() {
 
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "py").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&residents]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "py", ["residents"]).await;
     for (i, canary) in [CANARY_ID, CANARY_NAME, CANARY_DIAGNOSIS]
         .into_iter()
         .enumerate()

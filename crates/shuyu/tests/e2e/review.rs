@@ -3,7 +3,13 @@
 //! staged result, the query and the policy, returns, rejections, revocation, concurrent
 //! votes, and the audit trail of every transition.
 
-use super::*;
+use std::path::PathBuf;
+
+use shuyu_client::{Client, ClientError, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 const AGGREGATE_SQL: &str =
     "SELECT district, count(*) AS n, avg(cost) AS avg_cost FROM residents GROUP BY district";
@@ -947,10 +953,11 @@ async fn run_ok(p: &mut People, sc: &str, sql: &str) -> pb::Job {
 async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_side() {
     let domain = Domain::new();
     let server = domain.start_with("", Some(&policy_with("test-ledger", Some(1))));
-    let mut p = people(&server, &domain, "ledger").await;
-    let dataset = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &dataset.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&dataset]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: _,
+    } = approved_scenario(&server, &domain, "ledger", ["residents"]).await;
 
     // Released: totals per district.
     let base = "SELECT district, count(*) AS n, sum(cost) AS total FROM residents";
@@ -1095,10 +1102,11 @@ async fn substrait_of(sql: &str, tables: &[(&str, &pb::Dataset)]) -> Vec<u8> {
 async fn reviewers_read_a_dataframe_jobs_plan_as_sql_with_its_sources() {
     let domain = Domain::new();
     let server = domain.start();
-    let mut p = people(&server, &domain, "df").await;
-    let residents = ingest_people(&mut p.steward, "residents").await;
-    grant(&mut p.admin, &residents.id, &p.tenant_id).await;
-    let sc = scenario(&mut p, &[&residents]).await;
+    let Approved {
+        people: mut p,
+        scenario_id: sc,
+        datasets: [residents],
+    } = approved_scenario(&server, &domain, "df", ["residents"]).await;
     let plan = substrait_of(AGGREGATE_SQL, &[("residents", &residents)]).await;
     let job = p
         .engineer

@@ -1,8 +1,13 @@
 //! Stewardship end to end: a tenant's own data imported and fused under a scenario (R17),
 //! data-quality tickets answered by the steward (R18), and risk stops that halt jobs (R19).
 
-use super::jobs::{SLOW_SQL, poll_until, submit};
-use super::*;
+use crate::jobs::{SLOW_SQL, poll_until, submit};
+
+use shuyu_client::{Client, production_sql, v1 as pb};
+use tonic::Code;
+
+use crate::harness::fixtures::*;
+use crate::harness::*;
 
 const IMPORT_CANARY: &str = "CANARYMEMBER_QJW";
 

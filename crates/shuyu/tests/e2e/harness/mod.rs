@@ -1,0 +1,279 @@
+//! The end-to-end harness: a domain initialised in a temporary directory, `shuyu serve`
+//! child processes on a loopback port (started, killed, restarted over the same data dir),
+//! clients with a person's credentials, and polling for a state instead of sleeping.
+//! Fixture builders (people, datasets, grants, scenarios, exports) live in [`fixtures`].
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use shuyu_client::{Client, ClientError, Credentials, v1 as pb};
+use tonic::Code;
+
+pub mod fixtures;
+
+/// The `shuyu` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
+/// A hang guard for anything awaited: jobs, sweeps, polls. Never a pace.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// A domain in a temporary directory.
+pub struct Domain {
+    _temp: tempfile::TempDir,
+    /// The data dir `shuyu init` made.
+    pub data: PathBuf,
+    creds: PathBuf,
+}
+
+impl Domain {
+    pub fn new() -> Domain {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data = temp.path().join("domain");
+        let creds = temp.path().join("creds");
+        let out = Command::new(BIN)
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .arg("--creds-out")
+            .arg(creds.join("admin"))
+            .args(["--admin-id-number", &staff_id_number()])
+            .output()
+            .expect("run shuyu init");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Domain {
+            _temp: temp,
+            data,
+            creds,
+        }
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.data)
+    }
+
+    /// Starts the server with extra configuration (TOML keys after `data_dir`) and,
+    /// optionally, a policy file's text.
+    pub fn start_with(&self, config: &str, policy: Option<&str>) -> Server {
+        let dir = self.data.with_extension(format!("conf-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let mut text = format!("data_dir = {:?}\n", self.data.display().to_string());
+        if let Some(policy) = policy {
+            let path = dir.join("policy.toml");
+            std::fs::write(&path, policy).expect("policy file");
+            text.push_str(&format!("policy_file = {:?}\n", path.display().to_string()));
+        }
+        text.push_str(config);
+        let path = dir.join("shuyu.toml");
+        std::fs::write(&path, text).expect("config file");
+        Server::start_args(
+            dir.join("server.log"),
+            &["--config", &path.display().to_string()],
+        )
+    }
+
+    pub fn creds(&self, name: &str) -> PathBuf {
+        self.creds.join(name)
+    }
+}
+
+/// A `shuyu serve` child process; its stderr (logs at debug level) goes to a file.
+pub struct Server {
+    pub child: Child,
+    /// `https://localhost:PORT`, the name the server's certificate carries.
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        let log = data.with_extension(format!("log-{}", uuid_like()));
+        Server::start_args(log, &["--data-dir", &data.display().to_string()])
+    }
+
+    pub fn start_args(log: PathBuf, args: &[&str]) -> Server {
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn shuyu serve");
+        let mut child = child;
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the serving line");
+        let port = line
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Server {
+            child,
+            addr: format!("https://localhost:{port}"),
+            log,
+        }
+    }
+
+    pub async fn client(&self, creds: &Path) -> Client {
+        Client::connect(
+            &self.addr,
+            &Credentials::from_dir(creds).expect("credentials"),
+        )
+        .await
+        .expect("connect")
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A name part unique in this test process.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A valid resident ID number, distinct on each call in this process (real-name
+/// registration refuses the same number twice).
+pub fn staff_id_number() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let first17 = format!(
+        "3302031985{:02}{:02}{:03}",
+        1 + n / 28_000 % 12,
+        1 + n / 1000 % 28,
+        n % 1000
+    );
+    let check = shuyu_policy::id_number_check_char(&first17).expect("17 digits");
+    format!("{first17}{check}")
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The status code of a client call that must have failed.
+pub fn code(result: Result<impl std::fmt::Debug, ClientError>) -> Code {
+    match result {
+        Err(ClientError::Status(status)) => status.code(),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+/// The status code of a raw gRPC call that must have failed.
+pub fn status_code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match result {
+        Err(status) => status.code(),
+        Ok(response) => panic!("expected an error, got {response:?}"),
+    }
+}
+
+/// The status code of a vote that must have been refused.
+pub fn denied_code(result: Result<pb::Export, tonic::Status>) -> Code {
+    match result {
+        Err(status) => status.code(),
+        Ok(export) => panic!("expected an error, got {export:?}"),
+    }
+}
+
+/// Runs the `shuyu` binary with `args` to its end.
+pub fn run_bin(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run shuyu")
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `haystack` (bytes, for files on disk).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `shuyu audit verify` over a data dir (the server must be stopped).
+pub fn audit_verify(data: &Path) -> std::process::Output {
+    run_bin(&["audit", "verify", "--data-dir", data.to_str().unwrap()])
+}
+
+/// Copies a directory tree (a data dir to tamper with).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, and returns that value: the way a test awaits a
+/// state (a job running or finished, a sweep's notification, a file, a process gone) instead
+/// of sleeping for a guess. Polls every 20 ms, backing off to 250 ms; panics after `timeout`,
+/// naming `what` was awaited. A probe may panic itself to fail fast on a state that rules
+/// the awaited one out (a job that finished without ever running).
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} awaiting {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}

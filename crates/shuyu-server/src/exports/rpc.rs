@@ -38,6 +38,9 @@ use crate::exports::records::{
     CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
     ExportVote, ProductRecord, StoredCopy,
 };
+use crate::exports::review::{
+    self, Staged, Standing, require_in_review, require_independent, standing,
+};
 use crate::exports::tasks::{CopySpec, LedgerCheck};
 use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
@@ -60,33 +63,6 @@ pub(crate) const MAX_TRACE_BYTES: usize = 32 << 20;
 const DAY_MS: i64 = 86_400_000;
 /// How a product copy's rows are ordered (recorded in its manifest).
 const ROW_ORDER: &str = "keyed-by-fingerprint/v1";
-
-/// How a caller stands towards one export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    /// A reviewer who belongs to no tenant or to another one: reviews, votes, revokes.
-    Reviewer,
-    /// An engineer of the requesting tenant, or a reviewer registered under it.
-    TenantMember,
-    /// A platform admin (only reaches exports to revoke them).
-    Admin,
-    /// An auditor (R35): reads every export, never its check evidence or a private note.
-    Auditor,
-}
-
-/// The caller's standing towards `export`; `None` when it does not exist for them.
-fn standing(caller: &Caller, export: &ExportRecord) -> Option<Standing> {
-    let own_tenant = caller.principal.tenant_id.as_deref() == Some(export.tenant_id.as_str());
-    match caller.principal.role {
-        Role::Engineer if own_tenant => Some(Standing::TenantMember),
-        Role::Reviewer if own_tenant => Some(Standing::TenantMember),
-        Role::Reviewer => Some(Standing::Reviewer),
-        Role::PlatformAdmin => Some(Standing::Admin),
-        Role::Auditor => Some(Standing::Auditor),
-        // Recipients reach their products through ListProducts, DownloadExport and DoGet.
-        Role::Engineer | Role::DataSteward | Role::Recipient => None,
-    }
-}
 
 /// The export `id` if `caller` is its product's recipient; NotFound to everyone else, the
 /// requester included (R23).
@@ -127,96 +103,6 @@ pub(crate) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<
     }
 }
 
-/// Refuses the requester and every member of the requesting tenant.
-fn require_independent(caller: &Caller, export: &ExportRecord, what: &str) -> Result<()> {
-    if export.requester_id == caller.principal.id {
-        return Err(ServerError::PermissionDenied(format!(
-            "a requester cannot {what} their own export"
-        )));
-    }
-    if standing(caller, export) == Some(Standing::TenantMember) {
-        return Err(ServerError::PermissionDenied(format!(
-            "you are registered under tenant {}, which requested export {}: only reviewers \
-             independent of the requesting tenant may {what} it",
-            export.tenant_id, export.id
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a vote on an export that is not in review.
-fn require_in_review(export: &ExportRecord) -> Result<()> {
-    match export.status {
-        ExportStatus::InReview => Ok(()),
-        ExportStatus::Refused => Err(ServerError::FailedPrecondition(format!(
-            "export {} failed its automated checks and cannot be approved",
-            export.id
-        ))),
-        other => Err(ServerError::FailedPrecondition(format!(
-            "export {} is {}: only exports in review take votes",
-            export.id,
-            other.as_str()
-        ))),
-    }
-}
-
-fn approvals(votes: &[ExportVote]) -> Vec<&ExportVote> {
-    votes
-        .iter()
-        .filter(|v| v.decision == ExportDecision::Approve)
-        .collect()
-}
-
-/// Whether every approval still binds to what is staged now: the job's result hash (and the
-/// stored file's actual hash), its query hash and the policy version in force, which must
-/// also be the one the checks ran under.
-fn verify_binding(
-    export: &ExportRecord,
-    job: &JobRecord,
-    stored_result_sha256: &str,
-    policy_version: &str,
-    votes: &[ExportVote],
-) -> Result<()> {
-    let changed = |what: &str| {
-        ServerError::FailedPrecondition(format!(
-            "{what} changed since it was reviewed; request a new export"
-        ))
-    };
-    if export
-        .checks
-        .iter()
-        .any(|c| c.outcome == CheckVerdict::Fail)
-    {
-        return Err(ServerError::FailedPrecondition(
-            "a failed check cannot be approved".into(),
-        ));
-    }
-    if stored_result_sha256 != job.result_sha256 {
-        return Err(changed("the staged result"));
-    }
-    if export.policy_version != policy_version {
-        return Err(changed(&format!(
-            "the policy (checked under {}, now {policy_version})",
-            export.policy_version
-        )));
-    }
-    for vote in approvals(votes) {
-        if vote.result_sha256 != job.result_sha256 {
-            return Err(changed("the staged result"));
-        }
-        if vote.query_sha256 != job.query_sha256 {
-            return Err(changed("the query"));
-        }
-        if vote.policy_version != policy_version {
-            return Err(changed(&format!(
-                "the policy (approved by {} under {}, now {policy_version})",
-                vote.reviewer_id, vote.policy_version
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A package built for one set of approvals, stored but not yet committed.
 #[derive(Debug)]
 struct BuiltPackage {
@@ -231,10 +117,9 @@ struct BuiltPackage {
 }
 
 impl Api {
-    /// Approvals needed for `export`: the quorum it was requested under, never below the
-    /// policy's (exports migrated from the single-reviewer gate carry a quorum of one).
+    /// Approvals needed for `export` (see [`review::quorum`]).
     fn quorum(&self, export: &ExportRecord) -> u64 {
-        export.quorum.max(self.state.policy.review.quorum)
+        review::quorum(export.quorum, self.state.policy.review.quorum)
     }
 
     fn view(
@@ -289,7 +174,7 @@ impl Api {
 
     /// The export as `caller` may see it, read afresh.
     fn export_for(&self, caller: &Caller, export: &ExportRecord) -> Result<pb::Export> {
-        let standing = standing(caller, export)
+        let standing = standing(&caller.principal, export)
             .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
         let history = self
             .state
@@ -308,7 +193,7 @@ impl Api {
             .state
             .store
             .read(|c| crate::exports::records::export(c, id))?;
-        match export.and_then(|e| standing(caller, &e).map(|s| (e, s))) {
+        match export.and_then(|e| standing(&caller.principal, &e).map(|s| (e, s))) {
             Some(found) => Ok(found),
             None => Err(ServerError::NotFound(format!("export {id}"))),
         }
@@ -520,7 +405,7 @@ impl Api {
             false,
         )?;
         let (export, _) = self.visible_export(caller, &req.export_id)?;
-        require_independent(caller, &export, "vote on")?;
+        require_independent(&caller.principal, &export, "vote on")?;
         require_in_review(&export)?;
         crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
         // R25, R27: nothing is released for a tenant whose authorization ended while its
@@ -569,13 +454,7 @@ impl Api {
                         "the export is frozen: {reason}"
                     )));
                 }
-                let mut votes = crate::exports::records::export_votes(tx, &export.id)?;
-                if votes.iter().any(|v| v.reviewer_id == caller.principal.id) {
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "you have already voted on export {}: one vote per reviewer",
-                        export.id
-                    )));
-                }
+                let votes = crate::exports::records::export_votes(tx, &export.id)?;
                 let now = crate::now_ms();
                 let vote = ExportVote {
                     reviewer_id: caller.principal.id.clone(),
@@ -587,19 +466,15 @@ impl Api {
                     policy_version: policy_version.clone(),
                     at_ms: now,
                 };
-                votes.push(vote.clone());
-                if let Some(stored) = &stored_result_sha256 {
-                    verify_binding(&current, &job, stored, &policy_version, &votes)?;
-                }
-                let approved: Vec<&ExportVote> = approvals(&votes);
-                let to = match decision {
-                    ExportDecision::Reject => ExportStatus::Rejected,
-                    ExportDecision::Return => ExportStatus::Returned,
-                    ExportDecision::Approve if approved.len() as u64 >= quorum => {
-                        ExportStatus::Approved
-                    }
-                    ExportDecision::Approve => ExportStatus::InReview,
-                };
+                let staged = stored_result_sha256.as_deref().map(|stored| Staged {
+                    result_sha256: &job.result_sha256,
+                    stored_result_sha256: stored,
+                    query_sha256: &job.query_sha256,
+                    policy_version: &policy_version,
+                });
+                let tally = review::tally(&current, votes, vote.clone(), staged.as_ref(), quorum)?;
+                let (votes, to) = (&tally.votes, tally.to);
+                let approved: Vec<&ExportVote> = tally.approvals();
                 let mut detail = json!({
                     "decision": decision.as_str(),
                     "approvals": approved.len(), "quorum": quorum, "n_votes": votes.len(),
@@ -1068,7 +943,7 @@ impl Api {
     fn revoke(&self, caller: &Caller, req: &pb::RevokeExportRequest) -> Result<ExportRecord> {
         require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
         let (export, _) = self.visible_export(caller, &req.export_id)?;
-        require_independent(caller, &export, "revoke")?;
+        require_independent(&caller.principal, &export, "revoke")?;
         let reason = req.reason.trim();
         let target = format!("export:{}", export.id);
         self.state.store.commit_with(|tx| {
@@ -1211,7 +1086,7 @@ impl ExportService for Api {
         let target = format!("export:{id}");
         let result = async {
             let (export, _) = self.visible_export(&caller, &id)?;
-            require_independent(&caller, &export, "review")?;
+            require_independent(&caller.principal, &export, "review")?;
             let job = self.job_of(&export)?;
             // The first rows only, read by a worker: the server never reads the result.
             let (ipc, shown) = {

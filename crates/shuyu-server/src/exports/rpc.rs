@@ -45,7 +45,7 @@ use crate::exports::tasks::{CopySpec, LedgerCheck};
 use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
 use crate::service::{Api, require_id, require_text};
-use crate::state::Caller;
+use crate::state::{Caller, Done};
 
 /// Bytes of a package per message of a download.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -1004,15 +1004,19 @@ impl ExportService for Api {
         &self,
         request: Request<pb::RequestExportRequest>,
     ) -> Result<Response<pb::RequestExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::RequestExport)?;
-        let req = request.into_inner();
-        let target = format!("job:{}", req.job_id);
-        let result = async {
-            let export = self.request_export(&caller, req).await?;
-            self.export_for(&caller, &export)
-        }
-        .await;
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::RequestExportRequest| format!("job:{}", req.job_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::RequestExport,
+                target,
+                |caller, req| async move {
+                    let export = self.request_export(&caller, req).await?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::RequestExportResponse {
             export: Some(export),
         }))
@@ -1022,83 +1026,105 @@ impl ExportService for Api {
         &self,
         request: Request<pb::GetExportRequest>,
     ) -> Result<Response<pb::GetExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewExport)?;
-        let id = request.into_inner().export_id;
-        let target = format!("export:{id}");
-        let result = self.visible_export(&caller, &id).and_then(|(e, _)| {
-            let export = self.export_for(&caller, &e)?;
-            Ok((
-                pb::GetExportResponse {
-                    export: Some(export),
+        let target = |req: &pb::GetExportRequest| format!("export:{}", req.export_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewExport,
+                target,
+                |caller, req| async move {
+                    let (e, _) = self.visible_export(&caller, &req.export_id)?;
+                    let export = self.export_for(&caller, &e)?;
+                    Ok(Done::Record(
+                        pb::GetExportResponse {
+                            export: Some(export),
+                        },
+                        json!({}),
+                    ))
                 },
-                json!({}),
-            ))
-        });
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_exports(
         &self,
         request: Request<pb::ListExportsRequest>,
     ) -> Result<Response<pb::ListExportsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewExport)?;
-        let result = (|| {
-            let records = match caller.principal.role {
-                Role::Reviewer => self.state.store.read(|c| {
-                    crate::exports::records::exports_in_review(
-                        c,
-                        caller.principal.tenant_id.as_deref(),
-                    )
-                })?,
-                Role::Auditor => self.state.store.read(|c| {
-                    let mut all = Vec::new();
-                    for tenant in crate::admin::records::tenants(c)? {
-                        all.extend(crate::exports::records::exports_of_tenant(c, &tenant.id)?);
-                    }
-                    all.sort_by_key(|e| std::cmp::Reverse(e.requested_at_ms));
-                    Ok(all)
-                })?,
-                _ => {
-                    let tenant = caller.tenant()?;
-                    self.state
-                        .store
-                        .read(|c| crate::exports::records::exports_of_tenant(c, tenant))?
-                }
-            };
-            let exports = records
-                .iter()
-                .map(|e| self.export_for(&caller, e))
-                .collect::<Result<Vec<_>>>()?;
-            let n = exports.len();
-            Ok((pb::ListExportsResponse { exports }, json!({"n": n})))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListExportsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewExport,
+                no_target,
+                |caller, _| async move {
+                    let records = match caller.principal.role {
+                        Role::Reviewer => self.state.store.read(|c| {
+                            crate::exports::records::exports_in_review(
+                                c,
+                                caller.principal.tenant_id.as_deref(),
+                            )
+                        })?,
+                        Role::Auditor => self.state.store.read(|c| {
+                            let mut all = Vec::new();
+                            for tenant in crate::admin::records::tenants(c)? {
+                                all.extend(crate::exports::records::exports_of_tenant(
+                                    c, &tenant.id,
+                                )?);
+                            }
+                            all.sort_by_key(|e| std::cmp::Reverse(e.requested_at_ms));
+                            Ok(all)
+                        })?,
+                        _ => {
+                            let tenant = caller.tenant()?;
+                            self.state
+                                .store
+                                .read(|c| crate::exports::records::exports_of_tenant(c, tenant))?
+                        }
+                    };
+                    let exports = records
+                        .iter()
+                        .map(|e| self.export_for(&caller, e))
+                        .collect::<Result<Vec<_>>>()?;
+                    let n = exports.len();
+                    Ok(Done::Record(
+                        pb::ListExportsResponse { exports },
+                        json!({"n": n}),
+                    ))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn review_export(
         &self,
         request: Request<pb::ReviewExportRequest>,
     ) -> Result<Response<pb::ReviewExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ReviewExport)?;
-        let id = request.into_inner().export_id;
-        let target = format!("export:{id}");
-        let result = async {
-            let (export, _) = self.visible_export(&caller, &id)?;
-            require_independent(&caller.principal, &export, "review")?;
-            let job = self.job_of(&export)?;
-            // The first rows only, read by a worker: the server never reads the result.
-            let (ipc, shown) = {
-                let _turn = self.state.results.turn("the review").await?;
-                self.review_rows(&job).await?
-            };
-            let truncated = shown < job.n_rows;
-            let plan_text = self
-                .state
-                .store
-                .read(|c| crate::jobs::plan_texts::get(c, &job.id))?;
-            let (rendered_sql, unrendered_reason, sources) = match plan_text {
+        let target = |req: &pb::ReviewExportRequest| format!("export:{}", req.export_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ReviewExport,
+                target,
+                |caller, req| async move {
+                    let (export, _) = self.visible_export(&caller, &req.export_id)?;
+                    require_independent(&caller.principal, &export, "review")?;
+                    let job = self.job_of(&export)?;
+                    // The first rows only, read by a worker: the server never reads the result.
+                    let (ipc, shown) = {
+                        let _turn = self.state.results.turn("the review").await?;
+                        self.review_rows(&job).await?
+                    };
+                    let truncated = shown < job.n_rows;
+                    let plan_text = self
+                        .state
+                        .store
+                        .read(|c| crate::jobs::plan_texts::get(c, &job.id))?;
+                    let (rendered_sql, unrendered_reason, sources) = match plan_text {
                 Some(text) => (
                     text.sql.unwrap_or_default(),
                     text.unrendered.unwrap_or_default(),
@@ -1113,64 +1139,67 @@ impl ExportService for Api {
                 ),
                 None => Default::default(),
             };
-            let response = pb::ReviewExportResponse {
-                export: Some(self.export_for(&caller, &export)?),
-                sql: job.sql.clone(),
-                columns: job.columns.iter().map(convert::output_column).collect(),
-                result_arrow_ipc: ipc,
-                truncated,
-                n_rows: job.n_rows,
-                input_dataset_ids: job.inputs.clone(),
-                query_kind: job.query_kind().to_owned(),
-                query_sha256: job.query_sha256.clone(),
-                result_sha256: job.result_sha256.clone(),
-                policy_version: self.state.policy.version.clone(),
-                scenario_id: job.scenario_id.clone(),
-                lineage: job.columns.iter().map(convert::column_lineage).collect(),
-                row_influencing: job
-                    .gate
-                    .row_influencing
-                    .iter()
-                    .map(|r| pb::RowInfluence {
-                        source: r.source.clone(),
-                        role: r.role.clone(),
-                        classification: r.classification.as_str().to_owned(),
-                    })
-                    .collect(),
-                unanalysable: job.gate.unanalysable.clone(),
-                units: match &job.gate.disclosure.units {
-                    shuyu_engine::UnitCount::Counted(_) => "counted".to_owned(),
-                    shuyu_engine::UnitCount::Rows(reason)
-                    | shuyu_engine::UnitCount::NoUnits(reason) => reason.clone(),
+                    let response = pb::ReviewExportResponse {
+                        export: Some(self.export_for(&caller, &export)?),
+                        sql: job.sql.clone(),
+                        columns: job.columns.iter().map(convert::output_column).collect(),
+                        result_arrow_ipc: ipc,
+                        truncated,
+                        n_rows: job.n_rows,
+                        input_dataset_ids: job.inputs.clone(),
+                        query_kind: job.query_kind().to_owned(),
+                        query_sha256: job.query_sha256.clone(),
+                        result_sha256: job.result_sha256.clone(),
+                        policy_version: self.state.policy.version.clone(),
+                        scenario_id: job.scenario_id.clone(),
+                        lineage: job.columns.iter().map(convert::column_lineage).collect(),
+                        row_influencing: job
+                            .gate
+                            .row_influencing
+                            .iter()
+                            .map(|r| pb::RowInfluence {
+                                source: r.source.clone(),
+                                role: r.role.clone(),
+                                classification: r.classification.as_str().to_owned(),
+                            })
+                            .collect(),
+                        unanalysable: job.gate.unanalysable.clone(),
+                        units: match &job.gate.disclosure.units {
+                            shuyu_engine::UnitCount::Counted(_) => "counted".to_owned(),
+                            shuyu_engine::UnitCount::Rows(reason)
+                            | shuyu_engine::UnitCount::NoUnits(reason) => reason.clone(),
+                        },
+                        rendered_sql,
+                        unrendered_reason,
+                        sources,
+                    };
+                    Ok(Done::Record(
+                        response,
+                        json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown}),
+                    ))
                 },
-                rendered_sql,
-                unrendered_reason,
-                sources,
-            };
-            Ok((
-                response,
-                json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown}),
-            ))
-        }
-        .await;
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn vote_export(
         &self,
         request: Request<pb::VoteExportRequest>,
     ) -> Result<Response<pb::VoteExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::VoteExport)?;
-        let req = request.into_inner();
-        let target = format!("export:{}", req.export_id);
-        let result = async {
-            let export = self.vote(&caller, &req).await?;
-            self.export_for(&caller, &export)
-        }
-        .await;
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::VoteExportRequest| format!("export:{}", req.export_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::VoteExport,
+                target,
+                |caller, req| async move {
+                    let export = self.vote(&caller, &req).await?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::VoteExportResponse {
             export: Some(export),
         }))
@@ -1180,13 +1209,19 @@ impl ExportService for Api {
         &self,
         request: Request<pb::CommentExportRequest>,
     ) -> Result<Response<pb::CommentExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::CommentExport)?;
-        let req = request.into_inner();
-        let target = format!("export:{}", req.export_id);
-        let result = self
-            .comment(&caller, &req)
-            .and_then(|export| self.export_for(&caller, &export));
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::CommentExportRequest| format!("export:{}", req.export_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::CommentExport,
+                target,
+                |caller, req| async move {
+                    let export = self.comment(&caller, &req)?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::CommentExportResponse {
             export: Some(export),
         }))
@@ -1196,13 +1231,19 @@ impl ExportService for Api {
         &self,
         request: Request<pb::RevokeExportRequest>,
     ) -> Result<Response<pb::RevokeExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::RevokeExport)?;
-        let req = request.into_inner();
-        let target = format!("export:{}", req.export_id);
-        let result = self
-            .revoke(&caller, &req)
-            .and_then(|export| self.export_for(&caller, &export));
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::RevokeExportRequest| format!("export:{}", req.export_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::RevokeExport,
+                target,
+                |caller, req| async move {
+                    let export = self.revoke(&caller, &req)?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::RevokeExportResponse {
             export: Some(export),
         }))
@@ -1214,21 +1255,28 @@ impl ExportService for Api {
         &self,
         request: Request<pb::DownloadExportRequest>,
     ) -> Result<Response<Self::DownloadExportStream>, Status> {
-        let caller = self.state.begin(&request, Action::DownloadExport)?;
-        let id = request.into_inner().export_id;
-        let target = format!("export:{id}");
-        let result = async {
-            let export = recipients_export(&self.state, &caller, &id)?;
-            require_deliverable(&export, crate::now_ms())?;
-            crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
-            // Held until the last chunk is sent.
-            let turn = self.state.results.turn("the download").await?;
-            let package = self.open_package(&export).await?;
-            self.record_download(&caller, &export, "package", package.len())?;
-            Ok((package, turn))
-        }
-        .await;
-        let (package, turn) = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::DownloadExportRequest| format!("export:{}", req.export_id);
+        let (package, turn) = self
+            .state
+            .call(
+                request,
+                Action::DownloadExport,
+                target,
+                |caller, req| async move {
+                    let export = recipients_export(&self.state, &caller, &req.export_id)?;
+                    require_deliverable(&export, crate::now_ms())?;
+                    crate::lifecycle::records::require_exports_open(
+                        &self.state.store,
+                        &export.tenant_id,
+                    )?;
+                    // Held until the last chunk is sent.
+                    let turn = self.state.results.turn("the download").await?;
+                    let package = self.open_package(&export).await?;
+                    self.record_download(&caller, &export, "package", package.len())?;
+                    Ok(Done::Audited((package, turn)))
+                },
+            )
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
@@ -1259,55 +1307,74 @@ impl ExportService for Api {
         &self,
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ListProducts)?;
-        let result = (|| {
-            let p = &caller.principal;
-            let records = match p.role {
-                Role::Recipient => self
-                    .state
-                    .store
-                    .read(|c| crate::exports::records::products_of_recipient(c, &p.id))?,
-                Role::Reviewer => self
-                    .state
-                    .store
-                    .read(|c| crate::exports::records::products(c, None, p.tenant_id.as_deref()))?,
-                Role::Engineer => {
-                    let tenant = caller.tenant()?;
-                    self.state
-                        .store
-                        .read(|c| crate::exports::records::products(c, Some(tenant), None))?
-                }
-                // Supervisors see every product's record (R35), never its rows.
-                Role::Auditor => self
-                    .state
-                    .store
-                    .read(|c| crate::exports::records::products(c, None, None))?,
-                Role::PlatformAdmin | Role::DataSteward => {
-                    return Err(ServerError::PermissionDenied(format!(
-                        "the {} role has no products to list",
-                        p.role.as_str()
-                    )));
-                }
-            };
-            let now = crate::now_ms();
-            let products: Vec<pb::Product> = records
-                .iter()
-                .filter_map(|e| convert::product(e, now))
-                .collect();
-            let n = products.len();
-            Ok((pb::ListProductsResponse { products }, json!({"n": n})))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListProductsRequest| String::new();
+        let response =
+            self.state
+                .call(
+                    request,
+                    Action::ListProducts,
+                    no_target,
+                    |caller, _| async move {
+                        let p = &caller.principal;
+                        let records = match p.role {
+                            Role::Recipient => self.state.store.read(|c| {
+                                crate::exports::records::products_of_recipient(c, &p.id)
+                            })?,
+                            Role::Reviewer => self.state.store.read(|c| {
+                                crate::exports::records::products(c, None, p.tenant_id.as_deref())
+                            })?,
+                            Role::Engineer => {
+                                let tenant = caller.tenant()?;
+                                self.state.store.read(|c| {
+                                    crate::exports::records::products(c, Some(tenant), None)
+                                })?
+                            }
+                            // Supervisors see every product's record (R35), never its rows.
+                            Role::Auditor => self
+                                .state
+                                .store
+                                .read(|c| crate::exports::records::products(c, None, None))?,
+                            Role::PlatformAdmin | Role::DataSteward => {
+                                return Err(ServerError::PermissionDenied(format!(
+                                    "the {} role has no products to list",
+                                    p.role.as_str()
+                                )));
+                            }
+                        };
+                        let now = crate::now_ms();
+                        let products: Vec<pb::Product> = records
+                            .iter()
+                            .filter_map(|e| convert::product(e, now))
+                            .collect();
+                        let n = products.len();
+                        Ok(Done::Record(
+                            pb::ListProductsResponse { products },
+                            json!({"n": n}),
+                        ))
+                    },
+                )
+                .await?;
+        Ok(Response::new(response))
     }
 
     async fn trace_export(
         &self,
         request: Request<pb::TraceExportRequest>,
     ) -> Result<Response<pb::TraceExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::TraceExport)?;
-        let file = request.into_inner().file;
-        let result = self.trace(&file);
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::TraceExportRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::TraceExport,
+                no_target,
+                |_, req| async move {
+                    let (response, detail) = self.trace(&req.file)?;
+                    Ok(Done::Record(response, detail))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }
 

@@ -381,7 +381,7 @@ impl OversightService for Api {
         request: Request<pb::PurgeAuditRequest>,
     ) -> std::result::Result<Response<pb::PurgeAuditResponse>, Status> {
         let caller = self.state.begin(&request, Action::PurgeAudit)?;
-        let result = crate::audit::retention::purge(
+        let result = crate::oversight::tasks::purge(
             &self.state,
             Some(caller.entry("audit", "ok", json!({}))),
         );

@@ -13,10 +13,8 @@ use crate::audit::trail::system_entry;
 use crate::error::{Result, ServerError};
 use crate::state::AppState;
 
-/// Least retention of network and access logs: six months (R33).
-pub const MIN_NETWORK_LOG_DAYS: u32 = 183;
-/// Least retention of operating records: twenty years (R33).
-pub const MIN_OPERATING_RECORD_DAYS: u32 = 7305;
+use crate::audit::retention::RetentionDays;
+pub use crate::audit::retention::{MIN_NETWORK_LOG_DAYS, MIN_OPERATING_RECORD_DAYS};
 
 /// `[oversight]` of the server configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +82,14 @@ impl Default for OversightConfig {
 }
 
 impl OversightConfig {
+    /// How long each audit record class is kept.
+    pub fn retention(&self) -> RetentionDays {
+        RetentionDays {
+            network_log_days: self.network_log_days,
+            operating_record_days: self.operating_record_days,
+        }
+    }
+
     /// Checks value ranges; retention below the legal minimums is refused.
     ///
     /// # Errors
@@ -202,6 +208,24 @@ fn spawn_every(
     }))
 }
 
+/// Runs the retention purge ([`crate::audit::retention`]) in one transaction with its audit record (the caller's entry, or the
+/// server's own when `entry` is `None`).
+///
+/// # Errors
+/// On store failure.
+pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<u64> {
+    let log = state.store.audit_log();
+    let config = state.config.oversight.retention();
+    state.store.commit_with(|tx| {
+        let n = crate::audit::retention::redact_expired(log, tx, &config, crate::now_ms())?;
+        let mut entry =
+            entry.unwrap_or_else(|| system_entry("purge_audit", "audit", serde_json::Value::Null));
+        entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
+                              "operating_record_days": config.operating_record_days});
+        Ok((n, entry))
+    })
+}
+
 /// Starts the periodic monitor, checkpoint and purge tasks (each off when its interval is 0).
 pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let c = &state.config.oversight;
@@ -213,7 +237,7 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
             take_checkpoint(s).map(|_| ())
         }),
         spawn_every(state, c.purge_interval_secs, "purge", |s| {
-            crate::audit::retention::purge(s, None).map(|_| ())
+            purge(s, None).map(|_| ())
         }),
     ]
     .into_iter()

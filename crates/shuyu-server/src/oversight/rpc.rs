@@ -166,7 +166,10 @@ impl OversightService for Api {
         request: Request<pb::ScanAlertsRequest>,
     ) -> std::result::Result<Response<pb::ScanAlertsResponse>, Status> {
         let caller = self.state.begin(&request, Action::ManageAlerts)?;
-        let result = alerts::scan(&self.state, Some(caller.entry("alerts", "ok", json!({}))));
+        let result = crate::oversight::tasks::scan(
+            &self.state,
+            Some(caller.entry("alerts", "ok", json!({}))),
+        );
         let outcome = self.state.finish_write(&caller, "alerts", result)?;
         Ok(Response::new(pb::ScanAlertsResponse {
             raised: outcome.raised.into_iter().map(alert_pb).collect(),

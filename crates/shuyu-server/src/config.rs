@@ -50,7 +50,7 @@ pub struct ServerConfig {
     pub stewardship: StewardshipConfig,
     /// Monitoring, checkpoints and audit retention (R27, R30, R33).
     #[serde(default)]
-    pub oversight: crate::oversight::tasks::OversightConfig,
+    pub oversight: crate::oversight::config::OversightConfig,
     /// Suspension and termination of tenants (R26).
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
@@ -418,7 +418,7 @@ impl ServerConfig {
             privacy: PrivacyConfig::default(),
             pricing: PricingConfig::default(),
             stewardship: StewardshipConfig::default(),
-            oversight: crate::oversight::tasks::OversightConfig::default(),
+            oversight: crate::oversight::config::OversightConfig::default(),
             lifecycle: LifecycleConfig::default(),
             governance: GovernanceConfig::default(),
             jobs: crate::jobs::oracle::JobsConfig::default(),

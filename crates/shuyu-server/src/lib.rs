@@ -326,9 +326,9 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         Arc::clone(&state),
         Duration::from_secs(2),
     )));
-    periodic.push(tokio::spawn(governance::records::sweep_forever(
-        Arc::clone(&state),
-    )));
+    periodic.push(tokio::spawn(governance::rpc::sweep_forever(Arc::clone(
+        &state,
+    ))));
     periodic.push(tokio::spawn(Arc::clone(&state.readiness).watch()));
     let flush_state = Arc::clone(&state);
     periodic.push(tokio::spawn(async move {

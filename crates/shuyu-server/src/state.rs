@@ -1,5 +1,6 @@
 //! Shared server state and the call protocol every RPC follows: authenticate the client
-//! certificate, authorise the role, do the work, audit the outcome before answering.
+//! certificate, authorise the role, do the work, audit the outcome before answering
+//! ([`AppState::call`] runs all of it around a handler's work).
 
 use std::sync::Arc;
 
@@ -49,6 +50,16 @@ pub struct AppState {
     pub refusals: Arc<crate::audit::refusals::Refusals>,
     /// Turns and the per-request cap for handling staged results and packages.
     pub results: crate::exports::result_budget::ResultBudget,
+}
+
+/// How a call's work ended well, as [`AppState::call`] is to audit it.
+#[derive(Debug)]
+pub enum Done<T> {
+    /// The success was audited in the work's own transaction (its record committed with
+    /// the change).
+    Audited(T),
+    /// A success to audit now, with this detail (reads, and work that changes nothing).
+    Record(T, serde_json::Value),
 }
 
 /// An authenticated, authorised caller.
@@ -228,6 +239,36 @@ impl AppState {
             other => entry.detail = json!({"reason": other.to_string()}),
         }
         self.audited_error(&entry, e)
+    }
+
+    /// Runs one call: [`AppState::begin`] (authenticate, authorise, qualification and
+    /// disabled checks, held-tenant refusal), then `work` on the caller and the request's
+    /// message, then the audit of its outcome — a failure always here, a success here or,
+    /// for [`Done::Audited`], in the work's own transaction. `target` names what the call is
+    /// about, from the message, for the records written here.
+    ///
+    /// # Errors
+    /// The refusal or the work's error (audited), or the status of a failed audit write.
+    pub async fn call<R, T, Fut>(
+        &self,
+        request: Request<R>,
+        action: Action,
+        target: impl FnOnce(&R) -> String,
+        work: impl FnOnce(Caller, R) -> Fut,
+    ) -> std::result::Result<T, Status>
+    where
+        Fut: Future<Output = Result<Done<T>>>,
+    {
+        let caller = self.begin(&request, action)?;
+        let message = request.into_inner();
+        let target = target(&message);
+        match work(caller.clone(), message).await {
+            Ok(Done::Audited(value)) => Ok(value),
+            Ok(Done::Record(value, detail)) => {
+                self.finish_read(&caller, &target, Ok((value, detail)))
+            }
+            Err(e) => Err(self.fail(&caller, &target, e)),
+        }
     }
 
     /// Finishes a read-only call: audits success or failure, then answers.

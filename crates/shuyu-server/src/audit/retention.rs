@@ -11,12 +11,9 @@
 //! anyone else, or a redacted record changed afterwards, fails verification.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 
 use crate::audit::trail::AuditLog;
 use crate::error::Result;
-use crate::oversight::tasks::{MIN_NETWORK_LOG_DAYS, MIN_OPERATING_RECORD_DAYS, OversightConfig};
-use crate::state::AppState;
 
 /// The redactions of purged records.
 pub const SCHEMA: &str = "
@@ -26,6 +23,30 @@ CREATE TABLE IF NOT EXISTS audit_redactions (
 ";
 
 const DAY_MS: i64 = 86_400_000;
+
+/// Least retention of network and access logs: six months (R33).
+pub const MIN_NETWORK_LOG_DAYS: u32 = 183;
+/// Least retention of operating records: twenty years (R33).
+pub const MIN_OPERATING_RECORD_DAYS: u32 = 7305;
+
+/// How long each record class is kept, days (from `[oversight]`, validated there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionDays {
+    /// Network and access logs (reads, denials).
+    pub network_log_days: u32,
+    /// Operating records (changes, approvals, exports).
+    pub operating_record_days: u32,
+}
+
+impl Default for RetentionDays {
+    /// The legal minimums.
+    fn default() -> RetentionDays {
+        RetentionDays {
+            network_log_days: MIN_NETWORK_LOG_DAYS,
+            operating_record_days: MIN_OPERATING_RECORD_DAYS,
+        }
+    }
+}
 
 /// A record's retention class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +82,7 @@ impl RecordClass {
     }
 
     /// The configured retention, days (never below the minimum: the config is validated).
-    pub fn days(&self, c: &OversightConfig) -> u32 {
+    pub fn days(&self, c: &RetentionDays) -> u32 {
         match self {
             RecordClass::NetworkLog => c.network_log_days,
             RecordClass::OperatingRecord => c.operating_record_days,
@@ -215,7 +236,7 @@ pub fn check_redaction(
 pub fn redact_expired(
     log: &AuditLog,
     conn: &Connection,
-    c: &OversightConfig,
+    c: &RetentionDays,
     now_ms: i64,
 ) -> Result<u64> {
     let candidates: Vec<(u64, i64, String, String, String)> = {
@@ -259,25 +280,6 @@ pub fn redact_expired(
     Ok(n)
 }
 
-/// Runs the purge in one transaction with its audit record (the caller's entry, or the
-/// server's own when `entry` is `None`).
-///
-/// # Errors
-/// On store failure.
-pub fn purge(state: &AppState, entry: Option<crate::audit::trail::AuditEntry>) -> Result<u64> {
-    let log = state.store.audit_log();
-    let config = &state.config.oversight;
-    state.store.commit_with(|tx| {
-        let n = redact_expired(log, tx, config, crate::now_ms())?;
-        let mut entry = entry.unwrap_or_else(|| {
-            crate::audit::trail::system_entry("purge_audit", "audit", serde_json::Value::Null)
-        });
-        entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
-                              "operating_record_days": config.operating_record_days});
-        Ok((n, entry))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,7 +304,7 @@ mod tests {
                     action: (*action).into(),
                     target: "job:j1".into(),
                     outcome: (*outcome).into(),
-                    detail: json!({"x": 1}),
+                    detail: serde_json::json!({"x": 1}),
                     secret_detail: None,
                 },
             )
@@ -326,9 +328,9 @@ mod tests {
             classify("download_export", "ok"),
             RecordClass::OperatingRecord
         );
-        let c = OversightConfig {
+        let c = RetentionDays {
             network_log_days: 10,
-            ..OversightConfig::default()
+            ..RetentionDays::default()
         };
         // A configuration below the minimum never shortens retention.
         assert_eq!(RecordClass::NetworkLog.days(&c), 183);
@@ -344,7 +346,7 @@ mod tests {
             ("sample_dataset", "ok"),
             ("review_export", "ok"),
         ]);
-        let c = OversightConfig::default();
+        let c = RetentionDays::default();
         let now = crate::now_ms();
         // Nothing is old enough yet.
         assert_eq!(redact_expired(&log, &conn, &c, now).unwrap(), 0);
@@ -447,7 +449,7 @@ mod tests {
     #[test]
     fn tampering_with_or_forging_redactions_is_detected() {
         let (log, conn) = trail(&[("list_datasets", "ok"), ("submit_job", "ok")]);
-        let c = OversightConfig::default();
+        let c = RetentionDays::default();
         let later = crate::now_ms() + 200 * DAY_MS;
         redact_expired(&log, &conn, &c, later).unwrap();
         // A redacted record's action changed afterwards.

@@ -16,7 +16,7 @@ use crate::convert;
 use crate::error::{Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
 use crate::service::{Api, require_id, require_text};
-use crate::state::Caller;
+use crate::state::{Caller, Done};
 use crate::store;
 
 /// A dataset name is a SQL identifier engineers type.
@@ -314,9 +314,18 @@ impl CatalogService for Api {
         &self,
         request: Request<Streaming<pb::IngestDatasetRequest>>,
     ) -> Result<Response<pb::IngestDatasetResponse>, Status> {
-        let caller = self.state.begin(&request, Action::IngestDataset)?;
-        let result = self.ingest(&caller, request.into_inner()).await;
-        let record = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &Streaming<pb::IngestDatasetRequest>| String::new();
+        let record =
+            self.state
+                .call(
+                    request,
+                    Action::IngestDataset,
+                    no_target,
+                    |caller, stream| async move {
+                        Ok(Done::Audited(self.ingest(&caller, stream).await?))
+                    },
+                )
+                .await?;
         Ok(Response::new(pb::IngestDatasetResponse {
             dataset: Some(convert::dataset(&record)),
         }))
@@ -326,100 +335,120 @@ impl CatalogService for Api {
         &self,
         request: Request<pb::ListDatasetsRequest>,
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ListDatasets)?;
-        let result = (|| {
-            let datasets = match caller.principal.role {
-                Role::Engineer => {
-                    let tenant = caller.tenant()?;
-                    self.state
-                        .store
-                        .read(|c| crate::catalog::records::granted_datasets(c, tenant))?
-                }
-                Role::DataSteward => {
-                    let imported = self
-                        .state
-                        .store
-                        .read(crate::stewardship::records::imported_dataset_ids)?;
-                    let mut all = self.state.store.read(crate::catalog::records::datasets)?;
-                    all.retain(|d| !imported.contains(&d.id));
-                    all
-                }
-                _ => self.state.store.read(crate::catalog::records::datasets)?,
-            };
-            let n = datasets.len();
-            Ok((
-                pb::ListDatasetsResponse {
-                    datasets: datasets.iter().map(convert::dataset).collect(),
+        let no_target = |_: &pb::ListDatasetsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ListDatasets,
+                no_target,
+                |caller, _| async move {
+                    let datasets = match caller.principal.role {
+                        Role::Engineer => {
+                            let tenant = caller.tenant()?;
+                            self.state
+                                .store
+                                .read(|c| crate::catalog::records::granted_datasets(c, tenant))?
+                        }
+                        Role::DataSteward => {
+                            let imported = self
+                                .state
+                                .store
+                                .read(crate::stewardship::records::imported_dataset_ids)?;
+                            let mut all =
+                                self.state.store.read(crate::catalog::records::datasets)?;
+                            all.retain(|d| !imported.contains(&d.id));
+                            all
+                        }
+                        _ => self.state.store.read(crate::catalog::records::datasets)?,
+                    };
+                    let n = datasets.len();
+                    Ok(Done::Record(
+                        pb::ListDatasetsResponse {
+                            datasets: datasets.iter().map(convert::dataset).collect(),
+                        },
+                        json!({"n": n}),
+                    ))
                 },
-                json!({"n": n}),
-            ))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn describe_dataset(
         &self,
         request: Request<pb::DescribeDatasetRequest>,
     ) -> Result<Response<pb::DescribeDatasetResponse>, Status> {
-        let caller = self.state.begin(&request, Action::DescribeDataset)?;
-        let id = request.into_inner().dataset_id;
-        let target = format!("dataset:{id}");
-        let result = self.visible_dataset(&caller, &id).map(|d| {
-            (
-                pb::DescribeDatasetResponse {
-                    dataset: Some(convert::dataset(&d)),
+        let target = |req: &pb::DescribeDatasetRequest| format!("dataset:{}", req.dataset_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::DescribeDataset,
+                target,
+                |caller, req| async move {
+                    let d = self.visible_dataset(&caller, &req.dataset_id)?;
+                    Ok(Done::Record(
+                        pb::DescribeDatasetResponse {
+                            dataset: Some(convert::dataset(&d)),
+                        },
+                        json!({}),
+                    ))
                 },
-                json!({}),
             )
-        });
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn sample_dataset(
         &self,
         request: Request<pb::SampleDatasetRequest>,
     ) -> Result<Response<pb::SampleDatasetResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SampleDataset)?;
-        let req = request.into_inner();
-        let target = format!("dataset:{}", req.dataset_id);
-        let result = async {
-            let dataset = self.visible_dataset(&caller, &req.dataset_id)?;
-            // R25: an engineer sees data, even masked, only under an authorization in force.
-            if caller.principal.role == Role::Engineer {
-                crate::governance::records::require_in_force(&self.state.store, caller.tenant()?)?;
-            }
-            let policy_rows = self.state.policy.sample.rows;
-            let n = if req.n_rows == 0 {
-                policy_rows
-            } else {
-                (req.n_rows as usize).min(policy_rows)
-            };
-            let key = self.sample_key(&caller)?;
-            let viewer = caller
-                .principal
-                .tenant_id
-                .clone()
-                .unwrap_or_else(|| caller.principal.id.clone());
-            let seed_hash = sha256_hex(format!("{viewer}:{}", dataset.id).as_bytes());
-            let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);
-            let sample = self
-                .state
-                .engine
-                .sample(&table_spec(&dataset), n, &key, seed)
-                .await?;
-            let n_rows = sample.rows.len();
-            Ok((
-                pb::SampleDatasetResponse {
-                    sample: Some(convert::masked_table(&sample)),
+        let target = |req: &pb::SampleDatasetRequest| format!("dataset:{}", req.dataset_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::SampleDataset,
+                target,
+                |caller, req| async move {
+                    let dataset = self.visible_dataset(&caller, &req.dataset_id)?;
+                    // R25: an engineer sees data, even masked, only under an authorization in force.
+                    if caller.principal.role == Role::Engineer {
+                        crate::governance::records::require_in_force(
+                            &self.state.store,
+                            caller.tenant()?,
+                        )?;
+                    }
+                    let policy_rows = self.state.policy.sample.rows;
+                    let n = if req.n_rows == 0 {
+                        policy_rows
+                    } else {
+                        (req.n_rows as usize).min(policy_rows)
+                    };
+                    let key = self.sample_key(&caller)?;
+                    let viewer = caller
+                        .principal
+                        .tenant_id
+                        .clone()
+                        .unwrap_or_else(|| caller.principal.id.clone());
+                    let seed_hash = sha256_hex(format!("{viewer}:{}", dataset.id).as_bytes());
+                    let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);
+                    let sample = self
+                        .state
+                        .engine
+                        .sample(&table_spec(&dataset), n, &key, seed)
+                        .await?;
+                    let n_rows = sample.rows.len();
+                    Ok(Done::Record(
+                        pb::SampleDatasetResponse {
+                            sample: Some(convert::masked_table(&sample)),
+                        },
+                        json!({"n_rows": n_rows}),
+                    ))
                 },
-                json!({"n_rows": n_rows}),
-            ))
-        }
-        .await;
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }

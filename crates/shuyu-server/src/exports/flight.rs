@@ -23,7 +23,7 @@ use crate::error::{Result, ServerError};
 use crate::exports::delivery::Slice;
 use crate::exports::rpc::{recipients_export, require_deliverable};
 use crate::service::Api;
-use crate::state::Caller;
+use crate::state::{Caller, Done};
 
 /// Largest Flight message the server sends (a batch is split below it).
 const MAX_FLIGHT_DATA_BYTES: usize = 2 << 20;
@@ -153,13 +153,22 @@ impl FlightService for Api {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let caller = self.state.begin(&request, Action::FetchProduct)?;
-        let ticket = request.into_inner().ticket;
-        let id = String::from_utf8_lossy(&ticket).trim().to_owned();
-        let target = format!("export:{id}");
-        let result = self.fetch_product(&caller, &id).await;
-        // Success is audited with the download count; a refusal is audited here.
-        let (slice, turn) = self.state.finish_write(&caller, &target, result)?;
+        let product_id =
+            |ticket: &Ticket| String::from_utf8_lossy(&ticket.ticket).trim().to_owned();
+        let target = |ticket: &Ticket| format!("export:{}", product_id(ticket));
+        // Success is audited with the download count; a refusal by the call.
+        let (slice, turn) = self
+            .state
+            .call(
+                request,
+                Action::FetchProduct,
+                target,
+                |caller, ticket| async move {
+                    let fetched = self.fetch_product(&caller, &product_id(&ticket)).await?;
+                    Ok(Done::Audited(fetched))
+                },
+            )
+            .await?;
         Ok(Response::new(batch_stream(slice, turn)))
     }
 

@@ -7,5 +7,6 @@ mod flight;
 pub mod package;
 pub(crate) mod records;
 pub(crate) mod result_budget;
+pub(crate) mod review;
 pub(crate) mod rpc;
 pub(crate) mod tasks;

@@ -38,11 +38,14 @@ use crate::exports::records::{
     CheckVerdict, EXPORT_SUBMITTED, ExportDecision, ExportHistory, ExportRecord, ExportStatus,
     ExportVote, ProductRecord, StoredCopy,
 };
+use crate::exports::review::{
+    self, Staged, Standing, require_in_review, require_independent, standing,
+};
 use crate::exports::tasks::{CopySpec, LedgerCheck};
 use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
 use crate::service::{Api, require_id, require_text};
-use crate::state::Caller;
+use crate::state::{Caller, Done};
 
 /// Bytes of a package per message of a download.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -60,33 +63,6 @@ pub(crate) const MAX_TRACE_BYTES: usize = 32 << 20;
 const DAY_MS: i64 = 86_400_000;
 /// How a product copy's rows are ordered (recorded in its manifest).
 const ROW_ORDER: &str = "keyed-by-fingerprint/v1";
-
-/// How a caller stands towards one export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    /// A reviewer who belongs to no tenant or to another one: reviews, votes, revokes.
-    Reviewer,
-    /// An engineer of the requesting tenant, or a reviewer registered under it.
-    TenantMember,
-    /// A platform admin (only reaches exports to revoke them).
-    Admin,
-    /// An auditor (R35): reads every export, never its check evidence or a private note.
-    Auditor,
-}
-
-/// The caller's standing towards `export`; `None` when it does not exist for them.
-fn standing(caller: &Caller, export: &ExportRecord) -> Option<Standing> {
-    let own_tenant = caller.principal.tenant_id.as_deref() == Some(export.tenant_id.as_str());
-    match caller.principal.role {
-        Role::Engineer if own_tenant => Some(Standing::TenantMember),
-        Role::Reviewer if own_tenant => Some(Standing::TenantMember),
-        Role::Reviewer => Some(Standing::Reviewer),
-        Role::PlatformAdmin => Some(Standing::Admin),
-        Role::Auditor => Some(Standing::Auditor),
-        // Recipients reach their products through ListProducts, DownloadExport and DoGet.
-        Role::Engineer | Role::DataSteward | Role::Recipient => None,
-    }
-}
 
 /// The export `id` if `caller` is its product's recipient; NotFound to everyone else, the
 /// requester included (R23).
@@ -127,96 +103,6 @@ pub(crate) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<
     }
 }
 
-/// Refuses the requester and every member of the requesting tenant.
-fn require_independent(caller: &Caller, export: &ExportRecord, what: &str) -> Result<()> {
-    if export.requester_id == caller.principal.id {
-        return Err(ServerError::PermissionDenied(format!(
-            "a requester cannot {what} their own export"
-        )));
-    }
-    if standing(caller, export) == Some(Standing::TenantMember) {
-        return Err(ServerError::PermissionDenied(format!(
-            "you are registered under tenant {}, which requested export {}: only reviewers \
-             independent of the requesting tenant may {what} it",
-            export.tenant_id, export.id
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a vote on an export that is not in review.
-fn require_in_review(export: &ExportRecord) -> Result<()> {
-    match export.status {
-        ExportStatus::InReview => Ok(()),
-        ExportStatus::Refused => Err(ServerError::FailedPrecondition(format!(
-            "export {} failed its automated checks and cannot be approved",
-            export.id
-        ))),
-        other => Err(ServerError::FailedPrecondition(format!(
-            "export {} is {}: only exports in review take votes",
-            export.id,
-            other.as_str()
-        ))),
-    }
-}
-
-fn approvals(votes: &[ExportVote]) -> Vec<&ExportVote> {
-    votes
-        .iter()
-        .filter(|v| v.decision == ExportDecision::Approve)
-        .collect()
-}
-
-/// Whether every approval still binds to what is staged now: the job's result hash (and the
-/// stored file's actual hash), its query hash and the policy version in force, which must
-/// also be the one the checks ran under.
-fn verify_binding(
-    export: &ExportRecord,
-    job: &JobRecord,
-    stored_result_sha256: &str,
-    policy_version: &str,
-    votes: &[ExportVote],
-) -> Result<()> {
-    let changed = |what: &str| {
-        ServerError::FailedPrecondition(format!(
-            "{what} changed since it was reviewed; request a new export"
-        ))
-    };
-    if export
-        .checks
-        .iter()
-        .any(|c| c.outcome == CheckVerdict::Fail)
-    {
-        return Err(ServerError::FailedPrecondition(
-            "a failed check cannot be approved".into(),
-        ));
-    }
-    if stored_result_sha256 != job.result_sha256 {
-        return Err(changed("the staged result"));
-    }
-    if export.policy_version != policy_version {
-        return Err(changed(&format!(
-            "the policy (checked under {}, now {policy_version})",
-            export.policy_version
-        )));
-    }
-    for vote in approvals(votes) {
-        if vote.result_sha256 != job.result_sha256 {
-            return Err(changed("the staged result"));
-        }
-        if vote.query_sha256 != job.query_sha256 {
-            return Err(changed("the query"));
-        }
-        if vote.policy_version != policy_version {
-            return Err(changed(&format!(
-                "the policy (approved by {} under {}, now {policy_version})",
-                vote.reviewer_id, vote.policy_version
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A package built for one set of approvals, stored but not yet committed.
 #[derive(Debug)]
 struct BuiltPackage {
@@ -231,10 +117,9 @@ struct BuiltPackage {
 }
 
 impl Api {
-    /// Approvals needed for `export`: the quorum it was requested under, never below the
-    /// policy's (exports migrated from the single-reviewer gate carry a quorum of one).
+    /// Approvals needed for `export` (see [`review::quorum`]).
     fn quorum(&self, export: &ExportRecord) -> u64 {
-        export.quorum.max(self.state.policy.review.quorum)
+        review::quorum(export.quorum, self.state.policy.review.quorum)
     }
 
     fn view(
@@ -289,7 +174,7 @@ impl Api {
 
     /// The export as `caller` may see it, read afresh.
     fn export_for(&self, caller: &Caller, export: &ExportRecord) -> Result<pb::Export> {
-        let standing = standing(caller, export)
+        let standing = standing(&caller.principal, export)
             .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
         let history = self
             .state
@@ -308,7 +193,7 @@ impl Api {
             .state
             .store
             .read(|c| crate::exports::records::export(c, id))?;
-        match export.and_then(|e| standing(caller, &e).map(|s| (e, s))) {
+        match export.and_then(|e| standing(&caller.principal, &e).map(|s| (e, s))) {
             Some(found) => Ok(found),
             None => Err(ServerError::NotFound(format!("export {id}"))),
         }
@@ -520,7 +405,7 @@ impl Api {
             false,
         )?;
         let (export, _) = self.visible_export(caller, &req.export_id)?;
-        require_independent(caller, &export, "vote on")?;
+        require_independent(&caller.principal, &export, "vote on")?;
         require_in_review(&export)?;
         crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
         // R25, R27: nothing is released for a tenant whose authorization ended while its
@@ -569,13 +454,7 @@ impl Api {
                         "the export is frozen: {reason}"
                     )));
                 }
-                let mut votes = crate::exports::records::export_votes(tx, &export.id)?;
-                if votes.iter().any(|v| v.reviewer_id == caller.principal.id) {
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "you have already voted on export {}: one vote per reviewer",
-                        export.id
-                    )));
-                }
+                let votes = crate::exports::records::export_votes(tx, &export.id)?;
                 let now = crate::now_ms();
                 let vote = ExportVote {
                     reviewer_id: caller.principal.id.clone(),
@@ -587,19 +466,15 @@ impl Api {
                     policy_version: policy_version.clone(),
                     at_ms: now,
                 };
-                votes.push(vote.clone());
-                if let Some(stored) = &stored_result_sha256 {
-                    verify_binding(&current, &job, stored, &policy_version, &votes)?;
-                }
-                let approved: Vec<&ExportVote> = approvals(&votes);
-                let to = match decision {
-                    ExportDecision::Reject => ExportStatus::Rejected,
-                    ExportDecision::Return => ExportStatus::Returned,
-                    ExportDecision::Approve if approved.len() as u64 >= quorum => {
-                        ExportStatus::Approved
-                    }
-                    ExportDecision::Approve => ExportStatus::InReview,
-                };
+                let staged = stored_result_sha256.as_deref().map(|stored| Staged {
+                    result_sha256: &job.result_sha256,
+                    stored_result_sha256: stored,
+                    query_sha256: &job.query_sha256,
+                    policy_version: &policy_version,
+                });
+                let tally = review::tally(&current, votes, vote.clone(), staged.as_ref(), quorum)?;
+                let (votes, to) = (&tally.votes, tally.to);
+                let approved: Vec<&ExportVote> = tally.approvals();
                 let mut detail = json!({
                     "decision": decision.as_str(),
                     "approvals": approved.len(), "quorum": quorum, "n_votes": votes.len(),
@@ -1068,7 +943,7 @@ impl Api {
     fn revoke(&self, caller: &Caller, req: &pb::RevokeExportRequest) -> Result<ExportRecord> {
         require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
         let (export, _) = self.visible_export(caller, &req.export_id)?;
-        require_independent(caller, &export, "revoke")?;
+        require_independent(&caller.principal, &export, "revoke")?;
         let reason = req.reason.trim();
         let target = format!("export:{}", export.id);
         self.state.store.commit_with(|tx| {
@@ -1129,15 +1004,19 @@ impl ExportService for Api {
         &self,
         request: Request<pb::RequestExportRequest>,
     ) -> Result<Response<pb::RequestExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::RequestExport)?;
-        let req = request.into_inner();
-        let target = format!("job:{}", req.job_id);
-        let result = async {
-            let export = self.request_export(&caller, req).await?;
-            self.export_for(&caller, &export)
-        }
-        .await;
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::RequestExportRequest| format!("job:{}", req.job_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::RequestExport,
+                target,
+                |caller, req| async move {
+                    let export = self.request_export(&caller, req).await?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::RequestExportResponse {
             export: Some(export),
         }))
@@ -1147,83 +1026,105 @@ impl ExportService for Api {
         &self,
         request: Request<pb::GetExportRequest>,
     ) -> Result<Response<pb::GetExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewExport)?;
-        let id = request.into_inner().export_id;
-        let target = format!("export:{id}");
-        let result = self.visible_export(&caller, &id).and_then(|(e, _)| {
-            let export = self.export_for(&caller, &e)?;
-            Ok((
-                pb::GetExportResponse {
-                    export: Some(export),
+        let target = |req: &pb::GetExportRequest| format!("export:{}", req.export_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewExport,
+                target,
+                |caller, req| async move {
+                    let (e, _) = self.visible_export(&caller, &req.export_id)?;
+                    let export = self.export_for(&caller, &e)?;
+                    Ok(Done::Record(
+                        pb::GetExportResponse {
+                            export: Some(export),
+                        },
+                        json!({}),
+                    ))
                 },
-                json!({}),
-            ))
-        });
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_exports(
         &self,
         request: Request<pb::ListExportsRequest>,
     ) -> Result<Response<pb::ListExportsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewExport)?;
-        let result = (|| {
-            let records = match caller.principal.role {
-                Role::Reviewer => self.state.store.read(|c| {
-                    crate::exports::records::exports_in_review(
-                        c,
-                        caller.principal.tenant_id.as_deref(),
-                    )
-                })?,
-                Role::Auditor => self.state.store.read(|c| {
-                    let mut all = Vec::new();
-                    for tenant in crate::admin::records::tenants(c)? {
-                        all.extend(crate::exports::records::exports_of_tenant(c, &tenant.id)?);
-                    }
-                    all.sort_by_key(|e| std::cmp::Reverse(e.requested_at_ms));
-                    Ok(all)
-                })?,
-                _ => {
-                    let tenant = caller.tenant()?;
-                    self.state
-                        .store
-                        .read(|c| crate::exports::records::exports_of_tenant(c, tenant))?
-                }
-            };
-            let exports = records
-                .iter()
-                .map(|e| self.export_for(&caller, e))
-                .collect::<Result<Vec<_>>>()?;
-            let n = exports.len();
-            Ok((pb::ListExportsResponse { exports }, json!({"n": n})))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListExportsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewExport,
+                no_target,
+                |caller, _| async move {
+                    let records = match caller.principal.role {
+                        Role::Reviewer => self.state.store.read(|c| {
+                            crate::exports::records::exports_in_review(
+                                c,
+                                caller.principal.tenant_id.as_deref(),
+                            )
+                        })?,
+                        Role::Auditor => self.state.store.read(|c| {
+                            let mut all = Vec::new();
+                            for tenant in crate::admin::records::tenants(c)? {
+                                all.extend(crate::exports::records::exports_of_tenant(
+                                    c, &tenant.id,
+                                )?);
+                            }
+                            all.sort_by_key(|e| std::cmp::Reverse(e.requested_at_ms));
+                            Ok(all)
+                        })?,
+                        _ => {
+                            let tenant = caller.tenant()?;
+                            self.state
+                                .store
+                                .read(|c| crate::exports::records::exports_of_tenant(c, tenant))?
+                        }
+                    };
+                    let exports = records
+                        .iter()
+                        .map(|e| self.export_for(&caller, e))
+                        .collect::<Result<Vec<_>>>()?;
+                    let n = exports.len();
+                    Ok(Done::Record(
+                        pb::ListExportsResponse { exports },
+                        json!({"n": n}),
+                    ))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn review_export(
         &self,
         request: Request<pb::ReviewExportRequest>,
     ) -> Result<Response<pb::ReviewExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ReviewExport)?;
-        let id = request.into_inner().export_id;
-        let target = format!("export:{id}");
-        let result = async {
-            let (export, _) = self.visible_export(&caller, &id)?;
-            require_independent(&caller, &export, "review")?;
-            let job = self.job_of(&export)?;
-            // The first rows only, read by a worker: the server never reads the result.
-            let (ipc, shown) = {
-                let _turn = self.state.results.turn("the review").await?;
-                self.review_rows(&job).await?
-            };
-            let truncated = shown < job.n_rows;
-            let plan_text = self
-                .state
-                .store
-                .read(|c| crate::jobs::plan_texts::get(c, &job.id))?;
-            let (rendered_sql, unrendered_reason, sources) = match plan_text {
+        let target = |req: &pb::ReviewExportRequest| format!("export:{}", req.export_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ReviewExport,
+                target,
+                |caller, req| async move {
+                    let (export, _) = self.visible_export(&caller, &req.export_id)?;
+                    require_independent(&caller.principal, &export, "review")?;
+                    let job = self.job_of(&export)?;
+                    // The first rows only, read by a worker: the server never reads the result.
+                    let (ipc, shown) = {
+                        let _turn = self.state.results.turn("the review").await?;
+                        self.review_rows(&job).await?
+                    };
+                    let truncated = shown < job.n_rows;
+                    let plan_text = self
+                        .state
+                        .store
+                        .read(|c| crate::jobs::plan_texts::get(c, &job.id))?;
+                    let (rendered_sql, unrendered_reason, sources) = match plan_text {
                 Some(text) => (
                     text.sql.unwrap_or_default(),
                     text.unrendered.unwrap_or_default(),
@@ -1238,64 +1139,67 @@ impl ExportService for Api {
                 ),
                 None => Default::default(),
             };
-            let response = pb::ReviewExportResponse {
-                export: Some(self.export_for(&caller, &export)?),
-                sql: job.sql.clone(),
-                columns: job.columns.iter().map(convert::output_column).collect(),
-                result_arrow_ipc: ipc,
-                truncated,
-                n_rows: job.n_rows,
-                input_dataset_ids: job.inputs.clone(),
-                query_kind: job.query_kind().to_owned(),
-                query_sha256: job.query_sha256.clone(),
-                result_sha256: job.result_sha256.clone(),
-                policy_version: self.state.policy.version.clone(),
-                scenario_id: job.scenario_id.clone(),
-                lineage: job.columns.iter().map(convert::column_lineage).collect(),
-                row_influencing: job
-                    .gate
-                    .row_influencing
-                    .iter()
-                    .map(|r| pb::RowInfluence {
-                        source: r.source.clone(),
-                        role: r.role.clone(),
-                        classification: r.classification.as_str().to_owned(),
-                    })
-                    .collect(),
-                unanalysable: job.gate.unanalysable.clone(),
-                units: match &job.gate.disclosure.units {
-                    shuyu_engine::UnitCount::Counted(_) => "counted".to_owned(),
-                    shuyu_engine::UnitCount::Rows(reason)
-                    | shuyu_engine::UnitCount::NoUnits(reason) => reason.clone(),
+                    let response = pb::ReviewExportResponse {
+                        export: Some(self.export_for(&caller, &export)?),
+                        sql: job.sql.clone(),
+                        columns: job.columns.iter().map(convert::output_column).collect(),
+                        result_arrow_ipc: ipc,
+                        truncated,
+                        n_rows: job.n_rows,
+                        input_dataset_ids: job.inputs.clone(),
+                        query_kind: job.query_kind().to_owned(),
+                        query_sha256: job.query_sha256.clone(),
+                        result_sha256: job.result_sha256.clone(),
+                        policy_version: self.state.policy.version.clone(),
+                        scenario_id: job.scenario_id.clone(),
+                        lineage: job.columns.iter().map(convert::column_lineage).collect(),
+                        row_influencing: job
+                            .gate
+                            .row_influencing
+                            .iter()
+                            .map(|r| pb::RowInfluence {
+                                source: r.source.clone(),
+                                role: r.role.clone(),
+                                classification: r.classification.as_str().to_owned(),
+                            })
+                            .collect(),
+                        unanalysable: job.gate.unanalysable.clone(),
+                        units: match &job.gate.disclosure.units {
+                            shuyu_engine::UnitCount::Counted(_) => "counted".to_owned(),
+                            shuyu_engine::UnitCount::Rows(reason)
+                            | shuyu_engine::UnitCount::NoUnits(reason) => reason.clone(),
+                        },
+                        rendered_sql,
+                        unrendered_reason,
+                        sources,
+                    };
+                    Ok(Done::Record(
+                        response,
+                        json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown}),
+                    ))
                 },
-                rendered_sql,
-                unrendered_reason,
-                sources,
-            };
-            Ok((
-                response,
-                json!({"job_id": job.id, "n_rows": job.n_rows, "rows_shown": shown}),
-            ))
-        }
-        .await;
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn vote_export(
         &self,
         request: Request<pb::VoteExportRequest>,
     ) -> Result<Response<pb::VoteExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::VoteExport)?;
-        let req = request.into_inner();
-        let target = format!("export:{}", req.export_id);
-        let result = async {
-            let export = self.vote(&caller, &req).await?;
-            self.export_for(&caller, &export)
-        }
-        .await;
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::VoteExportRequest| format!("export:{}", req.export_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::VoteExport,
+                target,
+                |caller, req| async move {
+                    let export = self.vote(&caller, &req).await?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::VoteExportResponse {
             export: Some(export),
         }))
@@ -1305,13 +1209,19 @@ impl ExportService for Api {
         &self,
         request: Request<pb::CommentExportRequest>,
     ) -> Result<Response<pb::CommentExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::CommentExport)?;
-        let req = request.into_inner();
-        let target = format!("export:{}", req.export_id);
-        let result = self
-            .comment(&caller, &req)
-            .and_then(|export| self.export_for(&caller, &export));
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::CommentExportRequest| format!("export:{}", req.export_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::CommentExport,
+                target,
+                |caller, req| async move {
+                    let export = self.comment(&caller, &req)?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::CommentExportResponse {
             export: Some(export),
         }))
@@ -1321,13 +1231,19 @@ impl ExportService for Api {
         &self,
         request: Request<pb::RevokeExportRequest>,
     ) -> Result<Response<pb::RevokeExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::RevokeExport)?;
-        let req = request.into_inner();
-        let target = format!("export:{}", req.export_id);
-        let result = self
-            .revoke(&caller, &req)
-            .and_then(|export| self.export_for(&caller, &export));
-        let export = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::RevokeExportRequest| format!("export:{}", req.export_id);
+        let export = self
+            .state
+            .call(
+                request,
+                Action::RevokeExport,
+                target,
+                |caller, req| async move {
+                    let export = self.revoke(&caller, &req)?;
+                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::RevokeExportResponse {
             export: Some(export),
         }))
@@ -1339,21 +1255,28 @@ impl ExportService for Api {
         &self,
         request: Request<pb::DownloadExportRequest>,
     ) -> Result<Response<Self::DownloadExportStream>, Status> {
-        let caller = self.state.begin(&request, Action::DownloadExport)?;
-        let id = request.into_inner().export_id;
-        let target = format!("export:{id}");
-        let result = async {
-            let export = recipients_export(&self.state, &caller, &id)?;
-            require_deliverable(&export, crate::now_ms())?;
-            crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
-            // Held until the last chunk is sent.
-            let turn = self.state.results.turn("the download").await?;
-            let package = self.open_package(&export).await?;
-            self.record_download(&caller, &export, "package", package.len())?;
-            Ok((package, turn))
-        }
-        .await;
-        let (package, turn) = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::DownloadExportRequest| format!("export:{}", req.export_id);
+        let (package, turn) = self
+            .state
+            .call(
+                request,
+                Action::DownloadExport,
+                target,
+                |caller, req| async move {
+                    let export = recipients_export(&self.state, &caller, &req.export_id)?;
+                    require_deliverable(&export, crate::now_ms())?;
+                    crate::lifecycle::records::require_exports_open(
+                        &self.state.store,
+                        &export.tenant_id,
+                    )?;
+                    // Held until the last chunk is sent.
+                    let turn = self.state.results.turn("the download").await?;
+                    let package = self.open_package(&export).await?;
+                    self.record_download(&caller, &export, "package", package.len())?;
+                    Ok(Done::Audited((package, turn)))
+                },
+            )
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
@@ -1384,55 +1307,74 @@ impl ExportService for Api {
         &self,
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ListProducts)?;
-        let result = (|| {
-            let p = &caller.principal;
-            let records = match p.role {
-                Role::Recipient => self
-                    .state
-                    .store
-                    .read(|c| crate::exports::records::products_of_recipient(c, &p.id))?,
-                Role::Reviewer => self
-                    .state
-                    .store
-                    .read(|c| crate::exports::records::products(c, None, p.tenant_id.as_deref()))?,
-                Role::Engineer => {
-                    let tenant = caller.tenant()?;
-                    self.state
-                        .store
-                        .read(|c| crate::exports::records::products(c, Some(tenant), None))?
-                }
-                // Supervisors see every product's record (R35), never its rows.
-                Role::Auditor => self
-                    .state
-                    .store
-                    .read(|c| crate::exports::records::products(c, None, None))?,
-                Role::PlatformAdmin | Role::DataSteward => {
-                    return Err(ServerError::PermissionDenied(format!(
-                        "the {} role has no products to list",
-                        p.role.as_str()
-                    )));
-                }
-            };
-            let now = crate::now_ms();
-            let products: Vec<pb::Product> = records
-                .iter()
-                .filter_map(|e| convert::product(e, now))
-                .collect();
-            let n = products.len();
-            Ok((pb::ListProductsResponse { products }, json!({"n": n})))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListProductsRequest| String::new();
+        let response =
+            self.state
+                .call(
+                    request,
+                    Action::ListProducts,
+                    no_target,
+                    |caller, _| async move {
+                        let p = &caller.principal;
+                        let records = match p.role {
+                            Role::Recipient => self.state.store.read(|c| {
+                                crate::exports::records::products_of_recipient(c, &p.id)
+                            })?,
+                            Role::Reviewer => self.state.store.read(|c| {
+                                crate::exports::records::products(c, None, p.tenant_id.as_deref())
+                            })?,
+                            Role::Engineer => {
+                                let tenant = caller.tenant()?;
+                                self.state.store.read(|c| {
+                                    crate::exports::records::products(c, Some(tenant), None)
+                                })?
+                            }
+                            // Supervisors see every product's record (R35), never its rows.
+                            Role::Auditor => self
+                                .state
+                                .store
+                                .read(|c| crate::exports::records::products(c, None, None))?,
+                            Role::PlatformAdmin | Role::DataSteward => {
+                                return Err(ServerError::PermissionDenied(format!(
+                                    "the {} role has no products to list",
+                                    p.role.as_str()
+                                )));
+                            }
+                        };
+                        let now = crate::now_ms();
+                        let products: Vec<pb::Product> = records
+                            .iter()
+                            .filter_map(|e| convert::product(e, now))
+                            .collect();
+                        let n = products.len();
+                        Ok(Done::Record(
+                            pb::ListProductsResponse { products },
+                            json!({"n": n}),
+                        ))
+                    },
+                )
+                .await?;
+        Ok(Response::new(response))
     }
 
     async fn trace_export(
         &self,
         request: Request<pb::TraceExportRequest>,
     ) -> Result<Response<pb::TraceExportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::TraceExport)?;
-        let file = request.into_inner().file;
-        let result = self.trace(&file);
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::TraceExportRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::TraceExport,
+                no_target,
+                |_, req| async move {
+                    let (response, detail) = self.trace(&req.file)?;
+                    Ok(Done::Record(response, detail))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }
 

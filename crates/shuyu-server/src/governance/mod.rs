@@ -2,4 +2,4 @@
 //! revocations and disabled principals (records and gates), and the `GovernanceService`.
 
 pub(crate) mod records;
-mod rpc;
+pub(crate) mod rpc;

@@ -7,8 +7,6 @@
 //! Tables and queries take a `&Connection` (inside `Store::read`/`commit`); the pure rules
 //! (terms, windows, gaps) are in `shuyu_policy::governance`.
 
-use std::sync::Arc;
-
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 use shuyu_policy::{
@@ -20,7 +18,6 @@ use crate::admin::records::Principal;
 use crate::audit::trail::AuditEntry;
 use crate::error::{Result, ServerError};
 use crate::notify::{Audience, NewNotification, notify};
-use crate::state::AppState;
 use crate::store::Store;
 
 /// Schema of the governance tables.
@@ -890,29 +887,6 @@ pub fn sweep_renewals(store: &Store, now_ms: i64) -> Result<usize> {
         announced += 1;
     }
     Ok(announced)
-}
-
-/// Runs [`sweep_renewals`] at start-up and then every `config.governance.renewal_sweep_secs`.
-///
-/// # Cancel safety
-/// Dropping it between sweeps loses nothing: each sweep commits per authorization.
-pub async fn sweep_forever(state: Arc<AppState>) {
-    let period = std::time::Duration::from_secs(state.config.governance.renewal_sweep_secs);
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let state = Arc::clone(&state);
-        let swept =
-            tokio::task::spawn_blocking(move || sweep_renewals(&state.store, crate::now_ms()))
-                .await;
-        match swept {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(n, "renewal windows announced"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "renewal sweep failed"),
-            Err(e) => tracing::warn!(error = %e, "renewal sweep panicked"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -920,3 +920,27 @@ fn qualification_to_pb(q: &Qualified) -> pb::Qualification {
             .collect(),
     }
 }
+
+/// Runs [`crate::governance::records::sweep_renewals`] at start-up and then every `config.governance.renewal_sweep_secs`.
+///
+/// # Cancel safety
+/// Dropping it between sweeps loses nothing: each sweep commits per authorization.
+pub async fn sweep_forever(state: std::sync::Arc<crate::state::AppState>) {
+    let period = std::time::Duration::from_secs(state.config.governance.renewal_sweep_secs);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let state = std::sync::Arc::clone(&state);
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::governance::records::sweep_renewals(&state.store, crate::now_ms())
+        })
+        .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(n, "renewal windows announced"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewal sweep failed"),
+            Err(e) => tracing::warn!(error = %e, "renewal sweep panicked"),
+        }
+    }
+}

@@ -30,7 +30,7 @@ use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
 use crate::keys::{self, job_kek};
 use crate::scenarios::rpc as scenarios;
 use crate::service::{Api, require_id};
-use crate::state::{AppState, Caller};
+use crate::state::{AppState, Caller, Done};
 use shuyu_engine::worker::WorkerTask;
 
 /// What an engineer asks to run.
@@ -1334,12 +1334,19 @@ impl JobService for Api {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SubmitJob)?;
-        let result = match JobDraft::from_request(request.into_inner()) {
-            Ok(draft) => self.submit(&caller, draft).await,
-            Err(e) => Err(e),
-        };
-        let job = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &pb::SubmitJobRequest| String::new();
+        let job = self
+            .state
+            .call(
+                request,
+                Action::SubmitJob,
+                no_target,
+                |caller, req| async move {
+                    let draft = JobDraft::from_request(req)?;
+                    Ok(Done::Audited(self.submit(&caller, draft).await?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::SubmitJobResponse {
             job: Some(engineer_job(&job)),
         }))
@@ -1349,20 +1356,20 @@ impl JobService for Api {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewJob)?;
-        let id = request.into_inner().job_id;
-        let target = format!("job:{id}");
-        let result = self.visible_job(&caller, &id).map(|job| {
-            (
-                pb::GetJobResponse {
-                    job: Some(job_view(&self.state, &job, JobReader::of(&caller))),
-                },
-                json!({}),
-            )
-        });
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+        let target = |req: &pb::GetJobRequest| format!("job:{}", req.job_id);
+        let response = self
+            .state
+            .call(request, Action::ViewJob, target, |caller, req| async move {
+                let job = self.visible_job(&caller, &req.job_id)?;
+                Ok(Done::Record(
+                    pb::GetJobResponse {
+                        job: Some(job_view(&self.state, &job, JobReader::of(&caller))),
+                    },
+                    json!({}),
+                ))
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     type WatchJobStream = ReceiverStream<Result<pb::WatchJobResponse, Status>>;
@@ -1371,17 +1378,18 @@ impl JobService for Api {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let caller = self.state.begin(&request, Action::ViewJob)?;
-        let id = request.into_inner().job_id;
-        let target = format!("job:{id}");
-        // Subscribed before the first read, so no change after it is missed.
-        let changes = self.state.scheduler.subscribe();
-        let result = self
-            .visible_job(&caller, &id)
-            .map(|job| (job, json!({"watch": true})));
-        let job = self.state.finish_read(&caller, &target, result)?;
+        let target = |req: &pb::WatchJobRequest| format!("job:{}", req.job_id);
+        let (job, changes, reader) = self
+            .state
+            .call(request, Action::ViewJob, target, |caller, req| async move {
+                // Subscribed before the first read, so no change after it is missed.
+                let changes = self.state.scheduler.subscribe();
+                let job = self.visible_job(&caller, &req.job_id)?;
+                let reader = JobReader::of(&caller);
+                Ok(Done::Record((job, changes, reader), json!({"watch": true})))
+            })
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let reader = JobReader::of(&caller);
         tokio::spawn(follow_job(
             Arc::clone(&self.state),
             reader,
@@ -1396,48 +1404,59 @@ impl JobService for Api {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewJob)?;
-        let tenant_id = request.into_inner().tenant_id;
-        let result = (|| {
-            let jobs = self.visible_jobs(&caller, &tenant_id)?;
-            let n = jobs.len();
-            let reader = JobReader::of(&caller);
-            Ok((
-                pb::ListJobsResponse {
-                    jobs: jobs
-                        .iter()
-                        .map(|j| job_view(&self.state, j, reader))
-                        .collect(),
+        let no_target = |_: &pb::ListJobsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewJob,
+                no_target,
+                |caller, req| async move {
+                    let tenant_id = req.tenant_id;
+                    let jobs = self.visible_jobs(&caller, &tenant_id)?;
+                    let n = jobs.len();
+                    let reader = JobReader::of(&caller);
+                    Ok(Done::Record(
+                        pb::ListJobsResponse {
+                            jobs: jobs
+                                .iter()
+                                .map(|j| job_view(&self.state, j, reader))
+                                .collect(),
+                        },
+                        json!({"n": n, "tenant_id": tenant_id}),
+                    ))
                 },
-                json!({"n": n, "tenant_id": tenant_id}),
-            ))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn cancel_job(
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let caller = self.state.begin(&request, Action::CancelJob)?;
-        let id = request.into_inner().job_id;
-        let target = format!("job:{id}");
-        let result = self.cancel(&caller, &id);
-        let (job, detail) = match result {
-            Ok(done) => done,
-            Err(e) => return Err(self.state.fail(&caller, &target, e)),
-        };
-        let entry = caller.entry(&target, "ok", detail);
-        let recorded = if job.status == JobStatus::Cancelled {
-            // Cancelled while queued: the new state commits with its audit record.
-            self.state
-                .store
-                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
-        } else {
-            self.state.store.record(&entry)
-        };
-        recorded.map_err(|e| e.into_status())?;
-        self.state.scheduler.changed(&id);
+        let target = |req: &pb::CancelJobRequest| format!("job:{}", req.job_id);
+        let job = self
+            .state
+            .call(
+                request,
+                Action::CancelJob,
+                target,
+                |caller, req| async move {
+                    let (job, detail) = self.cancel(&caller, &req.job_id)?;
+                    if job.status != JobStatus::Cancelled {
+                        return Ok(Done::Record(job, detail));
+                    }
+                    // Cancelled while queued: the new state commits with its audit record.
+                    let entry = caller.entry(format!("job:{}", req.job_id), "ok", detail);
+                    self.state
+                        .store
+                        .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
+                    Ok(Done::Audited(job))
+                },
+            )
+            .await?;
+        self.state.scheduler.changed(&job.id);
         // A running job is stopped by its runner: give it a moment so the answer is final.
         let mut current = job;
         for _ in 0..50 {
@@ -1463,9 +1482,16 @@ impl JobService for Api {
         &self,
         request: Request<pb::PromoteJobRequest>,
     ) -> Result<Response<pb::PromoteJobResponse>, Status> {
-        let caller = self.state.begin(&request, Action::PromoteJob)?;
-        let result = self.promote(&caller, request.into_inner()).await;
-        let job = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &pb::PromoteJobRequest| String::new();
+        let job = self
+            .state
+            .call(
+                request,
+                Action::PromoteJob,
+                no_target,
+                |caller, req| async move { Ok(Done::Audited(self.promote(&caller, req).await?)) },
+            )
+            .await?;
         Ok(Response::new(pb::PromoteJobResponse {
             job: Some(engineer_job(&job)),
         }))
@@ -1475,18 +1501,40 @@ impl JobService for Api {
         &self,
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::GetUsageResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewUsage)?;
-        let result = self.usage(&caller, request.into_inner());
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::GetUsageRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewUsage,
+                no_target,
+                |caller, req| async move {
+                    let (response, detail) = self.usage(&caller, req)?;
+                    Ok(Done::Record(response, detail))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_privacy_budgets(
         &self,
         request: Request<pb::GetPrivacyBudgetsRequest>,
     ) -> Result<Response<pb::GetPrivacyBudgetsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewUsage)?;
-        let result = self.budgets(&caller, request.into_inner());
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::GetPrivacyBudgetsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewUsage,
+                no_target,
+                |caller, req| async move {
+                    let (response, detail) = self.budgets(&caller, req)?;
+                    Ok(Done::Record(response, detail))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }
 

@@ -12,8 +12,7 @@ use serde_json::json;
 
 use crate::error::Result;
 use crate::notify::{self, Audience, NewNotification};
-use crate::oversight::tasks::OversightConfig;
-use crate::state::AppState;
+use crate::oversight::config::OversightConfig;
 
 /// Schema of the alerts table.
 pub const SCHEMA: &str = "
@@ -487,38 +486,6 @@ fn volume(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec<Fin
 pub struct ScanOutcome {
     pub raised: Vec<Alert>,
     pub n_updated: u64,
-}
-
-/// Runs the monitor once: detects, records and notifies in one transaction with its audit
-/// record (the caller's entry, or the server's own when `entry` is `None`).
-///
-/// # Errors
-/// On store failure.
-pub fn scan(
-    state: &AppState,
-    entry: Option<crate::audit::trail::AuditEntry>,
-) -> Result<ScanOutcome> {
-    let config = &state.config.oversight;
-    state.store.commit_with(|tx| {
-        let now = crate::now_ms();
-        let mut outcome = ScanOutcome::default();
-        for finding in detect(tx, config, now)? {
-            match record(tx, &finding, now)? {
-                Recorded::Raised(alert) => outcome.raised.push(alert),
-                Recorded::Updated => outcome.n_updated += 1,
-                Recorded::Unchanged => {}
-            }
-        }
-        let detail = json!({
-            "raised": outcome.raised.iter().map(|a| a.id).collect::<Vec<_>>(),
-            "updated": outcome.n_updated,
-        });
-        let mut entry = entry.unwrap_or_else(|| {
-            crate::audit::trail::system_entry("scan_alerts", "alerts", serde_json::Value::Null)
-        });
-        entry.detail = detail;
-        Ok((outcome, entry))
-    })
 }
 
 #[cfg(test)]

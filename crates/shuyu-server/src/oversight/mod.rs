@@ -3,6 +3,7 @@
 //! the `OversightService`.
 
 pub(crate) mod alerts;
+pub(crate) mod config;
 pub(crate) mod reports;
 mod rpc;
 pub(crate) mod tasks;

@@ -166,7 +166,10 @@ impl OversightService for Api {
         request: Request<pb::ScanAlertsRequest>,
     ) -> std::result::Result<Response<pb::ScanAlertsResponse>, Status> {
         let caller = self.state.begin(&request, Action::ManageAlerts)?;
-        let result = alerts::scan(&self.state, Some(caller.entry("alerts", "ok", json!({}))));
+        let result = crate::oversight::tasks::scan(
+            &self.state,
+            Some(caller.entry("alerts", "ok", json!({}))),
+        );
         let outcome = self.state.finish_write(&caller, "alerts", result)?;
         Ok(Response::new(pb::ScanAlertsResponse {
             raised: outcome.raised.into_iter().map(alert_pb).collect(),
@@ -381,7 +384,7 @@ impl OversightService for Api {
         request: Request<pb::PurgeAuditRequest>,
     ) -> std::result::Result<Response<pb::PurgeAuditResponse>, Status> {
         let caller = self.state.begin(&request, Action::PurgeAudit)?;
-        let result = crate::audit::retention::purge(
+        let result = crate::oversight::tasks::purge(
             &self.state,
             Some(caller.entry("audit", "ok", json!({}))),
         );

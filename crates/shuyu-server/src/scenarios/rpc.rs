@@ -21,7 +21,7 @@ use crate::scenarios::records::{
     Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
 };
 use crate::service::{Api, require_id, require_text};
-use crate::state::Caller;
+use crate::state::{Caller, Done};
 
 /// Longest validity of a scenario: three years, the default authorization term (R25).
 pub const MAX_SCENARIO_DAYS: i64 = 3 * 366;
@@ -388,9 +388,18 @@ impl ScenarioService for Api {
         &self,
         request: Request<pb::ApplyScenarioRequest>,
     ) -> std::result::Result<Response<pb::ApplyScenarioResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ApplyScenario)?;
-        let result = Api::apply_scenario(self, &caller, request.into_inner());
-        let scenario = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &pb::ApplyScenarioRequest| String::new();
+        let scenario =
+            self.state
+                .call(
+                    request,
+                    Action::ApplyScenario,
+                    no_target,
+                    |caller, req| async move {
+                        Ok(Done::Audited(Api::apply_scenario(self, &caller, req)?))
+                    },
+                )
+                .await?;
         Ok(Response::new(pb::ApplyScenarioResponse {
             scenario: Some(convert::scenario(&scenario, crate::now_ms())),
         }))
@@ -400,56 +409,79 @@ impl ScenarioService for Api {
         &self,
         request: Request<pb::ListScenariosRequest>,
     ) -> std::result::Result<Response<pb::ListScenariosResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewScenario)?;
-        let result = (|| {
-            let tenant = match caller.principal.role {
-                Role::Engineer => Some(caller.tenant()?.to_owned()),
-                _ => None,
-            };
-            let now = crate::now_ms();
-            let scenarios: Vec<pb::Scenario> = self
-                .state
-                .store
-                .read(|c| crate::scenarios::records::scenarios(c, tenant.as_deref()))?
-                .iter()
-                .filter(|s| may_see(&caller, s))
-                .map(|s| convert::scenario(s, now))
-                .collect();
-            let n = scenarios.len();
-            Ok((pb::ListScenariosResponse { scenarios }, json!({"n": n})))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListScenariosRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewScenario,
+                no_target,
+                |caller, _| async move {
+                    let tenant = match caller.principal.role {
+                        Role::Engineer => Some(caller.tenant()?.to_owned()),
+                        _ => None,
+                    };
+                    let now = crate::now_ms();
+                    let scenarios: Vec<pb::Scenario> = self
+                        .state
+                        .store
+                        .read(|c| crate::scenarios::records::scenarios(c, tenant.as_deref()))?
+                        .iter()
+                        .filter(|s| may_see(&caller, s))
+                        .map(|s| convert::scenario(s, now))
+                        .collect();
+                    let n = scenarios.len();
+                    Ok(Done::Record(
+                        pb::ListScenariosResponse { scenarios },
+                        json!({"n": n}),
+                    ))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_scenario(
         &self,
         request: Request<pb::GetScenarioRequest>,
     ) -> std::result::Result<Response<pb::GetScenarioResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewScenario)?;
-        let id = request.into_inner().scenario_id;
-        let target = format!("scenario:{id}");
-        let result = self.visible_scenario(&caller, &id).map(|s| {
-            (
-                pb::GetScenarioResponse {
-                    scenario: Some(convert::scenario(&s, crate::now_ms())),
+        let target = |req: &pb::GetScenarioRequest| format!("scenario:{}", req.scenario_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewScenario,
+                target,
+                |caller, req| async move {
+                    let s = self.visible_scenario(&caller, &req.scenario_id)?;
+                    Ok(Done::Record(
+                        pb::GetScenarioResponse {
+                            scenario: Some(convert::scenario(&s, crate::now_ms())),
+                        },
+                        json!({}),
+                    ))
                 },
-                json!({}),
             )
-        });
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn decide_scenario(
         &self,
         request: Request<pb::DecideScenarioRequest>,
     ) -> std::result::Result<Response<pb::DecideScenarioResponse>, Status> {
-        let caller = self.state.begin(&request, Action::DecideScenario)?;
-        let req = request.into_inner();
-        let target = format!("scenario:{}", req.scenario_id);
-        let result = Api::decide_scenario(self, &caller, &req);
-        let scenario = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::DecideScenarioRequest| format!("scenario:{}", req.scenario_id);
+        let scenario = self
+            .state
+            .call(
+                request,
+                Action::DecideScenario,
+                target,
+                |caller, req| async move {
+                    Ok(Done::Audited(Api::decide_scenario(self, &caller, &req)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::DecideScenarioResponse {
             scenario: Some(convert::scenario(&scenario, crate::now_ms())),
         }))

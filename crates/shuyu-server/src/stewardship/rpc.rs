@@ -17,7 +17,7 @@ use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
 use crate::scenarios::records::ScenarioRecord;
 use crate::service::{Api, require_id, require_text};
-use crate::state::{AppState, Caller};
+use crate::state::{AppState, Caller, Done};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
@@ -774,9 +774,16 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::ApplyImportRequest>,
     ) -> std::result::Result<Response<pb::ApplyImportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ApplyImport)?;
-        let result = self.apply_import(&caller, request.into_inner());
-        let application = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &pb::ApplyImportRequest| String::new();
+        let application = self
+            .state
+            .call(
+                request,
+                Action::ApplyImport,
+                no_target,
+                |caller, req| async move { Ok(Done::Audited(self.apply_import(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::ApplyImportResponse {
             application: Some(convert::import_application(&application)),
         }))
@@ -786,11 +793,16 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::DecideImportRequest>,
     ) -> std::result::Result<Response<pb::DecideImportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::DecideImport)?;
-        let req = request.into_inner();
-        let target = format!("import:{}", req.import_id);
-        let result = self.decide_import(&caller, req);
-        let application = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::DecideImportRequest| format!("import:{}", req.import_id);
+        let application = self
+            .state
+            .call(
+                request,
+                Action::DecideImport,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.decide_import(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::DecideImportResponse {
             application: Some(convert::import_application(&application)),
         }))
@@ -800,34 +812,51 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::ListImportsRequest>,
     ) -> std::result::Result<Response<pb::ListImportsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewImports)?;
-        let result = (|| {
-            let tenant = match caller.principal.role {
-                Role::Engineer => Some(caller.tenant()?.to_owned()),
-                _ => None,
-            };
-            let list = self
-                .state
-                .store
-                .read(|c| st::imports(c, tenant.as_deref()))?;
-            let n = list.len();
-            Ok((
-                pb::ListImportsResponse {
-                    applications: list.iter().map(convert::import_application).collect(),
+        let no_target = |_: &pb::ListImportsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewImports,
+                no_target,
+                |caller, _| async move {
+                    let tenant = match caller.principal.role {
+                        Role::Engineer => Some(caller.tenant()?.to_owned()),
+                        _ => None,
+                    };
+                    let list = self
+                        .state
+                        .store
+                        .read(|c| st::imports(c, tenant.as_deref()))?;
+                    let n = list.len();
+                    Ok(Done::Record(
+                        pb::ListImportsResponse {
+                            applications: list.iter().map(convert::import_application).collect(),
+                        },
+                        json!({"n": n}),
+                    ))
                 },
-                json!({"n": n}),
-            ))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn upload_import(
         &self,
         request: Request<Streaming<pb::UploadImportRequest>>,
     ) -> std::result::Result<Response<pb::UploadImportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::UploadImport)?;
-        let result = self.upload_import(&caller, request.into_inner()).await;
-        let (application, dataset) = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &Streaming<pb::UploadImportRequest>| String::new();
+        let (application, dataset) =
+            self.state
+                .call(
+                    request,
+                    Action::UploadImport,
+                    no_target,
+                    |caller, req| async move {
+                        Ok(Done::Audited(self.upload_import(&caller, req).await?))
+                    },
+                )
+                .await?;
         Ok(Response::new(pb::UploadImportResponse {
             application: Some(convert::import_application(&application)),
             dataset: Some(convert::dataset(&dataset)),
@@ -838,11 +867,16 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::FileQualityTicketRequest>,
     ) -> std::result::Result<Response<pb::FileQualityTicketResponse>, Status> {
-        let caller = self.state.begin(&request, Action::FileQualityTicket)?;
-        let req = request.into_inner();
-        let target = format!("dataset:{}", req.dataset_id);
-        let result = self.file_ticket(&caller, req);
-        let ticket = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::FileQualityTicketRequest| format!("dataset:{}", req.dataset_id);
+        let ticket = self
+            .state
+            .call(
+                request,
+                Action::FileQualityTicket,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.file_ticket(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::FileQualityTicketResponse {
             ticket: Some(convert::quality_ticket(&ticket, crate::now_ms())),
         }))
@@ -852,30 +886,48 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::ListQualityTicketsRequest>,
     ) -> std::result::Result<Response<pb::ListQualityTicketsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewQualityTickets)?;
-        let open_only = request.into_inner().open_only;
-        let result = self.visible_tickets(&caller).map(|tickets| {
-            let now = crate::now_ms();
-            let tickets: Vec<pb::QualityTicket> = tickets
-                .iter()
-                .filter(|t| !open_only || t.status == TicketStatus::Open)
-                .map(|t| convert::quality_ticket(t, now))
-                .collect();
-            let n = tickets.len();
-            (pb::ListQualityTicketsResponse { tickets }, json!({"n": n}))
-        });
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListQualityTicketsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewQualityTickets,
+                no_target,
+                |caller, req| async move {
+                    let open_only = req.open_only;
+                    let tickets = self.visible_tickets(&caller)?;
+                    let now = crate::now_ms();
+                    let tickets: Vec<pb::QualityTicket> = tickets
+                        .iter()
+                        .filter(|t| !open_only || t.status == TicketStatus::Open)
+                        .map(|t| convert::quality_ticket(t, now))
+                        .collect();
+                    let n = tickets.len();
+                    Ok(Done::Record(
+                        pb::ListQualityTicketsResponse { tickets },
+                        json!({"n": n}),
+                    ))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn resolve_quality_ticket(
         &self,
         request: Request<pb::ResolveQualityTicketRequest>,
     ) -> std::result::Result<Response<pb::ResolveQualityTicketResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ResolveQualityTicket)?;
-        let req = request.into_inner();
-        let target = format!("quality_ticket:{}", req.ticket_id);
-        let result = self.resolve_ticket(&caller, req);
-        let ticket = self.state.finish_write(&caller, &target, result)?;
+        let target =
+            |req: &pb::ResolveQualityTicketRequest| format!("quality_ticket:{}", req.ticket_id);
+        let ticket = self
+            .state
+            .call(
+                request,
+                Action::ResolveQualityTicket,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.resolve_ticket(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::ResolveQualityTicketResponse {
             ticket: Some(convert::quality_ticket(&ticket, crate::now_ms())),
         }))
@@ -885,9 +937,16 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::RaiseRiskStopRequest>,
     ) -> std::result::Result<Response<pb::RaiseRiskStopResponse>, Status> {
-        let caller = self.state.begin(&request, Action::RaiseRiskStop)?;
-        let result = self.raise_stop(&caller, request.into_inner());
-        let stop = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &pb::RaiseRiskStopRequest| String::new();
+        let stop = self
+            .state
+            .call(
+                request,
+                Action::RaiseRiskStop,
+                no_target,
+                |caller, req| async move { Ok(Done::Audited(self.raise_stop(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::RaiseRiskStopResponse {
             stop: Some(convert::risk_stop(&stop)),
         }))
@@ -897,29 +956,46 @@ impl StewardshipService for Api {
         &self,
         request: Request<pb::ListRiskStopsRequest>,
     ) -> std::result::Result<Response<pb::ListRiskStopsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewRiskStops)?;
-        let active_only = request.into_inner().active_only;
-        let result = self.visible_stops(&caller).map(|stops| {
-            let stops: Vec<pb::RiskStop> = stops
-                .iter()
-                .filter(|s| !active_only || s.active)
-                .map(convert::risk_stop)
-                .collect();
-            let n = stops.len();
-            (pb::ListRiskStopsResponse { stops }, json!({"n": n}))
-        });
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListRiskStopsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewRiskStops,
+                no_target,
+                |caller, req| async move {
+                    let active_only = req.active_only;
+                    let stops = self.visible_stops(&caller)?;
+                    let stops: Vec<pb::RiskStop> = stops
+                        .iter()
+                        .filter(|s| !active_only || s.active)
+                        .map(convert::risk_stop)
+                        .collect();
+                    let n = stops.len();
+                    Ok(Done::Record(
+                        pb::ListRiskStopsResponse { stops },
+                        json!({"n": n}),
+                    ))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn lift_risk_stop(
         &self,
         request: Request<pb::LiftRiskStopRequest>,
     ) -> std::result::Result<Response<pb::LiftRiskStopResponse>, Status> {
-        let caller = self.state.begin(&request, Action::LiftRiskStop)?;
-        let req = request.into_inner();
-        let target = format!("risk_stop:{}", req.stop_id);
-        let result = self.lift_stop(&caller, req);
-        let stop = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::LiftRiskStopRequest| format!("risk_stop:{}", req.stop_id);
+        let stop = self
+            .state
+            .call(
+                request,
+                Action::LiftRiskStop,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.lift_stop(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::LiftRiskStopResponse {
             stop: Some(convert::risk_stop(&stop)),
         }))

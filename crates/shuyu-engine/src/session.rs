@@ -919,6 +919,13 @@ impl Engine {
         let bytes_scanned = bytes_scanned(physical.as_ref());
         let shown = match (request.scope, &disclosure.dp) {
             (JobScope::Lab, _) | (JobScope::Production, Some(_)) => Shown::Masked,
+            // Datasets that declare no protected column hold nothing a preview must hide,
+            // whatever the plan's shape.
+            (JobScope::Production, None) if no_protected_column(&request.tables) => {
+                Shown::Ordinary {
+                    rows_chosen_by: Vec::new(),
+                }
+            }
             (JobScope::Production, None) => Shown::Ordinary {
                 rows_chosen_by: rows_chosen_by(&lineage.row_influencing, &lineage.unanalysable),
             },
@@ -1342,6 +1349,15 @@ enum Shown {
     /// Production: values of ordinary columns only, and none at all (nor the row count)
     /// when protected columns choose the rows, named here.
     Ordinary { rows_chosen_by: Vec<String> },
+}
+
+/// Whether every column of every table a job reads is ordinary.
+fn no_protected_column(tables: &[TableSpec]) -> bool {
+    tables.iter().all(|t| {
+        t.columns
+            .iter()
+            .all(|c| c.classification == shuyu_policy::Classification::Ordinary)
+    })
 }
 
 /// The protected columns (and plan parts the lineage could not follow) that decide which

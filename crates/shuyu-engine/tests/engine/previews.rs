@@ -357,3 +357,56 @@ fn a_production_aggregate_keeps_only_its_ordinary_group_keys() {
         "#]],
     );
 }
+
+/// A production job over datasets that declare no protected column at all has nothing the
+/// preview must hide, whatever its plan: a scalar subquery or a derived table the lineage
+/// does not follow (TPC-H Q11, Q15, Q22 have such shapes) does not withhold its rows.
+#[test]
+fn production_over_ordinary_data_shows_rows_whatever_the_plan() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let sqls = [
+        "SELECT district, count(*) AS n FROM plain GROUP BY district \
+         HAVING count(*) > (SELECT count(*) / 10 FROM plain) ORDER BY district",
+        "WITH top AS (SELECT max(cost) AS m FROM plain) \
+         SELECT district FROM plain, top WHERE plain.cost = top.m",
+        "SELECT district FROM plain p WHERE NOT EXISTS \
+         (SELECT 1 FROM plain q WHERE q.cost > p.cost) ORDER BY district",
+    ];
+    runtime.block_on(async {
+        let f = fixture();
+        let mut columns = people_columns();
+        for column in &mut columns {
+            column.classification = shuyu_policy::Classification::Ordinary;
+            column.masking = MaskingRule::Keep;
+        }
+        let location = "datasets/ds_plain/".to_owned();
+        f.engine
+            .ingest(
+                IngestFormat::Csv,
+                Bytes::from(people_csv()),
+                &columns,
+                &location,
+                "domain",
+                &IngestOptions::default(),
+            )
+            .await
+            .expect("ingest");
+        let plain = TableSpec {
+            name: "plain".into(),
+            dataset_id: "ds_plain".into(),
+            location,
+            privacy_unit: TableSpec::privacy_unit_of(&columns),
+            columns,
+        };
+        for sql in sqls {
+            let mut request = f.job(sql, std::slice::from_ref(&plain), &SecretKey::generate());
+            request.scope = Production;
+            let output = f.engine.run_job(&request).await.expect("the job runs");
+            assert!(
+                !output.preview.rows_withheld && !output.preview.rows.is_empty(),
+                "{sql}: {:?}",
+                output.preview.note
+            );
+        }
+    });
+}

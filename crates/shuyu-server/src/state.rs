@@ -127,7 +127,7 @@ impl AppState {
     ///
     /// # Errors
     /// `UNAUTHENTICATED` or `PERMISSION_DENIED` (already audited).
-    pub fn begin<T>(
+    fn begin<T>(
         &self,
         request: &Request<T>,
         action: Action,
@@ -223,7 +223,7 @@ impl AppState {
 
     /// Audits a failed call and turns it into a status. Internal details go sealed into the
     /// trail; the client sees the error id only.
-    pub fn fail(&self, caller: &Caller, target: &str, e: ServerError) -> Status {
+    fn fail(&self, caller: &Caller, target: &str, e: ServerError) -> Status {
         let mut entry = caller.entry(target, e.audit_outcome(), json!({}));
         match &e {
             ServerError::Internal { id, detail } => {
@@ -275,7 +275,7 @@ impl AppState {
     ///
     /// # Errors
     /// The call's own error, or `INTERNAL` if the audit write fails.
-    pub fn finish_read<T>(
+    fn finish_read<T>(
         &self,
         caller: &Caller,
         target: &str,
@@ -288,18 +288,5 @@ impl AppState {
             },
             Err(e) => Err(self.fail(caller, target, e)),
         }
-    }
-
-    /// Finishes a call whose success was audited inside its own transaction.
-    ///
-    /// # Errors
-    /// The call's own error (audited here).
-    pub fn finish_write<T>(
-        &self,
-        caller: &Caller,
-        target: &str,
-        result: Result<T>,
-    ) -> std::result::Result<T, Status> {
-        result.map_err(|e| self.fail(caller, target, e))
     }
 }

@@ -14,6 +14,7 @@ use crate::audit::trail::AuditLog;
 use crate::convert;
 use crate::error::ServerError;
 use crate::service::{Api, require_id, require_text};
+use crate::state::Done;
 use crate::tls;
 
 const DAY_MS: i64 = 86_400_000;
@@ -24,13 +25,16 @@ impl SessionService for Api {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = self.state.begin(&request, Action::WhoAmI)?;
-        let response = pb::WhoAmIResponse {
-            principal: Some(convert::principal(&caller.principal)),
-        };
+        let no_target = |_: &pb::WhoAmIRequest| String::new();
         let value = self
             .state
-            .finish_read(&caller, "", Ok((response, json!({}))))?;
+            .call(request, Action::WhoAmI, no_target, |caller, _| async move {
+                let response = pb::WhoAmIResponse {
+                    principal: Some(convert::principal(&caller.principal)),
+                };
+                Ok(Done::Record(response, json!({})))
+            })
+            .await?;
         Ok(Response::new(value))
     }
 
@@ -38,33 +42,40 @@ impl SessionService for Api {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewNotifications)?;
-        let request = request.into_inner();
-        let result = (|| {
-            if request.after_id < 0 {
-                return Err(ServerError::InvalidArgument(
-                    "after_id must not be negative".into(),
-                ));
-            }
-            let limit = match request.limit {
-                0 => 100,
-                n if n > 1000 => {
-                    return Err(ServerError::InvalidArgument(
-                        "limit must be at most 1000".into(),
-                    ));
-                }
-                n => n,
-            };
-            let list = self.state.store.read(|conn| {
-                crate::notify::list_for(conn, &caller.principal, request.after_id, limit)
-            })?;
-            let count = list.len();
-            let response = pb::ListNotificationsResponse {
-                notifications: list.into_iter().map(convert::notification).collect(),
-            };
-            Ok((response, json!({"count": count})))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+        let no_target = |_: &pb::ListNotificationsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewNotifications,
+                no_target,
+                |caller, request| async move {
+                    if request.after_id < 0 {
+                        return Err(ServerError::InvalidArgument(
+                            "after_id must not be negative".into(),
+                        ));
+                    }
+                    let limit = match request.limit {
+                        0 => 100,
+                        n if n > 1000 => {
+                            return Err(ServerError::InvalidArgument(
+                                "limit must be at most 1000".into(),
+                            ));
+                        }
+                        n => n,
+                    };
+                    let list = self.state.store.read(|conn| {
+                        crate::notify::list_for(conn, &caller.principal, request.after_id, limit)
+                    })?;
+                    let count = list.len();
+                    let response = pb::ListNotificationsResponse {
+                        notifications: list.into_iter().map(convert::notification).collect(),
+                    };
+                    Ok(Done::Record(response, json!({"count": count})))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }
 
@@ -74,38 +85,45 @@ impl AdminService for Api {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
-        let caller = self.state.begin(&request, Action::CreateTenant)?;
-        let name = request.into_inner().name.trim().to_owned();
-        let result = (|| {
-            require_text(&name, "the tenant name", 100, true)?;
-            let id = crate::new_id("t");
-            let tenant = Tenant {
-                kek_id: format!("tenant:{id}"),
-                pseudonym_kek_id: format!("pseudonym:{id}"),
-                id: id.clone(),
-                name: name.clone(),
-                created_at_ms: crate::now_ms(),
-                lab_until_ms: match self.state.config.lab.default_days {
-                    0 => 0,
-                    days => crate::now_ms() + i64::from(days) * DAY_MS,
+        let no_target = |_: &pb::CreateTenantRequest| String::new();
+        let tenant = self
+            .state
+            .call(
+                request,
+                Action::CreateTenant,
+                no_target,
+                |caller, req| async move {
+                    let name = req.name.trim().to_owned();
+                    require_text(&name, "the tenant name", 100, true)?;
+                    let id = crate::new_id("t");
+                    let tenant = Tenant {
+                        kek_id: format!("tenant:{id}"),
+                        pseudonym_kek_id: format!("pseudonym:{id}"),
+                        id: id.clone(),
+                        name: name.clone(),
+                        created_at_ms: crate::now_ms(),
+                        lab_until_ms: match self.state.config.lab.default_days {
+                            0 => 0,
+                            days => crate::now_ms() + i64::from(days) * DAY_MS,
+                        },
+                    };
+                    let keys = &self.state.keys;
+                    let committed = self.state.store.commit(
+                        &caller.entry(format!("tenant:{id}"), "ok", json!({})),
+                        |tx| {
+                            keys.create_kek(tx, &tenant.kek_id, &id)?;
+                            keys.create_kek(tx, &tenant.pseudonym_kek_id, &id)?;
+                            crate::admin::records::insert_tenant(tx, &tenant)
+                        },
+                    );
+                    if committed.is_err() {
+                        keys.discard(&tenant.kek_id);
+                        keys.discard(&tenant.pseudonym_kek_id);
+                    }
+                    committed.map(|()| Done::Audited(tenant))
                 },
-            };
-            let keys = &self.state.keys;
-            let committed = self.state.store.commit(
-                &caller.entry(format!("tenant:{id}"), "ok", json!({})),
-                |tx| {
-                    keys.create_kek(tx, &tenant.kek_id, &id)?;
-                    keys.create_kek(tx, &tenant.pseudonym_kek_id, &id)?;
-                    crate::admin::records::insert_tenant(tx, &tenant)
-                },
-            );
-            if committed.is_err() {
-                keys.discard(&tenant.kek_id);
-                keys.discard(&tenant.pseudonym_kek_id);
-            }
-            committed.map(|()| tenant)
-        })();
-        let tenant = self.state.finish_write(&caller, "", result)?;
+            )
+            .await?;
         Ok(Response::new(pb::CreateTenantResponse {
             tenant: Some(convert::tenant(&tenant)),
         }))
@@ -115,77 +133,83 @@ impl AdminService for Api {
         &self,
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ListTenants)?;
-        let result = self
+        let no_target = |_: &pb::ListTenantsRequest| String::new();
+        let response = self
             .state
-            .store
-            .read(crate::admin::records::tenants)
-            .map(|tenants| {
+            .call(request, Action::ListTenants, no_target, |_, _| async move {
+                let tenants = self.state.store.read(crate::admin::records::tenants)?;
                 let n = tenants.len();
-                (
+                Ok(Done::Record(
                     pb::ListTenantsResponse {
                         tenants: tenants.iter().map(convert::tenant).collect(),
                     },
                     json!({"n": n}),
-                )
-            });
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+                ))
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn create_principal(
         &self,
         request: Request<pb::CreatePrincipalRequest>,
     ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
-        let caller = self.state.begin(&request, Action::CreatePrincipal)?;
-        let req = request.into_inner();
-        let result = (|| {
-            require_text(&req.real_name, "the real name", 100, true)?;
-            require_text(&req.organisation, "the organisation", 200, true)?;
-            let role = convert::role_from_pb(req.role)?;
-            let tenant_id = match (role, req.tenant_id.is_empty()) {
-                (Role::Engineer, true) => {
-                    return Err(ServerError::InvalidArgument(
-                        "an engineer must belong to a tenant".into(),
-                    ));
-                }
-                // A reviewer may belong to a tenant: they then never review its exports.
-                (Role::Engineer | Role::Reviewer, false) => {
-                    require_id(&req.tenant_id, "tenant_id")?;
-                    self.state
-                        .store
-                        .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
-                        .ok_or_else(|| {
-                            ServerError::NotFound(format!("tenant {}", req.tenant_id))
-                        })?;
-                    Some(req.tenant_id.clone())
-                }
-                (_, false) => {
-                    return Err(ServerError::InvalidArgument(format!(
-                        "only engineers and reviewers belong to a tenant, not the {} role",
-                        role.as_str()
-                    )));
-                }
-                (_, true) => None,
-            };
-            let principal = Principal {
-                id: crate::new_id("p"),
-                real_name: req.real_name.trim().to_owned(),
-                organisation: req.organisation.trim().to_owned(),
-                role,
-                tenant_id,
-                created_at_ms: crate::now_ms(),
-            };
-            self.state.store.commit(
-                &caller.entry(
-                    format!("principal:{}", principal.id),
-                    "ok",
-                    json!({"role": role.as_str(), "tenant_id": principal.tenant_id}),
-                ),
-                |tx| crate::admin::records::insert_principal(tx, &principal),
-            )?;
-            Ok(principal)
-        })();
-        let principal = self.state.finish_write(&caller, "", result)?;
+        let no_target = |_: &pb::CreatePrincipalRequest| String::new();
+        let principal = self
+            .state
+            .call(
+                request,
+                Action::CreatePrincipal,
+                no_target,
+                |caller, req| async move {
+                    require_text(&req.real_name, "the real name", 100, true)?;
+                    require_text(&req.organisation, "the organisation", 200, true)?;
+                    let role = convert::role_from_pb(req.role)?;
+                    let tenant_id = match (role, req.tenant_id.is_empty()) {
+                        (Role::Engineer, true) => {
+                            return Err(ServerError::InvalidArgument(
+                                "an engineer must belong to a tenant".into(),
+                            ));
+                        }
+                        // A reviewer may belong to a tenant: they then never review its exports.
+                        (Role::Engineer | Role::Reviewer, false) => {
+                            require_id(&req.tenant_id, "tenant_id")?;
+                            self.state
+                                .store
+                                .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
+                                .ok_or_else(|| {
+                                    ServerError::NotFound(format!("tenant {}", req.tenant_id))
+                                })?;
+                            Some(req.tenant_id.clone())
+                        }
+                        (_, false) => {
+                            return Err(ServerError::InvalidArgument(format!(
+                                "only engineers and reviewers belong to a tenant, not the {} role",
+                                role.as_str()
+                            )));
+                        }
+                        (_, true) => None,
+                    };
+                    let principal = Principal {
+                        id: crate::new_id("p"),
+                        real_name: req.real_name.trim().to_owned(),
+                        organisation: req.organisation.trim().to_owned(),
+                        role,
+                        tenant_id,
+                        created_at_ms: crate::now_ms(),
+                    };
+                    self.state.store.commit(
+                        &caller.entry(
+                            format!("principal:{}", principal.id),
+                            "ok",
+                            json!({"role": role.as_str(), "tenant_id": principal.tenant_id}),
+                        ),
+                        |tx| crate::admin::records::insert_principal(tx, &principal),
+                    )?;
+                    Ok(Done::Audited(principal))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::CreatePrincipalResponse {
             principal: Some(convert::principal(&principal)),
         }))
@@ -195,75 +219,92 @@ impl AdminService for Api {
         &self,
         request: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ListPrincipals)?;
-        let result = self
+        let no_target = |_: &pb::ListPrincipalsRequest| String::new();
+        let response = self
             .state
-            .store
-            .read(crate::admin::records::principals)
-            .map(|ps| {
-                let n = ps.len();
-                (
-                    pb::ListPrincipalsResponse {
-                        principals: ps.iter().map(convert::principal).collect(),
-                    },
-                    json!({"n": n}),
-                )
-            });
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+            .call(
+                request,
+                Action::ListPrincipals,
+                no_target,
+                |_, _| async move {
+                    let ps = self.state.store.read(crate::admin::records::principals)?;
+                    let n = ps.len();
+                    Ok(Done::Record(
+                        pb::ListPrincipalsResponse {
+                            principals: ps.iter().map(convert::principal).collect(),
+                        },
+                        json!({"n": n}),
+                    ))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn issue_certificate(
         &self,
         request: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
-        let caller = self.state.begin(&request, Action::IssueCertificate)?;
-        let req = request.into_inner();
-        let target = format!("principal:{}", req.principal_id);
-        let result = (|| {
-            require_id(&req.principal_id, "principal_id")?;
-            if req.csr_pem.len() > 16 * 1024 {
-                return Err(ServerError::InvalidArgument("the CSR is too large".into()));
-            }
-            self.state
-                .store
-                .read(|c| crate::admin::records::principal(c, &req.principal_id))?
-                .ok_or_else(|| ServerError::NotFound(format!("principal {}", req.principal_id)))?;
-            if let Some((at_ms, _)) = self
-                .state
-                .store
-                .read(|c| crate::governance::records::disabled(c, &req.principal_id))?
-            {
-                return Err(ServerError::FailedPrecondition(format!(
-                    "principal {} was disabled on {}: no certificate can be issued to it",
-                    req.principal_id,
-                    shuyu_policy::format_date(at_ms)
-                )));
-            }
-            let days = if req.validity_days == 0 {
-                tls::DEFAULT_CLIENT_DAYS
-            } else {
-                req.validity_days
-            };
-            let issued =
-                tls::issue_client_from_csr(&self.state.ca, &req.csr_pem, &req.principal_id, days)?;
-            self.state.store.commit(
-                &caller.entry(
-                    target.clone(),
-                    "ok",
-                    json!({"fingerprint": issued.fingerprint}),
-                ),
-                |tx| {
-                    crate::admin::records::insert_certificate(
-                        tx,
-                        &issued.fingerprint,
+        let target = |req: &pb::IssueCertificateRequest| format!("principal:{}", req.principal_id);
+        let issued = self
+            .state
+            .call(
+                request,
+                Action::IssueCertificate,
+                target,
+                |caller, req| async move {
+                    let target = format!("principal:{}", req.principal_id);
+                    require_id(&req.principal_id, "principal_id")?;
+                    if req.csr_pem.len() > 16 * 1024 {
+                        return Err(ServerError::InvalidArgument("the CSR is too large".into()));
+                    }
+                    self.state
+                        .store
+                        .read(|c| crate::admin::records::principal(c, &req.principal_id))?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!("principal {}", req.principal_id))
+                        })?;
+                    if let Some((at_ms, _)) = self
+                        .state
+                        .store
+                        .read(|c| crate::governance::records::disabled(c, &req.principal_id))?
+                    {
+                        return Err(ServerError::FailedPrecondition(format!(
+                            "principal {} was disabled on {}: no certificate can be issued to it",
+                            req.principal_id,
+                            shuyu_policy::format_date(at_ms)
+                        )));
+                    }
+                    let days = if req.validity_days == 0 {
+                        tls::DEFAULT_CLIENT_DAYS
+                    } else {
+                        req.validity_days
+                    };
+                    let issued = tls::issue_client_from_csr(
+                        &self.state.ca,
+                        &req.csr_pem,
                         &req.principal_id,
-                        issued.not_after_ms,
-                    )
+                        days,
+                    )?;
+                    self.state.store.commit(
+                        &caller.entry(
+                            target.clone(),
+                            "ok",
+                            json!({"fingerprint": issued.fingerprint}),
+                        ),
+                        |tx| {
+                            crate::admin::records::insert_certificate(
+                                tx,
+                                &issued.fingerprint,
+                                &req.principal_id,
+                                issued.not_after_ms,
+                            )
+                        },
+                    )?;
+                    Ok(Done::Audited(issued))
                 },
-            )?;
-            Ok(issued)
-        })();
-        let issued = self.state.finish_write(&caller, &target, result)?;
+            )
+            .await?;
         Ok(Response::new(pb::IssueCertificateResponse {
             certificate_pem: issued.cert_pem,
             ca_certificate_pem: self.state.ca.cert_pem.clone(),
@@ -275,39 +316,51 @@ impl AdminService for Api {
         &self,
         request: Request<pb::GrantDatasetRequest>,
     ) -> Result<Response<pb::GrantDatasetResponse>, Status> {
-        let caller = self.state.begin(&request, Action::GrantDataset)?;
-        let req = request.into_inner();
-        let target = format!("dataset:{} tenant:{}", req.dataset_id, req.tenant_id);
-        let result = (|| {
-            require_id(&req.dataset_id, "dataset_id")?;
-            require_id(&req.tenant_id, "tenant_id")?;
-            let store = &self.state.store;
-            store
-                .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
-                .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
-            store
-                .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
-                .ok_or_else(|| ServerError::NotFound(format!("tenant {}", req.tenant_id)))?;
-            // A tenant's imported data is its own: no other tenant may be granted it (R17).
-            if let Some(owner) =
-                store.read(|c| crate::stewardship::records::imported_by(c, &req.dataset_id))?
-                && owner != req.tenant_id
-            {
-                return Err(ServerError::FailedPrecondition(format!(
-                    "dataset {} is data imported by another tenant and cannot be granted",
-                    req.dataset_id
-                )));
-            }
-            store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
-                crate::catalog::records::insert_grant(
-                    tx,
-                    &req.dataset_id,
-                    &req.tenant_id,
-                    &caller.principal.id,
-                )
-            })
-        })();
-        self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::GrantDatasetRequest| {
+            format!("dataset:{} tenant:{}", req.dataset_id, req.tenant_id)
+        };
+        self.state
+            .call(
+                request,
+                Action::GrantDataset,
+                target,
+                |caller, req| async move {
+                    let target = format!("dataset:{} tenant:{}", req.dataset_id, req.tenant_id);
+                    require_id(&req.dataset_id, "dataset_id")?;
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    let store = &self.state.store;
+                    store
+                        .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!("dataset {}", req.dataset_id))
+                        })?;
+                    store
+                        .read(|c| crate::admin::records::tenant(c, &req.tenant_id))?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!("tenant {}", req.tenant_id))
+                        })?;
+                    // A tenant's imported data is its own: no other tenant may be granted it (R17).
+                    if let Some(owner) = store
+                        .read(|c| crate::stewardship::records::imported_by(c, &req.dataset_id))?
+                        && owner != req.tenant_id
+                    {
+                        return Err(ServerError::FailedPrecondition(format!(
+                            "dataset {} is data imported by another tenant and cannot be granted",
+                            req.dataset_id
+                        )));
+                    }
+                    store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
+                        crate::catalog::records::insert_grant(
+                            tx,
+                            &req.dataset_id,
+                            &req.tenant_id,
+                            &caller.principal.id,
+                        )
+                    })?;
+                    Ok(Done::Audited(()))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::GrantDatasetResponse {}))
     }
 
@@ -315,47 +368,54 @@ impl AdminService for Api {
         &self,
         request: Request<pb::SetDatasetApproverRequest>,
     ) -> Result<Response<pb::SetDatasetApproverResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SetDatasetApprover)?;
-        let req = request.into_inner();
-        let target = format!("dataset:{}", req.dataset_id);
-        let result = (|| {
-            require_id(&req.dataset_id, "dataset_id")?;
-            let store = &self.state.store;
-            let mut dataset = store
-                .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
-                .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
-            let approver = if req.approver_id.is_empty() {
-                None
-            } else {
-                require_id(&req.approver_id, "approver_id")?;
-                let principal = store
-                    .read(|c| crate::admin::records::principal(c, &req.approver_id))?
-                    .ok_or_else(|| {
-                        ServerError::NotFound(format!("principal {}", req.approver_id))
-                    })?;
-                // R12: an admin already gives every scenario's admin approval; as the
-                // extra approver too, one person would fill two approvals.
-                if principal.role != Role::DataSteward {
-                    return Err(ServerError::InvalidArgument(format!(
-                        "an extra approver must be a steward (the province's), not {}{}",
-                        principal.role,
-                        if principal.role == Role::PlatformAdmin {
-                            ": an admin already gives every scenario's admin approval"
-                        } else {
-                            ""
+        let target = |req: &pb::SetDatasetApproverRequest| format!("dataset:{}", req.dataset_id);
+        let dataset = self
+            .state
+            .call(
+                request,
+                Action::SetDatasetApprover,
+                target,
+                |caller, req| async move {
+                    let target = format!("dataset:{}", req.dataset_id);
+                    require_id(&req.dataset_id, "dataset_id")?;
+                    let store = &self.state.store;
+                    let mut dataset = store
+                        .read(|c| crate::catalog::records::dataset(c, &req.dataset_id))?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!("dataset {}", req.dataset_id))
+                        })?;
+                    let approver = if req.approver_id.is_empty() {
+                        None
+                    } else {
+                        require_id(&req.approver_id, "approver_id")?;
+                        let principal = store
+                            .read(|c| crate::admin::records::principal(c, &req.approver_id))?
+                            .ok_or_else(|| {
+                                ServerError::NotFound(format!("principal {}", req.approver_id))
+                            })?;
+                        // R12: an admin already gives every scenario's admin approval; as the
+                        // extra approver too, one person would fill two approvals.
+                        if principal.role != Role::DataSteward {
+                            return Err(ServerError::InvalidArgument(format!(
+                                "an extra approver must be a steward (the province's), not {}{}",
+                                principal.role,
+                                if principal.role == Role::PlatformAdmin {
+                                    ": an admin already gives every scenario's admin approval"
+                                } else {
+                                    ""
+                                }
+                            )));
                         }
-                    )));
-                }
-                if principal.id == dataset.steward_id {
-                    return Err(ServerError::InvalidArgument(
+                        if principal.id == dataset.steward_id {
+                            return Err(ServerError::InvalidArgument(
                         "the dataset's own steward already approves its scenarios; name another \
                          approver"
                             .into(),
                     ));
-                }
-                Some(principal.id)
-            };
-            store.commit(
+                        }
+                        Some(principal.id)
+                    };
+                    store.commit(
                 &caller.entry(
                     target.clone(),
                     "ok",
@@ -369,10 +429,11 @@ impl AdminService for Api {
                     )
                 },
             )?;
-            dataset.extra_approver_id = approver;
-            Ok(dataset)
-        })();
-        let dataset = self.state.finish_write(&caller, &target, result)?;
+                    dataset.extra_approver_id = approver;
+                    Ok(Done::Audited(dataset))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::SetDatasetApproverResponse {
             dataset: Some(convert::dataset(&dataset)),
         }))
@@ -382,66 +443,79 @@ impl AdminService for Api {
         &self,
         request: Request<pb::SetPrivacyBudgetRequest>,
     ) -> Result<Response<pb::SetPrivacyBudgetResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SetPrivacyBudget)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{} dataset:{}", req.tenant_id, req.dataset_id);
-        let result = (|| {
-            require_id(&req.tenant_id, "tenant_id")?;
-            require_id(&req.dataset_id, "dataset_id")?;
-            if !(req.epsilon_total.is_finite() && (0.0..=100.0).contains(&req.epsilon_total)) {
-                return Err(ServerError::InvalidArgument(
-                    "epsilon_total must be between 0 and 100".into(),
-                ));
-            }
-            let store = &self.state.store;
-            let dataset = store
-                .read(|c| {
-                    if crate::admin::records::tenant(c, &req.tenant_id)?.is_none() {
-                        return Err(ServerError::NotFound(format!("tenant {}", req.tenant_id)));
+        let target = |req: &pb::SetPrivacyBudgetRequest| {
+            format!("tenant:{} dataset:{}", req.tenant_id, req.dataset_id)
+        };
+        let response = self
+            .state
+            .call(
+                request,
+                Action::SetPrivacyBudget,
+                target,
+                |caller, req| async move {
+                    let target = format!("tenant:{} dataset:{}", req.tenant_id, req.dataset_id);
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    require_id(&req.dataset_id, "dataset_id")?;
+                    if !(req.epsilon_total.is_finite()
+                        && (0.0..=100.0).contains(&req.epsilon_total))
+                    {
+                        return Err(ServerError::InvalidArgument(
+                            "epsilon_total must be between 0 and 100".into(),
+                        ));
                     }
-                    crate::catalog::records::dataset(c, &req.dataset_id)
-                })?
-                .ok_or_else(|| ServerError::NotFound(format!("dataset {}", req.dataset_id)))?;
-            let budget = store.commit_with(|tx| {
-                let budget = crate::jobs::records::set_privacy_budget(
-                    tx,
-                    &req.tenant_id,
-                    &dataset.source_sha256,
-                    req.epsilon_total,
-                )?;
-                let entry = caller.entry(
-                    target.clone(),
-                    "ok",
-                    json!({"epsilon_total": budget.epsilon_total,
+                    let store = &self.state.store;
+                    let dataset = store
+                        .read(|c| {
+                            if crate::admin::records::tenant(c, &req.tenant_id)?.is_none() {
+                                return Err(ServerError::NotFound(format!(
+                                    "tenant {}",
+                                    req.tenant_id
+                                )));
+                            }
+                            crate::catalog::records::dataset(c, &req.dataset_id)
+                        })?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!("dataset {}", req.dataset_id))
+                        })?;
+                    let budget = store.commit_with(|tx| {
+                        let budget = crate::jobs::records::set_privacy_budget(
+                            tx,
+                            &req.tenant_id,
+                            &dataset.source_sha256,
+                            req.epsilon_total,
+                        )?;
+                        let entry = caller.entry(
+                            target.clone(),
+                            "ok",
+                            json!({"epsilon_total": budget.epsilon_total,
                            "epsilon_spent": budget.epsilon_spent,
                            "data_sha256": budget.data_sha256}),
-                );
-                Ok((budget, entry))
-            })?;
-            Ok(pb::SetPrivacyBudgetResponse {
-                budget: Some(pb::PrivacyBudget {
-                    tenant_id: budget.tenant_id,
-                    dataset_id: dataset.id,
-                    dataset_name: dataset.name,
-                    data_sha256: budget.data_sha256,
-                    epsilon_total: budget.epsilon_total,
-                    epsilon_spent: budget.epsilon_spent,
-                }),
-            })
-        })();
-        Ok(Response::new(
-            self.state.finish_write(&caller, &target, result)?,
-        ))
+                        );
+                        Ok((budget, entry))
+                    })?;
+                    Ok(Done::Audited(pb::SetPrivacyBudgetResponse {
+                        budget: Some(pb::PrivacyBudget {
+                            tenant_id: budget.tenant_id,
+                            dataset_id: dataset.id,
+                            dataset_name: dataset.name,
+                            data_sha256: budget.data_sha256,
+                            epsilon_total: budget.epsilon_total,
+                            epsilon_spent: budget.epsilon_spent,
+                        }),
+                    }))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn set_lab_access(
         &self,
         request: Request<pb::SetLabAccessRequest>,
     ) -> Result<Response<pb::SetLabAccessResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SetLabAccess)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = (|| {
+        let target = |req: &pb::SetLabAccessRequest| format!("tenant:{}", req.tenant_id);
+        let tenant = self.state.call(request, Action::SetLabAccess, target, |caller, req| async move {
+            let target = format!("tenant:{}", req.tenant_id);
             require_id(&req.tenant_id, "tenant_id")?;
             let store = &self.state.store;
             let mut tenant = store
@@ -466,9 +540,8 @@ impl AdminService for Api {
                 |tx| crate::admin::records::set_lab_until(tx, &tenant.id, req.lab_until_ms),
             )?;
             tenant.lab_until_ms = req.lab_until_ms;
-            Ok(tenant)
-        })();
-        let tenant = self.state.finish_write(&caller, &target, result)?;
+            Ok(Done::Audited(tenant))
+        }).await?;
         Ok(Response::new(pb::SetLabAccessResponse {
             tenant: Some(convert::tenant(&tenant)),
         }))
@@ -481,18 +554,19 @@ impl AuditService for Api {
         &self,
         request: Request<pb::ListAuditRecordsRequest>,
     ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ReadAudit)?;
-        let req = request.into_inner();
-        let limit = if req.limit == 0 {
-            100
-        } else {
-            req.limit.min(1000)
-        };
-        let result = self
+        let target = |_: &pb::ListAuditRecordsRequest| "audit".to_owned();
+        let response = self
             .state
-            .store
-            .read(|c| AuditLog::list(c, req.after_seq, limit))
-            .map(|records| {
+            .call(request, Action::ReadAudit, target, |_, req| async move {
+                let limit = if req.limit == 0 {
+                    100
+                } else {
+                    req.limit.min(1000)
+                };
+                let records = self
+                    .state
+                    .store
+                    .read(|c| AuditLog::list(c, req.after_seq, limit))?;
                 let n = records.len();
                 let records = records
                     .into_iter()
@@ -510,36 +584,37 @@ impl AuditService for Api {
                         hash: r.hash,
                     })
                     .collect();
-                (
+                Ok(Done::Record(
                     pb::ListAuditRecordsResponse { records },
                     json!({"after_seq": req.after_seq, "n": n}),
-                )
-            });
-        Ok(Response::new(
-            self.state.finish_read(&caller, "audit", result)?,
-        ))
+                ))
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn verify_audit(
         &self,
         request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ReadAudit)?;
-        let log = self.state.store.audit_log();
-        let result = self.state.store.read(|c| log.verify(c)).map(|report| {
-            let detail = json!({"ok": report.ok, "n_records": report.n_records});
-            (
-                pb::VerifyAuditResponse {
-                    ok: report.ok,
-                    n_records: report.n_records,
-                    head_hash: report.head_hash,
-                    problem: report.problem.unwrap_or_default(),
-                },
-                detail,
-            )
-        });
-        Ok(Response::new(
-            self.state.finish_read(&caller, "audit", result)?,
-        ))
+        let target = |_: &pb::VerifyAuditRequest| "audit".to_owned();
+        let response = self
+            .state
+            .call(request, Action::ReadAudit, target, |_, _| async move {
+                let log = self.state.store.audit_log();
+                let report = self.state.store.read(|c| log.verify(c))?;
+                let detail = json!({"ok": report.ok, "n_records": report.n_records});
+                Ok(Done::Record(
+                    pb::VerifyAuditResponse {
+                        ok: report.ok,
+                        n_records: report.n_records,
+                        head_hash: report.head_hash,
+                        problem: report.problem.unwrap_or_default(),
+                    },
+                    detail,
+                ))
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }

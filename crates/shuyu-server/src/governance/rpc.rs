@@ -17,7 +17,7 @@ use crate::governance::records::{
     QualificationRecord,
 };
 use crate::service::{Api, require_id, require_text};
-use crate::state::Caller;
+use crate::state::{Caller, Done};
 
 const MAX_SCOPE_DATASETS: usize = 200;
 const MAX_PLAN_ACTIONS: usize = 50;
@@ -615,125 +615,169 @@ impl GovernanceService for Api {
         &self,
         request: Request<pb::CreateAuthorizationRequest>,
     ) -> Result<Response<pb::AuthorizationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ManageAuthorization)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = self
-            .create_authorization(&caller, req)
-            .and_then(|a| self.authorization_view(&a));
-        Ok(Response::new(
-            self.state.finish_write(&caller, &target, result)?,
-        ))
+        let target = |req: &pb::CreateAuthorizationRequest| format!("tenant:{}", req.tenant_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ManageAuthorization,
+                target,
+                |caller, req| async move {
+                    let a = self.create_authorization(&caller, req)?;
+                    Ok(Done::Audited(self.authorization_view(&a)?))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_authorizations(
         &self,
         request: Request<pb::ListAuthorizationsRequest>,
     ) -> Result<Response<pb::ListAuthorizationsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewAuthorization)?;
-        let req = request.into_inner();
-        let result = (|| {
-            let tenant = match caller.principal.role {
-                Role::Engineer => Some(caller.tenant()?.to_owned()),
-                _ if req.tenant_id.is_empty() => None,
-                _ => {
-                    require_id(&req.tenant_id, "tenant_id")?;
-                    Some(req.tenant_id.clone())
-                }
-            };
-            let now = crate::now_ms();
-            let list = self.state.store.read(|c| {
-                gov::authorizations(c, tenant.as_deref())?
-                    .iter()
-                    .map(|a| {
-                        Ok(authorization_to_pb(
-                            a,
-                            now,
-                            gov::emergency_plan(c, &a.id)?.is_some(),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?;
-            let n = list.len();
-            Ok((
-                pb::ListAuthorizationsResponse {
-                    authorizations: list,
+        let no_target = |_: &pb::ListAuthorizationsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewAuthorization,
+                no_target,
+                |caller, req| async move {
+                    let tenant = match caller.principal.role {
+                        Role::Engineer => Some(caller.tenant()?.to_owned()),
+                        _ if req.tenant_id.is_empty() => None,
+                        _ => {
+                            require_id(&req.tenant_id, "tenant_id")?;
+                            Some(req.tenant_id.clone())
+                        }
+                    };
+                    let now = crate::now_ms();
+                    let list = self.state.store.read(|c| {
+                        gov::authorizations(c, tenant.as_deref())?
+                            .iter()
+                            .map(|a| {
+                                Ok(authorization_to_pb(
+                                    a,
+                                    now,
+                                    gov::emergency_plan(c, &a.id)?.is_some(),
+                                ))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })?;
+                    let n = list.len();
+                    Ok(Done::Record(
+                        pb::ListAuthorizationsResponse {
+                            authorizations: list,
+                        },
+                        json!({"tenant_id": tenant, "n": n}),
+                    ))
                 },
-                json!({"tenant_id": tenant, "n": n}),
-            ))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_authorization(
         &self,
         request: Request<pb::GetAuthorizationRequest>,
     ) -> Result<Response<pb::AuthorizationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewAuthorization)?;
-        let req = request.into_inner();
-        let target = format!("authorization:{}", req.authorization_id);
-        let result = self
-            .visible_authorization(&caller, &req.authorization_id)
-            .and_then(|a| Ok((self.authorization_view(&a)?, json!({}))));
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+        let target =
+            |req: &pb::GetAuthorizationRequest| format!("authorization:{}", req.authorization_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewAuthorization,
+                target,
+                |caller, req| async move {
+                    let a = self.visible_authorization(&caller, &req.authorization_id)?;
+                    Ok(Done::Record(self.authorization_view(&a)?, json!({})))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn revoke_authorization(
         &self,
         request: Request<pb::RevokeAuthorizationRequest>,
     ) -> Result<Response<pb::AuthorizationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ManageAuthorization)?;
-        let req = request.into_inner();
-        let target = format!("authorization:{}", req.authorization_id);
-        let result = self
-            .revoke_authorization(&caller, req)
-            .and_then(|a| self.authorization_view(&a));
-        Ok(Response::new(
-            self.state.finish_write(&caller, &target, result)?,
-        ))
+        let target = |req: &pb::RevokeAuthorizationRequest| {
+            format!("authorization:{}", req.authorization_id)
+        };
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ManageAuthorization,
+                target,
+                |caller, req| async move {
+                    let a = self.revoke_authorization(&caller, req)?;
+                    Ok(Done::Audited(self.authorization_view(&a)?))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn renew_authorization(
         &self,
         request: Request<pb::RenewAuthorizationRequest>,
     ) -> Result<Response<pb::AuthorizationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ManageAuthorization)?;
-        let req = request.into_inner();
-        let target = format!("authorization:{}", req.authorization_id);
-        let result = self
-            .renew_authorization(&caller, req)
-            .and_then(|a| self.authorization_view(&a));
-        Ok(Response::new(
-            self.state.finish_write(&caller, &target, result)?,
-        ))
+        let target =
+            |req: &pb::RenewAuthorizationRequest| format!("authorization:{}", req.authorization_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ManageAuthorization,
+                target,
+                |caller, req| async move {
+                    let a = self.renew_authorization(&caller, req)?;
+                    Ok(Done::Audited(self.authorization_view(&a)?))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn amend_authorization_scope(
         &self,
         request: Request<pb::AmendAuthorizationScopeRequest>,
     ) -> Result<Response<pb::AuthorizationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ManageAuthorization)?;
-        let req = request.into_inner();
-        let target = format!("authorization:{}", req.authorization_id);
-        let result = self
-            .amend_scope(&caller, req)
-            .and_then(|a| self.authorization_view(&a));
-        Ok(Response::new(
-            self.state.finish_write(&caller, &target, result)?,
-        ))
+        let target = |req: &pb::AmendAuthorizationScopeRequest| {
+            format!("authorization:{}", req.authorization_id)
+        };
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ManageAuthorization,
+                target,
+                |caller, req| async move {
+                    let a = self.amend_scope(&caller, req)?;
+                    Ok(Done::Audited(self.authorization_view(&a)?))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn set_emergency_plan(
         &self,
         request: Request<pb::SetEmergencyPlanRequest>,
     ) -> Result<Response<pb::EmergencyPlanResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SetEmergencyPlan)?;
-        let req = request.into_inner();
-        let target = format!("authorization:{}", req.authorization_id);
-        let result = self.set_plan(&caller, req);
-        let plan = self.state.finish_write(&caller, &target, result)?;
+        let target =
+            |req: &pb::SetEmergencyPlanRequest| format!("authorization:{}", req.authorization_id);
+        let plan = self
+            .state
+            .call(
+                request,
+                Action::SetEmergencyPlan,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.set_plan(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::EmergencyPlanResponse {
             plan: Some(plan_to_pb(&plan)),
         }))
@@ -743,39 +787,52 @@ impl GovernanceService for Api {
         &self,
         request: Request<pb::GetEmergencyPlanRequest>,
     ) -> Result<Response<pb::EmergencyPlanResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewEmergencyPlan)?;
-        let req = request.into_inner();
-        let target = format!("authorization:{}", req.authorization_id);
-        let result = (|| {
-            let a = self.visible_authorization(&caller, &req.authorization_id)?;
-            let plan = self
-                .state
-                .store
-                .read(|c| gov::emergency_plan(c, &a.id))?
-                .ok_or_else(|| {
-                    ServerError::NotFound(format!("emergency plan of authorization {}", a.id))
-                })?;
-            Ok((
-                pb::EmergencyPlanResponse {
-                    plan: Some(plan_to_pb(&plan)),
+        let target =
+            |req: &pb::GetEmergencyPlanRequest| format!("authorization:{}", req.authorization_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewEmergencyPlan,
+                target,
+                |caller, req| async move {
+                    let a = self.visible_authorization(&caller, &req.authorization_id)?;
+                    let plan = self
+                        .state
+                        .store
+                        .read(|c| gov::emergency_plan(c, &a.id))?
+                        .ok_or_else(|| {
+                            ServerError::NotFound(format!(
+                                "emergency plan of authorization {}",
+                                a.id
+                            ))
+                        })?;
+                    Ok(Done::Record(
+                        pb::EmergencyPlanResponse {
+                            plan: Some(plan_to_pb(&plan)),
+                        },
+                        json!({}),
+                    ))
                 },
-                json!({}),
-            ))
-        })();
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn qualify_principal(
         &self,
         request: Request<pb::QualifyPrincipalRequest>,
     ) -> Result<Response<pb::QualificationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::QualifyPrincipal)?;
-        let req = request.into_inner();
-        let target = format!("principal:{}", req.principal_id);
-        let result = self.qualify(&caller, req);
-        let q = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::QualifyPrincipalRequest| format!("principal:{}", req.principal_id);
+        let q = self
+            .state
+            .call(
+                request,
+                Action::QualifyPrincipal,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.qualify(&caller, req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::QualificationResponse {
             qualification: Some(qualification_to_pb(&q)),
         }))
@@ -785,41 +842,50 @@ impl GovernanceService for Api {
         &self,
         request: Request<pb::GetQualificationRequest>,
     ) -> Result<Response<pb::QualificationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewQualification)?;
-        let req = request.into_inner();
-        let target = format!("principal:{}", req.principal_id);
-        let result = (|| {
-            require_id(&req.principal_id, "principal_id")?;
-            let q = self.state.store.read(|c| {
-                let principal = crate::admin::records::principal(c, &req.principal_id)?
-                    .ok_or_else(|| {
-                        ServerError::NotFound(format!("principal {}", req.principal_id))
+        let target = |req: &pb::GetQualificationRequest| format!("principal:{}", req.principal_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewQualification,
+                target,
+                |_, req| async move {
+                    require_id(&req.principal_id, "principal_id")?;
+                    let q = self.state.store.read(|c| {
+                        let principal = crate::admin::records::principal(c, &req.principal_id)?
+                            .ok_or_else(|| {
+                                ServerError::NotFound(format!("principal {}", req.principal_id))
+                            })?;
+                        self.qualified(c, principal, None, crate::now_ms())
                     })?;
-                self.qualified(c, principal, None, crate::now_ms())
-            })?;
-            Ok((
-                pb::QualificationResponse {
-                    qualification: Some(qualification_to_pb(&q)),
+                    Ok(Done::Record(
+                        pb::QualificationResponse {
+                            qualification: Some(qualification_to_pb(&q)),
+                        },
+                        json!({}),
+                    ))
                 },
-                json!({}),
-            ))
-        })();
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn revoke_certificates(
         &self,
         request: Request<pb::RevokeCertificatesRequest>,
     ) -> Result<Response<pb::RevokeCertificatesResponse>, Status> {
-        let caller = self.state.begin(&request, Action::RevokeCertificate)?;
-        let req = request.into_inner();
-        let target = format!("principal:{}", req.principal_id);
-        let result = self.revoke_certs(&caller, req);
-        Ok(Response::new(
-            self.state.finish_write(&caller, &target, result)?,
-        ))
+        let target =
+            |req: &pb::RevokeCertificatesRequest| format!("principal:{}", req.principal_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::RevokeCertificate,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.revoke_certs(&caller, req)?)) },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }
 

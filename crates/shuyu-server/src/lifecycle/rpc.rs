@@ -22,7 +22,7 @@ use crate::jobs::records::{JobRecord, JobStatus};
 use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
 use crate::service::{Api, require_id, require_text};
-use crate::state::{AppState, Caller};
+use crate::state::{AppState, Caller, Done};
 
 const DAY_MS: i64 = 86_400_000;
 /// How long a termination waits for the tenant's killed workers to report.
@@ -874,31 +874,42 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::SuspendTenantRequest>,
     ) -> Result<Response<pb::TenantStatusResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SuspendTenant)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let status = self
+        let target = |req: &pb::SuspendTenantRequest| format!("tenant:{}", req.tenant_id);
+        let response = self
             .state
-            .finish_write(&caller, &target, self.suspend(&caller, &req))?;
-        let stopped = self
-            .stop_work(&caller, &req.tenant_id, "the tenant was suspended")
-            .map_err(|e| self.state.fail(&caller, &target, e))?;
-        Ok(Response::new(pb::TenantStatusResponse {
-            status: Some(status),
-            jobs_stopped: stopped,
-        }))
+            .call(
+                request,
+                Action::SuspendTenant,
+                target,
+                |caller, req| async move {
+                    let status = self.suspend(&caller, &req)?;
+                    // The suspension is audited; failing to stop the work is audited after it.
+                    let stopped =
+                        self.stop_work(&caller, &req.tenant_id, "the tenant was suspended")?;
+                    Ok(Done::Audited(pb::TenantStatusResponse {
+                        status: Some(status),
+                        jobs_stopped: stopped,
+                    }))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn resume_tenant(
         &self,
         request: Request<pb::ResumeTenantRequest>,
     ) -> Result<Response<pb::TenantStatusResponse>, Status> {
-        let caller = self.state.begin(&request, Action::SuspendTenant)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
+        let target = |req: &pb::ResumeTenantRequest| format!("tenant:{}", req.tenant_id);
         let status = self
             .state
-            .finish_write(&caller, &target, self.resume(&caller, &req))?;
+            .call(
+                request,
+                Action::SuspendTenant,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.resume(&caller, &req)?)) },
+            )
+            .await?;
         Ok(Response::new(pb::TenantStatusResponse {
             status: Some(status),
             jobs_stopped: Vec::new(),
@@ -910,11 +921,18 @@ impl LifecycleService for Api {
         request: Request<pb::LiftProductionFreezeRequest>,
     ) -> Result<Response<pb::TenantStatusResponse>, Status> {
         // Reopening a tenant's work is the suspending admin's decision, as resumption is.
-        let caller = self.state.begin(&request, Action::SuspendTenant)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = self.lift_production_freeze(&caller, &req);
-        let status = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::LiftProductionFreezeRequest| format!("tenant:{}", req.tenant_id);
+        let status = self
+            .state
+            .call(
+                request,
+                Action::SuspendTenant,
+                target,
+                |caller, req| async move {
+                    Ok(Done::Audited(self.lift_production_freeze(&caller, &req)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::TenantStatusResponse {
             status: Some(status),
             jobs_stopped: Vec::new(),
@@ -925,16 +943,21 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::GetTenantStatusRequest>,
     ) -> Result<Response<pb::TenantStatusResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewLifecycle)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = (|| {
-            require_id(&req.tenant_id, "tenant_id")?;
-            let status = self.status_of(&req.tenant_id)?;
-            let detail = json!({"state": status.state, "overdue": status.overdue});
-            Ok((status, detail))
-        })();
-        let status = self.state.finish_read(&caller, &target, result)?;
+        let target = |req: &pb::GetTenantStatusRequest| format!("tenant:{}", req.tenant_id);
+        let status = self
+            .state
+            .call(
+                request,
+                Action::ViewLifecycle,
+                target,
+                |_, req| async move {
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    let status = self.status_of(&req.tenant_id)?;
+                    let detail = json!({"state": status.state, "overdue": status.overdue});
+                    Ok(Done::Record(status, detail))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::TenantStatusResponse {
             status: Some(status),
             jobs_stopped: Vec::new(),
@@ -945,11 +968,13 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::TerminateTenantRequest>,
     ) -> Result<Response<pb::TerminateTenantResponse>, Status> {
-        let caller = self.state.begin(&request, Action::TerminateTenant)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = self.terminate(&caller, &req).await;
-        let report = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::TerminateTenantRequest| format!("tenant:{}", req.tenant_id);
+        let report = self
+            .state
+            .call(request, Action::TerminateTenant, target, |caller, req| async move {
+                Ok(Done::Audited(self.terminate(&caller, &req).await?))
+            })
+            .await?;
         Ok(Response::new(pb::TerminateTenantResponse {
             report: Some(report_pb(report)),
         }))
@@ -959,25 +984,30 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::GetExitReportRequest>,
     ) -> Result<Response<pb::GetExitReportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewLifecycle)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = (|| {
-            require_id(&req.tenant_id, "tenant_id")?;
-            let report = self.state.store.read(|c| {
-                self.tenant_or_not_found(c, &req.tenant_id)?;
-                lifecycle::exit_report(c, &req.tenant_id)
-            })?;
-            let report = report.ok_or_else(|| {
-                ServerError::FailedPrecondition(format!(
-                    "tenant {} has not been terminated",
-                    req.tenant_id
-                ))
-            })?;
-            let detail = json!({"created_at_ms": report.created_at_ms});
-            Ok((report, detail))
-        })();
-        let report = self.state.finish_read(&caller, &target, result)?;
+        let target = |req: &pb::GetExitReportRequest| format!("tenant:{}", req.tenant_id);
+        let report = self
+            .state
+            .call(
+                request,
+                Action::ViewLifecycle,
+                target,
+                |_, req| async move {
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    let report = self.state.store.read(|c| {
+                        self.tenant_or_not_found(c, &req.tenant_id)?;
+                        lifecycle::exit_report(c, &req.tenant_id)
+                    })?;
+                    let report = report.ok_or_else(|| {
+                        ServerError::FailedPrecondition(format!(
+                            "tenant {} has not been terminated",
+                            req.tenant_id
+                        ))
+                    })?;
+                    let detail = json!({"created_at_ms": report.created_at_ms});
+                    Ok(Done::Record(report, detail))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::GetExitReportResponse {
             report: Some(report_pb(report)),
         }))
@@ -987,47 +1017,57 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::EmergencyStopRequest>,
     ) -> Result<Response<pb::TenantStatusResponse>, Status> {
-        let caller = self.state.begin(&request, Action::EmergencyStop)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = (|| {
-            require_id(&req.tenant_id, "tenant_id")?;
-            require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
-            self.record_stop(&caller, &req.tenant_id, req.reason.trim(), None)?;
-            self.stop_work(&caller, &req.tenant_id, "emergency stop")
-        })();
-        let stopped = self.state.finish_write(&caller, &target, result)?;
-        let status = self
-            .status_of(&req.tenant_id)
-            .map_err(|e| self.state.fail(&caller, &target, e))?;
-        Ok(Response::new(pb::TenantStatusResponse {
-            status: Some(status),
-            jobs_stopped: stopped,
-        }))
+        let target = |req: &pb::EmergencyStopRequest| format!("tenant:{}", req.tenant_id);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::EmergencyStop,
+                target,
+                |caller, req| async move {
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
+                    self.record_stop(&caller, &req.tenant_id, req.reason.trim(), None)?;
+                    let stopped = self.stop_work(&caller, &req.tenant_id, "emergency stop")?;
+                    // The stop is audited; failing to read the status back is audited after it.
+                    let status = self.status_of(&req.tenant_id)?;
+                    Ok(Done::Audited(pb::TenantStatusResponse {
+                        status: Some(status),
+                        jobs_stopped: stopped,
+                    }))
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn release_stop(
         &self,
         request: Request<pb::ReleaseStopRequest>,
     ) -> Result<Response<pb::TenantStatusResponse>, Status> {
-        let caller = self.state.begin(&request, Action::EmergencyStop)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = (|| {
-            require_id(&req.tenant_id, "tenant_id")?;
-            require_text(&req.note, "the note", MAX_REASON_CHARS, false)?;
-            self.state.store.commit_with(|tx| {
-                let was = self.release(tx, &req.tenant_id, true)?;
-                let entry = caller.entry(
-                    target.clone(),
-                    "ok",
-                    json!({"stopped_at_ms": was.stopped_at_ms, "note": req.note}),
-                );
-                Ok(((), entry))
-            })?;
-            self.status_of(&req.tenant_id)
-        })();
-        let status = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::ReleaseStopRequest| format!("tenant:{}", req.tenant_id);
+        let status = self
+            .state
+            .call(
+                request,
+                Action::EmergencyStop,
+                target,
+                |caller, req| async move {
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    require_text(&req.note, "the note", MAX_REASON_CHARS, false)?;
+                    self.state.store.commit_with(|tx| {
+                        let was = self.release(tx, &req.tenant_id, true)?;
+                        let entry = caller.entry(
+                            format!("tenant:{}", req.tenant_id),
+                            "ok",
+                            json!({"stopped_at_ms": was.stopped_at_ms, "note": req.note}),
+                        );
+                        Ok(((), entry))
+                    })?;
+                    Ok(Done::Audited(self.status_of(&req.tenant_id)?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::TenantStatusResponse {
             status: Some(status),
             jobs_stopped: Vec::new(),
@@ -1038,11 +1078,16 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::RunDrillRequest>,
     ) -> Result<Response<pb::RunDrillResponse>, Status> {
-        let caller = self.state.begin(&request, Action::EmergencyStop)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = self.drill(&caller, &req).await;
-        let drill = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::RunDrillRequest| format!("tenant:{}", req.tenant_id);
+        let drill = self
+            .state
+            .call(
+                request,
+                Action::EmergencyStop,
+                target,
+                |caller, req| async move { Ok(Done::Audited(self.drill(&caller, &req).await?)) },
+            )
+            .await?;
         Ok(Response::new(pb::RunDrillResponse {
             drill: Some(drill_pb(drill)),
         }))
@@ -1052,28 +1097,35 @@ impl LifecycleService for Api {
         &self,
         request: Request<pb::ListDrillsRequest>,
     ) -> Result<Response<pb::ListDrillsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewLifecycle)?;
-        let req = request.into_inner();
-        let result = (|| {
-            let tenant = if req.tenant_id.is_empty() {
-                None
-            } else {
-                require_id(&req.tenant_id, "tenant_id")?;
-                self.state
-                    .store
-                    .read(|c| self.tenant_or_not_found(c, &req.tenant_id))?;
-                Some(req.tenant_id.as_str())
-            };
-            let drills = self.state.store.read(|c| lifecycle::drills(c, tenant))?;
-            let n = drills.len();
-            Ok((
-                pb::ListDrillsResponse {
-                    drills: drills.into_iter().map(drill_pb).collect(),
+        let no_target = |_: &pb::ListDrillsRequest| String::new();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ViewLifecycle,
+                no_target,
+                |_, req| async move {
+                    let tenant = if req.tenant_id.is_empty() {
+                        None
+                    } else {
+                        require_id(&req.tenant_id, "tenant_id")?;
+                        self.state
+                            .store
+                            .read(|c| self.tenant_or_not_found(c, &req.tenant_id))?;
+                        Some(req.tenant_id.as_str())
+                    };
+                    let drills = self.state.store.read(|c| lifecycle::drills(c, tenant))?;
+                    let n = drills.len();
+                    Ok(Done::Record(
+                        pb::ListDrillsResponse {
+                            drills: drills.into_iter().map(drill_pb).collect(),
+                        },
+                        json!({"n": n}),
+                    ))
                 },
-                json!({"n": n}),
-            ))
-        })();
-        Ok(Response::new(self.state.finish_read(&caller, "", result)?))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }
 

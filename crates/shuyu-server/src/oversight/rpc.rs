@@ -16,6 +16,7 @@ use crate::notify::{Audience, NewNotification};
 use crate::oversight::alerts::{self, Alert};
 use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
 use crate::service::{Api, require_id, require_text};
+use crate::state::Done;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -64,15 +65,13 @@ fn format_from_pb(value: i32) -> Result<Format> {
 }
 
 impl Api {
-    fn report(
+    async fn report(
         &self,
         request: Request<pb::ReportRequest>,
         public: bool,
     ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewReports)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{}", req.tenant_id);
-        let result = (|| {
+        let target = |req: &pb::ReportRequest| format!("tenant:{}", req.tenant_id);
+        let response = self.state.call(request, Action::ViewReports, target, |_, req| async move {
             require_id(&req.tenant_id, "tenant_id")?;
             let format = format_from_pb(req.format)?;
             let (from, to) = reports::period(req.from_ms, req.to_ms, crate::now_ms())?;
@@ -87,7 +86,7 @@ impl Api {
             let content = report.render(format);
             let detail = json!({"kind": if public {"disclosure_summary"} else {"operation_report"},
                                 "from_ms": from, "to_ms": to, "bytes": content.len()});
-            Ok((
+            Ok(Done::Record(
                 pb::ReportResponse {
                     content,
                     from_ms: from,
@@ -95,10 +94,8 @@ impl Api {
                 },
                 detail,
             ))
-        })();
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+        }).await?;
+        Ok(Response::new(response))
     }
 }
 
@@ -108,54 +105,63 @@ impl OversightService for Api {
         &self,
         request: Request<pb::ListAlertsRequest>,
     ) -> std::result::Result<Response<pb::ListAlertsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ViewAlerts)?;
-        let include_acked = request.into_inner().include_acked;
-        let result = self
+        let target = |_: &pb::ListAlertsRequest| "alerts".to_owned();
+        let response = self
             .state
-            .store
-            .read(|c| alerts::list(c, include_acked))
-            .map(|list| {
+            .call(request, Action::ViewAlerts, target, |_, req| async move {
+                let include_acked = req.include_acked;
+                let list = self.state.store.read(|c| alerts::list(c, include_acked))?;
                 let n = list.len();
-                (
+                Ok(Done::Record(
                     pb::ListAlertsResponse {
                         alerts: list.into_iter().map(alert_pb).collect(),
                     },
                     json!({"n": n, "include_acked": include_acked}),
-                )
-            });
-        Ok(Response::new(
-            self.state.finish_read(&caller, "alerts", result)?,
-        ))
+                ))
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn ack_alert(
         &self,
         request: Request<pb::AckAlertRequest>,
     ) -> std::result::Result<Response<pb::AckAlertResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ManageAlerts)?;
-        let id = request.into_inner().alert_id;
-        let target = format!("alert:{id}");
-        let result = (|| {
-            if id <= 0 {
-                return Err(ServerError::InvalidArgument(
-                    "alert_id must be positive".into(),
-                ));
-            }
-            self.state.store.commit_with(|tx| {
-                let alert = alerts::get(tx, id)?
-                    .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
-                if alert.acked_at_ms != 0 {
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "alert {id} was already acknowledged"
-                    )));
-                }
-                let acked = alerts::ack(tx, id, &caller.principal.id, crate::now_ms())?
-                    .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
-                let entry = caller.entry(target.clone(), "ok", json!({"kind": acked.kind}));
-                Ok((acked, entry))
-            })
-        })();
-        let alert = self.state.finish_write(&caller, &target, result)?;
+        let target = |req: &pb::AckAlertRequest| format!("alert:{}", req.alert_id);
+        let alert = self
+            .state
+            .call(
+                request,
+                Action::ManageAlerts,
+                target,
+                |caller, req| async move {
+                    let id = req.alert_id;
+                    let target = format!("alert:{id}");
+                    if id <= 0 {
+                        return Err(ServerError::InvalidArgument(
+                            "alert_id must be positive".into(),
+                        ));
+                    }
+                    self.state
+                        .store
+                        .commit_with(|tx| {
+                            let alert = alerts::get(tx, id)?
+                                .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
+                            if alert.acked_at_ms != 0 {
+                                return Err(ServerError::FailedPrecondition(format!(
+                                    "alert {id} was already acknowledged"
+                                )));
+                            }
+                            let acked = alerts::ack(tx, id, &caller.principal.id, crate::now_ms())?
+                                .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
+                            let entry =
+                                caller.entry(target.clone(), "ok", json!({"kind": acked.kind}));
+                            Ok((acked, entry))
+                        })
+                        .map(Done::Audited)
+                },
+            )
+            .await?;
         Ok(Response::new(pb::AckAlertResponse {
             alert: Some(alert_pb(alert)),
         }))
@@ -165,12 +171,22 @@ impl OversightService for Api {
         &self,
         request: Request<pb::ScanAlertsRequest>,
     ) -> std::result::Result<Response<pb::ScanAlertsResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ManageAlerts)?;
-        let result = crate::oversight::tasks::scan(
-            &self.state,
-            Some(caller.entry("alerts", "ok", json!({}))),
-        );
-        let outcome = self.state.finish_write(&caller, "alerts", result)?;
+        let target = |_: &pb::ScanAlertsRequest| "alerts".to_owned();
+        let outcome = self
+            .state
+            .call(
+                request,
+                Action::ManageAlerts,
+                target,
+                |caller, _| async move {
+                    crate::oversight::tasks::scan(
+                        &self.state,
+                        Some(caller.entry("alerts", "ok", json!({}))),
+                    )
+                    .map(Done::Audited)
+                },
+            )
+            .await?;
         Ok(Response::new(pb::ScanAlertsResponse {
             raised: outcome.raised.into_iter().map(alert_pb).collect(),
             n_updated: outcome.n_updated,
@@ -181,199 +197,231 @@ impl OversightService for Api {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
-        self.report(request, false)
+        self.report(request, false).await
     }
 
     async fn disclosure_summary(
         &self,
         request: Request<pb::ReportRequest>,
     ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
-        self.report(request, true)
+        self.report(request, true).await
     }
 
     async fn audit_checkpoint(
         &self,
         request: Request<pb::AuditCheckpointRequest>,
     ) -> std::result::Result<Response<pb::AuditCheckpointResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
-        let from = request.into_inner().consistency_from;
-        let state = Arc::clone(&self.state);
-        let who = caller.clone();
-        // The tree is hashed off the async threads and outside the store's lock; every
-        // checkpoint handed out is kept, so the domain can show what it signed.
-        let result = tokio::task::spawn_blocking(move || {
-            let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
-            let leaves = checkpoint::leaves_of(&hashes)?;
-            crate::oversight::tasks::check_before_signing(&state, &leaves)?;
-            let (cp, note) = checkpoint::signed(&leaves, &state.signing);
-            // A checkpoint the caller holds of more records than the trail has now: the
-            // trail was cut down. The current checkpoint comes back without a proof, and the
-            // caller's verification says "rewritten".
-            let proof = match usize::try_from(from) {
-                Ok(m) if m > 0 && from <= cp.tree_size => checkpoint::consistency_proof(m, &leaves),
-                _ => Vec::new(),
-            };
-            let entry = who.entry(
+        let target = |_: &pb::AuditCheckpointRequest| "audit".to_owned();
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ReadCheckpoint,
+                target,
+                |who, req| async move {
+                    let from = req.consistency_from;
+                    let state = Arc::clone(&self.state);
+                    // The tree is hashed off the async threads and outside the store's lock; every
+                    // checkpoint handed out is kept, so the domain can show what it signed.
+                    let result = tokio::task::spawn_blocking(move || {
+                        let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
+                        let leaves = checkpoint::leaves_of(&hashes)?;
+                        crate::oversight::tasks::check_before_signing(&state, &leaves)?;
+                        let (cp, note) = checkpoint::signed(&leaves, &state.signing);
+                        // A checkpoint the caller holds of more records than the trail has now: the
+                        // trail was cut down. The current checkpoint comes back without a proof, and the
+                        // caller's verification says "rewritten".
+                        let proof = match usize::try_from(from) {
+                            Ok(m) if m > 0 && from <= cp.tree_size => {
+                                checkpoint::consistency_proof(m, &leaves)
+                            }
+                            _ => Vec::new(),
+                        };
+                        let entry = who.entry(
                 "audit",
                 "ok",
                 json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash),
                        "consistency_from": from, "cut_down": from > cp.tree_size}),
             );
-            state.store.commit(&entry, |tx| {
-                checkpoint::store(tx, &cp, &note, crate::now_ms())
-            })?;
-            Ok(pb::AuditCheckpointResponse {
-                checkpoint: note,
-                tree_size: cp.tree_size,
-                root_hash: cp.root_hash.to_vec(),
-                consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(ServerError::internal(format!("checkpoint task: {e}"))));
-        Ok(Response::new(
-            self.state.finish_write(&caller, "audit", result)?,
-        ))
+                        state.store.commit(&entry, |tx| {
+                            checkpoint::store(tx, &cp, &note, crate::now_ms())
+                        })?;
+                        Ok(pb::AuditCheckpointResponse {
+                            checkpoint: note,
+                            tree_size: cp.tree_size,
+                            root_hash: cp.root_hash.to_vec(),
+                            consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ServerError::internal(format!("checkpoint task: {e}")))
+                    });
+                    result.map(Done::Audited)
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn audit_inclusion_proof(
         &self,
         request: Request<pb::AuditInclusionProofRequest>,
     ) -> std::result::Result<Response<pb::AuditInclusionProofResponse>, Status> {
-        let caller = self.state.begin(&request, Action::ReadCheckpoint)?;
-        let req = request.into_inner();
-        let target = format!("audit:{}", req.seq);
-        let state = Arc::clone(&self.state);
-        let result = tokio::task::spawn_blocking(move || {
-            let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
-            let size = if req.tree_size == 0 {
-                hashes.len() as u64
-            } else {
-                req.tree_size
-            };
-            if size > hashes.len() as u64 {
-                return Err(ServerError::InvalidArgument(format!(
-                    "tree_size {size} is beyond the trail's {} records",
-                    hashes.len()
-                )));
-            }
-            if req.seq == 0 || req.seq > size {
-                return Err(ServerError::NotFound(format!(
-                    "audit record {} in a tree of {size}",
-                    req.seq
-                )));
-            }
-            let n = usize::try_from(size).unwrap_or(usize::MAX);
-            let index = usize::try_from(req.seq - 1).unwrap_or(usize::MAX);
-            let leaves = checkpoint::leaves_of(&hashes[..n])?;
-            let proof = checkpoint::inclusion_proof(index, &leaves);
-            Ok((
-                pb::AuditInclusionProofResponse {
-                    leaf_index: req.seq - 1,
-                    tree_size: size,
-                    record_hash: hex::decode(&hashes[index].1).unwrap_or_default(),
-                    proof: proof.iter().map(|h| h.to_vec()).collect(),
+        let target = |req: &pb::AuditInclusionProofRequest| format!("audit:{}", req.seq);
+        let response = self
+            .state
+            .call(
+                request,
+                Action::ReadCheckpoint,
+                target,
+                |_, req| async move {
+                    let state = Arc::clone(&self.state);
+                    let result = tokio::task::spawn_blocking(move || {
+                        let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
+                        let size = if req.tree_size == 0 {
+                            hashes.len() as u64
+                        } else {
+                            req.tree_size
+                        };
+                        if size > hashes.len() as u64 {
+                            return Err(ServerError::InvalidArgument(format!(
+                                "tree_size {size} is beyond the trail's {} records",
+                                hashes.len()
+                            )));
+                        }
+                        if req.seq == 0 || req.seq > size {
+                            return Err(ServerError::NotFound(format!(
+                                "audit record {} in a tree of {size}",
+                                req.seq
+                            )));
+                        }
+                        let n = usize::try_from(size).unwrap_or(usize::MAX);
+                        let index = usize::try_from(req.seq - 1).unwrap_or(usize::MAX);
+                        let leaves = checkpoint::leaves_of(&hashes[..n])?;
+                        let proof = checkpoint::inclusion_proof(index, &leaves);
+                        Ok((
+                            pb::AuditInclusionProofResponse {
+                                leaf_index: req.seq - 1,
+                                tree_size: size,
+                                record_hash: hex::decode(&hashes[index].1).unwrap_or_default(),
+                                proof: proof.iter().map(|h| h.to_vec()).collect(),
+                            },
+                            json!({"tree_size": size}),
+                        ))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(ServerError::internal(format!("proof task: {e}"))));
+                    let (response, detail) = result?;
+                    Ok(Done::Record(response, detail))
                 },
-                json!({"tree_size": size}),
-            ))
-        })
-        .await
-        .unwrap_or_else(|e| Err(ServerError::internal(format!("proof task: {e}"))));
-        Ok(Response::new(
-            self.state.finish_read(&caller, &target, result)?,
-        ))
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn record_evaluation(
         &self,
         request: Request<pb::RecordEvaluationRequest>,
     ) -> std::result::Result<Response<pb::RecordEvaluationResponse>, Status> {
-        let caller = self.state.begin(&request, Action::EvaluateTenant)?;
-        let req = request.into_inner();
-        let target = format!("tenant:{} year:{}", req.tenant_id, req.year);
-        let result = (|| {
-            require_id(&req.tenant_id, "tenant_id")?;
-            let outcome = match pb::EvaluationOutcome::try_from(req.outcome) {
-                Ok(pb::EvaluationOutcome::Pass) => EvaluationOutcome::Pass,
-                Ok(pb::EvaluationOutcome::FixIn30Days) => EvaluationOutcome::FixIn30Days,
-                Ok(pb::EvaluationOutcome::Fail) => EvaluationOutcome::Fail,
-                _ => {
-                    return Err(ServerError::InvalidArgument(
-                        "the outcome must be pass, fix_in_30_days or fail".into(),
-                    ));
-                }
-            };
-            require_text(
-                &req.note,
-                "the note",
-                2000,
-                outcome != EvaluationOutcome::Pass,
-            )?;
-            let (from, to) = reports::year_period(req.year)?;
-            let now = crate::now_ms();
-            if to > now {
-                return Err(ServerError::InvalidArgument(format!(
-                    "{} has not ended: evaluate a past year",
-                    req.year
-                )));
-            }
-            let objects = self.state.storage.root().to_path_buf();
-            self.state.store.commit_with(|tx| {
-                let report = reports::operation_report(tx, &objects, &req.tenant_id, from, to)?;
-                let evaluation = Evaluation {
-                    tenant_id: req.tenant_id.clone(),
-                    year: req.year,
-                    outcome,
-                    note: req.note.trim().to_owned(),
-                    fix_due_ms: if outcome == EvaluationOutcome::FixIn30Days {
-                        now + 30 * DAY_MS
-                    } else {
-                        0
-                    },
-                    report_sha256: shuyu_vault::sha256_hex(
-                        report.render(Format::Markdown).as_bytes(),
-                    ),
-                    evaluated_by: caller.principal.id.clone(),
-                    evaluated_at_ms: now,
-                };
-                reports::insert_evaluation(tx, &evaluation)?;
-                let subject = format!(
-                    "annual evaluation {}: {}",
-                    req.year,
-                    outcome.as_str().replace('_', " ")
-                );
-                let body = match outcome {
-                    EvaluationOutcome::FixIn30Days => format!(
-                        "Fix by {}: {}",
-                        crate::format_ms(evaluation.fix_due_ms),
-                        evaluation.note
-                    ),
-                    _ => evaluation.note.clone(),
-                };
-                let dedup = format!("evaluation:{}:{}", req.tenant_id, req.year);
-                crate::notify::notify(
-                    tx,
-                    &NewNotification {
-                        audience: Audience::Tenant(req.tenant_id.clone()),
-                        tenant_id: &req.tenant_id,
-                        kind: "annual_evaluation",
-                        subject: &subject,
-                        body: &body,
-                        reference: &format!("tenant:{}", req.tenant_id),
-                        dedup_key: Some(&dedup),
-                    },
-                    now,
-                )?;
-                let entry = caller.entry(
-                    target.clone(),
-                    "ok",
-                    json!({"year": req.year, "outcome": outcome.as_str(),
+        let target = |req: &pb::RecordEvaluationRequest| {
+            format!("tenant:{} year:{}", req.tenant_id, req.year)
+        };
+        let evaluation = self
+            .state
+            .call(
+                request,
+                Action::EvaluateTenant,
+                target,
+                |caller, req| async move {
+                    let target = format!("tenant:{} year:{}", req.tenant_id, req.year);
+                    require_id(&req.tenant_id, "tenant_id")?;
+                    let outcome = match pb::EvaluationOutcome::try_from(req.outcome) {
+                        Ok(pb::EvaluationOutcome::Pass) => EvaluationOutcome::Pass,
+                        Ok(pb::EvaluationOutcome::FixIn30Days) => EvaluationOutcome::FixIn30Days,
+                        Ok(pb::EvaluationOutcome::Fail) => EvaluationOutcome::Fail,
+                        _ => {
+                            return Err(ServerError::InvalidArgument(
+                                "the outcome must be pass, fix_in_30_days or fail".into(),
+                            ));
+                        }
+                    };
+                    require_text(
+                        &req.note,
+                        "the note",
+                        2000,
+                        outcome != EvaluationOutcome::Pass,
+                    )?;
+                    let (from, to) = reports::year_period(req.year)?;
+                    let now = crate::now_ms();
+                    if to > now {
+                        return Err(ServerError::InvalidArgument(format!(
+                            "{} has not ended: evaluate a past year",
+                            req.year
+                        )));
+                    }
+                    let objects = self.state.storage.root().to_path_buf();
+                    self.state
+                        .store
+                        .commit_with(|tx| {
+                            let report =
+                                reports::operation_report(tx, &objects, &req.tenant_id, from, to)?;
+                            let evaluation = Evaluation {
+                                tenant_id: req.tenant_id.clone(),
+                                year: req.year,
+                                outcome,
+                                note: req.note.trim().to_owned(),
+                                fix_due_ms: if outcome == EvaluationOutcome::FixIn30Days {
+                                    now + 30 * DAY_MS
+                                } else {
+                                    0
+                                },
+                                report_sha256: shuyu_vault::sha256_hex(
+                                    report.render(Format::Markdown).as_bytes(),
+                                ),
+                                evaluated_by: caller.principal.id.clone(),
+                                evaluated_at_ms: now,
+                            };
+                            reports::insert_evaluation(tx, &evaluation)?;
+                            let subject = format!(
+                                "annual evaluation {}: {}",
+                                req.year,
+                                outcome.as_str().replace('_', " ")
+                            );
+                            let body = match outcome {
+                                EvaluationOutcome::FixIn30Days => format!(
+                                    "Fix by {}: {}",
+                                    crate::format_ms(evaluation.fix_due_ms),
+                                    evaluation.note
+                                ),
+                                _ => evaluation.note.clone(),
+                            };
+                            let dedup = format!("evaluation:{}:{}", req.tenant_id, req.year);
+                            crate::notify::notify(
+                                tx,
+                                &NewNotification {
+                                    audience: Audience::Tenant(req.tenant_id.clone()),
+                                    tenant_id: &req.tenant_id,
+                                    kind: "annual_evaluation",
+                                    subject: &subject,
+                                    body: &body,
+                                    reference: &format!("tenant:{}", req.tenant_id),
+                                    dedup_key: Some(&dedup),
+                                },
+                                now,
+                            )?;
+                            let entry = caller.entry(
+                                target.clone(),
+                                "ok",
+                                json!({"year": req.year, "outcome": outcome.as_str(),
                            "report_sha256": evaluation.report_sha256}),
-                );
-                Ok((evaluation, entry))
-            })
-        })();
-        let evaluation = self.state.finish_write(&caller, &target, result)?;
+                            );
+                            Ok((evaluation, entry))
+                        })
+                        .map(Done::Audited)
+                },
+            )
+            .await?;
         Ok(Response::new(pb::RecordEvaluationResponse {
             evaluation: Some(evaluation_pb(&evaluation)),
         }))
@@ -383,12 +431,22 @@ impl OversightService for Api {
         &self,
         request: Request<pb::PurgeAuditRequest>,
     ) -> std::result::Result<Response<pb::PurgeAuditResponse>, Status> {
-        let caller = self.state.begin(&request, Action::PurgeAudit)?;
-        let result = crate::oversight::tasks::purge(
-            &self.state,
-            Some(caller.entry("audit", "ok", json!({}))),
-        );
-        let n = self.state.finish_write(&caller, "audit", result)?;
+        let target = |_: &pb::PurgeAuditRequest| "audit".to_owned();
+        let n = self
+            .state
+            .call(
+                request,
+                Action::PurgeAudit,
+                target,
+                |caller, _| async move {
+                    crate::oversight::tasks::purge(
+                        &self.state,
+                        Some(caller.entry("audit", "ok", json!({}))),
+                    )
+                    .map(Done::Audited)
+                },
+            )
+            .await?;
         Ok(Response::new(pb::PurgeAuditResponse { n_redacted: n }))
     }
 }

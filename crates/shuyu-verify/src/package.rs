@@ -300,13 +300,15 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, VerifyError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use shuyu_vault::SigningKey;
+/// A complete manifest for tests (of this crate, and of the server's package writer with
+/// the `test-support` feature): every field set, the result described by `result`.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
+    use shuyu_vault::sha256_hex;
 
     use super::*;
 
-    fn manifest(result: &[u8]) -> Manifest {
+    pub fn sample_manifest(result: &[u8]) -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT.into(),
             export_id: "exp_1".into(),
@@ -365,6 +367,14 @@ mod tests {
             }),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use shuyu_vault::SigningKey;
+
+    use super::testing::sample_manifest;
+    use super::*;
 
     fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -393,7 +403,7 @@ mod tests {
     /// A signing key and a manifest of `result` naming it.
     fn signed(result: &[u8]) -> (SigningKey, Manifest) {
         let (key, _) = SigningKey::generate().unwrap();
-        let mut m = manifest(result);
+        let mut m = sample_manifest(result);
         m.domain_public_key = hex::encode(key.public_key());
         (key, m)
     }
@@ -630,7 +640,7 @@ mod tests {
     #[test]
     fn an_unknown_format_or_no_manifest_is_refused() {
         let (key, _) = SigningKey::generate().unwrap();
-        let mut m = manifest(b"x");
+        let mut m = sample_manifest(b"x");
         m.format = "shuyu-export/v9".into();
         let v9 = package(&m, b"x", &key);
         assert_eq!(

@@ -259,75 +259,16 @@ pub fn open(envelope: &Envelope, location: &str, stored: &[u8]) -> Result<Vec<u8
 #[cfg(test)]
 mod tests {
     use shuyu_vault::sha256_hex;
+    use shuyu_verify::package::testing::sample_manifest;
     use shuyu_verify::package::verify;
 
     use super::*;
-
-    fn manifest(result: &[u8]) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT.into(),
-            export_id: "exp_1".into(),
-            job_id: "job_1".into(),
-            tenant_id: "t_1".into(),
-            query_sha256: "q".repeat(64),
-            query_kind: "sql".into(),
-            scenario_id: "sc_1".into(),
-            input_datasets: Vec::new(),
-            policy_version: "p1".into(),
-            checks: vec![ManifestCheck {
-                name: "min_group_rows".into(),
-                outcome: "review".into(),
-            }],
-            purpose: "test".into(),
-            requester_id: "p_eng".into(),
-            quorum: 2,
-            approvals: ["p_a", "p_b"]
-                .map(|id| ManifestApproval {
-                    reviewer_id: id.into(),
-                    comment: "ok".into(),
-                    approved_at_ms: 1,
-                    result_sha256: "r".repeat(64),
-                    query_sha256: "q".repeat(64),
-                    policy_version: "p1".into(),
-                })
-                .to_vec(),
-            requested_at_ms: 1,
-            approved_at_ms: 2,
-            result: ManifestFile {
-                name: "result.csv".into(),
-                sha256: sha256_hex(result),
-                bytes: result.len() as u64,
-                rows: 1,
-            },
-            domain_public_key: String::new(),
-            product: Some(ManifestProduct {
-                recipient_id: "p_rcp".into(),
-                recipient_organisation: "某市卫健委".into(),
-                permitted_use: "区县卫生规划".into(),
-                expires_at_ms: 3,
-                scenario_id: "sc_1".into(),
-                scenario_category: "public_welfare".into(),
-                price_basis: ManifestPrice {
-                    free: true,
-                    currency: "CNY".into(),
-                    per_10k_rows_fen: 0,
-                    per_download_fen: 0,
-                    rows: 1,
-                    rows_charge_fen: 0,
-                },
-                fingerprint: "ab".repeat(32),
-                row_order: "keyed-by-fingerprint/v1".into(),
-                round_counts_to: 5,
-                rekeyed_columns: Vec::new(),
-            }),
-        }
-    }
 
     #[test]
     fn a_streamed_package_is_the_built_one_and_refuses_another_file() {
         let (key, _) = SigningKey::generate().unwrap();
         let result = vec![7u8; 3000];
-        let mut m = manifest(&result);
+        let mut m = sample_manifest(&result);
         m.domain_public_key = hex::encode(key.public_key());
         let built = build(&m, &result, &key).unwrap();
         let (streamed, written) = write(&m, result.as_slice(), &key, Vec::new()).unwrap();

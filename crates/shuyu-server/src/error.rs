@@ -80,12 +80,14 @@ impl StorageFault {
         }
     }
 
-    /// The fault behind a SQLite error, if it is one.
-    pub fn of_sqlite(e: &rusqlite::Error) -> Option<StorageFault> {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => Some(StorageFault::Full),
-            Some(rusqlite::ErrorCode::ReadOnly) => Some(StorageFault::ReadOnly),
-            _ => None,
+    /// The fault behind a metadata store error, if it is one.
+    pub fn of_metadata(e: &shuyu_meta::Error) -> Option<StorageFault> {
+        if e.is_disk_full() {
+            Some(StorageFault::Full)
+        } else if e.is_read_only() {
+            Some(StorageFault::ReadOnly)
+        } else {
+            None
         }
     }
 }
@@ -148,11 +150,18 @@ impl ServerError {
     }
 }
 
-impl From<rusqlite::Error> for ServerError {
-    fn from(e: rusqlite::Error) -> Self {
-        match StorageFault::of_sqlite(&e) {
-            Some(fault) => ServerError::Storage(fault),
-            None => ServerError::internal(format!("metadata store: {e}")),
+impl From<shuyu_meta::Error> for ServerError {
+    fn from(e: shuyu_meta::Error) -> Self {
+        if let Some(fault) = StorageFault::of_metadata(&e) {
+            return ServerError::Storage(fault);
+        }
+        match e {
+            // Other servers kept the rows busy, or every pooled connection was taken: try
+            // again later.
+            shuyu_meta::Error::RetriesExhausted { .. } | shuyu_meta::Error::PoolTimeout(_) => {
+                ServerError::Busy(format!("metadata store: {e}"))
+            }
+            other => ServerError::internal(format!("metadata store: {other}")),
         }
     }
 }
@@ -221,7 +230,7 @@ mod tests {
         let e = conn
             .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
             .unwrap_err();
-        let e = ServerError::from(e);
+        let e = ServerError::from(shuyu_meta::Error::from(e));
         assert_eq!(e.storage_fault(), Some(StorageFault::Full));
         assert_eq!(e.into_status().code(), Code::ResourceExhausted);
     }

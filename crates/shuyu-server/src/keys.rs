@@ -15,11 +15,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use rusqlite::Connection;
 use shuyu_vault::{Envelope, KekProvider, MasterKey, SecretKey, VaultError};
 
 use crate::error::Result;
-use crate::store;
+use crate::store::{self, Tx};
 
 /// The KEK that wraps the data keys of published datasets.
 pub const DOMAIN_KEK: &str = "domain";
@@ -93,8 +92,8 @@ impl KeyStore {
     ///
     /// # Errors
     /// On store failure.
-    pub fn load(master: MasterKey, conn: &Connection) -> Result<Arc<KeyStore>> {
-        let wrapped = store::all_keks(conn)?
+    pub fn load(master: MasterKey, tx: &Tx<'_>) -> Result<Arc<KeyStore>> {
+        let wrapped = store::all_keks(tx)?
             .into_iter()
             .map(|(id, wrapped, parent)| (id, WrappedKek { wrapped, parent }))
             .collect();
@@ -109,25 +108,29 @@ impl KeyStore {
         &self.master
     }
 
-    /// Creates a KEK, stores it wrapped inside `conn`'s transaction, and remembers it.
+    /// Creates a KEK, stores it wrapped inside `tx`, and remembers it. Run again in a
+    /// transaction that reruns after a conflict, it makes a new key and remembers that one in
+    /// place of the first: what is remembered is what the last run stored. If `tx` fails
+    /// for good, [`KeyStore::discard`] the id.
     ///
     /// # Errors
     /// On store failure.
-    pub fn create_kek(&self, conn: &Connection, kek_id: &str, owner: &str) -> Result<()> {
+    pub fn create_kek(&self, tx: &Tx<'_>, kek_id: &str, owner: &str) -> Result<()> {
         let kek = SecretKey::generate();
         let wrapped = self.master.wrap_kek(kek_id, &kek);
-        store::insert_kek(conn, kek_id, &wrapped, owner, None)?;
+        store::insert_kek(tx, kek_id, &wrapped, owner, None)?;
         self.remember(kek_id, wrapped, None);
         Ok(())
     }
 
-    /// Creates a KEK wrapped by the KEK `parent`, inside `conn`'s transaction.
+    /// Creates a KEK wrapped by the KEK `parent`, inside `tx` (rerun like
+    /// [`KeyStore::create_kek`]).
     ///
     /// # Errors
     /// If the parent is unknown or on store failure.
     pub fn create_child_kek(
         &self,
-        conn: &Connection,
+        tx: &Tx<'_>,
         kek_id: &str,
         parent: &str,
         owner: &str,
@@ -135,7 +138,7 @@ impl KeyStore {
         let parent_key = self.kek(parent)?;
         let kek = SecretKey::generate();
         let wrapped = parent_key.wrap(&child_aad(kek_id), &kek);
-        store::insert_kek(conn, kek_id, &wrapped, owner, Some(parent))?;
+        store::insert_kek(tx, kek_id, &wrapped, owner, Some(parent))?;
         self.remember(kek_id, wrapped, Some(parent.to_owned()));
         Ok(())
     }

@@ -194,7 +194,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     if tightened > 0 {
         tracing::warn!(tightened, "made files and folders of the data dir private");
     }
-    let domain = domain::open(&config.data_dir)?;
+    let domain = domain::open(&config.data_dir, &config.metadata)?;
     let storage = Storage::local(&domain.dir.objects())?;
     let envelope = AppState::envelope(&domain.keys);
     let engine = Engine::new(storage.clone(), Arc::clone(&envelope));

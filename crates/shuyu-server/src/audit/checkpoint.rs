@@ -3,10 +3,11 @@
 //! its proofs and the note's format are `shuyu_verify::checkpoint`, the one implementation
 //! that outside parties verify with.
 
-use rusqlite::{Connection, params};
+use shuyu_meta::params;
 use shuyu_vault::SigningKey;
 
 use crate::error::{Result, ServerError};
+use crate::store::Tx;
 
 // The tree and the note, for the oversight service that proves and signs with them.
 pub(crate) use shuyu_verify::checkpoint::{
@@ -16,8 +17,8 @@ pub(crate) use shuyu_verify::checkpoint::{
 /// Stored checkpoints (taken periodically and on demand).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    tree_size INTEGER PRIMARY KEY, root_hash TEXT NOT NULL, note TEXT NOT NULL,
-    at_ms INTEGER NOT NULL);
+    tree_size BIGINT PRIMARY KEY, root_hash TEXT NOT NULL, note TEXT NOT NULL,
+    at_ms BIGINT NOT NULL);
 ";
 
 /// The records' hashes (hex) in sequence order, the first `size` or all: a quick read, so
@@ -25,11 +26,17 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 ///
 /// # Errors
 /// On store failure.
-pub fn audit_hashes(conn: &Connection, size: Option<u64>) -> Result<Vec<(u64, String)>> {
-    let mut stmt = conn.prepare("SELECT seq, hash FROM audit ORDER BY seq LIMIT ?1")?;
-    let limit = size.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
-    let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn audit_hashes(tx: &Tx<'_>, size: Option<u64>) -> Result<Vec<(u64, String)>> {
+    let rows = match size {
+        Some(size) => tx.query(
+            "SELECT seq, hash FROM audit ORDER BY seq LIMIT ?1",
+            params![i64::try_from(size).unwrap_or(i64::MAX)],
+        )?,
+        None => tx.query("SELECT seq, hash FROM audit ORDER BY seq", &[])?,
+    };
+    rows.iter()
+        .map(|r| Ok((r.get("seq")?, r.get("hash")?)))
+        .collect()
 }
 
 /// The leaves of the audit tree: each record's hash, leaf-hashed.
@@ -64,16 +71,13 @@ pub fn signed(leaves: &[Hash], key: &SigningKey) -> (Checkpoint, String) {
 ///
 /// # Errors
 /// On store failure.
-pub fn store(conn: &Connection, checkpoint: &Checkpoint, note: &str, at_ms: i64) -> Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO audit_checkpoints (tree_size, root_hash, note, at_ms)
-         VALUES (?1, ?2, ?3, ?4)",
-        params![
-            checkpoint.tree_size,
-            hex::encode(checkpoint.root_hash),
-            note,
-            at_ms
-        ],
+pub fn store(tx: &Tx<'_>, checkpoint: &Checkpoint, note: &str, at_ms: i64) -> Result<()> {
+    let tree_size = i64::try_from(checkpoint.tree_size)
+        .map_err(|_| ServerError::internal("a checkpoint's tree size beyond i64"))?;
+    tx.execute(
+        "INSERT INTO audit_checkpoints (tree_size, root_hash, note, at_ms)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tree_size) DO NOTHING",
+        params![tree_size, hex::encode(checkpoint.root_hash), note, at_ms],
     )?;
     Ok(())
 }
@@ -82,15 +86,13 @@ pub fn store(conn: &Connection, checkpoint: &Checkpoint, note: &str, at_ms: i64)
 ///
 /// # Errors
 /// On store failure.
-pub fn last_stored(conn: &Connection) -> Result<Option<(u64, String)>> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .query_row(
-            "SELECT tree_size, root_hash FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+pub fn last_stored(tx: &Tx<'_>) -> Result<Option<(u64, String)>> {
+    tx.query_opt(
+        "SELECT tree_size, root_hash FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
+        &[],
+    )?
+    .map(|r| Ok((r.get("tree_size")?, r.get("root_hash")?)))
+    .transpose()
 }
 
 #[cfg(test)]
@@ -108,5 +110,53 @@ mod tests {
         assert_eq!(checkpoint.tree_size, 5);
         assert_eq!(Checkpoint::open(&note, &key.public_key()), Ok(checkpoint));
         assert!(leaves_of(&[(1, "not hex".into())]).is_err());
+    }
+
+    #[test]
+    fn checkpoints_are_stored_once_per_size_and_the_largest_is_last() {
+        use crate::store::testing::{self, each_backend};
+        each_backend(|store| {
+            for action in ["a", "b", "c"] {
+                store
+                    .record(&crate::audit::trail::system_entry(
+                        action,
+                        "t",
+                        serde_json::json!({}),
+                    ))
+                    .unwrap();
+            }
+            let hashes = store.read(|tx| audit_hashes(tx, None)).unwrap();
+            assert_eq!(hashes.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(
+                store.read(|tx| audit_hashes(tx, Some(2))).unwrap(),
+                hashes[..2]
+            );
+            assert_eq!(store.read(last_stored).unwrap(), None);
+            let (key, _) = SigningKey::generate().unwrap();
+            let leaves = leaves_of(&hashes).unwrap();
+            let (small, small_note) = signed(&leaves[..2], &key);
+            let (cp, note) = signed(&leaves, &key);
+            testing::write(store, |tx| {
+                super::store(tx, &cp, &note, 10)?;
+                super::store(tx, &small, &small_note, 11)
+            });
+            // One per tree size: the first stored stays.
+            testing::write(store, |tx| super::store(tx, &cp, "another note", 12));
+            assert_eq!(
+                store.read(last_stored).unwrap(),
+                Some((3, hex::encode(cp.root_hash)))
+            );
+            let stored: String = store
+                .read(|tx| {
+                    Ok(tx
+                        .query_one(
+                            "SELECT note FROM audit_checkpoints WHERE tree_size = 3",
+                            &[],
+                        )?
+                        .get("note")?)
+                })
+                .unwrap();
+            assert_eq!(stored, note);
+        });
     }
 }

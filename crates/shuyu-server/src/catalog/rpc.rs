@@ -17,7 +17,7 @@ use crate::error::{Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
 use crate::service::{Api, require_id, require_text};
 use crate::state::{Caller, Done};
-use crate::store;
+use crate::store::{self, Tx};
 
 /// A dataset name is a SQL identifier engineers type.
 pub(crate) fn valid_dataset_name(name: &str) -> bool {
@@ -177,13 +177,14 @@ impl Api {
 
     /// Validates and encrypts an upload into a new dataset, and commits its record, its
     /// KEK (a child of `kek_parent`) and `also` in one audited transaction. On any failure
-    /// nothing remains: no file, no key, no record.
+    /// nothing remains: no file, no key, no record. `also` runs again if the transaction
+    /// does (after a conflict on PostgreSQL): it must change nothing outside `tx`.
     pub(crate) async fn store_upload(
         &self,
         caller: &Caller,
         upload: Upload,
         input: Vec<u8>,
-        also: impl FnOnce(&rusqlite::Transaction<'_>, &DatasetRecord) -> Result<()>,
+        mut also: impl FnMut(&Tx<'_>, &DatasetRecord) -> Result<()>,
     ) -> Result<DatasetRecord> {
         let source_sha256 = sha256_hex(&input);
         let id = crate::new_id("ds");

@@ -202,7 +202,13 @@ impl Api {
     fn job_of(&self, export: &ExportRecord) -> Result<JobRecord> {
         self.state
             .store
-            .read(|c| crate::jobs::records::job_any_tenant(c, &export.job_id))?
+            .read(|c| {
+                crate::jobs::records::job_any_tenant(
+                    c,
+                    self.state.store.audit_log(),
+                    &export.job_id,
+                )
+            })?
             .ok_or_else(|| ServerError::internal("an export's job is missing"))
     }
 
@@ -222,7 +228,9 @@ impl Api {
         let job = self
             .state
             .store
-            .read(|c| crate::jobs::records::job(c, tenant, &req.job_id))?
+            .read(|c| {
+                crate::jobs::records::job(c, self.state.store.audit_log(), tenant, &req.job_id)
+            })?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if job.status != JobStatus::Succeeded {
             return Err(ServerError::FailedPrecondition(
@@ -442,6 +450,10 @@ impl Api {
             let mut needs_package: Option<Vec<ExportVote>> = None;
             let mut needs_ledger = false;
             let outcome = self.state.store.commit_with(|tx| {
+                // What a previous run of this transaction (rerun after a conflict) asked for
+                // does not hold for this one.
+                needs_package = None;
+                needs_ledger = false;
                 let mut current = crate::exports::records::export(tx, &export.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
                 require_in_review(&current)?;
@@ -974,7 +986,7 @@ impl Api {
                 "status": current.status.as_str(),
                 "transitions": [[from.as_str(), current.status.as_str()]],
             });
-            Ok((current, caller.entry(target, "ok", detail)))
+            Ok((current, caller.entry(target.clone(), "ok", detail)))
         })
     }
 }
@@ -1399,7 +1411,7 @@ impl Api {
                 "fingerprint": export.product.as_ref().map(|p| p.fingerprint.as_str()),
                 "download_count": count,
             });
-            Ok((count, caller.entry(target, "ok", detail)))
+            Ok((count, caller.entry(target.clone(), "ok", detail)))
         })
     }
 

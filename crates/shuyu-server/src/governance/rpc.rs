@@ -18,6 +18,7 @@ use crate::governance::records::{
 };
 use crate::service::{Api, require_id, require_text};
 use crate::state::{Caller, Done};
+use crate::store::Tx;
 
 const MAX_SCOPE_DATASETS: usize = 200;
 const MAX_PLAN_ACTIONS: usize = 50;
@@ -316,14 +317,14 @@ impl Api {
                     )));
                 }
             }
-            for d in add_datasets {
-                if !a.dataset_ids.contains(&d) {
-                    a.dataset_ids.push(d);
+            for d in &add_datasets {
+                if !a.dataset_ids.contains(d) {
+                    a.dataset_ids.push(d.clone());
                 }
             }
-            for c in add_categories {
-                if !a.categories.contains(&c) {
-                    a.categories.push(c);
+            for c in &add_categories {
+                if !a.categories.contains(c) {
+                    a.categories.push(*c);
                 }
             }
             if a.dataset_ids.len() > MAX_SCOPE_DATASETS {
@@ -479,17 +480,17 @@ impl Api {
     /// A principal's qualification view.
     fn qualified(
         &self,
-        conn: &rusqlite::Connection,
+        tx: &Tx<'_>,
         principal: crate::admin::records::Principal,
         record: Option<QualificationRecord>,
         now: i64,
     ) -> Result<Qualified> {
         let record = match record {
             Some(r) => Some(r),
-            None => gov::qualification(conn, &principal.id)?,
+            None => gov::qualification(tx, &principal.id)?,
         };
-        let disabled = gov::disabled(conn, &principal.id)?;
-        let certificates = gov::certificates(conn, &principal.id)?;
+        let disabled = gov::disabled(tx, &principal.id)?;
+        let certificates = gov::certificates(tx, &principal.id)?;
         Ok(Qualified {
             principal,
             record,

@@ -259,6 +259,9 @@ impl Api {
         };
         let keys = &self.state.keys;
         let default_epsilon = self.state.config.privacy.default_epsilon;
+        // Wrapped before the transaction (which may run again on PostgreSQL), stored in it.
+        let wrapped_kek = keys.prepare_child_kek(&job.result_kek, &tenant.kek_id)?;
+        let audit = self.state.store.audit_log();
         let committed = self.state.store.commit(
             &caller.entry(
                 format!("job:{id}"),
@@ -288,8 +291,14 @@ impl Api {
                         default_epsilon,
                     )?;
                 }
-                keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
-                crate::jobs::records::upsert_job(tx, &job)
+                crate::store::insert_kek(
+                    tx,
+                    &job.result_kek,
+                    &wrapped_kek,
+                    &tenant_id,
+                    Some(&tenant.kek_id),
+                )?;
+                crate::jobs::records::upsert_job(tx, audit, &job)
             },
         );
         if let Err(e) = committed {
@@ -367,7 +376,9 @@ impl Api {
         let lab = self
             .state
             .store
-            .read(|c| crate::jobs::records::job(c, &tenant, &req.job_id))?
+            .read(|c| {
+                crate::jobs::records::job(c, self.state.store.audit_log(), &tenant, &req.job_id)
+            })?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if lab.mode != JobMode::Lab {
             return Err(ServerError::FailedPrecondition(format!(
@@ -405,7 +416,7 @@ impl Api {
         require_id(id, "job_id")?;
         self.state
             .store
-            .read(|c| crate::jobs::records::job_any_tenant(c, id))?
+            .read(|c| crate::jobs::records::job_any_tenant(c, self.state.store.audit_log(), id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
@@ -417,19 +428,23 @@ impl Api {
             return self
                 .state
                 .store
-                .read(|c| crate::jobs::records::jobs(c, tenant));
+                .read(|c| crate::jobs::records::jobs(c, self.state.store.audit_log(), tenant));
         }
         if !tenant_id.is_empty() {
             require_id(tenant_id, "tenant_id")?;
             return self
                 .state
                 .store
-                .read(|c| crate::jobs::records::jobs(c, tenant_id));
+                .read(|c| crate::jobs::records::jobs(c, self.state.store.audit_log(), tenant_id));
         }
         self.state.store.read(|c| {
             let mut all = Vec::new();
             for tenant in crate::admin::records::tenants(c)? {
-                all.extend(crate::jobs::records::jobs(c, &tenant.id)?);
+                all.extend(crate::jobs::records::jobs(
+                    c,
+                    self.state.store.audit_log(),
+                    &tenant.id,
+                )?);
             }
             all.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
             Ok(all)
@@ -442,7 +457,7 @@ impl Api {
         let tenant = caller.tenant()?;
         self.state
             .store
-            .read(|c| crate::jobs::records::job(c, tenant, id))?
+            .read(|c| crate::jobs::records::job(c, self.state.store.audit_log(), tenant, id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
@@ -581,10 +596,9 @@ async fn follow_job(
                 () = tokio::time::sleep_until(until) => return,
             }
         }
-        job = match state
-            .store
-            .read(|c| crate::jobs::records::job(c, &job.tenant_id, &job.id))
-        {
+        job = match state.store.read(|c| {
+            crate::jobs::records::job(c, state.store.audit_log(), &job.tenant_id, &job.id)
+        }) {
             Ok(Some(job)) => job,
             Ok(None) => {
                 let gone = ServerError::NotFound(format!("job {}", job.id));
@@ -616,9 +630,14 @@ pub async fn dispatch_forever(state: Arc<AppState>) {
 /// Runs one dispatched job to completion and records its outcome (audited as
 /// `job_finished`, or `job_cancelled`).
 async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
-    let loaded = state
-        .store
-        .read(|c| crate::jobs::records::job(c, &dispatched.tenant_id, &dispatched.job_id));
+    let loaded = state.store.read(|c| {
+        crate::jobs::records::job(
+            c,
+            state.store.audit_log(),
+            &dispatched.tenant_id,
+            &dispatched.job_id,
+        )
+    });
     let mut job = match loaded {
         Ok(Some(job)) if job.status == JobStatus::Queued => job,
         Ok(_) => return,
@@ -646,10 +665,9 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             detail: json!({"was": "queued", "why": reason}),
             secret_detail: None,
         };
-        if let Err(e) = state
-            .store
-            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
-        {
+        if let Err(e) = state.store.commit(&entry, |tx| {
+            crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
+        }) {
             tracing::error!(job = %job.id, error = %e, "could not record a held job's cancellation");
         }
         return;
@@ -673,10 +691,9 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
                 detail: json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id}),
                 secret_detail: None,
             };
-            if let Err(e) = state
-                .store
-                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
-            {
+            if let Err(e) = state.store.commit(&entry, |tx| {
+                crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
+            }) {
                 tracing::error!(job = %job.id, error = %e, "could not record a frozen job's cancellation");
             }
             return;
@@ -684,9 +701,10 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     }
     let started_ms = crate::now_ms();
     job.status = JobStatus::Running;
+    // Bookkeeping, not a decision: no audit record of its own (its outcome gets one).
     if let Err(e) = state
         .store
-        .read(|c| crate::jobs::records::upsert_job(c, &job))
+        .write_unaudited(|tx| crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job))
     {
         tracing::error!(job = %job.id, error = %e, "could not mark the job running");
     }
@@ -770,12 +788,12 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     let tracing_id = job.id.clone();
     let jobs_config = state.config.jobs;
     let recorded = state.store.commit_with(|tx| {
-        crate::jobs::records::upsert_job(tx, &job)?;
+        crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)?;
         if let Some(text) = &plan_text {
             crate::jobs::plan_texts::insert(tx, &job.id, text)?;
         }
         if !counted {
-            return Ok(((), entry));
+            return Ok(((), entry.clone()));
         }
         match crate::jobs::oracle::count_failure(
             tx,
@@ -784,7 +802,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             &job.id,
             job.finished_at_ms,
         )? {
-            None => Ok(((), entry)),
+            None => Ok(((), entry.clone())),
             // The outcome first, then the freeze it caused.
             Some(freeze) => {
                 state.store.audit_log().append(tx, &entry)?;
@@ -1153,7 +1171,9 @@ async fn prepare(
 /// # Errors
 /// On store failure.
 pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
-    let jobs = state.store.read(crate::jobs::records::unfinished_jobs)?;
+    let jobs = state
+        .store
+        .read(|c| crate::jobs::records::unfinished_jobs(c, state.store.audit_log()))?;
     for mut job in jobs.iter().cloned() {
         let _ = state.storage.delete_prefix(&job_folder(&job)).await;
         job.status = JobStatus::Failed;
@@ -1169,9 +1189,9 @@ pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
             detail: json!({}),
             secret_detail: None,
         };
-        state
-            .store
-            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
+        state.store.commit(&entry, |tx| {
+            crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
+        })?;
     }
     Ok(jobs.len())
 }
@@ -1449,9 +1469,9 @@ impl JobService for Api {
                     }
                     // Cancelled while queued: the new state commits with its audit record.
                     let entry = caller.entry(format!("job:{}", req.job_id), "ok", detail);
-                    self.state
-                        .store
-                        .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
+                    self.state.store.commit(&entry, |tx| {
+                        crate::jobs::records::upsert_job(tx, self.state.store.audit_log(), &job)
+                    })?;
                     Ok(Done::Audited(job))
                 },
             )
@@ -1464,11 +1484,14 @@ impl JobService for Api {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            match self
-                .state
-                .store
-                .read(|c| crate::jobs::records::job(c, &current.tenant_id, &current.id))
-            {
+            match self.state.store.read(|c| {
+                crate::jobs::records::job(
+                    c,
+                    self.state.store.audit_log(),
+                    &current.tenant_id,
+                    &current.id,
+                )
+            }) {
                 Ok(Some(job)) => current = job,
                 _ => break,
             }

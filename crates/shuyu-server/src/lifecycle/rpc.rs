@@ -23,6 +23,7 @@ use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
 use crate::service::{Api, require_id, require_text};
 use crate::state::{AppState, Caller, Done};
+use crate::store::Tx;
 
 const DAY_MS: i64 = 86_400_000;
 /// How long a termination waits for the tenant's killed workers to report.
@@ -103,8 +104,8 @@ struct ObjectProof {
 }
 
 impl Api {
-    fn tenant_or_not_found(&self, conn: &rusqlite::Connection, id: &str) -> Result<Tenant> {
-        crate::admin::records::tenant(conn, id)?
+    fn tenant_or_not_found(&self, tx: &Tx<'_>, id: &str) -> Result<Tenant> {
+        crate::admin::records::tenant(tx, id)?
             .ok_or_else(|| ServerError::NotFound(format!("tenant {id}")))
     }
 
@@ -112,7 +113,7 @@ impl Api {
         self.state.store.read(|c| {
             let tenant = self.tenant_or_not_found(c, tenant_id)?;
             let hold = lifecycle::hold(c, tenant_id)?;
-            let jobs = crate::jobs::records::jobs(c, tenant_id)?;
+            let jobs = crate::jobs::records::jobs(c, self.state.store.audit_log(), tenant_id)?;
             let n_unfinished = jobs.iter().filter(|j| unfinished(j)).count() as u32;
             let exports = lifecycle::open_exports(c, tenant_id)?;
             let freeze = crate::jobs::oracle::active_freeze(c, tenant_id)?;
@@ -149,7 +150,8 @@ impl Api {
             let left: Vec<String> = self.state.store.read(|c| {
                 let mut left = Vec::new();
                 for id in jobs {
-                    if crate::jobs::records::job(c, tenant_id, id)?.is_some_and(|j| unfinished(&j))
+                    if crate::jobs::records::job(c, self.state.store.audit_log(), tenant_id, id)?
+                        .is_some_and(|j| unfinished(&j))
                     {
                         left.push(id.clone());
                     }
@@ -393,12 +395,7 @@ impl Api {
         })
     }
 
-    fn release(
-        &self,
-        tx: &rusqlite::Connection,
-        tenant_id: &str,
-        require_stopped: bool,
-    ) -> Result<Hold> {
+    fn release(&self, tx: &Tx<'_>, tenant_id: &str, require_stopped: bool) -> Result<Hold> {
         self.tenant_or_not_found(tx, tenant_id)?;
         let mut hold = lifecycle::hold(tx, tenant_id)?;
         if hold.terminated_at_ms > 0 {
@@ -568,7 +565,7 @@ impl Api {
         let now = crate::now_ms();
         let (jobs, exports) = self.state.store.read(|c| {
             Ok((
-                crate::jobs::records::jobs(c, tenant_id)?,
+                crate::jobs::records::jobs(c, self.state.store.audit_log(), tenant_id)?,
                 crate::exports::records::exports_of_tenant(c, tenant_id)?,
             ))
         })?;
@@ -1149,7 +1146,7 @@ pub(crate) fn stop_tenant_work(
     for job_id in &removed {
         let job = state
             .store
-            .read(|c| crate::jobs::records::job(c, tenant_id, job_id))?;
+            .read(|c| crate::jobs::records::job(c, state.store.audit_log(), tenant_id, job_id))?;
         let Some(mut job) = job.filter(unfinished) else {
             continue;
         };
@@ -1166,15 +1163,15 @@ pub(crate) fn stop_tenant_work(
             detail: json!({"was": "queued", "why": why}),
             secret_detail: None,
         };
-        state
-            .store
-            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
+        state.store.commit(&entry, |tx| {
+            crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
+        })?;
         state.scheduler.changed(job_id);
         stopped.push(job_id.clone());
     }
     let running = state
         .store
-        .read(|c| crate::jobs::records::jobs(c, tenant_id))?;
+        .read(|c| crate::jobs::records::jobs(c, state.store.audit_log(), tenant_id))?;
     stopped.extend(
         running
             .into_iter()

@@ -55,8 +55,9 @@ pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<u64> {
     let config = state.config.oversight.retention();
     state.store.commit_with(|tx| {
         let n = crate::audit::retention::redact_expired(log, tx, &config, crate::now_ms())?;
-        let mut entry =
-            entry.unwrap_or_else(|| system_entry("purge_audit", "audit", serde_json::Value::Null));
+        let mut entry = entry
+            .clone()
+            .unwrap_or_else(|| system_entry("purge_audit", "audit", serde_json::Value::Null));
         entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
                               "operating_record_days": config.operating_record_days});
         Ok((n, entry))
@@ -84,8 +85,9 @@ pub fn scan(state: &AppState, entry: Option<AuditEntry>) -> Result<alerts::ScanO
             "raised": outcome.raised.iter().map(|a| a.id).collect::<Vec<_>>(),
             "updated": outcome.n_updated,
         });
-        let mut entry =
-            entry.unwrap_or_else(|| system_entry("scan_alerts", "alerts", serde_json::Value::Null));
+        let mut entry = entry
+            .clone()
+            .unwrap_or_else(|| system_entry("scan_alerts", "alerts", serde_json::Value::Null));
         entry.detail = detail;
         Ok((outcome, entry))
     })

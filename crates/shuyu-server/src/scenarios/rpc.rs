@@ -286,7 +286,7 @@ impl Api {
                 "as": capacities,
                 "status": scenario.status.as_str(),
             });
-            Ok((scenario, caller.entry(target, "ok", detail)))
+            Ok((scenario, caller.entry(target.clone(), "ok", detail)))
         })
     }
 }

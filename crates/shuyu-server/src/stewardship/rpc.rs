@@ -21,6 +21,7 @@ use crate::state::{AppState, Caller, Done};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
+use crate::store::Tx;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -69,9 +70,9 @@ fn stop_message(stop: &RiskStop) -> String {
 ///
 /// # Errors
 /// On store failure.
-pub fn overdue_ticket_notices(conn: &rusqlite::Connection, now_ms: i64) -> Result<usize> {
+pub fn overdue_ticket_notices(tx: &Tx<'_>, now_ms: i64) -> Result<usize> {
     let mut written = 0;
-    for ticket in st::overdue_tickets(conn, now_ms)? {
+    for ticket in st::overdue_tickets(tx, now_ms)? {
         let key = format!("quality_overdue:{}", ticket.id);
         let subject = format!(
             "data-quality ticket {} on dataset {} is past its deadline",
@@ -90,7 +91,7 @@ pub fn overdue_ticket_notices(conn: &rusqlite::Connection, now_ms: i64) -> Resul
             reference: &ticket.id,
             dedup_key: Some(&key),
         };
-        if notify::notify(conn, &note, now_ms)? {
+        if notify::notify(tx, &note, now_ms)? {
             written += 1;
         }
     }
@@ -583,10 +584,8 @@ impl Api {
         target: RiskTarget,
         target_id: &str,
     ) -> Result<Vec<crate::jobs::records::JobRecord>> {
-        let jobs = self
-            .state
-            .store
-            .read(crate::jobs::records::unfinished_jobs)?;
+        let store = &self.state.store;
+        let jobs = store.read(|c| crate::jobs::records::unfinished_jobs(c, store.audit_log()))?;
         let mut matching = Vec::new();
         for job in jobs {
             let hit = match (target, job.mode) {
@@ -655,7 +654,7 @@ impl Api {
         self.state.store.commit(&entry, |tx| {
             st::upsert_stop(tx, &stop)?;
             for job in &cancelled_queued {
-                crate::jobs::records::upsert_job(tx, job)?;
+                crate::jobs::records::upsert_job(tx, self.state.store.audit_log(), job)?;
             }
             let subject = format!(
                 "risk stop {} on {} {}: {} job(s) stopped",
@@ -1005,12 +1004,10 @@ impl StewardshipService for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{each_backend, write};
 
     #[test]
     fn overdue_tickets_are_reported_to_admins_once() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(st::SCHEMA).unwrap();
-        conn.execute_batch(notify::SCHEMA).unwrap();
         let ticket = |id: &str, due: i64| QualityTicket {
             id: id.into(),
             dataset_id: "ds_1".into(),
@@ -1025,14 +1022,19 @@ mod tests {
             resolution: String::new(),
             resolved_at_ms: 0,
         };
-        st::upsert_ticket(&conn, &ticket("dq_late", 100)).unwrap();
-        st::upsert_ticket(&conn, &ticket("dq_on_time", 10_000)).unwrap();
-        assert_eq!(overdue_ticket_notices(&conn, 500).unwrap(), 1);
-        // The next sweep finds the same ticket and writes nothing.
-        assert_eq!(overdue_ticket_notices(&conn, 600).unwrap(), 0);
-        assert!(notify::exists(&conn, "quality_overdue:dq_late").unwrap());
-        assert!(!notify::exists(&conn, "quality_overdue:dq_on_time").unwrap());
-        // Once the second ticket's deadline passes, it is reported too.
-        assert_eq!(overdue_ticket_notices(&conn, 10_000).unwrap(), 1);
+        each_backend(|store| {
+            write(store, |tx| {
+                st::upsert_ticket(tx, &ticket("dq_late", 100))?;
+                st::upsert_ticket(tx, &ticket("dq_on_time", 10_000))
+            });
+            assert_eq!(write(store, |tx| overdue_ticket_notices(tx, 500)), 1);
+            // The next sweep finds the same ticket and writes nothing.
+            assert_eq!(write(store, |tx| overdue_ticket_notices(tx, 600)), 0);
+            let exists = |key: &str| store.read(|tx| notify::exists(tx, key)).unwrap();
+            assert!(exists("quality_overdue:dq_late"));
+            assert!(!exists("quality_overdue:dq_on_time"));
+            // Once the second ticket's deadline passes, it is reported too.
+            assert_eq!(write(store, |tx| overdue_ticket_notices(tx, 10_000)), 1);
+        });
     }
 }

@@ -621,7 +621,11 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(copies.join(path), &target).unwrap();
     }
-    let opened = shuyu_server::domain::open(&domain.data).expect("open the domain");
+    let opened = shuyu_server::domain::open(
+        &domain.data,
+        &shuyu_server::domain::MetadataConfig::default(),
+    )
+    .expect("open the domain");
     let storage = shuyu_engine::Storage::local(&opened.dir.objects()).unwrap();
     let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
     let engine = shuyu_engine::Engine::new(storage.clone(), envelope.clone());

@@ -120,6 +120,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "production_failures",
         sql: crate::jobs::oracle::SCHEMA,
     },
+    Migration {
+        version: 19,
+        name: "job_servers",
+        sql: crate::jobs::records::SERVERS_TABLE,
+    },
 ];
 
 /// What SQLite data dirs written before versioned migrations need beyond [`MIGRATIONS`].
@@ -414,20 +419,23 @@ pub fn secure_tree(root: &Path) -> Result<usize> {
     Ok(tightened)
 }
 
-/// The exclusive lock on a data dir that its serving process holds (an advisory `flock` on
-/// `serve.lock`, released by the kernel when the process ends, however it ends).
+/// The lock on a data dir that its serving processes hold (an advisory `flock` on
+/// `serve.lock`, released by the kernel when the process ends, however it ends): exclusive
+/// when the metadata is SQLite in the data dir, shared by the servers of a domain whose
+/// metadata is in PostgreSQL.
 #[derive(Debug)]
 pub struct ServeLock {
     _file: std::fs::File,
 }
 
-/// Takes the data dir's lock, first thing, before anything in it is read or changed: a
-/// second server on the same data dir is refused here, naming the first one's process.
+/// Takes the data dir's lock, first thing, before anything in it is changed: a second server
+/// on a data dir with SQLite metadata is refused here, naming the first one's process;
+/// `shared` (PostgreSQL metadata) lets servers share it, and refuses none of them.
 ///
 /// # Errors
 /// [`ServerError::FailedPrecondition`] when another process holds it or the directory holds
 /// no domain; [`ServerError::Storage`] on a read-only or full disk.
-pub fn lock(data_dir: &Path) -> Result<ServeLock> {
+pub fn lock(data_dir: &Path, shared: bool) -> Result<ServeLock> {
     let dir = DataDir::new(data_dir);
     if !dir.master_key().exists() {
         return Err(ServerError::FailedPrecondition(format!(
@@ -452,7 +460,13 @@ pub fn lock(data_dir: &Path) -> Result<ServeLock> {
             )),
             None => ServerError::internal(format!("{what}: {e}")),
         })?;
-    match file.try_lock() {
+    let locked = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
+        Ok(()) if shared => return Ok(ServeLock { _file: file }),
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
@@ -743,19 +757,19 @@ mod tests {
     fn a_second_server_on_a_data_dir_is_refused_before_it_touches_anything() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("master.key"), b"x").unwrap();
-        let first = lock(dir.path()).unwrap();
+        let first = lock(dir.path(), false).unwrap();
         assert_eq!(mode(&dir.path().join("serve.lock")), FILE_MODE);
-        let e = lock(dir.path()).unwrap_err();
+        let e = lock(dir.path(), false).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("already served") && text.contains(&std::process::id().to_string()),
             "{text}"
         );
         drop(first);
-        lock(dir.path()).expect("free again once the first server is gone");
+        lock(dir.path(), false).expect("free again once the first server is gone");
         // No domain, no lock (and no lock file).
         let empty = tempfile::tempdir().unwrap();
-        assert!(lock(empty.path()).is_err());
+        assert!(lock(empty.path(), false).is_err());
         assert!(!empty.path().join("serve.lock").exists());
     }
 

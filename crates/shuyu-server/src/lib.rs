@@ -17,6 +17,7 @@ pub mod keys;
 mod lifecycle;
 pub mod notify;
 mod oversight;
+pub mod presence;
 pub mod readiness;
 mod scenarios;
 mod service;
@@ -114,6 +115,8 @@ impl ServerHandle {
         if let Err(e) = self.state.refusals.flush(&self.state.store) {
             tracing::warn!(error = %e, "transport refusals could not be audited");
         }
+        let presence = self.state.presence.clone();
+        let _ = tokio::task::spawn_blocking(move || presence.leave()).await;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -187,8 +190,14 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     install_crypto_provider();
     config.validate()?;
     let policy = config.load_policy()?;
-    // First, before anything in the data dir is read or changed: one server per data dir.
-    let lock = domain::lock(&config.data_dir)?;
+    // First, before anything in the data dir is changed: one server per data dir whose
+    // metadata is SQLite in it; servers sharing a PostgreSQL share the data dir too.
+    let shared = config
+        .metadata
+        .for_data_dir(&domain::DataDir::new(&config.data_dir))?
+        .parsed_url()?
+        .is_some_and(|url| matches!(url, shuyu_meta::MetadataUrl::Postgres(_)));
+    let lock = domain::lock(&config.data_dir, shared)?;
     domain::set_private_umask();
     let tightened = domain::secure_tree(&config.data_dir)?;
     if tightened > 0 {
@@ -204,6 +213,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         &domain.server_cert_pem,
         &domain.server_key_pem,
     )?;
+    let presence = presence::Presence::join(&domain.store)?;
     let state = Arc::new(AppState {
         config: config.clone(),
         store: domain.store,
@@ -219,6 +229,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             config.tenant_max_running_jobs,
             config.tenant_max_queued_jobs,
         ),
+        presence,
         workers: jobs::worker::WorkerPool::default(),
         readiness: Arc::new(readiness::Readiness::new(
             health_reporter,
@@ -244,8 +255,13 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             )),
             None => e,
         })?;
-    let interrupted = jobs::rpc::recover_interrupted_jobs(&state).await?;
-    let removed = remove_unreferenced_objects(&state).await?;
+    let interrupted = jobs::rpc::fail_orphaned_jobs(&state).await?;
+    // Objects no record names are leftovers only when no other server is writing.
+    let removed = if state.presence.alone()? {
+        remove_unreferenced_objects(&state).await?
+    } else {
+        Vec::new()
+    };
     if !removed.is_empty() {
         state.store.record(&audit::trail::system_entry(
             "remove_unreferenced_objects",
@@ -309,13 +325,26 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     // checkpoints, purge), overdue data-quality tickets (R18), suspensions past their fix-by
     // deadline (R26) and authorizations whose renewal window opened (R25).
     let mut periodic = oversight::tasks::start(&state);
+    periodic.push(tokio::spawn(state.presence.clone().heartbeat_forever()));
+    periodic.push(tokio::spawn(jobs::rpc::fail_orphaned_jobs_forever(
+        Arc::clone(&state),
+    )));
     let sweeper_state = Arc::clone(&state);
     periodic.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             let state = Arc::clone(&sweeper_state);
-            match tokio::task::spawn_blocking(move || stewardship::rpc::sweep(&state)).await {
+            let sweep = move || {
+                if !state
+                    .presence
+                    .on_duty("stewardship-sweep", Duration::from_secs(60))?
+                {
+                    return Ok(0);
+                }
+                stewardship::rpc::sweep(&state)
+            };
+            match tokio::task::spawn_blocking(sweep).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "stewardship sweep failed"),
                 Err(e) => tracing::warn!(error = %e, "stewardship sweep panicked"),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub signing: SigningKey,
     /// The fair job queue, live progress and cancel switches.
     pub scheduler: crate::jobs::scheduler::Scheduler,
+    /// This server among those sharing the domain.
+    pub presence: crate::presence::Presence,
     /// Worker processes between jobs: the spare, and those kept for their scenario's next
     /// job.
     pub workers: crate::jobs::worker::WorkerPool,

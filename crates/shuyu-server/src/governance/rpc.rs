@@ -1000,6 +1000,9 @@ pub async fn sweep_forever(state: std::sync::Arc<crate::state::AppState>) {
         interval.tick().await;
         let state = std::sync::Arc::clone(&state);
         let swept = tokio::task::spawn_blocking(move || {
+            if !state.presence.on_duty("renewal-sweep", period)? {
+                return Ok(0);
+            }
             crate::governance::records::sweep_renewals(&state.store, crate::now_ms())
         })
         .await;

@@ -388,6 +388,15 @@ fn job_columns() -> String {
     JOB_COLUMN_NAMES.join(", ")
 }
 
+/// The job columns qualified by `table` (in a join), under their own names.
+fn job_columns_of(table: &str) -> String {
+    JOB_COLUMN_NAMES
+        .iter()
+        .map(|c| format!("{table}.{c} AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A job read from its row. Its preview is opened with `audit`'s preview key; without it
 /// (`None`) the preview is left out (empty).
 fn job_row(r: &Row, audit: Option<&AuditLog>) -> Result<JobRecord> {
@@ -605,6 +614,49 @@ pub fn unfinished_jobs(tx: &Tx<'_>, audit: &AuditLog) -> Result<Vec<JobRecord>> 
             job_columns()
         ),
         &[],
+    )?;
+    job_rows(&rows, Some(audit))
+}
+
+/// Which server runs each job it accepted (servers sharing a PostgreSQL each run the jobs
+/// submitted to them): a later step of the versioned migrations.
+pub(crate) const SERVERS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS job_servers (job_id TEXT PRIMARY KEY, server_id TEXT NOT NULL);
+";
+
+/// Records that server `server_id` runs job `job_id`.
+///
+/// # Errors
+/// On store failure.
+pub fn assign_job(tx: &Tx<'_>, job_id: &str, server_id: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO job_servers (job_id, server_id) VALUES (?1, ?2)
+         ON CONFLICT (job_id) DO UPDATE SET server_id = excluded.server_id",
+        params![job_id, server_id],
+    )?;
+    Ok(())
+}
+
+/// Jobs left queued or running by a server that is gone: one whose lease (see
+/// [`crate::presence`]) has expired or was given up, or none recorded (jobs of an older
+/// data dir). Never those of server `me`.
+///
+/// # Errors
+/// On store failure, or a preview that does not open.
+pub fn orphaned_jobs(tx: &Tx<'_>, audit: &AuditLog, me: &str) -> Result<Vec<JobRecord>> {
+    let now = tx.now_ms()?;
+    let rows = tx.query(
+        &format!(
+            "SELECT {} FROM jobs
+             LEFT JOIN job_servers ON job_servers.job_id = jobs.id
+             LEFT JOIN shuyu_meta_leases ON shuyu_meta_leases.name = 'server:' || job_servers.server_id
+             WHERE jobs.status IN ('queued', 'running')
+               AND (job_servers.server_id IS NULL
+                    OR (job_servers.server_id <> ?1
+                        AND (shuyu_meta_leases.name IS NULL OR shuyu_meta_leases.expires_at_ms <= ?2)))",
+            job_columns_of("jobs")
+        ),
+        params![me, now],
     )?;
     job_rows(&rows, Some(audit))
 }

@@ -298,7 +298,8 @@ impl Api {
                     &tenant_id,
                     Some(&tenant.kek_id),
                 )?;
-                crate::jobs::records::upsert_job(tx, audit, &job)
+                crate::jobs::records::upsert_job(tx, audit, &job)?;
+                crate::jobs::records::assign_job(tx, &id, self.state.presence.id())
             },
         );
         if let Err(e) = committed {
@@ -1165,20 +1166,19 @@ async fn prepare(
     Ok((worker_job, allowed, reuse))
 }
 
-/// Marks jobs left queued or running by a crash as failed (audited), and removes their
-/// partial results.
+/// Fails the jobs left queued or running by a server that is gone (a crash, a restart, a
+/// `kill -9`; see [`crate::presence`]), each audited with the reason, and removes their
+/// partial results. Run at start and, while servers share the domain, as a periodic duty.
 ///
 /// # Errors
 /// On store failure.
-pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
+pub async fn fail_orphaned_jobs(state: &AppState) -> Result<usize> {
+    let me = state.presence.id().to_owned();
     let jobs = state
         .store
-        .read(|c| crate::jobs::records::unfinished_jobs(c, state.store.audit_log()))?;
-    for mut job in jobs.iter().cloned() {
-        let _ = state.storage.delete_prefix(&job_folder(&job)).await;
-        job.status = JobStatus::Failed;
-        job.error = "the job was interrupted by a server restart; submit it again".into();
-        job.finished_at_ms = crate::now_ms();
+        .read(|c| crate::jobs::records::orphaned_jobs(c, state.store.audit_log(), &me))?;
+    let mut failed = 0;
+    for job in &jobs {
         let entry = AuditEntry {
             principal_id: "-".into(),
             role: "system".into(),
@@ -1189,11 +1189,51 @@ pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
             detail: json!({}),
             secret_detail: None,
         };
-        state.store.commit(&entry, |tx| {
-            crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
+        // Re-read in the transaction: another server may have failed it meanwhile.
+        let changed = state.store.commit(&entry, |tx| {
+            let audit = state.store.audit_log();
+            let Some(mut current) = crate::jobs::records::job_any_tenant(tx, audit, &job.id)?
+            else {
+                return Ok(false);
+            };
+            if !matches!(current.status, JobStatus::Queued | JobStatus::Running) {
+                return Ok(false);
+            }
+            current.status = JobStatus::Failed;
+            current.error =
+                "the job was interrupted: the server running it stopped; submit it again".into();
+            current.finished_at_ms = crate::now_ms();
+            crate::jobs::records::upsert_job(tx, audit, &current)?;
+            Ok(true)
         })?;
+        if changed {
+            let _ = state.storage.delete_prefix(&job_folder(job)).await;
+            failed += 1;
+        }
     }
-    Ok(jobs.len())
+    Ok(failed)
+}
+
+/// Fails orphaned jobs every few seconds while this server holds that duty.
+pub async fn fail_orphaned_jobs_forever(state: std::sync::Arc<AppState>) {
+    let period = crate::presence::HEARTBEAT;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let on_duty = {
+            let presence = state.presence.clone();
+            tokio::task::spawn_blocking(move || presence.on_duty("orphaned-jobs", period)).await
+        };
+        if !matches!(on_duty, Ok(Ok(true))) {
+            continue;
+        }
+        match fail_orphaned_jobs(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(n, "failed the jobs of a server that is gone"),
+            Err(e) => tracing::warn!(error = %e, "failing orphaned jobs failed"),
+        }
+    }
 }
 
 /// Start of the current calendar month (UTC) and of the next, in ms.

@@ -1264,6 +1264,14 @@ pub async fn sweep_overdue_forever(state: std::sync::Arc<crate::state::AppState>
             outcome: "ok".into(),
             ..AuditEntry::default()
         };
+        // Closing ended work runs on every server (each cancels the jobs it runs); telling
+        // overdue tenants, on one.
+        let presence = state.presence.clone();
+        let on_duty =
+            tokio::task::spawn_blocking(move || presence.on_duty("overdue-sweep", every)).await;
+        if !matches!(on_duty, Ok(Ok(true))) {
+            continue;
+        }
         let due = state.store.read(|c| {
             for h in lifecycle::holds(c)? {
                 if h.overdue(now) && !notify::exists(c, &lifecycle::overdue_dedup_key(&h))? {

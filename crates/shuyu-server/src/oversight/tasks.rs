@@ -32,9 +32,16 @@ fn spawn_every(
         interval.tick().await;
         loop {
             interval.tick().await;
-            // Off the async threads: a task may hash the whole trail.
+            // Off the async threads: a task may hash the whole trail. One server at a time
+            // runs it.
             let state = Arc::clone(&state);
-            match tokio::task::spawn_blocking(move || task(&state)).await {
+            let period = Duration::from_secs(secs);
+            let run = move || match state.presence.on_duty(what, period) {
+                Ok(true) => task(&state),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match tokio::task::spawn_blocking(run).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(task = what, error = %e, "periodic oversight task failed");

@@ -426,6 +426,9 @@ pub fn secure_tree(root: &Path) -> Result<usize> {
 #[derive(Debug)]
 pub struct ServeLock {
     _file: std::fs::File,
+    /// No other server held the data dir when this one took it: every other server's
+    /// lease in the metadata is a leftover of a server that died.
+    pub alone: bool,
 }
 
 /// Takes the data dir's lock, first thing, before anything in it is changed: a second server
@@ -460,13 +463,22 @@ pub fn lock(data_dir: &Path, shared: bool) -> Result<ServeLock> {
             )),
             None => ServerError::internal(format!("{what}: {e}")),
         })?;
-    let locked = if shared {
-        file.try_lock_shared()
-    } else {
-        file.try_lock()
-    };
-    match locked {
-        Ok(()) if shared => return Ok(ServeLock { _file: file }),
+    if shared {
+        // Servers of one domain share its data dir: the first to come finds the lock free
+        // (and so knows every other server of the domain is gone), then shares it.
+        let alone = file.try_lock().is_ok();
+        let shared = if alone {
+            file.lock_shared()
+        } else {
+            file.try_lock_shared().map_err(|e| match e {
+                std::fs::TryLockError::Error(e) => e,
+                std::fs::TryLockError::WouldBlock => std::io::Error::other("held exclusively"),
+            })
+        };
+        shared.map_err(|e| ServerError::internal(format!("locking {what}: {e}")))?;
+        return Ok(ServeLock { _file: file, alone });
+    }
+    match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
@@ -491,7 +503,10 @@ pub fn lock(data_dir: &Path, shared: bool) -> Result<ServeLock> {
         .and_then(|()| file.write_all(pid.as_bytes()))
         .and_then(|()| file.sync_all())
         .map_err(|e| ServerError::from_io(&what, e))?;
-    Ok(ServeLock { _file: file })
+    Ok(ServeLock {
+        _file: file,
+        alone: true,
+    })
 }
 
 /// Credentials of one principal, written for the CLI: `ca.pem`, `cert.pem`, `key.pem` (0600).

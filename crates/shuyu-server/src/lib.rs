@@ -213,7 +213,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         &domain.server_cert_pem,
         &domain.server_key_pem,
     )?;
-    let presence = presence::Presence::join(&domain.store)?;
+    let presence = presence::Presence::join(&domain.store, lock.alone)?;
     let state = Arc::new(AppState {
         config: config.clone(),
         store: domain.store,
@@ -326,6 +326,33 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     // deadline (R26) and authorizations whose renewal window opened (R25).
     let mut periodic = oversight::tasks::start(&state);
     periodic.push(tokio::spawn(state.presence.clone().heartbeat_forever()));
+    if state.store.backend() == shuyu_meta::Backend::Postgres {
+        // Keys made or deleted by the other servers of the domain.
+        state.keys.share(&state.store);
+        let keys_state = Arc::clone(&state);
+        periodic.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(presence::HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let state = Arc::clone(&keys_state);
+                let synced = tokio::task::spawn_blocking(move || {
+                    let gone = state.keys.sync()?;
+                    for id in &gone {
+                        state.envelope.forget(id);
+                    }
+                    Ok::<_, ServerError>(gone.len())
+                })
+                .await;
+                match synced {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(n, "forgot keys deleted by another server"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "syncing keys failed"),
+                    Err(e) => tracing::warn!(error = %e, "syncing keys panicked"),
+                }
+            }
+        }));
+    }
     periodic.push(tokio::spawn(jobs::rpc::fail_orphaned_jobs_forever(
         Arc::clone(&state),
     )));

@@ -5,8 +5,9 @@
 //! first ([`crate::jobs::rpc::fail_orphaned_jobs`]). The periodic duties (oversight tasks,
 //! sweeps) run on one server at a time, each under a lease of its own ([`Presence::on_duty`]).
 //!
-//! On SQLite one server holds the data dir (`serve.lock`), so every other server's lease is
-//! a leftover of a server that died: [`Presence::join`] clears them.
+//! A server that found the data dir's `serve.lock` free (always, on SQLite, where one server
+//! holds it) knows every other server's lease is a leftover of a server that died:
+//! [`Presence::join`] clears them, so the jobs they ran are failed at once.
 
 use std::time::Duration;
 
@@ -33,18 +34,19 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Joins the domain under a fresh id and takes its lease.
+    /// Joins the domain under a fresh id and takes its lease; `alone`: no other server is
+    /// running (see [`crate::domain::ServeLock`]), so other servers' leases are cleared.
     ///
     /// # Errors
     /// On store failure.
-    pub fn join(store: &Store) -> Result<Presence> {
+    pub fn join(store: &Store, alone: bool) -> Result<Presence> {
         let id = format!("srv_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let presence = Presence {
             id,
             store: store.clone(),
         };
         store.write_unaudited(|tx| {
-            if tx.backend() == Backend::Sqlite {
+            if alone || tx.backend() == Backend::Sqlite {
                 tx.execute(
                     "DELETE FROM shuyu_meta_leases WHERE name LIKE ?1",
                     shuyu_meta::params![format!("{SERVER_LEASE}%")],
@@ -148,7 +150,7 @@ mod tests {
     #[test]
     fn duties_go_to_one_server_and_a_gone_server_is_noticed() {
         testing::each_backend(|store| {
-            let a = Presence::join(store).unwrap();
+            let a = Presence::join(store, false).unwrap();
             assert!(a.alone().unwrap());
             let b = Presence {
                 id: "srv_b".into(),
@@ -161,7 +163,11 @@ mod tests {
             assert!(a.on_duty("sweep", Duration::from_secs(1)).unwrap());
             b.leave();
             assert!(a.alone().unwrap());
-            assert_ne!(a.id(), Presence::join(store).unwrap().id());
+            assert_ne!(a.id(), Presence::join(store, false).unwrap().id());
+            // Joining alone clears the leases of servers that died.
+            b.renew().unwrap();
+            let c = Presence::join(store, true).unwrap();
+            assert!(c.alone().unwrap());
         });
     }
 }

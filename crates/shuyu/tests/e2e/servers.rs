@@ -111,7 +111,7 @@ async fn jobs_submitted_to_either_server_run_exactly_once() {
     let b = Server::start(&domain.data);
     let logs = LogsOnFailure::of(&[("A", &a), ("B", &b)]);
     let Approved {
-        people: mut p,
+        people: p,
         scenario_id: sc,
         ..
     } = approved_scenario(&a, &domain, "once", ["residents"]).await;
@@ -415,8 +415,13 @@ async fn a_killed_server_leaves_the_other_serving_and_its_job_failed_with_a_reas
         (job.status == pb::JobStatus::Running as i32).then_some(())
     })
     .await;
-    let workers = children_of(a.child.id());
-    assert!(!workers.is_empty(), "A runs the job in no worker");
+    // Marked running as its worker starts: wait for the process itself.
+    let a_pid = a.child.id();
+    let workers = eventually("A's worker process", WAIT, async || {
+        let workers = children_of(a_pid);
+        (!workers.is_empty()).then_some(workers)
+    })
+    .await;
 
     drop((p, on_a));
     a.kill();

@@ -284,6 +284,16 @@ pub fn all_keks(tx: &Tx<'_>) -> Result<Vec<StoredKek>> {
         .collect()
 }
 
+/// `value` as the JSON text of a column. A value that does not encode fails the write as an
+/// internal error: the store never writes an empty or made-up text in its place.
+///
+/// # Errors
+/// Internal, naming `what`, if serde cannot encode the value.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T, what: &str) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| ServerError::internal(format!("encoding {what} as JSON: {e}")))
+}
+
 /// Maps a unique-key refusal to `AlreadyExists` ("`what` already exists").
 pub(crate) fn unique_violation(e: shuyu_meta::Error, what: &str) -> ServerError {
     if e.is_unique_violation() {

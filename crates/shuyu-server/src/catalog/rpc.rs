@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::records::DatasetRecord;
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
 use crate::service::{Api, require_id, require_text};
 use crate::state::{Caller, Done};
@@ -56,9 +56,10 @@ pub(crate) async fn read_chunks<M>(
             ));
         };
         if input.len() + chunk.len() > max {
-            return Err(ServerError::ResourceExhausted(format!(
+            return Err(Refusal::UploadTooLarge(format!(
                 "the upload is larger than the limit of {max} bytes"
-            )));
+            ))
+            .into());
         }
         input.extend_from_slice(&chunk);
     }

@@ -419,7 +419,7 @@ pub fn record_release(
             export.tenant_id.as_str(),
             job.id.as_str(),
             job.query_sha256.as_str(),
-            serde_json::to_string(&job.gate.row_influencing).unwrap_or_default(),
+            crate::store::to_json(&job.gate.row_influencing, "a release's population")?,
             int(sketches.len() as u64, "a release's cell count")?,
             crate::now_ms()
         ],

@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, ExportView};
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::exports::delivery::read_full;
 use crate::exports::package::{
     self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset,
@@ -88,18 +88,21 @@ pub(crate) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<
         ExportStatus::Approved => Ok(()),
         // The reason is free text: it is in the export's history, not in this message
         // (which the audit trail records).
-        ExportStatus::Revoked => Err(ServerError::FailedPrecondition(format!(
+        ExportStatus::Revoked => Err(Refusal::ExportRevoked(format!(
             "export {id} was revoked and can no longer be downloaded; its history gives the \
              reason"
-        ))),
-        ExportStatus::Expired => Err(ServerError::FailedPrecondition(format!(
+        ))
+        .into()),
+        ExportStatus::Expired => Err(Refusal::ProductExpired(format!(
             "product {id} expired at {} and can no longer be downloaded",
             crate::format_ms(export.product.as_ref().map_or(0, |p| p.expires_at_ms))
-        ))),
-        other => Err(ServerError::FailedPrecondition(format!(
+        ))
+        .into()),
+        other => Err(Refusal::ExportNotApproved(format!(
             "export {id} is not approved (it is {})",
             other.as_str()
-        ))),
+        ))
+        .into()),
     }
 }
 
@@ -233,16 +236,18 @@ impl Api {
             })?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if job.status != JobStatus::Succeeded {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::JobNotSucceeded(
                 "only a succeeded job's result can be exported".into(),
-            ));
+            )
+            .into());
         }
         if job.mode == JobMode::Lab {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::LabResultStays(
                 "a lab job's result never leaves the lab: promote the job to production under \
                  a scenario and export that result"
                     .into(),
-            ));
+            )
+            .into());
         }
         if req.recipient_id.trim().is_empty() {
             return Err(ServerError::InvalidArgument(
@@ -462,9 +467,9 @@ impl Api {
                 if let Some(reason) =
                     crate::lifecycle::records::hold(tx, &current.tenant_id)?.frozen_reason()
                 {
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "the export is frozen: {reason}"
-                    )));
+                    return Err(
+                        Refusal::ExportFrozen(format!("the export is frozen: {reason}")).into(),
+                    );
                 }
                 let votes = crate::exports::records::export_votes(tx, &export.id)?;
                 let now = crate::now_ms();
@@ -518,11 +523,12 @@ impl Api {
                         _ => {
                             needs_ledger = true;
                             needs_package = Some(approved.into_iter().cloned().collect());
-                            return Err(ServerError::FailedPrecondition(format!(
+                            return Err(Refusal::ConcurrentChange(format!(
                                 "other exports of tenant {} were released at the same time; \
                                  vote again",
                                 job.tenant_id
-                            )));
+                            ))
+                            .into());
                         }
                     }
                 }
@@ -544,11 +550,12 @@ impl Api {
                         }
                         _ => {
                             needs_package = Some(approved.into_iter().cloned().collect());
-                            return Err(ServerError::FailedPrecondition(format!(
+                            return Err(Refusal::ConcurrentChange(format!(
                                 "other votes on export {} were recorded at the same time; \
                                  vote again",
                                 export.id
-                            )));
+                            ))
+                            .into());
                         }
                     }
                 } else if to != ExportStatus::InReview {
@@ -649,9 +656,10 @@ impl Api {
         ledger: bool,
     ) -> Result<(Option<LedgerCheck>, BuiltPackage)> {
         if self.state.storage.sha256(&job.result_file).await? != job.result_sha256 {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::BindingChanged(
                 "the staged result changed since it was reviewed; request a new export".into(),
-            ));
+            )
+            .into());
         }
         let recipient_id = export.recipient().to_owned();
         let recipient = self
@@ -923,11 +931,12 @@ impl Api {
         require_text(&req.text, "the comment", MAX_COMMENT_CHARS, true)?;
         let (export, standing) = self.visible_export(caller, &req.export_id)?;
         if req.private && standing != Standing::Reviewer {
-            return Err(ServerError::PermissionDenied(
+            return Err(Refusal::NotIndependent(
                 "private comments are written and read only by reviewers independent of the \
                  requesting tenant"
                     .into(),
-            ));
+            )
+            .into());
         }
         let text = req.text.trim();
         self.state.store.commit(
@@ -994,12 +1003,13 @@ impl Api {
 /// The refusal of an approval whose result, with releases since it was checked, would
 /// isolate individuals.
 fn ledger_refusal(failed: &[String]) -> ServerError {
-    ServerError::FailedPrecondition(format!(
+    Refusal::CombinedDisclosure(format!(
         "since this export was checked, its tenant released other results that, together \
          with this one, would isolate individuals ({}): it cannot be approved; the requester \
          must request a new export",
         failed.join(", ")
     ))
+    .into()
 }
 
 fn or_none(names: &[String]) -> String {

@@ -16,7 +16,7 @@ use shuyu_policy::{
 
 use crate::admin::records::Principal;
 use crate::audit::trail::AuditEntry;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::notify::{Audience, NewNotification, notify};
 use crate::store::{Store, Tx};
 
@@ -291,10 +291,11 @@ pub fn require_authorization(
                 ),
             },
         };
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::NoAuthorization(format!(
             "no authorization in force: {why}; nothing runs outside an authorization's term \
              (an admin records or renews it: shuyu authorization create/renew)"
-        )));
+        ))
+        .into());
     };
     for dataset in &need.datasets {
         // The tenant's own imported data (R17) is not public data under the agreement: its
@@ -302,27 +303,30 @@ pub fn require_authorization(
         let own_import =
             crate::stewardship::records::imported_by(tx, dataset)?.as_deref() == Some(tenant_id);
         if !own_import && !a.dataset_ids.iter().any(|d| d == dataset) {
-            return Err(ServerError::FailedPrecondition(format!(
+            return Err(Refusal::OutsideAuthorization(format!(
                 "dataset {dataset} is outside the scope of the tenant's authorization {} \
                  (an admin can amend its scope: shuyu authorization add-scope)",
                 &a.id
-            )));
+            ))
+            .into());
         }
     }
     if let Some(category) = need.category
         && !a.categories.contains(&category)
     {
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::OutsideAuthorization(format!(
             "scenario category {category} is outside the scope of the tenant's authorization {}",
             &a.id
-        )));
+        ))
+        .into());
     }
     if need.emergency_plan && emergency_plan(tx, &a.id)?.is_none() {
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::NoEmergencyPlan(format!(
             "the tenant's authorization {} has no emergency plan: production work needs one \
              (an admin records it: shuyu emergency-plan set)",
             &a.id
-        )));
+        ))
+        .into());
     }
     Ok(a.clone())
 }
@@ -788,13 +792,13 @@ pub fn refusal(
     principal: &Principal,
     action: Action,
     now_ms: i64,
-) -> Result<Option<String>> {
+) -> Result<Option<Refusal>> {
     if let Some((at_ms, _)) = disabled(tx, &principal.id)? {
-        return Ok(Some(format!(
+        return Ok(Some(Refusal::PrincipalDisabled(format!(
             "principal {} was disabled on {}",
             principal.id,
             format_date(at_ms)
-        )));
+        ))));
     }
     if !requires_qualification(principal.role) || allowed_while_unqualified(principal.role, action)
     {
@@ -804,12 +808,12 @@ pub fn refusal(
         .map(|q| q.facts())
         .unwrap_or_default();
     Ok(qualification_gap(&facts, now_ms).map(|gap| {
-        format!(
+        Refusal::NotQualified(format!(
             "the {} {} may not act: {gap} (R8, R9: an admin records it with shuyu principal \
              qualify)",
             principal.role.as_str(),
             principal.id
-        )
+        ))
     }))
 }
 
@@ -929,8 +933,12 @@ mod tests {
 
     fn refused(store: &Store, now: i64, need: &Need<'_>) -> String {
         match store.read(|c| require_authorization(c, "t_1", now, need)) {
-            Err(ServerError::FailedPrecondition(m)) => m,
-            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+            Err(ServerError::Refused(
+                refusal @ (Refusal::NoAuthorization(_)
+                | Refusal::OutsideAuthorization(_)
+                | Refusal::NoEmergencyPlan(_)),
+            )) => refusal.into_message(),
+            other => panic!("expected an authorization refusal, got {other:?}"),
         }
     }
 

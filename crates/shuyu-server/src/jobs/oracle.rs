@@ -265,7 +265,7 @@ pub fn count_failure(
             failures,
             config.failed_production_allowance,
             config.failed_production_window_hours,
-            serde_json::to_string(&job_ids).unwrap_or_default()
+            crate::store::to_json(&job_ids, "a freeze's job ids")?
         ],
     )?;
     let freeze = active_freeze(tx, tenant_id)?

@@ -6,7 +6,7 @@ use shuyu_meta::{Row, params};
 use shuyu_policy::{Classification, MaskingRule};
 
 use crate::audit::trail::AuditLog;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::store::{Legacy, Tx};
 
 /// The jobs tables.
@@ -503,20 +503,21 @@ pub fn upsert_job(tx: &Tx<'_>, audit: &AuditLog, j: &JobRecord) -> Result<()> {
             output_columns_to_json(&j.columns),
             j.aggregate,
             seal_preview(audit, &j.id, &masked_table_to_json(&j.preview)),
-            serde_json::to_string(&j.inputs).unwrap_or_default(),
+            crate::store::to_json(&j.inputs, "a job's inputs")?,
             &j.result_file,
             &j.result_kek,
             &j.result_sha256,
             j.created_at_ms,
             j.finished_at_ms,
-            serde_json::to_string(&j.usage).unwrap_or_default(),
+            crate::store::to_json(&j.usage, "a job's usage")?,
             j.substrait_plan.as_slice(),
             j.mode.as_str(),
             &j.scenario_id,
             &j.promoted_from,
-            serde_json::to_string(&j.gate).unwrap_or_default(),
+            crate::store::to_json(&j.gate, "a job's gate")?,
             j.dp.as_ref()
-                .map(|d| serde_json::to_string(d).unwrap_or_default())
+                .map(|d| crate::store::to_json(d, "a job's DP spec"))
+                .transpose()?
                 .unwrap_or_default()
         ],
     )?;
@@ -718,11 +719,12 @@ pub fn spend_privacy(
     let mut current = budget_or_new(tx, tenant_id, data_sha256, default_total)?;
     // A tolerance far below any meaningful epsilon absorbs float rounding of the sum.
     if current.epsilon_spent + epsilon > current.epsilon_total + 1e-9 {
-        return Err(ServerError::ResourceExhausted(format!(
+        return Err(Refusal::PrivacyBudgetExhausted(format!(
             "the privacy budget of dataset {dataset_id} is exhausted: {:.4} of {:.4} spent, \
              this job needs {epsilon:.4}",
             current.epsilon_spent, current.epsilon_total
-        )));
+        ))
+        .into());
     }
     current.epsilon_spent += epsilon;
     tx.execute(
@@ -990,7 +992,10 @@ pub(crate) mod tests {
                 &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
                 |tx| spend_privacy(tx, "t_1", "ds_1", "sha_a", "j_2", 0.75, 1.0),
             );
-            assert!(matches!(refused, Err(ServerError::ResourceExhausted(_))));
+            assert!(matches!(
+                refused,
+                Err(ServerError::Refused(Refusal::PrivacyBudgetExhausted(_)))
+            ));
             let lower = store.commit(
                 &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
                 |tx| set_privacy_budget(tx, "t_1", "sha_a", 0.25),

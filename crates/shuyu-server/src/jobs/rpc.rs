@@ -23,7 +23,7 @@ use crate::audit::trail::AuditEntry;
 use crate::catalog::records::DatasetRecord;
 use crate::catalog::rpc::table_spec;
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::jobs::records::{JobGate, JobMode, JobRecord, JobStatus, JobUsage};
 use crate::jobs::scheduler::{Cancelled, Dispatched, QueueRefusal};
 use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
@@ -173,11 +173,11 @@ impl Api {
                         ServerError::NotFound(format!("scenario {}", draft.scenario_id))
                     })?;
                 if let Some(reason) = scenarios::unusable(&scenario, now) {
-                    return Err(ServerError::FailedPrecondition(reason));
+                    return Err(Refusal::ScenarioUnusable(reason).into());
                 }
                 if let Some(reason) = crate::stewardship::rpc::risk_stopped(&self.state, &scenario)?
                 {
-                    return Err(ServerError::FailedPrecondition(reason));
+                    return Err(Refusal::RiskStopped(reason).into());
                 }
                 // Too many failed production jobs: frozen until an admin looks.
                 if let Some(freeze) = self
@@ -185,7 +185,7 @@ impl Api {
                     .store
                     .read(|c| crate::jobs::oracle::active_freeze(c, &tenant_id))?
                 {
-                    return Err(ServerError::FailedPrecondition(freeze.reason()));
+                    return Err(Refusal::ProductionFrozen(freeze.reason()).into());
                 }
                 // R25, R32: inside an authorization's term and scope, with an emergency plan.
                 let need = crate::governance::records::Need {
@@ -225,9 +225,9 @@ impl Api {
             .scheduler
             .admit(&tenant_id)
             .map_err(|QueueRefusal::TenantFull { limit }| {
-                ServerError::ResourceExhausted(format!(
+                ServerError::from(Refusal::QueueFull(format!(
                     "the tenant already has {limit} jobs queued or running; wait for one to finish"
-                ))
+                )))
             })?;
         let result_file = result_file(&tenant_id, draft.mode, &draft.scenario_id, &id);
         let job = JobRecord {
@@ -896,6 +896,10 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
             outcome.result = Err(Failure::plain(reason, None));
             return outcome;
         }
+        Err(ServerError::Refused(refusal)) => {
+            outcome.result = Err(Failure::plain(refusal.into_message(), None));
+            return outcome;
+        }
         Err(e) => {
             outcome.result = Err(Failure::withheld("internal error", e.to_string()));
             return outcome;
@@ -995,15 +999,17 @@ fn job_failure(error: JobError, stderr: Option<String>) -> Failure {
 /// Refuses lab work once the tenant's lab access has ended (R20).
 fn lab_open(tenant: &Tenant, now_ms: i64) -> Result<()> {
     if tenant.lab_until_ms == 0 {
-        return Err(ServerError::FailedPrecondition(
+        return Err(Refusal::LabClosed(
             "the tenant has no data-lab access; an admin can open it for up to six months".into(),
-        ));
+        )
+        .into());
     }
     if now_ms >= tenant.lab_until_ms {
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::LabClosed(format!(
             "the tenant's data-lab access ended at {}",
             crate::format_ms(tenant.lab_until_ms)
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
@@ -1019,11 +1025,11 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
             ServerError::FailedPrecondition(format!("scenario {} is gone", job.scenario_id))
         })?;
     if let Some(reason) = scenarios::unusable(&scenario, crate::now_ms()) {
-        return Err(ServerError::FailedPrecondition(reason));
+        return Err(Refusal::ScenarioUnusable(reason).into());
     }
     // A risk stop raised while the job waited in the queue stops it here (R19).
     if let Some(reason) = crate::stewardship::rpc::risk_stopped(state, &scenario)? {
-        return Err(ServerError::FailedPrecondition(reason));
+        return Err(Refusal::RiskStopped(reason).into());
     }
     let mut tables = Vec::with_capacity(scenario.data_list.len());
     for item in &scenario.data_list {

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use shuyu_meta::{Row, params};
 use shuyu_policy::Action;
 
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::notify::{self, Audience, NewNotification};
 use crate::store::{Store, Tx};
 
@@ -115,6 +115,16 @@ impl Hold {
             "stopped" if !reads_only(action) => self.frozen_reason(),
             _ => None,
         }
+    }
+
+    /// [`Hold::refusal`], typed by the hold's state (its reason tells clients which hold).
+    pub fn refused(&self, action: Action) -> Option<Refusal> {
+        let message = self.refusal(action)?;
+        Some(match self.state() {
+            "terminated" => Refusal::TenantTerminated(message),
+            "suspended" => Refusal::TenantSuspended(message),
+            _ => Refusal::TenantStopped(message),
+        })
     }
 }
 
@@ -221,13 +231,13 @@ pub fn set_hold(tx: &Tx<'_>, h: &Hold) -> Result<()> {
 /// stopped or terminated): no vote, download or fetch of its products.
 ///
 /// # Errors
-/// FAILED_PRECONDITION with the hold's reason, or a store error.
+/// FAILED_PRECONDITION (`EXPORT_FROZEN`) with the hold's reason, or a store error.
 pub fn require_exports_open(store: &Store, tenant_id: &str) -> Result<()> {
     let hold = store.read(|c| hold(c, tenant_id))?;
     match hold.frozen_reason() {
-        Some(reason) => Err(ServerError::FailedPrecondition(format!(
-            "the export is frozen: {reason}"
-        ))),
+        Some(reason) => {
+            Err(Refusal::ExportFrozen(format!("the export is frozen: {reason}")).into())
+        }
         None => Ok(()),
     }
 }
@@ -418,7 +428,7 @@ pub fn insert_drill(tx: &Tx<'_>, d: &Drill) -> Result<()> {
             d.started_at_ms,
             d.released_at_ms,
             i64::try_from(d.halt_ms).unwrap_or(i64::MAX),
-            serde_json::to_string(&d.jobs_stopped).unwrap_or_else(|_| "[]".into()),
+            crate::store::to_json(&d.jobs_stopped, "a drill's stopped jobs")?,
             d.exports_frozen,
             &d.outcome
         ],
@@ -610,6 +620,11 @@ mod tests {
             h.stop_reason = "incident".into();
             assert_eq!(h.refusal(Action::ViewJob), None);
             assert!(h.refusal(Action::SubmitJob).unwrap().contains("incident"));
+            assert_eq!(
+                h.refused(Action::SubmitJob).unwrap().reason(),
+                "TENANT_STOPPED"
+            );
+            assert_eq!(h.refused(Action::ViewJob), None);
             h.suspended_at_ms = 10;
             h.fix_by_ms = 20;
             h.suspend_reason = "leak".into();
@@ -617,6 +632,10 @@ mod tests {
             let refusal = h.refusal(Action::WhoAmI).unwrap();
             assert!(refusal.starts_with("tenant suspended since"), "{refusal}");
             assert!(refusal.contains("fix by"), "{refusal}");
+            assert_eq!(
+                h.refused(Action::WhoAmI).unwrap().reason(),
+                "TENANT_SUSPENDED"
+            );
             write(store, |tx| set_hold(tx, &h));
             assert_eq!(store.read(|tx| hold(tx, "t1")).unwrap(), h);
             assert!(overdue(19).is_empty());
@@ -634,6 +653,10 @@ mod tests {
             assert_eq!(store.read(holds).unwrap(), [h.clone()]);
             assert!(!h.overdue(80));
             assert!(h.refusal(Action::ViewJob).unwrap().contains("terminated"));
+            assert_eq!(
+                h.refused(Action::ViewJob).unwrap().reason(),
+                "TENANT_TERMINATED"
+            );
         });
     }
 

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admin::records::Tenant;
 use crate::audit::trail::AuditEntry;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::jobs::oracle::Freeze;
 use crate::jobs::records::{JobRecord, JobStatus};
 use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
@@ -189,11 +189,12 @@ impl Api {
             self.tenant_or_not_found(tx, &req.tenant_id)?;
             let mut hold = lifecycle::hold(tx, &req.tenant_id)?;
             if hold.terminated_at_ms > 0 {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::TenantTerminated(format!(
                     "tenant {} was terminated on {}",
                     req.tenant_id,
                     crate::format_ms(hold.terminated_at_ms)
-                )));
+                ))
+                .into());
             }
             let amend = hold.suspended_at_ms > 0;
             let since = if amend { hold.suspended_at_ms } else { now };
@@ -254,11 +255,12 @@ impl Api {
             self.tenant_or_not_found(tx, &req.tenant_id)?;
             let mut hold = lifecycle::hold(tx, &req.tenant_id)?;
             if hold.terminated_at_ms > 0 {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::TenantTerminated(format!(
                     "tenant {} was terminated on {}: a terminated tenant is never resumed",
                     req.tenant_id,
                     crate::format_ms(hold.terminated_at_ms)
-                )));
+                ))
+                .into());
             }
             if hold.suspended_at_ms == 0 {
                 return Err(ServerError::FailedPrecondition(format!(
@@ -346,19 +348,22 @@ impl Api {
             let mut hold = lifecycle::hold(tx, tenant_id)?;
             match hold.state() {
                 "terminated" => {
-                    return Err(ServerError::FailedPrecondition(format!(
+                    return Err(Refusal::TenantTerminated(format!(
                         "tenant {tenant_id} was terminated"
-                    )));
+                    ))
+                    .into());
                 }
                 "stopped" if drill.is_some() => {
-                    return Err(ServerError::FailedPrecondition(format!(
+                    return Err(Refusal::TenantStopped(format!(
                         "tenant {tenant_id} is already stopped: release it before a drill"
-                    )));
+                    ))
+                    .into());
                 }
                 "suspended" if drill.is_some() => {
-                    return Err(ServerError::FailedPrecondition(format!(
+                    return Err(Refusal::TenantSuspended(format!(
                         "tenant {tenant_id} is suspended: it has no work to drill on"
-                    )));
+                    ))
+                    .into());
                 }
                 _ => {}
             }
@@ -399,9 +404,9 @@ impl Api {
         self.tenant_or_not_found(tx, tenant_id)?;
         let mut hold = lifecycle::hold(tx, tenant_id)?;
         if hold.terminated_at_ms > 0 {
-            return Err(ServerError::FailedPrecondition(format!(
-                "tenant {tenant_id} was terminated"
-            )));
+            return Err(
+                Refusal::TenantTerminated(format!("tenant {tenant_id} was terminated")).into(),
+            );
         }
         if require_stopped && hold.stopped_at_ms == 0 {
             return Err(ServerError::FailedPrecondition(format!(
@@ -535,10 +540,11 @@ impl Api {
             let tenant = self.tenant_or_not_found(tx, tenant_id)?;
             let mut hold = lifecycle::hold(tx, tenant_id)?;
             if hold.terminated_at_ms > 0 && lifecycle::exit_report(tx, tenant_id)?.is_some() {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::TenantTerminated(format!(
                     "tenant {tenant_id} was already terminated on {}",
                     crate::format_ms(hold.terminated_at_ms)
-                )));
+                ))
+                .into());
             }
             let resumed = hold.terminated_at_ms > 0;
             if !resumed {
@@ -1280,6 +1286,8 @@ pub async fn sweep_overdue_forever(state: std::sync::Arc<crate::state::AppState>
             }
             Ok(false)
         });
+        // A sweep with nothing to do leaves no other trace: this line lets tests wait for one.
+        tracing::debug!(due = matches!(due, Ok(true)), "overdue sweep ran");
         if !matches!(due, Ok(true)) {
             continue;
         }

@@ -193,7 +193,7 @@ pub fn upsert_scenario(tx: &Tx<'_>, s: &ScenarioRecord) -> Result<()> {
             &s.tenant_id,
             &s.name,
             &s.purpose,
-            serde_json::to_string(&s.data_list).unwrap_or_default(),
+            crate::store::to_json(&s.data_list, "a scenario's data list")?,
             s.valid_from_ms,
             s.valid_until_ms,
             s.status.as_str(),

@@ -16,7 +16,7 @@ use shuyu_proto::v1::scenario_service_server::ScenarioService;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::scenarios::records::{
     Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
 };
@@ -224,11 +224,12 @@ impl Api {
             let mut scenario = crate::scenarios::records::scenario(tx, &req.scenario_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("scenario {}", req.scenario_id)))?;
             if scenario.status != ScenarioStatus::Pending {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyDecided(format!(
                     "scenario {} has already been {}",
                     scenario.id,
                     scenario.status.as_str()
-                )));
+                ))
+                .into());
             }
             let now = crate::now_ms();
             // R12: one person, one decision, one capacity. Whoever has decided once is done,
@@ -243,7 +244,7 @@ impl Api {
                         .approvals
                         .iter()
                         .any(|a| !a.decided && a.capacity == Capacity::Admin && holds(caller, a));
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyDecided(format!(
                     "you have already decided on scenario {} as {}{}",
                     scenario.id,
                     describe_approval(done),
@@ -253,14 +254,15 @@ impl Api {
                     } else {
                         ""
                     }
-                )));
+                ))
+                .into());
             }
             let capacity = decision_capacity(caller, &scenario.approvals, req.approve)?
                 .ok_or_else(|| {
-                    ServerError::PermissionDenied(format!(
+                    ServerError::from(Refusal::NotAnApprover(format!(
                         "you are not a required approver of scenario {}",
                         scenario.id
-                    ))
+                    )))
                 })?;
             let mut capacities = Vec::new();
             for approval in scenario
@@ -313,14 +315,15 @@ fn require_distinct_approvers(approvals: &[ScenarioApproval]) -> Result<()> {
             .iter()
             .find(|b| b.approver_id == a.approver_id && b.capacity != a.capacity)
         {
-            return Err(ServerError::FailedPrecondition(format!(
+            return Err(Refusal::OneApprovalPerPerson(format!(
                 "principal {} would approve this scenario twice, as {} and as {}; one person \
                  fills one approval of a scenario (R12): an admin must name another extra \
                  approver (shuyu dataset approver)",
                 a.approver_id,
                 describe_approval(a),
                 describe_approval(b)
-            )));
+            ))
+            .into());
         }
     }
     Ok(())
@@ -344,12 +347,13 @@ fn decision_capacity(
         // Only a scenario applied for before application refused this can name one person
         // twice: it can be rejected, never approved.
         if approve && named.iter().any(|c| c != first) {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::OneApprovalPerPerson(
                 "you are named as both a steward and an extra approver of this scenario, and \
                  one person fills one approval (R12): reject it, and the engineer applies \
                  again once an admin has named another extra approver"
                     .into(),
-            ));
+            )
+            .into());
         }
         return Ok(Some(*first));
     }

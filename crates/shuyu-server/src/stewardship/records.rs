@@ -444,7 +444,7 @@ pub fn upsert_stop(tx: &Tx<'_>, s: &RiskStop) -> Result<()> {
             &s.lifted_by,
             &s.lift_comment,
             s.lifted_at_ms,
-            serde_json::to_string(&s.jobs_stopped).unwrap_or_else(|_| "[]".into())
+            crate::store::to_json(&s.jobs_stopped, "a risk stop's stopped jobs")?
         ],
     )?;
     Ok(())

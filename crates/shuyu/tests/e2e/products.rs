@@ -406,6 +406,8 @@ async fn a_product_reaches_only_its_recipient_until_it_expires() {
     match p.recipient.download(&export.id).await {
         Err(ClientError::Status(status)) => {
             assert_eq!(status.code(), Code::FailedPrecondition);
+            assert_eq!(reason(&status), "PRODUCT_EXPIRED");
+            // The message names the expiry.
             assert!(
                 status.message().contains("expired at 1970-01-01T00:00:01Z"),
                 "{status:?}"

@@ -270,6 +270,12 @@ pub fn status_code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic:
     }
 }
 
+/// The stable reason a refusal carries (the `google.rpc.ErrorInfo` in its details, domain
+/// `shuyu.v1`): tests match it, not the message. Panics when the status carries none.
+pub fn reason(status: &tonic::Status) -> String {
+    shuyu_client::error_reason(status).unwrap_or_else(|| panic!("no reason in {status:?}"))
+}
+
 /// The status code of a vote that must have been refused.
 pub fn denied_code(result: Result<pb::Export, tonic::Status>) -> Code {
     match result {

@@ -125,6 +125,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "job_servers",
         sql: crate::jobs::records::SERVERS_TABLE,
     },
+    Migration {
+        version: 20,
+        name: "audit_tree",
+        sql: crate::audit::tree::SCHEMA,
+    },
 ];
 
 /// What SQLite data dirs written before versioned migrations need beyond [`MIGRATIONS`].
@@ -137,12 +142,16 @@ const LEGACY: &[Legacy] = &[
     crate::scenarios::records::LEGACY,
 ];
 
-/// Opens (or creates) the metadata store with every area's tables.
+/// Opens (or creates) the metadata store with every area's tables, and stores the audit
+/// Merkle tree's nodes that records appended before the tree was stored lack.
 ///
 /// # Errors
-/// If the database cannot be opened or the schema brought up to date.
+/// If the database cannot be opened, the schema brought up to date or the tree filled in.
 pub fn open_store(options: &StoreOptions, audit: AuditLog) -> Result<Store> {
-    Store::open(options, audit, MIGRATIONS, LEGACY)
+    let store = Store::open(options, audit, MIGRATIONS, LEGACY)?;
+    // Records appended by a version that stored no Merkle tree get their nodes once.
+    crate::audit::tree::backfill(&store)?;
+    Ok(store)
 }
 
 /// Opens the metadata store read-only, for checks on the host (`shuyu audit verify`): no
@@ -766,6 +775,47 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_metadata_location_is_recorded_without_a_password_and_must_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        // Nothing recorded: SQLite in the data dir.
+        let options = MetadataConfig::default().store_options(&data).unwrap();
+        assert_eq!(options.url, MetadataUrl::Sqlite(data.meta_db()));
+        // A password in the URL is refused, and not echoed.
+        let e = MetadataConfig::postgres("postgresql://u:s3cret@db:5432/d")
+            .parsed_url()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("carries a password") && !e.contains("s3cret"),
+            "{e}"
+        );
+        // Recorded, it is found again; another URL is refused; a password source may differ.
+        let pg = MetadataConfig::postgres("postgresql://u@db:5432/d");
+        pg.record(&data).unwrap();
+        assert_eq!(mode(&data.metadata_record()), FILE_MODE);
+        let found = MetadataConfig::default().for_data_dir(&data).unwrap();
+        assert_eq!(found.url, pg.url);
+        let other = MetadataConfig::postgres("postgresql://u@db:5432/other");
+        assert!(other.for_data_dir(&data).is_err());
+        let with_file = MetadataConfig {
+            password_file: Some("/etc/pw".into()),
+            ..pg.clone()
+        };
+        let options = with_file
+            .for_data_dir(&data)
+            .unwrap()
+            .store_options(&data)
+            .unwrap();
+        assert_eq!(options.db.password, PasswordSource::File("/etc/pw".into()));
+        let both = MetadataConfig {
+            password_env: Some("X".into()),
+            ..with_file
+        };
+        assert!(both.store_options(&data).is_err());
     }
 
     #[test]

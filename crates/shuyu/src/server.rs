@@ -189,13 +189,20 @@ pub fn audit_verify(data_dir: &Path) -> Result<ExitCode> {
 }
 
 /// Opens the data dir's store read-only (it writes nothing, not even its log) and verifies
-/// the chain, then the rows bound to it.
+/// the chain, then the rows bound to it, then the stored Merkle tree against the records.
 fn verify_report(data_dir: &Path) -> Result<shuyu_server::audit::VerifyReport> {
     let (store, _) = open_store(data_dir)?;
     let log = store.audit_log().clone();
     let mut report = store.read(|c| log.verify(c))?;
     if report.ok
         && let Some(problem) = store.read(shuyu_server::bindings::verify)?
+    {
+        report.ok = false;
+        report.problem = Some(problem);
+    }
+    // The stored Merkle tree checkpoints and proofs are read from.
+    if report.ok
+        && let Some(problem) = store.read(shuyu_server::audit::verify_tree)?
     {
         report.ok = false;
         report.problem = Some(problem);

@@ -1,7 +1,8 @@
 //! Signed checkpoints of the audit trail (R27, R33), as the server takes and stores them:
-//! the leaves read from the trail, the signed note, the stored checkpoints. The Merkle tree,
-//! its proofs and the note's format are `shuyu_verify::checkpoint`, the one implementation
-//! that outside parties verify with.
+//! the leaves of the trail's records, the signed note, the stored checkpoints. The Merkle
+//! tree's hashing, its proofs and the note's format are `shuyu_verify::checkpoint`, the one
+//! implementation that outside parties verify with; the server reads roots and proofs from
+//! the tree's stored nodes (`audit::tree`), in O(log n) reads.
 
 use shuyu_meta::params;
 use shuyu_vault::SigningKey;
@@ -9,10 +10,9 @@ use shuyu_vault::SigningKey;
 use crate::error::{Result, ServerError};
 use crate::store::Tx;
 
-// The tree and the note, for the oversight service that proves and signs with them.
-pub(crate) use shuyu_verify::checkpoint::{
-    Checkpoint, Hash, consistency_proof, inclusion_proof, leaf_hash, origin, root,
-};
+// The tree's hashing and the note, for `audit::tree` and the oversight service that
+// signs with them.
+pub(crate) use shuyu_verify::checkpoint::{Checkpoint, Hash, leaf_hash, origin, root};
 
 /// Stored checkpoints (taken periodically and on demand).
 pub const SCHEMA: &str = "
@@ -21,24 +21,6 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     at_ms BIGINT NOT NULL);
 ";
 
-/// The records' hashes (hex) in sequence order, the first `size` or all: a quick read, so
-/// that the store is not held while the tree is hashed.
-///
-/// # Errors
-/// On store failure.
-pub fn audit_hashes(tx: &Tx<'_>, size: Option<u64>) -> Result<Vec<(u64, String)>> {
-    let rows = match size {
-        Some(size) => tx.query(
-            "SELECT seq, hash FROM audit ORDER BY seq LIMIT ?1",
-            params![i64::try_from(size).unwrap_or(i64::MAX)],
-        )?,
-        None => tx.query("SELECT seq, hash FROM audit ORDER BY seq", &[])?,
-    };
-    rows.iter()
-        .map(|r| Ok((r.get("seq")?, r.get("hash")?)))
-        .collect()
-}
-
 /// The leaves of the audit tree: each record's hash, leaf-hashed.
 ///
 /// # Errors
@@ -46,22 +28,29 @@ pub fn audit_hashes(tx: &Tx<'_>, size: Option<u64>) -> Result<Vec<(u64, String)>
 pub fn leaves_of(hashes: &[(u64, String)]) -> Result<Vec<Hash>> {
     hashes
         .iter()
-        .map(|(seq, hash)| {
-            hex::decode(hash)
-                .ok()
-                .filter(|b| b.len() == 32)
-                .map(|b| leaf_hash(&b))
-                .ok_or_else(|| ServerError::internal(format!("audit record {seq}: malformed hash")))
-        })
+        .map(|(seq, hash)| leaf_of(*seq, hash))
         .collect()
 }
 
-/// The signed checkpoint of the tree of `leaves`.
-pub fn signed(leaves: &[Hash], key: &SigningKey) -> (Checkpoint, String) {
+/// The leaf of record `seq` whose hash is `hash` (hex).
+///
+/// # Errors
+/// A hash that is not 32 bytes of hex (a damaged trail).
+pub fn leaf_of(seq: u64, hash: &str) -> Result<Hash> {
+    hex::decode(hash)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .map(|b| leaf_hash(&b))
+        .ok_or_else(|| ServerError::internal(format!("audit record {seq}: malformed hash")))
+}
+
+/// The signed checkpoint of the tree of `tree_size` records whose root is `root_hash` (read
+/// from the stored tree by `audit::tree::root`).
+pub fn signed(tree_size: u64, root_hash: Hash, key: &SigningKey) -> (Checkpoint, String) {
     let checkpoint = Checkpoint {
         origin: origin(&key.public_key()),
-        tree_size: leaves.len() as u64,
-        root_hash: root(leaves),
+        tree_size,
+        root_hash,
     };
     let note = checkpoint.sign(key);
     (checkpoint, note)
@@ -106,7 +95,7 @@ mod tests {
             .map(|seq| (seq, shuyu_vault::sha256_hex(&seq.to_be_bytes())))
             .collect();
         let leaves = leaves_of(&hashes).unwrap();
-        let (checkpoint, note) = signed(&leaves, &key);
+        let (checkpoint, note) = signed(5, root(&leaves), &key);
         assert_eq!(checkpoint.tree_size, 5);
         assert_eq!(Checkpoint::open(&note, &key.public_key()), Ok(checkpoint));
         assert!(leaves_of(&[(1, "not hex".into())]).is_err());
@@ -125,17 +114,12 @@ mod tests {
                     ))
                     .unwrap();
             }
-            let hashes = store.read(|tx| audit_hashes(tx, None)).unwrap();
-            assert_eq!(hashes.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 2, 3]);
-            assert_eq!(
-                store.read(|tx| audit_hashes(tx, Some(2))).unwrap(),
-                hashes[..2]
-            );
+            assert_eq!(store.read(crate::audit::tree::size).unwrap(), 3);
             assert_eq!(store.read(last_stored).unwrap(), None);
             let (key, _) = SigningKey::generate().unwrap();
-            let leaves = leaves_of(&hashes).unwrap();
-            let (small, small_note) = signed(&leaves[..2], &key);
-            let (cp, note) = signed(&leaves, &key);
+            let root_of = |n| store.read(|tx| crate::audit::tree::root(tx, n)).unwrap();
+            let (small, small_note) = signed(2, root_of(2), &key);
+            let (cp, note) = signed(3, root_of(3), &key);
             testing::write(store, |tx| {
                 super::store(tx, &cp, &note, 10)?;
                 super::store(tx, &small, &small_note, 11)

@@ -255,7 +255,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             )),
             None => e,
         })?;
-    let interrupted = jobs::rpc::fail_orphaned_jobs(&state).await?;
+    let interrupted = jobs::runtime::fail_orphaned_jobs(&state).await?;
     // Objects no record names are leftovers only when no other server is writing.
     let removed = if state.presence.alone()? {
         remove_unreferenced_objects(&state).await?
@@ -320,7 +320,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         }
     });
 
-    let dispatcher = tokio::spawn(jobs::rpc::dispatch_forever(Arc::clone(&state)));
+    let dispatcher = tokio::spawn(jobs::runtime::dispatch_forever(Arc::clone(&state)));
     // The periodic duties, aborted when the server stops: the oversight tasks (monitor,
     // checkpoints, purge), overdue data-quality tickets (R18), suspensions past their fix-by
     // deadline (R26) and authorizations whose renewal window opened (R25).
@@ -353,7 +353,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             }
         }));
     }
-    periodic.push(tokio::spawn(jobs::rpc::fail_orphaned_jobs_forever(
+    periodic.push(tokio::spawn(jobs::runtime::fail_orphaned_jobs_forever(
         Arc::clone(&state),
     )));
     let sweeper_state = Arc::clone(&state);

@@ -2,7 +2,7 @@
 //! metadata in one PostgreSQL (and its objects in one data dir): each holds a lease
 //! `server:<id>` on the database's clock, renewed every [`HEARTBEAT`]; a server whose lease
 //! has expired is gone, and the jobs it was running are failed by whichever server notices
-//! first ([`crate::jobs::rpc::fail_orphaned_jobs`]). The periodic duties (oversight tasks,
+//! first ([`crate::jobs::runtime::fail_orphaned_jobs`]). The periodic duties (oversight tasks,
 //! sweeps) run on one server at a time, each under a lease of its own ([`Presence::on_duty`]).
 //!
 //! A server that found the data dir's `serve.lock` free (always, on SQLite, where one server

@@ -150,8 +150,34 @@ const LEGACY: &[Legacy] = &[
 pub fn open_store(options: &StoreOptions, audit: AuditLog) -> Result<Store> {
     let store = Store::open(options, audit, MIGRATIONS, LEGACY)?;
     // Records appended by a version that stored no Merkle tree get their nodes once.
-    crate::audit::tree::backfill(&store)?;
+    backfill_audit_tree(&store)?;
     Ok(store)
+}
+
+/// Fills in the audit tree's nodes that records appended before the tree was stored lack,
+/// a few thousand records per transaction; returns how many records it covered anew.
+///
+/// # Errors
+/// On store failure, or a tree that does not grow when filled in.
+pub(crate) fn backfill_audit_tree(store: &Store) -> Result<u64> {
+    let mut added = 0;
+    let mut last_done = None;
+    loop {
+        let (done, step) = store.write_unaudited(crate::audit::tree::backfill_step)?;
+        if step == 0 {
+            if added > 0 {
+                tracing::info!(records = added, "audit tree filled in");
+            }
+            return Ok(added);
+        }
+        if last_done == Some(done) {
+            return Err(ServerError::internal(format!(
+                "the audit tree does not grow past record {done} when filled in"
+            )));
+        }
+        last_done = Some(done);
+        added += step;
+    }
 }
 
 /// Opens the metadata store read-only, for checks on the host (`shuyu audit verify`): no

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use shuyu_meta::{Backend, Db, Value, params};
 
 use crate::error::ServerError;
-use crate::store::Tx;
+use shuyu_meta::Tx;
 
 use crate::error::Result;
 

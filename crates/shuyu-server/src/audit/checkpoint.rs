@@ -8,7 +8,7 @@ use shuyu_meta::params;
 use shuyu_vault::SigningKey;
 
 use crate::error::{Result, ServerError};
-use crate::store::Tx;
+use shuyu_meta::Tx;
 
 // The tree's hashing and the note, for `audit::tree` and the oversight service that
 // signs with them.

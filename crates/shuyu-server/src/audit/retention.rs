@@ -14,7 +14,7 @@ use shuyu_meta::{Backend, params};
 
 use crate::audit::trail::AuditLog;
 use crate::error::{Result, ServerError};
-use crate::store::Tx;
+use shuyu_meta::Tx;
 
 /// The redactions of purged records.
 pub const SCHEMA: &str = "

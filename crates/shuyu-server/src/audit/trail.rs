@@ -11,7 +11,7 @@
 
 use shuyu_meta::params;
 
-use crate::store::Tx;
+use shuyu_meta::Tx;
 use shuyu_vault::SecretKey;
 use shuyu_verify::VerifyError;
 pub(crate) use shuyu_verify::audit::{AuditRecord, GENESIS_ACTION};

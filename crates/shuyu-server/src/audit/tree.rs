@@ -16,14 +16,14 @@
 //! 2·log2(n) nodes (each proof hash is a perfect subtree, or the one right-hand subtree
 //! that is not, folded from its own decomposition). A node missing from the table (a tree
 //! that lags the trail) is recomputed from the records it covers, so answers stay right,
-//! only slower; [`backfill`], run when the store opens, fills what an older version left
+//! only slower; [`backfill_step`], run when the store opens, fills what an older version left
 //! out.
 
 use shuyu_meta::{Value, params};
 
 use crate::audit::checkpoint::{Hash, leaf_of, leaves_of, root as root_of_leaves};
 use crate::error::{Result, ServerError};
-use crate::store::{Store, Tx};
+use shuyu_meta::Tx;
 
 /// The stored nodes.
 pub(crate) const SCHEMA: &str = "
@@ -32,10 +32,10 @@ CREATE TABLE IF NOT EXISTS audit_tree (
     PRIMARY KEY (level, idx));
 ";
 
-/// Records whose nodes [`backfill`] writes per transaction.
+/// Records whose nodes [`backfill_step`] writes per transaction.
 const BACKFILL_CHUNK: u64 = 4096;
 
-/// Nodes per `INSERT` statement in [`backfill`].
+/// Nodes per `INSERT` statement in [`backfill_step`].
 const ROWS_PER_INSERT: usize = 256;
 
 /// RFC 6962 interior node: SHA-256(0x01 || left || right), which is the tree hash of the
@@ -102,7 +102,7 @@ fn record_hashes(tx: &Tx<'_>, first_seq: u64, count: u64) -> Result<Vec<(u64, St
 
 /// Adds record `seq`'s leaf and every parent it completes, inside the transaction that
 /// appends the record ([`crate::audit::trail::AuditLog::append`]). Where a left sibling is
-/// missing (a tree that lags the trail), it stops: [`backfill`] writes the rest.
+/// missing (a tree that lags the trail), it stops: [`backfill_step`] writes the rest.
 ///
 /// # Errors
 /// A hash that is not 32 bytes of hex, or on store failure.
@@ -289,7 +289,7 @@ pub(crate) fn record_hash(tx: &Tx<'_>, seq: u64) -> Result<Vec<u8>> {
 /// The longest prefix of at most `n` leaves for which the tree is complete, and its perfect
 /// subtrees, largest first, as `(level, hash)`: from the top level down, each aligned
 /// subtree that still fits in `n` is taken when it is stored. Nodes are only ever written
-/// together with everything below them (by [`add_record`] and [`backfill`]), so a stored
+/// together with everything below them (by [`add_record`] and [`backfill_step`]), so a stored
 /// node means its leaves and their nodes are stored too. At most log2(n)+1 reads.
 fn complete_prefix(tx: &Tx<'_>, n: u64) -> Result<(Vec<(u32, Hash)>, u64)> {
     let mut stack = Vec::new();
@@ -342,41 +342,20 @@ fn extend(tx: &Tx<'_>, done: u64, count: u64) -> Result<u64> {
     Ok(hashes.len() as u64)
 }
 
-/// Brings the stored tree up to the trail: a data dir whose records were appended by a
-/// version that stored no tree gets its missing nodes, computed from the records' hashes
-/// (once; afterwards each append keeps the tree whole). The check costs O(log n) reads when
-/// nothing is missing; filling reads the records after the last complete prefix, in
-/// transactions of a few thousand records. The tree is derived from the records and
-/// changes no decision: no audit record of its own. Returns the records added.
+/// One step of filling in the tree's nodes that records appended before the tree was stored
+/// lack (at most a few thousand records, in the caller's transaction): the records already
+/// covered and how many this step added (0: complete). Run it in transactions of their own
+/// until it adds none ([`crate::domain::open_store`] does, at start).
 ///
 /// # Errors
-/// On store failure, or a trail whose hashes are malformed or whose sequence skips.
-pub fn backfill(store: &Store) -> Result<u64> {
-    let mut added = 0;
-    let mut last_done = None;
-    loop {
-        let (done, step) = store.write_unaudited(|tx| {
-            let n = size(tx)?;
-            let (_, done) = complete_prefix(tx, n)?;
-            if done >= n {
-                return Ok((done, 0));
-            }
-            Ok((done, extend(tx, done, BACKFILL_CHUNK.min(n - done))?))
-        })?;
-        if step == 0 {
-            if added > 0 {
-                tracing::info!(records = added, "audit tree filled in");
-            }
-            return Ok(added);
-        }
-        if last_done == Some(done) {
-            return Err(ServerError::internal(format!(
-                "the audit tree does not grow past record {done} when filled in"
-            )));
-        }
-        last_done = Some(done);
-        added += step;
+/// On store failure.
+pub fn backfill_step(tx: &Tx<'_>) -> Result<(u64, u64)> {
+    let n = size(tx)?;
+    let (_, done) = complete_prefix(tx, n)?;
+    if done >= n {
+        return Ok((done, 0));
     }
+    Ok((done, extend(tx, done, BACKFILL_CHUNK.min(n - done))?))
 }
 
 /// Recomputes every node of the stored tree from the records' hashes and compares: `None`
@@ -442,6 +421,7 @@ mod tests {
     use shuyu_verify::checkpoint as verify;
 
     use super::*;
+    use crate::store::Store;
     use crate::store::testing::{each_backend, tamper};
 
     fn append(store: &Store, count: u64) {
@@ -542,7 +522,7 @@ mod tests {
             // Every stored node is a perfect subtree: 2n - popcount(n) of them.
             assert_eq!(all_nodes(store).len(), 2 * 70 - 70u64.count_ones() as usize);
             // Nothing missing, nothing to fill.
-            assert_eq!(backfill(store).unwrap(), 0);
+            assert_eq!(crate::domain::backfill_audit_tree(store).unwrap(), 0);
             // Out of range: no proof; the empty tree's root.
             store
                 .read(|tx| {
@@ -603,7 +583,7 @@ mod tests {
             // An append before the fill writes its leaf and stops at a missing sibling.
             append(store, 2);
             assert_eq!(all_nodes(store).len(), 2);
-            assert_eq!(backfill(store).unwrap(), 47);
+            assert_eq!(crate::domain::backfill_audit_tree(store).unwrap(), 47);
             append(store, 1);
             let filled = all_nodes(store);
             // The nodes of the first 45 records are those written while appending them.
@@ -617,7 +597,7 @@ mod tests {
             assert_eq!(within(&filled), whole);
             assert_eq!(filled.len(), 2 * 48 - 48u64.count_ones() as usize);
             check_sizes(store, 1..=48);
-            assert_eq!(backfill(store).unwrap(), 0);
+            assert_eq!(crate::domain::backfill_audit_tree(store).unwrap(), 0);
         });
     }
 
@@ -635,7 +615,10 @@ mod tests {
                 &[],
             )?)
         });
-        assert_eq!(backfill(&store).unwrap(), n - 1024);
+        assert_eq!(
+            crate::domain::backfill_audit_tree(&store).unwrap(),
+            n - 1024
+        );
         assert_eq!(all_nodes(&store), whole);
     }
 

@@ -400,7 +400,8 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             }
         }
     }));
-    let api = service::Api::new(Arc::clone(&state));
+    // One handler per service, each over the shared state.
+    let st = || Arc::clone(&state);
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .layer(audit::refusals::RefusalLayer::new(Arc::clone(
@@ -408,36 +409,51 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         )))
         // Readiness: grpc.health.v1 (not audited; NOT_SERVING while the disk refuses writes).
         .add_service(health_service)
-        .add_service(SessionServiceServer::new(api.clone()))
+        .add_service(SessionServiceServer::new(admin::rpc::SessionRpc::new(st())))
         .add_service(
-            AdminServiceServer::new(api.clone())
+            AdminServiceServer::new(admin::rpc::AdminRpc::new(st()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            CatalogServiceServer::new(api.clone())
+            CatalogServiceServer::new(catalog::rpc::CatalogRpc::new(st()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            JobServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
+            JobServiceServer::new(jobs::rpc::JobsRpc::new(st()))
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             // TraceExport takes a leaked file of up to 32 MiB.
-            ExportServiceServer::new(api.clone())
+            ExportServiceServer::new(exports::rpc::ExportsRpc::new(st()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         // Products over Arrow Flight (DoGet), on the same mTLS server.
-        .add_service(FlightServiceServer::new(api.clone()))
-        .add_service(ScenarioServiceServer::new(api.clone()))
+        .add_service(FlightServiceServer::new(
+            exports::rpc::ExportsRpc::new(st()),
+        ))
+        .add_service(ScenarioServiceServer::new(
+            scenarios::rpc::ScenariosRpc::new(st()),
+        ))
         .add_service(
-            StewardshipServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            StewardshipServiceServer::new(stewardship::rpc::StewardshipRpc::new(st()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(OversightServiceServer::new(api.clone()))
-        .add_service(LifecycleServiceServer::new(api.clone()))
-        .add_service(GovernanceServiceServer::new(api.clone()))
-        .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
+        .add_service(OversightServiceServer::new(
+            oversight::rpc::OversightRpc::new(st()),
+        ))
+        .add_service(LifecycleServiceServer::new(
+            lifecycle::rpc::LifecycleRpc::new(st()),
+        ))
+        .add_service(GovernanceServiceServer::new(
+            governance::rpc::GovernanceRpc::new(st()),
+        ))
+        .add_service(
+            AuditServiceServer::new(admin::rpc::AuditRpc::new(st()))
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async {

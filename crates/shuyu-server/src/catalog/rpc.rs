@@ -15,9 +15,22 @@ use crate::catalog::records::DatasetRecord;
 use crate::convert;
 use crate::error::{Refusal, Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
 use crate::store::{self, Tx};
+
+/// The handler of `CatalogService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct CatalogRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl CatalogRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> CatalogRpc {
+        CatalogRpc { state }
+    }
+}
 
 /// A dataset name is a SQL identifier engineers type.
 pub(crate) fn valid_dataset_name(name: &str) -> bool {
@@ -76,7 +89,7 @@ pub(crate) fn table_spec(d: &DatasetRecord) -> TableSpec {
     }
 }
 
-impl Api {
+impl CatalogRpc {
     pub(crate) fn parse_columns(&self, columns: &[pb::Column]) -> Result<Vec<ColumnSpec>> {
         if columns.len() > 1000 {
             return Err(ServerError::InvalidArgument(
@@ -311,7 +324,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl CatalogService for Api {
+impl CatalogService for CatalogRpc {
     async fn ingest_dataset(
         &self,
         request: Request<Streaming<pb::IngestDatasetRequest>>,

@@ -44,8 +44,21 @@ use crate::exports::review::{
 use crate::exports::tasks::{CopySpec, LedgerCheck};
 use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+
+/// The handler of `ExportService` and the Arrow Flight service of its products: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportsRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl ExportsRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> ExportsRpc {
+        ExportsRpc { state }
+    }
+}
 
 /// Bytes of a package per message of a download.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -119,7 +132,7 @@ struct BuiltPackage {
     product: ProductRecord,
 }
 
-impl Api {
+impl ExportsRpc {
     /// Approvals needed for `export` (see [`review::quorum`]).
     fn quorum(&self, export: &ExportRecord) -> u64 {
         review::quorum(export.quorum, self.state.policy.review.quorum)
@@ -1021,7 +1034,7 @@ fn or_none(names: &[String]) -> String {
 }
 
 #[tonic::async_trait]
-impl ExportService for Api {
+impl ExportService for ExportsRpc {
     async fn request_export(
         &self,
         request: Request<pb::RequestExportRequest>,
@@ -1400,7 +1413,7 @@ impl ExportService for Api {
     }
 }
 
-impl Api {
+impl ExportsRpc {
     /// Counts one delivery of `export` to its recipient (a package download or a Flight
     /// fetch) and audits it, in one transaction: who (the caller), which export, how many
     /// bytes, which package.

@@ -19,9 +19,9 @@ use shuyu_vault::SecretKey;
 
 use crate::error::{Refusal, Result, ServerError};
 use crate::exports::records::{CheckVerdict, StoredCheck};
+use crate::exports::rpc::ExportsRpc;
 use crate::jobs::records::JobRecord;
 use crate::jobs::worker::{self, LedgerFeed, WorkerEnd, WorkerRun};
-use crate::service::Api;
 
 /// The release ledger's inputs for an approval, as a worker computed them.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ pub(crate) struct CopySpec {
     pub flight: Option<(String, SecretKey, Vec<u8>)>,
 }
 
-impl Api {
+impl ExportsRpc {
     /// An export task over `job`'s staged result that does nothing yet.
     fn export_task(&self, label: String, job: &JobRecord) -> ExportTask {
         ExportTask {

@@ -16,14 +16,27 @@ use crate::governance::records::{
     self as gov, Authorization, AuthorizationState, CertificateRecord, EmergencyPlan,
     QualificationRecord,
 };
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
 use crate::store::Tx;
+
+/// The handler of `GovernanceService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct GovernanceRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl GovernanceRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> GovernanceRpc {
+        GovernanceRpc { state }
+    }
+}
 
 const MAX_SCOPE_DATASETS: usize = 200;
 const MAX_PLAN_ACTIONS: usize = 50;
 
-impl Api {
+impl GovernanceRpc {
     /// An authorization the caller may see: engineers only their tenant's.
     fn visible_authorization(&self, caller: &Caller, id: &str) -> Result<Authorization> {
         require_id(id, "authorization_id")?;
@@ -611,7 +624,7 @@ fn authorization_detail(a: &Authorization) -> serde_json::Value {
 }
 
 #[tonic::async_trait]
-impl GovernanceService for Api {
+impl GovernanceService for GovernanceRpc {
     async fn create_authorization(
         &self,
         request: Request<pb::CreateAuthorizationRequest>,
@@ -890,7 +903,7 @@ impl GovernanceService for Api {
     }
 }
 
-impl Api {
+impl GovernanceRpc {
     /// An authorization on the wire, with whether it has a plan.
     fn authorization_view(&self, a: &Authorization) -> Result<pb::AuthorizationResponse> {
         let has_plan = self

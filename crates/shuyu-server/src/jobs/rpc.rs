@@ -22,8 +22,21 @@ use crate::jobs::runtime::lab_open;
 use crate::jobs::scheduler::{Cancelled, QueueRefusal};
 use crate::keys::job_kek;
 use crate::scenarios::rpc as scenarios;
-use crate::service::{Api, require_id};
+use crate::service::require_id;
 use crate::state::{AppState, Caller, Done};
+
+/// The handler of `JobService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct JobsRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl JobsRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> JobsRpc {
+        JobsRpc { state }
+    }
+}
 
 /// What an engineer asks to run.
 pub(crate) struct JobDraft {
@@ -92,7 +105,7 @@ impl JobDraft {
     }
 }
 
-impl Api {
+impl JobsRpc {
     async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
         let limits = &self.state.policy.limits;
         match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
@@ -626,7 +639,7 @@ fn this_month() -> (i64, i64) {
     (start.timestamp_millis(), end.timestamp_millis())
 }
 
-impl Api {
+impl JobsRpc {
     /// The privacy budgets of a tenant over each dataset granted to it (budgets not used yet
     /// show the configured default).
     fn budgets(
@@ -759,7 +772,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl JobService for Api {
+impl JobService for JobsRpc {
     async fn submit_job(
         &self,
         request: Request<pb::SubmitJobRequest>,

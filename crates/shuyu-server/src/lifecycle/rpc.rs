@@ -21,9 +21,22 @@ use crate::jobs::oracle::Freeze;
 use crate::jobs::records::{JobRecord, JobStatus};
 use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{AppState, Caller, Done};
 use crate::store::Tx;
+
+/// The handler of `LifecycleService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct LifecycleRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl LifecycleRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> LifecycleRpc {
+        LifecycleRpc { state }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 /// How long a termination waits for the tenant's killed workers to report.
@@ -103,7 +116,7 @@ struct ObjectProof {
     decrypted: bool,
 }
 
-impl Api {
+impl LifecycleRpc {
     fn tenant_or_not_found(&self, tx: &Tx<'_>, id: &str) -> Result<Tenant> {
         crate::admin::records::tenant(tx, id)?
             .ok_or_else(|| ServerError::NotFound(format!("tenant {id}")))
@@ -674,7 +687,12 @@ impl Api {
                     self.state.engine.try_open_result(path).await.is_ok(),
                 )
             } else {
-                ("package", self.first_chunk_opens(path).await)
+                (
+                    "package",
+                    crate::exports::rpc::ExportsRpc::new(self.state.clone())
+                        .first_chunk_opens(path)
+                        .await,
+                )
             };
             proofs.push(ObjectProof {
                 path: path.clone(),
@@ -872,7 +890,7 @@ fn exit_report_text(r: &serde_json::Value) -> String {
 }
 
 #[tonic::async_trait]
-impl LifecycleService for Api {
+impl LifecycleService for LifecycleRpc {
     async fn suspend_tenant(
         &self,
         request: Request<pb::SuspendTenantRequest>,

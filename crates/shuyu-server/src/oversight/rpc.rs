@@ -15,8 +15,21 @@ use crate::error::{Result, ServerError};
 use crate::notify::{Audience, NewNotification};
 use crate::oversight::alerts::{self, Alert};
 use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::Done;
+
+/// The handler of `OversightService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct OversightRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl OversightRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> OversightRpc {
+        OversightRpc { state }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -64,7 +77,7 @@ fn format_from_pb(value: i32) -> Result<Format> {
     }
 }
 
-impl Api {
+impl OversightRpc {
     async fn report(
         &self,
         request: Request<pb::ReportRequest>,
@@ -100,7 +113,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl OversightService for Api {
+impl OversightService for OversightRpc {
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,

@@ -20,8 +20,21 @@ use crate::error::{Refusal, Result, ServerError};
 use crate::scenarios::records::{
     Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
 };
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+
+/// The handler of `ScenarioService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct ScenariosRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl ScenariosRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> ScenariosRpc {
+        ScenariosRpc { state }
+    }
+}
 
 /// Longest validity of a scenario: three years, the default authorization term (R25).
 pub const MAX_SCENARIO_DAYS: i64 = 3 * 366;
@@ -65,7 +78,7 @@ fn describe_approval(a: &ScenarioApproval) -> String {
     }
 }
 
-impl Api {
+impl ScenariosRpc {
     fn apply_scenario(
         &self,
         caller: &Caller,
@@ -387,23 +400,25 @@ fn may_see(caller: &Caller, scenario: &ScenarioRecord) -> bool {
 }
 
 #[tonic::async_trait]
-impl ScenarioService for Api {
+impl ScenarioService for ScenariosRpc {
     async fn apply_scenario(
         &self,
         request: Request<pb::ApplyScenarioRequest>,
     ) -> std::result::Result<Response<pb::ApplyScenarioResponse>, Status> {
         let no_target = |_: &pb::ApplyScenarioRequest| String::new();
-        let scenario =
-            self.state
-                .call(
-                    request,
-                    Action::ApplyScenario,
-                    no_target,
-                    |caller, req| async move {
-                        Ok(Done::Audited(Api::apply_scenario(self, &caller, req)?))
-                    },
-                )
-                .await?;
+        let scenario = self
+            .state
+            .call(
+                request,
+                Action::ApplyScenario,
+                no_target,
+                |caller, req| async move {
+                    Ok(Done::Audited(ScenariosRpc::apply_scenario(
+                        self, &caller, req,
+                    )?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::ApplyScenarioResponse {
             scenario: Some(convert::scenario(&scenario, crate::now_ms())),
         }))
@@ -482,7 +497,9 @@ impl ScenarioService for Api {
                 Action::DecideScenario,
                 target,
                 |caller, req| async move {
-                    Ok(Done::Audited(Api::decide_scenario(self, &caller, &req)?))
+                    Ok(Done::Audited(ScenariosRpc::decide_scenario(
+                        self, &caller, &req,
+                    )?))
                 },
             )
             .await?;

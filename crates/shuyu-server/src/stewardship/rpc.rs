@@ -16,12 +16,30 @@ use crate::jobs::records::{JobMode, JobStatus};
 use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
 use crate::scenarios::records::ScenarioRecord;
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{AppState, Caller, Done};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
 use crate::store::Tx;
+
+/// The handler of `StewardshipService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct StewardshipRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl StewardshipRpc {
+    /// The catalog's handler, whose uploads and dataset checks stewardship reuses.
+    fn catalog(&self) -> crate::catalog::rpc::CatalogRpc {
+        crate::catalog::rpc::CatalogRpc::new(self.state.clone())
+    }
+
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> StewardshipRpc {
+        StewardshipRpc { state }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -132,7 +150,7 @@ pub fn sweep(state: &AppState) -> Result<usize> {
         .commit(&entry, |tx| overdue_ticket_notices(tx, now))
 }
 
-impl Api {
+impl StewardshipRpc {
     // -------------------------------------------------------------- imports (R17)
 
     fn apply_import(
@@ -157,7 +175,7 @@ impl Api {
                 "list the columns of the data with their classifications".into(),
             ));
         }
-        let columns = self.parse_columns(&req.columns)?;
+        let columns = self.catalog().parse_columns(&req.columns)?;
         let id = crate::new_id("imp");
         let application = ImportApplication {
             id: id.clone(),
@@ -344,6 +362,7 @@ impl Api {
         };
         let mut imported = application.clone();
         let dataset = self
+            .catalog()
             .store_upload(caller, upload, input, |tx, record| {
                 // Re-read inside the transaction: two uploads of one application race here.
                 let current = st::import(tx, &application.id)?
@@ -381,7 +400,7 @@ impl Api {
         let tenant_id = caller.tenant()?.to_owned();
         // R25: working on a dataset, reporting its defects included, needs an authorization.
         crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
-        let dataset = self.visible_dataset(caller, &req.dataset_id)?;
+        let dataset = self.catalog().visible_dataset(caller, &req.dataset_id)?;
         let column = req.column.trim().to_owned();
         if !column.is_empty() && !dataset.columns.iter().any(|c| c.name == column) {
             return Err(ServerError::InvalidArgument(format!(
@@ -547,7 +566,7 @@ impl Api {
                                 ServerError::NotFound(format!("dataset {}", req.dataset_id))
                             })?
                     }
-                    _ => self.visible_dataset(caller, &req.dataset_id)?,
+                    _ => self.catalog().visible_dataset(caller, &req.dataset_id)?,
                 };
                 Ok((RiskTarget::Dataset, dataset.id))
             }
@@ -768,7 +787,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl StewardshipService for Api {
+impl StewardshipService for StewardshipRpc {
     async fn apply_import(
         &self,
         request: Request<pb::ApplyImportRequest>,

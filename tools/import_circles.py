@@ -3,7 +3,7 @@
 
 Reads every `.rs` file under SRC (default `crates/shuyu-server/src`), collects the
 `crate::a::b` paths it names (in `use` trees and inline, comments and `#[cfg(test)] mod
-tests` left out), resolves each to the longest module that exists, and finds the strongly
+tests` / `mod testing` left out), resolves each to the longest module that exists, and finds the strongly
 connected components of that graph. A circle is allowed only inside one area: all its
 modules under the same top-level folder (e.g. `audit::trail` and `audit::retention`).
 Prints every circle; exits 1 when one crosses areas or touches the top level.
@@ -73,7 +73,9 @@ def edges_of(mods):
     edges = {m: set() for m in mods}
     for m, path in mods.items():
         src = open(path, encoding="utf-8").read()
-        tests = re.search(r"#\[cfg\(test\)\]\s*(pub(\(crate\))?\s+)?mod tests", src)
+        # Test code (`mod tests`, and test-support modules such as the store's `testing`) is
+        # left out: it sits at the end of a file.
+        tests = re.search(r"#\[cfg\(test\)\]\s*(pub(\(crate\))?\s+)?mod (tests|testing)\b", src)
         if tests:
             src = src[: tests.start()]
         src = re.sub(r"//[^\n]*", "", src)

@@ -148,6 +148,7 @@ impl Domain {
         let admin_dir = root.join("credentials").join("admin");
         shuyu_server::domain::init(
             &data_dir,
+            &shuyu_server::domain::MetadataConfig::default(),
             "Bench Admin",
             "Shuyu benchmark",
             &shuyu_server::domain::AdminQualification {

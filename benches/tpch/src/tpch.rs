@@ -376,7 +376,8 @@ impl Direct {
         memory_limit_bytes: u64,
         gated: bool,
     ) -> Result<Direct> {
-        let opened = shuyu_server::domain::open(data_dir)?;
+        let opened =
+            shuyu_server::domain::open(data_dir, &shuyu_server::domain::MetadataConfig::default())?;
         let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
         let objects = opened.dir.objects();
         let storage = shuyu_engine::Storage::local(&objects)?;

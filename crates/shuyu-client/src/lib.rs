@@ -61,6 +61,29 @@ pub enum ClientError {
     Csr(String),
 }
 
+impl ClientError {
+    /// The stable reason the server gave (`google.rpc.ErrorInfo` in domain `shuyu.v1`), for
+    /// an error the server answered; see [`error_reason`].
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            ClientError::Status(status) => error_reason(status),
+            ClientError::Io { .. }
+            | ClientError::Transport(_)
+            | ClientError::Timeout(_)
+            | ClientError::Flight(_)
+            | ClientError::Csr(_) => None,
+        }
+    }
+}
+
+/// The stable, machine-readable reason of a status the server sent (e.g. `TENANT_SUSPENDED`,
+/// `BINDING_CHANGED`, `NOT_FOUND`): the `google.rpc.ErrorInfo` in its details, domain
+/// `shuyu.v1`. Match on it, not on the message. `None` for a status without one (one made
+/// by the transport, or by another server).
+pub fn error_reason(status: &tonic::Status) -> Option<String> {
+    shuyu_proto::status::error_reason(status)
+}
+
 /// Connected service stubs.
 #[derive(Debug, Clone)]
 pub struct Client {

@@ -35,6 +35,11 @@ pub struct DbOptions {
     pub max_attempts: u32,
     /// How long SQLite waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// Opens for reading only (checks on the host, `audit verify`): SQLite opens an existing
+    /// file read-only (immutable when no server has it open, so no `-wal` or `-shm` file is
+    /// created) and refuses a missing one; PostgreSQL sessions default to read-only
+    /// transactions. [`Db::write`] then fails.
+    pub read_only: bool,
 }
 
 impl Default for DbOptions {
@@ -45,6 +50,7 @@ impl Default for DbOptions {
             pool_wait: Duration::from_secs(30),
             max_attempts: 30,
             busy_timeout: Duration::from_secs(10),
+            read_only: false,
         }
     }
 }
@@ -166,6 +172,19 @@ impl Db {
         match &*self.inner {
             Inner::Sqlite(db) => db.run(isolation, body),
             Inner::Postgres(db) => db.run(isolation, body),
+        }
+    }
+
+    /// Moves SQLite's write-ahead log into the database file and empties it (`PRAGMA
+    /// wal_checkpoint(TRUNCATE)`), so that overwritten content stays in no copy of the log.
+    /// PostgreSQL: nothing to do.
+    ///
+    /// # Errors
+    /// If the checkpoint fails.
+    pub fn checkpoint(&self) -> Result<()> {
+        match &*self.inner {
+            Inner::Sqlite(db) => db.checkpoint(),
+            Inner::Postgres(_) => Ok(()),
         }
     }
 
@@ -295,8 +314,11 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// Runs several `;`-separated statements without parameters (schema changes).
-    pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
+    /// Runs several `;`-separated statements without parameters (schema changes, triggers).
+    ///
+    /// # Errors
+    /// A failed statement (which also dooms the transaction).
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
         self.noted(match self.conn {
             TxConn::Sqlite(tx) => tx.execute_batch(sql).map_err(Error::from),
             TxConn::Postgres(conn) => conn.batch(sql),

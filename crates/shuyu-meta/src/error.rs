@@ -116,6 +116,39 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a unique or primary-key constraint refused the statement.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            _ => self.sqlstate() == Some("23505"),
+        }
+    }
+
+    /// Whether the database's disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            Error::Io { source, .. } => source.raw_os_error() == Some(28),
+            _ => self.sqlstate() == Some("53100"),
+        }
+    }
+
+    /// Whether the database refused to write because it is read-only (a read-only file or
+    /// folder, a read-only transaction or server).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Error::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly),
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(30 | 13))
+            }
+            Error::WriteInRead => true,
+            _ => self.sqlstate() == Some("25006"),
+        }
+    }
+
     /// The SQLSTATE of a PostgreSQL error, if the server sent one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

@@ -101,6 +101,9 @@ impl PgDb {
         if let Some(timeout) = target.connect_timeout {
             config.connect_timeout(timeout);
         }
+        if options.read_only {
+            config.options("-c default_transaction_read_only=on");
+        }
         if let Some(password) = options
             .password
             .read()?

@@ -18,18 +18,30 @@ pub(crate) struct SqliteDb {
 
 impl SqliteDb {
     pub(crate) fn open(url: &MetadataUrl, path: &Path, options: &DbOptions) -> Result<SqliteDb> {
-        create_private_file(path)?;
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "secure_delete", "ON")?;
+        let conn = if options.read_only {
+            open_read_only(path)?
+        } else {
+            create_private_file(path)?;
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            // Deleted and overwritten content is zeroed, not left in free pages.
+            conn.pragma_update(None, "secure_delete", "ON")?;
+            conn
+        };
         conn.busy_timeout(options.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(256);
         Ok(SqliteDb {
             url: url.clone(),
             conn: Mutex::new(conn),
         })
+    }
+
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     pub(crate) fn url(&self) -> &MetadataUrl {
@@ -67,6 +79,37 @@ impl SqliteDb {
             }
         }
     }
+}
+
+/// Opens an existing file read-only: no schema, no write to the file or its log. With no
+/// `-wal` beside it no server has it open and everything is in the file, so it is opened
+/// immutable and SQLite creates no `-wal` or `-shm` file.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Err(Error::Io {
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let conn = if std::path::Path::new(&wal).exists() {
+        Connection::open_with_flags(path, flags)?
+    } else {
+        let text = path.to_string_lossy();
+        let escaped = text
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        Connection::open_with_flags(
+            format!("file:{escaped}?immutable=1"),
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        )?
+    };
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
 }
 
 /// Creates `path` with mode 0600 if it does not exist (SQLite's `-wal` and `-shm` files take

@@ -9,3 +9,6 @@
 pub mod v1 {
     include!("gen/shuyu.v1.rs");
 }
+
+/// `google.rpc.ErrorInfo` in status details: the stable reason of a refusal.
+pub mod status;

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// once.
     #[serde(default)]
     pub exports: ExportsConfig,
+    /// Where the metadata lives (`[metadata] url = "postgresql://…"`); the data dir's own
+    /// record (written by `shuyu init --metadata-url`) when absent.
+    #[serde(default)]
+    pub metadata: crate::domain::MetadataConfig,
 }
 
 /// Handling of staged results and packages in the server. The checks, the release ledger's
@@ -423,6 +427,7 @@ impl ServerConfig {
             governance: GovernanceConfig::default(),
             jobs: crate::jobs::oracle::JobsConfig::default(),
             exports: ExportsConfig::default(),
+            metadata: crate::domain::MetadataConfig::default(),
         }
     }
 

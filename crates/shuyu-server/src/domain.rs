@@ -21,46 +21,305 @@ use crate::admin::records::Principal;
 use crate::audit::trail::{AuditEntry, AuditLog};
 use crate::error::{Result, ServerError, StorageFault};
 use crate::keys::{DOMAIN_KEK, KeyStore};
-use crate::store::{self, Schema, Store};
+use crate::store::{self, Legacy, Store, StoreOptions, Tx};
 use crate::tls::{self, CaMaterial};
+use shuyu_meta::{DbOptions, MetadataUrl, Migration, PasswordSource};
 
-/// Every area's tables and migrations, in the order the store creates and runs them.
-const SCHEMAS: &[Schema] = &[
-    store::SCHEMA,
-    crate::admin::records::SCHEMA,
-    crate::catalog::records::SCHEMA,
-    crate::jobs::records::SCHEMA,
-    crate::exports::records::SCHEMA,
-    crate::scenarios::records::SCHEMA,
-    Schema::tables(crate::audit::trail::SCHEMA),
-    Schema::tables(crate::notify::SCHEMA),
-    Schema::tables(crate::stewardship::records::SCHEMA),
-    Schema::tables(crate::oversight::alerts::SCHEMA),
-    Schema::tables(crate::audit::checkpoint::SCHEMA),
-    Schema::tables(crate::audit::retention::SCHEMA),
-    Schema::tables(crate::oversight::reports::EVALUATION_SCHEMA),
-    Schema::tables(crate::lifecycle::records::SCHEMA),
-    Schema::tables(crate::governance::records::SCHEMA),
-    Schema::tables(crate::jobs::plan_texts::SCHEMA),
-    Schema::tables(crate::audit::bindings::SCHEMA),
-    Schema::tables(crate::jobs::oracle::SCHEMA),
+/// The metadata schema, one versioned list for both backends: each step is an area's tables
+/// (`CREATE TABLE IF NOT EXISTS`, so that SQLite data dirs written before versioned
+/// migrations take it as it is). A released step never changes: a later change of an area's
+/// tables is a new step at the end (`ALTER TABLE … ADD COLUMN …`, in that area's records).
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "store",
+        sql: store::TABLES,
+    },
+    Migration {
+        version: 2,
+        name: "admin",
+        sql: crate::admin::records::TABLES,
+    },
+    Migration {
+        version: 3,
+        name: "catalog",
+        sql: crate::catalog::records::TABLES,
+    },
+    Migration {
+        version: 4,
+        name: "jobs",
+        sql: crate::jobs::records::TABLES,
+    },
+    Migration {
+        version: 5,
+        name: "exports",
+        sql: crate::exports::records::TABLES,
+    },
+    Migration {
+        version: 6,
+        name: "scenarios",
+        sql: crate::scenarios::records::TABLES,
+    },
+    Migration {
+        version: 7,
+        name: "audit",
+        sql: crate::audit::trail::SCHEMA,
+    },
+    Migration {
+        version: 8,
+        name: "notices",
+        sql: crate::notify::SCHEMA,
+    },
+    Migration {
+        version: 9,
+        name: "stewardship",
+        sql: crate::stewardship::records::SCHEMA,
+    },
+    Migration {
+        version: 10,
+        name: "alerts",
+        sql: crate::oversight::alerts::SCHEMA,
+    },
+    Migration {
+        version: 11,
+        name: "checkpoints",
+        sql: crate::audit::checkpoint::SCHEMA,
+    },
+    Migration {
+        version: 12,
+        name: "retention",
+        sql: crate::audit::retention::SCHEMA,
+    },
+    Migration {
+        version: 13,
+        name: "evaluations",
+        sql: crate::oversight::reports::EVALUATION_SCHEMA,
+    },
+    Migration {
+        version: 14,
+        name: "lifecycle",
+        sql: crate::lifecycle::records::SCHEMA,
+    },
+    Migration {
+        version: 15,
+        name: "governance",
+        sql: crate::governance::records::SCHEMA,
+    },
+    Migration {
+        version: 16,
+        name: "plan_texts",
+        sql: crate::jobs::plan_texts::SCHEMA,
+    },
+    Migration {
+        version: 17,
+        name: "bindings",
+        sql: crate::audit::bindings::SCHEMA,
+    },
+    Migration {
+        version: 18,
+        name: "production_failures",
+        sql: crate::jobs::oracle::SCHEMA,
+    },
+    Migration {
+        version: 19,
+        name: "job_servers",
+        sql: crate::jobs::records::SERVERS_TABLE,
+    },
+    Migration {
+        version: 20,
+        name: "audit_tree",
+        sql: crate::audit::tree::SCHEMA,
+    },
 ];
 
-/// Opens (or creates) the metadata store at `path` with every area's tables.
+/// What SQLite data dirs written before versioned migrations need beyond [`MIGRATIONS`].
+const LEGACY: &[Legacy] = &[
+    store::LEGACY,
+    crate::admin::records::LEGACY,
+    crate::catalog::records::LEGACY,
+    crate::jobs::records::LEGACY,
+    crate::exports::records::LEGACY,
+    crate::scenarios::records::LEGACY,
+];
+
+/// Opens (or creates) the metadata store with every area's tables, and stores the audit
+/// Merkle tree's nodes that records appended before the tree was stored lack.
 ///
 /// # Errors
-/// If the file cannot be opened or the schema created.
-pub fn open_store(path: &Path, audit: AuditLog) -> Result<Store> {
-    Store::open(path, audit, SCHEMAS)
+/// If the database cannot be opened, the schema brought up to date or the tree filled in.
+pub fn open_store(options: &StoreOptions, audit: AuditLog) -> Result<Store> {
+    let store = Store::open(options, audit, MIGRATIONS, LEGACY)?;
+    // Records appended by a version that stored no Merkle tree get their nodes once.
+    backfill_audit_tree(&store)?;
+    Ok(store)
 }
 
-/// Opens the metadata store at `path` read-only, for checks on the host (`shuyu audit
-/// verify`): no schema, no migration, no write.
+/// Fills in the audit tree's nodes that records appended before the tree was stored lack,
+/// a few thousand records per transaction; returns how many records it covered anew.
 ///
 /// # Errors
-/// If the file cannot be opened.
-pub fn open_store_read_only(path: &Path, audit: AuditLog) -> Result<Store> {
-    Store::open_read_only(path, audit, SCHEMAS)
+/// On store failure, or a tree that does not grow when filled in.
+pub(crate) fn backfill_audit_tree(store: &Store) -> Result<u64> {
+    let mut added = 0;
+    let mut last_done = None;
+    loop {
+        let (done, step) = store.write_unaudited(crate::audit::tree::backfill_step)?;
+        if step == 0 {
+            if added > 0 {
+                tracing::info!(records = added, "audit tree filled in");
+            }
+            return Ok(added);
+        }
+        if last_done == Some(done) {
+            return Err(ServerError::internal(format!(
+                "the audit tree does not grow past record {done} when filled in"
+            )));
+        }
+        last_done = Some(done);
+        added += step;
+    }
+}
+
+/// Opens the metadata store read-only, for checks on the host (`shuyu audit verify`): no
+/// schema, no migration, no write.
+///
+/// # Errors
+/// If the database cannot be opened.
+pub fn open_store_read_only(options: &StoreOptions, audit: AuditLog) -> Result<Store> {
+    Store::open_read_only(options, audit)
+}
+
+/// Where a domain keeps its metadata. `shuyu init --metadata-url` records it in the data dir
+/// (`metadata.toml`, 0600), so that `shuyu serve` and `shuyu audit verify` given only the data
+/// dir find it; a password is never recorded: it comes from the environment variable or file
+/// named here, or from `SHUYU_METADATA_PASSWORD` when set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// `postgresql://user@host:port/dbname` (or `postgresql:///dbname?host=/socket/dir`);
+    /// none: SQLite, `meta.db` in the data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The environment variable that holds the PostgreSQL password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// The file (not readable by group or others) that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// The environment variable read for a PostgreSQL password when no source is named.
+pub const PASSWORD_ENV: &str = "SHUYU_METADATA_PASSWORD";
+
+impl MetadataConfig {
+    /// Metadata on the PostgreSQL at `url`.
+    pub fn postgres(url: &str) -> MetadataConfig {
+        MetadataConfig {
+            url: Some(url.to_owned()),
+            ..MetadataConfig::default()
+        }
+    }
+
+    /// The URL, checked: parsed, and without a password (which belongs in the environment
+    /// or a file, not in a recorded URL or a config file).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an unparsable URL or one that carries a password.
+    pub fn parsed_url(&self) -> Result<Option<MetadataUrl>> {
+        let Some(text) = self.url.as_deref() else {
+            return Ok(None);
+        };
+        let url = MetadataUrl::parse(text)
+            .map_err(|e| ServerError::InvalidArgument(format!("metadata URL: {e}")))?;
+        if url.has_password() {
+            return Err(ServerError::InvalidArgument(format!(
+                "the metadata URL {} carries a password: give it in {PASSWORD_ENV} or a file \
+                 (password_file) instead",
+                url.without_password()
+            )));
+        }
+        Ok(Some(url))
+    }
+
+    /// How to open the store of the domain in `dir`.
+    ///
+    /// # Errors
+    /// A bad URL, or both password sources named.
+    pub fn store_options(&self, dir: &DataDir) -> Result<StoreOptions> {
+        let url = self
+            .parsed_url()?
+            .unwrap_or_else(|| MetadataUrl::Sqlite(dir.meta_db()));
+        let password = match (&self.password_env, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(ServerError::InvalidArgument(
+                    "name one password source for the metadata database, not two".into(),
+                ));
+            }
+            (Some(var), None) => PasswordSource::EnvVar(var.clone()),
+            (None, Some(file)) => PasswordSource::File(file.clone()),
+            (None, None) if std::env::var_os(PASSWORD_ENV).is_some() => {
+                PasswordSource::EnvVar(PASSWORD_ENV.to_owned())
+            }
+            (None, None) => PasswordSource::None,
+        };
+        Ok(StoreOptions {
+            url,
+            db: DbOptions {
+                password,
+                ..DbOptions::default()
+            },
+        })
+    }
+
+    /// What the data dir `dir` records (the default, SQLite in the data dir, when it records
+    /// nothing).
+    ///
+    /// # Errors
+    /// An unreadable or malformed record.
+    pub fn recorded(dir: &DataDir) -> Result<MetadataConfig> {
+        let path = dir.metadata_record();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| ServerError::FailedPrecondition(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataConfig::default()),
+            Err(e) => Err(ServerError::from_io(&path.display().to_string(), e)),
+        }
+    }
+
+    /// What a server started with this configuration uses for the domain in `dir`: the data
+    /// dir's record, with the password source given here, if any. A URL given here must be the
+    /// recorded one: a data dir's keys and its metadata belong together.
+    ///
+    /// # Errors
+    /// An unreadable record, or a URL other than the recorded one.
+    pub fn for_data_dir(&self, dir: &DataDir) -> Result<MetadataConfig> {
+        let recorded = MetadataConfig::recorded(dir)?;
+        let given = self.parsed_url()?.map(|u| u.without_password());
+        let known = recorded.parsed_url()?.map(|u| u.without_password());
+        if given.is_some() && given != known {
+            return Err(ServerError::FailedPrecondition(format!(
+                "{} keeps its metadata in {}, not {}",
+                dir.root().display(),
+                known.map_or_else(|| "meta.db".to_owned(), |u| u.to_string()),
+                given.map(|u| u.to_string()).unwrap_or_default()
+            )));
+        }
+        let mut config = recorded;
+        if self.password_env.is_some() || self.password_file.is_some() {
+            config.password_env.clone_from(&self.password_env);
+            config.password_file.clone_from(&self.password_file);
+        }
+        Ok(config)
+    }
+
+    /// Records this configuration in `dir` (0600), when it names a database.
+    fn record(&self, dir: &DataDir) -> Result<()> {
+        if self.url.is_none() {
+            return Ok(());
+        }
+        let text = toml::to_string(self).map_err(ServerError::internal)?;
+        write_private_file(&dir.metadata_record(), text.as_bytes())
+    }
 }
 
 /// Paths inside a data dir.
@@ -84,9 +343,13 @@ impl DataDir {
     pub fn master_key(&self) -> PathBuf {
         self.root.join("master.key")
     }
-    /// The metadata store.
+    /// The metadata store, when it is SQLite in the data dir.
     pub fn meta_db(&self) -> PathBuf {
         self.root.join("meta.db")
+    }
+    /// Where the metadata lives, when elsewhere ([`MetadataConfig`]).
+    pub fn metadata_record(&self) -> PathBuf {
+        self.root.join("metadata.toml")
     }
     /// The object store root.
     pub fn objects(&self) -> PathBuf {
@@ -191,20 +454,26 @@ pub fn secure_tree(root: &Path) -> Result<usize> {
     Ok(tightened)
 }
 
-/// The exclusive lock on a data dir that its serving process holds (an advisory `flock` on
-/// `serve.lock`, released by the kernel when the process ends, however it ends).
+/// The lock on a data dir that its serving processes hold (an advisory `flock` on
+/// `serve.lock`, released by the kernel when the process ends, however it ends): exclusive
+/// when the metadata is SQLite in the data dir, shared by the servers of a domain whose
+/// metadata is in PostgreSQL.
 #[derive(Debug)]
 pub struct ServeLock {
     _file: std::fs::File,
+    /// No other server held the data dir when this one took it: every other server's
+    /// lease in the metadata is a leftover of a server that died.
+    pub alone: bool,
 }
 
-/// Takes the data dir's lock, first thing, before anything in it is read or changed: a
-/// second server on the same data dir is refused here, naming the first one's process.
+/// Takes the data dir's lock, first thing, before anything in it is changed: a second server
+/// on a data dir with SQLite metadata is refused here, naming the first one's process;
+/// `shared` (PostgreSQL metadata) lets servers share it, and refuses none of them.
 ///
 /// # Errors
 /// [`ServerError::FailedPrecondition`] when another process holds it or the directory holds
 /// no domain; [`ServerError::Storage`] on a read-only or full disk.
-pub fn lock(data_dir: &Path) -> Result<ServeLock> {
+pub fn lock(data_dir: &Path, shared: bool) -> Result<ServeLock> {
     let dir = DataDir::new(data_dir);
     if !dir.master_key().exists() {
         return Err(ServerError::FailedPrecondition(format!(
@@ -229,6 +498,21 @@ pub fn lock(data_dir: &Path) -> Result<ServeLock> {
             )),
             None => ServerError::internal(format!("{what}: {e}")),
         })?;
+    if shared {
+        // Servers of one domain share its data dir: the first to come finds the lock free
+        // (and so knows every other server of the domain is gone), then shares it.
+        let alone = file.try_lock().is_ok();
+        let shared = if alone {
+            file.lock_shared()
+        } else {
+            file.try_lock_shared().map_err(|e| match e {
+                std::fs::TryLockError::Error(e) => e,
+                std::fs::TryLockError::WouldBlock => std::io::Error::other("held exclusively"),
+            })
+        };
+        shared.map_err(|e| ServerError::internal(format!("locking {what}: {e}")))?;
+        return Ok(ServeLock { _file: file, alone });
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -254,7 +538,10 @@ pub fn lock(data_dir: &Path) -> Result<ServeLock> {
         .and_then(|()| file.write_all(pid.as_bytes()))
         .and_then(|()| file.sync_all())
         .map_err(|e| ServerError::from_io(&what, e))?;
-    Ok(ServeLock { _file: file })
+    Ok(ServeLock {
+        _file: file,
+        alone: true,
+    })
 }
 
 /// Credentials of one principal, written for the CLI: `ca.pem`, `cert.pem`, `key.pem` (0600).
@@ -274,11 +561,7 @@ fn seal_secret(master: &MasterKey, name: &str, secret: &[u8]) -> String {
     hex::encode(secrets_key(master).seal(name.as_bytes(), secret))
 }
 
-fn open_secret(
-    master: &MasterKey,
-    conn: &rusqlite::Connection,
-    name: &str,
-) -> Result<Zeroizing<Vec<u8>>> {
+fn open_secret(master: &MasterKey, conn: &Tx<'_>, name: &str) -> Result<Zeroizing<Vec<u8>>> {
     let sealed = store::meta(conn, name)?
         .ok_or_else(|| ServerError::internal(format!("the domain has no {name}")))?;
     let sealed = hex::decode(sealed).map_err(ServerError::internal)?;
@@ -313,6 +596,7 @@ pub struct AdminQualification {
 /// failures.
 pub fn init(
     data_dir: &Path,
+    metadata: &MetadataConfig,
     admin_name: &str,
     admin_organisation: &str,
     admin_qualification: &AdminQualification,
@@ -334,12 +618,28 @@ pub fn init(
             data_dir.display()
         )));
     }
+    let store_options = metadata.store_options(&dir)?;
     set_private_umask();
     create_private_dir(&dir.root().join("tls"))?;
     create_private_dir(&dir.objects())?;
     create_private_dir(dir.root())?;
     let master = MasterKey::create_file(&dir.master_key())?;
-    let store = open_store(&dir.meta_db(), AuditLog::new(master.key()))?;
+    metadata.record(&dir)?;
+    let store = open_store(&store_options, AuditLog::new(master.key()))?;
+    let taken = store.read(|tx| {
+        Ok(tx
+            .query_opt("SELECT 1 AS found FROM audit LIMIT 1", &[])?
+            .is_some())
+    })?;
+    if taken {
+        // Another domain's metadata: leave it alone, and leave no half-made domain here.
+        let _ = std::fs::remove_file(dir.master_key());
+        let _ = std::fs::remove_file(dir.metadata_record());
+        return Err(ServerError::FailedPrecondition(format!(
+            "the metadata database {} already holds a domain",
+            store.url()
+        )));
+    }
     let keys = store.read(|conn| KeyStore::load(master.clone(), conn))?;
 
     let ca = tls::create_ca(&data_dir.display().to_string())?;
@@ -454,7 +754,7 @@ pub struct OpenDomain {
 /// # Errors
 /// If the directory holds no domain, the master key is unreadable or too open, or the store
 /// fails.
-pub fn open(data_dir: &Path) -> Result<OpenDomain> {
+pub fn open(data_dir: &Path, metadata: &MetadataConfig) -> Result<OpenDomain> {
     let dir = DataDir::new(data_dir);
     if !dir.master_key().exists() {
         return Err(ServerError::FailedPrecondition(format!(
@@ -463,8 +763,9 @@ pub fn open(data_dir: &Path) -> Result<OpenDomain> {
             data_dir.display()
         )));
     }
+    let store_options = metadata.for_data_dir(&dir)?.store_options(&dir)?;
     let master = MasterKey::load_file(&dir.master_key())?;
-    let store = open_store(&dir.meta_db(), AuditLog::new(master.key()))?;
+    let store = open_store(&store_options, AuditLog::new(master.key()))?;
     let (keys, ca, server_cert_pem, server_key_pem, signing) = store.read(|conn| {
         let keys = KeyStore::load(master.clone(), conn)?;
         let ca_key = open_secret(&master, conn, "ca_key")?;
@@ -503,22 +804,63 @@ mod tests {
     }
 
     #[test]
+    fn the_metadata_location_is_recorded_without_a_password_and_must_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        // Nothing recorded: SQLite in the data dir.
+        let options = MetadataConfig::default().store_options(&data).unwrap();
+        assert_eq!(options.url, MetadataUrl::Sqlite(data.meta_db()));
+        // A password in the URL is refused, and not echoed.
+        let e = MetadataConfig::postgres("postgresql://u:s3cret@db:5432/d")
+            .parsed_url()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("carries a password") && !e.contains("s3cret"),
+            "{e}"
+        );
+        // Recorded, it is found again; another URL is refused; a password source may differ.
+        let pg = MetadataConfig::postgres("postgresql://u@db:5432/d");
+        pg.record(&data).unwrap();
+        assert_eq!(mode(&data.metadata_record()), FILE_MODE);
+        let found = MetadataConfig::default().for_data_dir(&data).unwrap();
+        assert_eq!(found.url, pg.url);
+        let other = MetadataConfig::postgres("postgresql://u@db:5432/other");
+        assert!(other.for_data_dir(&data).is_err());
+        let with_file = MetadataConfig {
+            password_file: Some("/etc/pw".into()),
+            ..pg.clone()
+        };
+        let options = with_file
+            .for_data_dir(&data)
+            .unwrap()
+            .store_options(&data)
+            .unwrap();
+        assert_eq!(options.db.password, PasswordSource::File("/etc/pw".into()));
+        let both = MetadataConfig {
+            password_env: Some("X".into()),
+            ..with_file
+        };
+        assert!(both.store_options(&data).is_err());
+    }
+
+    #[test]
     fn a_second_server_on_a_data_dir_is_refused_before_it_touches_anything() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("master.key"), b"x").unwrap();
-        let first = lock(dir.path()).unwrap();
+        let first = lock(dir.path(), false).unwrap();
         assert_eq!(mode(&dir.path().join("serve.lock")), FILE_MODE);
-        let e = lock(dir.path()).unwrap_err();
+        let e = lock(dir.path(), false).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("already served") && text.contains(&std::process::id().to_string()),
             "{text}"
         );
         drop(first);
-        lock(dir.path()).expect("free again once the first server is gone");
+        lock(dir.path(), false).expect("free again once the first server is gone");
         // No domain, no lock (and no lock file).
         let empty = tempfile::tempdir().unwrap();
-        assert!(lock(empty.path()).is_err());
+        assert!(lock(empty.path(), false).is_err());
         assert!(!empty.path().join("serve.lock").exists());
     }
 

@@ -15,11 +15,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use rusqlite::Connection;
 use shuyu_vault::{Envelope, KekProvider, MasterKey, SecretKey, VaultError};
 
 use crate::error::Result;
-use crate::store;
+use crate::store::{self, Tx};
 
 /// The KEK that wraps the data keys of published datasets.
 pub const DOMAIN_KEK: &str = "domain";
@@ -75,6 +74,9 @@ const MAX_DEPTH: usize = 8;
 struct WrappedKek {
     wrapped: Vec<u8>,
     parent: Option<String>,
+    /// Seen in the store (loaded, looked up, or found there since it was made here): a key
+    /// confirmed and then gone from the store was deleted, by this server or another.
+    confirmed: bool,
 }
 
 fn child_aad(kek_id: &str) -> Vec<u8> {
@@ -82,10 +84,16 @@ fn child_aad(kek_id: &str) -> Vec<u8> {
 }
 
 /// Provides KEKs by unwrapping them with their parent, up to the master key.
+///
+/// It remembers the wrapped keys it loaded at start and those it made. When servers share
+/// the domain ([`KeyStore::share`]), a key another server made is looked up in the store the
+/// first time it is needed, and [`KeyStore::sync`] forgets keys another server deleted (a
+/// tenant's termination).
 #[derive(Debug)]
 pub struct KeyStore {
     master: MasterKey,
     wrapped: RwLock<HashMap<String, WrappedKek>>,
+    shared: std::sync::OnceLock<crate::store::Store>,
 }
 
 impl KeyStore {
@@ -93,15 +101,90 @@ impl KeyStore {
     ///
     /// # Errors
     /// On store failure.
-    pub fn load(master: MasterKey, conn: &Connection) -> Result<Arc<KeyStore>> {
-        let wrapped = store::all_keks(conn)?
+    pub fn load(master: MasterKey, tx: &Tx<'_>) -> Result<Arc<KeyStore>> {
+        let wrapped = store::all_keks(tx)?
             .into_iter()
-            .map(|(id, wrapped, parent)| (id, WrappedKek { wrapped, parent }))
+            .map(|(id, wrapped, parent)| {
+                (
+                    id,
+                    WrappedKek {
+                        wrapped,
+                        parent,
+                        confirmed: true,
+                    },
+                )
+            })
             .collect();
         Ok(Arc::new(KeyStore {
             master,
             wrapped: RwLock::new(wrapped),
+            shared: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Shares the domain's keys with other servers through `store` (metadata in PostgreSQL):
+    /// unknown keys are then looked up there. Not for SQLite, where this server is the only
+    /// writer and a lookup inside its own transaction would wait on itself.
+    pub fn share(&self, store: &crate::store::Store) {
+        let _ = self.shared.set(store.clone());
+    }
+
+    /// Forgets the keys that were in the store and are gone from it (deleted by any server)
+    /// and returns their ids (for the envelope to forget too); confirms those made here that
+    /// are now stored. Nothing to do unless shared.
+    ///
+    /// # Errors
+    /// On store failure.
+    pub fn sync(&self) -> Result<Vec<String>> {
+        let Some(store) = self.shared.get() else {
+            return Ok(Vec::new());
+        };
+        let present: std::collections::HashSet<String> = store.read(|tx| {
+            tx.query("SELECT id FROM keks", &[])?
+                .iter()
+                .map(|r| Ok(r.get("id")?))
+                .collect()
+        })?;
+        let mut wrapped = self.wrapped.write().unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
+        wrapped.retain(|id, kek| {
+            if present.contains(id) {
+                kek.confirmed = true;
+                true
+            } else if kek.confirmed {
+                gone.push(id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        Ok(gone)
+    }
+
+    /// The wrapped key `kek_id` as the store holds it (shared keys only).
+    fn look_up(&self, kek_id: &str) -> Option<WrappedKek> {
+        let store = self.shared.get()?;
+        let found = store
+            .read(|tx| {
+                tx.query_opt(
+                    "SELECT wrapped, parent FROM keks WHERE id = ?1",
+                    shuyu_meta::params![kek_id],
+                )?
+                .map(|r| {
+                    Ok(WrappedKek {
+                        wrapped: r.get("wrapped")?,
+                        parent: r.get("parent")?,
+                        confirmed: true,
+                    })
+                })
+                .transpose()
+            })
+            .ok()??;
+        self.wrapped
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kek_id.to_owned(), found.clone());
+        Some(found)
     }
 
     /// The master key.
@@ -109,25 +192,29 @@ impl KeyStore {
         &self.master
     }
 
-    /// Creates a KEK, stores it wrapped inside `conn`'s transaction, and remembers it.
+    /// Creates a KEK, stores it wrapped inside `tx`, and remembers it. Run again in a
+    /// transaction that reruns after a conflict, it makes a new key and remembers that one in
+    /// place of the first: what is remembered is what the last run stored. If `tx` fails
+    /// for good, [`KeyStore::discard`] the id.
     ///
     /// # Errors
     /// On store failure.
-    pub fn create_kek(&self, conn: &Connection, kek_id: &str, owner: &str) -> Result<()> {
+    pub fn create_kek(&self, tx: &Tx<'_>, kek_id: &str, owner: &str) -> Result<()> {
         let kek = SecretKey::generate();
         let wrapped = self.master.wrap_kek(kek_id, &kek);
-        store::insert_kek(conn, kek_id, &wrapped, owner, None)?;
+        store::insert_kek(tx, kek_id, &wrapped, owner, None)?;
         self.remember(kek_id, wrapped, None);
         Ok(())
     }
 
-    /// Creates a KEK wrapped by the KEK `parent`, inside `conn`'s transaction.
+    /// Creates a KEK wrapped by the KEK `parent`, inside `tx` (rerun like
+    /// [`KeyStore::create_kek`]).
     ///
     /// # Errors
     /// If the parent is unknown or on store failure.
     pub fn create_child_kek(
         &self,
-        conn: &Connection,
+        tx: &Tx<'_>,
         kek_id: &str,
         parent: &str,
         owner: &str,
@@ -135,7 +222,7 @@ impl KeyStore {
         let parent_key = self.kek(parent)?;
         let kek = SecretKey::generate();
         let wrapped = parent_key.wrap(&child_aad(kek_id), &kek);
-        store::insert_kek(conn, kek_id, &wrapped, owner, Some(parent))?;
+        store::insert_kek(tx, kek_id, &wrapped, owner, Some(parent))?;
         self.remember(kek_id, wrapped, Some(parent.to_owned()));
         Ok(())
     }
@@ -158,16 +245,25 @@ impl KeyStore {
         self.wrapped
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(kek_id.to_owned(), WrappedKek { wrapped, parent });
+            .insert(
+                kek_id.to_owned(),
+                WrappedKek {
+                    wrapped,
+                    parent,
+                    confirmed: false,
+                },
+            );
     }
 
     fn unwrap_at(&self, kek_id: &str, depth: usize) -> Result<SecretKey, VaultError> {
-        let entry = self
+        let cached = self
             .wrapped
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(kek_id)
-            .cloned()
+            .cloned();
+        let entry = cached
+            .or_else(|| self.look_up(kek_id))
             .ok_or_else(|| VaultError::UnknownKey(kek_id.to_owned()))?;
         match entry.parent {
             None => self.master.unwrap_kek(kek_id, &entry.wrapped),

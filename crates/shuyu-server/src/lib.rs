@@ -17,6 +17,7 @@ pub mod keys;
 mod lifecycle;
 pub mod notify;
 mod oversight;
+pub mod presence;
 pub mod readiness;
 mod scenarios;
 mod service;
@@ -114,6 +115,8 @@ impl ServerHandle {
         if let Err(e) = self.state.refusals.flush(&self.state.store) {
             tracing::warn!(error = %e, "transport refusals could not be audited");
         }
+        let presence = self.state.presence.clone();
+        let _ = tokio::task::spawn_blocking(move || presence.leave()).await;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::internal(format!("transport: {e}"))),
@@ -187,14 +190,20 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
     install_crypto_provider();
     config.validate()?;
     let policy = config.load_policy()?;
-    // First, before anything in the data dir is read or changed: one server per data dir.
-    let lock = domain::lock(&config.data_dir)?;
+    // First, before anything in the data dir is changed: one server per data dir whose
+    // metadata is SQLite in it; servers sharing a PostgreSQL share the data dir too.
+    let shared = config
+        .metadata
+        .for_data_dir(&domain::DataDir::new(&config.data_dir))?
+        .parsed_url()?
+        .is_some_and(|url| matches!(url, shuyu_meta::MetadataUrl::Postgres(_)));
+    let lock = domain::lock(&config.data_dir, shared)?;
     domain::set_private_umask();
     let tightened = domain::secure_tree(&config.data_dir)?;
     if tightened > 0 {
         tracing::warn!(tightened, "made files and folders of the data dir private");
     }
-    let domain = domain::open(&config.data_dir)?;
+    let domain = domain::open(&config.data_dir, &config.metadata)?;
     let storage = Storage::local(&domain.dir.objects())?;
     let envelope = AppState::envelope(&domain.keys);
     let engine = Engine::new(storage.clone(), Arc::clone(&envelope));
@@ -204,6 +213,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         &domain.server_cert_pem,
         &domain.server_key_pem,
     )?;
+    let presence = presence::Presence::join(&domain.store, lock.alone)?;
     let state = Arc::new(AppState {
         config: config.clone(),
         store: domain.store,
@@ -219,6 +229,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             config.tenant_max_running_jobs,
             config.tenant_max_queued_jobs,
         ),
+        presence,
         workers: jobs::worker::WorkerPool::default(),
         readiness: Arc::new(readiness::Readiness::new(
             health_reporter,
@@ -244,8 +255,13 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             )),
             None => e,
         })?;
-    let interrupted = jobs::rpc::recover_interrupted_jobs(&state).await?;
-    let removed = remove_unreferenced_objects(&state).await?;
+    let interrupted = jobs::runtime::fail_orphaned_jobs(&state).await?;
+    // Objects no record names are leftovers only when no other server is writing.
+    let removed = if state.presence.alone()? {
+        remove_unreferenced_objects(&state).await?
+    } else {
+        Vec::new()
+    };
     if !removed.is_empty() {
         state.store.record(&audit::trail::system_entry(
             "remove_unreferenced_objects",
@@ -304,18 +320,58 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         }
     });
 
-    let dispatcher = tokio::spawn(jobs::rpc::dispatch_forever(Arc::clone(&state)));
+    let dispatcher = tokio::spawn(jobs::runtime::dispatch_forever(Arc::clone(&state)));
     // The periodic duties, aborted when the server stops: the oversight tasks (monitor,
     // checkpoints, purge), overdue data-quality tickets (R18), suspensions past their fix-by
     // deadline (R26) and authorizations whose renewal window opened (R25).
     let mut periodic = oversight::tasks::start(&state);
+    periodic.push(tokio::spawn(state.presence.clone().heartbeat_forever()));
+    if state.store.backend() == shuyu_meta::Backend::Postgres {
+        // Keys made or deleted by the other servers of the domain.
+        state.keys.share(&state.store);
+        let keys_state = Arc::clone(&state);
+        periodic.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(presence::HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let state = Arc::clone(&keys_state);
+                let synced = tokio::task::spawn_blocking(move || {
+                    let gone = state.keys.sync()?;
+                    for id in &gone {
+                        state.envelope.forget(id);
+                    }
+                    Ok::<_, ServerError>(gone.len())
+                })
+                .await;
+                match synced {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(n, "forgot keys deleted by another server"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "syncing keys failed"),
+                    Err(e) => tracing::warn!(error = %e, "syncing keys panicked"),
+                }
+            }
+        }));
+    }
+    periodic.push(tokio::spawn(jobs::runtime::fail_orphaned_jobs_forever(
+        Arc::clone(&state),
+    )));
     let sweeper_state = Arc::clone(&state);
     periodic.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             let state = Arc::clone(&sweeper_state);
-            match tokio::task::spawn_blocking(move || stewardship::rpc::sweep(&state)).await {
+            let sweep = move || {
+                if !state
+                    .presence
+                    .on_duty("stewardship-sweep", Duration::from_secs(60))?
+                {
+                    return Ok(0);
+                }
+                stewardship::rpc::sweep(&state)
+            };
+            match tokio::task::spawn_blocking(sweep).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "stewardship sweep failed"),
                 Err(e) => tracing::warn!(error = %e, "stewardship sweep panicked"),
@@ -344,7 +400,8 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             }
         }
     }));
-    let api = service::Api::new(Arc::clone(&state));
+    // One handler per service, each over the shared state.
+    let st = || Arc::clone(&state);
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .layer(audit::refusals::RefusalLayer::new(Arc::clone(
@@ -352,36 +409,51 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         )))
         // Readiness: grpc.health.v1 (not audited; NOT_SERVING while the disk refuses writes).
         .add_service(health_service)
-        .add_service(SessionServiceServer::new(api.clone()))
+        .add_service(SessionServiceServer::new(admin::rpc::SessionRpc::new(st())))
         .add_service(
-            AdminServiceServer::new(api.clone())
+            AdminServiceServer::new(admin::rpc::AdminRpc::new(st()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            CatalogServiceServer::new(api.clone())
+            CatalogServiceServer::new(catalog::rpc::CatalogRpc::new(st()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            JobServiceServer::new(api.clone()).max_encoding_message_size(MAX_MESSAGE_BYTES),
+            JobServiceServer::new(jobs::rpc::JobsRpc::new(st()))
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             // TraceExport takes a leaked file of up to 32 MiB.
-            ExportServiceServer::new(api.clone())
+            ExportServiceServer::new(exports::rpc::ExportsRpc::new(st()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         // Products over Arrow Flight (DoGet), on the same mTLS server.
-        .add_service(FlightServiceServer::new(api.clone()))
-        .add_service(ScenarioServiceServer::new(api.clone()))
+        .add_service(FlightServiceServer::new(
+            exports::rpc::ExportsRpc::new(st()),
+        ))
+        .add_service(ScenarioServiceServer::new(
+            scenarios::rpc::ScenariosRpc::new(st()),
+        ))
         .add_service(
-            StewardshipServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            StewardshipServiceServer::new(stewardship::rpc::StewardshipRpc::new(st()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(OversightServiceServer::new(api.clone()))
-        .add_service(LifecycleServiceServer::new(api.clone()))
-        .add_service(GovernanceServiceServer::new(api.clone()))
-        .add_service(AuditServiceServer::new(api).max_encoding_message_size(MAX_MESSAGE_BYTES));
+        .add_service(OversightServiceServer::new(
+            oversight::rpc::OversightRpc::new(st()),
+        ))
+        .add_service(LifecycleServiceServer::new(
+            lifecycle::rpc::LifecycleRpc::new(st()),
+        ))
+        .add_service(GovernanceServiceServer::new(
+            governance::rpc::GovernanceRpc::new(st()),
+        ))
+        .add_service(
+            AuditServiceServer::new(admin::rpc::AuditRpc::new(st()))
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async {

@@ -5,16 +5,19 @@
 //! Audiences: every platform admin, every principal of one tenant, or one principal.
 //! Auditors read all of them (read-only).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use shuyu_meta::params;
 use shuyu_policy::Role;
 
 use crate::admin::records::Principal;
 use crate::error::Result;
+use crate::store::Tx;
 
-/// Schema of the notifications table.
+/// Schema of the notifications table. Ids are given in order of writing (the greatest plus
+/// one, inside the writing transaction); notifications are never deleted, so an id is never
+/// given twice.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, audience TEXT NOT NULL,
+    id BIGINT PRIMARY KEY, at_ms BIGINT NOT NULL, audience TEXT NOT NULL,
     tenant_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL,
     ref TEXT NOT NULL, dedup_key TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS notifications_dedup ON notifications (dedup_key)
@@ -79,12 +82,20 @@ pub struct Notification {
 ///
 /// # Errors
 /// If the insert fails.
-pub fn notify(conn: &Connection, n: &NewNotification<'_>, at_ms: i64) -> Result<bool> {
-    let written = conn.execute(
-        "INSERT OR IGNORE INTO notifications
-             (at_ms, audience, tenant_id, kind, subject, body, ref, dedup_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+pub fn notify(tx: &Tx<'_>, n: &NewNotification<'_>, at_ms: i64) -> Result<bool> {
+    let id: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(id), 0) + 1 AS next FROM notifications",
+            &[],
+        )?
+        .get("next")?;
+    let written = tx.execute(
+        "INSERT INTO notifications
+             (id, at_ms, audience, tenant_id, kind, subject, body, ref, dedup_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING",
         params![
+            id,
             at_ms,
             n.audience.key(),
             n.tenant_id,
@@ -102,14 +113,12 @@ pub fn notify(conn: &Connection, n: &NewNotification<'_>, at_ms: i64) -> Result<
 ///
 /// # Errors
 /// If the read fails.
-pub fn exists(conn: &Connection, dedup_key: &str) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM notifications WHERE dedup_key = ?1",
-            [dedup_key],
-            |_| Ok(()),
-        )
-        .optional()?
+pub fn exists(tx: &Tx<'_>, dedup_key: &str) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 AS present FROM notifications WHERE dedup_key = ?1",
+            params![dedup_key],
+        )?
         .is_some())
 }
 
@@ -120,7 +129,7 @@ pub fn exists(conn: &Connection, dedup_key: &str) -> Result<bool> {
 /// # Errors
 /// If the read fails.
 pub fn list_for(
-    conn: &Connection,
+    tx: &Tx<'_>,
     principal: &Principal,
     after_id: i64,
     limit: u32,
@@ -137,34 +146,32 @@ pub fn list_for(
         String::new()
     };
     let all = principal.role == Role::Auditor;
-    let mut stmt = conn.prepare(
+    tx.query(
         "SELECT id, at_ms, audience, tenant_id, kind, subject, body, ref FROM notifications
-         WHERE id > ?1 AND (?2 OR audience IN (?3, ?4, ?5))
+         WHERE id > ?1 AND (CAST(?2 AS BOOLEAN) OR audience IN (?3, ?4, ?5))
          ORDER BY id DESC LIMIT ?6",
-    )?;
-    let rows = stmt
-        .query_map(
-            params![after_id, all, own, tenant, admins, i64::from(limit)],
-            |r| {
-                Ok(Notification {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    audience: r.get(2)?,
-                    tenant_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    subject: r.get(5)?,
-                    body: r.get(6)?,
-                    reference: r.get(7)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+        params![after_id, all, own, tenant, admins, i64::from(limit)],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Notification {
+            id: r.get("id")?,
+            at_ms: r.get("at_ms")?,
+            audience: r.get("audience")?,
+            tenant_id: r.get("tenant_id")?,
+            kind: r.get("kind")?,
+            subject: r.get("subject")?,
+            body: r.get("body")?,
+            reference: r.get("ref")?,
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{each_backend, write};
 
     fn principal(id: &str, role: Role, tenant: Option<&str>) -> Principal {
         Principal {
@@ -191,49 +198,87 @@ mod tests {
 
     #[test]
     fn each_audience_reads_only_its_own_and_auditors_read_all() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        notify(&conn, &note(Audience::Admins, None), 1).unwrap();
-        notify(&conn, &note(Audience::Tenant("t1".into()), None), 2).unwrap();
-        notify(&conn, &note(Audience::Tenant("t2".into()), None), 3).unwrap();
-        notify(&conn, &note(Audience::Principal("p9".into()), None), 4).unwrap();
+        each_backend(|store| {
+            write(store, |tx| {
+                notify(tx, &note(Audience::Admins, None), 1)?;
+                notify(tx, &note(Audience::Tenant("t1".into()), None), 2)?;
+                notify(tx, &note(Audience::Tenant("t2".into()), None), 3)?;
+                notify(tx, &note(Audience::Principal("p9".into()), None), 4)
+            });
 
-        let read = |p: &Principal| -> Vec<String> {
-            list_for(&conn, p, 0, 100)
-                .unwrap()
-                .into_iter()
-                .map(|n| n.audience)
-                .collect()
-        };
-        assert_eq!(read(&principal("a", Role::PlatformAdmin, None)), ["admins"]);
-        assert_eq!(
-            read(&principal("p9", Role::Engineer, Some("t1"))),
-            ["principal:p9", "tenant:t1"]
-        );
-        assert_eq!(
-            read(&principal("e", Role::Engineer, Some("t2"))),
-            ["tenant:t2"]
-        );
-        assert!(read(&principal("r", Role::Reviewer, None)).is_empty());
-        assert_eq!(read(&principal("au", Role::Auditor, None)).len(), 4);
-        // Paging: only newer than the last one seen.
-        let admin = principal("au", Role::Auditor, None);
-        assert_eq!(list_for(&conn, &admin, 3, 100).unwrap().len(), 1);
+            let read = |p: &Principal| -> Vec<String> {
+                store
+                    .read(|tx| list_for(tx, p, 0, 100))
+                    .unwrap()
+                    .into_iter()
+                    .map(|n| n.audience)
+                    .collect()
+            };
+            assert_eq!(read(&principal("a", Role::PlatformAdmin, None)), ["admins"]);
+            assert_eq!(
+                read(&principal("p9", Role::Engineer, Some("t1"))),
+                ["principal:p9", "tenant:t1"]
+            );
+            assert_eq!(
+                read(&principal("e", Role::Engineer, Some("t2"))),
+                ["tenant:t2"]
+            );
+            assert!(read(&principal("r", Role::Reviewer, None)).is_empty());
+            assert_eq!(read(&principal("au", Role::Auditor, None)).len(), 4);
+            // Paging: only newer than the last one seen.
+            let admin = principal("au", Role::Auditor, None);
+            let newer = store.read(|tx| list_for(tx, &admin, 3, 100)).unwrap();
+            assert_eq!(newer.len(), 1);
+            assert_eq!(
+                newer[0],
+                Notification {
+                    id: 4,
+                    at_ms: 4,
+                    audience: "principal:p9".into(),
+                    tenant_id: "t1".into(),
+                    kind: "test".into(),
+                    subject: "s".into(),
+                    body: "b".into(),
+                    reference: "r".into(),
+                }
+            );
+        });
     }
 
     #[test]
     fn a_dedup_key_is_written_once() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        assert!(notify(&conn, &note(Audience::Admins, Some("k")), 1).unwrap());
-        assert!(!notify(&conn, &note(Audience::Admins, Some("k")), 2).unwrap());
-        assert!(exists(&conn, "k").unwrap());
-        assert!(!exists(&conn, "other").unwrap());
-        assert_eq!(
-            list_for(&conn, &principal("a", Role::PlatformAdmin, None), 0, 10)
+        each_backend(|store| {
+            assert!(write(store, |tx| notify(
+                tx,
+                &note(Audience::Admins, Some("k")),
+                1
+            )));
+            assert!(!write(store, |tx| notify(
+                tx,
+                &note(Audience::Admins, Some("k")),
+                2
+            )));
+            // Notifications without a key are never taken for duplicates.
+            assert!(write(store, |tx| notify(
+                tx,
+                &note(Audience::Admins, None),
+                3
+            )));
+            assert!(write(store, |tx| notify(
+                tx,
+                &note(Audience::Admins, None),
+                4
+            )));
+            let present = |key: &str| store.read(|tx| exists(tx, key)).unwrap();
+            assert!(present("k"));
+            assert!(!present("other"));
+            let ids: Vec<i64> = store
+                .read(|tx| list_for(tx, &principal("a", Role::PlatformAdmin, None), 0, 10))
                 .unwrap()
-                .len(),
-            1
-        );
+                .into_iter()
+                .map(|n| n.id)
+                .collect();
+            assert_eq!(ids, [3, 2, 1]);
+        });
     }
 }

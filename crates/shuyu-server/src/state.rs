@@ -13,7 +13,7 @@ use tonic::{Request, Status};
 use crate::admin::records::Principal;
 use crate::audit::trail::AuditEntry;
 use crate::config::ServerConfig;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::keys::KeyStore;
 use crate::store::Store;
 use crate::tls::{self, CaMaterial};
@@ -41,6 +41,8 @@ pub struct AppState {
     pub signing: SigningKey,
     /// The fair job queue, live progress and cancel switches.
     pub scheduler: crate::jobs::scheduler::Scheduler,
+    /// This server among those sharing the domain.
+    pub presence: crate::presence::Presence,
     /// Worker processes between jobs: the spare, and those kept for their scenario's next
     /// job.
     pub workers: crate::jobs::worker::WorkerPool,
@@ -77,7 +79,7 @@ impl Caller {
         self.principal
             .tenant_id
             .as_deref()
-            .ok_or_else(|| ServerError::PermissionDenied("the caller belongs to no tenant".into()))
+            .ok_or_else(|| Refusal::NoTenant("the caller belongs to no tenant".into()).into())
     }
 
     /// An audit entry for this caller.
@@ -155,11 +157,11 @@ impl AppState {
         };
         let caller = Caller { principal, action };
         if !is_allowed(caller.principal.role, action) {
-            let e = ServerError::PermissionDenied(format!(
+            let e = ServerError::from(Refusal::RoleNotAllowed(format!(
                 "the {} role may not {}",
                 caller.principal.role.as_str(),
                 action.as_str().replace('_', " ")
-            ));
+            )));
             let entry = caller.entry("", e.audit_outcome(), json!({"reason": e.to_string()}));
             return Err(self.audited_error(&entry, e));
         }
@@ -168,15 +170,15 @@ impl AppState {
             crate::governance::records::refusal(conn, &caller.principal, action, crate::now_ms())
         }) {
             Ok(None) => {}
-            Ok(Some(reason)) => {
-                let e = ServerError::PermissionDenied(reason);
+            Ok(Some(refusal)) => {
+                let e = ServerError::from(refusal);
                 let entry = caller.entry("", e.audit_outcome(), json!({"reason": e.to_string()}));
                 return Err(self.audited_error(&entry, e));
             }
             Err(e) => return Err(self.fail(&caller, "", e)),
         }
         if caller.principal.role == Role::Engineer && caller.principal.tenant_id.is_none() {
-            let e = ServerError::PermissionDenied("the caller belongs to no tenant".into());
+            let e = ServerError::from(Refusal::NoTenant("the caller belongs to no tenant".into()));
             let entry = caller.entry("", e.audit_outcome(), json!({}));
             return Err(self.audited_error(&entry, e));
         }
@@ -186,10 +188,10 @@ impl AppState {
             let refusal = self
                 .store
                 .read(|c| crate::lifecycle::records::hold(c, tenant_id))
-                .map(|hold| hold.refusal(action));
+                .map(|hold| hold.refused(action));
             let e = match refusal {
                 Ok(None) => return Ok(caller),
-                Ok(Some(reason)) => ServerError::FailedPrecondition(reason),
+                Ok(Some(refusal)) => ServerError::from(refusal),
                 Err(e) => e,
             };
             let entry = caller.entry(

@@ -1,101 +1,116 @@
-//! The embedded metadata store (SQLite, WAL, `synchronous=FULL`): the transaction core.
-//! It names no area: each area hands it a [`Schema`] (its tables, the columns added since,
-//! its migrations, the SQL functions its queries call), and keeps its records (structs, SQL,
-//! rows read by column name) in its own `records` module. The store's own tables are `meta`
-//! and the wrapped KEKs.
+//! The metadata store: the transaction core. It names no area and runs on either backend of
+//! `shuyu-meta` — SQLite in the data dir (embedded, the default) or a PostgreSQL shared by
+//! several servers. Each area keeps its records (structs, SQL, rows read by column name) in
+//! its own `records` module and its tables in a migration of the one versioned list
+//! ([`crate::domain`] names it); the store's own tables are `meta` and the wrapped KEKs.
 //!
 //! Every change commits together with its audit record ([`Store::commit`]), so a crash at any
-//! point leaves either both or neither.
+//! point leaves either both or neither. On PostgreSQL a write transaction is serializable and
+//! may run again after a conflict with another server, so the closures given to
+//! [`Store::commit`] and [`Store::read`] must be re-runnable: no effect outside the
+//! transaction.
 
-use std::path::Path;
-use std::sync::Mutex;
-
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+pub use shuyu_meta::Tx;
+use shuyu_meta::{Backend, Db, DbOptions, MetadataUrl, Migration, params};
 
 use crate::audit::trail::{AuditEntry, AuditLog};
 use crate::error::{Result, ServerError};
 
-/// What an area gives the store. On open, every schema's tables are created, then every
-/// schema's added columns are added to older data dirs, then every migration runs, in the
-/// order of the list.
+/// What an SQLite data dir written before versioned migrations needs on top of the
+/// migrations' `CREATE TABLE IF NOT EXISTS`: the columns added to its tables since, and the
+/// moves of its older data. Run once, the first time a server of this version opens it.
 #[derive(Debug, Clone, Copy)]
-pub struct Schema {
-    /// `CREATE TABLE IF NOT EXISTS` (and index) statements.
-    pub tables: &'static str,
+pub struct Legacy {
     /// Columns added after their table was first released: (table, column, declaration).
     pub added_columns: &'static [(&'static str, &'static str, &'static str)],
-    /// Moves older data forward, once every table and added column exists.
-    pub migrate: Option<fn(&Connection) -> Result<()>>,
-    /// Registers, on each connection (read-only ones too), SQL functions its queries call.
-    pub functions: Option<fn(&Connection, &AuditLog) -> Result<()>>,
+    /// Moves older data forward, once every table and added column exists (with the audit
+    /// log's keys, for what it must seal).
+    pub migrate: Option<fn(&Tx<'_>, &AuditLog) -> Result<()>>,
 }
 
-impl Schema {
-    /// A schema of tables only.
-    pub const fn tables(tables: &'static str) -> Schema {
-        Schema {
-            tables,
-            added_columns: &[],
-            migrate: None,
-            functions: None,
+/// The store's own tables: domain metadata and the wrapped KEKs.
+pub(crate) const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keks (
+    id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, owner TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL, parent TEXT);
+";
+
+/// Columns the store's own tables gained before versioned migrations.
+pub(crate) const LEGACY: Legacy = Legacy {
+    added_columns: &[("keks", "parent", "TEXT")],
+    migrate: None,
+};
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Where the metadata lives.
+    pub url: MetadataUrl,
+    /// Pool, password source, retries.
+    pub db: DbOptions,
+}
+
+impl StoreOptions {
+    /// SQLite at `path`, with default options.
+    pub fn sqlite(path: &std::path::Path) -> StoreOptions {
+        StoreOptions {
+            url: MetadataUrl::Sqlite(path.to_owned()),
+            db: DbOptions::default(),
         }
     }
 }
 
-/// The store's own tables: domain metadata and the wrapped KEKs.
-pub(crate) const SCHEMA: Schema = Schema {
-    tables: "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS keks (
-    id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, owner TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
-    parent TEXT);
-",
-    added_columns: &[("keks", "parent", "TEXT")],
-    migrate: None,
-    functions: None,
-};
-
 /// The metadata store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    db: Db,
     audit: AuditLog,
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`. A new file is created 0600 (its `-wal` and
-    /// `-shm` files take the same mode).
+    /// Opens (or creates) the store, applies the missing `migrations` (and, for an SQLite data
+    /// dir written before versioned migrations, `legacy`), and installs the row bindings'
+    /// triggers. A new SQLite file is created 0600 (its `-wal` and `-shm` files take the same
+    /// mode). A schema newer than `migrations` is refused.
     ///
     /// # Errors
-    /// If the file cannot be opened or the schema created.
-    pub fn open(path: &Path, audit: AuditLog, schemas: &[Schema]) -> Result<Store> {
-        create_private_file(path)?;
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Deleted and overwritten content (a preview sealed in place) is zeroed, not left in
-        // free pages.
-        conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        for functions in schemas.iter().filter_map(|s| s.functions) {
-            functions(&conn, &audit)?;
+    /// If the database cannot be opened or the schema brought up to date.
+    pub fn open(
+        options: &StoreOptions,
+        audit: AuditLog,
+        migrations: &[Migration],
+        legacy: &[Legacy],
+    ) -> Result<Store> {
+        let db = Db::open(&options.url, &options.db)?;
+        let pre_versioned = db.backend() == Backend::Sqlite
+            && db.schema_version()? == 0
+            && db.read(|tx| {
+                Ok::<_, ServerError>(
+                    tx.query_opt(
+                        "SELECT 1 AS present FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                        &[],
+                    )?
+                    .is_some(),
+                )
+            })?;
+        db.migrate(migrations)?;
+        if pre_versioned {
+            db.write(|tx| {
+                for l in legacy {
+                    add_columns(tx, l.added_columns)?;
+                }
+                for migrate in legacy.iter().filter_map(|l| l.migrate) {
+                    migrate(tx, &audit)?;
+                }
+                Ok::<_, ServerError>(())
+            })?;
+            // What the moves overwrote (plaintext sealed in place) stays in no copy of the log.
+            db.checkpoint()?;
         }
-        for schema in schemas {
-            conn.execute_batch(schema.tables)?;
-        }
-        for schema in schemas {
-            add_columns(&conn, schema.added_columns)?;
-        }
-        for migrate in schemas.iter().filter_map(|s| s.migrate) {
-            migrate(&conn)?;
-        }
-        crate::audit::bindings::install_triggers(&conn)?;
-        let bind_existing = crate::audit::bindings::mark_unbound_rows(&conn)?;
-        let store = Store {
-            conn: Mutex::new(conn),
-            audit,
-        };
+        crate::audit::bindings::install_triggers(&db)?;
+        let bind_existing = db.write(crate::audit::bindings::mark_unbound_rows)?;
+        let store = Store { db, audit };
         if bind_existing {
             store.record(&crate::audit::trail::system_entry(
                 crate::audit::bindings::BIND_EXISTING_ACTION,
@@ -106,42 +121,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the store at `path` read-only, for checks on the host (`shuyu audit verify`):
-    /// no schema, no migration, no write to the database or its log; a missing file is an
-    /// error, not a new store.
+    /// Opens the store read-only, for checks on the host (`shuyu audit verify`): no schema,
+    /// no migration, no write to the database or its log; a missing SQLite file is an error,
+    /// not a new store.
     ///
     /// # Errors
-    /// If the file cannot be opened.
-    pub fn open_read_only(path: &Path, audit: AuditLog, schemas: &[Schema]) -> Result<Store> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = std::path::PathBuf::from(wal);
-        let conn = if path.exists() && !wal.exists() {
-            // No log: no server has the file open, and everything is in the file. Opened
-            // immutable, SQLite creates no `-wal` or `-shm` beside it.
-            let text = path.to_string_lossy();
-            let escaped = text
-                .replace('%', "%25")
-                .replace('?', "%3f")
-                .replace('#', "%23");
-            Connection::open_with_flags(
-                format!("file:{escaped}?immutable=1"),
-                flags | OpenFlags::SQLITE_OPEN_URI,
-            )?
-        } else {
-            Connection::open_with_flags(path, flags)?
-        };
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "query_only", true)?;
-        for functions in schemas.iter().filter_map(|s| s.functions) {
-            functions(&conn, &audit)?;
-        }
-        Ok(Store {
-            conn: Mutex::new(conn),
-            audit,
-        })
+    /// If the database cannot be opened.
+    pub fn open_read_only(options: &StoreOptions, audit: AuditLog) -> Result<Store> {
+        let mut db_options = options.db.clone();
+        db_options.read_only = true;
+        let db = Db::open(&options.url, &db_options)?;
+        Ok(Store { db, audit })
     }
 
     /// The audit trail's keys.
@@ -149,12 +139,14 @@ impl Store {
         &self.audit
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-applied transaction (SQLite rolls
-        // it back), so a poisoned lock is safe to reuse.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Which database the store runs on.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Where the metadata lives (no password).
+    pub fn url(&self) -> &MetadataUrl {
+        self.db.url()
     }
 
     /// Runs `change` and appends `entry` in one durable transaction.
@@ -164,18 +156,17 @@ impl Store {
     pub fn commit<T>(
         &self,
         entry: &AuditEntry,
-        change: impl FnOnce(&Transaction<'_>) -> Result<T>,
+        mut change: impl FnMut(&Tx<'_>) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let value = change(&tx)?;
-        self.append_bound(&tx, entry)?;
-        tx.commit()?;
-        Ok(value)
+        self.db.write(|tx| {
+            let value = change(tx)?;
+            self.append_bound(tx, entry)?;
+            Ok(value)
+        })
     }
 
     /// Appends `entry`, binding the rows changed in `tx` to it (see [`crate::audit::bindings`]).
-    fn append_bound(&self, tx: &Transaction<'_>, entry: &AuditEntry) -> Result<u64> {
+    fn append_bound(&self, tx: &Tx<'_>, entry: &AuditEntry) -> Result<u64> {
         let bindings = crate::audit::bindings::take_pending(tx)?;
         if bindings.is_empty() {
             return self.audit.append(tx, entry);
@@ -194,14 +185,13 @@ impl Store {
     /// If either fails; then nothing is committed.
     pub fn commit_with<T>(
         &self,
-        change: impl FnOnce(&Transaction<'_>) -> Result<(T, AuditEntry)>,
+        mut change: impl FnMut(&Tx<'_>) -> Result<(T, AuditEntry)>,
     ) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let (value, entry) = change(&tx)?;
-        self.append_bound(&tx, &entry)?;
-        tx.commit()?;
-        Ok(value)
+        self.db.write(|tx| {
+            let (value, entry) = change(tx)?;
+            self.append_bound(tx, &entry)?;
+            Ok(value)
+        })
     }
 
     /// Appends an audit record on its own (denials, failures, reads).
@@ -212,42 +202,35 @@ impl Store {
         self.commit(entry, |_| Ok(()))
     }
 
-    /// Runs a read.
+    /// Runs `change` in one durable transaction with no audit record of its own: only for
+    /// steps of work whose outcome is audited when it ends (a queued job marked running).
+    ///
+    /// # Errors
+    /// Whatever `change` returns, or a failure to commit.
+    pub fn write_unaudited<T>(&self, change: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.db.write(change)
+    }
+
+    /// Runs a read in one consistent snapshot.
     ///
     /// # Errors
     /// Whatever `read` returns.
-    pub fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.lock();
-        read(&conn)
-    }
-}
-
-/// Creates `path` empty with mode 0600 unless it exists (whatever the umask), so that SQLite,
-/// which gives its `-wal` and `-shm` files the database's mode, never makes a readable file.
-fn create_private_file(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(ServerError::from_io(&path.display().to_string(), e)),
+    pub fn read<T>(&self, read: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.db.read(read)
     }
 }
 
 /// A domain metadata value.
-pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?)
+pub fn meta(tx: &Tx<'_>, key: &str) -> Result<Option<String>> {
+    Ok(tx
+        .query_opt("SELECT value FROM meta WHERE key = ?1", params![key])?
+        .map(|r| r.get("value"))
+        .transpose()?)
 }
 
 /// Sets a domain metadata value.
-pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
-    conn.execute(
+pub fn set_meta(tx: &Tx<'_>, key: &str, value: &str) -> Result<()> {
+    tx.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![key, value],
@@ -255,16 +238,19 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds the columns an older data dir lacks.
-fn add_columns(conn: &Connection, columns: &[(&str, &str, &str)]) -> Result<()> {
+/// Adds the columns an older SQLite data dir lacks.
+fn add_columns(tx: &Tx<'_>, columns: &[(&str, &str, &str)]) -> Result<()> {
     for (table, column, declaration) in columns {
-        let present: bool = conn.query_row(
-            &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get(0),
-        )?;
+        let present: bool = tx
+            .query_one(
+                &format!(
+                    "SELECT count(*) > 0 AS present FROM pragma_table_info('{table}') WHERE name = ?1"
+                ),
+                params![*column],
+            )?
+            .get("present")?;
         if !present {
-            conn.execute_batch(&format!(
+            tx.execute_batch(&format!(
                 "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
             ))?;
         }
@@ -274,13 +260,13 @@ fn add_columns(conn: &Connection, columns: &[(&str, &str, &str)]) -> Result<()> 
 
 /// Stores a KEK wrapped by `parent` (`None`: by the master key).
 pub fn insert_kek(
-    conn: &Connection,
+    tx: &Tx<'_>,
     id: &str,
     wrapped: &[u8],
     owner: &str,
     parent: Option<&str>,
 ) -> Result<()> {
-    conn.execute(
+    tx.execute(
         "INSERT INTO keks (id, wrapped, owner, created_at_ms, parent) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, wrapped, owner, crate::now_ms(), parent],
     )?;
@@ -291,25 +277,115 @@ pub fn insert_kek(
 pub type StoredKek = (String, Vec<u8>, Option<String>);
 
 /// Every stored KEK.
-pub fn all_keks(conn: &Connection) -> Result<Vec<StoredKek>> {
-    let mut stmt = conn.prepare("SELECT id, wrapped, parent FROM keks")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn all_keks(tx: &Tx<'_>) -> Result<Vec<StoredKek>> {
+    tx.query("SELECT id, wrapped, parent FROM keks", &[])?
+        .iter()
+        .map(|r| Ok((r.get("id")?, r.get("wrapped")?, r.get("parent")?)))
+        .collect()
 }
 
-pub(crate) fn unique_violation(e: rusqlite::Error, what: &str) -> ServerError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            ServerError::AlreadyExists(format!("{what} already exists"))
+/// `value` as the JSON text of a column. A value that does not encode fails the write as an
+/// internal error: the store never writes an empty or made-up text in its place.
+///
+/// # Errors
+/// Internal, naming `what`, if serde cannot encode the value.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T, what: &str) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| ServerError::internal(format!("encoding {what} as JSON: {e}")))
+}
+
+/// Maps a unique-key refusal to `AlreadyExists` ("`what` already exists").
+pub(crate) fn unique_violation(e: shuyu_meta::Error, what: &str) -> ServerError {
+    if e.is_unique_violation() {
+        ServerError::AlreadyExists(format!("{what} already exists"))
+    } else {
+        ServerError::from(e)
+    }
+}
+
+/// Stores for unit tests, on either backend.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A store in a temporary folder: SQLite, or PostgreSQL (a throwaway server started for
+    /// it, stopped when the returned guard drops), with every migration applied.
+    pub(crate) struct TestStore {
+        pub(crate) store: Store,
+        _dir: tempfile::TempDir,
+        _postgres: Option<shuyu_meta::testing::TestPostgres>,
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
         }
-        _ => ServerError::from(e),
+    }
+
+    /// The audit keys of test stores.
+    pub(crate) fn test_log() -> AuditLog {
+        AuditLog::new(&shuyu_vault::SecretKey::generate())
+    }
+
+    /// An SQLite store in a temporary folder.
+    pub(crate) fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::domain::open_store(
+            &StoreOptions::sqlite(&dir.path().join("meta.db")),
+            test_log(),
+        )
+        .unwrap();
+        TestStore {
+            store,
+            _dir: dir,
+            _postgres: None,
+        }
+    }
+
+    /// A store on a throwaway PostgreSQL.
+    pub(crate) fn postgres() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = shuyu_meta::testing::TestPostgres::start().unwrap();
+        let options = StoreOptions {
+            url: pg.url(),
+            db: DbOptions::default(),
+        };
+        let store = crate::domain::open_store(&options, test_log()).unwrap();
+        TestStore {
+            store,
+            _dir: dir,
+            _postgres: Some(pg),
+        }
+    }
+
+    /// Runs `test` on a store of each backend.
+    pub(crate) fn each_backend(mut test: impl FnMut(&Store)) {
+        test(&sqlite());
+        test(&postgres());
+    }
+
+    /// Runs `change` in one transaction of its own, with no audit record: what someone with
+    /// access to the database could do behind the server's back.
+    pub(crate) fn tamper<T>(store: &Store, change: impl FnMut(&Tx<'_>) -> Result<T>) -> T {
+        store.db.write(change).unwrap()
+    }
+
+    /// Runs `change` in one transaction, with a system audit record.
+    pub(crate) fn write<T>(store: &Store, change: impl FnMut(&Tx<'_>) -> Result<T>) -> T {
+        store
+            .commit(
+                &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
+                change,
+            )
+            .unwrap()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::audit::trail::AuditEntry;
     use crate::exports::records::*;
@@ -356,54 +432,39 @@ mod tests {
         }
     }
 
+    /// Makes the SQLite store at `path` look as a server before versioned migrations left
+    /// it: no record of the schema's version.
+    fn as_pre_versioned(path: &Path) -> rusqlite::Connection {
+        let offline = rusqlite::Connection::open(path).unwrap();
+        offline
+            .execute_batch("DROP TABLE shuyu_meta_schema; DROP TABLE shuyu_meta_leases;")
+            .unwrap();
+        offline
+    }
+
     #[test]
     fn single_reviewer_exports_move_to_the_quorum_review() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
+        let options = StoreOptions::sqlite(&path);
         let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
         {
-            let conn = Connection::open(&path).unwrap();
-            register_preview_seal(&conn, &audit).unwrap();
-            // The tables this store held before the areas kept their own records.
-            let schemas = [
-                super::SCHEMA,
-                crate::admin::records::SCHEMA,
-                crate::catalog::records::SCHEMA,
-                crate::jobs::records::SCHEMA,
-                crate::exports::records::SCHEMA,
-                crate::scenarios::records::SCHEMA,
-            ];
-            for schema in &schemas {
-                let old_schema = schema
-                    .tables
-                    .split("CREATE TABLE IF NOT EXISTS ")
-                    .filter(|t| !t.starts_with("exports") && !t.starts_with("export_"))
-                    .collect::<Vec<_>>()
-                    .join("CREATE TABLE IF NOT EXISTS ");
-                conn.execute_batch(&old_schema).unwrap();
-            }
-            conn.execute_batch(LEGACY_EXPORTS).unwrap();
-            for (table, column, declaration) in schemas.iter().flat_map(|s| s.added_columns) {
-                let present: bool = conn
-                    .query_row(
-                        &format!(
-                            "SELECT count(*) > 0 FROM pragma_table_info('{table}') \
-                             WHERE name = ?1"
-                        ),
-                        [column],
-                        |r| r.get(0),
-                    )
-                    .unwrap();
-                if *table != "exports" && !present {
-                    conn.execute_batch(&format!(
-                        "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-                    ))
-                    .unwrap();
-                }
-            }
+            let store = crate::domain::open_store(&options, audit.clone()).unwrap();
             for id in ["job_a", "job_b", "job_c"] {
-                upsert_job(&conn, &job(id)).unwrap();
+                store
+                    .commit(&system("job"), |tx| upsert_job(tx, &audit, &job(id)))
+                    .unwrap();
             }
+        }
+        {
+            // The exports of the single-reviewer gate, in a data dir of that time.
+            let conn = as_pre_versioned(&path);
+            conn.execute_batch(
+                "DROP TABLE export_events; DROP TABLE export_votes; DROP TABLE export_comments;
+                 DROP TABLE exports;",
+            )
+            .unwrap();
+            conn.execute_batch(LEGACY_EXPORTS).unwrap();
             let passed = r#"[{"name":"min_group_rows","passed":true,"detail":"d","summary":"s"}]"#;
             let failed = r#"[{"name":"min_group_rows","passed":false,"detail":"d","summary":"s"}]"#;
             for (id, job, status, checks, reviewer, comment) in [
@@ -414,12 +475,12 @@ mod tests {
                 conn.execute(
                     "INSERT INTO exports VALUES (?1, ?2, 't_1', 'p_eng', 'purpose', 'csv', ?3, ?4,
                      ?5, ?6, 10, 20, 'exports/t_1/x.pkg', 'pkgsha', '2026.11-1')",
-                    params![id, job, status, checks, reviewer, comment],
+                    rusqlite::params![id, job, status, checks, reviewer, comment],
                 )
                 .unwrap();
             }
         }
-        let store = crate::domain::open_store(&path, audit.clone()).unwrap();
+        let store = crate::domain::open_store(&options, audit.clone()).unwrap();
         let read = |store: &Store, id: &str| store.read(|c| export(c, id)).unwrap().unwrap();
 
         let pending = read(&store, "exp_a");
@@ -469,12 +530,13 @@ mod tests {
 
         // The legacy columns are gone, and opening again changes nothing.
         drop(store);
-        let store = crate::domain::open_store(&path, audit).unwrap();
+        let store = crate::domain::open_store(&options, audit).unwrap();
         let columns: Vec<String> = store
-            .read(|c| {
-                let mut stmt = c.prepare("SELECT name FROM pragma_table_info('exports')")?;
-                let names = stmt.query_map([], |r| r.get(0))?;
-                Ok(names.collect::<rusqlite::Result<_>>()?)
+            .read(|tx| {
+                tx.query("SELECT name FROM pragma_table_info('exports')", &[])?
+                    .iter()
+                    .map(|r| Ok(r.get("name")?))
+                    .collect()
             })
             .unwrap();
         assert!(!columns.iter().any(|c| c == "reviewer_id" || c == "comment"));
@@ -491,7 +553,9 @@ mod tests {
         fresh.id = "exp_new".into();
         fresh.quorum = 3;
         fresh.checks[0].outcome = CheckVerdict::Review;
-        store.read(|c| upsert_export(c, &fresh)).unwrap();
+        store
+            .commit(&system("export"), |c| upsert_export(c, &fresh))
+            .unwrap();
         assert_eq!(read(&store, "exp_new"), fresh);
     }
 
@@ -518,8 +582,9 @@ mod tests {
     fn previews_are_sealed_at_rest_and_opened_when_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
+        let options = StoreOptions::sqlite(&path);
         let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
-        let store = crate::domain::open_store(&path, audit.clone()).unwrap();
+        let store = crate::domain::open_store(&options, audit.clone()).unwrap();
         store
             .commit(&system(crate::audit::trail::GENESIS_ACTION), |_| Ok(()))
             .unwrap();
@@ -529,9 +594,14 @@ mod tests {
             rows: vec![vec![Some("CANARY_330203198807071236".into())]],
             ..MaskedTable::default()
         };
-        store.commit(&system("x"), |tx| upsert_job(tx, &j)).unwrap();
+        store
+            .commit(&system("x"), |tx| upsert_job(tx, &audit, &j))
+            .unwrap();
         let raw: String = store
-            .read(|c| Ok(c.query_row("SELECT preview_json FROM jobs", [], |r| r.get(0))?))
+            .read(|c| {
+                Ok(c.query_one("SELECT preview_json FROM jobs", &[])?
+                    .get("preview_json")?)
+            })
             .unwrap();
         assert!(
             raw.starts_with(SEALED_PREVIEW) && !raw.contains("CANARY"),
@@ -539,43 +609,41 @@ mod tests {
         );
         assert_eq!(
             store
-                .read(|c| job_any_tenant(c, "job_p"))
+                .read(|c| job_any_tenant(c, &audit, "job_p"))
                 .unwrap()
                 .unwrap()
                 .preview,
             j.preview
         );
         // Moved to another job's row, it does not open.
-        store
-            .read(|c| {
-                let mut other = job("job_q");
-                other.preview = MaskedTable::default();
-                upsert_job(c, &other)?;
-                c.execute(
-                    "UPDATE jobs SET preview_json = ?1 WHERE id = 'job_q'",
-                    [&raw],
-                )?;
-                Ok(())
-            })
-            .unwrap();
-        assert!(store.read(|c| job_any_tenant(c, "job_q")).is_err());
-        store
-            .read(|c| Ok(c.execute("DELETE FROM jobs WHERE id = 'job_q'", [])?))
-            .unwrap();
+        super::testing::tamper(&store, |c| {
+            let mut other = job("job_q");
+            other.preview = MaskedTable::default();
+            upsert_job(c, &audit, &other)?;
+            c.execute(
+                "UPDATE jobs SET preview_json = ?1 WHERE id = 'job_q'",
+                params![raw.as_str()],
+            )?;
+            Ok(())
+        });
+        assert!(store.read(|c| job_any_tenant(c, &audit, "job_q")).is_err());
+        super::testing::tamper(&store, |c| {
+            Ok(c.execute("DELETE FROM jobs WHERE id = 'job_q'", &[])?)
+        });
+        drop(store);
         // A preview stored in plaintext by an older server is sealed when the store opens,
         // and no copy stays in the file or its log.
-        store
-            .read(|c| {
-                Ok(c.execute(
-                    "UPDATE jobs SET preview_json = ?1",
-                    [r#"{"columns":["m"],"rows":[["CANARY_13999990001"]]}"#],
-                )?)
-            })
+        {
+            let conn = as_pre_versioned(&path);
+            conn.execute(
+                "UPDATE jobs SET preview_json = ?1",
+                [r#"{"columns":["m"],"rows":[["CANARY_13999990001"]]}"#],
+            )
             .unwrap();
-        drop(store);
-        let store = crate::domain::open_store(&path, audit).unwrap();
+        }
+        let store = crate::domain::open_store(&options, audit.clone()).unwrap();
         let preview = store
-            .read(|c| job_any_tenant(c, "job_p"))
+            .read(|c| job_any_tenant(c, &audit, "job_p"))
             .unwrap()
             .unwrap()
             .preview;
@@ -592,7 +660,7 @@ mod tests {
     fn the_database_and_its_log_are_private_whatever_the_umask() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::domain::open_store(
-            &dir.path().join("meta.db"),
+            &StoreOptions::sqlite(&dir.path().join("meta.db")),
             AuditLog::new(&shuyu_vault::SecretKey::generate()),
         )
         .unwrap();
@@ -610,14 +678,15 @@ mod tests {
     fn a_read_only_store_writes_nothing_to_the_database_or_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
+        let options = StoreOptions::sqlite(&path);
         let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
-        let store = crate::domain::open_store(&path, audit.clone()).unwrap();
+        let store = crate::domain::open_store(&options, audit.clone()).unwrap();
         for action in [crate::audit::trail::GENESIS_ACTION, "a", "b"] {
             store.commit(&system(action), |_| Ok(())).unwrap();
         }
         let check = |expect_records: u64| {
             let before = files_of(dir.path());
-            let reader = crate::domain::open_store_read_only(&path, audit.clone()).unwrap();
+            let reader = crate::domain::open_store_read_only(&options, audit.clone()).unwrap();
             let report = reader.read(|c| reader.audit_log().verify(c)).unwrap();
             assert!(report.ok, "{report:?}");
             assert_eq!(report.n_records, expect_records);
@@ -645,7 +714,13 @@ mod tests {
         check(3);
         drop(store);
         check(3);
-        assert!(crate::domain::open_store_read_only(&dir.path().join("none.db"), audit).is_err());
+        assert!(
+            crate::domain::open_store_read_only(
+                &StoreOptions::sqlite(&dir.path().join("none.db")),
+                audit
+            )
+            .is_err()
+        );
         assert!(!dir.path().join("none.db").exists());
     }
 }

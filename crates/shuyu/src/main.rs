@@ -47,6 +47,8 @@ enum Command {
         /// Seed of the demo data generator.
         #[arg(long, default_value_t = 20261122)]
         seed: u64,
+        #[command(flatten)]
+        metadata: server::MetadataArgs,
     },
     /// Offline checks of export packages.
     #[command(subcommand)]
@@ -135,8 +137,9 @@ async fn run(args: Args) -> Result<std::process::ExitCode> {
             data_dir,
             rows,
             seed,
+            metadata,
         } => {
-            demo::quickstart::run(data_dir, rows, seed).await?;
+            demo::quickstart::run(data_dir, rows, seed, &metadata.config()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(ExportCommand::Verify { file, public_key }) => {

@@ -33,6 +33,33 @@ pub struct InitOptions {
     /// Where to write the admin's credentials (default: DATA_DIR/credentials/admin).
     #[arg(long)]
     creds_out: Option<PathBuf>,
+    #[command(flatten)]
+    metadata: MetadataArgs,
+}
+
+/// Where a domain keeps its metadata: SQLite in the data dir unless a PostgreSQL is named.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MetadataArgs {
+    /// Keep the domain's metadata in this PostgreSQL database
+    /// (`postgresql://user@host:5432/dbname`, or `postgresql:///dbname?host=/socket/dir`)
+    /// instead of `meta.db` in the data dir; recorded in the data dir, never with a
+    /// password, which comes from SHUYU_METADATA_PASSWORD or --metadata-password-file.
+    #[arg(long, value_name = "URL")]
+    pub metadata_url: Option<String>,
+    /// A file (mode 0600) holding the PostgreSQL password.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_password_file: Option<PathBuf>,
+}
+
+impl MetadataArgs {
+    /// The server-side configuration these flags name.
+    pub fn config(&self) -> shuyu_server::domain::MetadataConfig {
+        shuyu_server::domain::MetadataConfig {
+            url: self.metadata_url.clone(),
+            password_env: None,
+            password_file: self.metadata_password_file.clone(),
+        }
+    }
 }
 
 /// `shuyu serve`.
@@ -50,6 +77,8 @@ pub struct ServeOptions {
     /// Policy file (default: the built-in policies/default.toml).
     #[arg(long)]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    metadata: MetadataArgs,
 }
 
 /// Creates a domain and prints where its admin's credentials are.
@@ -65,6 +94,7 @@ pub fn init(options: InitOptions) -> Result<ExitCode> {
         admin_training_days,
         admin_nda_days,
         creds_out,
+        metadata,
     } = options;
     let creds = creds_out.unwrap_or_else(|| data_dir.join("credentials").join("admin"));
     let qualification = shuyu_server::domain::AdminQualification {
@@ -72,8 +102,14 @@ pub fn init(options: InitOptions) -> Result<ExitCode> {
         training_days: admin_training_days,
         nda_days: admin_nda_days,
     };
-    let outcome =
-        shuyu_server::domain::init(&data_dir, &admin_name, &admin_org, &qualification, &creds)?;
+    let outcome = shuyu_server::domain::init(
+        &data_dir,
+        &metadata.config(),
+        &admin_name,
+        &admin_org,
+        &qualification,
+        &creds,
+    )?;
     println!("Created a domain in {}", data_dir.display());
     println!("  admin principal:     {}", outcome.admin.principal_id);
     println!("  admin credentials:   {}", creds.display());
@@ -95,6 +131,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         config,
         listen,
         policy,
+        metadata,
     } = options;
     let mut server_config = match &config {
         Some(path) => shuyu_server::ServerConfig::from_toml_str(&std::fs::read_to_string(path)?)?,
@@ -112,6 +149,13 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
     }
     if policy.is_some() {
         server_config.policy_file = policy;
+    }
+    if metadata.metadata_url.is_some() {
+        server_config.metadata.url = metadata.metadata_url;
+    }
+    if metadata.metadata_password_file.is_some() {
+        server_config.metadata.password_env = None;
+        server_config.metadata.password_file = metadata.metadata_password_file;
     }
     let handle = shuyu_server::serve(server_config).await?;
     println!("shuyu serving on https://{} (Ctrl-C to stop)", handle.addr);
@@ -145,13 +189,20 @@ pub fn audit_verify(data_dir: &Path) -> Result<ExitCode> {
 }
 
 /// Opens the data dir's store read-only (it writes nothing, not even its log) and verifies
-/// the chain, then the rows bound to it.
+/// the chain, then the rows bound to it, then the stored Merkle tree against the records.
 fn verify_report(data_dir: &Path) -> Result<shuyu_server::audit::VerifyReport> {
     let (store, _) = open_store(data_dir)?;
     let log = store.audit_log().clone();
     let mut report = store.read(|c| log.verify(c))?;
     if report.ok
         && let Some(problem) = store.read(shuyu_server::bindings::verify)?
+    {
+        report.ok = false;
+        report.problem = Some(problem);
+    }
+    // The stored Merkle tree checkpoints and proofs are read from.
+    if report.ok
+        && let Some(problem) = store.read(shuyu_server::audit::verify_tree)?
     {
         report.ok = false;
         report.problem = Some(problem);
@@ -164,13 +215,15 @@ fn open_store(
 ) -> Result<(shuyu_server::store::Store, shuyu_server::domain::DataDir)> {
     let dir = shuyu_server::domain::DataDir::new(data_dir);
     anyhow::ensure!(
-        dir.meta_db().exists(),
+        dir.master_key().exists(),
         "{} holds no domain",
         data_dir.display()
     );
+    // Where the data dir records its metadata (SQLite in it, or a PostgreSQL).
+    let options = shuyu_server::domain::MetadataConfig::recorded(&dir)?.store_options(&dir)?;
     let master = shuyu_vault::MasterKey::load_file(&dir.master_key())?;
     let store = shuyu_server::domain::open_store_read_only(
-        &dir.meta_db(),
+        &options,
         shuyu_server::audit::AuditLog::new(master.key()),
     )?;
     Ok((store, dir))

@@ -2,4 +2,4 @@
 //! audience, and the `SessionService`, `AdminService` and `AuditService`.
 
 pub(crate) mod records;
-mod rpc;
+pub(crate) mod rpc;

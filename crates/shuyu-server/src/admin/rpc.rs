@@ -13,14 +13,53 @@ use crate::admin::records::{Principal, Tenant};
 use crate::audit::trail::AuditLog;
 use crate::convert;
 use crate::error::ServerError;
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::Done;
 use crate::tls;
+
+/// The handler of `SessionService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl SessionRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> SessionRpc {
+        SessionRpc { state }
+    }
+}
+
+/// The handler of `AdminService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl AdminRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> AdminRpc {
+        AdminRpc { state }
+    }
+}
+
+/// The handler of `AuditService` (the trail read, and checkpoints: R27): the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl AuditRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> AuditRpc {
+        AuditRpc { state }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
 #[tonic::async_trait]
-impl SessionService for Api {
+impl SessionService for SessionRpc {
     async fn who_am_i(
         &self,
         request: Request<pb::WhoAmIRequest>,
@@ -80,7 +119,7 @@ impl SessionService for Api {
 }
 
 #[tonic::async_trait]
-impl AdminService for Api {
+impl AdminService for AdminRpc {
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,
@@ -549,7 +588,7 @@ impl AdminService for Api {
 }
 
 #[tonic::async_trait]
-impl AuditService for Api {
+impl AuditService for AuditRpc {
     async fn list_audit_records(
         &self,
         request: Request<pb::ListAuditRecordsRequest>,

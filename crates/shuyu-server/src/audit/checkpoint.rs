@@ -1,36 +1,25 @@
 //! Signed checkpoints of the audit trail (R27, R33), as the server takes and stores them:
-//! the leaves read from the trail, the signed note, the stored checkpoints. The Merkle tree,
-//! its proofs and the note's format are `shuyu_verify::checkpoint`, the one implementation
-//! that outside parties verify with.
+//! the leaves of the trail's records, the signed note, the stored checkpoints. The Merkle
+//! tree's hashing, its proofs and the note's format are `shuyu_verify::checkpoint`, the one
+//! implementation that outside parties verify with; the server reads roots and proofs from
+//! the tree's stored nodes (`audit::tree`), in O(log n) reads.
 
-use rusqlite::{Connection, params};
+use shuyu_meta::params;
 use shuyu_vault::SigningKey;
 
 use crate::error::{Result, ServerError};
+use shuyu_meta::Tx;
 
-// The tree and the note, for the oversight service that proves and signs with them.
-pub(crate) use shuyu_verify::checkpoint::{
-    Checkpoint, Hash, consistency_proof, inclusion_proof, leaf_hash, origin, root,
-};
+// The tree's hashing and the note, for `audit::tree` and the oversight service that
+// signs with them.
+pub(crate) use shuyu_verify::checkpoint::{Checkpoint, Hash, leaf_hash, origin, root};
 
 /// Stored checkpoints (taken periodically and on demand).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    tree_size INTEGER PRIMARY KEY, root_hash TEXT NOT NULL, note TEXT NOT NULL,
-    at_ms INTEGER NOT NULL);
+    tree_size BIGINT PRIMARY KEY, root_hash TEXT NOT NULL, note TEXT NOT NULL,
+    at_ms BIGINT NOT NULL);
 ";
-
-/// The records' hashes (hex) in sequence order, the first `size` or all: a quick read, so
-/// that the store is not held while the tree is hashed.
-///
-/// # Errors
-/// On store failure.
-pub fn audit_hashes(conn: &Connection, size: Option<u64>) -> Result<Vec<(u64, String)>> {
-    let mut stmt = conn.prepare("SELECT seq, hash FROM audit ORDER BY seq LIMIT ?1")?;
-    let limit = size.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
-    let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
 
 /// The leaves of the audit tree: each record's hash, leaf-hashed.
 ///
@@ -39,22 +28,29 @@ pub fn audit_hashes(conn: &Connection, size: Option<u64>) -> Result<Vec<(u64, St
 pub fn leaves_of(hashes: &[(u64, String)]) -> Result<Vec<Hash>> {
     hashes
         .iter()
-        .map(|(seq, hash)| {
-            hex::decode(hash)
-                .ok()
-                .filter(|b| b.len() == 32)
-                .map(|b| leaf_hash(&b))
-                .ok_or_else(|| ServerError::internal(format!("audit record {seq}: malformed hash")))
-        })
+        .map(|(seq, hash)| leaf_of(*seq, hash))
         .collect()
 }
 
-/// The signed checkpoint of the tree of `leaves`.
-pub fn signed(leaves: &[Hash], key: &SigningKey) -> (Checkpoint, String) {
+/// The leaf of record `seq` whose hash is `hash` (hex).
+///
+/// # Errors
+/// A hash that is not 32 bytes of hex (a damaged trail).
+pub fn leaf_of(seq: u64, hash: &str) -> Result<Hash> {
+    hex::decode(hash)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .map(|b| leaf_hash(&b))
+        .ok_or_else(|| ServerError::internal(format!("audit record {seq}: malformed hash")))
+}
+
+/// The signed checkpoint of the tree of `tree_size` records whose root is `root_hash` (read
+/// from the stored tree by `audit::tree::root`).
+pub fn signed(tree_size: u64, root_hash: Hash, key: &SigningKey) -> (Checkpoint, String) {
     let checkpoint = Checkpoint {
         origin: origin(&key.public_key()),
-        tree_size: leaves.len() as u64,
-        root_hash: root(leaves),
+        tree_size,
+        root_hash,
     };
     let note = checkpoint.sign(key);
     (checkpoint, note)
@@ -64,16 +60,13 @@ pub fn signed(leaves: &[Hash], key: &SigningKey) -> (Checkpoint, String) {
 ///
 /// # Errors
 /// On store failure.
-pub fn store(conn: &Connection, checkpoint: &Checkpoint, note: &str, at_ms: i64) -> Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO audit_checkpoints (tree_size, root_hash, note, at_ms)
-         VALUES (?1, ?2, ?3, ?4)",
-        params![
-            checkpoint.tree_size,
-            hex::encode(checkpoint.root_hash),
-            note,
-            at_ms
-        ],
+pub fn store(tx: &Tx<'_>, checkpoint: &Checkpoint, note: &str, at_ms: i64) -> Result<()> {
+    let tree_size = i64::try_from(checkpoint.tree_size)
+        .map_err(|_| ServerError::internal("a checkpoint's tree size beyond i64"))?;
+    tx.execute(
+        "INSERT INTO audit_checkpoints (tree_size, root_hash, note, at_ms)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tree_size) DO NOTHING",
+        params![tree_size, hex::encode(checkpoint.root_hash), note, at_ms],
     )?;
     Ok(())
 }
@@ -82,15 +75,13 @@ pub fn store(conn: &Connection, checkpoint: &Checkpoint, note: &str, at_ms: i64)
 ///
 /// # Errors
 /// On store failure.
-pub fn last_stored(conn: &Connection) -> Result<Option<(u64, String)>> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .query_row(
-            "SELECT tree_size, root_hash FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+pub fn last_stored(tx: &Tx<'_>) -> Result<Option<(u64, String)>> {
+    tx.query_opt(
+        "SELECT tree_size, root_hash FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1",
+        &[],
+    )?
+    .map(|r| Ok((r.get("tree_size")?, r.get("root_hash")?)))
+    .transpose()
 }
 
 #[cfg(test)]
@@ -104,9 +95,52 @@ mod tests {
             .map(|seq| (seq, shuyu_vault::sha256_hex(&seq.to_be_bytes())))
             .collect();
         let leaves = leaves_of(&hashes).unwrap();
-        let (checkpoint, note) = signed(&leaves, &key);
+        let (checkpoint, note) = signed(5, root(&leaves), &key);
         assert_eq!(checkpoint.tree_size, 5);
         assert_eq!(Checkpoint::open(&note, &key.public_key()), Ok(checkpoint));
         assert!(leaves_of(&[(1, "not hex".into())]).is_err());
+    }
+
+    #[test]
+    fn checkpoints_are_stored_once_per_size_and_the_largest_is_last() {
+        use crate::store::testing::{self, each_backend};
+        each_backend(|store| {
+            for action in ["a", "b", "c"] {
+                store
+                    .record(&crate::audit::trail::system_entry(
+                        action,
+                        "t",
+                        serde_json::json!({}),
+                    ))
+                    .unwrap();
+            }
+            assert_eq!(store.read(crate::audit::tree::size).unwrap(), 3);
+            assert_eq!(store.read(last_stored).unwrap(), None);
+            let (key, _) = SigningKey::generate().unwrap();
+            let root_of = |n| store.read(|tx| crate::audit::tree::root(tx, n)).unwrap();
+            let (small, small_note) = signed(2, root_of(2), &key);
+            let (cp, note) = signed(3, root_of(3), &key);
+            testing::write(store, |tx| {
+                super::store(tx, &cp, &note, 10)?;
+                super::store(tx, &small, &small_note, 11)
+            });
+            // One per tree size: the first stored stays.
+            testing::write(store, |tx| super::store(tx, &cp, "another note", 12));
+            assert_eq!(
+                store.read(last_stored).unwrap(),
+                Some((3, hex::encode(cp.root_hash)))
+            );
+            let stored: String = store
+                .read(|tx| {
+                    Ok(tx
+                        .query_one(
+                            "SELECT note FROM audit_checkpoints WHERE tree_size = 3",
+                            &[],
+                        )?
+                        .get("note")?)
+                })
+                .unwrap();
+            assert_eq!(stored, note);
+        });
     }
 }

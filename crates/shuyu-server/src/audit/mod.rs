@@ -7,5 +7,7 @@ pub mod checkpoint;
 pub(crate) mod refusals;
 pub(crate) mod retention;
 pub mod trail;
+pub(crate) mod tree;
 
 pub use trail::{AuditEntry, AuditLog, VerifyReport};
+pub use tree::verify_stored as verify_tree;

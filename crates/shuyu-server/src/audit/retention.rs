@@ -10,15 +10,16 @@
 //! redaction carries an HMAC under the audit key over what remains, so a record blanked by
 //! anyone else, or a redacted record changed afterwards, fails verification.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use shuyu_meta::{Backend, params};
 
 use crate::audit::trail::AuditLog;
-use crate::error::Result;
+use crate::error::{Result, ServerError};
+use shuyu_meta::Tx;
 
 /// The redactions of purged records.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_redactions (
-    seq INTEGER PRIMARY KEY, class TEXT NOT NULL, redacted_at_ms INTEGER NOT NULL,
+    seq BIGINT PRIMARY KEY, class TEXT NOT NULL, redacted_at_ms BIGINT NOT NULL,
     mac TEXT NOT NULL);
 ";
 
@@ -135,6 +136,11 @@ pub fn classify(action: &str, outcome: &str) -> RecordClass {
     }
 }
 
+/// A sequence number as a statement parameter.
+fn seq_param(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| ServerError::internal("an audit sequence number beyond i64"))
+}
+
 /// What a redaction's MAC covers.
 fn mac_input(
     seq: u64,
@@ -156,27 +162,33 @@ fn mac_input(
 /// On store failure.
 pub fn check_redaction(
     log: &AuditLog,
-    conn: &Connection,
+    tx: &Tx<'_>,
     r: &crate::audit::trail::AuditRecord,
 ) -> Result<Option<std::result::Result<(), String>>> {
-    let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_redactions'",
-        [],
-        |row| row.get(0),
-    )?;
+    // A read-only check of a data dir from before redactions has no such table.
+    let exists_sql = match tx.backend() {
+        Backend::Sqlite => {
+            "SELECT count(*) > 0 AS present FROM sqlite_master
+             WHERE type = 'table' AND name = 'audit_redactions'"
+        }
+        Backend::Postgres => "SELECT to_regclass('audit_redactions') IS NOT NULL AS present",
+    };
+    let exists: bool = tx.query_one(exists_sql, &[])?.get("present")?;
     if !exists {
         return Ok(None);
     }
-    let redaction: Option<(String, i64, String)> = conn
-        .query_row(
-            "SELECT class, redacted_at_ms, mac FROM audit_redactions WHERE seq = ?1",
-            [r.seq],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
-    let Some((class, redacted_at_ms, mac)) = redaction else {
+    let redaction = tx.query_opt(
+        "SELECT class, redacted_at_ms, mac FROM audit_redactions WHERE seq = ?1",
+        params![seq_param(r.seq)?],
+    )?;
+    let Some(redaction) = redaction else {
         return Ok(None);
     };
+    let (class, redacted_at_ms, mac): (String, i64, String) = (
+        redaction.get("class")?,
+        redaction.get("redacted_at_ms")?,
+        redaction.get("mac")?,
+    );
     let input = mac_input(
         r.seq,
         r.at_ms,
@@ -233,23 +245,26 @@ pub fn check_redaction(
 ///
 /// # Errors
 /// On store failure.
-pub fn redact_expired(
-    log: &AuditLog,
-    conn: &Connection,
-    c: &RetentionDays,
-    now_ms: i64,
-) -> Result<u64> {
+pub fn redact_expired(log: &AuditLog, tx: &Tx<'_>, c: &RetentionDays, now_ms: i64) -> Result<u64> {
     let candidates: Vec<(u64, i64, String, String, String)> = {
         let oldest_cut =
             now_ms - i64::from(c.network_log_days.min(c.operating_record_days)) * DAY_MS;
-        let mut stmt = conn.prepare(
+        tx.query(
             "SELECT seq, at_ms, action, outcome, hash FROM audit
              WHERE at_ms < ?1 AND seq NOT IN (SELECT seq FROM audit_redactions) ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([oldest_cut], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
+            params![oldest_cut],
+        )?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.get("seq")?,
+                r.get("at_ms")?,
+                r.get("action")?,
+                r.get("outcome")?,
+                r.get("hash")?,
+            ))
+        })
+        .collect::<Result<_>>()?
     };
     let mut n = 0;
     for (seq, at_ms, action, outcome, hash) in candidates {
@@ -266,12 +281,13 @@ pub fn redact_expired(
             class.as_str(),
             now_ms,
         ));
-        conn.execute(
+        let seq = seq_param(seq)?;
+        tx.execute(
             "UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '',
                  detail = '', sealed_detail = '' WHERE seq = ?1",
-            [seq],
+            params![seq],
         )?;
-        conn.execute(
+        tx.execute(
             "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (?1, ?2, ?3, ?4)",
             params![seq, class.as_str(), now_ms, mac],
         )?;
@@ -283,21 +299,17 @@ pub fn redact_expired(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::trail::{AuditEntry, SCHEMA as AUDIT_SCHEMA};
-    use shuyu_vault::SecretKey;
+    use crate::audit::trail::AuditEntry;
+    use crate::store::Store;
+    use crate::store::testing::{self, each_backend};
 
-    fn trail(actions: &[(&str, &str)]) -> (AuditLog, Connection) {
-        let log = AuditLog::new(&SecretKey::generate());
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(AUDIT_SCHEMA).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        // Every trail starts with the domain's genesis record (an operating record).
+    /// Appends to `store`'s empty trail the domain's genesis record (an operating record),
+    /// then one record per (action, outcome): sequence numbers 1, 2, …
+    fn trail(store: &Store, actions: &[(&str, &str)]) {
         let genesis = [(crate::audit::trail::GENESIS_ACTION, "ok")];
         for (action, outcome) in genesis.iter().chain(actions) {
-            let tx = conn.transaction().unwrap();
-            log.append(
-                &tx,
-                &AuditEntry {
+            store
+                .record(&AuditEntry {
                     principal_id: "p_canary".into(),
                     role: "engineer".into(),
                     tenant_id: "t1".into(),
@@ -306,12 +318,19 @@ mod tests {
                     outcome: (*outcome).into(),
                     detail: serde_json::json!({"x": 1}),
                     secret_detail: None,
-                },
-            )
-            .unwrap();
-            tx.commit().unwrap();
+                })
+                .unwrap();
         }
-        (log, conn)
+    }
+
+    /// Redacts what expired at `now_ms`. Each such write (like every test write) appends
+    /// one more record, an operating record of the time it ran.
+    fn purge(store: &Store, c: &RetentionDays, now_ms: i64) -> u64 {
+        testing::write(store, |tx| redact_expired(store.audit_log(), tx, c, now_ms))
+    }
+
+    fn verify(store: &Store) -> crate::audit::trail::VerifyReport {
+        store.read(|tx| store.audit_log().verify(tx)).unwrap()
     }
 
     #[test]
@@ -338,141 +357,147 @@ mod tests {
 
     #[test]
     fn only_records_past_retention_are_redacted_and_the_trail_still_verifies() {
-        let (log, conn) = trail(&[
-            ("list_datasets", "ok"),
-            ("submit_job", "ok"),
-            ("read_audit", "denied"),
-            ("vote_export", "ok"),
-            ("sample_dataset", "ok"),
-            ("review_export", "ok"),
-        ]);
-        let c = RetentionDays::default();
-        let now = crate::now_ms();
-        // Nothing is old enough yet.
-        assert_eq!(redact_expired(&log, &conn, &c, now).unwrap(), 0);
-        // 200 days later: the two network-log records go, the operating records stay.
-        let later = now + 200 * DAY_MS;
-        assert_eq!(redact_expired(&log, &conn, &c, later).unwrap(), 2);
-        let records = AuditLog::list(&conn, 1, 10).unwrap();
-        assert_eq!(records[0].principal_id, "");
-        assert_eq!(records[1].principal_id, "p_canary");
-        assert_eq!(records[2].detail, "");
-        assert_eq!(records[3].target, "job:j1");
-        // Who read a sample or a full result is kept like an operating record.
-        assert_eq!(records[4].principal_id, "p_canary");
-        assert_eq!(records[5].principal_id, "p_canary");
-        let report = log.verify(&conn).unwrap();
-        assert!(report.ok, "{report:?}");
-        assert_eq!(report.n_records, 7);
-        // Twenty years on, the rest goes too (the genesis record included: its action
-        // stays), and it still verifies.
-        assert_eq!(
-            redact_expired(&log, &conn, &c, now + 7400 * DAY_MS).unwrap(),
-            5
-        );
-        assert!(log.verify(&conn).unwrap().ok);
+        each_backend(|store| {
+            trail(
+                store,
+                &[
+                    ("list_datasets", "ok"),
+                    ("submit_job", "ok"),
+                    ("read_audit", "denied"),
+                    ("vote_export", "ok"),
+                    ("sample_dataset", "ok"),
+                    ("review_export", "ok"),
+                ],
+            );
+            let c = RetentionDays::default();
+            let now = crate::now_ms();
+            // Nothing is old enough yet (record 8 is this purge's own).
+            assert_eq!(purge(store, &c, now), 0);
+            // 200 days later: the two network-log records go, the operating records stay
+            // (record 9 is this purge's own).
+            let later = now + 200 * DAY_MS;
+            assert_eq!(purge(store, &c, later), 2);
+            let records = store.read(|tx| AuditLog::list(tx, 1, 10)).unwrap();
+            assert_eq!(records[0].principal_id, "");
+            assert_eq!(records[1].principal_id, "p_canary");
+            assert_eq!(records[2].detail, "");
+            assert_eq!(records[3].target, "job:j1");
+            // Who read a sample or a full result is kept like an operating record.
+            assert_eq!(records[4].principal_id, "p_canary");
+            assert_eq!(records[5].principal_id, "p_canary");
+            let report = verify(store);
+            assert!(report.ok, "{report:?}");
+            assert_eq!(report.n_records, 9);
+            // Twenty years on, the rest goes too (the genesis record and the two earlier
+            // purges' records included: their actions stay), and it still verifies.
+            assert_eq!(purge(store, &c, now + 7400 * DAY_MS), 7);
+            let report = verify(store);
+            assert!(report.ok, "{report:?}");
+        });
     }
 
     /// Blanks record `seq` as if it was redacted at `redacted_at_ms` as `class`, with a valid
     /// redaction MAC, its time set to `at_ms` (a record from long ago).
-    fn redact_as(
-        log: &AuditLog,
-        conn: &Connection,
-        seq: u64,
-        at_ms: i64,
-        class: &str,
-        redacted_at_ms: i64,
-    ) {
-        let (action, outcome, hash): (String, String, String) = conn
-            .query_row(
+    fn redact_as(store: &Store, seq: u64, at_ms: i64, class: &str, redacted_at_ms: i64) {
+        let log = store.audit_log();
+        let key = i64::try_from(seq).unwrap();
+        testing::write(store, |tx| {
+            let row = tx.query_one(
                 "SELECT action, outcome, hash FROM audit WHERE seq = ?1",
-                [seq],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap();
-        conn.execute(
-            "UPDATE audit SET at_ms = ?2, principal_id = '', role = '', tenant_id = '',
-                 target = '', detail = '', sealed_detail = '' WHERE seq = ?1",
-            params![seq, at_ms],
-        )
-        .unwrap();
-        let mac = log.redaction_mac(&mac_input(
-            seq,
-            at_ms,
-            &action,
-            &outcome,
-            &hash,
-            class,
-            redacted_at_ms,
-        ));
-        conn.execute(
-            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (?1, ?2, ?3, ?4)",
-            params![seq, class, redacted_at_ms, mac],
-        )
-        .unwrap();
+                params![key],
+            )?;
+            let (action, outcome, hash): (String, String, String) =
+                (row.get("action")?, row.get("outcome")?, row.get("hash")?);
+            tx.execute(
+                "UPDATE audit SET at_ms = ?2, principal_id = '', role = '', tenant_id = '',
+                     target = '', detail = '', sealed_detail = '' WHERE seq = ?1",
+                params![key, at_ms],
+            )?;
+            let mac = log.redaction_mac(&mac_input(
+                seq,
+                at_ms,
+                &action,
+                &outcome,
+                &hash,
+                class,
+                redacted_at_ms,
+            ));
+            tx.execute(
+                "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key, class, redacted_at_ms, mac],
+            )?;
+            Ok(())
+        });
     }
 
     #[test]
     fn a_data_read_redacted_as_an_access_log_verifies_only_under_the_earlier_rule() {
-        let day = DAY_MS;
-        let long_ago = DATA_ACCESS_RECLASSIFIED_MS - 400 * day;
-        // (Record 1 is the genesis record.) Redacted 200 days after it was made, before data reads became operating records.
-        let (log, conn) = trail(&[("sample_dataset", "ok")]);
-        redact_as(
-            &log,
-            &conn,
-            2,
-            long_ago,
-            "network_log",
-            long_ago + 200 * day,
-        );
-        let report = log.verify(&conn).unwrap();
-        assert!(report.ok, "{report:?}");
-        // The same redaction made after the change is a record cut short.
-        let (log, conn) = trail(&[("sample_dataset", "ok")]);
-        redact_as(
-            &log,
-            &conn,
-            2,
-            long_ago,
-            "network_log",
-            DATA_ACCESS_RECLASSIFIED_MS + day,
-        );
-        let report = log.verify(&conn).unwrap();
-        assert!(!report.ok);
-        assert!(
-            report.problem.unwrap().contains("wrong class"),
-            "redacted as an access log after the change"
-        );
+        each_backend(|store| {
+            let day = DAY_MS;
+            let long_ago = DATA_ACCESS_RECLASSIFIED_MS - 400 * day;
+            // (Record 1 is the genesis record.)
+            trail(store, &[("sample_dataset", "ok"), ("sample_dataset", "ok")]);
+            // Redacted 200 days after it was made, before data reads became operating records.
+            redact_as(store, 2, long_ago, "network_log", long_ago + 200 * day);
+            let report = verify(store);
+            assert!(report.ok, "{report:?}");
+            // The same redaction made after the change is a record cut short.
+            redact_as(
+                store,
+                3,
+                long_ago,
+                "network_log",
+                DATA_ACCESS_RECLASSIFIED_MS + day,
+            );
+            let report = verify(store);
+            assert!(!report.ok);
+            let problem = report.problem.unwrap();
+            assert!(
+                problem.contains("record 3") && problem.contains("wrong class"),
+                "redacted as an access log after the change: {problem}"
+            );
+        });
+    }
+
+    /// Runs `sql` (no parameters) behind the trail's back, in a test write.
+    fn tamper(store: &Store, sql: &str) {
+        testing::write(store, |tx| Ok(tx.execute(sql, &[])?));
     }
 
     #[test]
     fn tampering_with_or_forging_redactions_is_detected() {
-        let (log, conn) = trail(&[("list_datasets", "ok"), ("submit_job", "ok")]);
-        let c = RetentionDays::default();
-        let later = crate::now_ms() + 200 * DAY_MS;
-        redact_expired(&log, &conn, &c, later).unwrap();
-        // A redacted record's action changed afterwards.
-        conn.execute("UPDATE audit SET action = 'who_am_i' WHERE seq = 2", [])
-            .unwrap();
-        let report = log.verify(&conn).unwrap();
-        assert!(!report.ok);
-        assert!(report.problem.unwrap().contains("record 2"));
-        conn.execute(
-            "UPDATE audit SET action = 'list_datasets' WHERE seq = 2",
-            [],
-        )
-        .unwrap();
-        assert!(log.verify(&conn).unwrap().ok);
-        // An operating record blanked by someone without the key.
-        conn.execute("UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '', detail = '' WHERE seq = 3", []).unwrap();
-        conn.execute(
-            "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac) VALUES (3, 'operating_record', ?1, 'forged')",
-            [later],
-        )
-        .unwrap();
-        let report = log.verify(&conn).unwrap();
-        assert!(!report.ok);
-        assert!(report.problem.unwrap().contains("record 3"));
+        each_backend(|store| {
+            trail(store, &[("list_datasets", "ok"), ("submit_job", "ok")]);
+            let c = RetentionDays::default();
+            let later = crate::now_ms() + 200 * DAY_MS;
+            assert_eq!(purge(store, &c, later), 1);
+            // A redacted record's action changed afterwards.
+            tamper(store, "UPDATE audit SET action = 'who_am_i' WHERE seq = 2");
+            let report = verify(store);
+            assert!(!report.ok);
+            assert!(report.problem.unwrap().contains("record 2"));
+            tamper(
+                store,
+                "UPDATE audit SET action = 'list_datasets' WHERE seq = 2",
+            );
+            assert!(verify(store).ok);
+            // An operating record blanked by someone without the key.
+            tamper(
+                store,
+                "UPDATE audit SET principal_id = '', role = '', tenant_id = '', target = '',
+                     detail = '' WHERE seq = 3",
+            );
+            testing::write(store, |tx| {
+                Ok(tx.execute(
+                    "INSERT INTO audit_redactions (seq, class, redacted_at_ms, mac)
+                     VALUES (3, 'operating_record', ?1, 'forged')",
+                    params![later],
+                )?)
+            });
+            let report = verify(store);
+            assert!(!report.ok);
+            assert!(report.problem.unwrap().contains("record 3"));
+        });
     }
 }

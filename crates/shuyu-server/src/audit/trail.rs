@@ -9,13 +9,15 @@
 //! hash and the chain's links are `shuyu_verify::audit`'s; the MACs, redactions and head
 //! pointer, which need the master key and the store, are checked here.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use shuyu_meta::params;
+
+use shuyu_meta::Tx;
 use shuyu_vault::SecretKey;
 use shuyu_verify::VerifyError;
 pub(crate) use shuyu_verify::audit::{AuditRecord, GENESIS_ACTION};
 use shuyu_verify::audit::{GENESIS_HASH as GENESIS, check_link, record_hash};
 
-use crate::error::Result;
+use crate::error::{Result, ServerError};
 
 /// What a service call records.
 #[derive(Debug, Clone, Default)]
@@ -62,8 +64,8 @@ pub struct AuditLog {
 /// Creates the audit table.
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
+    seq BIGINT PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
     principal_id TEXT NOT NULL,
     role TEXT NOT NULL,
     tenant_id TEXT NOT NULL,
@@ -77,8 +79,8 @@ CREATE TABLE IF NOT EXISTS audit (
     mac TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL,
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL,
     hash TEXT NOT NULL,
     mac TEXT NOT NULL
 );
@@ -115,12 +117,11 @@ impl AuditLog {
     ///
     /// # Errors
     /// On store failure (the caller's transaction then fails as a whole).
-    pub fn append(&self, tx: &Transaction<'_>, entry: &AuditEntry) -> Result<u64> {
+    pub fn append(&self, tx: &Tx<'_>, entry: &AuditEntry) -> Result<u64> {
         let head: Option<(u64, String)> = tx
-            .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
+            .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[])?
+            .map(|row| Ok::<_, ServerError>((row.get("seq")?, row.get("hash")?)))
+            .transpose()?;
         let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
         let sealed_detail = entry
             .secret_detail
@@ -144,32 +145,36 @@ impl AuditLog {
         };
         record.hash = record_hash(&record);
         record.mac = self.mac("record", &record.hash);
+        // The head first: two servers appending at once then both write that one row, and
+        // the later one fails to serialize and runs again (on the record's key it would meet
+        // a plain duplicate).
+        let head_mac = self.mac("head", &format!("{}:{}", record.seq, record.hash));
+        tx.execute(
+            "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+            params![seq_param(record.seq)?, record.hash.as_str(), head_mac],
+        )?;
         tx.execute(
             "INSERT INTO audit (seq, at_ms, principal_id, role, tenant_id, action, target, outcome,
                                 detail, sealed_detail, prev_hash, hash, mac)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
-                record.seq,
+                seq_param(record.seq)?,
                 record.at_ms,
-                record.principal_id,
-                record.role,
-                record.tenant_id,
-                record.action,
-                record.target,
-                record.outcome,
-                record.detail,
-                record.sealed_detail,
-                record.prev_hash,
-                record.hash,
-                record.mac
+                record.principal_id.as_str(),
+                record.role.as_str(),
+                record.tenant_id.as_str(),
+                record.action.as_str(),
+                record.target.as_str(),
+                record.outcome.as_str(),
+                record.detail.as_str(),
+                record.sealed_detail.as_str(),
+                record.prev_hash.as_str(),
+                record.hash.as_str(),
+                record.mac.as_str()
             ],
         )?;
-        let head_mac = self.mac("head", &format!("{}:{}", record.seq, record.hash));
-        tx.execute(
-            "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
-            params![record.seq, record.hash, head_mac],
-        )?;
+        crate::audit::tree::add_record(tx, record.seq, &record.hash)?;
         Ok(record.seq)
     }
 
@@ -177,29 +182,30 @@ impl AuditLog {
     ///
     /// # Errors
     /// On store failure.
-    pub fn list(conn: &Connection, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>> {
-        let mut stmt = conn.prepare(
+    pub fn list(tx: &Tx<'_>, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        tx.query(
             "SELECT seq, at_ms, principal_id, role, tenant_id, action, target, outcome, detail,
                     sealed_detail, prev_hash, hash, mac
              FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after_seq, limit], read_record)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            params![seq_param(after_seq)?, i64::from(limit)],
+        )?
+        .iter()
+        .map(read_record)
+        .collect()
     }
 
     /// Recomputes the chain, every MAC and the head.
     ///
     /// # Errors
     /// On store failure (tampering is reported in the [`VerifyReport`], not as an error).
-    pub fn verify(&self, conn: &Connection) -> Result<VerifyReport> {
-        let mut stmt = conn.prepare(
+    pub fn verify(&self, conn: &Tx<'_>) -> Result<VerifyReport> {
+        let rows = conn.query(
             "SELECT seq, at_ms, principal_id, role, tenant_id, action, target, outcome, detail,
                     sealed_detail, prev_hash, hash, mac
-             FROM audit ORDER BY rowid",
+             FROM audit ORDER BY seq",
+            &[],
         )?;
-        let mut rows = stmt.query([])?;
         let mut expected_prev = GENESIS.to_owned();
-        let mut expected_seq = 1u64;
         let mut n = 0u64;
         let fail = |n: u64, head: &str, problem: String| VerifyReport {
             ok: false,
@@ -207,7 +213,7 @@ impl AuditLog {
             head_hash: head.to_owned(),
             problem: Some(problem),
         };
-        while let Some(row) = rows.next()? {
+        for (expected_seq, row) in (1u64..).zip(&rows) {
             let record = read_record(row)?;
             if let Err(problem) = check_link(&record, expected_seq, &expected_prev) {
                 return Ok(fail(n, &expected_prev, problem.to_string()));
@@ -232,19 +238,15 @@ impl AuditLog {
                 ));
             }
             expected_prev = record.hash;
-            expected_seq += 1;
             n += 1;
         }
         if n == 0 {
             return Ok(fail(0, &expected_prev, VerifyError::EmptyTrail.to_string()));
         }
         let head: Option<(u64, String, String)> = conn
-            .query_row(
-                "SELECT seq, hash, mac FROM audit_head WHERE id = 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()?;
+            .query_opt("SELECT seq, hash, mac FROM audit_head WHERE id = 1", &[])?
+            .map(|row| Ok::<_, ServerError>((row.get("seq")?, row.get("hash")?, row.get("mac")?)))
+            .transpose()?;
         match head {
             None => {
                 return Ok(fail(
@@ -285,29 +287,35 @@ impl AuditLog {
     /// # Errors
     /// If the text does not decrypt under this domain's key.
     pub fn open_detail(&self, sealed_hex: &str) -> Result<String> {
-        let sealed = hex::decode(sealed_hex)
-            .map_err(|_| crate::error::ServerError::InvalidArgument("not hex".into()))?;
+        let sealed =
+            hex::decode(sealed_hex).map_err(|_| ServerError::InvalidArgument("not hex".into()))?;
         let plain = self.seal_key.open(b"shuyu-audit-detail", &sealed)?;
         Ok(String::from_utf8_lossy(&plain).into_owned())
     }
 }
 
-fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+fn read_record(row: &shuyu_meta::Row) -> Result<AuditRecord> {
     Ok(AuditRecord {
-        seq: row.get(0)?,
-        at_ms: row.get(1)?,
-        principal_id: row.get(2)?,
-        role: row.get(3)?,
-        tenant_id: row.get(4)?,
-        action: row.get(5)?,
-        target: row.get(6)?,
-        outcome: row.get(7)?,
-        detail: row.get(8)?,
-        sealed_detail: row.get(9)?,
-        prev_hash: row.get(10)?,
-        hash: row.get(11)?,
-        mac: row.get(12)?,
+        seq: row.get("seq")?,
+        at_ms: row.get("at_ms")?,
+        principal_id: row.get("principal_id")?,
+        role: row.get("role")?,
+        tenant_id: row.get("tenant_id")?,
+        action: row.get("action")?,
+        target: row.get("target")?,
+        outcome: row.get("outcome")?,
+        detail: row.get("detail")?,
+        sealed_detail: row.get("sealed_detail")?,
+        prev_hash: row.get("prev_hash")?,
+        hash: row.get("hash")?,
+        mac: row.get("mac")?,
     })
+}
+
+/// A sequence number as a parameter.
+pub(crate) fn seq_param(seq: u64) -> Result<i64> {
+    i64::try_from(seq)
+        .map_err(|_| ServerError::InvalidArgument(format!("sequence number {seq} is out of range")))
 }
 
 /// The audit entry of something the server did by itself (a periodic task).
@@ -330,12 +338,16 @@ mod tests {
 
     use super::*;
 
-    fn log_with(n: usize) -> (AuditLog, Connection) {
-        let log = AuditLog::new(&SecretKey::generate());
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+    use crate::store::Store;
+    use crate::store::testing::{self, TestStore};
+
+    /// A store whose trail holds `n` records; its log is `store.audit_log()`.
+    fn log_with(n: usize) -> TestStore {
+        trail_of(testing::sqlite(), n)
+    }
+
+    fn trail_of(store: TestStore, n: usize) -> TestStore {
         for i in 0..n {
-            let tx = conn.transaction().unwrap();
             let entry = AuditEntry {
                 principal_id: format!("p{i}"),
                 role: "engineer".into(),
@@ -345,53 +357,102 @@ mod tests {
                 secret_detail: (i == 1).then(|| "cast of 'CANARY_VALUE' failed".to_owned()),
                 ..AuditEntry::default()
             };
-            log.append(&tx, &entry).unwrap();
-            tx.commit().unwrap();
+            store.record(&entry).unwrap();
         }
-        (log, conn)
+        store
+    }
+
+    fn verify(store: &Store) -> VerifyReport {
+        store.read(|tx| store.audit_log().verify(tx)).unwrap()
+    }
+
+    fn tamper(store: &Store, sql: &str) {
+        testing::tamper(store, |tx| Ok(tx.execute_batch(sql)?));
+    }
+
+    #[test]
+    fn concurrent_appends_on_both_backends_make_one_chain() {
+        for store in [testing::sqlite(), testing::postgres()] {
+            let store = trail_of(store, 1);
+            std::thread::scope(|scope| {
+                for t in 0..4 {
+                    let store = &store;
+                    scope.spawn(move || {
+                        for i in 0..15 {
+                            store
+                                .record(&AuditEntry {
+                                    principal_id: format!("p{t}"),
+                                    action: "submit_job".into(),
+                                    outcome: "ok".into(),
+                                    detail: json!({"t": t, "i": i}),
+                                    ..AuditEntry::default()
+                                })
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+            let report = verify(&store);
+            assert!(report.ok, "{report:?}");
+            assert_eq!(report.n_records, 61);
+        }
+    }
+
+    #[test]
+    fn the_chain_verifies_on_both_backends() {
+        for store in [testing::sqlite(), testing::postgres()] {
+            let store = trail_of(store, 5);
+            let report = verify(&store);
+            assert!(report.ok, "{report:?}");
+            assert_eq!(report.n_records, 5);
+            tamper(&store, "UPDATE audit SET outcome = 'denied' WHERE seq = 3");
+            let report = verify(&store);
+            assert!(!report.ok);
+            assert!(report.problem.unwrap().contains("record 3"));
+        }
     }
 
     #[test]
     fn an_untouched_trail_verifies_and_an_empty_one_does_not() {
-        let (log, conn) = log_with(5);
-        let report = log.verify(&conn).unwrap();
+        let store = log_with(5);
+        let report = verify(&store);
         assert!(report.ok, "{report:?}");
         assert_eq!(report.n_records, 5);
-        let (log, conn) = log_with(0);
-        let report = log.verify(&conn).unwrap();
+        let store = log_with(0);
+        let report = verify(&store);
         assert!(!report.ok);
         assert!(report.problem.unwrap().contains("genesis"));
     }
 
     #[test]
     fn deleting_every_record_and_the_head_is_a_failure() {
-        let (log, conn) = log_with(4);
-        conn.execute_batch("DELETE FROM audit; DELETE FROM audit_head;")
-            .unwrap();
-        let report = log.verify(&conn).unwrap();
+        let store = log_with(4);
+        tamper(&store, "DELETE FROM audit; DELETE FROM audit_head;");
+        let report = verify(&store);
         assert!(!report.ok, "{report:?}");
         assert_eq!(report.n_records, 0);
     }
 
     #[test]
     fn a_trail_that_does_not_start_with_the_genesis_record_fails() {
-        let (log, conn) = log_with(3);
+        let store = log_with(3);
         // Records 2 and 3 renumbered to start the trail: the chain links, the MACs hold,
         // but the genesis is gone.
-        conn.execute_batch(
+        tamper(
+            &store,
             "DELETE FROM audit WHERE seq = 1; UPDATE audit SET seq = seq - 1;
              UPDATE audit SET prev_hash = '0000000000000000000000000000000000000000000000000000000000000000' WHERE seq = 1;",
-        )
-        .unwrap();
-        let report = log.verify(&conn).unwrap();
+        );
+        let report = verify(&store);
         assert!(!report.ok);
         assert!(report.problem.unwrap().contains("record 1"));
     }
 
     #[test]
     fn secret_detail_is_stored_sealed() {
-        let (log, conn) = log_with(3);
-        let records = AuditLog::list(&conn, 0, 10).unwrap();
+        let store = log_with(3);
+        let log = store.audit_log();
+        let records = store.read(|tx| AuditLog::list(tx, 0, 10)).unwrap();
         assert!(!format!("{records:?}").contains("CANARY_VALUE"));
         assert_eq!(
             log.open_detail(&records[1].sealed_detail).unwrap(),
@@ -404,38 +465,39 @@ mod tests {
 
     #[test]
     fn a_rewritten_record_with_a_recomputed_hash_fails_on_its_mac() {
-        let (log, conn) = log_with(4);
+        let store = log_with(4);
         // The attacker changes a record and recomputes its hash, but has no MAC key.
-        let mut record = AuditLog::list(&conn, 1, 1).unwrap().remove(0);
+        let mut record = store.read(|tx| AuditLog::list(tx, 1, 1)).unwrap().remove(0);
         record.outcome = "denied".into();
         let hash = record_hash(&record);
-        conn.execute(
-            "UPDATE audit SET outcome = 'denied', hash = ?1 WHERE seq = 2",
-            [&hash],
-        )
-        .unwrap();
-        let report = log.verify(&conn).unwrap();
+        testing::tamper(&store, |tx| {
+            Ok(tx.execute(
+                "UPDATE audit SET outcome = 'denied', hash = ?1 WHERE seq = 2",
+                params![hash.as_str()],
+            )?)
+        });
+        let report = verify(&store);
         assert!(!report.ok);
         assert!(report.problem.unwrap().contains("record 2"));
     }
 
     #[test]
     fn a_trail_from_another_domain_does_not_verify() {
-        let (_, conn) = log_with(3);
+        let store = log_with(3);
         let stranger = AuditLog::new(&SecretKey::generate());
-        let report = stranger.verify(&conn).unwrap();
+        let report = store.read(|tx| stranger.verify(tx)).unwrap();
         assert!(!report.ok);
         assert!(report.problem.unwrap().contains("MAC"));
     }
 
     #[test]
     fn truncation_is_caught_by_the_head_pointer() {
-        let (log, conn) = log_with(4);
-        conn.execute("DELETE FROM audit WHERE seq = 4", []).unwrap();
-        let report = log.verify(&conn).unwrap();
+        let store = log_with(4);
+        tamper(&store, "DELETE FROM audit WHERE seq = 4");
+        let report = verify(&store);
         assert!(!report.ok);
         assert!(report.problem.unwrap().contains("head pointer"));
-        conn.execute("DELETE FROM audit_head", []).unwrap();
-        assert!(!log.verify(&conn).unwrap().ok);
+        tamper(&store, "DELETE FROM audit_head");
+        assert!(!verify(&store).ok);
     }
 }

@@ -1,30 +1,29 @@
 //! Records of catalogued datasets (their columns as JSON) and the grants of datasets to
 //! tenants.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use shuyu_engine::{ColumnSpec, ColumnType};
+use shuyu_meta::{Row, params};
 use shuyu_policy::{Classification, MaskingRule};
 
-use crate::error::Result;
-use crate::store::{Schema, unique_violation};
+use crate::error::{Result, ServerError};
+use crate::store::{Legacy, Tx, unique_violation};
 
-/// The catalog tables, the columns added to them since, and what moves older data forward.
-pub(crate) const SCHEMA: Schema = Schema {
-    tables: "
+/// The catalog tables (their columns added since included).
+pub(crate) const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
-    steward_id TEXT NOT NULL, columns_json TEXT NOT NULL, n_rows INTEGER NOT NULL,
+    steward_id TEXT NOT NULL, columns_json TEXT NOT NULL, n_rows BIGINT NOT NULL,
     location TEXT NOT NULL, kek_id TEXT NOT NULL, source_sha256 TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL);
+    created_at_ms BIGINT NOT NULL, extra_approver_id TEXT);
 CREATE TABLE IF NOT EXISTS grants (
     dataset_id TEXT NOT NULL REFERENCES datasets(id), tenant_id TEXT NOT NULL REFERENCES tenants(id),
-    granted_by TEXT NOT NULL, granted_at_ms INTEGER NOT NULL, PRIMARY KEY (dataset_id, tenant_id));
-",
-    added_columns: &[
-    ("datasets", "extra_approver_id", "TEXT"),
-    ],
+    granted_by TEXT NOT NULL, granted_at_ms BIGINT NOT NULL, PRIMARY KEY (dataset_id, tenant_id));
+";
+
+/// The columns the catalog tables gained before versioned migrations.
+pub(crate) const LEGACY: Legacy = Legacy {
+    added_columns: &[("datasets", "extra_approver_id", "TEXT")],
     migrate: None,
-    functions: None,
 };
 
 /// A dataset in the catalog.
@@ -61,14 +60,9 @@ pub fn columns_to_json(columns: &[ColumnSpec]) -> String {
     .to_string()
 }
 
-pub(crate) fn columns_from_json(text: &str) -> rusqlite::Result<Vec<ColumnSpec>> {
-    let bad = |what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            what.to_owned().into(),
-        )
-    };
+pub(crate) fn columns_from_json(text: &str) -> Result<Vec<ColumnSpec>> {
+    let bad =
+        |what: &str| ServerError::internal(format!("metadata store: bad {what} in columns_json"));
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| bad("columns json"))?;
     let field = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or_default().to_owned();
     value
@@ -95,7 +89,7 @@ pub(crate) fn columns_from_json(text: &str) -> rusqlite::Result<Vec<ColumnSpec>>
 const DATASET_COLUMNS: &str = "d.id, d.name, d.description, d.steward_id, d.columns_json, d.n_rows,
     d.location, d.kek_id, d.source_sha256, d.created_at_ms, d.extra_approver_id";
 
-fn dataset_row(r: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
+fn dataset_row(r: &Row) -> Result<DatasetRecord> {
     let columns: String = r.get("columns_json")?;
     Ok(DatasetRecord {
         id: r.get("id")?,
@@ -112,102 +106,207 @@ fn dataset_row(r: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
     })
 }
 
-pub fn insert_dataset(conn: &Connection, d: &DatasetRecord) -> Result<()> {
-    conn.execute(
+pub fn insert_dataset(tx: &Tx<'_>, d: &DatasetRecord) -> Result<()> {
+    let n_rows = i64::try_from(d.n_rows)
+        .map_err(|_| ServerError::internal(format!("dataset {}: too many rows", d.id)))?;
+    tx.execute(
         "INSERT INTO datasets (id, name, description, steward_id, columns_json, n_rows, location, kek_id,
                                source_sha256, created_at_ms, extra_approver_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
-            d.id,
-            d.name,
-            d.description,
-            d.steward_id,
+            &d.id,
+            &d.name,
+            &d.description,
+            &d.steward_id,
             columns_to_json(&d.columns),
-            d.n_rows,
-            d.location,
-            d.kek_id,
-            d.source_sha256,
+            n_rows,
+            &d.location,
+            &d.kek_id,
+            &d.source_sha256,
             d.created_at_ms,
-            d.extra_approver_id
+            d.extra_approver_id.as_deref()
         ],
     )
     .map_err(|e| unique_violation(e, "a dataset with this name"))?;
     Ok(())
 }
 
-pub fn set_extra_approver(
-    conn: &Connection,
-    dataset_id: &str,
-    approver_id: Option<&str>,
-) -> Result<()> {
-    conn.execute(
+pub fn set_extra_approver(tx: &Tx<'_>, dataset_id: &str, approver_id: Option<&str>) -> Result<()> {
+    tx.execute(
         "UPDATE datasets SET extra_approver_id = ?2 WHERE id = ?1",
         params![dataset_id, approver_id],
     )?;
     Ok(())
 }
 
-pub fn dataset_name_taken(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn
-        .query_row("SELECT 1 FROM datasets WHERE name = ?1", [name], |_| Ok(()))
-        .optional()?
+pub fn dataset_name_taken(tx: &Tx<'_>, name: &str) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 AS taken FROM datasets WHERE name = ?1",
+            params![name],
+        )?
         .is_some())
 }
 
-pub fn dataset(conn: &Connection, id: &str) -> Result<Option<DatasetRecord>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {DATASET_COLUMNS} FROM datasets d WHERE d.id = ?1"),
-            [id],
-            dataset_row,
-        )
-        .optional()?)
+pub fn dataset(tx: &Tx<'_>, id: &str) -> Result<Option<DatasetRecord>> {
+    tx.query_opt(
+        &format!("SELECT {DATASET_COLUMNS} FROM datasets d WHERE d.id = ?1"),
+        params![id],
+    )?
+    .map(|r| dataset_row(&r))
+    .transpose()
 }
 
-pub fn datasets(conn: &Connection) -> Result<Vec<DatasetRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {DATASET_COLUMNS} FROM datasets d ORDER BY d.name"
-    ))?;
-    let rows = stmt.query_map([], dataset_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn datasets(tx: &Tx<'_>) -> Result<Vec<DatasetRecord>> {
+    tx.query(
+        &format!("SELECT {DATASET_COLUMNS} FROM datasets d ORDER BY d.name"),
+        &[],
+    )?
+    .iter()
+    .map(dataset_row)
+    .collect()
 }
 
 /// A dataset granted to `tenant_id`, or `None` (missing and not granted look the same).
-pub fn granted_dataset(
-    conn: &Connection,
-    tenant_id: &str,
-    id: &str,
-) -> Result<Option<DatasetRecord>> {
-    Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {DATASET_COLUMNS} FROM datasets d JOIN grants g ON g.dataset_id = d.id
-                 WHERE g.tenant_id = ?1 AND d.id = ?2"
-            ),
-            params![tenant_id, id],
-            dataset_row,
-        )
-        .optional()?)
+pub fn granted_dataset(tx: &Tx<'_>, tenant_id: &str, id: &str) -> Result<Option<DatasetRecord>> {
+    tx.query_opt(
+        &format!(
+            "SELECT {DATASET_COLUMNS} FROM datasets d JOIN grants g ON g.dataset_id = d.id
+             WHERE g.tenant_id = ?1 AND d.id = ?2"
+        ),
+        params![tenant_id, id],
+    )?
+    .map(|r| dataset_row(&r))
+    .transpose()
 }
 
-pub fn granted_datasets(conn: &Connection, tenant_id: &str) -> Result<Vec<DatasetRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {DATASET_COLUMNS} FROM datasets d JOIN grants g ON g.dataset_id = d.id
-         WHERE g.tenant_id = ?1 ORDER BY d.name"
-    ))?;
-    let rows = stmt.query_map([tenant_id], dataset_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn granted_datasets(tx: &Tx<'_>, tenant_id: &str) -> Result<Vec<DatasetRecord>> {
+    tx.query(
+        &format!(
+            "SELECT {DATASET_COLUMNS} FROM datasets d JOIN grants g ON g.dataset_id = d.id
+             WHERE g.tenant_id = ?1 ORDER BY d.name"
+        ),
+        params![tenant_id],
+    )?
+    .iter()
+    .map(dataset_row)
+    .collect()
 }
 
 pub fn insert_grant(
-    conn: &Connection,
+    tx: &Tx<'_>,
     dataset_id: &str,
     tenant_id: &str,
     granted_by: &str,
 ) -> Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO grants (dataset_id, tenant_id, granted_by, granted_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    tx.execute(
+        "INSERT INTO grants (dataset_id, tenant_id, granted_by, granted_at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (dataset_id, tenant_id) DO NOTHING",
         params![dataset_id, tenant_id, granted_by, crate::now_ms()],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{each_backend, write};
+    use shuyu_policy::DateGranularity;
+
+    fn record(id: &str, name: &str) -> DatasetRecord {
+        DatasetRecord {
+            id: id.into(),
+            name: name.into(),
+            description: "households by district".into(),
+            steward_id: "p_steward".into(),
+            columns: vec![
+                ColumnSpec {
+                    name: "id_number".into(),
+                    data_type: ColumnType::String,
+                    classification: Classification::DirectIdentifier,
+                    masking: MaskingRule::PartialIdNumber,
+                },
+                ColumnSpec {
+                    name: "born".into(),
+                    data_type: ColumnType::Date,
+                    classification: Classification::QuasiIdentifier,
+                    masking: MaskingRule::GeneralizeDate(DateGranularity::Year),
+                },
+            ],
+            // More than a 32-bit integer holds.
+            n_rows: 5_000_000_000,
+            location: format!("datasets/{id}/"),
+            kek_id: format!("dataset:{id}"),
+            source_sha256: "ab".repeat(32),
+            created_at_ms: 1_700_000_000_000,
+            extra_approver_id: None,
+        }
+    }
+
+    #[test]
+    fn datasets_and_grants_round_trip() {
+        each_backend(|store| {
+            let households = record("ds_1", "households");
+            let births = record("ds_2", "births");
+            write(store, |tx| {
+                crate::admin::records::insert_tenant(
+                    tx,
+                    &crate::admin::records::Tenant {
+                        id: "t_1".into(),
+                        name: "bureau".into(),
+                        kek_id: "tenant:t_1".into(),
+                        pseudonym_kek_id: "pseudonym:t_1".into(),
+                        created_at_ms: 1,
+                        lab_until_ms: 0,
+                    },
+                )?;
+                insert_dataset(tx, &households)?;
+                insert_dataset(tx, &births)
+            });
+            let clash = record("ds_3", "births");
+            let refused = store
+                .commit(
+                    &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
+                    |tx| insert_dataset(tx, &clash),
+                )
+                .unwrap_err();
+            assert!(
+                matches!(refused, ServerError::AlreadyExists(_)),
+                "{refused:?}"
+            );
+            assert!(store.read(|tx| dataset_name_taken(tx, "births")).unwrap());
+            assert!(!store.read(|tx| dataset_name_taken(tx, "deaths")).unwrap());
+
+            write(store, |tx| set_extra_approver(tx, "ds_1", Some("p_extra")));
+            let households = DatasetRecord {
+                extra_approver_id: Some("p_extra".into()),
+                ..households
+            };
+            assert_eq!(
+                store.read(|tx| dataset(tx, "ds_1")).unwrap(),
+                Some(households.clone())
+            );
+            assert_eq!(
+                store.read(datasets).unwrap(),
+                vec![births.clone(), households.clone()]
+            );
+
+            // Granting twice is granting once.
+            for _ in 0..2 {
+                write(store, |tx| insert_grant(tx, "ds_1", "t_1", "p_admin"));
+            }
+            assert_eq!(
+                store.read(|tx| granted_datasets(tx, "t_1")).unwrap(),
+                vec![households.clone()]
+            );
+            assert_eq!(
+                store.read(|tx| granted_dataset(tx, "t_1", "ds_1")).unwrap(),
+                Some(households)
+            );
+            assert_eq!(
+                store.read(|tx| granted_dataset(tx, "t_1", "ds_2")).unwrap(),
+                None
+            );
+        });
+    }
 }

@@ -13,11 +13,24 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::records::DatasetRecord;
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
-use crate::store;
+use crate::store::{self, Tx};
+
+/// The handler of `CatalogService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct CatalogRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl CatalogRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> CatalogRpc {
+        CatalogRpc { state }
+    }
+}
 
 /// A dataset name is a SQL identifier engineers type.
 pub(crate) fn valid_dataset_name(name: &str) -> bool {
@@ -56,9 +69,10 @@ pub(crate) async fn read_chunks<M>(
             ));
         };
         if input.len() + chunk.len() > max {
-            return Err(ServerError::ResourceExhausted(format!(
+            return Err(Refusal::UploadTooLarge(format!(
                 "the upload is larger than the limit of {max} bytes"
-            )));
+            ))
+            .into());
         }
         input.extend_from_slice(&chunk);
     }
@@ -75,7 +89,7 @@ pub(crate) fn table_spec(d: &DatasetRecord) -> TableSpec {
     }
 }
 
-impl Api {
+impl CatalogRpc {
     pub(crate) fn parse_columns(&self, columns: &[pb::Column]) -> Result<Vec<ColumnSpec>> {
         if columns.len() > 1000 {
             return Err(ServerError::InvalidArgument(
@@ -177,13 +191,14 @@ impl Api {
 
     /// Validates and encrypts an upload into a new dataset, and commits its record, its
     /// KEK (a child of `kek_parent`) and `also` in one audited transaction. On any failure
-    /// nothing remains: no file, no key, no record.
+    /// nothing remains: no file, no key, no record. `also` runs again if the transaction
+    /// does (after a conflict on PostgreSQL): it must change nothing outside `tx`.
     pub(crate) async fn store_upload(
         &self,
         caller: &Caller,
         upload: Upload,
         input: Vec<u8>,
-        also: impl FnOnce(&rusqlite::Transaction<'_>, &DatasetRecord) -> Result<()>,
+        mut also: impl FnMut(&Tx<'_>, &DatasetRecord) -> Result<()>,
     ) -> Result<DatasetRecord> {
         let source_sha256 = sha256_hex(&input);
         let id = crate::new_id("ds");
@@ -309,7 +324,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl CatalogService for Api {
+impl CatalogService for CatalogRpc {
     async fn ingest_dataset(
         &self,
         request: Request<Streaming<pb::IngestDatasetRequest>>,

@@ -14,7 +14,7 @@ use shuyu_vault::Sha256Hasher;
 use crate::error::{Result, ServerError};
 use crate::exports::package;
 use crate::exports::records::{ExportRecord, StoredCopy};
-use crate::service::Api;
+use crate::exports::rpc::ExportsRpc;
 
 /// A stored object's plaintext, ready to be read.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ fn scan_copy(opened: &Opened) -> std::io::Result<String> {
     shuyu_engine::sha256_of(opened.reader())
 }
 
-impl Api {
+impl ExportsRpc {
     /// The object at `location`: chunk-sealed (opened in place with its data key, unwrapped
     /// by the tenant's KEK), or sealed whole by an earlier version (read whole, within the
     /// per-request cap).

@@ -21,8 +21,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Result, ServerError};
 use crate::exports::delivery::Slice;
+use crate::exports::rpc::ExportsRpc;
 use crate::exports::rpc::{recipients_export, require_deliverable};
-use crate::service::Api;
 use crate::state::{Caller, Done};
 
 /// Largest Flight message the server sends (a batch is split below it).
@@ -37,7 +37,7 @@ fn unimplemented(method: &str) -> Status {
     ))
 }
 
-impl Api {
+impl ExportsRpc {
     /// The Parquet file of the recipient's product `export_id`, checked, and the turn that
     /// serving it holds.
     async fn fetch_product(
@@ -140,7 +140,7 @@ fn batch_stream(
 }
 
 #[tonic::async_trait]
-impl FlightService for Api {
+impl FlightService for ExportsRpc {
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
     type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;

@@ -1,46 +1,57 @@
 //! Records of exports with their votes, comments and events, the products delivered, and
 //! the release ledger of approved aggregate exports' cells; the migrations of older exports.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use shuyu_engine::{AUDITED_UNITS, PopulationId, ReleasedCell, UnitSketch};
+use shuyu_meta::{Row, params};
 use shuyu_policy::{PriceRates, Role, ScenarioCategory};
 
+use crate::audit::trail::AuditLog;
 use crate::error::{Result, ServerError};
 use crate::jobs::records::JobRecord;
-use crate::store::{Schema, unique_violation};
+use crate::store::{Legacy, Tx, unique_violation};
 
-/// The exports tables, the columns added to them since, and what moves older data forward.
-pub(crate) const SCHEMA: Schema = Schema {
-    tables: "
+/// The exports tables. Released cells carry `seq`, their position in their tenant's ledger:
+/// increasing in the order they were recorded (see [`ledger_mark`]); it replaces SQLite's
+/// `rowid`, which older ledgers' cells keep as their position.
+pub(crate) const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS releases (
     export_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, job_id TEXT NOT NULL,
-    query_sha256 TEXT NOT NULL, population_json TEXT NOT NULL, n_cells INTEGER NOT NULL,
-    released_at_ms INTEGER NOT NULL);
+    query_sha256 TEXT NOT NULL, population_json TEXT NOT NULL, n_cells BIGINT NOT NULL,
+    released_at_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS released_cells (
     export_id TEXT NOT NULL REFERENCES releases(export_id), tenant_id TEXT NOT NULL,
-    row INTEGER NOT NULL, population INTEGER NOT NULL DEFAULT 0, units INTEGER NOT NULL,
-    sketch BLOB NOT NULL, PRIMARY KEY (export_id, row, population));
+    row BIGINT NOT NULL, population BIGINT NOT NULL DEFAULT 0, units BIGINT NOT NULL,
+    sketch BLOB NOT NULL, digest BLOB, screened_k BIGINT, seq BIGINT NOT NULL,
+    PRIMARY KEY (export_id, row, population));
 CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);
 CREATE TABLE IF NOT EXISTS exports (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), tenant_id TEXT NOT NULL,
     requester_id TEXT NOT NULL, purpose TEXT NOT NULL, format TEXT NOT NULL, status TEXT NOT NULL,
-    checks_json TEXT NOT NULL, requested_at_ms INTEGER NOT NULL, decided_at_ms INTEGER NOT NULL,
+    checks_json TEXT NOT NULL, requested_at_ms BIGINT NOT NULL, decided_at_ms BIGINT NOT NULL,
     package_location TEXT NOT NULL, package_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL,
-    quorum INTEGER NOT NULL DEFAULT 1);
+    quorum BIGINT NOT NULL DEFAULT 1, recipient_id TEXT NOT NULL DEFAULT '',
+    permitted_use TEXT NOT NULL DEFAULT '', expires_in_days BIGINT NOT NULL DEFAULT 0,
+    product_json TEXT NOT NULL DEFAULT '', fingerprint TEXT NOT NULL DEFAULT '',
+    rows_digest TEXT NOT NULL DEFAULT '', download_count BIGINT NOT NULL DEFAULT 0,
+    last_download_at_ms BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS export_votes (
     export_id TEXT NOT NULL REFERENCES exports(id), reviewer_id TEXT NOT NULL,
     decision TEXT NOT NULL, shared_comment TEXT NOT NULL, private_comment TEXT NOT NULL,
     result_sha256 TEXT NOT NULL, query_sha256 TEXT NOT NULL, policy_version TEXT NOT NULL,
-    at_ms INTEGER NOT NULL, PRIMARY KEY (export_id, reviewer_id));
+    at_ms BIGINT NOT NULL, PRIMARY KEY (export_id, reviewer_id));
 CREATE TABLE IF NOT EXISTS export_comments (
-    export_id TEXT NOT NULL REFERENCES exports(id), seq INTEGER NOT NULL,
-    author_id TEXT NOT NULL, author_role TEXT NOT NULL, private INTEGER NOT NULL,
-    text TEXT NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (export_id, seq));
+    export_id TEXT NOT NULL REFERENCES exports(id), seq BIGINT NOT NULL,
+    author_id TEXT NOT NULL, author_role TEXT NOT NULL, private BOOLEAN NOT NULL,
+    text TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (export_id, seq));
 CREATE TABLE IF NOT EXISTS export_events (
-    export_id TEXT NOT NULL REFERENCES exports(id), seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+    export_id TEXT NOT NULL REFERENCES exports(id), seq BIGINT NOT NULL, at_ms BIGINT NOT NULL,
     actor_id TEXT NOT NULL, from_status TEXT NOT NULL, to_status TEXT NOT NULL,
     note TEXT NOT NULL, PRIMARY KEY (export_id, seq));
-",
+";
+
+/// The columns the exports tables gained before versioned migrations, and what moves an
+/// older SQLite data dir's exports forward.
+pub(crate) const LEGACY: Legacy = Legacy {
     added_columns: &[
         ("exports", "quorum", "INTEGER NOT NULL DEFAULT 1"),
         ("exports", "recipient_id", "TEXT NOT NULL DEFAULT ''"),
@@ -57,9 +68,9 @@ CREATE TABLE IF NOT EXISTS export_events (
         ),
         ("released_cells", "digest", "BLOB"),
         ("released_cells", "screened_k", "INTEGER"),
+        ("released_cells", "seq", "INTEGER NOT NULL DEFAULT 0"),
     ],
     migrate: Some(migrate),
-    functions: None,
 };
 
 /// Export request states (R22). Every change is recorded in `export_events`.
@@ -290,16 +301,14 @@ impl ExportDecision {
             ExportDecision::Return => "return",
         }
     }
-    fn parse(s: &str) -> rusqlite::Result<ExportDecision> {
+    fn parse(s: &str) -> Result<ExportDecision> {
         match s {
             "approve" => Ok(ExportDecision::Approve),
             "reject" => Ok(ExportDecision::Reject),
             "return" => Ok(ExportDecision::Return),
-            other => Err(rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                format!("unknown export decision '{other}'").into(),
-            )),
+            other => Err(ServerError::internal(format!(
+                "unknown export decision '{other}'"
+            ))),
         }
     }
 }
@@ -357,14 +366,15 @@ pub struct ExportEvent {
 /// # Errors
 /// On store failure.
 /// Every object an export names: its package and its product's Flight copy.
-pub fn package_locations(conn: &Connection) -> Result<std::collections::HashSet<String>> {
-    let mut stmt = conn.prepare(
+pub fn package_locations(tx: &Tx<'_>) -> Result<std::collections::HashSet<String>> {
+    let rows = tx.query(
         "SELECT package_location, product_json FROM exports WHERE package_location != ''",
+        &[],
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut locations = std::collections::HashSet::new();
-    for row in rows {
-        let (package, product) = row?;
+    for row in &rows {
+        let package: String = row.get("package_location")?;
+        let product: String = row.get("product_json")?;
         locations.insert(package);
         if let Ok(ProductRecord {
             flight_copy: Some(copy),
@@ -377,47 +387,66 @@ pub fn package_locations(conn: &Connection) -> Result<std::collections::HashSet<
     Ok(locations)
 }
 
+/// A count, number or position as a column holds it (`BIGINT`).
+fn int(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value)
+        .map_err(|_| ServerError::internal(format!("{what} {value} is past a BIGINT column")))
+}
+
+/// A bound of a range query over a `BIGINT` column: past it means no bound.
+fn bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// Records an approved aggregate export's cells in its tenant's release ledger: the query,
 /// its population predicate (row-influencing columns) and each cell's population sketch
 /// with its digest, and `screened_k`: the threshold of the blocking differencing check the
-/// release passed (`None` when the policy let reviewers judge close pairs).
+/// release passed (`None` when the policy let reviewers judge close pairs). The cells take
+/// the next positions of the tenant's ledger ([`ledger_mark`]).
 pub fn record_release(
-    conn: &Connection,
+    tx: &Tx<'_>,
     export: &ExportRecord,
     job: &JobRecord,
     sketches: &[(PopulationId, UnitSketch)],
     screened_k: Option<u64>,
 ) -> Result<()> {
-    conn.execute(
+    tx.execute(
         "INSERT INTO releases (export_id, tenant_id, job_id, query_sha256, population_json,
                                n_cells, released_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
-            export.id,
-            export.tenant_id,
-            job.id,
-            job.query_sha256,
-            serde_json::to_string(&job.gate.row_influencing).unwrap_or_default(),
-            sketches.len() as u64,
+            export.id.as_str(),
+            export.tenant_id.as_str(),
+            job.id.as_str(),
+            job.query_sha256.as_str(),
+            crate::store::to_json(&job.gate.row_influencing, "a release's population")?,
+            int(sketches.len() as u64, "a release's cell count")?,
             crate::now_ms()
         ],
     )?;
-    let mut insert = conn.prepare(
-        "INSERT INTO released_cells (export_id, tenant_id, row, population, units, sketch,
-                                     digest, screened_k)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
+    let mut seq = i64::try_from(ledger_mark(tx, &export.tenant_id)?)
+        .map_err(|_| ServerError::internal("the release ledger's mark is past a BIGINT"))?;
+    let screened_k = screened_k
+        .map(|k| int(k, "a screened threshold"))
+        .transpose()?;
     for (at, sketch) in sketches {
-        insert.execute(params![
-            export.id,
-            export.tenant_id,
-            at.row as u64,
-            at.population as u64,
-            sketch.units(),
-            sketch.to_bytes(),
-            sketch.digest().to_vec(),
-            screened_k
-        ])?;
+        seq += 1;
+        tx.execute(
+            "INSERT INTO released_cells (export_id, tenant_id, row, population, units, sketch,
+                                         digest, screened_k, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                export.id.as_str(),
+                export.tenant_id.as_str(),
+                int(at.row as u64, "a released cell's row")?,
+                int(at.population as u64, "a released cell's population")?,
+                int(sketch.units(), "a released cell's units")?,
+                sketch.to_bytes(),
+                sketch.digest().to_vec(),
+                screened_k,
+                seq
+            ],
+        )?;
     }
     Ok(())
 }
@@ -425,12 +454,13 @@ pub fn record_release(
 /// The position of a tenant's release ledger: the last released cell recorded for it (0
 /// when none). Cells are only ever added, so an unchanged mark means an unchanged ledger: a
 /// check run against the cells up to a mark still holds while the mark stays.
-pub fn ledger_mark(conn: &Connection, tenant_id: &str) -> Result<u64> {
-    Ok(conn.query_row(
-        "SELECT coalesce(max(rowid), 0) FROM released_cells WHERE tenant_id = ?1",
-        [tenant_id],
-        |r| r.get::<_, i64>(0),
-    )? as u64)
+pub fn ledger_mark(tx: &Tx<'_>, tenant_id: &str) -> Result<u64> {
+    Ok(tx
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) AS mark FROM released_cells WHERE tenant_id = ?1",
+            params![tenant_id],
+        )?
+        .get("mark")?)
 }
 
 /// One page of a tenant's released cells whose populations number between `lo` and `hi`
@@ -439,54 +469,47 @@ pub fn ledger_mark(conn: &Connection, tenant_id: &str) -> Result<u64> {
 /// ([`ledger_mark`]), in order, each with its position (read page by page, the ledger is
 /// never held whole).
 pub fn released_cells_page(
-    conn: &Connection,
+    tx: &Tx<'_>,
     tenant_id: &str,
     (lo, hi): (u64, u64),
     (after, mark): (u64, u64),
     limit: usize,
 ) -> Result<Vec<(u64, ReleasedCell)>> {
-    let mut stmt = conn.prepare(
-        "SELECT rowid, export_id, row, population, sketch, digest, screened_k
+    let rows = tx.query(
+        "SELECT seq, export_id, row, population, sketch, digest, screened_k
          FROM released_cells
          WHERE tenant_id = ?1 AND (units BETWEEN ?2 AND ?3 OR units <= ?4)
-           AND rowid > ?5 AND rowid <= ?6
-         ORDER BY rowid LIMIT ?7",
+           AND seq > ?5 AND seq <= ?6
+         ORDER BY seq LIMIT ?7",
+        params![
+            tenant_id,
+            bound(lo),
+            bound(hi),
+            bound(AUDITED_UNITS as u64),
+            bound(after),
+            bound(mark),
+            bound(limit as u64)
+        ],
     )?;
-    let audited = AUDITED_UNITS as u64;
-    let rows = stmt.query_map(
-        params![tenant_id, lo, hi, audited, after, mark, limit as u64],
-        |r| {
-            Ok((
-                r.get::<_, i64>("rowid")? as u64,
-                r.get::<_, String>("export_id")?,
-                r.get::<_, u64>("row")?,
-                r.get::<_, u32>("population")?,
-                r.get::<_, Vec<u8>>("sketch")?,
-                r.get::<_, Option<Vec<u8>>>("digest")?,
-                r.get::<_, Option<u64>>("screened_k")?,
-            ))
-        },
-    )?;
-    let mut cells = Vec::new();
-    for row in rows {
-        let (at, export_id, row, population, sketch, digest, screened_k) = row?;
+    let mut cells = Vec::with_capacity(rows.len());
+    for r in &rows {
         let unreadable =
             || crate::error::ServerError::internal("a released cell's sketch is unreadable");
-        let sketch = UnitSketch::from_vec(sketch).ok_or_else(unreadable)?;
+        let sketch = UnitSketch::from_vec(r.get("sketch")?).ok_or_else(unreadable)?;
         // Older ledgers have no digest: computed then.
-        let digest = match digest {
+        let digest = match r.get::<Option<Vec<u8>>>("digest")? {
             Some(stored) => stored.try_into().map_err(|_| unreadable())?,
             None => sketch.digest(),
         };
         cells.push((
-            at,
+            r.get("seq")?,
             ReleasedCell {
-                export_id,
-                row,
-                population,
+                export_id: r.get("export_id")?,
+                row: r.get("row")?,
+                population: r.get("population")?,
                 sketch,
                 digest,
-                screened_k,
+                screened_k: r.get("screened_k")?,
             },
         ));
     }
@@ -498,11 +521,12 @@ const EXPORT_COLUMNS: &str = "id, job_id, tenant_id, requester_id, purpose, form
     quorum, recipient_id, permitted_use, expires_in_days, product_json, fingerprint, rows_digest,
     download_count, last_download_at_ms";
 
-fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
+fn export_row(r: &Row) -> Result<ExportRecord> {
+    let id: String = r.get("id")?;
     let status: String = r.get("status")?;
     let checks: String = r.get("checks_json")?;
+    let product: String = r.get("product_json")?;
     Ok(ExportRecord {
-        id: r.get("id")?,
         job_id: r.get("job_id")?,
         tenant_id: r.get("tenant_id")?,
         requester_id: r.get("requester_id")?,
@@ -510,9 +534,8 @@ fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
         format: r.get("format")?,
         status: ExportStatus::parse(&status),
         // A check list that does not parse must not read as "no checks".
-        checks: serde_json::from_str(&checks).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
-        })?,
+        checks: serde_json::from_str(&checks)
+            .map_err(|e| ServerError::internal(format!("export {id}: stored checks: {e}")))?,
         requested_at_ms: r.get("requested_at_ms")?,
         decided_at_ms: r.get("decided_at_ms")?,
         package_location: r.get("package_location")?,
@@ -522,26 +545,27 @@ fn export_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
         recipient_id: r.get("recipient_id")?,
         permitted_use: r.get("permitted_use")?,
         expires_in_days: r.get("expires_in_days")?,
-        product: {
-            let json: String = r.get("product_json")?;
-            if json.is_empty() {
-                None
-            } else {
-                Some(serde_json::from_str(&json).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        17,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })?)
-            }
+        product: if product.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str(&product).map_err(|e| {
+                    ServerError::internal(format!("export {id}: stored product: {e}"))
+                })?,
+            )
         },
         download_count: r.get("download_count")?,
         last_download_at_ms: r.get("last_download_at_ms")?,
+        id,
     })
 }
 
-pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
+fn export_rows(rows: &[Row]) -> Result<Vec<ExportRecord>> {
+    rows.iter().map(export_row).collect()
+}
+
+/// Writes an export, replacing the stored one with its id.
+pub fn upsert_export(tx: &Tx<'_>, e: &ExportRecord) -> Result<()> {
     let checks = serde_json::to_string(&e.checks)
         .map_err(|err| ServerError::internal(format!("serialising checks: {err}")))?;
     let product = match &e.product {
@@ -549,29 +573,43 @@ pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
             .map_err(|err| ServerError::internal(format!("serialising a product: {err}")))?,
         None => String::new(),
     };
-    conn.execute(
+    tx.execute(
         &format!(
-            "INSERT OR REPLACE INTO exports ({EXPORT_COLUMNS})
+            "INSERT INTO exports ({EXPORT_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22)"
+                     ?18, ?19, ?20, ?21, ?22)
+             ON CONFLICT (id) DO UPDATE SET job_id = excluded.job_id,
+                 tenant_id = excluded.tenant_id, requester_id = excluded.requester_id,
+                 purpose = excluded.purpose, format = excluded.format,
+                 status = excluded.status, checks_json = excluded.checks_json,
+                 requested_at_ms = excluded.requested_at_ms,
+                 decided_at_ms = excluded.decided_at_ms,
+                 package_location = excluded.package_location,
+                 package_sha256 = excluded.package_sha256,
+                 policy_version = excluded.policy_version, quorum = excluded.quorum,
+                 recipient_id = excluded.recipient_id, permitted_use = excluded.permitted_use,
+                 expires_in_days = excluded.expires_in_days,
+                 product_json = excluded.product_json, fingerprint = excluded.fingerprint,
+                 rows_digest = excluded.rows_digest, download_count = excluded.download_count,
+                 last_download_at_ms = excluded.last_download_at_ms"
         ),
         params![
-            e.id,
-            e.job_id,
-            e.tenant_id,
-            e.requester_id,
-            e.purpose,
-            e.format,
+            e.id.as_str(),
+            e.job_id.as_str(),
+            e.tenant_id.as_str(),
+            e.requester_id.as_str(),
+            e.purpose.as_str(),
+            e.format.as_str(),
             e.status.as_str(),
             checks,
             e.requested_at_ms,
             e.decided_at_ms,
-            e.package_location,
-            e.package_sha256,
-            e.policy_version,
-            e.quorum,
-            e.recipient_id,
-            e.permitted_use,
+            e.package_location.as_str(),
+            e.package_sha256.as_str(),
+            e.policy_version.as_str(),
+            int(e.quorum, "an export's quorum")?,
+            e.recipient_id.as_str(),
+            e.permitted_use.as_str(),
             e.expires_in_days,
             product,
             e.product
@@ -582,7 +620,7 @@ pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
                 .as_ref()
                 .map(|p| p.rows_digest.as_str())
                 .unwrap_or(""),
-            e.download_count,
+            int(e.download_count, "an export's download count")?,
             e.last_download_at_ms
         ],
     )?;
@@ -590,113 +628,115 @@ pub fn upsert_export(conn: &Connection, e: &ExportRecord) -> Result<()> {
 }
 
 /// Counts one download (package or Flight fetch) of a product.
-pub fn record_download(conn: &Connection, export_id: &str, at_ms: i64) -> Result<u64> {
-    Ok(conn.query_row(
-        "UPDATE exports SET download_count = download_count + 1, last_download_at_ms = ?2
-         WHERE id = ?1 RETURNING download_count",
-        params![export_id, at_ms],
-        |r| r.get(0),
-    )?)
+pub fn record_download(tx: &Tx<'_>, export_id: &str, at_ms: i64) -> Result<u64> {
+    Ok(tx
+        .query_one(
+            "UPDATE exports SET download_count = download_count + 1, last_download_at_ms = ?2
+             WHERE id = ?1 RETURNING download_count",
+            params![export_id, at_ms],
+        )?
+        .get("download_count")?)
 }
 
 /// Products (exports that were approved: approved, revoked or expired) naming `recipient_id`,
 /// newest first.
-pub fn products_of_recipient(conn: &Connection, recipient_id: &str) -> Result<Vec<ExportRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS} FROM exports WHERE product_json != ''
-         AND (recipient_id = ?1 OR (recipient_id = '' AND requester_id = ?1))
-         ORDER BY requested_at_ms DESC LIMIT 500"
-    ))?;
-    let rows = stmt.query_map([recipient_id], export_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn products_of_recipient(tx: &Tx<'_>, recipient_id: &str) -> Result<Vec<ExportRecord>> {
+    export_rows(&tx.query(
+        &format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE product_json != ''
+             AND (recipient_id = ?1 OR (recipient_id = '' AND requester_id = ?1))
+             ORDER BY requested_at_ms DESC LIMIT 500"
+        ),
+        params![recipient_id],
+    )?)
 }
 
 /// Products of one tenant, or of every tenant but `except_tenant`, newest first.
 pub fn products(
-    conn: &Connection,
+    tx: &Tx<'_>,
     tenant_id: Option<&str>,
     except_tenant: Option<&str>,
 ) -> Result<Vec<ExportRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS} FROM exports WHERE product_json != ''
-         AND (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR tenant_id != ?2)
-         ORDER BY requested_at_ms DESC LIMIT 500"
-    ))?;
-    let rows = stmt.query_map(params![tenant_id, except_tenant], export_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    export_rows(&tx.query(
+        &format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE product_json != ''
+             AND (CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1)
+             AND (CAST(?2 AS TEXT) IS NULL OR tenant_id != ?2)
+             ORDER BY requested_at_ms DESC LIMIT 500"
+        ),
+        params![tenant_id, except_tenant],
+    )?)
 }
 
 /// The product whose copy carries `fingerprint`.
-pub fn product_by_fingerprint(
-    conn: &Connection,
-    fingerprint: &str,
-) -> Result<Option<ExportRecord>> {
-    Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {EXPORT_COLUMNS} FROM exports WHERE fingerprint = ?1 AND fingerprint != ''"
-            ),
-            [fingerprint],
-            export_row,
-        )
-        .optional()?)
+pub fn product_by_fingerprint(tx: &Tx<'_>, fingerprint: &str) -> Result<Option<ExportRecord>> {
+    tx.query_opt(
+        &format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE fingerprint = ?1 AND fingerprint != ''"
+        ),
+        params![fingerprint],
+    )?
+    .as_ref()
+    .map(export_row)
+    .transpose()
 }
 
 /// Products whose rows are exactly `rows_digest` (in any order).
-pub fn products_with_rows(conn: &Connection, rows_digest: &str) -> Result<Vec<ExportRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS} FROM exports WHERE rows_digest = ?1 AND rows_digest != ''
-         ORDER BY requested_at_ms LIMIT 10000"
-    ))?;
-    let rows = stmt.query_map([rows_digest], export_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn products_with_rows(tx: &Tx<'_>, rows_digest: &str) -> Result<Vec<ExportRecord>> {
+    export_rows(&tx.query(
+        &format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE rows_digest = ?1 AND rows_digest != ''
+             ORDER BY requested_at_ms LIMIT 10000"
+        ),
+        params![rows_digest],
+    )?)
 }
 
-pub fn export(conn: &Connection, id: &str) -> Result<Option<ExportRecord>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = ?1"),
-            [id],
-            export_row,
-        )
-        .optional()?)
+pub fn export(tx: &Tx<'_>, id: &str) -> Result<Option<ExportRecord>> {
+    tx.query_opt(
+        &format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = ?1"),
+        params![id],
+    )?
+    .as_ref()
+    .map(export_row)
+    .transpose()
 }
 
-pub fn exports_of_tenant(conn: &Connection, tenant_id: &str) -> Result<Vec<ExportRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS} FROM exports WHERE tenant_id = ?1 ORDER BY requested_at_ms DESC LIMIT 200"
-    ))?;
-    let rows = stmt.query_map([tenant_id], export_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn exports_of_tenant(tx: &Tx<'_>, tenant_id: &str) -> Result<Vec<ExportRecord>> {
+    export_rows(&tx.query(
+        &format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE tenant_id = ?1 ORDER BY requested_at_ms DESC LIMIT 200"
+        ),
+        params![tenant_id],
+    )?)
 }
 
 /// Exports in review, oldest first, except those of `except_tenant` (a reviewer's own).
-pub fn exports_in_review(
-    conn: &Connection,
-    except_tenant: Option<&str>,
-) -> Result<Vec<ExportRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {EXPORT_COLUMNS} FROM exports WHERE status = 'in_review'
-         AND (?1 IS NULL OR tenant_id != ?1) ORDER BY requested_at_ms, id LIMIT 500"
-    ))?;
-    let rows = stmt.query_map([except_tenant], export_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn exports_in_review(tx: &Tx<'_>, except_tenant: Option<&str>) -> Result<Vec<ExportRecord>> {
+    export_rows(&tx.query(
+        &format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE status = 'in_review'
+             AND (CAST(?1 AS TEXT) IS NULL OR tenant_id != ?1)
+             ORDER BY requested_at_ms, id LIMIT 500"
+        ),
+        params![except_tenant],
+    )?)
 }
 
-pub fn insert_export_vote(conn: &Connection, export_id: &str, v: &ExportVote) -> Result<()> {
-    conn.execute(
+pub fn insert_export_vote(tx: &Tx<'_>, export_id: &str, v: &ExportVote) -> Result<()> {
+    tx.execute(
         "INSERT INTO export_votes (export_id, reviewer_id, decision, shared_comment,
              private_comment, result_sha256, query_sha256, policy_version, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             export_id,
-            v.reviewer_id,
+            v.reviewer_id.as_str(),
             v.decision.as_str(),
-            v.shared_comment,
-            v.private_comment,
-            v.result_sha256,
-            v.query_sha256,
-            v.policy_version,
+            v.shared_comment.as_str(),
+            v.private_comment.as_str(),
+            v.result_sha256.as_str(),
+            v.query_sha256.as_str(),
+            v.policy_version.as_str(),
             v.at_ms
         ],
     )
@@ -705,13 +745,15 @@ pub fn insert_export_vote(conn: &Connection, export_id: &str, v: &ExportVote) ->
 }
 
 /// An export's votes in the order they were cast.
-pub fn export_votes(conn: &Connection, export_id: &str) -> Result<Vec<ExportVote>> {
-    let mut stmt = conn.prepare(
+pub fn export_votes(tx: &Tx<'_>, export_id: &str) -> Result<Vec<ExportVote>> {
+    tx.query(
         "SELECT reviewer_id, decision, shared_comment, private_comment, result_sha256,
                 query_sha256, policy_version, at_ms
          FROM export_votes WHERE export_id = ?1 ORDER BY at_ms, reviewer_id",
-    )?;
-    let rows = stmt.query_map([export_id], |r| {
+        params![export_id],
+    )?
+    .iter()
+    .map(|r| {
         let decision: String = r.get("decision")?;
         Ok(ExportVote {
             reviewer_id: r.get("reviewer_id")?,
@@ -723,13 +765,13 @@ pub fn export_votes(conn: &Connection, export_id: &str) -> Result<Vec<ExportVote
             policy_version: r.get("policy_version")?,
             at_ms: r.get("at_ms")?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
 }
 
 /// Appends a comment; returns it with its sequence number.
 pub fn insert_export_comment(
-    conn: &Connection,
+    tx: &Tx<'_>,
     export_id: &str,
     author_id: &str,
     author_role: Role,
@@ -737,12 +779,13 @@ pub fn insert_export_comment(
     text: &str,
     at_ms: i64,
 ) -> Result<ExportComment> {
-    let seq: u64 = conn.query_row(
-        "SELECT coalesce(max(seq), 0) + 1 FROM export_comments WHERE export_id = ?1",
-        [export_id],
-        |r| r.get(0),
-    )?;
-    conn.execute(
+    let seq: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM export_comments WHERE export_id = ?1",
+            params![export_id],
+        )?
+        .get("next")?;
+    tx.execute(
         "INSERT INTO export_comments (export_id, seq, author_id, author_role, private, text, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -756,7 +799,7 @@ pub fn insert_export_comment(
         ],
     )?;
     Ok(ExportComment {
-        seq,
+        seq: seq.unsigned_abs(),
         author_id: author_id.to_owned(),
         author_role,
         private,
@@ -766,43 +809,41 @@ pub fn insert_export_comment(
 }
 
 /// An export's comments in the order they were written.
-pub fn export_comments(conn: &Connection, export_id: &str) -> Result<Vec<ExportComment>> {
-    let mut stmt = conn.prepare(
+pub fn export_comments(tx: &Tx<'_>, export_id: &str) -> Result<Vec<ExportComment>> {
+    tx.query(
         "SELECT seq, author_id, author_role, private, text, at_ms
          FROM export_comments WHERE export_id = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt.query_map([export_id], |r| {
-        let role: String = r.get(2)?;
+        params![export_id],
+    )?
+    .iter()
+    .map(|r| {
+        let role: String = r.get("author_role")?;
         Ok(ExportComment {
-            seq: r.get(0)?,
-            author_id: r.get(1)?,
-            author_role: role.parse().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Text,
-                    format!("unknown role '{role}'").into(),
-                )
-            })?,
-            private: r.get(3)?,
-            text: r.get(4)?,
-            at_ms: r.get(5)?,
+            seq: r.get("seq")?,
+            author_id: r.get("author_id")?,
+            author_role: role
+                .parse()
+                .map_err(|_| ServerError::internal(format!("unknown role '{role}'")))?,
+            private: r.get("private")?,
+            text: r.get("text")?,
+            at_ms: r.get("at_ms")?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
 }
 
 /// An export's votes, comments and events.
-pub fn export_history(conn: &Connection, export_id: &str) -> Result<ExportHistory> {
+pub fn export_history(tx: &Tx<'_>, export_id: &str) -> Result<ExportHistory> {
     Ok(ExportHistory {
-        votes: export_votes(conn, export_id)?,
-        comments: export_comments(conn, export_id)?,
-        events: export_events(conn, export_id)?,
+        votes: export_votes(tx, export_id)?,
+        comments: export_comments(tx, export_id)?,
+        events: export_events(tx, export_id)?,
     })
 }
 
 /// Appends a status change to an export's history; returns its sequence number.
 pub fn append_export_event(
-    conn: &Connection,
+    tx: &Tx<'_>,
     export_id: &str,
     at_ms: i64,
     actor_id: &str,
@@ -810,12 +851,13 @@ pub fn append_export_event(
     to_status: &str,
     note: &str,
 ) -> Result<u64> {
-    let seq: u64 = conn.query_row(
-        "SELECT coalesce(max(seq), 0) + 1 FROM export_events WHERE export_id = ?1",
-        [export_id],
-        |r| r.get(0),
-    )?;
-    conn.execute(
+    let seq: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM export_events WHERE export_id = ?1",
+            params![export_id],
+        )?
+        .get("next")?;
+    tx.execute(
         "INSERT INTO export_events (export_id, seq, at_ms, actor_id, from_status, to_status, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -828,16 +870,18 @@ pub fn append_export_event(
             note
         ],
     )?;
-    Ok(seq)
+    Ok(seq.unsigned_abs())
 }
 
 /// An export's history, oldest first.
-pub fn export_events(conn: &Connection, export_id: &str) -> Result<Vec<ExportEvent>> {
-    let mut stmt = conn.prepare(
+pub fn export_events(tx: &Tx<'_>, export_id: &str) -> Result<Vec<ExportEvent>> {
+    tx.query(
         "SELECT seq, at_ms, actor_id, from_status, to_status, note
          FROM export_events WHERE export_id = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt.query_map([export_id], |r| {
+        params![export_id],
+    )?
+    .iter()
+    .map(|r| {
         Ok(ExportEvent {
             seq: r.get("seq")?,
             at_ms: r.get("at_ms")?,
@@ -846,31 +890,41 @@ pub fn export_events(conn: &Connection, export_id: &str) -> Result<Vec<ExportEve
             to_status: r.get("to_status")?,
             note: r.get("note")?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
+}
+
+/// Gives each released cell of an older SQLite ledger its position (`seq`, added empty):
+/// its `rowid`, the position ledgers had before, so a mark taken before keeps its meaning
+/// and the cells recorded after come later.
+fn number_released_cells(tx: &Tx<'_>) -> Result<()> {
+    tx.execute_batch("UPDATE released_cells SET seq = rowid WHERE seq = 0")?;
+    Ok(())
 }
 
 /// Gives the release ledger one row per population of a released cell (its people and its
 /// branch populations), keyed by (export, row, population): ledgers written before hold
 /// population 0 only.
-fn migrate_released_populations(conn: &Connection) -> Result<()> {
-    let present: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('released_cells') WHERE name = 'population'",
-        [],
-        |r| r.get(0),
-    )?;
+fn migrate_released_populations(tx: &Tx<'_>) -> Result<()> {
+    let present: bool = tx
+        .query_one(
+            "SELECT count(*) > 0 AS present FROM pragma_table_info('released_cells')
+             WHERE name = 'population'",
+            &[],
+        )?
+        .get("present")?;
     if present {
         return Ok(());
     }
-    conn.execute_batch(
+    tx.execute_batch(
         "CREATE TABLE released_cells_v2 (
              export_id TEXT NOT NULL REFERENCES releases(export_id), tenant_id TEXT NOT NULL,
              row INTEGER NOT NULL, population INTEGER NOT NULL DEFAULT 0,
              units INTEGER NOT NULL, sketch BLOB NOT NULL, digest BLOB, screened_k INTEGER,
-             PRIMARY KEY (export_id, row, population));
+             seq INTEGER NOT NULL, PRIMARY KEY (export_id, row, population));
          INSERT INTO released_cells_v2
-             (export_id, tenant_id, row, population, units, sketch, digest, screened_k)
-             SELECT export_id, tenant_id, row, 0, units, sketch, digest, screened_k
+             (export_id, tenant_id, row, population, units, sketch, digest, screened_k, seq)
+             SELECT export_id, tenant_id, row, 0, units, sketch, digest, screened_k, seq
              FROM released_cells;
          DROP TABLE released_cells;
          ALTER TABLE released_cells_v2 RENAME TO released_cells;
@@ -883,17 +937,18 @@ fn migrate_released_populations(conn: &Connection) -> Result<()> {
 /// status `pending_review`, checks with `passed: bool`) to the quorum review: the decision
 /// becomes a vote bound to the job's hashes and the export's policy version, the history is
 /// rebuilt as events, statuses and check outcomes get their new text, and the two columns go.
-/// Runs once, in one transaction, on a store that still has `exports.reviewer_id`.
-fn migrate_single_reviewer_exports(conn: &Connection) -> Result<()> {
-    let legacy: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('exports') WHERE name = 'reviewer_id'",
-        [],
-        |r| r.get(0),
-    )?;
+/// Runs once, in the caller's transaction, on a store that still has `exports.reviewer_id`.
+fn migrate_single_reviewer_exports(tx: &Tx<'_>) -> Result<()> {
+    let legacy: bool = tx
+        .query_one(
+            "SELECT count(*) > 0 AS legacy FROM pragma_table_info('exports')
+             WHERE name = 'reviewer_id'",
+            &[],
+        )?
+        .get("legacy")?;
     if !legacy {
         return Ok(());
     }
-    let tx = conn.unchecked_transaction()?;
     tx.execute_batch(
         "UPDATE exports SET status = 'in_review' WHERE status = 'pending_review';
          INSERT OR IGNORE INTO export_votes (export_id, reviewer_id, decision, shared_comment,
@@ -919,12 +974,10 @@ fn migrate_single_reviewer_exports(conn: &Connection) -> Result<()> {
          ALTER TABLE exports DROP COLUMN reviewer_id;
          ALTER TABLE exports DROP COLUMN comment;",
     )?;
-    let rows: Vec<(String, String)> = {
-        let mut stmt = tx.prepare("SELECT id, checks_json FROM exports")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for (id, checks_json) in rows {
+    let rows = tx.query("SELECT id, checks_json FROM exports", &[])?;
+    for row in &rows {
+        let id: String = row.get("id")?;
+        let checks_json: String = row.get("checks_json")?;
         let mut checks: Vec<serde_json::Value> = serde_json::from_str(&checks_json)
             .map_err(|e| ServerError::internal(format!("export {id}: stored checks: {e}")))?;
         for check in &mut checks {
@@ -944,33 +997,29 @@ fn migrate_single_reviewer_exports(conn: &Connection) -> Result<()> {
             params![id, serde_json::Value::from(checks).to_string()],
         )?;
     }
-    tx.commit()?;
     Ok(())
 }
 
-/// Moves older exports forward: one ledger row per population, then the quorum review.
-fn migrate(conn: &Connection) -> Result<()> {
-    migrate_released_populations(conn)?;
-    migrate_single_reviewer_exports(conn)
+/// Moves an older SQLite data dir's exports forward, in the caller's transaction: positions
+/// for its released cells, one ledger row per population, then the quorum review. Nothing of
+/// it is sealed, so the audit log's keys go unused.
+fn migrate(tx: &Tx<'_>, _audit: &AuditLog) -> Result<()> {
+    number_released_cells(tx)?;
+    migrate_released_populations(tx)?;
+    migrate_single_reviewer_exports(tx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::trail::{AuditLog, system_entry};
     use crate::jobs::records::tests::sample_job;
     use crate::store::Store;
+    use crate::store::testing::{self, each_backend};
 
-    fn store_with_job(job_id: &str) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
-        let store = crate::domain::open_store(&dir.path().join("meta.db"), audit).unwrap();
-        store
-            .commit(&system_entry("test", "job", serde_json::json!({})), |tx| {
-                crate::jobs::records::upsert_job(tx, &sample_job(job_id))
-            })
-            .unwrap();
-        (dir, store)
+    fn add_job(store: &Store, job_id: &str) {
+        testing::write(store, |tx| {
+            crate::jobs::records::upsert_job(tx, store.audit_log(), &sample_job(job_id))
+        });
     }
 
     fn export_of(job_id: &str) -> ExportRecord {
@@ -999,75 +1048,281 @@ mod tests {
     }
 
     #[track_caller]
-    fn check_round_trip(record: ExportRecord) {
-        let (_dir, store) = store_with_job(&record.job_id);
-        store
-            .commit(
-                &system_entry("test", "export", serde_json::json!({})),
-                |tx| upsert_export(tx, &record),
-            )
-            .unwrap();
-        assert_eq!(
-            store.read(|c| export(c, &record.id)).unwrap(),
-            Some(record.clone())
-        );
-        assert_eq!(
-            store
-                .read(|c| exports_of_tenant(c, &record.tenant_id))
-                .unwrap(),
-            vec![record.clone()]
-        );
+    fn check_round_trip(record: &ExportRecord) {
+        each_backend(|store| {
+            add_job(store, &record.job_id);
+            testing::write(store, |tx| upsert_export(tx, record));
+            assert_eq!(
+                store.read(|tx| export(tx, &record.id)).unwrap().as_ref(),
+                Some(record)
+            );
+            assert_eq!(
+                store
+                    .read(|tx| exports_of_tenant(tx, &record.tenant_id))
+                    .unwrap(),
+                vec![record.clone()]
+            );
+        });
     }
 
     #[test]
     fn an_export_in_review_reads_back_as_written() {
-        check_round_trip(export_of("j_1"));
+        check_round_trip(&export_of("j_1"));
     }
 
     #[test]
     fn an_approved_export_reads_back_as_written() {
-        check_round_trip(ExportRecord {
+        check_round_trip(&ExportRecord {
             status: ExportStatus::Approved,
             decided_at_ms: 12,
             package_location: "exports/ex_1.tar.sealed".into(),
             package_sha256: "abc".into(),
+            checks: vec![StoredCheck {
+                name: "min_group_rows".into(),
+                outcome: CheckVerdict::Review,
+                detail: "d".into(),
+                summary: "s".into(),
+            }],
+            product: Some(ProductRecord {
+                scenario_id: "sc_1".into(),
+                scenario_category: ScenarioCategory::Commercial,
+                recipient_organisation: "an institute".into(),
+                approved_at_ms: 12,
+                expires_at_ms: 13,
+                per_10k_rows_fen: 100,
+                per_download_fen: 5,
+                n_rows: 7,
+                fingerprint: "fp".into(),
+                round_counts_to: 5,
+                rekeyed_columns: vec!["person".into()],
+                rows_digest: "rd".into(),
+                flight_copy: Some(StoredCopy {
+                    location: "exports/ex_1.parquet.sealed".into(),
+                    sha256: "def".into(),
+                    bytes: 9,
+                }),
+            }),
             ..export_of("j_1")
         });
     }
 
     #[test]
-    fn votes_and_events_read_back_in_order() {
-        let (_dir, store) = store_with_job("j_1");
-        let vote = ExportVote {
-            reviewer_id: "p_rev".into(),
-            decision: ExportDecision::Approve,
-            shared_comment: "fine".into(),
-            private_comment: "checked the groups".into(),
-            result_sha256: "result-j_1".into(),
-            query_sha256: "query-j_1".into(),
-            policy_version: "v1".into(),
-            at_ms: 13,
-        };
-        store
-            .commit(
-                &system_entry("test", "export", serde_json::json!({})),
-                |tx| {
-                    upsert_export(tx, &export_of("j_1"))?;
-                    insert_export_vote(tx, "ex_1", &vote)?;
+    fn votes_comments_and_events_read_back_in_order() {
+        each_backend(|store| {
+            add_job(store, "j_1");
+            let vote = ExportVote {
+                reviewer_id: "p_rev".into(),
+                decision: ExportDecision::Approve,
+                shared_comment: "fine".into(),
+                private_comment: "checked the groups".into(),
+                result_sha256: "result-j_1".into(),
+                query_sha256: "query-j_1".into(),
+                policy_version: "v1".into(),
+                at_ms: 13,
+            };
+            let (first, second) = testing::write(store, |tx| {
+                upsert_export(tx, &export_of("j_1"))?;
+                insert_export_vote(tx, "ex_1", &vote)?;
+                let first =
                     append_export_event(tx, "ex_1", 14, "p_eng", "submitted", "in_review", "")?;
-                    append_export_event(tx, "ex_1", 15, "p_rev", "in_review", "approved", "q")
-                },
-            )
-            .unwrap();
-        assert_eq!(store.read(|c| export_votes(c, "ex_1")).unwrap(), vec![vote]);
-        let events = store.read(|c| export_events(c, "ex_1")).unwrap();
-        let moves: Vec<_> = events
-            .iter()
-            .map(|e| (e.from_status.as_str(), e.to_status.as_str()))
-            .collect();
-        assert_eq!(
-            moves,
-            [("submitted", "in_review"), ("in_review", "approved")]
-        );
+                let second =
+                    append_export_event(tx, "ex_1", 15, "p_rev", "in_review", "approved", "q")?;
+                Ok((first, second))
+            });
+            assert_eq!((first, second), (1, 2));
+            assert_eq!(
+                store.read(|tx| export_votes(tx, "ex_1")).unwrap(),
+                vec![vote.clone()]
+            );
+            let events = store.read(|tx| export_events(tx, "ex_1")).unwrap();
+            let moves: Vec<_> = events
+                .iter()
+                .map(|e| (e.seq, e.from_status.as_str(), e.to_status.as_str()))
+                .collect();
+            assert_eq!(
+                moves,
+                [(1, "submitted", "in_review"), (2, "in_review", "approved")]
+            );
+            let comments = testing::write(store, |tx| {
+                Ok(vec![
+                    insert_export_comment(tx, "ex_1", "p_rev", Role::Reviewer, true, "a", 16)?,
+                    insert_export_comment(tx, "ex_1", "p_eng", Role::Engineer, false, "b", 17)?,
+                ])
+            });
+            assert_eq!(
+                comments
+                    .iter()
+                    .map(|c| (c.seq, c.private))
+                    .collect::<Vec<_>>(),
+                [(1, true), (2, false)]
+            );
+            assert_eq!(
+                store.read(|tx| export_comments(tx, "ex_1")).unwrap(),
+                comments
+            );
+            // A reviewer votes once.
+            let again = store.commit(
+                &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
+                |tx| insert_export_vote(tx, "ex_1", &vote),
+            );
+            assert!(
+                matches!(again, Err(ServerError::AlreadyExists(_))),
+                "{again:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn products_and_reviews_filter_by_tenant() {
+        each_backend(|store| {
+            add_job(store, "j_1");
+            let product = |id: &str, tenant: &str, at: i64| ExportRecord {
+                id: id.into(),
+                tenant_id: tenant.into(),
+                requested_at_ms: at,
+                product: Some(ProductRecord {
+                    scenario_id: "sc_1".into(),
+                    scenario_category: ScenarioCategory::Commercial,
+                    recipient_organisation: String::new(),
+                    approved_at_ms: at,
+                    expires_at_ms: 0,
+                    per_10k_rows_fen: 0,
+                    per_download_fen: 0,
+                    n_rows: 1,
+                    fingerprint: format!("fp-{id}"),
+                    round_counts_to: 0,
+                    rekeyed_columns: Vec::new(),
+                    rows_digest: "same rows".into(),
+                    flight_copy: None,
+                }),
+                ..export_of("j_1")
+            };
+            testing::write(store, |tx| {
+                upsert_export(tx, &product("ex_a", "t_1", 1))?;
+                upsert_export(tx, &product("ex_b", "t_2", 2))?;
+                upsert_export(
+                    tx,
+                    &ExportRecord {
+                        id: "ex_c".into(),
+                        tenant_id: "t_2".into(),
+                        ..export_of("j_1")
+                    },
+                )
+            });
+            let ids = |records: Vec<ExportRecord>| -> Vec<String> {
+                records.into_iter().map(|e| e.id).collect()
+            };
+            assert_eq!(
+                ids(store.read(|tx| products(tx, None, None)).unwrap()),
+                ["ex_b", "ex_a"]
+            );
+            assert_eq!(
+                ids(store.read(|tx| products(tx, Some("t_1"), None)).unwrap()),
+                ["ex_a"]
+            );
+            assert_eq!(
+                ids(store.read(|tx| products(tx, None, Some("t_1"))).unwrap()),
+                ["ex_b"]
+            );
+            assert_eq!(
+                ids(store.read(|tx| products_of_recipient(tx, "p_rec")).unwrap()),
+                ["ex_b", "ex_a"]
+            );
+            assert_eq!(
+                ids(store
+                    .read(|tx| products_with_rows(tx, "same rows"))
+                    .unwrap()),
+                ["ex_a", "ex_b"]
+            );
+            assert_eq!(
+                store
+                    .read(|tx| product_by_fingerprint(tx, "fp-ex_b"))
+                    .unwrap()
+                    .map(|e| e.id),
+                Some("ex_b".into())
+            );
+            assert_eq!(
+                ids(store.read(|tx| exports_in_review(tx, None)).unwrap()),
+                ["ex_a", "ex_b", "ex_c"]
+            );
+            assert_eq!(
+                ids(store.read(|tx| exports_in_review(tx, Some("t_2"))).unwrap()),
+                ["ex_a"]
+            );
+            let counted = testing::write(store, |tx| record_download(tx, "ex_a", 99));
+            assert_eq!(counted, 4);
+            let counted = store.read(|tx| export(tx, "ex_a")).unwrap().unwrap();
+            assert_eq!(
+                (counted.download_count, counted.last_download_at_ms),
+                (4, 99)
+            );
+        });
+    }
+
+    #[test]
+    fn the_release_ledger_is_read_in_order_up_to_its_mark() {
+        each_backend(|store| {
+            add_job(store, "j_1");
+            let sketch =
+                |from: u64, n: u64| UnitSketch::from_hashes(&(from..from + n).collect::<Vec<_>>());
+            let at = |row, population| PopulationId { row, population };
+            let job = sample_job("j_1");
+            let release = |id: &str, tenant: &str, cells: Vec<(PopulationId, UnitSketch)>| {
+                let export = ExportRecord {
+                    id: id.into(),
+                    tenant_id: tenant.into(),
+                    ..export_of("j_1")
+                };
+                testing::write(store, |tx| {
+                    upsert_export(tx, &export)?;
+                    record_release(tx, &export, &job, &cells, Some(5))
+                });
+            };
+            assert_eq!(store.read(|tx| ledger_mark(tx, "t_1")).unwrap(), 0);
+            release(
+                "ex_a",
+                "t_1",
+                vec![(at(0, 0), sketch(0, 3)), (at(0, 1), sketch(10, 2000))],
+            );
+            release("ex_b", "t_2", vec![(at(0, 0), sketch(0, 4))]);
+            let mark = store.read(|tx| ledger_mark(tx, "t_1")).unwrap();
+            assert_eq!(mark, 2);
+            release("ex_c", "t_1", vec![(at(3, 0), sketch(50, 5000))]);
+            assert_eq!(store.read(|tx| ledger_mark(tx, "t_1")).unwrap(), 3);
+
+            let page = |range, positions, limit| {
+                store
+                    .read(|tx| released_cells_page(tx, "t_1", range, positions, limit))
+                    .unwrap()
+            };
+            // Everything up to the mark, a page at a time; later cells are not seen.
+            let first = page((0, u64::MAX), (0, mark), 1);
+            assert_eq!(first.len(), 1);
+            let (position, cell) = &first[0];
+            assert_eq!(
+                (cell.export_id.as_str(), cell.row, cell.population),
+                ("ex_a", 0, 0)
+            );
+            assert_eq!(cell.sketch, sketch(0, 3));
+            assert_eq!(cell.digest, sketch(0, 3).digest());
+            assert_eq!(cell.screened_k, Some(5));
+            let rest = page((0, u64::MAX), (*position, mark), 10);
+            assert_eq!(
+                rest.iter()
+                    .map(|(p, c)| (*p, c.population))
+                    .collect::<Vec<_>>(),
+                [(2, 1)]
+            );
+            assert!(page((0, u64::MAX), (mark, mark), 10).is_empty());
+            // Out of the range, only cells small enough to audit.
+            let small = page((4000, 6000), (0, u64::MAX), 10);
+            assert_eq!(
+                small
+                    .iter()
+                    .map(|(_, c)| c.export_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["ex_a", "ex_c"]
+            );
+        });
     }
 }

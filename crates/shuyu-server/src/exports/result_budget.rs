@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ExportsConfig;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 
 /// Turns to handle results, and the cap of one.
 #[derive(Debug)]
@@ -57,15 +57,16 @@ impl ResultBudget {
     /// Refuses `what` of `bytes` bytes beyond the per-request cap.
     ///
     /// # Errors
-    /// [`ServerError::ResourceExhausted`] naming the cap.
+    /// RESOURCE_EXHAUSTED ([`Refusal::ResultTooLarge`]) naming the cap.
     pub fn check(&self, bytes: u64, what: &str) -> Result<()> {
         if bytes > self.max_request_bytes as u64 {
-            return Err(ServerError::ResourceExhausted(format!(
+            return Err(Refusal::ResultTooLarge(format!(
                 "{what} is {} MiB, more than the {} MiB the server holds for one request \
                  ([exports] max_request_mib)",
                 bytes.div_ceil(1 << 20),
                 self.max_request_bytes >> 20
-            )));
+            ))
+            .into());
         }
         Ok(())
     }

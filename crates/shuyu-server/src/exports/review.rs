@@ -5,7 +5,7 @@
 use shuyu_policy::Role;
 
 use crate::admin::records::Principal;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::exports::records::{
     CheckVerdict, ExportDecision, ExportRecord, ExportStatus, ExportVote,
 };
@@ -44,16 +44,18 @@ pub(crate) fn require_independent(
     what: &str,
 ) -> Result<()> {
     if export.requester_id == principal.id {
-        return Err(ServerError::PermissionDenied(format!(
+        return Err(Refusal::AuthorCannotReview(format!(
             "a requester cannot {what} their own export"
-        )));
+        ))
+        .into());
     }
     if standing(principal, export) == Some(Standing::TenantMember) {
-        return Err(ServerError::PermissionDenied(format!(
+        return Err(Refusal::NotIndependent(format!(
             "you are registered under tenant {}, which requested export {}: only reviewers \
              independent of the requesting tenant may {what} it",
             export.tenant_id, export.id
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
@@ -62,15 +64,17 @@ pub(crate) fn require_independent(
 pub(crate) fn require_in_review(export: &ExportRecord) -> Result<()> {
     match export.status {
         ExportStatus::InReview => Ok(()),
-        ExportStatus::Refused => Err(ServerError::FailedPrecondition(format!(
+        ExportStatus::Refused => Err(Refusal::ChecksFailed(format!(
             "export {} failed its automated checks and cannot be approved",
             export.id
-        ))),
-        other => Err(ServerError::FailedPrecondition(format!(
+        ))
+        .into()),
+        other => Err(Refusal::NotInReview(format!(
             "export {} is {}: only exports in review take votes",
             export.id,
             other.as_str()
-        ))),
+        ))
+        .into()),
     }
 }
 
@@ -109,10 +113,11 @@ pub(crate) fn verify_binding(
     staged: &Staged<'_>,
     votes: &[ExportVote],
 ) -> Result<()> {
-    let changed = |what: &str| {
-        ServerError::FailedPrecondition(format!(
+    let changed = |what: &str| -> ServerError {
+        Refusal::BindingChanged(format!(
             "{what} changed since it was reviewed; request a new export"
         ))
+        .into()
     };
     let policy_version = staged.policy_version;
     if export
@@ -120,9 +125,7 @@ pub(crate) fn verify_binding(
         .iter()
         .any(|c| c.outcome == CheckVerdict::Fail)
     {
-        return Err(ServerError::FailedPrecondition(
-            "a failed check cannot be approved".into(),
-        ));
+        return Err(Refusal::ChecksFailed("a failed check cannot be approved".into()).into());
     }
     if staged.stored_result_sha256 != staged.result_sha256 {
         return Err(changed("the staged result"));
@@ -186,10 +189,11 @@ pub(crate) fn tally(
     quorum: u64,
 ) -> Result<Tally> {
     if votes.iter().any(|v| v.reviewer_id == vote.reviewer_id) {
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::AlreadyVoted(format!(
             "you have already voted on export {}: one vote per reviewer",
             export.id
-        )));
+        ))
+        .into());
     }
     let decision = vote.decision;
     votes.push(vote);

@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, ExportView};
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::exports::delivery::read_full;
 use crate::exports::package::{
     self, MANIFEST_FORMAT, Manifest, ManifestApproval, ManifestCheck, ManifestDataset,
@@ -44,8 +44,21 @@ use crate::exports::review::{
 use crate::exports::tasks::{CopySpec, LedgerCheck};
 use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+
+/// The handler of `ExportService` and the Arrow Flight service of its products: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportsRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl ExportsRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> ExportsRpc {
+        ExportsRpc { state }
+    }
+}
 
 /// Bytes of a package per message of a download.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -88,18 +101,21 @@ pub(crate) fn require_deliverable(export: &ExportRecord, now_ms: i64) -> Result<
         ExportStatus::Approved => Ok(()),
         // The reason is free text: it is in the export's history, not in this message
         // (which the audit trail records).
-        ExportStatus::Revoked => Err(ServerError::FailedPrecondition(format!(
+        ExportStatus::Revoked => Err(Refusal::ExportRevoked(format!(
             "export {id} was revoked and can no longer be downloaded; its history gives the \
              reason"
-        ))),
-        ExportStatus::Expired => Err(ServerError::FailedPrecondition(format!(
+        ))
+        .into()),
+        ExportStatus::Expired => Err(Refusal::ProductExpired(format!(
             "product {id} expired at {} and can no longer be downloaded",
             crate::format_ms(export.product.as_ref().map_or(0, |p| p.expires_at_ms))
-        ))),
-        other => Err(ServerError::FailedPrecondition(format!(
+        ))
+        .into()),
+        other => Err(Refusal::ExportNotApproved(format!(
             "export {id} is not approved (it is {})",
             other.as_str()
-        ))),
+        ))
+        .into()),
     }
 }
 
@@ -116,7 +132,7 @@ struct BuiltPackage {
     product: ProductRecord,
 }
 
-impl Api {
+impl ExportsRpc {
     /// Approvals needed for `export` (see [`review::quorum`]).
     fn quorum(&self, export: &ExportRecord) -> u64 {
         review::quorum(export.quorum, self.state.policy.review.quorum)
@@ -202,7 +218,13 @@ impl Api {
     fn job_of(&self, export: &ExportRecord) -> Result<JobRecord> {
         self.state
             .store
-            .read(|c| crate::jobs::records::job_any_tenant(c, &export.job_id))?
+            .read(|c| {
+                crate::jobs::records::job_any_tenant(
+                    c,
+                    self.state.store.audit_log(),
+                    &export.job_id,
+                )
+            })?
             .ok_or_else(|| ServerError::internal("an export's job is missing"))
     }
 
@@ -222,19 +244,23 @@ impl Api {
         let job = self
             .state
             .store
-            .read(|c| crate::jobs::records::job(c, tenant, &req.job_id))?
+            .read(|c| {
+                crate::jobs::records::job(c, self.state.store.audit_log(), tenant, &req.job_id)
+            })?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if job.status != JobStatus::Succeeded {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::JobNotSucceeded(
                 "only a succeeded job's result can be exported".into(),
-            ));
+            )
+            .into());
         }
         if job.mode == JobMode::Lab {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::LabResultStays(
                 "a lab job's result never leaves the lab: promote the job to production under \
                  a scenario and export that result"
                     .into(),
-            ));
+            )
+            .into());
         }
         if req.recipient_id.trim().is_empty() {
             return Err(ServerError::InvalidArgument(
@@ -442,6 +468,10 @@ impl Api {
             let mut needs_package: Option<Vec<ExportVote>> = None;
             let mut needs_ledger = false;
             let outcome = self.state.store.commit_with(|tx| {
+                // What a previous run of this transaction (rerun after a conflict) asked for
+                // does not hold for this one.
+                needs_package = None;
+                needs_ledger = false;
                 let mut current = crate::exports::records::export(tx, &export.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
                 require_in_review(&current)?;
@@ -450,9 +480,9 @@ impl Api {
                 if let Some(reason) =
                     crate::lifecycle::records::hold(tx, &current.tenant_id)?.frozen_reason()
                 {
-                    return Err(ServerError::FailedPrecondition(format!(
-                        "the export is frozen: {reason}"
-                    )));
+                    return Err(
+                        Refusal::ExportFrozen(format!("the export is frozen: {reason}")).into(),
+                    );
                 }
                 let votes = crate::exports::records::export_votes(tx, &export.id)?;
                 let now = crate::now_ms();
@@ -506,11 +536,12 @@ impl Api {
                         _ => {
                             needs_ledger = true;
                             needs_package = Some(approved.into_iter().cloned().collect());
-                            return Err(ServerError::FailedPrecondition(format!(
+                            return Err(Refusal::ConcurrentChange(format!(
                                 "other exports of tenant {} were released at the same time; \
                                  vote again",
                                 job.tenant_id
-                            )));
+                            ))
+                            .into());
                         }
                     }
                 }
@@ -532,11 +563,12 @@ impl Api {
                         }
                         _ => {
                             needs_package = Some(approved.into_iter().cloned().collect());
-                            return Err(ServerError::FailedPrecondition(format!(
+                            return Err(Refusal::ConcurrentChange(format!(
                                 "other votes on export {} were recorded at the same time; \
                                  vote again",
                                 export.id
-                            )));
+                            ))
+                            .into());
                         }
                     }
                 } else if to != ExportStatus::InReview {
@@ -637,9 +669,10 @@ impl Api {
         ledger: bool,
     ) -> Result<(Option<LedgerCheck>, BuiltPackage)> {
         if self.state.storage.sha256(&job.result_file).await? != job.result_sha256 {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::BindingChanged(
                 "the staged result changed since it was reviewed; request a new export".into(),
-            ));
+            )
+            .into());
         }
         let recipient_id = export.recipient().to_owned();
         let recipient = self
@@ -911,11 +944,12 @@ impl Api {
         require_text(&req.text, "the comment", MAX_COMMENT_CHARS, true)?;
         let (export, standing) = self.visible_export(caller, &req.export_id)?;
         if req.private && standing != Standing::Reviewer {
-            return Err(ServerError::PermissionDenied(
+            return Err(Refusal::NotIndependent(
                 "private comments are written and read only by reviewers independent of the \
                  requesting tenant"
                     .into(),
-            ));
+            )
+            .into());
         }
         let text = req.text.trim();
         self.state.store.commit(
@@ -974,7 +1008,7 @@ impl Api {
                 "status": current.status.as_str(),
                 "transitions": [[from.as_str(), current.status.as_str()]],
             });
-            Ok((current, caller.entry(target, "ok", detail)))
+            Ok((current, caller.entry(target.clone(), "ok", detail)))
         })
     }
 }
@@ -982,12 +1016,13 @@ impl Api {
 /// The refusal of an approval whose result, with releases since it was checked, would
 /// isolate individuals.
 fn ledger_refusal(failed: &[String]) -> ServerError {
-    ServerError::FailedPrecondition(format!(
+    Refusal::CombinedDisclosure(format!(
         "since this export was checked, its tenant released other results that, together \
          with this one, would isolate individuals ({}): it cannot be approved; the requester \
          must request a new export",
         failed.join(", ")
     ))
+    .into()
 }
 
 fn or_none(names: &[String]) -> String {
@@ -999,7 +1034,7 @@ fn or_none(names: &[String]) -> String {
 }
 
 #[tonic::async_trait]
-impl ExportService for Api {
+impl ExportService for ExportsRpc {
     async fn request_export(
         &self,
         request: Request<pb::RequestExportRequest>,
@@ -1378,7 +1413,7 @@ impl ExportService for Api {
     }
 }
 
-impl Api {
+impl ExportsRpc {
     /// Counts one delivery of `export` to its recipient (a package download or a Flight
     /// fetch) and audits it, in one transaction: who (the caller), which export, how many
     /// bytes, which package.
@@ -1399,7 +1434,7 @@ impl Api {
                 "fingerprint": export.product.as_ref().map(|p| p.fingerprint.as_str()),
                 "download_count": count,
             });
-            Ok((count, caller.entry(target, "ok", detail)))
+            Ok((count, caller.entry(target.clone(), "ok", detail)))
         })
     }
 

@@ -17,11 +17,11 @@ use shuyu_engine::worker::{
 use shuyu_engine::{JobError, PopulationId, ProductFacts, ResultGate, UnitSketch};
 use shuyu_vault::SecretKey;
 
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::exports::records::{CheckVerdict, StoredCheck};
+use crate::exports::rpc::ExportsRpc;
 use crate::jobs::records::JobRecord;
 use crate::jobs::worker::{self, LedgerFeed, WorkerEnd, WorkerRun};
-use crate::service::Api;
 
 /// The release ledger's inputs for an approval, as a worker computed them.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ pub(crate) struct CopySpec {
     pub flight: Option<(String, SecretKey, Vec<u8>)>,
 }
 
-impl Api {
+impl ExportsRpc {
     /// An export task over `job`'s staged result that does nothing yet.
     fn export_task(&self, label: String, job: &JobRecord) -> ExportTask {
         ExportTask {
@@ -122,11 +122,12 @@ impl Api {
                 "export task {label} failed: {e}; stderr: {stderr}"
             ))),
             WorkerEnd::Died { reason } if reason.contains("line too long") => {
-                Err(ServerError::ResourceExhausted(format!(
+                Err(Refusal::ResultTooLarge(format!(
                     "the export worker's answer is larger than the {} MiB the server holds for \
                      one request ([exports] max_request_mib)",
                     self.state.results.max_request_bytes() >> 20
-                )))
+                ))
+                .into())
             }
             WorkerEnd::Died { reason } => Err(ServerError::internal(format!(
                 "export task {label}: {reason}; stderr: {stderr}"

@@ -4,11 +4,11 @@
 //! the renewal sweeper that tells tenants and admins when an authorization's renewal window
 //! opens.
 //!
-//! Tables and queries take a `&Connection` (inside `Store::read`/`commit`); the pure rules
+//! Tables and queries take a `&Tx` (inside `Store::read`/`commit`); the pure rules
 //! (terms, windows, gaps) are in `shuyu_policy::governance`.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
+use shuyu_meta::{Row, params};
 use shuyu_policy::{
     Action, QualificationFacts, ScenarioCategory, allowed_while_unqualified, format_date,
     qualification_gap, renewal_opens_at, requires_qualification,
@@ -16,39 +16,39 @@ use shuyu_policy::{
 
 use crate::admin::records::Principal;
 use crate::audit::trail::AuditEntry;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::notify::{Audience, NewNotification, notify};
-use crate::store::Store;
+use crate::store::{Store, Tx};
 
 /// Schema of the governance tables.
-pub const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS authorizations (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES tenants(id),
     dataset_ids TEXT NOT NULL, categories TEXT NOT NULL,
-    valid_from_ms INTEGER NOT NULL, valid_until_ms INTEGER NOT NULL,
-    pricing_terms TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
-    revoked_at_ms INTEGER NOT NULL DEFAULT 0, revoked_reason TEXT NOT NULL DEFAULT '',
+    valid_from_ms BIGINT NOT NULL, valid_until_ms BIGINT NOT NULL,
+    pricing_terms TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms BIGINT NOT NULL,
+    revoked_at_ms BIGINT NOT NULL DEFAULT 0, revoked_reason TEXT NOT NULL DEFAULT '',
     renewed_from TEXT NOT NULL DEFAULT '', renewed_by TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS authorizations_by_tenant ON authorizations (tenant_id, valid_from_ms);
 CREATE TABLE IF NOT EXISTS emergency_plans (
     authorization_id TEXT PRIMARY KEY REFERENCES authorizations(id),
     summary TEXT NOT NULL, contact TEXT NOT NULL, actions TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, updated_by TEXT NOT NULL,
-    last_drill_at_ms INTEGER NOT NULL DEFAULT 0);
+    created_at_ms BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, updated_by TEXT NOT NULL,
+    last_drill_at_ms BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS qualifications (
     principal_id TEXT PRIMARY KEY REFERENCES principals(id),
-    id_hash TEXT, id_masked TEXT NOT NULL DEFAULT '', registered_at_ms INTEGER NOT NULL DEFAULT 0,
-    training_passed_ms INTEGER NOT NULL DEFAULT 0, training_until_ms INTEGER NOT NULL DEFAULT 0,
-    nda_signed_ms INTEGER NOT NULL DEFAULT 0, nda_until_ms INTEGER NOT NULL DEFAULT 0,
-    updated_at_ms INTEGER NOT NULL, updated_by TEXT NOT NULL);
+    id_hash TEXT, id_masked TEXT NOT NULL DEFAULT '', registered_at_ms BIGINT NOT NULL DEFAULT 0,
+    training_passed_ms BIGINT NOT NULL DEFAULT 0, training_until_ms BIGINT NOT NULL DEFAULT 0,
+    nda_signed_ms BIGINT NOT NULL DEFAULT 0, nda_until_ms BIGINT NOT NULL DEFAULT 0,
+    updated_at_ms BIGINT NOT NULL, updated_by TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS qualifications_by_id_hash ON qualifications (id_hash)
     WHERE id_hash IS NOT NULL;
 CREATE TABLE IF NOT EXISTS disabled_principals (
-    principal_id TEXT PRIMARY KEY REFERENCES principals(id), at_ms INTEGER NOT NULL,
+    principal_id TEXT PRIMARY KEY REFERENCES principals(id), at_ms BIGINT NOT NULL,
     reason TEXT NOT NULL, by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS certificate_revocations (
     fingerprint TEXT PRIMARY KEY REFERENCES certificates(fingerprint),
-    principal_id TEXT NOT NULL, at_ms INTEGER NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL);
+    principal_id TEXT NOT NULL, at_ms BIGINT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL);
 ";
 
 // ------------------------------------------------------------------ authorizations
@@ -129,7 +129,7 @@ fn split_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn authorization_row(r: &Row<'_>) -> rusqlite::Result<Authorization> {
+fn authorization_row(r: &Row) -> Result<Authorization> {
     let datasets: String = r.get("dataset_ids")?;
     let categories: String = r.get("categories")?;
     Ok(Authorization {
@@ -160,61 +160,66 @@ fn categories_text(categories: &[ScenarioCategory]) -> String {
         .join(",")
 }
 
-pub fn insert_authorization(conn: &Connection, a: &Authorization) -> Result<()> {
-    conn.execute(
+pub fn insert_authorization(tx: &Tx<'_>, a: &Authorization) -> Result<()> {
+    tx.execute(
         &format!(
             "INSERT INTO authorizations ({AUTHORIZATION_COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         ),
         params![
-            a.id,
-            a.tenant_id,
+            &a.id,
+            &a.tenant_id,
             a.dataset_ids.join(","),
             categories_text(&a.categories),
             a.valid_from_ms,
             a.valid_until_ms,
-            a.pricing_terms,
-            a.created_by,
+            &a.pricing_terms,
+            &a.created_by,
             a.created_at_ms,
             a.revoked_at_ms,
-            a.revoked_reason,
-            a.renewed_from,
-            a.renewed_by
+            &a.revoked_reason,
+            &a.renewed_from,
+            &a.renewed_by
         ],
     )?;
     Ok(())
 }
 
-pub fn authorization(conn: &Connection, id: &str) -> Result<Option<Authorization>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {AUTHORIZATION_COLUMNS} FROM authorizations WHERE id = ?1"),
-            [id],
-            authorization_row,
-        )
-        .optional()?)
+pub fn authorization(tx: &Tx<'_>, id: &str) -> Result<Option<Authorization>> {
+    tx.query_opt(
+        &format!("SELECT {AUTHORIZATION_COLUMNS} FROM authorizations WHERE id = ?1"),
+        params![id],
+    )?
+    .as_ref()
+    .map(authorization_row)
+    .transpose()
 }
 
 /// Authorizations, of one tenant or all, oldest first.
-pub fn authorizations(conn: &Connection, tenant_id: Option<&str>) -> Result<Vec<Authorization>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {AUTHORIZATION_COLUMNS} FROM authorizations
-         WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY valid_from_ms, created_at_ms, id"
-    ))?;
-    let rows = stmt.query_map([tenant_id], authorization_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn authorizations(tx: &Tx<'_>, tenant_id: Option<&str>) -> Result<Vec<Authorization>> {
+    tx.query(
+        &format!(
+            "SELECT {AUTHORIZATION_COLUMNS} FROM authorizations
+             WHERE CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1
+             ORDER BY valid_from_ms, created_at_ms, id"
+        ),
+        params![tenant_id],
+    )?
+    .iter()
+    .map(authorization_row)
+    .collect()
 }
 
-pub fn revoke_authorization(conn: &Connection, id: &str, at_ms: i64, reason: &str) -> Result<()> {
-    conn.execute(
+pub fn revoke_authorization(tx: &Tx<'_>, id: &str, at_ms: i64, reason: &str) -> Result<()> {
+    tx.execute(
         "UPDATE authorizations SET revoked_at_ms = ?2, revoked_reason = ?3 WHERE id = ?1",
         params![id, at_ms, reason],
     )?;
     Ok(())
 }
 
-pub fn set_renewed_by(conn: &Connection, id: &str, successor: &str) -> Result<()> {
-    conn.execute(
+pub fn set_renewed_by(tx: &Tx<'_>, id: &str, successor: &str) -> Result<()> {
+    tx.execute(
         "UPDATE authorizations SET renewed_by = ?2 WHERE id = ?1",
         params![id, successor],
     )?;
@@ -222,12 +227,12 @@ pub fn set_renewed_by(conn: &Connection, id: &str, successor: &str) -> Result<()
 }
 
 pub fn set_scope(
-    conn: &Connection,
+    tx: &Tx<'_>,
     id: &str,
     dataset_ids: &[String],
     categories: &[ScenarioCategory],
 ) -> Result<()> {
-    conn.execute(
+    tx.execute(
         "UPDATE authorizations SET dataset_ids = ?2, categories = ?3 WHERE id = ?1",
         params![id, dataset_ids.join(","), categories_text(categories)],
     )?;
@@ -252,12 +257,12 @@ pub struct Need<'a> {
 /// `FAILED_PRECONDITION` naming what is missing: no authorization, an expired, revoked or
 /// not-yet-started one, a dataset or category outside its scope, a missing emergency plan.
 pub fn require_authorization(
-    conn: &Connection,
+    tx: &Tx<'_>,
     tenant_id: &str,
     now_ms: i64,
     need: &Need<'_>,
 ) -> Result<Authorization> {
-    let all = authorizations(conn, Some(tenant_id))?;
+    let all = authorizations(tx, Some(tenant_id))?;
     let in_force = all
         .iter()
         .filter(|a| a.state(now_ms) == AuthorizationState::Active)
@@ -271,53 +276,57 @@ pub fn require_authorization(
             Some(a) => match a.state(now_ms) {
                 AuthorizationState::Revoked => format!(
                     "the tenant's authorization {} was revoked on {}",
-                    a.id,
+                    &a.id,
                     format_date(a.revoked_at_ms)
                 ),
                 AuthorizationState::Pending => format!(
                     "the tenant's authorization {} starts only on {}",
-                    a.id,
+                    &a.id,
                     format_date(a.valid_from_ms)
                 ),
                 _ => format!(
                     "the tenant's authorization {} expired on {}",
-                    a.id,
+                    &a.id,
                     format_date(a.valid_until_ms)
                 ),
             },
         };
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::NoAuthorization(format!(
             "no authorization in force: {why}; nothing runs outside an authorization's term \
              (an admin records or renews it: shuyu authorization create/renew)"
-        )));
+        ))
+        .into());
     };
     for dataset in &need.datasets {
         // The tenant's own imported data (R17) is not public data under the agreement: its
         // use was approved with the import.
         let own_import =
-            crate::stewardship::records::imported_by(conn, dataset)?.as_deref() == Some(tenant_id);
+            crate::stewardship::records::imported_by(tx, dataset)?.as_deref() == Some(tenant_id);
         if !own_import && !a.dataset_ids.iter().any(|d| d == dataset) {
-            return Err(ServerError::FailedPrecondition(format!(
+            return Err(Refusal::OutsideAuthorization(format!(
                 "dataset {dataset} is outside the scope of the tenant's authorization {} \
                  (an admin can amend its scope: shuyu authorization add-scope)",
-                a.id
-            )));
+                &a.id
+            ))
+            .into());
         }
     }
     if let Some(category) = need.category
         && !a.categories.contains(&category)
     {
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::OutsideAuthorization(format!(
             "scenario category {category} is outside the scope of the tenant's authorization {}",
-            a.id
-        )));
+            &a.id
+        ))
+        .into());
     }
-    if need.emergency_plan && emergency_plan(conn, &a.id)?.is_none() {
-        return Err(ServerError::FailedPrecondition(format!(
+    if need.emergency_plan && emergency_plan(tx, &a.id)?.is_none() {
+        return Err(Refusal::NoEmergencyPlan(format!(
             "the tenant's authorization {} has no emergency plan: production work needs one \
              (an admin records it: shuyu emergency-plan set)",
-            a.id
-        )));
+            &a.id
+        ))
+        .into());
     }
     Ok(a.clone())
 }
@@ -390,17 +399,17 @@ impl EndedAuthorization {
 ///
 /// # Errors
 /// If the store cannot be read.
-pub fn ended_authorizations(conn: &Connection, now_ms: i64) -> Result<Vec<EndedAuthorization>> {
+pub fn ended_authorizations(tx: &Tx<'_>, now_ms: i64) -> Result<Vec<EndedAuthorization>> {
     let mut by_tenant: std::collections::BTreeMap<String, Vec<Authorization>> =
         std::collections::BTreeMap::new();
-    for a in authorizations(conn, None)? {
+    for a in authorizations(tx, None)? {
         by_tenant.entry(a.tenant_id.clone()).or_default().push(a);
     }
     let mut ended = Vec::new();
     for (tenant_id, list) in by_tenant {
         let states: Vec<AuthorizationState> = list.iter().map(|a| a.state(now_ms)).collect();
         if states.contains(&AuthorizationState::Active)
-            || crate::lifecycle::records::hold(conn, &tenant_id)?.terminated_at_ms > 0
+            || crate::lifecycle::records::hold(tx, &tenant_id)?.terminated_at_ms > 0
         {
             continue;
         }
@@ -436,7 +445,7 @@ pub fn ended_authorizations(conn: &Connection, now_ms: i64) -> Result<Vec<EndedA
 /// # Errors
 /// If the store fails.
 pub fn notify_ended(
-    conn: &Connection,
+    tx: &Tx<'_>,
     ended: &EndedAuthorization,
     notice_days: u32,
     now_ms: i64,
@@ -460,14 +469,14 @@ pub fn notify_ended(
         "Authorization {} of tenant {tenant} {} on {when} and none other is in force: the \
          tenant's queued and running jobs were stopped, and it may start no work (R25, R27). \
          {next}",
-        a.id,
+        &a.id,
         ended.what()
     );
     let tenant_body = format!(
         "Your authorization {} {} on {when}: your queued and running jobs were stopped, and \
          no job, sample, scenario application, import, ticket or export request is accepted \
          until an authorization is in force again (R25, R27).",
-        a.id,
+        &a.id,
         ended.what()
     );
     let subject = format!("authorization {} {}: work closed", a.id, ended.how);
@@ -479,7 +488,7 @@ pub fn notify_ended(
         (Audience::Tenant(tenant.clone()), &tenant_body, &tenant_key),
     ] {
         closed |= notify(
-            conn,
+            tx,
             &NewNotification {
                 audience,
                 tenant_id: tenant,
@@ -494,7 +503,7 @@ pub fn notify_ended(
     }
     let due = ended.due(notice_days, now_ms)
         && notify(
-            conn,
+            tx,
             &NewNotification {
                 audience: Audience::Admins,
                 tenant_id: tenant,
@@ -530,46 +539,36 @@ pub struct EmergencyPlan {
     pub last_drill_at_ms: i64,
 }
 
-pub fn emergency_plan(conn: &Connection, authorization_id: &str) -> Result<Option<EmergencyPlan>> {
-    let row = conn
-        .query_row(
-            "SELECT authorization_id, summary, contact, actions, created_at_ms, updated_at_ms,
-                    updated_by, last_drill_at_ms
-             FROM emergency_plans WHERE authorization_id = ?1",
-            [authorization_id],
-            |r| {
-                Ok((
-                    EmergencyPlan {
-                        authorization_id: r.get(0)?,
-                        summary: r.get(1)?,
-                        contact: r.get(2)?,
-                        actions: Vec::new(),
-                        created_at_ms: r.get(4)?,
-                        updated_at_ms: r.get(5)?,
-                        updated_by: r.get(6)?,
-                        last_drill_at_ms: r.get(7)?,
-                    },
-                    r.get::<_, String>(3)?,
-                ))
-            },
-        )
-        .optional()?;
-    match row {
-        None => Ok(None),
-        Some((mut plan, actions)) => {
-            plan.actions = serde_json::from_str(&actions)
-                .map_err(|e| ServerError::internal(format!("emergency plan actions: {e}")))?;
-            Ok(Some(plan))
-        }
-    }
+pub fn emergency_plan(tx: &Tx<'_>, authorization_id: &str) -> Result<Option<EmergencyPlan>> {
+    let Some(r) = tx.query_opt(
+        "SELECT authorization_id, summary, contact, actions, created_at_ms, updated_at_ms,
+                updated_by, last_drill_at_ms
+         FROM emergency_plans WHERE authorization_id = ?1",
+        params![authorization_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let actions: String = r.get("actions")?;
+    Ok(Some(EmergencyPlan {
+        authorization_id: r.get("authorization_id")?,
+        summary: r.get("summary")?,
+        contact: r.get("contact")?,
+        actions: serde_json::from_str(&actions)
+            .map_err(|e| ServerError::internal(format!("emergency plan actions: {e}")))?,
+        created_at_ms: r.get("created_at_ms")?,
+        updated_at_ms: r.get("updated_at_ms")?,
+        updated_by: r.get("updated_by")?,
+        last_drill_at_ms: r.get("last_drill_at_ms")?,
+    }))
 }
 
 /// Records a drill of the plan of `authorization_id` (R32); false if it has no plan.
 ///
 /// # Errors
 /// On store failure.
-pub fn record_drill(conn: &Connection, authorization_id: &str, at_ms: i64) -> Result<bool> {
-    let n = conn.execute(
+pub fn record_drill(tx: &Tx<'_>, authorization_id: &str, at_ms: i64) -> Result<bool> {
+    let n = tx.execute(
         "UPDATE emergency_plans SET last_drill_at_ms = ?2 WHERE authorization_id = ?1",
         params![authorization_id, at_ms],
     )?;
@@ -577,9 +576,9 @@ pub fn record_drill(conn: &Connection, authorization_id: &str, at_ms: i64) -> Re
 }
 
 /// Writes `plan` (created or replaced; the creation time and last drill are kept).
-pub fn upsert_emergency_plan(conn: &Connection, plan: &EmergencyPlan) -> Result<()> {
+pub fn upsert_emergency_plan(tx: &Tx<'_>, plan: &EmergencyPlan) -> Result<()> {
     let actions = serde_json::to_string(&plan.actions).map_err(ServerError::internal)?;
-    conn.execute(
+    tx.execute(
         "INSERT INTO emergency_plans (authorization_id, summary, contact, actions, created_at_ms,
                                       updated_at_ms, updated_by, last_drill_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -587,13 +586,13 @@ pub fn upsert_emergency_plan(conn: &Connection, plan: &EmergencyPlan) -> Result<
              contact = excluded.contact, actions = excluded.actions,
              updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by",
         params![
-            plan.authorization_id,
-            plan.summary,
-            plan.contact,
+            &plan.authorization_id,
+            &plan.summary,
+            &plan.contact,
             actions,
             plan.created_at_ms,
             plan.updated_at_ms,
-            plan.updated_by,
+            &plan.updated_by,
             plan.last_drill_at_ms
         ],
     )?;
@@ -630,44 +629,43 @@ impl QualificationRecord {
     }
 }
 
-pub fn qualification(conn: &Connection, principal_id: &str) -> Result<Option<QualificationRecord>> {
-    Ok(conn
-        .query_row(
-            "SELECT principal_id, id_hash, id_masked, registered_at_ms, training_passed_ms,
-                    training_until_ms, nda_signed_ms, nda_until_ms, updated_at_ms, updated_by
-             FROM qualifications WHERE principal_id = ?1",
-            [principal_id],
-            |r| {
-                Ok(QualificationRecord {
-                    principal_id: r.get(0)?,
-                    id_hash: r.get(1)?,
-                    id_masked: r.get(2)?,
-                    registered_at_ms: r.get(3)?,
-                    training_passed_ms: r.get(4)?,
-                    training_until_ms: r.get(5)?,
-                    nda_signed_ms: r.get(6)?,
-                    nda_until_ms: r.get(7)?,
-                    updated_at_ms: r.get(8)?,
-                    updated_by: r.get(9)?,
-                })
-            },
-        )
-        .optional()?)
+pub fn qualification(tx: &Tx<'_>, principal_id: &str) -> Result<Option<QualificationRecord>> {
+    tx.query_opt(
+        "SELECT principal_id, id_hash, id_masked, registered_at_ms, training_passed_ms,
+                training_until_ms, nda_signed_ms, nda_until_ms, updated_at_ms, updated_by
+         FROM qualifications WHERE principal_id = ?1",
+        params![principal_id],
+    )?
+    .map(|r| {
+        Ok(QualificationRecord {
+            principal_id: r.get("principal_id")?,
+            id_hash: r.get("id_hash")?,
+            id_masked: r.get("id_masked")?,
+            registered_at_ms: r.get("registered_at_ms")?,
+            training_passed_ms: r.get("training_passed_ms")?,
+            training_until_ms: r.get("training_until_ms")?,
+            nda_signed_ms: r.get("nda_signed_ms")?,
+            nda_until_ms: r.get("nda_until_ms")?,
+            updated_at_ms: r.get("updated_at_ms")?,
+            updated_by: r.get("updated_by")?,
+        })
+    })
+    .transpose()
 }
 
 /// The principal whose registration has this ID-number hash.
-pub fn principal_by_id_hash(conn: &Connection, id_hash: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row(
+pub fn principal_by_id_hash(tx: &Tx<'_>, id_hash: &str) -> Result<Option<String>> {
+    Ok(tx
+        .query_opt(
             "SELECT principal_id FROM qualifications WHERE id_hash = ?1",
-            [id_hash],
-            |r| r.get(0),
-        )
-        .optional()?)
+            params![id_hash],
+        )?
+        .map(|r| r.get("principal_id"))
+        .transpose()?)
 }
 
-pub fn upsert_qualification(conn: &Connection, q: &QualificationRecord) -> Result<()> {
-    conn.execute(
+pub fn upsert_qualification(tx: &Tx<'_>, q: &QualificationRecord) -> Result<()> {
+    tx.execute(
         "INSERT INTO qualifications (principal_id, id_hash, id_masked, registered_at_ms,
              training_passed_ms, training_until_ms, nda_signed_ms, nda_until_ms, updated_at_ms,
              updated_by)
@@ -679,42 +677,41 @@ pub fn upsert_qualification(conn: &Connection, q: &QualificationRecord) -> Resul
              nda_signed_ms = excluded.nda_signed_ms, nda_until_ms = excluded.nda_until_ms,
              updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by",
         params![
-            q.principal_id,
-            q.id_hash,
-            q.id_masked,
+            &q.principal_id,
+            q.id_hash.as_deref(),
+            &q.id_masked,
             q.registered_at_ms,
             q.training_passed_ms,
             q.training_until_ms,
             q.nda_signed_ms,
             q.nda_until_ms,
             q.updated_at_ms,
-            q.updated_by
+            &q.updated_by
         ],
     )?;
     Ok(())
 }
 
 /// When and why a principal was disabled.
-pub fn disabled(conn: &Connection, principal_id: &str) -> Result<Option<(i64, String)>> {
-    Ok(conn
-        .query_row(
-            "SELECT at_ms, reason FROM disabled_principals WHERE principal_id = ?1",
-            [principal_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+pub fn disabled(tx: &Tx<'_>, principal_id: &str) -> Result<Option<(i64, String)>> {
+    tx.query_opt(
+        "SELECT at_ms, reason FROM disabled_principals WHERE principal_id = ?1",
+        params![principal_id],
+    )?
+    .map(|r| Ok((r.get("at_ms")?, r.get("reason")?)))
+    .transpose()
 }
 
 pub fn disable_principal(
-    conn: &Connection,
+    tx: &Tx<'_>,
     principal_id: &str,
     at_ms: i64,
     reason: &str,
     by: &str,
 ) -> Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO disabled_principals (principal_id, at_ms, reason, by)
-         VALUES (?1, ?2, ?3, ?4)",
+    tx.execute(
+        "INSERT INTO disabled_principals (principal_id, at_ms, reason, by)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (principal_id) DO NOTHING",
         params![principal_id, at_ms, reason, by],
     )?;
     Ok(())
@@ -731,49 +728,54 @@ pub struct CertificateRecord {
     pub revoked_reason: String,
 }
 
-pub fn certificates(conn: &Connection, principal_id: &str) -> Result<Vec<CertificateRecord>> {
-    let mut stmt = conn.prepare(
-        "SELECT c.fingerprint, c.issued_at_ms, c.not_after_ms, c.revoked,
-                coalesce(r.at_ms, 0), coalesce(r.reason, '')
+pub fn certificates(tx: &Tx<'_>, principal_id: &str) -> Result<Vec<CertificateRecord>> {
+    tx.query(
+        "SELECT c.fingerprint AS fingerprint, c.issued_at_ms AS issued_at_ms,
+                c.not_after_ms AS not_after_ms, c.revoked AS revoked,
+                COALESCE(r.at_ms, 0) AS revoked_at_ms, COALESCE(r.reason, '') AS revoked_reason
          FROM certificates c LEFT JOIN certificate_revocations r ON r.fingerprint = c.fingerprint
          WHERE c.principal_id = ?1 ORDER BY c.issued_at_ms, c.fingerprint",
-    )?;
-    let rows = stmt.query_map([principal_id], |r| {
+        params![principal_id],
+    )?
+    .iter()
+    .map(|r| {
         Ok(CertificateRecord {
-            fingerprint: r.get(0)?,
-            issued_at_ms: r.get(1)?,
-            not_after_ms: r.get(2)?,
-            revoked: r.get::<_, i64>(3)? != 0,
-            revoked_at_ms: r.get(4)?,
-            revoked_reason: r.get(5)?,
+            fingerprint: r.get("fingerprint")?,
+            issued_at_ms: r.get("issued_at_ms")?,
+            not_after_ms: r.get("not_after_ms")?,
+            revoked: r.get("revoked")?,
+            revoked_at_ms: r.get("revoked_at_ms")?,
+            revoked_reason: r.get("revoked_reason")?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
 }
 
 /// Revokes the principal's unrevoked certificates (only `fingerprint` when given) and
 /// returns the fingerprints revoked.
 pub fn revoke_certificates(
-    conn: &Connection,
+    tx: &Tx<'_>,
     principal_id: &str,
     fingerprint: Option<&str>,
     at_ms: i64,
     reason: &str,
     by: &str,
 ) -> Result<Vec<String>> {
-    let targets: Vec<String> = certificates(conn, principal_id)?
+    let targets: Vec<String> = certificates(tx, principal_id)?
         .into_iter()
         .filter(|c| !c.revoked && fingerprint.is_none_or(|f| f == c.fingerprint))
         .map(|c| c.fingerprint)
         .collect();
     for f in &targets {
-        conn.execute(
-            "UPDATE certificates SET revoked = 1 WHERE fingerprint = ?1",
-            [f],
+        tx.execute(
+            "UPDATE certificates SET revoked = TRUE WHERE fingerprint = ?1",
+            params![f],
         )?;
-        conn.execute(
-            "INSERT OR REPLACE INTO certificate_revocations (fingerprint, principal_id, at_ms,
-                 reason, by) VALUES (?1, ?2, ?3, ?4, ?5)",
+        tx.execute(
+            "INSERT INTO certificate_revocations (fingerprint, principal_id, at_ms, reason, by)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (fingerprint) DO UPDATE SET principal_id = excluded.principal_id,
+                 at_ms = excluded.at_ms, reason = excluded.reason, by = excluded.by",
             params![f, principal_id, at_ms, reason, by],
         )?;
     }
@@ -786,32 +788,32 @@ pub fn revoke_certificates(
 /// # Errors
 /// If the store cannot be read.
 pub fn refusal(
-    conn: &Connection,
+    tx: &Tx<'_>,
     principal: &Principal,
     action: Action,
     now_ms: i64,
-) -> Result<Option<String>> {
-    if let Some((at_ms, _)) = disabled(conn, &principal.id)? {
-        return Ok(Some(format!(
+) -> Result<Option<Refusal>> {
+    if let Some((at_ms, _)) = disabled(tx, &principal.id)? {
+        return Ok(Some(Refusal::PrincipalDisabled(format!(
             "principal {} was disabled on {}",
             principal.id,
             format_date(at_ms)
-        )));
+        ))));
     }
     if !requires_qualification(principal.role) || allowed_while_unqualified(principal.role, action)
     {
         return Ok(None);
     }
-    let facts = qualification(conn, &principal.id)?
+    let facts = qualification(tx, &principal.id)?
         .map(|q| q.facts())
         .unwrap_or_default();
     Ok(qualification_gap(&facts, now_ms).map(|gap| {
-        format!(
+        Refusal::NotQualified(format!(
             "the {} {} may not act: {gap} (R8, R9: an admin records it with shuyu principal \
              qualify)",
             principal.role.as_str(),
             principal.id
-        )
+        ))
     }))
 }
 
@@ -849,8 +851,8 @@ pub fn sweep_renewals(store: &Store, now_ms: i64) -> Result<usize> {
             "The authorization {} of tenant {} ends on {}; its renewal window opened on {} \
              (six months before the end). Renew it before it ends, or every job, promotion, \
              scenario application and export of the tenant stops.",
-            a.id,
-            a.tenant_id,
+            &a.id,
+            &a.tenant_id,
             format_date(a.valid_until_ms),
             format_date(a.renewal_opens_at_ms())
         );
@@ -892,6 +894,7 @@ pub fn sweep_renewals(store: &Store, now_ms: i64) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{each_backend, write};
 
     fn auth(from: i64, until: i64) -> Authorization {
         Authorization {
@@ -911,44 +914,47 @@ mod tests {
         }
     }
 
-    fn store_with_tenant() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate());
-        let store = crate::domain::open_store(&dir.path().join("meta.db"), audit).unwrap();
-        store
-            .read(|c| {
-                crate::admin::records::insert_tenant(
-                    c,
-                    &crate::admin::records::Tenant {
-                        id: "t_1".into(),
-                        name: "operator".into(),
-                        kek_id: "tenant:t_1".into(),
-                        pseudonym_kek_id: "pseudonym:t_1".into(),
-                        created_at_ms: 0,
-                        lab_until_ms: 0,
-                    },
-                )
-            })
-            .unwrap();
-        (dir, store)
+    /// Adds the tenant `t_1` to `store`.
+    fn with_tenant(store: &Store) {
+        write(store, |tx| {
+            crate::admin::records::insert_tenant(
+                tx,
+                &crate::admin::records::Tenant {
+                    id: "t_1".into(),
+                    name: "operator".into(),
+                    kek_id: "tenant:t_1".into(),
+                    pseudonym_kek_id: "pseudonym:t_1".into(),
+                    created_at_ms: 0,
+                    lab_until_ms: 0,
+                },
+            )
+        });
     }
 
     fn refused(store: &Store, now: i64, need: &Need<'_>) -> String {
         match store.read(|c| require_authorization(c, "t_1", now, need)) {
-            Err(ServerError::FailedPrecondition(m)) => m,
-            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+            Err(ServerError::Refused(
+                refusal @ (Refusal::NoAuthorization(_)
+                | Refusal::OutsideAuthorization(_)
+                | Refusal::NoEmergencyPlan(_)),
+            )) => refusal.into_message(),
+            other => panic!("expected an authorization refusal, got {other:?}"),
         }
     }
 
     #[test]
     fn the_gate_names_what_is_missing() {
-        let (_dir, store) = store_with_tenant();
+        each_backend(the_gate_names_what_is_missing_on);
+    }
+
+    fn the_gate_names_what_is_missing_on(store: &Store) {
+        with_tenant(store);
         let day = 86_400_000;
         let now = 1_000 * day;
-        assert!(refused(&store, now, &Need::default()).contains("no authorization agreement"));
-        store
-            .read(|c| insert_authorization(c, &auth(now - day, now + 400 * day)))
-            .unwrap();
+        assert!(refused(store, now, &Need::default()).contains("no authorization agreement"));
+        write(store, |tx| {
+            insert_authorization(tx, &auth(now - day, now + 400 * day))
+        });
         let need = Need {
             datasets: vec!["ds_1"],
             category: Some(ScenarioCategory::Commercial),
@@ -965,98 +971,97 @@ mod tests {
             datasets: vec!["ds_1", "ds_2"],
             ..need.clone()
         };
-        assert!(refused(&store, now, &outside).contains("dataset ds_2 is outside the scope"));
+        assert!(refused(store, now, &outside).contains("dataset ds_2 is outside the scope"));
         let category = Need {
             category: Some(ScenarioCategory::PublicWelfare),
             ..need.clone()
         };
-        assert!(refused(&store, now, &category).contains("category public_welfare"));
+        assert!(refused(store, now, &category).contains("category public_welfare"));
         let production = Need {
             emergency_plan: true,
             ..need.clone()
         };
-        assert!(refused(&store, now, &production).contains("no emergency plan"));
-        store
-            .read(|c| {
-                upsert_emergency_plan(
-                    c,
-                    &EmergencyPlan {
-                        authorization_id: "au_1".into(),
-                        summary: "s".into(),
-                        contact: "c".into(),
-                        actions: vec!["a".into()],
-                        created_at_ms: now,
-                        updated_at_ms: now,
-                        updated_by: "p".into(),
-                        last_drill_at_ms: 0,
-                    },
-                )
-            })
-            .unwrap();
+        assert!(refused(store, now, &production).contains("no emergency plan"));
+        write(store, |tx| {
+            upsert_emergency_plan(
+                tx,
+                &EmergencyPlan {
+                    authorization_id: "au_1".into(),
+                    summary: "s".into(),
+                    contact: "c".into(),
+                    actions: vec!["a".into()],
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                    updated_by: "p".into(),
+                    last_drill_at_ms: 0,
+                },
+            )
+        });
         assert!(
             store
                 .read(|c| require_authorization(c, "t_1", now, &production))
                 .is_ok()
         );
-        assert!(refused(&store, now + 400 * day, &need).contains("expired on"));
-        assert!(refused(&store, now - 2 * day, &need).contains("starts only on"));
-        store
-            .read(|c| revoke_authorization(c, "au_1", now, "breach"))
-            .unwrap();
-        assert!(refused(&store, now, &need).contains("was revoked on"));
+        assert!(refused(store, now + 400 * day, &need).contains("expired on"));
+        assert!(refused(store, now - 2 * day, &need).contains("starts only on"));
+        write(store, |tx| revoke_authorization(tx, "au_1", now, "breach"));
+        assert!(refused(store, now, &need).contains("was revoked on"));
     }
 
     #[test]
     fn the_sweep_announces_an_open_window_once() {
-        let (_dir, store) = store_with_tenant();
+        each_backend(the_sweep_announces_an_open_window_once_on);
+    }
+
+    fn the_sweep_announces_an_open_window_once_on(store: &Store) {
+        with_tenant(store);
         let day = 86_400_000;
         let now = 1_000 * day;
         // Ends in a year: the window opens in six months.
-        store
-            .read(|c| insert_authorization(c, &auth(now, now + 365 * day)))
-            .unwrap();
-        assert_eq!(sweep_renewals(&store, now).unwrap(), 0);
+        write(store, |tx| {
+            insert_authorization(tx, &auth(now, now + 365 * day))
+        });
+        assert_eq!(sweep_renewals(store, now).unwrap(), 0);
         let inside = now + 200 * day;
-        assert_eq!(sweep_renewals(&store, inside).unwrap(), 1);
-        assert_eq!(sweep_renewals(&store, inside + day).unwrap(), 0);
-        let notes: i64 = store
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT count(*) FROM notifications WHERE kind = 'renewal_window'",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
-        assert_eq!(notes, 2, "the tenant and the admins, once each");
+        assert_eq!(sweep_renewals(store, inside).unwrap(), 1);
+        assert_eq!(sweep_renewals(store, inside + day).unwrap(), 0);
+        assert_eq!(
+            notes(store, "renewal_window"),
+            2,
+            "the tenant and the admins, once each"
+        );
         // Expired or renewed authorizations are not announced.
-        assert_eq!(sweep_renewals(&store, now + 366 * day).unwrap(), 0);
+        assert_eq!(sweep_renewals(store, now + 366 * day).unwrap(), 0);
     }
 
     fn notes(store: &Store, kind: &str) -> i64 {
         store
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT count(*) FROM notifications WHERE kind = ?1",
-                    [kind],
-                    |r| r.get(0),
-                )?)
+            .read(|tx| {
+                Ok(tx
+                    .query_one(
+                        "SELECT count(*) AS n FROM notifications WHERE kind = ?1",
+                        params![kind],
+                    )?
+                    .get("n")?)
             })
             .unwrap()
     }
 
     #[test]
     fn an_ended_authorization_closes_work_and_the_tenant_is_due_after_the_notice() {
-        let (_dir, store) = store_with_tenant();
+        each_backend(an_ended_authorization_closes_work_on);
+    }
+
+    fn an_ended_authorization_closes_work_on(store: &Store) {
+        with_tenant(store);
         let day = 86_400_000;
         let now = 1_000 * day;
-        let ended = |at: i64| store.read(|c| ended_authorizations(c, at)).unwrap();
-        let tell =
-            |e: &EndedAuthorization, at: i64| store.read(|c| notify_ended(c, e, 30, at)).unwrap();
+        let ended = |at: i64| store.read(|tx| ended_authorizations(tx, at)).unwrap();
+        let tell = |e: &EndedAuthorization, at: i64| write(store, |tx| notify_ended(tx, e, 30, at));
         // In force: nothing ended. Never authorized: nothing to end either.
-        store
-            .read(|c| insert_authorization(c, &auth(now - day, now + 10 * day)))
-            .unwrap();
+        write(store, |tx| {
+            insert_authorization(tx, &auth(now - day, now + 10 * day))
+        });
         assert!(ended(now).is_empty());
         // Expired without renewal.
         let after = now + 11 * day;
@@ -1068,30 +1073,208 @@ mod tests {
         // Closed and told once (the admins and the tenant); not yet due.
         assert_eq!(tell(e, after), (true, false));
         assert_eq!(tell(e, after + day), (false, false));
-        assert_eq!(notes(&store, "authorization_ended"), 2);
-        assert_eq!(notes(&store, "tenant_due_for_termination"), 0);
+        assert_eq!(notes(store, "authorization_ended"), 2);
+        assert_eq!(notes(store, "tenant_due_for_termination"), 0);
         // Thirty days on: due, told once.
         assert_eq!(tell(e, now + 40 * day), (false, true));
         assert_eq!(tell(e, now + 41 * day), (false, false));
-        assert_eq!(notes(&store, "tenant_due_for_termination"), 1);
+        assert_eq!(notes(store, "tenant_due_for_termination"), 1);
         // A renewal recorded later and in force: nothing is ended any more.
         let mut renewed = auth(after, after + 365 * day);
         renewed.id = "au_2".into();
-        store.read(|c| insert_authorization(c, &renewed)).unwrap();
+        write(store, |tx| insert_authorization(tx, &renewed));
         assert!(ended(after + day).is_empty());
         // Revoked: ended at the revocation; with a later term waiting, never due.
-        store
-            .read(|c| revoke_authorization(c, "au_2", after + 2 * day, "breach"))
-            .unwrap();
+        write(store, |tx| {
+            revoke_authorization(tx, "au_2", after + 2 * day, "breach")
+        });
         let mut waiting = auth(after + 100 * day, after + 200 * day);
         waiting.id = "au_3".into();
-        store.read(|c| insert_authorization(c, &waiting)).unwrap();
+        write(store, |tx| insert_authorization(tx, &waiting));
         let list = ended(after + 3 * day);
         assert_eq!(list.len(), 1);
         let e = &list[0];
         assert_eq!((e.authorization.id.as_str(), e.how), ("au_2", "revoked"));
         assert!(e.successor_pending);
         assert!(!e.due(30, after + 60 * day));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        each_backend(|store| {
+            with_tenant(store);
+            let principal = Principal {
+                id: "p_1".into(),
+                real_name: "Li Lei".into(),
+                organisation: "operator".into(),
+                role: shuyu_policy::Role::Engineer,
+                tenant_id: Some("t_1".into()),
+                created_at_ms: 1,
+            };
+            // Authorizations: insert, read, list, amend, renew, revoke.
+            let mut a = auth(100, 200);
+            a.dataset_ids = vec!["ds_1".into(), "ds_2".into()];
+            a.categories = vec![
+                ScenarioCategory::Commercial,
+                ScenarioCategory::PublicWelfare,
+            ];
+            a.pricing_terms = "per job".into();
+            let mut b = auth(200, 300);
+            b.id = "au_2".into();
+            b.renewed_from = "au_1".into();
+            write(store, |tx| {
+                crate::admin::records::insert_principal(tx, &principal)?;
+                insert_authorization(tx, &a)?;
+                insert_authorization(tx, &b)
+            });
+            let read = |id: &str| store.read(|tx| authorization(tx, id)).unwrap();
+            assert_eq!(read("au_1").as_ref(), Some(&a));
+            assert_eq!(read("au_9"), None);
+            let list = |tenant: Option<&str>| {
+                store
+                    .read(|tx| authorizations(tx, tenant))
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| a.id)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(list(None), ["au_1", "au_2"]);
+            assert_eq!(list(Some("t_1")), ["au_1", "au_2"]);
+            assert!(list(Some("t_2")).is_empty());
+            write(store, |tx| {
+                set_scope(
+                    tx,
+                    "au_1",
+                    &["ds_3".to_owned()],
+                    &[ScenarioCategory::Commercial],
+                )?;
+                set_renewed_by(tx, "au_1", "au_2")?;
+                revoke_authorization(tx, "au_2", 250, "breach")
+            });
+            let amended = read("au_1").unwrap();
+            assert_eq!(amended.dataset_ids, ["ds_3"]);
+            assert_eq!(amended.categories, [ScenarioCategory::Commercial]);
+            assert_eq!(amended.renewed_by, "au_2");
+            let revoked = read("au_2").unwrap();
+            assert_eq!(
+                (revoked.revoked_at_ms, revoked.revoked_reason.as_str()),
+                (250, "breach")
+            );
+            // Emergency plans: created, replaced (creation and drill kept), drilled.
+            let plan = EmergencyPlan {
+                authorization_id: "au_1".into(),
+                summary: "stop everything".into(),
+                contact: "ops".into(),
+                actions: vec!["halt".into(), "call".into()],
+                created_at_ms: 10,
+                updated_at_ms: 10,
+                updated_by: "p_admin".into(),
+                last_drill_at_ms: 0,
+            };
+            assert!(!write(store, |tx| record_drill(tx, "au_1", 5)));
+            write(store, |tx| upsert_emergency_plan(tx, &plan));
+            assert!(write(store, |tx| record_drill(tx, "au_1", 15)));
+            let replaced = EmergencyPlan {
+                summary: "stop".into(),
+                actions: vec!["halt".into()],
+                created_at_ms: 20,
+                updated_at_ms: 20,
+                last_drill_at_ms: 0,
+                ..plan.clone()
+            };
+            write(store, |tx| upsert_emergency_plan(tx, &replaced));
+            assert_eq!(
+                store.read(|tx| emergency_plan(tx, "au_1")).unwrap(),
+                Some(EmergencyPlan {
+                    created_at_ms: 10,
+                    last_drill_at_ms: 15,
+                    ..replaced.clone()
+                })
+            );
+            assert_eq!(store.read(|tx| emergency_plan(tx, "au_2")).unwrap(), None);
+            // Qualifications: none, recorded, updated, found by ID hash.
+            assert_eq!(store.read(|tx| qualification(tx, "p_1")).unwrap(), None);
+            let mut q = QualificationRecord {
+                principal_id: "p_1".into(),
+                id_hash: None,
+                id_masked: String::new(),
+                training_passed_ms: 3,
+                training_until_ms: 4,
+                updated_at_ms: 5,
+                updated_by: "p_admin".into(),
+                ..QualificationRecord::default()
+            };
+            write(store, |tx| upsert_qualification(tx, &q));
+            assert_eq!(
+                store.read(|tx| qualification(tx, "p_1")).unwrap().as_ref(),
+                Some(&q)
+            );
+            q.id_hash = Some("hash".into());
+            q.id_masked = "1101**********1234".into();
+            q.registered_at_ms = 6;
+            q.nda_signed_ms = 7;
+            q.nda_until_ms = 8;
+            write(store, |tx| upsert_qualification(tx, &q));
+            assert_eq!(
+                store.read(|tx| qualification(tx, "p_1")).unwrap().as_ref(),
+                Some(&q)
+            );
+            assert_eq!(
+                store
+                    .read(|tx| principal_by_id_hash(tx, "hash"))
+                    .unwrap()
+                    .as_deref(),
+                Some("p_1")
+            );
+            assert_eq!(
+                store.read(|tx| principal_by_id_hash(tx, "other")).unwrap(),
+                None
+            );
+            // Disabled principals: the first disabling stays.
+            assert_eq!(store.read(|tx| disabled(tx, "p_1")).unwrap(), None);
+            write(store, |tx| {
+                disable_principal(tx, "p_1", 30, "left", "p_admin")
+            });
+            write(store, |tx| {
+                disable_principal(tx, "p_1", 40, "again", "p_admin")
+            });
+            assert_eq!(
+                store.read(|tx| disabled(tx, "p_1")).unwrap(),
+                Some((30, "left".to_owned()))
+            );
+            // Certificates: revoked one, then the rest.
+            write(store, |tx| {
+                crate::admin::records::insert_certificate(tx, "fp_a", "p_1", i64::MAX / 2)?;
+                crate::admin::records::insert_certificate(tx, "fp_b", "p_1", i64::MAX / 2)
+            });
+            let revoked = write(store, |tx| {
+                revoke_certificates(tx, "p_1", Some("fp_b"), 50, "lost", "p_admin")
+            });
+            assert_eq!(revoked, ["fp_b"]);
+            let certs = store.read(|tx| certificates(tx, "p_1")).unwrap();
+            let by_fp = |fp: &str| certs.iter().find(|c| c.fingerprint == fp).unwrap().clone();
+            assert!(!by_fp("fp_a").revoked);
+            assert_eq!(
+                (by_fp("fp_a").revoked_at_ms, by_fp("fp_a").revoked_reason),
+                (0, String::new())
+            );
+            assert!(by_fp("fp_b").revoked);
+            assert_eq!(
+                (by_fp("fp_b").revoked_at_ms, by_fp("fp_b").revoked_reason),
+                (50, "lost".to_owned())
+            );
+            let revoked = write(store, |tx| {
+                revoke_certificates(tx, "p_1", None, 60, "left", "p_admin")
+            });
+            assert_eq!(revoked, ["fp_a"]);
+            assert!(
+                store
+                    .read(|tx| certificates(tx, "p_1"))
+                    .unwrap()
+                    .iter()
+                    .all(|c| c.revoked)
+            );
+        });
     }
 
     #[test]

@@ -16,13 +16,27 @@ use crate::governance::records::{
     self as gov, Authorization, AuthorizationState, CertificateRecord, EmergencyPlan,
     QualificationRecord,
 };
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+use crate::store::Tx;
+
+/// The handler of `GovernanceService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct GovernanceRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl GovernanceRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> GovernanceRpc {
+        GovernanceRpc { state }
+    }
+}
 
 const MAX_SCOPE_DATASETS: usize = 200;
 const MAX_PLAN_ACTIONS: usize = 50;
 
-impl Api {
+impl GovernanceRpc {
     /// An authorization the caller may see: engineers only their tenant's.
     fn visible_authorization(&self, caller: &Caller, id: &str) -> Result<Authorization> {
         require_id(id, "authorization_id")?;
@@ -316,14 +330,14 @@ impl Api {
                     )));
                 }
             }
-            for d in add_datasets {
-                if !a.dataset_ids.contains(&d) {
-                    a.dataset_ids.push(d);
+            for d in &add_datasets {
+                if !a.dataset_ids.contains(d) {
+                    a.dataset_ids.push(d.clone());
                 }
             }
-            for c in add_categories {
-                if !a.categories.contains(&c) {
-                    a.categories.push(c);
+            for c in &add_categories {
+                if !a.categories.contains(c) {
+                    a.categories.push(*c);
                 }
             }
             if a.dataset_ids.len() > MAX_SCOPE_DATASETS {
@@ -479,17 +493,17 @@ impl Api {
     /// A principal's qualification view.
     fn qualified(
         &self,
-        conn: &rusqlite::Connection,
+        tx: &Tx<'_>,
         principal: crate::admin::records::Principal,
         record: Option<QualificationRecord>,
         now: i64,
     ) -> Result<Qualified> {
         let record = match record {
             Some(r) => Some(r),
-            None => gov::qualification(conn, &principal.id)?,
+            None => gov::qualification(tx, &principal.id)?,
         };
-        let disabled = gov::disabled(conn, &principal.id)?;
-        let certificates = gov::certificates(conn, &principal.id)?;
+        let disabled = gov::disabled(tx, &principal.id)?;
+        let certificates = gov::certificates(tx, &principal.id)?;
         Ok(Qualified {
             principal,
             record,
@@ -610,7 +624,7 @@ fn authorization_detail(a: &Authorization) -> serde_json::Value {
 }
 
 #[tonic::async_trait]
-impl GovernanceService for Api {
+impl GovernanceService for GovernanceRpc {
     async fn create_authorization(
         &self,
         request: Request<pb::CreateAuthorizationRequest>,
@@ -889,7 +903,7 @@ impl GovernanceService for Api {
     }
 }
 
-impl Api {
+impl GovernanceRpc {
     /// An authorization on the wire, with whether it has a plan.
     fn authorization_view(&self, a: &Authorization) -> Result<pb::AuthorizationResponse> {
         let has_plan = self
@@ -999,6 +1013,9 @@ pub async fn sweep_forever(state: std::sync::Arc<crate::state::AppState>) {
         interval.tick().await;
         let state = std::sync::Arc::clone(&state);
         let swept = tokio::task::spawn_blocking(move || {
+            if !state.presence.on_duty("renewal-sweep", period)? {
+                return Ok(0);
+            }
             crate::governance::records::sweep_renewals(&state.store, crate::now_ms())
         })
         .await;

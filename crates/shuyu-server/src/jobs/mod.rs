@@ -6,5 +6,6 @@ pub(crate) mod oracle;
 pub(crate) mod plan_texts;
 pub(crate) mod records;
 pub(crate) mod rpc;
+pub(crate) mod runtime;
 pub(crate) mod scheduler;
 pub(crate) mod worker;

@@ -11,25 +11,27 @@
 //!   does not plan, plan refusals) do not count; failures once it runs (errors, memory,
 //!   time limit, a killed worker) do.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::json;
+use shuyu_meta::params;
 
 use crate::error::{Result, ServerError};
 use crate::jobs::records::JobUsage;
 use crate::notify::{self, Audience, NewNotification};
 use crate::oversight::alerts::{self, Finding};
+use crate::store::Tx;
 
-/// Schema of the failure and freeze tables.
+/// Schema of the failure and freeze tables. A freeze's id is the next after the largest
+/// (freezes are never deleted).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS production_failures (
-    job_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, at_ms INTEGER NOT NULL);
+    job_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, at_ms BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS production_failures_by_tenant
     ON production_failures (tenant_id, at_ms);
 CREATE TABLE IF NOT EXISTS production_freezes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, frozen_at_ms INTEGER NOT NULL,
-    failures INTEGER NOT NULL, allowance INTEGER NOT NULL, window_hours INTEGER NOT NULL,
-    job_ids_json TEXT NOT NULL, lifted_at_ms INTEGER NOT NULL DEFAULT 0,
+    id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, frozen_at_ms BIGINT NOT NULL,
+    failures BIGINT NOT NULL, allowance BIGINT NOT NULL, window_hours BIGINT NOT NULL,
+    job_ids_json TEXT NOT NULL, lifted_at_ms BIGINT NOT NULL DEFAULT 0,
     lifted_by TEXT NOT NULL DEFAULT '', lift_note TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS production_freezes_by_tenant
     ON production_freezes (tenant_id, id);
@@ -166,19 +168,19 @@ impl Freeze {
 const FREEZE_COLUMNS: &str = "id, tenant_id, frozen_at_ms, failures, allowance, window_hours,
     job_ids_json, lifted_at_ms, lifted_by, lift_note";
 
-fn freeze_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Freeze> {
-    let job_ids: String = r.get(6)?;
+fn freeze_row(r: &shuyu_meta::Row) -> Result<Freeze> {
+    let job_ids: String = r.get("job_ids_json")?;
     Ok(Freeze {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        frozen_at_ms: r.get(2)?,
-        failures: r.get(3)?,
-        allowance: r.get(4)?,
-        window_hours: r.get(5)?,
+        id: r.get("id")?,
+        tenant_id: r.get("tenant_id")?,
+        frozen_at_ms: r.get("frozen_at_ms")?,
+        failures: r.get("failures")?,
+        allowance: r.get("allowance")?,
+        window_hours: r.get("window_hours")?,
         job_ids: serde_json::from_str(&job_ids).unwrap_or_default(),
-        lifted_at_ms: r.get(7)?,
-        lifted_by: r.get(8)?,
-        lift_note: r.get(9)?,
+        lifted_at_ms: r.get("lifted_at_ms")?,
+        lifted_by: r.get("lifted_by")?,
+        lift_note: r.get("lift_note")?,
     })
 }
 
@@ -186,26 +188,28 @@ fn freeze_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Freeze> {
 ///
 /// # Errors
 /// On store failure.
-pub fn active_freeze(conn: &Connection, tenant_id: &str) -> Result<Option<Freeze>> {
-    Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {FREEZE_COLUMNS} FROM production_freezes
-                 WHERE tenant_id = ?1 AND lifted_at_ms = 0 ORDER BY id DESC LIMIT 1"
-            ),
-            [tenant_id],
-            freeze_row,
-        )
-        .optional()?)
+pub fn active_freeze(tx: &Tx<'_>, tenant_id: &str) -> Result<Option<Freeze>> {
+    tx.query_opt(
+        &format!(
+            "SELECT {FREEZE_COLUMNS} FROM production_freezes
+             WHERE tenant_id = ?1 AND lifted_at_ms = 0 ORDER BY id DESC LIMIT 1"
+        ),
+        params![tenant_id],
+    )?
+    .as_ref()
+    .map(freeze_row)
+    .transpose()
 }
 
 /// When the tenant's last freeze was lifted (0: never).
-fn last_lift_ms(conn: &Connection, tenant_id: &str) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT coalesce(max(lifted_at_ms), 0) FROM production_freezes WHERE tenant_id = ?1",
-        [tenant_id],
-        |r| r.get(0),
-    )?)
+fn last_lift_ms(tx: &Tx<'_>, tenant_id: &str) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT COALESCE(MAX(lifted_at_ms), 0) AS last FROM production_freezes
+             WHERE tenant_id = ?1",
+            params![tenant_id],
+        )?
+        .get("last")?)
 }
 
 /// Counts a failed production job of the tenant (inside the transaction that records its
@@ -216,51 +220,59 @@ fn last_lift_ms(conn: &Connection, tenant_id: &str) -> Result<i64> {
 /// # Errors
 /// On store failure.
 pub fn count_failure(
-    conn: &Connection,
+    tx: &Tx<'_>,
     config: &JobsConfig,
     tenant_id: &str,
     job_id: &str,
     now_ms: i64,
 ) -> Result<Option<Freeze>> {
-    conn.execute(
-        "INSERT OR IGNORE INTO production_failures (job_id, tenant_id, at_ms)
-         VALUES (?1, ?2, ?3)",
+    tx.execute(
+        "INSERT INTO production_failures (job_id, tenant_id, at_ms)
+         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![job_id, tenant_id, now_ms],
     )?;
-    if active_freeze(conn, tenant_id)?.is_some() {
+    if active_freeze(tx, tenant_id)?.is_some() {
         return Ok(None);
     }
     let window_ms = i64::from(config.failed_production_window_hours) * HOUR_MS;
-    let since = (now_ms - window_ms).max(last_lift_ms(conn, tenant_id)?);
-    let job_ids: Vec<String> = {
-        let mut stmt = conn.prepare(
+    let since = (now_ms - window_ms).max(last_lift_ms(tx, tenant_id)?);
+    let job_ids: Vec<String> = tx
+        .query(
             "SELECT job_id FROM production_failures
              WHERE tenant_id = ?1 AND at_ms > ?2 ORDER BY at_ms, job_id",
-        )?;
-        let rows = stmt.query_map(params![tenant_id, since], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+            params![tenant_id, since],
+        )?
+        .iter()
+        .map(|r| r.get("job_id"))
+        .collect::<shuyu_meta::Result<_>>()?;
     let failures = u32::try_from(job_ids.len()).unwrap_or(u32::MAX);
     if failures <= config.failed_production_allowance {
         return Ok(None);
     }
-    conn.execute(
-        "INSERT INTO production_freezes (tenant_id, frozen_at_ms, failures, allowance,
-             window_hours, job_ids_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    let id: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(id), 0) + 1 AS next FROM production_freezes",
+            &[],
+        )?
+        .get("next")?;
+    tx.execute(
+        "INSERT INTO production_freezes (id, tenant_id, frozen_at_ms, failures, allowance,
+             window_hours, job_ids_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
+            id,
             tenant_id,
             now_ms,
             failures,
             config.failed_production_allowance,
             config.failed_production_window_hours,
-            serde_json::to_string(&job_ids).unwrap_or_default()
+            crate::store::to_json(&job_ids, "a freeze's job ids")?
         ],
     )?;
-    let freeze = active_freeze(conn, tenant_id)?
+    let freeze = active_freeze(tx, tenant_id)?
         .ok_or_else(|| ServerError::internal("an inserted freeze vanished"))?;
     let recent: Vec<&str> = job_ids.iter().rev().take(10).map(String::as_str).collect();
     alerts::record(
-        conn,
+        tx,
         &Finding {
             kind: "production_frozen",
             tenant_id: tenant_id.to_owned(),
@@ -279,7 +291,7 @@ pub fn count_failure(
         now_ms,
     )?;
     notify::notify(
-        conn,
+        tx,
         &NewNotification {
             audience: Audience::Tenant(tenant_id.to_owned()),
             tenant_id,
@@ -300,22 +312,22 @@ pub fn count_failure(
 /// # Errors
 /// On store failure.
 pub fn lift(
-    conn: &Connection,
+    tx: &Tx<'_>,
     tenant_id: &str,
     by: &str,
     note: &str,
     now_ms: i64,
 ) -> Result<Option<Freeze>> {
-    let Some(freeze) = active_freeze(conn, tenant_id)? else {
+    let Some(freeze) = active_freeze(tx, tenant_id)? else {
         return Ok(None);
     };
-    conn.execute(
+    tx.execute(
         "UPDATE production_freezes SET lifted_at_ms = ?2, lifted_by = ?3, lift_note = ?4
          WHERE id = ?1",
         params![freeze.id, now_ms.max(freeze.frozen_at_ms + 1), by, note],
     )?;
     notify::notify(
-        conn,
+        tx,
         &NewNotification {
             audience: Audience::Tenant(tenant_id.to_owned()),
             tenant_id,
@@ -333,14 +345,7 @@ pub fn lift(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conn() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(alerts::SCHEMA).unwrap();
-        conn.execute_batch(notify::SCHEMA).unwrap();
-        conn
-    }
+    use crate::store::{Store, testing};
 
     #[track_caller]
     fn check_coarse(value: u64, floor: u64, expect: u64) {
@@ -383,104 +388,100 @@ mod tests {
         );
     }
 
+    /// Counts a failure in its own transaction.
+    fn count(
+        store: &Store,
+        config: &JobsConfig,
+        tenant_id: &str,
+        job_id: &str,
+        now_ms: i64,
+    ) -> Option<Freeze> {
+        testing::write(store, |tx| {
+            count_failure(tx, config, tenant_id, job_id, now_ms)
+        })
+    }
+
+    fn active(store: &Store, tenant_id: &str) -> Option<Freeze> {
+        store.read(|tx| active_freeze(tx, tenant_id)).unwrap()
+    }
+
     #[test]
     fn the_failure_past_the_allowance_freezes_until_lifted_and_raises_one_alert() {
-        let conn = conn();
-        let config = JobsConfig {
-            failed_production_allowance: 2,
-            failed_production_window_hours: 24,
-        };
-        let t0 = 1_000 * HOUR_MS;
-        // An old failure outside the window does not count.
-        assert!(
-            count_failure(&conn, &config, "t1", "j0", t0 - 25 * HOUR_MS)
-                .unwrap()
-                .is_none()
-        );
-        for (i, job) in ["j1", "j2"].iter().enumerate() {
+        testing::each_backend(|store| {
+            let config = JobsConfig {
+                failed_production_allowance: 2,
+                failed_production_window_hours: 24,
+            };
+            let t0 = 1_000 * HOUR_MS;
+            // An old failure outside the window does not count.
+            assert!(count(store, &config, "t1", "j0", t0 - 25 * HOUR_MS).is_none());
+            for (i, job) in ["j1", "j2"].iter().enumerate() {
+                assert!(count(store, &config, "t1", job, t0 + i as i64).is_none());
+            }
+            // Another tenant's failures are its own.
+            assert!(count(store, &config, "t2", "k1", t0).is_none());
+            let freeze = count(store, &config, "t1", "j3", t0 + 10)
+                .expect("the third failure in the window overruns an allowance of 2");
+            assert_eq!(freeze.failures, 3);
+            assert_eq!(freeze.job_ids, ["j1", "j2", "j3"]);
             assert!(
-                count_failure(&conn, &config, "t1", job, t0 + i as i64)
-                    .unwrap()
-                    .is_none()
+                freeze
+                    .reason()
+                    .contains("3 production jobs failed within 24 hours")
             );
-        }
-        // Another tenant's failures are its own.
-        assert!(
-            count_failure(&conn, &config, "t2", "k1", t0)
-                .unwrap()
-                .is_none()
-        );
-        let freeze = count_failure(&conn, &config, "t1", "j3", t0 + 10)
-            .unwrap()
-            .expect("the third failure in the window overruns an allowance of 2");
-        assert_eq!(freeze.failures, 3);
-        assert_eq!(freeze.job_ids, ["j1", "j2", "j3"]);
-        assert!(
-            freeze
-                .reason()
-                .contains("3 production jobs failed within 24 hours")
-        );
-        assert_eq!(active_freeze(&conn, "t1").unwrap(), Some(freeze.clone()));
-        assert_eq!(active_freeze(&conn, "t2").unwrap(), None);
-        // More failures while frozen add no freeze and no second alert.
-        assert!(
-            count_failure(&conn, &config, "t1", "j4", t0 + 20)
-                .unwrap()
-                .is_none()
-        );
-        let alerts = alerts::list(&conn, true).unwrap();
-        assert_eq!(alerts.len(), 1);
-        assert_eq!(
-            (alerts[0].kind.as_str(), alerts[0].tenant_id.as_str()),
-            ("production_frozen", "t1")
-        );
-        let admin_notes: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM notifications WHERE audience = 'admins'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(admin_notes, 1);
+            assert_eq!(active(store, "t1"), Some(freeze.clone()));
+            assert_eq!(active(store, "t2"), None);
+            // More failures while frozen add no freeze and no second alert.
+            assert!(count(store, &config, "t1", "j4", t0 + 20).is_none());
+            let alerts = store.read(|tx| alerts::list(tx, true)).unwrap();
+            assert_eq!(alerts.len(), 1);
+            assert_eq!(
+                (alerts[0].kind.as_str(), alerts[0].tenant_id.as_str()),
+                ("production_frozen", "t1")
+            );
+            let admin_notes: i64 = store
+                .read(|tx| {
+                    Ok(tx
+                        .query_one(
+                            "SELECT count(*) AS n FROM notifications WHERE audience = 'admins'",
+                            &[],
+                        )?
+                        .get("n")?)
+                })
+                .unwrap();
+            assert_eq!(admin_notes, 1);
 
-        // Lifted: the failures before the lift no longer count.
-        let lifted = lift(&conn, "t1", "admin1", "looked at them", t0 + 30)
-            .unwrap()
+            // Lifted: the failures before the lift no longer count.
+            let lifted = testing::write(store, |tx| {
+                lift(tx, "t1", "admin1", "looked at them", t0 + 30)
+            })
             .expect("a freeze in force");
-        assert_eq!(lifted.id, freeze.id);
-        assert_eq!(active_freeze(&conn, "t1").unwrap(), None);
-        assert_eq!(lift(&conn, "t1", "admin1", "again", t0 + 31).unwrap(), None);
-        for (i, job) in ["j5", "j6"].iter().enumerate() {
-            assert!(
-                count_failure(&conn, &config, "t1", job, t0 + 40 + i as i64)
-                    .unwrap()
-                    .is_none()
+            assert_eq!(lifted.id, freeze.id);
+            assert_eq!(active(store, "t1"), None);
+            assert_eq!(
+                testing::write(store, |tx| lift(tx, "t1", "admin1", "again", t0 + 31)),
+                None
             );
-        }
-        let again = count_failure(&conn, &config, "t1", "j7", t0 + 50)
-            .unwrap()
-            .expect("three new failures freeze again");
-        assert_eq!(again.job_ids, ["j5", "j6", "j7"]);
-        // Counting the same job twice changes nothing.
-        assert!(
-            count_failure(&conn, &config, "t1", "j7", t0 + 60)
-                .unwrap()
-                .is_none()
-        );
+            for (i, job) in ["j5", "j6"].iter().enumerate() {
+                assert!(count(store, &config, "t1", job, t0 + 40 + i as i64).is_none());
+            }
+            let again = count(store, &config, "t1", "j7", t0 + 50)
+                .expect("three new failures freeze again");
+            assert_eq!(again.job_ids, ["j5", "j6", "j7"]);
+            assert!(again.id > freeze.id, "a new freeze takes the next id");
+            // Counting the same job twice changes nothing.
+            assert!(count(store, &config, "t1", "j7", t0 + 60).is_none());
+        });
     }
 
     #[test]
     fn an_allowance_of_zero_freezes_at_the_first_failure_and_ranges_are_checked() {
-        let conn = conn();
+        let store = testing::sqlite();
         let config = JobsConfig {
             failed_production_allowance: 0,
             failed_production_window_hours: 1,
         };
-        assert!(
-            count_failure(&conn, &config, "t", "j", 5)
-                .unwrap()
-                .is_some()
-        );
+        assert!(count(&store, &config, "t", "j", 5).is_some());
         assert!(JobsConfig::default().validate().is_ok());
         assert_eq!(JobsConfig::default().failed_production_allowance, 5);
         let window = JobsConfig {

@@ -2,12 +2,13 @@
 //! plan rendered as SQL by its worker, or why it could not be, and every dataset and column
 //! the plan reads. One row per succeeded job, written in the transaction that records it.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use shuyu_engine::PlanText;
+use shuyu_meta::params;
 
 use crate::error::{Result, ServerError};
+use crate::store::Tx;
 
-/// Schema of the plan texts. No foreign key: jobs are rewritten with `INSERT OR REPLACE`.
+/// Schema of the plan texts. No foreign key: jobs are rewritten in place (an upsert).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS job_plan_texts (
     job_id TEXT PRIMARY KEY, text_json TEXT NOT NULL);
@@ -17,10 +18,11 @@ CREATE TABLE IF NOT EXISTS job_plan_texts (
 ///
 /// # Errors
 /// On store failure.
-pub fn insert(conn: &Connection, job_id: &str, text: &PlanText) -> Result<()> {
+pub fn insert(tx: &Tx<'_>, job_id: &str, text: &PlanText) -> Result<()> {
     let json = serde_json::to_string(text).map_err(ServerError::internal)?;
-    conn.execute(
-        "INSERT OR REPLACE INTO job_plan_texts (job_id, text_json) VALUES (?1, ?2)",
+    tx.execute(
+        "INSERT INTO job_plan_texts (job_id, text_json) VALUES (?1, ?2)
+         ON CONFLICT (job_id) DO UPDATE SET text_json = excluded.text_json",
         params![job_id, json],
     )?;
     Ok(())
@@ -30,14 +32,14 @@ pub fn insert(conn: &Connection, job_id: &str, text: &PlanText) -> Result<()> {
 ///
 /// # Errors
 /// On store failure or a record that does not parse.
-pub fn get(conn: &Connection, job_id: &str) -> Result<Option<PlanText>> {
-    let json: Option<String> = conn
-        .query_row(
+pub fn get(tx: &Tx<'_>, job_id: &str) -> Result<Option<PlanText>> {
+    let json: Option<String> = tx
+        .query_opt(
             "SELECT text_json FROM job_plan_texts WHERE job_id = ?1",
-            [job_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+            params![job_id],
+        )?
+        .map(|r| r.get("text_json"))
+        .transpose()?;
     json.map(|j| {
         serde_json::from_str(&j)
             .map_err(|e| ServerError::internal(format!("a stored plan text: {e}")))
@@ -48,22 +50,34 @@ pub fn get(conn: &Connection, job_id: &str) -> Result<Option<PlanText>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing;
 
     #[test]
     fn a_plan_text_round_trips() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        assert_eq!(get(&conn, "job_1").unwrap(), None);
-        let text = PlanText {
-            sql: Some("SELECT district FROM residents".into()),
-            unrendered: None,
-            sources: vec![shuyu_engine::PlanSource {
-                dataset_id: "ds_1".into(),
-                table: "residents".into(),
-                columns: vec!["district".into()],
-            }],
-        };
-        insert(&conn, "job_1", &text).unwrap();
-        assert_eq!(get(&conn, "job_1").unwrap(), Some(text));
+        testing::each_backend(|store| {
+            assert_eq!(store.read(|tx| get(tx, "job_1")).unwrap(), None);
+            let text = PlanText {
+                sql: Some("SELECT district FROM residents".into()),
+                unrendered: None,
+                sources: vec![shuyu_engine::PlanSource {
+                    dataset_id: "ds_1".into(),
+                    table: "residents".into(),
+                    columns: vec!["district".into()],
+                }],
+            };
+            testing::write(store, |tx| insert(tx, "job_1", &text));
+            assert_eq!(
+                store.read(|tx| get(tx, "job_1")).unwrap(),
+                Some(text.clone())
+            );
+            // Recorded again, the text replaces the earlier one.
+            let again = PlanText {
+                sql: None,
+                unrendered: Some("no SQL for this plan".into()),
+                ..text
+            };
+            testing::write(store, |tx| insert(tx, "job_1", &again));
+            assert_eq!(store.read(|tx| get(tx, "job_1")).unwrap(), Some(again));
+        });
     }
 }

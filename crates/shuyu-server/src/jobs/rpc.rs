@@ -2,15 +2,11 @@
 //! confined worker process ([`crate::jobs::worker`]); results stay encrypted in the domain and
 //! engineers get status, progress, schema, metered usage and a masked preview.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use shuyu_engine::worker::{WireLimits, WorkerJob, masking_defaults_to_wire};
-use shuyu_engine::{
-    DpBound, DpSpec, JobError, JobProgress, MAX_SUBSTRAIT_BYTES, TableSpec, referenced_tables,
-};
+use shuyu_engine::{DpBound, DpSpec, MAX_SUBSTRAIT_BYTES, referenced_tables};
 use shuyu_policy::{Action, Role};
 use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::job_service_server::JobService;
@@ -18,20 +14,29 @@ use shuyu_vault::sha256_hex;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::admin::records::Tenant;
-use crate::audit::trail::AuditEntry;
 use crate::catalog::records::DatasetRecord;
-use crate::catalog::rpc::table_spec;
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::jobs::records::{JobGate, JobMode, JobRecord, JobStatus, JobUsage};
-use crate::jobs::scheduler::{Cancelled, Dispatched, QueueRefusal};
-use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
-use crate::keys::{self, job_kek};
+use crate::jobs::runtime::lab_open;
+use crate::jobs::scheduler::{Cancelled, QueueRefusal};
+use crate::keys::job_kek;
 use crate::scenarios::rpc as scenarios;
-use crate::service::{Api, require_id};
+use crate::service::require_id;
 use crate::state::{AppState, Caller, Done};
-use shuyu_engine::worker::WorkerTask;
+
+/// The handler of `JobService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct JobsRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl JobsRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> JobsRpc {
+        JobsRpc { state }
+    }
+}
 
 /// What an engineer asks to run.
 pub(crate) struct JobDraft {
@@ -100,7 +105,7 @@ impl JobDraft {
     }
 }
 
-impl Api {
+impl JobsRpc {
     async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
         let limits = &self.state.policy.limits;
         match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
@@ -173,11 +178,11 @@ impl Api {
                         ServerError::NotFound(format!("scenario {}", draft.scenario_id))
                     })?;
                 if let Some(reason) = scenarios::unusable(&scenario, now) {
-                    return Err(ServerError::FailedPrecondition(reason));
+                    return Err(Refusal::ScenarioUnusable(reason).into());
                 }
                 if let Some(reason) = crate::stewardship::rpc::risk_stopped(&self.state, &scenario)?
                 {
-                    return Err(ServerError::FailedPrecondition(reason));
+                    return Err(Refusal::RiskStopped(reason).into());
                 }
                 // Too many failed production jobs: frozen until an admin looks.
                 if let Some(freeze) = self
@@ -185,7 +190,7 @@ impl Api {
                     .store
                     .read(|c| crate::jobs::oracle::active_freeze(c, &tenant_id))?
                 {
-                    return Err(ServerError::FailedPrecondition(freeze.reason()));
+                    return Err(Refusal::ProductionFrozen(freeze.reason()).into());
                 }
                 // R25, R32: inside an authorization's term and scope, with an emergency plan.
                 let need = crate::governance::records::Need {
@@ -225,9 +230,9 @@ impl Api {
             .scheduler
             .admit(&tenant_id)
             .map_err(|QueueRefusal::TenantFull { limit }| {
-                ServerError::ResourceExhausted(format!(
+                ServerError::from(Refusal::QueueFull(format!(
                     "the tenant already has {limit} jobs queued or running; wait for one to finish"
-                ))
+                )))
             })?;
         let result_file = result_file(&tenant_id, draft.mode, &draft.scenario_id, &id);
         let job = JobRecord {
@@ -259,6 +264,9 @@ impl Api {
         };
         let keys = &self.state.keys;
         let default_epsilon = self.state.config.privacy.default_epsilon;
+        // Wrapped before the transaction (which may run again on PostgreSQL), stored in it.
+        let wrapped_kek = keys.prepare_child_kek(&job.result_kek, &tenant.kek_id)?;
+        let audit = self.state.store.audit_log();
         let committed = self.state.store.commit(
             &caller.entry(
                 format!("job:{id}"),
@@ -288,8 +296,15 @@ impl Api {
                         default_epsilon,
                     )?;
                 }
-                keys.create_child_kek(tx, &job.result_kek, &tenant.kek_id, &tenant_id)?;
-                crate::jobs::records::upsert_job(tx, &job)
+                crate::store::insert_kek(
+                    tx,
+                    &job.result_kek,
+                    &wrapped_kek,
+                    &tenant_id,
+                    Some(&tenant.kek_id),
+                )?;
+                crate::jobs::records::upsert_job(tx, audit, &job)?;
+                crate::jobs::records::assign_job(tx, &id, self.state.presence.id())
             },
         );
         if let Err(e) = committed {
@@ -367,7 +382,9 @@ impl Api {
         let lab = self
             .state
             .store
-            .read(|c| crate::jobs::records::job(c, &tenant, &req.job_id))?
+            .read(|c| {
+                crate::jobs::records::job(c, self.state.store.audit_log(), &tenant, &req.job_id)
+            })?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if lab.mode != JobMode::Lab {
             return Err(ServerError::FailedPrecondition(format!(
@@ -405,7 +422,7 @@ impl Api {
         require_id(id, "job_id")?;
         self.state
             .store
-            .read(|c| crate::jobs::records::job_any_tenant(c, id))?
+            .read(|c| crate::jobs::records::job_any_tenant(c, self.state.store.audit_log(), id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
@@ -417,19 +434,23 @@ impl Api {
             return self
                 .state
                 .store
-                .read(|c| crate::jobs::records::jobs(c, tenant));
+                .read(|c| crate::jobs::records::jobs(c, self.state.store.audit_log(), tenant));
         }
         if !tenant_id.is_empty() {
             require_id(tenant_id, "tenant_id")?;
             return self
                 .state
                 .store
-                .read(|c| crate::jobs::records::jobs(c, tenant_id));
+                .read(|c| crate::jobs::records::jobs(c, self.state.store.audit_log(), tenant_id));
         }
         self.state.store.read(|c| {
             let mut all = Vec::new();
             for tenant in crate::admin::records::tenants(c)? {
-                all.extend(crate::jobs::records::jobs(c, &tenant.id)?);
+                all.extend(crate::jobs::records::jobs(
+                    c,
+                    self.state.store.audit_log(),
+                    &tenant.id,
+                )?);
             }
             all.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
             Ok(all)
@@ -442,7 +463,7 @@ impl Api {
         let tenant = caller.tenant()?;
         self.state
             .store
-            .read(|c| crate::jobs::records::job(c, tenant, id))?
+            .read(|c| crate::jobs::records::job(c, self.state.store.audit_log(), tenant, id))?
             .ok_or_else(|| ServerError::NotFound(format!("job {id}")))
     }
 
@@ -581,10 +602,9 @@ async fn follow_job(
                 () = tokio::time::sleep_until(until) => return,
             }
         }
-        job = match state
-            .store
-            .read(|c| crate::jobs::records::job(c, &job.tenant_id, &job.id))
-        {
+        job = match state.store.read(|c| {
+            crate::jobs::records::job(c, state.store.audit_log(), &job.tenant_id, &job.id)
+        }) {
             Ok(Some(job)) => job,
             Ok(None) => {
                 let gone = ServerError::NotFound(format!("job {}", job.id));
@@ -597,583 +617,6 @@ async fn follow_job(
             }
         };
     }
-}
-
-/// Takes jobs from the scheduler as slots free up and runs each in a worker. Runs for the
-/// life of the server.
-pub async fn dispatch_forever(state: Arc<AppState>) {
-    loop {
-        let dispatched = state.scheduler.next().await;
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let job_id = dispatched.job_id.clone();
-            run_dispatched(&state, dispatched).await;
-            state.scheduler.finished(&job_id);
-        });
-    }
-}
-
-/// Runs one dispatched job to completion and records its outcome (audited as
-/// `job_finished`, or `job_cancelled`).
-async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
-    let loaded = state
-        .store
-        .read(|c| crate::jobs::records::job(c, &dispatched.tenant_id, &dispatched.job_id));
-    let mut job = match loaded {
-        Ok(Some(job)) if job.status == JobStatus::Queued => job,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::error!(job = %dispatched.job_id, error = %e, "loading a dispatched job");
-            return;
-        }
-    };
-    // A job that slipped into the queue as its tenant was suspended or stopped never starts.
-    let held = state
-        .store
-        .read(|c| crate::lifecycle::records::hold(c, &job.tenant_id))
-        .map(|hold| hold.refusal(Action::SubmitJob));
-    if let Ok(Some(reason)) = held {
-        job.status = JobStatus::Cancelled;
-        job.error = "cancelled before it started: the tenant is held".into();
-        job.finished_at_ms = crate::now_ms();
-        let entry = AuditEntry {
-            principal_id: job.author_id.clone(),
-            role: Role::Engineer.as_str().into(),
-            tenant_id: job.tenant_id.clone(),
-            action: "job_cancelled".into(),
-            target: format!("job:{}", job.id),
-            outcome: "ok".into(),
-            detail: json!({"was": "queued", "why": reason}),
-            secret_detail: None,
-        };
-        if let Err(e) = state
-            .store
-            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
-        {
-            tracing::error!(job = %job.id, error = %e, "could not record a held job's cancellation");
-        }
-        return;
-    }
-    // A production job queued before its tenant's production submission froze never starts.
-    if job.mode == JobMode::Production {
-        let frozen = state
-            .store
-            .read(|c| crate::jobs::oracle::active_freeze(c, &job.tenant_id));
-        if let Ok(Some(freeze)) = frozen {
-            job.status = JobStatus::Cancelled;
-            job.error = format!("cancelled before it started: {}", freeze.reason());
-            job.finished_at_ms = crate::now_ms();
-            let entry = AuditEntry {
-                principal_id: job.author_id.clone(),
-                role: Role::Engineer.as_str().into(),
-                tenant_id: job.tenant_id.clone(),
-                action: "job_cancelled".into(),
-                target: format!("job:{}", job.id),
-                outcome: "ok".into(),
-                detail: json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id}),
-                secret_detail: None,
-            };
-            if let Err(e) = state
-                .store
-                .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))
-            {
-                tracing::error!(job = %job.id, error = %e, "could not record a frozen job's cancellation");
-            }
-            return;
-        }
-    }
-    let started_ms = crate::now_ms();
-    job.status = JobStatus::Running;
-    if let Err(e) = state
-        .store
-        .read(|c| crate::jobs::records::upsert_job(c, &job))
-    {
-        tracing::error!(job = %job.id, error = %e, "could not mark the job running");
-    }
-    let mut entry = AuditEntry {
-        principal_id: job.author_id.clone(),
-        role: Role::Engineer.as_str().into(),
-        tenant_id: job.tenant_id.clone(),
-        action: "job_finished".into(),
-        target: format!("job:{}", job.id),
-        ..AuditEntry::default()
-    };
-    let mut outcome = execute(state, &job, dispatched).await;
-    // The result the worker wrote reaches the disk before the record that names it.
-    if outcome.result.is_ok()
-        && let Err(e) = state.storage.sync(&job_folder(&job)).await
-    {
-        let e = ServerError::from(e);
-        outcome.result = Err(Failure::plain(
-            match e.storage_fault() {
-                Some(fault) => fault.to_string(),
-                None => "the result could not be stored; submit the job again".into(),
-            },
-            Some(e.to_string()),
-        ));
-    }
-    // Whether this outcome counts against the tenant's failed-production-job allowance.
-    let counted = job.mode == JobMode::Production
-        && matches!(&outcome.result, Err(failure) if failure.counted);
-    job.finished_at_ms = crate::now_ms();
-    job.usage = outcome.usage;
-    job.usage.queued_ms = started_ms.saturating_sub(job.created_at_ms) as u64;
-    let mut detail = json!({
-        "usage": job.usage,
-        "confinement": outcome.confinement,
-        "keks_sent": outcome.keks_sent,
-        "keks_refused": outcome.keks_refused,
-        "worker": {"reused": outcome.worker_reused, "jobs": outcome.worker_jobs},
-    });
-    let mut plan_text = None;
-    match outcome.result {
-        Ok((output, result_sha256)) => {
-            job.status = JobStatus::Succeeded;
-            plan_text = Some(output.plan_text);
-            job.n_rows = output.n_rows;
-            job.columns = output.columns;
-            job.aggregate = output.aggregate;
-            job.gate = JobGate {
-                row_influencing: output.row_influencing,
-                unanalysable: output.unanalysable,
-                disclosure: output.disclosure,
-            };
-            job.preview = output.preview;
-            job.inputs = output.input_datasets;
-            job.result_sha256 = result_sha256;
-            entry.outcome = "ok".into();
-            detail["n_rows"] = json!(job.n_rows);
-            detail["inputs"] = json!(job.inputs);
-            detail["aggregate"] = json!(job.aggregate);
-            detail["result_sha256"] = json!(job.result_sha256);
-        }
-        Err(failure) => {
-            let _ = state.storage.delete_prefix(&job_folder(&job)).await;
-            job.status = if failure.cancelled {
-                entry.action = "job_cancelled".into();
-                JobStatus::Cancelled
-            } else {
-                JobStatus::Failed
-            };
-            job.error = failure.public;
-            job.error_id = failure.error_id.clone().unwrap_or_default();
-            entry.outcome = if failure.cancelled { "ok" } else { "error" }.into();
-            detail["error"] = json!(job.error);
-            detail["error_id"] = json!(job.error_id);
-            entry.secret_detail = failure.detail;
-        }
-    }
-    if counted {
-        detail["counted_failure"] = json!(true);
-    }
-    entry.detail = detail;
-    let tracing_id = job.id.clone();
-    let jobs_config = state.config.jobs;
-    let recorded = state.store.commit_with(|tx| {
-        crate::jobs::records::upsert_job(tx, &job)?;
-        if let Some(text) = &plan_text {
-            crate::jobs::plan_texts::insert(tx, &job.id, text)?;
-        }
-        if !counted {
-            return Ok(((), entry));
-        }
-        match crate::jobs::oracle::count_failure(
-            tx,
-            &jobs_config,
-            &job.tenant_id,
-            &job.id,
-            job.finished_at_ms,
-        )? {
-            None => Ok(((), entry)),
-            // The outcome first, then the freeze it caused.
-            Some(freeze) => {
-                state.store.audit_log().append(tx, &entry)?;
-                let mut frozen = crate::audit::trail::system_entry(
-                    "production_frozen",
-                    &format!("tenant:{}", job.tenant_id),
-                    json!({
-                        "freeze": freeze.id,
-                        "failures": freeze.failures,
-                        "allowance": freeze.allowance,
-                        "window_hours": freeze.window_hours,
-                        "job_ids": freeze.job_ids,
-                    }),
-                );
-                frozen.tenant_id = job.tenant_id.clone();
-                Ok(((), frozen))
-            }
-        }
-    });
-    if let Err(e) = recorded {
-        tracing::error!(job = %tracing_id, error = %e, "could not record the job outcome");
-    }
-}
-
-struct Failure {
-    public: String,
-    error_id: Option<String>,
-    /// Full text for the audit trail (sealed): may contain data values.
-    detail: Option<String>,
-    cancelled: bool,
-    /// The job failed once it ran (not refused before): for a production job, one bit
-    /// about the data, counted against the tenant's allowance.
-    counted: bool,
-}
-
-impl Failure {
-    fn withheld(public: &str, detail: String) -> Failure {
-        let id = crate::new_id("err");
-        Failure {
-            public: format!("{public} (error id {id})"),
-            error_id: Some(id),
-            detail: Some(detail),
-            cancelled: false,
-            counted: false,
-        }
-    }
-
-    fn plain(public: impl Into<String>, detail: Option<String>) -> Failure {
-        Failure {
-            public: public.into(),
-            error_id: None,
-            detail,
-            cancelled: false,
-            counted: false,
-        }
-    }
-
-    /// This failure happened while the job ran.
-    fn while_running(mut self) -> Failure {
-        self.counted = true;
-        self
-    }
-}
-
-struct Outcome {
-    result: std::result::Result<(shuyu_engine::JobOutput, String), Failure>,
-    usage: JobUsage,
-    confinement: Option<String>,
-    keks_sent: Vec<String>,
-    keks_refused: Vec<String>,
-    worker_reused: bool,
-    worker_jobs: u32,
-}
-
-async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched) -> Outcome {
-    let mut outcome = Outcome {
-        result: Err(Failure::plain("the job did not start", None)),
-        usage: JobUsage::default(),
-        confinement: None,
-        keks_sent: Vec::new(),
-        keks_refused: Vec::new(),
-        worker_reused: false,
-        worker_jobs: 0,
-    };
-    let prepared = prepare(state, job).await;
-    let (worker_job, allowed_keks, reuse) = match prepared {
-        Ok(prepared) => prepared,
-        // The scenario expired or lab access ended while the job was queued.
-        Err(ServerError::FailedPrecondition(reason)) => {
-            outcome.result = Err(Failure::plain(reason, None));
-            return outcome;
-        }
-        Err(e) => {
-            outcome.result = Err(Failure::withheld("internal error", e.to_string()));
-            return outcome;
-        }
-    };
-    let result_dir = state.storage.root().join(job_folder(job));
-    if let Err(e) = std::fs::create_dir_all(&result_dir) {
-        outcome.result = Err(Failure::withheld(
-            "internal error",
-            format!("creating the result folder: {e}"),
-        ));
-        return outcome;
-    }
-    let timeout = Duration::from_secs(state.policy.limits.timeout_secs);
-    let run = WorkerRun {
-        task: WorkerTask::Job(Box::new(worker_job)),
-        allowed_keks,
-        keys: &state.keys,
-        deadline: Instant::now() + timeout,
-        cancel: dispatched.cancel,
-        tenant_id: job.tenant_id.clone(),
-        reuse_key: reuse.map(|(key, _)| key),
-        ledger: None,
-        max_line_bytes: worker::MAX_JOB_LINE_BYTES,
-    };
-    let scheduler = &state.scheduler;
-    let job_id = job.id.clone();
-    let on_progress =
-        move |progress: JobProgress, usage| scheduler.report(&job_id, progress, usage);
-    let report = worker::run(&state.config.worker, &state.workers, run, &on_progress).await;
-    outcome.worker_reused = report.reused;
-    outcome.worker_jobs = report.worker_jobs;
-    outcome.usage = JobUsage {
-        cpu_ms: report.usage.cpu_ms,
-        // Until the worker's final count: what it last reported (a killed worker's stands).
-        bytes_scanned: report.progress.map_or(0, |p| p.bytes_scanned),
-        peak_memory_bytes: report.usage.peak_rss_bytes,
-        wall_ms: report.wall.as_millis() as u64,
-        queued_ms: 0,
-    };
-    outcome.confinement = report.confinement.clone();
-    outcome.keks_sent = report.keks_sent.clone();
-    outcome.keks_refused = report.keks_refused.clone();
-    let stderr = (!report.stderr.is_empty()).then(|| report.stderr.clone());
-    outcome.result = match report.end {
-        // The worker hashed the result it wrote; nothing of it is read back here.
-        WorkerEnd::Finished {
-            output,
-            result_sha256,
-        } if !result_sha256.is_empty() => {
-            outcome.usage.bytes_scanned = output.bytes_scanned;
-            Ok((*output, result_sha256))
-        }
-        WorkerEnd::Finished { .. } | WorkerEnd::ExportDone(_) => Err(Failure::withheld(
-            "internal error",
-            "the worker answered without the result's hash".to_owned(),
-        )),
-        WorkerEnd::Failed(error) => Err(job_failure(error, stderr)),
-        WorkerEnd::TimedOut => {
-            Err(Failure::plain(JobError::Timeout.public_message(), stderr).while_running())
-        }
-        WorkerEnd::Cancelled => Err(Failure {
-            public: "cancelled".into(),
-            error_id: None,
-            detail: stderr,
-            cancelled: true,
-            counted: false,
-        }),
-        WorkerEnd::Died { reason } => Err(Failure::plain(reason, stderr).while_running()),
-    };
-    outcome
-}
-
-fn job_failure(error: JobError, stderr: Option<String>) -> Failure {
-    let withheld = error.is_withheld();
-    // Refusals before the job ran say nothing about the data; everything after does.
-    let ran = match &error {
-        JobError::Refused(_) | JobError::Plan(_) => false,
-        JobError::ResourcesExhausted | JobError::Timeout | JobError::Execution { .. } => true,
-    };
-    let detail = match stderr {
-        Some(stderr) => format!("{error}\n--- worker stderr ---\n{stderr}"),
-        None => error.to_string(),
-    };
-    let failure = if withheld {
-        Failure::withheld(&error.public_message(), detail)
-    } else {
-        Failure::plain(error.public_message(), Some(detail))
-    };
-    if ran {
-        failure.while_running()
-    } else {
-        failure
-    }
-}
-
-/// Refuses lab work once the tenant's lab access has ended (R20).
-fn lab_open(tenant: &Tenant, now_ms: i64) -> Result<()> {
-    if tenant.lab_until_ms == 0 {
-        return Err(ServerError::FailedPrecondition(
-            "the tenant has no data-lab access; an admin can open it for up to six months".into(),
-        ));
-    }
-    if now_ms >= tenant.lab_until_ms {
-        return Err(ServerError::FailedPrecondition(format!(
-            "the tenant's data-lab access ended at {}",
-            crate::format_ms(tenant.lab_until_ms)
-        )));
-    }
-    Ok(())
-}
-
-/// A production job's tables: its scenario's data list, each dataset with only its listed
-/// columns (the others do not exist for the job).
-fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, String)>> {
-    let scenario = state
-        .store
-        .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
-        .filter(|s| s.tenant_id == job.tenant_id)
-        .ok_or_else(|| {
-            ServerError::FailedPrecondition(format!("scenario {} is gone", job.scenario_id))
-        })?;
-    if let Some(reason) = scenarios::unusable(&scenario, crate::now_ms()) {
-        return Err(ServerError::FailedPrecondition(reason));
-    }
-    // A risk stop raised while the job waited in the queue stops it here (R19).
-    if let Some(reason) = crate::stewardship::rpc::risk_stopped(state, &scenario)? {
-        return Err(ServerError::FailedPrecondition(reason));
-    }
-    let mut tables = Vec::with_capacity(scenario.data_list.len());
-    for item in &scenario.data_list {
-        let dataset = state
-            .store
-            .read(|c| crate::catalog::records::dataset(c, &item.dataset_id))?
-            .ok_or_else(|| {
-                ServerError::FailedPrecondition(format!(
-                    "dataset {} of the scenario is gone",
-                    item.dataset_id
-                ))
-            })?;
-        let mut spec = table_spec(&dataset);
-        spec.columns.retain(|c| item.columns.contains(&c.name));
-        tables.push((spec, dataset.kek_id));
-    }
-    Ok(tables)
-}
-
-/// A lab job's tables: typed masked copies of the tenant's granted datasets, written into the
-/// job's own folder under the job's own KEK. The worker receives no dataset key.
-async fn lab_tables(
-    state: &AppState,
-    job: &JobRecord,
-    tenant: &Tenant,
-    pseudonym_key: &shuyu_vault::SecretKey,
-) -> Result<Vec<TableSpec>> {
-    lab_open(tenant, crate::now_ms())?;
-    let datasets = state
-        .store
-        .read(|c| crate::catalog::records::granted_datasets(c, &job.tenant_id))?;
-    let mut tables = Vec::with_capacity(datasets.len());
-    for dataset in &datasets {
-        // A dataset under a risk stop does not exist for lab work either (R19).
-        if crate::stewardship::rpc::dataset_stopped(state, &dataset.id)? {
-            continue;
-        }
-        // The same rows on every run of the tenant's lab, like its samples.
-        let seed_hash = sha256_hex(format!("lab:{}:{}", job.tenant_id, dataset.id).as_bytes());
-        let seed = u64::from_str_radix(&seed_hash[..16], 16).unwrap_or(0);
-        let location = format!("results/{}/{}/lab/{}/", job.tenant_id, job.id, dataset.id);
-        let spec = state
-            .engine
-            .write_lab_table(
-                &table_spec(dataset),
-                state.config.lab.rows,
-                pseudonym_key,
-                seed,
-                &location,
-                &job.result_kek,
-            )
-            .await?;
-        tables.push(spec);
-    }
-    Ok(tables)
-}
-
-/// The worker's job and the KEKs it may ask for: its tables' and its own result's.
-/// A job's worker request, the KEKs it may receive, and for a production job the key and
-/// scope under which its worker may serve the scenario's later jobs.
-async fn prepare(
-    state: &AppState,
-    job: &JobRecord,
-) -> Result<(WorkerJob, HashSet<String>, Option<(String, String)>)> {
-    let tenant = state
-        .store
-        .read(|c| crate::admin::records::tenant(c, &job.tenant_id))?
-        .ok_or_else(|| ServerError::internal("the job's tenant is missing"))?;
-    // R25, R27: a job queued while its tenant's authorization ended never starts.
-    crate::governance::records::require_in_force(&state.store, &job.tenant_id)?;
-    let pseudonym_key = keys::pseudonym_key(&state.keys, &tenant.pseudonym_kek_id)?;
-    let policy = &state.policy;
-    let mut allowed: HashSet<String> = HashSet::from([job.result_kek.clone()]);
-    let (tables, preview_rows) = match job.mode {
-        JobMode::Production => {
-            let tables = scenario_tables(state, job)?;
-            allowed.extend(tables.iter().map(|(_, kek)| kek.clone()));
-            (
-                tables.into_iter().map(|(spec, _)| spec).collect(),
-                policy.sample.preview_rows,
-            )
-        }
-        JobMode::Lab => (
-            lab_tables(state, job, &tenant, &pseudonym_key).await?,
-            state.config.lab.rows,
-        ),
-    };
-    let worker_job = WorkerJob {
-        scope: match job.mode {
-            JobMode::Lab => shuyu_engine::JobScope::Lab,
-            JobMode::Production => shuyu_engine::JobScope::Production,
-        },
-        job_id: job.id.clone(),
-        sql: job.sql.clone(),
-        substrait_plan_hex: (!job.substrait_plan.is_empty())
-            .then(|| hex::encode(&job.substrait_plan)),
-        tables,
-        pseudonym_key: shuyu_engine::worker::WireKey::new(&pseudonym_key),
-        result_file: job.result_file.clone(),
-        result_kek: job.result_kek.clone(),
-        limits: WireLimits {
-            max_sql_bytes: policy.limits.max_sql_bytes,
-            memory_limit_bytes: policy.limits.memory_limit_bytes as usize,
-            timeout_ms: policy.limits.timeout_secs.saturating_mul(1000),
-            max_result_rows: policy.limits.max_result_rows,
-            preview_rows,
-        },
-        masking_defaults: masking_defaults_to_wire(&policy.masking),
-        min_entities: policy.disclosure.min_entities,
-        dominance_n: policy.disclosure.dominance_n,
-        dp: job.dp.clone(),
-        objects_root: state.storage.root().to_path_buf(),
-        spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
-        reuse_scope: None,
-    };
-    // A production job's worker may serve the scenario's next jobs: the same tables (their
-    // folders are its view) and result folders under the scenario's (its only writable
-    // one). Older jobs, whose results lie elsewhere, get a worker of their own.
-    let scope = scenario_results(&job.tenant_id, &job.scenario_id);
-    let reuse =
-        (job.mode == JobMode::Production && job.result_file.starts_with(&scope)).then(|| {
-            let mut folders: Vec<&str> = worker_job
-                .tables
-                .iter()
-                .map(|t| t.location.as_str())
-                .collect();
-            folders.sort_unstable();
-            (
-                format!(
-                    "{}\n{}\n{}",
-                    job.tenant_id,
-                    job.scenario_id,
-                    folders.join("\n")
-                ),
-                scope,
-            )
-        });
-    let mut worker_job = worker_job;
-    worker_job.reuse_scope = reuse.as_ref().map(|(_, scope)| scope.clone());
-    Ok((worker_job, allowed, reuse))
-}
-
-/// Marks jobs left queued or running by a crash as failed (audited), and removes their
-/// partial results.
-///
-/// # Errors
-/// On store failure.
-pub async fn recover_interrupted_jobs(state: &AppState) -> Result<usize> {
-    let jobs = state.store.read(crate::jobs::records::unfinished_jobs)?;
-    for mut job in jobs.iter().cloned() {
-        let _ = state.storage.delete_prefix(&job_folder(&job)).await;
-        job.status = JobStatus::Failed;
-        job.error = "the job was interrupted by a server restart; submit it again".into();
-        job.finished_at_ms = crate::now_ms();
-        let entry = AuditEntry {
-            principal_id: "-".into(),
-            role: "system".into(),
-            tenant_id: job.tenant_id.clone(),
-            action: "job_interrupted".into(),
-            target: format!("job:{}", job.id),
-            outcome: "error".into(),
-            detail: json!({}),
-            secret_detail: None,
-        };
-        state
-            .store
-            .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
-    }
-    Ok(jobs.len())
 }
 
 /// Start of the current calendar month (UTC) and of the next, in ms.
@@ -1196,7 +639,7 @@ fn this_month() -> (i64, i64) {
     (start.timestamp_millis(), end.timestamp_millis())
 }
 
-impl Api {
+impl JobsRpc {
     /// The privacy budgets of a tenant over each dataset granted to it (budgets not used yet
     /// show the configured default).
     fn budgets(
@@ -1329,7 +772,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl JobService for Api {
+impl JobService for JobsRpc {
     async fn submit_job(
         &self,
         request: Request<pb::SubmitJobRequest>,
@@ -1449,9 +892,9 @@ impl JobService for Api {
                     }
                     // Cancelled while queued: the new state commits with its audit record.
                     let entry = caller.entry(format!("job:{}", req.job_id), "ok", detail);
-                    self.state
-                        .store
-                        .commit(&entry, |tx| crate::jobs::records::upsert_job(tx, &job))?;
+                    self.state.store.commit(&entry, |tx| {
+                        crate::jobs::records::upsert_job(tx, self.state.store.audit_log(), &job)
+                    })?;
                     Ok(Done::Audited(job))
                 },
             )
@@ -1464,11 +907,14 @@ impl JobService for Api {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            match self
-                .state
-                .store
-                .read(|c| crate::jobs::records::job(c, &current.tenant_id, &current.id))
-            {
+            match self.state.store.read(|c| {
+                crate::jobs::records::job(
+                    c,
+                    self.state.store.audit_log(),
+                    &current.tenant_id,
+                    &current.id,
+                )
+            }) {
                 Ok(Some(job)) => current = job,
                 _ => break,
             }
@@ -1540,7 +986,7 @@ impl JobService for Api {
 
 /// The folder of a production job's results under its scenario: a worker kept for the
 /// scenario's next jobs may write here and nowhere else.
-fn scenario_results(tenant_id: &str, scenario_id: &str) -> String {
+pub(crate) fn scenario_results(tenant_id: &str, scenario_id: &str) -> String {
     format!("results/{tenant_id}/{scenario_id}/")
 }
 

@@ -7,20 +7,21 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
+use shuyu_meta::{Row, params};
 
 use crate::error::Result;
 use crate::notify::{self, Audience, NewNotification};
 use crate::oversight::config::OversightConfig;
+use crate::store::Tx;
 
 /// Schema of the alerts table.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, tenant_id TEXT NOT NULL,
+    id BIGINT PRIMARY KEY, kind TEXT NOT NULL, tenant_id TEXT NOT NULL,
     subject TEXT NOT NULL, severity TEXT NOT NULL, evidence_json TEXT NOT NULL,
-    first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL, count INTEGER NOT NULL,
-    acked_by TEXT NOT NULL DEFAULT '', acked_at_ms INTEGER NOT NULL DEFAULT 0);
+    first_seen_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL, count BIGINT NOT NULL,
+    acked_by TEXT NOT NULL DEFAULT '', acked_at_ms BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS alerts_by_key ON alerts (kind, subject, id);
 ";
 
@@ -60,76 +61,78 @@ pub struct Finding {
 const ALERT_COLUMNS: &str = "id, kind, tenant_id, subject, severity, evidence_json, first_seen_ms,
     last_seen_ms, count, acked_by, acked_at_ms";
 
-fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
+fn alert_row(r: &Row) -> Result<Alert> {
     Ok(Alert {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        tenant_id: r.get(2)?,
-        subject: r.get(3)?,
-        severity: r.get(4)?,
-        evidence_json: r.get(5)?,
-        first_seen_ms: r.get(6)?,
-        last_seen_ms: r.get(7)?,
-        count: r.get(8)?,
-        acked_by: r.get(9)?,
-        acked_at_ms: r.get(10)?,
+        id: r.get("id")?,
+        kind: r.get("kind")?,
+        tenant_id: r.get("tenant_id")?,
+        subject: r.get("subject")?,
+        severity: r.get("severity")?,
+        evidence_json: r.get("evidence_json")?,
+        first_seen_ms: r.get("first_seen_ms")?,
+        last_seen_ms: r.get("last_seen_ms")?,
+        count: r.get("count")?,
+        acked_by: r.get("acked_by")?,
+        acked_at_ms: r.get("acked_at_ms")?,
     })
+}
+
+fn alert_rows(rows: &[Row]) -> Result<Vec<Alert>> {
+    rows.iter().map(alert_row).collect()
 }
 
 /// Alerts, newest first (open ones only unless `include_acked`).
 ///
 /// # Errors
 /// On store failure.
-pub fn list(conn: &Connection, include_acked: bool) -> Result<Vec<Alert>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {ALERT_COLUMNS} FROM alerts WHERE ?1 OR acked_at_ms = 0 ORDER BY id DESC LIMIT 1000"
-    ))?;
-    let rows = stmt.query_map([include_acked], alert_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn list(tx: &Tx<'_>, include_acked: bool) -> Result<Vec<Alert>> {
+    alert_rows(&tx.query(
+        &format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE CAST(?1 AS BOOLEAN) OR acked_at_ms = 0
+             ORDER BY id DESC LIMIT 1000"
+        ),
+        params![include_acked],
+    )?)
 }
 
 /// One alert.
 ///
 /// # Errors
 /// On store failure.
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Alert>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
-            [id],
-            alert_row,
-        )
-        .optional()?)
+pub fn get(tx: &Tx<'_>, id: i64) -> Result<Option<Alert>> {
+    tx.query_opt(
+        &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+        params![id],
+    )?
+    .as_ref()
+    .map(alert_row)
+    .transpose()
 }
 
 /// Alerts of a tenant first seen in `[from_ms, to_ms)`.
 ///
 /// # Errors
 /// On store failure.
-pub fn of_tenant(
-    conn: &Connection,
-    tenant_id: &str,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<Alert>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = ?1 AND first_seen_ms >= ?2
-         AND first_seen_ms < ?3 ORDER BY id"
-    ))?;
-    let rows = stmt.query_map(params![tenant_id, from_ms, to_ms], alert_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn of_tenant(tx: &Tx<'_>, tenant_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Alert>> {
+    alert_rows(&tx.query(
+        &format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = ?1 AND first_seen_ms >= ?2
+             AND first_seen_ms < ?3 ORDER BY id"
+        ),
+        params![tenant_id, from_ms, to_ms],
+    )?)
 }
 
 /// Acknowledges an open alert; returns it, or `None` when there is no such alert.
 ///
 /// # Errors
 /// On store failure.
-pub fn ack(conn: &Connection, id: i64, by: &str, at_ms: i64) -> Result<Option<Alert>> {
-    conn.execute(
+pub fn ack(tx: &Tx<'_>, id: i64, by: &str, at_ms: i64) -> Result<Option<Alert>> {
+    tx.execute(
         "UPDATE alerts SET acked_by = ?2, acked_at_ms = ?3 WHERE id = ?1 AND acked_at_ms = 0",
         params![id, by, at_ms],
     )?;
-    get(conn, id)
+    get(tx, id)
 }
 
 /// What recording a finding did.
@@ -145,49 +148,56 @@ pub enum Recorded {
 ///
 /// # Errors
 /// On store failure.
-pub fn record(conn: &Connection, f: &Finding, now_ms: i64) -> Result<Recorded> {
-    let latest: Option<Alert> = conn
-        .query_row(
+pub fn record(tx: &Tx<'_>, f: &Finding, now_ms: i64) -> Result<Recorded> {
+    let latest: Option<Alert> = tx
+        .query_opt(
             &format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE kind = ?1 AND subject = ?2
                  ORDER BY id DESC LIMIT 1"
             ),
-            params![f.kind, f.subject],
-            alert_row,
-        )
-        .optional()?;
+            params![f.kind, &f.subject],
+        )?
+        .as_ref()
+        .map(alert_row)
+        .transpose()?;
     let seen = latest.as_ref().map_or(i64::MIN, |a| a.last_seen_ms);
     let new: Vec<i64> = f.events.iter().copied().filter(|&t| t > seen).collect();
     let (Some(&first), Some(&last)) = (new.iter().min(), new.iter().max()) else {
         return Ok(Recorded::Unchanged);
     };
     let evidence = f.evidence.to_string();
+    let n_new = i64::try_from(new.len()).unwrap_or(i64::MAX);
     match latest {
         Some(open) if open.acked_at_ms == 0 => {
-            conn.execute(
+            tx.execute(
                 "UPDATE alerts SET count = count + ?2, last_seen_ms = ?3, evidence_json = ?4,
                      severity = ?5 WHERE id = ?1",
-                params![open.id, new.len() as u64, last, evidence, f.severity],
+                params![open.id, n_new, last, evidence, f.severity],
             )?;
             Ok(Recorded::Updated)
         }
         _ if new.len() < f.threshold => Ok(Recorded::Unchanged),
         _ => {
-            conn.execute(
-                "INSERT INTO alerts (kind, tenant_id, subject, severity, evidence_json,
-                     first_seen_ms, last_seen_ms, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            // Ids grow and are never reused: no alert is ever deleted.
+            let id: i64 = tx
+                .query_one("SELECT COALESCE(MAX(id), 0) + 1 AS next FROM alerts", &[])?
+                .get("next")?;
+            tx.execute(
+                "INSERT INTO alerts (id, kind, tenant_id, subject, severity, evidence_json,
+                     first_seen_ms, last_seen_ms, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
+                    id,
                     f.kind,
-                    f.tenant_id,
-                    f.subject,
+                    &f.tenant_id,
+                    &f.subject,
                     f.severity,
                     evidence,
                     first,
                     last,
-                    new.len() as u64
+                    n_new
                 ],
             )?;
-            let id = conn.last_insert_rowid();
             let subject = format!("{} alert: {}", f.severity, f.kind.replace('_', " "));
             let body = format!(
                 "{} event(s) concerning {} (tenant {}); evidence: {}. `shuyu alerts list` shows \
@@ -203,7 +213,7 @@ pub fn record(conn: &Connection, f: &Finding, now_ms: i64) -> Result<Recorded> {
             );
             let reference = format!("alert:{id}");
             notify::notify(
-                conn,
+                tx,
                 &NewNotification {
                     audience: Audience::Admins,
                     tenant_id: &f.tenant_id,
@@ -215,7 +225,7 @@ pub fn record(conn: &Connection, f: &Finding, now_ms: i64) -> Result<Recorded> {
                 },
                 now_ms,
             )?;
-            Ok(Recorded::Raised(get(conn, id)?.ok_or_else(|| {
+            Ok(Recorded::Raised(get(tx, id)?.ok_or_else(|| {
                 crate::error::ServerError::internal("an inserted alert vanished")
             })?))
         }
@@ -226,7 +236,7 @@ pub fn record(conn: &Connection, f: &Finding, now_ms: i64) -> Result<Recorded> {
 ///
 /// # Errors
 /// On store failure or a bad time zone.
-pub fn detect(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec<Finding>> {
+pub fn detect(tx: &Tx<'_>, c: &OversightConfig, now_ms: i64) -> Result<Vec<Finding>> {
     let window_ms = i64::try_from(c.window_minutes)
         .unwrap_or(i64::MAX / 120_000)
         .saturating_mul(60_000);
@@ -235,22 +245,15 @@ pub fn detect(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec
 
     // Denied calls per principal within the window.
     let mut denied: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, principal_id, tenant_id FROM audit
-             WHERE outcome = 'denied' AND at_ms >= ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (at, principal, tenant) = row?;
-            denied.entry((principal, tenant)).or_default().push(at);
-        }
+    for r in tx.query(
+        "SELECT at_ms, principal_id, tenant_id FROM audit
+         WHERE outcome = 'denied' AND at_ms >= ?1 ORDER BY seq",
+        params![since],
+    )? {
+        denied
+            .entry((r.get("principal_id")?, r.get("tenant_id")?))
+            .or_default()
+            .push(r.get("at_ms")?);
     }
     for ((principal, tenant), events) in denied {
         if (events.len() as u64) < c.denied_calls_threshold {
@@ -270,23 +273,16 @@ pub fn detect(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec
 
     // Consecutive refused (failed checks) or rejected exports, per tenant.
     let mut exports: BTreeMap<String, Vec<(String, String, i64)>> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT tenant_id, id, status, requested_at_ms FROM exports
-             ORDER BY requested_at_ms, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (tenant, id, status, at) = row?;
-            exports.entry(tenant).or_default().push((id, status, at));
-        }
+    for r in tx.query(
+        "SELECT tenant_id, id, status, requested_at_ms FROM exports
+         ORDER BY requested_at_ms, id",
+        &[],
+    )? {
+        exports.entry(r.get("tenant_id")?).or_default().push((
+            r.get("id")?,
+            r.get("status")?,
+            r.get("requested_at_ms")?,
+        ));
     }
     for (tenant, list) in exports {
         let streak: Vec<&(String, String, i64)> = list
@@ -315,23 +311,16 @@ pub fn detect(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec
 
     // Jobs failing with a withheld error (the error may depend on data values).
     let mut errors: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT tenant_id, finished_at_ms, error_id FROM jobs
-             WHERE status = 'failed' AND error_id != '' AND finished_at_ms >= ?1
-             ORDER BY finished_at_ms",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (tenant, at, error_id) = row?;
-            errors.entry(tenant).or_default().push((at, error_id));
-        }
+    for r in tx.query(
+        "SELECT tenant_id, finished_at_ms, error_id FROM jobs
+         WHERE status = 'failed' AND error_id != '' AND finished_at_ms >= ?1
+         ORDER BY finished_at_ms",
+        params![since],
+    )? {
+        errors
+            .entry(r.get("tenant_id")?)
+            .or_default()
+            .push((r.get("finished_at_ms")?, r.get("error_id")?));
     }
     for (tenant, list) in errors {
         if (list.len() as u64) < c.job_errors_threshold {
@@ -350,28 +339,21 @@ pub fn detect(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec
         });
     }
 
-    findings.extend(volume(conn, c, now_ms)?);
+    findings.extend(volume(tx, c, now_ms)?);
 
     // Calls at odd local hours, per principal (the server's own tasks excluded).
     let offset = c.utc_offset_secs()?;
     let mut odd: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, principal_id, tenant_id FROM audit
-             WHERE at_ms >= ?1 AND principal_id NOT IN ('-', 'system') ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (at, principal, tenant) = row?;
-            if c.is_odd_hour(at, offset) {
-                odd.entry((principal, tenant)).or_default().push(at);
-            }
+    for r in tx.query(
+        "SELECT at_ms, principal_id, tenant_id FROM audit
+         WHERE at_ms >= ?1 AND principal_id NOT IN ('-', 'system') ORDER BY seq",
+        params![since],
+    )? {
+        let at: i64 = r.get("at_ms")?;
+        if c.is_odd_hour(at, offset) {
+            odd.entry((r.get("principal_id")?, r.get("tenant_id")?))
+                .or_default()
+                .push(at);
         }
     }
     for ((principal, tenant), events) in odd {
@@ -391,14 +373,14 @@ pub fn detect(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec
 
 /// Per tenant (jobs) and per recipient (downloads): the last day against the daily average
 /// of the preceding baseline days.
-fn volume(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec<Finding>> {
+fn volume(tx: &Tx<'_>, c: &OversightConfig, now_ms: i64) -> Result<Vec<Finding>> {
     let day_start = now_ms - DAY_MS;
     let base_start = day_start - i64::from(c.volume_baseline_days) * DAY_MS;
     // (jobs, bytes, rows, latest) per tenant: today and baseline.
     type Totals = [u64; 3];
     let mut today: BTreeMap<String, (Totals, i64)> = BTreeMap::new();
     let mut base: BTreeMap<String, Totals> = BTreeMap::new();
-    for job in crate::jobs::records::finished_jobs_between(conn, None, base_start, now_ms)? {
+    for job in crate::jobs::records::finished_jobs_between(tx, None, base_start, now_ms)? {
         let add = [1, job.usage.bytes_scanned, job.n_rows];
         if job.finished_at_ms >= day_start {
             let e = today.entry(job.tenant_id.clone()).or_default();
@@ -443,23 +425,18 @@ fn volume(conn: &Connection, c: &OversightConfig, now_ms: i64) -> Result<Vec<Fin
     }
     // Downloads and fetches of products per recipient.
     let mut downloads: BTreeMap<String, (u64, u64, i64)> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT at_ms, principal_id FROM audit WHERE at_ms >= ?1 AND outcome = 'ok'
-             AND action IN ('download_export', 'fetch_product')",
-        )?;
-        let rows = stmt.query_map([base_start], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (at, principal) = row?;
-            let e = downloads.entry(principal).or_default();
-            if at >= day_start {
-                e.0 += 1;
-                e.2 = e.2.max(at);
-            } else {
-                e.1 += 1;
-            }
+    for r in tx.query(
+        "SELECT at_ms, principal_id FROM audit WHERE at_ms >= ?1 AND outcome = 'ok'
+         AND action IN ('download_export', 'fetch_product')",
+        params![base_start],
+    )? {
+        let at: i64 = r.get("at_ms")?;
+        let e = downloads.entry(r.get("principal_id")?).or_default();
+        if at >= day_start {
+            e.0 += 1;
+            e.2 = e.2.max(at);
+        } else {
+            e.1 += 1;
         }
     }
     for (principal, (now, b, latest)) in downloads {
@@ -491,13 +468,8 @@ pub struct ScanOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conn() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(notify::SCHEMA).unwrap();
-        conn
-    }
+    use crate::store::Store;
+    use crate::store::testing::{self, each_backend};
 
     fn finding(events: Vec<i64>, threshold: usize) -> Finding {
         Finding {
@@ -513,26 +485,32 @@ mod tests {
 
     #[test]
     fn findings_are_deduplicated_counted_and_notified_once() {
-        let conn = conn();
-        let Recorded::Raised(alert) = record(&conn, &finding(vec![1, 2, 3, 4, 5], 5), 10).unwrap()
-        else {
+        each_backend(deduplicated_counted_and_notified_once);
+    }
+
+    fn deduplicated_counted_and_notified_once(store: &Store) {
+        let rec = |f: Finding, now: i64| testing::write(store, |tx| record(tx, &f, now));
+        let listed = |include_acked: bool| store.read(|tx| list(tx, include_acked)).unwrap();
+        let Recorded::Raised(alert) = rec(finding(vec![1, 2, 3, 4, 5], 5), 10) else {
             panic!("expected a new alert")
         };
         assert_eq!(
-            (alert.count, alert.first_seen_ms, alert.last_seen_ms),
-            (5, 1, 5)
+            (
+                alert.id,
+                alert.count,
+                alert.first_seen_ms,
+                alert.last_seen_ms
+            ),
+            (1, 5, 1, 5)
         );
         // The same events again: nothing changes.
         assert_eq!(
-            record(&conn, &finding(vec![1, 2, 3, 4, 5], 5), 11).unwrap(),
+            rec(finding(vec![1, 2, 3, 4, 5], 5), 11),
             Recorded::Unchanged
         );
         // Two more events: the open alert counts them.
-        assert_eq!(
-            record(&conn, &finding(vec![3, 4, 5, 6, 7], 5), 12).unwrap(),
-            Recorded::Updated
-        );
-        let alerts = list(&conn, false).unwrap();
+        assert_eq!(rec(finding(vec![3, 4, 5, 6, 7], 5), 12), Recorded::Updated);
+        let alerts = listed(false);
         assert_eq!(alerts.len(), 1);
         assert_eq!((alerts[0].count, alerts[0].last_seen_ms), (7, 7));
         let admin = crate::admin::records::Principal {
@@ -543,50 +521,50 @@ mod tests {
             tenant_id: None,
             created_at_ms: 0,
         };
-        let notes = notify::list_for(&conn, &admin, 0, 10).unwrap();
+        let notes = store
+            .read(|tx| notify::list_for(tx, &admin, 0, 10))
+            .unwrap();
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].kind, "alert");
         // Acknowledged: a fresh alert needs the threshold again among newer events.
-        ack(&conn, alerts[0].id, "a", 13).unwrap();
-        assert!(list(&conn, false).unwrap().is_empty());
-        assert_eq!(
-            record(&conn, &finding(vec![5, 6, 7, 8], 5), 14).unwrap(),
-            Recorded::Unchanged
-        );
-        assert!(matches!(
-            record(&conn, &finding(vec![8, 9, 10, 11, 12], 5), 15).unwrap(),
-            Recorded::Raised(_)
-        ));
-        assert_eq!(list(&conn, true).unwrap().len(), 2);
+        let acked = testing::write(store, |tx| ack(tx, alerts[0].id, "a", 13)).unwrap();
+        assert_eq!((acked.acked_by.as_str(), acked.acked_at_ms), ("a", 13));
+        assert!(listed(false).is_empty());
+        assert_eq!(rec(finding(vec![5, 6, 7, 8], 5), 14), Recorded::Unchanged);
+        let Recorded::Raised(fresh) = rec(finding(vec![8, 9, 10, 11, 12], 5), 15) else {
+            panic!("expected a fresh alert")
+        };
+        assert_eq!(fresh.id, 2);
+        let all = listed(true);
+        assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(store.read(|tx| get(tx, 1)).unwrap(), Some(acked));
+        assert_eq!(store.read(|tx| get(tx, 3)).unwrap(), None);
+        assert_eq!(store.read(|tx| of_tenant(tx, "t1", 8, 9)).unwrap(), [fresh]);
     }
 
-    /// A store with `jobs` rows: (tenant, finished_at_ms, status, error_id).
-    fn store_with_jobs(
-        jobs: &[(&str, i64, &str, &str)],
-    ) -> (tempfile::TempDir, crate::store::Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::domain::open_store(
-            &dir.path().join("meta.db"),
-            crate::audit::trail::AuditLog::new(&shuyu_vault::SecretKey::generate()),
-        )
-        .unwrap();
-        store
-            .commit_with(|tx| {
-                for (i, (tenant, at, status, error_id)) in jobs.iter().enumerate() {
-                    tx.execute(
-                        "INSERT INTO jobs (id, tenant_id, author_id, sql, sql_sha256, status, error,
-                             error_id, n_rows, columns_json, aggregate, preview_json, inputs_json,
-                             result_file, result_kek, result_sha256, created_at_ms, finished_at_ms,
-                             usage_json)
-                         VALUES (?1, ?2, 'p', '', '', ?3, '', ?4, 10, '[]', 0, '{}', '[]', '', '',
-                                 '', ?5, ?5, '{\"bytes_scanned\": 100}')",
-                        params![format!("j{i}"), tenant, status, error_id, at],
-                    )?;
-                }
-                Ok(((), crate::audit::trail::system_entry("test", "", json!({}))))
-            })
-            .unwrap();
-        (dir, store)
+    /// Adds `jobs` rows to `store`: (tenant, finished_at_ms, status, error_id).
+    fn add_jobs(store: &Store, jobs: &[(&str, i64, &str, &str)]) {
+        testing::write(store, |tx| {
+            for (i, (tenant, at, status, error_id)) in jobs.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO jobs (id, tenant_id, author_id, sql, sql_sha256, status, error,
+                         error_id, n_rows, columns_json, aggregate, preview_json, inputs_json,
+                         result_file, result_kek, result_sha256, created_at_ms, finished_at_ms,
+                         usage_json, substrait_plan)
+                     VALUES (?1, ?2, 'p', '', '', ?3, '', ?4, 10, '[]', FALSE, '{}', '[]', '', '',
+                             '', ?5, ?5, '{\"bytes_scanned\": 100}', ?6)",
+                    params![
+                        format!("j{i}"),
+                        *tenant,
+                        *status,
+                        *error_id,
+                        *at,
+                        Vec::<u8>::new()
+                    ],
+                )?;
+            }
+            Ok(())
+        });
     }
 
     #[test]
@@ -614,7 +592,6 @@ mod tests {
             jobs.push(("t3", now - 3_600_000, "succeeded", ""));
             jobs.push(("t4", now - 3_600_000, "succeeded", ""));
         }
-        let (_dir, store) = store_with_jobs(&jobs);
         let c = OversightConfig {
             volume_min_jobs: 5,
             // Odd hours never: only the rules under test speak.
@@ -622,20 +599,23 @@ mod tests {
             odd_hours_end: 0,
             ..OversightConfig::default()
         };
-        let findings = store.read(|conn| detect(conn, &c, now)).unwrap();
-        let kinds: Vec<(&str, &str)> = findings
-            .iter()
-            .map(|f| (f.kind, f.subject.as_str()))
-            .collect();
-        assert_eq!(
-            kinds,
-            [("job_errors", "tenant:t1"), ("volume", "tenant:t3")],
-            "{findings:#?}"
-        );
-        assert_eq!(findings[0].events.len(), 3);
-        assert_eq!(findings[0].evidence["error_ids"][0], "e1d");
-        assert_eq!(findings[1].evidence["unusual"], json!(["jobs"]));
-        assert_eq!(findings[1].evidence["last_day"]["jobs"], 20);
+        each_backend(|store| {
+            add_jobs(store, &jobs);
+            let findings = store.read(|tx| detect(tx, &c, now)).unwrap();
+            let kinds: Vec<(&str, &str)> = findings
+                .iter()
+                .map(|f| (f.kind, f.subject.as_str()))
+                .collect();
+            assert_eq!(
+                kinds,
+                [("job_errors", "tenant:t1"), ("volume", "tenant:t3")],
+                "{findings:#?}"
+            );
+            assert_eq!(findings[0].events.len(), 3);
+            assert_eq!(findings[0].evidence["error_ids"][0], "e1d");
+            assert_eq!(findings[1].evidence["unusual"], json!(["jobs"]));
+            assert_eq!(findings[1].evidence["last_day"]["jobs"], 20);
+        });
     }
 
     #[test]
@@ -652,27 +632,30 @@ mod tests {
             window_minutes: 180,
             ..c0
         };
-        let (_dir, store) = store_with_jobs(&[]);
-        store
-            .commit_with(|tx| {
-                for (principal, at) in [("p_night", recent), ("p_day", now - 150 * 60_000), ("system", recent)] {
+        each_backend(|store| {
+            testing::write(store, |tx| {
+                for (principal, at) in [
+                    ("p_night", recent),
+                    ("p_day", now - 150 * 60_000),
+                    ("system", recent),
+                ] {
                     tx.execute(
-                        "INSERT INTO audit (seq, at_ms, principal_id, role, tenant_id, action, target,
-                             outcome, detail, sealed_detail, prev_hash, hash, mac)
-                         VALUES ((SELECT coalesce(max(seq), 0) + 100 FROM audit), ?1, ?2, 'engineer',
-                                 't1', 'who_am_i', '', 'ok', '{}', '', '', '', '')",
+                        "INSERT INTO audit (seq, at_ms, principal_id, role, tenant_id, action,
+                             target, outcome, detail, sealed_detail, prev_hash, hash, mac)
+                         VALUES ((SELECT COALESCE(MAX(seq), 0) + 100 FROM audit), ?1, ?2,
+                                 'engineer', 't1', 'who_am_i', '', 'ok', '{}', '', '', '', '')",
                         params![at, principal],
                     )?;
                 }
-                Ok(((), crate::audit::trail::system_entry("test", "", json!({}))))
-            })
-            .unwrap();
-        let findings = store.read(|conn| detect(conn, &c, now)).unwrap();
-        let odd: Vec<&str> = findings
-            .iter()
-            .filter(|f| f.kind == "odd_hours")
-            .map(|f| f.subject.as_str())
-            .collect();
-        assert_eq!(odd, ["principal:p_night"], "{findings:#?}");
+                Ok(())
+            });
+            let findings = store.read(|tx| detect(tx, &c, now)).unwrap();
+            let odd: Vec<&str> = findings
+                .iter()
+                .filter(|f| f.kind == "odd_hours")
+                .map(|f| f.subject.as_str())
+                .collect();
+            assert_eq!(odd, ["principal:p_night"], "{findings:#?}");
+        });
     }
 }

@@ -5,5 +5,5 @@
 pub(crate) mod alerts;
 pub(crate) mod config;
 pub(crate) mod reports;
-mod rpc;
+pub(crate) mod rpc;
 pub(crate) mod tasks;

@@ -10,19 +10,20 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 
-use rusqlite::{Connection, params};
+use shuyu_meta::params;
 
 use crate::admin::records::Tenant;
 use crate::error::{Result, ServerError};
 use crate::jobs::records::{JobMode, JobStatus};
 use crate::scenarios::records::ScenarioStatus;
+use crate::store::Tx;
 
 /// The annual evaluations of tenants (R34), one per tenant and year.
 pub const EVALUATION_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS operation_evaluations (
-    tenant_id TEXT NOT NULL, year INTEGER NOT NULL, outcome TEXT NOT NULL, note TEXT NOT NULL,
-    fix_due_ms INTEGER NOT NULL, report_sha256 TEXT NOT NULL, evaluated_by TEXT NOT NULL,
-    evaluated_at_ms INTEGER NOT NULL, PRIMARY KEY (tenant_id, year));
+    tenant_id TEXT NOT NULL, year BIGINT NOT NULL, outcome TEXT NOT NULL, note TEXT NOT NULL,
+    fix_due_ms BIGINT NOT NULL, report_sha256 TEXT NOT NULL, evaluated_by TEXT NOT NULL,
+    evaluated_at_ms BIGINT NOT NULL, PRIMARY KEY (tenant_id, year));
 ";
 
 /// The outcome of an annual evaluation.
@@ -77,18 +78,19 @@ pub struct Evaluation {
 ///
 /// # Errors
 /// As said, or on store failure.
-pub fn insert_evaluation(conn: &Connection, e: &Evaluation) -> Result<()> {
-    let n = conn.execute(
-        "INSERT OR IGNORE INTO operation_evaluations (tenant_id, year, outcome, note, fix_due_ms,
-             report_sha256, evaluated_by, evaluated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+pub fn insert_evaluation(tx: &Tx<'_>, e: &Evaluation) -> Result<()> {
+    let n = tx.execute(
+        "INSERT INTO operation_evaluations (tenant_id, year, outcome, note, fix_due_ms,
+             report_sha256, evaluated_by, evaluated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (tenant_id, year) DO NOTHING",
         params![
-            e.tenant_id,
+            &e.tenant_id,
             e.year,
             e.outcome.as_str(),
-            e.note,
+            &e.note,
             e.fix_due_ms,
-            e.report_sha256,
-            e.evaluated_by,
+            &e.report_sha256,
+            &e.evaluated_by,
             e.evaluated_at_ms
         ],
     )?;
@@ -106,38 +108,31 @@ pub fn insert_evaluation(conn: &Connection, e: &Evaluation) -> Result<()> {
 /// # Errors
 /// On store failure.
 pub fn evaluations(
-    conn: &Connection,
+    tx: &Tx<'_>,
     tenant_id: &str,
     from_year: i32,
     to_year: i32,
 ) -> Result<Vec<Evaluation>> {
-    let mut stmt = conn.prepare(
+    tx.query(
         "SELECT tenant_id, year, outcome, note, fix_due_ms, report_sha256, evaluated_by,
                 evaluated_at_ms FROM operation_evaluations
          WHERE tenant_id = ?1 AND year >= ?2 AND year <= ?3 ORDER BY year",
-    )?;
-    let rows = stmt.query_map(params![tenant_id, from_year, to_year], |r| {
-        Ok((
-            Evaluation {
-                tenant_id: r.get(0)?,
-                year: r.get(1)?,
-                outcome: EvaluationOutcome::Pass,
-                note: r.get(3)?,
-                fix_due_ms: r.get(4)?,
-                report_sha256: r.get(5)?,
-                evaluated_by: r.get(6)?,
-                evaluated_at_ms: r.get(7)?,
-            },
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (mut e, outcome) = row?;
-        e.outcome = outcome.parse()?;
-        out.push(e);
-    }
-    Ok(out)
+        params![tenant_id, from_year, to_year],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Evaluation {
+            tenant_id: r.get("tenant_id")?,
+            year: r.get("year")?,
+            outcome: r.get::<String>("outcome")?.parse()?,
+            note: r.get("note")?,
+            fix_due_ms: r.get("fix_due_ms")?,
+            report_sha256: r.get("report_sha256")?,
+            evaluated_by: r.get("evaluated_by")?,
+            evaluated_at_ms: r.get("evaluated_at_ms")?,
+        })
+    })
+    .collect()
 }
 
 /// The calendar year `year` (UTC) as a period.
@@ -359,16 +354,11 @@ fn yuan(fen: u64) -> String {
     format!("{}.{:02}", fen / 100, fen % 100)
 }
 
-fn dataset_name(
-    conn: &Connection,
-    id: &str,
-    cache: &mut BTreeMap<String, String>,
-) -> Result<String> {
+fn dataset_name(tx: &Tx<'_>, id: &str, cache: &mut BTreeMap<String, String>) -> Result<String> {
     if let Some(name) = cache.get(id) {
         return Ok(name.clone());
     }
-    let name =
-        crate::catalog::records::dataset(conn, id)?.map_or_else(|| id.to_owned(), |d| d.name);
+    let name = crate::catalog::records::dataset(tx, id)?.map_or_else(|| id.to_owned(), |d| d.name);
     cache.insert(id.to_owned(), name.clone());
     Ok(name)
 }
@@ -396,40 +386,35 @@ fn stored_results(objects: &Path, tenant_id: &str) -> (u64, u64) {
 }
 
 fn export_counts(
-    conn: &Connection,
+    tx: &Tx<'_>,
     tenant_id: &str,
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, u64>> {
-    let mut stmt = conn.prepare(
-        "SELECT status, count(*) FROM exports WHERE tenant_id = ?1 AND requested_at_ms >= ?2
-         AND requested_at_ms < ?3 GROUP BY status",
-    )?;
-    let rows = stmt.query_map(params![tenant_id, from, to], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    tx.query(
+        "SELECT status, count(*) AS n FROM exports WHERE tenant_id = ?1
+         AND requested_at_ms >= ?2 AND requested_at_ms < ?3 GROUP BY status",
+        params![tenant_id, from, to],
+    )?
+    .iter()
+    .map(|r| Ok((r.get("status")?, r.get("n")?)))
+    .collect()
 }
 
-fn audit_counts(
-    conn: &Connection,
-    tenant_id: &str,
-    from: i64,
-    to: i64,
-) -> Result<BTreeMap<String, u64>> {
-    let mut stmt = conn.prepare(
-        "SELECT outcome, count(*) FROM audit WHERE tenant_id = ?1 AND at_ms >= ?2 AND at_ms < ?3
-         GROUP BY outcome",
-    )?;
-    let rows = stmt.query_map(params![tenant_id, from, to], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+fn audit_counts(tx: &Tx<'_>, tenant_id: &str, from: i64, to: i64) -> Result<BTreeMap<String, u64>> {
+    tx.query(
+        "SELECT outcome, count(*) AS n FROM audit WHERE tenant_id = ?1 AND at_ms >= ?2
+         AND at_ms < ?3 GROUP BY outcome",
+        params![tenant_id, from, to],
+    )?
+    .iter()
+    .map(|r| Ok((r.get("outcome")?, r.get("n")?)))
+    .collect()
 }
 
 /// The tenant, or NOT_FOUND.
-fn tenant(conn: &Connection, tenant_id: &str) -> Result<Tenant> {
-    crate::admin::records::tenant(conn, tenant_id)?
+fn tenant(tx: &Tx<'_>, tenant_id: &str) -> Result<Tenant> {
+    crate::admin::records::tenant(tx, tenant_id)?
         .ok_or_else(|| ServerError::NotFound(format!("tenant {tenant_id}")))
 }
 
@@ -438,14 +423,14 @@ fn tenant(conn: &Connection, tenant_id: &str) -> Result<Tenant> {
 /// # Errors
 /// NOT_FOUND for an unknown tenant; store failures.
 pub fn operation_report(
-    conn: &Connection,
+    tx: &Tx<'_>,
     objects: &Path,
     tenant_id: &str,
     from: i64,
     to: i64,
 ) -> Result<Report> {
-    let t = tenant(conn, tenant_id)?;
-    let jobs = crate::jobs::records::finished_jobs_between(conn, Some(tenant_id), from, to)?;
+    let t = tenant(tx, tenant_id)?;
+    let jobs = crate::jobs::records::finished_jobs_between(tx, Some(tenant_id), from, to)?;
     let mut names = BTreeMap::new();
 
     let (bytes, files) = stored_results(objects, tenant_id);
@@ -483,7 +468,7 @@ pub fn operation_report(
     let mut scenario_rows = Vec::new();
     for (id, n) in &by_scenario {
         let name =
-            crate::scenarios::records::scenario(conn, id)?.map_or_else(String::new, |s| s.name);
+            crate::scenarios::records::scenario(tx, id)?.map_or_else(String::new, |s| s.name);
         scenario_rows.push(vec![id.clone(), name, n.to_string()]);
     }
     let analysis = Section::new("Analysis")
@@ -500,7 +485,7 @@ pub fn operation_report(
     for j in jobs.iter().filter(|j| j.inputs.len() > 1) {
         let mut set = Vec::new();
         for id in &j.inputs {
-            set.push(dataset_name(conn, id, &mut names)?);
+            set.push(dataset_name(tx, id, &mut names)?);
         }
         set.sort();
         *fusions.entry(set).or_default() += 1;
@@ -518,7 +503,7 @@ pub fn operation_report(
                 .collect(),
         );
 
-    let exports = export_counts(conn, tenant_id, from, to)?;
+    let exports = export_counts(tx, tenant_id, from, to)?;
     let get = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
     let exports_section = Section::new("Exports")
         .fact("requested", exports.values().sum::<u64>())
@@ -529,8 +514,8 @@ pub fn operation_report(
         .fact("revoked", get(&exports, "revoked"))
         .fact("in review", get(&exports, "in_review"));
 
-    let outcomes = audit_counts(conn, tenant_id, from, to)?;
-    let alerts = crate::oversight::alerts::of_tenant(conn, tenant_id, from, to)?;
+    let outcomes = audit_counts(tx, tenant_id, from, to)?;
+    let alerts = crate::oversight::alerts::of_tenant(tx, tenant_id, from, to)?;
     let mut alert_kinds: BTreeMap<&str, u64> = BTreeMap::new();
     for a in &alerts {
         *alert_kinds.entry(&a.kind).or_default() += 1;
@@ -552,7 +537,7 @@ pub fn operation_report(
         );
 
     let products: Vec<crate::exports::records::ExportRecord> =
-        crate::exports::records::products(conn, Some(tenant_id), None)?
+        crate::exports::records::products(tx, Some(tenant_id), None)?
             .into_iter()
             .filter(|e| {
                 e.product
@@ -567,7 +552,7 @@ pub fn operation_report(
         let basis = p.price_basis();
         let charge = basis.charge_fen(e.download_count);
         total_fen = total_fen.saturating_add(charge);
-        let scenario = crate::scenarios::records::scenario(conn, &p.scenario_id)?
+        let scenario = crate::scenarios::records::scenario(tx, &p.scenario_id)?
             .map_or_else(String::new, |s| s.name);
         product_rows.push(vec![
             e.id.clone(),
@@ -608,7 +593,7 @@ pub fn operation_report(
         );
 
     let mut evaluation = Section::new("Annual evaluation");
-    let evaluated = evaluations(conn, tenant_id, year_of(from), year_of(to - 1))?;
+    let evaluated = evaluations(tx, tenant_id, year_of(from), year_of(to - 1))?;
     if evaluated.is_empty() {
         evaluation = evaluation.fact("recorded", "none for the period's years");
     }
@@ -666,15 +651,10 @@ pub fn operation_report(
 ///
 /// # Errors
 /// NOT_FOUND for an unknown tenant; store failures.
-pub fn disclosure_summary(
-    conn: &Connection,
-    tenant_id: &str,
-    from: i64,
-    to: i64,
-) -> Result<Report> {
-    let t = tenant(conn, tenant_id)?;
+pub fn disclosure_summary(tx: &Tx<'_>, tenant_id: &str, from: i64, to: i64) -> Result<Report> {
+    let t = tenant(tx, tenant_id)?;
     let jobs: Vec<crate::jobs::records::JobRecord> =
-        crate::jobs::records::finished_jobs_between(conn, Some(tenant_id), from, to)?
+        crate::jobs::records::finished_jobs_between(tx, Some(tenant_id), from, to)?
             .into_iter()
             .filter(|j| j.mode == JobMode::Production && j.status == JobStatus::Succeeded)
             .collect();
@@ -683,13 +663,13 @@ pub fn disclosure_summary(
     for j in &jobs {
         for id in &j.inputs {
             *datasets
-                .entry(dataset_name(conn, id, &mut names)?)
+                .entry(dataset_name(tx, id, &mut names)?)
                 .or_default() += 1;
         }
     }
     let used: BTreeSet<&str> = jobs.iter().map(|j| j.scenario_id.as_str()).collect();
     let mut scenario_rows = Vec::new();
-    for s in crate::scenarios::records::scenarios(conn, Some(tenant_id))? {
+    for s in crate::scenarios::records::scenarios(tx, Some(tenant_id))? {
         let active = s.status == ScenarioStatus::Approved
             && s.valid_from_ms < to
             && s.valid_until_ms >= from;
@@ -704,7 +684,7 @@ pub fn disclosure_summary(
         ]);
     }
     let products: Vec<crate::exports::records::ExportRecord> =
-        crate::exports::records::products(conn, Some(tenant_id), None)?
+        crate::exports::records::products(tx, Some(tenant_id), None)?
             .into_iter()
             .filter(|e| {
                 e.product
@@ -791,5 +771,34 @@ mod tests {
         assert!(period(-1, 5, 0).is_err());
         assert!(period(0, 11 * 365 * 86_400_000, 0).is_err());
         assert_eq!(period(1, 2, 0).unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn an_evaluation_round_trips_and_a_second_one_of_the_year_is_refused() {
+        use crate::store::testing;
+        testing::each_backend(|store| {
+            let e = Evaluation {
+                tenant_id: "t1".into(),
+                year: 2025,
+                outcome: EvaluationOutcome::FixIn30Days,
+                note: "fix the gaps".into(),
+                fix_due_ms: 1_800_000_000_000,
+                report_sha256: "ab".repeat(32),
+                evaluated_by: "p_admin".into(),
+                evaluated_at_ms: 1_797_000_000_000,
+            };
+            testing::write(store, |tx| insert_evaluation(tx, &e));
+            let again = store.commit(
+                &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
+                |tx| insert_evaluation(tx, &e),
+            );
+            assert!(
+                matches!(again, Err(ServerError::AlreadyExists(_))),
+                "{again:?}"
+            );
+            let read = |from, to| store.read(|tx| evaluations(tx, "t1", from, to)).unwrap();
+            assert_eq!(read(2024, 2025), std::slice::from_ref(&e));
+            assert!(read(2026, 2030).is_empty());
+        });
     }
 }

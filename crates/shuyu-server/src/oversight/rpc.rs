@@ -10,13 +10,26 @@ use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::oversight_service_server::OversightService;
 use tonic::{Request, Response, Status};
 
-use crate::audit::checkpoint;
+use crate::audit::{checkpoint, tree};
 use crate::error::{Result, ServerError};
 use crate::notify::{Audience, NewNotification};
 use crate::oversight::alerts::{self, Alert};
 use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::Done;
+
+/// The handler of `OversightService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct OversightRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl OversightRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> OversightRpc {
+        OversightRpc { state }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -64,7 +77,7 @@ fn format_from_pb(value: i32) -> Result<Format> {
     }
 }
 
-impl Api {
+impl OversightRpc {
     async fn report(
         &self,
         request: Request<pb::ReportRequest>,
@@ -100,7 +113,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl OversightService for Api {
+impl OversightService for OversightRpc {
     async fn list_alerts(
         &self,
         request: Request<pb::ListAlertsRequest>,
@@ -221,22 +234,24 @@ impl OversightService for Api {
                 |who, req| async move {
                     let from = req.consistency_from;
                     let state = Arc::clone(&self.state);
-                    // The tree is hashed off the async threads and outside the store's lock; every
-                    // checkpoint handed out is kept, so the domain can show what it signed.
+                    // The root and proof are read from the stored tree (O(log n) reads) off the
+                    // async threads; every checkpoint handed out is kept, so the domain can show
+                    // what it signed.
                     let result = tokio::task::spawn_blocking(move || {
-                        let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
-                        let leaves = checkpoint::leaves_of(&hashes)?;
-                        crate::oversight::tasks::check_before_signing(&state, &leaves)?;
-                        let (cp, note) = checkpoint::signed(&leaves, &state.signing);
                         // A checkpoint the caller holds of more records than the trail has now: the
                         // trail was cut down. The current checkpoint comes back without a proof, and the
                         // caller's verification says "rewritten".
-                        let proof = match usize::try_from(from) {
-                            Ok(m) if m > 0 && from <= cp.tree_size => {
-                                checkpoint::consistency_proof(m, &leaves)
-                            }
-                            _ => Vec::new(),
-                        };
+                        let (tree_size, root_hash, proof) = state.store.read(|c| {
+                            let n = tree::size(c)?;
+                            let proof = if from > 0 && from <= n {
+                                tree::consistency_proof(c, from, n)?
+                            } else {
+                                Vec::new()
+                            };
+                            Ok((n, tree::root(c, n)?, proof))
+                        })?;
+                        crate::oversight::tasks::check_before_signing(&state, tree_size)?;
+                        let (cp, note) = checkpoint::signed(tree_size, root_hash, &state.signing);
                         let entry = who.entry(
                 "audit",
                 "ok",
@@ -278,33 +293,32 @@ impl OversightService for Api {
                 |_, req| async move {
                     let state = Arc::clone(&self.state);
                     let result = tokio::task::spawn_blocking(move || {
-                        let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
-                        let size = if req.tree_size == 0 {
-                            hashes.len() as u64
-                        } else {
-                            req.tree_size
-                        };
-                        if size > hashes.len() as u64 {
-                            return Err(ServerError::InvalidArgument(format!(
-                                "tree_size {size} is beyond the trail's {} records",
-                                hashes.len()
-                            )));
-                        }
-                        if req.seq == 0 || req.seq > size {
-                            return Err(ServerError::NotFound(format!(
-                                "audit record {} in a tree of {size}",
-                                req.seq
-                            )));
-                        }
-                        let n = usize::try_from(size).unwrap_or(usize::MAX);
-                        let index = usize::try_from(req.seq - 1).unwrap_or(usize::MAX);
-                        let leaves = checkpoint::leaves_of(&hashes[..n])?;
-                        let proof = checkpoint::inclusion_proof(index, &leaves);
+                        let (size, record_hash, proof) = state.store.read(|c| {
+                            let n = tree::size(c)?;
+                            let size = if req.tree_size == 0 { n } else { req.tree_size };
+                            if size > n {
+                                return Err(ServerError::InvalidArgument(format!(
+                                    "tree_size {size} is beyond the trail's {n} records"
+                                )));
+                            }
+                            if req.seq == 0 || req.seq > size {
+                                return Err(ServerError::NotFound(format!(
+                                    "audit record {} in a tree of {size}",
+                                    req.seq
+                                )));
+                            }
+                            let record_hash = tree::record_hash(c, req.seq)?;
+                            Ok((
+                                size,
+                                record_hash,
+                                tree::inclusion_proof(c, req.seq - 1, size)?,
+                            ))
+                        })?;
                         Ok((
                             pb::AuditInclusionProofResponse {
                                 leaf_index: req.seq - 1,
                                 tree_size: size,
-                                record_hash: hex::decode(&hashes[index].1).unwrap_or_default(),
+                                record_hash,
                                 proof: proof.iter().map(|h| h.to_vec()).collect(),
                             },
                             json!({"tree_size": size}),

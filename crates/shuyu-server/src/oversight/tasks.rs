@@ -32,9 +32,16 @@ fn spawn_every(
         interval.tick().await;
         loop {
             interval.tick().await;
-            // Off the async threads: a task may hash the whole trail.
+            // Off the async threads: a task may hash the whole trail. One server at a time
+            // runs it.
             let state = Arc::clone(&state);
-            match tokio::task::spawn_blocking(move || task(&state)).await {
+            let period = Duration::from_secs(secs);
+            let run = move || match state.presence.on_duty(what, period) {
+                Ok(true) => task(&state),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match tokio::task::spawn_blocking(run).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(task = what, error = %e, "periodic oversight task failed");
@@ -55,8 +62,9 @@ pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<u64> {
     let config = state.config.oversight.retention();
     state.store.commit_with(|tx| {
         let n = crate::audit::retention::redact_expired(log, tx, &config, crate::now_ms())?;
-        let mut entry =
-            entry.unwrap_or_else(|| system_entry("purge_audit", "audit", serde_json::Value::Null));
+        let mut entry = entry
+            .clone()
+            .unwrap_or_else(|| system_entry("purge_audit", "audit", serde_json::Value::Null));
         entry.detail = json!({"redacted": n, "network_log_days": config.network_log_days,
                               "operating_record_days": config.operating_record_days});
         Ok((n, entry))
@@ -84,8 +92,9 @@ pub fn scan(state: &AppState, entry: Option<AuditEntry>) -> Result<alerts::ScanO
             "raised": outcome.raised.iter().map(|a| a.id).collect::<Vec<_>>(),
             "updated": outcome.n_updated,
         });
-        let mut entry =
-            entry.unwrap_or_else(|| system_entry("scan_alerts", "alerts", serde_json::Value::Null));
+        let mut entry = entry
+            .clone()
+            .unwrap_or_else(|| system_entry("scan_alerts", "alerts", serde_json::Value::Null));
         entry.detail = detail;
         Ok((outcome, entry))
     })
@@ -110,18 +119,22 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     .collect()
 }
 
-/// Takes, stores and audits a signed checkpoint of the trail (the periodic task). The tree
-/// is hashed outside the store's lock; a checkpoint of the first N records stays true.
+/// Takes, stores and audits a signed checkpoint of the trail (the periodic task). The root
+/// is read from the stored Merkle tree (`audit::tree`: O(log n) reads, outside the store's
+/// lock); a checkpoint of the first N records stays true. Signing still waits for
+/// [`check_before_signing`], which verifies the whole trail.
 ///
 /// # Errors
 /// On store failure, or [`ServerError::FailedPrecondition`] when the trail does not verify
 /// (nothing is signed; an alert is raised).
 pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Checkpoint> {
-    use crate::audit::checkpoint;
-    let hashes = state.store.read(|c| checkpoint::audit_hashes(c, None))?;
-    let leaves = checkpoint::leaves_of(&hashes)?;
-    check_before_signing(state, &leaves)?;
-    let (cp, note) = checkpoint::signed(&leaves, &state.signing);
+    use crate::audit::{checkpoint, tree};
+    let (tree_size, root_hash) = state.store.read(|c| {
+        let n = tree::size(c)?;
+        Ok((n, tree::root(c, n)?))
+    })?;
+    check_before_signing(state, tree_size)?;
+    let (cp, note) = checkpoint::signed(tree_size, root_hash, &state.signing);
     let entry = system_entry(
         "take_checkpoint",
         "audit",
@@ -133,24 +146,33 @@ pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Che
     Ok(cp)
 }
 
-/// What a checkpoint must not be signed over: a trail whose chain, head or bound rows do
-/// not verify, or whose first records are no longer those of the last stored checkpoint.
+/// What a checkpoint of the first `tree_size` records must not be signed over: a trail
+/// whose chain (the whole trail: a record rewritten before the last checkpoint must stop
+/// the next one, so this part stays O(n)), head or bound rows do not verify, a stored Merkle tree whose leaf of the
+/// last record is not that record's hash (records rewritten behind the tree), or a trail
+/// whose first records are no longer those of the last stored checkpoint (its root read
+/// from the stored tree).
 ///
 /// # Errors
 /// On store failure.
-pub fn trail_problem(
-    state: &AppState,
-    leaves: &[crate::audit::checkpoint::Hash],
-) -> Result<Option<String>> {
+pub fn trail_problem(state: &AppState, tree_size: u64) -> Result<Option<String>> {
+    use crate::audit::{checkpoint, tree};
     let log = state.store.audit_log();
-    let (report, rows, last) = state.store.read(|c| {
-        let report = log.verify(c)?;
-        let rows = if report.ok {
-            crate::audit::bindings::verify(c)?
-        } else {
-            None
+    let (report, rows, last, head_leaf) = state.store.read(|c| {
+        let last = match checkpoint::last_stored(c)? {
+            Some((size, root_hex)) if size <= tree_size => {
+                Some((size, root_hex, Some(tree::root(c, size)?)))
+            }
+            Some((size, root_hex)) => Some((size, root_hex, None)),
+            None => None,
         };
-        Ok((report, rows, crate::audit::checkpoint::last_stored(c)?))
+        let report = log.verify(c)?;
+        if !report.ok {
+            return Ok((report, None, None, None));
+        }
+        let rows = crate::audit::bindings::verify(c)?;
+        let head_leaf = tree::stored_leaf(c, report.n_records)?;
+        Ok((report, rows, last, head_leaf))
     })?;
     if !report.ok {
         return Ok(Some(report.problem.unwrap_or_default()));
@@ -158,15 +180,21 @@ pub fn trail_problem(
     if rows.is_some() {
         return Ok(rows);
     }
-    if let Some((size, root_hex)) = last {
-        let Some(prefix) = usize::try_from(size).ok().and_then(|n| leaves.get(..n)) else {
+    let n = report.n_records;
+    if head_leaf != Some(checkpoint::leaf_of(n, &report.head_hash)?) {
+        return Ok(Some(format!(
+            "the stored Merkle tree's leaf of record {n} is not that record's hash: the trail \
+             or its tree was rewritten"
+        )));
+    }
+    if let Some((size, root_hex, root)) = last {
+        let Some(root) = root else {
             return Ok(Some(format!(
-                "the trail holds {} records, fewer than the {size} of the last checkpoint \
-                 signed: it was cut down",
-                leaves.len()
+                "the trail holds {tree_size} records, fewer than the {size} of the last \
+                 checkpoint signed: it was cut down"
             )));
         };
-        if hex::encode(crate::audit::checkpoint::root(prefix)) != root_hex {
+        if hex::encode(root) != root_hex {
             return Ok(Some(format!(
                 "the first {size} records are not those of the last checkpoint signed: the \
                  trail was rewritten"
@@ -176,16 +204,14 @@ pub fn trail_problem(
     Ok(None)
 }
 
-/// Refuses to sign over a trail with a [`trail_problem`]: raises (or counts again) the
-/// `audit_trail_broken` alert, audited, and answers FAILED_PRECONDITION.
+/// Refuses to sign a checkpoint of the first `tree_size` records over a trail with a
+/// [`trail_problem`]: raises (or counts again) the `audit_trail_broken` alert, audited, and
+/// answers FAILED_PRECONDITION.
 ///
 /// # Errors
 /// As said, or on store failure.
-pub fn check_before_signing(
-    state: &AppState,
-    leaves: &[crate::audit::checkpoint::Hash],
-) -> Result<()> {
-    let Some(problem) = trail_problem(state, leaves)? else {
+pub fn check_before_signing(state: &AppState, tree_size: u64) -> Result<()> {
+    let Some(problem) = trail_problem(state, tree_size)? else {
         return Ok(());
     };
     tracing::error!(%problem, "the audit trail does not verify: no checkpoint signed");
@@ -195,7 +221,7 @@ pub fn check_before_signing(
         tenant_id: String::new(),
         subject: "audit".into(),
         severity: "critical",
-        evidence: json!({"problem": problem, "tree_size": leaves.len()}),
+        evidence: json!({"problem": problem, "tree_size": tree_size}),
         events: vec![now],
         threshold: 1,
     };
@@ -204,7 +230,7 @@ pub fn check_before_signing(
         ..system_entry(
             "checkpoint_refused",
             "audit",
-            json!({"problem": problem, "tree_size": leaves.len()}),
+            json!({"problem": problem, "tree_size": tree_size}),
         )
     };
     state.store.commit(&entry, |tx| {

@@ -16,12 +16,25 @@ use shuyu_proto::v1::scenario_service_server::ScenarioService;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::scenarios::records::{
     Capacity, DataListItem, ScenarioApproval, ScenarioRecord, ScenarioStatus,
 };
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+
+/// The handler of `ScenarioService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct ScenariosRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl ScenariosRpc {
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> ScenariosRpc {
+        ScenariosRpc { state }
+    }
+}
 
 /// Longest validity of a scenario: three years, the default authorization term (R25).
 pub const MAX_SCENARIO_DAYS: i64 = 3 * 366;
@@ -65,7 +78,7 @@ fn describe_approval(a: &ScenarioApproval) -> String {
     }
 }
 
-impl Api {
+impl ScenariosRpc {
     fn apply_scenario(
         &self,
         caller: &Caller,
@@ -224,11 +237,12 @@ impl Api {
             let mut scenario = crate::scenarios::records::scenario(tx, &req.scenario_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("scenario {}", req.scenario_id)))?;
             if scenario.status != ScenarioStatus::Pending {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyDecided(format!(
                     "scenario {} has already been {}",
                     scenario.id,
                     scenario.status.as_str()
-                )));
+                ))
+                .into());
             }
             let now = crate::now_ms();
             // R12: one person, one decision, one capacity. Whoever has decided once is done,
@@ -243,7 +257,7 @@ impl Api {
                         .approvals
                         .iter()
                         .any(|a| !a.decided && a.capacity == Capacity::Admin && holds(caller, a));
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyDecided(format!(
                     "you have already decided on scenario {} as {}{}",
                     scenario.id,
                     describe_approval(done),
@@ -253,14 +267,15 @@ impl Api {
                     } else {
                         ""
                     }
-                )));
+                ))
+                .into());
             }
             let capacity = decision_capacity(caller, &scenario.approvals, req.approve)?
                 .ok_or_else(|| {
-                    ServerError::PermissionDenied(format!(
+                    ServerError::from(Refusal::NotAnApprover(format!(
                         "you are not a required approver of scenario {}",
                         scenario.id
-                    ))
+                    )))
                 })?;
             let mut capacities = Vec::new();
             for approval in scenario
@@ -286,7 +301,7 @@ impl Api {
                 "as": capacities,
                 "status": scenario.status.as_str(),
             });
-            Ok((scenario, caller.entry(target, "ok", detail)))
+            Ok((scenario, caller.entry(target.clone(), "ok", detail)))
         })
     }
 }
@@ -313,14 +328,15 @@ fn require_distinct_approvers(approvals: &[ScenarioApproval]) -> Result<()> {
             .iter()
             .find(|b| b.approver_id == a.approver_id && b.capacity != a.capacity)
         {
-            return Err(ServerError::FailedPrecondition(format!(
+            return Err(Refusal::OneApprovalPerPerson(format!(
                 "principal {} would approve this scenario twice, as {} and as {}; one person \
                  fills one approval of a scenario (R12): an admin must name another extra \
                  approver (shuyu dataset approver)",
                 a.approver_id,
                 describe_approval(a),
                 describe_approval(b)
-            )));
+            ))
+            .into());
         }
     }
     Ok(())
@@ -344,12 +360,13 @@ fn decision_capacity(
         // Only a scenario applied for before application refused this can name one person
         // twice: it can be rejected, never approved.
         if approve && named.iter().any(|c| c != first) {
-            return Err(ServerError::FailedPrecondition(
+            return Err(Refusal::OneApprovalPerPerson(
                 "you are named as both a steward and an extra approver of this scenario, and \
                  one person fills one approval (R12): reject it, and the engineer applies \
                  again once an admin has named another extra approver"
                     .into(),
-            ));
+            )
+            .into());
         }
         return Ok(Some(*first));
     }
@@ -383,23 +400,25 @@ fn may_see(caller: &Caller, scenario: &ScenarioRecord) -> bool {
 }
 
 #[tonic::async_trait]
-impl ScenarioService for Api {
+impl ScenarioService for ScenariosRpc {
     async fn apply_scenario(
         &self,
         request: Request<pb::ApplyScenarioRequest>,
     ) -> std::result::Result<Response<pb::ApplyScenarioResponse>, Status> {
         let no_target = |_: &pb::ApplyScenarioRequest| String::new();
-        let scenario =
-            self.state
-                .call(
-                    request,
-                    Action::ApplyScenario,
-                    no_target,
-                    |caller, req| async move {
-                        Ok(Done::Audited(Api::apply_scenario(self, &caller, req)?))
-                    },
-                )
-                .await?;
+        let scenario = self
+            .state
+            .call(
+                request,
+                Action::ApplyScenario,
+                no_target,
+                |caller, req| async move {
+                    Ok(Done::Audited(ScenariosRpc::apply_scenario(
+                        self, &caller, req,
+                    )?))
+                },
+            )
+            .await?;
         Ok(Response::new(pb::ApplyScenarioResponse {
             scenario: Some(convert::scenario(&scenario, crate::now_ms())),
         }))
@@ -478,7 +497,9 @@ impl ScenarioService for Api {
                 Action::DecideScenario,
                 target,
                 |caller, req| async move {
-                    Ok(Done::Audited(Api::decide_scenario(self, &caller, &req)?))
+                    Ok(Done::Audited(ScenariosRpc::decide_scenario(
+                        self, &caller, &req,
+                    )?))
                 },
             )
             .await?;

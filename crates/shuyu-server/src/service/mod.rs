@@ -1,24 +1,8 @@
-//! The gRPC services of `shuyu.v1`. One `Api` value implements every service trait; each
-//! method follows the protocol of [`crate::state::AppState`]: begin (authenticate, authorise),
-//! work, finish (audit, answer).
-
-use std::sync::Arc;
+//! What the gRPC services of `shuyu.v1` share: request validation. Each service has its
+//! own handler in its area's `rpc` module (`jobs::rpc::JobsRpc`, …); each method goes
+//! through [`crate::state::AppState::call`]: authenticate, authorise, work, audit, answer.
 
 use crate::error::{Result, ServerError};
-use crate::state::AppState;
-
-/// The service implementation.
-#[derive(Debug, Clone)]
-pub struct Api {
-    pub(crate) state: Arc<AppState>,
-}
-
-impl Api {
-    /// Services over `state`.
-    pub fn new(state: Arc<AppState>) -> Api {
-        Api { state }
-    }
-}
 
 /// Validates a required id field.
 pub(crate) fn require_id(value: &str, what: &str) -> Result<()> {

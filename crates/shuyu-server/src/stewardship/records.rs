@@ -1,11 +1,12 @@
 //! Stewardship records: external-data import applications (R17), data-quality tickets (R18)
 //! and risk stops (R19). Pure storage; the decisions live in `service::stewardship`.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use shuyu_engine::ColumnSpec;
+use shuyu_meta::{Row, params};
 
 use crate::catalog::records::{columns_from_json, columns_to_json};
-use crate::error::Result;
+use crate::error::{Result, ServerError};
+use crate::store::Tx;
 
 /// Schema of the stewardship tables.
 pub const SCHEMA: &str = "
@@ -14,21 +15,21 @@ CREATE TABLE IF NOT EXISTS import_applications (
     name TEXT NOT NULL, description TEXT NOT NULL, source TEXT NOT NULL,
     legal_basis TEXT NOT NULL, columns_json TEXT NOT NULL, status TEXT NOT NULL,
     decided_by TEXT NOT NULL DEFAULT '', decision_comment TEXT NOT NULL DEFAULT '',
-    decided_at_ms INTEGER NOT NULL DEFAULT 0, dataset_id TEXT NOT NULL DEFAULT '',
-    created_at_ms INTEGER NOT NULL);
+    decided_at_ms BIGINT NOT NULL DEFAULT 0, dataset_id TEXT NOT NULL DEFAULT '',
+    created_at_ms BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS import_applications_by_dataset ON import_applications (dataset_id);
 CREATE TABLE IF NOT EXISTS quality_tickets (
     id TEXT PRIMARY KEY, dataset_id TEXT NOT NULL, column_name TEXT NOT NULL,
     tenant_id TEXT NOT NULL, reporter_id TEXT NOT NULL, description TEXT NOT NULL,
-    status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, due_at_ms INTEGER NOT NULL,
+    status TEXT NOT NULL, created_at_ms BIGINT NOT NULL, due_at_ms BIGINT NOT NULL,
     resolved_by TEXT NOT NULL DEFAULT '', resolution TEXT NOT NULL DEFAULT '',
-    resolved_at_ms INTEGER NOT NULL DEFAULT 0);
+    resolved_at_ms BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS risk_stops (
     id TEXT PRIMARY KEY, target_kind TEXT NOT NULL, target_id TEXT NOT NULL,
     raised_by TEXT NOT NULL, raised_by_role TEXT NOT NULL, tenant_id TEXT NOT NULL,
-    reason TEXT NOT NULL, raised_at_ms INTEGER NOT NULL, active INTEGER NOT NULL,
+    reason TEXT NOT NULL, raised_at_ms BIGINT NOT NULL, active BOOLEAN NOT NULL,
     lifted_by TEXT NOT NULL DEFAULT '', lift_comment TEXT NOT NULL DEFAULT '',
-    lifted_at_ms INTEGER NOT NULL DEFAULT 0, jobs_stopped_json TEXT NOT NULL DEFAULT '[]');
+    lifted_at_ms BIGINT NOT NULL DEFAULT 0, jobs_stopped_json TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS risk_stops_active ON risk_stops (target_kind, target_id, active);
 ";
 
@@ -54,7 +55,7 @@ impl ImportStatus {
         }
     }
 
-    fn parse(text: &str) -> rusqlite::Result<ImportStatus> {
+    fn parse(text: &str) -> Result<ImportStatus> {
         Ok(match text {
             "pending" => ImportStatus::Pending,
             "approved" => ImportStatus::Approved,
@@ -65,12 +66,8 @@ impl ImportStatus {
     }
 }
 
-fn bad_text(what: &str, text: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("unknown {what} '{text}'").into(),
-    )
+fn bad_text(what: &str, text: &str) -> ServerError {
+    ServerError::internal(format!("metadata store: unknown {what} '{text}'"))
 }
 
 /// A tenant's application to bring its own data into the domain.
@@ -95,7 +92,7 @@ pub struct ImportApplication {
 const IMPORT_COLUMNS: &str = "id, tenant_id, applicant_id, name, description, source, legal_basis,
     columns_json, status, decided_by, decision_comment, decided_at_ms, dataset_id, created_at_ms";
 
-fn import_row(r: &Row<'_>) -> rusqlite::Result<ImportApplication> {
+fn import_row(r: &Row) -> Result<ImportApplication> {
     Ok(ImportApplication {
         id: r.get("id")?,
         tenant_id: r.get("tenant_id")?,
@@ -104,8 +101,8 @@ fn import_row(r: &Row<'_>) -> rusqlite::Result<ImportApplication> {
         description: r.get("description")?,
         source: r.get("source")?,
         legal_basis: r.get("legal_basis")?,
-        columns: columns_from_json(&r.get::<_, String>(7)?)?,
-        status: ImportStatus::parse(&r.get::<_, String>(8)?)?,
+        columns: columns_from_json(&r.get::<String>("columns_json")?)?,
+        status: ImportStatus::parse(&r.get::<String>("status")?)?,
         decided_by: r.get("decided_by")?,
         decision_comment: r.get("decision_comment")?,
         decided_at_ms: r.get("decided_at_ms")?,
@@ -118,23 +115,23 @@ fn import_row(r: &Row<'_>) -> rusqlite::Result<ImportApplication> {
 ///
 /// # Errors
 /// On store failure.
-pub fn upsert_import(conn: &Connection, a: &ImportApplication) -> Result<()> {
-    conn.execute(
-        &format!("INSERT OR REPLACE INTO import_applications ({IMPORT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+pub fn upsert_import(tx: &Tx<'_>, a: &ImportApplication) -> Result<()> {
+    tx.execute(
+        &upsert_sql("import_applications", IMPORT_COLUMNS),
         params![
-            a.id,
-            a.tenant_id,
-            a.applicant_id,
-            a.name,
-            a.description,
-            a.source,
-            a.legal_basis,
+            &a.id,
+            &a.tenant_id,
+            &a.applicant_id,
+            &a.name,
+            &a.description,
+            &a.source,
+            &a.legal_basis,
             columns_to_json(&a.columns),
             a.status.as_str(),
-            a.decided_by,
-            a.decision_comment,
+            &a.decided_by,
+            &a.decision_comment,
             a.decided_at_ms,
-            a.dataset_id,
+            &a.dataset_id,
             a.created_at_ms
         ],
     )?;
@@ -145,41 +142,43 @@ pub fn upsert_import(conn: &Connection, a: &ImportApplication) -> Result<()> {
 ///
 /// # Errors
 /// On store failure.
-pub fn import(conn: &Connection, id: &str) -> Result<Option<ImportApplication>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {IMPORT_COLUMNS} FROM import_applications WHERE id = ?1"),
-            [id],
-            import_row,
-        )
-        .optional()?)
+pub fn import(tx: &Tx<'_>, id: &str) -> Result<Option<ImportApplication>> {
+    tx.query_opt(
+        &format!("SELECT {IMPORT_COLUMNS} FROM import_applications WHERE id = ?1"),
+        params![id],
+    )?
+    .map(|r| import_row(&r))
+    .transpose()
 }
 
 /// Applications, newest first: one tenant's, or all (`None`).
 ///
 /// # Errors
 /// On store failure.
-pub fn imports(conn: &Connection, tenant_id: Option<&str>) -> Result<Vec<ImportApplication>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {IMPORT_COLUMNS} FROM import_applications
-         WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY created_at_ms DESC, id"
-    ))?;
-    let rows = stmt.query_map([tenant_id], import_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn imports(tx: &Tx<'_>, tenant_id: Option<&str>) -> Result<Vec<ImportApplication>> {
+    tx.query(
+        &format!(
+            "SELECT {IMPORT_COLUMNS} FROM import_applications
+             WHERE CAST(?1 AS TEXT) IS NULL OR tenant_id = ?1 ORDER BY created_at_ms DESC, id"
+        ),
+        params![tenant_id],
+    )?
+    .iter()
+    .map(import_row)
+    .collect()
 }
 
 /// Whether an open application (pending or approved, not yet uploaded) already claims `name`.
 ///
 /// # Errors
 /// On store failure.
-pub fn import_name_claimed(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM import_applications WHERE name = ?1 AND status IN ('pending', 'approved')",
-            [name],
-            |_| Ok(()),
-        )
-        .optional()?
+pub fn import_name_claimed(tx: &Tx<'_>, name: &str) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 AS claimed FROM import_applications
+             WHERE name = ?1 AND status IN ('pending', 'approved') LIMIT 1",
+            params![name],
+        )?
         .is_some())
 }
 
@@ -187,26 +186,29 @@ pub fn import_name_claimed(conn: &Connection, name: &str) -> Result<bool> {
 ///
 /// # Errors
 /// On store failure.
-pub fn imported_by(conn: &Connection, dataset_id: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row(
-            "SELECT tenant_id FROM import_applications WHERE dataset_id = ?1 AND status = 'imported'",
-            [dataset_id],
-            |r| r.get(0),
-        )
-        .optional()?)
+pub fn imported_by(tx: &Tx<'_>, dataset_id: &str) -> Result<Option<String>> {
+    Ok(tx
+        .query_opt(
+            "SELECT tenant_id FROM import_applications
+             WHERE dataset_id = ?1 AND status = 'imported' LIMIT 1",
+            params![dataset_id],
+        )?
+        .map(|r| r.get("tenant_id"))
+        .transpose()?)
 }
 
 /// Ids of every imported dataset.
 ///
 /// # Errors
 /// On store failure.
-pub fn imported_dataset_ids(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare(
+pub fn imported_dataset_ids(tx: &Tx<'_>) -> Result<Vec<String>> {
+    tx.query(
         "SELECT dataset_id FROM import_applications WHERE status = 'imported' AND dataset_id != ''",
-    )?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok(r.get("dataset_id")?))
+    .collect()
 }
 
 // ------------------------------------------------------------------ quality tickets (R18)
@@ -230,7 +232,7 @@ impl TicketStatus {
         }
     }
 
-    fn parse(text: &str) -> rusqlite::Result<TicketStatus> {
+    fn parse(text: &str) -> Result<TicketStatus> {
         Ok(match text {
             "open" => TicketStatus::Open,
             "resolved" => TicketStatus::Resolved,
@@ -267,7 +269,7 @@ impl QualityTicket {
 const TICKET_COLUMNS: &str = "id, dataset_id, column_name, tenant_id, reporter_id, description,
     status, created_at_ms, due_at_ms, resolved_by, resolution, resolved_at_ms";
 
-fn ticket_row(r: &Row<'_>) -> rusqlite::Result<QualityTicket> {
+fn ticket_row(r: &Row) -> Result<QualityTicket> {
     Ok(QualityTicket {
         id: r.get("id")?,
         dataset_id: r.get("dataset_id")?,
@@ -275,7 +277,7 @@ fn ticket_row(r: &Row<'_>) -> rusqlite::Result<QualityTicket> {
         tenant_id: r.get("tenant_id")?,
         reporter_id: r.get("reporter_id")?,
         description: r.get("description")?,
-        status: TicketStatus::parse(&r.get::<_, String>(6)?)?,
+        status: TicketStatus::parse(&r.get::<String>("status")?)?,
         created_at_ms: r.get("created_at_ms")?,
         due_at_ms: r.get("due_at_ms")?,
         resolved_by: r.get("resolved_by")?,
@@ -288,21 +290,21 @@ fn ticket_row(r: &Row<'_>) -> rusqlite::Result<QualityTicket> {
 ///
 /// # Errors
 /// On store failure.
-pub fn upsert_ticket(conn: &Connection, t: &QualityTicket) -> Result<()> {
-    conn.execute(
-        &format!("INSERT OR REPLACE INTO quality_tickets ({TICKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+pub fn upsert_ticket(tx: &Tx<'_>, t: &QualityTicket) -> Result<()> {
+    tx.execute(
+        &upsert_sql("quality_tickets", TICKET_COLUMNS),
         params![
-            t.id,
-            t.dataset_id,
-            t.column,
-            t.tenant_id,
-            t.reporter_id,
-            t.description,
+            &t.id,
+            &t.dataset_id,
+            &t.column,
+            &t.tenant_id,
+            &t.reporter_id,
+            &t.description,
             t.status.as_str(),
             t.created_at_ms,
             t.due_at_ms,
-            t.resolved_by,
-            t.resolution,
+            &t.resolved_by,
+            &t.resolution,
             t.resolved_at_ms
         ],
     )?;
@@ -313,39 +315,44 @@ pub fn upsert_ticket(conn: &Connection, t: &QualityTicket) -> Result<()> {
 ///
 /// # Errors
 /// On store failure.
-pub fn ticket(conn: &Connection, id: &str) -> Result<Option<QualityTicket>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {TICKET_COLUMNS} FROM quality_tickets WHERE id = ?1"),
-            [id],
-            ticket_row,
-        )
-        .optional()?)
+pub fn ticket(tx: &Tx<'_>, id: &str) -> Result<Option<QualityTicket>> {
+    tx.query_opt(
+        &format!("SELECT {TICKET_COLUMNS} FROM quality_tickets WHERE id = ?1"),
+        params![id],
+    )?
+    .map(|r| ticket_row(&r))
+    .transpose()
 }
 
 /// Every ticket, newest first.
 ///
 /// # Errors
 /// On store failure.
-pub fn tickets(conn: &Connection) -> Result<Vec<QualityTicket>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {TICKET_COLUMNS} FROM quality_tickets ORDER BY created_at_ms DESC, id"
-    ))?;
-    let rows = stmt.query_map([], ticket_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn tickets(tx: &Tx<'_>) -> Result<Vec<QualityTicket>> {
+    tx.query(
+        &format!("SELECT {TICKET_COLUMNS} FROM quality_tickets ORDER BY created_at_ms DESC, id"),
+        &[],
+    )?
+    .iter()
+    .map(ticket_row)
+    .collect()
 }
 
 /// Open tickets whose deadline has passed.
 ///
 /// # Errors
 /// On store failure.
-pub fn overdue_tickets(conn: &Connection, now_ms: i64) -> Result<Vec<QualityTicket>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {TICKET_COLUMNS} FROM quality_tickets WHERE status = 'open' AND due_at_ms <= ?1
-         ORDER BY due_at_ms"
-    ))?;
-    let rows = stmt.query_map([now_ms], ticket_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn overdue_tickets(tx: &Tx<'_>, now_ms: i64) -> Result<Vec<QualityTicket>> {
+    tx.query(
+        &format!(
+            "SELECT {TICKET_COLUMNS} FROM quality_tickets WHERE status = 'open' AND due_at_ms <= ?1
+             ORDER BY due_at_ms"
+        ),
+        params![now_ms],
+    )?
+    .iter()
+    .map(ticket_row)
+    .collect()
 }
 
 // ------------------------------------------------------------------ risk stops (R19)
@@ -365,7 +372,7 @@ impl RiskTarget {
         }
     }
 
-    fn parse(text: &str) -> rusqlite::Result<RiskTarget> {
+    fn parse(text: &str) -> Result<RiskTarget> {
         Ok(match text {
             "dataset" => RiskTarget::Dataset,
             "scenario" => RiskTarget::Scenario,
@@ -396,11 +403,11 @@ pub struct RiskStop {
 const STOP_COLUMNS: &str = "id, target_kind, target_id, raised_by, raised_by_role, tenant_id,
     reason, raised_at_ms, active, lifted_by, lift_comment, lifted_at_ms, jobs_stopped_json";
 
-fn stop_row(r: &Row<'_>) -> rusqlite::Result<RiskStop> {
+fn stop_row(r: &Row) -> Result<RiskStop> {
     let jobs: String = r.get("jobs_stopped_json")?;
     Ok(RiskStop {
         id: r.get("id")?,
-        target: RiskTarget::parse(&r.get::<_, String>(1)?)?,
+        target: RiskTarget::parse(&r.get::<String>("target_kind")?)?,
         target_id: r.get("target_id")?,
         raised_by: r.get("raised_by")?,
         raised_by_role: r.get("raised_by_role")?,
@@ -412,7 +419,7 @@ fn stop_row(r: &Row<'_>) -> rusqlite::Result<RiskStop> {
         lift_comment: r.get("lift_comment")?,
         lifted_at_ms: r.get("lifted_at_ms")?,
         jobs_stopped: serde_json::from_str(&jobs).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, e.into())
+            ServerError::internal(format!("metadata store: bad jobs_stopped_json: {e}"))
         })?,
     })
 }
@@ -421,23 +428,23 @@ fn stop_row(r: &Row<'_>) -> rusqlite::Result<RiskStop> {
 ///
 /// # Errors
 /// On store failure.
-pub fn upsert_stop(conn: &Connection, s: &RiskStop) -> Result<()> {
-    conn.execute(
-        &format!("INSERT OR REPLACE INTO risk_stops ({STOP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+pub fn upsert_stop(tx: &Tx<'_>, s: &RiskStop) -> Result<()> {
+    tx.execute(
+        &upsert_sql("risk_stops", STOP_COLUMNS),
         params![
-            s.id,
+            &s.id,
             s.target.as_str(),
-            s.target_id,
-            s.raised_by,
-            s.raised_by_role,
-            s.tenant_id,
-            s.reason,
+            &s.target_id,
+            &s.raised_by,
+            &s.raised_by_role,
+            &s.tenant_id,
+            &s.reason,
             s.raised_at_ms,
             s.active,
-            s.lifted_by,
-            s.lift_comment,
+            &s.lifted_by,
+            &s.lift_comment,
             s.lifted_at_ms,
-            serde_json::to_string(&s.jobs_stopped).unwrap_or_else(|_| "[]".into())
+            crate::store::to_json(&s.jobs_stopped, "a risk stop's stopped jobs")?
         ],
     )?;
     Ok(())
@@ -447,102 +454,158 @@ pub fn upsert_stop(conn: &Connection, s: &RiskStop) -> Result<()> {
 ///
 /// # Errors
 /// On store failure.
-pub fn stop(conn: &Connection, id: &str) -> Result<Option<RiskStop>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {STOP_COLUMNS} FROM risk_stops WHERE id = ?1"),
-            [id],
-            stop_row,
-        )
-        .optional()?)
+pub fn stop(tx: &Tx<'_>, id: &str) -> Result<Option<RiskStop>> {
+    tx.query_opt(
+        &format!("SELECT {STOP_COLUMNS} FROM risk_stops WHERE id = ?1"),
+        params![id],
+    )?
+    .map(|r| stop_row(&r))
+    .transpose()
 }
 
 /// Every risk stop, newest first.
 ///
 /// # Errors
 /// On store failure.
-pub fn stops(conn: &Connection) -> Result<Vec<RiskStop>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {STOP_COLUMNS} FROM risk_stops ORDER BY raised_at_ms DESC, id"
-    ))?;
-    let rows = stmt.query_map([], stop_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn stops(tx: &Tx<'_>) -> Result<Vec<RiskStop>> {
+    tx.query(
+        &format!("SELECT {STOP_COLUMNS} FROM risk_stops ORDER BY raised_at_ms DESC, id"),
+        &[],
+    )?
+    .iter()
+    .map(stop_row)
+    .collect()
 }
 
 /// The active stop on a target, if any (the earliest raised).
 ///
 /// # Errors
 /// On store failure.
-pub fn active_stop(
-    conn: &Connection,
-    target: RiskTarget,
-    target_id: &str,
-) -> Result<Option<RiskStop>> {
-    Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {STOP_COLUMNS} FROM risk_stops WHERE target_kind = ?1 AND target_id = ?2
-                 AND active = 1 ORDER BY raised_at_ms LIMIT 1"
-            ),
-            params![target.as_str(), target_id],
-            stop_row,
-        )
-        .optional()?)
+pub fn active_stop(tx: &Tx<'_>, target: RiskTarget, target_id: &str) -> Result<Option<RiskStop>> {
+    tx.query_opt(
+        &format!(
+            "SELECT {STOP_COLUMNS} FROM risk_stops WHERE target_kind = ?1 AND target_id = ?2
+             AND active = TRUE ORDER BY raised_at_ms LIMIT 1"
+        ),
+        params![target.as_str(), target_id],
+    )?
+    .map(|r| stop_row(&r))
+    .transpose()
+}
+
+/// `INSERT` of a row keyed by `id` with `columns` (`id` first) as `?1, ?2, …`, updating every
+/// other column of an existing row.
+fn upsert_sql(table: &str, columns: &str) -> String {
+    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let values: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = names
+        .iter()
+        .filter(|n| **n != "id")
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+        names.join(", "),
+        values.join(", "),
+        updates.join(", ")
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conn() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn
-    }
+    use crate::store::testing::{each_backend, write};
 
     #[test]
     fn risk_stops_round_trip_and_only_active_ones_bind() {
-        let conn = conn();
-        let mut s = RiskStop {
-            id: "rs_1".into(),
-            target: RiskTarget::Dataset,
-            target_id: "ds_1".into(),
-            raised_by: "p_1".into(),
-            raised_by_role: "engineer".into(),
-            tenant_id: "t_1".into(),
-            reason: "links persons to addresses".into(),
-            raised_at_ms: 5,
-            active: true,
-            lifted_by: String::new(),
-            lift_comment: String::new(),
-            lifted_at_ms: 0,
-            jobs_stopped: vec!["job_1".into()],
-        };
-        upsert_stop(&conn, &s).unwrap();
-        assert_eq!(stop(&conn, "rs_1").unwrap().as_ref(), Some(&s));
-        assert!(
-            active_stop(&conn, RiskTarget::Dataset, "ds_1")
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            active_stop(&conn, RiskTarget::Scenario, "ds_1")
-                .unwrap()
-                .is_none()
-        );
-        s.active = false;
-        upsert_stop(&conn, &s).unwrap();
-        assert!(
-            active_stop(&conn, RiskTarget::Dataset, "ds_1")
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(stops(&conn).unwrap(), vec![s]);
+        each_backend(|store| {
+            let mut s = RiskStop {
+                id: "rs_1".into(),
+                target: RiskTarget::Dataset,
+                target_id: "ds_1".into(),
+                raised_by: "p_1".into(),
+                raised_by_role: "engineer".into(),
+                tenant_id: "t_1".into(),
+                reason: "links persons to addresses".into(),
+                raised_at_ms: 5,
+                active: true,
+                lifted_by: String::new(),
+                lift_comment: String::new(),
+                lifted_at_ms: 0,
+                jobs_stopped: vec!["job_1".into()],
+            };
+            write(store, |tx| upsert_stop(tx, &s));
+            assert_eq!(
+                store.read(|tx| stop(tx, "rs_1")).unwrap().as_ref(),
+                Some(&s)
+            );
+            let active = |target| {
+                store
+                    .read(|tx| active_stop(tx, target, "ds_1"))
+                    .unwrap()
+                    .is_some()
+            };
+            assert!(active(RiskTarget::Dataset));
+            assert!(!active(RiskTarget::Scenario));
+            s.active = false;
+            s.lifted_by = "p_admin".into();
+            s.lift_comment = "reviewed".into();
+            s.lifted_at_ms = 9;
+            write(store, |tx| upsert_stop(tx, &s));
+            assert!(!active(RiskTarget::Dataset));
+            assert_eq!(store.read(stops).unwrap(), vec![s.clone()]);
+        });
+    }
+
+    #[test]
+    fn imports_round_trip_and_claim_their_names() {
+        each_backend(|store| {
+            let mut a = ImportApplication {
+                id: "imp_1".into(),
+                tenant_id: "t_1".into(),
+                applicant_id: "p_1".into(),
+                name: "own_data".into(),
+                description: "d".into(),
+                source: "s".into(),
+                legal_basis: "contract".into(),
+                columns: Vec::new(),
+                status: ImportStatus::Pending,
+                decided_by: String::new(),
+                decision_comment: String::new(),
+                decided_at_ms: 0,
+                dataset_id: String::new(),
+                created_at_ms: 3,
+            };
+            write(store, |tx| upsert_import(tx, &a));
+            assert_eq!(
+                store.read(|tx| import(tx, "imp_1")).unwrap(),
+                Some(a.clone())
+            );
+            assert!(
+                store
+                    .read(|tx| import_name_claimed(tx, "own_data"))
+                    .unwrap()
+            );
+            assert_eq!(store.read(|tx| imports(tx, Some("t_2"))).unwrap(), []);
+            a.status = ImportStatus::Imported;
+            a.dataset_id = "ds_9".into();
+            write(store, |tx| upsert_import(tx, &a));
+            assert_eq!(store.read(|tx| imports(tx, None)).unwrap(), vec![a.clone()]);
+            assert!(
+                !store
+                    .read(|tx| import_name_claimed(tx, "own_data"))
+                    .unwrap()
+            );
+            assert_eq!(
+                store.read(|tx| imported_by(tx, "ds_9")).unwrap().as_deref(),
+                Some("t_1")
+            );
+            assert_eq!(store.read(imported_dataset_ids).unwrap(), ["ds_9"]);
+        });
     }
 
     #[test]
     fn overdue_tickets_are_open_ones_past_their_deadline() {
-        let conn = conn();
         let ticket = |id: &str, due: i64, status: TicketStatus| QualityTicket {
             id: id.into(),
             dataset_id: "ds".into(),
@@ -557,16 +620,29 @@ mod tests {
             resolution: String::new(),
             resolved_at_ms: 0,
         };
-        upsert_ticket(&conn, &ticket("a", 10, TicketStatus::Open)).unwrap();
-        upsert_ticket(&conn, &ticket("b", 100, TicketStatus::Open)).unwrap();
-        upsert_ticket(&conn, &ticket("c", 10, TicketStatus::Resolved)).unwrap();
-        let late: Vec<String> = overdue_tickets(&conn, 50)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(late, ["a"]);
+        each_backend(|store| {
+            write(store, |tx| {
+                upsert_ticket(tx, &ticket("a", 10, TicketStatus::Open))?;
+                upsert_ticket(tx, &ticket("b", 100, TicketStatus::Open))?;
+                upsert_ticket(tx, &ticket("c", 10, TicketStatus::Resolved))
+            });
+            let late: Vec<String> = store
+                .read(|tx| overdue_tickets(tx, 50))
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(late, ["a"]);
+            assert_eq!(
+                store.read(|tx| ticket_of(tx, "c")).unwrap(),
+                Some(ticket("c", 10, TicketStatus::Resolved))
+            );
+        });
         assert!(ticket("a", 10, TicketStatus::Open).overdue(10));
         assert!(!ticket("a", 10, TicketStatus::Declined).overdue(10));
+    }
+
+    fn ticket_of(tx: &Tx<'_>, id: &str) -> Result<Option<QualityTicket>> {
+        super::ticket(tx, id)
     }
 }

@@ -16,11 +16,30 @@ use crate::jobs::records::{JobMode, JobStatus};
 use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
 use crate::scenarios::records::ScenarioRecord;
-use crate::service::{Api, require_id, require_text};
+use crate::service::{require_id, require_text};
 use crate::state::{AppState, Caller, Done};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
+use crate::store::Tx;
+
+/// The handler of `StewardshipService`: the server state it serves from.
+#[derive(Debug, Clone)]
+pub(crate) struct StewardshipRpc {
+    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+}
+
+impl StewardshipRpc {
+    /// The catalog's handler, whose uploads and dataset checks stewardship reuses.
+    fn catalog(&self) -> crate::catalog::rpc::CatalogRpc {
+        crate::catalog::rpc::CatalogRpc::new(self.state.clone())
+    }
+
+    /// The handler over `state`.
+    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> StewardshipRpc {
+        StewardshipRpc { state }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -69,9 +88,9 @@ fn stop_message(stop: &RiskStop) -> String {
 ///
 /// # Errors
 /// On store failure.
-pub fn overdue_ticket_notices(conn: &rusqlite::Connection, now_ms: i64) -> Result<usize> {
+pub fn overdue_ticket_notices(tx: &Tx<'_>, now_ms: i64) -> Result<usize> {
     let mut written = 0;
-    for ticket in st::overdue_tickets(conn, now_ms)? {
+    for ticket in st::overdue_tickets(tx, now_ms)? {
         let key = format!("quality_overdue:{}", ticket.id);
         let subject = format!(
             "data-quality ticket {} on dataset {} is past its deadline",
@@ -90,7 +109,7 @@ pub fn overdue_ticket_notices(conn: &rusqlite::Connection, now_ms: i64) -> Resul
             reference: &ticket.id,
             dedup_key: Some(&key),
         };
-        if notify::notify(conn, &note, now_ms)? {
+        if notify::notify(tx, &note, now_ms)? {
             written += 1;
         }
     }
@@ -131,7 +150,7 @@ pub fn sweep(state: &AppState) -> Result<usize> {
         .commit(&entry, |tx| overdue_ticket_notices(tx, now))
 }
 
-impl Api {
+impl StewardshipRpc {
     // -------------------------------------------------------------- imports (R17)
 
     fn apply_import(
@@ -156,7 +175,7 @@ impl Api {
                 "list the columns of the data with their classifications".into(),
             ));
         }
-        let columns = self.parse_columns(&req.columns)?;
+        let columns = self.catalog().parse_columns(&req.columns)?;
         let id = crate::new_id("imp");
         let application = ImportApplication {
             id: id.clone(),
@@ -343,6 +362,7 @@ impl Api {
         };
         let mut imported = application.clone();
         let dataset = self
+            .catalog()
             .store_upload(caller, upload, input, |tx, record| {
                 // Re-read inside the transaction: two uploads of one application race here.
                 let current = st::import(tx, &application.id)?
@@ -380,7 +400,7 @@ impl Api {
         let tenant_id = caller.tenant()?.to_owned();
         // R25: working on a dataset, reporting its defects included, needs an authorization.
         crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
-        let dataset = self.visible_dataset(caller, &req.dataset_id)?;
+        let dataset = self.catalog().visible_dataset(caller, &req.dataset_id)?;
         let column = req.column.trim().to_owned();
         if !column.is_empty() && !dataset.columns.iter().any(|c| c.name == column) {
             return Err(ServerError::InvalidArgument(format!(
@@ -546,7 +566,7 @@ impl Api {
                                 ServerError::NotFound(format!("dataset {}", req.dataset_id))
                             })?
                     }
-                    _ => self.visible_dataset(caller, &req.dataset_id)?,
+                    _ => self.catalog().visible_dataset(caller, &req.dataset_id)?,
                 };
                 Ok((RiskTarget::Dataset, dataset.id))
             }
@@ -583,10 +603,8 @@ impl Api {
         target: RiskTarget,
         target_id: &str,
     ) -> Result<Vec<crate::jobs::records::JobRecord>> {
-        let jobs = self
-            .state
-            .store
-            .read(crate::jobs::records::unfinished_jobs)?;
+        let store = &self.state.store;
+        let jobs = store.read(|c| crate::jobs::records::unfinished_jobs(c, store.audit_log()))?;
         let mut matching = Vec::new();
         for job in jobs {
             let hit = match (target, job.mode) {
@@ -655,7 +673,7 @@ impl Api {
         self.state.store.commit(&entry, |tx| {
             st::upsert_stop(tx, &stop)?;
             for job in &cancelled_queued {
-                crate::jobs::records::upsert_job(tx, job)?;
+                crate::jobs::records::upsert_job(tx, self.state.store.audit_log(), job)?;
             }
             let subject = format!(
                 "risk stop {} on {} {}: {} job(s) stopped",
@@ -769,7 +787,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl StewardshipService for Api {
+impl StewardshipService for StewardshipRpc {
     async fn apply_import(
         &self,
         request: Request<pb::ApplyImportRequest>,
@@ -1005,12 +1023,10 @@ impl StewardshipService for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{each_backend, write};
 
     #[test]
     fn overdue_tickets_are_reported_to_admins_once() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(st::SCHEMA).unwrap();
-        conn.execute_batch(notify::SCHEMA).unwrap();
         let ticket = |id: &str, due: i64| QualityTicket {
             id: id.into(),
             dataset_id: "ds_1".into(),
@@ -1025,14 +1041,19 @@ mod tests {
             resolution: String::new(),
             resolved_at_ms: 0,
         };
-        st::upsert_ticket(&conn, &ticket("dq_late", 100)).unwrap();
-        st::upsert_ticket(&conn, &ticket("dq_on_time", 10_000)).unwrap();
-        assert_eq!(overdue_ticket_notices(&conn, 500).unwrap(), 1);
-        // The next sweep finds the same ticket and writes nothing.
-        assert_eq!(overdue_ticket_notices(&conn, 600).unwrap(), 0);
-        assert!(notify::exists(&conn, "quality_overdue:dq_late").unwrap());
-        assert!(!notify::exists(&conn, "quality_overdue:dq_on_time").unwrap());
-        // Once the second ticket's deadline passes, it is reported too.
-        assert_eq!(overdue_ticket_notices(&conn, 10_000).unwrap(), 1);
+        each_backend(|store| {
+            write(store, |tx| {
+                st::upsert_ticket(tx, &ticket("dq_late", 100))?;
+                st::upsert_ticket(tx, &ticket("dq_on_time", 10_000))
+            });
+            assert_eq!(write(store, |tx| overdue_ticket_notices(tx, 500)), 1);
+            // The next sweep finds the same ticket and writes nothing.
+            assert_eq!(write(store, |tx| overdue_ticket_notices(tx, 600)), 0);
+            let exists = |key: &str| store.read(|tx| notify::exists(tx, key)).unwrap();
+            assert!(exists("quality_overdue:dq_late"));
+            assert!(!exists("quality_overdue:dq_on_time"));
+            // Once the second ticket's deadline passes, it is reported too.
+            assert_eq!(write(store, |tx| overdue_ticket_notices(tx, 10_000)), 1);
+        });
     }
 }

@@ -42,8 +42,14 @@ async fn vote(reviewer: &mut Client, export_id: &str, comment: &str) -> Result<p
         .unwrap_or_default())
 }
 
-/// Runs the quickstart. With `data_dir` the domain is kept there for `shuyu serve`.
-pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()> {
+/// Runs the quickstart. With `data_dir` the domain is kept there for `shuyu serve`; with a
+/// metadata URL its metadata lives in that PostgreSQL instead of the data dir.
+pub async fn run(
+    data_dir: Option<PathBuf>,
+    rows: usize,
+    seed: u64,
+    metadata: &shuyu_server::domain::MetadataConfig,
+) -> Result<()> {
     let temp;
     let dir = match data_dir {
         Some(dir) => dir,
@@ -61,6 +67,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     );
     let init = shuyu_server::domain::init(
         &dir,
+        metadata,
         "Platform Admin",
         "Public Data Authority",
         &shuyu_server::domain::AdminQualification {
@@ -74,6 +81,13 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
         "  data dir {}; master key created with mode 0600 (never printed)",
         dir.display()
     );
+    match metadata.parsed_url()? {
+        Some(url) => println!("  metadata and audit trail in {url} (recorded in the data dir)"),
+        None => println!(
+            "  metadata and audit trail in {}",
+            dir.join("meta.db").display()
+        ),
+    }
     println!("  export signing key {}", init.signing_public_key);
 
     step(
@@ -82,6 +96,7 @@ pub async fn run(data_dir: Option<PathBuf>, rows: usize, seed: u64) -> Result<()
     );
     let mut config = shuyu_server::ServerConfig::new(dir.clone());
     config.listen = "127.0.0.1:0".parse()?;
+    config.metadata = metadata.clone();
     let server = shuyu_server::serve(config).await?;
     let addr = format!("https://localhost:{}", server.addr.port());
     println!("  serving on {addr}");

@@ -5,7 +5,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_tampering_is_detected() {
-    let domain = Domain::new();
+    let domain = Domain::new_sqlite();
     let server = domain.start();
     let Approved {
         people: mut p,

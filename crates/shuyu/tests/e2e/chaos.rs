@@ -231,29 +231,35 @@ async fn check_restarted(
     fresh: &[Ack],
     tenant_id: &str,
 ) {
-    let conn = rusqlite::Connection::open_with_flags(
-        domain.data.join("meta.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    // What the store committed, read beside the server on its backend.
     let pairs = |sql: &str| -> std::collections::HashMap<String, String> {
-        let mut stmt = conn.prepare(sql).unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+        domain
+            .query_texts(sql, &["k", "v"])
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].clone().unwrap_or_default(),
+                )
+            })
+            .collect()
     };
-    let tenants = pairs("SELECT id, name FROM tenants");
-    let datasets = pairs("SELECT id, CAST(n_rows AS TEXT) FROM datasets");
-    let jobs = pairs("SELECT id, status FROM jobs");
-    let exports = pairs("SELECT id, status || ' ' || package_location FROM exports");
+    let tenants = pairs("SELECT id AS k, name AS v FROM tenants");
+    let datasets = pairs("SELECT id AS k, CAST(n_rows AS TEXT) AS v FROM datasets");
+    let jobs = pairs("SELECT id AS k, status AS v FROM jobs");
+    let exports = pairs("SELECT id AS k, status || ' ' || package_location AS v FROM exports");
     // A CSV product's Parquet copy for Flight, stored beside its package.
-    let flight_copies = pairs(
-        "SELECT id, json_extract(product_json, '$.flight_copy.location') FROM exports
-         WHERE product_json LIKE '{%' AND json_extract(product_json, '$.flight_copy') IS NOT NULL",
-    );
+    let flight_copies: std::collections::HashMap<String, String> =
+        pairs("SELECT id AS k, product_json AS v FROM exports WHERE product_json LIKE '{%'")
+            .into_iter()
+            .filter_map(|(id, product)| {
+                let product: serde_json::Value = serde_json::from_str(&product).ok()?;
+                let location = product["flight_copy"]["location"].as_str()?.to_owned();
+                Some((id, location))
+            })
+            .collect();
     let approvals = pairs(
-        "SELECT export_id, CAST(count(*) AS TEXT) FROM export_votes
+        "SELECT export_id AS k, CAST(count(*) AS TEXT) AS v FROM export_votes
          WHERE decision = 'approve' GROUP BY export_id",
     );
     for acked in acks {

@@ -74,20 +74,19 @@ fn walk_all(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The audit records of a stopped domain, read with a plain read-only connection.
-fn records(data: &Path) -> Vec<(String, String, String)> {
-    let conn = rusqlite::Connection::open_with_flags(
-        data.join("meta.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = conn
-        .prepare("SELECT action, target, detail FROM audit ORDER BY seq")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+/// The audit records of a domain, read beside the server.
+fn records(domain: &Domain) -> Vec<(String, String, String)> {
+    domain
+        .query_texts(
+            "SELECT action, target, detail FROM audit ORDER BY seq",
+            &["action", "target", "detail"],
+        )
+        .into_iter()
+        .map(|r| {
+            let text = |i: usize| r[i].clone().unwrap_or_default();
+            (text(0), text(1), text(2))
+        })
+        .collect()
 }
 
 /// Stops the server the way Ctrl-C does (its shutdown path runs).
@@ -103,7 +102,7 @@ fn interrupt(mut server: Server) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
-    let domain = Domain::new();
+    let domain = Domain::new_sqlite();
     let server = domain.start();
     let Approved {
         people: mut p,
@@ -138,7 +137,7 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
         (job.status == pb::JobStatus::Running as i32).then_some(())
     })
     .await;
-    let before = records(&domain.data).len();
+    let before = records(&domain).len();
 
     let second = run_bin(&[
         "serve",
@@ -166,7 +165,7 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
         .job
         .unwrap();
     assert_eq!(job.status, pb::JobStatus::Running as i32, "{}", job.error);
-    let since: Vec<String> = records(&domain.data)[before..]
+    let since: Vec<String> = records(&domain)[before..]
         .iter()
         .map(|(action, _, _)| action.clone())
         .collect();
@@ -185,7 +184,7 @@ async fn a_second_server_on_a_live_data_dir_is_refused_and_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_dir_is_private_and_loosened_modes_are_tightened_at_start() {
-    let domain = Domain::new();
+    let domain = Domain::new_sqlite();
     let server = domain.start();
     let Approved {
         people: mut p,
@@ -240,7 +239,7 @@ async fn the_data_dir_is_private_and_loosened_modes_are_tightened_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_verify_writes_nothing_and_catches_edited_decisions_and_an_emptied_trail() {
-    let domain = Domain::new();
+    let domain = Domain::new_sqlite();
     let server = domain.start();
     let Approved {
         people: mut p,
@@ -383,7 +382,7 @@ async fn unreferenced_objects_are_removed_at_start_and_audited() {
     assert_eq!(still.status, pb::JobStatus::Succeeded as i32);
     drop(engineer);
     server.kill();
-    let audited = records(&domain.data);
+    let audited = records(&domain);
     let (_, _, detail) = audited
         .iter()
         .find(|(action, _, _)| action == "remove_unreferenced_objects")
@@ -458,7 +457,7 @@ async fn refused_certificates_and_garbled_requests_are_counted_and_audited() {
         .unwrap_err();
     assert_ne!(garbled.code(), Code::Ok);
     interrupt(server);
-    let refused: Vec<String> = records(&domain.data)
+    let refused: Vec<String> = records(&domain)
         .into_iter()
         .filter(|(action, _, _)| action == "transport_refused")
         .map(|(_, target, detail)| format!("{target} {detail}"))
@@ -511,7 +510,7 @@ fn a_read_only_data_dir_is_refused_at_start_with_a_plain_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_gives_a_plain_status_and_the_server_reports_not_ready() {
-    let domain = Domain::new();
+    let domain = Domain::new_sqlite();
     let flags = tempfile::tempdir().unwrap();
     let mount = tempfile::tempdir().unwrap();
     let log = flags.path().join("server.log");

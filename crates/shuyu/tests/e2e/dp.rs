@@ -124,7 +124,7 @@ async fn dp_jobs_spend_a_budget_that_concurrency_and_re_registration_cannot_beat
             Ok(_) => admitted += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                assert!(status.message().contains("privacy budget"), "{status:?}");
+                assert_eq!(reason(&status), "PRIVACY_BUDGET_EXHAUSTED");
             }
         }
     }

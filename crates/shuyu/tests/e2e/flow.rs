@@ -29,6 +29,68 @@ fn quickstart_walks_the_whole_flow() {
     }
 }
 
+/// The quickstart with the domain's metadata in a running PostgreSQL, kept in a data dir;
+/// then two servers serve that domain at once, and `shuyu audit verify` finds the trail
+/// through the data dir's record alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_on_postgres_then_two_servers_serve_the_domain() {
+    let pg = shuyu_meta::testing::TestPostgres::start().expect("a test PostgreSQL");
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("domain");
+    let url = pg.url().to_string();
+    let out = run_bin(&[
+        "quickstart",
+        "--rows",
+        "600",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--metadata-url",
+        &url,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "approved",
+        "OK: signature and hashes verify",
+        "audit records verify",
+    ] {
+        assert!(stdout.contains(expected), "lacks {expected:?}:\n{stdout}");
+    }
+    assert!(stdout.contains(&url), "{stdout}");
+    assert!(
+        !data.join("meta.db").exists(),
+        "the metadata went to PostgreSQL"
+    );
+    let record = std::fs::read_to_string(data.join("metadata.toml")).unwrap();
+    assert!(record.contains(&url), "{record}");
+
+    let (a, b) = (Server::start(&data), Server::start(&data));
+    let admin = data.join("credentials").join("admin");
+    for server in [&a, &b] {
+        let mut client = server.client(&admin).await;
+        let me = client
+            .session
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .principal
+            .unwrap();
+        assert_eq!(me.role, pb::Role::Admin as i32, "{me:?}");
+    }
+    drop((a, b));
+    let verified = audit_verify(&data);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn gate_approves_only_clean_aggregates_and_signs_them() {
     let domain = Domain::new();

@@ -93,6 +93,8 @@ async fn lapsed_training_or_nda_blocks_the_next_call_until_requalified() {
         .expect("record the NDA");
     let refused = whoami(&mut p.engineer).await.expect_err("refused");
     assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(reason(&refused), "NOT_QUALIFIED");
+    // The message names the gap.
     assert!(
         refused.message().contains("(NDA) expired on"),
         "{}",
@@ -109,6 +111,7 @@ async fn lapsed_training_or_nda_blocks_the_next_call_until_requalified() {
     let mut bare = server.client(&steward_creds).await;
     let refused = whoami(&mut bare).await.expect_err("refused");
     assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(reason(&refused), "NOT_QUALIFIED");
     assert!(
         refused.message().contains("no real-name registration"),
         "{}",
@@ -380,11 +383,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("no authorization");
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("no authorization agreement"),
-        "{}",
-        refused.message()
-    );
+    assert_eq!(reason(&refused), "NO_AUTHORIZATION");
     // Nor does anything else a tenant starts: a masked sample, an import, a quality ticket.
     for refused in outside_the_term(&mut engineer, &dataset).await {
         assert!(refused.contains("no authorization agreement"), "{refused}");
@@ -460,11 +459,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("category outside scope");
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("category commercial"),
-        "{}",
-        refused.message()
-    );
+    assert_eq!(reason(&refused), "OUTSIDE_AUTHORIZATION");
     // Another dataset, granted but not in scope, stays refused.
     p.admin
         .admin
@@ -480,6 +475,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("granted is not authorized");
     assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "OUTSIDE_AUTHORIZATION");
 
     let scenario = engineer
         .scenarios
@@ -509,11 +505,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("no plan");
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("no emergency plan"),
-        "{}",
-        refused.message()
-    );
+    assert_eq!(reason(&refused), "NO_EMERGENCY_PLAN");
     let refused = engineer
         .jobs
         .promote_job(pb::PromoteJobRequest {
@@ -523,7 +515,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("no plan");
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(refused.message().contains("no emergency plan"));
+    assert_eq!(reason(&refused), "NO_EMERGENCY_PLAN");
 
     // With the plan: accepted, and it runs.
     set_plan(&mut p.admin, &authorization.id).await;
@@ -569,6 +561,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("revoked");
     assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "NO_AUTHORIZATION");
     assert!(
         refused.message().contains("was revoked"),
         "{}",
@@ -587,7 +580,7 @@ async fn nothing_runs_outside_the_authorization_term_scope_or_plan() {
         .await
         .expect_err("no export outside the term");
     assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(refused.message().contains("no authorization in force"));
+    assert_eq!(reason(&refused), "NO_AUTHORIZATION");
     for refused in outside_the_term(&mut engineer, &dataset).await {
         assert!(refused.contains("was revoked"), "{refused}");
     }

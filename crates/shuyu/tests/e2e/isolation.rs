@@ -195,7 +195,11 @@ async fn nothing_is_served_without_a_valid_client_certificate() {
     .unwrap_err();
     assert!(err.contains("not issued by this domain's CA"), "{err}");
     // An expired certificate signed by the right CA.
-    let opened = shuyu_server::domain::open(&domain.data).unwrap();
+    let opened = shuyu_server::domain::open(
+        &domain.data,
+        &shuyu_server::domain::MetadataConfig::default(),
+    )
+    .unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(
         &opened.ca.cert_pem,
         rcgen::KeyPair::from_pem(&opened.ca.key_pem).unwrap(),

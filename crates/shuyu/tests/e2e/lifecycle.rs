@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use std::path::Path;
-use std::time::Duration;
 
 use shuyu_client::{Client, lab_sql, production_sql, v1 as pb};
 use tonic::Code;
@@ -230,10 +229,14 @@ async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
     let told = notifications(&mut p.admin, "tenant_due_for_termination", &p.tenant_id).await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].body.contains("tenant terminate"), "{told:?}");
-    // The background sweep runs every 2 s; it must not tell them again. A sweep with nothing
-    // to do leaves no trace to poll for, so this sleep lets one period of wall-clock time
-    // pass (and a bit) before the count is read again.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The background sweep runs every 2 s; it must not tell them again: wait until two more
+    // sweeps have run (each logs a line), then read the count again.
+    let sweeps = || server.log_text().matches("overdue sweep ran").count();
+    let before = sweeps();
+    eventually("two more overdue sweeps", WAIT, async || {
+        (sweeps() >= before + 2).then_some(())
+    })
+    .await;
     let (code_status, out) = cli(
         &domain,
         &server,
@@ -621,7 +624,11 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(copies.join(path), &target).unwrap();
     }
-    let opened = shuyu_server::domain::open(&domain.data).expect("open the domain");
+    let opened = shuyu_server::domain::open(
+        &domain.data,
+        &shuyu_server::domain::MetadataConfig::default(),
+    )
+    .expect("open the domain");
     let storage = shuyu_engine::Storage::local(&opened.dir.objects()).unwrap();
     let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
     let engine = shuyu_engine::Engine::new(storage.clone(), envelope.clone());

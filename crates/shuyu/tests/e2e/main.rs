@@ -24,5 +24,6 @@ mod recovery;
 mod review;
 mod sandbox;
 mod scenarios;
+mod servers;
 mod stewardship;
 mod uploads;

@@ -721,7 +721,7 @@ async fn auditors_read_every_oversight_view_and_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn checkpoints_verify_offline_stay_consistent_and_catch_a_rewritten_trail() {
-    let domain = Domain::new();
+    let domain = Domain::new_sqlite();
     let server = domain.start();
     let mut p = people(&server, &domain, "cp").await;
     let auditor = domain.creds("auditor-cp");

@@ -10,8 +10,6 @@ use std::io::Read;
 
 use shuyu_engine::{ExportFormat, ResultData, render_export_file};
 
-use std::time::Duration;
-
 use shuyu_client::{Client, ClientError, v1 as pb};
 use tonic::Code;
 
@@ -166,14 +164,20 @@ fn column_texts(data: &ResultData, name: &str) -> Vec<String> {
 /// Sets a product's expiry in the store (a product cannot be made to expire sooner than in
 /// a day through the API).
 fn expire(domain: &Domain, export_id: &str) {
-    let conn = rusqlite::Connection::open(domain.data.join("meta.db")).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    let changed = conn
-        .execute(
-            "UPDATE exports SET product_json = json_set(product_json, '$.expires_at_ms', 1000)
-             WHERE id = ?1",
-            [export_id],
-        )
+    let db = domain.metadata();
+    let set = match db.backend() {
+        shuyu_meta::Backend::Sqlite => "json_set(product_json, '$.expires_at_ms', 1000)",
+        shuyu_meta::Backend::Postgres => {
+            "CAST(jsonb_set(CAST(product_json AS jsonb), '{expires_at_ms}', '1000') AS TEXT)"
+        }
+    };
+    let changed = db
+        .write(|tx| {
+            tx.execute(
+                &format!("UPDATE exports SET product_json = {set} WHERE id = ?1"),
+                shuyu_meta::params![export_id],
+            )
+        })
         .unwrap();
     assert_eq!(changed, 1);
 }
@@ -402,6 +406,8 @@ async fn a_product_reaches_only_its_recipient_until_it_expires() {
     match p.recipient.download(&export.id).await {
         Err(ClientError::Status(status)) => {
             assert_eq!(status.code(), Code::FailedPrecondition);
+            assert_eq!(reason(&status), "PRODUCT_EXPIRED");
+            // The message names the expiry.
             assert!(
                 status.message().contains("expired at 1970-01-01T00:00:01Z"),
                 "{status:?}"

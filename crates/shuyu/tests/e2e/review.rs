@@ -94,6 +94,17 @@ async fn revoke(
         .map(|r| r.into_inner().export.expect("export"))
 }
 
+/// The stable reason of a refused call, which must have had code `expected`.
+fn refusal_of(result: Result<pb::Export, tonic::Status>, expected: Code) -> String {
+    match result {
+        Err(status) => {
+            assert_eq!(status.code(), expected, "{status:?}");
+            reason(&status)
+        }
+        Ok(export) => panic!("expected {expected:?}, got {export:?}"),
+    }
+}
+
 fn message(result: Result<pb::Export, tonic::Status>, expected: Code) -> String {
     match result {
         Err(status) => {
@@ -332,7 +343,7 @@ async fn a_quorum_of_blinded_votes_approves_and_revocation_stops_the_download() 
         "",
     )
     .await;
-    assert!(message(twice, Code::FailedPrecondition).contains("already voted"));
+    assert_eq!(refusal_of(twice, Code::FailedPrecondition), "ALREADY_VOTED");
 
     // The second approval reaches the quorum: approved, and B now sees both votes.
     let approved = vote(
@@ -431,7 +442,7 @@ async fn a_quorum_of_blinded_votes_approves_and_revocation_stops_the_download() 
     match refused {
         Err(ClientError::Status(status)) => {
             assert_eq!(status.code(), Code::FailedPrecondition);
-            assert!(status.message().contains("revoked"), "{status:?}");
+            assert_eq!(reason(&status), "EXPORT_REVOKED");
         }
         other => panic!("a revoked export downloaded: {other:?}"),
     }
@@ -495,13 +506,16 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
     let export = request_export(&mut p, &job.id).await;
 
     // The requester never votes; nor does a reviewer registered under the requesting tenant.
+    // (The requester is an engineer: the role refuses before authorship is looked at.)
     let by_requester = approve(&mut p.engineer, &export.id, "").await;
-    assert_eq!(denied_code(by_requester), Code::PermissionDenied);
+    assert_eq!(
+        refusal_of(by_requester, Code::PermissionDenied),
+        "ROLE_NOT_ALLOWED"
+    );
     let by_own = approve(&mut own_reviewer, &export.id, "").await;
-    let reason = message(by_own, Code::PermissionDenied);
-    assert!(
-        reason.contains("tenant") && reason.contains("independent"),
-        "{reason}"
+    assert_eq!(
+        refusal_of(by_own, Code::PermissionDenied),
+        "NOT_INDEPENDENT"
     );
     let review = own_reviewer
         .exports
@@ -511,9 +525,15 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
         .await;
     assert_eq!(status_code(review), Code::PermissionDenied);
     let private = comment(&mut own_reviewer, &export.id, "note", true).await;
-    assert_eq!(denied_code(private), Code::PermissionDenied);
+    assert_eq!(
+        refusal_of(private, Code::PermissionDenied),
+        "NOT_INDEPENDENT"
+    );
     let revoke_own = revoke(&mut own_reviewer, &export.id, "no").await;
-    assert_eq!(denied_code(revoke_own), Code::PermissionDenied);
+    assert_eq!(
+        refusal_of(revoke_own, Code::PermissionDenied),
+        "NOT_INDEPENDENT"
+    );
     let own_queue = own_reviewer
         .exports
         .list_exports(pb::ListExportsRequest {})
@@ -598,7 +618,7 @@ async fn only_independent_reviewers_vote_and_a_reject_or_return_ends_the_review(
     assert_eq!(rejected.status, pb::ExportStatus::Rejected as i32);
     assert!(rejected.decided_at_ms > 0);
     let late = approve(&mut p.reviewer2, &export.id, "").await;
-    assert!(message(late, Code::FailedPrecondition).contains("rejected"));
+    assert_eq!(refusal_of(late, Code::FailedPrecondition), "NOT_IN_REVIEW");
     let seen = get(&mut p.engineer, &export.id).await;
     assert!(seen.votes.is_empty());
     assert!(
@@ -663,11 +683,10 @@ async fn an_approval_binds_to_the_staged_result_and_the_policy_version() {
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x01;
     std::fs::write(&file, &tampered).unwrap();
-    let refused = approve(&mut p.reviewer2, &export.id, "").await;
-    let reason = message(refused, Code::FailedPrecondition);
-    assert!(
-        reason.contains("changed since it was reviewed") && reason.contains("request a new export"),
-        "{reason}"
+    let tampered_vote = approve(&mut p.reviewer2, &export.id, "").await;
+    assert_eq!(
+        refusal_of(tampered_vote, Code::FailedPrecondition),
+        "BINDING_CHANGED"
     );
     let still = get(&mut p.reviewer2, &export.id).await;
     assert_eq!(still.status, pb::ExportStatus::InReview as i32);
@@ -688,12 +707,13 @@ async fn an_approval_binds_to_the_staged_result_and_the_policy_version() {
     let server = domain.start_with("", Some(&policy_with("test-policy-changed", None)));
     let mut reviewer2 = server.client(&domain.creds("reviewer2-b")).await;
     let mut auditor = server.client(&domain.creds("auditor-b")).await;
-    let refused = approve(&mut reviewer2, &second.id, "").await;
-    let reason = message(refused, Code::FailedPrecondition);
-    assert!(
-        reason.contains("policy") && reason.contains("request a new export"),
-        "{reason}"
-    );
+    let status = approve(&mut reviewer2, &second.id, "")
+        .await
+        .expect_err("the policy changed");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status), "BINDING_CHANGED");
+    // The message still says what changed.
+    assert!(status.message().contains("policy"), "{status:?}");
     let still = get(&mut reviewer2, &second.id).await;
     assert_eq!(still.status, pb::ExportStatus::InReview as i32);
     assert_eq!(still.approvals, 1);
@@ -1050,11 +1070,13 @@ async fn the_release_ledger_refuses_differencing_across_exports_even_side_by_sid
         );
     }
     approve(&mut p.reviewer, &third.id, "").await.unwrap();
-    let message = message(
-        approve(&mut p.reviewer, &fourth.id, "").await,
-        Code::FailedPrecondition,
+    assert_eq!(
+        refusal_of(
+            approve(&mut p.reviewer, &fourth.id, "").await,
+            Code::FailedPrecondition,
+        ),
+        "COMBINED_DISCLOSURE"
     );
-    assert!(message.contains("isolate individuals"), "{message}");
     let fourth = get(&mut p.reviewer, &fourth.id).await;
     assert_eq!(fourth.status, pb::ExportStatus::InReview as i32);
     assert!(package_files(&domain, &p.tenant_id, &fourth.id).is_empty());

@@ -61,6 +61,14 @@ fn refusal(result: Result<pb::Job, ClientError>) -> (Code, String) {
     }
 }
 
+/// The code and stable reason of a refused job submission.
+fn refusal_reason(result: Result<pb::Job, ClientError>) -> (Code, String) {
+    match result {
+        Err(ClientError::Status(status)) => (status.code(), reason(&status)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scenario_needs_every_approver_and_bounds_what_production_reads() {
     let domain = Domain::new();
@@ -165,12 +173,16 @@ async fn a_scenario_needs_every_approver_and_bounds_what_production_reads() {
     assert_eq!(scenario.data_list[0].columns, ["district", "cost"]);
 
     // Nothing runs while approvals are missing, and the refusal names who is missing.
-    let (code, message) = refusal(
-        p.engineer
-            .run_sql("SELECT count(*) AS n FROM residents", &scenario.id, WAIT)
-            .await,
-    );
-    assert_eq!(code, Code::FailedPrecondition);
+    let run = p
+        .engineer
+        .run_sql("SELECT count(*) AS n FROM residents", &scenario.id, WAIT)
+        .await;
+    let Err(ClientError::Status(status)) = run else {
+        panic!("expected a refusal, got {run:?}");
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "SCENARIO_UNUSABLE");
+    let message = status.message();
     assert!(message.contains("waiting for approval"), "{message}");
     assert!(message.contains("extra approver"), "{message}");
 
@@ -381,6 +393,7 @@ async fn one_person_fills_one_approval_and_admins_are_no_extra_approvers() {
     .await
     .expect_err("one person in two capacities");
     assert_eq!(both.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&both), "ONE_APPROVAL_PER_PERSON");
     assert!(
         both.message().contains(&steward_id) && both.message().contains("twice"),
         "{}",
@@ -460,7 +473,7 @@ async fn a_scenario_expires() {
         None
     })
     .await;
-    let (code, message) = refusal(
+    let (code, why) = refusal_reason(
         p.engineer
             .run_sql(
                 "SELECT count(district) AS n FROM residents",
@@ -470,7 +483,7 @@ async fn a_scenario_expires() {
             .await,
     );
     assert_eq!(code, Code::FailedPrecondition);
-    assert!(message.contains("expired"), "{message}");
+    assert_eq!(why, "SCENARIO_UNUSABLE");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -621,9 +634,9 @@ async fn the_lab_shows_masked_data_only_and_promotion_keeps_the_query() {
         .tenant
         .unwrap();
     assert_eq!(closed.lab_until_ms, 0);
-    let (code, message) = refusal(p.engineer.run_lab_sql(aggregate, WAIT).await);
+    let (code, why) = refusal_reason(p.engineer.run_lab_sql(aggregate, WAIT).await);
     assert_eq!(code, Code::FailedPrecondition);
-    assert!(message.contains("lab"), "{message}");
+    assert_eq!(why, "LAB_CLOSED");
     // Production under the scenario goes on.
     let still = p.engineer.run_sql(aggregate, &sc, WAIT).await.unwrap();
     assert_eq!(

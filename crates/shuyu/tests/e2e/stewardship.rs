@@ -194,17 +194,21 @@ async fn imported_data_stays_the_tenants_own_and_fuses_under_a_scenario() {
 
     // Encrypted under a key of the tenant: the dataset's KEK is a child of the tenant KEK,
     // and no file of the domain holds the canary in plaintext.
-    let conn = rusqlite::Connection::open(domain.data.join("meta.db")).unwrap();
-    let (parent, owner): (String, String) = conn
-        .query_row(
-            "SELECT parent, owner FROM keks WHERE id = (SELECT kek_id FROM datasets WHERE id = ?1)",
-            [&members.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(parent, format!("tenant:{}", p.tenant_id));
-    assert_eq!(owner, p.tenant_id);
-    drop(conn);
+    let keks = domain.query_texts(
+        &format!(
+            "SELECT parent, owner FROM keks
+             WHERE id = (SELECT kek_id FROM datasets WHERE id = '{}')",
+            members.id
+        ),
+        &["parent", "owner"],
+    );
+    assert_eq!(
+        keks,
+        [[
+            Some(format!("tenant:{}", p.tenant_id)),
+            Some(p.tenant_id.clone())
+        ]]
+    );
     for file in walk(&domain.data) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(

@@ -18,8 +18,25 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
 /// A hang guard for anything awaited: jobs, sweeps, polls. Never a pace.
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// The environment variable that runs the suite's domains on PostgreSQL: `postgres` starts a
+/// throwaway PostgreSQL server for each domain (`initdb` in a temporary folder, a unix
+/// socket), stopped when the domain drops. Unset or `sqlite`: `meta.db` in the data dir.
+pub const METADATA_ENV: &str = "SHUYU_TEST_METADATA";
+
+/// Whether this run keeps domains' metadata in PostgreSQL.
+pub fn on_postgres() -> bool {
+    match std::env::var(METADATA_ENV).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("{METADATA_ENV}={other}: use postgres or sqlite"),
+    }
+}
+
 /// A domain in a temporary directory.
 pub struct Domain {
+    /// The domain's PostgreSQL, when its metadata lives there (dropped after the servers,
+    /// which hold connections to it, as `Server`s are dropped before the `Domain`).
+    postgres: Option<shuyu_meta::testing::TestPostgres>,
     _temp: tempfile::TempDir,
     /// The data dir `shuyu init` made.
     pub data: PathBuf,
@@ -27,28 +44,78 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// A domain on the backend of this run ([`METADATA_ENV`]).
     pub fn new() -> Domain {
+        Domain::create(on_postgres())
+    }
+
+    /// A domain whose metadata is `meta.db` in its data dir whatever the run: for tests of
+    /// that file itself (edits behind the server's back, its modes, its log).
+    pub fn new_sqlite() -> Domain {
+        Domain::create(false)
+    }
+
+    /// A domain whose metadata lives in a PostgreSQL whatever the run: for servers that
+    /// share one domain.
+    pub fn new_postgres() -> Domain {
+        Domain::create(true)
+    }
+
+    fn create(postgres: bool) -> Domain {
         let temp = tempfile::tempdir().expect("temp dir");
         let data = temp.path().join("domain");
         let creds = temp.path().join("creds");
-        let out = Command::new(BIN)
-            .args(["init", "--data-dir"])
+        let postgres = postgres
+            .then(|| shuyu_meta::testing::TestPostgres::start().expect("start a test PostgreSQL"));
+        let mut init = Command::new(BIN);
+        init.args(["init", "--data-dir"])
             .arg(&data)
             .arg("--creds-out")
             .arg(creds.join("admin"))
-            .args(["--admin-id-number", &staff_id_number()])
-            .output()
-            .expect("run shuyu init");
+            .args(["--admin-id-number", &staff_id_number()]);
+        if let Some(pg) = &postgres {
+            init.args(["--metadata-url", &pg.url().to_string()]);
+        }
+        let out = init.output().expect("run shuyu init");
         assert!(
             out.status.success(),
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Domain {
+            postgres,
             _temp: temp,
             data,
             creds,
         }
+    }
+
+    /// A connection to the domain's metadata, on its backend, beside the server's: to read
+    /// what the server committed, or to change it behind the server's back.
+    pub fn metadata(&self) -> shuyu_meta::Db {
+        let url = match &self.postgres {
+            Some(pg) => pg.url(),
+            None => shuyu_meta::MetadataUrl::Sqlite(self.data.join("meta.db")),
+        };
+        shuyu_meta::Db::open(&url, &shuyu_meta::DbOptions::default()).expect("open the metadata")
+    }
+
+    /// Rows of `sql` (every column read as text, by the names given) from the domain's
+    /// metadata.
+    pub fn query_texts(&self, sql: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        self.metadata()
+            .read(|tx| {
+                tx.query(sql, &[])?
+                    .iter()
+                    .map(|row| {
+                        columns
+                            .iter()
+                            .map(|c| row.get::<Option<String>>(c))
+                            .collect::<shuyu_meta::Result<Vec<_>>>()
+                    })
+                    .collect::<shuyu_meta::Result<Vec<_>>>()
+            })
+            .expect("query the metadata")
     }
 
     pub fn start(&self) -> Server {
@@ -201,6 +268,12 @@ pub fn status_code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic:
         Err(status) => status.code(),
         Ok(response) => panic!("expected an error, got {response:?}"),
     }
+}
+
+/// The stable reason a refusal carries (the `google.rpc.ErrorInfo` in its details, domain
+/// `shuyu.v1`): tests match it, not the message. Panics when the status carries none.
+pub fn reason(status: &tonic::Status) -> String {
+    shuyu_client::error_reason(status).unwrap_or_else(|| panic!("no reason in {status:?}"))
 }
 
 /// The status code of a vote that must have been refused.

@@ -130,6 +130,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "audit_tree",
         sql: crate::audit::tree::SCHEMA,
     },
+    Migration {
+        version: 21,
+        name: "ledger_index",
+        sql: crate::exports::records::LEDGER_INDEX,
+    },
 ];
 
 /// What SQLite data dirs written before versioned migrations need beyond [`MIGRATIONS`].

@@ -70,7 +70,8 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store, applies the missing `migrations` (and, for an SQLite data
-    /// dir written before versioned migrations, `legacy`), and installs the row bindings'
+    /// dir written before versioned migrations, `legacy`: its added columns before the
+    /// migrations, its moves after), and installs the row bindings'
     /// triggers. A new SQLite file is created 0600 (its `-wal` and `-shm` files take the same
     /// mode). A schema newer than `migrations` is refused.
     ///
@@ -94,12 +95,20 @@ impl Store {
                     .is_some(),
                 )
             })?;
-        db.migrate(migrations)?;
         if pre_versioned {
+            // First the columns older tables lack, so that later migration steps (an index
+            // on an added column) find them; tables the data dir lacks come whole from the
+            // migrations.
             db.write(|tx| {
                 for l in legacy {
                     add_columns(tx, l.added_columns)?;
                 }
+                Ok::<_, ServerError>(())
+            })?;
+        }
+        db.migrate(migrations)?;
+        if pre_versioned {
+            db.write(|tx| {
                 for migrate in legacy.iter().filter_map(|l| l.migrate) {
                     migrate(tx, &audit)?;
                 }
@@ -238,9 +247,18 @@ pub fn set_meta(tx: &Tx<'_>, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds the columns an older SQLite data dir lacks.
+/// Adds the columns an older SQLite data dir lacks (to the tables it has).
 fn add_columns(tx: &Tx<'_>, columns: &[(&str, &str, &str)]) -> Result<()> {
     for (table, column, declaration) in columns {
+        let exists = tx
+            .query_opt(
+                "SELECT 1 AS present FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![*table],
+            )?
+            .is_some();
+        if !exists {
+            continue;
+        }
         let present: bool = tx
             .query_one(
                 &format!(
@@ -557,6 +575,58 @@ mod tests {
             .commit(&system("export"), |c| upsert_export(c, &fresh))
             .unwrap();
         assert_eq!(read(&store, "exp_new"), fresh);
+    }
+
+    #[test]
+    fn an_older_release_ledger_is_numbered_and_indexed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let options = StoreOptions::sqlite(&path);
+        let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
+        drop(crate::domain::open_store(&options, audit.clone()).unwrap());
+        {
+            // The ledger as the first gate wrote it: no population, digest, screening or
+            // position; rows in release order.
+            let conn = as_pre_versioned(&path);
+            conn.execute_batch(
+                "DROP INDEX IF EXISTS released_cells_by_seq; DROP TABLE released_cells;
+                 CREATE TABLE released_cells (
+                     export_id TEXT NOT NULL REFERENCES releases(export_id),
+                     tenant_id TEXT NOT NULL, row INTEGER NOT NULL, units INTEGER NOT NULL,
+                     sketch BLOB NOT NULL, PRIMARY KEY (export_id, row));
+                 INSERT INTO releases (export_id, tenant_id, job_id, query_sha256,
+                     population_json, n_cells, released_at_ms)
+                     VALUES ('e1', 't', 'j', '', '{}', 3, 1);
+                 INSERT INTO released_cells VALUES ('e1', 't', 0, 40, x'00');
+                 INSERT INTO released_cells VALUES ('e1', 't', 1, 50, x'00');
+                 INSERT INTO released_cells VALUES ('e1', 't', 2, 60, x'00');",
+            )
+            .unwrap();
+        }
+        let store = crate::domain::open_store(&options, audit).unwrap();
+        let (positions, indexed): (Vec<(i64, i64, i64)>, bool) = store
+            .read(|tx| {
+                let positions = tx
+                    .query(
+                        "SELECT row, population, seq FROM released_cells ORDER BY seq",
+                        &[],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.get("row")?, r.get("population")?, r.get("seq")?)))
+                    .collect::<Result<_>>()?;
+                let indexed = tx
+                    .query_opt(
+                        "SELECT 1 AS present FROM sqlite_master
+                         WHERE type = 'index' AND name = 'released_cells_by_seq'",
+                        &[],
+                    )?
+                    .is_some();
+                Ok((positions, indexed))
+            })
+            .unwrap();
+        assert_eq!(positions, [(0, 0, 1), (1, 0, 2), (2, 0, 3)]);
+        assert!(indexed, "the ledger is paged by an index");
+        assert_eq!(store.read(|tx| ledger_mark(tx, "t")).unwrap(), 3);
     }
 
     fn files_of(dir: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {

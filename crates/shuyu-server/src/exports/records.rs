@@ -463,6 +463,12 @@ pub fn ledger_mark(tx: &Tx<'_>, tenant_id: &str) -> Result<u64> {
         .get("mark")?)
 }
 
+/// The index the ledger is paged by (position within a tenant): a later step of the
+/// versioned migrations.
+pub(crate) const LEDGER_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS released_cells_by_seq ON released_cells (tenant_id, seq);
+";
+
 /// One page of a tenant's released cells whose populations number between `lo` and `hi`
 /// units (for the differencing check), and every one small enough to be audited for
 /// reconstruction: at most `limit` cells after position `after` and up to `mark`
@@ -928,7 +934,8 @@ fn migrate_released_populations(tx: &Tx<'_>) -> Result<()> {
              FROM released_cells;
          DROP TABLE released_cells;
          ALTER TABLE released_cells_v2 RENAME TO released_cells;
-         CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);",
+         CREATE INDEX IF NOT EXISTS released_cells_by_size ON released_cells (tenant_id, units);
+         CREATE INDEX IF NOT EXISTS released_cells_by_seq ON released_cells (tenant_id, seq);",
     )?;
     Ok(())
 }

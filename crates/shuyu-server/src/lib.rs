@@ -164,6 +164,24 @@ async fn remove_unreferenced_objects(state: &AppState) -> Result<Vec<String>> {
             state.storage.delete_prefix(&location).await?;
         }
     }
+    // Folders an ingest killed before its first file left empty (the listing above shows
+    // files only).
+    let folders = domain::DataDir::new(&state.config.data_dir)
+        .objects()
+        .join("datasets");
+    if let Ok(entries) = std::fs::read_dir(&folders) {
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let location = format!("datasets/{id}/");
+            if entry.path().is_dir()
+                && !datasets.contains(&location)
+                && removed.insert(location.clone())
+            {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| ServerError::from_io(&location, e))?;
+            }
+        }
+    }
     for object in state.storage.list("results").await? {
         if !job_folders
             .iter()

@@ -189,37 +189,6 @@ async fn workload(
     }
 }
 
-/// The worker processes of `pid` now (children running `shuyu worker`).
-fn workers_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        // pid (comm) state ppid …
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
-/// Whether `pid` is gone (or a zombie waiting for its new parent to reap it).
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 /// Checks, on a freshly restarted server, that everything acknowledged is there — all of it
 /// in the store (read beside the server, read-only), and what the last life acknowledged
 /// (`fresh`) through the server's own API too — and that no object is left that no record
@@ -400,7 +369,7 @@ async fn kill_9_at_random_points_loses_no_acknowledged_record() {
         // A random point: anywhere from the first calls to well into jobs and votes. This
         // sleep paces the chaos (the kill lands at a random moment); it awaits no state.
         tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
-        let workers = workers_of(live.child.id());
+        let workers = children_of(live.child.id());
         n_workers_seen += workers.len();
         live.kill();
         task.abort();

@@ -352,37 +352,6 @@ async fn simultaneous_votes_on_two_servers_approve_one_package() {
     drop(logs);
 }
 
-/// The worker processes of `pid` now (its children).
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        // pid (comm) state ppid …
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
-/// Whether `pid` is gone (or a zombie waiting to be reaped).
-fn dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_server_leaves_the_other_serving_and_its_job_failed_with_a_reason() {
     let domain = Domain::new_postgres();

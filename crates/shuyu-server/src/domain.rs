@@ -673,52 +673,54 @@ pub fn init(
         detail: json!({"signing_public_key": signing_public, "admin_certificate": issued.fingerprint}),
         ..AuditEntry::default()
     };
-    store.commit(&entry, |tx| {
-        keys.create_kek(tx, DOMAIN_KEK, "domain")?;
-        store::set_meta(
-            tx,
-            "ca_key",
-            &seal_secret(&master, "ca_key", ca.key_pem.as_bytes()),
-        )?;
-        store::set_meta(tx, "ca_cert", &ca.cert_pem)?;
-        store::set_meta(
-            tx,
-            "server_key",
-            &seal_secret(&master, "server_key", server_key.as_bytes()),
-        )?;
-        store::set_meta(tx, "server_cert", &server_cert)?;
-        store::set_meta(
-            tx,
-            "signing_key",
-            &seal_secret(&master, "signing_key", &signing_pkcs8),
-        )?;
-        store::set_meta(tx, "signing_public_key", &signing_public)?;
-        crate::admin::records::insert_principal(tx, &admin)?;
-        crate::admin::records::insert_certificate(
-            tx,
-            &issued.fingerprint,
-            &admin.id,
-            issued.not_after_ms,
-        )?;
-        let now = crate::now_ms();
-        let day_ms = 86_400_000;
-        crate::governance::records::upsert_qualification(
-            tx,
-            &crate::governance::records::QualificationRecord {
-                principal_id: admin.id.clone(),
-                id_hash: Some(crate::keys::id_number_hash(&master, &id_number)),
-                id_masked: shuyu_policy::registry_mask(&id_number),
-                registered_at_ms: now,
-                training_passed_ms: now,
-                training_until_ms: now + i64::from(admin_qualification.training_days) * day_ms,
-                nda_signed_ms: now,
-                nda_until_ms: now + i64::from(admin_qualification.nda_days) * day_ms,
-                updated_at_ms: now,
-                updated_by: "-".into(),
-            },
-        )?;
-        Ok(())
-    })?;
+    store
+        .commit(&entry, |tx| {
+            keys.create_kek(tx, DOMAIN_KEK, "domain")?;
+            store::set_meta(
+                tx,
+                "ca_key",
+                &seal_secret(&master, "ca_key", ca.key_pem.as_bytes()),
+            )?;
+            store::set_meta(tx, "ca_cert", &ca.cert_pem)?;
+            store::set_meta(
+                tx,
+                "server_key",
+                &seal_secret(&master, "server_key", server_key.as_bytes()),
+            )?;
+            store::set_meta(tx, "server_cert", &server_cert)?;
+            store::set_meta(
+                tx,
+                "signing_key",
+                &seal_secret(&master, "signing_key", &signing_pkcs8),
+            )?;
+            store::set_meta(tx, "signing_public_key", &signing_public)?;
+            crate::admin::records::insert_principal(tx, &admin)?;
+            crate::admin::records::insert_certificate(
+                tx,
+                &issued.fingerprint,
+                &admin.id,
+                issued.not_after_ms,
+            )?;
+            let now = crate::now_ms();
+            let day_ms = 86_400_000;
+            crate::governance::records::upsert_qualification(
+                tx,
+                &crate::governance::records::QualificationRecord {
+                    principal_id: admin.id.clone(),
+                    id_hash: Some(crate::keys::id_number_hash(&master, &id_number)),
+                    id_masked: shuyu_policy::registry_mask(&id_number),
+                    registered_at_ms: now,
+                    training_passed_ms: now,
+                    training_until_ms: now + i64::from(admin_qualification.training_days) * day_ms,
+                    nda_signed_ms: now,
+                    nda_until_ms: now + i64::from(admin_qualification.nda_days) * day_ms,
+                    updated_at_ms: now,
+                    updated_by: "-".into(),
+                },
+            )?;
+            Ok(())
+        })?
+        .into_inner();
     write_private_file(&dir.ca_cert(), ca.cert_pem.as_bytes())?;
     write_private_file(
         &dir.signing_public_key(),

@@ -201,12 +201,24 @@ refusals! {
     ProductionFrozen => "PRODUCTION_FROZEN", Precondition;
     /// The tenant has no data-lab access, or it ended.
     LabClosed => "LAB_CLOSED", Precondition;
-    /// The scenario is not usable now (not approved, not yet valid, expired, revoked).
+    /// The scenario is not usable now (not approved, not yet valid, expired, revoked, or it
+    /// or a dataset of its data list is gone).
     ScenarioUnusable => "SCENARIO_UNUSABLE", Precondition;
+    /// The scenario ends before the product's shortest life: nothing more is exported
+    /// under it.
+    ScenarioEnding => "SCENARIO_ENDING", Precondition;
     /// A risk stop holds the scenario's data.
     RiskStopped => "RISK_STOPPED", Precondition;
     /// No authorization is in force for the tenant.
     NoAuthorization => "NO_AUTHORIZATION", Precondition;
+    /// The tenant already has an open authorization: a new term is its renewal (R25).
+    AuthorizationOpen => "AUTHORIZATION_OPEN", Precondition;
+    /// The authorization was revoked, expired or superseded: it no longer changes.
+    AuthorizationEnded => "AUTHORIZATION_ENDED", Precondition;
+    /// The authorization is already renewed.
+    AlreadyRenewed => "ALREADY_RENEWED", Precondition;
+    /// The authorization's renewal window (six months before its end) has not opened.
+    RenewalNotOpen => "RENEWAL_NOT_OPEN", Precondition;
     /// A dataset or category is outside the scope of the tenant's authorization.
     OutsideAuthorization => "OUTSIDE_AUTHORIZATION", Precondition;
     /// The authorization in force has no emergency plan.
@@ -228,14 +240,53 @@ refusals! {
     ExportRevoked => "EXPORT_REVOKED", Precondition;
     /// The product expired.
     ProductExpired => "PRODUCT_EXPIRED", Precondition;
-    /// The export is not approved.
+    /// The export is not approved (only an approved one is delivered or revoked).
     ExportNotApproved => "EXPORT_NOT_APPROVED", Precondition;
-    /// Only a succeeded job's result can be exported.
+    /// The product was approved before Flight copies existed: it is served as its package
+    /// only.
+    NoFlightCopy => "NO_FLIGHT_COPY", Precondition;
+    /// A leaked file's row order fits several products: too few rows to tell them apart.
+    TraceAmbiguous => "TRACE_AMBIGUOUS", Precondition;
+    /// Only a succeeded job's result can be exported, and only a succeeded lab job promoted.
     JobNotSucceeded => "JOB_NOT_SUCCEEDED", Precondition;
+    /// Only a lab job is promoted; this one is a production job already.
+    NotALabJob => "NOT_A_LAB_JOB", Precondition;
+    /// The job has already finished: there is nothing to cancel.
+    JobFinished => "JOB_FINISHED", Precondition;
+    /// A privacy budget's total cannot be set below what is already spent of it.
+    BudgetBelowSpent => "BUDGET_BELOW_SPENT", Precondition;
     /// A lab job's result never leaves the lab.
     LabResultStays => "LAB_RESULT_STAYS", Precondition;
-    /// The approver has already decided on the scenario, or it is decided.
+    /// The application (a scenario, an import) is already decided, or the approver has
+    /// already decided on it.
     AlreadyDecided => "ALREADY_DECIDED", Precondition;
+    /// The import application is not approved (pending or rejected): nothing is uploaded
+    /// for it.
+    ImportNotApproved => "IMPORT_NOT_APPROVED", Precondition;
+    /// The import application's data was already uploaded.
+    AlreadyImported => "ALREADY_IMPORTED", Precondition;
+    /// A tenant's imported data is its own: it is granted to no other tenant (R17).
+    ImportedData => "IMPORTED_DATA", Precondition;
+    /// The data-quality ticket is already resolved or declined.
+    TicketClosed => "TICKET_CLOSED", Precondition;
+    /// The risk stop was already lifted.
+    StopLifted => "STOP_LIFTED", Precondition;
+    /// The alert was already acknowledged.
+    AlreadyAcknowledged => "ALREADY_ACKNOWLEDGED", Precondition;
+    /// The audit trail does not verify: no checkpoint is signed over it (an alert is raised).
+    TrailBroken => "TRAIL_BROKEN", Precondition;
+    /// The tenant is not suspended (nothing to resume).
+    NotSuspended => "NOT_SUSPENDED", Precondition;
+    /// The tenant is not stopped (nothing to release).
+    NotStopped => "NOT_STOPPED", Precondition;
+    /// The tenant's production job submission is not frozen (nothing to lift).
+    NotFrozen => "NOT_FROZEN", Precondition;
+    /// The tenant has not been terminated: it has no exit report.
+    NotTerminated => "NOT_TERMINATED", Precondition;
+    /// The principal the call is about was disabled: no certificate is issued to it.
+    TargetDisabled => "TARGET_DISABLED", Precondition;
+    /// The principal has no unrevoked certificate (of that fingerprint) to revoke.
+    NoCertificate => "NO_CERTIFICATE", Precondition;
     /// One person would fill two approvals of a scenario (R12).
     OneApprovalPerPerson => "ONE_APPROVAL_PER_PERSON", Precondition;
     /// The caller's role may not take the action.
@@ -260,6 +311,10 @@ refusals! {
     ResultTooLarge => "RESULT_TOO_LARGE", Exhausted;
     /// An upload is larger than the limit.
     UploadTooLarge => "UPLOAD_TOO_LARGE", Exhausted;
+    /// An export's worker ran out of its memory and spill space.
+    WorkerMemory => "WORKER_MEMORY", Exhausted;
+    /// An export's worker did not finish within its time limit.
+    WorkerTimeout => "WORKER_TIMEOUT", Exhausted;
 }
 
 impl Refusal {

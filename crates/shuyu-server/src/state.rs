@@ -15,7 +15,7 @@ use crate::audit::trail::AuditEntry;
 use crate::config::ServerConfig;
 use crate::error::{Refusal, Result, ServerError};
 use crate::keys::KeyStore;
-use crate::store::Store;
+use crate::store::{Audited, Store};
 use crate::tls::{self, CaMaterial};
 
 /// Everything the services share.
@@ -58,8 +58,9 @@ pub struct AppState {
 #[derive(Debug)]
 pub enum Done<T> {
     /// The success was audited in the work's own transaction (its record committed with
-    /// the change).
-    Audited(T),
+    /// the change): the token only [`crate::store::Store::commit`] and
+    /// [`crate::store::Store::commit_with`] hand out proves it.
+    Audited(Audited<T>),
     /// A success to audit now, with this detail (reads, and work that changes nothing).
     Record(T, serde_json::Value),
 }
@@ -265,7 +266,7 @@ impl AppState {
         let message = request.into_inner();
         let target = target(&message);
         match work(caller.clone(), message).await {
-            Ok(Done::Audited(value)) => Ok(value),
+            Ok(Done::Audited(value)) => Ok(value.into_inner()),
             Ok(Done::Record(value, detail)) => {
                 self.finish_read(&caller, &target, Ok((value, detail)))
             }

@@ -158,7 +158,9 @@ impl Store {
         self.db.url()
     }
 
-    /// Runs `change` and appends `entry` in one durable transaction.
+    /// Runs `change` and appends `entry` in one durable transaction. The value comes back
+    /// as an [`Audited`] token: the proof a handler gives [`crate::state::AppState::call`]
+    /// that its success was audited with the change.
     ///
     /// # Errors
     /// If either fails; then nothing is committed.
@@ -166,12 +168,14 @@ impl Store {
         &self,
         entry: &AuditEntry,
         mut change: impl FnMut(&Tx<'_>) -> Result<T>,
-    ) -> Result<T> {
-        self.db.write(|tx| {
-            let value = change(tx)?;
-            self.append_bound(tx, entry)?;
-            Ok(value)
-        })
+    ) -> Result<Audited<T>> {
+        self.db
+            .write(|tx| {
+                let value = change(tx)?;
+                self.append_bound(tx, entry)?;
+                Ok(value)
+            })
+            .map(Audited)
     }
 
     /// Appends `entry`, binding the rows changed in `tx` to it (see [`crate::audit::bindings`]).
@@ -195,24 +199,29 @@ impl Store {
     pub fn commit_with<T>(
         &self,
         mut change: impl FnMut(&Tx<'_>) -> Result<(T, AuditEntry)>,
-    ) -> Result<T> {
-        self.db.write(|tx| {
-            let (value, entry) = change(tx)?;
-            self.append_bound(tx, &entry)?;
-            Ok(value)
-        })
+    ) -> Result<Audited<T>> {
+        self.db
+            .write(|tx| {
+                let (value, entry) = change(tx)?;
+                self.append_bound(tx, &entry)?;
+                Ok(value)
+            })
+            .map(Audited)
     }
 
-    /// Appends an audit record on its own (denials, failures, reads).
+    /// Appends an audit record on its own (denials, failures, reads). It hands out no
+    /// [`Audited`] token: a record that commits no change proves no handler's work, and a
+    /// success with nothing to change is audited by the call itself (`Done::Record`).
     ///
     /// # Errors
     /// On store failure.
     pub fn record(&self, entry: &AuditEntry) -> Result<()> {
-        self.commit(entry, |_| Ok(()))
+        self.commit(entry, |_| Ok(())).map(Audited::into_inner)
     }
 
     /// Runs `change` in one durable transaction with no audit record of its own: only for
     /// steps of work whose outcome is audited when it ends (a queued job marked running).
+    /// Its value is plain, never an [`Audited`] token.
     ///
     /// # Errors
     /// Whatever `change` returns, or a failure to commit.
@@ -226,6 +235,40 @@ impl Store {
     /// Whatever `read` returns.
     pub fn read<T>(&self, read: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.db.read(read)
+    }
+}
+
+/// A value that came out of a transaction which committed an audit record with its change
+/// ([`Store::commit`], [`Store::commit_with`]): the proof a handler returns in
+/// [`crate::state::Done::Audited`], so that no handler can claim an audit it did not write.
+/// Only this module makes one; the rest of the server can only carry it on ([`Audited::map`])
+/// or take its value out ([`Audited::into_inner`]).
+#[derive(Debug)]
+#[must_use = "an audited value is the handler's proof of its audit: return it or take its value"]
+pub struct Audited<T>(T);
+
+impl<T> Audited<T> {
+    /// The value, leaving the proof behind (background work, domain set-up, tests).
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+
+    /// The value, read in place (the proof stays).
+    pub fn value(&self) -> &T {
+        &self.0
+    }
+
+    /// The proof carried over to what the value becomes (a response built after the commit).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Audited<U> {
+        Audited(f(self.0))
+    }
+
+    /// Like [`Audited::map`], for a step that may fail after the commit.
+    ///
+    /// # Errors
+    /// Whatever `f` returns.
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Audited<U>> {
+        f(self.0).map(Audited)
     }
 }
 
@@ -397,6 +440,7 @@ pub(crate) mod testing {
                 change,
             )
             .unwrap()
+            .into_inner()
     }
 }
 
@@ -471,7 +515,8 @@ mod tests {
             for id in ["job_a", "job_b", "job_c"] {
                 store
                     .commit(&system("job"), |tx| upsert_job(tx, &audit, &job(id)))
-                    .unwrap();
+                    .unwrap()
+                    .into_inner();
             }
         }
         {
@@ -573,7 +618,8 @@ mod tests {
         fresh.checks[0].outcome = CheckVerdict::Review;
         store
             .commit(&system("export"), |c| upsert_export(c, &fresh))
-            .unwrap();
+            .unwrap()
+            .into_inner();
         assert_eq!(read(&store, "exp_new"), fresh);
     }
 
@@ -657,7 +703,8 @@ mod tests {
         let store = crate::domain::open_store(&options, audit.clone()).unwrap();
         store
             .commit(&system(crate::audit::trail::GENESIS_ACTION), |_| Ok(()))
-            .unwrap();
+            .unwrap()
+            .into_inner();
         let mut j = job("job_p");
         j.preview = MaskedTable {
             columns: vec!["id_number".into()],
@@ -666,7 +713,8 @@ mod tests {
         };
         store
             .commit(&system("x"), |tx| upsert_job(tx, &audit, &j))
-            .unwrap();
+            .unwrap()
+            .into_inner();
         let raw: String = store
             .read(|c| {
                 Ok(c.query_one("SELECT preview_json FROM jobs", &[])?
@@ -736,7 +784,8 @@ mod tests {
         .unwrap();
         store
             .commit(&system(crate::audit::trail::GENESIS_ACTION), |_| Ok(()))
-            .unwrap();
+            .unwrap()
+            .into_inner();
         let files = files_of(dir.path());
         assert!(files.contains_key("meta.db-wal"), "{:?}", files.keys());
         for (name, (_, mode)) in files {
@@ -752,7 +801,10 @@ mod tests {
         let audit = AuditLog::new(&shuyu_vault::SecretKey::generate());
         let store = crate::domain::open_store(&options, audit.clone()).unwrap();
         for action in [crate::audit::trail::GENESIS_ACTION, "a", "b"] {
-            store.commit(&system(action), |_| Ok(())).unwrap();
+            store
+                .commit(&system(action), |_| Ok(()))
+                .unwrap()
+                .into_inner();
         }
         let check = |expect_records: u64| {
             let before = files_of(dir.path());

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::admin::records::{Principal, Tenant};
 use crate::audit::trail::AuditLog;
 use crate::convert;
-use crate::error::ServerError;
+use crate::error::{Refusal, ServerError};
 use crate::service::{require_id, require_text};
 use crate::state::Done;
 use crate::tls;
@@ -159,7 +159,7 @@ impl AdminService for AdminRpc {
                         keys.discard(&tenant.kek_id);
                         keys.discard(&tenant.pseudonym_kek_id);
                     }
-                    committed.map(|()| Done::Audited(tenant))
+                    committed.map(|done| Done::Audited(done.map(|()| tenant)))
                 },
             )
             .await?;
@@ -237,7 +237,7 @@ impl AdminService for AdminRpc {
                         tenant_id,
                         created_at_ms: crate::now_ms(),
                     };
-                    self.state.store.commit(
+                    let done = self.state.store.commit(
                         &caller.entry(
                             format!("principal:{}", principal.id),
                             "ok",
@@ -245,7 +245,7 @@ impl AdminService for AdminRpc {
                         ),
                         |tx| crate::admin::records::insert_principal(tx, &principal),
                     )?;
-                    Ok(Done::Audited(principal))
+                    Ok(Done::Audited(done.map(|()| principal)))
                 },
             )
             .await?;
@@ -308,11 +308,12 @@ impl AdminService for AdminRpc {
                         .store
                         .read(|c| crate::governance::records::disabled(c, &req.principal_id))?
                     {
-                        return Err(ServerError::FailedPrecondition(format!(
+                        return Err(Refusal::TargetDisabled(format!(
                             "principal {} was disabled on {}: no certificate can be issued to it",
                             req.principal_id,
                             shuyu_policy::format_date(at_ms)
-                        )));
+                        ))
+                        .into());
                     }
                     let days = if req.validity_days == 0 {
                         tls::DEFAULT_CLIENT_DAYS
@@ -325,7 +326,7 @@ impl AdminService for AdminRpc {
                         &req.principal_id,
                         days,
                     )?;
-                    self.state.store.commit(
+                    let done = self.state.store.commit(
                         &caller.entry(
                             target.clone(),
                             "ok",
@@ -340,7 +341,7 @@ impl AdminService for AdminRpc {
                             )
                         },
                     )?;
-                    Ok(Done::Audited(issued))
+                    Ok(Done::Audited(done.map(|()| issued)))
                 },
             )
             .await?;
@@ -383,20 +384,22 @@ impl AdminService for AdminRpc {
                         .read(|c| crate::stewardship::records::imported_by(c, &req.dataset_id))?
                         && owner != req.tenant_id
                     {
-                        return Err(ServerError::FailedPrecondition(format!(
+                        return Err(Refusal::ImportedData(format!(
                             "dataset {} is data imported by another tenant and cannot be granted",
                             req.dataset_id
-                        )));
+                        ))
+                        .into());
                     }
-                    store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
-                        crate::catalog::records::insert_grant(
-                            tx,
-                            &req.dataset_id,
-                            &req.tenant_id,
-                            &caller.principal.id,
-                        )
-                    })?;
-                    Ok(Done::Audited(()))
+                    let done =
+                        store.commit(&caller.entry(target.clone(), "ok", json!({})), |tx| {
+                            crate::catalog::records::insert_grant(
+                                tx,
+                                &req.dataset_id,
+                                &req.tenant_id,
+                                &caller.principal.id,
+                            )
+                        })?;
+                    Ok(Done::Audited(done))
                 },
             )
             .await?;
@@ -454,7 +457,7 @@ impl AdminService for AdminRpc {
                         }
                         Some(principal.id)
                     };
-                    store.commit(
+                    let done = store.commit(
                 &caller.entry(
                     target.clone(),
                     "ok",
@@ -469,7 +472,7 @@ impl AdminService for AdminRpc {
                 },
             )?;
                     dataset.extra_approver_id = approver;
-                    Ok(Done::Audited(dataset))
+                    Ok(Done::Audited(done.map(|()| dataset)))
                 },
             )
             .await?;
@@ -532,16 +535,18 @@ impl AdminService for AdminRpc {
                         );
                         Ok((budget, entry))
                     })?;
-                    Ok(Done::Audited(pb::SetPrivacyBudgetResponse {
-                        budget: Some(pb::PrivacyBudget {
-                            tenant_id: budget.tenant_id,
-                            dataset_id: dataset.id,
-                            dataset_name: dataset.name,
-                            data_sha256: budget.data_sha256,
-                            epsilon_total: budget.epsilon_total,
-                            epsilon_spent: budget.epsilon_spent,
-                        }),
-                    }))
+                    Ok(Done::Audited(budget.map(|budget| {
+                        pb::SetPrivacyBudgetResponse {
+                            budget: Some(pb::PrivacyBudget {
+                                tenant_id: budget.tenant_id,
+                                dataset_id: dataset.id,
+                                dataset_name: dataset.name,
+                                data_sha256: budget.data_sha256,
+                                epsilon_total: budget.epsilon_total,
+                                epsilon_spent: budget.epsilon_spent,
+                            }),
+                        }
+                    })))
                 },
             )
             .await?;
@@ -570,7 +575,7 @@ impl AdminService for AdminRpc {
                      (R20: six months); 0 ends it now"
                 )));
             }
-            store.commit(
+            let done = store.commit(
                 &caller.entry(
                     target.clone(),
                     "ok",
@@ -579,7 +584,7 @@ impl AdminService for AdminRpc {
                 |tx| crate::admin::records::set_lab_until(tx, &tenant.id, req.lab_until_ms),
             )?;
             tenant.lab_until_ms = req.lab_until_ms;
-            Ok(Done::Audited(tenant))
+            Ok(Done::Audited(done.map(|()| tenant)))
         }).await?;
         Ok(Response::new(pb::SetLabAccessResponse {
             tenant: Some(convert::tenant(&tenant)),

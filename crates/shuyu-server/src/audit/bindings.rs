@@ -568,7 +568,8 @@ mod tests {
             &system_entry(GENESIS_ACTION, "-", serde_json::json!({})),
             |tx| crate::store::insert_kek(tx, "domain", b"wrapped", "domain", None),
         )
-        .unwrap();
+        .unwrap()
+        .into_inner();
         test.commit(
             &system_entry("approve", "-", serde_json::json!({"x": 1})),
             |tx| {
@@ -594,7 +595,8 @@ mod tests {
                 Ok(())
             },
         )
-        .unwrap();
+        .unwrap()
+        .into_inner();
         test
     }
 
@@ -638,7 +640,8 @@ mod tests {
                     tx.execute("UPDATE exports SET status = 'revoked'", &[])?;
                     Ok(())
                 })
-                .unwrap();
+                .unwrap()
+                .into_inner();
             assert_eq!(problem(&store), None);
             // A change made outside the server's commit is bound by no record.
             testing::tamper(&store, |tx| {

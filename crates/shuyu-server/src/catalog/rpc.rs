@@ -17,7 +17,7 @@ use crate::error::{Refusal, Result, ServerError};
 use crate::keys::{self, DOMAIN_KEK};
 use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
-use crate::store::{self, Tx};
+use crate::store::{self, Audited, Tx};
 
 /// The handler of `CatalogService`: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ impl CatalogRpc {
         &self,
         caller: &Caller,
         mut stream: Streaming<pb::IngestDatasetRequest>,
-    ) -> Result<DatasetRecord> {
+    ) -> Result<Audited<DatasetRecord>> {
         let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
         let header = match stream.message().await.map_err(broken)? {
             Some(pb::IngestDatasetRequest {
@@ -199,7 +199,7 @@ impl CatalogRpc {
         upload: Upload,
         input: Vec<u8>,
         mut also: impl FnMut(&Tx<'_>, &DatasetRecord) -> Result<()>,
-    ) -> Result<DatasetRecord> {
+    ) -> Result<Audited<DatasetRecord>> {
         let source_sha256 = sha256_hex(&input);
         let id = crate::new_id("ds");
         let location = format!("datasets/{id}/");
@@ -261,12 +261,14 @@ impl CatalogRpc {
                 also(tx, &record)
             },
         );
-        if let Err(e) = committed {
-            let _ = storage.delete_prefix(&location).await;
-            self.state.keys.discard(&kek_id);
-            return Err(e);
+        match committed {
+            Ok(done) => Ok(done.map(|()| record)),
+            Err(e) => {
+                let _ = storage.delete_prefix(&location).await;
+                self.state.keys.discard(&kek_id);
+                Err(e)
+            }
         }
-        Ok(record)
     }
 
     /// A dataset the caller may see, or NotFound (missing and not granted look the same).

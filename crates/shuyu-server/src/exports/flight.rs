@@ -19,11 +19,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result};
 use crate::exports::delivery::Slice;
 use crate::exports::rpc::ExportsRpc;
 use crate::exports::rpc::{recipients_export, require_deliverable};
 use crate::state::{Caller, Done};
+use crate::store::Audited;
 
 /// Largest Flight message the server sends (a batch is split below it).
 const MAX_FLIGHT_DATA_BYTES: usize = 2 << 20;
@@ -44,15 +45,16 @@ impl ExportsRpc {
         &self,
         caller: &Caller,
         export_id: &str,
-    ) -> Result<(Slice, OwnedSemaphorePermit)> {
+    ) -> Result<Audited<(Slice, OwnedSemaphorePermit)>> {
         let export = recipients_export(&self.state, caller, export_id)?;
         require_deliverable(&export, crate::now_ms())?;
         crate::lifecycle::records::require_exports_open(&self.state.store, &export.tenant_id)?;
         let Some(product) = export.product.clone() else {
-            return Err(ServerError::FailedPrecondition(format!(
+            return Err(Refusal::NoFlightCopy(format!(
                 "export {export_id} was approved before products existed: it has no \
                  fingerprinted copy to serve over Flight; download its package"
-            )));
+            ))
+            .into());
         };
         let turn = self.state.results.turn("the Flight fetch").await?;
         let slice = match &product.flight_copy {
@@ -65,11 +67,12 @@ impl ExportsRpc {
                 let package = self.open_package(&export).await?;
                 let data = package.data.clone();
                 if !data.name.ends_with(".parquet") {
-                    return Err(ServerError::FailedPrecondition(format!(
+                    return Err(Refusal::NoFlightCopy(format!(
                         "product {export_id} was packaged as {} before Parquet copies were \
                          kept for Flight: download its package",
                         data.name
-                    )));
+                    ))
+                    .into());
                 }
                 package.opened.slice(data.offset, data.len)
             }
@@ -78,8 +81,8 @@ impl ExportsRpc {
             Slice::Sealed(s) => s.byte_len(),
             Slice::Whole(b) => b.len() as u64,
         };
-        self.record_download(caller, &export, "flight", bytes)?;
-        Ok((slice, turn))
+        let done = self.record_download(caller, &export, "flight", bytes)?;
+        Ok(done.map(|_| (slice, turn)))
     }
 }
 

@@ -207,6 +207,8 @@ pub(crate) fn tally(
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{Expect, expect};
+
     use super::*;
 
     /// Export `ex_1` of tenant `t_1`, requested by `eng` under policy `v1`, in review.
@@ -294,6 +296,15 @@ mod tests {
     /// result and query staged are `r1` and `q1`).
     #[track_caller]
     fn check(quorum: u64, staged: &str, prior: &str, new: &str, expect: &str) {
+        let actual = match cast(quorum, staged, prior, new) {
+            Ok(tally) => decided(&tally, quorum),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(actual, expect);
+    }
+
+    /// Casts `new` after `prior` as [`check`] describes, through the real rules.
+    fn cast(quorum: u64, staged: &str, prior: &str, new: &str) -> Result<Tally> {
         let export = export();
         let (stored, policy) = staged.split_once(' ').expect("stored_hash policy");
         let staged = Staged {
@@ -306,19 +317,28 @@ mod tests {
         let new = vote(new);
         let voter = principal(&new.reviewer_id);
         let binds = (new.decision == ExportDecision::Approve).then_some(&staged);
-        let outcome = require_independent(&voter, &export, "vote on")
+        require_independent(&voter, &export, "vote on")
             .and_then(|()| require_in_review(&export))
-            .and_then(|()| tally(&export, prior, new, binds, quorum));
-        let actual = match outcome {
-            Ok(tally) => match tally.to {
-                ExportStatus::InReview | ExportStatus::Approved => {
-                    format!("{} {}/{quorum}", tally.to.as_str(), tally.approvals().len())
-                }
-                other => other.as_str().to_owned(),
-            },
-            Err(e) => e.to_string(),
-        };
-        assert_eq!(actual, expect);
+            .and_then(|()| tally(&export, prior, new, binds, quorum))
+    }
+
+    /// `in_review 1/2`, `approved 2/2`, `rejected`, `returned`.
+    fn decided(tally: &Tally, quorum: u64) -> String {
+        match tally.to {
+            ExportStatus::InReview | ExportStatus::Approved => {
+                format!("{} {}/{quorum}", tally.to.as_str(), tally.approvals().len())
+            }
+            other => other.as_str().to_owned(),
+        }
+    }
+
+    /// A refusal as its stable reason, or `ok`.
+    fn reason_of<T>(result: &Result<T>) -> &'static str {
+        match result {
+            Ok(_) => "ok",
+            Err(ServerError::Refused(refusal)) => refusal.reason(),
+            Err(other) => panic!("a review rule answered {other:?}, not a refusal"),
+        }
     }
 
     const OK: &str = "r1 v1";
@@ -417,6 +437,202 @@ mod tests {
                 "failed precondition: export ex_1 is approved: only exports in review take votes"
                     .into()
             )
+        );
+    }
+    // Snapshots: each table below is computed by the rules above, one line per case, so a
+    // change in any rule shows as a diff. `UPDATE_EXPECT=1 cargo nextest run -p shuyu-server
+    // review` rewrites them after a deliberate change.
+
+    /// Votes on `export()`: `(quorum, staged, prior votes, new vote)` as [`check`] reads them.
+    /// These rules leave roles to the call's authorisation: `aud` shows what they alone
+    /// decide, though an auditor's vote is refused before them (the role may not vote).
+    const VOTES: &[(u64, &str, &str, &str)] = &[
+        (1, OK, "", "rev1:approve"),
+        (2, OK, "", "rev1:approve"),
+        (2, OK, "rev1:approve", "rev2:approve"),
+        (2, OK, "rev1:approve", "rev2:reject"),
+        (2, OK, "rev1:approve", "rev2:return"),
+        (2, OK, "rev1:reject", "rev2:approve"),
+        (3, OK, "rev1:approve", "rev2:approve"),
+        (3, OK, "rev1:approve rev2:approve", "rev3:approve"),
+        (3, OK, "rev1:approve rev2:approve", "t2rev:approve"),
+        (2, OK, "rev1:approve", "rev1:approve"),
+        (2, OK, "rev1:return", "rev1:reject"),
+        (2, OK, "", "eng:approve"),
+        (2, OK, "", "eng2:reject"),
+        (2, OK, "", "t1rev:approve"),
+        (2, OK, "", "aud:approve"),
+        (2, "r2 v1", "", "rev1:approve"),
+        (2, "r2 v1", "", "rev1:reject"),
+        (2, "r1 v2", "", "rev1:approve@v2"),
+        (2, OK, "rev1:approve#r0", "rev2:approve"),
+        (2, OK, "rev1:approve?q0", "rev2:approve"),
+        (2, OK, "rev1:approve@v0", "rev2:approve"),
+        (2, OK, "rev1:approve#r0", "rev2:return"),
+        (2, OK, "rev1:reject#r0", "rev2:approve"),
+    ];
+
+    #[track_caller]
+    fn snapshot(lines: Vec<String>, expect: Expect) {
+        expect.assert_eq(&(lines.join("\n") + "\n"));
+    }
+
+    #[test]
+    fn vote_outcomes_snapshot() {
+        let lines = VOTES
+            .iter()
+            .map(|&(quorum, staged, prior, new)| {
+                let outcome = cast(quorum, staged, prior, new);
+                let decision = match &outcome {
+                    Ok(tally) => decided(tally, quorum),
+                    Err(_) => format!("refused {}", reason_of(&outcome)),
+                };
+                let prior = if prior.is_empty() { "-" } else { prior };
+                format!("quorum {quorum} | staged {staged:5} | {prior:25} + {new:16} => {decision}")
+            })
+            .collect();
+        snapshot(
+            lines,
+            expect![[r#"
+            quorum 1 | staged r1 v1 | -                         + rev1:approve     => approved 1/1
+            quorum 2 | staged r1 v1 | -                         + rev1:approve     => in_review 1/2
+            quorum 2 | staged r1 v1 | rev1:approve              + rev2:approve     => approved 2/2
+            quorum 2 | staged r1 v1 | rev1:approve              + rev2:reject      => rejected
+            quorum 2 | staged r1 v1 | rev1:approve              + rev2:return      => returned
+            quorum 2 | staged r1 v1 | rev1:reject               + rev2:approve     => in_review 1/2
+            quorum 3 | staged r1 v1 | rev1:approve              + rev2:approve     => in_review 2/3
+            quorum 3 | staged r1 v1 | rev1:approve rev2:approve + rev3:approve     => approved 3/3
+            quorum 3 | staged r1 v1 | rev1:approve rev2:approve + t2rev:approve    => approved 3/3
+            quorum 2 | staged r1 v1 | rev1:approve              + rev1:approve     => refused ALREADY_VOTED
+            quorum 2 | staged r1 v1 | rev1:return               + rev1:reject      => refused ALREADY_VOTED
+            quorum 2 | staged r1 v1 | -                         + eng:approve      => refused AUTHOR_CANNOT_REVIEW
+            quorum 2 | staged r1 v1 | -                         + eng2:reject      => refused NOT_INDEPENDENT
+            quorum 2 | staged r1 v1 | -                         + t1rev:approve    => refused NOT_INDEPENDENT
+            quorum 2 | staged r1 v1 | -                         + aud:approve      => in_review 1/2
+            quorum 2 | staged r2 v1 | -                         + rev1:approve     => refused BINDING_CHANGED
+            quorum 2 | staged r2 v1 | -                         + rev1:reject      => rejected
+            quorum 2 | staged r1 v2 | -                         + rev1:approve@v2  => refused BINDING_CHANGED
+            quorum 2 | staged r1 v1 | rev1:approve#r0           + rev2:approve     => refused BINDING_CHANGED
+            quorum 2 | staged r1 v1 | rev1:approve?q0           + rev2:approve     => refused BINDING_CHANGED
+            quorum 2 | staged r1 v1 | rev1:approve@v0           + rev2:approve     => refused BINDING_CHANGED
+            quorum 2 | staged r1 v1 | rev1:approve#r0           + rev2:return      => returned
+            quorum 2 | staged r1 v1 | rev1:reject#r0            + rev2:approve     => in_review 1/2
+        "#]],
+        );
+    }
+
+    #[test]
+    fn transition_snapshot() {
+        let mut lines = Vec::new();
+        for quorum in 1..=3 {
+            for decision in [
+                ExportDecision::Approve,
+                ExportDecision::Reject,
+                ExportDecision::Return,
+            ] {
+                let row: Vec<String> = (0..=3)
+                    .map(|n| format!("{n}:{}", transition(decision, n, quorum).as_str()))
+                    .collect();
+                lines.push(format!(
+                    "quorum {quorum} {:7} {}",
+                    decision.as_str(),
+                    row.join(" ")
+                ));
+            }
+        }
+        snapshot(
+            lines,
+            expect![[r#"
+            quorum 1 approve 0:in_review 1:approved 2:approved 3:approved
+            quorum 1 reject  0:rejected 1:rejected 2:rejected 3:rejected
+            quorum 1 return  0:returned 1:returned 2:returned 3:returned
+            quorum 2 approve 0:in_review 1:in_review 2:approved 3:approved
+            quorum 2 reject  0:rejected 1:rejected 2:rejected 3:rejected
+            quorum 2 return  0:returned 1:returned 2:returned 3:returned
+            quorum 3 approve 0:in_review 1:in_review 2:in_review 3:approved
+            quorum 3 reject  0:rejected 1:rejected 2:rejected 3:rejected
+            quorum 3 return  0:returned 1:returned 2:returned 3:returned
+        "#]],
+        );
+    }
+
+    #[test]
+    fn standing_snapshot() {
+        let export = export();
+        let lines = [
+            "eng", "eng2", "t1rev", "t2rev", "rev1", "admin", "aud", "rec",
+        ]
+        .iter()
+        .map(|id| {
+            let p = principal(id);
+            let standing =
+                standing(&p, &export).map_or_else(|| "none".to_owned(), |s| format!("{s:?}"));
+            format!(
+                "{id:6} {:13} tenant {:4} | standing {standing:12} | independent {}",
+                p.role.as_str(),
+                p.tenant_id.as_deref().unwrap_or("-"),
+                reason_of(&require_independent(&p, &export, "vote on")),
+            )
+        })
+        .collect();
+        snapshot(
+            lines,
+            expect![[r#"
+            eng    engineer      tenant t_1  | standing TenantMember | independent AUTHOR_CANNOT_REVIEW
+            eng2   engineer      tenant t_1  | standing TenantMember | independent NOT_INDEPENDENT
+            t1rev  reviewer      tenant t_1  | standing TenantMember | independent NOT_INDEPENDENT
+            t2rev  reviewer      tenant t_2  | standing Reviewer     | independent ok
+            rev1   reviewer      tenant -    | standing Reviewer     | independent ok
+            admin  admin         tenant -    | standing Admin        | independent ok
+            aud    auditor       tenant -    | standing Auditor      | independent ok
+            rec    recipient     tenant -    | standing none         | independent ok
+        "#]],
+        );
+    }
+
+    #[test]
+    fn status_and_quorum_snapshot() {
+        let mut lines: Vec<String> = [
+            ExportStatus::Refused,
+            ExportStatus::InReview,
+            ExportStatus::Approved,
+            ExportStatus::Rejected,
+            ExportStatus::Returned,
+            ExportStatus::Revoked,
+            ExportStatus::Expired,
+        ]
+        .into_iter()
+        .map(|status| {
+            let mut e = export();
+            e.status = status;
+            format!(
+                "{:9} takes votes: {}",
+                status.as_str(),
+                reason_of(&require_in_review(&e))
+            )
+        })
+        .collect();
+        for (export_quorum, policy_quorum) in [(1, 2), (2, 2), (3, 2), (0, 1)] {
+            lines.push(format!(
+                "export quorum {export_quorum}, policy {policy_quorum} => {}",
+                quorum(export_quorum, policy_quorum)
+            ));
+        }
+        snapshot(
+            lines,
+            expect![[r#"
+            refused   takes votes: CHECKS_FAILED
+            in_review takes votes: ok
+            approved  takes votes: NOT_IN_REVIEW
+            rejected  takes votes: NOT_IN_REVIEW
+            returned  takes votes: NOT_IN_REVIEW
+            revoked   takes votes: NOT_IN_REVIEW
+            expired   takes votes: NOT_IN_REVIEW
+            export quorum 1, policy 2 => 2
+            export quorum 2, policy 2 => 2
+            export quorum 3, policy 2 => 3
+            export quorum 0, policy 1 => 1
+        "#]],
         );
     }
 }

@@ -46,6 +46,7 @@ use crate::jobs::records::{JobMode, JobRecord, JobStatus};
 use crate::keys;
 use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+use crate::store::Audited;
 
 /// The handler of `ExportService` and the Arrow Flight service of its products: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -232,7 +233,7 @@ impl ExportsRpc {
         &self,
         caller: &Caller,
         req: pb::RequestExportRequest,
-    ) -> Result<ExportRecord> {
+    ) -> Result<Audited<ExportRecord>> {
         require_id(&req.job_id, "job_id")?;
         require_text(&req.purpose, "the purpose", 2000, true)?;
         let format = match pb::DataFormat::try_from(req.format) {
@@ -300,11 +301,12 @@ impl ExportsRpc {
         let days_left = (scenario.valid_until_ms - now).max(0) / DAY_MS;
         let expires_in_days =
             product_days(req.expires_in_days, days_left as u64).map_err(|e| match e {
-                PolicyError::ScenarioEnding => ServerError::FailedPrecondition(format!(
+                PolicyError::ScenarioEnding => Refusal::ScenarioEnding(format!(
                     "scenario {} ends at {}: {e}",
                     scenario.id,
                     crate::format_ms(scenario.valid_until_ms)
-                )),
+                ))
+                .into(),
                 other => ServerError::InvalidArgument(other.to_string()),
             })?;
         // The checks run in a worker, as the server ran them before: the sketches' heads
@@ -355,7 +357,7 @@ impl ExportsRpc {
         } else {
             format!("checks failed: {}", failed.join(", "))
         };
-        self.state.store.commit(
+        let done = self.state.store.commit(
             &caller.entry(
                 format!("export:{id} job:{}", job.id),
                 "ok",
@@ -393,7 +395,7 @@ impl ExportsRpc {
                 Ok(())
             },
         )?;
-        Ok(export)
+        Ok(done.map(|()| export))
     }
 
     /// Records one reviewer's vote. The vote, the status change, its event and its audit
@@ -401,7 +403,11 @@ impl ExportsRpc {
     /// simultaneous votes can neither both miss nor both count towards the quorum. When an
     /// approval reaches the quorum, the package is built and stored first (for exactly the
     /// approvals it names); if another vote changed the approvals meanwhile, it is rebuilt.
-    async fn vote(&self, caller: &Caller, req: &pb::VoteExportRequest) -> Result<ExportRecord> {
+    async fn vote(
+        &self,
+        caller: &Caller,
+        req: &pb::VoteExportRequest,
+    ) -> Result<Audited<ExportRecord>> {
         let decision = match pb::ExportDecision::try_from(req.decision) {
             Ok(pb::ExportDecision::Approve) => ExportDecision::Approve,
             Ok(pb::ExportDecision::Reject) => ExportDecision::Reject,
@@ -620,7 +626,7 @@ impl ExportsRpc {
                     if let Some(built) = package {
                         let committed = matches!(
                             &outcome,
-                            Ok(e) if e.package_location == built.location
+                            Ok(e) if e.value().package_location == built.location
                         );
                         if !committed {
                             self.discard_package(&built).await;
@@ -940,7 +946,11 @@ impl ExportsRpc {
         }
     }
 
-    fn comment(&self, caller: &Caller, req: &pb::CommentExportRequest) -> Result<ExportRecord> {
+    fn comment(
+        &self,
+        caller: &Caller,
+        req: &pb::CommentExportRequest,
+    ) -> Result<Audited<ExportRecord>> {
         require_text(&req.text, "the comment", MAX_COMMENT_CHARS, true)?;
         let (export, standing) = self.visible_export(caller, &req.export_id)?;
         if req.private && standing != Standing::Reviewer {
@@ -952,7 +962,7 @@ impl ExportsRpc {
             .into());
         }
         let text = req.text.trim();
-        self.state.store.commit(
+        let done = self.state.store.commit(
             &caller.entry(
                 format!("export:{}", export.id),
                 "ok",
@@ -971,10 +981,14 @@ impl ExportsRpc {
                 )
             },
         )?;
-        Ok(export)
+        Ok(done.map(|_| export))
     }
 
-    fn revoke(&self, caller: &Caller, req: &pb::RevokeExportRequest) -> Result<ExportRecord> {
+    fn revoke(
+        &self,
+        caller: &Caller,
+        req: &pb::RevokeExportRequest,
+    ) -> Result<Audited<ExportRecord>> {
         require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
         let (export, _) = self.visible_export(caller, &req.export_id)?;
         require_independent(&caller.principal, &export, "revoke")?;
@@ -984,11 +998,12 @@ impl ExportsRpc {
             let mut current = crate::exports::records::export(tx, &export.id)?
                 .ok_or_else(|| ServerError::NotFound(format!("export {}", export.id)))?;
             if current.status != ExportStatus::Approved {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::ExportNotApproved(format!(
                     "only an approved export can be revoked; export {} is {}",
                     current.id,
                     current.status.as_str()
-                )));
+                ))
+                .into());
             }
             let from = current.status;
             current.status = ExportStatus::Revoked;
@@ -1048,7 +1063,9 @@ impl ExportService for ExportsRpc {
                 target,
                 |caller, req| async move {
                     let export = self.request_export(&caller, req).await?;
-                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                    Ok(Done::Audited(
+                        export.and_then(|export| self.export_for(&caller, &export))?,
+                    ))
                 },
             )
             .await?;
@@ -1231,7 +1248,9 @@ impl ExportService for ExportsRpc {
                 target,
                 |caller, req| async move {
                     let export = self.vote(&caller, &req).await?;
-                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                    Ok(Done::Audited(
+                        export.and_then(|export| self.export_for(&caller, &export))?,
+                    ))
                 },
             )
             .await?;
@@ -1253,7 +1272,9 @@ impl ExportService for ExportsRpc {
                 target,
                 |caller, req| async move {
                     let export = self.comment(&caller, &req)?;
-                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                    Ok(Done::Audited(
+                        export.and_then(|export| self.export_for(&caller, &export))?,
+                    ))
                 },
             )
             .await?;
@@ -1275,7 +1296,9 @@ impl ExportService for ExportsRpc {
                 target,
                 |caller, req| async move {
                     let export = self.revoke(&caller, &req)?;
-                    Ok(Done::Audited(self.export_for(&caller, &export)?))
+                    Ok(Done::Audited(
+                        export.and_then(|export| self.export_for(&caller, &export))?,
+                    ))
                 },
             )
             .await?;
@@ -1307,8 +1330,8 @@ impl ExportService for ExportsRpc {
                     // Held until the last chunk is sent.
                     let turn = self.state.results.turn("the download").await?;
                     let package = self.open_package(&export).await?;
-                    self.record_download(&caller, &export, "package", package.len())?;
-                    Ok(Done::Audited((package, turn)))
+                    let done = self.record_download(&caller, &export, "package", package.len())?;
+                    Ok(Done::Audited(done.map(|_| (package, turn))))
                 },
             )
             .await?;
@@ -1370,10 +1393,11 @@ impl ExportService for ExportsRpc {
                                 .store
                                 .read(|c| crate::exports::records::products(c, None, None))?,
                             Role::PlatformAdmin | Role::DataSteward => {
-                                return Err(ServerError::PermissionDenied(format!(
+                                return Err(Refusal::RoleNotAllowed(format!(
                                     "the {} role has no products to list",
                                     p.role.as_str()
-                                )));
+                                ))
+                                .into());
                             }
                         };
                         let now = crate::now_ms();
@@ -1423,7 +1447,7 @@ impl ExportsRpc {
         export: &ExportRecord,
         via: &str,
         bytes: u64,
-    ) -> Result<u64> {
+    ) -> Result<Audited<u64>> {
         let target = format!("export:{}", export.id);
         self.state.store.commit_with(|tx| {
             let count = crate::exports::records::record_download(tx, &export.id, crate::now_ms())?;
@@ -1501,12 +1525,13 @@ impl ExportsRpc {
                     1 => (matches.remove(0), "row_order", true, n as u64),
                     _ => {
                         let ids: Vec<&str> = matches.iter().map(|e| e.id.as_str()).collect();
-                        return Err(ServerError::FailedPrecondition(format!(
+                        return Err(Refusal::TraceAmbiguous(format!(
                             "the file's row order fits {} products ({}): too few rows to tell \
                              their copies apart",
                             ids.len(),
                             ids.join(", ")
-                        )));
+                        ))
+                        .into());
                     }
                 }
             }

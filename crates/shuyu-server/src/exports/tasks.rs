@@ -108,16 +108,18 @@ impl ExportsRpc {
         let stderr = report.stderr;
         match report.end {
             WorkerEnd::ExportDone(answer) => Ok(*answer),
-            WorkerEnd::Failed(JobError::ResourcesExhausted) => Err(ServerError::ResourceExhausted(
+            WorkerEnd::Failed(JobError::ResourcesExhausted) => Err(Refusal::WorkerMemory(
                 "the staged result is too large for the export worker's memory and spill \
                  space ([worker] address_space_mib and spill_mib, the policy's \
                  memory_limit_bytes)"
                     .into(),
-            )),
-            WorkerEnd::TimedOut => Err(ServerError::ResourceExhausted(format!(
+            )
+            .into()),
+            WorkerEnd::TimedOut => Err(Refusal::WorkerTimeout(format!(
                 "the export's worker did not finish within {} s ([exports] task_timeout_secs)",
                 config.exports.task_timeout_secs
-            ))),
+            ))
+            .into()),
             WorkerEnd::Failed(e) => Err(ServerError::internal(format!(
                 "export task {label} failed: {e}; stderr: {stderr}"
             ))),

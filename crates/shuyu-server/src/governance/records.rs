@@ -856,36 +856,38 @@ pub fn sweep_renewals(store: &Store, now_ms: i64) -> Result<usize> {
             format_date(a.valid_until_ms),
             format_date(a.renewal_opens_at_ms())
         );
-        store.commit_with(|tx| {
-            let mut written = 0;
-            for (audience, key) in [
-                (Audience::Tenant(a.tenant_id.clone()), &tenant_key),
-                (Audience::Admins, &admins_key),
-            ] {
-                let note = NewNotification {
-                    audience,
-                    tenant_id: &a.tenant_id,
-                    kind: "renewal_window",
-                    subject: &subject,
-                    body: &body,
-                    reference: &a.id,
-                    dedup_key: Some(key),
-                };
-                written += usize::from(notify(tx, &note, now_ms)?);
-            }
-            let entry = AuditEntry {
-                principal_id: "-".into(),
-                role: "system".into(),
-                tenant_id: a.tenant_id.clone(),
-                action: "renewal_notice".into(),
-                target: format!("authorization:{}", a.id),
-                outcome: "ok".into(),
-                detail: json!({"notifications": written,
+        store
+            .commit_with(|tx| {
+                let mut written = 0;
+                for (audience, key) in [
+                    (Audience::Tenant(a.tenant_id.clone()), &tenant_key),
+                    (Audience::Admins, &admins_key),
+                ] {
+                    let note = NewNotification {
+                        audience,
+                        tenant_id: &a.tenant_id,
+                        kind: "renewal_window",
+                        subject: &subject,
+                        body: &body,
+                        reference: &a.id,
+                        dedup_key: Some(key),
+                    };
+                    written += usize::from(notify(tx, &note, now_ms)?);
+                }
+                let entry = AuditEntry {
+                    principal_id: "-".into(),
+                    role: "system".into(),
+                    tenant_id: a.tenant_id.clone(),
+                    action: "renewal_notice".into(),
+                    target: format!("authorization:{}", a.id),
+                    outcome: "ok".into(),
+                    detail: json!({"notifications": written,
                                "valid_until_ms": a.valid_until_ms}),
-                secret_detail: None,
-            };
-            Ok(((), entry))
-        })?;
+                    secret_detail: None,
+                };
+                Ok(((), entry))
+            })?
+            .into_inner();
         announced += 1;
     }
     Ok(announced)

@@ -11,14 +11,14 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::governance::records::{
     self as gov, Authorization, AuthorizationState, CertificateRecord, EmergencyPlan,
     QualificationRecord,
 };
 use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
-use crate::store::Tx;
+use crate::store::{Audited, Tx};
 
 /// The handler of `GovernanceService`: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ impl GovernanceRpc {
         &self,
         caller: &Caller,
         req: pb::CreateAuthorizationRequest,
-    ) -> Result<Authorization> {
+    ) -> Result<Audited<Authorization>> {
         require_id(&req.tenant_id, "tenant_id")?;
         require_text(&req.pricing_terms, "the pricing terms", 4000, true)?;
         let categories = scope_categories(&req.categories)?;
@@ -134,20 +134,21 @@ impl GovernanceRpc {
             renewed_from: String::new(),
             renewed_by: String::new(),
         };
-        self.state.store.commit_with(|tx| {
+        let done = self.state.store.commit_with(|tx| {
             // One open agreement per tenant: a new term is a renewal.
             if let Some(open) = gov::authorizations(tx, Some(&req.tenant_id))?
                 .into_iter()
                 .find(|a| a.revoked_at_ms == 0 && a.valid_until_ms > now)
             {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AuthorizationOpen(format!(
                     "tenant {} already has authorization {} until {}: renew it (from {}) or \
                      revoke it",
                     req.tenant_id,
                     open.id,
                     format_date(open.valid_until_ms),
                     format_date(open.renewal_opens_at_ms())
-                )));
+                ))
+                .into());
             }
             gov::insert_authorization(tx, &authorization)?;
             Ok((
@@ -163,14 +164,14 @@ impl GovernanceRpc {
             ))
         })?;
         self.sweep_now();
-        Ok(authorization)
+        Ok(done)
     }
 
     fn renew_authorization(
         &self,
         caller: &Caller,
         req: pb::RenewAuthorizationRequest,
-    ) -> Result<Authorization> {
+    ) -> Result<Audited<Authorization>> {
         require_id(&req.authorization_id, "authorization_id")?;
         require_text(&req.pricing_terms, "the pricing terms", 4000, false)?;
         let now = crate::now_ms();
@@ -179,26 +180,29 @@ impl GovernanceRpc {
                 ServerError::NotFound(format!("authorization {}", req.authorization_id))
             })?;
             if old.revoked_at_ms != 0 {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AuthorizationEnded(format!(
                     "authorization {} was revoked on {}: record a new one instead",
                     old.id,
                     format_date(old.revoked_at_ms)
-                )));
+                ))
+                .into());
             }
             if !old.renewed_by.is_empty() {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyRenewed(format!(
                     "authorization {} is already renewed by {}",
                     old.id, old.renewed_by
-                )));
+                ))
+                .into());
             }
             let opens = old.renewal_opens_at_ms();
             if now < opens {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::RenewalNotOpen(format!(
                     "renewal of authorization {} opens on {} (six months before it ends on {})",
                     old.id,
                     format_date(opens),
                     format_date(old.valid_until_ms)
-                )));
+                ))
+                .into());
             }
             // The successor takes over when the predecessor ends (now, if it already has).
             let from = old.valid_until_ms.max(now);
@@ -266,7 +270,7 @@ impl GovernanceRpc {
         &self,
         caller: &Caller,
         req: pb::RevokeAuthorizationRequest,
-    ) -> Result<Authorization> {
+    ) -> Result<Audited<Authorization>> {
         require_id(&req.authorization_id, "authorization_id")?;
         require_text(&req.reason, "the reason", 2000, true)?;
         let now = crate::now_ms();
@@ -275,11 +279,12 @@ impl GovernanceRpc {
                 ServerError::NotFound(format!("authorization {}", req.authorization_id))
             })?;
             if a.revoked_at_ms != 0 {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AuthorizationEnded(format!(
                     "authorization {} was already revoked on {}",
                     a.id,
                     format_date(a.revoked_at_ms)
-                )));
+                ))
+                .into());
             }
             gov::revoke_authorization(tx, &a.id, now, req.reason.trim())?;
             a.revoked_at_ms = now;
@@ -306,7 +311,7 @@ impl GovernanceRpc {
         &self,
         caller: &Caller,
         req: pb::AmendAuthorizationScopeRequest,
-    ) -> Result<Authorization> {
+    ) -> Result<Audited<Authorization>> {
         require_id(&req.authorization_id, "authorization_id")?;
         let add_datasets = self.scope_datasets(&req.add_dataset_ids)?;
         let add_categories = scope_categories(&req.add_categories)?;
@@ -323,11 +328,12 @@ impl GovernanceRpc {
             match a.state(now) {
                 AuthorizationState::Active | AuthorizationState::Pending => {}
                 other => {
-                    return Err(ServerError::FailedPrecondition(format!(
+                    return Err(Refusal::AuthorizationEnded(format!(
                         "authorization {} is {}: its scope can no longer change",
                         a.id,
                         other.as_str()
-                    )));
+                    ))
+                    .into());
                 }
             }
             for d in &add_datasets {
@@ -357,7 +363,11 @@ impl GovernanceRpc {
         })
     }
 
-    fn set_plan(&self, caller: &Caller, req: pb::SetEmergencyPlanRequest) -> Result<EmergencyPlan> {
+    fn set_plan(
+        &self,
+        caller: &Caller,
+        req: pb::SetEmergencyPlanRequest,
+    ) -> Result<Audited<EmergencyPlan>> {
         require_id(&req.authorization_id, "authorization_id")?;
         require_text(&req.summary, "the plan summary", 4000, true)?;
         require_text(&req.contact, "the contact", 200, true)?;
@@ -380,11 +390,12 @@ impl GovernanceRpc {
                     | AuthorizationState::Expired
                     | AuthorizationState::Superseded
             ) {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AuthorizationEnded(format!(
                     "authorization {} is {}: set the plan of the one in force",
                     a.id,
                     a.state(now).as_str()
-                )));
+                ))
+                .into());
             }
             let existing = gov::emergency_plan(tx, &a.id)?;
             let plan = EmergencyPlan {
@@ -407,7 +418,11 @@ impl GovernanceRpc {
         })
     }
 
-    fn qualify(&self, caller: &Caller, req: pb::QualifyPrincipalRequest) -> Result<Qualified> {
+    fn qualify(
+        &self,
+        caller: &Caller,
+        req: pb::QualifyPrincipalRequest,
+    ) -> Result<Audited<Qualified>> {
         require_id(&req.principal_id, "principal_id")?;
         let id_number = if req.id_number.trim().is_empty() {
             None
@@ -517,7 +532,7 @@ impl GovernanceRpc {
         &self,
         caller: &Caller,
         req: pb::RevokeCertificatesRequest,
-    ) -> Result<pb::RevokeCertificatesResponse> {
+    ) -> Result<Audited<pb::RevokeCertificatesResponse>> {
         require_id(&req.principal_id, "principal_id")?;
         require_text(&req.reason, "the reason", 2000, true)?;
         let fingerprint = if req.fingerprint.is_empty() {
@@ -563,13 +578,14 @@ impl GovernanceRpc {
                     &caller.principal.id,
                 )?;
             } else if revoked.is_empty() {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::NoCertificate(format!(
                     "principal {} has no unrevoked certificate{}",
                     principal.id,
                     fingerprint
                         .as_ref()
                         .map_or(String::new(), |f| format!(" {f}"))
-                )));
+                ))
+                .into());
             }
             let entry = caller.entry(
                 format!("principal:{}", principal.id),
@@ -638,7 +654,7 @@ impl GovernanceService for GovernanceRpc {
                 target,
                 |caller, req| async move {
                     let a = self.create_authorization(&caller, req)?;
-                    Ok(Done::Audited(self.authorization_view(&a)?))
+                    Ok(Done::Audited(a.and_then(|a| self.authorization_view(&a))?))
                 },
             )
             .await?;
@@ -727,7 +743,7 @@ impl GovernanceService for GovernanceRpc {
                 target,
                 |caller, req| async move {
                     let a = self.revoke_authorization(&caller, req)?;
-                    Ok(Done::Audited(self.authorization_view(&a)?))
+                    Ok(Done::Audited(a.and_then(|a| self.authorization_view(&a))?))
                 },
             )
             .await?;
@@ -748,7 +764,7 @@ impl GovernanceService for GovernanceRpc {
                 target,
                 |caller, req| async move {
                     let a = self.renew_authorization(&caller, req)?;
-                    Ok(Done::Audited(self.authorization_view(&a)?))
+                    Ok(Done::Audited(a.and_then(|a| self.authorization_view(&a))?))
                 },
             )
             .await?;
@@ -770,7 +786,7 @@ impl GovernanceService for GovernanceRpc {
                 target,
                 |caller, req| async move {
                     let a = self.amend_scope(&caller, req)?;
-                    Ok(Done::Audited(self.authorization_view(&a)?))
+                    Ok(Done::Audited(a.and_then(|a| self.authorization_view(&a))?))
                 },
             )
             .await?;

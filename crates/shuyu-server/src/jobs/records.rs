@@ -755,10 +755,11 @@ pub fn set_privacy_budget(
 ) -> Result<PrivacyBudget> {
     let current = budget_or_new(tx, tenant_id, data_sha256, epsilon_total)?;
     if epsilon_total + 1e-12 < current.epsilon_spent {
-        return Err(ServerError::FailedPrecondition(format!(
+        return Err(Refusal::BudgetBelowSpent(format!(
             "{:.4} of this budget is already spent: the total cannot be lower",
             current.epsilon_spent
-        )));
+        ))
+        .into());
     }
     tx.execute(
         "UPDATE privacy_budgets SET epsilon_total = ?3 WHERE tenant_id = ?1 AND data_sha256 = ?2",
@@ -1000,7 +1001,10 @@ pub(crate) mod tests {
                 &crate::audit::trail::system_entry("test", "test", serde_json::json!({})),
                 |tx| set_privacy_budget(tx, "t_1", "sha_a", 0.25),
             );
-            assert!(matches!(lower, Err(ServerError::FailedPrecondition(_))));
+            assert!(matches!(
+                lower,
+                Err(ServerError::Refused(Refusal::BudgetBelowSpent(_)))
+            ));
             testing::write(store, |tx| set_privacy_budget(tx, "t_1", "sha_a", 2.0));
             testing::write(store, |tx| set_privacy_budget(tx, "t_1", "sha_b", 3.0));
             assert_eq!(

@@ -24,6 +24,7 @@ use crate::keys::job_kek;
 use crate::scenarios::rpc as scenarios;
 use crate::service::require_id;
 use crate::state::{AppState, Caller, Done};
+use crate::store::Audited;
 
 /// The handler of `JobService`: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -106,7 +107,7 @@ impl JobDraft {
 }
 
 impl JobsRpc {
-    async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<JobRecord> {
+    async fn submit(&self, caller: &Caller, draft: JobDraft) -> Result<Audited<JobRecord>> {
         let limits = &self.state.policy.limits;
         match (draft.sql.trim().is_empty(), draft.substrait_plan.is_empty()) {
             (true, true) => {
@@ -307,12 +308,15 @@ impl JobsRpc {
                 crate::jobs::records::assign_job(tx, &id, self.state.presence.id())
             },
         );
-        if let Err(e) = committed {
-            keys.discard(&job.result_kek);
-            return Err(e);
-        }
+        let done = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                keys.discard(&job.result_kek);
+                return Err(e);
+            }
+        };
         self.state.scheduler.enqueue(&tenant_id, &id);
-        Ok(job)
+        Ok(done.map(|()| job))
     }
 
     /// The one dataset a DP job reads: named in its SQL and on its scenario's data list.
@@ -376,7 +380,11 @@ impl JobsRpc {
     }
 
     /// A new production job running a succeeded lab job's exact query under a scenario.
-    async fn promote(&self, caller: &Caller, req: pb::PromoteJobRequest) -> Result<JobRecord> {
+    async fn promote(
+        &self,
+        caller: &Caller,
+        req: pb::PromoteJobRequest,
+    ) -> Result<Audited<JobRecord>> {
         require_id(&req.job_id, "job_id")?;
         let tenant = caller.tenant()?.to_owned();
         let lab = self
@@ -387,17 +395,17 @@ impl JobsRpc {
             })?
             .ok_or_else(|| ServerError::NotFound(format!("job {}", req.job_id)))?;
         if lab.mode != JobMode::Lab {
-            return Err(ServerError::FailedPrecondition(format!(
-                "job {} is already a production job",
-                lab.id
-            )));
+            return Err(
+                Refusal::NotALabJob(format!("job {} is already a production job", lab.id)).into(),
+            );
         }
         if lab.status != JobStatus::Succeeded {
-            return Err(ServerError::FailedPrecondition(format!(
+            return Err(Refusal::JobNotSucceeded(format!(
                 "job {} has not succeeded ({}): only a working lab query is promoted",
                 lab.id,
                 lab.status.as_str()
-            )));
+            ))
+            .into());
         }
         self.submit(
             caller,
@@ -479,10 +487,11 @@ impl JobsRpc {
                 Ok((job, json!({"was": "queued"})))
             }
             Cancelled::Running => Ok((job, json!({"was": "running"}))),
-            Cancelled::Unknown => Err(ServerError::FailedPrecondition(format!(
+            Cancelled::Unknown => Err(Refusal::JobFinished(format!(
                 "job {id} has already finished ({})",
                 job.status.as_str()
-            ))),
+            ))
+            .into()),
         }
     }
 }
@@ -892,10 +901,10 @@ impl JobService for JobsRpc {
                     }
                     // Cancelled while queued: the new state commits with its audit record.
                     let entry = caller.entry(format!("job:{}", req.job_id), "ok", detail);
-                    self.state.store.commit(&entry, |tx| {
+                    let done = self.state.store.commit(&entry, |tx| {
                         crate::jobs::records::upsert_job(tx, self.state.store.audit_log(), &job)
                     })?;
-                    Ok(Done::Audited(job))
+                    Ok(Done::Audited(done.map(|()| job)))
                 },
             )
             .await?;

@@ -304,10 +304,6 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
     let (worker_job, allowed_keks, reuse) = match prepared {
         Ok(prepared) => prepared,
         // The scenario expired or lab access ended while the job was queued.
-        Err(ServerError::FailedPrecondition(reason)) => {
-            outcome.result = Err(Failure::plain(reason, None));
-            return outcome;
-        }
         Err(ServerError::Refused(refusal)) => {
             outcome.result = Err(Failure::plain(refusal.into_message(), None));
             return outcome;
@@ -434,7 +430,7 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
         .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
         .filter(|s| s.tenant_id == job.tenant_id)
         .ok_or_else(|| {
-            ServerError::FailedPrecondition(format!("scenario {} is gone", job.scenario_id))
+            Refusal::ScenarioUnusable(format!("scenario {} is gone", job.scenario_id))
         })?;
     if let Some(reason) = scenarios::unusable(&scenario, crate::now_ms()) {
         return Err(Refusal::ScenarioUnusable(reason).into());
@@ -449,7 +445,7 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
             .store
             .read(|c| crate::catalog::records::dataset(c, &item.dataset_id))?
             .ok_or_else(|| {
-                ServerError::FailedPrecondition(format!(
+                Refusal::ScenarioUnusable(format!(
                     "dataset {} of the scenario is gone",
                     item.dataset_id
                 ))
@@ -608,22 +604,26 @@ pub async fn fail_orphaned_jobs(state: &AppState) -> Result<usize> {
             secret_detail: None,
         };
         // Re-read in the transaction: another server may have failed it meanwhile.
-        let changed = state.store.commit(&entry, |tx| {
-            let audit = state.store.audit_log();
-            let Some(mut current) = crate::jobs::records::job_any_tenant(tx, audit, &job.id)?
-            else {
-                return Ok(false);
-            };
-            if !matches!(current.status, JobStatus::Queued | JobStatus::Running) {
-                return Ok(false);
-            }
-            current.status = JobStatus::Failed;
-            current.error =
-                "the job was interrupted: the server running it stopped; submit it again".into();
-            current.finished_at_ms = crate::now_ms();
-            crate::jobs::records::upsert_job(tx, audit, &current)?;
-            Ok(true)
-        })?;
+        let changed = state
+            .store
+            .commit(&entry, |tx| {
+                let audit = state.store.audit_log();
+                let Some(mut current) = crate::jobs::records::job_any_tenant(tx, audit, &job.id)?
+                else {
+                    return Ok(false);
+                };
+                if !matches!(current.status, JobStatus::Queued | JobStatus::Running) {
+                    return Ok(false);
+                }
+                current.status = JobStatus::Failed;
+                current.error =
+                    "the job was interrupted: the server running it stopped; submit it again"
+                        .into();
+                current.finished_at_ms = crate::now_ms();
+                crate::jobs::records::upsert_job(tx, audit, &current)?;
+                Ok(true)
+            })?
+            .into_inner();
         if changed {
             let _ = state.storage.delete_prefix(&job_folder(job)).await;
             failed += 1;

@@ -23,7 +23,7 @@ use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
 use crate::service::{require_id, require_text};
 use crate::state::{AppState, Caller, Done};
-use crate::store::Tx;
+use crate::store::{Audited, Tx};
 
 /// The handler of `LifecycleService`: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -178,7 +178,11 @@ impl LifecycleRpc {
         }
     }
 
-    fn suspend(&self, caller: &Caller, req: &pb::SuspendTenantRequest) -> Result<pb::TenantStatus> {
+    fn suspend(
+        &self,
+        caller: &Caller,
+        req: &pb::SuspendTenantRequest,
+    ) -> Result<Audited<pb::TenantStatus>> {
         require_id(&req.tenant_id, "tenant_id")?;
         require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
         if req.fix_days > 365 {
@@ -198,7 +202,7 @@ impl LifecycleRpc {
         };
         let target = format!("tenant:{}", req.tenant_id);
         let reason = req.reason.trim().to_owned();
-        self.state.store.commit_with(|tx| {
+        let done = self.state.store.commit_with(|tx| {
             self.tenant_or_not_found(tx, &req.tenant_id)?;
             let mut hold = lifecycle::hold(tx, &req.tenant_id)?;
             if hold.terminated_at_ms > 0 {
@@ -257,14 +261,18 @@ impl LifecycleRpc {
             );
             Ok(((), entry))
         })?;
-        self.status_of(&req.tenant_id)
+        done.and_then(|()| self.status_of(&req.tenant_id))
     }
 
-    fn resume(&self, caller: &Caller, req: &pb::ResumeTenantRequest) -> Result<pb::TenantStatus> {
+    fn resume(
+        &self,
+        caller: &Caller,
+        req: &pb::ResumeTenantRequest,
+    ) -> Result<Audited<pb::TenantStatus>> {
         require_id(&req.tenant_id, "tenant_id")?;
         require_text(&req.note, "the note", MAX_REASON_CHARS, false)?;
         let now = crate::now_ms();
-        self.state.store.commit_with(|tx| {
+        let done = self.state.store.commit_with(|tx| {
             self.tenant_or_not_found(tx, &req.tenant_id)?;
             let mut hold = lifecycle::hold(tx, &req.tenant_id)?;
             if hold.terminated_at_ms > 0 {
@@ -276,10 +284,11 @@ impl LifecycleRpc {
                 .into());
             }
             if hold.suspended_at_ms == 0 {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::NotSuspended(format!(
                     "tenant {} is not suspended",
                     req.tenant_id
-                )));
+                ))
+                .into());
             }
             let detail = json!({"suspended_at_ms": hold.suspended_at_ms,
                                 "fix_by_ms": hold.fix_by_ms, "overdue": hold.overdue(now),
@@ -307,7 +316,7 @@ impl LifecycleRpc {
                 caller.entry(format!("tenant:{}", req.tenant_id), "ok", detail),
             ))
         })?;
-        self.status_of(&req.tenant_id)
+        done.and_then(|()| self.status_of(&req.tenant_id))
     }
 
     /// Lifts the freeze of the tenant's production job submission (admins, after looking at
@@ -316,11 +325,11 @@ impl LifecycleRpc {
         &self,
         caller: &Caller,
         req: &pb::LiftProductionFreezeRequest,
-    ) -> Result<pb::TenantStatus> {
+    ) -> Result<Audited<pb::TenantStatus>> {
         require_id(&req.tenant_id, "tenant_id")?;
         require_text(&req.note, "the note", MAX_REASON_CHARS, true)?;
         let now = crate::now_ms();
-        self.state.store.commit_with(|tx| {
+        let done = self.state.store.commit_with(|tx| {
             self.tenant_or_not_found(tx, &req.tenant_id)?;
             let freeze = crate::jobs::oracle::lift(
                 tx,
@@ -330,7 +339,7 @@ impl LifecycleRpc {
                 now,
             )?
             .ok_or_else(|| {
-                ServerError::FailedPrecondition(format!(
+                Refusal::NotFrozen(format!(
                     "tenant {}'s production job submission is not frozen",
                     req.tenant_id
                 ))
@@ -344,7 +353,7 @@ impl LifecycleRpc {
                 caller.entry(format!("tenant:{}", req.tenant_id), "ok", detail),
             ))
         })?;
-        self.status_of(&req.tenant_id)
+        done.and_then(|()| self.status_of(&req.tenant_id))
     }
 
     /// Records the stop (`drill`: as part of that drill); returns the hold.
@@ -354,7 +363,7 @@ impl LifecycleRpc {
         tenant_id: &str,
         reason: &str,
         drill: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Audited<()>> {
         let now = crate::now_ms();
         self.state.store.commit_with(|tx| {
             self.tenant_or_not_found(tx, tenant_id)?;
@@ -422,9 +431,7 @@ impl LifecycleRpc {
             );
         }
         if require_stopped && hold.stopped_at_ms == 0 {
-            return Err(ServerError::FailedPrecondition(format!(
-                "tenant {tenant_id} is not stopped"
-            )));
+            return Err(Refusal::NotStopped(format!("tenant {tenant_id} is not stopped")).into());
         }
         let was = hold.clone();
         hold.stopped_at_ms = 0;
@@ -434,7 +441,7 @@ impl LifecycleRpc {
         Ok(was)
     }
 
-    async fn drill(&self, caller: &Caller, req: &pb::RunDrillRequest) -> Result<Drill> {
+    async fn drill(&self, caller: &Caller, req: &pb::RunDrillRequest) -> Result<Audited<Drill>> {
         require_id(&req.tenant_id, "tenant_id")?;
         if !req.plan_id.is_empty() {
             require_id(&req.plan_id, "plan_id")?;
@@ -476,7 +483,8 @@ impl LifecycleRpc {
             &req.tenant_id,
             &format!("drill {id} of the emergency stop"),
             Some(&id),
-        )?;
+        )?
+        .into_inner();
         let stopped = self.stop_work(caller, &req.tenant_id, &format!("drill {id}"));
         let halted = match &stopped {
             Ok(jobs) => {
@@ -514,7 +522,7 @@ impl LifecycleRpc {
             jobs_stopped,
         };
         let met = drill.outcome != "timeout" && drill.halt_ms <= DRILL_OBJECTIVE_MS;
-        self.state.store.commit_with(|tx| {
+        let done = self.state.store.commit_with(|tx| {
             self.release(tx, &req.tenant_id, true)?;
             lifecycle::insert_drill(tx, &drill)?;
             if !drill.plan_id.is_empty() {
@@ -532,14 +540,14 @@ impl LifecycleRpc {
         })?;
         stopped?;
         halted?;
-        Ok(drill)
+        Ok(done.map(|()| drill))
     }
 
     async fn terminate(
         &self,
         caller: &Caller,
         req: &pb::TerminateTenantRequest,
-    ) -> Result<ExitReport> {
+    ) -> Result<Audited<ExitReport>> {
         require_id(&req.tenant_id, "tenant_id")?;
         require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
         let tenant_id = req.tenant_id.as_str();
@@ -549,30 +557,34 @@ impl LifecycleRpc {
 
         // 1. Access closes and exports freeze for good (a termination interrupted before
         //    its report was stored is continued by calling again).
-        let (tenant, hold) = self.state.store.commit_with(|tx| {
-            let tenant = self.tenant_or_not_found(tx, tenant_id)?;
-            let mut hold = lifecycle::hold(tx, tenant_id)?;
-            if hold.terminated_at_ms > 0 && lifecycle::exit_report(tx, tenant_id)?.is_some() {
-                return Err(Refusal::TenantTerminated(format!(
-                    "tenant {tenant_id} was already terminated on {}",
-                    crate::format_ms(hold.terminated_at_ms)
-                ))
-                .into());
-            }
-            let resumed = hold.terminated_at_ms > 0;
-            if !resumed {
-                hold.terminated_at_ms = started_ms;
-                hold.terminate_reason = reason.clone();
-                hold.terminated_by = caller.principal.id.clone();
-            }
-            lifecycle::set_hold(tx, &hold)?;
-            let entry = caller.entry(
-                target.clone(),
-                "ok",
-                json!({"step": "access_closed", "continued": resumed, "reason": reason}),
-            );
-            Ok(((tenant, hold), entry))
-        })?;
+        let (tenant, hold) = self
+            .state
+            .store
+            .commit_with(|tx| {
+                let tenant = self.tenant_or_not_found(tx, tenant_id)?;
+                let mut hold = lifecycle::hold(tx, tenant_id)?;
+                if hold.terminated_at_ms > 0 && lifecycle::exit_report(tx, tenant_id)?.is_some() {
+                    return Err(Refusal::TenantTerminated(format!(
+                        "tenant {tenant_id} was already terminated on {}",
+                        crate::format_ms(hold.terminated_at_ms)
+                    ))
+                    .into());
+                }
+                let resumed = hold.terminated_at_ms > 0;
+                if !resumed {
+                    hold.terminated_at_ms = started_ms;
+                    hold.terminate_reason = reason.clone();
+                    hold.terminated_by = caller.principal.id.clone();
+                }
+                lifecycle::set_hold(tx, &hold)?;
+                let entry = caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"step": "access_closed", "continued": resumed, "reason": reason}),
+                );
+                Ok(((tenant, hold), entry))
+            })?
+            .into_inner();
 
         // 2. Its work stops.
         let stopped = self.stop_work(caller, tenant_id, "the tenant was terminated")?;
@@ -642,31 +654,35 @@ impl LifecycleRpc {
 
         // 4. Crypto-shredding: the wrapped KEKs go from the store in one transaction with
         //    the end of its exports, then from memory and every cache.
-        let (revoked, rejected) = self.state.store.commit_with(|tx| {
-            let n = lifecycle::delete_keks(tx, &keks)?;
-            let closed = lifecycle::close_exports(tx, tenant_id, &caller.principal.id, now)?;
-            // Its authorizations end with it (R25, R27).
-            let mut ended = Vec::new();
-            for a in crate::governance::records::authorizations(tx, Some(tenant_id))? {
-                if a.revoked_at_ms == 0 && a.valid_until_ms > now {
-                    crate::governance::records::revoke_authorization(
-                        tx,
-                        &a.id,
-                        now,
-                        "tenant terminated",
-                    )?;
-                    ended.push(a.id);
+        let (revoked, rejected) = self
+            .state
+            .store
+            .commit_with(|tx| {
+                let n = lifecycle::delete_keks(tx, &keks)?;
+                let closed = lifecycle::close_exports(tx, tenant_id, &caller.principal.id, now)?;
+                // Its authorizations end with it (R25, R27).
+                let mut ended = Vec::new();
+                for a in crate::governance::records::authorizations(tx, Some(tenant_id))? {
+                    if a.revoked_at_ms == 0 && a.valid_until_ms > now {
+                        crate::governance::records::revoke_authorization(
+                            tx,
+                            &a.id,
+                            now,
+                            "tenant terminated",
+                        )?;
+                        ended.push(a.id);
+                    }
                 }
-            }
-            let entry = caller.entry(
-                target.clone(),
-                "ok",
-                json!({"step": "keys_destroyed", "keks": keks, "n_deleted": n,
+                let entry = caller.entry(
+                    target.clone(),
+                    "ok",
+                    json!({"step": "keys_destroyed", "keks": keks, "n_deleted": n,
                        "exports_revoked": closed.0, "exports_rejected": closed.1,
                        "authorizations_revoked": ended}),
-            );
-            Ok((closed, entry))
-        })?;
+                );
+                Ok((closed, entry))
+            })?
+            .into_inner();
         for id in &keks {
             self.state.keys.discard(id);
             self.state.envelope.forget(id);
@@ -771,7 +787,7 @@ impl LifecycleRpc {
             signature_hex: hex::encode(signature),
             public_key_hex: hex::encode(self.state.signing.public_key()),
         };
-        self.state.store.commit_with(|tx| {
+        let done = self.state.store.commit_with(|tx| {
             lifecycle::insert_exit_report(tx, &stored)?;
             notify::notify(
                 tx,
@@ -796,7 +812,7 @@ impl LifecycleRpc {
             );
             Ok(((), entry))
         })?;
-        Ok(stored)
+        Ok(done.map(|()| stored))
     }
 }
 
@@ -907,10 +923,12 @@ impl LifecycleService for LifecycleRpc {
                     // The suspension is audited; failing to stop the work is audited after it.
                     let stopped =
                         self.stop_work(&caller, &req.tenant_id, "the tenant was suspended")?;
-                    Ok(Done::Audited(pb::TenantStatusResponse {
-                        status: Some(status),
-                        jobs_stopped: stopped,
-                    }))
+                    Ok(Done::Audited(status.map(|status| {
+                        pb::TenantStatusResponse {
+                            status: Some(status),
+                            jobs_stopped: stopped,
+                        }
+                    })))
                 },
             )
             .await?;
@@ -1019,7 +1037,7 @@ impl LifecycleService for LifecycleRpc {
                         lifecycle::exit_report(c, &req.tenant_id)
                     })?;
                     let report = report.ok_or_else(|| {
-                        ServerError::FailedPrecondition(format!(
+                        Refusal::NotTerminated(format!(
                             "tenant {} has not been terminated",
                             req.tenant_id
                         ))
@@ -1048,14 +1066,15 @@ impl LifecycleService for LifecycleRpc {
                 |caller, req| async move {
                     require_id(&req.tenant_id, "tenant_id")?;
                     require_text(&req.reason, "the reason", MAX_REASON_CHARS, true)?;
-                    self.record_stop(&caller, &req.tenant_id, req.reason.trim(), None)?;
+                    let done =
+                        self.record_stop(&caller, &req.tenant_id, req.reason.trim(), None)?;
                     let stopped = self.stop_work(&caller, &req.tenant_id, "emergency stop")?;
                     // The stop is audited; failing to read the status back is audited after it.
                     let status = self.status_of(&req.tenant_id)?;
-                    Ok(Done::Audited(pb::TenantStatusResponse {
+                    Ok(Done::Audited(done.map(|()| pb::TenantStatusResponse {
                         status: Some(status),
                         jobs_stopped: stopped,
-                    }))
+                    })))
                 },
             )
             .await?;
@@ -1076,7 +1095,7 @@ impl LifecycleService for LifecycleRpc {
                 |caller, req| async move {
                     require_id(&req.tenant_id, "tenant_id")?;
                     require_text(&req.note, "the note", MAX_REASON_CHARS, false)?;
-                    self.state.store.commit_with(|tx| {
+                    let done = self.state.store.commit_with(|tx| {
                         let was = self.release(tx, &req.tenant_id, true)?;
                         let entry = caller.entry(
                             format!("tenant:{}", req.tenant_id),
@@ -1085,7 +1104,9 @@ impl LifecycleService for LifecycleRpc {
                         );
                         Ok(((), entry))
                     })?;
-                    Ok(Done::Audited(self.status_of(&req.tenant_id)?))
+                    Ok(Done::Audited(
+                        done.and_then(|()| self.status_of(&req.tenant_id))?,
+                    ))
                 },
             )
             .await?;
@@ -1187,9 +1208,12 @@ pub(crate) fn stop_tenant_work(
             detail: json!({"was": "queued", "why": why}),
             secret_detail: None,
         };
-        state.store.commit(&entry, |tx| {
-            crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
-        })?;
+        state
+            .store
+            .commit(&entry, |tx| {
+                crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
+            })?
+            .into_inner();
         state.scheduler.changed(job_id);
         stopped.push(job_id.clone());
     }
@@ -1242,20 +1266,23 @@ pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Resul
             let why = format!("authorization {} {}", e.authorization.id, e.what());
             stop_tenant_work(state, ("system", "system"), &tenant_id, &why)?
         };
-        state.store.commit_with(|tx| {
-            let (told_closed, told_due) =
-                crate::governance::records::notify_ended(tx, &e, notice_days, now_ms)?;
-            let mut entry = crate::audit::trail::system_entry(
-                "authorization_ended",
-                &format!("authorization:{} tenant:{tenant_id}", e.authorization.id),
-                json!({"how": e.how, "ended_at_ms": e.ended_at_ms, "jobs_stopped": stopped,
+        state
+            .store
+            .commit_with(|tx| {
+                let (told_closed, told_due) =
+                    crate::governance::records::notify_ended(tx, &e, notice_days, now_ms)?;
+                let mut entry = crate::audit::trail::system_entry(
+                    "authorization_ended",
+                    &format!("authorization:{} tenant:{tenant_id}", e.authorization.id),
+                    json!({"how": e.how, "ended_at_ms": e.ended_at_ms, "jobs_stopped": stopped,
                        "closed_notice": told_closed, "termination_due_notice": told_due,
                        "due_at_ms": e.due_at_ms(notice_days),
                        "successor_pending": e.successor_pending}),
-            );
-            entry.tenant_id = tenant_id.clone();
-            Ok(((), entry))
-        })?;
+                );
+                entry.tenant_id = tenant_id.clone();
+                Ok(((), entry))
+            })?
+            .into_inner();
         if !was_closed {
             closed.push(tenant_id);
         }

@@ -11,7 +11,7 @@ use shuyu_proto::v1::oversight_service_server::OversightService;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{checkpoint, tree};
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::notify::{Audience, NewNotification};
 use crate::oversight::alerts::{self, Alert};
 use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
@@ -161,9 +161,10 @@ impl OversightService for OversightRpc {
                             let alert = alerts::get(tx, id)?
                                 .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
                             if alert.acked_at_ms != 0 {
-                                return Err(ServerError::FailedPrecondition(format!(
+                                return Err(Refusal::AlreadyAcknowledged(format!(
                                     "alert {id} was already acknowledged"
-                                )));
+                                ))
+                                .into());
                             }
                             let acked = alerts::ack(tx, id, &caller.principal.id, crate::now_ms())?
                                 .ok_or_else(|| ServerError::NotFound(format!("alert {id}")))?;
@@ -258,15 +259,15 @@ impl OversightService for OversightRpc {
                 json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash),
                        "consistency_from": from, "cut_down": from > cp.tree_size}),
             );
-                        state.store.commit(&entry, |tx| {
+                        let done = state.store.commit(&entry, |tx| {
                             checkpoint::store(tx, &cp, &note, crate::now_ms())
                         })?;
-                        Ok(pb::AuditCheckpointResponse {
+                        Ok(done.map(|()| pb::AuditCheckpointResponse {
                             checkpoint: note,
                             tree_size: cp.tree_size,
                             root_hash: cp.root_hash.to_vec(),
                             consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
-                        })
+                        }))
                     })
                     .await
                     .unwrap_or_else(|e| {

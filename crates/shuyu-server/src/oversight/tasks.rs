@@ -9,9 +9,10 @@ use serde_json::json;
 
 use crate::audit::trail::AuditEntry;
 use crate::audit::trail::system_entry;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result};
 use crate::oversight::alerts;
 use crate::state::AppState;
+use crate::store::Audited;
 
 #[cfg(test)]
 use crate::oversight::config::OversightConfig;
@@ -57,7 +58,7 @@ fn spawn_every(
 ///
 /// # Errors
 /// On store failure.
-pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<u64> {
+pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<Audited<u64>> {
     let log = state.store.audit_log();
     let config = state.config.oversight.retention();
     state.store.commit_with(|tx| {
@@ -76,7 +77,7 @@ pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<u64> {
 ///
 /// # Errors
 /// On store failure.
-pub fn scan(state: &AppState, entry: Option<AuditEntry>) -> Result<alerts::ScanOutcome> {
+pub fn scan(state: &AppState, entry: Option<AuditEntry>) -> Result<Audited<alerts::ScanOutcome>> {
     let config = &state.config.oversight;
     state.store.commit_with(|tx| {
         let now = crate::now_ms();
@@ -125,7 +126,7 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
 /// [`check_before_signing`], which verifies the whole trail.
 ///
 /// # Errors
-/// On store failure, or [`ServerError::FailedPrecondition`] when the trail does not verify
+/// On store failure, or [`Refusal::TrailBroken`] when the trail does not verify
 /// (nothing is signed; an alert is raised).
 pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Checkpoint> {
     use crate::audit::{checkpoint, tree};
@@ -140,9 +141,12 @@ pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Che
         "audit",
         json!({"tree_size": cp.tree_size, "root_hash": hex::encode(cp.root_hash)}),
     );
-    state.store.commit(&entry, |tx| {
-        checkpoint::store(tx, &cp, &note, crate::now_ms())
-    })?;
+    state
+        .store
+        .commit(&entry, |tx| {
+            checkpoint::store(tx, &cp, &note, crate::now_ms())
+        })?
+        .into_inner();
     Ok(cp)
 }
 
@@ -233,13 +237,17 @@ pub fn check_before_signing(state: &AppState, tree_size: u64) -> Result<()> {
             json!({"problem": problem, "tree_size": tree_size}),
         )
     };
-    state.store.commit(&entry, |tx| {
-        crate::oversight::alerts::record(tx, &finding, now).map(|_| ())
-    })?;
-    Err(ServerError::FailedPrecondition(format!(
+    state
+        .store
+        .commit(&entry, |tx| {
+            crate::oversight::alerts::record(tx, &finding, now).map(|_| ())
+        })?
+        .into_inner();
+    Err(Refusal::TrailBroken(format!(
         "the audit trail does not verify ({problem}): no checkpoint was signed and an alert \
          was raised"
-    )))
+    ))
+    .into())
 }
 
 #[cfg(test)]

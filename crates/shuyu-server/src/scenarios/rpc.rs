@@ -22,6 +22,7 @@ use crate::scenarios::records::{
 };
 use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
+use crate::store::Audited;
 
 /// The handler of `ScenarioService`: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ impl ScenariosRpc {
         &self,
         caller: &Caller,
         req: pb::ApplyScenarioRequest,
-    ) -> Result<ScenarioRecord> {
+    ) -> Result<Audited<ScenarioRecord>> {
         let tenant_id = caller.tenant()?.to_owned();
         let category = convert::category_from_pb(req.category)?;
         let name = req.name.trim().to_owned();
@@ -206,11 +207,11 @@ impl ScenariosRpc {
             "category": scenario.category.as_str(),
             "approvers": scenario.approvals.iter().map(describe_approval).collect::<Vec<_>>(),
         });
-        self.state.store.commit(
+        let done = self.state.store.commit(
             &caller.entry(format!("scenario:{id}"), "ok", detail),
             |tx| crate::scenarios::records::upsert_scenario(tx, &scenario),
         )?;
-        Ok(scenario)
+        Ok(done.map(|()| scenario))
     }
 
     /// A scenario the caller may see; others answer NOT_FOUND like missing ones.
@@ -229,7 +230,7 @@ impl ScenariosRpc {
         &self,
         caller: &Caller,
         req: &pb::DecideScenarioRequest,
-    ) -> Result<ScenarioRecord> {
+    ) -> Result<Audited<ScenarioRecord>> {
         require_text(&req.comment, "the comment", 1000, !req.approve)?;
         self.visible_scenario(caller, &req.scenario_id)?;
         let target = format!("scenario:{}", req.scenario_id);

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::trail::AuditEntry;
 use crate::catalog::rpc::{Upload, read_chunks, valid_dataset_name};
 use crate::convert;
-use crate::error::{Result, ServerError};
+use crate::error::{Refusal, Result, ServerError};
 use crate::jobs::records::{JobMode, JobStatus};
 use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
@@ -21,7 +21,7 @@ use crate::state::{AppState, Caller, Done};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
-use crate::store::Tx;
+use crate::store::{Audited, Tx};
 
 /// The handler of `StewardshipService`: the server state it serves from.
 #[derive(Debug, Clone)]
@@ -148,6 +148,7 @@ pub fn sweep(state: &AppState) -> Result<usize> {
     state
         .store
         .commit(&entry, |tx| overdue_ticket_notices(tx, now))
+        .map(Audited::into_inner)
 }
 
 impl StewardshipRpc {
@@ -157,7 +158,7 @@ impl StewardshipRpc {
         &self,
         caller: &Caller,
         req: pb::ApplyImportRequest,
-    ) -> Result<ImportApplication> {
+    ) -> Result<Audited<ImportApplication>> {
         let tenant_id = caller.tenant()?.to_owned();
         // R25: a tenant brings data in only under an authorization in force.
         crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
@@ -230,18 +231,19 @@ impl StewardshipRpc {
         &self,
         caller: &Caller,
         req: pb::DecideImportRequest,
-    ) -> Result<ImportApplication> {
+    ) -> Result<Audited<ImportApplication>> {
         require_id(&req.import_id, "import_id")?;
         require_text(&req.comment, "the comment", 2000, !req.approve)?;
         self.state.store.commit_with(|tx| {
             let mut application = st::import(tx, &req.import_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("import {}", req.import_id)))?;
             if application.status != ImportStatus::Pending {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyDecided(format!(
                     "import {} is already {}",
                     application.id,
                     application.status.as_str()
-                )));
+                ))
+                .into());
             }
             let now = crate::now_ms();
             application.status = if req.approve {
@@ -284,7 +286,7 @@ impl StewardshipRpc {
         &self,
         caller: &Caller,
         mut stream: Streaming<pb::UploadImportRequest>,
-    ) -> Result<(ImportApplication, crate::catalog::records::DatasetRecord)> {
+    ) -> Result<Audited<(ImportApplication, crate::catalog::records::DatasetRecord)>> {
         let tenant_id = caller.tenant()?.to_owned();
         crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
         let broken = |_: Status| ServerError::InvalidArgument("the upload stream broke off".into());
@@ -308,22 +310,25 @@ impl StewardshipRpc {
         match application.status {
             ImportStatus::Approved => {}
             ImportStatus::Pending => {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::ImportNotApproved(format!(
                     "import {} is not approved yet",
                     application.id
-                )));
+                ))
+                .into());
             }
             ImportStatus::Rejected => {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::ImportNotApproved(format!(
                     "import {} was rejected",
                     application.id
-                )));
+                ))
+                .into());
             }
             ImportStatus::Imported => {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::AlreadyImported(format!(
                     "import {} was already uploaded as dataset {}",
                     application.id, application.dataset_id
-                )));
+                ))
+                .into());
             }
         }
         let format = match pb::DataFormat::try_from(header.format) {
@@ -368,11 +373,16 @@ impl StewardshipRpc {
                 let current = st::import(tx, &application.id)?
                     .ok_or_else(|| ServerError::NotFound(format!("import {}", application.id)))?;
                 if current.status != ImportStatus::Approved {
-                    return Err(ServerError::FailedPrecondition(format!(
+                    let message = format!(
                         "import {} is already {}",
                         current.id,
                         current.status.as_str()
-                    )));
+                    );
+                    return Err(match current.status {
+                        ImportStatus::Imported => Refusal::AlreadyImported(message),
+                        _ => Refusal::ImportNotApproved(message),
+                    }
+                    .into());
                 }
                 imported.status = ImportStatus::Imported;
                 imported.dataset_id = record.id.clone();
@@ -385,9 +395,11 @@ impl StewardshipRpc {
                 )
             })
             .await?;
-        imported.status = ImportStatus::Imported;
-        imported.dataset_id = dataset.id.clone();
-        Ok((imported, dataset))
+        Ok(dataset.map(|dataset| {
+            imported.status = ImportStatus::Imported;
+            imported.dataset_id = dataset.id.clone();
+            (imported, dataset)
+        }))
     }
 
     // -------------------------------------------------------------- quality tickets (R18)
@@ -396,7 +408,7 @@ impl StewardshipRpc {
         &self,
         caller: &Caller,
         req: pb::FileQualityTicketRequest,
-    ) -> Result<QualityTicket> {
+    ) -> Result<Audited<QualityTicket>> {
         let tenant_id = caller.tenant()?.to_owned();
         // R25: working on a dataset, reporting its defects included, needs an authorization.
         crate::governance::records::require_in_force(&self.state.store, &tenant_id)?;
@@ -489,7 +501,7 @@ impl StewardshipRpc {
         &self,
         caller: &Caller,
         req: pb::ResolveQualityTicketRequest,
-    ) -> Result<QualityTicket> {
+    ) -> Result<Audited<QualityTicket>> {
         require_id(&req.ticket_id, "ticket_id")?;
         require_text(&req.resolution, "the resolution", 2000, true)?;
         self.state.store.commit_with(|tx| {
@@ -502,11 +514,12 @@ impl StewardshipRpc {
                 return Err(ServerError::NotFound(format!("ticket {}", req.ticket_id)));
             }
             if ticket.status != TicketStatus::Open {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::TicketClosed(format!(
                     "ticket {} is already {}",
                     ticket.id,
                     ticket.status.as_str()
-                )));
+                ))
+                .into());
             }
             let now = crate::now_ms();
             ticket.status = if req.fixed {
@@ -630,7 +643,11 @@ impl StewardshipRpc {
         Ok(matching)
     }
 
-    fn raise_stop(&self, caller: &Caller, req: pb::RaiseRiskStopRequest) -> Result<RiskStop> {
+    fn raise_stop(
+        &self,
+        caller: &Caller,
+        req: pb::RaiseRiskStopRequest,
+    ) -> Result<Audited<RiskStop>> {
         let (target, target_id) = self.risk_target(caller, &req)?;
         require_text(&req.reason, "the reason", 2000, true)?;
         let now = crate::now_ms();
@@ -744,17 +761,22 @@ impl StewardshipRpc {
         })
     }
 
-    fn lift_stop(&self, caller: &Caller, req: pb::LiftRiskStopRequest) -> Result<RiskStop> {
+    fn lift_stop(
+        &self,
+        caller: &Caller,
+        req: pb::LiftRiskStopRequest,
+    ) -> Result<Audited<RiskStop>> {
         require_id(&req.stop_id, "stop_id")?;
         require_text(&req.comment, "the comment", 2000, true)?;
         self.state.store.commit_with(|tx| {
             let mut stop = st::stop(tx, &req.stop_id)?
                 .ok_or_else(|| ServerError::NotFound(format!("risk stop {}", req.stop_id)))?;
             if !stop.active {
-                return Err(ServerError::FailedPrecondition(format!(
+                return Err(Refusal::StopLifted(format!(
                     "risk stop {} was already lifted",
                     stop.id
-                )));
+                ))
+                .into());
             }
             let now = crate::now_ms();
             stop.active = false;

@@ -133,11 +133,12 @@ async fn dp_jobs_spend_a_budget_that_concurrency_and_re_registration_cannot_beat
     assert!((spent - 0.9).abs() < 1e-9, "{spent}");
     // The total cannot go below what is spent.
     assert_eq!(
-        set_budget(&mut p.admin, &p.tenant_id, &dataset.id, 0.5)
-            .await
-            .unwrap_err()
-            .code(),
-        Code::FailedPrecondition
+        reason(
+            &set_budget(&mut p.admin, &p.tenant_id, &dataset.id, 0.5)
+                .await
+                .unwrap_err()
+        ),
+        "BUDGET_BELOW_SPENT"
     );
 
     // The same data registered again under another name draws on the same budget.

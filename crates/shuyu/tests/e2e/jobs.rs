@@ -425,7 +425,7 @@ async fn cancel_progress_fair_queue_and_usage() {
             job_id: a3.id.clone(),
         })
         .await;
-    assert_eq!(status_code(again), Code::FailedPrecondition);
+    assert_eq!(status_reason(again), "JOB_FINISHED");
 
     // Metering: each tenant's engineer sees its own totals only; admins and auditors all.
     let usage = |r: pb::GetUsageResponse| r.tenants;

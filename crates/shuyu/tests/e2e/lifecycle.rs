@@ -309,7 +309,7 @@ async fn suspension_closes_access_cancels_work_freezes_exports_until_resumed() {
             note: String::new(),
         })
         .await;
-    failed_precondition(again);
+    assert_eq!(status_reason(again), "NOT_SUSPENDED");
     let missing = p
         .admin
         .lifecycle

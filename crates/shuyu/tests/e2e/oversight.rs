@@ -184,7 +184,7 @@ async fn denied_streaks_and_refused_exports_raise_alerts_told_to_the_admins() {
             alert_id: denied.id,
         })
         .await;
-    assert_eq!(status_code(twice), Code::FailedPrecondition);
+    assert_eq!(status_reason(twice), "ALREADY_ACKNOWLEDGED");
     let missing = p
         .admin
         .oversight

@@ -585,7 +585,7 @@ async fn the_lab_shows_masked_data_only_and_promotion_keeps_the_query() {
             scenario_id: sc.clone(),
         })
         .await;
-    assert_eq!(status_code(again), Code::FailedPrecondition);
+    assert_eq!(status_reason(again), "NOT_A_LAB_JOB");
     let broken = p
         .engineer
         .run_lab_sql("SELECT nothing FROM residents", WAIT)
@@ -600,7 +600,7 @@ async fn the_lab_shows_masked_data_only_and_promotion_keeps_the_query() {
             scenario_id: sc.clone(),
         })
         .await;
-    assert_eq!(status_code(broken), Code::FailedPrecondition);
+    assert_eq!(status_reason(broken), "JOB_NOT_SUCCEEDED");
 
     // R20: lab access is time-limited per tenant, at most six months ahead.
     let too_far = p

@@ -106,7 +106,7 @@ async fn imported_data_stays_the_tenants_own_and_fuses_under_a_scenario() {
             members_csv().into_bytes(),
         )
         .await;
-    assert_eq!(code(early), Code::FailedPrecondition);
+    assert_eq!(client_reason(early), "IMPORT_NOT_APPROVED");
     let foreign = other
         .engineer
         .upload_import(
@@ -165,7 +165,7 @@ async fn imported_data_stays_the_tenants_own_and_fuses_under_a_scenario() {
             comment: "changed my mind".into(),
         })
         .await;
-    assert_eq!(status_code(again), Code::FailedPrecondition);
+    assert_eq!(status_reason(again), "ALREADY_DECIDED");
 
     let uploaded = p
         .engineer
@@ -190,7 +190,7 @@ async fn imported_data_stays_the_tenants_own_and_fuses_under_a_scenario() {
             members_csv().into_bytes(),
         )
         .await;
-    assert_eq!(code(twice), Code::FailedPrecondition);
+    assert_eq!(client_reason(twice), "ALREADY_IMPORTED");
 
     // Encrypted under a key of the tenant: the dataset's KEK is a child of the tenant KEK,
     // and no file of the domain holds the canary in plaintext.
@@ -252,7 +252,7 @@ async fn imported_data_stays_the_tenants_own_and_fuses_under_a_scenario() {
             tenant_id: other.tenant_id.clone(),
         })
         .await;
-    assert_eq!(status_code(leak), Code::FailedPrecondition);
+    assert_eq!(status_reason(leak), "IMPORTED_DATA");
 
     // Fusion under one scenario: public residents joined with the tenant's members. The
     // residents' steward approves their part; the admin who approved the import answers
@@ -445,7 +445,7 @@ async fn quality_tickets_reach_the_steward_and_risk_stops_halt_jobs() {
             resolution: "again".into(),
         })
         .await;
-    assert_eq!(status_code(twice), Code::FailedPrecondition);
+    assert_eq!(status_reason(twice), "TICKET_CLOSED");
 
     // R19: a risk stop on the dataset halts the running job at once, refuses new ones and
     // tells the admins; lifting it lets work resume.

@@ -307,6 +307,24 @@ pub fn reason(status: &tonic::Status) -> String {
     shuyu_client::error_reason(status).unwrap_or_else(|| panic!("no reason in {status:?}"))
 }
 
+/// The stable reason of a raw gRPC call that must have failed.
+pub fn status_reason<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> String {
+    match result {
+        Err(status) => reason(&status),
+        Ok(response) => panic!("expected an error, got {response:?}"),
+    }
+}
+
+/// The stable reason of a client call that must have failed with a status.
+pub fn client_reason(result: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match result {
+        Err(ClientError::Status(status)) => reason(&status),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
 /// The status code of a vote that must have been refused.
 pub fn denied_code(result: Result<pb::Export, tonic::Status>) -> Code {
     match result {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use shuyu_client::{Client, Credentials, v1 as pb};
 use shuyu_server::{ServerConfig, ServerHandle};
 
@@ -39,6 +39,22 @@ pub struct Domain {
     /// The tenant.
     pub tenant_id: String,
     /// The tenant's authorization (datasets join its scope as they are granted).
+    pub authorization_id: String,
+    /// The server's address, `https://localhost:<port>`.
+    addr: String,
+    /// Worker processes the server runs at once, domain-wide (its `max_running_jobs`).
+    pub max_running_jobs: usize,
+}
+
+/// A further tenant of the domain ([`Domain::add_tenant`]) and its engineer.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Its engineer (jobs).
+    pub engineer: Client,
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its authorization (with an emergency plan; datasets join its scope as they are
+    /// granted).
     pub authorization_id: String,
 }
 
@@ -138,6 +154,38 @@ async fn create_principal(
     })
 }
 
+/// Records an authorization for `tenant_id` (no datasets yet, commercial scenarios, a year)
+/// with an emergency plan (R25, R32); returns its id.
+async fn create_authorization(admin: &mut Client, tenant_id: &str) -> Result<String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let authorization = admin
+        .governance
+        .create_authorization(pb::CreateAuthorizationRequest {
+            tenant_id: tenant_id.to_owned(),
+            dataset_ids: Vec::new(),
+            categories: vec![pb::ScenarioCategory::Commercial as i32],
+            valid_from_ms: 0,
+            valid_until_ms: now + 365 * 86_400_000,
+            pricing_terms: "benchmark".into(),
+        })
+        .await
+        .context("recording the authorization")?
+        .into_inner()
+        .authorization
+        .unwrap_or_default();
+    admin
+        .governance
+        .set_emergency_plan(pb::SetEmergencyPlanRequest {
+            authorization_id: authorization.id.clone(),
+            summary: "benchmark domain".into(),
+            contact: "the benchmark operator".into(),
+            actions: vec!["stop the benchmark".into()],
+        })
+        .await
+        .context("recording the emergency plan")?;
+    Ok(authorization.id)
+}
+
 impl Domain {
     /// Creates a domain under `root` (which must be empty or absent) and serves it.
     ///
@@ -167,6 +215,7 @@ impl Domain {
             std::fs::write(&policy_file, bench_policy(limit)?)?;
             config.policy_file = Some(policy_file);
         }
+        let max_running_jobs = config.max_running_jobs;
         let server = shuyu_server::serve(config).await?;
         let addr = format!("https://localhost:{}", server.addr.port());
 
@@ -181,32 +230,7 @@ impl Domain {
             .tenant
             .unwrap_or_default();
         // R25, R32: the tenant works under an authorization with an emergency plan.
-        let now = chrono::Utc::now().timestamp_millis();
-        let authorization = admin
-            .governance
-            .create_authorization(pb::CreateAuthorizationRequest {
-                tenant_id: tenant.id.clone(),
-                dataset_ids: Vec::new(),
-                categories: vec![pb::ScenarioCategory::Commercial as i32],
-                valid_from_ms: 0,
-                valid_until_ms: now + 365 * 86_400_000,
-                pricing_terms: "benchmark".into(),
-            })
-            .await
-            .context("recording the authorization")?
-            .into_inner()
-            .authorization
-            .unwrap_or_default();
-        admin
-            .governance
-            .set_emergency_plan(pb::SetEmergencyPlanRequest {
-                authorization_id: authorization.id.clone(),
-                summary: "benchmark domain".into(),
-                contact: "the benchmark operator".into(),
-                actions: vec!["stop the benchmark".into()],
-            })
-            .await
-            .context("recording the emergency plan")?;
+        let authorization_id = create_authorization(&mut admin, &tenant.id).await?;
         let steward_creds =
             create_principal(&mut admin, "Bench Steward", pb::Role::Steward, None, 1).await?;
         let engineer_creds = create_principal(
@@ -226,7 +250,9 @@ impl Domain {
             steward,
             engineer,
             tenant_id: tenant.id,
-            authorization_id: authorization.id,
+            authorization_id,
+            addr,
+            max_running_jobs,
         })
     }
 
@@ -245,24 +271,94 @@ impl Domain {
             .ingest(header, data)
             .await
             .with_context(|| format!("ingesting {name}"))?;
+        let (tenant_id, authorization_id) = (self.tenant_id.clone(), self.authorization_id.clone());
+        self.grant(&dataset, &tenant_id, &authorization_id).await?;
+        Ok(dataset)
+    }
+
+    /// Grants `dataset` to a tenant and adds it to the scope of the tenant's authorization.
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn grant(
+        &mut self,
+        dataset: &pb::Dataset,
+        tenant_id: &str,
+        authorization_id: &str,
+    ) -> Result<()> {
+        let name = &dataset.name;
         self.admin
             .admin
             .grant_dataset(pb::GrantDatasetRequest {
                 dataset_id: dataset.id.clone(),
-                tenant_id: self.tenant_id.clone(),
+                tenant_id: tenant_id.to_owned(),
             })
             .await
             .with_context(|| format!("granting {name}"))?;
         self.admin
             .governance
             .amend_authorization_scope(pb::AmendAuthorizationScopeRequest {
-                authorization_id: self.authorization_id.clone(),
+                authorization_id: authorization_id.to_owned(),
                 add_dataset_ids: vec![dataset.id.clone()],
                 add_categories: Vec::new(),
             })
             .await
             .with_context(|| format!("adding {name} to the authorization's scope"))?;
-        Ok(dataset)
+        Ok(())
+    }
+
+    /// Registers a further tenant `name` with an authorization (and emergency plan) and an
+    /// engineer whose qualification uses `bench_id_number(seq)`: `seq` must differ from every
+    /// other principal's (the admin, steward and first engineer use 0, 1 and 2). No dataset is
+    /// granted yet ([`Domain::grant`]).
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn add_tenant(&mut self, name: &str, seq: u32) -> Result<Tenant> {
+        ensure!(seq > 2, "ID sequence numbers 0 to 2 are taken");
+        let tenant = self
+            .admin
+            .admin
+            .create_tenant(pb::CreateTenantRequest { name: name.into() })
+            .await
+            .with_context(|| format!("creating tenant {name}"))?
+            .into_inner()
+            .tenant
+            .unwrap_or_default();
+        let authorization_id = create_authorization(&mut self.admin, &tenant.id).await?;
+        let credentials = create_principal(
+            &mut self.admin,
+            &format!("Bench Engineer {seq}"),
+            pb::Role::Engineer,
+            Some(&tenant.id),
+            seq,
+        )
+        .await?;
+        let engineer = connect(&self.addr, &credentials).await?;
+        Ok(Tenant {
+            engineer,
+            tenant_id: tenant.id,
+            authorization_id,
+        })
+    }
+
+    /// Registers an auditor (who reads every tenant's jobs with their exact usage, R35) whose
+    /// qualification uses `bench_id_number(seq)`, distinct as for [`Domain::add_tenant`];
+    /// returns its client.
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn add_auditor(&mut self, seq: u32) -> Result<Client> {
+        ensure!(seq > 2, "ID sequence numbers 0 to 2 are taken");
+        let credentials = create_principal(
+            &mut self.admin,
+            &format!("Bench Auditor {seq}"),
+            pb::Role::Auditor,
+            None,
+            seq,
+        )
+        .await?;
+        connect(&self.addr, &credentials).await
     }
 
     /// Applies, as the engineer, for a scenario listing every column of `datasets`, approved
@@ -271,9 +367,22 @@ impl Domain {
     /// # Errors
     /// The server's answer.
     pub async fn approved_scenario(&mut self, datasets: &[&pb::Dataset]) -> Result<String> {
+        let mut engineer = self.engineer.clone();
+        self.approved_scenario_for(&mut engineer, datasets).await
+    }
+
+    /// [`Domain::approved_scenario`] applied for by `engineer` (of any tenant holding the
+    /// datasets).
+    ///
+    /// # Errors
+    /// The server's answer.
+    pub async fn approved_scenario_for(
+        &mut self,
+        engineer: &mut Client,
+        datasets: &[&pb::Dataset],
+    ) -> Result<String> {
         let now = chrono::Utc::now().timestamp_millis();
-        let scenario = self
-            .engineer
+        let scenario = engineer
             .scenarios
             .apply_scenario(pb::ApplyScenarioRequest {
                 name: "benchmark".into(),

@@ -1,7 +1,9 @@
 //! `shuyu-bench`: on-demand benchmarks (never run in CI): TPC-H through Shuyu against bare
-//! DataFusion, ingest against a plain DataFusion Parquet write, and masked-sample latency.
+//! DataFusion, ingest against a plain DataFusion Parquet write, masked-sample latency, the
+//! export gate's checks, and jobs from many tenants at once.
 //! `benches/README.md` says how to run them; `benches/RESULTS.md` holds the figures.
 
+mod concurrent;
 mod domain;
 mod gate;
 mod ingest;
@@ -32,6 +34,9 @@ enum Command {
     Sample(sample::SampleOptions),
     /// The export gate's checks on a 10,000-cell aggregate against the job's run time.
     Gate(gate::GateOptions),
+    /// Jobs from many tenants at once against the same jobs one after another, a small job's
+    /// queue wait while one tenant floods the queue, and server and worker peak memory.
+    Concurrent(concurrent::ConcurrentOptions),
 }
 
 /// A path made absolute against the current directory (the server hands it to workers).
@@ -53,5 +58,6 @@ async fn main() -> Result<()> {
         Command::Ingest(options) => ingest::run(options).await,
         Command::Sample(options) => sample::run(options).await,
         Command::Gate(options) => gate::run(options).await,
+        Command::Concurrent(options) => concurrent::run(options).await,
     }
 }

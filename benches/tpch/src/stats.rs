@@ -32,6 +32,21 @@ pub fn median_u64(samples: &[u64]) -> u64 {
     }
 }
 
+/// The median of ratios and other floats (NaNs last); zero when empty.
+pub fn median_f64(samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
 /// The `p`-th percentile (0–100), nearest-rank method; zero when empty.
 pub fn percentile(samples: &[Duration], p: f64) -> Duration {
     if samples.is_empty() {
@@ -67,6 +82,9 @@ mod tests {
         assert_eq!(median(&d(&[4, 1, 3, 2])), Duration::from_micros(2500));
         assert_eq!(median(&[]), Duration::ZERO);
         assert_eq!(median_u64(&[9, 1, 5]), 5);
+        assert_eq!(median_f64(&[2.0, 0.5, 1.0]), 1.0);
+        assert_eq!(median_f64(&[2.0, 1.0]), 1.5);
+        assert_eq!(median_f64(&[]), 0.0);
         let hundred: Vec<u64> = (1..=100).collect();
         assert_eq!(percentile(&d(&hundred), 50.0), Duration::from_millis(50));
         assert_eq!(percentile(&d(&hundred), 99.0), Duration::from_millis(99));

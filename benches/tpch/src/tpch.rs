@@ -33,7 +33,7 @@ use crate::domain::{Domain, DomainOptions, column};
 use crate::stats::{median, median_u64, mib, ms};
 
 /// The 22 queries, standard TPC-H text with the default substitution parameters.
-const QUERIES: [&str; 22] = [
+pub(crate) const QUERIES: [&str; 22] = [
     include_str!("../queries/q1.sql"),
     include_str!("../queries/q2.sql"),
     include_str!("../queries/q3.sql"),
@@ -107,11 +107,11 @@ pub struct TpchOptions {
 
 /// One generated table: its plaintext Parquet file and declared columns.
 #[derive(Debug)]
-struct Table {
-    name: &'static str,
-    path: PathBuf,
-    columns: Vec<(String, ColumnType)>,
-    n_rows: u64,
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) columns: Vec<(String, ColumnType)>,
+    pub(crate) n_rows: u64,
 }
 
 /// How a steward declares TPC-H's columns for `--gated`: (classification, masking rule).
@@ -203,7 +203,8 @@ async fn write_table(
     })
 }
 
-async fn generate(scale: f64, dir: &Path) -> Result<Vec<Table>> {
+/// Generates the eight TPC-H tables at `scale` as plaintext Parquet files under `dir`.
+pub(crate) async fn generate(scale: f64, dir: &Path) -> Result<Vec<Table>> {
     std::fs::create_dir_all(dir)?;
     Ok(vec![
         write_table(
@@ -263,6 +264,45 @@ async fn generate(scale: f64, dir: &Path) -> Result<Vec<Table>> {
         )
         .await?,
     ])
+}
+
+/// Uploads each table through the steward's `IngestDataset` as Parquet (columns declared as
+/// [`declared`] says for `gated`), grants it to the domain's tenant and checks the stored row
+/// count; returns each dataset with its table.
+pub(crate) async fn ingest_tables<'t>(
+    domain: &mut Domain,
+    tables: &'t [Table],
+    scale: f64,
+    gated: bool,
+) -> Result<Vec<(pb::Dataset, &'t Table)>> {
+    let mut datasets = Vec::new();
+    for table in tables {
+        let header = pb::IngestHeader {
+            name: table.name.to_owned(),
+            description: format!("TPC-H {} at SF {}", table.name, scale),
+            format: pb::DataFormat::Parquet as i32,
+            columns: table
+                .columns
+                .iter()
+                .map(|(name, t)| {
+                    let (class, masking) = declared(name, gated);
+                    column(name, t.as_str(), class, masking)
+                })
+                .collect(),
+        };
+        let dataset = domain
+            .ingest_and_grant(header, std::fs::read(&table.path)?)
+            .await?;
+        ensure!(
+            dataset.n_rows == table.n_rows,
+            "{}: {} rows stored, {} generated",
+            table.name,
+            dataset.n_rows,
+            table.n_rows
+        );
+        datasets.push((dataset, table));
+    }
+    Ok(datasets)
 }
 
 /// Side (a): bare DataFusion over the plaintext files.
@@ -597,33 +637,7 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
     )
     .await?;
     let started = Instant::now();
-    let mut datasets = Vec::new();
-    for table in &tables {
-        let header = pb::IngestHeader {
-            name: table.name.to_owned(),
-            description: format!("TPC-H {} at SF {}", table.name, options.scale),
-            format: pb::DataFormat::Parquet as i32,
-            columns: table
-                .columns
-                .iter()
-                .map(|(name, t)| {
-                    let (class, masking) = declared(name, options.gated);
-                    column(name, t.as_str(), class, masking)
-                })
-                .collect(),
-        };
-        let dataset = domain
-            .ingest_and_grant(header, std::fs::read(&table.path)?)
-            .await?;
-        ensure!(
-            dataset.n_rows == table.n_rows,
-            "{}: {} rows stored, {} generated",
-            table.name,
-            dataset.n_rows,
-            table.n_rows
-        );
-        datasets.push((dataset, table));
-    }
+    let datasets = ingest_tables(&mut domain, &tables, options.scale, options.gated).await?;
     println!(
         "ingested and granted {} datasets through the server (steward, Parquet upload) in {:.1} s",
         datasets.len(),

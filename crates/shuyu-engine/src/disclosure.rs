@@ -28,20 +28,20 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, NullEquality, TableReference};
-use datafusion::functions::expr_fn::abs;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions::expr_fn::{abs, coalesce};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
-    Aggregate, AggregateUDF, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder,
-    Projection, SubqueryAlias, TableSource, Union, cast, lit, when,
+    Aggregate, AggregateUDF, Expr, ExprFunctionExt, ExprSchemable, JoinType, LogicalPlan,
+    LogicalPlanBuilder, Projection, SubqueryAlias, TableSource, Union, cast, lit, when,
 };
 use shuyu_policy::{Classification, MaskingDefaults};
 
 use crate::aggregates::Measure;
 use crate::lineage::plan_lineage;
 use crate::schema::TableSpec;
-use crate::sketch::Largest;
+use crate::sketch::{Largest, UnitHashing};
 
 /// Prefix of every column the engine adds; user plans may not produce such names.
 pub const HIDDEN_PREFIX: &str = "__shuyu_";
@@ -185,12 +185,14 @@ pub(crate) fn rewrite(
     defaults: &MaskingDefaults,
     dominance_n: usize,
     unit_sketch: Arc<AggregateUDF>,
+    unit_hashing: UnitHashing,
 ) -> (LogicalPlan, DisclosureMeta) {
     let rewriter = Rewriter {
         tables,
         units,
         defaults,
         unit_sketch,
+        unit_hashing: Some(unit_hashing),
         top: dominance_n.max(2),
         next: Cell::new(0),
         missing_units: RefCell::new(BTreeSet::new()),
@@ -215,6 +217,7 @@ pub(crate) fn carry_units(
         units,
         defaults,
         unit_sketch,
+        unit_hashing: None,
         top: 2,
         next: Cell::new(0),
         missing_units: RefCell::new(BTreeSet::new()),
@@ -227,6 +230,8 @@ struct Rewriter<'a> {
     units: &'a HashMap<String, UnitSource>,
     defaults: &'a MaskingDefaults,
     unit_sketch: Arc<AggregateUDF>,
+    /// The sketch in two steps, for the one-pass rewrite ([`Rewriter::fused`]).
+    unit_hashing: Option<UnitHashing>,
     top: usize,
     next: Cell<usize>,
     /// Scanned tables without a privacy-unit column.
@@ -437,14 +442,33 @@ impl Rewriter<'_> {
                 .enumerate()
                 .filter_map(|(m, j)| j.map(|j| (m, j)))
                 .collect();
-            match self.per_unit_stats(
-                &groups,
-                &input,
-                aggregate,
-                &unit_names[0],
-                &measures,
-                &from_stats,
-            ) {
+            // One pass when every aggregate of the query can be taken per (cell, person)
+            // first: the statistics' aggregation then computes the cells too, and the
+            // grouping by cell and the join back are not needed.
+            let fused = if unit_names.len() == 1 {
+                self.fused(
+                    &input,
+                    aggregate,
+                    &unit_names[0],
+                    &measures,
+                    &conditions,
+                    &from_stats,
+                )
+            } else {
+                None
+            };
+            let stats = match fused {
+                Some(plan) => Some(plan),
+                None => self.per_unit_stats(
+                    &groups,
+                    &input,
+                    aggregate,
+                    &unit_names[0],
+                    &measures,
+                    &from_stats,
+                ),
+            };
+            match stats {
                 Some(plan) => {
                     dominance.extend(measures.iter().map(|(name, m)| DominanceColumn {
                         aggregate: name.clone(),
@@ -500,7 +524,85 @@ impl Rewriter<'_> {
         from_stats: &[(usize, usize)],
     ) -> Option<LogicalPlan> {
         let n_group = aggregate.group_expr.len();
-        let unit_column = hidden_column(input, unit)?;
+        let (inner, partition) =
+            self.per_person(input, aggregate, unit, measures, Vec::new(), None)?;
+        let stats = self.contribution_stats(measures, from_stats);
+        let outer =
+            LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(inner), partition, stats).ok()?);
+        let outer =
+            LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(Arc::new(outer), STATS_ALIAS).ok()?);
+
+        let left_keys: Vec<Column> = (0..n_group)
+            .map(|g| Column::from(groups.schema().qualified_field(g)))
+            .collect();
+        let right_keys: Vec<Column> = (0..n_group)
+            .map(|g| {
+                Column::new(
+                    Some(TableReference::bare(STATS_ALIAS)),
+                    format!("{HIDDEN_PREFIX}g{g}"),
+                )
+            })
+            .collect();
+        let builder = LogicalPlanBuilder::from(groups.clone());
+        let joined = if n_group == 0 {
+            builder.cross_join(outer).ok()?
+        } else {
+            builder
+                .join_detailed(
+                    outer,
+                    JoinType::Inner,
+                    (left_keys, right_keys),
+                    None,
+                    NullEquality::NullEqualsNull,
+                )
+                .ok()?
+        };
+        let joined = joined.build().ok()?;
+        let mut exprs: Vec<Expr> = groups
+            .schema()
+            .iter()
+            .map(|(qualifier, field)| Expr::Column(Column::new(qualifier.cloned(), field.name())))
+            .collect();
+        for &(m, _) in from_stats {
+            exprs.push(Expr::Column(Column::new(
+                Some(TableReference::bare(STATS_ALIAS)),
+                population_column(m),
+            )));
+        }
+        for j in 0..measures.len() {
+            let mut names = vec![dominance_total_column(j)];
+            names.extend((1..=self.top).map(|i| dominance_top_column(j, i)));
+            for name in names {
+                exprs.push(Expr::Column(Column::new(
+                    Some(TableReference::bare(STATS_ALIAS)),
+                    name,
+                )));
+            }
+        }
+        Projection::try_new(exprs, Arc::new(joined))
+            .ok()
+            .map(LogicalPlan::Projection)
+    }
+
+    /// Each person's contributions per cell: `input` grouped by the cell's keys (as
+    /// `__shuyu_g<g>`) and the unit (`__shuyu_unit`), with each measure's contribution
+    /// `__shuyu_c<j>` and the `extra` aggregates under their names; with the keys of the
+    /// cells (the partition). With `hash_unit`, people are grouped by their keyed hash.
+    fn per_person(
+        &self,
+        input: &Arc<LogicalPlan>,
+        aggregate: &Aggregate,
+        unit: &str,
+        measures: &[(String, Measure)],
+        extra: Vec<(String, Expr)>,
+        hash_unit: Option<&UnitHashing>,
+    ) -> Option<(LogicalPlan, Vec<Expr>)> {
+        let n_group = aggregate.group_expr.len();
+        let mut unit_column = hidden_column(input, unit)?;
+        if let Some(hashing) = hash_unit {
+            unit_column = hashing.hash.call(vec![unit_column]);
+        }
+
         let mut inner_groups: Vec<Expr> = aggregate
             .group_expr
             .iter()
@@ -531,6 +633,8 @@ impl Rewriter<'_> {
                 );
             }
         }
+        let kept: Vec<String> = extra.iter().map(|(name, _)| name.clone()).collect();
+        per_person.extend(extra.into_iter().map(|(name, e)| e.alias(name)));
         let mut inner = LogicalPlan::Aggregate(
             Aggregate::try_new(Arc::clone(input), inner_groups, per_person).ok()?,
         );
@@ -588,6 +692,8 @@ impl Rewriter<'_> {
                 .build()
                 .ok()?;
             let mut exprs: Vec<Expr> = partition.clone();
+            exprs.push(hidden(format!("{HIDDEN_PREFIX}unit")));
+            exprs.extend(kept.iter().map(|name| hidden(name.clone())));
             for (j, (_, measure)) in measures.iter().enumerate() {
                 let c = format!("{HIDDEN_PREFIX}c{j}");
                 if measure.centered {
@@ -606,6 +712,17 @@ impl Rewriter<'_> {
                 .build()
                 .ok()?;
         }
+        Some((inner, partition))
+    }
+
+    /// Per cell, over [`Self::per_person`]'s rows: the plain populations counted from the
+    /// contributions, and each measure's total and largest contributions.
+    fn contribution_stats(
+        &self,
+        measures: &[(String, Measure)],
+        from_stats: &[(usize, usize)],
+    ) -> Vec<Expr> {
+        let hidden = |name: String| Expr::Column(Column::from_name(name));
         let mut stats = Vec::new();
         // Plain populations: the people with a contribution to measure j.
         for &(m, j) in from_stats {
@@ -622,59 +739,145 @@ impl Rewriter<'_> {
                 );
             }
         }
-        let outer =
-            LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(inner), partition, stats).ok()?);
-        let outer =
-            LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(Arc::new(outer), STATS_ALIAS).ok()?);
+        stats
+    }
 
-        let left_keys: Vec<Column> = (0..n_group)
-            .map(|g| Column::from(groups.schema().qualified_field(g)))
-            .collect();
-        let right_keys: Vec<Column> = (0..n_group)
-            .map(|g| {
-                Column::new(
-                    Some(TableReference::bare(STATS_ALIAS)),
-                    format!("{HIDDEN_PREFIX}g{g}"),
-                )
-            })
-            .collect();
-        let builder = LogicalPlanBuilder::from(groups.clone());
-        let joined = if n_group == 0 {
-            builder.cross_join(outer).ok()?
-        } else {
-            builder
-                .join_detailed(
-                    outer,
-                    JoinType::Inner,
-                    (left_keys, right_keys),
-                    None,
-                    NullEquality::NullEqualsNull,
-                )
-                .ok()?
-        };
-        let joined = joined.build().ok()?;
-        let mut exprs: Vec<Expr> = groups
-            .schema()
-            .iter()
-            .map(|(qualifier, field)| Expr::Column(Column::new(qualifier.cloned(), field.name())))
-            .collect();
-        for &(m, _) in from_stats {
-            exprs.push(Expr::Column(Column::new(
-                Some(TableReference::bare(STATS_ALIAS)),
-                population_column(m),
-            )));
-        }
-        for j in 0..measures.len() {
-            let mut names = vec![dominance_total_column(j)];
-            names.extend((1..=self.top).map(|i| dominance_top_column(j, i)));
-            for name in names {
-                exprs.push(Expr::Column(Column::new(
-                    Some(TableReference::bare(STATS_ALIAS)),
-                    name,
-                )));
+    /// The aggregate and the gate's statistics in one pass, when every aggregate of the
+    /// query can be taken per (cell, person) first and then per cell (`count`, `sum` of
+    /// integers or floats, `min`, `max`, `avg` of floats; no DISTINCT, no ordering): the
+    /// per-person rows of [`Self::per_person`] carry the partial aggregates too, and one
+    /// aggregation by cell gives the query's values, the unit sketch (each person once),
+    /// the populations and the contribution statistics — no second scan of the input, no
+    /// join back. The output has the columns, names and types of the query's aggregate
+    /// followed by the hidden ones, as [`Self::per_unit_stats`]'s has. People are grouped by
+    /// their keyed hash, the value the sketch keeps ([`UnitHashing`]), rather than by their
+    /// identifier. `None` when an aggregate does not decompose.
+    fn fused(
+        &self,
+        input: &Arc<LogicalPlan>,
+        aggregate: &Aggregate,
+        unit: &str,
+        measures: &[(String, Measure)],
+        conditions: &[(Expr, bool)],
+        from_stats: &[(usize, usize)],
+    ) -> Option<LogicalPlan> {
+        let n_group = aggregate.group_expr.len();
+        let hashing = self.unit_hashing.as_ref()?;
+        let hidden = |name: String| Expr::Column(Column::from_name(name));
+        // The rows of each (cell, person): the cell's rows, and any `count(*)`.
+        let rows = format!("{HIDDEN_PREFIX}n");
+        let mut partials: Vec<(String, Expr)> = vec![(rows.clone(), count(lit(1)))];
+        let mut outer_exprs: Vec<Expr> = Vec::new();
+        for (j, expr) in aggregate.aggr_expr.iter().enumerate() {
+            let mut e = expr;
+            while let Expr::Alias(alias) = e {
+                e = &alias.expr;
             }
+            let Expr::AggregateFunction(function) = e else {
+                return None;
+            };
+            let params = &function.params;
+            if params.distinct
+                || !params.order_by.is_empty()
+                || params.null_treatment.is_some()
+                || params.args.len() != 1
+            {
+                return None;
+            }
+            let arg = params.args[0].clone();
+            let arg_type = arg.get_type(input.schema().as_ref()).ok()?;
+            let filter = &params.filter;
+            let part = |what: &str| format!("{HIDDEN_PREFIX}a{j}{what}");
+            let counts_rows = params.filter.is_none()
+                && matches!(&arg, Expr::Literal(value, _) if !value.is_null());
+            let outer = match function.func.name() {
+                "count" if counts_rows => coalesce(vec![sum(hidden(rows.clone())), lit(0i64)]),
+                "count" => {
+                    partials.push((part("n"), with_filter(count(arg), filter)));
+                    coalesce(vec![sum(hidden(part("n"))), lit(0i64)])
+                }
+                "sum" if arg_type.is_integer() || arg_type.is_floating() => {
+                    partials.push((part("s"), with_filter(sum(arg), filter)));
+                    sum(hidden(part("s")))
+                }
+                "min" => {
+                    partials.push((part("m"), with_filter(min(arg), filter)));
+                    min(hidden(part("m")))
+                }
+                "max" => {
+                    partials.push((part("m"), with_filter(max(arg), filter)));
+                    max(hidden(part("m")))
+                }
+                "avg" if arg_type == DataType::Float64 => {
+                    partials.push((part("s"), with_filter(sum(arg.clone()), filter)));
+                    partials.push((part("n"), with_filter(count(arg), filter)));
+                    sum(hidden(part("s"))) / cast(sum(hidden(part("n"))), DataType::Float64)
+                }
+                _ => return None,
+            };
+            outer_exprs.push(outer.alias(part("")));
         }
-        Projection::try_new(exprs, Arc::new(joined))
+        outer_exprs.push(coalesce(vec![sum(hidden(rows)), lit(0i64)]).alias(GROUP_ROWS_COLUMN));
+        let unit_hidden = hidden(format!("{HIDDEN_PREFIX}unit"));
+        outer_exprs.push(
+            hashing
+                .sketch
+                .call(vec![unit_hidden.clone()])
+                .alias(format!("{UNITS_PREFIX}0")),
+        );
+        // A population chosen by a condition: the people with a row meeting it.
+        let sketched: Vec<usize> = (0..conditions.len())
+            .filter(|m| !from_stats.iter().any(|(counted, _)| counted == m))
+            .collect();
+        for &m in &sketched {
+            let rows_met = format!("{HIDDEN_PREFIX}p{m}");
+            partials.push((
+                rows_met.clone(),
+                with_filter(count(lit(1)), &Some(Box::new(conditions[m].0.clone()))),
+            ));
+            let met = Some(Box::new(hidden(rows_met).gt(lit(0i64))));
+            outer_exprs.push(
+                with_filter(hashing.sketch.call(vec![unit_hidden.clone()]), &met)
+                    .alias(population_column(m)),
+            );
+        }
+        outer_exprs.extend(self.contribution_stats(measures, from_stats));
+        let (inner, partition) =
+            self.per_person(input, aggregate, unit, measures, partials, Some(hashing))?;
+        let outer = LogicalPlan::Aggregate(
+            Aggregate::try_new(Arc::new(inner), partition, outer_exprs).ok()?,
+        );
+
+        // The query's columns under their names and types, then the hidden ones in the
+        // order the two-pass plan gives them.
+        let original = &aggregate.schema;
+        let mut exprs = Vec::new();
+        for i in 0..n_group + aggregate.aggr_expr.len() {
+            let (qualifier, field) = original.qualified_field(i);
+            let name = if i < n_group {
+                format!("{HIDDEN_PREFIX}g{i}")
+            } else {
+                format!("{HIDDEN_PREFIX}a{}", i - n_group)
+            };
+            let (_, computed) = outer
+                .schema()
+                .qualified_field_with_unqualified_name(&name)
+                .ok()?;
+            let mut value = hidden(name);
+            if computed.data_type() != field.data_type() {
+                value = cast(value, field.data_type().clone());
+            }
+            exprs.push(value.alias_qualified(qualifier.cloned(), field.name()));
+        }
+        let mut names = vec![GROUP_ROWS_COLUMN.to_owned(), format!("{UNITS_PREFIX}0")];
+        names.extend(sketched.iter().map(|&m| population_column(m)));
+        names.extend(from_stats.iter().map(|&(m, _)| population_column(m)));
+        for j in 0..measures.len() {
+            names.push(dominance_total_column(j));
+            names.extend((1..=self.top).map(|i| dominance_top_column(j, i)));
+        }
+        exprs.extend(names.into_iter().map(hidden));
+        Projection::try_new(exprs, Arc::new(outer))
             .ok()
             .map(LogicalPlan::Projection)
     }

@@ -869,6 +869,7 @@ impl Engine {
                 &request.masking_defaults,
                 request.dominance_n,
                 sketch,
+                crate::sketch::UnitHashing::new(&request.pseudonym_key),
             ),
         };
         let plan = declared_strings(plan).map_err(job_error)?;

@@ -18,12 +18,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::BooleanArray;
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use datafusion::common::{Result as DfResult, ScalarValue};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, UInt64Type};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use sha2::{Digest as _, Sha256};
 use shuyu_vault::SecretKey;
@@ -535,6 +536,9 @@ fn symmetric_difference(a: &[u8], b: &[u8], limit: usize) -> usize {
 pub(crate) struct UnitSketchUdaf {
     signature: Signature,
     key: [u8; 16],
+    /// Whether its argument holds the units' keyed hashes already ([`UnitHashUdf`]), not
+    /// the units.
+    hashed: bool,
 }
 
 impl std::fmt::Debug for UnitSketchUdaf {
@@ -545,13 +549,14 @@ impl std::fmt::Debug for UnitSketchUdaf {
 
 impl PartialEq for UnitSketchUdaf {
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
+        self.key == other.key && self.hashed == other.hashed
     }
 }
 impl Eq for UnitSketchUdaf {}
 impl Hash for UnitSketchUdaf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
+        self.hashed.hash(state);
     }
 }
 
@@ -562,19 +567,102 @@ impl UnitSketchUdaf {
     /// The aggregate, its hashes keyed by a key derived from the tenant's pseudonym key (so
     /// sketches of one tenant's releases compare, and no one else's).
     pub(crate) fn udaf(pseudonym_key: &SecretKey) -> Arc<AggregateUDF> {
-        let derived = pseudonym_key.hmac_sha256(b"shuyu unit sketch v1");
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&derived[..16]);
         Arc::new(AggregateUDF::from(UnitSketchUdaf {
             signature: Signature::any(1, Volatility::Immutable),
-            key,
+            key: sketch_key(pseudonym_key),
+            hashed: false,
         }))
+    }
+}
+
+/// The key of a tenant's unit hashes, derived from its pseudonym key.
+fn sketch_key(pseudonym_key: &SecretKey) -> [u8; 16] {
+    let derived = pseudonym_key.hmac_sha256(b"shuyu unit sketch v1");
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&derived[..16]);
+    key
+}
+
+/// Name of the unit-hash function in plans.
+pub(crate) const UNIT_HASH: &str = "__shuyu_unit_hash";
+/// Name of the sketch aggregate over unit hashes in plans.
+pub(crate) const UNIT_SKETCH_OF_HASHES: &str = "__shuyu_unit_sketch_hashed";
+
+/// The sketch's functions in two steps, for plans that group by person before they group by
+/// cell: `__shuyu_unit_hash(unit)` gives each unit's keyed hash (the very value the sketch
+/// keeps, NULL for NULL), and `__shuyu_unit_sketch_hashed(hash)` builds the same sketch as
+/// `unit_sketch(unit)` from those hashes. Grouping people by the 64-bit hash instead of the
+/// identifier is cheaper and merges two people only where their sketch would anyway (a
+/// collision: about n² / 2⁶⁵ for n people).
+#[derive(Debug, Clone)]
+pub(crate) struct UnitHashing {
+    /// `__shuyu_unit_hash`.
+    pub hash: Arc<ScalarUDF>,
+    /// `__shuyu_unit_sketch_hashed`.
+    pub sketch: Arc<AggregateUDF>,
+}
+
+impl UnitHashing {
+    /// Both functions keyed like [`UnitSketchUdaf::udaf`] with the same key.
+    pub(crate) fn new(pseudonym_key: &SecretKey) -> UnitHashing {
+        let key = sketch_key(pseudonym_key);
+        UnitHashing {
+            hash: Arc::new(ScalarUDF::from(UnitHashUdf {
+                signature: Signature::any(1, Volatility::Immutable),
+                key,
+            })),
+            sketch: Arc::new(AggregateUDF::from(UnitSketchUdaf {
+                signature: Signature::any(1, Volatility::Immutable),
+                key,
+                hashed: true,
+            })),
+        }
+    }
+}
+
+/// `__shuyu_unit_hash(unit)`: the unit's keyed hash, as the sketch takes it.
+#[derive(PartialEq, Eq, Hash)]
+pub(crate) struct UnitHashUdf {
+    signature: Signature,
+    key: [u8; 16],
+}
+
+impl std::fmt::Debug for UnitHashUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitHashUdf").finish_non_exhaustive()
+    }
+}
+
+impl ScalarUDFImpl for UnitHashUdf {
+    fn name(&self) -> &str {
+        UNIT_HASH
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let values = args.args[0].to_array(args.number_rows)?;
+        let mut hashes: Vec<Option<u64>> = vec![None; values.len()];
+        hash_values(&self.key, &values, false, |i, h| hashes[i] = Some(h))?;
+        Ok(ColumnarValue::Array(
+            Arc::new(UInt64Array::from(hashes)) as ArrayRef
+        ))
     }
 }
 
 impl AggregateUDFImpl for UnitSketchUdaf {
     fn name(&self) -> &str {
-        UNIT_SKETCH
+        if self.hashed {
+            UNIT_SKETCH_OF_HASHES
+        } else {
+            UNIT_SKETCH
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -588,6 +676,7 @@ impl AggregateUDFImpl for UnitSketchUdaf {
     fn accumulator(&self, _args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
         Ok(Box::new(SketchAccumulator {
             key: self.key,
+            hashed: self.hashed,
             hashes: HashSet::new(),
         }))
     }
@@ -602,6 +691,7 @@ impl AggregateUDFImpl for UnitSketchUdaf {
     ) -> DfResult<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(SketchGroups {
             key: self.key,
+            hashed: self.hashed,
             groups: Vec::new(),
             bytes: 0,
         }))
@@ -610,9 +700,11 @@ impl AggregateUDFImpl for UnitSketchUdaf {
 
 /// Keyed SipHash-1-3 of every non-null unit value, in one text form for every unit type (an
 /// identifier stored as text or as a number hashes alike).
+/// With `hashed`, `values` are such hashes already ([`UnitHashUdf`]) and pass as they are.
 fn hash_values(
     key: &[u8; 16],
     values: &ArrayRef,
+    hashed: bool,
     mut each: impl FnMut(usize, u64),
 ) -> DfResult<()> {
     let hash = |v: &[u8]| {
@@ -620,6 +712,17 @@ fn hash_values(
         hasher.write(v);
         hasher.finish()
     };
+    if hashed {
+        let hashes = values
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| DataFusionError::Internal("unit hashes are not UInt64".into()))?;
+        for i in 0..hashes.len() {
+            if hashes.is_valid(i) {
+                each(i, hashes.value(i));
+            }
+        }
+        return Ok(());
+    }
     match values.data_type() {
         DataType::Utf8View => {
             let text = values.as_string_view();
@@ -654,14 +757,19 @@ fn hash_values(
 /// deduplicated when it doubles and when the group is emitted.
 struct SketchGroups {
     key: [u8; 16],
+    hashed: bool,
     groups: Vec<Vec<u64>>,
     bytes: usize,
 }
 
 impl SketchGroups {
+    /// Adds a unit's hash to a group. Over units, a group's hashes are deduplicated each
+    /// time its vector would grow, so that it holds about its people, not its rows. Over
+    /// hashes ([`UnitHashing`]) the input is one row per (cell, person) already, so that
+    /// would sort for nothing: they are deduplicated once, when the sketch is built.
     fn push(&mut self, group: usize, hash: u64) {
         let hashes = &mut self.groups[group];
-        if hashes.len() == hashes.capacity() && hashes.len() >= 64 {
+        if !self.hashed && hashes.len() == hashes.capacity() && hashes.len() >= 64 {
             let before = hashes.len();
             hashes.sort_unstable();
             hashes.dedup();
@@ -689,7 +797,7 @@ impl GroupsAccumulator for SketchGroups {
         self.groups.resize_with(total_num_groups, Vec::new);
         let key = self.key;
         let mut hashed = Vec::with_capacity(group_indices.len());
-        hash_values(&key, &values[0], |i, h| hashed.push((i, h)))?;
+        hash_values(&key, &values[0], self.hashed, |i, h| hashed.push((i, h)))?;
         for (i, h) in hashed {
             if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
                 self.push(group_indices[i], h);
@@ -751,7 +859,7 @@ impl GroupsAccumulator for SketchGroups {
         opt_filter: Option<&BooleanArray>,
     ) -> DfResult<Vec<ArrayRef>> {
         let mut states: Vec<Vec<u8>> = vec![Vec::new(); values[0].len()];
-        hash_values(&self.key, &values[0], |i, h| {
+        hash_values(&self.key, &values[0], self.hashed, |i, h| {
             if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
                 states[i] = h.to_le_bytes().to_vec();
             }
@@ -767,6 +875,7 @@ impl GroupsAccumulator for SketchGroups {
 #[derive(Debug)]
 struct SketchAccumulator {
     key: [u8; 16],
+    hashed: bool,
     hashes: HashSet<u64>,
 }
 
@@ -777,7 +886,7 @@ impl Accumulator for SketchAccumulator {
         };
         let key = self.key;
         let hashes = &mut self.hashes;
-        hash_values(&key, values, |_, h| {
+        hash_values(&key, values, self.hashed, |_, h| {
             hashes.insert(h);
         })
     }
@@ -1194,6 +1303,72 @@ mod tests {
             a.view().difference(&sketch(0..500).view(), 1),
             Difference::Identical
         );
+    }
+
+    /// The two-step form gives the very sketch `unit_sketch` gives, for text and numeric
+    /// units, NULLs and repeated people included; and another key gives another sketch.
+    #[tokio::test]
+    async fn sketches_of_unit_hashes_equal_sketches_of_units() {
+        use datafusion::prelude::SessionContext;
+        let rows: Vec<String> = (0..3000)
+            .map(|i| match i % 7 {
+                0 => format!("({}, NULL, NULL)", i % 3),
+                _ => format!("({}, 'p{}', {})", i % 3, i % 1200, i % 1200),
+            })
+            .collect();
+        let sql = format!(
+            "WITH t(g, p, n) AS (VALUES {}) SELECT g, {UNIT_SKETCH}(p), \
+             {UNIT_SKETCH_OF_HASHES}({UNIT_HASH}(p)), {UNIT_SKETCH}(n), \
+             {UNIT_SKETCH_OF_HASHES}({UNIT_HASH}(n)), count(DISTINCT {UNIT_HASH}(p)), \
+             count(DISTINCT p) FROM t GROUP BY g ORDER BY g",
+            rows.join(", ")
+        );
+        // Per group: the four sketches, the distinct hashes and the distinct people.
+        let run = |key: SecretKey| {
+            let sql = sql.clone();
+            async move {
+                let ctx = SessionContext::new();
+                ctx.register_udaf(AggregateUDF::clone(&UnitSketchUdaf::udaf(&key)));
+                let hashing = UnitHashing::new(&key);
+                ctx.register_udf(ScalarUDF::clone(&hashing.hash));
+                ctx.register_udaf(AggregateUDF::clone(&hashing.sketch));
+                let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+                (0..batch.num_rows())
+                    .map(|row| {
+                        let sketch =
+                            |c: usize| batch.column(c).as_binary::<i32>().value(row).to_vec();
+                        let count = |c: usize| {
+                            batch
+                                .column(c)
+                                .as_primitive::<arrow::datatypes::Int64Type>()
+                                .value(row)
+                        };
+                        (
+                            [sketch(1), sketch(2), sketch(3), sketch(4)],
+                            count(5),
+                            count(6),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let one = run(SecretKey::generate()).await;
+        let other = run(SecretKey::generate()).await;
+        assert_eq!(one.len(), 3);
+        for (row, ([text, text_hashed, number, number_hashed], hashes, people)) in
+            one.iter().enumerate()
+        {
+            assert_eq!(text, text_hashed, "row {row}");
+            assert_eq!(number, number_hashed, "row {row}");
+            assert_eq!(
+                UnitSketch::from_bytes(text).map(|s| s.units()),
+                Some(400),
+                "row {row}"
+            );
+            assert_eq!(hashes, people, "row {row}: one hash per person");
+            assert_ne!(&other[row].0[1], text_hashed, "row {row}: another key");
+        }
     }
 }
 

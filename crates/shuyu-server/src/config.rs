@@ -348,6 +348,12 @@ pub struct WorkerConfig {
     /// Most workers kept idle at once (the oldest is stopped first).
     #[serde(default = "default_max_idle")]
     pub max_idle: usize,
+    /// glibc malloc tunables of worker processes (`GLIBC_TUNABLES`): `glibc.malloc.*`
+    /// settings only, `:`-separated; empty for glibc's defaults. A worker is a fresh process,
+    /// so its working set is first-touch page faults; these decide how much of it malloc
+    /// keeps and reuses (benches/RESULTS.md).
+    #[serde(default = "default_malloc_tunables")]
+    pub malloc_tunables: String,
 }
 
 impl Default for WorkerConfig {
@@ -362,8 +368,13 @@ impl Default for WorkerConfig {
             reuse_jobs: default_reuse_jobs(),
             idle_secs: default_idle_secs(),
             max_idle: default_max_idle(),
+            malloc_tunables: default_malloc_tunables(),
         }
     }
+}
+
+fn default_malloc_tunables() -> String {
+    crate::jobs::worker::WORKER_MALLOC_TUNABLES.to_owned()
 }
 
 fn default_listen() -> SocketAddr {
@@ -565,6 +576,23 @@ impl ServerConfig {
                 "configuration: governance.renewal_sweep_secs must be between 1 and 86400".into(),
             ));
         }
+        let tunable_ok = |t: &str| {
+            t.strip_prefix("glibc.malloc.")
+                .and_then(|t| t.split_once('='))
+                .is_some_and(|(name, value)| {
+                    !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        && !value.is_empty()
+                        && value.bytes().all(|b| b.is_ascii_digit())
+                })
+        };
+        let tunables = &self.worker.malloc_tunables;
+        if !tunables.is_empty() && !tunables.split(':').all(tunable_ok) {
+            return Err(ServerError::InvalidArgument(format!(
+                "configuration: worker.malloc_tunables must be `glibc.malloc.<name>=<number>` \
+                 settings separated by `:`, not {tunables:?}"
+            )));
+        }
         if self.worker.address_space_mib != 0 && self.worker.address_space_mib < 512 {
             return Err(ServerError::InvalidArgument(
                 "configuration: worker.address_space_mib must be 0 (no ceiling) or at least 512"
@@ -611,6 +639,37 @@ mod tests {
         assert_eq!(config.lifecycle.termination_notice_days, 30);
         assert_eq!(config.jobs, crate::jobs::oracle::JobsConfig::default());
         assert_eq!(config.exports, ExportsConfig::default());
+        assert_eq!(config.worker, WorkerConfig::default());
+    }
+
+    #[test]
+    fn worker_malloc_tunables_are_glibc_malloc_settings_only() {
+        let with = |tunables: &str| {
+            ServerConfig::from_toml_str(&format!(
+                "data_dir = \"x\"\n[worker]\nmalloc_tunables = {tunables:?}\n"
+            ))
+        };
+        for ok in [
+            "",
+            crate::jobs::worker::WORKER_MALLOC_TUNABLES,
+            "glibc.malloc.arena_max=1",
+        ] {
+            let config = with(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+            assert_eq!(config.worker.malloc_tunables, ok);
+        }
+        for bad in [
+            "glibc.rtld.nns=8",
+            "glibc.malloc.arena_max=one",
+            "glibc.malloc.arena_max=1:",
+            "glibc.malloc.=1",
+            "glibc.malloc.check=3 LD_PRELOAD=/tmp/x.so",
+        ] {
+            let err = with(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("worker.malloc_tunables"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

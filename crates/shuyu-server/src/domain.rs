@@ -756,6 +756,104 @@ pub struct OpenDomain {
     pub signing: SigningKey,
 }
 
+impl OpenDomain {
+    /// An envelope over the domain's key hierarchy, for reading its encrypted files
+    /// (datasets, staged results, packages) in process, as the server does.
+    pub fn envelope(&self) -> Arc<shuyu_vault::Envelope> {
+        crate::state::AppState::envelope(&self.keys)
+    }
+}
+
+/// Opens a data dir's metadata read-only, wherever the data dir records it (SQLite in it,
+/// or a PostgreSQL): the operator's offline commands write nothing, not even a log.
+fn open_read_only(data_dir: &Path) -> Result<Store> {
+    let dir = DataDir::new(data_dir);
+    if !dir.master_key().exists() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{} holds no domain",
+            data_dir.display()
+        )));
+    }
+    let options = MetadataConfig::recorded(&dir)?.store_options(&dir)?;
+    let master = MasterKey::load_file(&dir.master_key())?;
+    open_store_read_only(&options, AuditLog::new(master.key()))
+}
+
+/// `shuyu audit verify`: the audit chain, then the rows bound to its records, then the
+/// stored Merkle tree (which checkpoints and proofs read) against the records.
+///
+/// # Errors
+/// If the data dir holds no domain or its metadata cannot be read; a broken trail is a
+/// report with `ok == false`, not an error.
+pub fn verify_audit(data_dir: &Path) -> Result<crate::audit::VerifyReport> {
+    let store = open_read_only(data_dir)?;
+    let log = store.audit_log().clone();
+    let mut report = store.read(|c| log.verify(c))?;
+    if report.ok
+        && let Some(problem) = store.read(crate::audit::bindings::verify)?
+    {
+        report.ok = false;
+        report.problem = Some(problem);
+    }
+    if report.ok
+        && let Some(problem) = store.read(crate::audit::verify_tree)?
+    {
+        report.ok = false;
+        report.problem = Some(problem);
+    }
+    Ok(report)
+}
+
+/// The withheld text of an error shown to a client by its id, decrypted from the audit
+/// record that sealed it (`shuyu audit show-error`, for the domain operator on the host).
+#[derive(Debug, Clone)]
+pub struct WithheldError {
+    /// The audit record's sequence number.
+    pub seq: u64,
+    /// The action that failed.
+    pub action: String,
+    /// Who called it.
+    pub principal_id: String,
+    /// The full text (it may hold data values).
+    pub detail: String,
+}
+
+/// Finds and decrypts the error with id `error_id`; `None` when no record carries it.
+///
+/// # Errors
+/// If the data dir holds no domain, its metadata cannot be read or the detail does not
+/// decrypt.
+pub fn withheld_error(data_dir: &Path, error_id: &str) -> Result<Option<WithheldError>> {
+    let store = open_read_only(data_dir)?;
+    let log = store.audit_log().clone();
+    let found = store.read(|c| {
+        let mut after = 0;
+        loop {
+            let page = AuditLog::list(c, after, 1000)?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            after = last.seq;
+            if let Some(found) = page
+                .into_iter()
+                .find(|r| r.detail.contains(error_id) && !r.sealed_detail.is_empty())
+            {
+                return Ok(Some(found));
+            }
+        }
+    })?;
+    found
+        .map(|record| {
+            Ok(WithheldError {
+                seq: record.seq,
+                action: record.action.clone(),
+                principal_id: record.principal_id.clone(),
+                detail: log.open_detail(&record.sealed_detail)?,
+            })
+        })
+        .transpose()
+}
+
 /// Opens an initialised domain.
 ///
 /// # Errors

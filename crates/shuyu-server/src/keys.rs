@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use shuyu_vault::{Envelope, KekProvider, MasterKey, SecretKey, VaultError};
+use shuyu_vault::{KekProvider, MasterKey, SecretKey, VaultError};
 
 use crate::error::Result;
 use crate::store::{self, Tx};
@@ -298,12 +298,4 @@ impl KekProvider for KeyStore {
 /// If the key is missing or does not unwrap.
 pub fn pseudonym_key(keys: &KeyStore, pseudonym_kek_id: &str) -> Result<SecretKey> {
     Ok(keys.kek(pseudonym_kek_id)?.derive("shuyu-pseudonym:v1"))
-}
-
-/// An envelope that may use only the listed KEKs (what one job needs).
-pub fn restricted_envelope(keys: &Arc<KeyStore>, allowed: Vec<String>) -> Arc<Envelope> {
-    Arc::new(Envelope::restricted_to(
-        Arc::clone(keys) as Arc<dyn KekProvider>,
-        allowed,
-    ))
 }

@@ -4,30 +4,32 @@
 //! This is the only crate that knows both the wire types and the engine.
 
 mod admin;
-pub mod audit;
+mod audit;
 mod catalog;
-pub mod config;
+mod config;
 mod convert;
 pub mod domain;
-pub mod error;
+mod error;
 mod exports;
 mod governance;
 mod jobs;
-pub mod keys;
+mod keys;
 mod lifecycle;
-pub mod notify;
+mod notify;
 mod oversight;
-pub mod presence;
-pub mod readiness;
+mod presence;
+mod readiness;
 mod scenarios;
 mod service;
-pub mod state;
+mod state;
 mod stewardship;
-pub mod store;
-pub mod tls;
+mod store;
+mod tls;
 
-pub use audit::{bindings, checkpoint};
+// The facade: what the binary, the bench and the tests reach. Everything else is private.
+pub use audit::{VerifyReport, bindings, checkpoint};
 pub use exports::package;
+pub use keys::DOMAIN_KEK;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -171,7 +171,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
 /// # Errors
 /// If the data dir holds no domain or its store cannot be read.
 pub fn audit_verify(data_dir: &Path) -> Result<ExitCode> {
-    let report = verify_report(data_dir)?;
+    let report = shuyu_server::domain::verify_audit(data_dir)?;
     if report.ok {
         println!(
             "OK: {} audit records verify (head {})",
@@ -188,74 +188,18 @@ pub fn audit_verify(data_dir: &Path) -> Result<ExitCode> {
     }
 }
 
-/// Opens the data dir's store read-only (it writes nothing, not even its log) and verifies
-/// the chain, then the rows bound to it, then the stored Merkle tree against the records.
-fn verify_report(data_dir: &Path) -> Result<shuyu_server::audit::VerifyReport> {
-    let (store, _) = open_store(data_dir)?;
-    let log = store.audit_log().clone();
-    let mut report = store.read(|c| log.verify(c))?;
-    if report.ok
-        && let Some(problem) = store.read(shuyu_server::bindings::verify)?
-    {
-        report.ok = false;
-        report.problem = Some(problem);
-    }
-    // The stored Merkle tree checkpoints and proofs are read from.
-    if report.ok
-        && let Some(problem) = store.read(shuyu_server::audit::verify_tree)?
-    {
-        report.ok = false;
-        report.problem = Some(problem);
-    }
-    Ok(report)
-}
-
-fn open_store(
-    data_dir: &Path,
-) -> Result<(shuyu_server::store::Store, shuyu_server::domain::DataDir)> {
-    let dir = shuyu_server::domain::DataDir::new(data_dir);
-    anyhow::ensure!(
-        dir.master_key().exists(),
-        "{} holds no domain",
-        data_dir.display()
-    );
-    // Where the data dir records its metadata (SQLite in it, or a PostgreSQL).
-    let options = shuyu_server::domain::MetadataConfig::recorded(&dir)?.store_options(&dir)?;
-    let master = shuyu_vault::MasterKey::load_file(&dir.master_key())?;
-    let store = shuyu_server::domain::open_store_read_only(
-        &options,
-        shuyu_server::audit::AuditLog::new(master.key()),
-    )?;
-    Ok((store, dir))
-}
-
 /// `shuyu audit show-error`: decrypts the withheld detail of an error (domain operator, on
 /// the server host).
 ///
 /// # Errors
 /// If no record carries the error id, or it does not decrypt.
 pub fn show_error(data_dir: &Path, error_id: &str) -> Result<()> {
-    let (store, _) = open_store(data_dir)?;
-    let log = store.audit_log().clone();
-    let records = store.read(|c| {
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = shuyu_server::audit::AuditLog::list(c, after, 1000)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            all.extend(page);
-        }
-        Ok(all)
-    })?;
-    let found = records
-        .iter()
-        .find(|r| r.detail.contains(error_id) && !r.sealed_detail.is_empty())
+    let found = shuyu_server::domain::withheld_error(data_dir, error_id)?
         .ok_or_else(|| anyhow::anyhow!("no audit record carries error id {error_id}"))?;
     println!(
         "audit record {} ({} by {}):",
         found.seq, found.action, found.principal_id
     );
-    println!("{}", log.open_detail(&found.sealed_detail)?);
+    println!("{}", found.detail);
     Ok(())
 }

@@ -9,5 +9,5 @@ pub(crate) mod retention;
 pub mod trail;
 pub(crate) mod tree;
 
-pub use trail::{AuditEntry, AuditLog, VerifyReport};
+pub use trail::VerifyReport;
 pub use tree::verify_stored as verify_tree;

@@ -230,11 +230,6 @@ impl WorkerPool {
         idle.retain(|w| w.tenant_id != tenant_id);
         before - idle.len()
     }
-
-    /// Workers kept for later jobs.
-    pub fn kept(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 /// Runs `run.job` in a worker (a kept one of its scope, the spare or a new one), supervises
@@ -366,9 +361,9 @@ fn spawn(config: &WorkerConfig) -> std::io::Result<Process> {
         .env_clear()
         .env("RUST_BACKTRACE", "0")
         // A worker is a fresh process: its whole working set is first-touch page faults,
-        // which cost a large share of a query's CPU in a VM. One arena with transparent huge
-        // pages (glibc ≥ 2.35; ignored elsewhere) cuts that share (benches/RESULTS.md).
-        .env("GLIBC_TUNABLES", WORKER_MALLOC_TUNABLES)
+        // which cost a large share of a query's CPU in a VM; `worker.malloc_tunables`
+        // decides how much of it malloc keeps and reuses (benches/RESULTS.md).
+        .env("GLIBC_TUNABLES", &config.malloc_tunables)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -405,8 +400,13 @@ fn spawn(config: &WorkerConfig) -> std::io::Result<Process> {
     })
 }
 
-/// glibc malloc settings of worker processes.
-pub const WORKER_MALLOC_TUNABLES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1";
+/// glibc malloc settings of worker processes by default (`worker.malloc_tunables`): a fixed
+/// 32 MiB mmap threshold and a 1 GiB trim threshold, so that the buffers a query frees are
+/// reused by the next instead of returned to the kernel and faulted in (zeroed) again. The
+/// transparent huge pages tried before (`hugetlb=1`) made every such fault zero 2 MiB: two
+/// thirds of TPC-H Q18's worker time went to clearing pages (benches/RESULTS.md).
+pub const WORKER_MALLOC_TUNABLES: &str =
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
 
 fn death_reason(status: Option<std::process::ExitStatus>) -> String {
     #[cfg(unix)]

@@ -630,7 +630,7 @@ async fn termination_shreds_keys_deletes_files_and_proves_nothing_decrypts() {
     )
     .expect("open the domain");
     let storage = shuyu_engine::Storage::local(&opened.dir.objects()).unwrap();
-    let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
+    let envelope = opened.envelope();
     let engine = shuyu_engine::Engine::new(storage.clone(), envelope.clone());
     // A production job's result lies under its scenario's results.
     let b_file = format!(

@@ -527,6 +527,7 @@ pub async fn run(options: ConcurrentOptions) -> Result<()> {
         &DomainOptions {
             max_ingest_bytes: (plain_bytes as usize).max(64 << 20) * 2,
             worker_program: Some(shuyu_bin),
+            worker_malloc: None,
             memory_limit_bytes: Some(options.memory_limit_mib << 20),
         },
     )

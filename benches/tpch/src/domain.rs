@@ -19,6 +19,9 @@ pub struct DomainOptions {
     pub max_ingest_bytes: usize,
     /// The `shuyu` binary run as `shuyu worker` (jobs only).
     pub worker_program: Option<PathBuf>,
+    /// The workers' glibc malloc tunables (`worker.malloc_tunables`); `None` keeps the
+    /// server's default.
+    pub worker_malloc: Option<String>,
     /// Memory pool of one job; `None` keeps the default policy unchanged.
     pub memory_limit_bytes: Option<u64>,
 }
@@ -210,6 +213,9 @@ impl Domain {
         config.listen = "127.0.0.1:0".parse()?;
         config.max_ingest_bytes = options.max_ingest_bytes;
         config.worker.program = options.worker_program.clone();
+        if let Some(tunables) = &options.worker_malloc {
+            config.worker.malloc_tunables = tunables.clone();
+        }
         if let Some(limit) = options.memory_limit_bytes {
             let policy_file = root.join("policy.toml");
             std::fs::write(&policy_file, bench_policy(limit)?)?;

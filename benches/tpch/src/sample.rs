@@ -65,6 +65,7 @@ pub async fn run(options: SampleOptions) -> Result<()> {
         &DomainOptions {
             max_ingest_bytes: (upload.len() * 2).max(64 << 20),
             worker_program: None,
+            worker_malloc: None,
             memory_limit_bytes: None,
         },
     )

@@ -103,6 +103,11 @@ pub struct TpchOptions {
     /// ratio (`…_total_ratio_run<i>=`), the median of them is the last line.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// The workers' glibc malloc tunables (the server's `worker.malloc_tunables`, e.g.
+    /// `glibc.malloc.arena_max=1`; an empty string for glibc's defaults); the server's
+    /// default when left out.
+    #[arg(long)]
+    pub worker_malloc: Option<String>,
 }
 
 /// One generated table: its plaintext Parquet file and declared columns.
@@ -418,7 +423,7 @@ impl Direct {
     ) -> Result<Direct> {
         let opened =
             shuyu_server::domain::open(data_dir, &shuyu_server::domain::MetadataConfig::default())?;
-        let envelope = shuyu_server::state::AppState::envelope(&opened.keys);
+        let envelope = opened.envelope();
         let objects = opened.dir.objects();
         let storage = shuyu_engine::Storage::local(&objects)?;
         let tables = datasets
@@ -475,7 +480,7 @@ impl Direct {
             tables: self.tables.clone(),
             pseudonym_key: shuyu_vault::SecretKey::generate(),
             result_file: format!("results/bench-direct/{job_id}/result.parquet"),
-            result_kek: shuyu_server::keys::DOMAIN_KEK.to_owned(),
+            result_kek: shuyu_server::DOMAIN_KEK.to_owned(),
             limits: self.limits.clone(),
             masking_defaults: self.masking.clone(),
             min_entities: 10,
@@ -632,6 +637,7 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
         &DomainOptions {
             max_ingest_bytes: (plain_bytes as usize).max(64 << 20) * 2,
             worker_program: Some(shuyu_bin),
+            worker_malloc: options.worker_malloc.clone(),
             memory_limit_bytes: Some(memory_limit_bytes),
         },
     )

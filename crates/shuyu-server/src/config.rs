@@ -373,8 +373,16 @@ impl Default for WorkerConfig {
     }
 }
 
+/// glibc malloc settings of worker processes by default (`worker.malloc_tunables`): a fixed
+/// 32 MiB mmap threshold and a 1 GiB trim threshold, so that the buffers a query frees are
+/// reused by the next instead of returned to the kernel and faulted in (zeroed) again. The
+/// transparent huge pages tried before (`hugetlb=1`) made every such fault zero 2 MiB: two
+/// thirds of TPC-H Q18's worker time went to clearing pages (benches/RESULTS.md).
+pub const WORKER_MALLOC_TUNABLES: &str =
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
+
 fn default_malloc_tunables() -> String {
-    crate::jobs::worker::WORKER_MALLOC_TUNABLES.to_owned()
+    WORKER_MALLOC_TUNABLES.to_owned()
 }
 
 fn default_listen() -> SocketAddr {
@@ -649,11 +657,7 @@ mod tests {
                 "data_dir = \"x\"\n[worker]\nmalloc_tunables = {tunables:?}\n"
             ))
         };
-        for ok in [
-            "",
-            crate::jobs::worker::WORKER_MALLOC_TUNABLES,
-            "glibc.malloc.arena_max=1",
-        ] {
+        for ok in ["", WORKER_MALLOC_TUNABLES, "glibc.malloc.arena_max=1"] {
             let config = with(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
             assert_eq!(config.worker.malloc_tunables, ok);
         }

@@ -760,7 +760,9 @@ impl OpenDomain {
     /// An envelope over the domain's key hierarchy, for reading its encrypted files
     /// (datasets, staged results, packages) in process, as the server does.
     pub fn envelope(&self) -> Arc<shuyu_vault::Envelope> {
-        crate::state::AppState::envelope(&self.keys)
+        Arc::new(shuyu_vault::Envelope::new(
+            Arc::clone(&self.keys) as Arc<dyn shuyu_vault::KekProvider>
+        ))
     }
 }
 

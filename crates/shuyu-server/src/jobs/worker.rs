@@ -400,14 +400,6 @@ fn spawn(config: &WorkerConfig) -> std::io::Result<Process> {
     })
 }
 
-/// glibc malloc settings of worker processes by default (`worker.malloc_tunables`): a fixed
-/// 32 MiB mmap threshold and a 1 GiB trim threshold, so that the buffers a query frees are
-/// reused by the next instead of returned to the kernel and faulted in (zeroed) again. The
-/// transparent huge pages tried before (`hugetlb=1`) made every such fault zero 2 MiB: two
-/// thirds of TPC-H Q18's worker time went to clearing pages (benches/RESULTS.md).
-pub const WORKER_MALLOC_TUNABLES: &str =
-    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
-
 fn death_reason(status: Option<std::process::ExitStatus>) -> String {
     #[cfg(unix)]
     {

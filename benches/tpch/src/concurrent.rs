@@ -50,7 +50,7 @@ use shuyu_client::{Client, v1 as pb};
 
 use crate::domain::{Domain, DomainOptions};
 use crate::stats::{median, median_f64, mib, ms, percentile};
-use crate::tpch::{QUERIES, generate, ingest_tables};
+use crate::tpch::{QUERIES, generate_reported, ingest_tables};
 
 /// Longest one job is followed.
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
@@ -509,19 +509,8 @@ pub async fn run(options: ConcurrentOptions) -> Result<()> {
         shuyu_bin.display()
     );
 
-    let started = Instant::now();
-    let tables = generate(options.scale, &temp.path().join("plain")).await?;
-    let mut plain_bytes = 0;
-    for table in &tables {
-        plain_bytes += std::fs::metadata(&table.path)?.len();
-    }
-    println!(
-        "generated {} tables ({} rows, {} MiB plaintext Parquet) in {:.1} s",
-        tables.len(),
-        tables.iter().map(|t| t.n_rows).sum::<u64>(),
-        mib(plain_bytes),
-        started.elapsed().as_secs_f64()
-    );
+    let (tables, plain_bytes) =
+        generate_reported(options.scale, &temp.path().join("plain")).await?;
     let mut domain = Domain::start(
         temp.path(),
         &DomainOptions {

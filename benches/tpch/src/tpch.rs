@@ -208,8 +208,29 @@ async fn write_table(
     })
 }
 
+/// [`generate`], then says what it wrote; the tables and their plaintext bytes.
+///
+/// # Errors
+/// As [`generate`], or if a written file cannot be read back.
+pub(crate) async fn generate_reported(scale: f64, dir: &Path) -> Result<(Vec<Table>, u64)> {
+    let started = Instant::now();
+    let tables = generate(scale, dir).await?;
+    let mut plain_bytes = 0;
+    for table in &tables {
+        plain_bytes += std::fs::metadata(&table.path)?.len();
+    }
+    println!(
+        "generated {} tables ({} rows, {} MiB plaintext Parquet) in {:.1} s",
+        tables.len(),
+        tables.iter().map(|t| t.n_rows).sum::<u64>(),
+        mib(plain_bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok((tables, plain_bytes))
+}
+
 /// Generates the eight TPC-H tables at `scale` as plaintext Parquet files under `dir`.
-pub(crate) async fn generate(scale: f64, dir: &Path) -> Result<Vec<Table>> {
+async fn generate(scale: f64, dir: &Path) -> Result<Vec<Table>> {
     std::fs::create_dir_all(dir)?;
     Ok(vec![
         write_table(
@@ -618,19 +639,8 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
         },
         shuyu_bin.display()
     );
-    let started = Instant::now();
-    let tables = generate(options.scale, &temp.path().join("plain")).await?;
-    let mut plain_bytes = 0;
-    for table in &tables {
-        plain_bytes += std::fs::metadata(&table.path)?.len();
-    }
-    println!(
-        "generated {} tables ({} rows, {} MiB plaintext Parquet) in {:.1} s",
-        tables.len(),
-        tables.iter().map(|t| t.n_rows).sum::<u64>(),
-        mib(plain_bytes),
-        started.elapsed().as_secs_f64()
-    );
+    let (tables, plain_bytes) =
+        generate_reported(options.scale, &temp.path().join("plain")).await?;
 
     let mut domain = Domain::start(
         temp.path(),

@@ -40,6 +40,30 @@ pub async fn dispatch_forever(state: Arc<AppState>) {
     }
 }
 
+/// Records a queued job cancelled before it started (`job_cancelled`, on its author's
+/// behalf, with `detail` saying why); a failure to record is logged.
+fn cancel_queued(state: &AppState, job: &mut JobRecord, error: String, detail: serde_json::Value) {
+    job.status = JobStatus::Cancelled;
+    job.error = error;
+    job.finished_at_ms = crate::now_ms();
+    let entry = AuditEntry {
+        principal_id: job.author_id.clone(),
+        role: Role::Engineer.as_str().into(),
+        tenant_id: job.tenant_id.clone(),
+        action: "job_cancelled".into(),
+        target: format!("job:{}", job.id),
+        outcome: "ok".into(),
+        detail,
+        secret_detail: None,
+    };
+    let job: &JobRecord = job;
+    if let Err(e) = state.store.commit(&entry, |tx| {
+        crate::jobs::records::upsert_job(tx, state.store.audit_log(), job)
+    }) {
+        tracing::error!(job = %job.id, error = %e, "could not record a queued job's cancellation");
+    }
+}
+
 /// Runs one dispatched job to completion and records its outcome (audited as
 /// `job_finished`, or `job_cancelled`).
 async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
@@ -65,24 +89,13 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
         .read(|c| crate::lifecycle::records::hold(c, &job.tenant_id))
         .map(|hold| hold.refusal(Action::SubmitJob));
     if let Ok(Some(reason)) = held {
-        job.status = JobStatus::Cancelled;
-        job.error = "cancelled before it started: the tenant is held".into();
-        job.finished_at_ms = crate::now_ms();
-        let entry = AuditEntry {
-            principal_id: job.author_id.clone(),
-            role: Role::Engineer.as_str().into(),
-            tenant_id: job.tenant_id.clone(),
-            action: "job_cancelled".into(),
-            target: format!("job:{}", job.id),
-            outcome: "ok".into(),
-            detail: json!({"was": "queued", "why": reason}),
-            secret_detail: None,
-        };
-        if let Err(e) = state.store.commit(&entry, |tx| {
-            crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
-        }) {
-            tracing::error!(job = %job.id, error = %e, "could not record a held job's cancellation");
-        }
+        let error = "cancelled before it started: the tenant is held".to_owned();
+        cancel_queued(
+            state,
+            &mut job,
+            error,
+            json!({"was": "queued", "why": reason}),
+        );
         return;
     }
     // A production job queued before its tenant's production submission froze never starts.
@@ -91,24 +104,9 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
             .store
             .read(|c| crate::jobs::oracle::active_freeze(c, &job.tenant_id));
         if let Ok(Some(freeze)) = frozen {
-            job.status = JobStatus::Cancelled;
-            job.error = format!("cancelled before it started: {}", freeze.reason());
-            job.finished_at_ms = crate::now_ms();
-            let entry = AuditEntry {
-                principal_id: job.author_id.clone(),
-                role: Role::Engineer.as_str().into(),
-                tenant_id: job.tenant_id.clone(),
-                action: "job_cancelled".into(),
-                target: format!("job:{}", job.id),
-                outcome: "ok".into(),
-                detail: json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id}),
-                secret_detail: None,
-            };
-            if let Err(e) = state.store.commit(&entry, |tx| {
-                crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)
-            }) {
-                tracing::error!(job = %job.id, error = %e, "could not record a frozen job's cancellation");
-            }
+            let error = format!("cancelled before it started: {}", freeze.reason());
+            let detail = json!({"was": "queued", "why": "production_frozen", "freeze": freeze.id});
+            cancel_queued(state, &mut job, error, detail);
             return;
         }
     }

@@ -202,6 +202,186 @@ async fn remove_unreferenced_objects(state: &AppState) -> Result<Vec<String>> {
     Ok(removed.into_iter().collect())
 }
 
+/// Each area's context, cut from the server's parts: the only place that sees them whole.
+#[derive(Debug)]
+struct Areas {
+    admin: Arc<admin::Context>,
+    catalog: Arc<catalog::Context>,
+    scenarios: Arc<scenarios::Context>,
+    jobs: Arc<jobs::Context>,
+    exports: Arc<exports::Context>,
+    lifecycle: Arc<lifecycle::Context>,
+    governance: Arc<governance::Context>,
+    stewardship: Arc<stewardship::Context>,
+    oversight: Arc<oversight::Context>,
+}
+
+impl Areas {
+    fn of(state: &AppState) -> Areas {
+        let calls = state.calls();
+        let config = &state.config;
+        let catalog = Arc::new(catalog::Context {
+            calls: calls.clone(),
+            engine: state.engine.clone(),
+            store: state.store.clone(),
+            keys: Arc::clone(&state.keys),
+            storage: state.storage.clone(),
+            policy: Arc::clone(&state.policy),
+            max_ingest_bytes: config.max_ingest_bytes,
+        });
+        let exports = Arc::new(exports::Context {
+            calls: calls.clone(),
+            store: state.store.clone(),
+            keys: Arc::clone(&state.keys),
+            storage: state.storage.clone(),
+            envelope: Arc::clone(&state.envelope),
+            policy: Arc::clone(&state.policy),
+            signing: Arc::clone(&state.signing),
+            workers: Arc::clone(&state.workers),
+            results: Arc::clone(&state.results),
+            worker: config.worker.clone(),
+            exports: config.exports,
+            pricing: config.pricing,
+        });
+        let lifecycle = Arc::new(lifecycle::Context {
+            calls: calls.clone(),
+            store: state.store.clone(),
+            keys: Arc::clone(&state.keys),
+            engine: state.engine.clone(),
+            storage: state.storage.clone(),
+            envelope: Arc::clone(&state.envelope),
+            signing: Arc::clone(&state.signing),
+            scheduler: Arc::clone(&state.scheduler),
+            presence: state.presence.clone(),
+            workers: Arc::clone(&state.workers),
+            exports: Arc::clone(&exports),
+            lifecycle: config.lifecycle.clone(),
+        });
+        Areas {
+            admin: Arc::new(admin::Context {
+                calls: calls.clone(),
+                store: state.store.clone(),
+                keys: Arc::clone(&state.keys),
+                ca: Arc::clone(&state.ca),
+                lab: config.lab.clone(),
+            }),
+            scenarios: Arc::new(scenarios::Context {
+                calls: calls.clone(),
+                store: state.store.clone(),
+            }),
+            jobs: Arc::new(jobs::Context {
+                calls: calls.clone(),
+                engine: state.engine.clone(),
+                store: state.store.clone(),
+                keys: Arc::clone(&state.keys),
+                storage: state.storage.clone(),
+                policy: Arc::clone(&state.policy),
+                scheduler: Arc::clone(&state.scheduler),
+                presence: state.presence.clone(),
+                workers: Arc::clone(&state.workers),
+                worker: config.worker.clone(),
+                lab: config.lab.clone(),
+                jobs: config.jobs,
+                privacy: config.privacy.clone(),
+            }),
+            governance: Arc::new(governance::Context {
+                calls: calls.clone(),
+                store: state.store.clone(),
+                keys: Arc::clone(&state.keys),
+                presence: state.presence.clone(),
+                lifecycle: Arc::clone(&lifecycle),
+                governance: config.governance,
+            }),
+            stewardship: Arc::new(stewardship::Context {
+                calls: calls.clone(),
+                store: state.store.clone(),
+                scheduler: Arc::clone(&state.scheduler),
+                catalog: Arc::clone(&catalog),
+                presence: state.presence.clone(),
+                stewardship: config.stewardship,
+                max_ingest_bytes: config.max_ingest_bytes,
+            }),
+            oversight: Arc::new(oversight::Context {
+                calls,
+                store: state.store.clone(),
+                storage: state.storage.clone(),
+                signing: Arc::clone(&state.signing),
+                presence: state.presence.clone(),
+                oversight: config.oversight.clone(),
+            }),
+            catalog,
+            exports,
+            lifecycle,
+        }
+    }
+}
+
+/// Starts every periodic duty of the server (aborted when it stops): the oversight tasks
+/// (monitor, checkpoints, purge), the lease heartbeat, the keys other servers made or
+/// deleted, jobs of servers gone, overdue data-quality tickets (R18), suspensions past their
+/// fix-by deadline (R26), authorizations whose renewal window opened (R25), readiness, and
+/// the transport refusals' audit. The job dispatcher is started beside them.
+fn start_background(state: &Arc<AppState>, areas: &Areas) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut periodic = oversight::tasks::start(&areas.oversight);
+    periodic.push(tokio::spawn(state.presence.clone().heartbeat_forever()));
+    if state.store.backend() == shuyu_meta::Backend::Postgres {
+        // Keys made or deleted by the other servers of the domain.
+        state.keys.share(&state.store);
+        let keys_state = Arc::clone(state);
+        periodic.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(presence::HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let state = Arc::clone(&keys_state);
+                let synced = tokio::task::spawn_blocking(move || {
+                    let gone = state.keys.sync()?;
+                    for id in &gone {
+                        state.envelope.forget(id);
+                    }
+                    Ok::<_, ServerError>(gone.len())
+                })
+                .await;
+                match synced {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(n, "forgot keys deleted by another server"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "syncing keys failed"),
+                    Err(e) => tracing::warn!(error = %e, "syncing keys panicked"),
+                }
+            }
+        }));
+    }
+    periodic.push(tokio::spawn(jobs::runtime::fail_orphaned_jobs_forever(
+        Arc::clone(&areas.jobs),
+    )));
+    periodic.push(tokio::spawn(stewardship::rpc::sweep_forever(Arc::clone(
+        &areas.stewardship,
+    ))));
+    periodic.push(tokio::spawn(lifecycle::rpc::sweep_overdue_forever(
+        Arc::clone(&areas.lifecycle),
+        Duration::from_secs(2),
+    )));
+    periodic.push(tokio::spawn(governance::rpc::sweep_forever(Arc::clone(
+        &areas.governance,
+    ))));
+    periodic.push(tokio::spawn(Arc::clone(&state.readiness).watch()));
+    let flush_state = Arc::clone(state);
+    periodic.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let state = Arc::clone(&flush_state);
+            match tokio::task::spawn_blocking(move || state.refusals.flush(&state.store)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "transport refusals not audited yet"),
+                Err(e) => tracing::warn!(error = %e, "auditing transport refusals panicked"),
+            }
+        }
+    }));
+    periodic
+}
+
 /// Opens the domain in `config.data_dir` and serves it until shut down.
 ///
 /// # Errors
@@ -241,23 +421,24 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         engine,
         storage,
         envelope,
-        policy,
-        ca: domain.ca,
-        signing: domain.signing,
-        scheduler: jobs::scheduler::Scheduler::new(
+        policy: Arc::new(policy),
+        ca: Arc::new(domain.ca),
+        signing: Arc::new(domain.signing),
+        scheduler: Arc::new(jobs::scheduler::Scheduler::new(
             config.max_running_jobs,
             config.tenant_max_running_jobs,
             config.tenant_max_queued_jobs,
-        ),
+        )),
         presence,
-        workers: jobs::worker::WorkerPool::default(),
+        workers: Arc::default(),
         readiness: Arc::new(readiness::Readiness::new(
             health_reporter,
             config.data_dir.clone(),
         )),
         refusals: Arc::new(audit::refusals::Refusals::default()),
-        results: exports::result_budget::ResultBudget::new(&config.exports),
+        results: Arc::new(exports::result_budget::ResultBudget::new(&config.exports)),
     });
+    let areas = Areas::of(&state);
     // The start is audited before anything is served: a data dir that takes no write (read
     // only, full) stops the start here, with a plain message.
     state
@@ -275,7 +456,7 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             )),
             None => e,
         })?;
-    let interrupted = jobs::runtime::fail_orphaned_jobs(&state).await?;
+    let interrupted = jobs::runtime::fail_orphaned_jobs(&areas.jobs).await?;
     // Objects no record names are leftovers only when no other server is writing.
     let removed = if state.presence.alone()? {
         remove_unreferenced_objects(&state).await?
@@ -340,88 +521,9 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         }
     });
 
-    let dispatcher = tokio::spawn(jobs::runtime::dispatch_forever(Arc::clone(&state)));
-    // The periodic duties, aborted when the server stops: the oversight tasks (monitor,
-    // checkpoints, purge), overdue data-quality tickets (R18), suspensions past their fix-by
-    // deadline (R26) and authorizations whose renewal window opened (R25).
-    let mut periodic = oversight::tasks::start(&state);
-    periodic.push(tokio::spawn(state.presence.clone().heartbeat_forever()));
-    if state.store.backend() == shuyu_meta::Backend::Postgres {
-        // Keys made or deleted by the other servers of the domain.
-        state.keys.share(&state.store);
-        let keys_state = Arc::clone(&state);
-        periodic.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(presence::HEARTBEAT);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let state = Arc::clone(&keys_state);
-                let synced = tokio::task::spawn_blocking(move || {
-                    let gone = state.keys.sync()?;
-                    for id in &gone {
-                        state.envelope.forget(id);
-                    }
-                    Ok::<_, ServerError>(gone.len())
-                })
-                .await;
-                match synced {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!(n, "forgot keys deleted by another server"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "syncing keys failed"),
-                    Err(e) => tracing::warn!(error = %e, "syncing keys panicked"),
-                }
-            }
-        }));
-    }
-    periodic.push(tokio::spawn(jobs::runtime::fail_orphaned_jobs_forever(
-        Arc::clone(&state),
-    )));
-    let sweeper_state = Arc::clone(&state);
-    periodic.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let state = Arc::clone(&sweeper_state);
-            let sweep = move || {
-                if !state
-                    .presence
-                    .on_duty("stewardship-sweep", Duration::from_secs(60))?
-                {
-                    return Ok(0);
-                }
-                stewardship::rpc::sweep(&state)
-            };
-            match tokio::task::spawn_blocking(sweep).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "stewardship sweep failed"),
-                Err(e) => tracing::warn!(error = %e, "stewardship sweep panicked"),
-            }
-        }
-    }));
-    periodic.push(tokio::spawn(lifecycle::rpc::sweep_overdue_forever(
-        Arc::clone(&state),
-        Duration::from_secs(2),
-    )));
-    periodic.push(tokio::spawn(governance::rpc::sweep_forever(Arc::clone(
-        &state,
-    ))));
-    periodic.push(tokio::spawn(Arc::clone(&state.readiness).watch()));
-    let flush_state = Arc::clone(&state);
-    periodic.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let state = Arc::clone(&flush_state);
-            match tokio::task::spawn_blocking(move || state.refusals.flush(&state.store)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "transport refusals not audited yet"),
-                Err(e) => tracing::warn!(error = %e, "auditing transport refusals panicked"),
-            }
-        }
-    }));
-    // One handler per service, each over the shared state.
-    let st = || Arc::clone(&state);
+    let dispatcher = tokio::spawn(jobs::runtime::dispatch_forever(Arc::clone(&areas.jobs)));
+    let periodic = start_background(&state, &areas);
+    // One handler per service, each over its area's context.
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .layer(audit::refusals::RefusalLayer::new(Arc::clone(
@@ -429,49 +531,53 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         )))
         // Readiness: grpc.health.v1 (not audited; NOT_SERVING while the disk refuses writes).
         .add_service(health_service)
-        .add_service(SessionServiceServer::new(admin::rpc::SessionRpc::new(st())))
+        .add_service(SessionServiceServer::new(admin::rpc::SessionRpc::new(
+            Arc::clone(&areas.admin),
+        )))
         .add_service(
-            AdminServiceServer::new(admin::rpc::AdminRpc::new(st()))
+            AdminServiceServer::new(admin::rpc::AdminRpc::new(Arc::clone(&areas.admin)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            CatalogServiceServer::new(catalog::rpc::CatalogRpc::new(st()))
+            CatalogServiceServer::new(catalog::rpc::CatalogRpc::new(Arc::clone(&areas.catalog)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            JobServiceServer::new(jobs::rpc::JobsRpc::new(st()))
+            JobServiceServer::new(jobs::rpc::JobsRpc::new(Arc::clone(&areas.jobs)))
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             // TraceExport takes a leaked file of up to 32 MiB.
-            ExportServiceServer::new(exports::rpc::ExportsRpc::new(st()))
+            ExportServiceServer::new(exports::rpc::ExportsRpc::new(Arc::clone(&areas.exports)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         // Products over Arrow Flight (DoGet), on the same mTLS server.
-        .add_service(FlightServiceServer::new(
-            exports::rpc::ExportsRpc::new(st()),
-        ))
+        .add_service(FlightServiceServer::new(exports::rpc::ExportsRpc::new(
+            Arc::clone(&areas.exports),
+        )))
         .add_service(ScenarioServiceServer::new(
-            scenarios::rpc::ScenariosRpc::new(st()),
+            scenarios::rpc::ScenariosRpc::new(Arc::clone(&areas.scenarios)),
         ))
         .add_service(
-            StewardshipServiceServer::new(stewardship::rpc::StewardshipRpc::new(st()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            StewardshipServiceServer::new(stewardship::rpc::StewardshipRpc::new(Arc::clone(
+                &areas.stewardship,
+            )))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(OversightServiceServer::new(
-            oversight::rpc::OversightRpc::new(st()),
+            oversight::rpc::OversightRpc::new(Arc::clone(&areas.oversight)),
         ))
         .add_service(LifecycleServiceServer::new(
-            lifecycle::rpc::LifecycleRpc::new(st()),
+            lifecycle::rpc::LifecycleRpc::new(Arc::clone(&areas.lifecycle)),
         ))
         .add_service(GovernanceServiceServer::new(
-            governance::rpc::GovernanceRpc::new(st()),
+            governance::rpc::GovernanceRpc::new(Arc::clone(&areas.governance)),
         ))
         .add_service(
-            AuditServiceServer::new(admin::rpc::AuditRpc::new(st()))
+            AuditServiceServer::new(admin::rpc::AuditRpc::new(Arc::clone(&areas.admin)))
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
     let task = tokio::spawn(async move {

@@ -1,6 +1,10 @@
-//! Shared server state and the call protocol every RPC follows: authenticate the client
+//! The server's parts and the call protocol every RPC follows: authenticate the client
 //! certificate, authorise the role, do the work, audit the outcome before answering
-//! ([`AppState::call`] runs all of it around a handler's work).
+//! ([`Calls::call`] runs all of it around a handler's work).
+//!
+//! [`AppState`] holds every part and is seen only where the server is put together
+//! (`lib.rs`): each area's handlers and loops get a context of their own with the parts
+//! and the config slice they use (`jobs::Context`, …), and [`Calls`] for the protocol.
 
 use std::sync::Arc;
 
@@ -18,7 +22,15 @@ use crate::keys::KeyStore;
 use crate::store::{Audited, Store};
 use crate::tls::{self, CaMaterial};
 
-/// Everything the services share.
+/// The call core: what every RPC needs to authenticate, authorise and audit its caller.
+/// Cheap to clone (each area's context holds one).
+#[derive(Debug, Clone)]
+pub struct Calls {
+    store: Store,
+    readiness: Arc<crate::readiness::Readiness>,
+}
+
+/// Every part of a running server, as `serve` puts it together; areas never see it whole.
 #[derive(Debug)]
 pub struct AppState {
     /// Validated configuration.
@@ -34,27 +46,27 @@ pub struct AppState {
     /// Domain-wide envelope (shared key caches) for packages.
     pub envelope: Arc<Envelope>,
     /// Policy in force.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     /// The domain CA.
-    pub ca: CaMaterial,
+    pub ca: Arc<CaMaterial>,
     /// Export signing key.
-    pub signing: SigningKey,
+    pub signing: Arc<SigningKey>,
     /// The fair job queue, live progress and cancel switches.
-    pub scheduler: crate::jobs::scheduler::Scheduler,
+    pub scheduler: Arc<crate::jobs::scheduler::Scheduler>,
     /// This server among those sharing the domain.
     pub presence: crate::presence::Presence,
     /// Worker processes between jobs: the spare, and those kept for their scenario's next
     /// job.
-    pub workers: crate::jobs::worker::WorkerPool,
+    pub workers: Arc<crate::jobs::worker::WorkerPool>,
     /// Readiness (the gRPC health service): not ready while the data dir refuses writes.
     pub readiness: Arc<crate::readiness::Readiness>,
     /// Transport-level refusals not yet written to the trail.
     pub refusals: Arc<crate::audit::refusals::Refusals>,
     /// Turns and the per-request cap for handling staged results and packages.
-    pub results: crate::exports::result_budget::ResultBudget,
+    pub results: Arc<crate::exports::result_budget::ResultBudget>,
 }
 
-/// How a call's work ended well, as [`AppState::call`] is to audit it.
+/// How a call's work ended well, as [`Calls::call`] is to audit it.
 #[derive(Debug)]
 pub enum Done<T> {
     /// The success was audited in the work's own transaction (its record committed with
@@ -109,6 +121,16 @@ impl AppState {
         Arc::new(Envelope::new(Arc::clone(keys) as Arc<dyn KekProvider>))
     }
 
+    /// The call core over this server's store.
+    pub fn calls(&self) -> Calls {
+        Calls {
+            store: self.store.clone(),
+            readiness: Arc::clone(&self.readiness),
+        }
+    }
+}
+
+impl Calls {
     fn identify<T>(&self, request: &Request<T>) -> Result<Principal> {
         let certs = request
             .peer_certs()
@@ -244,7 +266,7 @@ impl AppState {
         self.audited_error(&entry, e)
     }
 
-    /// Runs one call: [`AppState::begin`] (authenticate, authorise, qualification and
+    /// Runs one call: [`Calls::begin`] (authenticate, authorise, qualification and
     /// disabled checks, held-tenant refusal), then `work` on the caller and the request's
     /// message, then the audit of its outcome — a failure always here, a success here or,
     /// for [`Done::Audited`], in the work's own transaction. `target` names what the call is

@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// Runs `change` and appends `entry` in one durable transaction. The value comes back
-    /// as an [`Audited`] token: the proof a handler gives [`crate::state::AppState::call`]
+    /// as an [`Audited`] token: the proof a handler gives [`crate::state::Calls::call`]
     /// that its success was audited with the change.
     ///
     /// # Errors

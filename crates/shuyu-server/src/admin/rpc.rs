@@ -17,41 +17,41 @@ use crate::service::{require_id, require_text};
 use crate::state::Done;
 use crate::tls;
 
-/// The handler of `SessionService`: the server state it serves from.
+/// The handler of `SessionService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl SessionRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> SessionRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> SessionRpc {
         SessionRpc { state }
     }
 }
 
-/// The handler of `AdminService`: the server state it serves from.
+/// The handler of `AdminService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl AdminRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> AdminRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> AdminRpc {
         AdminRpc { state }
     }
 }
 
-/// The handler of `AuditService` (the trail read, and checkpoints: R27): the server state it serves from.
+/// The handler of `AuditService` (the trail read, and checkpoints: R27): the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct AuditRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl AuditRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> AuditRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> AuditRpc {
         AuditRpc { state }
     }
 }
@@ -67,6 +67,7 @@ impl SessionService for SessionRpc {
         let no_target = |_: &pb::WhoAmIRequest| String::new();
         let value = self
             .state
+            .calls
             .call(request, Action::WhoAmI, no_target, |caller, _| async move {
                 let response = pb::WhoAmIResponse {
                     principal: Some(convert::principal(&caller.principal)),
@@ -84,6 +85,7 @@ impl SessionService for SessionRpc {
         let no_target = |_: &pb::ListNotificationsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewNotifications,
@@ -127,6 +129,7 @@ impl AdminService for AdminRpc {
         let no_target = |_: &pb::CreateTenantRequest| String::new();
         let tenant = self
             .state
+            .calls
             .call(
                 request,
                 Action::CreateTenant,
@@ -141,7 +144,7 @@ impl AdminService for AdminRpc {
                         id: id.clone(),
                         name: name.clone(),
                         created_at_ms: crate::now_ms(),
-                        lab_until_ms: match self.state.config.lab.default_days {
+                        lab_until_ms: match self.state.lab.default_days {
                             0 => 0,
                             days => crate::now_ms() + i64::from(days) * DAY_MS,
                         },
@@ -175,6 +178,7 @@ impl AdminService for AdminRpc {
         let no_target = |_: &pb::ListTenantsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(request, Action::ListTenants, no_target, |_, _| async move {
                 let tenants = self.state.store.read(crate::admin::records::tenants)?;
                 let n = tenants.len();
@@ -196,6 +200,7 @@ impl AdminService for AdminRpc {
         let no_target = |_: &pb::CreatePrincipalRequest| String::new();
         let principal = self
             .state
+            .calls
             .call(
                 request,
                 Action::CreatePrincipal,
@@ -261,6 +266,7 @@ impl AdminService for AdminRpc {
         let no_target = |_: &pb::ListPrincipalsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ListPrincipals,
@@ -287,6 +293,7 @@ impl AdminService for AdminRpc {
         let target = |req: &pb::IssueCertificateRequest| format!("principal:{}", req.principal_id);
         let issued = self
             .state
+            .calls
             .call(
                 request,
                 Action::IssueCertificate,
@@ -360,6 +367,7 @@ impl AdminService for AdminRpc {
             format!("dataset:{} tenant:{}", req.dataset_id, req.tenant_id)
         };
         self.state
+            .calls
             .call(
                 request,
                 Action::GrantDataset,
@@ -413,6 +421,7 @@ impl AdminService for AdminRpc {
         let target = |req: &pb::SetDatasetApproverRequest| format!("dataset:{}", req.dataset_id);
         let dataset = self
             .state
+            .calls
             .call(
                 request,
                 Action::SetDatasetApprover,
@@ -490,6 +499,7 @@ impl AdminService for AdminRpc {
         };
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::SetPrivacyBudget,
@@ -558,7 +568,7 @@ impl AdminService for AdminRpc {
         request: Request<pb::SetLabAccessRequest>,
     ) -> Result<Response<pb::SetLabAccessResponse>, Status> {
         let target = |req: &pb::SetLabAccessRequest| format!("tenant:{}", req.tenant_id);
-        let tenant = self.state.call(request, Action::SetLabAccess, target, |caller, req| async move {
+        let tenant = self.state.calls.call(request, Action::SetLabAccess, target, |caller, req| async move {
             let target = format!("tenant:{}", req.tenant_id);
             require_id(&req.tenant_id, "tenant_id")?;
             let store = &self.state.store;
@@ -601,6 +611,7 @@ impl AuditService for AuditRpc {
         let target = |_: &pb::ListAuditRecordsRequest| "audit".to_owned();
         let response = self
             .state
+            .calls
             .call(request, Action::ReadAudit, target, |_, req| async move {
                 let limit = if req.limit == 0 {
                     100
@@ -644,6 +655,7 @@ impl AuditService for AuditRpc {
         let target = |_: &pb::VerifyAuditRequest| "audit".to_owned();
         let response = self
             .state
+            .calls
             .call(request, Action::ReadAudit, target, |_, _| async move {
                 let log = self.state.store.audit_log();
                 let report = self.state.store.read(|c| log.verify(c))?;

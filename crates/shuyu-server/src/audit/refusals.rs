@@ -1,7 +1,7 @@
 //! Transport-level refusals, counted and audited: TLS handshakes refused (no client
 //! certificate, one from another CA, an expired one), connections that do not speak HTTP/2,
 //! and gRPC requests refused before any handler ran (an unknown method, a message that does
-//! not decode or is too large). None reaches [`crate::state::AppState::begin`], which audits
+//! not decode or is too large). None reaches [`crate::state::Calls::begin`], which audits
 //! every call that does. They are counted per peer address and reason and written at most
 //! once a minute as one `transport_refused` record per (peer, reason) with its count, so a
 //! flood cannot fill the trail.
@@ -215,7 +215,7 @@ impl<IO: Connected> Connected for Watched<IO> {
     }
 }
 
-/// Set by [`crate::state::AppState::begin`] on the request it sees: a response with an error
+/// Set by [`crate::state::Calls::begin`] on the request it sees: a response with an error
 /// status to a request that never reached it was refused before any handler ran.
 #[derive(Debug, Clone, Default)]
 pub struct HandlerReached(Arc<AtomicBool>);

@@ -19,15 +19,15 @@ use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
 use crate::store::{self, Audited, Tx};
 
-/// The handler of `CatalogService`: the server state it serves from.
+/// The handler of `CatalogService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct CatalogRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl CatalogRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> CatalogRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> CatalogRpc {
         CatalogRpc { state }
     }
 }
@@ -170,7 +170,7 @@ impl CatalogRpc {
                 header.name
             )));
         }
-        let max = self.state.config.max_ingest_bytes;
+        let max = self.state.max_ingest_bytes;
         let input = read_chunks(&mut stream, max, |m| match m.part {
             Some(pb::ingest_dataset_request::Part::Chunk(chunk)) => Some(chunk),
             _ => None,
@@ -334,6 +334,7 @@ impl CatalogService for CatalogRpc {
         let no_target = |_: &Streaming<pb::IngestDatasetRequest>| String::new();
         let record =
             self.state
+                .calls
                 .call(
                     request,
                     Action::IngestDataset,
@@ -355,6 +356,7 @@ impl CatalogService for CatalogRpc {
         let no_target = |_: &pb::ListDatasetsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ListDatasets,
@@ -399,6 +401,7 @@ impl CatalogService for CatalogRpc {
         let target = |req: &pb::DescribeDatasetRequest| format!("dataset:{}", req.dataset_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::DescribeDataset,
@@ -424,6 +427,7 @@ impl CatalogService for CatalogRpc {
         let target = |req: &pb::SampleDatasetRequest| format!("dataset:{}", req.dataset_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::SampleDataset,

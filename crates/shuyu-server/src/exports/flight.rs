@@ -162,6 +162,7 @@ impl FlightService for ExportsRpc {
         // Success is audited with the download count; a refusal by the call.
         let (slice, turn) = self
             .state
+            .calls
             .call(
                 request,
                 Action::FetchProduct,

@@ -48,15 +48,15 @@ use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
 use crate::store::Audited;
 
-/// The handler of `ExportService` and the Arrow Flight service of its products: the server state it serves from.
+/// The handler of `ExportService` and the Arrow Flight service of its products: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportsRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl ExportsRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> ExportsRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> ExportsRpc {
         ExportsRpc { state }
     }
 }
@@ -81,7 +81,7 @@ const ROW_ORDER: &str = "keyed-by-fingerprint/v1";
 /// The export `id` if `caller` is its product's recipient; NotFound to everyone else, the
 /// requester included (R23).
 pub(crate) fn recipients_export(
-    state: &crate::state::AppState,
+    state: &super::Context,
     caller: &Caller,
     id: &str,
 ) -> Result<ExportRecord> {
@@ -749,11 +749,8 @@ impl ExportsRpc {
             let expires_at_ms = approved_at_ms
                 .saturating_add(i64::from(export.expires_in_days.max(1)) * DAY_MS)
                 .min(scenario.valid_until_ms);
-            let basis = PriceBasis::new(
-                scenario.category,
-                self.state.config.pricing.rates(),
-                facts.n_rows,
-            );
+            let basis =
+                PriceBasis::new(scenario.category, self.state.pricing.rates(), facts.n_rows);
             let product = ProductRecord {
                 scenario_id: scenario.id.clone(),
                 scenario_category: scenario.category,
@@ -1057,6 +1054,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::RequestExportRequest| format!("job:{}", req.job_id);
         let export = self
             .state
+            .calls
             .call(
                 request,
                 Action::RequestExport,
@@ -1081,6 +1079,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::GetExportRequest| format!("export:{}", req.export_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewExport,
@@ -1107,6 +1106,7 @@ impl ExportService for ExportsRpc {
         let no_target = |_: &pb::ListExportsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewExport,
@@ -1158,6 +1158,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::ReviewExportRequest| format!("export:{}", req.export_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ReviewExport,
@@ -1242,6 +1243,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::VoteExportRequest| format!("export:{}", req.export_id);
         let export = self
             .state
+            .calls
             .call(
                 request,
                 Action::VoteExport,
@@ -1266,6 +1268,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::CommentExportRequest| format!("export:{}", req.export_id);
         let export = self
             .state
+            .calls
             .call(
                 request,
                 Action::CommentExport,
@@ -1290,6 +1293,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::RevokeExportRequest| format!("export:{}", req.export_id);
         let export = self
             .state
+            .calls
             .call(
                 request,
                 Action::RevokeExport,
@@ -1316,6 +1320,7 @@ impl ExportService for ExportsRpc {
         let target = |req: &pb::DownloadExportRequest| format!("export:{}", req.export_id);
         let (package, turn) = self
             .state
+            .calls
             .call(
                 request,
                 Action::DownloadExport,
@@ -1368,6 +1373,7 @@ impl ExportService for ExportsRpc {
         let no_target = |_: &pb::ListProductsRequest| String::new();
         let response =
             self.state
+                .calls
                 .call(
                     request,
                     Action::ListProducts,
@@ -1423,6 +1429,7 @@ impl ExportService for ExportsRpc {
         let no_target = |_: &pb::TraceExportRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::TraceExport,

@@ -80,13 +80,12 @@ impl ExportsRpc {
     async fn run_export_task(&self, task: ExportTask, job: &JobRecord) -> Result<ExportAnswer> {
         let label = task.label.clone();
         let (_never, cancel) = tokio::sync::watch::channel(false);
-        let config = &self.state.config;
         let run = WorkerRun {
             task: WorkerTask::Export(Box::new(task)),
             allowed_keks: HashSet::from([job.result_kek.clone()]),
             keys: &self.state.keys,
             deadline: Instant::now()
-                + std::time::Duration::from_secs(config.exports.task_timeout_secs),
+                + std::time::Duration::from_secs(self.state.exports.task_timeout_secs),
             cancel,
             tenant_id: job.tenant_id.clone(),
             reuse_key: None,
@@ -97,7 +96,7 @@ impl ExportsRpc {
             max_line_bytes: self.state.results.max_request_bytes(),
         };
         let started = Instant::now();
-        let report = worker::run(&config.worker, &self.state.workers, run, &|_, _| {}).await;
+        let report = worker::run(&self.state.worker, &self.state.workers, run, &|_, _| {}).await;
         tracing::info!(
             task = %label,
             wall_ms = started.elapsed().as_millis() as u64,
@@ -117,7 +116,7 @@ impl ExportsRpc {
             .into()),
             WorkerEnd::TimedOut => Err(Refusal::WorkerTimeout(format!(
                 "the export's worker did not finish within {} s ([exports] task_timeout_secs)",
-                config.exports.task_timeout_secs
+                self.state.exports.task_timeout_secs
             ))
             .into()),
             WorkerEnd::Failed(e) => Err(ServerError::internal(format!(
@@ -173,7 +172,7 @@ impl ExportsRpc {
     /// stream) and how many they are, read in a worker.
     pub(crate) async fn review_rows(&self, job: &JobRecord) -> Result<(Vec<u8>, u64)> {
         let mut task = self.export_task(format!("review:{}", job.id), job);
-        task.review_rows = self.state.config.exports.review_rows;
+        task.review_rows = self.state.exports.review_rows;
         let answer = self.run_export_task(task, job).await?;
         let rows = answer
             .review
@@ -204,7 +203,7 @@ impl ExportsRpc {
             fingerprint: c.fingerprint.clone(),
             expected_rows: job.n_rows,
             memory_limit_bytes: usize::try_from(limits.memory_limit_bytes).unwrap_or(usize::MAX),
-            spill_max_bytes: self.state.config.worker.spill_mib << 20,
+            spill_max_bytes: self.state.worker.spill_mib << 20,
             data: SealedOutput {
                 location: c.data_location.clone(),
                 key: WireKey::new(&c.data_key),

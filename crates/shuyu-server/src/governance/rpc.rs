@@ -20,15 +20,15 @@ use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
 use crate::store::{Audited, Tx};
 
-/// The handler of `GovernanceService`: the server state it serves from.
+/// The handler of `GovernanceService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct GovernanceRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl GovernanceRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> GovernanceRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> GovernanceRpc {
         GovernanceRpc { state }
     }
 }
@@ -55,7 +55,7 @@ impl GovernanceRpc {
         shuyu_policy::check_term(
             from_ms,
             until_ms,
-            self.state.config.governance.authorization_max_years,
+            self.state.governance.authorization_max_years,
         )
         .map_err(|e| ServerError::InvalidArgument(format!("authorization term: {e}")))
     }
@@ -300,7 +300,7 @@ impl GovernanceRpc {
             // R27: the tenant's work closes now, not at the next sweep (which retries if
             // this fails).
             if let Err(e) =
-                crate::lifecycle::rpc::close_ended_authorizations(&self.state, crate::now_ms())
+                crate::lifecycle::rpc::close_ended_authorizations(&self.state.lifecycle, crate::now_ms())
             {
                 tracing::warn!(error = %e, "closing the work of a revoked authorization failed");
             }
@@ -648,6 +648,7 @@ impl GovernanceService for GovernanceRpc {
         let target = |req: &pb::CreateAuthorizationRequest| format!("tenant:{}", req.tenant_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ManageAuthorization,
@@ -668,6 +669,7 @@ impl GovernanceService for GovernanceRpc {
         let no_target = |_: &pb::ListAuthorizationsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewAuthorization,
@@ -715,6 +717,7 @@ impl GovernanceService for GovernanceRpc {
             |req: &pb::GetAuthorizationRequest| format!("authorization:{}", req.authorization_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewAuthorization,
@@ -737,6 +740,7 @@ impl GovernanceService for GovernanceRpc {
         };
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ManageAuthorization,
@@ -758,6 +762,7 @@ impl GovernanceService for GovernanceRpc {
             |req: &pb::RenewAuthorizationRequest| format!("authorization:{}", req.authorization_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ManageAuthorization,
@@ -780,6 +785,7 @@ impl GovernanceService for GovernanceRpc {
         };
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ManageAuthorization,
@@ -801,6 +807,7 @@ impl GovernanceService for GovernanceRpc {
             |req: &pb::SetEmergencyPlanRequest| format!("authorization:{}", req.authorization_id);
         let plan = self
             .state
+            .calls
             .call(
                 request,
                 Action::SetEmergencyPlan,
@@ -821,6 +828,7 @@ impl GovernanceService for GovernanceRpc {
             |req: &pb::GetEmergencyPlanRequest| format!("authorization:{}", req.authorization_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewEmergencyPlan,
@@ -856,6 +864,7 @@ impl GovernanceService for GovernanceRpc {
         let target = |req: &pb::QualifyPrincipalRequest| format!("principal:{}", req.principal_id);
         let q = self
             .state
+            .calls
             .call(
                 request,
                 Action::QualifyPrincipal,
@@ -875,6 +884,7 @@ impl GovernanceService for GovernanceRpc {
         let target = |req: &pb::GetQualificationRequest| format!("principal:{}", req.principal_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewQualification,
@@ -908,6 +918,7 @@ impl GovernanceService for GovernanceRpc {
             |req: &pb::RevokeCertificatesRequest| format!("principal:{}", req.principal_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::RevokeCertificate,
@@ -1021,8 +1032,8 @@ fn qualification_to_pb(q: &Qualified) -> pb::Qualification {
 ///
 /// # Cancel safety
 /// Dropping it between sweeps loses nothing: each sweep commits per authorization.
-pub async fn sweep_forever(state: std::sync::Arc<crate::state::AppState>) {
-    let period = std::time::Duration::from_secs(state.config.governance.renewal_sweep_secs);
+pub async fn sweep_forever(state: std::sync::Arc<super::Context>) {
+    let period = std::time::Duration::from_secs(state.governance.renewal_sweep_secs);
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -14,6 +14,7 @@ use shuyu_vault::sha256_hex;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::Context;
 use crate::catalog::records::DatasetRecord;
 use crate::convert;
 use crate::error::{Refusal, Result, ServerError};
@@ -23,18 +24,18 @@ use crate::jobs::scheduler::{Cancelled, QueueRefusal};
 use crate::keys::job_kek;
 use crate::scenarios::rpc as scenarios;
 use crate::service::require_id;
-use crate::state::{AppState, Caller, Done};
+use crate::state::{Caller, Done};
 use crate::store::Audited;
 
-/// The handler of `JobService`: the server state it serves from.
+/// The handler of `JobService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct JobsRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl JobsRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> JobsRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> JobsRpc {
         JobsRpc { state }
     }
 }
@@ -181,7 +182,8 @@ impl JobsRpc {
                 if let Some(reason) = scenarios::unusable(&scenario, now) {
                     return Err(Refusal::ScenarioUnusable(reason).into());
                 }
-                if let Some(reason) = crate::stewardship::rpc::risk_stopped(&self.state, &scenario)?
+                if let Some(reason) =
+                    crate::stewardship::rpc::risk_stopped(&self.state.store, &scenario)?
                 {
                     return Err(Refusal::RiskStopped(reason).into());
                 }
@@ -264,7 +266,7 @@ impl JobsRpc {
             dp: draft.dp,
         };
         let keys = &self.state.keys;
-        let default_epsilon = self.state.config.privacy.default_epsilon;
+        let default_epsilon = self.state.privacy.default_epsilon;
         // Wrapped before the transaction (which may run again on PostgreSQL), stored in it.
         let wrapped_kek = keys.prepare_child_kek(&job.result_kek, &tenant.kek_id)?;
         let audit = self.state.store.audit_log();
@@ -518,7 +520,7 @@ impl JobReader {
 
 /// The job record with its live state (queue position or progress) attached, as `reader`
 /// may see it.
-fn job_view(state: &AppState, job: &JobRecord, reader: JobReader) -> pb::Job {
+fn job_view(state: &Context, job: &JobRecord, reader: JobReader) -> pb::Job {
     let mut view = match reader {
         JobReader::Tenant => engineer_job(job),
         JobReader::Auditor => {
@@ -571,7 +573,7 @@ const WATCH_RECHECK: Duration = Duration::from_secs(1);
 /// Sends `job` to `tx`, then its view again each time it changes, until it finishes, the
 /// client goes away or [`WATCH_JOB_MAX`] passes.
 async fn follow_job(
-    state: Arc<AppState>,
+    state: Arc<Context>,
     reader: JobReader,
     mut job: JobRecord,
     mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
@@ -663,7 +665,7 @@ impl JobsRpc {
                 request.tenant_id.clone()
             }
         };
-        let default_total = self.state.config.privacy.default_epsilon;
+        let default_total = self.state.privacy.default_epsilon;
         let budgets = self.state.store.read(|c| {
             if crate::admin::records::tenant(c, &tenant_id)?.is_none() {
                 return Err(ServerError::NotFound(format!("tenant {tenant_id}")));
@@ -789,6 +791,7 @@ impl JobService for JobsRpc {
         let no_target = |_: &pb::SubmitJobRequest| String::new();
         let job = self
             .state
+            .calls
             .call(
                 request,
                 Action::SubmitJob,
@@ -811,6 +814,7 @@ impl JobService for JobsRpc {
         let target = |req: &pb::GetJobRequest| format!("job:{}", req.job_id);
         let response = self
             .state
+            .calls
             .call(request, Action::ViewJob, target, |caller, req| async move {
                 let job = self.visible_job(&caller, &req.job_id)?;
                 Ok(Done::Record(
@@ -833,6 +837,7 @@ impl JobService for JobsRpc {
         let target = |req: &pb::WatchJobRequest| format!("job:{}", req.job_id);
         let (job, changes, reader) = self
             .state
+            .calls
             .call(request, Action::ViewJob, target, |caller, req| async move {
                 // Subscribed before the first read, so no change after it is missed.
                 let changes = self.state.scheduler.subscribe();
@@ -859,6 +864,7 @@ impl JobService for JobsRpc {
         let no_target = |_: &pb::ListJobsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewJob,
@@ -890,6 +896,7 @@ impl JobService for JobsRpc {
         let target = |req: &pb::CancelJobRequest| format!("job:{}", req.job_id);
         let job = self
             .state
+            .calls
             .call(
                 request,
                 Action::CancelJob,
@@ -940,6 +947,7 @@ impl JobService for JobsRpc {
         let no_target = |_: &pb::PromoteJobRequest| String::new();
         let job = self
             .state
+            .calls
             .call(
                 request,
                 Action::PromoteJob,
@@ -959,6 +967,7 @@ impl JobService for JobsRpc {
         let no_target = |_: &pb::GetUsageRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewUsage,
@@ -979,6 +988,7 @@ impl JobService for JobsRpc {
         let no_target = |_: &pb::GetPrivacyBudgetsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewUsage,

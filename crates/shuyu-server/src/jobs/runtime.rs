@@ -13,6 +13,7 @@ use shuyu_engine::{JobError, JobProgress, TableSpec};
 use shuyu_policy::{Action, Role};
 use shuyu_vault::sha256_hex;
 
+use super::Context;
 use crate::admin::records::Tenant;
 use crate::audit::trail::AuditEntry;
 use crate::catalog::rpc::table_spec;
@@ -23,12 +24,11 @@ use crate::jobs::scheduler::Dispatched;
 use crate::jobs::worker::{self, WorkerEnd, WorkerRun};
 use crate::keys;
 use crate::scenarios::rpc as scenarios;
-use crate::state::AppState;
 use shuyu_engine::worker::WorkerTask;
 
 /// Takes jobs from the scheduler as slots free up and runs each in a worker. Runs for the
 /// life of the server.
-pub async fn dispatch_forever(state: Arc<AppState>) {
+pub async fn dispatch_forever(state: Arc<Context>) {
     loop {
         let dispatched = state.scheduler.next().await;
         let state = Arc::clone(&state);
@@ -42,7 +42,7 @@ pub async fn dispatch_forever(state: Arc<AppState>) {
 
 /// Records a queued job cancelled before it started (`job_cancelled`, on its author's
 /// behalf, with `detail` saying why); a failure to record is logged.
-fn cancel_queued(state: &AppState, job: &mut JobRecord, error: String, detail: serde_json::Value) {
+fn cancel_queued(state: &Context, job: &mut JobRecord, error: String, detail: serde_json::Value) {
     job.status = JobStatus::Cancelled;
     job.error = error;
     job.finished_at_ms = crate::now_ms();
@@ -66,7 +66,7 @@ fn cancel_queued(state: &AppState, job: &mut JobRecord, error: String, detail: s
 
 /// Runs one dispatched job to completion and records its outcome (audited as
 /// `job_finished`, or `job_cancelled`).
-async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
+async fn run_dispatched(state: &Arc<Context>, dispatched: Dispatched) {
     let loaded = state.store.read(|c| {
         crate::jobs::records::job(
             c,
@@ -197,7 +197,7 @@ async fn run_dispatched(state: &Arc<AppState>, dispatched: Dispatched) {
     }
     entry.detail = detail;
     let tracing_id = job.id.clone();
-    let jobs_config = state.config.jobs;
+    let jobs_config = state.jobs;
     let recorded = state.store.commit_with(|tx| {
         crate::jobs::records::upsert_job(tx, state.store.audit_log(), &job)?;
         if let Some(text) = &plan_text {
@@ -288,7 +288,7 @@ struct Outcome {
     worker_jobs: u32,
 }
 
-async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched) -> Outcome {
+async fn execute(state: &Arc<Context>, job: &JobRecord, dispatched: Dispatched) -> Outcome {
     let mut outcome = Outcome {
         result: Err(Failure::plain("the job did not start", None)),
         usage: JobUsage::default(),
@@ -335,7 +335,7 @@ async fn execute(state: &Arc<AppState>, job: &JobRecord, dispatched: Dispatched)
     let job_id = job.id.clone();
     let on_progress =
         move |progress: JobProgress, usage| scheduler.report(&job_id, progress, usage);
-    let report = worker::run(&state.config.worker, &state.workers, run, &on_progress).await;
+    let report = worker::run(&state.worker, &state.workers, run, &on_progress).await;
     outcome.worker_reused = report.reused;
     outcome.worker_jobs = report.worker_jobs;
     outcome.usage = JobUsage {
@@ -422,7 +422,7 @@ pub(crate) fn lab_open(tenant: &Tenant, now_ms: i64) -> Result<()> {
 
 /// A production job's tables: its scenario's data list, each dataset with only its listed
 /// columns (the others do not exist for the job).
-fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, String)>> {
+fn scenario_tables(state: &Context, job: &JobRecord) -> Result<Vec<(TableSpec, String)>> {
     let scenario = state
         .store
         .read(|c| crate::scenarios::records::scenario(c, &job.scenario_id))?
@@ -434,7 +434,7 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
         return Err(Refusal::ScenarioUnusable(reason).into());
     }
     // A risk stop raised while the job waited in the queue stops it here (R19).
-    if let Some(reason) = crate::stewardship::rpc::risk_stopped(state, &scenario)? {
+    if let Some(reason) = crate::stewardship::rpc::risk_stopped(&state.store, &scenario)? {
         return Err(Refusal::RiskStopped(reason).into());
     }
     let mut tables = Vec::with_capacity(scenario.data_list.len());
@@ -458,7 +458,7 @@ fn scenario_tables(state: &AppState, job: &JobRecord) -> Result<Vec<(TableSpec, 
 /// A lab job's tables: typed masked copies of the tenant's granted datasets, written into the
 /// job's own folder under the job's own KEK. The worker receives no dataset key.
 async fn lab_tables(
-    state: &AppState,
+    state: &Context,
     job: &JobRecord,
     tenant: &Tenant,
     pseudonym_key: &shuyu_vault::SecretKey,
@@ -470,7 +470,7 @@ async fn lab_tables(
     let mut tables = Vec::with_capacity(datasets.len());
     for dataset in &datasets {
         // A dataset under a risk stop does not exist for lab work either (R19).
-        if crate::stewardship::rpc::dataset_stopped(state, &dataset.id)? {
+        if crate::stewardship::rpc::dataset_stopped(&state.store, &dataset.id)? {
             continue;
         }
         // The same rows on every run of the tenant's lab, like its samples.
@@ -481,7 +481,7 @@ async fn lab_tables(
             .engine
             .write_lab_table(
                 &table_spec(dataset),
-                state.config.lab.rows,
+                state.lab.rows,
                 pseudonym_key,
                 seed,
                 &location,
@@ -497,7 +497,7 @@ async fn lab_tables(
 /// A job's worker request, the KEKs it may receive, and for a production job the key and
 /// scope under which its worker may serve the scenario's later jobs.
 async fn prepare(
-    state: &AppState,
+    state: &Context,
     job: &JobRecord,
 ) -> Result<(WorkerJob, HashSet<String>, Option<(String, String)>)> {
     let tenant = state
@@ -520,7 +520,7 @@ async fn prepare(
         }
         JobMode::Lab => (
             lab_tables(state, job, &tenant, &pseudonym_key).await?,
-            state.config.lab.rows,
+            state.lab.rows,
         ),
     };
     let worker_job = WorkerJob {
@@ -548,7 +548,7 @@ async fn prepare(
         dominance_n: policy.disclosure.dominance_n,
         dp: job.dp.clone(),
         objects_root: state.storage.root().to_path_buf(),
-        spill_max_bytes: state.config.worker.spill_mib.saturating_mul(1 << 20),
+        spill_max_bytes: state.worker.spill_mib.saturating_mul(1 << 20),
         reuse_scope: None,
     };
     // A production job's worker may serve the scenario's next jobs: the same tables (their
@@ -584,7 +584,7 @@ async fn prepare(
 ///
 /// # Errors
 /// On store failure.
-pub async fn fail_orphaned_jobs(state: &AppState) -> Result<usize> {
+pub async fn fail_orphaned_jobs(state: &Context) -> Result<usize> {
     let me = state.presence.id().to_owned();
     let jobs = state
         .store
@@ -631,7 +631,7 @@ pub async fn fail_orphaned_jobs(state: &AppState) -> Result<usize> {
 }
 
 /// Fails orphaned jobs every few seconds while this server holds that duty.
-pub async fn fail_orphaned_jobs_forever(state: std::sync::Arc<AppState>) {
+pub async fn fail_orphaned_jobs_forever(state: std::sync::Arc<Context>) {
     let period = crate::presence::HEARTBEAT;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,7 +1,7 @@
 //! The tenant lifecycle service (R26, R27, R28, R32): suspension and resumption, emergency
 //! stop and release, drills, termination with crypto-shredding and the signed exit report.
 //! The state is in [`crate::lifecycle::records`]; refusing held tenants' calls is in
-//! [`crate::state::AppState::begin`], freezing their exports in the export and Flight
+//! [`super::Context::begin`], freezing their exports in the export and Flight
 //! services.
 
 use std::collections::BTreeSet;
@@ -14,6 +14,7 @@ use shuyu_proto::v1::lifecycle_service_server::LifecycleService;
 use shuyu_vault::KekProvider;
 use tonic::{Request, Response, Status};
 
+use super::Context;
 use crate::admin::records::Tenant;
 use crate::audit::trail::AuditEntry;
 use crate::error::{Refusal, Result, ServerError};
@@ -22,18 +23,18 @@ use crate::jobs::records::{JobRecord, JobStatus};
 use crate::lifecycle::records::{self as lifecycle, Drill, ExitReport, Hold};
 use crate::notify::{self, Audience, NewNotification};
 use crate::service::{require_id, require_text};
-use crate::state::{AppState, Caller, Done};
+use crate::state::{Caller, Done};
 use crate::store::{Audited, Tx};
 
-/// The handler of `LifecycleService`: the server state it serves from.
+/// The handler of `LifecycleService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct LifecycleRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl LifecycleRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> LifecycleRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> LifecycleRpc {
         LifecycleRpc { state }
     }
 }
@@ -197,7 +198,7 @@ impl LifecycleRpc {
         }
         let now = crate::now_ms();
         let days = match req.fix_days {
-            0 => self.state.config.lifecycle.fix_days,
+            0 => self.state.lifecycle.fix_days,
             n => n,
         };
         let target = format!("tenant:{}", req.tenant_id);
@@ -705,9 +706,11 @@ impl LifecycleRpc {
             } else {
                 (
                     "package",
-                    crate::exports::rpc::ExportsRpc::new(self.state.clone())
-                        .first_chunk_opens(path)
-                        .await,
+                    crate::exports::rpc::ExportsRpc::new(std::sync::Arc::clone(
+                        &self.state.exports,
+                    ))
+                    .first_chunk_opens(path)
+                    .await,
                 )
             };
             proofs.push(ObjectProof {
@@ -914,6 +917,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::SuspendTenantRequest| format!("tenant:{}", req.tenant_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::SuspendTenant,
@@ -942,6 +946,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::ResumeTenantRequest| format!("tenant:{}", req.tenant_id);
         let status = self
             .state
+            .calls
             .call(
                 request,
                 Action::SuspendTenant,
@@ -963,6 +968,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::LiftProductionFreezeRequest| format!("tenant:{}", req.tenant_id);
         let status = self
             .state
+            .calls
             .call(
                 request,
                 Action::SuspendTenant,
@@ -985,6 +991,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::GetTenantStatusRequest| format!("tenant:{}", req.tenant_id);
         let status = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewLifecycle,
@@ -1010,7 +1017,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::TerminateTenantRequest| format!("tenant:{}", req.tenant_id);
         let report = self
             .state
-            .call(request, Action::TerminateTenant, target, |caller, req| async move {
+            .calls.call(request, Action::TerminateTenant, target, |caller, req| async move {
                 Ok(Done::Audited(self.terminate(&caller, &req).await?))
             })
             .await?;
@@ -1026,6 +1033,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::GetExitReportRequest| format!("tenant:{}", req.tenant_id);
         let report = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewLifecycle,
@@ -1059,6 +1067,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::EmergencyStopRequest| format!("tenant:{}", req.tenant_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::EmergencyStop,
@@ -1088,6 +1097,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::ReleaseStopRequest| format!("tenant:{}", req.tenant_id);
         let status = self
             .state
+            .calls
             .call(
                 request,
                 Action::EmergencyStop,
@@ -1123,6 +1133,7 @@ impl LifecycleService for LifecycleRpc {
         let target = |req: &pb::RunDrillRequest| format!("tenant:{}", req.tenant_id);
         let drill = self
             .state
+            .calls
             .call(
                 request,
                 Action::EmergencyStop,
@@ -1142,6 +1153,7 @@ impl LifecycleService for LifecycleRpc {
         let no_target = |_: &pb::ListDrillsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewLifecycle,
@@ -1179,7 +1191,7 @@ impl LifecycleService for LifecycleRpc {
 /// # Errors
 /// On store failure.
 pub(crate) fn stop_tenant_work(
-    state: &AppState,
+    state: &Context,
     actor: (&str, &str),
     tenant_id: &str,
     why: &str,
@@ -1241,9 +1253,9 @@ static CLOSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 ///
 /// # Errors
 /// On store failure.
-pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Result<Vec<String>> {
+pub(crate) fn close_ended_authorizations(state: &Context, now_ms: i64) -> Result<Vec<String>> {
     let _one_at_a_time = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
-    let notice_days = state.config.lifecycle.termination_notice_days;
+    let notice_days = state.lifecycle.termination_notice_days;
     let ended = state
         .store
         .read(|c| crate::governance::records::ended_authorizations(c, now_ms))?;
@@ -1293,7 +1305,7 @@ pub(crate) fn close_ended_authorizations(state: &AppState, now_ms: i64) -> Resul
 /// Tells admins about suspended tenants past their fix-by deadline, and closes the work of
 /// tenants whose authorization ended ([`close_ended_authorizations`]), every `every`, for the
 /// life of the server (R26, R27). Each notification is audited with the system as its actor.
-pub async fn sweep_overdue_forever(state: std::sync::Arc<crate::state::AppState>, every: Duration) {
+pub async fn sweep_overdue_forever(state: std::sync::Arc<super::Context>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

@@ -18,15 +18,15 @@ use crate::oversight::reports::{self, Evaluation, EvaluationOutcome, Format};
 use crate::service::{require_id, require_text};
 use crate::state::Done;
 
-/// The handler of `OversightService`: the server state it serves from.
+/// The handler of `OversightService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct OversightRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl OversightRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> OversightRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> OversightRpc {
         OversightRpc { state }
     }
 }
@@ -84,7 +84,7 @@ impl OversightRpc {
         public: bool,
     ) -> std::result::Result<Response<pb::ReportResponse>, Status> {
         let target = |req: &pb::ReportRequest| format!("tenant:{}", req.tenant_id);
-        let response = self.state.call(request, Action::ViewReports, target, |_, req| async move {
+        let response = self.state.calls.call(request, Action::ViewReports, target, |_, req| async move {
             require_id(&req.tenant_id, "tenant_id")?;
             let format = format_from_pb(req.format)?;
             let (from, to) = reports::period(req.from_ms, req.to_ms, crate::now_ms())?;
@@ -121,6 +121,7 @@ impl OversightService for OversightRpc {
         let target = |_: &pb::ListAlertsRequest| "alerts".to_owned();
         let response = self
             .state
+            .calls
             .call(request, Action::ViewAlerts, target, |_, req| async move {
                 let include_acked = req.include_acked;
                 let list = self.state.store.read(|c| alerts::list(c, include_acked))?;
@@ -143,6 +144,7 @@ impl OversightService for OversightRpc {
         let target = |req: &pb::AckAlertRequest| format!("alert:{}", req.alert_id);
         let alert = self
             .state
+            .calls
             .call(
                 request,
                 Action::ManageAlerts,
@@ -188,6 +190,7 @@ impl OversightService for OversightRpc {
         let target = |_: &pb::ScanAlertsRequest| "alerts".to_owned();
         let outcome = self
             .state
+            .calls
             .call(
                 request,
                 Action::ManageAlerts,
@@ -228,6 +231,7 @@ impl OversightService for OversightRpc {
         let target = |_: &pb::AuditCheckpointRequest| "audit".to_owned();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ReadCheckpoint,
@@ -287,6 +291,7 @@ impl OversightService for OversightRpc {
         let target = |req: &pb::AuditInclusionProofRequest| format!("audit:{}", req.seq);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ReadCheckpoint,
@@ -344,6 +349,7 @@ impl OversightService for OversightRpc {
         };
         let evaluation = self
             .state
+            .calls
             .call(
                 request,
                 Action::EvaluateTenant,
@@ -449,6 +455,7 @@ impl OversightService for OversightRpc {
         let target = |_: &pb::PurgeAuditRequest| "audit".to_owned();
         let n = self
             .state
+            .calls
             .call(
                 request,
                 Action::PurgeAudit,

@@ -7,21 +7,21 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::Context;
 use crate::audit::trail::AuditEntry;
 use crate::audit::trail::system_entry;
 use crate::error::{Refusal, Result};
 use crate::oversight::alerts;
-use crate::state::AppState;
 use crate::store::Audited;
 
 #[cfg(test)]
 use crate::oversight::config::OversightConfig;
 
 fn spawn_every(
-    state: &Arc<AppState>,
+    state: &Arc<Context>,
     secs: u64,
     what: &'static str,
-    task: fn(&AppState) -> Result<()>,
+    task: fn(&Context) -> Result<()>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if secs == 0 {
         return None;
@@ -58,9 +58,9 @@ fn spawn_every(
 ///
 /// # Errors
 /// On store failure.
-pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<Audited<u64>> {
+pub fn purge(state: &Context, entry: Option<AuditEntry>) -> Result<Audited<u64>> {
     let log = state.store.audit_log();
-    let config = state.config.oversight.retention();
+    let config = state.oversight.retention();
     state.store.commit_with(|tx| {
         let n = crate::audit::retention::redact_expired(log, tx, &config, crate::now_ms())?;
         let mut entry = entry
@@ -77,8 +77,8 @@ pub fn purge(state: &AppState, entry: Option<AuditEntry>) -> Result<Audited<u64>
 ///
 /// # Errors
 /// On store failure.
-pub fn scan(state: &AppState, entry: Option<AuditEntry>) -> Result<Audited<alerts::ScanOutcome>> {
-    let config = &state.config.oversight;
+pub fn scan(state: &Context, entry: Option<AuditEntry>) -> Result<Audited<alerts::ScanOutcome>> {
+    let config = &state.oversight;
     state.store.commit_with(|tx| {
         let now = crate::now_ms();
         let mut outcome = alerts::ScanOutcome::default();
@@ -102,8 +102,8 @@ pub fn scan(state: &AppState, entry: Option<AuditEntry>) -> Result<Audited<alert
 }
 
 /// Starts the periodic monitor, checkpoint and purge tasks (each off when its interval is 0).
-pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
-    let c = &state.config.oversight;
+pub fn start(state: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
+    let c = &state.oversight;
     [
         spawn_every(state, c.monitor_interval_secs, "monitor", |s| {
             scan(s, None).map(|_| ())
@@ -128,7 +128,7 @@ pub fn start(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
 /// # Errors
 /// On store failure, or [`Refusal::TrailBroken`] when the trail does not verify
 /// (nothing is signed; an alert is raised).
-pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Checkpoint> {
+pub fn take_checkpoint(state: &Context) -> Result<crate::audit::checkpoint::Checkpoint> {
     use crate::audit::{checkpoint, tree};
     let (tree_size, root_hash) = state.store.read(|c| {
         let n = tree::size(c)?;
@@ -159,7 +159,7 @@ pub fn take_checkpoint(state: &AppState) -> Result<crate::audit::checkpoint::Che
 ///
 /// # Errors
 /// On store failure.
-pub fn trail_problem(state: &AppState, tree_size: u64) -> Result<Option<String>> {
+pub fn trail_problem(state: &Context, tree_size: u64) -> Result<Option<String>> {
     use crate::audit::{checkpoint, tree};
     let log = state.store.audit_log();
     let (report, rows, last, head_leaf) = state.store.read(|c| {
@@ -214,7 +214,7 @@ pub fn trail_problem(state: &AppState, tree_size: u64) -> Result<Option<String>>
 ///
 /// # Errors
 /// As said, or on store failure.
-pub fn check_before_signing(state: &AppState, tree_size: u64) -> Result<()> {
+pub fn check_before_signing(state: &Context, tree_size: u64) -> Result<()> {
     let Some(problem) = trail_problem(state, tree_size)? else {
         return Ok(());
     };

@@ -24,15 +24,15 @@ use crate::service::{require_id, require_text};
 use crate::state::{Caller, Done};
 use crate::store::Audited;
 
-/// The handler of `ScenarioService`: the server state it serves from.
+/// The handler of `ScenarioService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct ScenariosRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl ScenariosRpc {
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> ScenariosRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> ScenariosRpc {
         ScenariosRpc { state }
     }
 }
@@ -409,6 +409,7 @@ impl ScenarioService for ScenariosRpc {
         let no_target = |_: &pb::ApplyScenarioRequest| String::new();
         let scenario = self
             .state
+            .calls
             .call(
                 request,
                 Action::ApplyScenario,
@@ -432,6 +433,7 @@ impl ScenarioService for ScenariosRpc {
         let no_target = |_: &pb::ListScenariosRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewScenario,
@@ -468,6 +470,7 @@ impl ScenarioService for ScenariosRpc {
         let target = |req: &pb::GetScenarioRequest| format!("scenario:{}", req.scenario_id);
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewScenario,
@@ -493,6 +496,7 @@ impl ScenarioService for ScenariosRpc {
         let target = |req: &pb::DecideScenarioRequest| format!("scenario:{}", req.scenario_id);
         let scenario = self
             .state
+            .calls
             .call(
                 request,
                 Action::DecideScenario,

@@ -1,6 +1,6 @@
 //! What the gRPC services of `shuyu.v1` share: request validation. Each service has its
 //! own handler in its area's `rpc` module (`jobs::rpc::JobsRpc`, …); each method goes
-//! through [`crate::state::AppState::call`]: authenticate, authorise, work, audit, answer.
+//! through [`crate::state::Calls::call`]: authenticate, authorise, work, audit, answer.
 
 use crate::error::{Result, ServerError};
 

@@ -8,6 +8,7 @@ use shuyu_proto::v1 as pb;
 use shuyu_proto::v1::stewardship_service_server::StewardshipService;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Context;
 use crate::audit::trail::AuditEntry;
 use crate::catalog::rpc::{Upload, read_chunks, valid_dataset_name};
 use crate::convert;
@@ -17,26 +18,26 @@ use crate::jobs::scheduler::Cancelled;
 use crate::notify::{self, Audience, NewNotification};
 use crate::scenarios::records::ScenarioRecord;
 use crate::service::{require_id, require_text};
-use crate::state::{AppState, Caller, Done};
+use crate::state::{Caller, Done};
 use crate::stewardship::records::{
     self as st, ImportApplication, ImportStatus, QualityTicket, RiskStop, RiskTarget, TicketStatus,
 };
-use crate::store::{Audited, Tx};
+use crate::store::{Audited, Store, Tx};
 
-/// The handler of `StewardshipService`: the server state it serves from.
+/// The handler of `StewardshipService`: the area's context it serves from.
 #[derive(Debug, Clone)]
 pub(crate) struct StewardshipRpc {
-    pub(crate) state: std::sync::Arc<crate::state::AppState>,
+    pub(crate) state: std::sync::Arc<super::Context>,
 }
 
 impl StewardshipRpc {
     /// The catalog's handler, whose uploads and dataset checks stewardship reuses.
     fn catalog(&self) -> crate::catalog::rpc::CatalogRpc {
-        crate::catalog::rpc::CatalogRpc::new(self.state.clone())
+        crate::catalog::rpc::CatalogRpc::new(std::sync::Arc::clone(&self.state.catalog))
     }
 
-    /// The handler over `state`.
-    pub(crate) fn new(state: std::sync::Arc<crate::state::AppState>) -> StewardshipRpc {
+    /// The handler over its area's context.
+    pub(crate) fn new(state: std::sync::Arc<super::Context>) -> StewardshipRpc {
         StewardshipRpc { state }
     }
 }
@@ -48,8 +49,8 @@ const DAY_MS: i64 = 86_400_000;
 ///
 /// # Errors
 /// On store failure.
-pub(crate) fn risk_stopped(state: &AppState, scenario: &ScenarioRecord) -> Result<Option<String>> {
-    state.store.read(|c| {
+pub(crate) fn risk_stopped(store: &Store, scenario: &ScenarioRecord) -> Result<Option<String>> {
+    store.read(|c| {
         if let Some(stop) = st::active_stop(c, RiskTarget::Scenario, &scenario.id)? {
             return Ok(Some(stop_message(&stop)));
         }
@@ -66,9 +67,8 @@ pub(crate) fn risk_stopped(state: &AppState, scenario: &ScenarioRecord) -> Resul
 ///
 /// # Errors
 /// On store failure.
-pub(crate) fn dataset_stopped(state: &AppState, dataset_id: &str) -> Result<bool> {
-    Ok(state
-        .store
+pub(crate) fn dataset_stopped(store: &Store, dataset_id: &str) -> Result<bool> {
+    Ok(store
         .read(|c| st::active_stop(c, RiskTarget::Dataset, dataset_id))?
         .is_some())
 }
@@ -116,12 +116,36 @@ pub fn overdue_ticket_notices(tx: &Tx<'_>, now_ms: i64) -> Result<usize> {
     Ok(written)
 }
 
+/// Runs [`sweep`] every minute on one server of the domain at a time, for the life of the
+/// server.
+pub async fn sweep_forever(state: std::sync::Arc<Context>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let state = std::sync::Arc::clone(&state);
+        let sweep = move || {
+            if !state
+                .presence
+                .on_duty("stewardship-sweep", std::time::Duration::from_secs(60))?
+            {
+                return Ok(0);
+            }
+            sweep(&state)
+        };
+        match tokio::task::spawn_blocking(sweep).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "stewardship sweep failed"),
+            Err(e) => tracing::warn!(error = %e, "stewardship sweep panicked"),
+        }
+    }
+}
+
 /// The periodic stewardship sweep: overdue data-quality tickets are reported to the admins
 /// (each once), audited as a system action when any notice was written.
 ///
 /// # Errors
 /// On store failure.
-pub fn sweep(state: &AppState) -> Result<usize> {
+pub fn sweep(state: &Context) -> Result<usize> {
     let now = crate::now_ms();
     let pending = state
         .store
@@ -340,14 +364,10 @@ impl StewardshipRpc {
                 ));
             }
         };
-        let input = read_chunks(
-            &mut stream,
-            self.state.config.max_ingest_bytes,
-            |m| match m.part {
-                Some(pb::upload_import_request::Part::Chunk(chunk)) => Some(chunk),
-                _ => None,
-            },
-        )
+        let input = read_chunks(&mut stream, self.state.max_ingest_bytes, |m| match m.part {
+            Some(pb::upload_import_request::Part::Chunk(chunk)) => Some(chunk),
+            _ => None,
+        })
         .await?;
         let tenant = self
             .state
@@ -423,7 +443,7 @@ impl StewardshipRpc {
         }
         require_text(&req.description, "the description", 2000, true)?;
         let now = crate::now_ms();
-        let days = i64::from(self.state.config.stewardship.quality_fix_days);
+        let days = i64::from(self.state.stewardship.quality_fix_days);
         let ticket = QualityTicket {
             id: crate::new_id("dq"),
             dataset_id: dataset.id.clone(),
@@ -817,6 +837,7 @@ impl StewardshipService for StewardshipRpc {
         let no_target = |_: &pb::ApplyImportRequest| String::new();
         let application = self
             .state
+            .calls
             .call(
                 request,
                 Action::ApplyImport,
@@ -836,6 +857,7 @@ impl StewardshipService for StewardshipRpc {
         let target = |req: &pb::DecideImportRequest| format!("import:{}", req.import_id);
         let application = self
             .state
+            .calls
             .call(
                 request,
                 Action::DecideImport,
@@ -855,6 +877,7 @@ impl StewardshipService for StewardshipRpc {
         let no_target = |_: &pb::ListImportsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewImports,
@@ -888,6 +911,7 @@ impl StewardshipService for StewardshipRpc {
         let no_target = |_: &Streaming<pb::UploadImportRequest>| String::new();
         let (application, dataset) =
             self.state
+                .calls
                 .call(
                     request,
                     Action::UploadImport,
@@ -910,6 +934,7 @@ impl StewardshipService for StewardshipRpc {
         let target = |req: &pb::FileQualityTicketRequest| format!("dataset:{}", req.dataset_id);
         let ticket = self
             .state
+            .calls
             .call(
                 request,
                 Action::FileQualityTicket,
@@ -929,6 +954,7 @@ impl StewardshipService for StewardshipRpc {
         let no_target = |_: &pb::ListQualityTicketsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewQualityTickets,
@@ -961,6 +987,7 @@ impl StewardshipService for StewardshipRpc {
             |req: &pb::ResolveQualityTicketRequest| format!("quality_ticket:{}", req.ticket_id);
         let ticket = self
             .state
+            .calls
             .call(
                 request,
                 Action::ResolveQualityTicket,
@@ -980,6 +1007,7 @@ impl StewardshipService for StewardshipRpc {
         let no_target = |_: &pb::RaiseRiskStopRequest| String::new();
         let stop = self
             .state
+            .calls
             .call(
                 request,
                 Action::RaiseRiskStop,
@@ -999,6 +1027,7 @@ impl StewardshipService for StewardshipRpc {
         let no_target = |_: &pb::ListRiskStopsRequest| String::new();
         let response = self
             .state
+            .calls
             .call(
                 request,
                 Action::ViewRiskStops,
@@ -1029,6 +1058,7 @@ impl StewardshipService for StewardshipRpc {
         let target = |req: &pb::LiftRiskStopRequest| format!("risk_stop:{}", req.stop_id);
         let stop = self
             .state
+            .calls
             .call(
                 request,
                 Action::LiftRiskStop,

@@ -122,6 +122,18 @@ pub async fn run(options: SampleOptions) -> Result<()> {
             "a sample changed size"
         );
     }
+    // The floor of any call, measured the same way: an audited read that touches no data
+    // (`WhoAmI`: authenticate, authorise, hold checks, one audit record committed).
+    let mut floor: Vec<Duration> = Vec::with_capacity(options.calls);
+    for _ in 0..options.calls {
+        let started = Instant::now();
+        domain
+            .engineer
+            .session
+            .who_am_i(pb::WhoAmIRequest {})
+            .await?;
+        floor.push(started.elapsed());
+    }
     domain.shutdown().await?;
     let total: Duration = latencies.iter().sum();
     println!(
@@ -134,6 +146,12 @@ pub async fn run(options: SampleOptions) -> Result<()> {
         ms(percentile(&latencies, 99.0)),
         ms(latencies.iter().copied().max().unwrap_or_default()),
         ms(total / options.calls as u32)
+    );
+    println!(
+        "WhoAmI as the same engineer (any audited call's floor), {} calls: p50 {} ms, p99 {} ms",
+        options.calls,
+        ms(median(&floor)),
+        ms(percentile(&floor, 99.0)),
     );
     println!("sample_p99_ms={}", ms(percentile(&latencies, 99.0)));
     Ok(())

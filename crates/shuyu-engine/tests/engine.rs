@@ -1209,3 +1209,91 @@ async fn shown_tokens_never_match_pseudonym_of_a_guess() {
     );
     assert!(!format!("{:?}", output.preview).contains(CANARY_ID));
 }
+
+/// Bytes this process has read so far (`rchar` of `/proc/self/io`): what a read of local
+/// files costs, whichever layer does it. Each test runs in its own process under nextest.
+fn bytes_read_by_this_process() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sample_reads_the_first_pages_of_a_large_dataset_not_its_whole_row_group() {
+    use Classification::*;
+    let f = fixture();
+    let columns = vec![
+        column(
+            "person",
+            ColumnType::String,
+            DirectIdentifier,
+            MaskingRule::Pseudonym,
+        ),
+        column("district", ColumnType::String, Ordinary, MaskingRule::Keep),
+        column("note", ColumnType::String, Sensitive, MaskingRule::Suppress),
+        column(
+            "cost",
+            ColumnType::Float64,
+            Sensitive,
+            "generalize_number:100".parse().unwrap(),
+        ),
+    ];
+    // 400,000 rows: one row group of many pages per column.
+    let mut csv = String::from("person,district,note,cost\n");
+    for i in 0..400_000u64 {
+        let mixed = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        csv.push_str(&format!(
+            "p{mixed:x},d{},n{:x},{}.25\n",
+            i % 97,
+            mixed >> 20,
+            mixed % 100_000
+        ));
+    }
+    let location = "datasets/ds_big/";
+    let outcome = f
+        .engine
+        .ingest(
+            IngestFormat::Csv,
+            Bytes::from(csv),
+            &columns,
+            location,
+            "domain",
+            &IngestOptions::default(),
+        )
+        .await
+        .expect("ingest");
+    assert_eq!(outcome.n_rows, 400_000);
+    let stored: u64 = std::fs::read_dir(f.root.join(location))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let spec = TableSpec {
+        name: "big".into(),
+        dataset_id: "ds_big".into(),
+        location: location.into(),
+        columns,
+        privacy_unit: None,
+    };
+    let key = SecretKey::generate();
+    let before = bytes_read_by_this_process();
+    let sample = f.engine.sample(&spec, 20, &key, 7).await.expect("sample");
+    let read = bytes_read_by_this_process() - before;
+    assert_eq!(sample.rows.len(), 20);
+    // The pool is the first 2,000 rows: the first page of each column and the footer.
+    assert!(
+        read * 4 < stored,
+        "a sample read {read} bytes of a {stored}-byte dataset"
+    );
+    // Stable for a seed, and masked.
+    let again = f.engine.sample(&spec, 20, &key, 7).await.expect("sample");
+    assert_eq!(format!("{:?}", sample.rows), format!("{:?}", again.rows));
+    assert!(
+        sample
+            .rows
+            .iter()
+            .all(|r| !r[2].as_deref().is_some_and(|note| note.starts_with('n'))),
+        "notes are suppressed"
+    );
+}

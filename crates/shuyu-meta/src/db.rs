@@ -40,6 +40,27 @@ pub struct DbOptions {
     /// created) and refuses a missing one; PostgreSQL sessions default to read-only
     /// transactions. [`Db::write`] then fails.
     pub read_only: bool,
+    /// An offset added to the database's clock ([`Tx::now_ms`] and leases); `None` in
+    /// production. Test builds of the server use it to move time forward the same way on
+    /// every server sharing the database.
+    pub clock_skew: Option<ClockSkew>,
+}
+
+/// Milliseconds to add to the database's clock, asked once per transaction.
+#[derive(Clone)]
+pub struct ClockSkew(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl ClockSkew {
+    /// A skew read from `offset_ms` at the start of every transaction.
+    pub fn new(offset_ms: impl Fn() -> i64 + Send + Sync + 'static) -> ClockSkew {
+        ClockSkew(Arc::new(offset_ms))
+    }
+}
+
+impl fmt::Debug for ClockSkew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClockSkew({} ms now)", (self.0)())
+    }
 }
 
 impl Default for DbOptions {
@@ -51,6 +72,7 @@ impl Default for DbOptions {
             max_attempts: 30,
             busy_timeout: Duration::from_secs(10),
             read_only: false,
+            clock_skew: None,
         }
     }
 }
@@ -66,6 +88,7 @@ impl Default for DbOptions {
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    skew: Option<ClockSkew>,
 }
 
 enum Inner {
@@ -107,6 +130,7 @@ impl Db {
         };
         Ok(Db {
             inner: Arc::new(inner),
+            skew: options.clock_skew.clone(),
         })
     }
 
@@ -164,11 +188,16 @@ impl Db {
     pub(crate) fn run<T, E>(
         &self,
         isolation: Isolation,
-        body: impl FnMut(&Tx<'_>) -> Result<T, E>,
+        mut body: impl FnMut(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<Error>,
     {
+        let skew_ms = self.skew.as_ref().map_or(0, |skew| (skew.0)());
+        let body = |tx: &Tx<'_>| {
+            tx.skew_ms.set(skew_ms);
+            body(tx)
+        };
         match &*self.inner {
             Inner::Sqlite(db) => db.run(isolation, body),
             Inner::Postgres(db) => db.run(isolation, body),
@@ -216,6 +245,8 @@ pub struct Tx<'a> {
     pub(crate) conn: TxConn<'a>,
     pub(crate) isolation: Isolation,
     pub(crate) failure: Cell<Option<Failure>>,
+    /// Added to the database's clock ([`DbOptions::clock_skew`]).
+    pub(crate) skew_ms: Cell<i64>,
 }
 
 pub(crate) enum TxConn<'a> {
@@ -239,6 +270,7 @@ impl<'a> Tx<'a> {
             conn,
             isolation,
             failure: Cell::new(None),
+            skew_ms: Cell::new(0),
         }
     }
 
@@ -385,7 +417,8 @@ impl<'a> Tx<'a> {
     }
 
     /// The database's clock, in milliseconds since the Unix epoch: the one clock every
-    /// server sharing a PostgreSQL agrees on (`clock_timestamp()`).
+    /// server sharing a PostgreSQL agrees on (`clock_timestamp()`), plus the
+    /// [`DbOptions::clock_skew`] if one is set.
     ///
     /// # Errors
     /// A failed statement.
@@ -394,10 +427,14 @@ impl<'a> Tx<'a> {
             .get("now_ms")
     }
 
-    pub(crate) fn now_ms_sql(&self) -> &'static str {
-        match self.conn {
+    pub(crate) fn now_ms_sql(&self) -> String {
+        let clock = match self.conn {
             TxConn::Sqlite(_) => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
             TxConn::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        };
+        match self.skew_ms.get() {
+            0 => clock.to_owned(),
+            skew => format!("({clock} + {skew})"),
         }
     }
 }

@@ -25,7 +25,7 @@ pub mod testing;
 mod url;
 mod value;
 
-pub use db::{Backend, Db, DbOptions, Tx};
+pub use db::{Backend, ClockSkew, Db, DbOptions, Tx};
 pub use error::{Error, Result};
 pub use lease::Lease;
 pub use migrate::{Migration, MigrationReport};

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shuyu_meta::testing::TestPostgres;
 use shuyu_meta::{
-    Backend, Db, DbOptions, Error, MetadataUrl, Migration, MigrationReport, Value, params,
+    Backend, ClockSkew, Db, DbOptions, Error, MetadataUrl, Migration, MigrationReport, Value,
+    params,
 };
 
 struct Fixture {
@@ -466,6 +467,48 @@ both!(leases_expire_on_the_database_clock, |f: Fixture| {
     );
     assert!(acquire("sweeper", "server-b", long));
 });
+
+both!(
+    a_clock_skew_moves_the_database_clock_and_leases_with_it,
+    |f: Fixture| {
+        let skew = Arc::new(AtomicI64::new(0));
+        let seen = Arc::clone(&skew);
+        let options = DbOptions {
+            clock_skew: Some(ClockSkew::new(move || seen.load(Ordering::SeqCst))),
+            ..DbOptions::default()
+        };
+        let db = Db::open(&f.url, &options).unwrap();
+        db.migrate(SCHEMA).unwrap();
+        let plain = f.open();
+        let minute = Duration::from_secs(60);
+        assert!(
+            db.write(|tx| tx.acquire_lease("server/a", "a", minute))
+                .unwrap()
+        );
+        let before = db.read(|tx| tx.now_ms()).unwrap();
+        assert!(db.read(|tx| tx.expired_leases()).unwrap().is_empty());
+
+        // An hour later by the skewed clock: the lease has lapsed there, not on a plain handle.
+        skew.store(3_600_000, Ordering::SeqCst);
+        let after = db.read(|tx| tx.now_ms()).unwrap();
+        assert!(
+            after - before >= 3_600_000 && after - before < 3_660_000,
+            "{before} {after}"
+        );
+        let real = plain.read(|tx| tx.now_ms()).unwrap();
+        assert!(real < after - 3_000_000, "the skew is the handle's own");
+        let expired = db.read(|tx| tx.expired_leases()).unwrap();
+        assert_eq!(expired.len(), 1, "{expired:?}");
+        assert!(plain.read(|tx| tx.expired_leases()).unwrap().is_empty());
+        // Taken over on the skewed clock, for a term measured on it.
+        assert!(
+            db.write(|tx| tx.acquire_lease("server/a", "b", minute))
+                .unwrap()
+        );
+        let lease = db.read(|tx| tx.lease("server/a")).unwrap().unwrap();
+        assert!(lease.expires_at_ms > after + 50_000, "{lease:?}");
+    }
+);
 
 /// Calls from inside tokio workers (as tonic handlers make them) neither panic nor
 /// deadlock, on both runtime flavours.

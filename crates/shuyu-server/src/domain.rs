@@ -271,6 +271,7 @@ impl MetadataConfig {
             url,
             db: DbOptions {
                 password,
+                clock_skew: crate::clock::db_skew(),
                 ..DbOptions::default()
             },
         })

@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod catalog;
+pub mod clock;
 mod config;
 mod convert;
 pub mod domain;
@@ -60,10 +61,7 @@ use crate::state::AppState;
 /// Largest gRPC message either way (review results, uploads are chunked).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use clock::now_ms;
 
 /// A time in ms since the epoch as RFC 3339 UTC, to the second, for messages.
 pub fn format_ms(ms: i64) -> String {
@@ -438,6 +436,9 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
         refusals: Arc::new(audit::refusals::Refusals::default()),
         results: Arc::new(exports::result_budget::ResultBudget::new(&config.exports)),
     });
+    if let Some(file) = clock::test_clock_file() {
+        tracing::warn!(file = %file.display(), offset_ms = clock::offset_ms(), "test clock in use");
+    }
     let areas = Areas::of(&state);
     // The start is audited before anything is served: a data dir that takes no write (read
     // only, full) stops the start here, with a plain message.
@@ -447,7 +448,9 @@ pub async fn serve(config: ServerConfig) -> Result<ServerHandle> {
             "server_start",
             "domain",
             serde_json::json!({"pid": std::process::id(), "tightened": tightened,
-                               "version": env!("CARGO_PKG_VERSION")}),
+                               "version": env!("CARGO_PKG_VERSION"),
+                               "test_clock": clock::test_clock_file(),
+                               "clock_offset_ms": clock::offset_ms()}),
         ))
         .map_err(|e| match e.storage_fault() {
             Some(fault) => ServerError::FailedPrecondition(format!(

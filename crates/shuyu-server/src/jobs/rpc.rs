@@ -633,7 +633,7 @@ async fn follow_job(
 /// Start of the current calendar month (UTC) and of the next, in ms.
 fn this_month() -> (i64, i64) {
     use chrono::{Datelike, TimeZone, Utc};
-    let now = Utc::now();
+    let now = chrono::DateTime::from_timestamp_millis(crate::now_ms()).unwrap_or_else(Utc::now);
     let start = Utc
         .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
         .single()

@@ -641,7 +641,8 @@ async fn renewal_notes(client: &mut Client, authorization_id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
     let domain = Domain::new();
-    let server = domain.start();
+    // A sweep every second, to see a window that opens as the clock moves.
+    let server = domain.start_with("[governance]\nrenewal_sweep_secs = 1\n", None);
     let mut p = people(&server, &domain, "w").await;
 
     // A year-long term: renewal opens six months before its end, not now.
@@ -696,7 +697,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         .expect_err("over three years");
     assert_eq!(too_long.code(), Code::InvalidArgument);
 
-    // A second tenant whose term ends in seconds: its window is open at once, and the
+    // A second tenant whose term ends in an hour: its window is open at once, and the
     // tenant's people and the admins are told, once.
     let tenant_id = p
         .admin
@@ -727,8 +728,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
             dataset_ids: Vec::new(),
             categories: vec![pb::ScenarioCategory::Commercial as i32],
             valid_from_ms: 0,
-            // Ends in ten seconds: long enough for the calls below on a loaded machine.
-            valid_until_ms: now_ms() + 10_000,
+            valid_until_ms: domain.now_ms() + HOUR_MS,
             pricing_terms: "x".into(),
         })
         .await
@@ -744,12 +744,14 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         "another tenant is not told"
     );
 
-    // Work is accepted inside the term, refused once it has ended (polled, not slept).
+    // Work is accepted inside the term, refused once it has ended: two hours later on the
+    // domain's clock.
     engineer
         .jobs
         .submit_job(lab_sql("SELECT 1 AS one"))
         .await
         .expect("inside the term");
+    domain.advance_clock(2 * HOUR);
     eventually("the short authorization to expire", WAIT, async || {
         let status = engineer
             .governance
@@ -785,7 +787,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         .governance
         .renew_authorization(pb::RenewAuthorizationRequest {
             authorization_id: short.id.clone(),
-            valid_until_ms: now_ms() + 365 * DAY_MS,
+            valid_until_ms: domain.now_ms() + 365 * DAY_MS,
             pricing_terms: String::new(),
         })
         .await
@@ -818,7 +820,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         .governance
         .renew_authorization(pb::RenewAuthorizationRequest {
             authorization_id: short.id.clone(),
-            valid_until_ms: now_ms() + 365 * DAY_MS,
+            valid_until_ms: domain.now_ms() + 365 * DAY_MS,
             pricing_terms: String::new(),
         })
         .await
@@ -850,4 +852,30 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         "{text}"
     );
     assert!(text.contains(&renewed.id), "{text}");
+
+    // Seven months on, the year-long term's window has opened: its tenant is told, once, by
+    // the sweep, and the renewal that was too early is accepted.
+    let into_window = a.renewal_opens_at_ms - domain.now_ms() + 30 * DAY_MS;
+    domain.advance_clock(std::time::Duration::from_millis(
+        u64::try_from(into_window).expect("the window is ahead"),
+    ));
+    eventually("the year-long term's renewal notice", WAIT, async || {
+        (renewal_notes(&mut p.engineer, &a.id).await == 1).then_some(())
+    })
+    .await;
+    let renewed = p
+        .admin
+        .governance
+        .renew_authorization(pb::RenewAuthorizationRequest {
+            authorization_id: a.id.clone(),
+            valid_until_ms: a.valid_until_ms + 365 * DAY_MS,
+            pricing_terms: String::new(),
+        })
+        .await
+        .expect("renewal inside the window")
+        .into_inner()
+        .authorization
+        .expect("authorization");
+    assert_eq!(renewed.renewed_from, a.id);
+    assert_eq!(renewal_notes(&mut p.engineer, &a.id).await, 1);
 }

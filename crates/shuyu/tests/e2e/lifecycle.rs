@@ -952,8 +952,8 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
         "{closing:?}"
     );
 
-    // Expiry without renewal: a second tenant's term ends in ten seconds, with a long lab
-    // job of it submitted inside the term; the job does not outlive the term.
+    // Expiry without renewal: a second tenant's term ends in an hour, with a long lab job of
+    // it submitted inside the term; the job does not outlive the term, two hours later.
     let tenant_id = p
         .admin
         .admin
@@ -983,7 +983,7 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
             dataset_ids: vec![dataset.id.clone()],
             categories: vec![pb::ScenarioCategory::Commercial as i32],
             valid_from_ms: 0,
-            valid_until_ms: now_ms() + 10_000,
+            valid_until_ms: domain.now_ms() + HOUR_MS,
             pricing_terms: "x".into(),
         })
         .await
@@ -1008,6 +1008,7 @@ async fn an_ended_authorization_closes_the_tenants_work_at_once_and_tells_the_ad
         .into_inner()
         .job
         .expect("job");
+    domain.advance_clock(2 * HOUR);
     // Running when the term ends: cancelled by the server's sweep; still waiting: refused
     // when its turn comes. Either way it ends, for the authorization.
     let ended = finished(&mut engineer, &lab.id).await;

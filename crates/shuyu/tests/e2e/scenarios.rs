@@ -440,12 +440,11 @@ async fn a_scenario_expires() {
     let mut p = people(&server, &domain, "s2").await;
     let residents = ingest_people(&mut p.steward, "residents").await;
     grant(&mut p.admin, &residents.id, &p.tenant_id).await;
-    // Valid for five seconds. That approved scenarios run is shown elsewhere; a job here
-    // would race the expiry on a loaded machine.
+    // Valid for an hour on the domain's clock: its job runs, then two hours pass.
     let scenario = apply(
         &mut p.engineer,
         vec![item(&residents, &["district"])],
-        now_ms() + 5_000,
+        domain.now_ms() + HOUR_MS,
     )
     .await
     .unwrap();
@@ -453,6 +452,17 @@ async fn a_scenario_expires() {
         .await
         .unwrap();
     decide(&mut p.admin, &scenario.id, true, "").await.unwrap();
+    let ran = p
+        .engineer
+        .run_sql(
+            "SELECT count(district) AS n FROM residents",
+            &scenario.id,
+            WAIT,
+        )
+        .await
+        .expect("a job inside the scenario's term");
+    assert_eq!(ran.status, pb::JobStatus::Succeeded as i32, "{ran:?}");
+    domain.advance_clock(2 * HOUR);
     // Polled until it shows as expired (WAIT is only a hang guard).
     eventually("the scenario to show as expired", WAIT, async || {
         let shown = p

@@ -410,7 +410,9 @@ async fn a_killed_server_leaves_the_other_serving_and_its_job_failed_with_a_reas
         .await;
     }
 
-    // Once A's lease has expired, B fails A's job, with the reason.
+    // Once A's lease has expired (two minutes later on the domain's clock: past the 20 s
+    // lease), B fails A's job, with the reason.
+    domain.advance_clock(std::time::Duration::from_secs(120));
     let job = eventually("A's job to be failed by B", WAIT, async || {
         let job = get_job(&mut on_b, &slow.id).await;
         assert!(

@@ -17,6 +17,9 @@ pub mod fixtures;
 pub const BIN: &str = env!("CARGO_BIN_EXE_shuyu");
 /// A hang guard for anything awaited: jobs, sweeps, polls. Never a pace.
 pub const WAIT: Duration = Duration::from_secs(120);
+/// An hour, for [`Domain::advance_clock`] and terms measured on the domain's clock.
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// The environment variable that runs the suite's domains on PostgreSQL: `postgres` starts a
 /// throwaway PostgreSQL server for each domain (`initdb` in a temporary folder, a unix
@@ -137,6 +140,7 @@ impl Domain {
         let path = dir.join("shuyu.toml");
         std::fs::write(&path, text).expect("config file");
         Server::start_args(
+            &self.data,
             dir.join("server.log"),
             &["--config", &path.display().to_string()],
         )
@@ -145,6 +149,30 @@ impl Domain {
     pub fn creds(&self, name: &str) -> PathBuf {
         self.creds.join(name)
     }
+
+    /// Moves the clock of every server of the domain (and of its database's leases) forward
+    /// by `by`: a term, a window or a lease runs out without being waited for.
+    pub fn advance_clock(&self, by: Duration) {
+        let offset = self.clock_offset_ms() + i64::try_from(by.as_millis()).expect("a duration");
+        std::fs::write(clock_file(&self.data), offset.to_string()).expect("write the clock");
+    }
+
+    /// How far the domain's servers' clock is ahead of the system's.
+    pub fn clock_offset_ms(&self) -> i64 {
+        std::fs::read_to_string(clock_file(&self.data))
+            .map_or(0, |text| text.trim().parse().expect("an offset"))
+    }
+
+    /// Now on the domain's servers' clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset_ms()
+    }
+}
+
+/// The file holding the clock offset of the servers of the domain at `data`: they read it at
+/// every reading of their clock (`SHUYU_TEST_CLOCK_FILE`; test builds only).
+fn clock_file(data: &Path) -> PathBuf {
+    data.with_extension("clock")
 }
 
 /// A `shuyu serve` child process; its stderr (logs at debug level) goes to a file.
@@ -158,14 +186,16 @@ pub struct Server {
 impl Server {
     pub fn start(data: &Path) -> Server {
         let log = data.with_extension(format!("log-{}", uuid_like()));
-        Server::start_args(log, &["--data-dir", &data.display().to_string()])
+        Server::start_args(data, log, &["--data-dir", &data.display().to_string()])
     }
 
-    pub fn start_args(log: PathBuf, args: &[&str]) -> Server {
+    /// Starts `shuyu serve ARGS` on the domain at `data`, on the domain's clock.
+    pub fn start_args(data: &Path, log: PathBuf, args: &[&str]) -> Server {
         let child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "debug")
+            .env(shuyu_server::clock::TEST_CLOCK_ENV, clock_file(data))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -66,6 +66,10 @@ pub struct GateOptions {
     /// Parent of the temporary directory; the system's by default.
     #[arg(long)]
     pub work_dir: Option<std::path::PathBuf>,
+    /// Runs one side's job only (`a`, `b` or `f`), `--runs` times, and prints its median: to
+    /// profile one side. No checks, no ratios.
+    #[arg(long, value_parser = ["a", "b", "f"])]
+    pub only: Option<String>,
 }
 
 #[derive(Debug)]
@@ -267,6 +271,29 @@ pub async fn run(options: GateOptions) -> Result<()> {
         ),
     ];
 
+    if let Some(side) = &options.only {
+        let request = match side.as_str() {
+            "a" => job(SQL, &protected),
+            "b" => job(SQL, &plain),
+            _ => job(FLOOR_SQL, &plain),
+        };
+        let mut times = Vec::with_capacity(options.runs);
+        for _ in 0..options.runs {
+            let t = Instant::now();
+            let output = engine
+                .run_job(&request)
+                .await
+                .map_err(|e| anyhow!("{e:?}"))?;
+            times.push(t.elapsed());
+            ensure!(output.n_rows == 10_000, "expected 10,000 cells");
+        }
+        println!(
+            "gate: ({side}) alone, median of {} runs: {:.1} ms",
+            options.runs,
+            ms(median(&times))
+        );
+        return Ok(());
+    }
     let (mut with_gate, mut without, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     // Per ledger: the whole check, reading (decrypting, parsing) the staged result, and the
     // checks alone.

@@ -732,11 +732,14 @@ impl Rewriter<'_> {
             let c = hidden(format!("{HIDDEN_PREFIX}c{j}"));
             stats.push(sum(c.clone()).alias(dominance_total_column(j)));
             for i in 1..=self.top {
-                stats.push(
-                    Largest::udaf(i)
-                        .call(vec![c.clone()])
-                        .alias(dominance_top_column(j, i)),
-                );
+                // The largest is the maximum (DataFusion's vectorised one; 0 for no
+                // contribution, as the ranks below it give).
+                let top = if i == 1 {
+                    coalesce(vec![max(c.clone()), lit(0.0)])
+                } else {
+                    Largest::udaf(i).call(vec![c.clone()])
+                };
+                stats.push(top.alias(dominance_top_column(j, i)));
             }
         }
         stats

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{
@@ -604,6 +604,38 @@ impl Engine {
         table: &TableSpec,
         n_rows: usize,
     ) -> Result<Vec<RecordBatch>, EngineError> {
+        let schema = table.arrow_schema();
+        let mut files: Vec<String> = self
+            .storage
+            .list(&table.location)
+            .await?
+            .into_iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .collect();
+        files.sort();
+        let wanted = |file_schema: &Schema| -> Vec<usize> {
+            schema
+                .fields()
+                .iter()
+                .filter_map(|f| file_schema.index_of(f.name()).ok())
+                .collect()
+        };
+        self.head_of_files(&files, n_rows, &wanted)
+            .await?
+            .iter()
+            .map(|batch| as_declared(&schema, batch))
+            .collect()
+    }
+
+    /// The first `n_rows` rows of `files`, in that order, of the columns `wanted` picks from
+    /// each file's schema (as stored): only the pages holding those rows are fetched and
+    /// decrypted, through the offset index ([`Self::first_rows`] says why not a scan).
+    async fn head_of_files(
+        &self,
+        files: &[String],
+        n_rows: usize,
+        wanted: &(dyn Fn(&Schema) -> Vec<usize> + Sync),
+    ) -> Result<Vec<RecordBatch>, EngineError> {
         use datafusion::config::EncryptionFactoryOptions;
         use datafusion::datasource::listing::PartitionedFile;
         use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
@@ -616,15 +648,6 @@ impl Engine {
         use datafusion::parquet::file::metadata::PageIndexPolicy;
         use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
-        let schema = table.arrow_schema();
-        let mut files: Vec<String> = self
-            .storage
-            .list(&table.location)
-            .await?
-            .into_iter()
-            .filter(|f| f.ends_with(".parquet"))
-            .collect();
-        files.sort();
         let factory = EnvelopeEncryptionFactory::new(Arc::clone(&self.envelope));
         let readers = DefaultParquetFileReaderFactory::new(self.storage.object_store());
         let metrics = ExecutionPlanMetricsSet::new();
@@ -643,20 +666,14 @@ impl Engine {
             let options = ArrowReaderOptions::new()
                 .with_page_index_policy(PageIndexPolicy::Optional)
                 .with_file_decryption_properties(decryption);
-            let size = self.storage.size(&file).await?;
+            let size = self.storage.size(file).await?;
             let reader: Box<dyn AsyncFileReader> = readers
                 .create_reader(0, PartitionedFile::new(file.clone(), size), None, &metrics)
                 .map_err(internal)?;
             let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
                 .await
                 .map_err(|e| EngineError::Storage(format!("{file}: {e}")))?;
-            let file_schema = Arc::clone(builder.schema());
-            let wanted: Vec<usize> = schema
-                .fields()
-                .iter()
-                .filter_map(|f| file_schema.index_of(f.name()).ok())
-                .collect();
-            let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+            let mask = ProjectionMask::roots(builder.parquet_schema(), wanted(builder.schema()));
             let mut stream = builder
                 .with_projection(mask)
                 .with_limit(left)
@@ -667,7 +684,7 @@ impl Engine {
                 let batch = batch.map_err(|e| EngineError::Storage(format!("{file}: {e}")))?;
                 let take = batch.num_rows().min(left);
                 left -= take;
-                batches.push(as_declared(&schema, &batch.slice(0, take))?);
+                batches.push(batch.slice(0, take));
                 if left == 0 {
                     break;
                 }
@@ -1123,9 +1140,8 @@ impl Engine {
     }
 
     /// At most `max_rows` rows of a stored result's visible columns (the gate's hidden
-    /// columns are not read), for reviewers: the scan stops once it has them. (It holds the
-    /// first row group's pages of those columns: run it where a result may be held, in a
-    /// worker.)
+    /// columns are not read), for reviewers: only the pages holding those rows are fetched
+    /// and decrypted (as for samples: [`Self::first_rows`]), whatever the result's size.
     ///
     /// # Errors
     /// On storage or key failures.
@@ -1134,25 +1150,17 @@ impl Engine {
         file: &str,
         max_rows: usize,
     ) -> Result<Vec<RecordBatch>, EngineError> {
-        let runtime = self.runtime(None, None).map_err(internal)?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        let df = self
-            .result_frame(&ctx, file, ResultColumns::Visible)
-            .await?
-            .limit(0, Some(max_rows))
-            .map_err(internal)?;
-        let mut stream = df.execute_stream().await.map_err(internal)?;
-        let mut batches = Vec::new();
-        let mut n = 0;
-        while n < max_rows
-            && let Some(batch) = stream.next().await
-        {
-            let batch = batch.map_err(internal)?;
-            let take = batch.num_rows().min(max_rows - n);
-            n += take;
-            batches.push(batch.slice(0, take));
-        }
-        Ok(batches)
+        let visible = |schema: &Schema| -> Vec<usize> {
+            schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !crate::disclosure::is_hidden(f.name()))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        self.head_of_files(&[file.to_owned()], max_rows, &visible)
+            .await
     }
 
     /// Whether a stored result still opens: its encrypted footer decrypts (under the file's

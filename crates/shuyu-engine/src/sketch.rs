@@ -463,13 +463,39 @@ impl<'a> SketchRef<'a> {
     }
 }
 
-/// The binary form of the sketch of sorted, distinct unit hashes.
-fn sorted_to_bytes(all: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(if all.len() <= AUDITED_UNITS {
-        9 + all.len() * 8
+/// The length of the binary form of the sketch of `units` distinct unit hashes.
+fn sketch_len(units: usize) -> usize {
+    if units <= AUDITED_UNITS {
+        9 + units * 8
     } else {
         9 + CELLS * 24 + BOTTOM * 8
-    });
+    }
+}
+
+/// A column's offset for `len` bytes of values.
+fn offset(len: usize) -> DfResult<i32> {
+    i32::try_from(len)
+        .map_err(|_| DataFusionError::ResourcesExhausted("sketches over 2 GiB in one batch".into()))
+}
+
+/// A binary column of the `values` between consecutive `offsets` (none null).
+fn binary_array(offsets: Vec<i32>, values: Vec<u8>) -> BinaryArray {
+    BinaryArray::new(
+        arrow::buffer::OffsetBuffer::new(offsets.into()),
+        values.into(),
+        None,
+    )
+}
+
+/// The binary form of the sketch of sorted, distinct unit hashes.
+fn sorted_to_bytes(all: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sketch_len(all.len()));
+    write_sorted(all, &mut out);
+    out
+}
+
+/// Appends the binary form of the sketch of sorted, distinct unit hashes to `out`.
+fn write_sorted(all: &[u64], out: &mut Vec<u8>) {
     out.extend_from_slice(&(all.len() as u64).to_le_bytes());
     if all.len() <= AUDITED_UNITS {
         out.push(MEMBERS_TAG);
@@ -487,7 +513,6 @@ fn sorted_to_bytes(all: &[u64]) -> Vec<u8> {
             out.extend_from_slice(&b.to_le_bytes());
         }
     }
-    out
 }
 
 fn toggle(cells: &mut [Cell; CELLS], key: u64, count: i64) {
@@ -795,40 +820,43 @@ impl GroupsAccumulator for SketchGroups {
         total_num_groups: usize,
     ) -> DfResult<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
-        let key = self.key;
-        let mut hashed = Vec::with_capacity(group_indices.len());
-        hash_values(&key, &values[0], self.hashed, |i, h| hashed.push((i, h)))?;
-        for (i, h) in hashed {
+        let (key, hashed) = (self.key, self.hashed);
+        hash_values(&key, &values[0], hashed, |i, h| {
             if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
                 self.push(group_indices[i], h);
             }
-        }
-        Ok(())
+        })
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> DfResult<ArrayRef> {
         let taken = self.take(emit_to);
-        let sketches: Vec<Vec<u8>> = taken
-            .into_iter()
-            .map(|mut hashes| {
-                hashes.sort_unstable();
-                hashes.dedup();
-                sorted_to_bytes(&hashes)
-            })
-            .collect();
-        Ok(Arc::new(BinaryArray::from_iter_values(sketches)))
+        // One buffer for every sketch, sized up front (no per-group vector, no regrowth).
+        let bytes: usize = taken.iter().map(|h| sketch_len(h.len())).sum();
+        let mut values = Vec::with_capacity(bytes);
+        let mut offsets = Vec::with_capacity(taken.len() + 1);
+        offsets.push(0i32);
+        for mut hashes in taken {
+            hashes.sort_unstable();
+            hashes.dedup();
+            write_sorted(&hashes, &mut values);
+            offsets.push(offset(values.len())?);
+        }
+        Ok(Arc::new(binary_array(offsets, values)))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> DfResult<Vec<ArrayRef>> {
         let taken = self.take(emit_to);
-        let states = taken.into_iter().map(|hashes| {
-            let mut bytes = Vec::with_capacity(hashes.len() * 8);
+        let bytes: usize = taken.iter().map(|h| h.len() * 8).sum();
+        let mut values = Vec::with_capacity(bytes);
+        let mut offsets = Vec::with_capacity(taken.len() + 1);
+        offsets.push(0i32);
+        for hashes in taken {
             for h in hashes {
-                bytes.extend_from_slice(&h.to_le_bytes());
+                values.extend_from_slice(&h.to_le_bytes());
             }
-            bytes
-        });
-        Ok(vec![Arc::new(BinaryArray::from_iter_values(states))])
+            offsets.push(offset(values.len())?);
+        }
+        Ok(vec![Arc::new(binary_array(offsets, values))])
     }
 
     fn merge_batch(
@@ -841,11 +869,15 @@ impl GroupsAccumulator for SketchGroups {
         let states = values[0].as_binary::<i32>();
         for (i, &group) in group_indices.iter().enumerate() {
             if states.is_valid(i) {
-                for chunk in states.value(i).chunks_exact(8) {
-                    self.push(
-                        group,
-                        u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
-                    );
+                let state = states.value(i);
+                if self.hashed {
+                    // One row per (cell, person) upstream: nothing to deduplicate here.
+                    self.groups[group].extend(words(state));
+                    self.bytes += state.len() / 8 * 8;
+                } else {
+                    for h in words(state) {
+                        self.push(group, h);
+                    }
                 }
             }
         }
@@ -1434,10 +1466,9 @@ impl AggregateUDFImpl for Largest {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        Ok(Box::new(LargestOne(LargestGroups {
-            rank: self.rank,
-            groups: vec![Vec::new()],
-        })))
+        let mut one = LargestGroups::new(self.rank);
+        one.resize(1);
+        Ok(Box::new(LargestOne(one)))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -1448,10 +1479,7 @@ impl AggregateUDFImpl for Largest {
         &self,
         _args: AccumulatorArgs,
     ) -> DfResult<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(LargestGroups {
-            rank: self.rank,
-            groups: Vec::new(),
-        }))
+        Ok(Box::new(LargestGroups::new(self.rank)))
     }
 }
 
@@ -1463,6 +1491,7 @@ impl std::fmt::Debug for LargestGroups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LargestGroups")
             .field("rank", &self.rank)
+            .field("groups", &self.lens.len())
             .finish()
     }
 }
@@ -1474,10 +1503,7 @@ impl Accumulator for LargestOne {
     }
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
-        let rank = self.0.rank;
-        Ok(ScalarValue::Float64(Some(
-            self.0.groups[0].get(rank - 1).copied().unwrap_or(0.0),
-        )))
+        Ok(ScalarValue::Float64(Some(self.0.ranked(0))))
     }
 
     fn size(&self) -> usize {
@@ -1486,10 +1512,7 @@ impl Accumulator for LargestOne {
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
         Ok(vec![ScalarValue::Binary(Some(
-            self.0.groups[0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            self.0.top(0).iter().flat_map(|v| v.to_le_bytes()).collect(),
         ))])
     }
 
@@ -1499,21 +1522,75 @@ impl Accumulator for LargestOne {
     }
 }
 
-/// Each group's `rank` largest values, descending.
+/// Each group's `rank` largest values, descending, in one flat vector: group `g` owns
+/// `tops[g * rank..][..rank]`, of which `lens[g]` are in use (no allocation per group).
 struct LargestGroups {
     rank: usize,
-    groups: Vec<Vec<f64>>,
+    tops: Vec<f64>,
+    lens: Vec<u32>,
 }
 
 impl LargestGroups {
+    fn new(rank: usize) -> LargestGroups {
+        LargestGroups {
+            rank,
+            tops: Vec::new(),
+            lens: Vec::new(),
+        }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        if groups > self.lens.len() {
+            self.tops.resize(groups * self.rank, 0.0);
+            self.lens.resize(groups, 0);
+        }
+    }
+
+    /// Group `g`'s values kept so far, descending.
+    fn top(&self, g: usize) -> &[f64] {
+        &self.tops[g * self.rank..][..self.lens[g] as usize]
+    }
+
+    /// Group `g`'s `rank`-th largest value, 0 when it has fewer.
+    fn ranked(&self, g: usize) -> f64 {
+        self.top(g).get(self.rank - 1).copied().unwrap_or(0.0)
+    }
+
     fn offer(&mut self, group: usize, v: f64) {
-        let top = &mut self.groups[group];
-        if top.len() == self.rank && top.last().is_some_and(|&least| v <= least) {
+        let rank = self.rank;
+        let len = self.lens[group] as usize;
+        let top = &mut self.tops[group * rank..][..rank];
+        if len == rank && v <= top[rank - 1] {
             return;
         }
-        let at = top.partition_point(|&x| x >= v);
-        top.insert(at, v);
-        top.truncate(self.rank);
+        // As an insert into the descending list, truncated to `rank`.
+        let at = top[..len].partition_point(|&x| x >= v);
+        let end = len.min(rank - 1);
+        top.copy_within(at..end, at + 1);
+        top[at] = v;
+        if len < rank {
+            self.lens[group] += 1;
+        }
+    }
+
+    /// Removes the groups `emit_to` asks for, keeping the others (renumbered from 0).
+    fn take(&mut self, emit_to: EmitTo) -> LargestGroups {
+        let rank = self.rank;
+        let (tops, lens) = match emit_to {
+            EmitTo::All => (
+                std::mem::take(&mut self.tops),
+                std::mem::take(&mut self.lens),
+            ),
+            EmitTo::First(n) => {
+                let rest_tops = self.tops.split_off(n * rank);
+                let rest_lens = self.lens.split_off(n);
+                (
+                    std::mem::replace(&mut self.tops, rest_tops),
+                    std::mem::replace(&mut self.lens, rest_lens),
+                )
+            }
+        };
+        LargestGroups { rank, tops, lens }
     }
 
     fn floats(values: &ArrayRef) -> DfResult<ArrayRef> {
@@ -1529,9 +1606,15 @@ impl GroupsAccumulator for LargestGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> DfResult<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.resize(total_num_groups);
         let values = Self::floats(&values[0])?;
         let values = values.as_primitive::<arrow::datatypes::Float64Type>();
+        if values.null_count() == 0 && opt_filter.is_none() {
+            for (&group, &v) in group_indices.iter().zip(values.values().iter()) {
+                self.offer(group, v);
+            }
+            return Ok(());
+        }
         for (i, &group) in group_indices.iter().enumerate() {
             if values.is_valid(i) && opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
                 self.offer(group, values.value(i));
@@ -1541,24 +1624,26 @@ impl GroupsAccumulator for LargestGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> DfResult<ArrayRef> {
-        let rank = self.rank;
-        let taken = emit_to.take_needed(&mut self.groups);
+        let taken = self.take(emit_to);
         Ok(Arc::new(arrow::array::Float64Array::from_iter_values(
-            taken
-                .iter()
-                .map(|top| top.get(rank - 1).copied().unwrap_or(0.0)),
+            (0..taken.lens.len()).map(|g| taken.ranked(g)),
         )))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> DfResult<Vec<ArrayRef>> {
-        let taken = emit_to.take_needed(&mut self.groups);
-        Ok(vec![Arc::new(BinaryArray::from_iter_values(
-            taken.iter().map(|top| {
-                top.iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect::<Vec<u8>>()
-            }),
-        ))])
+        let taken = self.take(emit_to);
+        let n = taken.lens.len();
+        let bytes: usize = taken.lens.iter().map(|&l| l as usize * 8).sum();
+        let mut states = arrow::array::BinaryBuilder::with_capacity(n, bytes);
+        let mut word = Vec::with_capacity(taken.rank * 8);
+        for g in 0..n {
+            word.clear();
+            for v in taken.top(g) {
+                word.extend_from_slice(&v.to_le_bytes());
+            }
+            states.append_value(&word);
+        }
+        Ok(vec![Arc::new(states.finish())])
     }
 
     fn merge_batch(
@@ -1567,7 +1652,7 @@ impl GroupsAccumulator for LargestGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> DfResult<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.resize(total_num_groups);
         let states = values[0].as_binary::<i32>();
         for (i, &group) in group_indices.iter().enumerate() {
             if states.is_valid(i) {
@@ -1589,18 +1674,118 @@ impl GroupsAccumulator for LargestGroups {
     ) -> DfResult<Vec<ArrayRef>> {
         let values = Self::floats(&values[0])?;
         let values = values.as_primitive::<arrow::datatypes::Float64Type>();
-        Ok(vec![Arc::new(BinaryArray::from_iter_values(
-            (0..values.len()).map(|i| {
-                if values.is_valid(i) && opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
-                    values.value(i).to_le_bytes().to_vec()
-                } else {
-                    Vec::new()
-                }
-            }),
-        ))])
+        let mut states = arrow::array::BinaryBuilder::with_capacity(values.len(), values.len() * 8);
+        for i in 0..values.len() {
+            if values.is_valid(i) && opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+                states.append_value(values.value(i).to_le_bytes());
+            } else {
+                states.append_value([]);
+            }
+        }
+        Ok(vec![Arc::new(states.finish())])
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<Vec<f64>>() + self.groups.len() * self.rank * 8
+        self.tops.capacity() * 8 + self.lens.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod largest_tests {
+    use arrow::array::Float64Array;
+
+    use super::*;
+
+    /// The `rank`-th largest of each group, by sorting: what [`LargestGroups`] must give.
+    fn expected(values: &[Option<f64>], groups: &[usize], n: usize, rank: usize) -> Vec<f64> {
+        (0..n)
+            .map(|g| {
+                let mut mine: Vec<f64> = values
+                    .iter()
+                    .zip(groups)
+                    .filter(|&(v, &gi)| gi == g && v.is_some())
+                    .map(|(v, _)| v.expect("kept"))
+                    .collect();
+                mine.sort_by(|a, b| b.total_cmp(a));
+                mine.get(rank - 1).copied().unwrap_or(0.0)
+            })
+            .collect()
+    }
+
+    fn floats(array: &ArrayRef) -> Vec<f64> {
+        array.as_primitive::<Float64Type>().values().to_vec()
+    }
+
+    use arrow::datatypes::Float64Type;
+
+    #[test]
+    fn each_rank_of_each_group_matches_a_sort_through_partial_states() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let n_groups = 37;
+        let values: Vec<Option<f64>> = (0..5_000)
+            .map(|_| {
+                let r = next();
+                // Nulls, repeats and ties included.
+                (r % 11 != 0).then_some((r % 300) as f64 - 20.0)
+            })
+            .collect();
+        let groups: Vec<usize> = (0..values.len())
+            .map(|_| (next() % n_groups as u64) as usize)
+            .collect();
+        let array: ArrayRef = Arc::new(Float64Array::from(values.clone()));
+        for rank in 1..=3 {
+            let want = expected(&values, &groups, n_groups, rank);
+            // Directly.
+            let mut direct = LargestGroups::new(rank);
+            direct
+                .update_batch(std::slice::from_ref(&array), &groups, None, n_groups)
+                .unwrap();
+            assert_eq!(floats(&direct.evaluate(EmitTo::All).unwrap()), want);
+            // Through two partial states (split input), merged.
+            let half = values.len() / 2;
+            let mut merged = LargestGroups::new(rank);
+            for (from, to) in [(0, half), (half, values.len())] {
+                let mut partial = LargestGroups::new(rank);
+                partial
+                    .update_batch(
+                        &[array.slice(from, to - from)],
+                        &groups[from..to],
+                        None,
+                        n_groups,
+                    )
+                    .unwrap();
+                let states = partial.state(EmitTo::All).unwrap();
+                merged
+                    .merge_batch(&states, &(0..n_groups).collect::<Vec<_>>(), n_groups)
+                    .unwrap();
+            }
+            assert_eq!(floats(&merged.evaluate(EmitTo::All).unwrap()), want);
+            // Every row as its own state (skipped partial aggregation), merged.
+            let states = LargestGroups::new(rank)
+                .convert_to_state(std::slice::from_ref(&array), None)
+                .unwrap();
+            let mut rows = LargestGroups::new(rank);
+            rows.merge_batch(&states, &groups, n_groups).unwrap();
+            // Emitted in two steps: the first 10 groups, then the rest renumbered.
+            let first = floats(&rows.evaluate(EmitTo::First(10)).unwrap());
+            let rest = floats(&rows.evaluate(EmitTo::All).unwrap());
+            assert_eq!([first, rest].concat(), want, "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn a_filter_and_an_empty_group_give_zero() {
+        let array: ArrayRef = Arc::new(Float64Array::from(vec![5.0, 9.0, 7.0]));
+        let filter = BooleanArray::from(vec![true, false, true]);
+        let mut top = LargestGroups::new(2);
+        top.update_batch(&[array], &[0, 0, 0], Some(&filter), 2)
+            .unwrap();
+        assert_eq!(floats(&top.evaluate(EmitTo::All).unwrap()), vec![5.0, 0.0]);
     }
 }

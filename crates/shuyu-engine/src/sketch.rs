@@ -673,10 +673,11 @@ impl ScalarUDFImpl for UnitHashUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let values = args.args[0].to_array(args.number_rows)?;
-        let mut hashes: Vec<Option<u64>> = vec![None; values.len()];
-        hash_values(&self.key, &values, false, |i, h| hashes[i] = Some(h))?;
+        // A hash per valid value; a null stays null (the input's null buffer, reused).
+        let mut hashes = vec![0u64; values.len()];
+        hash_values(&self.key, &values, false, |i, h| hashes[i] = h)?;
         Ok(ColumnarValue::Array(
-            Arc::new(UInt64Array::from(hashes)) as ArrayRef
+            Arc::new(UInt64Array::new(hashes.into(), values.logical_nulls())) as ArrayRef,
         ))
     }
 }

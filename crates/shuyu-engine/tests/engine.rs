@@ -155,27 +155,43 @@ fn people_csv() -> String {
 
 impl Fixture {
     async fn ingest(&self, name: &str, id: &str, kek: &str) -> TableSpec {
+        let (table, n_rows) = self
+            .ingest_csv(name, id, kek, people_csv(), people_columns())
+            .await;
+        assert_eq!(n_rows, 301);
+        table
+    }
+
+    /// `csv` stored as dataset `id` under `kek`, with `columns`; the table and its row count.
+    async fn ingest_csv(
+        &self,
+        name: &str,
+        id: &str,
+        kek: &str,
+        csv: String,
+        columns: Vec<ColumnSpec>,
+    ) -> (TableSpec, u64) {
         let location = format!("datasets/{id}/");
         let outcome = self
             .engine
             .ingest(
                 IngestFormat::Csv,
-                Bytes::from(people_csv()),
-                &people_columns(),
+                Bytes::from(csv),
+                &columns,
                 &location,
                 kek,
                 &IngestOptions::default(),
             )
             .await
             .expect("ingest");
-        assert_eq!(outcome.n_rows, 301);
-        TableSpec {
+        let table = TableSpec {
             name: name.into(),
             dataset_id: id.into(),
             location,
-            columns: people_columns(),
-            privacy_unit: TableSpec::privacy_unit_of(&people_columns()),
-        }
+            privacy_unit: TableSpec::privacy_unit_of(&columns),
+            columns,
+        };
+        (table, outcome.n_rows as u64)
     }
 
     fn job(&self, sql: &str, tables: &[TableSpec], pseudonym_key: &SecretKey) -> JobRequest {
@@ -1251,31 +1267,12 @@ async fn a_sample_reads_the_first_pages_of_a_large_dataset_not_its_whole_row_gro
             mixed % 100_000
         ));
     }
-    let location = "datasets/ds_big/";
-    let outcome = f
-        .engine
-        .ingest(
-            IngestFormat::Csv,
-            Bytes::from(csv),
-            &columns,
-            location,
-            "domain",
-            &IngestOptions::default(),
-        )
-        .await
-        .expect("ingest");
-    assert_eq!(outcome.n_rows, 400_000);
-    let stored: u64 = std::fs::read_dir(f.root.join(location))
+    let (spec, n_rows) = f.ingest_csv("big", "ds_big", "domain", csv, columns).await;
+    assert_eq!(n_rows, 400_000);
+    let stored: u64 = std::fs::read_dir(f.root.join(&spec.location))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    let spec = TableSpec {
-        name: "big".into(),
-        dataset_id: "ds_big".into(),
-        location: location.into(),
-        columns,
-        privacy_unit: None,
-    };
     let key = SecretKey::generate();
     let before = bytes_read_by_this_process();
     let sample = f.engine.sample(&spec, 20, &key, 7).await.expect("sample");
@@ -1325,25 +1322,9 @@ async fn a_result_head_reads_the_first_pages_of_its_visible_columns() {
     for i in 0..300_000u64 {
         csv.push_str(&format!("p{},{},{}.5\n", i % 30_000, i % 100_000, i % 977));
     }
-    let location = "datasets/ds_cells/";
-    f.engine
-        .ingest(
-            IngestFormat::Csv,
-            Bytes::from(csv),
-            &columns,
-            location,
-            "domain",
-            &IngestOptions::default(),
-        )
-        .await
-        .expect("ingest");
-    let spec = TableSpec {
-        name: "cells".into(),
-        dataset_id: "ds_cells".into(),
-        location: location.into(),
-        privacy_unit: TableSpec::privacy_unit_of(&columns),
-        columns,
-    };
+    let (spec, _) = f
+        .ingest_csv("cells", "ds_cells", "domain", csv, columns)
+        .await;
     let mut request = f.job(
         "SELECT k, count(*) AS n, sum(cost) AS total FROM cells GROUP BY k ORDER BY k",
         std::slice::from_ref(&spec),

@@ -59,7 +59,7 @@ impl ClockSkew {
 
 impl fmt::Debug for ClockSkew {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClockSkew({} ms now)", (self.0)())
+        f.write_str("ClockSkew")
     }
 }
 

@@ -622,6 +622,22 @@ async fn outside_the_term(engineer: &mut Client, dataset: &pb::Dataset) -> Vec<S
         .collect()
 }
 
+/// An admin's renewal of `authorization_id` until `valid_until_ms`.
+async fn renew(
+    admin: &mut Client,
+    authorization_id: &str,
+    valid_until_ms: i64,
+) -> Result<tonic::Response<pb::AuthorizationResponse>, tonic::Status> {
+    admin
+        .governance
+        .renew_authorization(pb::RenewAuthorizationRequest {
+            authorization_id: authorization_id.to_owned(),
+            valid_until_ms,
+            pricing_terms: String::new(),
+        })
+        .await
+}
+
 async fn renewal_notes(client: &mut Client, authorization_id: &str) -> usize {
     client
         .session
@@ -662,14 +678,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         a.renewal_opens_at_ms,
         shuyu_policy::add_months(a.valid_until_ms, -6)
     );
-    let early = p
-        .admin
-        .governance
-        .renew_authorization(pb::RenewAuthorizationRequest {
-            authorization_id: a.id.clone(),
-            valid_until_ms: a.valid_until_ms + 365 * DAY_MS,
-            pricing_terms: String::new(),
-        })
+    let early = renew(&mut p.admin, &a.id, a.valid_until_ms + 365 * DAY_MS)
         .await
         .expect_err("too early");
     assert_eq!(reason(&early), "RENEWAL_NOT_OPEN");
@@ -782,14 +791,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
     );
 
     // Renewal inside the window is accepted; the new term starts now and work resumes.
-    let renewed = p
-        .admin
-        .governance
-        .renew_authorization(pb::RenewAuthorizationRequest {
-            authorization_id: short.id.clone(),
-            valid_until_ms: domain.now_ms() + 365 * DAY_MS,
-            pricing_terms: String::new(),
-        })
+    let renewed = renew(&mut p.admin, &short.id, domain.now_ms() + 365 * DAY_MS)
         .await
         .expect("renewal inside the window")
         .into_inner()
@@ -815,14 +817,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
     assert_eq!(old.status, pb::AuthorizationStatus::Superseded as i32);
     assert_eq!(old.renewed_by, renewed.id);
     // Renewed once only; and the old term's notice was not repeated by later sweeps.
-    let twice = p
-        .admin
-        .governance
-        .renew_authorization(pb::RenewAuthorizationRequest {
-            authorization_id: short.id.clone(),
-            valid_until_ms: domain.now_ms() + 365 * DAY_MS,
-            pricing_terms: String::new(),
-        })
+    let twice = renew(&mut p.admin, &short.id, domain.now_ms() + 365 * DAY_MS)
         .await
         .expect_err("already renewed");
     assert_eq!(reason(&twice), "ALREADY_RENEWED");
@@ -863,14 +858,7 @@ async fn renewal_has_a_window_is_announced_once_and_expiry_stops_work() {
         (renewal_notes(&mut p.engineer, &a.id).await == 1).then_some(())
     })
     .await;
-    let renewed = p
-        .admin
-        .governance
-        .renew_authorization(pb::RenewAuthorizationRequest {
-            authorization_id: a.id.clone(),
-            valid_until_ms: a.valid_until_ms + 365 * DAY_MS,
-            pricing_terms: String::new(),
-        })
+    let renewed = renew(&mut p.admin, &a.id, a.valid_until_ms + 365 * DAY_MS)
         .await
         .expect("renewal inside the window")
         .into_inner()

@@ -39,8 +39,8 @@ use anyhow::{Result, anyhow, ensure};
 use bytes::Bytes;
 use shuyu_engine::{
     ColumnSpec, ColumnType, Engine, GateInput, IngestFormat, IngestOptions, JobLimits, JobOutput,
-    JobRequest, ReleasedCell, Storage, TableSpec, members_needed, result_sketches,
-    run_export_checks,
+    JobRequest, ReleasedCell, Storage, TableSpec, result_sketches, run_export_checks,
+    run_export_checks_on_heads,
 };
 use shuyu_policy::{Classification, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
@@ -333,21 +333,25 @@ pub async fn run(options: GateOptions) -> Result<()> {
             // As the server checks: the sketches' heads first, the whole result only when
             // a comparison or the reconstruction audit needs the members.
             let t = Instant::now();
-            let mut batches = engine.read_result_for_checks(file).await?;
+            let batches = engine.read_result_for_checks(file).await?;
             let mut read = t.elapsed();
-            let whole = members_needed(
+            let checked = run_export_checks_on_heads(
                 &GateInput::of_output(output, &batches, ledger),
                 &policy.disclosure,
             );
-            if whole {
-                let r = Instant::now();
-                batches = engine.read_result(file).await?;
-                read += r.elapsed();
-            }
-            let report = run_export_checks(
-                &GateInput::of_output(output, &batches, ledger),
-                &policy.disclosure,
-            );
+            let whole = checked.is_none();
+            let report = match checked {
+                Some(report) => report,
+                None => {
+                    let r = Instant::now();
+                    let batches = engine.read_result(file).await?;
+                    read += r.elapsed();
+                    run_export_checks(
+                        &GateInput::of_output(output, &batches, ledger),
+                        &policy.disclosure,
+                    )
+                }
+            };
             times.push(t.elapsed());
             reads.push(read);
             only.push(t.elapsed() - read);

@@ -291,22 +291,62 @@ fn result_refs(batches: &[RecordBatch]) -> Vec<(PopulationId, SketchRef<'_>)> {
 /// sketches ([`crate::Engine::read_result_for_checks`]) — need the full sketches: for an
 /// exact comparison of two close but different populations, or for the reconstruction
 /// audit of small populations. When it says so, read the result whole and check that.
+/// [`run_export_checks_on_heads`] asks this and runs the checks in one go.
 pub fn members_needed(input: &GateInput<'_>, policy: &DisclosurePolicy) -> bool {
+    let sketches = result_refs(input.batches);
+    let found = compared_pairs(input, policy, &sketches);
+    needs_members(input, policy, &sketches, found.as_ref())
+}
+
+/// Every check of a result read with its sketches' heads
+/// ([`crate::Engine::read_result_for_checks`]), or `None` when they need the full sketches
+/// ([`members_needed`]): then read the result whole and [`run_export_checks`] that. The
+/// close pairs of cells are searched for once, for both.
+pub fn run_export_checks_on_heads(
+    input: &GateInput<'_>,
+    policy: &DisclosurePolicy,
+) -> Option<ExportChecks> {
+    let sketches = result_refs(input.batches);
+    let found = compared_pairs(input, policy, &sketches);
+    if needs_members(input, policy, &sketches, found.as_ref()) {
+        return None;
+    }
+    Some(checks_with(input, policy, &sketches, found.as_ref()))
+}
+
+/// The pairs of cells the differencing check compares, when it compares any (an aggregate
+/// whose privacy units were counted, without noise).
+fn compared_pairs<'a>(
+    input: &GateInput<'a>,
+    policy: &DisclosurePolicy,
+    sketches: &[(PopulationId, SketchRef<'a>)],
+) -> Option<Candidates<'a>> {
+    (input.disclosure.aggregate
+        && input.disclosure.dp.is_none()
+        && matches!(&input.disclosure.units, UnitCount::Counted(_)))
+    .then(|| difference_candidates(input, policy.min_entities, sketches))
+}
+
+/// [`members_needed`], the pairs compared already found.
+fn needs_members(
+    input: &GateInput<'_>,
+    policy: &DisclosurePolicy,
+    sketches: &[(PopulationId, SketchRef<'_>)],
+    found: Option<&Candidates<'_>>,
+) -> bool {
     if !input.disclosure.aggregate || input.disclosure.dp.is_some() {
         return false;
     }
-    let sketches = result_refs(input.batches);
     if !sketches.iter().any(|(_, s)| s.is_head()) {
         return false;
     }
-    if audited_memberships(input, &sketches).is_some_and(|m| m <= MAX_AUDITED_MEMBERSHIPS) {
+    if audited_memberships(input, sketches).is_some_and(|m| m <= MAX_AUDITED_MEMBERSHIPS) {
         return true;
     }
-    if !matches!(&input.disclosure.units, UnitCount::Counted(_)) {
+    let Some(found) = found else {
         return false;
-    }
+    };
     let k = policy.min_entities;
-    let found = difference_candidates(input, k, &sketches);
     found.pairs.iter().any(|&(i, j, r)| {
         let a = found.ours[i].1;
         let b = match (j, r) {
@@ -366,6 +406,18 @@ const MODELS: [&str; 11] = [
 
 /// Runs every check.
 pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> ExportChecks {
+    let sketches = result_refs(input.batches);
+    let found = compared_pairs(input, policy, &sketches);
+    checks_with(input, policy, &sketches, found.as_ref())
+}
+
+/// Every check, the result's populations and the pairs of them compared given.
+fn checks_with(
+    input: &GateInput<'_>,
+    policy: &DisclosurePolicy,
+    sketches: &[(PopulationId, SketchRef<'_>)],
+    found: Option<&Candidates<'_>>,
+) -> ExportChecks {
     let mut reports = vec![lineage_analysable(input)];
     if input.disclosure.aggregate {
         reports.push(aggregates_analysed(input));
@@ -416,9 +468,8 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
         reports.push(extremes(input, policy));
         reports.push(reproduced_values(input));
         reports.push(residual_dof(input, &cells, policy));
-        let sketches = result_refs(input.batches);
-        reports.push(differencing(input, policy, &sketches));
-        reports.push(reconstruction(input, policy, &sketches));
+        reports.push(differencing(input, policy, found));
+        reports.push(reconstruction(input, policy, sketches));
     } else {
         reports.push(source_values(input));
         reports.push(row_selection(input));
@@ -432,8 +483,9 @@ pub fn run_export_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Ex
 pub fn release_checks(input: &GateInput<'_>, policy: &DisclosurePolicy) -> Vec<CheckReport> {
     if input.disclosure.aggregate {
         let sketches = result_refs(input.batches);
+        let found = compared_pairs(input, policy, &sketches);
         vec![
-            differencing(input, policy, &sketches),
+            differencing(input, policy, found.as_ref()),
             reconstruction(input, policy, &sketches),
         ]
     } else {
@@ -1344,7 +1396,12 @@ fn difference_candidates<'a>(
     new: &[(PopulationId, SketchRef<'a>)],
 ) -> Candidates<'a> {
     let ours: Vec<(PopulationId, SketchRef<'a>)> = new.to_vec();
-    let released: Vec<SketchRef<'a>> = input.released.iter().map(|c| c.sketch.view()).collect();
+    // Their digests as the ledger keeps them: not hashed again for every pair.
+    let released: Vec<SketchRef<'a>> = input
+        .released
+        .iter()
+        .map(|c| c.sketch.view().with_digest(&c.digest))
+        .collect();
     // Within one result, the populations of one row share its rows (the cell's people and
     // its branches), and under grouping sets the cells of different rows too (a subtotal
     // and its details); cells of one GROUP BY cover different rows, so subtracting them
@@ -1445,27 +1502,37 @@ fn closeness(a: &SketchRef<'_>, b: &SketchRef<'_>, k: u64) -> Difference {
 
 /// Pairs of cells — in this result, or here and in an earlier release of the tenant — whose
 /// populations differ by fewer than k people: subtracting one from the other isolates them.
+///
+/// `found` holds the pairs to compare ([`compared_pairs`]); `None` when the privacy units
+/// were not counted.
 fn differencing(
     input: &GateInput<'_>,
     policy: &DisclosurePolicy,
-    new: &[(PopulationId, SketchRef<'_>)],
+    found: Option<&Candidates<'_>>,
 ) -> CheckReport {
     const NAME: &str = "differencing";
     let k = policy.min_entities;
-    if let UnitCount::Rows(reason) | UnitCount::NoUnits(reason) = &input.disclosure.units {
+    let reason = match &input.disclosure.units {
+        UnitCount::Rows(reason) | UnitCount::NoUnits(reason) => Some(reason.as_str()),
+        UnitCount::Counted(_) => None,
+    };
+    let Some(Candidates {
+        ours,
+        released,
+        pairs: candidates,
+    }) = found
+    else {
         return review(
             NAME,
-            format!("populations cannot be compared with earlier releases ({reason})"),
+            format!(
+                "populations cannot be compared with earlier releases ({})",
+                reason.unwrap_or("their privacy units were not counted")
+            ),
             "the gate could not compare this result with earlier releases: a reviewer will \
              check"
                 .into(),
         );
-    }
-    let Candidates {
-        ours,
-        released,
-        pairs: candidates,
-    } = difference_candidates(input, k, new);
+    };
     let mut pairs = Vec::new();
     let mut unknown = 0usize;
     // Exactly how many people differ, when fewer than k (the comparison stops at k).
@@ -1479,7 +1546,7 @@ fn differencing(
             _ => None,
         }
     };
-    for (i, j, r) in candidates {
+    for &(i, j, r) in candidates {
         let (row, sketch) = ours[i];
         match (j, r) {
             (Some(j), _) => {

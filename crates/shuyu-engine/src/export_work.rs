@@ -36,8 +36,8 @@ use shuyu_policy::DisclosurePolicy;
 use shuyu_vault::{SecretKey, Sha256Hasher};
 
 use crate::checks::{
-    CheckReport, ExportChecks, GateInput, PopulationId, ReleasedCell, members_needed,
-    release_checks, result_sketches, result_units_range, run_export_checks,
+    CheckReport, ExportChecks, GateInput, PopulationId, ReleasedCell, release_checks,
+    result_sketches, result_units_range, run_export_checks, run_export_checks_on_heads,
 };
 use crate::disclosure::DisclosureMeta;
 use crate::error::EngineError;
@@ -318,14 +318,15 @@ impl Engine {
         policy: &DisclosurePolicy,
         released: &mut ReleasedSource<'_>,
     ) -> Result<ExportChecks, EngineError> {
-        let mut batches = self.read_result_for_checks(file).await?;
+        let batches = self.read_result_for_checks(file).await?;
         let cells = match result_units_range(&batches, policy.min_entities) {
             Some((lo, hi)) => released(lo, hi)?,
             None => Vec::new(),
         };
-        if members_needed(&gate.input(&batches, &cells), policy) {
-            batches = self.read_result(file).await?;
+        if let Some(checks) = run_export_checks_on_heads(&gate.input(&batches, &cells), policy) {
+            return Ok(checks);
         }
+        let batches = self.read_result(file).await?;
         Ok(run_export_checks(&gate.input(&batches, &cells), policy))
     }
 

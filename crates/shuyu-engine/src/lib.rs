@@ -28,7 +28,8 @@ pub mod worker;
 
 pub use checks::{
     CheckOutcome, CheckReport, ExportChecks, GateInput, PopulationId, ReleasedCell, members_needed,
-    release_checks, result_sketches, result_units_range, run_export_checks, units_range,
+    release_checks, result_sketches, result_units_range, run_export_checks,
+    run_export_checks_on_heads, units_range,
 };
 pub use crypto::{ENCRYPTION_FACTORY_ID, EnvelopeEncryptionFactory};
 pub use disclosure::{

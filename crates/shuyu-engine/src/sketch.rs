@@ -44,6 +44,11 @@ pub const AUDITED_UNITS: usize = 1_000;
 /// smallest of the union, at most k − 1 are in only one of them), so indexing cells by these
 /// finds every close pair without comparing all pairs.
 pub const BOTTOM: usize = 32;
+/// Buckets of a head's signature ([`sketch_head`]): the member hashes split by their top
+/// eight bits, one byte (the XOR of their low bytes) per bucket. Two populations whose
+/// signatures differ in n buckets differ by at least n people, so heads tell most different
+/// populations apart as [`Difference::Large`] without their members.
+const SIGNATURE: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Cell {
@@ -84,7 +89,7 @@ pub(crate) struct SketchRef<'a> {
     /// The whole binary form (of a full sketch, for its digest).
     whole: &'a [u8],
     /// A head's digest of the full sketch it stands for (also set on a full sketch read
-    /// beside its head).
+    /// beside its head, or kept beside it in the ledger).
     head_digest: Option<&'a [u8]>,
     /// A head of a population of at most [`AUDITED_UNITS`], whose full sketch keeps members.
     head_of_members: bool,
@@ -93,6 +98,9 @@ pub(crate) struct SketchRef<'a> {
     members: Option<&'a [u8]>,
     /// The invertible table's cells (large populations only).
     table: Option<&'a [u8]>,
+    /// A head's signature of its members ([`SIGNATURE`] bytes; heads of populations of at
+    /// most [`AUDITED_UNITS`] written since the signature was added).
+    signature: Option<&'a [u8]>,
     /// The smallest hashes, ascending (little-endian words).
     bottom: &'a [u8],
 }
@@ -139,22 +147,52 @@ const MEMBERS_TAG: u8 = 0;
 /// Tag of the binary form: the invertible table and the smallest hashes follow.
 const TABLE_TAG: u8 = 1;
 /// Tag of a head ([`sketch_head`]): whether the full sketch keeps members (one byte), its
-/// digest, and its smallest hashes follow.
+/// digest, and its smallest hashes follow. Heads of large populations are written so; heads
+/// of small ones were, before [`SIGNED_HEAD_TAG`] (staged results keep them: both are read).
 const HEAD_TAG: u8 = 2;
+/// Tag of a head of a population that keeps its members: as [`HEAD_TAG`], with the members'
+/// signature ([`SIGNATURE`] bytes) between the digest and the smallest hashes.
+const SIGNED_HEAD_TAG: u8 = 3;
 
-/// The head of a full binary sketch: the unit count, [`HEAD_TAG`], whether the full form
-/// keeps the members, the full form's [`SketchDigest`], and the smallest hashes — about 300
-/// bytes where a cell of 400 people takes 3.2 KB. `None` unless `bytes` is a full sketch.
+/// The signature of sorted or unsorted member hashes: per bucket of their top eight bits,
+/// the XOR of their low bytes. Where two populations' signatures differ, at least one
+/// person of that bucket is in only one of them; so the buckets that differ are a lower
+/// bound of the people who do (equal buckets prove nothing: a bucket's people may differ
+/// with equal bytes).
+fn signature_of(members: impl Iterator<Item = u64>) -> [u8; SIGNATURE] {
+    let mut out = [0u8; SIGNATURE];
+    for m in members {
+        out[(m >> 56) as usize] ^= m as u8;
+    }
+    out
+}
+
+/// People certainly in only one of two populations with these signatures.
+fn signature_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
+}
+
+/// The head of a full binary sketch: the unit count, its tag, whether the full form keeps
+/// the members, the full form's [`SketchDigest`], the members' signature when it keeps them,
+/// and the smallest hashes — about 560 bytes where a cell of 400 people takes 3.2 KB.
+/// `None` unless `bytes` is a full sketch.
 pub(crate) fn sketch_head(bytes: &[u8]) -> Option<Vec<u8>> {
     let full = SketchRef::parse(bytes, false)?;
     if full.is_head() {
         return None;
     }
-    let mut out = Vec::with_capacity(8 + 2 + 16 + full.bottom.len());
+    let mut out = Vec::with_capacity(8 + 2 + 16 + SIGNATURE + full.bottom.len());
     out.extend_from_slice(&bytes[..8]);
-    out.push(HEAD_TAG);
+    out.push(if full.members.is_some() {
+        SIGNED_HEAD_TAG
+    } else {
+        HEAD_TAG
+    });
     out.push(u8::from(full.members.is_some()));
     out.extend_from_slice(&digest_of(bytes));
+    if let Some(members) = full.members {
+        out.extend_from_slice(&signature_of(words(members)));
+    }
     out.extend_from_slice(full.bottom);
     Some(out)
 }
@@ -246,6 +284,7 @@ impl<'a> SketchRef<'a> {
                     head_of_members: false,
                     members: Some(rest),
                     table: None,
+                    signature: None,
                     bottom: &rest[..rest.len().min(BOTTOM * 8)],
                 })
             }
@@ -262,12 +301,21 @@ impl<'a> SketchRef<'a> {
                     head_of_members: false,
                     members: None,
                     table: Some(table),
+                    signature: None,
                     bottom,
                 })
             }
-            HEAD_TAG if rest.len() >= 17 && rest[0] <= 1 => {
+            tag @ (HEAD_TAG | SIGNED_HEAD_TAG) if rest.len() >= 17 && rest[0] <= 1 => {
                 let keeps = rest[0] == 1;
-                let (digest, bottom) = rest[1..].split_at(16);
+                let (digest, after) = rest[1..].split_at(16);
+                let (signature, bottom) = match tag {
+                    SIGNED_HEAD_TAG if keeps && after.len() >= SIGNATURE => {
+                        let (signature, bottom) = after.split_at(SIGNATURE);
+                        (Some(signature), bottom)
+                    }
+                    SIGNED_HEAD_TAG => return None,
+                    _ => (None, after),
+                };
                 let expected = units.min(BOTTOM as u64) as usize;
                 if bottom.len() != expected * 8
                     || keeps != (units <= AUDITED_UNITS as u64)
@@ -282,6 +330,7 @@ impl<'a> SketchRef<'a> {
                     head_of_members: keeps,
                     members: None,
                     table: None,
+                    signature,
                     bottom,
                 })
             }
@@ -324,11 +373,30 @@ impl<'a> SketchRef<'a> {
         }
     }
 
+    /// This full sketch with its digest as kept beside it (a released cell's, in the
+    /// ledger), instead of computed again at every comparison.
+    pub(crate) fn with_digest(self, digest: &'a SketchDigest) -> SketchRef<'a> {
+        SketchRef {
+            head_digest: Some(digest.as_slice()),
+            ..self
+        }
+    }
+
     /// The digest of the full sketch (read from a head, computed from a full sketch).
     pub(crate) fn digest(&self) -> SketchDigest {
         match self.head_digest {
             Some(d) => d.try_into().expect("16 bytes"),
             None => digest_of(self.whole),
+        }
+    }
+
+    /// The members' signature ([`signature_of`]): a head's, read in place, or computed
+    /// from the members; `None` for large populations and heads written without one.
+    fn signature(&self) -> Option<std::borrow::Cow<'a, [u8]>> {
+        match (self.signature, self.members) {
+            (Some(s), _) => Some(std::borrow::Cow::Borrowed(s)),
+            (None, Some(m)) => Some(std::borrow::Cow::Owned(signature_of(words(m)).to_vec())),
+            (None, None) => None,
         }
     }
 
@@ -408,7 +476,7 @@ impl<'a> SketchRef<'a> {
                 return Difference::Identical;
             }
             // The smallest hashes settle it when they hold whole populations, or show at
-            // least `limit` people in only one of them.
+            // least `limit` people in only one of them; else the signatures may.
             return match self.bottom_difference(other) {
                 (d, true) => match d {
                     0 => Difference::Identical,
@@ -416,7 +484,12 @@ impl<'a> SketchRef<'a> {
                     d => Difference::Small(d),
                 },
                 (d, false) if d >= limit => Difference::Large,
-                _ => Difference::Unknown,
+                _ => match (self.signature(), other.signature()) {
+                    (Some(a), Some(b)) if signature_difference(&a, &b) >= limit => {
+                        Difference::Large
+                    }
+                    _ => Difference::Unknown,
+                },
             };
         }
         if let (Some(a), Some(b)) = (self.members, other.members) {
@@ -1211,11 +1284,104 @@ mod tests {
         }
         // Much shorter than the sketch at 400 people (8 bytes a member).
         let big = sketch(0..400).to_bytes();
-        assert!(sketch_head(&big).expect("a head").len() < big.len() / 10);
+        assert!(sketch_head(&big).expect("a head").len() < big.len() / 5);
     }
 
-    /// Heads never undercount a difference: what they prove is a lower bound, exact when
-    /// both hold their whole populations, and "unknown" otherwise.
+    /// Two populations of 400 with the same smallest hashes, `d` people apart: `d / 2` of
+    /// the first's other members (`d` ≤ 100) replaced by as many new people.
+    fn apart(d: usize) -> (UnitSketch, UnitSketch) {
+        let a: Vec<u64> = (0..400u64).map(|i| mix(i ^ 0xdead_beef)).collect();
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        let above = sorted[BOTTOM - 1];
+        let dropped = |i: usize| i >= BOTTOM && (i - BOTTOM) % 7 == 0 && (i - BOTTOM) / 7 < d / 2;
+        let mut b: Vec<u64> = (0..400)
+            .filter(|&i| !dropped(i))
+            .map(|i| sorted[i])
+            .collect();
+        b.extend(
+            (1_000u64..)
+                .map(|i| mix(i ^ 0xdead_beef))
+                .filter(|h| *h > above)
+                .take(d / 2),
+        );
+        (UnitSketch::from_hashes(&a), UnitSketch::from_hashes(&b))
+    }
+
+    fn head(s: &UnitSketch) -> Vec<u8> {
+        sketch_head(&s.to_bytes()).expect("a head")
+    }
+
+    /// Heads of populations that share their smallest hashes but differ by many people are
+    /// told apart by their signatures; close ones still need the members.
+    #[test]
+    fn signatures_tell_heads_of_populations_far_apart() {
+        let (a, b) = apart(60);
+        assert_eq!(a.difference(&b), Difference::Small(60));
+        let (ha, hb) = (head(&a), head(&b));
+        let (va, vb) = (
+            SketchRef::parse(&ha, true).expect("a head"),
+            SketchRef::parse(&hb, true).expect("a head"),
+        );
+        assert_eq!(
+            va.bottom_difference(&vb),
+            (0, false),
+            "the same smallest hashes"
+        );
+        assert_eq!(va.difference(&vb, 10), Difference::Large);
+        // A head against a ledger's full sketch: its signature is computed from its members.
+        assert_eq!(va.difference(&b.view(), 10), Difference::Large);
+        assert_eq!(a.view().difference(&vb, 10), Difference::Large);
+        // Not beyond what the signatures show.
+        let shown = signature_difference(
+            &va.signature().expect("signed"),
+            &vb.signature().expect("signed"),
+        );
+        assert!((10..=60).contains(&shown), "{shown}");
+        assert_eq!(va.difference(&vb, shown + 1), Difference::Unknown);
+        // Four people apart: the members are needed.
+        let (c, d) = apart(4);
+        let (hc, hd) = (head(&c), head(&d));
+        let (vc, vd) = (
+            SketchRef::parse(&hc, true).expect("a head"),
+            SketchRef::parse(&hd, true).expect("a head"),
+        );
+        assert_eq!(vc.difference(&vd, 10), Difference::Unknown);
+        assert_eq!(c.view().difference(&d.view(), 10), Difference::Small(4));
+        // Heads staged before signatures (tag 2, no signature) are still read, and settle
+        // only what they did.
+        let unsigned = |h: &[u8]| {
+            let mut old = h[..8 + 2 + 16].to_vec();
+            old[8] = HEAD_TAG;
+            old.extend_from_slice(&h[8 + 2 + 16 + SIGNATURE..]);
+            old
+        };
+        let (oa, ob) = (unsigned(&ha), unsigned(&hb));
+        let (voa, vob) = (
+            SketchRef::parse(&oa, true).expect("an old head"),
+            SketchRef::parse(&ob, true).expect("an old head"),
+        );
+        assert_eq!(voa.units(), 400);
+        assert_eq!(voa.digest(), va.digest());
+        assert_eq!(voa.difference(&vob, 10), Difference::Unknown);
+        assert_eq!(voa.difference(&vb, 10), Difference::Unknown);
+        assert_eq!(voa.difference(&va, 10), Difference::Identical);
+        // A signed head of a population that does not keep members, or cut short, is refused.
+        let mut forged = ha.clone();
+        forged[9] = 0;
+        assert!(SketchRef::parse(&forged, true).is_none());
+        assert!(SketchRef::parse(&ha[..8 + 2 + 16 + SIGNATURE - 1], true).is_none());
+        // Large populations keep no members: their heads carry no signature.
+        let large = sketch(0..AUDITED_UNITS as u64 + 1);
+        let large_head = head(&large);
+        assert_eq!(large_head[8], HEAD_TAG);
+        let view = SketchRef::parse(&large_head, true).expect("a head");
+        assert!(view.signature().is_none());
+    }
+
+    /// Heads never undercount a difference: what they prove (from their smallest hashes or
+    /// their signatures) is a lower bound, exact when both hold their whole populations, and
+    /// "unknown" otherwise.
     #[test]
     fn heads_bound_differences_from_below() {
         let mut state = 7u64;
@@ -1238,12 +1404,16 @@ mod tests {
             };
             let ha = sketch_head(&sa.to_bytes()).expect("a head");
             let ha = SketchRef::parse(&ha, true).expect("a head");
+            let hb = sketch_head(&sb.to_bytes()).expect("a head");
+            let hb = SketchRef::parse(&hb, true).expect("a head");
             for limit in [1usize, 5, 10, 40] {
-                match ha.difference(&sb.view(), limit) {
-                    Difference::Identical => assert_eq!(truth, 0),
-                    Difference::Small(d) => assert_eq!(d, truth),
-                    Difference::Large => assert!(truth >= limit, "{truth} < {limit}"),
-                    Difference::Unknown => {}
+                for found in [ha.difference(&sb.view(), limit), ha.difference(&hb, limit)] {
+                    match found {
+                        Difference::Identical => assert_eq!(truth, 0),
+                        Difference::Small(d) => assert_eq!(d, truth),
+                        Difference::Large => assert!(truth >= limit, "{truth} < {limit}"),
+                        Difference::Unknown => {}
+                    }
                 }
             }
         }

@@ -16,6 +16,7 @@ use shuyu_engine::{
     CheckOutcome, ColumnSpec, ColumnType, DpBound, DpSpec, Engine, ExportChecks, GateInput,
     IngestFormat, IngestOptions, JobError, JobLimits, JobOutput, JobRequest, JobScope,
     ReleasedCell, Storage, TableSpec, members_needed, result_sketches, run_export_checks,
+    run_export_checks_on_heads,
 };
 use shuyu_policy::{Classification, DisclosurePolicy, MaskingRule, Policy};
 use shuyu_vault::{Envelope, KekProvider, SecretKey, VaultError};
@@ -316,7 +317,7 @@ pub fn check(
 }
 
 /// Checks a staged result as the server does: the sketches' heads first, the whole result
-/// only when [`members_needed`] says so. Also checks the whole result directly and asserts
+/// only when they do not suffice ([`members_needed`]). Also checks the whole result directly and asserts
 /// that both ways reach the same outcome for every check.
 pub async fn gate_check(
     engine: &Engine,
@@ -328,11 +329,13 @@ pub async fn gate_check(
     let heads = engine.read_result_for_checks(file).await.expect("result");
     let input = |batches| GateInput::of_output(output, batches, released);
     let full = engine.read_result(file).await.expect("result");
-    let checks = if members_needed(&input(&heads), policy) {
-        run_export_checks(&input(&full), policy)
-    } else {
-        run_export_checks(&input(&heads), policy)
-    };
+    let checks = run_export_checks_on_heads(&input(&heads), policy)
+        .unwrap_or_else(|| run_export_checks(&input(&full), policy));
+    // The one-go form agrees with asking first.
+    assert_eq!(
+        members_needed(&input(&heads), policy),
+        run_export_checks_on_heads(&input(&heads), policy).is_none()
+    );
     let direct = run_export_checks(&input(&full), policy);
     let outcomes = |c: &ExportChecks| -> Vec<(&'static str, CheckOutcome)> {
         c.reports.iter().map(|r| (r.name, r.outcome)).collect()

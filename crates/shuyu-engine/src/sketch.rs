@@ -1294,7 +1294,8 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort_unstable();
         let above = sorted[BOTTOM - 1];
-        let dropped = |i: usize| i >= BOTTOM && (i - BOTTOM) % 7 == 0 && (i - BOTTOM) / 7 < d / 2;
+        let dropped =
+            |i: usize| i >= BOTTOM && (i - BOTTOM).is_multiple_of(7) && (i - BOTTOM) / 7 < d / 2;
         let mut b: Vec<u64> = (0..400)
             .filter(|&i| !dropped(i))
             .map(|i| sorted[i])

@@ -84,6 +84,11 @@ pub struct TpchOptions {
     /// Memory pool of one Shuyu job, MiB (the bench policy's `limits.memory_limit_bytes`).
     #[arg(long, default_value_t = 4096)]
     pub memory_limit_mib: u64,
+    /// Memory pool of side (a), bare DataFusion, MiB (spilling to the system's temporary
+    /// directory); unbounded when left out. At SF 10 an unbounded (a) can take the whole
+    /// machine's memory.
+    #[arg(long)]
+    pub bare_memory_limit_mib: Option<u64>,
     /// Skip side (c), `Engine::run_job` in this process.
     #[arg(long)]
     pub skip_direct: bool,
@@ -332,8 +337,19 @@ pub(crate) async fn ingest_tables<'t>(
 }
 
 /// Side (a): bare DataFusion over the plaintext files.
-async fn bare_context(tables: &[Table]) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+/// Side (a): stock DataFusion over the plaintext files, two partitions as Shuyu's jobs; with
+/// `memory_limit` a pool of that size, spilling to the system's temporary directory.
+async fn bare_context(tables: &[Table], memory_limit: Option<usize>) -> Result<SessionContext> {
+    let config = SessionConfig::new().with_target_partitions(2);
+    let ctx = match memory_limit {
+        None => SessionContext::new_with_config(config),
+        Some(limit) => SessionContext::new_with_config_rt(
+            config,
+            datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(limit, 1.0)
+                .build_arc()?,
+        ),
+    };
     for table in tables {
         ctx.register_parquet(
             table.name,
@@ -663,7 +679,11 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
     let listed: Vec<&pb::Dataset> = datasets.iter().map(|(d, _)| d).collect();
     let scenario = domain.approved_scenario(&listed).await?;
 
-    let bare = bare_context(&tables).await?;
+    let bare = bare_context(
+        &tables,
+        options.bare_memory_limit_mib.map(|mib| (mib << 20) as usize),
+    )
+    .await?;
     let mut direct = if options.skip_direct {
         None
     } else {

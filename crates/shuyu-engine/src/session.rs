@@ -7,6 +7,7 @@
 //! pool, no disk manager (no spill files at all) and a timeout.
 
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +28,11 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::provider_as_source;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
@@ -289,6 +291,10 @@ pub struct JobOutput {
     /// The plan as reviewers read it: a dataframe job rendered as SQL, and every source.
     #[serde(default)]
     pub plan_text: crate::plan_text::PlanText,
+    /// Whether the job ran out of memory with hash joins and ran again with sort-merge
+    /// joins, which spill.
+    #[serde(default)]
+    pub sort_merge_rerun: bool,
 }
 
 /// The DataFusion engine of one domain.
@@ -321,8 +327,19 @@ impl Engine {
                 .with_max_temp_directory_size(spill.max_bytes),
         };
         let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
-        if let Some(limit) = memory_limit {
-            builder = builder.with_memory_limit(limit, 1.0);
+        match (memory_limit, spill) {
+            // Operators that can spill share the pool fairly: with a first-come pool, one
+            // sort's buffered rows leave another none for its merge, and a plan of several
+            // sorts (a sort-merge join sorts both sides in every partition) fails where it
+            // could have spilled.
+            (Some(limit), Some(_)) => {
+                builder = builder.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                    FairSpillPool::new(limit),
+                    NonZeroUsize::new(5).expect("non-zero"),
+                )));
+            }
+            (Some(limit), None) => builder = builder.with_memory_limit(limit, 1.0),
+            (None, _) => {}
         }
         let runtime = Arc::new(builder.build()?);
         self.storage.register(&runtime);
@@ -967,48 +984,34 @@ impl Engine {
         let plan = declared_strings(plan).map_err(job_error)?;
         let aggregate = disclosure.aggregate;
         let columns = lineage.columns;
-        let state = ctx.state();
-        let physical = state.create_physical_plan(&plan).await.map_err(job_error)?;
-        let schema = physical.schema();
-        // The stored result carries each unit sketch's head too (the checks read those).
-        let stored_schema = crate::sketch::schema_with_heads(&schema);
-        progress.touching_data();
-        let mut stream =
-            execute_stream(Arc::clone(&physical), ctx.task_ctx()).map_err(job_error)?;
-        let mut writer = self
-            .result_writer(&request.result_file, &request.result_kek, &stored_schema)
-            .await?;
-        let mut n_rows: u64 = 0;
-        let mut head: Vec<RecordBatch> = Vec::new();
-        let mut head_rows = 0usize;
-        progress.executing(Arc::clone(&physical));
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(job_error)?;
-            n_rows += batch.num_rows() as u64;
-            if n_rows > request.limits.max_result_rows {
-                return Err(JobError::Refused(format!(
-                    "the result has more than {} rows",
-                    request.limits.max_result_rows
-                )));
-            }
-            if head_rows < request.limits.preview_rows {
-                head_rows += batch.num_rows();
-                head.push(batch.clone());
-            }
-            let stored = crate::sketch::with_heads(&batch, &stored_schema).map_err(job_error)?;
-            writer
-                .write(&stored)
+        let mut state = with_sort_reservation(&ctx.state(), request.limits.memory_limit_bytes);
+        let mut sort_merge_rerun = false;
+        let (physical, Written { n_rows, head }) = loop {
+            let physical = state.create_physical_plan(&plan).await.map_err(job_error)?;
+            progress.touching_data();
+            match self
+                .write_result(&physical, &state, request, progress)
                 .await
-                .map_err(|e| JobError::Execution {
-                    detail: format!("writing the result: {e}"),
-                })?;
-            progress.rows(n_rows);
-        }
-        drop(stream);
-        progress.stage(JobStage::Finishing);
-        writer.close().await.map_err(|e| JobError::Execution {
-            detail: format!("closing the result: {e}"),
-        })?;
+            {
+                Ok(written) => break (physical, written),
+                // Hash joins hold their build side in memory; sort-merge joins spill (through
+                // the encrypted spill files) as the sorts before them do. A job that ran out of
+                // memory with hash joins runs once more with sort-merge joins: slower, within
+                // its limit. Its first, partial result is replaced.
+                Err(JobError::ResourcesExhausted)
+                    if !sort_merge_rerun && has_hash_join(physical.as_ref()) =>
+                {
+                    tracing::info!(
+                        job = %request.job_id,
+                        "out of memory with hash joins: running again with sort-merge joins"
+                    );
+                    drop(physical);
+                    state = sort_merge_joins(&state);
+                    sort_merge_rerun = true;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let bytes_scanned = bytes_scanned(physical.as_ref());
         let shown = match (request.scope, &disclosure.dp) {
             (JobScope::Lab, _) | (JobScope::Production, Some(_)) => Shown::Masked,
@@ -1045,7 +1048,58 @@ impl Engine {
             input_datasets,
             bytes_scanned,
             plan_text,
+            sort_merge_rerun,
         })
+    }
+
+    /// Executes `physical` and writes its rows, encrypted, as the job's result (each unit
+    /// sketch followed by its head, which the checks read); keeps the first rows for the
+    /// preview.
+    async fn write_result(
+        &self,
+        physical: &Arc<dyn ExecutionPlan>,
+        state: &SessionState,
+        request: &JobRequest,
+        progress: &ProgressReporter,
+    ) -> Result<Written, JobError> {
+        let stored_schema = crate::sketch::schema_with_heads(&physical.schema());
+        let task = Arc::new(TaskContext::from(state));
+        let mut stream = execute_stream(Arc::clone(physical), task).map_err(job_error)?;
+        let mut writer = self
+            .result_writer(&request.result_file, &request.result_kek, &stored_schema)
+            .await?;
+        let mut n_rows: u64 = 0;
+        let mut head: Vec<RecordBatch> = Vec::new();
+        let mut head_rows = 0usize;
+        progress.executing(Arc::clone(physical));
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(job_error)?;
+            n_rows += batch.num_rows() as u64;
+            if n_rows > request.limits.max_result_rows {
+                return Err(JobError::Refused(format!(
+                    "the result has more than {} rows",
+                    request.limits.max_result_rows
+                )));
+            }
+            if head_rows < request.limits.preview_rows {
+                head_rows += batch.num_rows();
+                head.push(batch.clone());
+            }
+            let stored = crate::sketch::with_heads(&batch, &stored_schema).map_err(job_error)?;
+            writer
+                .write(&stored)
+                .await
+                .map_err(|e| JobError::Execution {
+                    detail: format!("writing the result: {e}"),
+                })?;
+            progress.rows(n_rows);
+        }
+        drop(stream);
+        progress.stage(JobStage::Finishing);
+        writer.close().await.map_err(|e| JobError::Execution {
+            detail: format!("closing the result: {e}"),
+        })?;
+        Ok(Written { n_rows, head })
     }
 
     /// An encrypted Parquet writer for a job result at `file`, its data key wrapped by `kek_id`.
@@ -1243,6 +1297,42 @@ fn bytes_scanned(plan: &dyn ExecutionPlan) -> u64 {
         .into_iter()
         .map(|child| bytes_scanned(child.as_ref()))
         .sum::<u64>()
+}
+
+/// What [`Engine::write_result`] wrote: its rows, and the first batches for the preview.
+struct Written {
+    n_rows: u64,
+    head: Vec<RecordBatch>,
+}
+
+/// Whether `plan` holds a hash join (whose build side cannot spill).
+fn has_hash_join(plan: &dyn ExecutionPlan) -> bool {
+    plan.is::<datafusion::physical_plan::joins::HashJoinExec>()
+        || plan
+            .children()
+            .into_iter()
+            .any(|child| has_hash_join(child.as_ref()))
+}
+
+/// `state` with each sort reserving for its in-memory merge a 64th of the job's memory pool
+/// (DataFusion's 10 MiB at most): a plan of several sorts — a sort-merge join sorts both of
+/// its sides in every partition — still fits a small pool.
+fn with_sort_reservation(state: &SessionState, memory_limit: usize) -> SessionState {
+    let mut config = state.config().clone();
+    let reservation = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+    *reservation = (*reservation).min(memory_limit / 64);
+    SessionStateBuilder::new_from_existing(state.clone())
+        .with_config(config)
+        .build()
+}
+
+/// `state` planning equi-joins as sort-merge joins, which spill, instead of hash joins.
+fn sort_merge_joins(state: &SessionState) -> SessionState {
+    let mut config = state.config().clone();
+    config.options_mut().optimizer.prefer_hash_join = false;
+    SessionStateBuilder::new_from_existing(state.clone())
+        .with_config(config)
+        .build()
 }
 
 /// A part file being written.

@@ -3,7 +3,8 @@
 //! plaintext Arrow IPC stream to disk.
 //!
 //! A file is a sequence of frames `len:u32le || nonce || ciphertext || tag`, each sealing up
-//! to [`CHUNK_BYTES`] of plaintext with AES-256-GCM. The associated data binds the file's
+//! to [`CHUNK_BYTES`] of plaintext with AES-256-GCM (a flush seals what is buffered, so a
+//! reader following the writer reads every flushed byte). The associated data binds the file's
 //! random id, the frame's index and whether it is the last frame, so frames cannot be
 //! reordered, moved between files or dropped from the end unnoticed. The key lives only in
 //! the worker's memory and dies with it; files are removed when DataFusion drops them.
@@ -170,8 +171,12 @@ impl Write for FrameWriter {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        // Partial chunks stay buffered until full or finished: sealing them early would only
-        // add frames.
+        // What was written so far becomes readable: DataFusion's spill pool (a repartition
+        // short of memory) reads a file while it is written, each batch once it is flushed.
+        // So a partial chunk is sealed as a frame of its own.
+        if !self.finished && !self.buffer.is_empty() {
+            self.seal_buffer(false)?;
+        }
         self.out.flush()
     }
 }
@@ -319,6 +324,44 @@ mod tests {
         // An empty file round-trips too.
         let empty = written(&factory, b"");
         assert_eq!(read_all(&empty).unwrap(), b"");
+    }
+
+    /// As DataFusion's spill pool does: a reader follows the writer, reading each write once
+    /// it is flushed, and ends only after the last frame.
+    #[test]
+    fn a_file_is_readable_while_written_up_to_its_last_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let factory = EncryptedSpillFactory::new(dir.path());
+        let file = factory.create_temp_file("pool").unwrap();
+        let mut writer = file.open_writer().unwrap();
+        let data = payload();
+        let (first, second) = data.split_at(1_000);
+        writer.write_all(first).unwrap();
+        writer.flush().unwrap();
+        futures::executor::block_on(async {
+            let mut stream = file.read_stream().unwrap();
+            let chunk = stream.next().await.unwrap().unwrap();
+            assert_eq!(
+                &chunk[..],
+                first,
+                "the flushed bytes, before any more are written"
+            );
+            writer.write_all(second).unwrap();
+            writer.flush().unwrap();
+            let mut rest = Vec::new();
+            while rest.len() < second.len() {
+                rest.extend_from_slice(&stream.next().await.unwrap().unwrap());
+            }
+            assert_eq!(rest, second);
+            writer.finish().unwrap();
+            // The (empty) last frame, then the end.
+            while let Some(chunk) = stream.next().await {
+                assert!(chunk.unwrap().is_empty());
+            }
+        });
+        let on_disk = std::fs::read(file.path().unwrap()).unwrap();
+        assert!(!on_disk.windows(CANARY.len()).any(|w| w == CANARY));
+        assert_eq!(read_all(&file).unwrap(), data);
     }
 
     #[test]

@@ -997,8 +997,8 @@ async fn spilling_is_encrypted_and_leaves_nothing_behind() {
     let f = fixture();
     let t = f.ingest("residents", "ds_a", "domain").await;
     let key = SecretKey::generate();
-    // A sort of 300,000 rows carrying a canary string (about 9 MB) does not fit in the 6 MiB
-    // that a 16 MiB pool leaves beside the sort's 10 MiB merge reservation.
+    // A sort of 300,000 rows carrying a canary string (about 9 MB, and their sorted copy
+    // while sorted in memory) does not fit a 16 MiB pool.
     let sql = format!(
         "SELECT value, 'CANARY_SPILL_98765' AS tag FROM range({SPILL_ROWS}) ORDER BY value DESC"
     );
@@ -1057,6 +1057,79 @@ async fn spilling_is_encrypted_and_leaves_nothing_behind() {
         "spill files are removed after use: {:?}",
         files(&spill_dir)
     );
+}
+
+/// Rows of each side of the join that outgrows its pool as a hash join.
+const JOIN_ROWS: u64 = 2_000_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_out_of_memory_runs_again_with_sort_merge_joins_that_spill() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let key = SecretKey::generate();
+    // A hash join holds its whole build side (a million keys and their table, well over
+    // 16 MiB) in memory; a sort-merge join sorts both sides, spilling what does not fit.
+    // The keys are two permutations of the values (7919 and 104729 are primes, coprime to
+    // the row count), so neither side comes sorted.
+    let sql = format!(
+        "SELECT count(*) AS n, sum(a.value) AS s FROM range({JOIN_ROWS}) a \
+         JOIN range({JOIN_ROWS}) b \
+         ON (a.value * 7919) % {JOIN_ROWS} = (b.value * 104729) % {JOIN_ROWS}"
+    );
+    let spill_dir = f.root.join("spill-join");
+    std::fs::create_dir_all(&spill_dir).unwrap();
+    let job = |memory: usize, spill: bool| {
+        let mut request = f.job(&sql, std::slice::from_ref(&t), &key);
+        request.limits.memory_limit_bytes = memory;
+        request.spill = spill.then(|| shuyu_engine::SpillOptions {
+            dir: spill_dir.clone(),
+            max_bytes: 1 << 30,
+        });
+        request
+    };
+    let sums = |file: &str| {
+        let f = &f;
+        let file = file.to_owned();
+        async move {
+            let batches = f.engine.read_result(&file).await.unwrap();
+            let batch = &batches[0];
+            let int = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .unwrap()
+                    .value(0)
+            };
+            (int(0), int(1))
+        }
+    };
+    let expected = (JOIN_ROWS as i64, (JOIN_ROWS * (JOIN_ROWS - 1) / 2) as i64);
+
+    // Enough memory: one run, with hash joins.
+    let roomy = job(1 << 30, true);
+    let output = f.engine.run_job(&roomy).await.unwrap();
+    assert!(!output.sort_merge_rerun);
+    assert_eq!(sums(&roomy.result_file).await, expected);
+
+    // 16 MiB: the hash join runs out, the job runs again with a sort-merge join and spills.
+    let tight = job(48 << 20, true);
+    let output = f
+        .engine
+        .run_job(&tight)
+        .await
+        .expect("completes by spilling");
+    assert!(output.sort_merge_rerun);
+    assert_eq!(sums(&tight.result_file).await, expected);
+    assert!(
+        files(&spill_dir).is_empty(),
+        "spill files are removed after use: {:?}",
+        files(&spill_dir)
+    );
+
+    // Without a place to spill the sort-merge join fails too: once, with the memory error.
+    let err = f.engine.run_job(&job(48 << 20, false)).await.unwrap_err();
+    assert!(matches!(err, JobError::ResourcesExhausted), "{err:?}");
 }
 
 // ------------------------------------------------------------------------ dataframe jobs

@@ -123,7 +123,7 @@ pub const ROWS_FLOOR: u64 = 1_000;
 
 /// A production job's usage as its engineer sees it: CPU, wall time, peak memory and bytes
 /// scanned coarsened; the time it waited in the queue (other tenants' load, not its data)
-/// exact.
+/// exact; not whether it ran again with sort-merge joins.
 pub fn coarse_usage(usage: &JobUsage) -> JobUsage {
     JobUsage {
         cpu_ms: coarse(usage.cpu_ms, TIME_FLOOR_MS),
@@ -131,6 +131,9 @@ pub fn coarse_usage(usage: &JobUsage) -> JobUsage {
         peak_memory_bytes: coarse(usage.peak_memory_bytes, BYTES_FLOOR),
         wall_ms: coarse(usage.wall_ms, TIME_FLOOR_MS),
         queued_ms: usage.queued_ms,
+        // Whether the job ran out of memory once depends on its data, as a failure's
+        // reason does (withheld): operators read it in the audit trail.
+        sort_merge_rerun: false,
     }
 }
 

@@ -203,6 +203,9 @@ pub struct JobUsage {
     pub wall_ms: u64,
     /// Time spent queued before a worker started, milliseconds.
     pub queued_ms: u64,
+    /// Whether the job ran out of memory with hash joins and ran again, within its limit,
+    /// with sort-merge joins (which spill, encrypted).
+    pub sort_merge_rerun: bool,
 }
 
 /// The prefix of a sealed preview in `jobs.preview_json`.

@@ -345,6 +345,7 @@ async fn execute(state: &Arc<Context>, job: &JobRecord, dispatched: Dispatched) 
         peak_memory_bytes: report.usage.peak_rss_bytes,
         wall_ms: report.wall.as_millis() as u64,
         queued_ms: 0,
+        sort_merge_rerun: false,
     };
     outcome.confinement = report.confinement.clone();
     outcome.keks_sent = report.keks_sent.clone();
@@ -357,6 +358,7 @@ async fn execute(state: &Arc<Context>, job: &JobRecord, dispatched: Dispatched) 
             result_sha256,
         } if !result_sha256.is_empty() => {
             outcome.usage.bytes_scanned = output.bytes_scanned;
+            outcome.usage.sort_merge_rerun = output.sort_merge_rerun;
             Ok((*output, result_sha256))
         }
         WorkerEnd::Finished { .. } | WorkerEnd::ExportDone(_) => Err(Failure::withheld(

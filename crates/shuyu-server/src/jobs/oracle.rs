@@ -377,8 +377,10 @@ mod tests {
             peak_memory_bytes: 70_000_000,
             wall_ms: 17,
             queued_ms: 42,
+            sort_merge_rerun: true,
         };
         let shown = coarse_usage(&usage);
+        assert!(!shown.sort_merge_rerun, "a rerun for memory depends on the data");
         assert_eq!(
             (
                 shown.cpu_ms,

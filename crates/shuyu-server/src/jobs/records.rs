@@ -890,6 +890,7 @@ pub(crate) mod tests {
                 peak_memory_bytes: 1 << 33,
                 wall_ms: 40,
                 queued_ms: 5,
+                sort_merge_rerun: true,
             },
             ..sample_job("j_2")
         });

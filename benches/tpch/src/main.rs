@@ -53,6 +53,14 @@ pub fn absolute(path: PathBuf) -> PathBuf {
 #[tokio::main]
 async fn main() -> Result<()> {
     shuyu_server::install_crypto_provider();
+    // Quiet unless asked (`RUST_LOG=warn`): the in-process server and engine log to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Tpch(options) => tpch::run(options).await,
         Command::Ingest(options) => ingest::run(options).await,

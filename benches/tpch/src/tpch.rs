@@ -681,7 +681,9 @@ async fn run_once(options: &TpchOptions) -> Result<f64> {
 
     let bare = bare_context(
         &tables,
-        options.bare_memory_limit_mib.map(|mib| (mib << 20) as usize),
+        options
+            .bare_memory_limit_mib
+            .map(|mib| (mib << 20) as usize),
     )
     .await?;
     let mut direct = if options.skip_direct {

@@ -295,7 +295,7 @@ fn result_refs(batches: &[RecordBatch]) -> Vec<(PopulationId, SketchRef<'_>)> {
 pub fn members_needed(input: &GateInput<'_>, policy: &DisclosurePolicy) -> bool {
     let sketches = result_refs(input.batches);
     let found = compared_pairs(input, policy, &sketches);
-    needs_members(input, policy, &sketches, found.as_ref())
+    needs_members(input, &sketches, found.as_ref())
 }
 
 /// Every check of a result read with its sketches' heads
@@ -308,7 +308,7 @@ pub fn run_export_checks_on_heads(
 ) -> Option<ExportChecks> {
     let sketches = result_refs(input.batches);
     let found = compared_pairs(input, policy, &sketches);
-    if needs_members(input, policy, &sketches, found.as_ref()) {
+    if needs_members(input, &sketches, found.as_ref()) {
         return None;
     }
     Some(checks_with(input, policy, &sketches, found.as_ref()))
@@ -330,7 +330,6 @@ fn compared_pairs<'a>(
 /// [`members_needed`], the pairs compared already found.
 fn needs_members(
     input: &GateInput<'_>,
-    policy: &DisclosurePolicy,
     sketches: &[(PopulationId, SketchRef<'_>)],
     found: Option<&Candidates<'_>>,
 ) -> bool {
@@ -346,16 +345,7 @@ fn needs_members(
     let Some(found) = found else {
         return false;
     };
-    let k = policy.min_entities;
-    found.pairs.iter().any(|&(i, j, r)| {
-        let a = found.ours[i].1;
-        let b = match (j, r) {
-            (Some(j), _) => found.ours[j].1,
-            (None, Some(r)) => found.released[r],
-            (None, None) => return false,
-        };
-        closeness(&a, &b, k) == Difference::Unknown
-    })
+    found.compared.contains(&Difference::Unknown)
 }
 
 /// The unit counts of released cells worth comparing with `sketches` under threshold `k`:
@@ -1316,8 +1306,10 @@ impl BottomIndex {
 /// them worth comparing: (our cell, another of ours, a released cell).
 struct Candidates<'a> {
     ours: Vec<(PopulationId, SketchRef<'a>)>,
-    released: Vec<SketchRef<'a>>,
     pairs: Vec<(usize, Option<usize>, Option<usize>)>,
+    /// How each pair compares under the threshold ([`closeness`]), computed once for both
+    /// the need of members and the differencing check.
+    compared: Vec<Difference>,
 }
 
 /// Pairs (probe, indexed) of cells, by their tags, that share enough of their smallest hashes
@@ -1484,10 +1476,18 @@ fn difference_candidates<'a>(
             }
         }
     }
+    let compared = candidates
+        .iter()
+        .map(|&(i, j, r)| match (j, r) {
+            (Some(j), _) => closeness(&ours[i].1, &ours[j].1, k),
+            (None, Some(r)) => closeness(&ours[i].1, &released[r], k),
+            (None, None) => Difference::Large,
+        })
+        .collect();
     Candidates {
         ours,
-        released,
         pairs: candidates,
+        compared,
     }
 }
 
@@ -1518,8 +1518,8 @@ fn differencing(
     };
     let Some(Candidates {
         ours,
-        released,
         pairs: candidates,
+        compared,
     }) = found
     else {
         return review(
@@ -1535,42 +1535,35 @@ fn differencing(
     };
     let mut pairs = Vec::new();
     let mut unknown = 0usize;
-    // Exactly how many people differ, when fewer than k (the comparison stops at k).
-    let mut fewer_than_k = |a: &SketchRef<'_>, b: &SketchRef<'_>| -> Option<usize> {
-        match closeness(a, b, k) {
-            Difference::Small(d) if (d as u64) < k => Some(d),
+    for (&(i, j, r), difference) in candidates.iter().zip(compared) {
+        // Exactly how many people differ, when fewer than k (the comparison stops at k).
+        let d = match *difference {
+            Difference::Small(d) if (d as u64) < k => d,
             Difference::Unknown => {
                 unknown += 1;
-                None
+                continue;
             }
-            _ => None,
-        }
-    };
-    for &(i, j, r) in candidates {
-        let (row, sketch) = ours[i];
+            _ => continue,
+        };
+        let row = ours[i].0;
         match (j, r) {
             (Some(j), _) => {
-                let (other_row, other) = ours[j];
-                if let Some(d) = fewer_than_k(&sketch, &other) {
-                    let (a, b) = (row.min(other_row), row.max(other_row));
-                    pairs.push(format!(
-                        "{a} and {b} of this result: populations differ by {d} privacy units"
-                    ));
-                }
+                let other_row = ours[j].0;
+                let (a, b) = (row.min(other_row), row.max(other_row));
+                pairs.push(format!(
+                    "{a} and {b} of this result: populations differ by {d} privacy units"
+                ));
             }
             (None, Some(r)) => {
-                if let Some(d) = fewer_than_k(&sketch, &released[r]) {
-                    let cell = &input.released[r];
-                    let theirs = PopulationId {
-                        row: cell.row as usize,
-                        population: cell.population as usize,
-                    };
-                    pairs.push(format!(
-                        "{row} and {theirs} of export {}: populations differ by {d} privacy \
-                         units",
-                        cell.export_id
-                    ));
-                }
+                let cell = &input.released[r];
+                let theirs = PopulationId {
+                    row: cell.row as usize,
+                    population: cell.population as usize,
+                };
+                pairs.push(format!(
+                    "{row} and {theirs} of export {}: populations differ by {d} privacy units",
+                    cell.export_id
+                ));
             }
             (None, None) => {}
         }

@@ -320,6 +320,17 @@ impl Engine {
         memory_limit: Option<usize>,
         spill: Option<&SpillOptions>,
     ) -> Result<Arc<RuntimeEnv>, DataFusionError> {
+        self.runtime_with(memory_limit, spill, false)
+    }
+
+    /// [`Engine::runtime`]; with `fair`, operators that can spill share the memory pool
+    /// evenly (DataFusion's `FairSpillPool`) instead of first come, first served.
+    fn runtime_with(
+        &self,
+        memory_limit: Option<usize>,
+        spill: Option<&SpillOptions>,
+        fair: bool,
+    ) -> Result<Arc<RuntimeEnv>, DataFusionError> {
         let disk = match spill {
             None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             Some(spill) => DiskManagerBuilder::default()
@@ -327,19 +338,15 @@ impl Engine {
                 .with_max_temp_directory_size(spill.max_bytes),
         };
         let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
-        match (memory_limit, spill) {
-            // Operators that can spill share the pool fairly: with a first-come pool, one
-            // sort's buffered rows leave another none for its merge, and a plan of several
-            // sorts (a sort-merge join sorts both sides in every partition) fails where it
-            // could have spilled.
-            (Some(limit), Some(_)) => {
+        match memory_limit {
+            Some(limit) if fair => {
                 builder = builder.with_memory_pool(Arc::new(TrackConsumersPool::new(
                     FairSpillPool::new(limit),
                     NonZeroUsize::new(5).expect("non-zero"),
                 )));
             }
-            (Some(limit), None) => builder = builder.with_memory_limit(limit, 1.0),
-            (None, _) => {}
+            Some(limit) => builder = builder.with_memory_limit(limit, 1.0),
+            None => {}
         }
         let runtime = Arc::new(builder.build()?);
         self.storage.register(&runtime);
@@ -1006,7 +1013,17 @@ impl Engine {
                         "out of memory with hash joins: running again with sort-merge joins"
                     );
                     drop(physical);
-                    state = sort_merge_joins(&state);
+                    // A fresh pool, shared evenly: the plan now holds a sort on each side
+                    // of each join in each partition, and with a first-come pool one
+                    // sort's rows leave another nothing for its merge.
+                    let runtime = self
+                        .runtime_with(
+                            Some(request.limits.memory_limit_bytes),
+                            request.spill.as_ref(),
+                            true,
+                        )
+                        .map_err(job_error)?;
+                    state = sort_merge_joins(&state, runtime);
                     sort_merge_rerun = true;
                 }
                 Err(e) => return Err(e),
@@ -1326,12 +1343,14 @@ fn with_sort_reservation(state: &SessionState, memory_limit: usize) -> SessionSt
         .build()
 }
 
-/// `state` planning equi-joins as sort-merge joins, which spill, instead of hash joins.
-fn sort_merge_joins(state: &SessionState) -> SessionState {
+/// `state` planning equi-joins as sort-merge joins, which spill, instead of hash joins, over
+/// `runtime`.
+fn sort_merge_joins(state: &SessionState, runtime: Arc<RuntimeEnv>) -> SessionState {
     let mut config = state.config().clone();
     config.options_mut().optimizer.prefer_hash_join = false;
     SessionStateBuilder::new_from_existing(state.clone())
         .with_config(config)
+        .with_runtime_env(runtime)
         .build()
 }
 
@@ -1358,7 +1377,13 @@ fn internal(e: DataFusionError) -> EngineError {
 /// SQL itself, are passed through; anything raised while touching data is withheld.
 fn job_error(e: DataFusionError) -> JobError {
     match e.find_root() {
-        DataFusionError::ResourcesExhausted(_) => JobError::ResourcesExhausted,
+        DataFusionError::ResourcesExhausted(which) => {
+            // Which operators held the pool (names and sizes, no values): for operators,
+            // in the worker's log that the sealed failure record keeps.
+            let which: String = which.chars().take(1_000).collect();
+            tracing::warn!(consumers = %which, "a job ran out of memory");
+            JobError::ResourcesExhausted
+        }
         DataFusionError::Plan(msg) => JobError::Plan(first_line(msg)),
         DataFusionError::SQL(parser_error, _) => {
             JobError::Plan(first_line(&parser_error.to_string()))

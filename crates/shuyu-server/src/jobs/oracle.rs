@@ -380,7 +380,10 @@ mod tests {
             sort_merge_rerun: true,
         };
         let shown = coarse_usage(&usage);
-        assert!(!shown.sort_merge_rerun, "a rerun for memory depends on the data");
+        assert!(
+            !shown.sort_merge_rerun,
+            "a rerun for memory depends on the data"
+        );
         assert_eq!(
             (
                 shown.cpu_ms,

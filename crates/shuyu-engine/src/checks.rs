@@ -1780,3 +1780,59 @@ fn reconstruction(
         review(NAME, detail, summary)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry of a hash is in its bucket, also when many hashes share a bucket and
+    /// one hash is many cells'.
+    #[test]
+    fn the_bottom_index_finds_every_entry_of_a_hash() {
+        let mut state = 11u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 11
+        };
+        let mut entries: Vec<Indexed> = (0..5_000u32)
+            .map(|cell| Indexed {
+                hash: next(),
+                cell,
+                units: cell % 7,
+            })
+            .collect();
+        // Twenty hashes in one bucket (the low bits alike), and a hash of seven cells.
+        entries.extend((0..20u32).map(|i| Indexed {
+            hash: (u64::from(i) + 1) << 40,
+            cell: 10_000 + i,
+            units: 0,
+        }));
+        let repeated = entries[7].hash;
+        entries.extend((0..6u32).map(|i| Indexed {
+            hash: repeated,
+            cell: 20_000 + i,
+            units: 1,
+        }));
+        let index = BottomIndex::new(&entries);
+        let mut probes: Vec<u64> = entries.iter().map(|e| e.hash).collect();
+        probes.extend((0..1_000).map(|_| next()));
+        for hash in probes {
+            let mut found: Vec<u32> = index
+                .bucket(hash)
+                .iter()
+                .filter(|e| e.hash == hash)
+                .map(|e| e.cell)
+                .collect();
+            let mut expected: Vec<u32> = entries
+                .iter()
+                .filter(|e| e.hash == hash)
+                .map(|e| e.cell)
+                .collect();
+            found.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(found, expected, "{hash:#x}");
+        }
+    }
+}

@@ -1004,9 +1004,12 @@ impl Engine {
                 // Hash joins hold their build side in memory; sort-merge joins spill (through
                 // the encrypted spill files) as the sorts before them do. A job that ran out of
                 // memory with hash joins runs once more with sort-merge joins: slower, within
-                // its limit. Its first, partial result is replaced.
+                // its limit. Its first, partial result is replaced. Without a place to spill
+                // the sorts could not spill either: no rerun.
                 Err(JobError::ResourcesExhausted)
-                    if !sort_merge_rerun && has_hash_join(physical.as_ref()) =>
+                    if !sort_merge_rerun
+                        && request.spill.is_some()
+                        && has_hash_join(physical.as_ref()) =>
                 {
                     tracing::info!(
                         job = %request.job_id,

@@ -1127,7 +1127,8 @@ async fn a_join_out_of_memory_runs_again_with_sort_merge_joins_that_spill() {
         files(&spill_dir)
     );
 
-    // Without a place to spill the sort-merge join fails too: once, with the memory error.
+    // Without a place to spill there is no rerun (its sorts could not spill): the memory
+    // error.
     let err = f.engine.run_job(&job(48 << 20, false)).await.unwrap_err();
     assert!(matches!(err, JobError::ResourcesExhausted), "{err:?}");
 }

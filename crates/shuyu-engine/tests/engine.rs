@@ -992,6 +992,16 @@ async fn progress_is_reported_while_a_long_aggregate_runs() {
 /// finish in seconds on a loaded machine.
 const SPILL_ROWS: u64 = 300_000;
 
+/// `request` with a pool of `memory` bytes, spilling (up to 1 GiB) into `spill` if given.
+fn limited(mut request: JobRequest, memory: usize, spill: Option<&Path>) -> JobRequest {
+    request.limits.memory_limit_bytes = memory;
+    request.spill = spill.map(|dir| shuyu_engine::SpillOptions {
+        dir: dir.to_path_buf(),
+        max_bytes: 1 << 30,
+    });
+    request
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn spilling_is_encrypted_and_leaves_nothing_behind() {
     let f = fixture();
@@ -1002,8 +1012,7 @@ async fn spilling_is_encrypted_and_leaves_nothing_behind() {
     let sql = format!(
         "SELECT value, 'CANARY_SPILL_98765' AS tag FROM range({SPILL_ROWS}) ORDER BY value DESC"
     );
-    let mut request = f.job(&sql, std::slice::from_ref(&t), &key);
-    request.limits.memory_limit_bytes = 16 << 20;
+    let mut request = limited(f.job(&sql, std::slice::from_ref(&t), &key), 16 << 20, None);
     request.limits.max_result_rows = SPILL_ROWS;
     let err = f.engine.run_job(&request).await.unwrap_err();
     assert!(
@@ -1013,13 +1022,12 @@ async fn spilling_is_encrypted_and_leaves_nothing_behind() {
 
     let spill_dir = f.root.join("spill-test");
     std::fs::create_dir_all(&spill_dir).unwrap();
-    let mut request = f.job(&sql, std::slice::from_ref(&t), &key);
-    request.limits.memory_limit_bytes = 16 << 20;
+    let mut request = limited(
+        f.job(&sql, std::slice::from_ref(&t), &key),
+        16 << 20,
+        Some(&spill_dir),
+    );
     request.limits.max_result_rows = SPILL_ROWS;
-    request.spill = Some(shuyu_engine::SpillOptions {
-        dir: spill_dir.clone(),
-        max_bytes: 1 << 30,
-    });
     // Watch the spill folder while the job runs: every file seen must be ciphertext.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let watcher = {
@@ -1067,8 +1075,8 @@ async fn a_join_out_of_memory_runs_again_with_sort_merge_joins_that_spill() {
     let f = fixture();
     let t = f.ingest("residents", "ds_a", "domain").await;
     let key = SecretKey::generate();
-    // A hash join holds its whole build side (a million keys and their table, well over
-    // 16 MiB) in memory; a sort-merge join sorts both sides, spilling what does not fit.
+    // A hash join holds its whole build side (two million keys and their table, well over
+    // 48 MiB) in memory; a sort-merge join sorts both sides, spilling what does not fit.
     // The keys are two permutations of the values (7919 and 104729 are primes, coprime to
     // the row count), so neither side comes sorted.
     let sql = format!(
@@ -1079,13 +1087,11 @@ async fn a_join_out_of_memory_runs_again_with_sort_merge_joins_that_spill() {
     let spill_dir = f.root.join("spill-join");
     std::fs::create_dir_all(&spill_dir).unwrap();
     let job = |memory: usize, spill: bool| {
-        let mut request = f.job(&sql, std::slice::from_ref(&t), &key);
-        request.limits.memory_limit_bytes = memory;
-        request.spill = spill.then(|| shuyu_engine::SpillOptions {
-            dir: spill_dir.clone(),
-            max_bytes: 1 << 30,
-        });
-        request
+        limited(
+            f.job(&sql, std::slice::from_ref(&t), &key),
+            memory,
+            spill.then_some(spill_dir.as_path()),
+        )
     };
     let sums = |file: &str| {
         let f = &f;
@@ -1112,7 +1118,7 @@ async fn a_join_out_of_memory_runs_again_with_sort_merge_joins_that_spill() {
     assert!(!output.sort_merge_rerun);
     assert_eq!(sums(&roomy.result_file).await, expected);
 
-    // 16 MiB: the hash join runs out, the job runs again with a sort-merge join and spills.
+    // 48 MiB: the hash join runs out, the job runs again with a sort-merge join and spills.
     let tight = job(48 << 20, true);
     let output = f
         .engine

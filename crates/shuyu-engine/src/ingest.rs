@@ -1,6 +1,7 @@
 //! Ingest: validates CSV or Parquet input against the declared columns and stores it as
 //! encrypted Parquet. Error messages name lines and columns, never values.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
@@ -16,7 +17,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use tokio::sync::mpsc::Receiver;
 
 use crate::error::EngineError;
@@ -551,108 +554,186 @@ fn not_parquet() -> EngineError {
     EngineError::InvalidInput("the input is not a valid Parquet file".into())
 }
 
-/// Reads and checks a plaintext Parquet file against `columns`.
+/// A plaintext Parquet upload whose footer has been checked against the declared columns,
+/// read a range of row groups at a time, so a large upload is never decoded whole.
 ///
 /// The Parquet reader still panics on some damaged data pages (fuzzing found an assertion
 /// in definition-level decoding, `arrow-buffer` 59.3.2 `bit_util::read_up_to_byte_from_offset`,
-/// reached from `PackedDecoder::read`). Everything the reader touches is owned by this call
-/// and dropped while unwinding, and nothing outside it can see a half-updated value, so a
-/// panic is caught here and the file refused like any other invalid one.
-pub(crate) fn parse_parquet(
+/// reached from `PackedDecoder::read`). Everything the reader touches is owned by the call
+/// that reads and dropped while unwinding, and nothing outside it can see a half-updated
+/// value, so a panic in [`ParquetUpload::open`] or [`ParquetUpload::read`] is caught and the
+/// file refused like any other invalid one.
+pub(crate) struct ParquetUpload {
     input: Bytes,
-    columns: &[ColumnSpec],
-) -> Result<Vec<RecordBatch>, EngineError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        read_parquet(input, columns)
-    }))
-    .unwrap_or_else(|_| Err(not_parquet()))
+    metadata: ArrowReaderMetadata,
+    columns: Vec<ColumnSpec>,
+    schema: SchemaRef,
 }
 
-fn read_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch>, EngineError> {
-    // The Parquet reader turns the footer's schema into a tree by recursion, one level per
-    // nesting level and without a limit: a crafted footer nesting groups a hundred thousand
-    // deep overflows any thread's stack and aborts the whole server. Declared columns are
-    // flat, so a schema is read only once the footer shows it flat.
-    if !flat_parquet_schema(&input) {
-        return Err(not_parquet());
+impl ParquetUpload {
+    /// Checks `input`'s footer: a flat schema whose columns are `columns`, by name and
+    /// type, and column chunks that lie within the file.
+    pub(crate) fn open(input: Bytes, columns: &[ColumnSpec]) -> Result<ParquetUpload, EngineError> {
+        guarded(|| ParquetUpload::open_unguarded(input, columns))
     }
-    let file_len = input.len() as u64;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|_| not_parquet())?;
-    // The reader asserts (panics) when a column chunk's offset or size is negative (found
-    // by fuzzing, parquet 59.3.2 `ColumnChunkMetaData::byte_range`): every chunk must lie
-    // within the file.
-    let chunks_in_file = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .flat_map(|group| group.columns())
-        .all(|chunk| {
-            let start = chunk
-                .dictionary_page_offset()
-                .unwrap_or(chunk.data_page_offset());
-            let (Ok(start), Ok(len), Ok(_)) = (
-                u64::try_from(start),
-                u64::try_from(chunk.compressed_size()),
-                u64::try_from(chunk.data_page_offset()),
-            ) else {
-                return false;
-            };
-            start.checked_add(len).is_some_and(|end| end <= file_len)
-        });
-    if !chunks_in_file {
-        return Err(not_parquet());
-    }
-    let file_schema = builder.schema().clone();
-    let names: Vec<&str> = file_schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
-    if names.len() != columns.len() || names.iter().zip(columns).any(|(n, c)| *n != c.name) {
-        return Err(EngineError::InvalidInput(format!(
-            "the Parquet columns ({}) do not match the declared columns ({})",
-            names.join(", "),
-            columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    for (field, column) in file_schema.fields().iter().zip(columns) {
-        if ColumnType::from_arrow(field.data_type()) != Some(column.data_type) {
+
+    fn open_unguarded(input: Bytes, columns: &[ColumnSpec]) -> Result<ParquetUpload, EngineError> {
+        // The Parquet reader turns the footer's schema into a tree by recursion, one level
+        // per nesting level and without a limit: a crafted footer nesting groups a hundred
+        // thousand deep overflows any thread's stack and aborts the whole server. Declared
+        // columns are flat, so a schema is read only once the footer shows it flat.
+        if !flat_parquet_schema(&input) {
+            return Err(not_parquet());
+        }
+        let file_len = input.len() as u64;
+        let metadata = ArrowReaderMetadata::load(&input, ArrowReaderOptions::new())
+            .map_err(|_| not_parquet())?;
+        // The reader asserts (panics) when a column chunk's offset or size is negative
+        // (found by fuzzing, parquet 59.3.2 `ColumnChunkMetaData::byte_range`): every chunk
+        // must lie within the file.
+        let chunks_in_file = metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .flat_map(|group| group.columns())
+            .all(|chunk| {
+                let start = chunk
+                    .dictionary_page_offset()
+                    .unwrap_or(chunk.data_page_offset());
+                let (Ok(start), Ok(len), Ok(_)) = (
+                    u64::try_from(start),
+                    u64::try_from(chunk.compressed_size()),
+                    u64::try_from(chunk.data_page_offset()),
+                ) else {
+                    return false;
+                };
+                start.checked_add(len).is_some_and(|end| end <= file_len)
+            });
+        if !chunks_in_file {
+            return Err(not_parquet());
+        }
+        let file_schema = metadata.schema();
+        let names: Vec<&str> = file_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        if names.len() != columns.len() || names.iter().zip(columns).any(|(n, c)| *n != c.name) {
             return Err(EngineError::InvalidInput(format!(
-                "column '{}' is stored as {} but declared as {}",
-                column.name,
-                field.data_type(),
-                column.data_type
+                "the Parquet columns ({}) do not match the declared columns ({})",
+                names.join(", "),
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
+        for (field, column) in file_schema.fields().iter().zip(columns) {
+            if ColumnType::from_arrow(field.data_type()) != Some(column.data_type) {
+                return Err(EngineError::InvalidInput(format!(
+                    "column '{}' is stored as {} but declared as {}",
+                    column.name,
+                    field.data_type(),
+                    column.data_type
+                )));
+            }
+        }
+        Ok(ParquetUpload {
+            input,
+            metadata,
+            columns: columns.to_vec(),
+            schema: arrow_schema(columns),
+        })
     }
-    let schema = arrow_schema(columns);
-    let reader = builder.build().map_err(|_| not_parquet())?;
-    let mut batches = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|_| not_parquet())?;
-        let arrays = batch
-            .columns()
+
+    /// The row groups' rows as the footer states them (a crafted footer may lie: the rows
+    /// stored are those [`ParquetUpload::read`] decodes).
+    pub(crate) fn row_group_rows(&self) -> Vec<u64> {
+        self.metadata
+            .metadata()
+            .row_groups()
             .iter()
-            .zip(columns)
-            .map(|(array, column)| {
-                cast(array, &column.data_type.arrow_type()).map_err(|_| {
-                    EngineError::InvalidInput(format!(
-                        "column '{}' cannot be converted to {}",
-                        column.name, column.data_type
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        batches.push(
-            RecordBatch::try_new(Arc::clone(&schema), arrays)
-                .map_err(|e| EngineError::Internal(format!("building a batch: {e}")))?,
-        );
+            .map(|group| u64::try_from(group.num_rows()).unwrap_or(0))
+            .collect()
     }
-    Ok(batches)
+
+    /// Decodes the row groups `groups`, in order, passing each batch, cast to the declared
+    /// types, to `emit`; stops early (without error) when `emit` returns `false`.
+    pub(crate) fn read(
+        &self,
+        groups: Range<usize>,
+        emit: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), EngineError> {
+        guarded(|| self.read_unguarded(groups, emit))
+    }
+
+    fn read_unguarded(
+        &self,
+        groups: Range<usize>,
+        mut emit: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), EngineError> {
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.input.clone(),
+            self.metadata.clone(),
+        )
+        .with_row_groups(groups.collect())
+        .build()
+        .map_err(|_| not_parquet())?;
+        for batch in reader {
+            let batch = batch.map_err(|_| not_parquet())?;
+            let arrays = batch
+                .columns()
+                .iter()
+                .zip(&self.columns)
+                .map(|(array, column)| {
+                    cast(array, &column.data_type.arrow_type()).map_err(|_| {
+                        EngineError::InvalidInput(format!(
+                            "column '{}' cannot be converted to {}",
+                            column.name, column.data_type
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays)
+                .map_err(|e| EngineError::Internal(format!("building a batch: {e}")))?;
+            if !emit(batch) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits row groups of `rows` rows each into at most `parts` consecutive, non-empty ranges
+/// of about equal rows (fewer when there are fewer groups), covering every group in order.
+pub(crate) fn row_group_ranges(rows: &[u64], parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, rows.len().max(1));
+    let total: u64 = rows.iter().sum();
+    let mut ranges = Vec::with_capacity(parts);
+    let (mut start, mut seen) = (0, 0u64);
+    for (i, n) in rows.iter().enumerate() {
+        seen += n;
+        let left_groups = rows.len() - i - 1;
+        let left_parts = parts - ranges.len() - 1;
+        // A part ends once it holds its share of the rows, or when each part still to come
+        // needs one of the groups left.
+        let share = (total as u128 * (ranges.len() as u128 + 1)).div_ceil(parts as u128);
+        if left_parts > 0 && (u128::from(seen) >= share || left_groups == left_parts) {
+            ranges.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < rows.len() || ranges.is_empty() {
+        ranges.push(start..rows.len());
+    }
+    ranges
+}
+
+/// `read`'s outcome, a panic of the Parquet reader refusing the file (see [`ParquetUpload`]).
+fn guarded<T>(read: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(not_parquet()))
 }
 
 /// Checks `input` as [`Engine::ingest`](crate::Engine::ingest) would, without storing
@@ -686,10 +767,15 @@ pub fn validate_input(
             split.first_error(parsed)?;
             Ok(n_rows)
         }
-        IngestFormat::Parquet => Ok(parse_parquet(input.clone(), columns)?
-            .iter()
-            .map(|b| b.num_rows() as u64)
-            .sum()),
+        IngestFormat::Parquet => {
+            let upload = ParquetUpload::open(input.clone(), columns)?;
+            let mut n_rows = 0u64;
+            upload.read(0..upload.row_group_rows().len(), |batch| {
+                n_rows += batch.num_rows() as u64;
+                true
+            })?;
+            Ok(n_rows)
+        }
     }
 }
 
@@ -1109,12 +1195,56 @@ mod tests {
         assert!(message.contains(&format!("line {bad},")), "{message}");
         assert!(!message.contains("not-a-number"), "{message}");
     }
+    #[test]
+    fn row_groups_are_split_into_consecutive_ranges_of_about_equal_rows() {
+        let covers = |rows: &[u64], ranges: &[Range<usize>]| {
+            ranges.first().map(|r| r.start) == Some(0)
+                && ranges.last().map(|r| r.end) == Some(rows.len())
+                && ranges.windows(2).all(|w| w[0].end == w[1].start)
+        };
+        for (rows, parts, expected) in [
+            (vec![100; 10], 2, vec![0..5, 5..10]),
+            (vec![100; 10], 3, vec![0..4, 4..7, 7..10]),
+            (vec![100; 3], 8, vec![0..1, 1..2, 2..3]),
+            // One large group first: the rest share the second part.
+            (vec![1000, 10, 10, 10], 2, vec![0..1, 1..4]),
+            // A large group last: each part still gets one group.
+            (vec![10, 10, 10, 1000], 2, vec![0..3, 3..4]),
+            (vec![5], 4, vec![0..1]),
+            (vec![], 4, vec![0..0]),
+            (vec![0, 0, 0], 2, vec![0..1, 1..3]),
+        ] {
+            let ranges = row_group_ranges(&rows, parts);
+            assert_eq!(ranges, expected, "{rows:?} in {parts}");
+            assert!(covers(&rows, &ranges) || rows.is_empty());
+            assert!(ranges.iter().all(|r| !r.is_empty()) || rows.is_empty());
+        }
+    }
 }
 
 #[cfg(test)]
 mod parquet_footer_tests {
     use super::*;
     use shuyu_policy::{Classification, MaskingRule};
+
+    /// Reads and checks a whole plaintext Parquet file against `columns`, guarded.
+    fn parse_parquet(
+        input: Bytes,
+        columns: &[ColumnSpec],
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        guarded(|| read_parquet(input, columns))
+    }
+
+    /// The same, unguarded: a panic of the reader propagates.
+    fn read_parquet(input: Bytes, columns: &[ColumnSpec]) -> Result<Vec<RecordBatch>, EngineError> {
+        let upload = ParquetUpload::open_unguarded(input, columns)?;
+        let mut batches = Vec::new();
+        upload.read_unguarded(0..upload.row_group_rows().len(), |batch| {
+            batches.push(batch);
+            true
+        })?;
+        Ok(batches)
+    }
 
     /// Thrift compact protocol, as much as a footer needs.
     #[derive(Default)]
@@ -1244,6 +1374,51 @@ mod parquet_footer_tests {
             parse_parquet(file, &columns),
             Err(EngineError::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn an_upload_reads_only_the_row_groups_asked_for_in_order() {
+        let batch = RecordBatch::try_new(
+            arrow_schema(&columns()),
+            vec![Arc::new(arrow::array::Int64Array::from_iter_values(0..100)) as ArrayRef],
+        )
+        .unwrap();
+        let mut file = Vec::new();
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(30))
+            .build();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), Some(properties))
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let upload = ParquetUpload::open(Bytes::from(file), &columns()).unwrap();
+        assert_eq!(upload.row_group_rows(), vec![30, 30, 30, 10]);
+        let values = |groups: Range<usize>| {
+            let mut values = Vec::new();
+            upload
+                .read(groups, |batch| {
+                    let column = batch.column(0).as_any();
+                    let column = column.downcast_ref::<arrow::array::Int64Array>().unwrap();
+                    values.extend(column.values().iter().copied());
+                    true
+                })
+                .unwrap();
+            values
+        };
+        assert_eq!(values(1..3), (30..90).collect::<Vec<_>>());
+        assert_eq!(values(3..4), (90..100).collect::<Vec<_>>());
+        assert_eq!(values(0..4), (0..100).collect::<Vec<_>>());
+        assert!(values(2..2).is_empty());
+        // A consumer that stops is not handed more.
+        let mut handed = 0;
+        upload
+            .read(0..4, |_| {
+                handed += 1;
+                false
+            })
+            .unwrap();
+        assert_eq!(handed, 1);
     }
 
     #[test]

@@ -558,6 +558,90 @@ async fn plaintext_parquet_is_ingested_when_it_matches_the_declaration() {
     assert!(!f.root.join("datasets/q").exists());
 }
 
+/// A large Parquet upload is decoded a range of row groups at a time, each range streamed
+/// into its own encrypted part; a damaged page in its last row group, found after the first
+/// part was written, removes what was written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_parquet_upload_is_stored_in_parts_and_a_late_error_leaves_nothing() {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    use parquet::file::properties::WriterProperties;
+    let f = fixture();
+    let two = a_string_b_number();
+    // 600,000 rows in eight row groups: two parts of 250,000 rows or more, whatever the cores.
+    let n: i64 = 600_000;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "a",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("row {i}")),
+            )) as ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut file = Vec::new();
+    let properties = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(75_000))
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    let metadata = writer.close().unwrap();
+    assert_eq!(metadata.row_groups().len(), 8);
+    let options = IngestOptions::default();
+    let ingest = |file: Vec<u8>, location: &'static str| {
+        f.engine.ingest(
+            IngestFormat::Parquet,
+            Bytes::from(file),
+            &two,
+            location,
+            "domain",
+            &options,
+        )
+    };
+    let outcome = ingest(file.clone(), "datasets/big/").await.unwrap();
+    assert_eq!(outcome.n_rows, n as u64);
+    assert_eq!(files(&f.root.join("datasets/big")).len(), 2);
+    let table = TableSpec {
+        name: "big".into(),
+        dataset_id: "ds_big".into(),
+        location: "datasets/big/".into(),
+        columns: two.clone(),
+        privacy_unit: None,
+    };
+    let request = f.job(
+        "SELECT count(*) AS n, sum(b) AS s, min(a) AS first, max(b) AS last FROM big",
+        &[table],
+        &SecretKey::generate(),
+    );
+    f.engine.run_job(&request).await.unwrap();
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    let cell =
+        |i: usize| arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap();
+    assert_eq!(cell(0), n.to_string());
+    assert_eq!(cell(1), (n * (n - 1) / 2).to_string());
+    assert_eq!(cell(2), "row 0");
+    assert_eq!(cell(3), (n - 1).to_string());
+
+    // The last row group's page header of `b` overwritten: the footer still reads, the
+    // page does not.
+    let last = metadata.row_groups()[7].column(1);
+    let offset = usize::try_from(last.data_page_offset()).unwrap();
+    file[offset..offset + 16].fill(0xff);
+    let refused = ingest(file, "datasets/bad/").await;
+    match refused {
+        Err(EngineError::InvalidInput(msg)) => {
+            assert!(msg.contains("not a valid Parquet"), "{msg}")
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert!(files(&f.root.join("datasets/bad")).is_empty());
+}
+
 // ------------------------------------------------------------------------ masked samples
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1196,6 +1196,7 @@ mod tests {
         assert!(!message.contains("not-a-number"), "{message}");
     }
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // one range is the expected split
     fn row_groups_are_split_into_consecutive_ranges_of_about_equal_rows() {
         let covers = |rows: &[u64], ranges: &[Range<usize>]| {
             ranges.first().map(|r| r.start) == Some(0)

@@ -15,6 +15,7 @@ pub mod functions;
 mod ingest;
 mod lineage;
 mod masking;
+mod memory;
 mod plan_text;
 mod reconstruction;
 mod results;

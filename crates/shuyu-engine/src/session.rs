@@ -29,7 +29,9 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, TrackConsumersPool};
+
+use crate::memory::InFlightOverdraft;
 use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
@@ -335,17 +337,25 @@ impl Engine {
             None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             Some(spill) => DiskManagerBuilder::default()
                 .with_temp_file_factory(Arc::new(EncryptedSpillFactory::new(&spill.dir)))
-                .with_max_temp_directory_size(spill.max_bytes),
+                .with_max_temp_directory_size(spill.max_bytes)
+                .with_max_spill_merge_fan_in(spill_merge_fan_in(memory_limit)),
         };
         let mut builder = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
+        // The five largest consumers are named when the pool runs out (`job_error` logs them).
+        let top = NonZeroUsize::new(5).expect("non-zero");
         match memory_limit {
             Some(limit) if fair => {
                 builder = builder.with_memory_pool(Arc::new(TrackConsumersPool::new(
-                    FairSpillPool::new(limit),
-                    NonZeroUsize::new(5).expect("non-zero"),
+                    InFlightOverdraft::new(FairSpillPool::new(limit), limit),
+                    top,
                 )));
             }
-            Some(limit) => builder = builder.with_memory_limit(limit, 1.0),
+            Some(limit) => {
+                builder = builder.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                    InFlightOverdraft::new(GreedyMemoryPool::new(limit), limit),
+                    top,
+                )));
+            }
             None => {}
         }
         let runtime = Arc::new(builder.build()?);
@@ -1369,6 +1379,17 @@ fn has_hash_join(plan: &dyn ExecutionPlan) -> bool {
             .children()
             .into_iter()
             .any(|child| has_hash_join(child.as_ref()))
+}
+
+/// How many of a sort's spill files one merge pass reads: one per 32 MiB of the job's pool,
+/// between 4 and 128 (16 at the default 512 MiB); unbounded (0) without a pool.
+/// DataFusion's multi-level merge otherwise reads as many files at once as the pool lets it
+/// reserve buffers for, and that memory cannot spill: at SF 10, one sort's merge of a few
+/// hundred files held 440 MB of a 512 MiB pool, and the next sort could not reserve its
+/// first 8 MiB. Bounded, a merge of more files takes further passes over the (encrypted)
+/// spill files, within its share.
+fn spill_merge_fan_in(memory_limit: Option<usize>) -> usize {
+    memory_limit.map_or(0, |limit| (limit / (32 << 20)).clamp(4, 128))
 }
 
 /// `state` with each sort reserving for its in-memory merge a 64th of the job's memory pool

@@ -1223,6 +1223,77 @@ async fn a_join_out_of_memory_runs_again_with_sort_merge_joins_that_spill() {
     assert!(matches!(err, JobError::ResourcesExhausted), "{err:?}");
 }
 
+/// A job joining two sides of `n` rows each, about 110 bytes a row, in a 48 MiB pool with a
+/// place to spill, given `timeout`. The keys are a permutation of the other side's, so
+/// neither side comes sorted.
+fn wide_join(
+    f: &Fixture,
+    table: &TableSpec,
+    n: u64,
+    spill_dir: &Path,
+    timeout: Duration,
+) -> JobRequest {
+    let sql = format!(
+        "SELECT count(*) AS n, sum(length(a.pad) + length(b.pad)) AS s \
+         FROM (SELECT value AS k, repeat('x', 100) || value AS pad FROM range({n})) a \
+         JOIN (SELECT (value * 7919) % {n} AS k, repeat('y', 100) || value AS pad \
+               FROM range({n})) b ON a.k = b.k"
+    );
+    let mut request = limited(
+        f.job(&sql, std::slice::from_ref(table), &SecretKey::generate()),
+        48 << 20,
+        Some(spill_dir),
+    );
+    request.limits.timeout = timeout;
+    request
+}
+
+/// The count and the sum of both sides' `pad` lengths `wide_join` over `n` rows gives.
+async fn wide_join_result(f: &Fixture, request: &JobRequest, n: u64) {
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    let int =
+        |i: usize| arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap();
+    let digits: u64 = (0..n).map(|v| v.to_string().len() as u64).sum();
+    assert_eq!(int(0), n.to_string());
+    assert_eq!(int(1), (2 * (100 * n + digits)).to_string());
+}
+
+/// DataFusion 55's repartition writes a batch it cannot reserve memory for to a spill pool,
+/// and can wait forever on the wrong file of it (apache/datafusion#24883): this job did,
+/// every time, before a repartition's batches in flight could overdraw the pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_repartitions_run_short_of_memory_does_not_hang() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let spill_dir = f.root.join("spill-in-flight");
+    std::fs::create_dir_all(&spill_dir).unwrap();
+    let n = 300_000;
+    let request = wide_join(&f, &t, n, &spill_dir, Duration::from_secs(120));
+    f.engine.run_job(&request).await.expect("completes");
+    wide_join_result(&f, &request, n).await;
+}
+
+/// A sort-merge join whose sorts each spill many files: one sort's merge may not take the
+/// whole pool (its memory cannot spill) and leave the other sorts none. Without a bounded
+/// merge fan-in this rerun ran out of memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sort_merge_rerun_whose_sorts_spill_many_files_completes() {
+    let f = fixture();
+    let t = f.ingest("residents", "ds_a", "domain").await;
+    let spill_dir = f.root.join("spill-wide");
+    std::fs::create_dir_all(&spill_dir).unwrap();
+    let n = 500_000;
+    let request = wide_join(&f, &t, n, &spill_dir, Duration::from_secs(600));
+    let output = f
+        .engine
+        .run_job(&request)
+        .await
+        .expect("completes by spilling");
+    assert!(output.sort_merge_rerun);
+    wide_join_result(&f, &request, n).await;
+    assert!(files(&spill_dir).is_empty());
+}
+
 // ------------------------------------------------------------------------ dataframe jobs
 
 /// A Substrait plan built the way a client builds one: a DataFrame over tables that have

@@ -87,7 +87,8 @@ const SAMPLE_POOL_ROWS: usize = 2000;
 pub struct JobLimits {
     /// SQL text larger than this is refused before parsing.
     pub max_sql_bytes: usize,
-    /// Memory pool size for the job's large operators.
+    /// Memory pool size for the job's large operators (batches in flight between partitions
+    /// may overdraw it by half before they spill).
     pub memory_limit_bytes: usize,
     /// Wall-clock limit for planning and execution.
     pub timeout: Duration,

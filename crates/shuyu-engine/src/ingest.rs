@@ -709,17 +709,18 @@ impl ParquetUpload {
 /// of about equal rows (fewer when there are fewer groups), covering every group in order.
 pub(crate) fn row_group_ranges(rows: &[u64], parts: usize) -> Vec<Range<usize>> {
     let parts = parts.clamp(1, rows.len().max(1));
-    let total: u64 = rows.iter().sum();
+    // In u128: a crafted footer may state rows that overflow a u64 sum.
+    let total: u128 = rows.iter().map(|&n| u128::from(n)).sum();
     let mut ranges = Vec::with_capacity(parts);
-    let (mut start, mut seen) = (0, 0u64);
-    for (i, n) in rows.iter().enumerate() {
-        seen += n;
+    let (mut start, mut seen) = (0, 0u128);
+    for (i, &n) in rows.iter().enumerate() {
+        seen += u128::from(n);
         let left_groups = rows.len() - i - 1;
         let left_parts = parts - ranges.len() - 1;
         // A part ends once it holds its share of the rows, or when each part still to come
         // needs one of the groups left.
-        let share = (total as u128 * (ranges.len() as u128 + 1)).div_ceil(parts as u128);
-        if left_parts > 0 && (u128::from(seen) >= share || left_groups == left_parts) {
+        let share = (total * (ranges.len() as u128 + 1)).div_ceil(parts as u128);
+        if left_parts > 0 && (seen >= share || left_groups == left_parts) {
             ranges.push(start..i + 1);
             start = i + 1;
         }
@@ -1214,6 +1215,8 @@ mod tests {
             (vec![5], 4, vec![0..1]),
             (vec![], 4, vec![0..0]),
             (vec![0, 0, 0], 2, vec![0..1, 1..3]),
+            // Rows a crafted footer may state: no overflow.
+            (vec![u64::MAX; 4], 2, vec![0..2, 2..4]),
         ] {
             let ranges = row_group_ranges(&rows, parts);
             assert_eq!(ranges, expected, "{rows:?} in {parts}");

@@ -552,7 +552,8 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("parsing task: {e}")))??;
         let upload = Arc::new(upload);
         let group_rows = upload.row_group_rows();
-        let total: u64 = group_rows.iter().sum();
+        // As the footer states them (a crafted one may overflow a plain sum).
+        let total = group_rows.iter().fold(0u64, |sum, &n| sum.saturating_add(n));
         // A large input is written as one file per core, in parallel; each file has its own
         // data key like any other.
         let parts = std::thread::available_parallelism()

@@ -14,10 +14,18 @@
 //! in flight reach their consumer instead of a spill file. Past the overdraft, the
 //! repartition is refused (and spills) as before.
 
+use std::sync::Arc;
+
 use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::config::ConfigOptions;
 use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SortMergeJoinExec};
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
 /// The name DataFusion gives a repartition's reservations (`RepartitionExec[<partition>]`).
 const REPARTITION_CONSUMER: &str = "RepartitionExec[";
@@ -101,10 +109,77 @@ impl<P: MemoryPool> MemoryPool for InFlightOverdraft<P> {
     }
 }
 
+/// A physical optimizer rule for a job's sort-merge rerun: a sort-merge join one of whose
+/// sides the planner's statistics put at `max_build_bytes` or less is planned as a hash
+/// join again (its small side the build side: `JoinSelection`, which runs later, swaps the
+/// inputs when the right is the smaller), so only the joins too large to hold are sorted
+/// and spilled. Sorting the large side of a join with a 25-row nation table cost the rerun
+/// a sort of tens of millions of rows. Where the statistics know no size, the join stays
+/// sort-merge.
+///
+/// It must run first, before the rules that add each sort-merge join's sorts.
+#[derive(Debug)]
+pub(crate) struct SmallSidesHashJoined {
+    pub(crate) max_build_bytes: usize,
+}
+
+impl SmallSidesHashJoined {
+    /// Whether `side`'s statistics put it at `max_build_bytes` or less.
+    fn small(&self, side: &Arc<dyn ExecutionPlan>) -> bool {
+        let statistics = StatisticsContext::new().compute(side.as_ref(), &StatisticsArgs::new());
+        statistics.is_ok_and(|statistics| {
+            statistics
+                .total_byte_size
+                .get_value()
+                .is_some_and(|&bytes| bytes <= self.max_build_bytes)
+        })
+    }
+}
+
+impl PhysicalOptimizerRule for SmallSidesHashJoined {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(join) = node.downcast_ref::<SortMergeJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let build_small = self.small(join.left())
+                || (join.join_type().supports_swap() && self.small(join.right()));
+            if !build_small {
+                return Ok(Transformed::no(node));
+            }
+            let hash_join = HashJoinExec::try_new(
+                Arc::clone(join.left()),
+                Arc::clone(join.right()),
+                join.on().to_vec(),
+                join.filter().clone(),
+                &join.join_type(),
+                None,
+                PartitionMode::Auto,
+                join.null_equality(),
+                false,
+            )?;
+            Ok(Transformed::yes(
+                Arc::new(hash_join) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "shuyu_small_sides_hash_joined"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool};
 
     use super::*;
@@ -168,5 +243,77 @@ mod tests {
             let named = MemoryConsumer::new("RepartitionExecutor").register(&pool);
             assert!(named.try_grow(1).is_err());
         }
+    }
+
+    /// The physical plan of a join of a 100,000-row table with a 25-row one, sort-merge
+    /// joins preferred, with `rule` run first; rendered.
+    async fn planned(rule: SmallSidesHashJoined, small_on_the_left: bool) -> String {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::datasource::MemTable;
+        use datafusion::execution::SessionStateBuilder;
+        use datafusion::physical_plan::displayable;
+        use datafusion::prelude::{SessionConfig, SessionContext};
+
+        let table = |rows: i64| {
+            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from_iter_values(
+                    (0..rows).map(|v| v % 25),
+                ))],
+            )
+            .unwrap();
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+        };
+        let mut config = SessionConfig::new().with_target_partitions(2);
+        config.options_mut().optimizer.prefer_hash_join = false;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
+        let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = vec![Arc::new(rule)];
+        rules.extend(state.physical_optimizers().iter().cloned());
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_physical_optimizer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_table("facts", table(100_000)).unwrap();
+        ctx.register_table("nation", table(25)).unwrap();
+        let sql = if small_on_the_left {
+            "SELECT count(*) FROM nation n JOIN facts f ON n.k = f.k"
+        } else {
+            "SELECT count(*) FROM facts f JOIN nation n ON f.k = n.k"
+        };
+        let frame = ctx.sql(sql).await.unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        // The plan still answers: every fact matches one nation row.
+        let counted = frame.collect().await.unwrap();
+        assert_eq!(
+            datafusion::arrow::util::display::array_value_to_string(counted[0].column(0), 0)
+                .unwrap(),
+            "100000"
+        );
+        displayable(plan.as_ref()).indent(true).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_join_with_a_small_side_stays_a_hash_join_in_the_rerun() {
+        for small_on_the_left in [true, false] {
+            let plan = planned(
+                SmallSidesHashJoined {
+                    max_build_bytes: MIB,
+                },
+                small_on_the_left,
+            )
+            .await;
+            assert!(plan.contains("HashJoinExec"), "{plan}");
+            assert!(!plan.contains("SortMergeJoin"), "{plan}");
+            assert!(!plan.contains("SortExec"), "{plan}");
+        }
+        // Neither side small enough: sort-merge, as before.
+        let plan = planned(SmallSidesHashJoined { max_build_bytes: 0 }, true).await;
+        assert!(plan.contains("SortMergeJoin"), "{plan}");
+        assert!(!plan.contains("HashJoinExec"), "{plan}");
     }
 }

@@ -31,7 +31,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, TrackConsumersPool};
 
-use crate::memory::InFlightOverdraft;
+use crate::memory::{InFlightOverdraft, SmallSidesHashJoined};
 use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
@@ -40,6 +40,7 @@ use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -553,7 +554,9 @@ impl Engine {
         let upload = Arc::new(upload);
         let group_rows = upload.row_group_rows();
         // As the footer states them (a crafted one may overflow a plain sum).
-        let total = group_rows.iter().fold(0u64, |sum, &n| sum.saturating_add(n));
+        let total = group_rows
+            .iter()
+            .fold(0u64, |sum, &n| sum.saturating_add(n));
         // A large input is written as one file per core, in parallel; each file has its own
         // data key like any other.
         let parts = std::thread::available_parallelism()
@@ -1075,7 +1078,7 @@ impl Engine {
                             true,
                         )
                         .map_err(job_error)?;
-                    state = sort_merge_joins(&state, runtime);
+                    state = sort_merge_joins(&state, runtime, request.limits.memory_limit_bytes);
                     sort_merge_rerun = true;
                 }
                 Err(e) => return Err(e),
@@ -1407,13 +1410,24 @@ fn with_sort_reservation(state: &SessionState, memory_limit: usize) -> SessionSt
 }
 
 /// `state` planning equi-joins as sort-merge joins, which spill, instead of hash joins, over
-/// `runtime`.
-fn sort_merge_joins(state: &SessionState, runtime: Arc<RuntimeEnv>) -> SessionState {
+/// `runtime` — but for joins with a side of at most a 16th of `memory_limit` by the
+/// planner's statistics, which stay hash joins ([`SmallSidesHashJoined`]).
+fn sort_merge_joins(
+    state: &SessionState,
+    runtime: Arc<RuntimeEnv>,
+    memory_limit: usize,
+) -> SessionState {
     let mut config = state.config().clone();
     config.options_mut().optimizer.prefer_hash_join = false;
+    let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
+        vec![Arc::new(SmallSidesHashJoined {
+            max_build_bytes: memory_limit / 16,
+        })];
+    rules.extend(state.physical_optimizers().iter().cloned());
     SessionStateBuilder::new_from_existing(state.clone())
         .with_config(config)
         .with_runtime_env(runtime)
+        .with_physical_optimizer_rules(rules)
         .build()
 }
 

@@ -30,8 +30,6 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, TrackConsumersPool};
-
-use crate::memory::{InFlightOverdraft, SmallSidesHashJoined};
 use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
@@ -65,6 +63,7 @@ use crate::ingest::{
 };
 use crate::lineage::{OutputColumn, RowInfluence, plan_lineage};
 use crate::masking::{MaskedTable, MaskingUdf, display_key, mask_array_typed, mask_batches};
+use crate::memory::{InFlightOverdraft, SmallSidesHashJoined};
 use crate::plan_text::PlanText;
 use crate::schema::{ColumnSpec, TableSpec};
 use crate::schema::{arrow_schema, scan_schema};

@@ -443,6 +443,31 @@ async fn bad_input_is_refused_and_leaves_nothing_written() {
     assert!(files(&f.root).is_empty(), "{:?}", files(&f.root));
 }
 
+/// Checks, by a job, that the `a_string_b_number` dataset at `location` holds the rows
+/// `("row {i}", i)` for `i` in `0..n`: their count, sum, first name and last number.
+async fn stores_rows_up_to(f: &Fixture, columns: &[ColumnSpec], location: &str, n: i64) {
+    let table = TableSpec {
+        name: "big".into(),
+        dataset_id: "ds_big".into(),
+        location: location.into(),
+        columns: columns.to_vec(),
+        privacy_unit: None,
+    };
+    let request = f.job(
+        "SELECT count(*) AS n, sum(b) AS s, min(a) AS first, max(b) AS last FROM big",
+        &[table],
+        &SecretKey::generate(),
+    );
+    f.engine.run_job(&request).await.unwrap();
+    let batches = f.engine.read_result(&request.result_file).await.unwrap();
+    let cell =
+        |i: usize| arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap();
+    assert_eq!(cell(0), n.to_string());
+    assert_eq!(cell(1), (n * (n - 1) / 2).to_string());
+    assert_eq!(cell(2), "row 0");
+    assert_eq!(cell(3), (n - 1).to_string());
+}
+
 /// A CSV past the parallel threshold (about 6 MB) is parsed in chunks, one per core, each
 /// streamed into its own encrypted part while it is parsed; an error near its end, found
 /// after other parts were written, removes them.
@@ -470,25 +495,7 @@ async fn a_large_csv_is_stored_in_parts_and_a_late_error_leaves_nothing() {
     assert_eq!(outcome.n_rows, n as u64);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get().min(8));
     assert_eq!(files(&f.root.join("datasets/big")).len(), cores);
-    let table = TableSpec {
-        name: "big".into(),
-        dataset_id: "ds_big".into(),
-        location: "datasets/big/".into(),
-        columns: two.clone(),
-        privacy_unit: None,
-    };
-    let request = f.job(
-        "SELECT count(*) AS n, sum(b) AS s, min(a) AS first FROM big",
-        &[table],
-        &SecretKey::generate(),
-    );
-    f.engine.run_job(&request).await.unwrap();
-    let batches = f.engine.read_result(&request.result_file).await.unwrap();
-    let row =
-        |i: usize| arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap();
-    assert_eq!(row(0), n.to_string());
-    assert_eq!(row(1), (n * (n - 1) / 2).to_string());
-    assert_eq!(row(2), "row 0");
+    stores_rows_up_to(&f, &two, "datasets/big/", n).await;
 
     csv.push_str("x,CANARY77\n");
     let refused = ingest(csv, "datasets/bad/").await;
@@ -606,26 +613,7 @@ async fn a_large_parquet_upload_is_stored_in_parts_and_a_late_error_leaves_nothi
     let outcome = ingest(file.clone(), "datasets/big/").await.unwrap();
     assert_eq!(outcome.n_rows, n as u64);
     assert_eq!(files(&f.root.join("datasets/big")).len(), 2);
-    let table = TableSpec {
-        name: "big".into(),
-        dataset_id: "ds_big".into(),
-        location: "datasets/big/".into(),
-        columns: two.clone(),
-        privacy_unit: None,
-    };
-    let request = f.job(
-        "SELECT count(*) AS n, sum(b) AS s, min(a) AS first, max(b) AS last FROM big",
-        &[table],
-        &SecretKey::generate(),
-    );
-    f.engine.run_job(&request).await.unwrap();
-    let batches = f.engine.read_result(&request.result_file).await.unwrap();
-    let cell =
-        |i: usize| arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap();
-    assert_eq!(cell(0), n.to_string());
-    assert_eq!(cell(1), (n * (n - 1) / 2).to_string());
-    assert_eq!(cell(2), "row 0");
-    assert_eq!(cell(3), (n - 1).to_string());
+    stores_rows_up_to(&f, &two, "datasets/big/", n).await;
 
     // The last row group's page header of `b` overwritten: the footer still reads, the
     // page does not.

@@ -1322,18 +1322,15 @@ fn sharing_pairs(
     indexed: &[(usize, SketchRef<'_>)],
     probes: &[(usize, SketchRef<'_>)],
     k: usize,
-    skip: impl Fn(usize, usize) -> bool,
+    skip: impl Fn(usize, usize) -> bool + Sync,
 ) -> Vec<(usize, usize)> {
     let m = (2 * k - 1).min(BOTTOM);
-    let need = m + 1 - k;
-    let saturated = |s: &SketchRef<'_>| u32::try_from(s.units()).unwrap_or(u32::MAX);
-    let mut pairs = Vec::new();
     if probes.is_empty() || indexed.is_empty() {
-        return pairs;
+        return Vec::new();
     }
     let mut entries: Vec<Indexed> = Vec::with_capacity(indexed.len() * m);
     for (cell, (_, sketch)) in indexed.iter().enumerate() {
-        let units = saturated(sketch);
+        let units = saturated_units(sketch);
         entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
             hash,
             cell: cell as u32,
@@ -1342,12 +1339,34 @@ fn sharing_pairs(
     }
     let index = BottomIndex::new(&entries);
     drop(entries);
+    in_chunks(probes, |probes| {
+        probe_index(&index, indexed, probes, k, &skip)
+    })
+}
+
+/// A sketch's unit count for the index (saturated at `u32::MAX`).
+fn saturated_units(sketch: &SketchRef<'_>) -> u32 {
+    u32::try_from(sketch.units()).unwrap_or(u32::MAX)
+}
+
+/// [`sharing_pairs`] for some of the probes, against the index of `indexed`'s smallest
+/// hashes.
+fn probe_index(
+    index: &BottomIndex,
+    indexed: &[(usize, SketchRef<'_>)],
+    probes: &[(usize, SketchRef<'_>)],
+    k: usize,
+    skip: &(impl Fn(usize, usize) -> bool + Sync),
+) -> Vec<(usize, usize)> {
+    let m = (2 * k - 1).min(BOTTOM);
+    let need = m + 1 - k;
+    let mut pairs = Vec::new();
     // Shared-hash counters, reset through the list of the cells touched.
     let mut shared = vec![0u32; indexed.len()];
     let mut touched = Vec::new();
     let mut buckets: Vec<(u64, &[Indexed])> = Vec::with_capacity(m);
     for &(probe, sketch) in probes {
-        let units = saturated(&sketch);
+        let units = saturated_units(&sketch);
         // Every bucket first, then their entries: the lookups do not wait on each other.
         buckets.clear();
         buckets.extend(sketch.bottom().take(m).map(|h| (h, index.bucket(h))));
@@ -1379,6 +1398,44 @@ fn sharing_pairs(
         }
     }
     pairs
+}
+
+/// Items per thread below which [`in_chunks`] stays on one thread.
+const CHUNK_MIN: usize = 2048;
+
+/// `work` over consecutive chunks of `items`, one per core (at most 8) when there are enough
+/// items to be worth a thread, its outputs concatenated in the items' order: the checks of a
+/// large result against a large ledger are the part of an export a reviewer waits for.
+fn in_chunks<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    in_chunks_on(cores.min(items.len() / CHUNK_MIN), items, work)
+}
+
+/// [`in_chunks`] on at most `threads` threads.
+fn in_chunks_on<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    work: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let threads = threads.min(items.len()).max(1);
+    if threads == 1 {
+        return work(items);
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let work = &work;
+        let running: Vec<_> = items
+            .chunks(size)
+            .map(|chunk| scope.spawn(move || work(chunk)))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|thread| match thread.join() {
+                Ok(out) => out,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// The pairs of cells that may differ by fewer than `k` people.
@@ -1476,14 +1533,16 @@ fn difference_candidates<'a>(
             }
         }
     }
-    let compared = candidates
-        .iter()
-        .map(|&(i, j, r)| match (j, r) {
-            (Some(j), _) => closeness(&ours[i].1, &ours[j].1, k),
-            (None, Some(r)) => closeness(&ours[i].1, &released[r], k),
-            (None, None) => Difference::Large,
-        })
-        .collect();
+    let compared = in_chunks(&candidates, |pairs| {
+        pairs
+            .iter()
+            .map(|&(i, j, r)| match (j, r) {
+                (Some(j), _) => closeness(&ours[i].1, &ours[j].1, k),
+                (None, Some(r)) => closeness(&ours[i].1, &released[r], k),
+                (None, None) => Difference::Large,
+            })
+            .collect()
+    });
     Candidates {
         ours,
         pairs: candidates,
@@ -1784,6 +1843,75 @@ fn reconstruction(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chunks run on their own threads give their outputs in the items' order, whatever
+    /// each chunk's output length.
+    #[test]
+    fn work_in_chunks_keeps_the_items_order() {
+        let items: Vec<usize> = (0..10_003).collect();
+        let work = |chunk: &[usize]| -> Vec<usize> {
+            chunk
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(i, i % 3))
+                .collect()
+        };
+        let expected = work(&items);
+        for threads in [1, 2, 3, 8, 20_000] {
+            assert_eq!(in_chunks_on(threads, &items, work), expected, "{threads}");
+        }
+        assert!(in_chunks_on(4, &[] as &[usize], work).is_empty());
+        assert_eq!(in_chunks(&items, work), expected);
+    }
+
+    /// The close pairs of many cells (3,000 probes against 3,000 indexed) are the same
+    /// whether the probes run on one thread or are split over several.
+    #[test]
+    fn close_pairs_found_over_threads_are_those_found_on_one() {
+        // Populations shifted along a line of people: neighbours differ by a few, cells far
+        // apart by many. The even cells are indexed, the odd ones probe them. A person's
+        // hash: splitmix64's finaliser (distinct, spread).
+        let person = |p: u64| {
+            let mut x = p.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        };
+        let sketches: Vec<UnitSketch> = (0..6_000u64)
+            .map(|c| {
+                let first = c * 3;
+                UnitSketch::from_hashes(
+                    &(first..first + 40 + c % 5).map(person).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let (indexed, probes): (Vec<_>, Vec<_>) = sketches
+            .iter()
+            .map(|s| s.view())
+            .enumerate()
+            .partition(|(c, _)| c.is_multiple_of(2));
+        let (indexed, probes) = (indexed.as_slice(), probes.as_slice());
+        let k = 10;
+        let mut entries = Vec::new();
+        for (cell, (_, sketch)) in indexed.iter().enumerate() {
+            let units = saturated_units(sketch);
+            entries.extend(sketch.bottom().take(2 * k - 1).map(|hash| Indexed {
+                hash,
+                cell: cell as u32,
+                units,
+            }));
+        }
+        let index = BottomIndex::new(&entries);
+        let skip = |probe: usize, cell: usize| (probe + cell).is_multiple_of(11);
+        let one = probe_index(&index, indexed, probes, k, &skip);
+        assert!(one.len() > 100, "{} pairs", one.len());
+        for threads in [2, 3, 7] {
+            let split = in_chunks_on(threads, probes, |chunk| {
+                probe_index(&index, indexed, chunk, k, &skip)
+            });
+            assert_eq!(split, one, "{threads} threads");
+        }
+        assert_eq!(sharing_pairs(indexed, probes, k, skip), one);
+    }
 
     /// Every entry of a hash is in its bucket, also when many hashes share a bucket and
     /// one hash is many cells'.

@@ -1424,15 +1424,23 @@ fn in_chunks_on<T: Sync, R: Send>(
     let size = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let work = &work;
+        // A chunk whose thread cannot be started (a process out of threads) runs here.
         let running: Vec<_> = items
             .chunks(size)
-            .map(|chunk| scope.spawn(move || work(chunk)))
+            .map(|chunk| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || work(chunk))
+                    .map_err(|_| chunk)
+            })
             .collect();
         running
             .into_iter()
-            .flat_map(|thread| match thread.join() {
-                Ok(out) => out,
-                Err(panic) => std::panic::resume_unwind(panic),
+            .flat_map(|thread| match thread {
+                Ok(thread) => match thread.join() {
+                    Ok(out) => out,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(chunk) => work(chunk),
             })
             .collect()
     })

@@ -1271,6 +1271,21 @@ struct BottomIndex {
 }
 
 impl BottomIndex {
+    /// The index of the `m` smallest hashes of each of `indexed`'s sketches, each entry
+    /// naming its cell by its place in `indexed`.
+    fn of(indexed: &[(usize, SketchRef<'_>)], m: usize) -> BottomIndex {
+        let mut entries: Vec<Indexed> = Vec::with_capacity(indexed.len() * m);
+        for (cell, (_, sketch)) in indexed.iter().enumerate() {
+            let units = saturated_units(sketch);
+            entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
+                hash,
+                cell: cell as u32,
+                units,
+            }));
+        }
+        BottomIndex::new(&entries)
+    }
+
     fn new(entries: &[Indexed]) -> BottomIndex {
         let buckets = entries.len().next_power_of_two();
         let mask = buckets as u64 - 1;
@@ -1324,21 +1339,10 @@ fn sharing_pairs(
     k: usize,
     skip: impl Fn(usize, usize) -> bool + Sync,
 ) -> Vec<(usize, usize)> {
-    let m = (2 * k - 1).min(BOTTOM);
     if probes.is_empty() || indexed.is_empty() {
         return Vec::new();
     }
-    let mut entries: Vec<Indexed> = Vec::with_capacity(indexed.len() * m);
-    for (cell, (_, sketch)) in indexed.iter().enumerate() {
-        let units = saturated_units(sketch);
-        entries.extend(sketch.bottom().take(m).map(|hash| Indexed {
-            hash,
-            cell: cell as u32,
-            units,
-        }));
-    }
-    let index = BottomIndex::new(&entries);
-    drop(entries);
+    let index = BottomIndex::of(indexed, (2 * k - 1).min(BOTTOM));
     in_chunks(probes, |probes| {
         probe_index(&index, indexed, probes, k, &skip)
     })
@@ -1899,16 +1903,7 @@ mod tests {
             .partition(|(c, _)| c.is_multiple_of(2));
         let (indexed, probes) = (indexed.as_slice(), probes.as_slice());
         let k = 10;
-        let mut entries = Vec::new();
-        for (cell, (_, sketch)) in indexed.iter().enumerate() {
-            let units = saturated_units(sketch);
-            entries.extend(sketch.bottom().take(2 * k - 1).map(|hash| Indexed {
-                hash,
-                cell: cell as u32,
-                units,
-            }));
-        }
-        let index = BottomIndex::new(&entries);
+        let index = BottomIndex::of(indexed, 2 * k - 1);
         let skip = |probe: usize, cell: usize| (probe + cell).is_multiple_of(11);
         let one = probe_index(&index, indexed, probes, k, &skip);
         assert!(one.len() > 100, "{} pairs", one.len());
